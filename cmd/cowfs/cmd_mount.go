@@ -1,0 +1,199 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cowfs/cowfs/fs"
+)
+
+type mountFlags struct {
+	lower, upper, work string
+	foreground         bool
+	debug              bool
+	noPassthrough      bool
+	timeout            time.Duration
+}
+
+func newMountCmd(g *globals) *cobra.Command {
+	f := &mountFlags{}
+	cmd := &cobra.Command{
+		Use:   "mount MNT --lower DIR",
+		Short: "Mount a copy-on-write workspace at MNT",
+		Long: `Mount a workspace at MNT: DIR read-only beneath a private writable upper.
+
+The command returns 0 only once MNT serves requests; if the workspace cannot
+be mounted it says why and exits non-zero, and nothing is left mounted. The
+mount process runs in the background (log: <upper's parent>/mount.log) unless
+--foreground is given; SIGTERM or SIGINT unmount it cleanly.
+
+The upper lives under --state, keyed by MNT, so mounting the same MNT again
+(after an unmount or a crash) finds the same upper. --upper and --work put it
+elsewhere, as overlayfs's upperdir and workdir do.`,
+		Example: `  # a workspace over a spider's code
+  cowfs mount /root/crawlab_workspace/spider1 --lower /srv/spiders/spider1
+
+  # keep the upper in a chosen place, stay attached, log every request
+  cowfs mount /mnt/ws --lower /srv/base --upper /data/ws/upper --work /data/ws/work --foreground --debug`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runMount(g, f, args[0])
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.lower, "lower", "", "read-only lower directory (required)")
+	fl.StringVar(&f.upper, "upper", "", "upper directory (default: under --state)")
+	fl.StringVar(&f.work, "work", "", "work directory, on the upper's filesystem (required with --upper)")
+	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted")
+	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
+	fl.BoolVar(&f.noPassthrough, "no-passthrough", false, "never let the kernel bypass cowfs for reads and writes")
+	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready")
+	cmd.MarkFlagRequired("lower")
+	return cmd
+}
+
+func runMount(g *globals, f *mountFlags, mnt string) error {
+	mnt, err := filepath.Abs(mnt)
+	if err != nil {
+		return err
+	}
+	lower, err := filepath.Abs(f.lower)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("no /dev/fuse: load the fuse module (modprobe fuse) or give the container the device: %w", err)
+	}
+	if st, err := os.Stat(lower); err != nil {
+		return fmt.Errorf("lower directory: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("lower %s is not a directory", lower)
+	}
+	if st, err := os.Stat(mnt); err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", mnt)
+	}
+	if ok, err := fs.IsMountpoint(mnt); err == nil && ok {
+		return fmt.Errorf("%s is already a mountpoint", mnt)
+	}
+	upper, work := f.upper, f.work
+	if upper != "" {
+		if upper, err = filepath.Abs(upper); err != nil {
+			return err
+		}
+	}
+	if work != "" {
+		if work, err = filepath.Abs(work); err != nil {
+			return err
+		}
+	}
+	state, err := filepath.Abs(g.state)
+	if err != nil {
+		return err
+	}
+	if pipe := readyPipe(); pipe != nil || f.foreground {
+		return serveMount(mnt, fs.Options{
+			Lower: lower, State: state, Upper: upper, Work: work,
+			FsName: "cowfs:" + lower, Debug: f.debug, NoPassthrough: f.noPassthrough,
+		}, pipe)
+	}
+	logDir := filepath.Join(state, "mounts")
+	if upper != "" {
+		logDir = work
+	} else {
+		u, _ := fs.MountDirs(state, mnt)
+		logDir = filepath.Dir(u)
+	}
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return err
+	}
+	args := []string{"--state", state, "mount", mnt, "--lower", lower, "--foreground"}
+	if upper != "" {
+		args = append(args, "--upper", upper, "--work", work)
+	}
+	if f.debug {
+		args = append(args, "--debug")
+	}
+	if f.noPassthrough {
+		args = append(args, "--no-passthrough")
+	}
+	return spawnDaemon(args, filepath.Join(logDir, "mount.log"), f.timeout)
+}
+
+// serveMount mounts in this process and serves until unmounted. It reports
+// readiness (or the error) on pipe when there is one.
+func serveMount(mnt string, o fs.Options, pipe interface {
+	Write([]byte) (int, error)
+	Close() error
+}) error {
+	level := slog.LevelInfo
+	if o.Debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+	o.Logger = log
+	m, err := fs.New(mnt, o)
+	if err != nil {
+		if pipe != nil {
+			fmt.Fprintf(pipe, "%v\n", err)
+			pipe.Close()
+		}
+		return err
+	}
+	log.Info("mounted", "mountpoint", mnt, "lower", o.Lower)
+	if pipe != nil {
+		fmt.Fprintln(pipe, "ok")
+		pipe.Close()
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		m.Wait()
+		close(done)
+	}()
+	select {
+	case s := <-sigs:
+		log.Info("unmounting", "signal", s.String())
+		if err := m.Unmount(); err != nil {
+			log.Error("unmount", "err", err)
+			return err
+		}
+	case <-done:
+		// Unmounted from outside (cowfs unmount, umount, fusermount -u).
+		if err := m.Close(); err != nil {
+			log.Error("close", "err", err)
+			return err
+		}
+	}
+	log.Info("unmounted", "mountpoint", mnt)
+	return nil
+}
+
+// fusermountU unmounts as an unprivileged user, through the setuid helper.
+func fusermountU(dir string, lazy bool) error {
+	args := []string{"-u", dir}
+	if lazy {
+		args = []string{"-uz", dir}
+	}
+	for _, bin := range []string{"fusermount3", "fusermount"} {
+		if p, err := exec.LookPath(bin); err == nil {
+			out, err := exec.Command(p, args...).CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%s %v: %v: %s", bin, args, err, out)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("unmount %s: not permitted and no fusermount3 found", dir)
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/fs"
+)
+
+func newUnmountCmd() *cobra.Command {
+	var lazy bool
+	cmd := &cobra.Command{
+		Use:   "unmount MNT",
+		Short: "Unmount a cowfs workspace",
+		Long: `Unmount the cowfs mount at MNT. The mount process flushes its metadata and
+exits. A mount whose process died (the directory answers "transport endpoint
+is not connected") is detached.`,
+		Example: "  cowfs unmount /root/crawlab_workspace/spider1\n  cowfs unmount --lazy /mnt/ws   # detach now, finish when the last user leaves",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return unmount(args[0], lazy)
+		},
+	}
+	cmd.Flags().BoolVar(&lazy, "lazy", false, "detach even if the mount is busy")
+	return cmd
+}
+
+func unmount(dir string, lazy bool) error {
+	var st unix.Stat_t
+	err := unix.Stat(dir, &st)
+	if errors.Is(err, syscall.ENOTCONN) {
+		// The server is gone; only the kernel's mount is left.
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("detach dead mount %s: %w", dir, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", dir, err)
+	}
+	if ok, err := fs.IsMountpoint(dir); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("%s is not mounted", dir)
+	}
+	flags := 0
+	if lazy {
+		flags = unix.MNT_DETACH
+	}
+	for i := 0; ; i++ {
+		err := unix.Unmount(dir, flags)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, syscall.EBUSY) && i < 10 {
+			// A process may be just closing its last file.
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if errors.Is(err, syscall.EBUSY) {
+			return fmt.Errorf("unmount %s: still in use (see fuser -m %s, or use --lazy)", dir, dir)
+		}
+		if errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
+			return fusermountU(dir, lazy)
+		}
+		return fmt.Errorf("unmount %s: %w", dir, err)
+	}
+}

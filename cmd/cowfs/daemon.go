@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The mount command without --foreground starts itself again in the
+// background and waits for it to report that the mount serves requests (or
+// why it could not), so that "cowfs mount" returning 0 means the workspace
+// is ready. The child reports on a pipe passed as fd 3.
+const readyEnv = "COWFS_READY_FD"
+
+// spawnDaemon re-executes the mount command in the background with args and
+// waits up to timeout for it to become ready.
+func spawnDaemon(args []string, logPath string, timeout time.Duration) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("open log %s: %w", logPath, err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), readyEnv+"=3")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return err
+	}
+	w.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	msg := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(r).ReadString('\n')
+		msg <- strings.TrimSpace(line)
+	}()
+	select {
+	case m := <-msg:
+		if m == "ok" {
+			cmd.Process.Release()
+			return nil
+		}
+		if m == "" {
+			// The pipe closed without a word: the child died.
+			err := <-exited
+			return fmt.Errorf("mount process exited (%v); see %s", err, logPath)
+		}
+		<-exited
+		return errors.New(m)
+	case <-time.After(timeout):
+		cmd.Process.Kill()
+		return fmt.Errorf("mount not ready after %s; see %s", timeout, logPath)
+	}
+}
+
+// readyPipe returns the pipe to report readiness on, if this process was
+// started by spawnDaemon.
+func readyPipe() io.WriteCloser {
+	if os.Getenv(readyEnv) == "" {
+		return nil
+	}
+	os.Unsetenv(readyEnv)
+	return os.NewFile(3, "ready")
+}

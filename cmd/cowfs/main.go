@@ -1,0 +1,21 @@
+// Command cowfs mounts copy-on-write workspaces. Each command lives in its
+// own file and only wires flags to the fs and cow packages.
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+func main() {
+	// mount(8) runs /sbin/mount.fuse.cowfs SOURCE DIR -o OPTIONS.
+	if strings.HasPrefix(filepath.Base(os.Args[0]), "mount.fuse.cowfs") {
+		os.Exit(mountHelper(os.Args[1:]))
+	}
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "cowfs:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,190 @@
+package cow
+
+import (
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// SetAttr lists the attribute changes of a setattr; nil fields stay as they
+// are. A time with Nsec == unix.UTIME_NOW means now.
+type SetAttr struct {
+	Mode         *uint32
+	Uid, Gid     *uint32
+	Size         *int64
+	Atime, Mtime *unix.Timespec
+}
+
+// Setattr changes attributes of the node at p. A lower node is copied up
+// first, as metadata only: changing the mode, owner or times of a lower file
+// copies none of its bytes, and truncating it copies at most one chunk.
+func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
+	n := p.Node()
+	if !n.upper {
+		if err := f.CopyUp(p); err != nil {
+			return unix.Stat_t{}, err
+		}
+	}
+	if a.Size != nil {
+		if n.Type == unix.S_IFDIR {
+			return unix.Stat_t{}, syscall.EISDIR
+		}
+		if err := f.truncate(p, *a.Size); err != nil {
+			return unix.Stat_t{}, err
+		}
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n.mu.Lock()
+	fd := -1
+	if n.data != nil && n.data.upper != nil {
+		fd = int(n.data.upper.Fd())
+	}
+	n.mu.Unlock()
+	apply := func(dirfd int, name string) error {
+		// An open file may have lost its name; its descriptor still
+		// reaches the inode.
+		target, tname, flags := dirfd, name, unix.AT_SYMLINK_NOFOLLOW
+		if fd >= 0 {
+			target, tname, flags = fd, "", unix.AT_EMPTY_PATH
+		}
+		if a.Uid != nil || a.Gid != nil {
+			uid, gid := -1, -1
+			if a.Uid != nil {
+				uid = int(*a.Uid)
+			}
+			if a.Gid != nil {
+				gid = int(*a.Gid)
+			}
+			if err := unix.Fchownat(target, tname, uid, gid, flags); err != nil {
+				return fmt.Errorf("chown: %w", err)
+			}
+		}
+		if a.Mode != nil {
+			if n.Type == unix.S_IFLNK {
+				return syscall.EOPNOTSUPP
+			}
+			var err error
+			if fd >= 0 {
+				err = unix.Fchmod(fd, *a.Mode&07777)
+			} else {
+				err = unix.Fchmodat(dirfd, name, *a.Mode&07777, 0)
+			}
+			if err != nil {
+				return fmt.Errorf("chmod: %w", err)
+			}
+		}
+		if a.Atime != nil || a.Mtime != nil {
+			ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+			if a.Atime != nil {
+				ts[0] = *a.Atime
+			}
+			if a.Mtime != nil {
+				ts[1] = *a.Mtime
+			}
+			var err error
+			if fd >= 0 {
+				err = unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH)
+			} else {
+				err = unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+			}
+			if err != nil {
+				return fmt.Errorf("utimes: %w", err)
+			}
+		}
+		return nil
+	}
+	var err error
+	if fd >= 0 {
+		err = apply(-1, "")
+	} else {
+		err = f.up.at(p.Rel(), apply)
+	}
+	if err != nil {
+		return unix.Stat_t{}, fmt.Errorf("setattr %q: %w", p.Rel(), err)
+	}
+	if fd >= 0 {
+		var st unix.Stat_t
+		err := unix.Fstat(fd, &st)
+		st.Ino = n.Ino
+		return st, err
+	}
+	return f.attr(p)
+}
+
+// Getxattr reads attribute name of the node at p.
+func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
+	if f.up.ownXattr(name) {
+		return nil, syscall.ENODATA
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n := p.Node()
+	if !n.upper {
+		return f.lo.Getxattr(n.lower, name)
+	}
+	var v []byte
+	err := f.up.at(p.Rel(), func(dirfd int, base string) (err error) {
+		v, err = getxattr(fdPath(dirfd, base), name)
+		return err
+	})
+	return v, err
+}
+
+// Listxattr lists the attributes of the node at p, without cowfs's own.
+func (f *FS) Listxattr(p Path) ([]string, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n := p.Node()
+	var names []string
+	var err error
+	if !n.upper {
+		names, err = f.lo.Listxattr(n.lower)
+	} else {
+		err = f.up.at(p.Rel(), func(dirfd int, base string) (err error) {
+			names, err = listxattr(fdPath(dirfd, base))
+			return err
+		})
+	}
+	out := names[:0]
+	for _, x := range names {
+		if !f.up.ownXattr(x) {
+			out = append(out, x)
+		}
+	}
+	return out, err
+}
+
+// Setxattr sets attribute name of the node at p, copying the node up first.
+func (f *FS) Setxattr(p Path, name string, value []byte, flags int) error {
+	if f.up.ownXattr(name) {
+		return syscall.EPERM
+	}
+	if err := f.CopyUp(p); err != nil {
+		return err
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.up.at(p.Rel(), func(dirfd int, base string) error {
+		return unix.Lsetxattr(fdPath(dirfd, base), name, value, flags)
+	})
+}
+
+// Removexattr removes attribute name of the node at p.
+func (f *FS) Removexattr(p Path, name string) error {
+	if f.up.ownXattr(name) {
+		return syscall.ENODATA
+	}
+	if _, err := f.Getxattr(p, name); err != nil {
+		return err
+	}
+	if err := f.CopyUp(p); err != nil {
+		return err
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.up.at(p.Rel(), func(dirfd int, base string) error {
+		return unix.Lremovexattr(fdPath(dirfd, base), name)
+	})
+}

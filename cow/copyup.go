@@ -1,0 +1,139 @@
+package cow
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// CopyUp makes sure the node at p and every directory above it exist in the
+// upper layer. A regular file is copied up as metadata only: a sparse upper
+// file of the same size whose chunks are all still read from the lower.
+func (f *FS) CopyUp(p Path) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.copyUp(p)
+}
+
+func (f *FS) copyUp(p Path) error {
+	for i := 1; i < len(p.Nodes); i++ {
+		if p.Nodes[i].upper {
+			continue
+		}
+		q := Path{Nodes: p.Nodes[:i+1], Names: p.Names[:i]}
+		if err := f.copyUpOne(q); err != nil {
+			return fmt.Errorf("copy-up %q: %w", q.Rel(), err)
+		}
+	}
+	return nil
+}
+
+// copyUpOne copies up the node at p, whose parent is already in the upper.
+// The new inode is prepared in the work directory, complete with owner,
+// mode, times, xattrs and identity, and renamed into place, so a crash
+// leaves either no upper entry or a whole one.
+func (f *FS) copyUpOne(p Path) error {
+	n := p.Node()
+	st, err := f.lo.Lstat(n.lower)
+	if err != nil {
+		return err
+	}
+	tmp := tmpName()
+	id := NewID()
+	isDir := n.Type == unix.S_IFDIR
+	mode := st.Mode & 07777
+	var fm *FileMeta
+	switch n.Type {
+	case unix.S_IFDIR:
+		err = unix.Mkdirat(f.up.work, tmp, 0700)
+	case unix.S_IFREG:
+		var fd int
+		fd, err = unix.Openat(f.up.work, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0600)
+		if err == nil {
+			// The upper file is a hole the size of the lower one;
+			// chunks get bytes only when they are written.
+			err = unix.Ftruncate(fd, st.Size)
+			unix.Close(fd)
+		}
+		if st.Size > 0 {
+			fm = &FileMeta{Origin: n.lower, LowerLimit: st.Size}
+		}
+	case unix.S_IFLNK:
+		var target string
+		target, err = f.lo.Readlink(n.lower)
+		if err == nil {
+			err = unix.Symlinkat(target, f.up.work, tmp)
+		}
+	default:
+		err = unix.Mknodat(f.up.work, tmp, st.Mode, int(st.Rdev))
+	}
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.up.discard(tmp, isDir)
+		}
+	}()
+	if err := unix.Fchownat(f.up.work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && os.Geteuid() == 0 {
+		return fmt.Errorf("chown: %w", err)
+	}
+	if n.Type != unix.S_IFLNK {
+		// After chown, which clears set-id bits.
+		if err := unix.Fchmodat(f.up.work, tmp, mode, 0); err != nil {
+			return fmt.Errorf("chmod: %w", err)
+		}
+	}
+	if err := f.copyXattrs(n.lower, fdPath(f.up.work, tmp)); err != nil {
+		return err
+	}
+	if err := f.up.setIdentityAt(f.up.work, tmp, identity{Ino: n.Ino, ID: id}); err != nil {
+		return fmt.Errorf("set identity: %w", err)
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	if err := unix.UtimesNanoAt(f.up.work, tmp, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set times: %w", err)
+	}
+	if fm != nil {
+		if err := f.meta.PutFile(id, fm); err != nil {
+			return err
+		}
+	}
+	if err := f.up.install(tmp, p.Rel()); err != nil {
+		return err
+	}
+	ok = true
+	n.upper, n.id = true, id
+	if n.Type == unix.S_IFREG {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.data != nil {
+			if err := n.data.attachUpper(f, p.Rel(), fm); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (f *FS) copyXattrs(lowerPath, dst string) error {
+	names, err := f.lo.Listxattr(lowerPath)
+	if err != nil {
+		return fmt.Errorf("list xattrs: %w", err)
+	}
+	for _, name := range names {
+		if f.up.ownXattr(name) {
+			continue
+		}
+		v, err := f.lo.Getxattr(lowerPath, name)
+		if err != nil {
+			return fmt.Errorf("get xattr %s: %w", name, err)
+		}
+		if err := unix.Lsetxattr(dst, name, v, 0); err != nil {
+			return fmt.Errorf("set xattr %s: %w", name, err)
+		}
+	}
+	return nil
+}

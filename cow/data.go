@@ -1,0 +1,563 @@
+package cow
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// fileData is the open state of a regular file, shared by all its handles,
+// so that every handle sees the file's current layout: a handle opened
+// read-only on a lower file reads the new bytes once another handle's write
+// copies the chunk up.
+type fileData struct {
+	refs int
+	// upper is the upper file, open read-write; nil while the file is
+	// only in the lower.
+	upper *os.File
+	// lower is the origin, open for reading; nil when no byte comes from it.
+	lower LowerFile
+	// meta is the chunk layout of a copied-up file; nil for a file that
+	// is wholly in one layer.
+	meta *FileMeta
+	id   uint64
+	// dirSynced is set once the upper file's directory entry is durable.
+	dirSynced bool
+}
+
+// Handle is one open of a regular file.
+type Handle struct {
+	n     *Node
+	fs    *FS
+	flags int
+}
+
+// Node returns the node the handle is open on.
+func (h *Handle) Node() *Node { return h.n }
+
+// attachUpper switches an open file to its freshly copied-up upper file.
+// Caller holds n.mu.
+func (d *fileData) attachUpper(f *FS, rel string, fm *FileMeta) error {
+	fd, err := openBeneath(f.up.root, rel, unix.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("open upper %q: %w", rel, err)
+	}
+	d.upper = os.NewFile(uintptr(fd), rel)
+	d.meta = fm
+	if fm == nil && d.lower != nil {
+		d.lower.Close()
+		d.lower = nil
+	}
+	return nil
+}
+
+// Open opens the regular file at p. Opening for writing or with O_TRUNC
+// copies the file up first (metadata only).
+func (f *FS) Open(p Path, flags int) (*Handle, error) {
+	n := p.Node()
+	if n.Type != unix.S_IFREG {
+		return nil, syscall.EINVAL
+	}
+	write := flags&(unix.O_WRONLY|unix.O_RDWR) != 0 || flags&unix.O_TRUNC != 0
+	if write && !n.upper {
+		if err := f.CopyUp(p); err != nil {
+			return nil, err
+		}
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.data == nil {
+		d, err := f.loadData(p)
+		if err != nil {
+			return nil, err
+		}
+		n.data = d
+	}
+	n.data.refs++
+	h := &Handle{n: n, fs: f, flags: flags}
+	if flags&unix.O_TRUNC != 0 {
+		if err := f.truncateLocked(n, 0); err != nil {
+			n.data.refs--
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// loadData opens the layers a file's bytes come from.
+func (f *FS) loadData(p Path) (*fileData, error) {
+	n := p.Node()
+	d := &fileData{id: n.id}
+	if !n.upper {
+		lf, err := f.lo.Open(n.lower)
+		if err != nil {
+			return nil, err
+		}
+		d.lower = lf
+		return d, nil
+	}
+	fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDWR, 0)
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		fd, err = openBeneath(f.up.root, p.Rel(), unix.O_RDONLY, 0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open upper %q: %w", p.Rel(), err)
+	}
+	d.upper = os.NewFile(uintptr(fd), p.Rel())
+	if n.id == 0 {
+		return d, nil
+	}
+	fm, err := f.meta.File(n.id)
+	if errors.Is(err, ErrNotFound) {
+		return d, nil
+	}
+	if err != nil {
+		d.upper.Close()
+		return nil, err
+	}
+	// A truncate reaches the upper file before the metadata; after a
+	// crash between the two, the file's size is the truth.
+	if fi, err := d.upper.Stat(); err == nil && fi.Size() < fm.LowerLimit {
+		fm.LowerLimit = fi.Size()
+	}
+	if fm.Complete() {
+		return d, nil
+	}
+	lf, err := f.lo.Open(fm.Origin)
+	if err != nil {
+		d.upper.Close()
+		return nil, fmt.Errorf("open origin %q of %q: %w", fm.Origin, p.Rel(), err)
+	}
+	d.lower, d.meta = lf, fm
+	return d, nil
+}
+
+// Release closes the handle.
+func (h *Handle) Release() {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := n.data
+	if d == nil {
+		return
+	}
+	d.refs--
+	if d.refs > 0 {
+		return
+	}
+	if d.upper != nil {
+		d.upper.Close()
+	}
+	if d.lower != nil {
+		d.lower.Close()
+	}
+	n.data = nil
+}
+
+// PassthroughFd returns the descriptor the kernel may read and write
+// directly, bypassing cowfs, and whether there is one: only for a file that
+// lives wholly in the upper and never had an origin. A file with an origin
+// is never passed through, so that every write to it goes through the chunk
+// bookkeeping, and so that all opens of one inode agree (the kernel allows
+// one backing file per inode).
+func (h *Handle) PassthroughFd() (int, bool) {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := n.data
+	if d == nil || d.upper == nil || n.id != 0 || d.meta != nil {
+		return -1, false
+	}
+	return int(d.upper.Fd()), true
+}
+
+// ReadAt reads from the file at off.
+func (h *Handle) ReadAt(dest []byte, off int64) (int, error) {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := n.data
+	switch {
+	case d.meta != nil:
+		return d.readMixed(dest, off)
+	case d.upper != nil:
+		return preadFull(d.upper, dest, off)
+	default:
+		return preadFull(d.lower, dest, off)
+	}
+}
+
+func preadFull(r io.ReaderAt, dest []byte, off int64) (int, error) {
+	n, err := r.ReadAt(dest, off)
+	if err == io.EOF {
+		err = nil
+	}
+	return n, err
+}
+
+// readMixed reads a copied-up file chunk by chunk from whichever layer
+// holds each chunk.
+func (d *fileData) readMixed(dest []byte, off int64) (int, error) {
+	fi, err := d.upper.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := fi.Size()
+	if off >= size {
+		return 0, nil
+	}
+	end := min(off+int64(len(dest)), size)
+	m := d.meta
+	for pos := off; pos < end; {
+		c := pos / ChunkSize
+		segEnd := min((c+1)*ChunkSize, end)
+		buf := dest[pos-off : segEnd-off]
+		if pos < m.LowerLimit && !m.Chunks.Has(c) {
+			lend := min(segEnd, m.LowerLimit)
+			k, err := preadFull(d.lower, buf[:lend-pos], pos)
+			if err != nil {
+				return int(pos - off), fmt.Errorf("read origin %q: %w", m.Origin, err)
+			}
+			clear(buf[k : lend-pos])
+			buf = buf[lend-pos:]
+			pos = lend
+		}
+		if len(buf) > 0 {
+			k, err := preadFull(d.upper, buf, pos)
+			if err != nil {
+				return int(pos - off), err
+			}
+			clear(buf[k:])
+		}
+		pos = segEnd
+	}
+	return int(end - off), nil
+}
+
+// WriteAt writes data at off.
+func (h *Handle) WriteAt(data []byte, off int64) (int, error) {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := n.data
+	if d.upper == nil {
+		return 0, syscall.EBADF
+	}
+	if d.meta != nil {
+		if err := h.fs.prepareRange(d, off, off+int64(len(data))); err != nil {
+			return 0, err
+		}
+	}
+	return d.upper.WriteAt(data, off)
+}
+
+// prepareRange makes every chunk that [off, end) touches below the lower
+// limit present in the upper, so the range can then be changed in the upper
+// file alone. Only the parts of those chunks outside the range are copied
+// from the origin: the range itself is about to be overwritten, zeroed or
+// punched, so copying it would be wasted.
+func (f *FS) prepareRange(d *fileData, off, end int64) error {
+	m := d.meta
+	if off >= m.LowerLimit || end <= off {
+		return nil
+	}
+	changed := false
+	first, last := chunkRange(off, end-off)
+	for c := first; c <= last; c++ {
+		cs := c * ChunkSize
+		if cs >= m.LowerLimit {
+			break
+		}
+		if m.Chunks.Has(c) {
+			continue
+		}
+		ce := min(cs+ChunkSize, m.LowerLimit)
+		if cs < off {
+			if err := d.copyFromOrigin(cs, min(off, ce)); err != nil {
+				return err
+			}
+		}
+		if end < ce {
+			if err := d.copyFromOrigin(max(end, cs), ce); err != nil {
+				return err
+			}
+		}
+		m.Chunks.Set(c)
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	// The copied bytes are in the upper file before the chunk is marked
+	// present, so a crash can lose the mark but never expose a hole.
+	if err := f.meta.PutFile(d.id, m); err != nil {
+		return fmt.Errorf("record chunks of %q: %w", m.Origin, err)
+	}
+	if m.Complete() {
+		d.lower.Close()
+		d.lower, d.meta = nil, nil
+	}
+	return nil
+}
+
+// copyFromOrigin copies [from, to) of the origin into the upper file,
+// skipping all-zero blocks so that holes in the lower stay holes.
+func (d *fileData) copyFromOrigin(from, to int64) error {
+	const block = 4096
+	buf := make([]byte, to-from)
+	k, err := preadFull(d.lower, buf, from)
+	if err != nil {
+		return fmt.Errorf("copy-up read %q: %w", d.meta.Origin, err)
+	}
+	buf = buf[:k]
+	for i := 0; i < len(buf); {
+		j := min(i+block-int((from+int64(i))%block), len(buf))
+		if !allZero(buf[i:j]) {
+			// Coalesce consecutive non-zero blocks into one write.
+			k := j
+			for k < len(buf) {
+				nk := min(k+block, len(buf))
+				if allZero(buf[k:nk]) {
+					break
+				}
+				k = nk
+			}
+			if _, err := d.upper.WriteAt(buf[i:k], from+int64(i)); err != nil {
+				return fmt.Errorf("copy-up write: %w", err)
+			}
+			j = k
+		}
+		i = j
+	}
+	return nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// truncate sets the size of the file at p.
+func (f *FS) truncate(p Path, size int64) error {
+	n := p.Node()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.data != nil {
+		return f.truncateLocked(n, size)
+	}
+	d, err := f.loadData(p)
+	if err != nil {
+		return err
+	}
+	n.data = d
+	d.refs++
+	defer func() {
+		d.refs--
+		if d.refs == 0 {
+			d.upper.Close()
+			if d.lower != nil {
+				d.lower.Close()
+			}
+			n.data = nil
+		}
+	}()
+	return f.truncateLocked(n, size)
+}
+
+// truncateLocked truncates an open file. A cut below the lower limit
+// through a chunk still in the lower copies that chunk's kept part first;
+// nothing else is copied, so O_TRUNC copies nothing at all.
+func (f *FS) truncateLocked(n *Node, size int64) error {
+	if size < 0 {
+		return syscall.EINVAL
+	}
+	d := n.data
+	if d.upper == nil {
+		return syscall.EBADF
+	}
+	if m := d.meta; m != nil && size < m.LowerLimit {
+		if c := size / ChunkSize; size%ChunkSize != 0 && !m.Chunks.Has(c) {
+			if err := d.copyFromOrigin(c*ChunkSize, size); err != nil {
+				return err
+			}
+			m.Chunks.Set(c)
+		}
+		if err := d.upper.Truncate(size); err != nil {
+			return err
+		}
+		m.LowerLimit = size
+		if err := f.meta.PutFile(d.id, m); err != nil {
+			return err
+		}
+		if m.Complete() {
+			d.lower.Close()
+			d.lower, d.meta = nil, nil
+		}
+		return nil
+	}
+	return d.upper.Truncate(size)
+}
+
+// Allocate implements fallocate(2) on the open file.
+func (h *Handle) Allocate(off, length int64, mode uint32) error {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := n.data
+	if d.upper == nil {
+		return syscall.EBADF
+	}
+	if m := d.meta; m != nil {
+		switch {
+		case mode&^uint32(unix.FALLOC_FL_KEEP_SIZE) == 0:
+			// Allocation changes no byte.
+		case mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0:
+			if err := h.fs.prepareRange(d, off, off+length); err != nil {
+				return err
+			}
+		default:
+			// Collapse and insert move bytes across chunks:
+			// bring every chunk up first.
+			if err := h.fs.prepareRange(d, 0, m.LowerLimit); err != nil {
+				return err
+			}
+			if d.meta != nil {
+				return fmt.Errorf("fallocate mode %#x: chunks left in lower: %w", mode, syscall.EIO)
+			}
+		}
+	}
+	return unix.Fallocate(int(d.upper.Fd()), mode, off, length)
+}
+
+// Lseek implements SEEK_DATA and SEEK_HOLE over the merged bytes.
+func (h *Handle) Lseek(off int64, whence int) (int64, error) {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := n.data
+	if d.meta == nil {
+		var f any = d.upper
+		if d.upper == nil {
+			f = d.lower
+		}
+		fdr, ok := f.(interface{ Fd() uintptr })
+		if !ok {
+			return 0, syscall.ENOTSUP
+		}
+		return unix.Seek(int(fdr.Fd()), off, whence)
+	}
+	fi, err := d.upper.Stat()
+	if err != nil {
+		return 0, err
+	}
+	size := fi.Size()
+	if off < 0 || off >= size {
+		return 0, syscall.ENXIO
+	}
+	lowerFd, ok := d.lower.(interface{ Fd() uintptr })
+	m := d.meta
+	for pos := off; pos < size; {
+		c := pos / ChunkSize
+		segEnd := min((c+1)*ChunkSize, size)
+		fd := int(d.upper.Fd())
+		if pos < m.LowerLimit && !m.Chunks.Has(c) {
+			segEnd = min(segEnd, m.LowerLimit)
+			if !ok {
+				// Without a descriptor the lower is all data.
+				if whence == unix.SEEK_DATA {
+					return pos, nil
+				}
+				pos = segEnd
+				continue
+			}
+			fd = int(lowerFd.Fd())
+		}
+		r, err := unix.Seek(fd, pos, whence)
+		if err != nil && !errors.Is(err, syscall.ENXIO) {
+			return 0, err
+		}
+		if err == nil && r < segEnd {
+			return r, nil
+		}
+		pos = segEnd
+	}
+	if whence == unix.SEEK_HOLE {
+		return size, nil
+	}
+	return 0, syscall.ENXIO
+}
+
+// Fsync makes the file's bytes, its upper directory entry and its chunk
+// records durable. p is where the file is now.
+func (h *Handle) Fsync(p Path, dataOnly bool) error {
+	n := h.n
+	n.mu.Lock()
+	d := n.data
+	var up *os.File
+	if d != nil {
+		up = d.upper
+	}
+	synced := d == nil || d.dirSynced
+	n.mu.Unlock()
+	if up == nil {
+		return nil
+	}
+	var err error
+	if dataOnly {
+		err = unix.Fdatasync(int(up.Fd()))
+	} else {
+		err = up.Sync()
+	}
+	if err != nil {
+		return err
+	}
+	if !synced {
+		// The entry may have been created by a copy-up; make it
+		// durable so the synced bytes can be found after a crash.
+		if len(p.Names) > 0 {
+			if fd, err := h.fs.up.dir(p.Parent().Rel()); err == nil {
+				err = unix.Fsync(fd)
+				unix.Close(fd)
+				if err != nil {
+					return err
+				}
+			}
+		}
+		n.mu.Lock()
+		if n.data != nil {
+			n.data.dirSynced = true
+		}
+		n.mu.Unlock()
+	}
+	return h.fs.meta.Sync()
+}
+
+// Stat returns the attributes of the open file.
+func (h *Handle) Stat() (unix.Stat_t, error) {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var st unix.Stat_t
+	var err error
+	if d := n.data; d != nil && d.upper != nil {
+		err = unix.Fstat(int(d.upper.Fd()), &st)
+	} else if fdr, ok := n.data.lower.(interface{ Fd() uintptr }); ok {
+		err = unix.Fstat(int(fdr.Fd()), &st)
+	} else {
+		return st, syscall.ENOTSUP
+	}
+	st.Ino = n.Ino
+	return st, err
+}

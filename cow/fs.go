@@ -1,0 +1,374 @@
+package cow
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options configures an FS. UpperDir, WorkDir and MetaDir must exist.
+type Options struct {
+	// Lower is the read-only layer. Required.
+	Lower Lower
+	// UpperDir holds the upper layer's files at their merged paths.
+	UpperDir string
+	// WorkDir is where copy-ups are prepared; it must be on the same
+	// filesystem as UpperDir and must not be inside it.
+	WorkDir string
+	// MetaDir holds the badger database of the upper's metadata.
+	MetaDir string
+	// Logger receives warnings; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// FS is the merged view of a lower layer under an upper layer.
+//
+// Namespace changes (create, remove, rename, copy-up) take mu exclusively and
+// lookups take it shared. One lock, instead of a lock per directory, keeps
+// copy-up of a parent chain, whiteouts and renames trivially atomic with
+// respect to each other; the kernel's entry and attribute caches answer most
+// lookups without reaching it.
+type FS struct {
+	mu   sync.RWMutex
+	lo   Lower
+	up   *Upper
+	meta *Meta
+	log  *slog.Logger
+	root *Node
+	// sameDev is true when upper and lower share a filesystem, so their
+	// inode numbers cannot collide.
+	sameDev bool
+}
+
+// Cred is the caller a new inode belongs to.
+type Cred struct{ Uid, Gid uint32 }
+
+// New opens the layers described by opts.
+func New(opts Options) (*FS, error) {
+	if opts.Lower == nil {
+		return nil, errors.New("cow: no lower layer")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	up, err := openUpper(opts.UpperDir, opts.WorkDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := up.cleanWork(); err != nil {
+		up.close()
+		return nil, fmt.Errorf("clean work dir: %w", err)
+	}
+	meta, err := OpenMeta(opts.MetaDir)
+	if err != nil {
+		up.close()
+		return nil, err
+	}
+	lst, err := opts.Lower.Lstat("")
+	if err != nil {
+		meta.Close()
+		up.close()
+		return nil, fmt.Errorf("lower root: %w", err)
+	}
+	if lst.Mode&unix.S_IFMT != unix.S_IFDIR {
+		meta.Close()
+		up.close()
+		return nil, fmt.Errorf("lower root is not a directory")
+	}
+	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev}
+	rootID, err := up.identityAt(up.root, "")
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("upper root identity: %w", err)
+	}
+	f.root = &Node{Type: unix.S_IFDIR, Ino: lst.Ino, Gen: 1, hasLower: true, upper: true, id: rootID.ID}
+	dm, err := meta.Dir(rootID.ID)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if dm.Opaque {
+		f.root.hasLower = false
+	}
+	return f, nil
+}
+
+// Close releases the layers and flushes the metadata.
+func (f *FS) Close() error {
+	err := f.meta.Close()
+	f.up.close()
+	return err
+}
+
+// Root returns the root directory node.
+func (f *FS) Root() *Node { return f.root }
+
+// RootPath returns the path of the root.
+func (f *FS) RootPath() Path { return Path{Nodes: []*Node{f.root}} }
+
+// Sync makes every metadata change durable.
+func (f *FS) Sync() error { return f.meta.Sync() }
+
+// upperIno maps an upper inode's own number into the merged inode space.
+// When upper and lower share a filesystem their numbers never collide; when
+// they do not, the top bit keeps upper numbers apart from lower ones.
+func (f *FS) upperIno(ino uint64) uint64 {
+	if f.sameDev {
+		return ino
+	}
+	return ino | 1<<63
+}
+
+func isNotExist(err error) bool { return errors.Is(err, syscall.ENOENT) }
+
+// Lookup finds name in directory dir.
+func (f *FS) Lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
+	if err := ValidName(name); err != nil {
+		return nil, unix.Stat_t{}, err
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.lookup(dir, name)
+}
+
+func (f *FS) lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
+	d := dir.Node()
+	p := Join(dir.Rel(), name)
+	if d.upper {
+		st, gen, err := f.up.stat(p)
+		if err == nil {
+			n, err := f.upperNode(d, p, name, &st, gen)
+			return n, st, err
+		}
+		if !isNotExist(err) {
+			return nil, st, err
+		}
+	}
+	if !d.hasLower {
+		return nil, unix.Stat_t{}, ErrNotFound
+	}
+	if wh, err := f.meta.Whiteout(d.id, name); err != nil || wh {
+		if err == nil {
+			err = ErrNotFound
+		}
+		return nil, unix.Stat_t{}, err
+	}
+	lp := Join(d.lower, name)
+	st, err := f.lo.Lstat(lp)
+	if err != nil {
+		return nil, st, err
+	}
+	n := &Node{Type: st.Mode & unix.S_IFMT, Ino: st.Ino, Gen: 1, lower: lp, hasLower: true}
+	return n, st, nil
+}
+
+// upperNode builds the node for an entry found in the upper at path p.
+func (f *FS) upperNode(parent *Node, p, name string, st *unix.Stat_t, gen uint64) (*Node, error) {
+	var ident identity
+	err := f.up.at(p, func(dirfd int, name string) (err error) {
+		ident, err = f.up.identityAt(dirfd, name)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("identity of %s: %w", p, err)
+	}
+	n := &Node{Type: st.Mode & unix.S_IFMT, upper: true, id: ident.ID}
+	if ident.Ino != 0 {
+		n.Ino, n.Gen = ident.Ino, 1
+	} else {
+		n.Ino, n.Gen = f.upperIno(st.Ino), gen
+	}
+	st.Ino = n.Ino
+	if n.Type == unix.S_IFDIR {
+		dm, err := f.meta.Dir(n.id)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case dm.Redirect != "":
+			n.lower, n.hasLower = dm.Redirect, true
+		case dm.Opaque || !parent.hasLower:
+		default:
+			lp := Join(parent.lower, name)
+			if lst, err := f.lo.Lstat(lp); err == nil && lst.Mode&unix.S_IFMT == unix.S_IFDIR {
+				n.lower, n.hasLower = lp, true
+			}
+		}
+		if n.hasLower {
+			// A merged directory's link count would need a full
+			// merge to compute; 1 tells find(1) and friends not to
+			// rely on it, as btrfs does.
+			st.Nlink = 1
+		}
+	}
+	return n, nil
+}
+
+// Attr returns the attributes of the node at p.
+func (f *FS) Attr(p Path) (unix.Stat_t, error) {
+	n := p.Node()
+	n.mu.Lock()
+	if d := n.data; d != nil && d.upper != nil {
+		var st unix.Stat_t
+		err := unix.Fstat(int(d.upper.Fd()), &st)
+		n.mu.Unlock()
+		st.Ino = n.Ino
+		return st, err
+	}
+	n.mu.Unlock()
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.attr(p)
+}
+
+func (f *FS) attr(p Path) (unix.Stat_t, error) {
+	n := p.Node()
+	var st unix.Stat_t
+	var err error
+	if n.upper {
+		st, _, err = f.up.stat(p.Rel())
+		if err == nil && n.Type == unix.S_IFDIR && n.hasLower {
+			st.Nlink = 1
+		}
+	} else {
+		st, err = f.lo.Lstat(n.lower)
+	}
+	st.Ino = n.Ino
+	return st, err
+}
+
+// ReadDir lists the merged directory at p: its upper entries, then the lower
+// entries that are neither whited out nor shadowed by an upper entry. The
+// order is fixed for the life of the listing, so directory offsets stay
+// valid.
+func (f *FS) ReadDir(p Path) ([]DirEntry, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.readDir(p)
+}
+
+func (f *FS) readDir(p Path) ([]DirEntry, error) {
+	d := p.Node()
+	var out []DirEntry
+	seen := map[string]bool{}
+	if d.upper {
+		fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open upper dir %q: %w", p.Rel(), err)
+		}
+		ents, err := readDirFd(fd)
+		if err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("read upper dir %q: %w", p.Rel(), err)
+		}
+		for _, e := range ents {
+			ident, err := f.up.identityAt(fd, e.Name)
+			if err != nil && !isNotExist(err) {
+				unix.Close(fd)
+				return nil, fmt.Errorf("identity of %q: %w", Join(p.Rel(), e.Name), err)
+			}
+			if ident.Ino != 0 {
+				e.Ino = ident.Ino
+			} else {
+				e.Ino = f.upperIno(e.Ino)
+			}
+			seen[e.Name] = true
+			out = append(out, e)
+		}
+		unix.Close(fd)
+	}
+	if d.hasLower {
+		wh, err := f.meta.Whiteouts(d.id)
+		if err != nil {
+			return nil, err
+		}
+		ents, err := f.lo.ReadDir(d.lower)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			if !seen[e.Name] && !wh[e.Name] {
+				out = append(out, e)
+			}
+		}
+	}
+	return out, nil
+}
+
+// Readlink returns the target of the symlink at p.
+func (f *FS) Readlink(p Path) (string, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n := p.Node()
+	if !n.upper {
+		return f.lo.Readlink(n.lower)
+	}
+	var target string
+	err := f.up.at(p.Rel(), func(dirfd int, name string) error {
+		buf := make([]byte, unix.PathMax)
+		k, err := unix.Readlinkat(dirfd, name, buf)
+		target = string(buf[:max(k, 0)])
+		return err
+	})
+	return target, err
+}
+
+// Statfs describes the filesystem that holds the upper layer: that is where
+// new data goes.
+func (f *FS) Statfs() (unix.Statfs_t, error) {
+	var st unix.Statfs_t
+	err := unix.Fstatfs(f.up.root, &st)
+	return st, err
+}
+
+// lowerHas reports whether the lower directory merged under dir has an
+// entry name, i.e. whether removing name from dir needs a whiteout.
+func (f *FS) lowerHas(dir *Node, name string) (bool, error) {
+	if !dir.hasLower {
+		return false, nil
+	}
+	_, err := f.lo.Lstat(Join(dir.lower, name))
+	if isNotExist(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// ensureID gives the upper directory or file at p a metadata id.
+func (f *FS) ensureID(p Path) error {
+	n := p.Node()
+	if n.id != 0 {
+		return nil
+	}
+	id := NewID()
+	return f.up.at(p.Rel(), func(dirfd int, name string) error {
+		ident, err := f.up.identityAt(dirfd, name)
+		if err != nil {
+			return err
+		}
+		ident.ID = id
+		if err := f.up.setIdentityAt(dirfd, name, ident); err != nil {
+			return fmt.Errorf("set identity of %q: %w", p.Rel(), err)
+		}
+		n.id = id
+		return nil
+	})
+}
+
+// whiteout hides the lower entry name of directory dir, if there is one.
+// dir must be in the upper.
+func (f *FS) whiteout(dir Path, name string) error {
+	has, err := f.lowerHas(dir.Node(), name)
+	if err != nil || !has {
+		return err
+	}
+	if err := f.ensureID(dir); err != nil {
+		return err
+	}
+	return f.meta.SetWhiteout(dir.Node().id, name)
+}

@@ -1,0 +1,287 @@
+package cow
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Lower is a read-only layer. Paths are relative ("" is the root, "a/b" a
+// descendant) and are only ever built from names the layer itself returned,
+// so a layer need not accept "..". A lower never changes while a mount uses
+// it; that is what lets the kernel cache its entries without limit.
+type Lower interface {
+	// Lstat describes the entry at path without following a final symlink.
+	// St.Ino must be stable for the life of the layer and unique within it.
+	Lstat(path string) (unix.Stat_t, error)
+	// ReadDir lists a directory, without "." and "..".
+	ReadDir(path string) ([]DirEntry, error)
+	Readlink(path string) (string, error)
+	// Open opens a regular file for reading.
+	Open(path string) (LowerFile, error)
+	Listxattr(path string) ([]string, error)
+	Getxattr(path, name string) ([]byte, error)
+}
+
+// LowerFile is an open lower file.
+type LowerFile interface {
+	io.ReaderAt
+	io.Closer
+}
+
+// DirEntry is one entry of a directory listing.
+type DirEntry struct {
+	Name string
+	Ino  uint64
+	Mode uint32 // file type bits only (S_IFMT)
+}
+
+// DirLower is a lower layer backed by a local directory. Every access is made
+// relative to a descriptor of the root, and opens resolve beneath it without
+// following symlinks, so a symlink in the lower can never lead cowfs itself
+// outside the directory.
+type DirLower struct {
+	root int
+	path string
+}
+
+// OpenDirLower opens dir as a lower layer.
+func OpenDirLower(dir string) (*DirLower, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open lower %s: %w", dir, err)
+	}
+	return &DirLower{root: fd, path: dir}, nil
+}
+
+// Close releases the root descriptor.
+func (l *DirLower) Close() error { return unix.Close(l.root) }
+
+// Path returns the directory the layer was opened on.
+func (l *DirLower) Path() string { return l.path }
+
+// Dev returns the device the root of the layer lives on.
+func (l *DirLower) Dev() (uint64, error) {
+	st, err := l.Lstat("")
+	return st.Dev, err
+}
+
+func (l *DirLower) Lstat(path string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	var err error
+	if path == "" {
+		err = unix.Fstat(l.root, &st)
+	} else {
+		err = unix.Fstatat(l.root, path, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
+		return st, &os.PathError{Op: "lstat lower", Path: path, Err: err}
+	}
+	return st, nil
+}
+
+// openBeneath opens path under root, refusing to follow any symlink or to
+// leave the tree.
+func openBeneath(root int, path string, flags uint64, mode uint64) (int, error) {
+	if path == "" {
+		path = "."
+	}
+	how := unix.OpenHow{
+		Flags:   flags | unix.O_CLOEXEC | unix.O_NOFOLLOW,
+		Mode:    mode,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for {
+		fd, err := unix.Openat2(root, path, &how)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		return fd, err
+	}
+}
+
+func (l *DirLower) ReadDir(path string) ([]DirEntry, error) {
+	fd, err := openBeneath(l.root, path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "opendir lower", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	ents, err := readDirFd(fd)
+	if err != nil {
+		return nil, &os.PathError{Op: "readdir lower", Path: path, Err: err}
+	}
+	return ents, nil
+}
+
+func (l *DirLower) Readlink(path string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Readlinkat(l.root, path, buf)
+		if err != nil {
+			return "", &os.PathError{Op: "readlink lower", Path: path, Err: err}
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+func (l *DirLower) Open(path string) (LowerFile, error) {
+	fd, err := openBeneath(l.root, path, unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open lower", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// procPath names an entry for the l*xattr calls, which take a path: the
+// parent is resolved beneath the root first, and the final component is not
+// followed by lgetxattr.
+func procPath(root int, path string) (string, func(), error) {
+	dir, name := splitPath(path)
+	if name == "" {
+		return fmt.Sprintf("/proc/self/fd/%d", root), func() {}, nil
+	}
+	fd, err := openBeneath(root, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", fd, name), func() { unix.Close(fd) }, nil
+}
+
+func (l *DirLower) Listxattr(path string) ([]string, error) {
+	p, done, err := procPath(l.root, path)
+	if err != nil {
+		return nil, &os.PathError{Op: "listxattr lower", Path: path, Err: err}
+	}
+	defer done()
+	return listxattr(p)
+}
+
+func (l *DirLower) Getxattr(path, name string) ([]byte, error) {
+	p, done, err := procPath(l.root, path)
+	if err != nil {
+		return nil, &os.PathError{Op: "getxattr lower", Path: path, Err: err}
+	}
+	defer done()
+	return getxattr(p, name)
+}
+
+func listxattr(p string) ([]string, error) {
+	buf := make([]byte, 1024)
+	for {
+		n, err := unix.Llistxattr(p, buf)
+		if errors.Is(err, unix.ERANGE) {
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		start := 0
+		for i := 0; i < n; i++ {
+			if buf[i] == 0 {
+				if i > start {
+					names = append(names, string(buf[start:i]))
+				}
+				start = i + 1
+			}
+		}
+		return names, nil
+	}
+}
+
+func getxattr(p, name string) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Lgetxattr(p, name, buf)
+		if errors.Is(err, unix.ERANGE) {
+			sz, err2 := unix.Lgetxattr(p, name, nil)
+			if err2 != nil {
+				return nil, err2
+			}
+			buf = make([]byte, sz+64)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+}
+
+// splitPath splits a relative path into its parent and final name.
+func splitPath(path string) (dir, name string) {
+	for i := len(path) - 1; i >= 0; i-- {
+		if path[i] == '/' {
+			return path[:i], path[i+1:]
+		}
+	}
+	return "", path
+}
+
+// readDirFd reads a whole directory with getdents64, keeping the inode
+// numbers and types that os.ReadDir would drop or fetch with extra stats.
+func readDirFd(fd int) ([]DirEntry, error) {
+	var out []DirEntry
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		for b := buf[:n]; len(b) >= 19; {
+			ino := nativeUint64(b[0:8])
+			reclen := int(nativeUint16(b[16:18]))
+			typ := b[18]
+			if reclen < 19 || reclen > len(b) {
+				return nil, fmt.Errorf("getdents: bad record length %d", reclen)
+			}
+			nameb := b[19:reclen]
+			for i, c := range nameb {
+				if c == 0 {
+					nameb = nameb[:i]
+					break
+				}
+			}
+			name := string(nameb)
+			b = b[reclen:]
+			if name == "." || name == ".." {
+				continue
+			}
+			out = append(out, DirEntry{Name: name, Ino: ino, Mode: dtToMode(typ)})
+		}
+	}
+}
+
+func dtToMode(t uint8) uint32 {
+	switch t {
+	case unix.DT_DIR:
+		return unix.S_IFDIR
+	case unix.DT_LNK:
+		return unix.S_IFLNK
+	case unix.DT_FIFO:
+		return unix.S_IFIFO
+	case unix.DT_SOCK:
+		return unix.S_IFSOCK
+	case unix.DT_CHR:
+		return unix.S_IFCHR
+	case unix.DT_BLK:
+		return unix.S_IFBLK
+	}
+	return unix.S_IFREG
+}

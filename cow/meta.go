@@ -1,0 +1,293 @@
+package cow
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Meta is the upper layer's metadata store: whiteouts, opaque and redirected
+// directories, and for each copied-up file its origin and chunk presence.
+// Every change is one badger transaction, so a crash leaves each record
+// either as it was or as it became.
+//
+// Records are keyed by the id kept in the upper inode's identity xattr
+// (see identity.go):
+//
+//	"f" id        -> FileMeta
+//	"d" id        -> DirMeta
+//	"w" id name   -> whiteout of name in directory id
+type Meta struct {
+	db *badger.DB
+}
+
+// FileMeta describes an upper file whose bytes come partly from its origin in
+// the lower layer.
+type FileMeta struct {
+	// Origin is the file's path in the lower layer.
+	Origin string
+	// LowerLimit is the offset from which no byte comes from the origin:
+	// the origin's size, lowered by every truncate below it. Bytes at or
+	// past it are the upper file's (zeros where it is sparse).
+	LowerLimit int64
+	// Chunks marks the chunks below LowerLimit whose bytes are in the upper.
+	Chunks ChunkMap
+}
+
+// Complete reports whether no byte of the file is read from the origin.
+func (m *FileMeta) Complete() bool {
+	if m.LowerLimit <= 0 {
+		return true
+	}
+	_, last := chunkRange(0, m.LowerLimit)
+	for i := int64(0); i <= last; i++ {
+		if !m.Chunks.Has(i) {
+			return false
+		}
+	}
+	return true
+}
+
+// DirMeta describes how an upper directory merges with the lower.
+type DirMeta struct {
+	// Opaque hides the lower directory at the same path.
+	Opaque bool
+	// Redirect, when set, names the lower directory merged under this one
+	// (a lower directory that was renamed or moved).
+	Redirect string
+}
+
+const metaVersion = 1
+
+// OpenMeta opens (creating if needed) the badger database in dir.
+func OpenMeta(dir string) (*Meta, error) {
+	opts := badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{}).
+		// Upper metadata is small; keep the footprint of each mount small
+		// too, since a worker runs many.
+		WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithNumCompactors(2).
+		// Durability against a killed process comes from the write-ahead
+		// log reaching the page cache at commit; durability against power
+		// loss from Sync, which fsync on any file calls.
+		WithSyncWrites(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open metadata %s: %w", dir, err)
+	}
+	return &Meta{db: db}, nil
+}
+
+// Close flushes and closes the database.
+func (m *Meta) Close() error { return m.db.Close() }
+
+// Sync makes every committed change durable.
+func (m *Meta) Sync() error { return m.db.Sync() }
+
+// NewID returns a fresh metadata id. Ids are random so that no counter has
+// to survive a crash; 64 bits make a collision practically impossible.
+func NewID() uint64 {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err) // crypto/rand never fails on Linux
+		}
+		if id := binary.BigEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}
+
+func key(kind byte, id uint64, name string) []byte {
+	k := make([]byte, 9, 9+len(name))
+	k[0] = kind
+	binary.BigEndian.PutUint64(k[1:], id)
+	return append(k, name...)
+}
+
+func (m *Meta) get(k []byte) ([]byte, error) {
+	var v []byte
+	err := m.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(k)
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	return v, err
+}
+
+// File returns the metadata of file id, or ErrNotFound.
+func (m *Meta) File(id uint64) (*FileMeta, error) {
+	v, err := m.get(key('f', id, ""))
+	if err != nil {
+		return nil, err
+	}
+	fm, err := decodeFileMeta(v)
+	if err != nil {
+		return nil, fmt.Errorf("file meta %x: %w", id, err)
+	}
+	return fm, nil
+}
+
+// PutFile stores the metadata of file id.
+func (m *Meta) PutFile(id uint64, fm *FileMeta) error {
+	return m.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(key('f', id, ""), encodeFileMeta(fm))
+	})
+}
+
+// Dir returns the metadata of directory id; a directory without a record
+// merges normally.
+func (m *Meta) Dir(id uint64) (DirMeta, error) {
+	if id == 0 {
+		return DirMeta{}, nil
+	}
+	v, err := m.get(key('d', id, ""))
+	if errors.Is(err, ErrNotFound) {
+		return DirMeta{}, nil
+	}
+	if err != nil {
+		return DirMeta{}, err
+	}
+	if len(v) < 2 || v[0] != metaVersion {
+		return DirMeta{}, fmt.Errorf("dir meta %x: %w", id, ErrCorrupt)
+	}
+	return DirMeta{Opaque: v[1] == 1, Redirect: string(v[2:])}, nil
+}
+
+// PutDir stores the metadata of directory id.
+func (m *Meta) PutDir(id uint64, dm DirMeta) error {
+	v := []byte{metaVersion, 0}
+	if dm.Opaque {
+		v[1] = 1
+	}
+	v = append(v, dm.Redirect...)
+	return m.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(key('d', id, ""), v)
+	})
+}
+
+// Whiteout reports whether name is whited out in directory id.
+func (m *Meta) Whiteout(dir uint64, name string) (bool, error) {
+	if dir == 0 {
+		return false, nil
+	}
+	_, err := m.get(key('w', dir, name))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// SetWhiteout hides the lower entry name in directory dir.
+func (m *Meta) SetWhiteout(dir uint64, name string) error {
+	return m.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(key('w', dir, name), nil)
+	})
+}
+
+// Whiteouts lists the whited-out names of directory dir.
+func (m *Meta) Whiteouts(dir uint64) (map[string]bool, error) {
+	out := map[string]bool{}
+	if dir == 0 {
+		return out, nil
+	}
+	prefix := key('w', dir, "")
+	err := m.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			out[string(it.Item().Key()[len(prefix):])] = true
+		}
+		return nil
+	})
+	return out, err
+}
+
+// DropDir removes every record of directory id: its merge flags and its
+// whiteouts. Called when the directory is removed.
+func (m *Meta) DropDir(id uint64) error {
+	if id == 0 {
+		return nil
+	}
+	return m.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Delete(key('d', id, "")); err != nil {
+			return err
+		}
+		prefix := key('w', id, "")
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		var keys [][]byte
+		for it.Rewind(); it.Valid(); it.Next() {
+			keys = append(keys, it.Item().KeyCopy(nil))
+		}
+		it.Close()
+		for _, k := range keys {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// DropFile removes the record of file id, once no name and no open handle
+// reaches it.
+func (m *Meta) DropFile(id uint64) error {
+	return m.db.Update(func(txn *badger.Txn) error {
+		return txn.Delete(key('f', id, ""))
+	})
+}
+
+func encodeFileMeta(fm *FileMeta) []byte {
+	var b bytes.Buffer
+	b.WriteByte(metaVersion)
+	var n [binary.MaxVarintLen64]byte
+	b.Write(n[:binary.PutVarint(n[:], fm.LowerLimit)])
+	b.Write(n[:binary.PutUvarint(n[:], uint64(len(fm.Origin)))])
+	b.WriteString(fm.Origin)
+	b.Write(fm.Chunks)
+	return b.Bytes()
+}
+
+func decodeFileMeta(v []byte) (*FileMeta, error) {
+	if len(v) < 1 || v[0] != metaVersion {
+		return nil, ErrCorrupt
+	}
+	v = v[1:]
+	limit, n := binary.Varint(v)
+	if n <= 0 {
+		return nil, ErrCorrupt
+	}
+	v = v[n:]
+	l, n := binary.Uvarint(v)
+	if n <= 0 || uint64(len(v)-n) < l {
+		return nil, ErrCorrupt
+	}
+	v = v[n:]
+	fm := &FileMeta{LowerLimit: limit, Origin: string(v[:l])}
+	fm.Chunks = append(ChunkMap(nil), v[l:]...)
+	return fm, nil
+}
+
+// badgerLogger sends badger's warnings and errors to slog and drops its
+// chatty info and debug lines.
+type badgerLogger struct{}
+
+func (badgerLogger) Errorf(f string, a ...any)   { slog.Error("badger: " + fmt.Sprintf(f, a...)) }
+func (badgerLogger) Warningf(f string, a ...any) { slog.Warn("badger: " + fmt.Sprintf(f, a...)) }
+func (badgerLogger) Infof(string, ...any)        {}
+func (badgerLogger) Debugf(string, ...any)       {}

@@ -1,0 +1,63 @@
+package cow
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+)
+
+// NameMax is the longest name a directory entry may have, as on ext4.
+const NameMax = 255
+
+// Sentinel errors. They wrap the errno the kernel boundary should report, so
+// errors.Is works with both the sentinel and the errno.
+var (
+	ErrNotFound = fmt.Errorf("cowfs: not found: %w", syscall.ENOENT)
+	ErrCorrupt  = errors.New("cowfs: metadata corrupt")
+)
+
+// ValidName reports whether name may be used as one directory entry. It
+// rejects what could escape a directory ("", ".", "..", anything with a
+// slash) or cannot be stored (NUL, longer than NameMax bytes), with the errno
+// a syscall would return.
+func ValidName(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return fmt.Errorf("name %q: %w", name, syscall.EINVAL)
+	case len(name) > NameMax:
+		return fmt.Errorf("name of %d bytes: %w", len(name), syscall.ENAMETOOLONG)
+	case strings.ContainsAny(name, "/\x00"):
+		return fmt.Errorf("name %q: %w", name, syscall.EINVAL)
+	}
+	return nil
+}
+
+// Join joins a relative directory path and a name. The root is "".
+func Join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// CleanRel turns a user-supplied path inside a layer into the relative form
+// used everywhere in cow ("" for the root, "a/b" otherwise). It refuses any
+// path that would leave the layer: absolute paths, ".." components, and
+// components that are not valid names.
+func CleanRel(p string) (string, error) {
+	if strings.HasPrefix(p, "/") {
+		return "", fmt.Errorf("path %q is absolute: %w", p, syscall.EINVAL)
+	}
+	var parts []string
+	for _, c := range strings.Split(p, "/") {
+		if c == "" || c == "." {
+			continue
+		}
+		if err := ValidName(c); err != nil {
+			return "", fmt.Errorf("path %q: %w", p, err)
+		}
+		parts = append(parts, c)
+	}
+	return strings.Join(parts, "/"), nil
+}

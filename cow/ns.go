@@ -1,0 +1,375 @@
+package cow
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// prepareCreate checks that name may be created in dir and copies dir up.
+// It returns whether the lower has an entry of that name (hidden by a
+// whiteout, or the create would not be allowed).
+func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
+	if err := ValidName(name); err != nil {
+		return false, err
+	}
+	if _, _, err := f.lookup(dir, name); err == nil {
+		return false, fmt.Errorf("create %q: %w", Join(dir.Rel(), name), syscall.EEXIST)
+	} else if !isNotExist(err) {
+		return false, err
+	}
+	if err := f.copyUp(dir); err != nil {
+		return false, err
+	}
+	return f.lowerHas(dir.Node(), name)
+}
+
+// newUpperNode builds the node of an entry just created in the upper.
+func (f *FS) newUpperNode(p string) (*Node, unix.Stat_t, error) {
+	st, gen, err := f.up.stat(p)
+	if err != nil {
+		return nil, st, err
+	}
+	n := &Node{Type: st.Mode & unix.S_IFMT, Ino: f.upperIno(st.Ino), Gen: gen, upper: true}
+	st.Ino = n.Ino
+	return n, st, nil
+}
+
+// owner returns the owner of a new inode in directory dirfd: the caller,
+// with the directory's group where the directory is set-group-ID.
+func owner(dirfd int, c Cred) (int, int) {
+	var st unix.Stat_t
+	if unix.Fstat(dirfd, &st) == nil && st.Mode&unix.S_ISGID != 0 {
+		return int(c.Uid), int(st.Gid)
+	}
+	return int(c.Uid), int(c.Gid)
+}
+
+func chown(dirfd int, name string, c Cred) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	uid, gid := owner(dirfd, c)
+	return unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// Create creates and opens a regular file.
+func (f *FS) Create(dir Path, name string, flags int, mode uint32, c Cred) (*Node, unix.Stat_t, *Handle, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.prepareCreate(dir, name); err != nil {
+		return nil, unix.Stat_t{}, nil, err
+	}
+	p := Join(dir.Rel(), name)
+	var fd int
+	err := f.up.at(p, func(dirfd int, name string) error {
+		var err error
+		fd, err = unix.Openat(dirfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode&07777)
+		if err != nil {
+			return err
+		}
+		if err := chown(dirfd, name, c); err != nil {
+			unix.Close(fd)
+			unix.Unlinkat(dirfd, name, 0)
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, unix.Stat_t{}, nil, fmt.Errorf("create %q: %w", p, err)
+	}
+	n, st, err := f.newUpperNode(p)
+	if err != nil {
+		unix.Close(fd)
+		return nil, st, nil, err
+	}
+	n.data = &fileData{upper: os.NewFile(uintptr(fd), p), refs: 1}
+	return n, st, &Handle{n: n, fs: f, flags: flags}, nil
+}
+
+// Mkdir creates a directory. A directory made where the lower has an entry
+// of the same name (one that was removed) is opaque: the lower's old
+// contents must not show through it.
+func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat_t, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	overLower, err := f.prepareCreate(dir, name)
+	if err != nil {
+		return nil, unix.Stat_t{}, err
+	}
+	p := Join(dir.Rel(), name)
+	if !overLower {
+		err = f.up.at(p, func(dirfd int, name string) error {
+			if err := unix.Mkdirat(dirfd, name, mode&07777); err != nil {
+				return err
+			}
+			return chown(dirfd, name, c)
+		})
+		if err != nil {
+			return nil, unix.Stat_t{}, fmt.Errorf("mkdir %q: %w", p, err)
+		}
+		return f.newUpperNode(p)
+	}
+	tmp := tmpName()
+	if err := unix.Mkdirat(f.up.work, tmp, mode&07777); err != nil {
+		return nil, unix.Stat_t{}, fmt.Errorf("mkdir %q: %w", p, err)
+	}
+	id := NewID()
+	err = func() error {
+		parent, err := f.up.dir(dir.Rel())
+		if err != nil {
+			return err
+		}
+		uid, gid := owner(parent, c)
+		unix.Close(parent)
+		if os.Geteuid() == 0 {
+			if err := unix.Fchownat(f.up.work, tmp, uid, gid, 0); err != nil {
+				return err
+			}
+		}
+		if err := f.up.setIdentityAt(f.up.work, tmp, identity{ID: id}); err != nil {
+			return err
+		}
+		if err := f.meta.PutDir(id, DirMeta{Opaque: true}); err != nil {
+			return err
+		}
+		return f.up.install(tmp, p)
+	}()
+	if err != nil {
+		f.up.discard(tmp, true)
+		return nil, unix.Stat_t{}, fmt.Errorf("mkdir %q: %w", p, err)
+	}
+	n, st, err := f.newUpperNode(p)
+	if n != nil {
+		n.id = id
+	}
+	return n, st, err
+}
+
+// Mknod creates a special file (fifo, socket, device) or an empty regular file.
+func (f *FS) Mknod(dir Path, name string, mode, rdev uint32, c Cred) (*Node, unix.Stat_t, error) {
+	return f.createWith(dir, name, c, func(dirfd int, name string) error {
+		return unix.Mknodat(dirfd, name, mode, int(rdev))
+	})
+}
+
+// Symlink creates a symbolic link to target.
+func (f *FS) Symlink(dir Path, name, target string, c Cred) (*Node, unix.Stat_t, error) {
+	if len(target) >= unix.PathMax {
+		return nil, unix.Stat_t{}, syscall.ENAMETOOLONG
+	}
+	return f.createWith(dir, name, c, func(dirfd int, name string) error {
+		return unix.Symlinkat(target, dirfd, name)
+	})
+}
+
+func (f *FS) createWith(dir Path, name string, c Cred, mk func(dirfd int, name string) error) (*Node, unix.Stat_t, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.prepareCreate(dir, name); err != nil {
+		return nil, unix.Stat_t{}, err
+	}
+	p := Join(dir.Rel(), name)
+	err := f.up.at(p, func(dirfd int, name string) error {
+		if err := mk(dirfd, name); err != nil {
+			return err
+		}
+		return chown(dirfd, name, c)
+	})
+	if err != nil {
+		return nil, unix.Stat_t{}, fmt.Errorf("create %q: %w", p, err)
+	}
+	return f.newUpperNode(p)
+}
+
+// Link makes name in dir a new name of the node at target.
+func (f *FS) Link(target Path, dir Path, name string) (unix.Stat_t, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if target.Node().Type == unix.S_IFDIR {
+		return unix.Stat_t{}, syscall.EPERM
+	}
+	if _, err := f.prepareCreate(dir, name); err != nil {
+		return unix.Stat_t{}, err
+	}
+	if err := f.copyUp(target); err != nil {
+		return unix.Stat_t{}, err
+	}
+	p := Join(dir.Rel(), name)
+	err := f.up.at(target.Rel(), func(odir int, oname string) error {
+		return f.up.at(p, func(ndir int, nname string) error {
+			return unix.Linkat(odir, oname, ndir, nname, 0)
+		})
+	})
+	if err != nil {
+		return unix.Stat_t{}, fmt.Errorf("link %q to %q: %w", p, target.Rel(), err)
+	}
+	return f.attr(dir.Child(name, target.Node()))
+}
+
+// Unlink removes the non-directory name, node n, from dir.
+func (f *FS) Unlink(dir Path, name string, n *Node) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n.Type == unix.S_IFDIR {
+		return syscall.EISDIR
+	}
+	if err := f.copyUp(dir); err != nil {
+		return err
+	}
+	// Whiteout first: a crash between the two steps leaves the upper
+	// entry, which shadows the whiteout, so the name is still there.
+	if err := f.whiteout(dir, name); err != nil {
+		return fmt.Errorf("unlink %q: %w", Join(dir.Rel(), name), err)
+	}
+	if !n.upper {
+		return nil
+	}
+	p := Join(dir.Rel(), name)
+	return f.up.at(p, func(dirfd int, name string) error {
+		if err := unix.Unlinkat(dirfd, name, 0); err != nil {
+			return fmt.Errorf("unlink %q: %w", p, err)
+		}
+		return nil
+	})
+}
+
+// Rmdir removes the empty directory name, node n, from dir.
+func (f *FS) Rmdir(dir Path, name string, n *Node) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n.Type != unix.S_IFDIR {
+		return syscall.ENOTDIR
+	}
+	child := dir.Child(name, n)
+	ents, err := f.readDir(child)
+	if err != nil {
+		return err
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("rmdir %q: %w", child.Rel(), syscall.ENOTEMPTY)
+	}
+	if err := f.copyUp(dir); err != nil {
+		return err
+	}
+	if err := f.whiteout(dir, name); err != nil {
+		return err
+	}
+	if n.upper {
+		err := f.up.at(child.Rel(), func(dirfd int, name string) error {
+			return unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+		})
+		if err != nil {
+			return fmt.Errorf("rmdir %q: %w", child.Rel(), err)
+		}
+		if err := f.meta.DropDir(n.id); err != nil {
+			f.log.Warn("drop metadata of removed directory", "path", child.Rel(), "err", err)
+		}
+	}
+	return nil
+}
+
+// Rename moves name (node n) of oldDir to newName of newDir, replacing
+// target (nil when newName does not exist). Renaming something that comes
+// from the lower copies up only its metadata: a directory is recreated empty
+// in the upper with a redirect to its lower path, so its lower contents stay
+// where they are and keep showing through it.
+func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName string, target *Node, flags uint32) error {
+	if err := ValidName(newName); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
+		return syscall.EINVAL
+	}
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+	if target == nil {
+		if t, _, err := f.lookup(newDir, newName); err == nil {
+			target = t
+		} else if !isNotExist(err) {
+			return err
+		}
+	}
+	src := oldDir.Child(name, n)
+	switch {
+	case exchange && target == nil:
+		return syscall.ENOENT
+	case target != nil && flags&unix.RENAME_NOREPLACE != 0:
+		return syscall.EEXIST
+	case target != nil && !exchange:
+		if n.Type == unix.S_IFDIR && target.Type != unix.S_IFDIR {
+			return syscall.ENOTDIR
+		}
+		if n.Type != unix.S_IFDIR && target.Type == unix.S_IFDIR {
+			return syscall.EISDIR
+		}
+		if target.Type == unix.S_IFDIR {
+			ents, err := f.readDir(newDir.Child(newName, target))
+			if err != nil {
+				return err
+			}
+			if len(ents) > 0 {
+				return syscall.ENOTEMPTY
+			}
+		}
+	}
+	if err := f.copyUp(src); err != nil {
+		return err
+	}
+	if err := f.copyUp(newDir); err != nil {
+		return err
+	}
+	dst := newDir.Child(newName, target)
+	if exchange {
+		if err := f.copyUp(dst); err != nil {
+			return err
+		}
+		if err := f.pinLower(dst); err != nil {
+			return err
+		}
+	}
+	if err := f.pinLower(src); err != nil {
+		return err
+	}
+	if !exchange {
+		if err := f.whiteout(oldDir, name); err != nil {
+			return err
+		}
+	}
+	renameFlags := uint(flags & (unix.RENAME_NOREPLACE | unix.RENAME_EXCHANGE))
+	err := f.up.at(src.Rel(), func(odir int, oname string) error {
+		return f.up.at(dst.Rel(), func(ndir int, nname string) error {
+			return unix.Renameat2(odir, oname, ndir, nname, renameFlags)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("rename %q to %q: %w", src.Rel(), dst.Rel(), err)
+	}
+	if target != nil && !exchange && target.Type == unix.S_IFDIR && target.upper {
+		if err := f.meta.DropDir(target.id); err != nil {
+			f.log.Warn("drop metadata of replaced directory", "path", dst.Rel(), "err", err)
+		}
+	}
+	return nil
+}
+
+// pinLower makes the upper directory at p keep merging with the lower
+// directory it merges with now, wherever it is moved: a redirect when it has
+// one, opaque when it has none.
+func (f *FS) pinLower(p Path) error {
+	n := p.Node()
+	if n.Type != unix.S_IFDIR {
+		return nil
+	}
+	if err := f.ensureID(p); err != nil {
+		return err
+	}
+	dm := DirMeta{Opaque: !n.hasLower}
+	if n.hasLower {
+		dm.Redirect = n.lower
+	}
+	return f.meta.PutDir(n.id, dm)
+}

@@ -1,0 +1,219 @@
+package cow
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Upper is the writable layer: a directory that mirrors the merged namespace,
+// and a work directory on the same filesystem where new inodes are prepared
+// before an atomic rename puts them in place.
+type Upper struct {
+	root, work int
+	rootPath   string
+	workPath   string
+	// xattr is the name of the identity attribute. trusted.* when cowfs
+	// runs as root (it works on symlinks and special files, and processes
+	// in the mount cannot read it from the upper), user.* otherwise.
+	xattr  string
+	prefix string
+	dev    uint64
+}
+
+// identity is what an upper inode carries in its identity xattr.
+type identity struct {
+	// Ino is the merged inode number when it is not the upper inode's
+	// own: the number of the lower file it was copied up from.
+	Ino uint64
+	// ID keys the inode's records in Meta; 0 if it has none.
+	ID uint64
+}
+
+func openUpper(upperDir, workDir string) (*Upper, error) {
+	root, err := unix.Open(upperDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open upper %s: %w", upperDir, err)
+	}
+	work, err := unix.Open(workDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(root)
+		return nil, fmt.Errorf("open work dir %s: %w", workDir, err)
+	}
+	var a, b unix.Stat_t
+	if err := unix.Fstat(root, &a); err != nil {
+		return nil, err
+	}
+	if err := unix.Fstat(work, &b); err != nil {
+		return nil, err
+	}
+	if a.Dev != b.Dev {
+		unix.Close(root)
+		unix.Close(work)
+		return nil, fmt.Errorf("upper %s and work dir %s are on different filesystems; copy-up renames from one to the other", upperDir, workDir)
+	}
+	u := &Upper{root: root, work: work, rootPath: upperDir, workPath: workDir, dev: a.Dev}
+	u.prefix = "user.cowfs."
+	if os.Geteuid() == 0 {
+		u.prefix = "trusted.cowfs."
+	}
+	u.xattr = u.prefix + "id"
+	return u, nil
+}
+
+func (u *Upper) close() {
+	unix.Close(u.root)
+	unix.Close(u.work)
+}
+
+// statx returns the entry's attributes and a generation for it: its birth
+// time, which tells a reused inode number from the one it replaced.
+func statx(dirfd int, path string) (unix.Stat_t, uint64, error) {
+	var sx unix.Statx_t
+	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_STATX_SYNC_AS_STAT
+	if path == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	if err := unix.Statx(dirfd, path, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &sx); err != nil {
+		return unix.Stat_t{}, 0, err
+	}
+	st := unix.Stat_t{
+		Dev:     unix.Mkdev(sx.Dev_major, sx.Dev_minor),
+		Ino:     sx.Ino,
+		Nlink:   uint64(sx.Nlink),
+		Mode:    uint32(sx.Mode),
+		Uid:     sx.Uid,
+		Gid:     sx.Gid,
+		Rdev:    unix.Mkdev(sx.Rdev_major, sx.Rdev_minor),
+		Size:    int64(sx.Size),
+		Blksize: int64(sx.Blksize),
+		Blocks:  int64(sx.Blocks),
+		Atim:    unix.Timespec{Sec: sx.Atime.Sec, Nsec: int64(sx.Atime.Nsec)},
+		Mtim:    unix.Timespec{Sec: sx.Mtime.Sec, Nsec: int64(sx.Mtime.Nsec)},
+		Ctim:    unix.Timespec{Sec: sx.Ctime.Sec, Nsec: int64(sx.Ctime.Nsec)},
+	}
+	gen := uint64(1)
+	if sx.Mask&unix.STATX_BTIME != 0 {
+		gen = uint64(sx.Btime.Sec)*1e9 + uint64(sx.Btime.Nsec)
+	}
+	return st, gen, nil
+}
+
+func (u *Upper) stat(path string) (unix.Stat_t, uint64, error) {
+	st, gen, err := statx(u.root, path)
+	if err != nil {
+		return st, 0, &os.PathError{Op: "stat upper", Path: path, Err: err}
+	}
+	return st, gen, nil
+}
+
+// dir opens the upper directory path for *at calls.
+func (u *Upper) dir(path string) (int, error) {
+	fd, err := openBeneath(u.root, path, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return -1, &os.PathError{Op: "open upper dir", Path: path, Err: err}
+	}
+	return fd, nil
+}
+
+// at runs fn with a descriptor of path's parent directory and path's name.
+func (u *Upper) at(path string, fn func(dirfd int, name string) error) error {
+	dir, name := splitPath(path)
+	fd, err := u.dir(dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return fn(fd, name)
+}
+
+func fdPath(dirfd int, name string) string {
+	if name == "" {
+		return fmt.Sprintf("/proc/self/fd/%d", dirfd)
+	}
+	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
+}
+
+func decodeIdentity(b []byte) (identity, error) {
+	if len(b) != 16 {
+		return identity{}, fmt.Errorf("identity xattr of %d bytes: %w", len(b), ErrCorrupt)
+	}
+	return identity{Ino: binary.LittleEndian.Uint64(b), ID: binary.LittleEndian.Uint64(b[8:])}, nil
+}
+
+func (id identity) encode() []byte {
+	b := make([]byte, 16)
+	binary.LittleEndian.PutUint64(b, id.Ino)
+	binary.LittleEndian.PutUint64(b[8:], id.ID)
+	return b
+}
+
+// identityAt reads the identity of dirfd/name; an inode without one has the
+// zero identity.
+func (u *Upper) identityAt(dirfd int, name string) (identity, error) {
+	var buf [16]byte
+	n, err := unix.Lgetxattr(fdPath(dirfd, name), u.xattr, buf[:])
+	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) {
+		return identity{}, nil
+	}
+	if err != nil {
+		return identity{}, err
+	}
+	return decodeIdentity(buf[:n])
+}
+
+func (u *Upper) setIdentityAt(dirfd int, name string, id identity) error {
+	return unix.Lsetxattr(fdPath(dirfd, name), u.xattr, id.encode(), 0)
+}
+
+// ownXattr reports whether name is one of cowfs's own attributes, which the
+// mount neither shows nor lets a process set.
+func (u *Upper) ownXattr(name string) bool {
+	return len(name) >= len(u.prefix) && name[:len(u.prefix)] == u.prefix
+}
+
+// tmpName returns a fresh name in the work directory.
+func tmpName() string { return fmt.Sprintf("tmp.%016x", NewID()) }
+
+// install renames a prepared inode from the work directory to path.
+func (u *Upper) install(tmp, path string) error {
+	return u.at(path, func(dirfd int, name string) error {
+		if err := unix.Renameat2(u.work, tmp, dirfd, name, unix.RENAME_NOREPLACE); err != nil {
+			return &os.PathError{Op: "install copy-up", Path: path, Err: err}
+		}
+		return nil
+	})
+}
+
+// discard removes a prepared inode that was not installed.
+func (u *Upper) discard(tmp string, dir bool) {
+	flags := 0
+	if dir {
+		flags = unix.AT_REMOVEDIR
+	}
+	unix.Unlinkat(u.work, tmp, flags)
+}
+
+// cleanWork removes what a crash left in the work directory: prepared
+// inodes that were never installed.
+func (u *Upper) cleanWork() error {
+	fd, err := openBeneath(u.work, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ents, err := readDirFd(fd)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if len(e.Name) > 4 && e.Name[:4] == "tmp." {
+			u.discard(e.Name, e.Mode == syscall.S_IFDIR)
+		}
+	}
+	return nil
+}

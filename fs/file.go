@@ -1,0 +1,88 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/cowfs/cowfs/cow"
+)
+
+// handle is an open regular file.
+type handle struct {
+	h *cow.Handle
+	n *node
+}
+
+var (
+	_ = (gofs.FileReader)((*handle)(nil))
+	_ = (gofs.FileWriter)((*handle)(nil))
+	_ = (gofs.FileFsyncer)((*handle)(nil))
+	_ = (gofs.FileFlusher)((*handle)(nil))
+	_ = (gofs.FileReleaser)((*handle)(nil))
+	_ = (gofs.FileGetattrer)((*handle)(nil))
+	_ = (gofs.FileAllocater)((*handle)(nil))
+	_ = (gofs.FileLseeker)((*handle)(nil))
+	_ = (gofs.FilePassthroughFder)((*handle)(nil))
+)
+
+func (h *handle) errno(ctx context.Context, op string, err error) syscall.Errno {
+	return toErrno(ctx, h.n.m.log, op, h.n.path(), err)
+}
+
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	k, err := h.h.ReadAt(dest, off)
+	if err != nil {
+		return nil, h.errno(ctx, "read", err)
+	}
+	return fuse.ReadResultData(dest[:k]), 0
+}
+
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	k, err := h.h.WriteAt(data, off)
+	if err != nil {
+		return uint32(k), h.errno(ctx, "write", err)
+	}
+	return uint32(k), 0
+}
+
+func (h *handle) Flush(ctx context.Context) syscall.Errno { return 0 }
+
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return h.errno(ctx, "fsync", h.h.Fsync(h.n.path(), flags&1 != 0))
+}
+
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	h.h.Release()
+	return 0
+}
+
+func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	st, err := h.h.Stat()
+	if err != nil {
+		return h.errno(ctx, "fstat", err)
+	}
+	fillAttr(&out.Attr, &st)
+	return 0
+}
+
+func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	return h.errno(ctx, "fallocate", h.h.Allocate(int64(off), int64(size), mode))
+}
+
+func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	r, err := h.h.Lseek(int64(off), int(whence))
+	if err != nil {
+		return 0, h.errno(ctx, "lseek", err)
+	}
+	return uint64(r), 0
+}
+
+func (h *handle) PassthroughFd() (int, bool) {
+	if h.n.m.noPassthrough {
+		return -1, false
+	}
+	return h.h.PassthroughFd()
+}

@@ -1,0 +1,233 @@
+package fs
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow"
+)
+
+// Options describes a mount. Zero values are documented per field.
+type Options struct {
+	// Lower is the read-only directory beneath the mount. Required.
+	Lower string
+	// State is cowfs's state directory. When Upper is empty the mount's
+	// upper, work and metadata directories are made under
+	// State/mounts/<name of the mountpoint>, so mounting the same
+	// mountpoint again finds the same upper.
+	State string
+	// Upper and Work, when set, are the upper directory (files at their
+	// paths) and the work directory (on the same filesystem; cowfs keeps
+	// its metadata there too), as with overlayfs's upperdir and workdir.
+	Upper, Work string
+	// FsName is the source shown in /proc/mounts; default "cowfs".
+	FsName string
+	// CacheTimeout is how long the kernel may trust entries and
+	// attributes. cowfs is the only writer of its upper and the lower
+	// does not change while mounted, so the default is long: one hour.
+	CacheTimeout time.Duration
+	// NoPassthrough turns FUSE passthrough off (for comparison).
+	NoPassthrough bool
+	// Debug logs every FUSE request.
+	Debug bool
+	// Logger receives errors and warnings; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Mount is a live cowfs mount.
+type Mount struct {
+	Dir    string
+	server *fuse.Server
+	fs     *cow.FS
+	lower  *cow.DirLower
+	once   sync.Once
+	err    error
+}
+
+// mount is the state the kernel inodes share.
+type mount struct {
+	fs            *cow.FS
+	log           *slog.Logger
+	noPassthrough bool
+}
+
+// MountDirs returns the upper, work and metadata directories a mount of
+// mountpoint uses under state.
+func MountDirs(state, mountpoint string) (upper, work string) {
+	abs, _ := filepath.Abs(mountpoint)
+	sum := sha256.Sum256([]byte(abs))
+	base := filepath.Join(state, "mounts", filepath.Base(abs)+"-"+hex.EncodeToString(sum[:4]))
+	return filepath.Join(base, "upper"), filepath.Join(base, "work")
+}
+
+// New mounts a cowfs at dir and returns once the mount serves requests.
+func New(dir string, o Options) (*Mount, error) {
+	if o.Lower == "" {
+		return nil, errors.New("no lower directory given")
+	}
+	if err := checkMountpoint(dir); err != nil {
+		return nil, err
+	}
+	if st, err := os.Stat(o.Lower); err != nil {
+		return nil, fmt.Errorf("lower directory: %w", err)
+	} else if !st.IsDir() {
+		return nil, fmt.Errorf("lower %s is not a directory", o.Lower)
+	}
+	upper, work := o.Upper, o.Work
+	switch {
+	case upper == "" && work != "":
+		return nil, errors.New("a work directory was given without an upper directory")
+	case upper != "" && work == "":
+		return nil, errors.New("an upper directory needs a work directory on the same filesystem")
+	case upper == "":
+		if o.State == "" {
+			return nil, errors.New("no state directory and no upper directory given")
+		}
+		upper, work = MountDirs(o.State, dir)
+	}
+	for _, d := range []string{upper, work} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	lower, err := cow.OpenDirLower(o.Lower)
+	if err != nil {
+		return nil, err
+	}
+	cfs, err := cow.New(cow.Options{
+		Lower:    lower,
+		UpperDir: upper,
+		WorkDir:  work,
+		MetaDir:  filepath.Join(work, "meta"),
+		Logger:   log,
+	})
+	if err != nil {
+		lower.Close()
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("upper %s is in use by another cowfs mount: %w", upper, err)
+		}
+		return nil, err
+	}
+	// Modes arrive from the kernel with the caller's umask applied;
+	// cowfs's own must not mask them again.
+	syscall.Umask(0)
+	timeout := o.CacheTimeout
+	if timeout == 0 {
+		timeout = time.Hour
+	}
+	m := &mount{fs: cfs, log: log, noPassthrough: o.NoPassthrough}
+	root := &node{c: cfs.Root(), m: m}
+	fsname := o.FsName
+	if fsname == "" {
+		fsname = "cowfs"
+	}
+	opts := &gofs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		MountOptions: fuse.MountOptions{
+			FsName:      fsname,
+			Name:        "cowfs",
+			AllowOther:  os.Geteuid() == 0,
+			Options:     []string{"default_permissions"},
+			MaxWrite:    1 << 20,
+			DirectMount: true,
+			Debug:       o.Debug,
+			// Symlinks never change behind the kernel's back.
+			EnableSymlinkCaching: true,
+		},
+	}
+	server, err := gofs.Mount(dir, root, opts)
+	if err != nil {
+		cfs.Close()
+		lower.Close()
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return &Mount{Dir: dir, server: server, fs: cfs, lower: lower}, nil
+}
+
+// checkMountpoint refuses a mountpoint that is missing, not a directory,
+// not empty, or already a mount.
+func checkMountpoint(dir string) error {
+	st, err := os.Stat(dir)
+	if err != nil {
+		if errors.Is(err, syscall.ENOTCONN) {
+			return fmt.Errorf("mountpoint %s is a dead mount (its server exited); run: cowfs unmount %s", dir, dir)
+		}
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", dir)
+	}
+	if mounted, err := IsMountpoint(dir); err != nil {
+		return err
+	} else if mounted {
+		return fmt.Errorf("%s is already a mountpoint", dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("mountpoint %s is not empty", dir)
+	}
+	return nil
+}
+
+// IsMountpoint reports whether dir is the root of a mount.
+func IsMountpoint(dir string) (bool, error) {
+	var a, b unix.Stat_t
+	if err := unix.Lstat(dir, &a); err != nil {
+		return false, err
+	}
+	if err := unix.Lstat(filepath.Join(dir, ".."), &b); err != nil {
+		return false, err
+	}
+	return a.Dev != b.Dev || a.Ino == b.Ino, nil
+}
+
+// Unmount unmounts and releases the layers. Metadata is flushed whether or
+// not the kernel let go of the mount.
+func (m *Mount) Unmount() error {
+	err := m.server.Unmount()
+	if err != nil {
+		// Busy: detach, so the mount goes away when its last user does.
+		if derr := unix.Unmount(m.Dir, unix.MNT_DETACH); derr == nil {
+			err = nil
+		}
+	}
+	m.server.Wait()
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Wait blocks until the mount is unmounted (by Unmount, or by umount(8)).
+func (m *Mount) Wait() { m.server.Wait() }
+
+// Close releases the layers after Wait returned because of an external
+// unmount.
+func (m *Mount) Close() error {
+	m.once.Do(func() {
+		m.err = m.fs.Close()
+		m.lower.Close()
+	})
+	return m.err
+}

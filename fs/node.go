@@ -1,0 +1,338 @@
+package fs
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow"
+)
+
+// node is a kernel inode: a go-fuse Inode around a cow.Node.
+type node struct {
+	gofs.Inode
+	c *cow.Node
+	m *mount
+}
+
+var (
+	_ = (gofs.NodeLookuper)((*node)(nil))
+	_ = (gofs.NodeGetattrer)((*node)(nil))
+	_ = (gofs.NodeSetattrer)((*node)(nil))
+	_ = (gofs.NodeReaddirer)((*node)(nil))
+	_ = (gofs.NodeOpener)((*node)(nil))
+	_ = (gofs.NodeCreater)((*node)(nil))
+	_ = (gofs.NodeMkdirer)((*node)(nil))
+	_ = (gofs.NodeMknoder)((*node)(nil))
+	_ = (gofs.NodeSymlinker)((*node)(nil))
+	_ = (gofs.NodeLinker)((*node)(nil))
+	_ = (gofs.NodeReadlinker)((*node)(nil))
+	_ = (gofs.NodeUnlinker)((*node)(nil))
+	_ = (gofs.NodeRmdirer)((*node)(nil))
+	_ = (gofs.NodeRenamer)((*node)(nil))
+	_ = (gofs.NodeGetxattrer)((*node)(nil))
+	_ = (gofs.NodeSetxattrer)((*node)(nil))
+	_ = (gofs.NodeListxattrer)((*node)(nil))
+	_ = (gofs.NodeRemovexattrer)((*node)(nil))
+	_ = (gofs.NodeStatfser)((*node)(nil))
+)
+
+// path returns the node's position in the merged tree. A node that lost its
+// last name (unlinked while open) has no path; operations on it go through
+// its open handles.
+func (n *node) path() cow.Path {
+	var nodes []*cow.Node
+	var names []string
+	cur := &n.Inode
+	for {
+		name, parent := cur.Parent()
+		if parent == nil {
+			break
+		}
+		nodes = append(nodes, cur.Operations().(*node).c)
+		names = append(names, name)
+		cur = parent
+	}
+	nodes = append(nodes, n.m.fs.Root())
+	for i, j := 0, len(nodes)-1; i < j; i, j = i+1, j-1 {
+		nodes[i], nodes[j] = nodes[j], nodes[i]
+	}
+	for i, j := 0, len(names)-1; i < j; i, j = i+1, j-1 {
+		names[i], names[j] = names[j], names[i]
+	}
+	return cow.Path{Nodes: nodes, Names: names}
+}
+
+func (n *node) errno(ctx context.Context, op string, p cow.Path, err error) syscall.Errno {
+	return toErrno(ctx, n.m.log, op, p, err)
+}
+
+// fillAttr converts attributes from cow into the kernel's form.
+func fillAttr(out *fuse.Attr, st *unix.Stat_t) {
+	// unix.Stat_t and syscall.Stat_t are the same kernel struct.
+	out.FromStat((*syscall.Stat_t)(unsafe.Pointer(st)))
+}
+
+// newChild wraps a cow node found or created in n as a kernel inode.
+func (n *node) newChild(ctx context.Context, c *cow.Node, st *unix.Stat_t, out *fuse.EntryOut) *gofs.Inode {
+	fillAttr(&out.Attr, st)
+	child := &node{c: c, m: n.m}
+	return n.NewInode(ctx, child, gofs.StableAttr{Mode: c.Type, Ino: c.Ino, Gen: c.Gen})
+}
+
+// child returns the kernel inode of name in n, looking it up if the tree
+// does not hold it.
+func (n *node) child(ctx context.Context, name string) (*node, syscall.Errno) {
+	if ch := n.GetChild(name); ch != nil {
+		return ch.Operations().(*node), 0
+	}
+	var out fuse.EntryOut
+	ch, errno := n.Lookup(ctx, name, &out)
+	if errno != 0 {
+		return nil, errno
+	}
+	n.AddChild(name, ch, false)
+	return ch.Operations().(*node), 0
+}
+
+func caller(ctx context.Context) cow.Cred {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return cow.Cred{Uid: c.Uid, Gid: c.Gid}
+	}
+	return cow.Cred{}
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	p := n.path()
+	c, st, err := n.m.fs.Lookup(p, name)
+	if err != nil {
+		return nil, n.errno(ctx, "lookup", p, err)
+	}
+	return n.newChild(ctx, c, &st, out), 0
+}
+
+func (n *node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := fh.(*handle); ok {
+		return h.Getattr(ctx, out)
+	}
+	p := n.path()
+	st, err := n.m.fs.Attr(p)
+	if err != nil {
+		return n.errno(ctx, "getattr", p, err)
+	}
+	fillAttr(&out.Attr, &st)
+	return 0
+}
+
+func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	var a cow.SetAttr
+	if m, ok := in.GetMode(); ok {
+		a.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		a.Uid = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		a.Gid = &g
+	}
+	if s, ok := in.GetSize(); ok {
+		sz := int64(s)
+		a.Size = &sz
+	}
+	if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+		a.Atime = &unix.Timespec{Nsec: unix.UTIME_NOW}
+	} else if t, ok := in.GetATime(); ok {
+		ts := unix.NsecToTimespec(t.UnixNano())
+		a.Atime = &ts
+	}
+	if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+		a.Mtime = &unix.Timespec{Nsec: unix.UTIME_NOW}
+	} else if t, ok := in.GetMTime(); ok {
+		ts := unix.NsecToTimespec(t.UnixNano())
+		a.Mtime = &ts
+	}
+	p := n.path()
+	st, err := n.m.fs.Setattr(p, a)
+	if err != nil {
+		return n.errno(ctx, "setattr", p, err)
+	}
+	fillAttr(&out.Attr, &st)
+	return 0
+}
+
+func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	p := n.path()
+	ents, err := n.m.fs.ReadDir(p)
+	if err != nil {
+		return nil, n.errno(ctx, "readdir", p, err)
+	}
+	list := make([]fuse.DirEntry, 0, len(ents)+2)
+	parentIno := n.StableAttr().Ino
+	if _, parent := n.Parent(); parent != nil {
+		parentIno = parent.StableAttr().Ino
+	}
+	list = append(list,
+		fuse.DirEntry{Name: ".", Ino: n.StableAttr().Ino, Mode: fuse.S_IFDIR},
+		fuse.DirEntry{Name: "..", Ino: parentIno, Mode: fuse.S_IFDIR})
+	for _, e := range ents {
+		list = append(list, fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode})
+	}
+	return gofs.NewListDirStream(list), 0
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	p := n.path()
+	h, err := n.m.fs.Open(p, int(flags))
+	if err != nil {
+		return nil, 0, n.errno(ctx, "open", p, err)
+	}
+	return &handle{h: h, n: n}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	p := n.path()
+	c, st, h, err := n.m.fs.Create(p, name, int(flags), mode, caller(ctx))
+	if err != nil {
+		return nil, nil, 0, n.errno(ctx, "create", p, err)
+	}
+	ch := n.newChild(ctx, c, &st, out)
+	return ch, &handle{h: h, n: ch.Operations().(*node)}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	p := n.path()
+	c, st, err := n.m.fs.Mkdir(p, name, mode, caller(ctx))
+	if err != nil {
+		return nil, n.errno(ctx, "mkdir", p, err)
+	}
+	return n.newChild(ctx, c, &st, out), 0
+}
+
+func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	p := n.path()
+	c, st, err := n.m.fs.Mknod(p, name, mode, rdev, caller(ctx))
+	if err != nil {
+		return nil, n.errno(ctx, "mknod", p, err)
+	}
+	return n.newChild(ctx, c, &st, out), 0
+}
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	p := n.path()
+	c, st, err := n.m.fs.Symlink(p, name, target, caller(ctx))
+	if err != nil {
+		return nil, n.errno(ctx, "symlink", p, err)
+	}
+	return n.newChild(ctx, c, &st, out), 0
+}
+
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t := target.(*node)
+	p := n.path()
+	st, err := n.m.fs.Link(t.path(), p, name)
+	if err != nil {
+		return nil, n.errno(ctx, "link", p, err)
+	}
+	fillAttr(&out.Attr, &st)
+	return &t.Inode, 0
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	p := n.path()
+	t, err := n.m.fs.Readlink(p)
+	if err != nil {
+		return nil, n.errno(ctx, "readlink", p, err)
+	}
+	return []byte(t), 0
+}
+
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	ch, errno := n.child(ctx, name)
+	if errno != 0 {
+		return errno
+	}
+	p := n.path()
+	return n.errno(ctx, "unlink", p, n.m.fs.Unlink(p, name, ch.c))
+}
+
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	ch, errno := n.child(ctx, name)
+	if errno != 0 {
+		return errno
+	}
+	p := n.path()
+	return n.errno(ctx, "rmdir", p, n.m.fs.Rmdir(p, name, ch.c))
+}
+
+func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	src, errno := n.child(ctx, name)
+	if errno != 0 {
+		return errno
+	}
+	np := newParent.(*node)
+	var target *cow.Node
+	if t := np.GetChild(newName); t != nil {
+		target = t.Operations().(*node).c
+	}
+	p := n.path()
+	return n.errno(ctx, "rename", p, n.m.fs.Rename(p, name, src.c, np.path(), newName, target, flags))
+}
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	p := n.path()
+	v, err := n.m.fs.Getxattr(p, attr)
+	if err != nil {
+		return 0, n.errno(ctx, "getxattr", p, err)
+	}
+	if len(dest) == 0 {
+		return uint32(len(v)), 0
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	p := n.path()
+	names, err := n.m.fs.Listxattr(p)
+	if err != nil {
+		return 0, n.errno(ctx, "listxattr", p, err)
+	}
+	var b strings.Builder
+	for _, x := range names {
+		b.WriteString(x)
+		b.WriteByte(0)
+	}
+	if len(dest) == 0 {
+		return uint32(b.Len()), 0
+	}
+	if len(dest) < b.Len() {
+		return uint32(b.Len()), syscall.ERANGE
+	}
+	return uint32(copy(dest, b.String())), 0
+}
+
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	p := n.path()
+	return n.errno(ctx, "setxattr", p, n.m.fs.Setxattr(p, attr, data, int(flags)))
+}
+
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	p := n.path()
+	return n.errno(ctx, "removexattr", p, n.m.fs.Removexattr(p, attr))
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	st, err := n.m.fs.Statfs()
+	if err != nil {
+		return n.errno(ctx, "statfs", cow.Path{}, err)
+	}
+	out.FromStatfsT((*syscall.Statfs_t)(unsafe.Pointer(&st)))
+	return 0
+}
