@@ -97,9 +97,18 @@ func New(dir string, o Options) (*Mount, error) {
 		}
 		upper, work = MountDirs(o.State, dir)
 	}
+	_, statErr := os.Lstat(upper)
+	freshUpper := errors.Is(statErr, os.ErrNotExist)
 	for _, d := range []string{upper, work} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	if freshUpper {
+		// The upper's root is the mount's root: it starts out as the
+		// lower's root looks, not as a private state directory does.
+		if err := copyRootAttrs(o.Lower, upper); err != nil {
+			return nil, err
 		}
 	}
 	log := o.Logger
@@ -160,6 +169,25 @@ func New(dir string, o Options) (*Mount, error) {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	return &Mount{Dir: dir, server: server, fs: cfs, lower: lower}, nil
+}
+
+func copyRootAttrs(lower, upper string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(lower, &st); err != nil {
+		return fmt.Errorf("lower root: %w", err)
+	}
+	if os.Geteuid() == 0 {
+		if err := unix.Chown(upper, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("upper root: %w", err)
+		}
+	}
+	if err := unix.Chmod(upper, st.Mode&07777); err != nil {
+		return fmt.Errorf("upper root: %w", err)
+	}
+	if err := unix.UtimesNano(upper, []unix.Timespec{st.Atim, st.Mtim}); err != nil {
+		return fmt.Errorf("upper root: %w", err)
+	}
+	return nil
 }
 
 // checkMountpoint refuses a mountpoint that is missing, not a directory,

@@ -86,6 +86,12 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		return fmt.Errorf("%s is already a mountpoint", mnt)
 	}
 	upper, work := f.upper, f.work
+	if work != "" && upper == "" {
+		return fmt.Errorf("--work was given without an upper directory (--upper)")
+	}
+	if upper != "" && work == "" {
+		return fmt.Errorf("--upper needs --work, a work directory on the same filesystem")
+	}
 	if upper != "" {
 		if upper, err = filepath.Abs(upper); err != nil {
 			return err
