@@ -21,6 +21,14 @@ type SetAttr struct {
 // copies none of its bytes, and truncating it copies at most one chunk.
 func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
 	n := p.Node()
+	if p.Detached {
+		n.mu.Lock()
+		open := n.data != nil && n.data.upper != nil
+		n.mu.Unlock()
+		if !open {
+			return unix.Stat_t{}, errDetached
+		}
+	}
 	if !n.upper {
 		if err := f.CopyUp(p); err != nil {
 			return unix.Stat_t{}, err
@@ -115,6 +123,9 @@ func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
 
 // Getxattr reads attribute name of the node at p.
 func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
+	if p.Detached {
+		return nil, errDetached
+	}
 	if f.up.ownXattr(name) {
 		return nil, syscall.ENODATA
 	}
@@ -126,7 +137,7 @@ func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
 	}
 	var v []byte
 	err := f.up.at(p.Rel(), func(dirfd int, base string) (err error) {
-		v, err = getxattr(fdPath(dirfd, base), name)
+		v, err = xattrGet(dirfd, base, name)
 		return err
 	})
 	return v, err
@@ -134,6 +145,9 @@ func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
 
 // Listxattr lists the attributes of the node at p, without cowfs's own.
 func (f *FS) Listxattr(p Path) ([]string, error) {
+	if p.Detached {
+		return nil, errDetached
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	n := p.Node()
@@ -143,7 +157,7 @@ func (f *FS) Listxattr(p Path) ([]string, error) {
 		names, err = f.lo.Listxattr(n.lower)
 	} else {
 		err = f.up.at(p.Rel(), func(dirfd int, base string) (err error) {
-			names, err = listxattr(fdPath(dirfd, base))
+			names, err = xattrList(dirfd, base)
 			return err
 		})
 	}
@@ -158,6 +172,9 @@ func (f *FS) Listxattr(p Path) ([]string, error) {
 
 // Setxattr sets attribute name of the node at p, copying the node up first.
 func (f *FS) Setxattr(p Path, name string, value []byte, flags int) error {
+	if p.Detached {
+		return errDetached
+	}
 	if f.up.ownXattr(name) {
 		return syscall.EPERM
 	}
@@ -167,12 +184,15 @@ func (f *FS) Setxattr(p Path, name string, value []byte, flags int) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.up.at(p.Rel(), func(dirfd int, base string) error {
-		return unix.Lsetxattr(fdPath(dirfd, base), name, value, flags)
+		return xattrSet(dirfd, base, name, value, flags)
 	})
 }
 
 // Removexattr removes attribute name of the node at p.
 func (f *FS) Removexattr(p Path, name string) error {
+	if p.Detached {
+		return errDetached
+	}
 	if f.up.ownXattr(name) {
 		return syscall.ENODATA
 	}
@@ -185,6 +205,6 @@ func (f *FS) Removexattr(p Path, name string) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.up.at(p.Rel(), func(dirfd int, base string) error {
-		return unix.Lremovexattr(fdPath(dirfd, base), name)
+		return xattrRemove(dirfd, base, name)
 	})
 }

@@ -86,7 +86,7 @@ func (f *FS) copyUpOne(p Path) error {
 			return fmt.Errorf("chmod: %w", err)
 		}
 	}
-	if err := f.copyXattrs(n.lower, fdPath(f.up.work, tmp)); err != nil {
+	if err := f.copyXattrs(n.lower, tmp); err != nil {
 		return err
 	}
 	if err := f.up.setIdentityAt(f.up.work, tmp, identity{Ino: n.Ino, ID: id}); err != nil {
@@ -118,7 +118,7 @@ func (f *FS) copyUpOne(p Path) error {
 	return nil
 }
 
-func (f *FS) copyXattrs(lowerPath, dst string) error {
+func (f *FS) copyXattrs(lowerPath, tmp string) error {
 	names, err := f.lo.Listxattr(lowerPath)
 	if err != nil {
 		return fmt.Errorf("list xattrs: %w", err)
@@ -131,7 +131,7 @@ func (f *FS) copyXattrs(lowerPath, dst string) error {
 		if err != nil {
 			return fmt.Errorf("get xattr %s: %w", name, err)
 		}
-		if err := unix.Lsetxattr(dst, name, v, 0); err != nil {
+		if err := xattrSet(f.up.work, tmp, name, v, 0); err != nil {
 			return fmt.Errorf("set xattr %s: %w", name, err)
 		}
 	}

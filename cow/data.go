@@ -63,6 +63,17 @@ func (f *FS) Open(p Path, flags int) (*Handle, error) {
 		return nil, syscall.EINVAL
 	}
 	write := flags&(unix.O_WRONLY|unix.O_RDWR) != 0 || flags&unix.O_TRUNC != 0
+	if p.Detached {
+		// Reopened through /proc/PID/fd after its last name went:
+		// only its open state reaches it.
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if n.data == nil || (write && n.data.upper == nil) {
+			return nil, errDetached
+		}
+		n.data.refs++
+		return &Handle{n: n, fs: f, flags: flags}, nil
+	}
 	if write && !n.upper {
 		if err := f.CopyUp(p); err != nil {
 			return nil, err
@@ -526,7 +537,7 @@ func (h *Handle) Fsync(p Path, dataOnly bool) error {
 	if !synced {
 		// The entry may have been created by a copy-up; make it
 		// durable so the synced bytes can be found after a crash.
-		if len(p.Names) > 0 {
+		if len(p.Names) > 0 && !p.Detached {
 			if fd, err := h.fs.up.dir(p.Parent().Rel()); err == nil {
 				err = unix.Fsync(fd)
 				unix.Close(fd)

@@ -221,6 +221,9 @@ func (f *FS) Attr(p Path) (unix.Stat_t, error) {
 		return st, err
 	}
 	n.mu.Unlock()
+	if p.Detached {
+		return unix.Stat_t{}, errDetached
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.attr(p)

@@ -138,43 +138,55 @@ func (l *DirLower) Open(path string) (LowerFile, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// procPath names an entry for the l*xattr calls, which take a path: the
-// parent is resolved beneath the root first, and the final component is not
-// followed by lgetxattr.
-func procPath(root int, path string) (string, func(), error) {
+// beneath opens the parent of path beneath root and returns it with the
+// final name, for the *xattr calls below.
+func beneath(root int, path string) (dirfd int, base string, done func(), err error) {
 	dir, name := splitPath(path)
 	if name == "" {
-		return fmt.Sprintf("/proc/self/fd/%d", root), func() {}, nil
+		return root, "", func() {}, nil
 	}
 	fd, err := openBeneath(root, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return "", nil, err
+		return -1, "", nil, err
 	}
-	return fmt.Sprintf("/proc/self/fd/%d/%s", fd, name), func() { unix.Close(fd) }, nil
+	return fd, name, func() { unix.Close(fd) }, nil
 }
 
 func (l *DirLower) Listxattr(path string) ([]string, error) {
-	p, done, err := procPath(l.root, path)
+	dirfd, base, done, err := beneath(l.root, path)
 	if err != nil {
 		return nil, &os.PathError{Op: "listxattr lower", Path: path, Err: err}
 	}
 	defer done()
-	return listxattr(p)
+	return xattrList(dirfd, base)
 }
 
 func (l *DirLower) Getxattr(path, name string) ([]byte, error) {
-	p, done, err := procPath(l.root, path)
+	dirfd, base, done, err := beneath(l.root, path)
 	if err != nil {
 		return nil, &os.PathError{Op: "getxattr lower", Path: path, Err: err}
 	}
 	defer done()
-	return getxattr(p, name)
+	return xattrGet(dirfd, base, name)
 }
 
-func listxattr(p string) ([]string, error) {
+// The xattr calls take a path, so they are given /proc/self/fd/DIR/NAME: the
+// directory was resolved beneath a layer's root and the l* variants do not
+// follow NAME. For the directory itself (NAME empty) the path is the
+// descriptor's magic link, which must be followed: the l* variants would act
+// on the link.
+
+func xattrList(dirfd int, base string) ([]string, error) {
+	p := fdPath(dirfd, base)
 	buf := make([]byte, 1024)
 	for {
-		n, err := unix.Llistxattr(p, buf)
+		var n int
+		var err error
+		if base == "" {
+			n, err = unix.Listxattr(p, buf)
+		} else {
+			n, err = unix.Llistxattr(p, buf)
+		}
 		if errors.Is(err, unix.ERANGE) {
 			buf = make([]byte, 2*len(buf))
 			continue
@@ -199,12 +211,19 @@ func listxattr(p string) ([]string, error) {
 	}
 }
 
-func getxattr(p, name string) ([]byte, error) {
+func xattrGetInto(dirfd int, base, attr string, buf []byte) (int, error) {
+	if base == "" {
+		return unix.Getxattr(fdPath(dirfd, ""), attr, buf)
+	}
+	return unix.Lgetxattr(fdPath(dirfd, base), attr, buf)
+}
+
+func xattrGet(dirfd int, base, attr string) ([]byte, error) {
 	buf := make([]byte, 256)
 	for {
-		n, err := unix.Lgetxattr(p, name, buf)
+		n, err := xattrGetInto(dirfd, base, attr, buf)
 		if errors.Is(err, unix.ERANGE) {
-			sz, err2 := unix.Lgetxattr(p, name, nil)
+			sz, err2 := xattrGetInto(dirfd, base, attr, nil)
 			if err2 != nil {
 				return nil, err2
 			}
@@ -216,6 +235,20 @@ func getxattr(p, name string) ([]byte, error) {
 		}
 		return buf[:n], nil
 	}
+}
+
+func xattrSet(dirfd int, base, attr string, v []byte, flags int) error {
+	if base == "" {
+		return unix.Setxattr(fdPath(dirfd, ""), attr, v, flags)
+	}
+	return unix.Lsetxattr(fdPath(dirfd, base), attr, v, flags)
+}
+
+func xattrRemove(dirfd int, base, attr string) error {
+	if base == "" {
+		return unix.Removexattr(fdPath(dirfd, ""), attr)
+	}
+	return unix.Lremovexattr(fdPath(dirfd, base), attr)
 }
 
 // splitPath splits a relative path into its parent and final name.

@@ -1,8 +1,10 @@
 package cow
 
 import (
+	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Node is one inode of the merged view. Package fs keeps one per kernel
@@ -40,7 +42,17 @@ func (n *Node) Upper() bool { return n.upper }
 type Path struct {
 	Nodes []*Node
 	Names []string
+	// Detached marks the path of a node that has no name any more (it was
+	// unlinked while open). Nodes then holds only the node itself, and
+	// only operations that can go through its open descriptors work.
+	Detached bool
 }
+
+// errDetached is returned for a name-based operation on a detached node.
+var errDetached = fmt.Errorf("node has no name: %w", syscall.ENOENT)
+
+// DetachedPath returns the path of a node that has no name.
+func DetachedPath(n *Node) Path { return Path{Nodes: []*Node{n}, Detached: true} }
 
 // Node returns the last node of the path.
 func (p Path) Node() *Node { return p.Nodes[len(p.Nodes)-1] }

@@ -156,7 +156,7 @@ func (id identity) encode() []byte {
 // zero identity.
 func (u *Upper) identityAt(dirfd int, name string) (identity, error) {
 	var buf [16]byte
-	n, err := unix.Lgetxattr(fdPath(dirfd, name), u.xattr, buf[:])
+	n, err := xattrGetInto(dirfd, name, u.xattr, buf[:])
 	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) {
 		return identity{}, nil
 	}
@@ -167,7 +167,7 @@ func (u *Upper) identityAt(dirfd int, name string) (identity, error) {
 }
 
 func (u *Upper) setIdentityAt(dirfd int, name string, id identity) error {
-	return unix.Lsetxattr(fdPath(dirfd, name), u.xattr, id.encode(), 0)
+	return xattrSet(dirfd, name, u.xattr, id.encode(), 0)
 }
 
 // ownXattr reports whether name is one of cowfs's own attributes, which the

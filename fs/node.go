@@ -58,6 +58,11 @@ func (n *node) path() cow.Path {
 		names = append(names, name)
 		cur = parent
 	}
+	if !cur.IsRoot() {
+		// The walk ended on a node without a parent that is not the
+		// root: n, or an ancestor, was removed while in use.
+		return cow.DetachedPath(n.c)
+	}
 	nodes = append(nodes, n.m.fs.Root())
 	for i, j := 0, len(nodes)-1; i < j; i, j = i+1, j-1 {
 		nodes[i], nodes[j] = nodes[j], nodes[i]
