@@ -1,0 +1,160 @@
+package object
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestDigestRoundTrip(t *testing.T) {
+	d := Sum([]byte("x"))
+	got, err := ParseDigest(d.String())
+	if err != nil || got != d {
+		t.Fatalf("ParseDigest(%s) = %v, %v", d, got, err)
+	}
+	for _, bad := range []string{"", "sha256-", "sha1-00", d.String()[:20], "sha256-" + string(bytes.Repeat([]byte("g"), 64)), "SHA256-" + d.String()[7:], "sha256-" + string(bytes.ToUpper([]byte(d.String()[7:])))} {
+		if _, err := ParseDigest(bad); err == nil {
+			t.Errorf("ParseDigest(%q) accepted", bad)
+		}
+	}
+}
+
+func TestEncodings(t *testing.T) {
+	blob, err := EncodeBlob([]byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := DecodeBlob(blob); err != nil || string(b) != "hello" {
+		t.Fatalf("blob: %q %v", b, err)
+	}
+	if _, err := EncodeBlob(make([]byte, ChunkSize+1)); err == nil {
+		t.Fatal("blob over a chunk accepted")
+	}
+	f := &File{Size: ChunkSize + 1, Chunks: []Digest{Sum(blob), Zero}}
+	enc, err := EncodeFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := DecodeFile(enc)
+	if err != nil || g.Size != f.Size || len(g.Chunks) != 2 || g.Chunks[0] != f.Chunks[0] || !g.Chunks[1].IsZero() {
+		t.Fatalf("file: %+v %v", g, err)
+	}
+	if _, err := EncodeFile(&File{Size: 5, Chunks: nil}); err == nil {
+		t.Fatal("file with missing chunks accepted")
+	}
+	tree := &Tree{Entries: []Entry{
+		{Name: "a", Mode: 0o100644, Size: 5, Mtime: 1e18, Object: Sum(enc), Xattrs: map[string][]byte{"user.x": []byte("1")}},
+		{Name: "b", Mode: 0o120777, Target: "a"},
+		{Name: "c", Mode: 0o40755, Uid: 1000, Gid: 1000, Mtime: -5},
+	}}
+	tenc, err := EncodeTree(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeTree(tenc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := back.Lookup("b"); !ok || e.Target != "a" {
+		t.Fatalf("lookup b: %+v", e)
+	}
+	if e, ok := back.Lookup("a"); !ok || string(e.Xattrs["user.x"]) != "1" || e.Object != Sum(enc) {
+		t.Fatalf("lookup a: %+v", e)
+	}
+	if _, ok := back.Lookup("zz"); ok {
+		t.Fatal("lookup of a missing name")
+	}
+	unsorted := &Tree{Entries: []Entry{{Name: "b"}, {Name: "a"}}}
+	if _, err := EncodeTree(unsorted); err == nil {
+		t.Fatal("unsorted tree accepted")
+	}
+	for _, bad := range []string{"", ".", "..", "a/b", "a\x00"} {
+		if _, err := EncodeTree(&Tree{Entries: []Entry{{Name: bad}}}); err == nil {
+			t.Errorf("entry name %q accepted", bad)
+		}
+	}
+	// A kind byte cannot be swapped: a blob with a tree's bytes is not a tree.
+	if _, err := DecodeTree(blob); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("blob decoded as tree: %v", err)
+	}
+}
+
+func TestDirStore(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, _ := EncodeBlob([]byte("content"))
+	d, err := s.Put(ctx, blob)
+	if err != nil || d != Sum(blob) {
+		t.Fatalf("put: %v %v", d, err)
+	}
+	if d2, err := s.Put(ctx, blob); err != nil || d2 != d {
+		t.Fatalf("second put: %v %v", d2, err)
+	}
+	got, err := s.Get(ctx, d)
+	if err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("get: %v", err)
+	}
+	fi, err := os.Stat(s.path(d))
+	if err != nil || fi.Mode().Perm() != 0o444 {
+		t.Fatalf("stored object mode: %v %v", fi, err)
+	}
+	if _, err := s.Get(ctx, Sum([]byte("nope"))); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing object: %v", err)
+	}
+	if _, err := s.Put(ctx, []byte("not an object")); err == nil {
+		t.Fatal("garbage accepted")
+	}
+	// Flip a byte on disk: Get must refuse it.
+	p := s.path(d)
+	os.Chmod(p, 0o644)
+	b, _ := os.ReadFile(p)
+	b[len(b)-1] ^= 1
+	os.WriteFile(p, b, 0o444)
+	if _, err := s.Get(ctx, d); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("corrupt object served: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(ents) != 0 {
+		t.Fatalf("temporary files left: %v", ents)
+	}
+}
+
+// FuzzDecodeTree checks that any bytes either fail to decode or decode to a
+// tree that encodes back to exactly those bytes, and never panic.
+func FuzzDecodeTree(f *testing.F) {
+	enc, _ := EncodeTree(&Tree{Entries: []Entry{{Name: "a", Mode: 0o100644, Xattrs: map[string][]byte{"user.k": []byte("v")}}, {Name: "b"}}})
+	f.Add(enc)
+	f.Add([]byte{byte(KindTree), version})
+	f.Add([]byte{byte(KindTree), version, 1, 'a'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tree, err := DecodeTree(b)
+		if err != nil {
+			return
+		}
+		again, err := EncodeTree(tree)
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("decoded tree does not re-encode to its bytes: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeFile(f *testing.F) {
+	enc, _ := EncodeFile(&File{Size: 3, Chunks: []Digest{Zero}})
+	f.Add(enc)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		file, err := DecodeFile(b)
+		if err != nil {
+			return
+		}
+		again, err := EncodeFile(file)
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("decoded file does not re-encode: %v", err)
+		}
+	})
+}
