@@ -131,6 +131,10 @@ func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.getxattr(p, name)
+}
+
+func (f *FS) getxattr(p Path, name string) ([]byte, error) {
 	n := p.Node()
 	if !n.upper {
 		return f.lo.Getxattr(n.lower, name)
@@ -150,6 +154,10 @@ func (f *FS) Listxattr(p Path) ([]string, error) {
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.listxattr(p)
+}
+
+func (f *FS) listxattr(p Path) ([]string, error) {
 	n := p.Node()
 	var names []string
 	var err error

@@ -253,6 +253,8 @@ func (d *fileData) readMixed(dest []byte, off int64) (int, error) {
 
 // WriteAt writes data at off.
 func (h *Handle) WriteAt(data []byte, off int64) (int, error) {
+	h.fs.gate.RLock()
+	defer h.fs.gate.RUnlock()
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -423,6 +425,8 @@ func (f *FS) truncateLocked(n *Node, size int64) error {
 
 // Allocate implements fallocate(2) on the open file.
 func (h *Handle) Allocate(off, length int64, mode uint32) error {
+	h.fs.gate.RLock()
+	defer h.fs.gate.RUnlock()
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -33,7 +33,12 @@ type Options struct {
 // respect to each other; the kernel's entry and attribute caches answer most
 // lookups without reaching it.
 type FS struct {
-	mu   sync.RWMutex
+	mu sync.RWMutex
+	// gate is held shared by every data write that does not hold mu
+	// (write, fallocate) and exclusively by a snapshot, which also holds
+	// mu: together they stop every change for the instant a snapshot
+	// needs. Lock order: mu, gate, Node.mu.
+	gate sync.RWMutex
 	lo   Lower
 	up   *Upper
 	meta *Meta
@@ -307,6 +312,10 @@ func (f *FS) readDir(p Path) ([]DirEntry, error) {
 func (f *FS) Readlink(p Path) (string, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	return f.readlink(p)
+}
+
+func (f *FS) readlink(p Path) (string, error) {
 	n := p.Node()
 	if !n.upper {
 		return f.lo.Readlink(n.lower)

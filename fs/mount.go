@@ -17,6 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/fs/control"
 )
 
 // Options describes a mount. Zero values are documented per field.
@@ -28,6 +31,11 @@ type Options struct {
 	// State/mounts/<name of the mountpoint>, so mounting the same
 	// mountpoint again finds the same upper.
 	State string
+	// Snapshot, when set, restores the snapshot of that name instead of
+	// mounting Lower: it is mounted read-only beneath a fresh upper under
+	// State/restores, so nothing done in the mount can reach the
+	// snapshot's files. State is required.
+	Snapshot string
 	// Upper and Work, when set, are the upper directory (files at their
 	// paths) and the work directory (on the same filesystem; cowfs keeps
 	// its metadata there too), as with overlayfs's upperdir and workdir.
@@ -48,12 +56,19 @@ type Options struct {
 
 // Mount is a live cowfs mount.
 type Mount struct {
-	Dir    string
-	server *fuse.Server
-	fs     *cow.FS
-	lower  *cow.DirLower
-	once   sync.Once
-	err    error
+	Dir     string
+	server  *fuse.Server
+	fs      *cow.FS
+	closeLo func() error
+	once    sync.Once
+	err     error
+
+	// Snapshot support; nil when the mount has no state directory.
+	store   *object.DirStore
+	refs    *refs.Dir
+	control *control.Server
+	parent  string
+	log     *slog.Logger
 }
 
 // mount is the state the kernel inodes share.
@@ -63,27 +78,89 @@ type mount struct {
 	noPassthrough bool
 }
 
-// MountDirs returns the upper, work and metadata directories a mount of
-// mountpoint uses under state.
-func MountDirs(state, mountpoint string) (upper, work string) {
+// The state directory holds:
+//
+//	objects/          content-addressed objects (snapshots), shared
+//	refs/             one file per snapshot name
+//	mounts/<key>/     upper and work of a mount of a mountpoint
+//	restores/<key>/   upper and work of a restore at a mountpoint
+//	run/<key>.sock    control socket of the mount at a mountpoint
+//
+// where <key> is the mountpoint's base name and a hash of its absolute path.
+func mountKey(mountpoint string) string {
 	abs, _ := filepath.Abs(mountpoint)
 	sum := sha256.Sum256([]byte(abs))
-	base := filepath.Join(state, "mounts", filepath.Base(abs)+"-"+hex.EncodeToString(sum[:4]))
+	return filepath.Base(abs) + "-" + hex.EncodeToString(sum[:4])
+}
+
+// MountDirs returns the upper and work directories a mount of mountpoint
+// uses under state.
+func MountDirs(state, mountpoint string) (upper, work string) {
+	base := filepath.Join(state, "mounts", mountKey(mountpoint))
 	return filepath.Join(base, "upper"), filepath.Join(base, "work")
 }
 
+// ControlSocket returns the control socket of the mount at mountpoint.
+func ControlSocket(state, mountpoint string) string {
+	return filepath.Join(state, "run", mountKey(mountpoint)+".sock")
+}
+
+// ObjectsDir and RefsDir return where snapshots live under state.
+func ObjectsDir(state string) string { return filepath.Join(state, "objects") }
+func RefsDir(state string) string    { return filepath.Join(state, "refs") }
+
 // New mounts a cowfs at dir and returns once the mount serves requests.
 func New(dir string, o Options) (*Mount, error) {
-	if o.Lower == "" {
+	if o.Lower == "" && o.Snapshot == "" {
 		return nil, errors.New("no lower directory given")
+	}
+	if o.Snapshot != "" && o.State == "" {
+		return nil, errors.New("restoring a snapshot needs the state directory")
 	}
 	if err := checkMountpoint(dir); err != nil {
 		return nil, err
 	}
-	if st, err := os.Stat(o.Lower); err != nil {
-		return nil, fmt.Errorf("lower directory: %w", err)
-	} else if !st.IsDir() {
-		return nil, fmt.Errorf("lower %s is not a directory", o.Lower)
+	if o.Snapshot == "" {
+		if st, err := os.Stat(o.Lower); err != nil {
+			return nil, fmt.Errorf("lower directory: %w", err)
+		} else if !st.IsDir() {
+			return nil, fmt.Errorf("lower %s is not a directory", o.Lower)
+		}
+	}
+	m := &Mount{Dir: dir}
+	if o.State != "" {
+		var err error
+		if m.store, err = object.OpenDirStore(ObjectsDir(o.State)); err != nil {
+			return nil, err
+		}
+		if m.refs, err = refs.Open(RefsDir(o.State)); err != nil {
+			return nil, err
+		}
+	}
+	var lower cow.Lower
+	if o.Snapshot != "" {
+		snap, err := m.refs.Get(o.Snapshot)
+		if err != nil {
+			return nil, err
+		}
+		lower = cow.NewObjectLower(m.store, snap.Root, snap.RootEntry)
+		m.closeLo = func() error { return nil }
+		m.parent = snap.Name
+		if o.Upper == "" {
+			// A restore always starts from a fresh upper: that is
+			// what makes resuming from a checkpoint repeatable.
+			base := filepath.Join(o.State, "restores", mountKey(dir))
+			if err := os.RemoveAll(base); err != nil {
+				return nil, fmt.Errorf("clear previous restore at %s: %w", base, err)
+			}
+			o.Upper, o.Work = filepath.Join(base, "upper"), filepath.Join(base, "work")
+		}
+	} else {
+		dl, err := cow.OpenDirLower(o.Lower)
+		if err != nil {
+			return nil, err
+		}
+		lower, m.closeLo = dl, dl.Close
 	}
 	upper, work := o.Upper, o.Work
 	switch {
@@ -93,6 +170,7 @@ func New(dir string, o Options) (*Mount, error) {
 		return nil, errors.New("an upper directory needs a work directory on the same filesystem")
 	case upper == "":
 		if o.State == "" {
+			m.closeLo()
 			return nil, errors.New("no state directory and no upper directory given")
 		}
 		upper, work = MountDirs(o.State, dir)
@@ -101,13 +179,15 @@ func New(dir string, o Options) (*Mount, error) {
 	freshUpper := errors.Is(statErr, os.ErrNotExist)
 	for _, d := range []string{upper, work} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
+			m.closeLo()
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
 	if freshUpper {
 		// The upper's root is the mount's root: it starts out as the
 		// lower's root looks, not as a private state directory does.
-		if err := copyRootAttrs(o.Lower, upper); err != nil {
+		if err := copyRootAttrs(lower, upper); err != nil {
+			m.closeLo()
 			return nil, err
 		}
 	}
@@ -115,10 +195,7 @@ func New(dir string, o Options) (*Mount, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	lower, err := cow.OpenDirLower(o.Lower)
-	if err != nil {
-		return nil, err
-	}
+	m.log = log
 	cfs, err := cow.New(cow.Options{
 		Lower:    lower,
 		UpperDir: upper,
@@ -127,7 +204,7 @@ func New(dir string, o Options) (*Mount, error) {
 		Logger:   log,
 	})
 	if err != nil {
-		lower.Close()
+		m.closeLo()
 		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("upper %s is in use by another cowfs mount: %w", upper, err)
 		}
@@ -140,8 +217,9 @@ func New(dir string, o Options) (*Mount, error) {
 	if timeout == 0 {
 		timeout = time.Hour
 	}
-	m := &mount{fs: cfs, log: log, noPassthrough: o.NoPassthrough}
-	root := &node{c: cfs.Root(), m: m}
+	m.fs = cfs
+	ms := &mount{fs: cfs, log: log, noPassthrough: o.NoPassthrough}
+	root := &node{c: cfs.Root(), m: ms}
 	fsname := o.FsName
 	if fsname == "" {
 		fsname = "cowfs"
@@ -165,15 +243,22 @@ func New(dir string, o Options) (*Mount, error) {
 	server, err := gofs.Mount(dir, root, opts)
 	if err != nil {
 		cfs.Close()
-		lower.Close()
+		m.closeLo()
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
-	return &Mount{Dir: dir, server: server, fs: cfs, lower: lower}, nil
+	m.server = server
+	if o.State != "" {
+		if m.control, err = control.Listen(ControlSocket(o.State, dir), m, log); err != nil {
+			m.Unmount()
+			return nil, err
+		}
+	}
+	return m, nil
 }
 
-func copyRootAttrs(lower, upper string) error {
-	var st unix.Stat_t
-	if err := unix.Stat(lower, &st); err != nil {
+func copyRootAttrs(lower cow.Lower, upper string) error {
+	st, err := lower.Lstat("")
+	if err != nil {
 		return fmt.Errorf("lower root: %w", err)
 	}
 	if os.Geteuid() == 0 {
@@ -254,8 +339,11 @@ func (m *Mount) Wait() { m.server.Wait() }
 // unmount.
 func (m *Mount) Close() error {
 	m.once.Do(func() {
+		if m.control != nil {
+			m.control.Close()
+		}
 		m.err = m.fs.Close()
-		m.lower.Close()
+		m.closeLo()
 	})
 	return m.err
 }

@@ -12,11 +12,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/fs"
 )
 
 type mountFlags struct {
 	lower, upper, work string
+	snapshot           string // restore this snapshot instead of mounting lower
 	foreground         bool
 	debug              bool
 	noPassthrough      bool
@@ -65,17 +67,27 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	if err != nil {
 		return err
 	}
-	lower, err := filepath.Abs(f.lower)
-	if err != nil {
-		return err
-	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return fmt.Errorf("no /dev/fuse: load the fuse module (modprobe fuse) or give the container the device: %w", err)
 	}
-	if st, err := os.Stat(lower); err != nil {
-		return fmt.Errorf("lower directory: %w", err)
-	} else if !st.IsDir() {
-		return fmt.Errorf("lower %s is not a directory", lower)
+	var lower string
+	if f.snapshot == "" {
+		if lower, err = filepath.Abs(f.lower); err != nil {
+			return err
+		}
+		if st, err := os.Stat(lower); err != nil {
+			return fmt.Errorf("lower directory: %w", err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("lower %s is not a directory", lower)
+		}
+	} else {
+		d, err := refs.Open(fs.RefsDir(g.state))
+		if err != nil {
+			return err
+		}
+		if _, err := d.Get(f.snapshot); err != nil {
+			return err
+		}
 	}
 	if st, err := os.Stat(mnt); err != nil {
 		return fmt.Errorf("mountpoint: %w", err)
@@ -107,9 +119,13 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		return err
 	}
 	if pipe := readyPipe(); pipe != nil || f.foreground {
+		fsname := "cowfs:" + lower
+		if f.snapshot != "" {
+			fsname = "cowfs:snapshot:" + f.snapshot
+		}
 		return serveMount(mnt, fs.Options{
-			Lower: lower, State: state, Upper: upper, Work: work,
-			FsName: "cowfs:" + lower, Debug: f.debug, NoPassthrough: f.noPassthrough,
+			Lower: lower, Snapshot: f.snapshot, State: state, Upper: upper, Work: work,
+			FsName: fsname, Debug: f.debug, NoPassthrough: f.noPassthrough,
 		}, pipe)
 	}
 	logDir := filepath.Join(state, "mounts")
@@ -119,10 +135,14 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		u, _ := fs.MountDirs(state, mnt)
 		logDir = filepath.Dir(u)
 	}
+	args := []string{"--state", state, "mount", mnt, "--lower", lower, "--foreground"}
+	if f.snapshot != "" {
+		args = []string{"--state", state, "restore", f.snapshot, mnt, "--foreground"}
+		logDir = filepath.Join(state, "restores")
+	}
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return err
 	}
-	args := []string{"--state", state, "mount", mnt, "--lower", lower, "--foreground"}
 	if upper != "" {
 		args = append(args, "--upper", upper, "--work", work)
 	}

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newRestoreCmd(g *globals) *cobra.Command {
+	f := &mountFlags{}
+	cmd := &cobra.Command{
+		Use:   "restore NAME MNT",
+		Short: "Mount a snapshot read-only beneath a fresh writable layer",
+		Long: `Mount snapshot NAME at MNT beneath a fresh, empty upper. Nothing is copied,
+so a restore takes the same time whatever the snapshot's size. The snapshot's
+files can never be changed through the mount: a process that appends to a file
+writes to its own upper. Any number of restores of one snapshot can be mounted
+at once, each with its own upper; restoring again gives a fresh upper again.`,
+		Example: "  cowfs restore crawl-2026-11-23T10 /root/crawlab_workspace/spider1-resume",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f.snapshot = args[0]
+			return runMount(g, f, args[1])
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted")
+	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
+	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready")
+	return cmd
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/fs/control"
+)
+
+func newSnapshotCmd(g *globals) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "snapshot MNT NAME",
+		Short: "Take an immutable snapshot of a live mount",
+		Long: `Record the merged view of the mount at MNT, as it is at one instant, as
+snapshot NAME. Processes in the mount keep running and keep their open files;
+their writes wait only while what changed is turned into objects, and what they
+write afterwards is not in the snapshot. A snapshot is never changed again:
+restore it with "cowfs restore NAME DIR". NAME must not exist yet.`,
+		Example: "  cowfs snapshot /root/crawlab_workspace/spider1 crawl-2026-11-23T10",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mnt, err := filepath.Abs(args[0])
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			rep, err := control.Call(ctx, fs.ControlSocket(g.state, mnt), control.Request{Op: "snapshot", Name: args[1]})
+			if err != nil {
+				return fmt.Errorf("snapshot of %s: %w", mnt, err)
+			}
+			r := rep.Snapshot
+			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: root %s, %d files, %d dirs, %s read, %d chunks and %d dirs reused, writes held %s\n",
+				r.Name, r.Root, r.Files, r.Dirs, humanBytes(r.BytesRead), r.ChunksReused, r.DirsReused, r.Hold.Round(time.Microsecond))
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
+	return cmd
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

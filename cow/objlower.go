@@ -1,0 +1,300 @@
+package cow
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// ObjectGetter fetches verified encoded objects: a local store, or a remote
+// through its cache.
+type ObjectGetter interface {
+	Get(ctx context.Context, d object.Digest) ([]byte, error)
+}
+
+// ObjectLower is a lower layer made of tree objects: a snapshot, or a
+// version of a served tree. It is immutable by construction, since its root
+// is a digest.
+type ObjectLower struct {
+	store ObjectGetter
+	root  object.Digest
+	rootE object.Entry
+
+	mu    sync.Mutex
+	trees map[object.Digest]*object.Tree
+}
+
+// NewObjectLower returns the lower whose root directory is the tree root,
+// with the root's own attributes taken from rootEntry (a tree holds its
+// entries' attributes, not its own).
+func NewObjectLower(store ObjectGetter, root object.Digest, rootEntry object.Entry) *ObjectLower {
+	rootEntry.Object = root
+	if rootEntry.Mode&unix.S_IFMT == 0 {
+		rootEntry.Mode = unix.S_IFDIR | 0o755
+	}
+	return &ObjectLower{store: store, root: root, rootE: rootEntry, trees: map[object.Digest]*object.Tree{}}
+}
+
+// Root returns the digest of the root tree.
+func (l *ObjectLower) Root() object.Digest { return l.root }
+
+// tree returns the decoded tree d. Trees are small and immutable, so the
+// decoded form is kept for the life of the lower.
+func (l *ObjectLower) tree(d object.Digest) (*object.Tree, error) {
+	l.mu.Lock()
+	t, ok := l.trees[d]
+	l.mu.Unlock()
+	if ok {
+		return t, nil
+	}
+	b, err := l.store.Get(context.Background(), d)
+	if err != nil {
+		return nil, fmt.Errorf("tree %s: %w", d.Short(), err)
+	}
+	t, err = object.DecodeTree(b)
+	if err != nil {
+		return nil, fmt.Errorf("tree %s: %w", d.Short(), err)
+	}
+	l.mu.Lock()
+	l.trees[d] = t
+	l.mu.Unlock()
+	return t, nil
+}
+
+// entry walks from the root to path.
+func (l *ObjectLower) entry(path string) (object.Entry, error) {
+	e := l.rootE
+	if path == "" {
+		return e, nil
+	}
+	for _, name := range strings.Split(path, "/") {
+		if e.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return object.Entry{}, syscall.ENOTDIR
+		}
+		t, err := l.tree(e.Object)
+		if err != nil {
+			return object.Entry{}, err
+		}
+		child, ok := t.Lookup(name)
+		if !ok {
+			return object.Entry{}, syscall.ENOENT
+		}
+		e = *child
+	}
+	return e, nil
+}
+
+// inoOf derives a stable inode number from the path: the same snapshot
+// restored twice numbers its files the same way. The top bit stays clear
+// (upper inodes on another device use it), and 0 and 1 are never used.
+func inoOf(path string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(path))
+	ino := h.Sum64() &^ (1 << 63)
+	if ino < 2 {
+		ino += 2
+	}
+	return ino
+}
+
+func (l *ObjectLower) Lstat(path string) (unix.Stat_t, error) {
+	e, err := l.entry(path)
+	if err != nil {
+		return unix.Stat_t{}, &os.PathError{Op: "lstat", Path: path, Err: err}
+	}
+	return statOf(path, &e), nil
+}
+
+func statOf(path string, e *object.Entry) unix.Stat_t {
+	st := unix.Stat_t{
+		Ino:     inoOf(path),
+		Nlink:   1,
+		Mode:    e.Mode,
+		Uid:     e.Uid,
+		Gid:     e.Gid,
+		Rdev:    e.Rdev,
+		Size:    e.Size,
+		Blksize: 4096,
+		Mtim:    unix.NsecToTimespec(e.Mtime),
+	}
+	st.Atim, st.Ctim = st.Mtim, st.Mtim
+	switch e.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		st.Nlink = 2
+	case unix.S_IFLNK:
+		st.Size = int64(len(e.Target))
+	}
+	st.Blocks = (st.Size + 511) / 512
+	return st
+}
+
+func (l *ObjectLower) ReadDir(path string) ([]DirEntry, error) {
+	e, err := l.entry(path)
+	if err != nil {
+		return nil, &os.PathError{Op: "readdir", Path: path, Err: err}
+	}
+	if e.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil, &os.PathError{Op: "readdir", Path: path, Err: syscall.ENOTDIR}
+	}
+	t, err := l.tree(e.Object)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]DirEntry, len(t.Entries))
+	for i, c := range t.Entries {
+		out[i] = DirEntry{Name: c.Name, Ino: inoOf(Join(path, c.Name)), Mode: c.Mode & unix.S_IFMT}
+	}
+	return out, nil
+}
+
+func (l *ObjectLower) Readlink(path string) (string, error) {
+	e, err := l.entry(path)
+	if err != nil {
+		return "", &os.PathError{Op: "readlink", Path: path, Err: err}
+	}
+	if e.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return "", &os.PathError{Op: "readlink", Path: path, Err: syscall.EINVAL}
+	}
+	return e.Target, nil
+}
+
+func (l *ObjectLower) Listxattr(path string) ([]string, error) {
+	e, err := l.entry(path)
+	if err != nil {
+		return nil, &os.PathError{Op: "listxattr", Path: path, Err: err}
+	}
+	names := make([]string, 0, len(e.Xattrs))
+	for k := range e.Xattrs {
+		names = append(names, k)
+	}
+	return names, nil
+}
+
+func (l *ObjectLower) Getxattr(path, name string) ([]byte, error) {
+	e, err := l.entry(path)
+	if err != nil {
+		return nil, &os.PathError{Op: "getxattr", Path: path, Err: err}
+	}
+	v, ok := e.Xattrs[name]
+	if !ok {
+		return nil, syscall.ENODATA
+	}
+	return v, nil
+}
+
+func (l *ObjectLower) Open(path string) (LowerFile, error) {
+	e, err := l.entry(path)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	if e.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, &os.PathError{Op: "open", Path: path, Err: syscall.EINVAL}
+	}
+	of := &objectFile{store: l.store, path: path}
+	if e.Size == 0 {
+		of.f = &object.File{}
+		return of, nil
+	}
+	b, err := l.store.Get(context.Background(), e.Object)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if of.f, err = object.DecodeFile(b); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return of, nil
+}
+
+// FileObject returns the file object of the regular file at path, so that a
+// snapshot can reuse the digests of chunks it did not change.
+func (l *ObjectLower) FileObject(path string) (*object.File, object.Entry, error) {
+	e, err := l.entry(path)
+	if err != nil {
+		return nil, e, err
+	}
+	if e.Size == 0 {
+		return &object.File{}, e, nil
+	}
+	b, err := l.store.Get(context.Background(), e.Object)
+	if err != nil {
+		return nil, e, err
+	}
+	f, err := object.DecodeFile(b)
+	return f, e, err
+}
+
+// TreeOf returns the entry at path, so that a snapshot can reuse the tree of
+// a directory it did not change.
+func (l *ObjectLower) TreeOf(path string) (object.Entry, error) { return l.entry(path) }
+
+// objectFile reads a file object chunk by chunk, keeping the last chunk.
+type objectFile struct {
+	store ObjectGetter
+	path  string
+	f     *object.File
+
+	mu   sync.Mutex
+	last int64
+	data []byte
+}
+
+func (o *objectFile) chunk(i int64) ([]byte, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.data != nil && o.last == i {
+		return o.data, nil
+	}
+	d := o.f.Chunks[i]
+	if d.IsZero() {
+		return nil, nil // a hole
+	}
+	b, err := o.store.Get(context.Background(), d)
+	if err != nil {
+		return nil, fmt.Errorf("%s chunk %d: %w", o.path, i, err)
+	}
+	data, err := object.DecodeBlob(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s chunk %d: %w", o.path, i, err)
+	}
+	o.last, o.data = i, data
+	return data, nil
+}
+
+func (o *objectFile) ReadAt(p []byte, off int64) (int, error) {
+	if off >= o.f.Size {
+		return 0, io.EOF
+	}
+	end := min(off+int64(len(p)), o.f.Size)
+	for pos := off; pos < end; {
+		i := pos / object.ChunkSize
+		cs := i * object.ChunkSize
+		ce := min(cs+object.ChunkSize, end)
+		data, err := o.chunk(i)
+		if err != nil {
+			return int(pos - off), err
+		}
+		dst := p[pos-off : ce-off]
+		k := 0
+		if int64(len(data)) > pos-cs {
+			k = copy(dst, data[pos-cs:])
+		}
+		clear(dst[k:])
+		pos = ce
+	}
+	n := int(end - off)
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (o *objectFile) Close() error { return nil }

@@ -1,0 +1,215 @@
+package cow
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// ObjectPutter stores encoded objects and returns their digests.
+type ObjectPutter interface {
+	Put(ctx context.Context, encoded []byte) (object.Digest, error)
+}
+
+// CaptureStats says what a capture cost.
+type CaptureStats struct {
+	Dirs, Files int
+	// DirsReused and ChunksReused count trees and chunks taken from an
+	// object lower by digest, without reading them.
+	DirsReused, ChunksReused int
+	// BytesRead is what was read and hashed.
+	BytesRead int64
+}
+
+// Capture turns the merged view into objects at one instant and returns the
+// root tree and the root directory's own entry. It holds every change
+// (namespace and data) until it returns. What comes from an object lower
+// unchanged is referenced by digest, not read: a directory the upper never
+// touched is its lower tree, a chunk never copied up is its lower blob.
+func (f *FS) Capture(ctx context.Context, store ObjectPutter) (object.Digest, object.Entry, CaptureStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gate.Lock()
+	defer f.gate.Unlock()
+	c := &capture{f: f, store: store, ctx: ctx}
+	root := f.RootPath()
+	st, err := f.attr(root)
+	if err != nil {
+		return object.Zero, object.Entry{}, c.stats, err
+	}
+	e, err := c.entry(root, &st)
+	if err != nil {
+		return object.Zero, object.Entry{}, c.stats, fmt.Errorf("capture: %w", err)
+	}
+	return e.Object, e, c.stats, nil
+}
+
+type capture struct {
+	f     *FS
+	store ObjectPutter
+	ctx   context.Context
+	stats CaptureStats
+	buf   []byte
+}
+
+func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
+	if err := c.ctx.Err(); err != nil {
+		return object.Entry{}, err
+	}
+	n := p.Node()
+	e := object.Entry{
+		Name:  p.Name(),
+		Mode:  st.Mode,
+		Uid:   st.Uid,
+		Gid:   st.Gid,
+		Mtime: st.Mtim.Nano(),
+	}
+	names, err := c.f.listxattr(p)
+	if err != nil {
+		return e, fmt.Errorf("xattrs of %q: %w", p.Rel(), err)
+	}
+	for _, x := range names {
+		v, err := c.f.getxattr(p, x)
+		if err != nil {
+			return e, fmt.Errorf("xattr %s of %q: %w", x, p.Rel(), err)
+		}
+		if e.Xattrs == nil {
+			e.Xattrs = map[string][]byte{}
+		}
+		e.Xattrs[x] = v
+	}
+	switch n.Type {
+	case unix.S_IFDIR:
+		e.Object, err = c.dir(p)
+	case unix.S_IFREG:
+		e.Size = st.Size
+		e.Object, err = c.file(p, st.Size)
+	case unix.S_IFLNK:
+		e.Target, err = c.f.readlink(p)
+	default:
+		e.Rdev = st.Rdev
+	}
+	return e, err
+}
+
+func (c *capture) dir(p Path) (object.Digest, error) {
+	n := p.Node()
+	c.stats.Dirs++
+	if ol, ok := c.f.lo.(*ObjectLower); ok && !n.upper && n.hasLower {
+		e, err := ol.TreeOf(n.lower)
+		c.stats.DirsReused++
+		return e.Object, err
+	}
+	ents, err := c.f.readDir(p)
+	if err != nil {
+		return object.Zero, err
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
+	t := &object.Tree{Entries: make([]object.Entry, 0, len(ents))}
+	for _, de := range ents {
+		child, st, err := c.f.lookup(p, de.Name)
+		if err != nil {
+			return object.Zero, fmt.Errorf("lookup %q: %w", Join(p.Rel(), de.Name), err)
+		}
+		e, err := c.entry(p.Child(de.Name, child), &st)
+		if err != nil {
+			return object.Zero, err
+		}
+		t.Entries = append(t.Entries, e)
+	}
+	enc, err := object.EncodeTree(t)
+	if err != nil {
+		return object.Zero, fmt.Errorf("tree %q: %w", p.Rel(), err)
+	}
+	return c.store.Put(c.ctx, enc)
+}
+
+func (c *capture) file(p Path, size int64) (object.Digest, error) {
+	n := p.Node()
+	c.stats.Files++
+	if size == 0 {
+		return object.Zero, nil
+	}
+	ol, objLower := c.f.lo.(*ObjectLower)
+	if objLower && !n.upper {
+		_, e, err := ol.FileObject(n.lower)
+		c.stats.ChunksReused += int((size + ChunkSize - 1) / ChunkSize)
+		return e.Object, err
+	}
+	d, err := c.f.loadData(p)
+	if err != nil {
+		return object.Zero, err
+	}
+	defer func() {
+		if d.upper != nil {
+			d.upper.Close()
+		}
+		if d.lower != nil {
+			d.lower.Close()
+		}
+	}()
+	var origin *object.File
+	if objLower && d.meta != nil {
+		if origin, _, err = ol.FileObject(d.meta.Origin); err != nil {
+			return object.Zero, fmt.Errorf("origin of %q: %w", p.Rel(), err)
+		}
+	}
+	if c.buf == nil {
+		c.buf = make([]byte, ChunkSize)
+	}
+	fo := &object.File{Size: size, Chunks: make([]object.Digest, (size+ChunkSize-1)/ChunkSize)}
+	for i := range fo.Chunks {
+		cs := int64(i) * ChunkSize
+		ce := min(cs+ChunkSize, size)
+		if origin != nil && reusable(d.meta, origin, int64(i), cs, ce) {
+			fo.Chunks[i] = origin.Chunks[i]
+			c.stats.ChunksReused++
+			continue
+		}
+		buf := c.buf[:ce-cs]
+		var k int
+		switch {
+		case d.meta != nil:
+			k, err = d.readMixed(buf, cs)
+		case d.upper != nil:
+			k, err = preadFull(d.upper, buf, cs)
+		default:
+			k, err = preadFull(d.lower, buf, cs)
+		}
+		if err != nil && err != io.EOF {
+			return object.Zero, fmt.Errorf("read %q: %w", p.Rel(), err)
+		}
+		clear(buf[k:])
+		c.stats.BytesRead += int64(len(buf))
+		if allZero(buf) {
+			continue // a hole: the zero digest
+		}
+		blob, err := object.EncodeBlob(buf)
+		if err != nil {
+			return object.Zero, err
+		}
+		if fo.Chunks[i], err = c.store.Put(c.ctx, blob); err != nil {
+			return object.Zero, err
+		}
+	}
+	enc, err := object.EncodeFile(fo)
+	if err != nil {
+		return object.Zero, err
+	}
+	return c.store.Put(c.ctx, enc)
+}
+
+// reusable reports whether chunk i of a copied-up file is still exactly chunk
+// i of its origin: never copied up, wholly below the lower limit, and the
+// same length in both.
+func reusable(m *FileMeta, origin *object.File, i, cs, ce int64) bool {
+	if m.Chunks.Has(i) || ce > m.LowerLimit || i >= int64(len(origin.Chunks)) {
+		return false
+	}
+	return min(cs+ChunkSize, origin.Size) == ce
+}

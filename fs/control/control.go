@@ -1,0 +1,140 @@
+// Package control is the local protocol between the cowfs CLI and a running
+// mount process: one JSON request and one JSON reply per connection on a
+// unix socket that only the mount's owner can open. It carries requests a
+// mount must serve itself, such as taking a snapshot of its live view.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Request is one call.
+type Request struct {
+	Op   string `json:"op"` // "snapshot"
+	Name string `json:"name,omitempty"`
+}
+
+// Reply answers a Request: Error, or the op's result.
+type Reply struct {
+	Error    string          `json:"error,omitempty"`
+	Snapshot *SnapshotResult `json:"snapshot,omitempty"`
+}
+
+// SnapshotResult describes a snapshot just taken.
+type SnapshotResult struct {
+	Name         string        `json:"name"`
+	Root         string        `json:"root"`
+	Hold         time.Duration `json:"hold"`
+	Files        int           `json:"files"`
+	Dirs         int           `json:"dirs"`
+	BytesRead    int64         `json:"bytes_read"`
+	ChunksReused int           `json:"chunks_reused"`
+	DirsReused   int           `json:"dirs_reused"`
+}
+
+// Handler serves requests; package fs's Mount is one.
+type Handler interface {
+	Snapshot(ctx context.Context, name string) (*SnapshotResult, error)
+}
+
+// Server listens on a socket until Close.
+type Server struct {
+	l    net.Listener
+	path string
+}
+
+// Listen starts serving h on the unix socket at path, replacing a stale
+// socket a crashed mount left there.
+func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s is in use by another mount", path)
+	}
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	s := &Server{l: l, path: path}
+	go s.serve(h, log)
+	return s, nil
+}
+
+func (s *Server) serve(h Handler, log *slog.Logger) {
+	for {
+		c, err := s.l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			var req Request
+			if err := json.NewDecoder(c).Decode(&req); err != nil {
+				json.NewEncoder(c).Encode(Reply{Error: "bad request: " + err.Error()})
+				return
+			}
+			var rep Reply
+			switch req.Op {
+			case "snapshot":
+				r, err := h.Snapshot(context.Background(), req.Name)
+				if err != nil {
+					rep.Error = err.Error()
+					log.Error("snapshot", "name", req.Name, "err", err)
+				}
+				rep.Snapshot = r
+			default:
+				rep.Error = fmt.Sprintf("unknown op %q", req.Op)
+			}
+			json.NewEncoder(c).Encode(rep)
+		}()
+	}
+}
+
+// Close stops serving and removes the socket.
+func (s *Server) Close() error {
+	err := s.l.Close()
+	os.Remove(s.path)
+	return err
+}
+
+// ErrNoMount reports that no cowfs mount answers on the socket.
+var ErrNoMount = errors.New("no cowfs mount answers there")
+
+// Call sends req to the mount at path and waits for its reply.
+func Call(ctx context.Context, path string, req Request) (*Reply, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s): %v", ErrNoMount, path, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return nil, err
+	}
+	var rep Reply
+	if err := json.NewDecoder(c).Decode(&rep); err != nil {
+		return nil, fmt.Errorf("reply from mount: %w", err)
+	}
+	if rep.Error != "" {
+		return &rep, errors.New(rep.Error)
+	}
+	return &rep, nil
+}
