@@ -81,7 +81,7 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 }
 
 func (h *handle) PassthroughFd() (int, bool) {
-	if h.n.m.noPassthrough {
+	if !h.n.m.passthrough {
 		return -1, false
 	}
 	return h.h.PassthroughFd()

@@ -46,8 +46,12 @@ type Options struct {
 	// attributes. cowfs is the only writer of its upper and the lower
 	// does not change while mounted, so the default is long: one hour.
 	CacheTimeout time.Duration
-	// NoPassthrough turns FUSE passthrough off (for comparison).
-	NoPassthrough bool
+	// Passthrough lets the kernel read and write files born in the upper
+	// directly, bypassing cowfs: about 3.6x the write throughput on such
+	// files. It is off by default because a snapshot cannot hold writes
+	// that never reach cowfs, so with it a snapshot is not atomic for
+	// files being written through passthrough while it is taken.
+	Passthrough bool
 	// Debug logs every FUSE request.
 	Debug bool
 	// Logger receives errors and warnings; nil means slog.Default().
@@ -73,9 +77,9 @@ type Mount struct {
 
 // mount is the state the kernel inodes share.
 type mount struct {
-	fs            *cow.FS
-	log           *slog.Logger
-	noPassthrough bool
+	fs          *cow.FS
+	log         *slog.Logger
+	passthrough bool
 }
 
 // The state directory holds:
@@ -144,7 +148,13 @@ func New(dir string, o Options) (*Mount, error) {
 			return nil, err
 		}
 		lower = cow.NewObjectLower(m.store, snap.Root, snap.RootEntry)
-		m.closeLo = func() error { return nil }
+		// The pin keeps the snapshot's objects alive for as long as
+		// this restore is mounted, even if its ref is removed.
+		pinKey := "restore-" + mountKey(dir)
+		if err := m.refs.Pin(pinKey, snap.Root); err != nil {
+			return nil, fmt.Errorf("pin snapshot %s: %w", snap.Name, err)
+		}
+		m.closeLo = func() error { return m.refs.Unpin(pinKey) }
 		m.parent = snap.Name
 		if o.Upper == "" {
 			// A restore always starts from a fresh upper: that is
@@ -218,7 +228,7 @@ func New(dir string, o Options) (*Mount, error) {
 		timeout = time.Hour
 	}
 	m.fs = cfs
-	ms := &mount{fs: cfs, log: log, noPassthrough: o.NoPassthrough}
+	ms := &mount{fs: cfs, log: log, passthrough: o.Passthrough}
 	root := &node{c: cfs.Root(), m: ms}
 	fsname := o.FsName
 	if fsname == "" {

@@ -21,7 +21,7 @@ type mountFlags struct {
 	snapshot           string // restore this snapshot instead of mounting lower
 	foreground         bool
 	debug              bool
-	noPassthrough      bool
+	passthrough        bool
 	timeout            time.Duration
 }
 
@@ -56,7 +56,10 @@ elsewhere, as overlayfs's upperdir and workdir do.`,
 	fl.StringVar(&f.work, "work", "", "work directory, on the upper's filesystem (required with --upper)")
 	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
-	fl.BoolVar(&f.noPassthrough, "no-passthrough", false, "never let the kernel bypass cowfs for reads and writes")
+	fl.BoolVar(&f.passthrough, "passthrough", false, "let the kernel read and write files born in the upper directly (faster; snapshots are then not atomic for files written that way)")
+	var noPassthrough bool
+	fl.BoolVar(&noPassthrough, "no-passthrough", false, "the default; kept for scripts")
+	fl.MarkHidden("no-passthrough")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready")
 	cmd.MarkFlagRequired("lower")
 	return cmd
@@ -125,7 +128,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		}
 		return serveMount(mnt, fs.Options{
 			Lower: lower, Snapshot: f.snapshot, State: state, Upper: upper, Work: work,
-			FsName: fsname, Debug: f.debug, NoPassthrough: f.noPassthrough,
+			FsName: fsname, Debug: f.debug, Passthrough: f.passthrough,
 		}, pipe)
 	}
 	logDir := filepath.Join(state, "mounts")
@@ -149,8 +152,8 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	if f.debug {
 		args = append(args, "--debug")
 	}
-	if f.noPassthrough {
-		args = append(args, "--no-passthrough")
+	if f.passthrough {
+		args = append(args, "--passthrough")
 	}
 	return spawnDaemon(args, filepath.Join(logDir, "mount.log"), f.timeout)
 }

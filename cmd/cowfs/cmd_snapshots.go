@@ -1,24 +1,27 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/cowfs/cowfs/cow/refs"
-	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/cow/object"
 )
 
 func newSnapshotsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "snapshots",
-		Short:   "List snapshots",
-		Example: "  cowfs snapshots\n  cowfs snapshots rm crawl-old",
+		Use:   "snapshots",
+		Short: "List snapshots",
+		Long: `List snapshots: name, when it was taken, the snapshot it descends from,
+its logical size (the bytes of its files) and the bytes stored for it alone
+(chunks no other snapshot shares).`,
+		Example: "  cowfs snapshots\n  cowfs snapshots rm crawl-old\n  cowfs snapshots diff crawl-1 crawl-2",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := refs.Open(fs.RefsDir(g.state))
+			store, d, err := openSnapshots(g.state)
 			if err != nil {
 				return err
 			}
@@ -26,14 +29,45 @@ func newSnapshotsCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			ctx := context.Background()
+			logical := make([]int64, len(list))
+			chunks := make([]map[object.Digest]bool, len(list))
+			users := map[object.Digest]int{}
+			for i, s := range list {
+				chunks[i] = map[object.Digest]bool{}
+				err := object.Walk(ctx, store, s.Root, func(_ string, e *object.Entry, f *object.File) error {
+					if f != nil {
+						logical[i] += f.Size
+						for _, c := range f.Chunks {
+							if !c.IsZero() && !chunks[i][c] {
+								chunks[i][c] = true
+								users[c]++
+							}
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					return fmt.Errorf("snapshot %s: %w", s.Name, err)
+				}
+			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tCREATED\tPARENT\tROOT")
-			for _, s := range list {
+			fmt.Fprintln(w, "NAME\tCREATED\tPARENT\tSIZE\tUNIQUE\tROOT")
+			for i, s := range list {
+				var unique int64
+				for c := range chunks[i] {
+					if users[c] == 1 {
+						if n, err := store.Size(c); err == nil {
+							unique += n - 2 // the blob header
+						}
+					}
+				}
 				parent := s.Parent
 				if parent == "" {
 					parent = "-"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Name, s.Created.Local().Format(time.DateTime), parent, s.Root.Short())
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Created.Local().Format(time.DateTime), parent,
+					humanBytes(logical[i]), humanBytes(unique), s.Root.Short())
 			}
 			return w.Flush()
 		},
@@ -44,11 +78,38 @@ func newSnapshotsCmd(g *globals) *cobra.Command {
 		Example: "  cowfs snapshots rm crawl-old",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := refs.Open(fs.RefsDir(g.state))
+			_, d, err := openSnapshots(g.state)
 			if err != nil {
 				return err
 			}
 			return d.Remove(args[0])
+		},
+	}, &cobra.Command{
+		Use:     "diff A B",
+		Short:   "List paths added (+), removed (-) and changed (M) from snapshot A to B",
+		Example: "  cowfs snapshots diff crawl-1 crawl-2",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, d, err := openSnapshots(g.state)
+			if err != nil {
+				return err
+			}
+			a, err := d.Get(args[0])
+			if err != nil {
+				return err
+			}
+			b, err := d.Get(args[1])
+			if err != nil {
+				return err
+			}
+			changes, err := object.Diff(context.Background(), store, a.Root, b.Root)
+			if err != nil {
+				return err
+			}
+			for _, c := range changes {
+				fmt.Fprintf(cmd.OutOrStdout(), "%c %s\n", c.Kind, c.Path)
+			}
+			return nil
 		},
 	})
 	return cmd

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 )
 
 // DirStore keeps objects as plain files under a directory, one file per
@@ -64,6 +66,13 @@ func (s *DirStore) Put(ctx context.Context, encoded []byte) (Digest, error) {
 	}
 	d := Sum(encoded)
 	if ok, err := s.Has(ctx, d); err != nil || ok {
+		if ok {
+			// Freshen it: a gc running now keeps objects younger
+			// than its grace period, and this one is about to be
+			// referenced again.
+			now := time.Now()
+			os.Chtimes(s.path(d), now, now)
+		}
 		return d, err
 	}
 	p := s.path(d)
@@ -96,4 +105,61 @@ func (s *DirStore) Put(ctx context.Context, encoded []byte) (Digest, error) {
 		return Zero, fmt.Errorf("store %s: %w", d, err)
 	}
 	return d, nil
+}
+
+// StoredObject describes one object on disk.
+type StoredObject struct {
+	Digest  Digest
+	Size    int64
+	ModTime time.Time
+}
+
+// Each calls fn for every object in the store.
+func (s *DirStore) Each(fn func(StoredObject) error) error {
+	fans, err := os.ReadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, fan := range fans {
+		if !fan.IsDir() || len(fan.Name()) != 2 {
+			continue
+		}
+		ents, err := os.ReadDir(filepath.Join(s.dir, fan.Name()))
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			d, err := ParseDigest(digestPrefix + fan.Name() + e.Name())
+			if err != nil || strings.Contains(e.Name(), ".") {
+				continue
+			}
+			fi, err := e.Info()
+			if err != nil {
+				continue // removed meanwhile
+			}
+			if err := fn(StoredObject{Digest: d, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Size returns the stored size of object d.
+func (s *DirStore) Size(d Digest) (int64, error) {
+	fi, err := os.Lstat(s.path(d))
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// Remove deletes object d. Only a gc that proved nothing reaches d may call
+// it.
+func (s *DirStore) Remove(d Digest) error {
+	err := os.Remove(s.path(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
 }

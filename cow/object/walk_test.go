@@ -1,0 +1,125 @@
+package object
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sort"
+	"testing"
+)
+
+// build stores a tree of files given as path -> content (directories are
+// made as needed) and returns its root.
+func build(t *testing.T, s *DirStore, files map[string]string) Digest {
+	t.Helper()
+	ctx := context.Background()
+	type dir struct {
+		files map[string]string
+		dirs  map[string]*dir
+	}
+	root := &dir{files: map[string]string{}, dirs: map[string]*dir{}}
+	for p, c := range files {
+		d := root
+		parts := splitAll(p)
+		for _, name := range parts[:len(parts)-1] {
+			if d.dirs[name] == nil {
+				d.dirs[name] = &dir{files: map[string]string{}, dirs: map[string]*dir{}}
+			}
+			d = d.dirs[name]
+		}
+		d.files[parts[len(parts)-1]] = c
+	}
+	var store func(d *dir) Digest
+	store = func(d *dir) Digest {
+		var tr Tree
+		for name, c := range d.files {
+			e := Entry{Name: name, Mode: 0o100644, Size: int64(len(c))}
+			if len(c) > 0 {
+				blob, _ := EncodeBlob([]byte(c))
+				bd, err := s.Put(ctx, blob)
+				if err != nil {
+					t.Fatal(err)
+				}
+				fe, _ := EncodeFile(&File{Size: int64(len(c)), Chunks: []Digest{bd}})
+				if e.Object, err = s.Put(ctx, fe); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tr.Entries = append(tr.Entries, e)
+		}
+		for name, sub := range d.dirs {
+			tr.Entries = append(tr.Entries, Entry{Name: name, Mode: 0o40755, Object: store(sub)})
+		}
+		sort.Slice(tr.Entries, func(i, j int) bool { return tr.Entries[i].Name < tr.Entries[j].Name })
+		enc, err := EncodeTree(&tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dg, err := s.Put(ctx, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dg
+	}
+	return store(root)
+}
+
+func splitAll(p string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(p); i++ {
+		if i == len(p) || p[i] == '/' {
+			out = append(out, p[start:i])
+			start = i + 1
+		}
+	}
+	return out
+}
+
+func TestWalkDiffVerify(t *testing.T) {
+	ctx := context.Background()
+	s, _ := OpenDirStore(t.TempDir())
+	a := build(t, s, map[string]string{"crawlab_project/spiders/quotes.py": "q", "scrapy.cfg": "cfg", "keep/x": "same"})
+	b := build(t, s, map[string]string{"crawlab_project/spiders/quotes.py": "q2", "run.sh": "#!", "keep/x": "same"})
+	var paths []string
+	if err := Walk(ctx, s, a, func(p string, e *Entry, f *File) error {
+		paths = append(paths, p)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"crawlab_project", "crawlab_project/spiders", "crawlab_project/spiders/quotes.py", "keep", "keep/x", "scrapy.cfg"}
+	if len(paths) != len(want) {
+		t.Fatalf("walk: %v, want %v", paths, want)
+	}
+	changes, err := Diff(ctx, s, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]byte{}
+	for _, c := range changes {
+		got[c.Path] = c.Kind
+	}
+	if got["crawlab_project/spiders/quotes.py"] != 'M' || got["run.sh"] != '+' || got["scrapy.cfg"] != '-' || len(got) != 3 {
+		t.Fatalf("diff: %v", changes)
+	}
+	if probs, err := Verify(ctx, s, a); err != nil || len(probs) != 0 {
+		t.Fatalf("verify of a good tree: %v %v", probs, err)
+	}
+	// Corrupt the blob of scrapy.cfg: verify names the path.
+	blob, _ := EncodeBlob([]byte("cfg"))
+	p := s.path(Sum(blob))
+	os.Chmod(p, 0o644)
+	os.WriteFile(p, []byte("bcfX"), 0o444)
+	probs, err := Verify(ctx, s, a)
+	if err != nil || len(probs) != 1 || probs[0].Path != "scrapy.cfg" || !errors.Is(probs[0].Err, ErrCorrupt) {
+		t.Fatalf("verify of a corrupt blob: %v %v", probs, err)
+	}
+	set := map[Digest]bool{}
+	if err := Reachable(ctx, s, b, set); err != nil {
+		t.Fatal(err)
+	}
+	if !set[b] || len(set) < 8 {
+		t.Fatalf("reachable: %d objects", len(set))
+	}
+}

@@ -1,0 +1,121 @@
+package refs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// A pin keeps a root reachable while something uses it without a ref: a
+// restore mounts a snapshot's root, and the ref may be removed meanwhile.
+// Pins are files under .pins, one per user, holding the root digest.
+
+func (d *Dir) pinPath(key string) string { return filepath.Join(d.dir, ".pins", key) }
+
+// Pin records that key uses root.
+func (d *Dir) Pin(key string, root object.Digest) error {
+	if err := os.MkdirAll(filepath.Join(d.dir, ".pins"), 0o755); err != nil {
+		return err
+	}
+	tmp := d.pinPath(key) + ".tmp"
+	if err := os.WriteFile(tmp, []byte(root.String()+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, d.pinPath(key))
+}
+
+// Unpin drops key's pin.
+func (d *Dir) Unpin(key string) error {
+	err := os.Remove(d.pinPath(key))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	return err
+}
+
+// Pins returns every pinned root.
+func (d *Dir) Pins() ([]object.Digest, error) {
+	ents, err := os.ReadDir(filepath.Join(d.dir, ".pins"))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []object.Digest
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".tmp") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(d.dir, ".pins", e.Name()))
+		if err != nil {
+			continue
+		}
+		dg, err := object.ParseDigest(strings.TrimSpace(string(b)))
+		if err != nil {
+			return nil, fmt.Errorf("pin %s: %w", e.Name(), err)
+		}
+		out = append(out, dg)
+	}
+	return out, nil
+}
+
+// GCStats says what a gc found and did.
+type GCStats struct {
+	Live, Removed, Young int
+	RemovedBytes         int64
+}
+
+// GC removes objects that no snapshot and no pin reaches. It is safe while
+// mounts run and snapshots are being taken: objects younger than grace
+// are kept, and a snapshot freshens every object it stores or stores
+// again, so an object a snapshot in progress depends on is young. Objects a
+// snapshot references without storing (reused from the lower it was taken
+// over) are reached through that lower's snapshot or pin.
+func GC(ctx context.Context, store *object.DirStore, d *Dir, grace time.Duration, dryRun bool) (GCStats, error) {
+	var st GCStats
+	start := time.Now()
+	live := map[object.Digest]bool{}
+	snaps, err := d.List()
+	if err != nil {
+		return st, err
+	}
+	var roots []object.Digest
+	for _, s := range snaps {
+		roots = append(roots, s.Root)
+	}
+	pins, err := d.Pins()
+	if err != nil {
+		return st, err
+	}
+	roots = append(roots, pins...)
+	for _, r := range roots {
+		if err := object.Reachable(ctx, store, r, live); err != nil {
+			// Never delete on a partial view of what is live.
+			return st, fmt.Errorf("gc: reading root %s: %w", r.Short(), err)
+		}
+	}
+	st.Live = len(live)
+	cutoff := start.Add(-grace)
+	err = store.Each(func(o object.StoredObject) error {
+		if live[o.Digest] {
+			return nil
+		}
+		if o.ModTime.After(cutoff) {
+			st.Young++
+			return nil
+		}
+		st.Removed++
+		st.RemovedBytes += o.Size
+		if dryRun {
+			return nil
+		}
+		return store.Remove(o.Digest)
+	})
+	return st, err
+}
