@@ -291,3 +291,45 @@ func (badgerLogger) Errorf(f string, a ...any)   { slog.Error("badger: " + fmt.S
 func (badgerLogger) Warningf(f string, a ...any) { slog.Warn("badger: " + fmt.Sprintf(f, a...)) }
 func (badgerLogger) Infof(string, ...any)        {}
 func (badgerLogger) Debugf(string, ...any)       {}
+
+// ScanEntry remembers the file object a lower file hashed to, valid while
+// the file's size, mtime and ctime are what they were.
+type ScanEntry struct {
+	Size         int64
+	Mtime, Ctime int64
+	Object       [32]byte
+}
+
+// Scanned returns the scan cache entry of lower inode (dev, ino).
+func (m *Meta) Scanned(dev, ino uint64) (ScanEntry, bool) {
+	v, err := m.get(scanKey(dev, ino))
+	if err != nil || len(v) != 24+32 {
+		return ScanEntry{}, false
+	}
+	var e ScanEntry
+	e.Size = int64(binary.BigEndian.Uint64(v))
+	e.Mtime = int64(binary.BigEndian.Uint64(v[8:]))
+	e.Ctime = int64(binary.BigEndian.Uint64(v[16:]))
+	copy(e.Object[:], v[24:])
+	return e, true
+}
+
+// PutScanned records a scan cache entry.
+func (m *Meta) PutScanned(dev, ino uint64, e ScanEntry) error {
+	v := make([]byte, 24, 24+32)
+	binary.BigEndian.PutUint64(v, uint64(e.Size))
+	binary.BigEndian.PutUint64(v[8:], uint64(e.Mtime))
+	binary.BigEndian.PutUint64(v[16:], uint64(e.Ctime))
+	v = append(v, e.Object[:]...)
+	return m.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(scanKey(dev, ino), v)
+	})
+}
+
+func scanKey(dev, ino uint64) []byte {
+	k := make([]byte, 17)
+	k[0] = 's'
+	binary.BigEndian.PutUint64(k[1:], dev)
+	binary.BigEndian.PutUint64(k[9:], ino)
+	return k
+}

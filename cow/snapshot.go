@@ -11,9 +11,11 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-// ObjectPutter stores encoded objects and returns their digests.
+// ObjectPutter stores encoded objects and returns their digests. Capture
+// also reads back file objects it stored earlier (scan cache hits).
 type ObjectPutter interface {
 	Put(ctx context.Context, encoded []byte) (object.Digest, error)
+	Get(ctx context.Context, d object.Digest) ([]byte, error)
 }
 
 // CaptureStats says what a capture cost.
@@ -141,6 +143,13 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 		c.stats.ChunksReused += int((size + ChunkSize - 1) / ChunkSize)
 		return e.Object, err
 	}
+	if !objLower && !n.upper {
+		d, fo, reused, err := c.lowerFile(n.lower)
+		if reused {
+			c.stats.ChunksReused += len(fo.Chunks)
+		}
+		return d, err
+	}
 	d, err := c.f.loadData(p)
 	if err != nil {
 		return object.Zero, err
@@ -154,13 +163,15 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 		}
 	}()
 	var origin *object.File
-	if objLower && d.meta != nil {
+	switch {
+	case objLower && d.meta != nil:
 		if origin, _, err = ol.FileObject(d.meta.Origin); err != nil {
 			return object.Zero, fmt.Errorf("origin of %q: %w", p.Rel(), err)
 		}
-	}
-	if c.buf == nil {
-		c.buf = make([]byte, ChunkSize)
+	case d.meta != nil:
+		if _, origin, _, err = c.lowerFile(d.meta.Origin); err != nil {
+			return object.Zero, fmt.Errorf("origin of %q: %w", p.Rel(), err)
+		}
 	}
 	fo := &object.File{Size: size, Chunks: make([]object.Digest, (size+ChunkSize-1)/ChunkSize)}
 	for i := range fo.Chunks {
@@ -171,30 +182,18 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 			c.stats.ChunksReused++
 			continue
 		}
-		buf := c.buf[:ce-cs]
-		var k int
-		switch {
-		case d.meta != nil:
-			k, err = d.readMixed(buf, cs)
-		case d.upper != nil:
-			k, err = preadFull(d.upper, buf, cs)
-		default:
-			k, err = preadFull(d.lower, buf, cs)
+		read := func(buf []byte, off int64) (int, error) {
+			switch {
+			case d.meta != nil:
+				return d.readMixed(buf, off)
+			case d.upper != nil:
+				return preadFull(d.upper, buf, off)
+			default:
+				return preadFull(d.lower, buf, off)
+			}
 		}
-		if err != nil && err != io.EOF {
+		if fo.Chunks[i], err = c.chunk(read, cs, ce); err != nil {
 			return object.Zero, fmt.Errorf("read %q: %w", p.Rel(), err)
-		}
-		clear(buf[k:])
-		c.stats.BytesRead += int64(len(buf))
-		if allZero(buf) {
-			continue // a hole: the zero digest
-		}
-		blob, err := object.EncodeBlob(buf)
-		if err != nil {
-			return object.Zero, err
-		}
-		if fo.Chunks[i], err = c.store.Put(c.ctx, blob); err != nil {
-			return object.Zero, err
 		}
 	}
 	enc, err := object.EncodeFile(fo)
@@ -202,6 +201,75 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 		return object.Zero, err
 	}
 	return c.store.Put(c.ctx, enc)
+}
+
+// chunk reads [cs, ce) with read and stores it as a blob; an all-zero chunk
+// is a hole, the zero digest.
+func (c *capture) chunk(read func([]byte, int64) (int, error), cs, ce int64) (object.Digest, error) {
+	if c.buf == nil {
+		c.buf = make([]byte, ChunkSize)
+	}
+	buf := c.buf[:ce-cs]
+	k, err := read(buf, cs)
+	if err != nil && err != io.EOF {
+		return object.Zero, err
+	}
+	clear(buf[k:])
+	c.stats.BytesRead += int64(len(buf))
+	if allZero(buf) {
+		return object.Zero, nil
+	}
+	blob, err := object.EncodeBlob(buf)
+	if err != nil {
+		return object.Zero, err
+	}
+	return c.store.Put(c.ctx, blob)
+}
+
+// lowerFile returns the file object of a file of a local-directory lower,
+// hashing it only when the scan cache has no entry for its inode with the
+// same size, mtime and ctime. The lower does not change while mounted, so
+// the cache makes every snapshot after the first read only what changed.
+func (c *capture) lowerFile(path string) (d object.Digest, fo *object.File, cached bool, err error) {
+	st, err := c.f.lo.Lstat(path)
+	if err != nil {
+		return object.Zero, nil, false, err
+	}
+	if st.Size == 0 {
+		return object.Zero, &object.File{}, false, nil
+	}
+	if e, ok := c.f.meta.Scanned(st.Dev, st.Ino); ok && e.Size == st.Size && e.Mtime == st.Mtim.Nano() && e.Ctime == st.Ctim.Nano() {
+		d := object.Digest(e.Object)
+		if b, err := c.store.Get(c.ctx, d); err == nil {
+			if fo, err := object.DecodeFile(b); err == nil {
+				return d, fo, true, nil
+			}
+		}
+		// Gone from the store (gc) or damaged: hash again.
+	}
+	lf, err := c.f.lo.Open(path)
+	if err != nil {
+		return object.Zero, nil, false, err
+	}
+	defer lf.Close()
+	fo = &object.File{Size: st.Size, Chunks: make([]object.Digest, (st.Size+ChunkSize-1)/ChunkSize)}
+	for i := range fo.Chunks {
+		cs := int64(i) * ChunkSize
+		if fo.Chunks[i], err = c.chunk(func(b []byte, off int64) (int, error) { return preadFull(lf, b, off) }, cs, min(cs+ChunkSize, st.Size)); err != nil {
+			return object.Zero, nil, false, fmt.Errorf("read lower %q: %w", path, err)
+		}
+	}
+	enc, err := object.EncodeFile(fo)
+	if err != nil {
+		return object.Zero, nil, false, err
+	}
+	if d, err = c.store.Put(c.ctx, enc); err != nil {
+		return object.Zero, nil, false, err
+	}
+	if err := c.f.meta.PutScanned(st.Dev, st.Ino, ScanEntry{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Object: d}); err != nil {
+		c.f.log.Warn("scan cache", "path", path, "err", err)
+	}
+	return d, fo, false, nil
 }
 
 // reusable reports whether chunk i of a copied-up file is still exactly chunk
