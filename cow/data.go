@@ -193,7 +193,11 @@ func (h *Handle) ReadAt(dest []byte, off int64) (int, error) {
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	d := n.data
+	return n.data.readAt(dest, off)
+}
+
+// readAt reads the file's current bytes from whichever layers hold them.
+func (d *fileData) readAt(dest []byte, off int64) (int, error) {
 	switch {
 	case d.meta != nil:
 		return d.readMixed(dest, off)

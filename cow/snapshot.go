@@ -182,17 +182,7 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 			c.stats.ChunksReused++
 			continue
 		}
-		read := func(buf []byte, off int64) (int, error) {
-			switch {
-			case d.meta != nil:
-				return d.readMixed(buf, off)
-			case d.upper != nil:
-				return preadFull(d.upper, buf, off)
-			default:
-				return preadFull(d.lower, buf, off)
-			}
-		}
-		if fo.Chunks[i], err = c.chunk(read, cs, ce); err != nil {
+		if fo.Chunks[i], err = c.chunk(d.readAt, cs, ce); err != nil {
 			return object.Zero, fmt.Errorf("read %q: %w", p.Rel(), err)
 		}
 	}
