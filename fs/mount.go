@@ -248,6 +248,12 @@ func New(dir string, o Options) (*Mount, error) {
 			Debug:       o.Debug,
 			// Symlinks never change behind the kernel's back.
 			EnableSymlinkCaching: true,
+			// Without this the kernel revalidates attributes on
+			// reads and drops the page cache when they differ;
+			// nothing changes a file behind the kernel's back here,
+			// and warm reads measured 0.77x native with it, 0.9x
+			// without (docs/benchmarks.md).
+			ExplicitDataCacheControl: true,
 		},
 	}
 	server, err := gofs.Mount(dir, root, opts)

@@ -25,6 +25,7 @@ var (
 	_ = (gofs.NodeGetattrer)((*node)(nil))
 	_ = (gofs.NodeSetattrer)((*node)(nil))
 	_ = (gofs.NodeReaddirer)((*node)(nil))
+	_ = (gofs.NodeOpendirHandler)((*node)(nil))
 	_ = (gofs.NodeOpener)((*node)(nil))
 	_ = (gofs.NodeCreater)((*node)(nil))
 	_ = (gofs.NodeMkdirer)((*node)(nil))
@@ -188,6 +189,60 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 		list = append(list, fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode})
 	}
 	return gofs.NewListDirStream(list), 0
+}
+
+// OpendirHandle lets the kernel cache the listing (FOPEN_CACHE_DIR): a
+// warm walk then costs no READDIR at all. The kernel drops the cache when
+// the directory changes through the mount (every change does: cowfs is the
+// only writer of its upper, and the lower does not change while mounted).
+// The listing is built on the first read, so an opendir the kernel answers
+// from its cache builds nothing.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// dirHandle is an open directory; its listing is fixed at the first read,
+// so offsets stay valid for seekdir and telldir.
+type dirHandle struct {
+	n    *node
+	list interface {
+		gofs.FileReaddirenter
+		gofs.FileSeekdirer
+	}
+}
+
+var (
+	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+)
+
+func (d *dirHandle) load(ctx context.Context) syscall.Errno {
+	if d.list != nil {
+		return 0
+	}
+	ds, errno := d.n.Readdir(ctx)
+	if errno != 0 {
+		return errno
+	}
+	d.list = ds.(interface {
+		gofs.FileReaddirenter
+		gofs.FileSeekdirer
+	})
+	return 0
+}
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if errno := d.load(ctx); errno != 0 {
+		return nil, errno
+	}
+	return d.list.Readdirent(ctx)
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if errno := d.load(ctx); errno != 0 {
+		return errno
+	}
+	return d.list.Seekdir(ctx, off)
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {

