@@ -110,7 +110,7 @@ func (f *FS) copyUpOne(p Path) error {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if n.data != nil {
-			if err := n.data.attachUpper(f, p.Rel(), fm); err != nil {
+			if err := n.data.attachUpper(f, p.Rel(), id, fm); err != nil {
 				return err
 			}
 		}

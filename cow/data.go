@@ -41,12 +41,15 @@ func (h *Handle) Node() *Node { return h.n }
 
 // attachUpper switches an open file to its freshly copied-up upper file.
 // Caller holds n.mu.
-func (d *fileData) attachUpper(f *FS, rel string, fm *FileMeta) error {
+func (d *fileData) attachUpper(f *FS, rel string, id uint64, fm *FileMeta) error {
 	fd, err := openBeneath(f.up.root, rel, unix.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open upper %q: %w", rel, err)
 	}
 	d.upper = os.NewFile(uintptr(fd), rel)
+	// The chunk records of this file are kept under its new id from now
+	// on; the open state was made when the file had none.
+	d.id = id
 	d.meta = fm
 	if fm == nil && d.lower != nil {
 		d.lower.Close()

@@ -145,6 +145,11 @@ func (m *Meta) File(id uint64) (*FileMeta, error) {
 
 // PutFile stores the metadata of file id.
 func (m *Meta) PutFile(id uint64, fm *FileMeta) error {
+	if id == 0 {
+		// A record nobody can find again would lose the chunks it
+		// marks: refuse loudly instead.
+		return fmt.Errorf("file meta of %q without an id: %w", fm.Origin, ErrCorrupt)
+	}
 	return m.db.Update(func(txn *badger.Txn) error {
 		return txn.Set(key('f', id, ""), encodeFileMeta(fm))
 	})
