@@ -549,7 +549,8 @@ func (h *Handle) Fsync(p Path, dataOnly bool) error {
 		// The entry may have been created by a copy-up; make it
 		// durable so the synced bytes can be found after a crash.
 		if len(p.Names) > 0 && !p.Detached {
-			if fd, err := h.fs.up.dir(p.Parent().Rel()); err == nil {
+			// O_RDONLY: fsync on an O_PATH descriptor is EBADF.
+			if fd, err := openBeneath(h.fs.up.root, p.Parent().Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0); err == nil {
 				err = unix.Fsync(fd)
 				unix.Close(fd)
 				if err != nil {

@@ -384,3 +384,26 @@ func (f *FS) whiteout(dir Path, name string) error {
 	}
 	return f.meta.SetWhiteout(dir.Node().id, name)
 }
+
+// SyncDir makes the directory at p durable: its upper entries, and the
+// whiteouts and other records that live in badger.
+func (f *FS) SyncDir(p Path) error {
+	if p.Detached {
+		return errDetached
+	}
+	f.mu.RLock()
+	upper := p.Node().upper
+	f.mu.RUnlock()
+	if upper {
+		fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return fmt.Errorf("fsyncdir %q: %w", p.Rel(), err)
+		}
+		err = unix.Fsync(fd)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("fsyncdir %q: %w", p.Rel(), err)
+		}
+	}
+	return f.meta.Sync()
+}

@@ -214,7 +214,13 @@ type dirHandle struct {
 var (
 	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
 	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
 )
+
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	p := d.n.path()
+	return d.n.errno(ctx, "fsyncdir", p, d.n.m.fs.SyncDir(p))
+}
 
 func (d *dirHandle) load(ctx context.Context) syscall.Errno {
 	if d.list != nil {
