@@ -101,10 +101,18 @@ func (f *FS) copyUpOne(p Path) error {
 			return err
 		}
 	}
+	// Installing adds an entry to the upper parent, which would change
+	// its mtime; a copy-up is not a change of the directory, so put its
+	// times back, as kernel overlayfs does.
+	parentRel := p.Parent().Rel()
+	pst, _, perr := f.up.stat(parentRel)
 	if err := f.up.install(tmp, p.Rel()); err != nil {
 		return err
 	}
 	ok = true
+	if perr == nil {
+		f.up.restoreTimes(parentRel, &pst)
+	}
 	n.upper, n.id = true, id
 	if n.Type == unix.S_IFREG {
 		n.mu.Lock()

@@ -217,3 +217,17 @@ func (u *Upper) cleanWork() error {
 	}
 	return nil
 }
+
+// restoreTimes sets the access and modification times of the upper entry
+// at path back to those in st. Best effort: a failure leaves a newer mtime,
+// which is harmless.
+func (u *Upper) restoreTimes(path string, st *unix.Stat_t) {
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	if path == "" {
+		unix.UtimesNanoAt(u.root, "", ts, unix.AT_EMPTY_PATH)
+		return
+	}
+	u.at(path, func(dirfd int, name string) error {
+		return unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+	})
+}
