@@ -323,6 +323,20 @@ func TestCheckpointResume(t *testing.T) {
 	if out := cli(t, e.state, "snapshots", "diff", "s1", "s2"); !strings.Contains(out, "db/log-") {
 		t.Errorf("diff s1 s2 shows no log change: %q", out)
 	}
+	// Each snapshot is one instant of the database: every log but the
+	// last is whole, and each holds more records than the one before.
+	prev, all := 0, t.TempDir()
+	for _, name := range names {
+		r := restoreAt(t, e.state, name, filepath.Join(all, name))
+		n := countRecords(t, crawldb, filepath.Join(r, "db"))
+		if n <= prev {
+			t.Errorf("snapshot %s holds %d records, the one before %d", name, n, prev)
+		}
+		prev = n
+	}
+	for _, name := range names {
+		unmountCLI(t, filepath.Join(all, name))
+	}
 
 	// First resume from s2: record the bytes before anything runs.
 	r := restoreAt(t, e.state, "s2", filepath.Join(t.TempDir(), "resume"))
@@ -482,6 +496,37 @@ func TestCheckpointCLIErrors(t *testing.T) {
 			}
 		})
 	}
+	// Two snapshots racing for one name: exactly one wins.
+	var outs [2]string
+	var codes [2]int
+	done := make(chan int, 2)
+	for i := range 2 {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			b, err := exec.CommandContext(ctx, bin, "--state", e.state, "snapshot", e.mnt, "race").CombinedOutput()
+			outs[i] = string(b)
+			if ee, ok := err.(*exec.ExitError); ok {
+				codes[i] = ee.ExitCode()
+			} else if err != nil {
+				codes[i] = -1
+			}
+			done <- i
+		}()
+	}
+	<-done
+	<-done
+	if (codes[0] == 0) == (codes[1] == 0) {
+		t.Errorf("two snapshots named race: exits %v, want one 0: %q", codes, outs)
+	}
+	for i := range 2 {
+		if codes[i] != 0 && !strings.Contains(outs[i], "snapshot exists") {
+			t.Errorf("losing snapshot said %q", outs[i])
+		}
+	}
+	verifyOK(t, e.state, "race")
+	cli(t, e.state, "snapshots", "rm", "race")
+
 	if after := cli(t, e.state, "snapshots"); after != before {
 		t.Errorf("snapshots changed:\nbefore:\n%safter:\n%s", before, after)
 	}
@@ -760,4 +805,62 @@ func TestCheckpointGCAfterRestoreCrash(t *testing.T) {
 	if n := gcCount(t, e.state); n < 4 {
 		t.Skipf("BUG: a restore killed with SIGKILL leaves its pin (refs/.pins/restore-<key>) for ever, so gc keeps the snapshot's objects after its ref is removed (removed %d objects, want at least 4 chunks)", n)
 	}
+}
+
+// TestCheckpointVerifyFindsDamage damages one stored chunk behind cowfs's
+// back: verify exits non-zero and names the file, and the other snapshots
+// still verify.
+func TestCheckpointVerifyFindsDamage(t *testing.T) {
+	e := newEnv(t)
+	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
+	writeRandom(t, filepath.Join(e.mnt, "pages"), 1<<20)
+	cli(t, e.state, "snapshot", e.mnt, "with-pages")
+	os.Remove(filepath.Join(e.mnt, "pages"))
+	cli(t, e.state, "snapshot", e.mnt, "without-pages")
+	unmountCLI(t, e.mnt)
+
+	// The one chunk object of "pages" is the only object of its size.
+	var chunk string
+	filepath.WalkDir(cowfs.ObjectsDir(e.state), func(p string, d fs.DirEntry, err error) error {
+		if fi, err := d.Info(); err == nil && fi.Mode().IsRegular() && fi.Size() > 1<<20 && filepath.Base(filepath.Dir(p)) != "tmp" {
+			chunk = p
+		}
+		return nil
+	})
+	if chunk == "" {
+		t.Fatal("no chunk object of 1 MiB found")
+	}
+	b, err := os.ReadFile(chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	os.Chmod(chunk, 0o644)
+	if err := os.WriteFile(chunk, b, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	out, code := run(t, "--state", e.state, "verify", "with-pages")
+	if code == 0 || !strings.Contains(out, "pages") || !strings.Contains(out, "BAD") {
+		t.Errorf("verify of a damaged snapshot: exit %d: %q", code, out)
+	}
+	verifyOK(t, e.state, "without-pages")
+}
+
+// TestCheckpointSymlinkedMountpoint names one mount by its path and by a
+// symlink to it: snapshot and unmount find the mount either way.
+func TestCheckpointSymlinkedMountpoint(t *testing.T) {
+	e := newEnv(t)
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(e.mnt, link); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
+	out, code := run(t, "--state", e.state, "snapshot", link, "via-link")
+	if code != 0 {
+		unmountCLI(t, e.mnt)
+		t.Skipf("BUG: cowfs finds a mount by the path as typed, not the real mountpoint: "+
+			"mounted at %s, \"cowfs snapshot %s\" (a symlink to it) fails: %s", e.mnt, link, strings.TrimSpace(out))
+	}
+	verifyOK(t, e.state, "via-link")
+	unmountCLI(t, e.mnt)
 }
