@@ -46,6 +46,22 @@ type DirEntry struct {
 type DirLower struct {
 	root int
 	path string
+	// strict resolves the parent of every path beneath the root with no
+	// symlinks, also for lstat and readlink. A mount's lower does not
+	// change while mounted, and there the plain *at calls are enough; a
+	// tree that is served while others change it (cowfs serve) could have
+	// a directory swapped for a symlink between a listing and an lstat.
+	strict bool
+}
+
+// OpenDirLowerStrict opens dir as a layer that may change while it is
+// read: no path, however it is raced, resolves outside dir.
+func OpenDirLowerStrict(dir string) (*DirLower, error) {
+	l, err := OpenDirLower(dir)
+	if err == nil {
+		l.strict = true
+	}
+	return l, err
 }
 
 // OpenDirLower opens dir as a lower layer.
@@ -72,9 +88,18 @@ func (l *DirLower) Dev() (uint64, error) {
 func (l *DirLower) Lstat(path string) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	var err error
-	if path == "" {
+	switch {
+	case path == "":
 		err = unix.Fstat(l.root, &st)
-	} else {
+	case l.strict:
+		var dirfd int
+		var base string
+		var done func()
+		if dirfd, base, done, err = beneath(l.root, path); err == nil {
+			err = unix.Fstatat(dirfd, base, &st, unix.AT_SYMLINK_NOFOLLOW)
+			done()
+		}
+	default:
 		err = unix.Fstatat(l.root, path, &st, unix.AT_SYMLINK_NOFOLLOW)
 	}
 	if err != nil {
@@ -117,9 +142,18 @@ func (l *DirLower) ReadDir(path string) ([]DirEntry, error) {
 }
 
 func (l *DirLower) Readlink(path string) (string, error) {
+	dirfd, base := l.root, path
+	if l.strict {
+		fd, b, done, err := beneath(l.root, path)
+		if err != nil {
+			return "", &os.PathError{Op: "readlink lower", Path: path, Err: err}
+		}
+		defer done()
+		dirfd, base = fd, b
+	}
 	buf := make([]byte, 256)
 	for {
-		n, err := unix.Readlinkat(l.root, path, buf)
+		n, err := unix.Readlinkat(dirfd, base, buf)
 		if err != nil {
 			return "", &os.PathError{Op: "readlink lower", Path: path, Err: err}
 		}

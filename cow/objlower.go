@@ -64,6 +64,13 @@ func (l *ObjectLower) tree(d object.Digest) (*object.Tree, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tree %s: %w", d.Short(), err)
 	}
+	// A tree may come from another machine: a name that could lead out
+	// of a directory ("..", "a/b") makes the whole tree unusable.
+	for i := range t.Entries {
+		if err := ValidName(t.Entries[i].Name); err != nil {
+			return nil, fmt.Errorf("tree %s: %w: %w", d.Short(), err, object.ErrCorrupt)
+		}
+	}
 	l.mu.Lock()
 	l.trees[d] = t
 	l.mu.Unlock()
@@ -236,6 +243,17 @@ func (l *ObjectLower) FileObject(path string) (*object.File, object.Entry, error
 // a directory it did not change.
 func (l *ObjectLower) TreeOf(path string) (object.Entry, error) { return l.entry(path) }
 
+// Prefetcher is an ObjectGetter that can start fetching an object before it
+// is asked for (a remote cache).
+type Prefetcher interface {
+	Prefetch(d object.Digest)
+}
+
+// readAhead is how many chunks past a sequential read are fetched ahead: a
+// remote chunk costs a round trip, and 4 MiB in flight keeps a loopback or
+// LAN link busy without fetching much a reader will not use.
+const readAhead = 4
+
 // objectFile reads a file object chunk by chunk, keeping the last chunk.
 type objectFile struct {
 	store ObjectGetter
@@ -252,6 +270,15 @@ func (o *objectFile) chunk(i int64) ([]byte, error) {
 	defer o.mu.Unlock()
 	if o.data != nil && o.last == i {
 		return o.data, nil
+	}
+	if p, ok := o.store.(Prefetcher); ok && o.data != nil && i == o.last+1 {
+		// Reads in order: fetch what comes next while this one is
+		// being used. Random reads fetch only what they read.
+		for j := i + 1; j <= i+readAhead && j < int64(len(o.f.Chunks)); j++ {
+			if d := o.f.Chunks[j]; !d.IsZero() {
+				p.Prefetch(d)
+			}
+		}
 	}
 	d := o.f.Chunks[i]
 	if d.IsZero() {

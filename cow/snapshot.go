@@ -3,7 +3,6 @@ package cow
 import (
 	"context"
 	"fmt"
-	"io"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -38,7 +37,7 @@ func (f *FS) Capture(ctx context.Context, store ObjectPutter) (object.Digest, ob
 	defer f.mu.Unlock()
 	f.gate.Lock()
 	defer f.gate.Unlock()
-	c := &capture{f: f, store: store, ctx: ctx}
+	c := &capture{f: f, store: store, ctx: ctx, sc: scanner{ctx: ctx, lo: f.lo, store: store, cache: f.meta}}
 	root := f.RootPath()
 	st, err := f.attr(root)
 	if err != nil {
@@ -48,6 +47,7 @@ func (f *FS) Capture(ctx context.Context, store ObjectPutter) (object.Digest, ob
 	if err != nil {
 		return object.Zero, object.Entry{}, c.stats, fmt.Errorf("capture: %w", err)
 	}
+	c.stats.BytesRead = c.sc.stats.BytesRead
 	return e.Object, e, c.stats, nil
 }
 
@@ -56,7 +56,9 @@ type capture struct {
 	store ObjectPutter
 	ctx   context.Context
 	stats CaptureStats
-	buf   []byte
+	// sc hashes what capture must read: files of a directory lower
+	// (through the mount's scan cache) and changed chunks.
+	sc scanner
 }
 
 func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
@@ -182,7 +184,7 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 			c.stats.ChunksReused++
 			continue
 		}
-		if fo.Chunks[i], err = c.chunk(d.readAt, cs, ce); err != nil {
+		if fo.Chunks[i], err = c.sc.chunk(d.readAt, cs, ce); err != nil {
 			return object.Zero, fmt.Errorf("read %q: %w", p.Rel(), err)
 		}
 	}
@@ -193,73 +195,15 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 	return c.store.Put(c.ctx, enc)
 }
 
-// chunk reads [cs, ce) with read and stores it as a blob; an all-zero chunk
-// is a hole, the zero digest.
-func (c *capture) chunk(read func([]byte, int64) (int, error), cs, ce int64) (object.Digest, error) {
-	if c.buf == nil {
-		c.buf = make([]byte, ChunkSize)
-	}
-	buf := c.buf[:ce-cs]
-	k, err := read(buf, cs)
-	if err != nil && err != io.EOF {
-		return object.Zero, err
-	}
-	clear(buf[k:])
-	c.stats.BytesRead += int64(len(buf))
-	if allZero(buf) {
-		return object.Zero, nil
-	}
-	blob, err := object.EncodeBlob(buf)
-	if err != nil {
-		return object.Zero, err
-	}
-	return c.store.Put(c.ctx, blob)
-}
-
 // lowerFile returns the file object of a file of a local-directory lower,
-// hashing it only when the scan cache has no entry for its inode with the
-// same size, mtime and ctime. The lower does not change while mounted, so
-// the cache makes every snapshot after the first read only what changed.
+// hashing it only when the mount's scan cache has no entry for its inode
+// with the same size, mtime and ctime. The lower does not change while
+// mounted, so the cache makes every snapshot after the first read only what
+// changed.
 func (c *capture) lowerFile(path string) (d object.Digest, fo *object.File, cached bool, err error) {
-	st, err := c.f.lo.Lstat(path)
-	if err != nil {
-		return object.Zero, nil, false, err
-	}
-	if st.Size == 0 {
-		return object.Zero, &object.File{}, false, nil
-	}
-	if e, ok := c.f.meta.Scanned(st.Dev, st.Ino); ok && e.Size == st.Size && e.Mtime == st.Mtim.Nano() && e.Ctime == st.Ctim.Nano() {
-		d := object.Digest(e.Object)
-		if b, err := c.store.Get(c.ctx, d); err == nil {
-			if fo, err := object.DecodeFile(b); err == nil {
-				return d, fo, true, nil
-			}
-		}
-		// Gone from the store (gc) or damaged: hash again.
-	}
-	lf, err := c.f.lo.Open(path)
-	if err != nil {
-		return object.Zero, nil, false, err
-	}
-	defer lf.Close()
-	fo = &object.File{Size: st.Size, Chunks: make([]object.Digest, (st.Size+ChunkSize-1)/ChunkSize)}
-	for i := range fo.Chunks {
-		cs := int64(i) * ChunkSize
-		if fo.Chunks[i], err = c.chunk(func(b []byte, off int64) (int, error) { return preadFull(lf, b, off) }, cs, min(cs+ChunkSize, st.Size)); err != nil {
-			return object.Zero, nil, false, fmt.Errorf("read lower %q: %w", path, err)
-		}
-	}
-	enc, err := object.EncodeFile(fo)
-	if err != nil {
-		return object.Zero, nil, false, err
-	}
-	if d, err = c.store.Put(c.ctx, enc); err != nil {
-		return object.Zero, nil, false, err
-	}
-	if err := c.f.meta.PutScanned(st.Dev, st.Ino, ScanEntry{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Object: d}); err != nil {
-		c.f.log.Warn("scan cache", "path", path, "err", err)
-	}
-	return d, fo, false, nil
+	before := c.sc.stats.BytesRead
+	d, _, fo, err = c.sc.fileOnce(path)
+	return d, fo, err == nil && c.sc.stats.BytesRead == before, err
 }
 
 // reusable reports whether chunk i of a copied-up file is still exactly chunk

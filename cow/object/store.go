@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DirStore keeps objects as plain files under a directory, one file per
@@ -58,9 +60,62 @@ func (s *DirStore) Get(_ context.Context, d Digest) ([]byte, error) {
 	return b, nil
 }
 
-// Put stores an encoded object and returns its digest. Storing an object
-// the store has is a no-op: an object, once stored, is never written again.
+// Put stores an encoded object durably and returns its digest. Storing an
+// object the store has is a no-op: an object, once stored, is never written
+// again.
 func (s *DirStore) Put(ctx context.Context, encoded []byte) (Digest, error) {
+	return s.put(ctx, encoded, true)
+}
+
+// PutCached stores an object without waiting for the disk: for objects
+// that can be had again (fetched from a master, or scanned from a tree that
+// is still there). A crash may leave such an object short or empty; Get
+// finds that by its digest, and the caller fetches it again. Whoever
+// records a reference that must outlive a crash calls Sync first.
+func (s *DirStore) PutCached(ctx context.Context, encoded []byte) (Digest, error) {
+	return s.put(ctx, encoded, false)
+}
+
+// Sync makes every object stored so far durable: one syncfs(2) of the
+// store's filesystem instead of an fsync per object.
+func (s *DirStore) Sync() error {
+	fd, err := unix.Open(s.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("sync object store: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("sync object store: %w", err)
+	}
+	return nil
+}
+
+// Kind reads the kind of object d from its first bytes, without reading or
+// verifying the rest.
+func (s *DirStore) Kind(d Digest) (Kind, error) {
+	f, err := os.Open(s.path(d))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var b [2]byte
+	if _, err := f.ReadAt(b[:], 0); err != nil {
+		return 0, err
+	}
+	return KindOf(b[:])
+}
+
+// Touch marks d as just used, for a cache that evicts the least recently
+// used objects first.
+func (s *DirStore) Touch(d Digest) {
+	now := time.Now()
+	os.Chtimes(s.path(d), now, now)
+}
+
+// Dir returns the directory the store keeps its objects in.
+func (s *DirStore) Dir() string { return s.dir }
+
+func (s *DirStore) put(ctx context.Context, encoded []byte, sync bool) (Digest, error) {
 	if _, err := KindOf(encoded); err != nil {
 		return Zero, err
 	}
@@ -94,9 +149,11 @@ func (s *DirStore) Put(ctx context.Context, encoded []byte) (Digest, error) {
 		tmp.Close()
 		return Zero, err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return Zero, err
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return Zero, err
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return Zero, err

@@ -77,11 +77,25 @@ func isReg(mode uint32) bool { return mode&modeType == modeReg }
 // Reachable adds to set every object the tree root reaches, itself included:
 // trees, file objects and blobs.
 func Reachable(ctx context.Context, g Getter, root Digest, set map[Digest]bool) error {
+	return reachable(ctx, g, root, set, false)
+}
+
+// ReachablePresent is Reachable over a partial copy of the tree (a version
+// of a remote export, fetched lazily): an object g does not have is added to
+// set, but what only it could lead to is not.
+func ReachablePresent(ctx context.Context, g Getter, root Digest, set map[Digest]bool) error {
+	return reachable(ctx, g, root, set, true)
+}
+
+func reachable(ctx context.Context, g Getter, root Digest, set map[Digest]bool, partial bool) error {
 	if set[root] {
 		return nil
 	}
 	set[root] = true
 	b, err := g.Get(ctx, root)
+	if partial && errors.Is(err, ErrNotFound) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -92,12 +106,15 @@ func Reachable(ctx context.Context, g Getter, root Digest, set map[Digest]bool) 
 	for _, e := range t.Entries {
 		switch {
 		case isDir(e.Mode):
-			if err := Reachable(ctx, g, e.Object, set); err != nil {
+			if err := reachable(ctx, g, e.Object, set, partial); err != nil {
 				return fmt.Errorf("%s: %w", e.Name, err)
 			}
 		case isReg(e.Mode) && e.Size > 0 && !set[e.Object]:
 			set[e.Object] = true
 			b, err := g.Get(ctx, e.Object)
+			if partial && errors.Is(err, ErrNotFound) {
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", e.Name, err)
 			}

@@ -38,8 +38,18 @@ func (d *Dir) Unpin(key string) error {
 	return err
 }
 
-// Pins returns every pinned root.
-func (d *Dir) Pins() ([]object.Digest, error) {
+// Pin is one user's hold on a root.
+type Pin struct {
+	Key  string
+	Root object.Digest
+}
+
+// RemotePinPrefix starts the key of a pin on a version of a remote export:
+// a worker holds only the part of such a version it has fetched.
+const RemotePinPrefix = "remote-"
+
+// Pins returns every pin.
+func (d *Dir) Pins() ([]Pin, error) {
 	ents, err := os.ReadDir(filepath.Join(d.dir, ".pins"))
 	if os.IsNotExist(err) {
 		return nil, nil
@@ -47,7 +57,7 @@ func (d *Dir) Pins() ([]object.Digest, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []object.Digest
+	var out []Pin
 	for _, e := range ents {
 		if strings.HasSuffix(e.Name(), ".tmp") {
 			continue
@@ -60,7 +70,7 @@ func (d *Dir) Pins() ([]object.Digest, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pin %s: %w", e.Name(), err)
 		}
-		out = append(out, dg)
+		out = append(out, Pin{Key: e.Name(), Root: dg})
 	}
 	return out, nil
 }
@@ -85,19 +95,23 @@ func GC(ctx context.Context, store *object.DirStore, d *Dir, grace time.Duration
 	if err != nil {
 		return st, err
 	}
-	var roots []object.Digest
 	for _, s := range snaps {
-		roots = append(roots, s.Root)
+		if err := object.Reachable(ctx, store, s.Root, live); err != nil {
+			// Never delete on a partial view of what is live.
+			return st, fmt.Errorf("gc: reading snapshot %s: %w", s.Name, err)
+		}
 	}
 	pins, err := d.Pins()
 	if err != nil {
 		return st, err
 	}
-	roots = append(roots, pins...)
-	for _, r := range roots {
-		if err := object.Reachable(ctx, store, r, live); err != nil {
-			// Never delete on a partial view of what is live.
-			return st, fmt.Errorf("gc: reading root %s: %w", r.Short(), err)
+	for _, p := range pins {
+		reach := object.Reachable
+		if strings.HasPrefix(p.Key, RemotePinPrefix) {
+			reach = object.ReachablePresent
+		}
+		if err := reach(ctx, store, p.Root, live); err != nil {
+			return st, fmt.Errorf("gc: reading root %s of pin %s: %w", p.Root.Short(), p.Key, err)
 		}
 	}
 	st.Live = len(live)

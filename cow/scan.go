@@ -1,0 +1,260 @@
+package cow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// ScanCache remembers what a lower file hashed to, by inode, so that a scan
+// re-reads only files whose size, mtime or ctime changed.
+type ScanCache interface {
+	Scanned(dev, ino uint64) (ScanEntry, bool)
+	PutScanned(dev, ino uint64, e ScanEntry) error
+}
+
+// MemScanCache is a ScanCache in memory, for a process that scans the same
+// directory again and again (cowfs serve).
+type MemScanCache struct {
+	mu sync.Mutex
+	m  map[[2]uint64]ScanEntry
+}
+
+func (c *MemScanCache) Scanned(dev, ino uint64) (ScanEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[[2]uint64{dev, ino}]
+	return e, ok
+}
+
+func (c *MemScanCache) PutScanned(dev, ino uint64, e ScanEntry) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[[2]uint64]ScanEntry{}
+	}
+	c.m[[2]uint64{dev, ino}] = e
+	return nil
+}
+
+// ScanStats says what a scan found and what it cost.
+type ScanStats struct {
+	Dirs, Files int64
+	Bytes       int64 // total size of the regular files
+	BytesRead   int64 // what had to be read and hashed
+}
+
+// ErrChanging reports a file that kept changing while it was being read.
+var ErrChanging = errors.New("file changed while being read")
+
+// scanner turns files of a lower into objects.
+type scanner struct {
+	ctx   context.Context
+	lo    Lower
+	store ObjectPutter
+	cache ScanCache
+	buf   []byte
+	stats ScanStats
+}
+
+// ScanLower turns the lower's tree under path into objects in store and
+// returns the entry of path itself (its Object is its tree, or its file
+// object). Files whose inode, size, mtime and ctime the cache knows are not
+// read again. A directory that is being changed while it is scanned yields a
+// tree as it was at some moment per file: a file is re-read until it stays
+// the same from before its first byte to after its last, so no file object
+// mixes old and new bytes.
+func ScanLower(ctx context.Context, lo Lower, path string, store ObjectPutter, cache ScanCache) (object.Entry, ScanStats, error) {
+	s := &scanner{ctx: ctx, lo: lo, store: store, cache: cache}
+	st, err := lo.Lstat(path)
+	if err != nil {
+		return object.Entry{}, s.stats, err
+	}
+	name := path
+	if i := lastSlash(path); i >= 0 {
+		name = path[i+1:]
+	}
+	e, err := s.entry(path, name, &st)
+	return e, s.stats, err
+}
+
+func lastSlash(p string) int {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s *scanner) entry(path, name string, st *unix.Stat_t) (object.Entry, error) {
+	if err := s.ctx.Err(); err != nil {
+		return object.Entry{}, err
+	}
+	e := object.Entry{Name: name, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid, Mtime: st.Mtim.Nano()}
+	xs, err := s.lo.Listxattr(path)
+	if err != nil {
+		return e, fmt.Errorf("xattrs of %q: %w", path, err)
+	}
+	for _, x := range xs {
+		v, err := s.lo.Getxattr(path, x)
+		if errors.Is(err, unix.ENODATA) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return e, fmt.Errorf("xattr %s of %q: %w", x, path, err)
+		}
+		if e.Xattrs == nil {
+			e.Xattrs = map[string][]byte{}
+		}
+		e.Xattrs[x] = v
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		e.Object, err = s.dir(path)
+	case unix.S_IFREG:
+		var fst unix.Stat_t
+		e.Object, fst, err = s.file(path)
+		// The attributes the bytes were read under.
+		e.Size, e.Mode, e.Mtime = fst.Size, fst.Mode, fst.Mtim.Nano()
+	case unix.S_IFLNK:
+		e.Target, err = s.lo.Readlink(path)
+	default:
+		e.Rdev = st.Rdev
+	}
+	return e, err
+}
+
+func (s *scanner) dir(path string) (object.Digest, error) {
+	s.stats.Dirs++
+	ents, err := s.lo.ReadDir(path)
+	if err != nil {
+		return object.Zero, err
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
+	t := &object.Tree{Entries: make([]object.Entry, 0, len(ents))}
+	for _, de := range ents {
+		p := Join(path, de.Name)
+		st, err := s.lo.Lstat(p)
+		if errors.Is(err, unix.ENOENT) {
+			continue // removed since the listing
+		}
+		if err != nil {
+			return object.Zero, err
+		}
+		e, err := s.entry(p, de.Name, &st)
+		if err != nil {
+			return object.Zero, err
+		}
+		t.Entries = append(t.Entries, e)
+	}
+	enc, err := object.EncodeTree(t)
+	if err != nil {
+		return object.Zero, fmt.Errorf("tree %q: %w", path, err)
+	}
+	return s.store.Put(s.ctx, enc)
+}
+
+// file returns the file object of the regular file at path and the
+// attributes it had while it was read.
+func (s *scanner) file(path string) (object.Digest, unix.Stat_t, error) {
+	s.stats.Files++
+	for range 5 {
+		d, st, _, err := s.fileOnce(path)
+		if errors.Is(err, ErrChanging) {
+			continue
+		}
+		s.stats.Bytes += st.Size
+		return d, st, err
+	}
+	return object.Zero, unix.Stat_t{}, fmt.Errorf("%q: %w", path, ErrChanging)
+}
+
+func (s *scanner) fileOnce(path string) (object.Digest, unix.Stat_t, *object.File, error) {
+	st, err := s.lo.Lstat(path)
+	if err != nil {
+		return object.Zero, st, nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return object.Zero, st, nil, ErrChanging
+	}
+	if st.Size == 0 {
+		return object.Zero, st, &object.File{}, nil
+	}
+	if s.cache != nil {
+		if e, ok := s.cache.Scanned(st.Dev, st.Ino); ok && e.Size == st.Size && e.Mtime == st.Mtim.Nano() && e.Ctime == st.Ctim.Nano() {
+			d := object.Digest(e.Object)
+			if b, err := s.store.Get(s.ctx, d); err == nil {
+				if fo, err := object.DecodeFile(b); err == nil {
+					return d, st, fo, nil
+				}
+			}
+			// Gone from the store (gc) or damaged: hash again.
+		}
+	}
+	lf, err := s.lo.Open(path)
+	if err != nil {
+		return object.Zero, st, nil, err
+	}
+	defer lf.Close()
+	fo := &object.File{Size: st.Size, Chunks: make([]object.Digest, (st.Size+ChunkSize-1)/ChunkSize)}
+	for i := range fo.Chunks {
+		cs := int64(i) * ChunkSize
+		if fo.Chunks[i], err = s.chunk(func(b []byte, off int64) (int, error) { return preadFull(lf, b, off) }, cs, min(cs+ChunkSize, st.Size)); err != nil {
+			return object.Zero, st, nil, fmt.Errorf("read lower %q: %w", path, err)
+		}
+	}
+	// A file written while it was read would give an object that mixes
+	// old and new bytes; its ctime moves with every write.
+	after, err := s.lo.Lstat(path)
+	if err != nil {
+		return object.Zero, st, nil, err
+	}
+	if after.Ino != st.Ino || after.Size != st.Size || after.Mtim != st.Mtim || after.Ctim != st.Ctim {
+		return object.Zero, st, nil, ErrChanging
+	}
+	enc, err := object.EncodeFile(fo)
+	if err != nil {
+		return object.Zero, st, nil, err
+	}
+	d, err := s.store.Put(s.ctx, enc)
+	if err != nil {
+		return object.Zero, st, nil, err
+	}
+	if s.cache != nil {
+		if err := s.cache.PutScanned(st.Dev, st.Ino, ScanEntry{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Object: d}); err != nil {
+			return object.Zero, st, nil, fmt.Errorf("scan cache: %w", err)
+		}
+	}
+	return d, st, fo, nil
+}
+
+// chunk reads [cs, ce) with read and stores it as a blob; an all-zero chunk
+// is a hole, the zero digest.
+func (s *scanner) chunk(read func([]byte, int64) (int, error), cs, ce int64) (object.Digest, error) {
+	if s.buf == nil {
+		s.buf = make([]byte, ChunkSize)
+	}
+	buf := s.buf[:ce-cs]
+	k, err := read(buf, cs)
+	if err != nil && err != io.EOF {
+		return object.Zero, err
+	}
+	clear(buf[k:])
+	s.stats.BytesRead += int64(len(buf))
+	if allZero(buf) {
+		return object.Zero, nil
+	}
+	blob, err := object.EncodeBlob(buf)
+	if err != nil {
+		return object.Zero, err
+	}
+	return s.store.Put(s.ctx, blob)
+}
