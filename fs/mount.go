@@ -52,6 +52,21 @@ type Options struct {
 	// that never reach cowfs, so with it a snapshot is not atomic for
 	// files being written through passthrough while it is taken.
 	Passthrough bool
+	// Layer, when set, is the lower layer itself, already open: a version
+	// of a remote export. Lower is then not opened; Source names the
+	// layer in /proc/mounts and status. State is required.
+	Layer  cow.Lower
+	Source string
+	// LayerRoot, with Layer, is the root digest whose objects the mount
+	// holds in State's store while mounted (a remote version): a pin
+	// keeps cowfs gc from removing them. Version is shown by status.
+	LayerRoot object.Digest
+	// Fetch, with Layer, gets an object the local store lacks (from the
+	// remote cache): a snapshot fetches what it references and the store
+	// does not hold, so that the snapshot stands on its own.
+	Fetch object.Getter
+	// Remote reports the remote lower's counters for cowfs status.
+	Remote func() *control.RemoteStatus
 	// Debug logs every FUSE request.
 	Debug bool
 	// Logger receives errors and warnings; nil means slog.Default().
@@ -73,6 +88,12 @@ type Mount struct {
 	control *control.Server
 	parent  string
 	log     *slog.Logger
+
+	source  string
+	version object.Digest
+	upper   string
+	fetch   object.Getter
+	remote  func() *control.RemoteStatus
 }
 
 // mount is the state the kernel inodes share.
@@ -115,8 +136,11 @@ func RefsDir(state string) string    { return filepath.Join(state, "refs") }
 
 // New mounts a cowfs at dir and returns once the mount serves requests.
 func New(dir string, o Options) (*Mount, error) {
-	if o.Lower == "" && o.Snapshot == "" {
+	if o.Lower == "" && o.Snapshot == "" && o.Layer == nil {
 		return nil, errors.New("no lower directory given")
+	}
+	if o.Layer != nil && o.State == "" {
+		return nil, errors.New("a remote lower needs the state directory")
 	}
 	if o.Snapshot != "" && o.State == "" {
 		return nil, errors.New("restoring a snapshot needs the state directory")
@@ -124,14 +148,14 @@ func New(dir string, o Options) (*Mount, error) {
 	if err := checkMountpoint(dir); err != nil {
 		return nil, err
 	}
-	if o.Snapshot == "" {
+	if o.Snapshot == "" && o.Layer == nil {
 		if st, err := os.Stat(o.Lower); err != nil {
 			return nil, fmt.Errorf("lower directory: %w", err)
 		} else if !st.IsDir() {
 			return nil, fmt.Errorf("lower %s is not a directory", o.Lower)
 		}
 	}
-	m := &Mount{Dir: dir}
+	m := &Mount{Dir: dir, source: o.Lower, fetch: o.Fetch, remote: o.Remote, version: o.LayerRoot}
 	if o.State != "" {
 		var err error
 		if m.store, err = object.OpenDirStore(ObjectsDir(o.State)); err != nil {
@@ -142,7 +166,18 @@ func New(dir string, o Options) (*Mount, error) {
 		}
 	}
 	var lower cow.Lower
-	if o.Snapshot != "" {
+	switch {
+	case o.Layer != nil:
+		lower, m.source = o.Layer, o.Source
+		m.closeLo = func() error { return nil }
+		if !o.LayerRoot.IsZero() {
+			pinKey := refs.RemotePinPrefix + mountKey(dir)
+			if err := m.refs.Pin(pinKey, o.LayerRoot); err != nil {
+				return nil, fmt.Errorf("pin version: %w", err)
+			}
+			m.closeLo = func() error { return m.refs.Unpin(pinKey) }
+		}
+	case o.Snapshot != "":
 		snap, err := m.refs.Get(o.Snapshot)
 		if err != nil {
 			return nil, err
@@ -156,6 +191,7 @@ func New(dir string, o Options) (*Mount, error) {
 		}
 		m.closeLo = func() error { return m.refs.Unpin(pinKey) }
 		m.parent = snap.Name
+		m.source = "snapshot " + snap.Name
 		if o.Upper == "" {
 			// A restore always starts from a fresh upper: that is
 			// what makes resuming from a checkpoint repeatable.
@@ -165,7 +201,7 @@ func New(dir string, o Options) (*Mount, error) {
 			}
 			o.Upper, o.Work = filepath.Join(base, "upper"), filepath.Join(base, "work")
 		}
-	} else {
+	default:
 		dl, err := cow.OpenDirLower(o.Lower)
 		if err != nil {
 			return nil, err
@@ -185,6 +221,7 @@ func New(dir string, o Options) (*Mount, error) {
 		}
 		upper, work = MountDirs(o.State, dir)
 	}
+	m.upper = upper
 	_, statErr := os.Lstat(upper)
 	freshUpper := errors.Is(statErr, os.ErrNotExist)
 	for _, d := range []string{upper, work} {

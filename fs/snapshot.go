@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/fs/control"
 )
@@ -39,6 +40,13 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", name, err)
 	}
+	if err := m.complete(ctx, root); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	// Objects a remote cache stored were not fsync'd one by one.
+	if err := m.store.Sync(); err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", name, err)
+	}
 	err = m.refs.Create(refs.Snapshot{
 		Name:      name,
 		Root:      root,
@@ -56,4 +64,43 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 		Files: stats.Files, Dirs: stats.Dirs, BytesRead: stats.BytesRead,
 		ChunksReused: stats.ChunksReused, DirsReused: stats.DirsReused,
 	}, nil
+}
+
+// complete makes a snapshot of a remote-backed mount stand on its own: what
+// it references unchanged from the remote version (whole trees, chunks
+// never read) is fetched into the local store now, so the snapshot can be
+// restored and verified with the master gone and survives cache eviction.
+func (m *Mount) complete(ctx context.Context, root object.Digest) error {
+	if m.fetch == nil {
+		return nil
+	}
+	set := map[object.Digest]bool{}
+	// Reachable reads every tree and file object through the cache, which
+	// stores each one it fetches; blobs it only lists.
+	if err := object.Reachable(ctx, m.fetch, root, set); err != nil {
+		return fmt.Errorf("fetch what the snapshot references: %w", err)
+	}
+	for d := range set {
+		if ok, err := m.store.Has(ctx, d); err != nil {
+			return err
+		} else if ok {
+			continue
+		}
+		if _, err := m.fetch.Get(ctx, d); err != nil {
+			return fmt.Errorf("fetch what the snapshot references: %w", err)
+		}
+	}
+	return nil
+}
+
+// Status describes the mount for cowfs status.
+func (m *Mount) Status() *control.Status {
+	st := &control.Status{Mountpoint: m.Dir, Source: m.source, Upper: m.upper}
+	if !m.version.IsZero() {
+		st.Version = m.version.String()
+	}
+	if m.remote != nil {
+		st.Remote = m.remote()
+	}
+	return st
 }

@@ -26,12 +26,13 @@ type mountFlags struct {
 	passthrough        bool
 	timeout            time.Duration
 	procs              int
+	remote             remoteFlags
 }
 
 func newMountCmd(g *globals) *cobra.Command {
 	f := &mountFlags{}
 	cmd := &cobra.Command{
-		Use:   "mount MNT --lower DIR",
+		Use:   "mount MNT (--lower DIR | --remote ADDR)",
 		Short: "Mount a copy-on-write workspace at MNT",
 		Long: `Mount a workspace at MNT: DIR read-only beneath a private writable upper.
 
@@ -42,19 +43,32 @@ mount process runs in the background (log: <upper's parent>/mount.log) unless
 
 The upper lives under --state, keyed by MNT, so mounting the same MNT again
 (after an unmount or a crash) finds the same upper. --upper and --work put it
-elsewhere, as overlayfs's upperdir and workdir do.`,
+elsewhere, as overlayfs's upperdir and workdir do.
+
+With --remote the lower is the export of a master (cowfs serve): the mount
+pins the version the master has now, fetches each directory when it is first
+used and each file's bytes by chunk when read, checks every byte against its
+digest, and keeps what it fetched in the state directory's cache, shared by
+every mount of that state directory. It returns 0 only once the export's root
+was fetched and verified; an unreachable master or a refused token fails the
+mount with a message. A read the master cannot serve within --io-timeout gets
+EIO. Mounting the same MNT again mounts the same version, since its upper was
+made over it; a new mountpoint gets the master's newest version.`,
 		Example: `  # a workspace over a spider's code
   cowfs mount /root/crawlab_workspace/spider1 --lower /srv/spiders/spider1
 
   # keep the upper in a chosen place, stay attached, log every request
-  cowfs mount /mnt/ws --lower /srv/base --upper /data/ws/upper --work /data/ws/work --foreground --debug`,
+  cowfs mount /mnt/ws --lower /srv/base --upper /data/ws/upper --work /data/ws/work --foreground --debug
+
+  # a workspace over the master's export of spider1, fetched lazily
+  cowfs mount /root/crawlab_workspace/spider1 --remote master:7420 --path spider1 --token-file /etc/cowfs/token`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runMount(g, f, args[0])
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.lower, "lower", "", "read-only lower directory (required)")
+	fl.StringVar(&f.lower, "lower", "", "read-only lower directory (or --remote)")
 	fl.StringVar(&f.upper, "upper", "", "upper directory (default: under --state)")
 	fl.StringVar(&f.work, "work", "", "work directory, on the upper's filesystem (required with --upper)")
 	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted")
@@ -65,7 +79,7 @@ elsewhere, as overlayfs's upperdir and workdir do.`,
 	fl.MarkHidden("no-passthrough")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready")
 	fl.IntVar(&f.procs, "procs", defaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
-	cmd.MarkFlagRequired("lower")
+	f.remote.register(fl)
 	return cmd
 }
 
@@ -78,7 +92,17 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		return fmt.Errorf("no /dev/fuse: load the fuse module (modprobe fuse) or give the container the device: %w", err)
 	}
 	var lower string
-	if f.snapshot == "" {
+	remote := f.remote.addr != ""
+	switch {
+	case remote && f.lower != "":
+		return fmt.Errorf("give either --lower or --remote, not both")
+	case !remote && f.lower == "" && f.snapshot == "":
+		return fmt.Errorf("no lower: give --lower DIR or --remote ADDR")
+	case remote:
+		if err := f.remote.check(); err != nil {
+			return err
+		}
+	case f.snapshot == "":
 		if lower, err = filepath.Abs(f.lower); err != nil {
 			return err
 		}
@@ -87,7 +111,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		} else if !st.IsDir() {
 			return fmt.Errorf("lower %s is not a directory", lower)
 		}
-	} else {
+	default:
 		d, err := refs.Open(fs.RefsDir(g.state))
 		if err != nil {
 			return err
@@ -133,10 +157,16 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		if f.snapshot != "" {
 			fsname = "cowfs:snapshot:" + f.snapshot
 		}
+		var setup func(*fs.Options, *slog.Logger) (func(), error)
+		if remote {
+			setup = func(o *fs.Options, log *slog.Logger) (func(), error) {
+				return setupRemote(&f.remote, state, mnt, o, log)
+			}
+		}
 		return serveMount(mnt, fs.Options{
 			Lower: lower, Snapshot: f.snapshot, State: state, Upper: upper, Work: work,
 			FsName: fsname, Debug: f.debug, Passthrough: f.passthrough,
-		}, pipe)
+		}, setup, pipe)
 	}
 	logDir := filepath.Join(state, "mounts")
 	if upper != "" {
@@ -145,7 +175,12 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		u, _ := fs.MountDirs(state, mnt)
 		logDir = filepath.Dir(u)
 	}
-	args := []string{"--state", state, "mount", mnt, "--lower", lower, "--foreground"}
+	args := []string{"--state", state, "mount", mnt, "--foreground"}
+	if remote {
+		args = append(args, f.remote.args()...)
+	} else {
+		args = append(args, "--lower", lower)
+	}
 	if f.snapshot != "" {
 		args = []string{"--state", state, "restore", f.snapshot, mnt, "--foreground"}
 		logDir = filepath.Join(state, "restores")
@@ -176,7 +211,7 @@ func defaultProcs() int { return max(1, runtime.NumCPU()/2) }
 
 // serveMount mounts in this process and serves until unmounted. It reports
 // readiness (or the error) on pipe when there is one.
-func serveMount(mnt string, o fs.Options, pipe interface {
+func serveMount(mnt string, o fs.Options, setup func(*fs.Options, *slog.Logger) (func(), error), pipe interface {
 	Write([]byte) (int, error)
 	Close() error
 }) error {
@@ -187,7 +222,17 @@ func serveMount(mnt string, o fs.Options, pipe interface {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 	o.Logger = log
-	m, err := fs.New(mnt, o)
+	var m *fs.Mount
+	var err error
+	if setup != nil {
+		var cleanup func()
+		if cleanup, err = setup(&o, log); err == nil {
+			defer cleanup()
+		}
+	}
+	if err == nil {
+		m, err = fs.New(mnt, o)
+	}
 	if err != nil {
 		if pipe != nil {
 			fmt.Fprintf(pipe, "%v\n", err)
@@ -195,7 +240,7 @@ func serveMount(mnt string, o fs.Options, pipe interface {
 		}
 		return err
 	}
-	log.Info("mounted", "mountpoint", mnt, "lower", o.Lower)
+	log.Info("mounted", "mountpoint", mnt, "lower", o.Lower, "source", o.Source)
 	if pipe != nil {
 		fmt.Fprintln(pipe, "ok")
 		pipe.Close()

@@ -18,7 +18,7 @@ import (
 
 // Request is one call.
 type Request struct {
-	Op   string `json:"op"` // "snapshot"
+	Op   string `json:"op"` // "snapshot", "status"
 	Name string `json:"name,omitempty"`
 }
 
@@ -26,6 +26,43 @@ type Request struct {
 type Reply struct {
 	Error    string          `json:"error,omitempty"`
 	Snapshot *SnapshotResult `json:"snapshot,omitempty"`
+	Status   *Status         `json:"status,omitempty"`
+}
+
+// Status describes a running mount.
+type Status struct {
+	Mountpoint string `json:"mountpoint"`
+	// Source is the lower: a directory, "snapshot NAME", or the remote
+	// export's address and path.
+	Source string `json:"source"`
+	// Version is the pinned version of a remote lower.
+	Version string        `json:"version,omitempty"`
+	Upper   string        `json:"upper"`
+	Remote  *RemoteStatus `json:"remote,omitempty"`
+}
+
+// RemoteStatus counts what a remote lower did.
+type RemoteStatus struct {
+	Hits         int64 `json:"cache_hits"`
+	Misses       int64 `json:"cache_misses"`
+	BytesFetched int64 `json:"bytes_fetched"`
+	Retries      int64 `json:"retries"`
+	Errors       int64 `json:"errors"`
+	Corrupt      int64 `json:"corrupt_refetched"`
+	Evicted      int64 `json:"evicted"`
+	// Prefetch is nil unless the mount prefetches.
+	Prefetch *Prefetch `json:"prefetch,omitempty"`
+}
+
+// Prefetch is the progress of fetching a whole version.
+type Prefetch struct {
+	State      string `json:"state"`
+	Files      int64  `json:"files"`
+	Chunks     int64  `json:"chunks"`
+	ChunksDone int64  `json:"chunks_done"`
+	Bytes      int64  `json:"bytes"`
+	BytesDone  int64  `json:"bytes_done"`
+	Error      string `json:"error,omitempty"`
 }
 
 // SnapshotResult describes a snapshot just taken.
@@ -43,6 +80,7 @@ type SnapshotResult struct {
 // Handler serves requests; package fs's Mount is one.
 type Handler interface {
 	Snapshot(ctx context.Context, name string) (*SnapshotResult, error)
+	Status() *Status
 }
 
 // Server listens on a socket until Close.
@@ -97,6 +135,8 @@ func (s *Server) serve(h Handler, log *slog.Logger) {
 					log.Error("snapshot", "name", req.Name, "err", err)
 				}
 				rep.Snapshot = r
+			case "status":
+				rep.Status = h.Status()
 			default:
 				rep.Error = fmt.Sprintf("unknown op %q", req.Op)
 			}

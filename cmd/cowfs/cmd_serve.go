@@ -1,0 +1,128 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/remote"
+)
+
+type serveFlags struct {
+	root, listen    string
+	tokenFile       string
+	tlsCert, tlsKey string
+	keepVersions    int
+}
+
+func newServeCmd(g *globals) *cobra.Command {
+	f := &serveFlags{}
+	cmd := &cobra.Command{
+		Use:   "serve --root DIR",
+		Short: "Export DIR to workers (the master's side of mount --remote)",
+		Long: `Serve DIR over gRPC to workers that mount it with cowfs mount --remote.
+
+When a worker mounts, the master scans DIR (re-reading only files whose size,
+mtime or ctime changed since the last scan) into content-addressed objects in
+its state directory, and hands out that version. Workers fetch directories and
+chunks of files by digest when they use them, and check every byte. Running
+mounts keep reading the version they started with however DIR changes; the
+newest --keep-versions versions are kept (run cowfs gc on the master to free
+older ones).
+
+Nothing outside DIR is ever served: symlinks are served as symlinks, never
+followed, and requests for ".." or absolute paths are refused. The default
+address is loopback; to serve other machines give --listen, --token-file and,
+across an untrusted network, --tls-cert and --tls-key. The gRPC health service
+answers without a token. SIGTERM or SIGINT stop serving.`,
+		Example: `  # on the master
+  head -c 32 /dev/urandom | base64 > /etc/cowfs/token
+  cowfs serve --root /srv/spiders --listen 0.0.0.0:7420 --token-file /etc/cowfs/token \
+      --tls-cert /etc/cowfs/cert.pem --tls-key /etc/cowfs/key.pem`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runServe(g, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.root, "root", "", "directory to export (required)")
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:7420", "address to listen on")
+	fl.StringVar(&f.tokenFile, "token-file", "", "file holding the bearer token every call must carry")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve TLS with this certificate (PEM; needs --tls-key)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "private key of --tls-cert (PEM)")
+	fl.IntVar(&f.keepVersions, "keep-versions", 32, "how many of the newest versions to keep for running mounts")
+	cmd.MarkFlagRequired("root")
+	return cmd
+}
+
+func runServe(g *globals, f *serveFlags) error {
+	root, err := filepath.Abs(f.root)
+	if err != nil {
+		return err
+	}
+	if st, err := os.Stat(root); err != nil {
+		return fmt.Errorf("--root: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("--root %s is not a directory", root)
+	}
+	if f.keepVersions < 1 {
+		return errors.New("--keep-versions must be at least 1")
+	}
+	cfg := remote.ServerConfig{
+		Root: root, Objects: fs.ObjectsDir(g.state), Refs: fs.RefsDir(g.state),
+		KeepVersions: f.keepVersions,
+	}
+	if f.tokenFile != "" {
+		b, err := os.ReadFile(f.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		if cfg.Token = strings.TrimSpace(string(b)); cfg.Token == "" {
+			return fmt.Errorf("--token-file %s is empty", f.tokenFile)
+		}
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if f.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return fmt.Errorf("TLS: %w", err)
+		}
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	slog.SetDefault(log)
+	cfg.Logger = log
+	srv, err := remote.NewServer(cfg)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		srv.Stop()
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("serving", "root", root, "addr", l.Addr().String(), "tls", cfg.TLS != nil, "token", cfg.Token != "")
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		s := <-sigs
+		log.Info("stopping", "signal", s.String())
+		srv.GracefulStop()
+	}()
+	if err := srv.Serve(l); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+
+	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/fs/control"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [MNT]",
+		Short: "Show running mounts: source, pinned version, cache and prefetch",
+		Long: `Show the mount at MNT, or every mount of the state directory: its source
+(a directory, a snapshot, or a master's export), the version a remote mount
+pinned, and for a remote mount the cache hits and misses, bytes fetched,
+retries, errors and the progress of --prefetch.`,
+		Example: "  cowfs status /root/crawlab_workspace/spider1\n  cowfs status --json",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var socks []string
+			if len(args) == 1 {
+				mnt, err := filepath.Abs(args[0])
+				if err != nil {
+					return err
+				}
+				socks = []string{fs.ControlSocket(g.state, mnt)}
+			} else {
+				socks, _ = filepath.Glob(filepath.Join(g.state, "run", "*.sock"))
+			}
+			var out []*control.Status
+			for _, s := range socks {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				rep, err := control.Call(ctx, s, control.Request{Op: "status"})
+				cancel()
+				if err != nil {
+					if len(args) == 1 {
+						if errors.Is(err, control.ErrNoMount) {
+							return fmt.Errorf("%s is not a cowfs mount of state %s", args[0], g.state)
+						}
+						return err
+					}
+					continue // a stale socket of a crashed mount
+				}
+				out = append(out, rep.Status)
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			if len(out) == 0 {
+				fmt.Println("no mounts")
+			}
+			for _, st := range out {
+				printStatus(st)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(st *control.Status) {
+	fmt.Printf("%s\n  source:  %s\n", st.Mountpoint, st.Source)
+	if st.Version != "" {
+		fmt.Printf("  version: %s\n", st.Version)
+	}
+	fmt.Printf("  upper:   %s\n", st.Upper)
+	r := st.Remote
+	if r == nil {
+		return
+	}
+	fmt.Printf("  cache:   %d hits, %d misses, %s fetched, %d retries, %d errors, %d corrupt refetched, %d evicted\n",
+		r.Hits, r.Misses, humanize.IBytes(uint64(r.BytesFetched)), r.Retries, r.Errors, r.Corrupt, r.Evicted)
+	if p := r.Prefetch; p != nil {
+		var b strings.Builder
+		fmt.Fprintf(&b, "  prefetch: %s, %d files, %d/%d chunks, %s/%s", p.State, p.Files, p.ChunksDone, p.Chunks,
+			humanize.IBytes(uint64(p.BytesDone)), humanize.IBytes(uint64(p.Bytes)))
+		if p.Error != "" {
+			fmt.Fprintf(&b, ": %s", p.Error)
+		}
+		fmt.Println(b.String())
+	}
+}

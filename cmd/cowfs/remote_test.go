@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startServe runs cowfs serve on a free loopback port until the test ends.
+func startServe(t *testing.T, root string, extra ...string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	args := append([]string{"--state", t.TempDir(), "serve", "--root", root, "--listen", addr}, extra...)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cowfs serve did not listen on %s", addr)
+		}
+	}
+}
+
+// The walk-through of the README: serve a folder, mount it, run a script.
+func TestServeMountRun(t *testing.T) {
+	e := newEnv(t)
+	tok := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tok, []byte("s3cret\n"), 0o600)
+	bad := filepath.Join(t.TempDir(), "bad")
+	os.WriteFile(bad, []byte("nope\n"), 0o600)
+	addr := startServe(t, e.lower, "--token-file", tok)
+
+	out, code := run(t, "--state", e.state, "mount", e.mnt, "--remote", addr, "--token-file", bad)
+	if code == 0 || !strings.Contains(out, "refused the token") || mounted(t, e.mnt) {
+		t.Errorf("wrong token: exit %d, %q", code, out)
+	}
+	out, code = run(t, "--state", e.state, "mount", e.mnt, "--remote", "127.0.0.1:1", "--io-timeout", "1s")
+	if code == 0 || !strings.Contains(out, "unreachable") || mounted(t, e.mnt) {
+		t.Errorf("no master: exit %d, %q", code, out)
+	}
+	out, code = run(t, "--state", e.state, "mount", e.mnt, "--remote", addr, "--path", "../x")
+	if code == 0 || !strings.Contains(out, "--path") {
+		t.Errorf("--path ..: exit %d, %q", code, out)
+	}
+	out, code = run(t, "--state", e.state, "mount", e.mnt, "--remote", addr, "--lower", e.lower)
+	if code == 0 || !strings.Contains(out, "not both") {
+		t.Errorf("--remote and --lower: exit %d, %q", code, out)
+	}
+
+	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--remote", addr, "--token-file", tok); code != 0 {
+		t.Fatalf("mount --remote: exit %d: %s", code, out)
+	}
+	defer run(t, "unmount", e.mnt)
+	b, err := os.ReadFile(filepath.Join(e.mnt, "crawlab_project/spiders/quotes.py"))
+	if err != nil || string(b) != "print('q')\n" {
+		t.Errorf("quotes.py: %q, %v", b, err)
+	}
+	cmd := exec.Command("./run.sh")
+	cmd.Dir = e.mnt
+	if out, err := cmd.Output(); err != nil || string(out) != "ran\n" {
+		t.Errorf("run.sh: %q, %v", out, err)
+	}
+	out, code = run(t, "--state", e.state, "status", e.mnt)
+	if code != 0 || !strings.Contains(out, addr) || !strings.Contains(out, "version: sha256-") || !strings.Contains(out, "fetched") {
+		t.Errorf("status: exit %d, %s", code, out)
+	}
+	out, code = run(t, "--state", e.state, "status", "--json")
+	var st []struct {
+		Mountpoint string
+		Version    string
+		Remote     struct {
+			BytesFetched int64 `json:"bytes_fetched"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || len(st) != 1 || st[0].Remote.BytesFetched == 0 {
+		t.Errorf("status --json: exit %d, %v: %s", code, err, out)
+	}
+	if out, code := run(t, "--state", e.state, "status", t.TempDir()); code == 0 || !strings.Contains(out, "not a cowfs mount") {
+		t.Errorf("status of a plain dir: exit %d, %q", code, out)
+	}
+}

@@ -1,0 +1,208 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
+)
+
+// Fetcher gets objects from a master; *Client is one.
+type Fetcher interface {
+	Get(ctx context.Context, d object.Digest) ([]byte, error)
+	Has(ctx context.Context, ds []object.Digest) ([]bool, error)
+	Addr() string
+}
+
+// CacheStats counts what a cache did.
+type CacheStats struct {
+	Hits, Misses int64
+	// BytesFetched is what came over the wire and was verified.
+	BytesFetched int64
+	// Corrupt counts objects that arrived damaged and were fetched again.
+	Corrupt int64
+	// Errors counts reads that could not be served.
+	Errors  int64
+	Evicted int64
+}
+
+// Cache is a worker's view of a master's objects: the machine's object
+// store first, then the master. What it fetches it verifies, then keeps in
+// the store, where every mount of the same state directory (in any process)
+// finds it. One fetch per object: concurrent reads of it in this process
+// wait for one call, and other processes wait on a lock file for it.
+type Cache struct {
+	store *object.DirStore
+	f     Fetcher
+	log   *slog.Logger
+	locks string
+
+	flight singleflight.Group
+	// demand counts fetches a reader waits for; prefetching yields to
+	// them.
+	demand atomic.Int32
+
+	hits, misses, bytes, corrupt, errs, evicted atomic.Int64
+
+	pf        atomic.Pointer[prefetch]
+	ahead     chan object.Digest
+	aheadOnce sync.Once
+	ctx       context.Context // ended by Close: stops background work
+	cancel    context.CancelFunc
+
+	// Eviction: see evict.go.
+	limit     int64
+	refs      *refs.Dir
+	sinceEvic atomic.Int64
+	evicting  atomic.Bool
+}
+
+// NewCache returns a cache over store that fetches from f.
+func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	locks := filepath.Join(store.Dir(), "locks")
+	if err := os.MkdirAll(locks, 0o755); err != nil {
+		return nil, fmt.Errorf("cache locks: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Cache{store: store, f: f, log: log, locks: locks, ahead: make(chan object.Digest, 256), ctx: ctx, cancel: cancel}, nil
+}
+
+// Close stops read-ahead, prefetching and eviction.
+func (c *Cache) Close() { c.cancel() }
+
+// Stats returns the counters.
+func (c *Cache) Stats() CacheStats {
+	return CacheStats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), BytesFetched: c.bytes.Load(),
+		Corrupt: c.corrupt.Load(), Errors: c.errs.Load(), Evicted: c.evicted.Load(),
+	}
+}
+
+// Get returns object d, verified: from the store, or fetched.
+func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	c.demand.Add(1)
+	defer c.demand.Add(-1)
+	return c.get(ctx, d)
+}
+
+func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
+	b, err := c.store.Get(ctx, d)
+	if err == nil {
+		c.hits.Add(1)
+		c.store.Touch(d)
+		return b, nil
+	}
+	c.misses.Add(1)
+	v, err, _ := c.flight.Do(string(d[:]), func() (any, error) { return c.fetch(ctx, d) })
+	if err != nil {
+		c.errs.Add(1)
+		return nil, err
+	}
+	return v.([]byte), nil
+}
+
+// fetch gets d from the master, unless another process stored it while
+// this one waited for the lock.
+func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
+	unlock, err := c.lock(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	b, err := c.store.Get(ctx, d)
+	if err == nil {
+		return b, nil
+	}
+	if errors.Is(err, object.ErrCorrupt) {
+		// A cached object a crash cut short (PutCached does not
+		// fsync), or bit rot: never served, fetched again.
+		c.log.Warn("damaged object in cache; fetching it again", "object", d.Short(), "err", err)
+		c.store.Remove(d)
+	}
+	for range 3 {
+		b, err := c.f.Get(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("fetch %s from %s: %w", d.Short(), c.f.Addr(), err)
+		}
+		if object.Sum(b) != d {
+			c.corrupt.Add(1)
+			c.log.Error("object from master does not match its digest; fetching it again",
+				"object", d.String(), "got", object.Sum(b).String(), "master", c.f.Addr())
+			continue
+		}
+		if _, err := c.store.PutCached(ctx, b); err != nil {
+			return nil, fmt.Errorf("cache %s: %w", d.Short(), err)
+		}
+		c.bytes.Add(int64(len(b)))
+		c.fetched(int64(len(b)))
+		return b, nil
+	}
+	return nil, fmt.Errorf("fetch %s from %s: damaged three times: %w", d.Short(), c.f.Addr(), object.ErrCorrupt)
+}
+
+// lock takes the lock file of d's stripe, so that processes sharing the
+// store fetch an object once. It waits no longer than ctx allows, or a
+// minute: the holder is itself bounded by the client's deadlines.
+func (c *Cache) lock(ctx context.Context, d object.Digest) (func(), error) {
+	p := filepath.Join(c.locks, fmt.Sprintf("%02x", d[0]))
+	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("cache lock: %w", err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Close(fd) }, nil
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+			unix.Close(fd)
+			return nil, fmt.Errorf("cache lock: %w", err)
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			unix.Close(fd)
+			return nil, fmt.Errorf("cache lock for %s: %w", d.Short(), ErrUnavailable)
+		}
+		time.Sleep(wait)
+	}
+}
+
+// Prefetch starts fetching d if it is not cached, without waiting: read
+// ahead of a sequential reader. If too much is already queued, it does
+// nothing.
+func (c *Cache) Prefetch(d object.Digest) {
+	c.aheadOnce.Do(func() {
+		for range 2 {
+			go func() {
+				for {
+					select {
+					case <-c.ctx.Done():
+						return
+					case d := <-c.ahead:
+						if ok, _ := c.store.Has(c.ctx, d); !ok {
+							c.get(c.ctx, d)
+						}
+					}
+				}
+			}()
+		}
+	})
+	select {
+	case c.ahead <- d:
+	default:
+	}
+}

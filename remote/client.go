@@ -1,0 +1,230 @@
+package remote
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote/pb"
+)
+
+// maxObject bounds what a client accepts as one object: a tree of a
+// directory with a million entries, or the file object of a 4 TiB file.
+const maxObject = 256 << 20
+
+// ErrUnauthenticated reports a missing or wrong token.
+var ErrUnauthenticated = errors.New("the master refused the token")
+
+// ErrUnavailable reports a master that did not answer in time.
+var ErrUnavailable = errors.New("the master is unreachable")
+
+// ClientConfig describes how to reach a master.
+type ClientConfig struct {
+	Addr  string
+	Token string
+	// CAFile, when set, turns on TLS: the master's certificate must be
+	// signed by a CA in this PEM file.
+	CAFile string
+	// CallTimeout bounds one attempt of a call; default 10s.
+	CallTimeout time.Duration
+	// Timeout bounds a call with all its retries; default 20s. A read
+	// that cannot be served within it fails with EIO.
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// Client calls one master. Every call has a deadline and is retried with
+// backoff and jitter while the master is unreachable; a broken object
+// transfer resumes where it stopped.
+type Client struct {
+	cfg  ClientConfig
+	conn *grpc.ClientConn
+	ex   pb.ExportClient
+	log  *slog.Logger
+
+	retries, failures atomic.Int64
+}
+
+// Dial prepares a client. It does not connect: the first call does.
+func Dial(cfg ClientConfig) (*Client, error) {
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 10 * time.Second
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 20 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	creds := insecure.NewCredentials()
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("TLS CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("TLS CA %s: no PEM certificate in it", cfg.CAFile)
+		}
+		creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(creds),
+		// A chunk is 1 MiB; pieces are 256 KiB.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4 << 20)),
+	}
+	if cfg.Token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: cfg.Token, secure: cfg.CAFile != ""}))
+	}
+	conn, err := grpc.NewClient(cfg.Addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("master %s: %w", cfg.Addr, err)
+	}
+	return &Client{cfg: cfg, conn: conn, ex: pb.NewExportClient(conn), log: cfg.Logger}, nil
+}
+
+// Close drops the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Addr returns the master's address.
+func (c *Client) Addr() string { return c.cfg.Addr }
+
+// Retries and Failures count attempts that were retried and calls that
+// failed for good.
+func (c *Client) Retries() int64  { return c.retries.Load() }
+func (c *Client) Failures() int64 { return c.failures.Load() }
+
+// retry runs attempt until it succeeds, fails for good, or the call's
+// deadline passes. attempt gets a context bounded by CallTimeout.
+func (c *Client) retry(ctx context.Context, what string, attempt func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	backoff := 50 * time.Millisecond
+	for n := 1; ; n++ {
+		actx, acancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		err := attempt(actx)
+		acancel()
+		if err == nil {
+			return nil
+		}
+		code := status.Code(err)
+		switch code {
+		case codes.Unauthenticated, codes.PermissionDenied:
+			c.failures.Add(1)
+			return fmt.Errorf("%s: %w (%s)", what, ErrUnauthenticated, status.Convert(err).Message())
+		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Canceled:
+			// Worth another try, if there is time.
+		default:
+			c.failures.Add(1)
+			return fmt.Errorf("%s: %s", what, status.Convert(err).Message())
+		}
+		// Full jitter: workers that lost the master at the same moment
+		// do not all come back at the same moment.
+		sleep := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
+		backoff = min(2*backoff, 2*time.Second)
+		dl, _ := ctx.Deadline()
+		if ctx.Err() != nil || time.Until(dl) < sleep {
+			c.failures.Add(1)
+			if code == codes.Canceled && ctx.Err() == nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			return fmt.Errorf("%s: %w %s after %d attempts in %v: %s", what, ErrUnavailable, c.cfg.Addr, n,
+				c.cfg.Timeout, status.Convert(err).Message())
+		}
+		c.retries.Add(1)
+		c.log.Debug("retrying", "call", what, "attempt", n, "err", err)
+		time.Sleep(sleep)
+	}
+}
+
+// Resolve asks for the current version of the export's subtree path.
+func (c *Client) Resolve(ctx context.Context, path string) (object.Digest, error) {
+	var v object.Digest
+	what := "resolve"
+	if path != "" {
+		what += " " + path
+	}
+	err := c.retry(ctx, what, func(ctx context.Context) error {
+		r, err := c.ex.Resolve(ctx, &pb.ResolveRequest{Path: path})
+		if err != nil {
+			return err
+		}
+		if v, err = digestOf(r.GetVersion()); err != nil {
+			return status.Errorf(codes.Internal, "version: %v", err)
+		}
+		return nil
+	})
+	return v, err
+}
+
+// Get fetches object d's bytes, unverified: the caller checks them against
+// d. A transfer that breaks resumes from the bytes already received.
+func (c *Client) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	var buf []byte
+	err := c.retry(ctx, "get "+d.Short(), func(ctx context.Context) error {
+		st, err := c.ex.Get(ctx, &pb.GetRequest{Digest: d[:], Offset: int64(len(buf))})
+		if err != nil {
+			return err
+		}
+		for {
+			r, err := st.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if buf == nil {
+				if r.GetSize() > maxObject {
+					return status.Errorf(codes.Internal, "object of %d bytes", r.GetSize())
+				}
+				buf = make([]byte, 0, r.GetSize())
+			}
+			if int64(len(buf)+len(r.GetData())) > r.GetSize() {
+				return status.Errorf(codes.Internal, "object longer than its size")
+			}
+			buf = append(buf, r.GetData()...)
+		}
+	})
+	return buf, err
+}
+
+// Has asks which of ds the master can still give.
+func (c *Client) Has(ctx context.Context, ds []object.Digest) ([]bool, error) {
+	req := &pb.HasRequest{Digests: make([][]byte, len(ds))}
+	for i := range ds {
+		req.Digests[i] = ds[i][:]
+	}
+	var has []bool
+	err := c.retry(ctx, "has", func(ctx context.Context) error {
+		r, err := c.ex.Has(ctx, req)
+		if err != nil {
+			return err
+		}
+		if len(r.GetHas()) != len(ds) {
+			return status.Errorf(codes.Internal, "%d answers to %d questions", len(r.GetHas()), len(ds))
+		}
+		has = r.GetHas()
+		return nil
+	})
+	return has, err
+}
+
+// ExportClientOf returns the raw gRPC client, for tools and tests that
+// stand between a worker and a master.
+func ExportClientOf(c *Client) pb.ExportClient { return c.ex }

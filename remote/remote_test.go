@@ -1,0 +1,551 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/pb"
+)
+
+// The crawler's failure: nested paths, exec bits. Everything must come
+// through exactly.
+func TestNestedProject(t *testing.T) {
+	exp := t.TempDir()
+	files := map[string]string{
+		"scrapy.cfg":                                "[settings]\ndefault = crawlab_project.settings\n",
+		"crawlab_project/__init__.py":               "",
+		"crawlab_project/settings.py":               "BOT_NAME = 'crawlab_project'\n",
+		"crawlab_project/spiders/__init__.py":       "",
+		"crawlab_project/spiders/quotes.py":         "import scrapy\nclass QuotesSpider(scrapy.Spider):\n    name = 'quotes'\n",
+		"crawlab_project/spiders/deep/er/still.txt": "deep\n",
+	}
+	for p, c := range files {
+		writeFile(t, filepath.Join(exp, p), []byte(c), 0o644)
+	}
+	writeFile(t, filepath.Join(exp, "run.sh"), []byte("#!/bin/sh\necho ran \"$(cat crawlab_project/spiders/deep/er/still.txt)\"\n"), 0o755)
+	writeFile(t, filepath.Join(exp, "secret"), []byte("x"), 0o600)
+	os.Mkdir(filepath.Join(exp, "empty"), 0o750)
+	os.Symlink("crawlab_project/spiders/quotes.py", filepath.Join(exp, "link"))
+	os.Chown(filepath.Join(exp, "scrapy.cfg"), 1234, 5678)
+	old := time.Date(2020, 1, 2, 3, 4, 5, 6, time.UTC)
+	os.Chtimes(filepath.Join(exp, "settings.py"), old, old)
+	os.Chtimes(filepath.Join(exp, "crawlab_project/settings.py"), old, old)
+	xattrs := unix.Setxattr(filepath.Join(exp, "run.sh"), "user.cowfs.test", []byte("v1"), 0) == nil
+
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	rm := newWorker(t).mount(ms.addr, mountOpts{})
+
+	for p, c := range files {
+		b, err := os.ReadFile(filepath.Join(rm.dir, p))
+		if err != nil || string(b) != c {
+			t.Errorf("%s: %q, %v; want %q", p, b, err, c)
+		}
+	}
+	// Every entry's type, mode, owner, size and mtime as on the master.
+	filepath.Walk(exp, func(p string, fi os.FileInfo, err error) error {
+		rel, _ := filepath.Rel(exp, p)
+		var a, b unix.Stat_t
+		unix.Lstat(p, &a)
+		if err := unix.Lstat(filepath.Join(rm.dir, rel), &b); err != nil {
+			t.Errorf("%s: %v", rel, err)
+			return nil
+		}
+		if a.Mode != b.Mode || a.Uid != b.Uid || a.Gid != b.Gid || a.Mtim != b.Mtim || (a.Mode&unix.S_IFMT != unix.S_IFDIR && a.Size != b.Size) {
+			t.Errorf("%s: mount has mode %o uid %d gid %d mtime %v size %d; master %o %d %d %v %d",
+				rel, b.Mode, b.Uid, b.Gid, b.Mtim, b.Size, a.Mode, a.Uid, a.Gid, a.Mtim, a.Size)
+		}
+		return nil
+	})
+	if target, err := os.Readlink(filepath.Join(rm.dir, "link")); err != nil || target != "crawlab_project/spiders/quotes.py" {
+		t.Errorf("link: %q, %v", target, err)
+	}
+	if ents, err := os.ReadDir(filepath.Join(rm.dir, "empty")); err != nil || len(ents) != 0 {
+		t.Errorf("empty dir: %v, %v", ents, err)
+	}
+	if xattrs {
+		buf := make([]byte, 16)
+		n, err := unix.Getxattr(filepath.Join(rm.dir, "run.sh"), "user.cowfs.test", buf)
+		if err != nil || string(buf[:n]) != "v1" {
+			t.Errorf("xattr: %q, %v", buf[:n], err)
+		}
+	} else {
+		t.Log("the test directory's filesystem has no user xattrs; xattrs not checked")
+	}
+	cmd := exec.Command("./run.sh")
+	cmd.Dir = rm.dir
+	out, err := runWithin(t, cmd)
+	if err != nil || string(out) != "ran deep\n" {
+		t.Errorf("run.sh: %q, %v", out, err)
+	}
+	// Writes go to the upper; the master's files are untouched.
+	if err := os.WriteFile(filepath.Join(rm.dir, "crawlab_project/settings.py"), []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(exp, "crawlab_project/settings.py")); string(b) != files["crawlab_project/settings.py"] {
+		t.Errorf("master's file changed: %q", b)
+	}
+}
+
+func runWithin(t *testing.T, cmd *exec.Cmd) ([]byte, error) {
+	var out []byte
+	err := within(t, 20*time.Second, "run "+cmd.Path, func() error {
+		var err error
+		out, err = cmd.Output()
+		return err
+	})
+	return out, err
+}
+
+// Two workers, four mounts at once: all complete and identical, and the
+// master sends each chunk at most once per worker.
+func TestTwoWorkersFourMounts(t *testing.T) {
+	exp := t.TempDir()
+	want := map[string][]byte{}
+	for i := range 12 {
+		p := fmt.Sprintf("d%d/f%02d", i%3, i)
+		want[p] = randBytes(300<<10 + i*200<<10) // 0.3 to 2.5 MiB: one to three chunks
+		writeFile(t, filepath.Join(exp, p), want[p], 0o644)
+	}
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	var mounts []*remoteMount
+	for range 2 {
+		w := newWorker(t)
+		mounts = append(mounts, w.mount(ms.addr, mountOpts{}), w.mount(ms.addr, mountOpts{}))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for _, rm := range mounts {
+		for p, c := range want {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b, err := os.ReadFile(filepath.Join(rm.dir, p))
+				if err != nil || !bytes.Equal(b, c) {
+					errs <- fmt.Errorf("%s/%s: %d bytes, %v", rm.dir, p, len(b), err)
+				}
+			}()
+		}
+	}
+	within(t, 60*time.Second, "reading", func() error { wg.Wait(); return nil })
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	total, most := ms.blobGets(t)
+	if most > 2 {
+		t.Errorf("a chunk was sent %d times to two workers", most)
+	}
+	t.Logf("%d chunk transfers for 4 mounts on 2 workers", total)
+}
+
+// A 64 MiB+ file reads back whole; a small read at a random place fetches
+// about one chunk.
+func TestBigFileSmallRead(t *testing.T) {
+	exp := t.TempDir()
+	big := randBytes(65<<20 + 12345)
+	writeFile(t, filepath.Join(exp, "big"), big, 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+
+	rm := newWorker(t).mount(ms.addr, mountOpts{})
+	f, err := os.Open(filepath.Join(rm.dir, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	off := int64(40<<20 + 100<<10)
+	if err := within(t, 20*time.Second, "pread", func() error { _, err := f.ReadAt(buf, off); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, big[off:off+4096]) {
+		t.Fatal("wrong bytes at 40 MiB")
+	}
+	if total, _ := ms.blobGets(t); total > 2 {
+		t.Errorf("a 4 KiB read fetched %d chunks", total)
+	}
+	if got, want := sha(t, filepath.Join(rm.dir, "big")), sha(t, filepath.Join(exp, "big")); got != want {
+		t.Errorf("sha256 through the mount %s, on the master %s", got, want)
+	}
+	if st := rm.cache.Stats(); st.BytesFetched < int64(len(big)) || st.BytesFetched > int64(len(big))+1<<20 {
+		t.Errorf("fetched %d bytes for a file of %d", st.BytesFetched, len(big))
+	}
+}
+
+// A mount keeps its version; a new mount sees the new one.
+func TestVersionPinned(t *testing.T) {
+	exp := t.TempDir()
+	v1 := randBytes(3<<20 + 7)
+	writeFile(t, filepath.Join(exp, "data"), v1, 0o644)
+	writeFile(t, filepath.Join(exp, "old-only"), []byte("old"), 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	w := newWorker(t)
+	old := w.mount(ms.addr, mountOpts{})
+	f, err := os.Open(filepath.Join(old.dir, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	head := make([]byte, 1000)
+	if _, err := f.ReadAt(head, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	// The master's files change in place: same inode, new bytes.
+	v2 := randBytes(2<<20 + 99)
+	writeFile(t, filepath.Join(exp, "data"), v2, 0o644)
+	os.Remove(filepath.Join(exp, "old-only"))
+	writeFile(t, filepath.Join(exp, "new-only"), []byte("new"), 0o644)
+
+	nw := w.mount(ms.addr, mountOpts{})
+	if b, err := os.ReadFile(filepath.Join(nw.dir, "data")); err != nil || !bytes.Equal(b, v2) {
+		t.Errorf("new mount: %d bytes, %v; want version 2", len(b), err)
+	}
+	if _, err := os.Stat(filepath.Join(nw.dir, "new-only")); err != nil {
+		t.Errorf("new mount: %v", err)
+	}
+	// The old mount, through the file it had open and by name.
+	rest := make([]byte, len(v1))
+	n, _ := f.ReadAt(rest, 0)
+	if !bytes.Equal(rest[:n], v1) {
+		t.Errorf("old mount's open file: %d bytes, not version 1", n)
+	}
+	if b, err := os.ReadFile(filepath.Join(old.dir, "data")); err != nil || !bytes.Equal(b, v1) {
+		t.Errorf("old mount: %d bytes, %v; want version 1", len(b), err)
+	}
+	if _, err := os.Stat(filepath.Join(old.dir, "new-only")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("old mount sees a file of version 2: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(old.dir, "old-only")); err != nil || string(b) != "old" {
+		t.Errorf("old mount: old-only %q, %v", b, err)
+	}
+}
+
+// A master that dies mid-transfer and comes back: the read completes.
+func TestMasterRestartMidRead(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(24 << 20)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	rm := newWorker(t).mount(ms.addr, mountOpts{timeout: 20 * time.Second})
+	f, err := os.Open(filepath.Join(rm.dir, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := make([]byte, len(data))
+	if _, err := f.ReadAt(got[:2<<20], 0); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.ReadAt(got[2<<20:], 2<<20)
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	ms.stop()
+	time.Sleep(500 * time.Millisecond)
+	ms.start(ms.addr)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("read across a master restart: %v", err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("read across a master restart: still blocked after 40s")
+	}
+	if !bytes.Equal(got, data) {
+		t.Error("wrong bytes after a master restart")
+	}
+	t.Logf("retries: %d", rm.client.Retries())
+}
+
+// With the master gone, a read of what is not cached fails with EIO within
+// the timeout; what is cached keeps working.
+func TestMasterGone(t *testing.T) {
+	exp := t.TempDir()
+	writeFile(t, filepath.Join(exp, "cached"), randBytes(2<<20), 0o644)
+	writeFile(t, filepath.Join(exp, "sub/uncached"), randBytes(2<<20), 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	rm := newWorker(t).mount(ms.addr, mountOpts{timeout: 2 * time.Second})
+	want := sha(t, filepath.Join(rm.dir, "cached"))
+	if _, err := os.Stat(filepath.Join(rm.dir, "sub/uncached")); err != nil {
+		t.Fatal(err)
+	}
+	ms.stop()
+	// Drop the kernel's copy, so the read reaches cowfs.
+	if f, err := os.Open(filepath.Join(rm.dir, "cached")); err == nil {
+		unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		f.Close()
+	}
+	err := within(t, 30*time.Second, "read with the master gone", func() error {
+		_, err := os.ReadFile(filepath.Join(rm.dir, "sub/uncached"))
+		return err
+	})
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("uncached read with the master gone: %v, want EIO", err)
+	}
+	if got := sha(t, filepath.Join(rm.dir, "cached")); got != want {
+		t.Error("cached file changed")
+	}
+	if rm.cache.Stats().Errors == 0 {
+		t.Error("the failed read was not counted")
+	}
+}
+
+// Damaged bytes on the wire are caught, fetched again and never served.
+func TestCorruptObjectRefetched(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	writeFile(t, filepath.Join(exp, "d/small"), []byte("small"), 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	px := startProxy(t, ms.addr)
+	rm := newWorker(t).mount(px.addr, mountOpts{})
+	if b, err := os.ReadFile(filepath.Join(rm.dir, "f")); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("read through a damaging link: %d bytes, %v", len(b), err)
+	}
+	if b, err := os.ReadFile(filepath.Join(rm.dir, "d/small")); err != nil || string(b) != "small" {
+		t.Fatalf("read through a damaging link: %q, %v", b, err)
+	}
+	if c := rm.cache.Stats().Corrupt; c < 4 {
+		t.Errorf("%d damaged objects caught; every object was damaged once", c)
+	}
+}
+
+func TestToken(t *testing.T) {
+	exp := t.TempDir()
+	writeFile(t, filepath.Join(exp, "f"), []byte("x"), 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{Token: "s3cret"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, tok := range []string{"", "wrong", "s3cret2", "s3cre"} {
+		c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Token: tok, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Resolve(ctx, "")
+		if !errors.Is(err, remote.ErrUnauthenticated) {
+			t.Errorf("token %q: %v, want refused", tok, err)
+		}
+		c.Close()
+	}
+	rm := newWorker(t).mount(ms.addr, mountOpts{token: "s3cret"})
+	if b, err := os.ReadFile(filepath.Join(rm.dir, "f")); err != nil || string(b) != "x" {
+		t.Errorf("with the token: %q, %v", b, err)
+	}
+}
+
+// No request reaches outside the export, and no tree from a master leads
+// outside the mount.
+func TestNoEscape(t *testing.T) {
+	exp := t.TempDir()
+	writeFile(t, filepath.Join(exp, "sub/f"), []byte("x"), 0o644)
+	os.Symlink("/etc", filepath.Join(exp, "etc"))
+	os.Symlink("../../../../..", filepath.Join(exp, "sub/up"))
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	raw := remote.ExportClientOf(c)
+	for _, p := range []string{"..", "../x", "sub/../..", "/etc", "etc", "etc/ssl", "sub/up", "sub/up/etc"} {
+		_, err := raw.Resolve(ctx, &pb.ResolveRequest{Path: p})
+		if code := status.Code(err); code != codes.InvalidArgument && code != codes.NotFound {
+			t.Errorf("resolve %q: %v, want refused", p, err)
+		}
+	}
+	rm := newWorker(t).mount(ms.addr, mountOpts{})
+	for name, want := range map[string]string{"etc": "/etc", "sub/up": "../../../../.."} {
+		got, err := os.Readlink(filepath.Join(rm.dir, name))
+		if err != nil || got != want {
+			t.Errorf("%s: %q, %v; want the symlink %q", name, got, err, want)
+		}
+	}
+
+	// A master that sends a tree with a ".." entry: the tree is refused.
+	evil := t.TempDir()
+	store, _ := object.OpenDirStore(filepath.Join(evil, "objects"))
+	blob, _ := object.EncodeBlob([]byte("pwned"))
+	bd, _ := store.Put(ctx, blob)
+	fo, _ := object.EncodeFile(&object.File{Size: 5, Chunks: []object.Digest{bd}})
+	fd, _ := store.Put(ctx, fo)
+	// EncodeTree refuses such a name; a hostile master would not.
+	tree, err := object.EncodeTree(&object.Tree{Entries: []object.Entry{{Name: "zz", Mode: unix.S_IFREG | 0o644, Size: 5, Object: fd}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree = bytes.Replace(tree, []byte("zz"), []byte(".."), 1)
+	td, _ := store.Put(ctx, tree)
+	ver, _ := object.EncodeTree(&object.Tree{Entries: []object.Entry{{Name: "root", Mode: unix.S_IFDIR | 0o755, Object: td}}})
+	vd, _ := store.Put(ctx, ver)
+	evilMaster := startMaster(t, t.TempDir(), remote.ServerConfig{})
+	evilMaster.stop()
+	evilMaster.cfg.Objects = filepath.Join(evil, "objects")
+	evilMaster.start("127.0.0.1:0")
+	em := newWorker(t).mount(evilMaster.addr, mountOpts{version: vd})
+	if _, err := os.ReadDir(em.dir); !errors.Is(err, syscall.EIO) {
+		t.Errorf("readdir of a tree with a \"..\" entry: %v, want EIO", err)
+	}
+}
+
+// --prefetch: once done, the mount works with the master gone.
+func TestPrefetch(t *testing.T) {
+	exp := t.TempDir()
+	want := map[string][]byte{}
+	for i := range 20 {
+		p := fmt.Sprintf("d%d/f%d", i%4, i)
+		want[p] = randBytes(i * 150 << 10)
+		writeFile(t, filepath.Join(exp, p), want[p], 0o644)
+	}
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	rm := newWorker(t).mount(ms.addr, mountOpts{timeout: 2 * time.Second})
+	rm.cache.PrefetchVersion(rm.root.Object)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		p := rm.cache.Progress()
+		if p.State == "done" {
+			if p.Files != 19 || p.ChunksDone != p.Chunks {
+				t.Errorf("progress at the end: %+v", p)
+			}
+			break
+		}
+		if p.State == "failed" || time.Now().After(deadline) {
+			t.Fatalf("prefetch: %+v", p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ms.stop()
+	for p, c := range want {
+		if b, err := os.ReadFile(filepath.Join(rm.dir, p)); err != nil || !bytes.Equal(b, c) {
+			t.Errorf("%s with the master gone after prefetch: %d bytes, %v", p, len(b), err)
+		}
+	}
+}
+
+// The cache stays near its limit, and never evicts what the master can no
+// longer give.
+func TestEviction(t *testing.T) {
+	exp := t.TempDir()
+	want := map[string][]byte{}
+	for i := range 16 {
+		p := fmt.Sprintf("f%d", i)
+		want[p] = randBytes(1 << 20)
+		writeFile(t, filepath.Join(exp, p), want[p], 0o644)
+	}
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	w := newWorker(t)
+	rm := w.mount(ms.addr, mountOpts{timeout: 2 * time.Second})
+	rd, err := refs.Open(filepath.Join(w.state, "refs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 6 << 20
+	rm.cache.SetLimit(limit, rd)
+	readAll := func() {
+		t.Helper()
+		for p, c := range want {
+			if b, err := os.ReadFile(filepath.Join(rm.dir, p)); err != nil || !bytes.Equal(b, c) {
+				t.Fatalf("%s: %d bytes, %v", p, len(b), err)
+			}
+		}
+	}
+	readAll()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := rm.cache.Evict(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if size := storeSize(t, w.state); size > limit {
+		t.Errorf("store holds %d bytes; limit %d", size, limit)
+	}
+	// Evicted chunks come back from the master.
+	dropCaches(t, rm.dir)
+	readAll()
+
+	// With the master gone, nothing the pinned version needs is evicted.
+	ms.stop()
+	before := storeSize(t, w.state)
+	if _, err := rm.cache.Evict(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if after := storeSize(t, w.state); after != before {
+		t.Errorf("evicted %d bytes the master could not give again", before-after)
+	}
+}
+
+func storeSize(t *testing.T, state string) int64 {
+	store, err := object.OpenDirStore(filepath.Join(state, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	store.Each(func(o object.StoredObject) error { n += o.Size; return nil })
+	return n
+}
+
+func dropCaches(t *testing.T, dir string) {
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			if f, err := os.Open(p); err == nil {
+				unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+				f.Close()
+			}
+		}
+		return nil
+	})
+}
+
+// A snapshot of a remote-backed mount holds everything it needs: it
+// restores and verifies with the master gone.
+func TestSnapshotOfRemoteMount(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3 << 20)
+	writeFile(t, filepath.Join(exp, "never-read"), data, 0o644)
+	writeFile(t, filepath.Join(exp, "dir/untouched"), []byte("u"), 0o644)
+	writeFile(t, filepath.Join(exp, "log"), []byte("line 1\n"), 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	w := newWorker(t)
+	rm := w.mount(ms.addr, mountOpts{timeout: 2 * time.Second})
+	f, err := os.OpenFile(filepath.Join(rm.dir, "log"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("line 2\n")
+	f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := rm.m.Snapshot(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms.stop()
+	store, _ := object.OpenDirStore(filepath.Join(w.state, "objects"))
+	root, _ := object.ParseDigest(res.Root)
+	probs, err := object.Verify(ctx, store, root)
+	if err != nil || len(probs) != 0 {
+		t.Fatalf("verify with the master gone: %v %v", probs, err)
+	}
+	if !strings.HasPrefix(res.Root, "sha256-") {
+		t.Errorf("root %q", res.Root)
+	}
+}

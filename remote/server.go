@@ -1,0 +1,309 @@
+package remote
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/remote/pb"
+)
+
+// ServerConfig describes an export.
+type ServerConfig struct {
+	// Root is the directory served. Nothing outside it is ever read:
+	// symlinks are served as symlinks, never followed.
+	Root string
+	// Objects and Refs are the master's object store and ref directory
+	// (its state directory's objects/ and refs/). Every version served
+	// lives there as objects, so a worker can finish reading a version
+	// after the files it came from changed.
+	Objects, Refs string
+	// Token, when set, is the bearer token every call but health checks
+	// must carry.
+	Token string
+	// TLS, when set, serves TLS with this configuration.
+	TLS *tls.Config
+	// KeepVersions is how many of the newest versions stay pinned
+	// against cowfs gc; default 32.
+	KeepVersions int
+	Logger       *slog.Logger
+}
+
+// Server serves one directory.
+type Server struct {
+	pb.UnimplementedExportServer
+	lo    *cow.DirLower
+	store *object.DirStore
+	refs  *refs.Dir
+	scans cow.MemScanCache
+	keep  int
+	log   *slog.Logger
+	grpc  *grpc.Server
+
+	resolving singleflight.Group
+	pinMu     sync.Mutex
+
+	gets  sync.Map // object.Digest -> *atomic.Int64, whole-object gets
+	bytes atomic.Int64
+}
+
+// NewServer opens the export. Serve starts answering.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	lo, err := cow.OpenDirLowerStrict(cfg.Root)
+	if err != nil {
+		return nil, err
+	}
+	if st, err := lo.Lstat(""); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		lo.Close()
+		return nil, fmt.Errorf("export %s is not a directory", cfg.Root)
+	}
+	store, err := object.OpenDirStore(cfg.Objects)
+	if err != nil {
+		lo.Close()
+		return nil, err
+	}
+	rd, err := refs.Open(cfg.Refs)
+	if err != nil {
+		lo.Close()
+		return nil, err
+	}
+	s := &Server{lo: lo, store: store, refs: rd, keep: cfg.KeepVersions, log: cfg.Logger}
+	if s.keep <= 0 {
+		s.keep = 32
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	var opts []grpc.ServerOption
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	if cfg.Token != "" {
+		tc := tokenCheck{want: sha256.Sum256([]byte(cfg.Token))}
+		opts = append(opts, grpc.ChainUnaryInterceptor(tc.unary), grpc.ChainStreamInterceptor(tc.stream))
+	}
+	s.grpc = grpc.NewServer(opts...)
+	pb.RegisterExportServer(s.grpc, s)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(pb.Export_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s.grpc, hs)
+	return s, nil
+}
+
+// Serve answers on l until Stop.
+func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
+
+// Stop ends every call at once and releases the export.
+func (s *Server) Stop() {
+	s.grpc.Stop()
+	s.lo.Close()
+}
+
+// GracefulStop lets calls in flight finish.
+func (s *Server) GracefulStop() {
+	s.grpc.GracefulStop()
+	s.lo.Close()
+}
+
+// Gets returns how many times object d was sent whole (a resumed transfer
+// is not counted again).
+func (s *Server) Gets(d object.Digest) int64 {
+	if n, ok := s.gets.Load(d); ok {
+		return n.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+// BytesSent returns the object bytes sent so far.
+func (s *Server) BytesSent() int64 { return s.bytes.Load() }
+
+// Resolve scans the requested subtree as it is now and returns its version.
+// Concurrent resolves of one path share one scan.
+func (s *Server) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.ResolveResponse, error) {
+	sub, err := cow.CleanRel(req.GetPath())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	ch := s.resolving.DoChan(sub, func() (any, error) { return s.resolve(sub) })
+	select {
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*pb.ResolveResponse), nil
+	}
+}
+
+// cachedPuts stores scanned objects without an fsync each: the scan ends
+// with one Sync before the version is handed out.
+type cachedPuts struct{ *object.DirStore }
+
+func (c cachedPuts) Put(ctx context.Context, b []byte) (object.Digest, error) {
+	return c.PutCached(ctx, b)
+}
+
+func (s *Server) resolve(sub string) (*pb.ResolveResponse, error) {
+	start := time.Now()
+	// The scan is shared by every caller waiting for it, so no one
+	// caller's cancellation may stop it.
+	ctx := context.Background()
+	e, st, err := cow.ScanLower(ctx, s.lo, sub, cachedPuts{s.store}, &s.scans)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil, status.Errorf(codes.NotFound, "%q is not in the export", sub)
+	case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV):
+		return nil, status.Errorf(codes.InvalidArgument, "%q is not a directory of the export", sub)
+	case err != nil:
+		s.log.Error("scan", "path", sub, "err", err)
+		return nil, status.Errorf(codes.Internal, "scan %q: %v", sub, err)
+	}
+	if e.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil, status.Errorf(codes.InvalidArgument, "%q is not a directory of the export", sub)
+	}
+	v, err := putVersion(ctx, s.store, e)
+	if err == nil {
+		err = s.store.Sync()
+	}
+	if err == nil {
+		err = s.pin(v)
+	}
+	if err != nil {
+		s.log.Error("store version", "path", sub, "err", err)
+		return nil, status.Errorf(codes.Internal, "store version: %v", err)
+	}
+	s.log.Info("resolved", "path", sub, "version", v.String(), "files", st.Files, "bytes", st.Bytes,
+		"bytes_hashed", st.BytesRead, "took", time.Since(start))
+	return &pb.ResolveResponse{Version: v[:], Files: st.Files, Bytes: st.Bytes}, nil
+}
+
+const servePinPrefix = "serve-"
+
+// pin keeps version v from cowfs gc, and lets go of all but the newest
+// KeepVersions versions: a worker still on an older one gets NotFound for
+// what it has not fetched, and says so, rather than bytes of another
+// version.
+func (s *Server) pin(v object.Digest) error {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	pins, err := s.refs.Pins()
+	if err != nil {
+		return err
+	}
+	var mine []refs.Pin
+	for _, p := range pins {
+		if strings.HasPrefix(p.Key, servePinPrefix) {
+			if p.Root == v {
+				return nil // already kept
+			}
+			mine = append(mine, p)
+		}
+	}
+	// Keys are the time of pinning, zero-padded, so they sort by age.
+	key := fmt.Sprintf("%s%020d", servePinPrefix, time.Now().UnixNano())
+	if err := s.refs.Pin(key, v); err != nil {
+		return err
+	}
+	sort.Slice(mine, func(i, j int) bool { return mine[i].Key < mine[j].Key })
+	for len(mine) >= s.keep {
+		if err := s.refs.Unpin(mine[0].Key); err != nil {
+			return err
+		}
+		mine = mine[1:]
+	}
+	return nil
+}
+
+// getPiece is the most a GetResponse carries: small enough that a broken
+// transfer loses little, big enough that a 1 MiB chunk is four messages.
+const getPiece = 256 << 10
+
+// Get streams an object from the requested offset on.
+func (s *Server) Get(req *pb.GetRequest, stream pb.Export_GetServer) error {
+	d, err := digestOf(req.GetDigest())
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	b, err := s.store.Get(stream.Context(), d)
+	switch {
+	case errors.Is(err, object.ErrNotFound):
+		return status.Errorf(codes.NotFound, "no object %s (a version older than the newest %d is no longer kept)", d.Short(), s.keep)
+	case errors.Is(err, object.ErrCorrupt):
+		// Bit rot in the master's store: say so loudly, and drop the
+		// object so that the next scan stores it again.
+		s.log.Error("corrupt object in store; removed", "object", d.String(), "err", err)
+		s.store.Remove(d)
+		return status.Errorf(codes.DataLoss, "object %s is damaged on the master", d.Short())
+	case err != nil:
+		return status.Errorf(codes.Internal, "object %s: %v", d.Short(), err)
+	}
+	off := req.GetOffset()
+	if off < 0 || off > int64(len(b)) {
+		return status.Errorf(codes.OutOfRange, "offset %d of an object of %d bytes", off, len(b))
+	}
+	if off == 0 {
+		n, _ := s.gets.LoadOrStore(d, new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+	}
+	for {
+		end := min(off+getPiece, int64(len(b)))
+		if err := stream.Send(&pb.GetResponse{Size: int64(len(b)), Data: b[off:end]}); err != nil {
+			return err
+		}
+		s.bytes.Add(end - off)
+		if off = end; off == int64(len(b)) {
+			return nil
+		}
+	}
+}
+
+// Has reports which objects the master can give.
+func (s *Server) Has(ctx context.Context, req *pb.HasRequest) (*pb.HasResponse, error) {
+	if len(req.GetDigests()) > 100000 {
+		return nil, status.Error(codes.InvalidArgument, "more than 100000 digests in one call")
+	}
+	out := &pb.HasResponse{Has: make([]bool, len(req.GetDigests()))}
+	for i, raw := range req.GetDigests() {
+		d, err := digestOf(raw)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "digest %d: %v", i, err)
+		}
+		if out.Has[i], err = s.store.Has(ctx, d); err != nil {
+			return nil, status.Errorf(codes.Internal, "%v", err)
+		}
+	}
+	return out, nil
+}
+
+func digestOf(b []byte) (object.Digest, error) {
+	var d object.Digest
+	if len(b) != len(d) {
+		return d, errors.New("a digest is " + strconv.Itoa(len(d)) + " bytes")
+	}
+	copy(d[:], b)
+	return d, nil
+}

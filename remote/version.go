@@ -1,0 +1,51 @@
+package remote
+
+import (
+	"context"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// versionRoot is the one entry of a version object. A tree holds its
+// entries' attributes, not its own, so the exported directory's mode, owner,
+// times and xattrs travel as the entry of a tree around it; the digest of
+// that tree then covers them too.
+const versionRoot = "root"
+
+// putVersion stores the version object for the directory entry root.
+func putVersion(ctx context.Context, store interface {
+	PutCached(context.Context, []byte) (object.Digest, error)
+}, root object.Entry) (object.Digest, error) {
+	root.Name = versionRoot
+	enc, err := object.EncodeTree(&object.Tree{Entries: []object.Entry{root}})
+	if err != nil {
+		return object.Zero, err
+	}
+	return store.PutCached(ctx, enc)
+}
+
+// OpenVersion fetches and checks version v and returns it as a lower layer
+// with the root directory's entry.
+func OpenVersion(ctx context.Context, g cow.ObjectGetter, v object.Digest) (*cow.ObjectLower, object.Entry, error) {
+	b, err := g.Get(ctx, v)
+	if err != nil {
+		return nil, object.Entry{}, fmt.Errorf("version %s: %w", v.Short(), err)
+	}
+	t, err := object.DecodeTree(b)
+	if err != nil {
+		return nil, object.Entry{}, fmt.Errorf("version %s: %w", v.Short(), err)
+	}
+	if len(t.Entries) != 1 || t.Entries[0].Name != versionRoot || t.Entries[0].Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil, object.Entry{}, fmt.Errorf("version %s is not a version object: %w", v.Short(), object.ErrCorrupt)
+	}
+	root := t.Entries[0]
+	// The root tree itself must be there for the mount to show anything.
+	if _, err := g.Get(ctx, root.Object); err != nil {
+		return nil, object.Entry{}, fmt.Errorf("version %s root tree: %w", v.Short(), err)
+	}
+	return cow.NewObjectLower(g, root.Object, root), root, nil
+}
