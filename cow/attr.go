@@ -103,6 +103,16 @@ func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
 		}
 		return nil
 	}
+	if fd < 0 && len(p.Names) == 0 {
+		// The root has no parent to name it from: work on a
+		// descriptor of it, as for an open file.
+		rfd, err := openBeneath(f.up.root, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return unix.Stat_t{}, fmt.Errorf("setattr of the root: %w", err)
+		}
+		defer unix.Close(rfd)
+		fd = rfd
+	}
 	var err error
 	if fd >= 0 {
 		err = apply(-1, "")
