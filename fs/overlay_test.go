@@ -1449,6 +1449,38 @@ func testInodeStable(t *testing.T, tm *testMount) {
 // testRootInode: the root is an inode like any other. Its st_ino is not 0
 // and matches the d_ino of "." in it and of ".." in its subdirectories.
 func testRootInode(t *testing.T, tm *testMount) {
+	// The root keeps its attributes across remounts, and a chmod of it
+	// persists like any other.
+	first := lstatT(t, tm.Dir)
+	tm.remount(t)
+	if st := lstatT(t, tm.Dir); st.Mode != first.Mode || st.Uid != first.Uid || st.Gid != first.Gid {
+		t.Errorf("after remount the root is mode %o owner %d:%d, was %o %d:%d", st.Mode, st.Uid, st.Gid, first.Mode, first.Uid, first.Gid)
+	}
+	mtime := time.Date(2002, 3, 4, 5, 6, 7, 0, time.UTC)
+	if err := os.Chmod(tm.Dir, 0o751); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(tm.Dir, 11, 12); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(tm.Dir, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(tm.Dir, "user.root", []byte("r"), 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, when := range []string{"before", "after"} {
+		st := lstatT(t, tm.Dir)
+		if st.Mode != unix.S_IFDIR|0o751 || st.Uid != 11 || st.Gid != 12 || !time.Unix(st.Mtim.Unix()).Equal(mtime) {
+			t.Errorf("%s a remount the root is mode %o owner %d:%d mtime %v; want 751 11:12 %v", when, st.Mode, st.Uid, st.Gid, time.Unix(st.Mtim.Unix()), mtime)
+		}
+		if x := lxattrs(t, tm.Dir); x["user.root"] != "r" {
+			t.Errorf("%s a remount the root's xattrs are %q", when, x)
+		}
+		if when == "before" {
+			tm.remount(t)
+		}
+	}
 	root := lstatT(t, tm.Dir)
 	if root.Ino == 0 {
 		t.Errorf("the mount root has st_ino 0")
