@@ -193,6 +193,7 @@ func (s *scanner) fileOnce(path string) (object.Digest, unix.Stat_t, *object.Fil
 			d := object.Digest(e.Object)
 			if b, err := s.store.Get(s.ctx, d); err == nil {
 				if fo, err := object.DecodeFile(b); err == nil {
+					s.freshen(d, fo)
 					return d, st, fo, nil
 				}
 			}
@@ -234,6 +235,22 @@ func (s *scanner) fileOnce(path string) (object.Digest, unix.Stat_t, *object.Fil
 		}
 	}
 	return d, st, fo, nil
+}
+
+// freshen marks a file object and its chunks as just used, when the store
+// can: a gc running now keeps young objects, and these are about to be
+// referenced again without being stored again.
+func (s *scanner) freshen(d object.Digest, fo *object.File) {
+	t, ok := s.store.(interface{ Touch(object.Digest) })
+	if !ok {
+		return
+	}
+	t.Touch(d)
+	for _, c := range fo.Chunks {
+		if !c.IsZero() {
+			t.Touch(c)
+		}
+	}
 }
 
 // chunk reads [cs, ce) with read and stores it as a blob; an all-zero chunk

@@ -114,6 +114,11 @@ type mount struct {
 // where <key> is the mountpoint's base name and a hash of its absolute path.
 func mountKey(mountpoint string) string {
 	abs, _ := filepath.Abs(mountpoint)
+	// One mountpoint, however it is spelled: through a symlink it must
+	// find the same upper and control socket.
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
 	sum := sha256.Sum256([]byte(abs))
 	return filepath.Base(abs) + "-" + hex.EncodeToString(sum[:4])
 }
@@ -172,7 +177,7 @@ func New(dir string, o Options) (*Mount, error) {
 		m.closeLo = func() error { return nil }
 		if !o.LayerRoot.IsZero() {
 			pinKey := refs.RemotePinPrefix + mountKey(dir)
-			if err := m.refs.Pin(pinKey, o.LayerRoot); err != nil {
+			if err := m.refs.PinWhileAlive(pinKey, o.LayerRoot); err != nil {
 				return nil, fmt.Errorf("pin version: %w", err)
 			}
 			m.closeLo = func() error { return m.refs.Unpin(pinKey) }
@@ -186,7 +191,7 @@ func New(dir string, o Options) (*Mount, error) {
 		// The pin keeps the snapshot's objects alive for as long as
 		// this restore is mounted, even if its ref is removed.
 		pinKey := "restore-" + mountKey(dir)
-		if err := m.refs.Pin(pinKey, snap.Root); err != nil {
+		if err := m.refs.PinWhileAlive(pinKey, snap.Root); err != nil {
 			return nil, fmt.Errorf("pin snapshot %s: %w", snap.Name, err)
 		}
 		m.closeLo = func() error { return m.refs.Unpin(pinKey) }
@@ -272,6 +277,9 @@ func New(dir string, o Options) (*Mount, error) {
 		fsname = "cowfs"
 	}
 	opts := &gofs.Options{
+		// The root's inode number is the one its stat reports, as for
+		// every other node; go-fuse would use 0.
+		RootStableAttr:  &gofs.StableAttr{Ino: cfs.Root().Ino, Gen: cfs.Root().Gen},
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,

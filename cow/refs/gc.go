@@ -1,8 +1,11 @@
 package refs
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,11 +22,22 @@ func (d *Dir) pinPath(key string) string { return filepath.Join(d.dir, ".pins", 
 
 // Pin records that key uses root.
 func (d *Dir) Pin(key string, root object.Digest) error {
+	return d.pin(key, root.String()+"\n")
+}
+
+// PinWhileAlive records that key uses root for as long as this process
+// lives: a mount's pin. A mount killed with SIGKILL cannot unpin; gc drops a
+// pin whose process is gone.
+func (d *Dir) PinWhileAlive(key string, root object.Digest) error {
+	return d.pin(key, fmt.Sprintf("%s\npid %d\n", root, os.Getpid()))
+}
+
+func (d *Dir) pin(key, content string) error {
 	if err := os.MkdirAll(filepath.Join(d.dir, ".pins"), 0o755); err != nil {
 		return err
 	}
 	tmp := d.pinPath(key) + ".tmp"
-	if err := os.WriteFile(tmp, []byte(root.String()+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
 		return err
 	}
 	return os.Rename(tmp, d.pinPath(key))
@@ -42,6 +56,22 @@ func (d *Dir) Unpin(key string) error {
 type Pin struct {
 	Key  string
 	Root object.Digest
+	// Pid, when not 0, is the process the pin lasts for.
+	Pid int
+}
+
+// stale reports a pin whose process is gone.
+func (p Pin) stale() bool {
+	if p.Pid <= 0 {
+		return false
+	}
+	// A killed process nobody reaped yet is a zombie: gone all the same.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid))
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X')
 }
 
 // RemotePinPrefix starts the key of a pin on a version of a remote export:
@@ -66,11 +96,16 @@ func (d *Dir) Pins() ([]Pin, error) {
 		if err != nil {
 			continue
 		}
-		dg, err := object.ParseDigest(strings.TrimSpace(string(b)))
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		dg, err := object.ParseDigest(lines[0])
 		if err != nil {
 			return nil, fmt.Errorf("pin %s: %w", e.Name(), err)
 		}
-		out = append(out, Pin{Key: e.Name(), Root: dg})
+		p := Pin{Key: e.Name(), Root: dg}
+		if len(lines) > 1 {
+			fmt.Sscanf(lines[1], "pid %d", &p.Pid)
+		}
+		out = append(out, p)
 	}
 	return out, nil
 }
@@ -106,6 +141,13 @@ func GC(ctx context.Context, store *object.DirStore, d *Dir, grace time.Duration
 		return st, err
 	}
 	for _, p := range pins {
+		if p.stale() {
+			// Its mount was killed; nothing uses the root now.
+			if !dryRun {
+				d.Unpin(p.Key)
+			}
+			continue
+		}
 		reach := object.Reachable
 		if strings.HasPrefix(p.Key, RemotePinPrefix) {
 			reach = object.ReachablePresent
@@ -116,6 +158,15 @@ func GC(ctx context.Context, store *object.DirStore, d *Dir, grace time.Duration
 	}
 	st.Live = len(live)
 	cutoff := start.Add(-grace)
+	// What a writer killed mid-way left in the temporary directories.
+	for _, tmp := range []string{filepath.Join(store.Dir(), "tmp"), filepath.Join(d.dir, ".tmp")} {
+		ents, _ := os.ReadDir(tmp)
+		for _, e := range ents {
+			if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) && !dryRun {
+				os.Remove(filepath.Join(tmp, e.Name()))
+			}
+		}
+	}
 	err = store.Each(func(o object.StoredObject) error {
 		if live[o.Digest] {
 			return nil
