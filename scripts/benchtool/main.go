@@ -1,0 +1,192 @@
+// Command benchtool is the metadata half of scripts/bench: it builds the
+// lower tree and times walks, stats and create/stat/unlink in a directory,
+// printing one "name value" line per figure (ops per second).
+//
+//	benchtool mktree DIR N      N small files in DIR, 100 per subdirectory
+//	benchtool walk DIR          readdir + lstat of every entry under DIR
+//	benchtool stat DIR          lstat of every path under DIR (listed first, untimed)
+//	benchtool files DIR N       create, then lstat, then unlink N files in DIR/bench-files
+//
+// Only the standard library, so `go build ./scripts/benchtool` needs nothing.
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 3 {
+		usage()
+	}
+	dir := os.Args[2]
+	var err error
+	switch os.Args[1] {
+	case "mktree":
+		err = mktree(dir, atoi(3))
+	case "walk":
+		err = walkCmd(dir)
+	case "stat":
+		err = statCmd(dir)
+	case "files":
+		err = filesCmd(dir, atoi(3))
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchtool:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: benchtool mktree DIR N | walk DIR | stat DIR | files DIR N")
+	os.Exit(2)
+}
+
+func atoi(i int) int {
+	if len(os.Args) <= i {
+		usage()
+	}
+	n, err := strconv.Atoi(os.Args[i])
+	if err != nil || n <= 0 {
+		usage()
+	}
+	return n
+}
+
+func rate(name string, n int, d time.Duration) {
+	fmt.Printf("%s %.0f\n", name, float64(n)/d.Seconds())
+}
+
+// mktree writes n files of 1 KiB in subdirectories of 100.
+func mktree(dir string, n int) error {
+	buf := make([]byte, 1024)
+	for i := range buf {
+		buf[i] = byte('a' + i%26)
+	}
+	for i := 0; i < n; i++ {
+		sub := filepath.Join(dir, fmt.Sprintf("d%03d", i/100))
+		if i%100 == 0 {
+			if err := os.MkdirAll(sub, 0o755); err != nil {
+				return err
+			}
+		}
+		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%05d.txt", i)), buf, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walk reads every directory under dir and lstats every entry it finds,
+// as find(1) or a build tool scanning a tree does. It returns the number of
+// entries lstat'd and, when paths is not nil, appends their paths.
+func walk(dir string, paths *[]string) (int, error) {
+	n := 0
+	var rec func(string) error
+	rec = func(d string) error {
+		f, err := os.Open(d)
+		if err != nil {
+			return err
+		}
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			p := d + "/" + name
+			fi, err := os.Lstat(p)
+			if err != nil {
+				return err
+			}
+			n++
+			if paths != nil {
+				*paths = append(*paths, p)
+			}
+			if fi.IsDir() {
+				if err := rec(p); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return n, rec(dir)
+}
+
+func walkCmd(dir string) error {
+	t0 := time.Now()
+	n, err := walk(dir, nil)
+	if err != nil {
+		return err
+	}
+	rate("walk_ops", n, time.Since(t0))
+	return nil
+}
+
+// statCmd lstats every path under dir, in passes, for at least half a second.
+func statCmd(dir string) error {
+	var paths []string
+	if _, err := walk(dir, &paths); err != nil {
+		return err
+	}
+	if len(paths) == 0 {
+		return fmt.Errorf("%s is empty", dir)
+	}
+	n := 0
+	t0 := time.Now()
+	for time.Since(t0) < 500*time.Millisecond {
+		for _, p := range paths {
+			if _, err := os.Lstat(p); err != nil {
+				return err
+			}
+		}
+		n += len(paths)
+	}
+	rate("stat_ops", n, time.Since(t0))
+	return nil
+}
+
+// filesCmd creates n empty files (open O_CREAT|O_EXCL, close), lstats them,
+// then unlinks them, timing each phase.
+func filesCmd(dir string, n int) error {
+	d := filepath.Join(dir, "bench-files")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		return err
+	}
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = fmt.Sprintf("%s/n%05d", d, i)
+	}
+	t0 := time.Now()
+	for _, p := range paths {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	rate("create_ops", n, time.Since(t0))
+	t0 = time.Now()
+	for _, p := range paths {
+		if _, err := os.Lstat(p); err != nil {
+			return err
+		}
+	}
+	rate("newstat_ops", n, time.Since(t0))
+	t0 = time.Now()
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil {
+			return err
+		}
+	}
+	rate("unlink_ops", n, time.Since(t0))
+	return os.Remove(d)
+}
