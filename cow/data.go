@@ -476,7 +476,7 @@ func (h *Handle) Lseek(off int64, whence int) (int64, error) {
 		}
 		fdr, ok := f.(interface{ Fd() uintptr })
 		if !ok {
-			return 0, syscall.ENOTSUP
+			return seekWhole(f, off, whence)
 		}
 		return unix.Seek(int(fdr.Fd()), off, whence)
 	}
@@ -583,4 +583,26 @@ func (h *Handle) Stat() (unix.Stat_t, error) {
 	}
 	st.Ino = n.Ino
 	return st, err
+}
+
+// seekWhole answers SEEK_DATA and SEEK_HOLE for a lower file with no
+// descriptor (an object lower) as for a file that is data throughout,
+// which is what POSIX allows any filesystem to report.
+func seekWhole(f any, off int64, whence int) (int64, error) {
+	sz, ok := f.(interface{ Size() int64 })
+	if !ok {
+		return 0, syscall.ENOTSUP
+	}
+	size := sz.Size()
+	switch {
+	case off < 0:
+		return 0, syscall.EINVAL
+	case off >= size:
+		return 0, syscall.ENXIO
+	case whence == unix.SEEK_DATA:
+		return off, nil
+	case whence == unix.SEEK_HOLE:
+		return size, nil
+	}
+	return 0, syscall.EINVAL
 }

@@ -325,3 +325,6 @@ func (o *objectFile) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (o *objectFile) Close() error { return nil }
+
+// Size is the file's size.
+func (o *objectFile) Size() int64 { return o.f.Size }

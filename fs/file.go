@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -64,6 +65,11 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 
 func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	st, err := h.h.Stat()
+	if errors.Is(err, syscall.ENOTSUP) {
+		// A lower file with no descriptor (a snapshot's or a remote
+		// version's): its attributes are its node's.
+		return h.n.Getattr(ctx, nil, out)
+	}
 	if err != nil {
 		return h.errno(ctx, "fstat", err)
 	}

@@ -15,7 +15,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/cow/object"
-	"github.com/cowfs/cowfs/cow/refs"
 )
 
 // Fetcher gets objects from a master; *Client is one.
@@ -62,8 +61,7 @@ type Cache struct {
 	cancel    context.CancelFunc
 
 	// Eviction: see evict.go.
-	limit     int64
-	refs      *refs.Dir
+	evict     atomic.Pointer[evictConfig]
 	sinceEvic atomic.Int64
 	evicting  atomic.Bool
 }

@@ -18,14 +18,19 @@ import (
 // are small, and they are what lets lookups and stats be answered without
 // a remote call.
 func (c *Cache) SetLimit(limit int64, refsDir *refs.Dir) {
-	c.limit = limit
-	c.refs = refsDir
+	c.evict.Store(&evictConfig{limit: limit, refs: refsDir})
+}
+
+type evictConfig struct {
+	limit int64
+	refs  *refs.Dir
 }
 
 // fetched counts bytes stored and starts an eviction pass in the
 // background once a tenth of the limit came in since the last one.
 func (c *Cache) fetched(n int64) {
-	if c.limit <= 0 || c.sinceEvic.Add(n) < c.limit/10 {
+	cfg := c.evict.Load()
+	if cfg == nil || cfg.limit <= 0 || c.sinceEvic.Add(n) < cfg.limit/10 {
 		return
 	}
 	if !c.evicting.CompareAndSwap(false, true) {
@@ -47,7 +52,8 @@ const evictGrace = 10 * time.Minute
 // Evict brings the store under its limit, as far as it safely can, and
 // returns the bytes it removed.
 func (c *Cache) Evict(ctx context.Context) (int64, error) {
-	if c.limit <= 0 {
+	cfg := c.evict.Load()
+	if cfg == nil || cfg.limit <= 0 {
 		return 0, nil
 	}
 	var objs []object.StoredObject
@@ -57,14 +63,14 @@ func (c *Cache) Evict(ctx context.Context) (int64, error) {
 		total += o.Size
 		return nil
 	})
-	if err != nil || total <= c.limit {
+	if err != nil || total <= cfg.limit {
 		return 0, err
 	}
 	// keep: what no eviction may touch. remote: blobs of remote versions,
 	// evictable only while the master still has them.
 	keep := map[object.Digest]bool{}
 	remote := map[object.Digest]bool{}
-	snaps, err := c.refs.List()
+	snaps, err := cfg.refs.List()
 	if err != nil {
 		return 0, err
 	}
@@ -73,7 +79,7 @@ func (c *Cache) Evict(ctx context.Context) (int64, error) {
 			return 0, fmt.Errorf("evict: snapshot %s: %w", s.Name, err)
 		}
 	}
-	pins, err := c.refs.Pins()
+	pins, err := cfg.refs.Pins()
 	if err != nil {
 		return 0, err
 	}
@@ -98,7 +104,7 @@ func (c *Cache) Evict(ctx context.Context) (int64, error) {
 			cands = append(cands, o)
 		}
 	}
-	target := c.limit / 10 * 9
+	target := cfg.limit / 10 * 9
 	var removed int64
 	for len(cands) > 0 && total > target {
 		batch := cands[:min(len(cands), 512)]
@@ -136,9 +142,9 @@ func (c *Cache) Evict(ctx context.Context) (int64, error) {
 			c.evicted.Add(1)
 		}
 	}
-	if total > c.limit {
+	if total > cfg.limit {
 		c.log.Warn("cache is over its limit: the rest is needed and not on the master, or in use by snapshots",
-			"bytes", total, "limit", c.limit)
+			"bytes", total, "limit", cfg.limit)
 	}
 	return removed, nil
 }

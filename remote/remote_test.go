@@ -88,6 +88,16 @@ func TestNestedProject(t *testing.T) {
 	} else {
 		t.Log("the test directory's filesystem has no user xattrs; xattrs not checked")
 	}
+	// SEEK_DATA and SEEK_HOLE (cp uses them) on a file with no local
+	// descriptor: all data.
+	if f, err := os.Open(filepath.Join(rm.dir, "scrapy.cfg")); err == nil {
+		d, derr := unix.Seek(int(f.Fd()), 0, unix.SEEK_DATA)
+		h, herr := unix.Seek(int(f.Fd()), 0, unix.SEEK_HOLE)
+		if fi, err := f.Stat(); err != nil || d != 0 || h != fi.Size() || derr != nil || herr != nil {
+			t.Errorf("scrapy.cfg: SEEK_DATA %d %v, SEEK_HOLE %d %v, fstat %v", d, derr, h, herr, err)
+		}
+		f.Close()
+	}
 	cmd := exec.Command("./run.sh")
 	cmd.Dir = rm.dir
 	out, err := runWithin(t, cmd)
