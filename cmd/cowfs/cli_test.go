@@ -138,7 +138,7 @@ func TestMountBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no lower flag", []string{"mount", e.mnt}, `required flag(s) "lower"`},
+		{"no lower flag", []string{"mount", e.mnt}, "no lower: give --lower DIR or --remote ADDR"},
 		{"missing lower", []string{"mount", e.mnt, "--lower", "/nonexistent/lower"}, "lower directory"},
 		{"lower is a file", []string{"mount", e.mnt, "--lower", file}, "not a directory"},
 		{"missing mountpoint", []string{"mount", "/nonexistent/mnt", "--lower", e.lower}, "mountpoint"},

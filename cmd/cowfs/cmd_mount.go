@@ -222,6 +222,10 @@ func serveMount(mnt string, o fs.Options, setup func(*fs.Options, *slog.Logger) 
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 	o.Logger = log
+	// Before the mount appears: a signal sent as soon as it is visible
+	// must unmount it, not kill the process and leave it dead.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	var m *fs.Mount
 	var err error
 	if setup != nil {
@@ -245,8 +249,6 @@ func serveMount(mnt string, o fs.Options, setup func(*fs.Options, *slog.Logger) 
 		fmt.Fprintln(pipe, "ok")
 		pipe.Close()
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		m.Wait()
