@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -65,8 +66,14 @@ type Options struct {
 	// remote cache): a snapshot fetches what it references and the store
 	// does not hold, so that the snapshot stands on its own.
 	Fetch object.Getter
+	// Parent, with Layer, is the snapshot the layer is (a restore from a
+	// master): snapshots of the mount name it as their parent.
+	Parent string
 	// Remote reports the remote lower's counters for cowfs status.
 	Remote func() *control.RemoteStatus
+	// Push sends a snapshot to the remote lower's master, so that other
+	// workers can restore it; nil when the mount has no master.
+	Push func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error)
 	// Debug logs every FUSE request.
 	Debug bool
 	// Logger receives errors and warnings; nil means slog.Default().
@@ -94,6 +101,7 @@ type Mount struct {
 	upper   string
 	fetch   object.Getter
 	remote  func() *control.RemoteStatus
+	push    func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error)
 }
 
 // mount is the state the kernel inodes share.
@@ -130,6 +138,13 @@ func MountDirs(state, mountpoint string) (upper, work string) {
 	return filepath.Join(base, "upper"), filepath.Join(base, "work")
 }
 
+// RestoreDirs returns the upper and work directories a restore at
+// mountpoint uses under state; every restore starts them afresh.
+func RestoreDirs(state, mountpoint string) (upper, work string) {
+	base := filepath.Join(state, "restores", mountKey(mountpoint))
+	return filepath.Join(base, "upper"), filepath.Join(base, "work")
+}
+
 // ControlSocket returns the control socket of the mount at mountpoint.
 func ControlSocket(state, mountpoint string) string {
 	return filepath.Join(state, "run", mountKey(mountpoint)+".sock")
@@ -160,7 +175,7 @@ func New(dir string, o Options) (*Mount, error) {
 			return nil, fmt.Errorf("lower %s is not a directory", o.Lower)
 		}
 	}
-	m := &Mount{Dir: dir, source: o.Lower, fetch: o.Fetch, remote: o.Remote, version: o.LayerRoot}
+	m := &Mount{Dir: dir, source: o.Lower, fetch: o.Fetch, remote: o.Remote, version: o.LayerRoot, push: o.Push}
 	if o.State != "" {
 		var err error
 		if m.store, err = object.OpenDirStore(ObjectsDir(o.State)); err != nil {
@@ -173,7 +188,7 @@ func New(dir string, o Options) (*Mount, error) {
 	var lower cow.Lower
 	switch {
 	case o.Layer != nil:
-		lower, m.source = o.Layer, o.Source
+		lower, m.source, m.parent = o.Layer, o.Source, o.Parent
 		m.closeLo = func() error { return nil }
 		if !o.LayerRoot.IsZero() {
 			pinKey := refs.RemotePinPrefix + mountKey(dir)
@@ -200,11 +215,11 @@ func New(dir string, o Options) (*Mount, error) {
 		if o.Upper == "" {
 			// A restore always starts from a fresh upper: that is
 			// what makes resuming from a checkpoint repeatable.
-			base := filepath.Join(o.State, "restores", mountKey(dir))
+			o.Upper, o.Work = RestoreDirs(o.State, dir)
+			base := filepath.Dir(o.Upper)
 			if err := os.RemoveAll(base); err != nil {
 				return nil, fmt.Errorf("clear previous restore at %s: %w", base, err)
 			}
-			o.Upper, o.Work = filepath.Join(base, "upper"), filepath.Join(base, "work")
 		}
 	default:
 		dl, err := cow.OpenDirLower(o.Lower)

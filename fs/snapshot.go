@@ -104,3 +104,21 @@ func (m *Mount) Status() *control.Status {
 	}
 	return st
 }
+
+// Push sends snapshot name, with every object it reaches that the master
+// lacks, to the master of the mount's remote lower.
+func (m *Mount) Push(ctx context.Context, name string) (int, error) {
+	if m.push == nil {
+		return 0, errors.New("this mount has no master to push to: only a mount --remote can push")
+	}
+	snap, err := m.refs.Get(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := m.push(ctx, m.store, snap)
+	if err != nil {
+		return n, fmt.Errorf("push %s: %w", name, err)
+	}
+	m.log.Info("pushed", "name", name, "objects", n)
+	return n, nil
+}

@@ -86,7 +86,7 @@ func Dial(cfg ClientConfig) (*Client, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		// A chunk is 1 MiB; pieces are 256 KiB.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4 << 20)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20), grpc.MaxCallSendMsgSize(maxObject+1<<10)),
 	}
 	if cfg.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: cfg.Token, secure: cfg.CAFile != ""}))
@@ -112,11 +112,17 @@ func (c *Client) Failures() int64 { return c.failures.Load() }
 // retry runs attempt until it succeeds, fails for good, or the call's
 // deadline passes. attempt gets a context bounded by CallTimeout.
 func (c *Client) retry(ctx context.Context, what string, attempt func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	return c.retryFor(ctx, what, c.cfg.CallTimeout, c.cfg.Timeout, attempt)
+}
+
+// retryFor is retry with other bounds, for calls whose size the caller
+// knows better (a push).
+func (c *Client) retryFor(ctx context.Context, what string, callTimeout, timeout time.Duration, attempt func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	backoff := 50 * time.Millisecond
 	for n := 1; ; n++ {
-		actx, acancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		actx, acancel := context.WithTimeout(ctx, callTimeout)
 		err := attempt(actx)
 		acancel()
 		if err == nil {
@@ -144,7 +150,7 @@ func (c *Client) retry(ctx context.Context, what string, attempt func(context.Co
 				return fmt.Errorf("%s: %w", what, err)
 			}
 			return fmt.Errorf("%s: %w %s after %d attempts in %v: %s", what, ErrUnavailable, c.cfg.Addr, n,
-				c.cfg.Timeout, status.Convert(err).Message())
+				timeout, status.Convert(err).Message())
 		}
 		c.retries.Add(1)
 		c.log.Debug("retrying", "call", what, "attempt", n, "err", err)

@@ -559,3 +559,76 @@ func TestSnapshotOfRemoteMount(t *testing.T) {
 		t.Errorf("root %q", res.Root)
 	}
 }
+
+// A snapshot pushed from one worker restores on another, from the master.
+func TestPushAndRestoreElsewhere(t *testing.T) {
+	exp := t.TempDir()
+	writeFile(t, filepath.Join(exp, "spider.py"), []byte("code"), 0o644)
+	writeFile(t, filepath.Join(exp, "data/log-1"), randBytes(2<<20+3), 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	a := newWorker(t).mount(ms.addr, mountOpts{})
+	f, err := os.OpenFile(filepath.Join(a.dir, "data/log-1"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("appended on worker a"))
+	f.Close()
+	writeFile(t, filepath.Join(a.dir, "data/log-2"), randBytes(1<<20), 0o644)
+	want := map[string]string{}
+	for _, p := range []string{"spider.py", "data/log-1", "data/log-2"} {
+		want[p] = sha(t, filepath.Join(a.dir, p))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := a.m.Snapshot(ctx, "ckpt"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := a.m.Push(ctx, "ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 3 {
+		t.Errorf("push sent %d objects; the new log and the changed one need more", n)
+	}
+	if _, err := a.m.Push(ctx, "ckpt"); err == nil || !strings.Contains(err.Error(), "exists") {
+		t.Errorf("second push of one name: %v", err)
+	}
+	if _, err := a.m.Push(ctx, "no-such"); err == nil {
+		t.Error("push of a missing snapshot worked")
+	}
+
+	b := newWorker(t)
+	v, err := a.client.GetRef(ctx, "ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := b.mount(ms.addr, mountOpts{version: v})
+	for p, sum := range want {
+		if got := sha(t, filepath.Join(rb.dir, p)); got != sum {
+			t.Errorf("%s on worker b differs from the snapshot", p)
+		}
+	}
+	if _, err := a.client.GetRef(ctx, "nope"); err == nil {
+		t.Error("GetRef of a missing snapshot worked")
+	}
+
+	// The master names nothing it cannot give whole.
+	raw := remote.ExportClientOf(a.client)
+	store, _ := object.OpenDirStore(filepath.Join(t.TempDir(), "o"))
+	missing, _ := object.EncodeTree(&object.Tree{Entries: []object.Entry{{Name: "x", Mode: unix.S_IFDIR | 0o755, Object: object.Sum([]byte("nothing"))}}})
+	td, _ := store.Put(ctx, missing)
+	ver, _ := object.EncodeTree(&object.Tree{Entries: []object.Entry{{Name: "root", Mode: unix.S_IFDIR | 0o755, Object: td}}})
+	put, err := raw.Put(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put.Send(&pb.PutRequest{Object: missing})
+	put.Send(&pb.PutRequest{Object: ver})
+	if _, err := put.CloseAndRecv(); err != nil {
+		t.Fatal(err)
+	}
+	vd := object.Sum(ver)
+	if _, err := raw.PutRef(ctx, &pb.PutRefRequest{Name: "broken", Version: vd[:]}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("PutRef of an incomplete snapshot: %v", err)
+	}
+}

@@ -96,7 +96,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	var opts []grpc.ServerOption
+	// Pushed objects arrive whole: up to the largest object a client accepts.
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxObject + 1<<10)}
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}

@@ -99,6 +99,9 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	case !remote && f.lower == "" && f.snapshot == "":
 		return fmt.Errorf("no lower: give --lower DIR or --remote ADDR")
 	case remote:
+		if f.snapshot != "" && f.remote.path != "" {
+			return fmt.Errorf("--path does not apply to a restore")
+		}
 		if err := f.remote.check(); err != nil {
 			return err
 		}
@@ -160,7 +163,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		var setup func(*fs.Options, *slog.Logger) (func(), error)
 		if remote {
 			setup = func(o *fs.Options, log *slog.Logger) (func(), error) {
-				return setupRemote(&f.remote, state, mnt, o, log)
+				return setupRemote(&f.remote, f.snapshot, state, mnt, o, log)
 			}
 		}
 		return serveMount(mnt, fs.Options{
@@ -183,6 +186,9 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	}
 	if f.snapshot != "" {
 		args = []string{"--state", state, "restore", f.snapshot, mnt, "--foreground"}
+		if remote {
+			args = append(args, f.remote.args()...)
+		}
 		logDir = filepath.Join(state, "restores")
 	}
 	if err := os.MkdirAll(logDir, 0o700); err != nil {

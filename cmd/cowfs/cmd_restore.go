@@ -9,15 +9,22 @@ import (
 func newRestoreCmd(g *globals) *cobra.Command {
 	f := &mountFlags{}
 	cmd := &cobra.Command{
-		Use:   "restore NAME MNT",
+		Use:   "restore NAME MNT [--remote ADDR]",
 		Short: "Mount a snapshot read-only beneath a fresh writable layer",
 		Long: `Mount snapshot NAME at MNT beneath a fresh, empty upper. Nothing is copied,
 so a restore takes the same time whatever the snapshot's size. The snapshot's
 files can never be changed through the mount: a process that appends to a file
 writes to its own upper. Any number of restores of one snapshot can be mounted
-at once, each with its own upper; restoring again gives a fresh upper again.`,
-		Example: "  cowfs restore crawl-2026-11-23T10 /root/crawlab_workspace/spider1-resume",
-		Args:    cobra.ExactArgs(2),
+at once, each with its own upper; restoring again gives a fresh upper again.
+
+With --remote, NAME is a snapshot on that master (sent there with cowfs
+snapshot --push from any worker): it is fetched lazily and verified like a
+mount --remote, and cached for every mount of this state directory.`,
+		Example: `  cowfs restore crawl-2026-11-23T10 /root/crawlab_workspace/spider1-resume
+
+  # on another worker, from the master
+  cowfs restore crawl-2026-11-23T10 /root/crawlab_workspace/spider1-resume --remote master:7420 --token-file /etc/cowfs/token`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.snapshot = args[0]
 			return runMount(g, f, args[1])
@@ -28,5 +35,7 @@ at once, each with its own upper; restoring again gives a fresh upper again.`,
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready")
 	fl.IntVar(&f.procs, "procs", defaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
+	f.remote.register(fl)
+	fl.MarkHidden("path")
 	return cmd
 }

@@ -14,6 +14,7 @@ import (
 
 func newSnapshotCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
+	var push bool
 	cmd := &cobra.Command{
 		Use:   "snapshot MNT NAME",
 		Short: "Take an immutable snapshot of a live mount",
@@ -21,8 +22,12 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 snapshot NAME. Processes in the mount keep running and keep their open files;
 their writes wait only while what changed is turned into objects, and what they
 write afterwards is not in the snapshot. A snapshot is never changed again:
-restore it with "cowfs restore NAME DIR". NAME must not exist yet.`,
-		Example: "  cowfs snapshot /root/crawlab_workspace/spider1 crawl-2026-11-23T10",
+restore it with "cowfs restore NAME DIR". NAME must not exist yet.
+
+A snapshot of a mount --remote holds everything it needs on this worker.
+With --push it is also sent to the mount's master (only what the master
+lacks), so that "cowfs restore --remote" works on any worker.`,
+		Example: "  cowfs snapshot /root/crawlab_workspace/spider1 crawl-2026-11-23T10\n  cowfs snapshot /root/crawlab_workspace/spider1 crawl-2026-11-23T10 --push",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mnt, err := filepath.Abs(args[0])
@@ -38,10 +43,19 @@ restore it with "cowfs restore NAME DIR". NAME must not exist yet.`,
 			r := rep.Snapshot
 			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: root %s, %d files, %d dirs, %s read, %d chunks and %d dirs reused, writes held %s\n",
 				r.Name, r.Root, r.Files, r.Dirs, humanBytes(r.BytesRead), r.ChunksReused, r.DirsReused, r.Hold.Round(time.Microsecond))
+			if !push {
+				return nil
+			}
+			rep, err = control.Call(ctx, fs.ControlSocket(g.state, mnt), control.Request{Op: "push", Name: args[1]})
+			if err != nil {
+				return fmt.Errorf("snapshot %s was taken here, but not pushed: %w", args[1], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pushed %s to the master: %d objects sent\n", args[1], rep.Pushed)
 			return nil
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
+	cmd.Flags().BoolVar(&push, "push", false, "also send the snapshot to the mount's master (mount --remote only)")
 	return cmd
 }
 

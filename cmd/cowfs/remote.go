@@ -130,7 +130,10 @@ type remoteRecord struct {
 
 // setupRemote opens the remote lower and fills in o. It returns once the
 // export's root was fetched and verified.
-func setupRemote(r *remoteFlags, state, mnt string, o *fs.Options, log *slog.Logger) (cleanup func(), err error) {
+//
+// With snapshot set it restores that snapshot of the master instead: its
+// version comes from the master's ref, beneath a fresh upper.
+func setupRemote(r *remoteFlags, snapshot, state, mnt string, o *fs.Options, log *slog.Logger) (cleanup func(), err error) {
 	var token string
 	if r.tokenFile != "" {
 		b, err := os.ReadFile(r.tokenFile)
@@ -178,7 +181,16 @@ func setupRemote(r *remoteFlags, state, mnt string, o *fs.Options, log *slog.Log
 	}
 	ctx := context.Background()
 	var v object.Digest
-	if b, err := os.ReadFile(recPath); err == nil {
+	if snapshot != "" {
+		if v, err = client.GetRef(ctx, snapshot); err != nil {
+			return nil, fmt.Errorf("master %s: %w", r.addr, err)
+		}
+		o.Upper, o.Work = fs.RestoreDirs(state, mnt)
+		if err := os.RemoveAll(filepath.Dir(o.Upper)); err != nil {
+			return nil, fmt.Errorf("clear previous restore: %w", err)
+		}
+		o.Parent = snapshot
+	} else if b, err := os.ReadFile(recPath); err == nil {
 		var rec remoteRecord
 		if err := json.Unmarshal(b, &rec); err != nil {
 			return nil, fmt.Errorf("%s: %w", recPath, err)
@@ -211,6 +223,12 @@ func setupRemote(r *remoteFlags, state, mnt string, o *fs.Options, log *slog.Log
 	o.Source = r.addr
 	if sub != "" {
 		o.Source += " path " + sub
+	}
+	if snapshot != "" {
+		o.Source = "snapshot " + snapshot + " of " + r.addr
+	}
+	o.Push = func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) {
+		return client.Push(ctx, store, s)
 	}
 	o.FsName = "cowfs:" + r.addr
 	o.Remote = func() *control.RemoteStatus {

@@ -98,3 +98,53 @@ func TestServeMountRun(t *testing.T) {
 		t.Errorf("status of a plain dir: exit %d, %q", code, out)
 	}
 }
+
+// A checkpoint taken on one worker resumes on another, through the master.
+func TestSnapshotPushRestoreRemote(t *testing.T) {
+	e := newEnv(t)
+	addr := startServe(t, e.lower)
+	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--remote", addr); code != 0 {
+		t.Fatalf("mount --remote: exit %d: %s", code, out)
+	}
+	defer run(t, "unmount", e.mnt)
+	if err := os.WriteFile(filepath.Join(e.mnt, "crawl.db"), []byte("records 1-100"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := run(t, "--state", e.state, "snapshot", e.mnt, "ckpt", "--push"); code != 0 || !strings.Contains(out, "pushed ckpt") {
+		t.Fatalf("snapshot --push: exit %d: %s", code, out)
+	}
+
+	other := t.TempDir()
+	mnt2 := filepath.Join(t.TempDir(), "resume")
+	os.Mkdir(mnt2, 0o755)
+	unmountOnCleanup(t, mnt2)
+	if out, code := run(t, "--state", other, "restore", "ckpt", mnt2, "--remote", addr); code != 0 {
+		t.Fatalf("restore --remote: exit %d: %s", code, out)
+	}
+	defer run(t, "unmount", mnt2)
+	for p, want := range map[string]string{"crawl.db": "records 1-100", "crawlab_project/spiders/quotes.py": "print('q')\n"} {
+		if b, err := os.ReadFile(filepath.Join(mnt2, p)); err != nil || string(b) != want {
+			t.Errorf("%s on the other worker: %q, %v", p, b, err)
+		}
+	}
+	if out, _ := run(t, "--state", other, "status", mnt2); !strings.Contains(out, "snapshot ckpt of "+addr) {
+		t.Errorf("status of a remote restore: %s", out)
+	}
+	mnt3 := filepath.Join(t.TempDir(), "m3")
+	os.Mkdir(mnt3, 0o755)
+	if out, code := run(t, "--state", other, "restore", "missing", mnt3, "--remote", addr); code == 0 || !strings.Contains(out, "no snapshot missing") {
+		t.Errorf("restore --remote of a missing snapshot: exit %d: %s", code, out)
+	}
+
+	// A mount over a local directory has no master to push to.
+	local := filepath.Join(t.TempDir(), "local")
+	os.Mkdir(local, 0o755)
+	unmountOnCleanup(t, local)
+	if out, code := run(t, "--state", e.state, "mount", local, "--lower", e.lower); code != 0 {
+		t.Fatalf("mount: %s", out)
+	}
+	defer run(t, "unmount", local)
+	if out, code := run(t, "--state", e.state, "snapshot", local, "loc", "--push"); code == 0 || !strings.Contains(out, "no master") {
+		t.Errorf("snapshot --push of a local mount: exit %d: %s", code, out)
+	}
+}

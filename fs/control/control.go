@@ -18,7 +18,7 @@ import (
 
 // Request is one call.
 type Request struct {
-	Op   string `json:"op"` // "snapshot", "status"
+	Op   string `json:"op"` // "snapshot", "push", "status"
 	Name string `json:"name,omitempty"`
 }
 
@@ -27,6 +27,8 @@ type Reply struct {
 	Error    string          `json:"error,omitempty"`
 	Snapshot *SnapshotResult `json:"snapshot,omitempty"`
 	Status   *Status         `json:"status,omitempty"`
+	// Pushed counts the objects a push sent.
+	Pushed int `json:"pushed,omitempty"`
 }
 
 // Status describes a running mount.
@@ -81,6 +83,8 @@ type SnapshotResult struct {
 type Handler interface {
 	Snapshot(ctx context.Context, name string) (*SnapshotResult, error)
 	Status() *Status
+	// Push sends snapshot name to the mount's master.
+	Push(ctx context.Context, name string) (int, error)
 }
 
 // Server listens on a socket until Close.
@@ -135,6 +139,13 @@ func (s *Server) serve(h Handler, log *slog.Logger) {
 					log.Error("snapshot", "name", req.Name, "err", err)
 				}
 				rep.Snapshot = r
+			case "push":
+				n, err := h.Push(context.Background(), req.Name)
+				if err != nil {
+					rep.Error = err.Error()
+					log.Error("push", "name", req.Name, "err", err)
+				}
+				rep.Pushed = n
 			case "status":
 				rep.Status = h.Status()
 			default:

@@ -28,6 +28,278 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Object        []byte                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"` // one whole encoded object
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutRequest) Reset() {
+	*x = PutRequest{}
+	mi := &file_cowfs_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutRequest) ProtoMessage() {}
+
+func (x *PutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
+func (*PutRequest) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PutRequest) GetObject() []byte {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+type PutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Stored        int64                  `protobuf:"varint,1,opt,name=stored,proto3" json:"stored,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutResponse) Reset() {
+	*x = PutResponse{}
+	mi := &file_cowfs_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutResponse) ProtoMessage() {}
+
+func (x *PutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
+func (*PutResponse) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PutResponse) GetStored() int64 {
+	if x != nil {
+		return x.Stored
+	}
+	return 0
+}
+
+type PutRefRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version       []byte                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Parent        string                 `protobuf:"bytes,3,opt,name=parent,proto3" json:"parent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutRefRequest) Reset() {
+	*x = PutRefRequest{}
+	mi := &file_cowfs_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutRefRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutRefRequest) ProtoMessage() {}
+
+func (x *PutRefRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutRefRequest.ProtoReflect.Descriptor instead.
+func (*PutRefRequest) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PutRefRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PutRefRequest) GetVersion() []byte {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
+func (x *PutRefRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+type PutRefResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutRefResponse) Reset() {
+	*x = PutRefResponse{}
+	mi := &file_cowfs_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutRefResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutRefResponse) ProtoMessage() {}
+
+func (x *PutRefResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutRefResponse.ProtoReflect.Descriptor instead.
+func (*PutRefResponse) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{3}
+}
+
+type GetRefRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRefRequest) Reset() {
+	*x = GetRefRequest{}
+	mi := &file_cowfs_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRefRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRefRequest) ProtoMessage() {}
+
+func (x *GetRefRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRefRequest.ProtoReflect.Descriptor instead.
+func (*GetRefRequest) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetRefRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetRefResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       []byte                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRefResponse) Reset() {
+	*x = GetRefResponse{}
+	mi := &file_cowfs_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRefResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRefResponse) ProtoMessage() {}
+
+func (x *GetRefResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRefResponse.ProtoReflect.Descriptor instead.
+func (*GetRefResponse) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetRefResponse) GetVersion() []byte {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
 type ResolveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// path is the subtree to export, relative to the export's root, with
@@ -40,7 +312,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_cowfs_proto_msgTypes[0]
+	mi := &file_cowfs_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +324,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[0]
+	mi := &file_cowfs_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +337,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{0}
+	return file_cowfs_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ResolveRequest) GetPath() string {
@@ -86,7 +358,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_cowfs_proto_msgTypes[1]
+	mi := &file_cowfs_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -98,7 +370,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[1]
+	mi := &file_cowfs_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -111,7 +383,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{1}
+	return file_cowfs_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ResolveResponse) GetVersion() []byte {
@@ -145,7 +417,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_cowfs_proto_msgTypes[2]
+	mi := &file_cowfs_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -157,7 +429,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[2]
+	mi := &file_cowfs_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -170,7 +442,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{2}
+	return file_cowfs_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetRequest) GetDigest() []byte {
@@ -197,7 +469,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_cowfs_proto_msgTypes[3]
+	mi := &file_cowfs_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -209,7 +481,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[3]
+	mi := &file_cowfs_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -222,7 +494,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{3}
+	return file_cowfs_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetResponse) GetSize() int64 {
@@ -248,7 +520,7 @@ type HasRequest struct {
 
 func (x *HasRequest) Reset() {
 	*x = HasRequest{}
-	mi := &file_cowfs_proto_msgTypes[4]
+	mi := &file_cowfs_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +532,7 @@ func (x *HasRequest) String() string {
 func (*HasRequest) ProtoMessage() {}
 
 func (x *HasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[4]
+	mi := &file_cowfs_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +545,7 @@ func (x *HasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasRequest.ProtoReflect.Descriptor instead.
 func (*HasRequest) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{4}
+	return file_cowfs_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HasRequest) GetDigests() [][]byte {
@@ -292,7 +564,7 @@ type HasResponse struct {
 
 func (x *HasResponse) Reset() {
 	*x = HasResponse{}
-	mi := &file_cowfs_proto_msgTypes[5]
+	mi := &file_cowfs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +576,7 @@ func (x *HasResponse) String() string {
 func (*HasResponse) ProtoMessage() {}
 
 func (x *HasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[5]
+	mi := &file_cowfs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +589,7 @@ func (x *HasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasResponse.ProtoReflect.Descriptor instead.
 func (*HasResponse) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{5}
+	return file_cowfs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HasResponse) GetHas() []bool {
@@ -332,6 +604,20 @@ var File_cowfs_proto protoreflect.FileDescriptor
 const file_cowfs_proto_rawDesc = "" +
 	"\n" +
 	"\vcowfs.proto\x12\x0fcowfs.remote.v1\"$\n" +
+	"\n" +
+	"PutRequest\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\fR\x06object\"%\n" +
+	"\vPutResponse\x12\x16\n" +
+	"\x06stored\x18\x01 \x01(\x03R\x06stored\"U\n" +
+	"\rPutRefRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\fR\aversion\x12\x16\n" +
+	"\x06parent\x18\x03 \x01(\tR\x06parent\"\x10\n" +
+	"\x0ePutRefResponse\"#\n" +
+	"\rGetRefRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"*\n" +
+	"\x0eGetRefResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\fR\aversion\"$\n" +
 	"\x0eResolveRequest\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\"W\n" +
 	"\x0fResolveResponse\x12\x18\n" +
@@ -349,11 +635,14 @@ const file_cowfs_proto_rawDesc = "" +
 	"HasRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\fR\adigests\"\x1f\n" +
 	"\vHasResponse\x12\x10\n" +
-	"\x03has\x18\x01 \x03(\bR\x03has2\xdc\x01\n" +
+	"\x03has\x18\x01 \x03(\bR\x03has2\xb6\x03\n" +
 	"\x06Export\x12L\n" +
 	"\aResolve\x12\x1f.cowfs.remote.v1.ResolveRequest\x1a .cowfs.remote.v1.ResolveResponse\x12B\n" +
 	"\x03Get\x12\x1b.cowfs.remote.v1.GetRequest\x1a\x1c.cowfs.remote.v1.GetResponse0\x01\x12@\n" +
-	"\x03Has\x12\x1b.cowfs.remote.v1.HasRequest\x1a\x1c.cowfs.remote.v1.HasResponseB\"Z github.com/cowfs/cowfs/remote/pbb\x06proto3"
+	"\x03Has\x12\x1b.cowfs.remote.v1.HasRequest\x1a\x1c.cowfs.remote.v1.HasResponse\x12B\n" +
+	"\x03Put\x12\x1b.cowfs.remote.v1.PutRequest\x1a\x1c.cowfs.remote.v1.PutResponse(\x01\x12I\n" +
+	"\x06PutRef\x12\x1e.cowfs.remote.v1.PutRefRequest\x1a\x1f.cowfs.remote.v1.PutRefResponse\x12I\n" +
+	"\x06GetRef\x12\x1e.cowfs.remote.v1.GetRefRequest\x1a\x1f.cowfs.remote.v1.GetRefResponseB\"Z github.com/cowfs/cowfs/remote/pbb\x06proto3"
 
 var (
 	file_cowfs_proto_rawDescOnce sync.Once
@@ -367,27 +656,39 @@ func file_cowfs_proto_rawDescGZIP() []byte {
 	return file_cowfs_proto_rawDescData
 }
 
-var file_cowfs_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_cowfs_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_cowfs_proto_goTypes = []any{
-	(*ResolveRequest)(nil),  // 0: cowfs.remote.v1.ResolveRequest
-	(*ResolveResponse)(nil), // 1: cowfs.remote.v1.ResolveResponse
-	(*GetRequest)(nil),      // 2: cowfs.remote.v1.GetRequest
-	(*GetResponse)(nil),     // 3: cowfs.remote.v1.GetResponse
-	(*HasRequest)(nil),      // 4: cowfs.remote.v1.HasRequest
-	(*HasResponse)(nil),     // 5: cowfs.remote.v1.HasResponse
+	(*PutRequest)(nil),      // 0: cowfs.remote.v1.PutRequest
+	(*PutResponse)(nil),     // 1: cowfs.remote.v1.PutResponse
+	(*PutRefRequest)(nil),   // 2: cowfs.remote.v1.PutRefRequest
+	(*PutRefResponse)(nil),  // 3: cowfs.remote.v1.PutRefResponse
+	(*GetRefRequest)(nil),   // 4: cowfs.remote.v1.GetRefRequest
+	(*GetRefResponse)(nil),  // 5: cowfs.remote.v1.GetRefResponse
+	(*ResolveRequest)(nil),  // 6: cowfs.remote.v1.ResolveRequest
+	(*ResolveResponse)(nil), // 7: cowfs.remote.v1.ResolveResponse
+	(*GetRequest)(nil),      // 8: cowfs.remote.v1.GetRequest
+	(*GetResponse)(nil),     // 9: cowfs.remote.v1.GetResponse
+	(*HasRequest)(nil),      // 10: cowfs.remote.v1.HasRequest
+	(*HasResponse)(nil),     // 11: cowfs.remote.v1.HasResponse
 }
 var file_cowfs_proto_depIdxs = []int32{
-	0, // 0: cowfs.remote.v1.Export.Resolve:input_type -> cowfs.remote.v1.ResolveRequest
-	2, // 1: cowfs.remote.v1.Export.Get:input_type -> cowfs.remote.v1.GetRequest
-	4, // 2: cowfs.remote.v1.Export.Has:input_type -> cowfs.remote.v1.HasRequest
-	1, // 3: cowfs.remote.v1.Export.Resolve:output_type -> cowfs.remote.v1.ResolveResponse
-	3, // 4: cowfs.remote.v1.Export.Get:output_type -> cowfs.remote.v1.GetResponse
-	5, // 5: cowfs.remote.v1.Export.Has:output_type -> cowfs.remote.v1.HasResponse
-	3, // [3:6] is the sub-list for method output_type
-	0, // [0:3] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	6,  // 0: cowfs.remote.v1.Export.Resolve:input_type -> cowfs.remote.v1.ResolveRequest
+	8,  // 1: cowfs.remote.v1.Export.Get:input_type -> cowfs.remote.v1.GetRequest
+	10, // 2: cowfs.remote.v1.Export.Has:input_type -> cowfs.remote.v1.HasRequest
+	0,  // 3: cowfs.remote.v1.Export.Put:input_type -> cowfs.remote.v1.PutRequest
+	2,  // 4: cowfs.remote.v1.Export.PutRef:input_type -> cowfs.remote.v1.PutRefRequest
+	4,  // 5: cowfs.remote.v1.Export.GetRef:input_type -> cowfs.remote.v1.GetRefRequest
+	7,  // 6: cowfs.remote.v1.Export.Resolve:output_type -> cowfs.remote.v1.ResolveResponse
+	9,  // 7: cowfs.remote.v1.Export.Get:output_type -> cowfs.remote.v1.GetResponse
+	11, // 8: cowfs.remote.v1.Export.Has:output_type -> cowfs.remote.v1.HasResponse
+	1,  // 9: cowfs.remote.v1.Export.Put:output_type -> cowfs.remote.v1.PutResponse
+	3,  // 10: cowfs.remote.v1.Export.PutRef:output_type -> cowfs.remote.v1.PutRefResponse
+	5,  // 11: cowfs.remote.v1.Export.GetRef:output_type -> cowfs.remote.v1.GetRefResponse
+	6,  // [6:12] is the sub-list for method output_type
+	0,  // [0:6] is the sub-list for method input_type
+	0,  // [0:0] is the sub-list for extension type_name
+	0,  // [0:0] is the sub-list for extension extendee
+	0,  // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_cowfs_proto_init() }
@@ -401,7 +702,7 @@ func file_cowfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cowfs_proto_rawDesc), len(file_cowfs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

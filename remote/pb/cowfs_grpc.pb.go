@@ -29,6 +29,9 @@ const (
 	Export_Resolve_FullMethodName = "/cowfs.remote.v1.Export/Resolve"
 	Export_Get_FullMethodName     = "/cowfs.remote.v1.Export/Get"
 	Export_Has_FullMethodName     = "/cowfs.remote.v1.Export/Has"
+	Export_Put_FullMethodName     = "/cowfs.remote.v1.Export/Put"
+	Export_PutRef_FullMethodName  = "/cowfs.remote.v1.Export/PutRef"
+	Export_GetRef_FullMethodName  = "/cowfs.remote.v1.Export/GetRef"
 )
 
 // ExportClient is the client API for Export service.
@@ -45,6 +48,16 @@ type ExportClient interface {
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetResponse], error)
 	// Has reports which of the digests the server can still give.
 	Has(ctx context.Context, in *HasRequest, opts ...grpc.CallOption) (*HasResponse, error)
+	// Put stores objects a worker sends (a pushed snapshot's). The server
+	// computes each digest itself, so a client cannot store bytes under a
+	// name they do not hash to.
+	Put(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutRequest, PutResponse], error)
+	// PutRef names a snapshot on the master: version is a version object
+	// (as Resolve returns) whose root is the snapshot's root. Refused unless
+	// the master holds every object it reaches, or if the name is taken.
+	PutRef(ctx context.Context, in *PutRefRequest, opts ...grpc.CallOption) (*PutRefResponse, error)
+	// GetRef returns the version object of a snapshot on the master.
+	GetRef(ctx context.Context, in *GetRefRequest, opts ...grpc.CallOption) (*GetRefResponse, error)
 }
 
 type exportClient struct {
@@ -94,6 +107,39 @@ func (c *exportClient) Has(ctx context.Context, in *HasRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *exportClient) Put(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutRequest, PutResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Export_ServiceDesc.Streams[1], Export_Put_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PutRequest, PutResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Export_PutClient = grpc.ClientStreamingClient[PutRequest, PutResponse]
+
+func (c *exportClient) PutRef(ctx context.Context, in *PutRefRequest, opts ...grpc.CallOption) (*PutRefResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutRefResponse)
+	err := c.cc.Invoke(ctx, Export_PutRef_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *exportClient) GetRef(ctx context.Context, in *GetRefRequest, opts ...grpc.CallOption) (*GetRefResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRefResponse)
+	err := c.cc.Invoke(ctx, Export_GetRef_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ExportServer is the server API for Export service.
 // All implementations must embed UnimplementedExportServer
 // for forward compatibility.
@@ -108,6 +154,16 @@ type ExportServer interface {
 	Get(*GetRequest, grpc.ServerStreamingServer[GetResponse]) error
 	// Has reports which of the digests the server can still give.
 	Has(context.Context, *HasRequest) (*HasResponse, error)
+	// Put stores objects a worker sends (a pushed snapshot's). The server
+	// computes each digest itself, so a client cannot store bytes under a
+	// name they do not hash to.
+	Put(grpc.ClientStreamingServer[PutRequest, PutResponse]) error
+	// PutRef names a snapshot on the master: version is a version object
+	// (as Resolve returns) whose root is the snapshot's root. Refused unless
+	// the master holds every object it reaches, or if the name is taken.
+	PutRef(context.Context, *PutRefRequest) (*PutRefResponse, error)
+	// GetRef returns the version object of a snapshot on the master.
+	GetRef(context.Context, *GetRefRequest) (*GetRefResponse, error)
 	mustEmbedUnimplementedExportServer()
 }
 
@@ -126,6 +182,15 @@ func (UnimplementedExportServer) Get(*GetRequest, grpc.ServerStreamingServer[Get
 }
 func (UnimplementedExportServer) Has(context.Context, *HasRequest) (*HasResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Has not implemented")
+}
+func (UnimplementedExportServer) Put(grpc.ClientStreamingServer[PutRequest, PutResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Put not implemented")
+}
+func (UnimplementedExportServer) PutRef(context.Context, *PutRefRequest) (*PutRefResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PutRef not implemented")
+}
+func (UnimplementedExportServer) GetRef(context.Context, *GetRefRequest) (*GetRefResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetRef not implemented")
 }
 func (UnimplementedExportServer) mustEmbedUnimplementedExportServer() {}
 func (UnimplementedExportServer) testEmbeddedByValue()                {}
@@ -195,6 +260,49 @@ func _Export_Has_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Export_Put_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ExportServer).Put(&grpc.GenericServerStream[PutRequest, PutResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Export_PutServer = grpc.ClientStreamingServer[PutRequest, PutResponse]
+
+func _Export_PutRef_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutRefRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ExportServer).PutRef(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Export_PutRef_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ExportServer).PutRef(ctx, req.(*PutRefRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Export_GetRef_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRefRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ExportServer).GetRef(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Export_GetRef_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ExportServer).GetRef(ctx, req.(*GetRefRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Export_ServiceDesc is the grpc.ServiceDesc for Export service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -210,12 +318,25 @@ var Export_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Has",
 			Handler:    _Export_Has_Handler,
 		},
+		{
+			MethodName: "PutRef",
+			Handler:    _Export_PutRef_Handler,
+		},
+		{
+			MethodName: "GetRef",
+			Handler:    _Export_GetRef_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Get",
 			Handler:       _Export_Get_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Put",
+			Handler:       _Export_Put_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "cowfs.proto",

@@ -1,0 +1,200 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/remote/pb"
+)
+
+// Put stores what a worker pushes, under the digests the bytes hash to.
+func (s *Server) Put(stream pb.Export_PutServer) error {
+	var n int64
+	for {
+		r, err := stream.Recv()
+		if err == io.EOF {
+			if err := s.store.Sync(); err != nil {
+				return status.Errorf(codes.Internal, "sync: %v", err)
+			}
+			return stream.SendAndClose(&pb.PutResponse{Stored: n})
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := object.KindOf(r.GetObject()); err != nil {
+			return status.Errorf(codes.InvalidArgument, "object %d: %v", n, err)
+		}
+		if _, err := s.store.PutCached(stream.Context(), r.GetObject()); err != nil {
+			return status.Errorf(codes.Internal, "store: %v", err)
+		}
+		n++
+	}
+}
+
+// PutRef names a pushed snapshot, once every object it reaches is here.
+func (s *Server) PutRef(ctx context.Context, r *pb.PutRefRequest) (*pb.PutRefResponse, error) {
+	if err := refs.ValidName(r.GetName()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	v, err := digestOf(r.GetVersion())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	_, root, err := OpenVersion(ctx, s.store, v)
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
+	}
+	// A ref must never name a snapshot the master cannot give whole.
+	if err := s.blobsPresent(ctx, root.Object); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "snapshot %s is incomplete on the master: %v", r.GetName(), err)
+	}
+	root.Name = ""
+	err = s.refs.Create(refs.Snapshot{Name: r.GetName(), Root: root.Object, RootEntry: root,
+		Created: time.Now().UTC(), Parent: r.GetParent(), Source: "pushed"})
+	if errors.Is(err, refs.ErrExists) {
+		return nil, status.Errorf(codes.AlreadyExists, "snapshot %s exists on the master", r.GetName())
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	s.log.Info("snapshot pushed", "name", r.GetName(), "root", root.Object.String())
+	return &pb.PutRefResponse{}, nil
+}
+
+// blobsPresent checks that every chunk under root is stored (Reachable
+// reads trees and file objects, but only lists chunks).
+func (s *Server) blobsPresent(ctx context.Context, root object.Digest) error {
+	set := map[object.Digest]bool{}
+	if err := object.Reachable(ctx, s.store, root, set); err != nil {
+		return err
+	}
+	for d := range set {
+		if ok, err := s.store.Has(ctx, d); err != nil {
+			return err
+		} else if !ok {
+			return fmt.Errorf("object %s missing", d.Short())
+		}
+	}
+	return nil
+}
+
+// GetRef returns a snapshot's version object, storing it if need be.
+func (s *Server) GetRef(ctx context.Context, r *pb.GetRefRequest) (*pb.GetRefResponse, error) {
+	snap, err := s.refs.Get(r.GetName())
+	if errors.Is(err, refs.ErrNotFound) {
+		return nil, status.Errorf(codes.NotFound, "no snapshot %s on the master", r.GetName())
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	e := snap.RootEntry
+	e.Object = snap.Root
+	v, err := putVersion(ctx, s.store, e)
+	if err == nil {
+		err = s.store.Sync()
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
+	return &pb.GetRefResponse{Version: v[:]}, nil
+}
+
+// ObjectSource is a local store a push reads from.
+type ObjectSource interface {
+	Get(ctx context.Context, d object.Digest) ([]byte, error)
+	PutCached(ctx context.Context, encoded []byte) (object.Digest, error)
+}
+
+// Push sends snapshot snap from store to the master: the objects the master
+// lacks, then its name. It is safe to repeat after a failure.
+func (c *Client) Push(ctx context.Context, store ObjectSource, snap refs.Snapshot) (sent int, err error) {
+	e := snap.RootEntry
+	e.Object = snap.Root
+	v, err := putVersion(ctx, store, e)
+	if err != nil {
+		return 0, err
+	}
+	set := map[object.Digest]bool{v: true}
+	if err := object.Reachable(ctx, store, snap.Root, set); err != nil {
+		return 0, fmt.Errorf("push %s: %w", snap.Name, err)
+	}
+	all := make([]object.Digest, 0, len(set))
+	for d := range set {
+		all = append(all, d)
+	}
+	var missing []object.Digest
+	for i := 0; i < len(all); i += 10000 {
+		batch := all[i:min(i+10000, len(all))]
+		has, err := c.Has(ctx, batch)
+		if err != nil {
+			return 0, fmt.Errorf("push %s: %w", snap.Name, err)
+		}
+		for j, ok := range has {
+			if !ok {
+				missing = append(missing, batch[j])
+			}
+		}
+	}
+	// The version object last: the master checks completeness from it.
+	for i, d := range missing {
+		if d == v {
+			missing[i], missing[len(missing)-1] = missing[len(missing)-1], missing[i]
+		}
+	}
+	// A push is as big as what changed: it gets the caller's deadline (or
+	// an hour), not the one for reads.
+	total := time.Hour
+	if dl, ok := ctx.Deadline(); ok {
+		total = time.Until(dl)
+	}
+	err = c.retryFor(ctx, "push "+snap.Name, total, total, func(ctx context.Context) error {
+		st, err := c.ex.Put(ctx)
+		if err != nil {
+			return err
+		}
+		for _, d := range missing {
+			b, err := store.Get(ctx, d)
+			if err != nil {
+				return status.Errorf(codes.Internal, "local object %s: %v", d.Short(), err)
+			}
+			if err := st.Send(&pb.PutRequest{Object: b}); err != nil {
+				_, err = st.CloseAndRecv()
+				return err
+			}
+		}
+		_, err = st.CloseAndRecv()
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	err = c.retry(ctx, "name "+snap.Name, func(ctx context.Context) error {
+		_, err := c.ex.PutRef(ctx, &pb.PutRefRequest{Name: snap.Name, Version: v[:], Parent: snap.Parent})
+		return err
+	})
+	return len(missing), err
+}
+
+// GetRef asks for the version object of a snapshot on the master.
+func (c *Client) GetRef(ctx context.Context, name string) (object.Digest, error) {
+	var v object.Digest
+	err := c.retry(ctx, "snapshot "+name, func(ctx context.Context) error {
+		r, err := c.ex.GetRef(ctx, &pb.GetRefRequest{Name: name})
+		if err != nil {
+			return err
+		}
+		if v, err = digestOf(r.GetVersion()); err != nil {
+			return status.Errorf(codes.Internal, "version: %v", err)
+		}
+		return nil
+	})
+	return v, err
+}
