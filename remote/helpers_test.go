@@ -140,7 +140,9 @@ func (w *worker) mount(addr string, o mountOpts) *remoteMount {
 		w.t.Fatal(err)
 	}
 	m, err := fs.New(dir, fs.Options{State: w.state, Layer: lower, LayerRoot: v, Fetch: cache, Source: addr,
-		Push: func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) { return client.Push(ctx, store, s) }})
+		Push: func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) {
+			return client.Push(ctx, store, s)
+		}})
 	if err != nil {
 		w.t.Fatalf("mount: %v", err)
 	}
@@ -296,4 +298,3 @@ func (p *proxy) Get(r *pb.GetRequest, s pb.Export_GetServer) error {
 		}
 	}
 }
-

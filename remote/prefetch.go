@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -74,25 +76,7 @@ type chunkRef struct {
 
 func (pf *prefetch) run(c *Cache, root object.Digest) {
 	ctx := c.ctx
-	var chunks []chunkRef
-	seen := map[object.Digest]bool{}
-	err := object.Walk(ctx, getterFunc(func(ctx context.Context, d object.Digest) ([]byte, error) {
-		c.yield(ctx)
-		return c.get(ctx, d)
-	}), root, func(_ string, e *object.Entry, f *object.File) error {
-		if f == nil {
-			return nil
-		}
-		pf.update(func(p *Progress) { p.Files++; p.Bytes += f.Size })
-		for i, d := range f.Chunks {
-			if d.IsZero() || seen[d] {
-				continue
-			}
-			seen[d] = true
-			chunks = append(chunks, chunkRef{d, min(object.ChunkSize, f.Size-int64(i)*object.ChunkSize)})
-		}
-		return nil
-	})
+	chunks, err := pf.list(c, root)
 	if err == nil {
 		pf.update(func(p *Progress) { p.State = "fetching"; p.Chunks = int64(len(chunks)) })
 		work := make(chan chunkRef)
@@ -151,6 +135,92 @@ func (pf *prefetch) run(c *Cache, root object.Digest) {
 	}
 }
 
-type getterFunc func(ctx context.Context, d object.Digest) ([]byte, error)
-
-func (g getterFunc) Get(ctx context.Context, d object.Digest) ([]byte, error) { return g(ctx, d) }
+// list fetches every tree and file object of root, prefetchWorkers at a
+// time (one at a time, a 10k-file tree is 10k round trips in a row), and
+// returns the chunks to fetch, each once.
+func (pf *prefetch) list(c *Cache, root object.Digest) ([]chunkRef, error) {
+	ctx := c.ctx
+	type job struct {
+		d    object.Digest
+		tree bool
+	}
+	var (
+		mu      sync.Mutex
+		cond    = sync.NewCond(&mu)
+		queue   = []job{{root, true}}
+		active  int
+		firstEr error
+		seen    = map[object.Digest]bool{root: true}
+		chunks  []chunkRef
+	)
+	// do fetches one object and queues what it leads to.
+	do := func(j job) error {
+		c.yield(ctx)
+		b, err := c.get(ctx, j.d)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if j.tree {
+			t, err := object.DecodeTree(b)
+			if err != nil {
+				return err
+			}
+			for _, e := range t.Entries {
+				dir, reg := e.Mode&unix.S_IFMT == unix.S_IFDIR, e.Mode&unix.S_IFMT == unix.S_IFREG
+				if (dir || (reg && e.Size > 0)) && !seen[e.Object] {
+					seen[e.Object] = true
+					queue = append(queue, job{e.Object, dir})
+				}
+			}
+			return nil
+		}
+		f, err := object.DecodeFile(b)
+		if err != nil {
+			return err
+		}
+		pf.update(func(p *Progress) { p.Files++; p.Bytes += f.Size })
+		for i, d := range f.Chunks {
+			if !d.IsZero() && !seen[d] {
+				seen[d] = true
+				chunks = append(chunks, chunkRef{d, min(object.ChunkSize, f.Size-int64(i)*object.ChunkSize)})
+			}
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	for range prefetchWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mu.Lock()
+			defer mu.Unlock()
+			for {
+				for len(queue) == 0 && active > 0 && firstEr == nil {
+					cond.Wait()
+				}
+				if len(queue) == 0 || firstEr != nil || ctx.Err() != nil {
+					cond.Broadcast()
+					return
+				}
+				j := queue[len(queue)-1]
+				queue = queue[:len(queue)-1]
+				active++
+				mu.Unlock()
+				err := do(j)
+				mu.Lock()
+				active--
+				if err != nil && firstEr == nil {
+					firstEr = err
+				}
+				cond.Broadcast()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstEr == nil {
+		firstEr = ctx.Err()
+	}
+	return chunks, firstEr
+}
