@@ -195,7 +195,7 @@ func New(dir string, o Options) (*Mount, error) {
 			if err := m.refs.PinWhileAlive(pinKey, o.LayerRoot); err != nil {
 				return nil, fmt.Errorf("pin version: %w", err)
 			}
-			m.closeLo = func() error { return m.refs.Unpin(pinKey) }
+			m.closeLo = func() error { return m.refs.UnpinMine(pinKey) }
 		}
 	case o.Snapshot != "":
 		snap, err := m.refs.Get(o.Snapshot)
@@ -209,7 +209,7 @@ func New(dir string, o Options) (*Mount, error) {
 		if err := m.refs.PinWhileAlive(pinKey, snap.Root); err != nil {
 			return nil, fmt.Errorf("pin snapshot %s: %w", snap.Name, err)
 		}
-		m.closeLo = func() error { return m.refs.Unpin(pinKey) }
+		m.closeLo = func() error { return m.refs.UnpinMine(pinKey) }
 		m.parent = snap.Name
 		m.source = "snapshot " + snap.Name
 		if o.Upper == "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -95,7 +96,7 @@ func (m *Mount) complete(ctx context.Context, root object.Digest) error {
 
 // Status describes the mount for cowfs status.
 func (m *Mount) Status() *control.Status {
-	st := &control.Status{Mountpoint: m.Dir, Source: m.source, Upper: m.upper}
+	st := &control.Status{Mountpoint: m.Dir, Source: m.source, Upper: m.upper, Pid: os.Getpid()}
 	if !m.version.IsZero() {
 		st.Version = m.version.String()
 	}

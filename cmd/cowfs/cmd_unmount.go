@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -11,20 +14,37 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/fs/control"
 )
 
-func newUnmountCmd() *cobra.Command {
+func newUnmountCmd(g *globals) *cobra.Command {
 	var lazy bool
 	cmd := &cobra.Command{
 		Use:   "unmount MNT",
 		Short: "Unmount a cowfs workspace",
 		Long: `Unmount the cowfs mount at MNT. The mount process flushes its metadata and
-exits. A mount whose process died (the directory answers "transport endpoint
+exits; the command returns once it has (a gc or a new mount at MNT right
+after sees the mount wholly gone). A mount whose process died (the directory answers "transport endpoint
 is not connected") is detached.`,
 		Example: "  cowfs unmount /root/crawlab_workspace/spider1\n  cowfs unmount --lazy /mnt/ws   # detach now, finish when the last user leaves",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return unmount(args[0], lazy)
+			// Ask the mount process who it is before it goes.
+			pid := 0
+			if abs, err := filepath.Abs(args[0]); err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				if rep, err := control.Call(ctx, fs.ControlSocket(g.state, abs), control.Request{Op: "status"}); err == nil && rep.Status != nil {
+					pid = rep.Status.Pid
+				}
+				cancel()
+			}
+			if err := unmount(args[0], lazy); err != nil {
+				return err
+			}
+			if pid > 0 && !lazy {
+				waitExit(pid, 30*time.Second)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&lazy, "lazy", false, "detach even if the mount is busy")
@@ -70,5 +90,18 @@ func unmount(dir string, lazy bool) error {
 			return fusermountU(dir, lazy)
 		}
 		return fmt.Errorf("unmount %s: %w", dir, err)
+	}
+}
+
+// waitExit waits until process pid is gone (or a zombie), at most d.
+func waitExit(pid int, d time.Duration) {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return
+		}
+		if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X') {
+			return
+		}
 	}
 }

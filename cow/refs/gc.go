@@ -43,6 +43,23 @@ func (d *Dir) pin(key, content string) error {
 	return os.Rename(tmp, d.pinPath(key))
 }
 
+// UnpinMine drops key's pin if this process made it with PinWhileAlive: a
+// mount closing late must not drop the pin of a newer mount at the same
+// mountpoint.
+func (d *Dir) UnpinMine(key string) error {
+	b, err := os.ReadFile(d.pinPath(key))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !strings.HasSuffix(strings.TrimSpace(string(b)), fmt.Sprintf("pid %d", os.Getpid())) {
+		return nil
+	}
+	return d.Unpin(key)
+}
+
 // Unpin drops key's pin.
 func (d *Dir) Unpin(key string) error {
 	err := os.Remove(d.pinPath(key))

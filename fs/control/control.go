@@ -38,9 +38,11 @@ type Status struct {
 	// export's address and path.
 	Source string `json:"source"`
 	// Version is the pinned version of a remote lower.
-	Version string        `json:"version,omitempty"`
-	Upper   string        `json:"upper"`
-	Remote  *RemoteStatus `json:"remote,omitempty"`
+	Version string `json:"version,omitempty"`
+	Upper   string `json:"upper"`
+	// Pid is the mount process: cowfs unmount waits for it to finish.
+	Pid    int           `json:"pid"`
+	Remote *RemoteStatus `json:"remote,omitempty"`
 }
 
 // RemoteStatus counts what a remote lower did.
