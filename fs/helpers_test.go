@@ -75,3 +75,38 @@ func (tm *testMount) remount(t testing.TB) {
 	}
 	tm.m = m
 }
+
+// copyMapped copies between a mapping of a file on a cowfs mount and Go
+// memory inside system calls only (pwrite and pread against a memfd): with
+// data nil it returns a copy of mapped, otherwise it stores data into
+// mapped. A page fault on such a mapping in user code blocks its thread
+// outside any system call; the Go runtime, unable to stop that thread for
+// a garbage collection, stops every other one, the FUSE server's included,
+// and the fault is never served. Faulting the pages in from inside the
+// kernel keeps the runtime free.
+func copyMapped(t testing.TB, mapped, data []byte) []byte {
+	t.Helper()
+	fd, err := unix.MemfdCreate("cowfs-test", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatalf("memfd_create: %v", err)
+	}
+	defer unix.Close(fd)
+	full := func(op string, k int, err error) {
+		if err != nil || k != len(mapped) {
+			t.Fatalf("%s: %d of %d bytes: %v", op, k, len(mapped), err)
+		}
+	}
+	if data == nil {
+		k, err := unix.Pwrite(fd, mapped, 0)
+		full("pwrite from the mapping", k, err)
+		out := make([]byte, len(mapped))
+		k, err = unix.Pread(fd, out, 0)
+		full("pread back", k, err)
+		return out
+	}
+	k, err := unix.Pwrite(fd, data, 0)
+	full("pwrite to memfd", k, err)
+	k, err = unix.Pread(fd, mapped, 0)
+	full("pread into the mapping", k, err)
+	return nil
+}
