@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -638,8 +639,53 @@ func (m *treeModel) checkAll(when string) {
 		owner[g.ino] = want
 	}
 	for dir, e := range m.entries {
-		if e.kind == 'd' {
-			m.checkDir(dir)
+		if e.kind != 'd' {
+			continue
+		}
+		m.checkDir(dir)
+		ents, err := readDirInos(m.full(dir))
+		if err != nil {
+			m.log.fatalf(m.t, "%s: getdents %q: %v", when, dir, err)
+		}
+		for name, ino := range ents {
+			if p := tjoin(dir, name); got[p].ino != ino {
+				m.log.fatalf(m.t, "%s: %q has d_ino %d in readdir, st_ino %d", when, p, ino, got[p].ino)
+			}
+		}
+	}
+}
+
+// readDirInos lists a directory with getdents64: name to d_ino.
+func readDirInos(dir string) (map[string]uint64, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	out := map[string]uint64{}
+	buf := make([]byte, 8192)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return out, nil
+		}
+		// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
+		for b := buf[:n]; len(b) >= 19; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < 19 || reclen > len(b) {
+				return nil, fmt.Errorf("bad dirent record length %d", reclen)
+			}
+			name := string(b[19:reclen])
+			if i := strings.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			if name != "." && name != ".." {
+				out[name] = binary.NativeEndian.Uint64(b[0:8])
+			}
+			b = b[reclen:]
 		}
 	}
 }
