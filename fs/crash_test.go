@@ -303,11 +303,16 @@ func crashOnce(t *testing.T, base string, it int, seed int64, want int, extra ti
 	// the answer, and the answer would come from the dying process. So
 	// after SIGKILL the connection is aborted through fusectl, which is
 	// what the kernel does by itself when a separate server dies.
-	abort := ""
+	// Connection numbers are reused once a mount is gone, so the abort
+	// is written once, and only while the child's mount is still there.
+	abort, dev := "", ""
 	kill := func() {
 		cmd.Process.Signal(syscall.SIGKILL)
 		if abort != "" {
-			os.WriteFile(abort, []byte("1"), 0o200)
+			if d, _ := mountDev(mnt); d == dev {
+				os.WriteFile(abort, []byte("1"), 0o200)
+			}
+			abort = ""
 		}
 	}
 	// However this ends, the child is dead and its mount detached.
@@ -339,7 +344,7 @@ func crashOnce(t *testing.T, base string, it int, seed int64, want int, extra ti
 				other = append(other, l)
 			}
 			if l == "MOUNTED" {
-				if abort, err = fuseAbortFile(mnt); err != nil {
+				if abort, dev, err = fuseAbortFile(mnt); err != nil {
 					fatal("%v", err)
 				}
 			}
@@ -367,10 +372,8 @@ func crashOnce(t *testing.T, base string, it int, seed int64, want int, extra ti
 	}
 }
 
-// fuseAbortFile returns the fusectl file that aborts the FUSE connection
-// of the mount at mnt, mounting fusectl if it is not mounted yet.
-func fuseAbortFile(mnt string) (string, error) {
-	const ctl = "/sys/fs/fuse/connections"
+// mountDev returns the device ("major:minor") of the last mount at mnt.
+func mountDev(mnt string) (string, error) {
 	info, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return "", err
@@ -378,23 +381,34 @@ func fuseAbortFile(mnt string) (string, error) {
 	dev := ""
 	for _, l := range strings.Split(string(info), "\n") {
 		if f := strings.Fields(l); len(f) > 4 && f[4] == mnt {
-			dev = f[2] // major:minor of the last mount there
+			dev = f[2]
 		}
 	}
-	_, minor, ok := strings.Cut(dev, ":")
-	if !ok {
+	if dev == "" {
 		return "", fmt.Errorf("no mount at %s in /proc/self/mountinfo", mnt)
 	}
+	return dev, nil
+}
+
+// fuseAbortFile returns the fusectl file that aborts the FUSE connection
+// of the mount at mnt, and the mount's device, mounting fusectl if it is
+// not mounted yet.
+func fuseAbortFile(mnt string) (abort, dev string, err error) {
+	const ctl = "/sys/fs/fuse/connections"
+	if dev, err = mountDev(mnt); err != nil {
+		return "", "", err
+	}
+	_, minor, _ := strings.Cut(dev, ":")
 	if ents, err := os.ReadDir(ctl); err == nil && len(ents) == 0 {
 		if err := unix.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil {
-			return "", fmt.Errorf("mount fusectl on %s (needed to abort a dead mount): %v", ctl, err)
+			return "", "", fmt.Errorf("mount fusectl on %s (needed to abort a dead mount): %v", ctl, err)
 		}
 	}
-	abort := filepath.Join(ctl, minor, "abort")
+	abort = filepath.Join(ctl, minor, "abort")
 	if _, err := os.Stat(abort); err != nil {
-		return "", fmt.Errorf("the mount's FUSE connection: %v", err)
+		return "", "", fmt.Errorf("the mount's FUSE connection: %v", err)
 	}
-	return abort, nil
+	return abort, dev, nil
 }
 
 // verifyCrash reads the whole tree and checks every acknowledged write.
