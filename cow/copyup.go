@@ -1,6 +1,7 @@
 package cow
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -38,6 +39,16 @@ func (f *FS) copyUpOne(p Path) error {
 	st, err := f.lo.Lstat(n.lower)
 	if err != nil {
 		return err
+	}
+	linked := n.Type == unix.S_IFREG && st.Nlink > 1
+	if linked {
+		li, ok, err := f.meta.Index(n.Ino)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return f.linkUp(p, li)
+		}
 	}
 	tmp := tmpName()
 	id := NewID()
@@ -101,6 +112,16 @@ func (f *FS) copyUpOne(p Path) error {
 			return err
 		}
 	}
+	if linked {
+		// The inode's other names will be links to it: keep it in
+		// the index, under the lower inode's number. A leftover of a
+		// crash before the index record goes first.
+		ix := indexName(n.Ino)
+		unix.Unlinkat(f.up.work, ix, 0)
+		if err := unix.Linkat(f.up.work, tmp, f.up.work, ix, 0); err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+	}
 	// Installing adds an entry to the upper parent, which would change
 	// its mtime; a copy-up is not a change of the directory, so put its
 	// times back, as kernel overlayfs does.
@@ -113,6 +134,13 @@ func (f *FS) copyUpOne(p Path) error {
 	if perr == nil {
 		f.up.restoreTimes(parentRel, &pst)
 	}
+	if linked {
+		// Recorded once the name is in place: a crash before leaves the
+		// file as a copy of its own, as without an index.
+		if err := f.meta.PutIndex(n.Ino, LinkIndex{ID: id, LowerLeft: int64(st.Nlink) - 1}); err != nil {
+			return err
+		}
+	}
 	n.upper, n.id = true, id
 	if n.Type == unix.S_IFREG {
 		n.mu.Lock()
@@ -124,6 +152,57 @@ func (f *FS) copyUpOne(p Path) error {
 		}
 	}
 	return nil
+}
+
+// indexName is the index entry, under the work directory, of the upper
+// inode of lower inode ino.
+func indexName(ino uint64) string { return fmt.Sprintf("index/%016x", ino) }
+
+// linkUp copies up a name of a lower file whose inode another name already
+// brought up: a hard link to the indexed inode, no data and no new id.
+func (f *FS) linkUp(p Path, li LinkIndex) error {
+	n := p.Node()
+	parentRel := p.Parent().Rel()
+	pst, _, perr := f.up.stat(parentRel)
+	err := f.up.at(p.Rel(), func(dirfd int, name string) error {
+		return unix.Linkat(f.up.work, indexName(n.Ino), dirfd, name, 0)
+	})
+	if err != nil {
+		return fmt.Errorf("link to index: %w", err)
+	}
+	if perr == nil {
+		f.up.restoreTimes(parentRel, &pst)
+	}
+	li.LowerLeft--
+	if err := f.meta.PutIndex(n.Ino, li); err != nil {
+		return err
+	}
+	n.upper, n.id = true, li.ID
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.data != nil {
+		fm, err := f.meta.File(li.ID)
+		if errors.Is(err, ErrNotFound) {
+			fm, err = nil, nil // every chunk is in the upper
+		}
+		if err != nil {
+			return err
+		}
+		return n.data.attachUpper(f, p.Rel(), li.ID, fm)
+	}
+	return nil
+}
+
+// linkCount corrects the link count of an upper file that is a lower
+// file's indexed inode: its upper links, less the index's, plus the lower
+// names not yet brought up.
+func (f *FS) linkCount(n *Node, st *unix.Stat_t) {
+	if n.Type != unix.S_IFREG || !n.upper || st.Nlink < 2 {
+		return
+	}
+	if li, ok, err := f.meta.Index(n.Ino); err == nil && ok && li.ID == n.id {
+		st.Nlink = st.Nlink - 1 + uint64(li.LowerLeft)
+	}
 }
 
 func (f *FS) copyXattrs(lowerPath, tmp string) error {

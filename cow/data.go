@@ -582,6 +582,9 @@ func (h *Handle) Stat() (unix.Stat_t, error) {
 		return st, syscall.ENOTSUP
 	}
 	st.Ino = n.Ino
+	if err == nil {
+		h.fs.linkCount(n, &st)
+	}
 	return st, err
 }
 

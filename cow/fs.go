@@ -137,8 +137,28 @@ func (f *FS) Lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 		return nil, unix.Stat_t{}, err
 	}
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.lookup(dir, name)
+	n, st, err := f.lookup(dir, name)
+	f.mu.RUnlock()
+	if err != nil || n.upper || n.Type != unix.S_IFREG || st.Nlink < 2 {
+		return n, st, err
+	}
+	// A lower name of a file with several names: if another of its
+	// names was copied up, this one must show that inode, so it is
+	// brought up now, as a link to it.
+	if _, ok, err := f.meta.Index(n.Ino); err != nil || !ok {
+		return n, st, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n, st, err = f.lookup(dir, name); err != nil || n.upper {
+		return n, st, err
+	}
+	p := dir.Child(name, n)
+	if err := f.copyUp(p); err != nil {
+		return nil, st, err
+	}
+	st, err = f.attr(p)
+	return n, st, err
 }
 
 func (f *FS) lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
@@ -148,6 +168,9 @@ func (f *FS) lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 		st, gen, err := f.up.stat(p)
 		if err == nil {
 			n, err := f.upperNode(d, p, name, &st, gen)
+			if err == nil {
+				f.linkCount(n, &st)
+			}
 			return n, st, err
 		}
 		if !isNotExist(err) {
@@ -223,6 +246,7 @@ func (f *FS) Attr(p Path) (unix.Stat_t, error) {
 		err := unix.Fstat(int(d.upper.Fd()), &st)
 		n.mu.Unlock()
 		st.Ino = n.Ino
+		f.linkCount(n, &st)
 		return st, err
 	}
 	n.mu.Unlock()
@@ -242,6 +266,9 @@ func (f *FS) attr(p Path) (unix.Stat_t, error) {
 		st, _, err = f.up.stat(p.Rel())
 		if err == nil && n.Type == unix.S_IFDIR && n.hasLower {
 			st.Nlink = 1
+		}
+		if err == nil {
+			f.linkCount(n, &st)
 		}
 	} else {
 		st, err = f.lo.Lstat(n.lower)

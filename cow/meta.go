@@ -297,6 +297,40 @@ func (badgerLogger) Warningf(f string, a ...any) { slog.Warn("badger: " + fmt.Sp
 func (badgerLogger) Infof(string, ...any)        {}
 func (badgerLogger) Debugf(string, ...any)       {}
 
+// LinkIndex records the one upper inode of a lower file with several names
+// (hard links), so that every name is copied up as a link to it rather than
+// as a file of its own. The inode also stays in the work directory's index/
+// under the lower inode number, the source of those links.
+type LinkIndex struct {
+	// ID is the upper inode's Meta id.
+	ID uint64
+	// LowerLeft counts the lower names not yet linked into the upper nor
+	// removed: the inode's link count is its upper links, less the index
+	// link, plus these.
+	LowerLeft int64
+}
+
+// Index returns the link index of lower inode ino.
+func (m *Meta) Index(ino uint64) (LinkIndex, bool, error) {
+	v, err := m.get(key('h', ino, ""))
+	if errors.Is(err, ErrNotFound) {
+		return LinkIndex{}, false, nil
+	}
+	if err != nil || len(v) != 16 {
+		return LinkIndex{}, false, fmt.Errorf("link index %x: %w", ino, ErrCorrupt)
+	}
+	return LinkIndex{ID: binary.BigEndian.Uint64(v), LowerLeft: int64(binary.BigEndian.Uint64(v[8:]))}, true, nil
+}
+
+// PutIndex records the link index of lower inode ino.
+func (m *Meta) PutIndex(ino uint64, li LinkIndex) error {
+	v := binary.BigEndian.AppendUint64(nil, li.ID)
+	v = binary.BigEndian.AppendUint64(v, uint64(max(0, li.LowerLeft)))
+	return m.db.Update(func(txn *badger.Txn) error {
+		return txn.Set(key('h', ino, ""), v)
+	})
+}
+
 // ScanEntry remembers the file object a lower file hashed to, valid while
 // the file's size, mtime and ctime are what they were.
 type ScanEntry struct {

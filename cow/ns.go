@@ -216,6 +216,16 @@ func (f *FS) Unlink(dir Path, name string, n *Node) error {
 	if n.Type == unix.S_IFDIR {
 		return syscall.EISDIR
 	}
+	if !n.upper && n.Type == unix.S_IFREG {
+		// One name of a lower file with several: its inode is brought
+		// up (and indexed) first, so that the other names' link count
+		// drops with this one gone.
+		if st, err := f.lo.Lstat(n.lower); err == nil && st.Nlink > 1 {
+			if err := f.copyUp(dir.Child(name, n)); err != nil {
+				return err
+			}
+		}
+	}
 	if err := f.copyUp(dir); err != nil {
 		return err
 	}

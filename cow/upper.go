@@ -201,6 +201,10 @@ func (u *Upper) discard(tmp string, dir bool) {
 // cleanWork removes what a crash left in the work directory: prepared
 // inodes that were never installed.
 func (u *Upper) cleanWork() error {
+	// The index of hard-linked lower files lives beside the leftovers.
+	if err := unix.Mkdirat(u.work, "index", 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
 	fd, err := openBeneath(u.work, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return err

@@ -47,6 +47,7 @@ var overlayCases = []overlayCase{
 	{name: "Symlink", lower: symlinkLower, run: testSymlink},
 	{name: "HardLinkInMount", lower: hardLinkLower, run: testHardLinkInMount},
 	{name: "HardLinkInLower", lower: lowerHardLinkLower, run: testLowerHardLink},
+	{name: "HardLinkInLowerUnlink", lower: lowerHardLinkLower, run: testLowerHardLinkUnlink},
 	{name: "Fifo", lower: fifoLower, run: testFifo},
 	{name: "AppendTruncate", lower: appendLower, run: testAppendTruncate},
 	{name: "SparseStaysSparse", lower: sparseLower, run: testSparse},
@@ -912,11 +913,6 @@ func testLowerHardLink(t *testing.T, tm *testMount) {
 		}
 	}
 	oneFile("before copy-up")
-	// cow copies a file up per path, with its origin recorded by path:
-	// nothing maps a lower inode to the one upper inode all its names
-	// should share, so a write through h2 lands in an upper h2 alone and
-	// h1, sub/h3 and the link counts go stale once the kernel forgets.
-	t.Skip("not implemented: lower hard links become separate files on copy-up (cow/copyup.go keys copy-ups by path)")
 	f, err := os.OpenFile(p("h2"), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -942,6 +938,58 @@ func testLowerHardLink(t *testing.T, tm *testMount) {
 	check("after dropping caches")
 	tm.remount(t)
 	check("after remount")
+
+	// Link counts follow unlinks and new links, across a remount.
+	nlinks := func(when string, want uint64, names ...string) {
+		t.Helper()
+		for _, n := range names {
+			if st := lstatT(t, p(n)); st.Nlink != want {
+				t.Errorf("%s: %s has nlink %d, want %d", when, n, st.Nlink, want)
+			}
+		}
+	}
+	if err := os.Remove(p("sub/h3")); err != nil {
+		t.Fatal(err)
+	}
+	nlinks("after unlinking sub/h3", 2, "h1", "h2")
+	if err := os.Link(p("h1"), p("h4")); err != nil {
+		t.Fatal(err)
+	}
+	nlinks("after linking h4", 3, "h1", "h2", "h4")
+	tm.remount(t)
+	nlinks("after remount", 3, "h1", "h2", "h4")
+	if got, err := os.ReadFile(p("h4")); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("h4: %v", err)
+	}
+}
+
+// testLowerHardLinkUnlink removes one name of a lower file with three
+// before anything was copied up: the others count two links, and still
+// share one inode once written.
+func testLowerHardLinkUnlink(t *testing.T, tm *testMount) {
+	p := func(n string) string { return filepath.Join(tm.Dir, n) }
+	if err := os.Remove(p("h1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, when := range []string{"after unlink", "after remount"} {
+		for _, n := range []string{"h2", "sub/h3"} {
+			if st := lstatT(t, p(n)); st.Nlink != 2 {
+				t.Errorf("%s: %s has nlink %d, want 2", when, n, st.Nlink)
+			}
+		}
+		if when == "after unlink" {
+			if err := os.WriteFile(p("h2"), []byte("new"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			tm.remount(t)
+		}
+	}
+	if b, err := os.ReadFile(p("sub/h3")); err != nil || string(b) != "new" {
+		t.Errorf("sub/h3 after a write through h2: %q, %v", b, err)
+	}
+	if _, err := os.Lstat(p("h1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("h1 after unlink: %v", err)
+	}
 }
 
 // --- fifos ------------------------------------------------------------------
