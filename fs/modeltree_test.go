@@ -19,7 +19,7 @@ import (
 )
 
 var modelLowerLinks = flag.Bool("model.lowerlinks", false,
-	"give the tree model's lower two names of one file (known bug: after a copy-up and a remount the other name reads the old bytes)")
+	"give the tree model's lower two names of one file (known bug: renaming the other name of a copied-up lower hard link moves the copied-up name instead)")
 
 // tobj is one file, directory or symlink of the tree model; hard links
 // are names sharing one tobj.
@@ -124,10 +124,10 @@ func populateTreeLower(t *testing.T, lower string, rnd *rand.Rand) {
 		t.Fatal(err)
 	}
 	if !*modelLowerLinks {
-		// A lower file with two names loses its shared identity
-		// across a remount once one name is copied up: the other
-		// name reads the lower bytes again, and st_nlink counts only
-		// upper names. Not fixed yet; -model.lowerlinks tests it.
+		// Known bug with lower files of two names e and c/b: after
+		// one is copied up (link e x), rename c/b d/b moves the
+		// upper e, so e is listed but unlink e gives ENOENT. Not
+		// fixed yet; -model.lowerlinks tests it.
 		t.Log("lower hard links left out (known bug; run with -model.lowerlinks to include them)")
 		return
 	}
