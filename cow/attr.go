@@ -140,8 +140,14 @@ func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
 		return nil, syscall.ENODATA
 	}
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.getxattr(p, name)
+	v, err := f.getxattr(p, name)
+	f.mu.RUnlock()
+	if f.retryLinked(p, err) {
+		f.mu.RLock()
+		v, err = f.getxattr(p, name)
+		f.mu.RUnlock()
+	}
+	return v, err
 }
 
 func (f *FS) getxattr(p Path, name string) ([]byte, error) {
@@ -163,8 +169,14 @@ func (f *FS) Listxattr(p Path) ([]string, error) {
 		return nil, errDetached
 	}
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.listxattr(p)
+	names, err := f.listxattr(p)
+	f.mu.RUnlock()
+	if f.retryLinked(p, err) {
+		f.mu.RLock()
+		names, err = f.listxattr(p)
+		f.mu.RUnlock()
+	}
+	return names, err
 }
 
 func (f *FS) listxattr(p Path) ([]string, error) {

@@ -20,6 +20,12 @@ func (f *FS) CopyUp(p Path) error {
 func (f *FS) copyUp(p Path) error {
 	for i := 1; i < len(p.Nodes); i++ {
 		if p.Nodes[i].upper {
+			if i == len(p.Nodes)-1 {
+				// The kernel shares one node among the names of
+				// a lower file with several: that the node is up
+				// does not mean this name is.
+				return f.linkUpIfMissing(p)
+			}
 			continue
 		}
 		q := Path{Nodes: p.Nodes[:i+1], Names: p.Names[:i]}
@@ -191,6 +197,45 @@ func (f *FS) linkUp(p Path, li LinkIndex) error {
 		return n.data.attachUpper(f, p.Rel(), li.ID, fm)
 	}
 	return nil
+}
+
+// linkUpIfMissing links the name p of an indexed inode into the upper if
+// only another of its names is there.
+func (f *FS) linkUpIfMissing(p Path) error {
+	n := p.Node()
+	if n.Type != unix.S_IFREG || !n.hasLower || p.Detached {
+		return nil
+	}
+	li, ok, err := f.meta.Index(n.Ino)
+	if err != nil || !ok || li.ID != n.id {
+		return err
+	}
+	if _, _, err := f.up.stat(p.Rel()); !isNotExist(err) {
+		return err
+	}
+	return f.linkUp(p, li)
+}
+
+// indexed reports whether n is the indexed inode of a lower file with
+// several names.
+func (f *FS) indexed(n *Node) bool {
+	li, ok, err := f.meta.Index(n.Ino)
+	return err == nil && ok && li.ID == n.id
+}
+
+// retryLinked reports whether an operation that failed with err on p
+// should run again: p may be a name of a lower file with several names
+// whose shared node another name brought up, and it is now linked up too.
+// The caller must not hold f.mu.
+func (f *FS) retryLinked(p Path, err error) bool {
+	n := p.Node()
+	if !isNotExist(err) || p.Detached || !n.upper || n.Type != unix.S_IFREG || !n.hasLower {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// copyUp brings up the parents too, then links the name.
+	return f.copyUp(p) == nil
 }
 
 // linkCount corrects the link count of an upper file that is a lower

@@ -77,7 +77,11 @@ func (f *FS) Open(p Path, flags int) (*Handle, error) {
 		n.data.refs++
 		return &Handle{n: n, fs: f, flags: flags}, nil
 	}
-	if write && !n.upper {
+	if write && !n.upper || n.upper && n.hasLower && f.indexed(n) {
+		// The second case, also for reading: this name may be one of
+		// a lower file with several that the kernel shares a node
+		// among; if another name brought the node up, this one must
+		// follow.
 		if err := f.CopyUp(p); err != nil {
 			return nil, err
 		}

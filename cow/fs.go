@@ -254,8 +254,14 @@ func (f *FS) Attr(p Path) (unix.Stat_t, error) {
 		return unix.Stat_t{}, errDetached
 	}
 	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.attr(p)
+	st, err := f.attr(p)
+	f.mu.RUnlock()
+	if f.retryLinked(p, err) {
+		f.mu.RLock()
+		st, err = f.attr(p)
+		f.mu.RUnlock()
+	}
+	return st, err
 }
 
 func (f *FS) attr(p Path) (unix.Stat_t, error) {

@@ -216,15 +216,8 @@ func (f *FS) Unlink(dir Path, name string, n *Node) error {
 	if n.Type == unix.S_IFDIR {
 		return syscall.EISDIR
 	}
-	if !n.upper && n.Type == unix.S_IFREG {
-		// One name of a lower file with several: its inode is brought
-		// up (and indexed) first, so that the other names' link count
-		// drops with this one gone.
-		if st, err := f.lo.Lstat(n.lower); err == nil && st.Nlink > 1 {
-			if err := f.copyUp(dir.Child(name, n)); err != nil {
-				return err
-			}
-		}
+	if err := f.upLinked(dir.Child(name, n)); err != nil {
+		return err
 	}
 	if err := f.copyUp(dir); err != nil {
 		return err
@@ -244,6 +237,21 @@ func (f *FS) Unlink(dir Path, name string, n *Node) error {
 		}
 		return nil
 	})
+}
+
+// upLinked brings up the name p of a lower file with several names before
+// the name goes (unlink, rename over it): with its inode indexed, the other
+// names' link count drops. The node may be up through another name only;
+// copyUp links this one then.
+func (f *FS) upLinked(p Path) error {
+	n := p.Node()
+	if n.Type != unix.S_IFREG || !n.hasLower {
+		return nil
+	}
+	if st, err := f.lo.Lstat(n.lower); err != nil || st.Nlink < 2 {
+		return nil
+	}
+	return f.copyUp(p)
 }
 
 // Rmdir removes the empty directory name, node n, from dir.
@@ -333,6 +341,13 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 		return err
 	}
 	dst := newDir.Child(newName, target)
+	if target != nil && !exchange {
+		// Replacing one name of a lower file with several: as for
+		// unlink, its inode comes up first so the others' count drops.
+		if err := f.upLinked(dst); err != nil {
+			return err
+		}
+	}
 	if exchange {
 		if err := f.copyUp(dst); err != nil {
 			return err

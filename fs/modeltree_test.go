@@ -18,8 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-var modelLowerLinks = flag.Bool("model.lowerlinks", false,
-	"give the tree model's lower two names of one file (known bug: renaming the other name of a copied-up lower hard link moves the copied-up name instead)")
+var modelNoLowerLinks = flag.Bool("model.nolowerlinks", false,
+	"leave out of the tree model's lower the two names of one file")
 
 // tobj is one file, directory or symlink of the tree model; hard links
 // are names sharing one tobj.
@@ -123,12 +123,7 @@ func populateTreeLower(t *testing.T, lower string, rnd *rand.Rand) {
 	if err := os.Symlink("nowhere/lower", filepath.Join(lower, "c/f")); err != nil {
 		t.Fatal(err)
 	}
-	if !*modelLowerLinks {
-		// Known bug with lower files of two names e and c/b: after
-		// one is copied up (link e x), rename c/b d/b moves the
-		// upper e, so e is listed but unlink e gives ENOENT. Not
-		// fixed yet; -model.lowerlinks tests it.
-		t.Log("lower hard links left out (known bug; run with -model.lowerlinks to include them)")
+	if *modelNoLowerLinks {
 		return
 	}
 	if err := os.Link(filepath.Join(lower, "e"), filepath.Join(lower, "c/b")); err != nil {
