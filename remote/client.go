@@ -27,6 +27,10 @@ import (
 // directory with a million entries, or the file object of a 4 TiB file.
 const maxObject = 256 << 20
 
+// ResolveTimeout bounds a Resolve, which waits for the master's scan: the
+// first scan of a 100k-file export reads every file.
+const ResolveTimeout = 5 * time.Minute
+
 // ErrUnauthenticated reports a missing or wrong token.
 var ErrUnauthenticated = errors.New("the master refused the token")
 
@@ -120,6 +124,7 @@ func (c *Client) retry(ctx context.Context, what string, attempt func(context.Co
 func (c *Client) retryFor(ctx context.Context, what string, callTimeout, timeout time.Duration, attempt func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	start := time.Now()
 	backoff := 50 * time.Millisecond
 	for n := 1; ; n++ {
 		actx, acancel := context.WithTimeout(ctx, callTimeout)
@@ -144,13 +149,16 @@ func (c *Client) retryFor(ctx context.Context, what string, callTimeout, timeout
 		sleep := time.Duration(rand.Int64N(int64(backoff))) + backoff/2
 		backoff = min(2*backoff, 2*time.Second)
 		dl, _ := ctx.Deadline()
-		if ctx.Err() != nil || time.Until(dl) < sleep {
+		// A master that does not answer at all is given up on after
+		// Timeout, whatever the call's own bound.
+		gone := code == codes.Unavailable && time.Since(start)+sleep > c.cfg.Timeout
+		if ctx.Err() != nil || time.Until(dl) < sleep || gone {
 			c.failures.Add(1)
 			if code == codes.Canceled && ctx.Err() == nil {
 				return fmt.Errorf("%s: %w", what, err)
 			}
 			return fmt.Errorf("%s: %w %s after %d attempts in %v: %s", what, ErrUnavailable, c.cfg.Addr, n,
-				timeout, status.Convert(err).Message())
+				time.Since(start).Round(time.Millisecond), status.Convert(err).Message())
 		}
 		c.retries.Add(1)
 		c.log.Debug("retrying", "call", what, "attempt", n, "err", err)
@@ -165,7 +173,9 @@ func (c *Client) Resolve(ctx context.Context, path string) (object.Digest, error
 	if path != "" {
 		what += " " + path
 	}
-	err := c.retry(ctx, what, func(ctx context.Context) error {
+	// The master scans the tree to answer: the first scan of a big
+	// export reads all of it. Retries join the scan in progress.
+	err := c.retryFor(ctx, what, ResolveTimeout, ResolveTimeout, func(ctx context.Context) error {
 		r, err := c.ex.Resolve(ctx, &pb.ResolveRequest{Path: path})
 		if err != nil {
 			return err

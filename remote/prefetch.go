@@ -30,9 +30,10 @@ type prefetch struct {
 	p  *Progress
 }
 
-// prefetchWorkers fetch chunks side by side: enough to hide a round trip,
-// few enough to leave the link to readers.
-const prefetchWorkers = 4
+// prefetchWorkers fetch objects side by side: a fetch is a round trip plus
+// a file written; 16 in flight kept loopback busy where 4 left it idle
+// (bench-remote, eager download). Readers still go first (yield).
+const prefetchWorkers = 16
 
 // PrefetchVersion fetches every object of the tree root in the background,
 // so that the mount works with the master gone once it is done. Reads a

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/remote"
 )
 
 type mountFlags struct {
@@ -27,6 +28,7 @@ type mountFlags struct {
 	timeout            time.Duration
 	procs              int
 	remote             remoteFlags
+	timeoutSet         bool // --timeout was given
 }
 
 func newMountCmd(g *globals) *cobra.Command {
@@ -64,6 +66,7 @@ made over it; a new mountpoint gets the master's newest version.`,
   cowfs mount /root/crawlab_workspace/spider1 --remote master:7420 --path spider1 --token-file /etc/cowfs/token`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.timeoutSet = cmd.Flags().Changed("timeout")
 			return runMount(g, f, args[0])
 		},
 	}
@@ -92,13 +95,13 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		return fmt.Errorf("no /dev/fuse: load the fuse module (modprobe fuse) or give the container the device: %w", err)
 	}
 	var lower string
-	remote := f.remote.addr != ""
+	isRemote := f.remote.addr != ""
 	switch {
-	case remote && f.lower != "":
+	case isRemote && f.lower != "":
 		return fmt.Errorf("give either --lower or --remote, not both")
-	case !remote && f.lower == "" && f.snapshot == "":
+	case !isRemote && f.lower == "" && f.snapshot == "":
 		return fmt.Errorf("no lower: give --lower DIR or --remote ADDR")
-	case remote:
+	case isRemote:
 		if f.snapshot != "" && f.remote.path != "" {
 			return fmt.Errorf("--path does not apply to a restore")
 		}
@@ -161,7 +164,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 			fsname = "cowfs:snapshot:" + f.snapshot
 		}
 		var setup func(*fs.Options, *slog.Logger) (func(), error)
-		if remote {
+		if isRemote {
 			setup = func(o *fs.Options, log *slog.Logger) (func(), error) {
 				return setupRemote(&f.remote, f.snapshot, state, mnt, o, log)
 			}
@@ -179,14 +182,14 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		logDir = filepath.Dir(u)
 	}
 	args := []string{"--state", state, "mount", mnt, "--foreground"}
-	if remote {
+	if isRemote {
 		args = append(args, f.remote.args()...)
 	} else {
 		args = append(args, "--lower", lower)
 	}
 	if f.snapshot != "" {
 		args = []string{"--state", state, "restore", f.snapshot, mnt, "--foreground"}
-		if remote {
+		if isRemote {
 			args = append(args, f.remote.args()...)
 		}
 		logDir = filepath.Join(state, "restores")
@@ -206,7 +209,12 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	if f.procs > 0 && f.snapshot == "" {
 		args = append(args, "--procs", strconv.Itoa(f.procs))
 	}
-	return spawnDaemon(args, filepath.Join(logDir, "mount.log"), f.timeout)
+	timeout := f.timeout
+	if isRemote && !f.timeoutSet {
+		// The master may have to scan a big export first.
+		timeout = remote.ResolveTimeout + f.remote.ioTimeout
+	}
+	return spawnDaemon(args, filepath.Join(logDir, "mount.log"), timeout)
 }
 
 // defaultProcs is half the machine's CPUs, at least one. A FUSE server

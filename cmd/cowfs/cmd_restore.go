@@ -27,6 +27,7 @@ mount --remote, and cached for every mount of this state directory.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.snapshot = args[0]
+			f.timeoutSet = cmd.Flags().Changed("timeout")
 			return runMount(g, f, args[1])
 		},
 	}
