@@ -20,6 +20,7 @@ import (
 // Fetcher gets objects from a master; *Client is one.
 type Fetcher interface {
 	Get(ctx context.Context, d object.Digest) ([]byte, error)
+	GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error
 	Has(ctx context.Context, ds []object.Digest) ([]bool, error)
 	Addr() string
 }
@@ -57,6 +58,7 @@ type Cache struct {
 	pf        atomic.Pointer[prefetch]
 	ahead     chan object.Digest
 	aheadOnce sync.Once
+	stripes   [lockStripes]stripe
 	ctx       context.Context // ended by Close: stops background work
 	cancel    context.CancelFunc
 
@@ -79,8 +81,20 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 	return &Cache{store: store, f: f, log: log, locks: locks, ahead: make(chan object.Digest, 256), ctx: ctx, cancel: cancel}, nil
 }
 
-// Close stops read-ahead, prefetching and eviction.
-func (c *Cache) Close() { c.cancel() }
+// Close stops read-ahead, prefetching and eviction, and closes the lock
+// files. Nothing may use the cache after.
+func (c *Cache) Close() {
+	c.cancel()
+	for i := range c.stripes {
+		st := &c.stripes[i]
+		st.mu.Lock()
+		if st.fd != 0 {
+			unix.Close(st.fd)
+			st.fd = 0
+		}
+		st.mu.Unlock()
+	}
+}
 
 // Stats returns the counters.
 func (c *Cache) Stats() CacheStats {
@@ -142,7 +156,7 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 				"object", d.String(), "got", object.Sum(b).String(), "master", c.f.Addr())
 			continue
 		}
-		if _, err := c.store.PutCached(ctx, b); err != nil {
+		if err := c.store.PutCachedAs(d, b); err != nil {
 			return nil, fmt.Errorf("cache %s: %w", d.Short(), err)
 		}
 		c.bytes.Add(int64(len(b)))
@@ -152,27 +166,46 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 	return nil, fmt.Errorf("fetch %s from %s: damaged three times: %w", d.Short(), c.f.Addr(), object.ErrCorrupt)
 }
 
-// lock takes the lock file of d's stripe, so that processes sharing the
-// store fetch an object once. It waits no longer than ctx allows, or a
-// minute: the holder is itself bounded by the client's deadlines.
+// lockStripes is how many lock files the store's objects are spread over:
+// enough that unrelated fetches of one process rarely wait for each other.
+const lockStripes = 1024
+
+// stripe is one lock file, opened once: a fetch takes the mutex (other
+// goroutines of this process) and then flock (other processes).
+type stripe struct {
+	mu sync.Mutex
+	fd int // 0 until opened
+}
+
+func (c *Cache) lockPath(i int) string { return filepath.Join(c.locks, fmt.Sprintf("%03x", i)) }
+
+// lock takes the lock of d's stripe, so that processes sharing the store
+// fetch an object once. It waits no longer than ctx allows, or a minute:
+// the holder is itself bounded by the client's deadlines.
 func (c *Cache) lock(ctx context.Context, d object.Digest) (func(), error) {
-	p := filepath.Join(c.locks, fmt.Sprintf("%02x", d[0]))
-	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("cache lock: %w", err)
+	i := (int(d[0])<<8 | int(d[1])) % lockStripes
+	st := &c.stripes[i]
+	st.mu.Lock()
+	if st.fd == 0 {
+		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			st.mu.Unlock()
+			return nil, fmt.Errorf("cache lock: %w", err)
+		}
+		st.fd = fd
 	}
 	deadline := time.Now().Add(time.Minute)
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		err := unix.Flock(st.fd, unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			return func() { unix.Close(fd) }, nil
+			return func() { unix.Flock(st.fd, unix.LOCK_UN); st.mu.Unlock() }, nil
 		}
 		if err != unix.EWOULDBLOCK && err != unix.EINTR {
-			unix.Close(fd)
+			st.mu.Unlock()
 			return nil, fmt.Errorf("cache lock: %w", err)
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
-			unix.Close(fd)
+			st.mu.Unlock()
 			return nil, fmt.Errorf("cache lock for %s: %w", d.Short(), ErrUnavailable)
 		}
 		time.Sleep(wait)

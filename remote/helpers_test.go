@@ -269,6 +269,35 @@ func (p *proxy) Has(ctx context.Context, r *pb.HasRequest) (*pb.HasResponse, err
 	return p.up.Has(ctx, r)
 }
 
+// GetMany flips a bit of every object the first time it passes.
+func (p *proxy) GetMany(r *pb.GetManyRequest, s pb.Export_GetManyServer) error {
+	st, err := p.up.GetMany(s.Context(), r)
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var d object.Digest
+		copy(d[:], r.GetDigests()[m.GetIndex()])
+		p.mu.Lock()
+		damage := !p.damaged[d] && len(m.Data) > 0
+		p.damaged[d] = true
+		p.mu.Unlock()
+		if damage {
+			m.Data[len(m.Data)/2] ^= 0x40
+		}
+		if err := s.Send(m); err != nil {
+			return err
+		}
+	}
+}
+
 // Get flips a bit of every object the first time it passes.
 func (p *proxy) Get(r *pb.GetRequest, s pb.Export_GetServer) error {
 	st, err := p.up.Get(s.Context(), r)

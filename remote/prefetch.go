@@ -80,30 +80,44 @@ func (pf *prefetch) run(c *Cache, root object.Digest) {
 	chunks, err := pf.list(c, root)
 	if err == nil {
 		pf.update(func(p *Progress) { p.State = "fetching"; p.Chunks = int64(len(chunks)) })
-		work := make(chan chunkRef)
+		work := make(chan []chunkRef)
 		errs := make(chan error, prefetchWorkers)
 		var wg sync.WaitGroup
 		for range prefetchWorkers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for ch := range work {
+				for batch := range work {
 					c.yield(ctx)
-					if _, err := c.get(ctx, ch.d); err != nil {
+					ds := make([]object.Digest, len(batch))
+					var size int64
+					for i, ch := range batch {
+						ds[i] = ch.d
+						size += ch.size
+					}
+					if err := c.fetchMany(ctx, ds); err != nil {
 						select {
 						case errs <- err:
 						default:
 						}
 						continue
 					}
-					pf.update(func(p *Progress) { p.ChunksDone++; p.BytesDone += ch.size })
+					pf.update(func(p *Progress) { p.ChunksDone += int64(len(batch)); p.BytesDone += size })
 				}
 			}()
 		}
 	feed:
-		for _, ch := range chunks {
+		for len(chunks) > 0 {
+			// Batches of up to 8 MiB: few round trips, and a reader
+			// never waits behind much.
+			n, size := 0, int64(0)
+			for n < len(chunks) && n < maxMany && size < 8<<20 {
+				size += chunks[n].size
+				n++
+			}
 			select {
-			case work <- ch:
+			case work <- chunks[:n]:
+				chunks = chunks[n:]
 			case err = <-errs:
 				break feed
 			case <-ctx.Done():
@@ -154,9 +168,8 @@ func (pf *prefetch) list(c *Cache, root object.Digest) ([]chunkRef, error) {
 		seen    = map[object.Digest]bool{root: true}
 		chunks  []chunkRef
 	)
-	// do fetches one object and queues what it leads to.
-	do := func(j job) error {
-		c.yield(ctx)
+	// expand decodes one fetched object and queues what it leads to.
+	expand := func(j job) error {
 		b, err := c.get(ctx, j.d)
 		if err != nil {
 			return err
@@ -190,6 +203,24 @@ func (pf *prefetch) list(c *Cache, root object.Digest) ([]chunkRef, error) {
 		}
 		return nil
 	}
+	// do fetches a batch of objects in one call and queues what they
+	// lead to.
+	do := func(jobs []job) error {
+		c.yield(ctx)
+		ds := make([]object.Digest, len(jobs))
+		for i, j := range jobs {
+			ds[i] = j.d
+		}
+		if err := c.fetchMany(ctx, ds); err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			if err := expand(j); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	var wg sync.WaitGroup
 	for range prefetchWorkers {
 		wg.Add(1)
@@ -205,11 +236,12 @@ func (pf *prefetch) list(c *Cache, root object.Digest) ([]chunkRef, error) {
 					cond.Broadcast()
 					return
 				}
-				j := queue[len(queue)-1]
-				queue = queue[:len(queue)-1]
+				k := max(0, len(queue)-64)
+				jobs := append([]job(nil), queue[k:]...)
+				queue = queue[:k]
 				active++
 				mu.Unlock()
-				err := do(j)
+				err := do(jobs)
 				mu.Lock()
 				active--
 				if err != nil && firstEr == nil {

@@ -337,6 +337,22 @@ func TestCorruptObjectRefetched(t *testing.T) {
 	if c := rm.cache.Stats().Corrupt; c < 4 {
 		t.Errorf("%d damaged objects caught; every object was damaged once", c)
 	}
+
+	// The same through a prefetch, which fetches many objects per call.
+	px2 := startProxy(t, ms.addr)
+	pm := newWorker(t).mount(px2.addr, mountOpts{})
+	pm.cache.PrefetchVersion(pm.root.Object)
+	for deadline := time.Now().Add(30 * time.Second); pm.cache.Progress().State != "done"; time.Sleep(10 * time.Millisecond) {
+		if p := pm.cache.Progress(); p.State == "failed" || time.Now().After(deadline) {
+			t.Fatalf("prefetch through a damaging link: %+v", p)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(pm.dir, "f")); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("read after a prefetch through a damaging link: %d bytes, %v", len(b), err)
+	}
+	if c := pm.cache.Stats().Corrupt; c < 3 {
+		t.Errorf("prefetch caught %d damaged objects", c)
+	}
 }
 
 func TestToken(t *testing.T) {

@@ -511,6 +511,118 @@ func (x *GetResponse) GetData() []byte {
 	return nil
 }
 
+type GetManyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digests       [][]byte               `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetManyRequest) Reset() {
+	*x = GetManyRequest{}
+	mi := &file_cowfs_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetManyRequest) ProtoMessage() {}
+
+func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetManyRequest.ProtoReflect.Descriptor instead.
+func (*GetManyRequest) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetManyRequest) GetDigests() [][]byte {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+type GetManyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`     // which of the requested digests this piece is of
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`       // that object's whole size
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`        // its next bytes
+	Missing       bool                   `protobuf:"varint,4,opt,name=missing,proto3" json:"missing,omitempty"` // the master does not have it
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetManyResponse) Reset() {
+	*x = GetManyResponse{}
+	mi := &file_cowfs_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetManyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetManyResponse) ProtoMessage() {}
+
+func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetManyResponse.ProtoReflect.Descriptor instead.
+func (*GetManyResponse) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetManyResponse) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GetManyResponse) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *GetManyResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *GetManyResponse) GetMissing() bool {
+	if x != nil {
+		return x.Missing
+	}
+	return false
+}
+
 type HasRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Digests       [][]byte               `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
@@ -520,7 +632,7 @@ type HasRequest struct {
 
 func (x *HasRequest) Reset() {
 	*x = HasRequest{}
-	mi := &file_cowfs_proto_msgTypes[10]
+	mi := &file_cowfs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +644,7 @@ func (x *HasRequest) String() string {
 func (*HasRequest) ProtoMessage() {}
 
 func (x *HasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[10]
+	mi := &file_cowfs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +657,7 @@ func (x *HasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasRequest.ProtoReflect.Descriptor instead.
 func (*HasRequest) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{10}
+	return file_cowfs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HasRequest) GetDigests() [][]byte {
@@ -564,7 +676,7 @@ type HasResponse struct {
 
 func (x *HasResponse) Reset() {
 	*x = HasResponse{}
-	mi := &file_cowfs_proto_msgTypes[11]
+	mi := &file_cowfs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +688,7 @@ func (x *HasResponse) String() string {
 func (*HasResponse) ProtoMessage() {}
 
 func (x *HasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[11]
+	mi := &file_cowfs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +701,7 @@ func (x *HasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasResponse.ProtoReflect.Descriptor instead.
 func (*HasResponse) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{11}
+	return file_cowfs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HasResponse) GetHas() []bool {
@@ -630,15 +742,23 @@ const file_cowfs_proto_rawDesc = "" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\"5\n" +
 	"\vGetResponse\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"&\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"*\n" +
+	"\x0eGetManyRequest\x12\x18\n" +
+	"\adigests\x18\x01 \x03(\fR\adigests\"i\n" +
+	"\x0fGetManyResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x18\n" +
+	"\amissing\x18\x04 \x01(\bR\amissing\"&\n" +
 	"\n" +
 	"HasRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\fR\adigests\"\x1f\n" +
 	"\vHasResponse\x12\x10\n" +
-	"\x03has\x18\x01 \x03(\bR\x03has2\xb6\x03\n" +
+	"\x03has\x18\x01 \x03(\bR\x03has2\x86\x04\n" +
 	"\x06Export\x12L\n" +
 	"\aResolve\x12\x1f.cowfs.remote.v1.ResolveRequest\x1a .cowfs.remote.v1.ResolveResponse\x12B\n" +
-	"\x03Get\x12\x1b.cowfs.remote.v1.GetRequest\x1a\x1c.cowfs.remote.v1.GetResponse0\x01\x12@\n" +
+	"\x03Get\x12\x1b.cowfs.remote.v1.GetRequest\x1a\x1c.cowfs.remote.v1.GetResponse0\x01\x12N\n" +
+	"\aGetMany\x12\x1f.cowfs.remote.v1.GetManyRequest\x1a .cowfs.remote.v1.GetManyResponse0\x01\x12@\n" +
 	"\x03Has\x12\x1b.cowfs.remote.v1.HasRequest\x1a\x1c.cowfs.remote.v1.HasResponse\x12B\n" +
 	"\x03Put\x12\x1b.cowfs.remote.v1.PutRequest\x1a\x1c.cowfs.remote.v1.PutResponse(\x01\x12I\n" +
 	"\x06PutRef\x12\x1e.cowfs.remote.v1.PutRefRequest\x1a\x1f.cowfs.remote.v1.PutRefResponse\x12I\n" +
@@ -656,7 +776,7 @@ func file_cowfs_proto_rawDescGZIP() []byte {
 	return file_cowfs_proto_rawDescData
 }
 
-var file_cowfs_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_cowfs_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_cowfs_proto_goTypes = []any{
 	(*PutRequest)(nil),      // 0: cowfs.remote.v1.PutRequest
 	(*PutResponse)(nil),     // 1: cowfs.remote.v1.PutResponse
@@ -668,24 +788,28 @@ var file_cowfs_proto_goTypes = []any{
 	(*ResolveResponse)(nil), // 7: cowfs.remote.v1.ResolveResponse
 	(*GetRequest)(nil),      // 8: cowfs.remote.v1.GetRequest
 	(*GetResponse)(nil),     // 9: cowfs.remote.v1.GetResponse
-	(*HasRequest)(nil),      // 10: cowfs.remote.v1.HasRequest
-	(*HasResponse)(nil),     // 11: cowfs.remote.v1.HasResponse
+	(*GetManyRequest)(nil),  // 10: cowfs.remote.v1.GetManyRequest
+	(*GetManyResponse)(nil), // 11: cowfs.remote.v1.GetManyResponse
+	(*HasRequest)(nil),      // 12: cowfs.remote.v1.HasRequest
+	(*HasResponse)(nil),     // 13: cowfs.remote.v1.HasResponse
 }
 var file_cowfs_proto_depIdxs = []int32{
 	6,  // 0: cowfs.remote.v1.Export.Resolve:input_type -> cowfs.remote.v1.ResolveRequest
 	8,  // 1: cowfs.remote.v1.Export.Get:input_type -> cowfs.remote.v1.GetRequest
-	10, // 2: cowfs.remote.v1.Export.Has:input_type -> cowfs.remote.v1.HasRequest
-	0,  // 3: cowfs.remote.v1.Export.Put:input_type -> cowfs.remote.v1.PutRequest
-	2,  // 4: cowfs.remote.v1.Export.PutRef:input_type -> cowfs.remote.v1.PutRefRequest
-	4,  // 5: cowfs.remote.v1.Export.GetRef:input_type -> cowfs.remote.v1.GetRefRequest
-	7,  // 6: cowfs.remote.v1.Export.Resolve:output_type -> cowfs.remote.v1.ResolveResponse
-	9,  // 7: cowfs.remote.v1.Export.Get:output_type -> cowfs.remote.v1.GetResponse
-	11, // 8: cowfs.remote.v1.Export.Has:output_type -> cowfs.remote.v1.HasResponse
-	1,  // 9: cowfs.remote.v1.Export.Put:output_type -> cowfs.remote.v1.PutResponse
-	3,  // 10: cowfs.remote.v1.Export.PutRef:output_type -> cowfs.remote.v1.PutRefResponse
-	5,  // 11: cowfs.remote.v1.Export.GetRef:output_type -> cowfs.remote.v1.GetRefResponse
-	6,  // [6:12] is the sub-list for method output_type
-	0,  // [0:6] is the sub-list for method input_type
+	10, // 2: cowfs.remote.v1.Export.GetMany:input_type -> cowfs.remote.v1.GetManyRequest
+	12, // 3: cowfs.remote.v1.Export.Has:input_type -> cowfs.remote.v1.HasRequest
+	0,  // 4: cowfs.remote.v1.Export.Put:input_type -> cowfs.remote.v1.PutRequest
+	2,  // 5: cowfs.remote.v1.Export.PutRef:input_type -> cowfs.remote.v1.PutRefRequest
+	4,  // 6: cowfs.remote.v1.Export.GetRef:input_type -> cowfs.remote.v1.GetRefRequest
+	7,  // 7: cowfs.remote.v1.Export.Resolve:output_type -> cowfs.remote.v1.ResolveResponse
+	9,  // 8: cowfs.remote.v1.Export.Get:output_type -> cowfs.remote.v1.GetResponse
+	11, // 9: cowfs.remote.v1.Export.GetMany:output_type -> cowfs.remote.v1.GetManyResponse
+	13, // 10: cowfs.remote.v1.Export.Has:output_type -> cowfs.remote.v1.HasResponse
+	1,  // 11: cowfs.remote.v1.Export.Put:output_type -> cowfs.remote.v1.PutResponse
+	3,  // 12: cowfs.remote.v1.Export.PutRef:output_type -> cowfs.remote.v1.PutRefResponse
+	5,  // 13: cowfs.remote.v1.Export.GetRef:output_type -> cowfs.remote.v1.GetRefResponse
+	7,  // [7:14] is the sub-list for method output_type
+	0,  // [0:7] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name
@@ -702,7 +826,7 @@ func file_cowfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cowfs_proto_rawDesc), len(file_cowfs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Export_Resolve_FullMethodName = "/cowfs.remote.v1.Export/Resolve"
 	Export_Get_FullMethodName     = "/cowfs.remote.v1.Export/Get"
+	Export_GetMany_FullMethodName = "/cowfs.remote.v1.Export/GetMany"
 	Export_Has_FullMethodName     = "/cowfs.remote.v1.Export/Has"
 	Export_Put_FullMethodName     = "/cowfs.remote.v1.Export/Put"
 	Export_PutRef_FullMethodName  = "/cowfs.remote.v1.Export/PutRef"
@@ -46,6 +47,10 @@ type ExportClient interface {
 	// Get streams one object's encoded bytes from offset on, in pieces; a
 	// client whose stream broke asks again from where it got to.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetResponse], error)
+	// GetMany streams several objects in one call, in the order asked, each
+	// as one or more pieces: a prefetch would otherwise pay a round trip
+	// per object.
+	GetMany(ctx context.Context, in *GetManyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetManyResponse], error)
 	// Has reports which of the digests the server can still give.
 	Has(ctx context.Context, in *HasRequest, opts ...grpc.CallOption) (*HasResponse, error)
 	// Put stores objects a worker sends (a pushed snapshot's). The server
@@ -97,6 +102,25 @@ func (c *exportClient) Get(ctx context.Context, in *GetRequest, opts ...grpc.Cal
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Export_GetClient = grpc.ServerStreamingClient[GetResponse]
 
+func (c *exportClient) GetMany(ctx context.Context, in *GetManyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetManyResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Export_ServiceDesc.Streams[1], Export_GetMany_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetManyRequest, GetManyResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Export_GetManyClient = grpc.ServerStreamingClient[GetManyResponse]
+
 func (c *exportClient) Has(ctx context.Context, in *HasRequest, opts ...grpc.CallOption) (*HasResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(HasResponse)
@@ -109,7 +133,7 @@ func (c *exportClient) Has(ctx context.Context, in *HasRequest, opts ...grpc.Cal
 
 func (c *exportClient) Put(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PutRequest, PutResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Export_ServiceDesc.Streams[1], Export_Put_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Export_ServiceDesc.Streams[2], Export_Put_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +176,10 @@ type ExportServer interface {
 	// Get streams one object's encoded bytes from offset on, in pieces; a
 	// client whose stream broke asks again from where it got to.
 	Get(*GetRequest, grpc.ServerStreamingServer[GetResponse]) error
+	// GetMany streams several objects in one call, in the order asked, each
+	// as one or more pieces: a prefetch would otherwise pay a round trip
+	// per object.
+	GetMany(*GetManyRequest, grpc.ServerStreamingServer[GetManyResponse]) error
 	// Has reports which of the digests the server can still give.
 	Has(context.Context, *HasRequest) (*HasResponse, error)
 	// Put stores objects a worker sends (a pushed snapshot's). The server
@@ -179,6 +207,9 @@ func (UnimplementedExportServer) Resolve(context.Context, *ResolveRequest) (*Res
 }
 func (UnimplementedExportServer) Get(*GetRequest, grpc.ServerStreamingServer[GetResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedExportServer) GetMany(*GetManyRequest, grpc.ServerStreamingServer[GetManyResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method GetMany not implemented")
 }
 func (UnimplementedExportServer) Has(context.Context, *HasRequest) (*HasResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Has not implemented")
@@ -241,6 +272,17 @@ func _Export_Get_Handler(srv interface{}, stream grpc.ServerStream) error {
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Export_GetServer = grpc.ServerStreamingServer[GetResponse]
+
+func _Export_GetMany_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetManyRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ExportServer).GetMany(m, &grpc.GenericServerStream[GetManyRequest, GetManyResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Export_GetManyServer = grpc.ServerStreamingServer[GetManyResponse]
 
 func _Export_Has_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HasRequest)
@@ -331,6 +373,11 @@ var Export_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Get",
 			Handler:       _Export_Get_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "GetMany",
+			Handler:       _Export_GetMany_Handler,
 			ServerStreams: true,
 		},
 		{

@@ -1,0 +1,202 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote/pb"
+)
+
+// maxMany bounds the digests of one GetMany call.
+const maxMany = 1024
+
+// GetMany streams the requested objects, unverified (see Get).
+func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer) error {
+	if len(req.GetDigests()) > maxMany {
+		return status.Errorf(codes.InvalidArgument, "more than %d digests in one call", maxMany)
+	}
+	for i, raw := range req.GetDigests() {
+		d, err := digestOf(raw)
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "digest %d: %v", i, err)
+		}
+		b, err := s.store.ReadUnverified(d)
+		if errors.Is(err, object.ErrNotFound) {
+			if err := stream.Send(&pb.GetManyResponse{Index: int32(i), Missing: true}); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			return status.Errorf(codes.Internal, "object %s: %v", d.Short(), err)
+		}
+		n, _ := s.gets.LoadOrStore(d, new(counter))
+		n.(*counter).Add(1)
+		for off := 0; ; {
+			end := min(off+getPiece, len(b))
+			if err := stream.Send(&pb.GetManyResponse{Index: int32(i), Size: int64(len(b)), Data: b[off:end]}); err != nil {
+				return err
+			}
+			s.bytes.Add(int64(end - off))
+			if off = end; off == len(b) {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// GetMany fetches objects in one call and hands each, unverified, to got
+// as it completes. A broken call is retried for the objects not yet had.
+// Objects the master lacks are reported as ErrNotFound errors to got.
+func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
+	done := make([]bool, len(ds))
+	return c.retry(ctx, fmt.Sprintf("get %d objects", len(ds)), func(ctx context.Context) error {
+		var idx []int
+		req := &pb.GetManyRequest{}
+		for i := range ds {
+			if !done[i] {
+				idx = append(idx, i)
+				req.Digests = append(req.Digests, ds[i][:])
+			}
+		}
+		if len(idx) == 0 {
+			return nil
+		}
+		st, err := c.ex.GetMany(ctx, req)
+		if err != nil {
+			return err
+		}
+		cur, want := -1, int64(0)
+		var buf []byte
+		for {
+			r, err := st.Recv()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			k := int(r.GetIndex())
+			if k < 0 || k >= len(idx) || (cur >= 0 && k != cur && int64(len(buf)) != want) {
+				return status.Errorf(codes.Internal, "GetMany: piece out of order")
+			}
+			i := idx[k]
+			if r.GetMissing() {
+				done[i] = true
+				got(i, nil, fmt.Errorf("%s: %w", ds[i].Short(), object.ErrNotFound))
+				continue
+			}
+			if k != cur {
+				if r.GetSize() > maxObject {
+					return status.Errorf(codes.Internal, "object of %d bytes", r.GetSize())
+				}
+				cur, want, buf = k, r.GetSize(), make([]byte, 0, r.GetSize())
+			}
+			buf = append(buf, r.GetData()...)
+			if int64(len(buf)) > want {
+				return status.Errorf(codes.Internal, "object longer than its size")
+			}
+			if int64(len(buf)) == want {
+				done[i] = true
+				got(i, buf, nil)
+				cur = -1
+			}
+		}
+	})
+}
+
+// fetchMany brings the objects of ds that the store lacks into it, in one
+// call for all those no other fetch (in this process or another) is
+// working on; those it leaves to Get, one by one.
+func (c *Cache) fetchMany(ctx context.Context, ds []object.Digest) error {
+	var want []object.Digest
+	var unlocks []func()
+	defer func() {
+		for _, u := range unlocks {
+			u()
+		}
+	}()
+	var later []object.Digest
+	for _, d := range ds {
+		if ok, _ := c.store.Has(ctx, d); ok {
+			continue
+		}
+		unlock, ok := c.tryLock(d)
+		if !ok {
+			later = append(later, d)
+			continue
+		}
+		unlocks = append(unlocks, unlock)
+		// Fetched by another process before the lock was had?
+		if ok, _ := c.store.Has(ctx, d); ok {
+			continue
+		}
+		want = append(want, d)
+	}
+	var first error
+	if len(want) > 0 {
+		c.misses.Add(int64(len(want)))
+		err := c.f.GetMany(ctx, want, func(i int, b []byte, err error) {
+			d := want[i]
+			if err == nil && object.Sum(b) != d {
+				c.corrupt.Add(1)
+				c.log.Error("object from master does not match its digest; fetching it again",
+					"object", d.String(), "master", c.f.Addr())
+				later = append(later, d)
+				return
+			}
+			if err == nil {
+				if err = c.store.PutCachedAs(d, b); err == nil {
+					c.bytes.Add(int64(len(b)))
+					c.fetched(int64(len(b)))
+				}
+			}
+			if err != nil && first == nil {
+				first = err
+			}
+		})
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	for _, u := range unlocks {
+		u()
+	}
+	unlocks = nil
+	for _, d := range later {
+		if _, err := c.get(ctx, d); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// tryLock takes d's stripe lock if it is free now.
+func (c *Cache) tryLock(d object.Digest) (func(), bool) {
+	i := (int(d[0])<<8 | int(d[1])) % lockStripes
+	st := &c.stripes[i]
+	if !st.mu.TryLock() {
+		return nil, false
+	}
+	if st.fd == 0 {
+		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			st.mu.Unlock()
+			return nil, false
+		}
+		st.fd = fd
+	}
+	if unix.Flock(st.fd, unix.LOCK_EX|unix.LOCK_NB) != nil {
+		st.mu.Unlock()
+		return nil, false
+	}
+	return func() { unix.Flock(st.fd, unix.LOCK_UN); st.mu.Unlock() }, true
+}
