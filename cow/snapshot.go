@@ -202,7 +202,7 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 // changed.
 func (c *capture) lowerFile(path string) (d object.Digest, fo *object.File, cached bool, err error) {
 	before := c.sc.stats.BytesRead
-	d, _, fo, err = c.sc.fileOnce(path)
+	d, _, fo, err = c.sc.fileOnce(path, true)
 	return d, fo, err == nil && c.sc.stats.BytesRead == before, err
 }
 
