@@ -243,16 +243,17 @@ func (l *ObjectLower) FileObject(path string) (*object.File, object.Entry, error
 // a directory it did not change.
 func (l *ObjectLower) TreeOf(path string) (object.Entry, error) { return l.entry(path) }
 
-// Prefetcher is an ObjectGetter that can start fetching an object before it
-// is asked for (a remote cache).
+// Prefetcher is an ObjectGetter that can start fetching objects before
+// they are asked for (a remote cache), as one batch.
 type Prefetcher interface {
-	Prefetch(d object.Digest)
+	Prefetch(ds []object.Digest)
 }
 
-// readAhead is how many chunks past a sequential read are fetched ahead: a
-// remote chunk costs a round trip, and 4 MiB in flight keeps a loopback or
-// LAN link busy without fetching much a reader will not use.
-const readAhead = 4
+// readAhead is how many chunks past a sequential read are kept in flight,
+// asked for in batches of at least half of it: a remote chunk costs a round
+// trip, and 8 MiB in flight keeps a loopback or LAN link busy without
+// fetching much a reader will not use.
+const readAhead = 8
 
 // objectFile reads a file object chunk by chunk, keeping the last chunk.
 type objectFile struct {
@@ -263,6 +264,8 @@ type objectFile struct {
 	mu   sync.Mutex
 	last int64
 	data []byte
+	// ahead is the last chunk read-ahead asked for.
+	ahead int64
 }
 
 func (o *objectFile) chunk(i int64) ([]byte, error) {
@@ -272,12 +275,21 @@ func (o *objectFile) chunk(i int64) ([]byte, error) {
 		return o.data, nil
 	}
 	if p, ok := o.store.(Prefetcher); ok && o.data != nil && i == o.last+1 {
-		// Reads in order: fetch what comes next while this one is
-		// being used. Random reads fetch only what they read.
-		for j := i + 1; j <= i+readAhead && j < int64(len(o.f.Chunks)); j++ {
-			if d := o.f.Chunks[j]; !d.IsZero() {
-				p.Prefetch(d)
+		// Reads in order: keep the next chunks coming while these are
+		// used. Random reads fetch only what they read.
+		start := max(i+1, o.ahead+1)
+		end := min(i+readAhead, int64(len(o.f.Chunks))-1)
+		if end-start+1 >= readAhead/2 || (end == int64(len(o.f.Chunks))-1 && start <= end) {
+			var ds []object.Digest
+			for j := start; j <= end; j++ {
+				if d := o.f.Chunks[j]; !d.IsZero() {
+					ds = append(ds, d)
+				}
 			}
+			if len(ds) > 0 {
+				p.Prefetch(ds)
+			}
+			o.ahead = end
 		}
 	}
 	d := o.f.Chunks[i]

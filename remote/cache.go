@@ -56,7 +56,7 @@ type Cache struct {
 	hits, misses, bytes, corrupt, errs, evicted atomic.Int64
 
 	pf        atomic.Pointer[prefetch]
-	ahead     chan object.Digest
+	ahead     chan []object.Digest
 	aheadOnce sync.Once
 	stripes   [lockStripes]stripe
 	ctx       context.Context // ended by Close: stops background work
@@ -78,7 +78,7 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 		return nil, fmt.Errorf("cache locks: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{store: store, f: f, log: log, locks: locks, ahead: make(chan object.Digest, 256), ctx: ctx, cancel: cancel}, nil
+	return &Cache{store: store, f: f, log: log, locks: locks, ahead: make(chan []object.Digest, 64), ctx: ctx, cancel: cancel}, nil
 }
 
 // Close stops read-ahead, prefetching and eviction, and closes the lock
@@ -212,10 +212,10 @@ func (c *Cache) lock(ctx context.Context, d object.Digest) (func(), error) {
 	}
 }
 
-// Prefetch starts fetching d if it is not cached, without waiting: read
-// ahead of a sequential reader. If too much is already queued, it does
-// nothing.
-func (c *Cache) Prefetch(d object.Digest) {
+// Prefetch starts fetching ds, those not cached, in one call, without
+// waiting: read-ahead of a sequential reader. If too much is already
+// queued, it does nothing.
+func (c *Cache) Prefetch(ds []object.Digest) {
 	c.aheadOnce.Do(func() {
 		for range 2 {
 			go func() {
@@ -223,17 +223,15 @@ func (c *Cache) Prefetch(d object.Digest) {
 					select {
 					case <-c.ctx.Done():
 						return
-					case d := <-c.ahead:
-						if ok, _ := c.store.Has(c.ctx, d); !ok {
-							c.get(c.ctx, d)
-						}
+					case batch := <-c.ahead:
+						c.fetchMany(c.ctx, batch)
 					}
 				}
 			}()
 		}
 	})
 	select {
-	case c.ahead <- d:
+	case c.ahead <- ds:
 	default:
 	}
 }
