@@ -73,6 +73,16 @@ func TestNestedProject(t *testing.T) {
 		}
 		return nil
 	})
+	// Once a directory's tree is here, lookups and stats in it cost no
+	// remote call: walk again, with the kernel's entries dropped.
+	walk := func() { filepath.Walk(rm.dir, func(string, os.FileInfo, error) error { return nil }) }
+	walk()
+	sent := ms.srv.BytesSent()
+	os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0)
+	walk()
+	if n := ms.srv.BytesSent() - sent; n != 0 {
+		t.Errorf("a second walk fetched %d bytes from the master", n)
+	}
 	if target, err := os.Readlink(filepath.Join(rm.dir, "link")); err != nil || target != "crawlab_project/spiders/quotes.py" {
 		t.Errorf("link: %q, %v", target, err)
 	}
