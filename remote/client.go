@@ -168,19 +168,28 @@ func (c *Client) retryFor(ctx context.Context, what string, callTimeout, timeout
 
 // Resolve asks for the current version of the export's subtree path.
 func (c *Client) Resolve(ctx context.Context, path string) (object.Digest, error) {
-	var v object.Digest
 	what := "resolve"
 	if path != "" {
 		what += " " + path
 	}
 	// The master scans the tree to answer: the first scan of a big
 	// export reads all of it. Retries join the scan in progress.
-	err := c.retryFor(ctx, what, ResolveTimeout, ResolveTimeout, func(ctx context.Context) error {
+	return c.versionCall(ctx, what, ResolveTimeout, ResolveTimeout, func(ctx context.Context) ([]byte, error) {
 		r, err := c.ex.Resolve(ctx, &pb.ResolveRequest{Path: path})
+		return r.GetVersion(), err
+	})
+}
+
+// versionCall runs a call that answers with a version digest, retried as
+// retryFor does.
+func (c *Client) versionCall(ctx context.Context, what string, callTimeout, timeout time.Duration, call func(context.Context) ([]byte, error)) (object.Digest, error) {
+	var v object.Digest
+	err := c.retryFor(ctx, what, callTimeout, timeout, func(ctx context.Context) error {
+		raw, err := call(ctx)
 		if err != nil {
 			return err
 		}
-		if v, err = digestOf(r.GetVersion()); err != nil {
+		if v, err = digestOf(raw); err != nil {
 			return status.Errorf(codes.Internal, "version: %v", err)
 		}
 		return nil

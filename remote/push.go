@@ -185,16 +185,8 @@ func (c *Client) Push(ctx context.Context, store ObjectSource, snap refs.Snapsho
 
 // GetRef asks for the version object of a snapshot on the master.
 func (c *Client) GetRef(ctx context.Context, name string) (object.Digest, error) {
-	var v object.Digest
-	err := c.retry(ctx, "snapshot "+name, func(ctx context.Context) error {
+	return c.versionCall(ctx, "snapshot "+name, c.cfg.CallTimeout, c.cfg.Timeout, func(ctx context.Context) ([]byte, error) {
 		r, err := c.ex.GetRef(ctx, &pb.GetRefRequest{Name: name})
-		if err != nil {
-			return err
-		}
-		if v, err = digestOf(r.GetVersion()); err != nil {
-			return status.Errorf(codes.Internal, "version: %v", err)
-		}
-		return nil
+		return r.GetVersion(), err
 	})
-	return v, err
 }
