@@ -1,0 +1,157 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
+)
+
+// mountState mounts with a state directory (snapshots need one) and
+// unmounts on cleanup.
+func mountState(t *testing.T, dir string, o Options) *Mount {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(dir, o)
+	if err != nil {
+		t.Fatalf("mount %s: %v", dir, err)
+	}
+	tm := &testMount{Dir: dir, m: m}
+	t.Cleanup(func() { tm.unmount(t) })
+	return m
+}
+
+// Nothing a process does through a restore changes the snapshot: every
+// kind of change, then the snapshot verifies and a second restore shows it
+// as it was, bytes and metadata.
+func TestRestoreCannotChangeSnapshot(t *testing.T) {
+	base := t.TempDir()
+	state := filepath.Join(base, "state")
+	lower := filepath.Join(base, "lower")
+	os.MkdirAll(filepath.Join(lower, "db"), 0o755)
+	data := randBytes(3<<20 + 77)
+	writeT(t, filepath.Join(lower, "db/log-1"), data)
+	writeT(t, filepath.Join(lower, "db/log-2"), []byte("tail of the log\n"))
+	writeT(t, filepath.Join(lower, "spider.py"), []byte("print(1)\n"))
+
+	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state})
+	// Some of the snapshot's bytes come from the upper, some from the lower.
+	f, err := os.OpenFile(filepath.Join(m.Dir, "db/log-2"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("record 2\n")
+	f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := m.Snapshot(ctx, "ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := object.ParseDigest(res.Root)
+	listing := func(dir string) map[string]string {
+		out := map[string]string{}
+		filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(dir, p)
+			var st unix.Stat_t
+			unix.Lstat(p, &st)
+			key := fmt.Sprintf("mode %o uid %d gid %d mtime %d size %d", st.Mode, st.Uid, st.Gid, st.Mtim.Nano(), st.Size)
+			if fi.Mode().IsRegular() {
+				b, _ := os.ReadFile(p)
+				key += " " + object.Sum(b).String()
+			}
+			if xs, _ := listxattrT(p); len(xs) > 0 {
+				key += " xattrs " + xs
+			}
+			out[rel] = key
+			return nil
+		})
+		return out
+	}
+
+	r1 := mountState(t, filepath.Join(base, "r1"), Options{Snapshot: "ckpt", State: state})
+	before := listing(r1.Dir)
+	p := func(n string) string { return filepath.Join(r1.Dir, n) }
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	// write, append, truncate, fallocate, punch a hole, shared mmap write
+	lf, err := os.OpenFile(p("db/log-1"), os.O_RDWR, 0)
+	must("open", err)
+	_, err = lf.WriteAt([]byte("overwritten"), 1<<20)
+	must("write", err)
+	must("fallocate", unix.Fallocate(int(lf.Fd()), 0, 0, 8<<20))
+	must("punch", unix.Fallocate(int(lf.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 4096, 65536))
+	mm, err := unix.Mmap(int(lf.Fd()), 2<<20, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	must("mmap", err)
+	copyMapped(t, mm[:5], []byte("MMAP!"))
+	must("msync", unix.Msync(mm, unix.MS_SYNC))
+	unix.Munmap(mm)
+	lf.Close()
+	af, err := os.OpenFile(p("db/log-2"), os.O_APPEND|os.O_WRONLY, 0)
+	must("open append", err)
+	af.WriteString("resumed and appended\n")
+	af.Close()
+	must("truncate", os.Truncate(p("spider.py"), 2))
+	must("chmod", os.Chmod(p("db/log-2"), 0o600))
+	must("chown", os.Lchown(p("spider.py"), 4321, 4321))
+	old := time.Unix(1000, 0)
+	must("utimes", os.Chtimes(p("db/log-1"), old, old))
+	must("setxattr", unix.Setxattr(p("spider.py"), "user.cowfs.t", []byte("x"), 0))
+	must("rename", os.Rename(p("db"), p("db2")))
+	must("unlink", os.Remove(p("db2/log-2")))
+	must("create", os.WriteFile(p("new"), []byte("new"), 0o644))
+
+	if changed := listing(r1.Dir); len(before) < 5 || changed["db"] != "" || changed["new"] == "" {
+		t.Fatalf("the listing does not see the changes made: %d entries before, %v after", len(before), changed)
+	}
+
+	rd, _ := refs.Open(RefsDir(state))
+	store, _ := object.OpenDirStore(ObjectsDir(state))
+	snap, err := rd.Get("ckpt")
+	if err != nil || snap.Root != root {
+		t.Fatalf("ref after the changes: %v, %v", snap.Root, err)
+	}
+	if probs, err := object.Verify(ctx, store, root); err != nil || len(probs) != 0 {
+		t.Fatalf("verify after the changes: %v %v", probs, err)
+	}
+	r2 := mountState(t, filepath.Join(base, "r2"), Options{Snapshot: "ckpt", State: state})
+	after := listing(r2.Dir)
+	if len(after) != len(before) {
+		t.Errorf("second restore has %d entries, the first had %d before any change", len(after), len(before))
+	}
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("%s differs in a second restore after changes through the first", k)
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(r2.Dir, "db/log-1")); !bytes.Equal(b, data) {
+		t.Error("db/log-1 changed in the snapshot")
+	}
+}
+
+// listxattrT returns the names of p's xattrs, as listxattr gives them.
+func listxattrT(p string) (string, error) {
+	buf := make([]byte, 4096)
+	n, err := unix.Llistxattr(p, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
