@@ -77,21 +77,9 @@ func ScanLower(ctx context.Context, lo Lower, path string, store ObjectPutter, c
 	if err != nil {
 		return object.Entry{}, s.stats, err
 	}
-	name := path
-	if i := lastSlash(path); i >= 0 {
-		name = path[i+1:]
-	}
+	_, name := splitPath(path)
 	e, err := s.entry(path, name, &st)
 	return e, s.stats, err
-}
-
-func lastSlash(p string) int {
-	for i := len(p) - 1; i >= 0; i-- {
-		if p[i] == '/' {
-			return i
-		}
-	}
-	return -1
 }
 
 func (s *scanner) entry(path, name string, st *unix.Stat_t) (object.Entry, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cowfs/cowfs/cow/object"
@@ -85,7 +86,7 @@ func (c *Cache) Evict(ctx context.Context) (int64, error) {
 	}
 	for _, p := range pins {
 		set, reach := keep, object.Reachable
-		if len(p.Key) >= len(refs.RemotePinPrefix) && p.Key[:len(refs.RemotePinPrefix)] == refs.RemotePinPrefix {
+		if strings.HasPrefix(p.Key, refs.RemotePinPrefix) {
 			set, reach = remote, object.ReachablePresent
 		}
 		if err := reach(ctx, c.store, p.Root, set); err != nil {

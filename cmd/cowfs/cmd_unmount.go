@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/fs/control"
 )
@@ -96,11 +96,7 @@ func unmount(dir string, lazy bool) error {
 // waitExit waits until process pid is gone (or a zombie), at most d.
 func waitExit(pid int, d time.Duration) {
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return
-		}
-		if i := bytes.LastIndexByte(b, ')'); i > 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X') {
+		if refs.ProcessGone(pid) {
 			return
 		}
 	}

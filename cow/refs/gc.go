@@ -78,12 +78,12 @@ type Pin struct {
 }
 
 // stale reports a pin whose process is gone.
-func (p Pin) stale() bool {
-	if p.Pid <= 0 {
-		return false
-	}
-	// A killed process nobody reaped yet is a zombie: gone all the same.
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.Pid))
+func (p Pin) stale() bool { return p.Pid > 0 && ProcessGone(p.Pid) }
+
+// ProcessGone reports whether process pid has exited. A killed process
+// nobody reaped yet is a zombie: gone all the same.
+func ProcessGone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return errors.Is(err, fs.ErrNotExist)
 	}
