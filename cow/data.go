@@ -195,6 +195,24 @@ func (h *Handle) PassthroughFd() (int, bool) {
 	return int(d.upper.Fd()), true
 }
 
+// LowerFd returns a descriptor of the lower file while every byte of the
+// file comes from it (nothing copied up) and the lower keeps it in one
+// local file; the fs package passes such files through to the kernel.
+func (h *Handle) LowerFd() (int, bool) {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	d := n.data
+	if d == nil || d.upper != nil || d.meta != nil || d.lower == nil {
+		return -1, false
+	}
+	f, ok := d.lower.(interface{ Fd() uintptr })
+	if !ok {
+		return -1, false
+	}
+	return int(f.Fd()), true
+}
+
 // ReadAt reads from the file at off.
 func (h *Handle) ReadAt(dest []byte, off int64) (int, error) {
 	n := h.n

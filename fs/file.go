@@ -13,8 +13,9 @@ import (
 
 // handle is an open regular file.
 type handle struct {
-	h *cow.Handle
-	n *node
+	h    *cow.Handle
+	n    *node
+	mode ioMode
 }
 
 var (
@@ -26,7 +27,6 @@ var (
 	_ = (gofs.FileGetattrer)((*handle)(nil))
 	_ = (gofs.FileAllocater)((*handle)(nil))
 	_ = (gofs.FileLseeker)((*handle)(nil))
-	_ = (gofs.FilePassthroughFder)((*handle)(nil))
 )
 
 func (h *handle) errno(ctx context.Context, op string, err error) syscall.Errno {
@@ -34,6 +34,7 @@ func (h *handle) errno(ctx context.Context, op string, err error) syscall.Errno 
 }
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.n.m.reads.Add(1)
 	k, err := h.h.ReadAt(dest, off)
 	if err != nil {
 		return nil, h.errno(ctx, "read", err)
@@ -60,6 +61,7 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	h.h.Release()
+	h.n.io.release(h.mode)
 	return 0
 }
 
@@ -87,11 +89,4 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 		return 0, h.errno(ctx, "lseek", err)
 	}
 	return uint64(r), 0
-}
-
-func (h *handle) PassthroughFd() (int, bool) {
-	if !h.n.m.passthrough {
-		return -1, false
-	}
-	return h.h.PassthroughFd()
 }

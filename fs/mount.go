@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -53,6 +54,16 @@ type Options struct {
 	// that never reach cowfs, so with it a snapshot is not atomic for
 	// files being written through passthrough while it is taken.
 	Passthrough bool
+	// PassthroughLower lets the kernel read lower files directly: a
+	// read-only open of a file none of whose bytes were copied up is
+	// passed through to the lower file, so warm reads come from the
+	// lower's own page cache at native speed. It is off by default
+	// because such a descriptor keeps reading the lower's bytes after
+	// another descriptor writes the file (the write copies the chunk up,
+	// and the kernel cannot move an open passthrough file to a new
+	// backing file). Opens made while one is open bypass the page cache
+	// (FOPEN_DIRECT_IO), so they and every later open see the new bytes.
+	PassthroughLower bool
 	// Layer, when set, is the lower layer itself, already open: a version
 	// of a remote export. Lower is then not opened; Source names the
 	// layer in /proc/mounts and status. State is required.
@@ -85,6 +96,7 @@ type Mount struct {
 	Dir     string
 	server  *fuse.Server
 	fs      *cow.FS
+	ms      *mount
 	closeLo func() error
 	once    sync.Once
 	err     error
@@ -106,9 +118,14 @@ type Mount struct {
 
 // mount is the state the kernel inodes share.
 type mount struct {
-	fs          *cow.FS
-	log         *slog.Logger
-	passthrough bool
+	fs               *cow.FS
+	log              *slog.Logger
+	passthrough      bool
+	passthroughLower bool
+	// reads counts READ requests served; passed-through reads never
+	// arrive, which is how the tests see passthrough at work.
+	reads atomic.Uint64
+	regen regens
 }
 
 // The state directory holds:
@@ -285,7 +302,8 @@ func New(dir string, o Options) (*Mount, error) {
 		timeout = time.Hour
 	}
 	m.fs = cfs
-	ms := &mount{fs: cfs, log: log, passthrough: o.Passthrough}
+	ms := &mount{fs: cfs, log: log, passthrough: o.Passthrough, passthroughLower: o.PassthroughLower}
+	m.ms = ms
 	root := &node{c: cfs.Root(), m: ms}
 	fsname := o.FsName
 	if fsname == "" {

@@ -16,8 +16,14 @@ import (
 // node is a kernel inode: a go-fuse Inode around a cow.Node.
 type node struct {
 	gofs.Inode
-	c *cow.Node
-	m *mount
+	c  *cow.Node
+	m  *mount
+	io ioModes
+	// regen is the generation offset this kernel inode was made with
+	// (see regens); ptLower is set while it is passed through to a
+	// lower file. Both are guarded by io.mu where they change.
+	regen   uint64
+	ptLower bool
 }
 
 var (
@@ -87,8 +93,9 @@ func fillAttr(out *fuse.Attr, st *unix.Stat_t) {
 // newChild wraps a cow node found or created in n as a kernel inode.
 func (n *node) newChild(ctx context.Context, c *cow.Node, st *unix.Stat_t, out *fuse.EntryOut) *gofs.Inode {
 	fillAttr(&out.Attr, st)
-	child := &node{c: c, m: n.m}
-	return n.NewInode(ctx, child, gofs.StableAttr{Mode: c.Type, Ino: c.Ino, Gen: c.Gen})
+	rg := n.m.regen.get(c.Ino)
+	child := &node{c: c, m: n.m, regen: rg}
+	return n.NewInode(ctx, child, gofs.StableAttr{Mode: c.Type, Ino: c.Ino, Gen: c.Gen + rg})
 }
 
 // child returns the kernel inode of name in n, looking it up if the tree
@@ -252,12 +259,19 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if n.stale(isWrite(flags)) {
+		return nil, 0, syscall.ESTALE
+	}
 	p := n.path()
 	h, err := n.m.fs.Open(p, int(flags))
 	if err != nil {
 		return nil, 0, n.errno(ctx, "open", p, err)
 	}
-	return &handle{h: h, n: n}, fuse.FOPEN_KEEP_CACHE, 0
+	fh, fl, errno := n.newHandle(h, flags)
+	if errno != 0 {
+		h.Release()
+	}
+	return fh, fl, errno
 }
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -267,7 +281,9 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 		return nil, nil, 0, n.errno(ctx, "create", p, err)
 	}
 	ch := n.newChild(ctx, c, &st, out)
-	return ch, &handle{h: h, n: ch.Operations().(*node)}, fuse.FOPEN_KEEP_CACHE, 0
+	// A new file has no other opens: newHandle cannot refuse it.
+	fh, fl, _ := ch.Operations().(*node).newHandle(h, flags)
+	return ch, fh, fl, 0
 }
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {

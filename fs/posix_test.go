@@ -20,6 +20,10 @@ var skipPosix = map[string]string{
 }
 
 func runPosix(t *testing.T, populate func(t *testing.T, lower string)) {
+	runPosixOpts(t, populate, Options{})
+}
+
+func runPosixOpts(t *testing.T, populate func(t *testing.T, lower string), o Options) {
 	names := make([]string, 0, len(posixtest.All))
 	for name := range posixtest.All {
 		names = append(names, name)
@@ -38,7 +42,7 @@ func runPosix(t *testing.T, populate func(t *testing.T, lower string)) {
 			if populate != nil {
 				populate(t, lower)
 			}
-			tm := mountT(t, lower, Options{})
+			tm := mountT(t, lower, o)
 			// posixtest expects an empty directory to work in. With a
 			// populated lower that is a lower directory whose entries
 			// were removed through the mount: a merged directory full of
@@ -65,16 +69,16 @@ func TestPosixEmptyLower(t *testing.T) { runPosix(t, nil) }
 
 // TestPosixPopulatedLower runs posixtest in a directory of the mount whose
 // lower holds files, so lookups, readdir and whiteouts merge two layers.
-func TestPosixPopulatedLower(t *testing.T) {
-	runPosix(t, func(t *testing.T, lower string) {
-		for _, f := range []string{"a", "b/c", "b/d/e", "work/.keep", "work/test", "work/dir/file", "work/file", "work/link"} {
-			p := filepath.Join(lower, f)
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(p, []byte("lower "+f), 0o644); err != nil {
-				t.Fatal(err)
-			}
+func TestPosixPopulatedLower(t *testing.T) { runPosix(t, populatePosix) }
+
+func populatePosix(t *testing.T, lower string) {
+	for _, f := range []string{"a", "b/c", "b/d/e", "work/.keep", "work/test", "work/dir/file", "work/file", "work/link"} {
+		p := filepath.Join(lower, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
 		}
-	})
+		if err := os.WriteFile(p, []byte("lower "+f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -25,6 +25,7 @@ type mountFlags struct {
 	foreground         bool
 	debug              bool
 	passthrough        bool
+	passthroughLower   bool
 	timeout            time.Duration
 	procs              int
 	remote             remoteFlags
@@ -77,6 +78,7 @@ made over it; a new mountpoint gets the master's newest version.`,
 	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&f.passthrough, "passthrough", false, "let the kernel read and write files born in the upper directly (faster; snapshots are then not atomic for files written that way)")
+	fl.BoolVar(&f.passthroughLower, "passthrough-lower", false, "let the kernel read lower files directly (warm reads at native speed; a descriptor opened that way keeps reading the lower's bytes if another then writes the file)")
 	var noPassthrough bool
 	fl.BoolVar(&noPassthrough, "no-passthrough", false, "the default; kept for scripts")
 	fl.MarkHidden("no-passthrough")
@@ -172,6 +174,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		return serveMount(mnt, fs.Options{
 			Lower: lower, Snapshot: f.snapshot, State: state, Upper: upper, Work: work,
 			FsName: fsname, Debug: f.debug, Passthrough: f.passthrough,
+			PassthroughLower: f.passthroughLower,
 		}, setup, pipe)
 	}
 	logDir := filepath.Join(state, "mounts")
@@ -205,6 +208,9 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	}
 	if f.passthrough {
 		args = append(args, "--passthrough")
+	}
+	if f.passthroughLower {
+		args = append(args, "--passthrough-lower")
 	}
 	if f.procs > 0 && f.snapshot == "" {
 		args = append(args, "--procs", strconv.Itoa(f.procs))
