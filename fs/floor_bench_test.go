@@ -2,9 +2,7 @@ package fs
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -48,14 +46,7 @@ func BenchmarkCreateFloor(b *testing.B) {
 			b.Errorf("unmount %s: timed out; detached", dir)
 		}
 	})
-	b.ResetTimer()
-	for i := range b.N {
-		fd, err := unix.Open(filepath.Join(dir, fmt.Sprintf("f%07d", i)), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-		if err != nil {
-			b.Fatal(err)
-		}
-		unix.Close(fd)
-	}
+	createLoop(b, dir)
 }
 
 var nullIno atomic.Uint64
