@@ -65,7 +65,9 @@ type Cache struct {
 	// Eviction: see evict.go.
 	evict     atomic.Pointer[evictConfig]
 	sinceEvic atomic.Int64
-	evicting  atomic.Bool
+	// evictMu makes eviction passes one at a time: two passes would
+	// each count the store's total and together remove too much.
+	evictMu sync.Mutex
 }
 
 // NewCache returns a cache over store that fetches from f.

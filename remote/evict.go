@@ -34,13 +34,14 @@ func (c *Cache) fetched(n int64) {
 	if cfg == nil || cfg.limit <= 0 || c.sinceEvic.Add(n) < cfg.limit/10 {
 		return
 	}
-	if !c.evicting.CompareAndSwap(false, true) {
+	// A pass is running: it will see what came in.
+	if !c.evictMu.TryLock() {
 		return
 	}
 	c.sinceEvic.Store(0)
 	go func() {
-		defer c.evicting.Store(false)
-		if _, err := c.Evict(c.ctx); err != nil {
+		defer c.evictMu.Unlock()
+		if _, err := c.evictLocked(c.ctx); err != nil {
 			c.log.Error("cache eviction", "err", err)
 		}
 	}()
@@ -51,8 +52,15 @@ func (c *Cache) fetched(n int64) {
 const evictGrace = 10 * time.Minute
 
 // Evict brings the store under its limit, as far as it safely can, and
-// returns the bytes it removed.
+// returns the bytes it removed. A pass already running, started in the
+// background by fetches, finishes first.
 func (c *Cache) Evict(ctx context.Context) (int64, error) {
+	c.evictMu.Lock()
+	defer c.evictMu.Unlock()
+	return c.evictLocked(ctx)
+}
+
+func (c *Cache) evictLocked(ctx context.Context) (int64, error) {
 	cfg := c.evict.Load()
 	if cfg == nil || cfg.limit <= 0 {
 		return 0, nil

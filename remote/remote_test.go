@@ -519,8 +519,18 @@ func TestEviction(t *testing.T) {
 	readAll()
 
 	// With the master gone, nothing the pinned version needs is evicted.
+	// Evict first waits for any pass the reads started in the background,
+	// so nothing removes objects while the store is measured.
+	if _, err := rm.cache.Evict(ctx); err != nil {
+		t.Fatal(err)
+	}
 	ms.stop()
 	before := storeSize(t, w.state)
+	const lower = 1 << 20
+	if before <= lower {
+		t.Fatalf("store holds %d bytes; the test needs more than %d", before, lower)
+	}
+	rm.cache.SetLimit(lower, rd)
 	if _, err := rm.cache.Evict(ctx); err != nil {
 		t.Fatal(err)
 	}
