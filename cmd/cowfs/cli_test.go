@@ -145,6 +145,8 @@ func TestMountBadInput(t *testing.T) {
 		{"mountpoint is a file", []string{"mount", file, "--lower", e.lower}, "not a directory"},
 		{"mountpoint not empty", []string{"mount", nonEmpty, "--lower", e.lower}, "not empty"},
 		{"work without upper", []string{"mount", e.mnt, "--lower", e.lower, "--work", t.TempDir()}, "without an upper"},
+		{"readahead not a size", []string{"mount", e.mnt, "--lower", e.lower, "--readahead", "lots"}, "--readahead"},
+		{"readahead too small", []string{"mount", e.mnt, "--lower", e.lower, "--readahead", "1K"}, "between 4K and 1G"},
 		{"no args", []string{"mount"}, "accepts 1 arg"},
 		{"unmount not mounted", []string{"unmount", e.mnt}, "not mounted"},
 		{"unknown command", []string{"frobnicate"}, "unknown command"},

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/fs"
@@ -28,6 +29,7 @@ type mountFlags struct {
 	passthroughLower   bool
 	timeout            time.Duration
 	procs              int
+	readAhead          string
 	remote             remoteFlags
 	timeoutSet         bool // --timeout was given
 }
@@ -84,12 +86,17 @@ made over it; a new mountpoint gets the master's newest version.`,
 	fl.MarkHidden("no-passthrough")
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready")
 	fl.IntVar(&f.procs, "procs", defaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
+	registerReadAhead(fl, f)
 	f.remote.register(fl)
 	return cmd
 }
 
 func runMount(g *globals, f *mountFlags, mnt string) error {
-	mnt, err := filepath.Abs(mnt)
+	readAhead, err := readAheadBytes(f.readAhead)
+	if err != nil {
+		return err
+	}
+	mnt, err = filepath.Abs(mnt)
 	if err != nil {
 		return err
 	}
@@ -174,7 +181,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		return serveMount(mnt, fs.Options{
 			Lower: lower, Snapshot: f.snapshot, State: state, Upper: upper, Work: work,
 			FsName: fsname, Debug: f.debug, Passthrough: f.passthrough,
-			PassthroughLower: f.passthroughLower,
+			PassthroughLower: f.passthroughLower, ReadAhead: readAhead,
 		}, setup, pipe)
 	}
 	logDir := filepath.Join(state, "mounts")
@@ -212,15 +219,36 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	if f.passthroughLower {
 		args = append(args, "--passthrough-lower")
 	}
-	if f.procs > 0 && f.snapshot == "" {
+	if f.procs > 0 {
 		args = append(args, "--procs", strconv.Itoa(f.procs))
 	}
+	args = append(args, "--readahead", f.readAhead)
 	timeout := f.timeout
 	if isRemote && !f.timeoutSet {
 		// The master may have to scan a big export first.
 		timeout = remote.ResolveTimeout + f.remote.ioTimeout
 	}
 	return spawnDaemon(args, filepath.Join(logDir, "mount.log"), timeout)
+}
+
+// registerReadAhead adds --readahead, which mount and restore share.
+func registerReadAhead(fl *pflag.FlagSet, f *mountFlags) {
+	fl.StringVar(&f.readAhead, "readahead", "1M", "how far the kernel reads ahead of a sequential reader (e.g. 512K, 4M; 0 keeps the kernel's 128K); needs root")
+}
+
+// readAheadBytes turns --readahead into fs.Options.ReadAhead.
+func readAheadBytes(s string) (int64, error) {
+	n, err := parseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("--readahead: %w", err)
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	if n < 4<<10 || n > 1<<30 {
+		return 0, fmt.Errorf("--readahead %s: want 0 or between 4K and 1G", s)
+	}
+	return n, nil
 }
 
 // defaultProcs is half the machine's CPUs, at least one. A FUSE server
