@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -47,6 +50,9 @@ type FS struct {
 	// sameDev is true when upper and lower share a filesystem, so their
 	// inode numbers cannot collide.
 	sameDev bool
+	// umask is the process's, read once at New: what it masks from a
+	// new inode's mode, own puts back.
+	umask uint32
 }
 
 // Cred is the caller a new inode belongs to.
@@ -85,7 +91,7 @@ func New(opts Options) (*FS, error) {
 		up.close()
 		return nil, fmt.Errorf("lower root is not a directory")
 	}
-	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev}
+	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev, umask: processUmask()}
 	rootID, err := up.identityAt(up.root, "")
 	if err != nil {
 		f.Close()
@@ -439,4 +445,22 @@ func (f *FS) SyncDir(p Path) error {
 		}
 	}
 	return f.meta.Sync()
+}
+
+// processUmask reads the process umask without changing it (umask(2) can
+// only swap it, which would race with other goroutines creating files).
+// When it cannot be read, every permission bit a umask could mask counts
+// as masked: own then sets modes explicitly, which is always right.
+func processUmask() uint32 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				if m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+					return uint32(m)
+				}
+			}
+		}
+	}
+	return 0o777
 }

@@ -15,15 +15,33 @@ func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
 	if err := ValidName(name); err != nil {
 		return false, err
 	}
-	if _, _, err := f.lookup(dir, name); err == nil {
-		return false, fmt.Errorf("create %q: %w", Join(dir.Rel(), name), syscall.EEXIST)
-	} else if !isNotExist(err) {
+	// What lookup would do, but the lower is asked once: its answer is
+	// both "does the name exist" (unless whited out) and overLower.
+	d := dir.Node()
+	p := Join(dir.Rel(), name)
+	if d.upper {
+		if _, _, err := f.up.stat(p); err == nil {
+			return false, fmt.Errorf("create %q: %w", p, syscall.EEXIST)
+		} else if !isNotExist(err) {
+			return false, err
+		}
+	}
+	if overLower, err = f.lowerHas(d, name); err != nil {
 		return false, err
+	}
+	if overLower {
+		wh, err := f.meta.Whiteout(d.id, name)
+		if err != nil {
+			return false, err
+		}
+		if !wh {
+			return false, fmt.Errorf("create %q: %w", p, syscall.EEXIST)
+		}
 	}
 	if err := f.copyUp(dir); err != nil {
 		return false, err
 	}
-	return f.lowerHas(dir.Node(), name)
+	return overLower, nil
 }
 
 // newUpperNode builds the node of an entry just created in the upper.
@@ -47,12 +65,43 @@ func owner(dirfd int, c Cred) (int, int) {
 	return int(c.Uid), int(c.Gid)
 }
 
-func chown(dirfd int, name string, c Cred) error {
-	if os.Geteuid() != 0 {
+// own gives an inode just made in the upper, dirfd/name, the owner and
+// permission bits (perm, with set-ID bits) the caller asked for. cowfs
+// makes inodes as itself, so two things can differ from what the kernel
+// would have made for the caller: the process umask may have masked perm
+// (a Go program that mounts cowfs keeps its own umask; the cowfs command
+// runs with 0), and a chown to another user clears the set-ID bits of a
+// non-directory. The kernel already stripped from perm what the caller
+// may not have. Symlinks have no mode: pass perm 0.
+func (f *FS) own(dirfd int, name string, c Cred, perm uint32, isDir bool) error {
+	chowned := false
+	if euid := os.Geteuid(); euid == 0 && (int(c.Uid) != euid || int(c.Gid) != os.Getegid()) {
+		// With the caller's own uid and gid, the kernel already gave
+		// the inode the owner owner() would: two syscalls saved on
+		// every create by root, the common case in worker containers.
+		uid, gid := owner(dirfd, c)
+		if err := unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+		chowned = true
+	}
+	lost := perm & f.umask
+	if chowned && !isDir {
+		lost |= perm & (unix.S_ISUID | unix.S_ISGID)
+	}
+	if lost == 0 {
 		return nil
 	}
-	uid, gid := owner(dirfd, c)
-	return unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+	if isDir {
+		// Keep the set-group-ID bit a directory inherits from its
+		// parent.
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+		perm |= st.Mode & unix.S_ISGID
+	}
+	return unix.Fchmodat(dirfd, name, perm, 0)
 }
 
 // Create creates and opens a regular file.
@@ -70,7 +119,7 @@ func (f *FS) Create(dir Path, name string, flags int, mode uint32, c Cred) (*Nod
 		if err != nil {
 			return err
 		}
-		if err := chown(dirfd, name, c); err != nil {
+		if err := f.own(dirfd, name, c, mode&07777, false); err != nil {
 			unix.Close(fd)
 			unix.Unlinkat(dirfd, name, 0)
 			return err
@@ -105,7 +154,7 @@ func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat
 			if err := unix.Mkdirat(dirfd, name, mode&07777); err != nil {
 				return err
 			}
-			return chown(dirfd, name, c)
+			return f.own(dirfd, name, c, mode&07777, true)
 		})
 		if err != nil {
 			return nil, unix.Stat_t{}, fmt.Errorf("mkdir %q: %w", p, err)
@@ -123,11 +172,22 @@ func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat
 			return err
 		}
 		uid, gid := owner(parent, c)
+		var pst unix.Stat_t
+		err = unix.Fstat(parent, &pst)
 		unix.Close(parent)
+		if err != nil {
+			return err
+		}
 		if os.Geteuid() == 0 {
 			if err := unix.Fchownat(f.up.work, tmp, uid, gid, 0); err != nil {
 				return err
 			}
+		}
+		// Made in the work directory: neither the umask nor the
+		// parent's set-group-ID bit is the one the caller's mkdir
+		// would have met.
+		if err := unix.Fchmodat(f.up.work, tmp, mode&07777|pst.Mode&unix.S_ISGID, 0); err != nil {
+			return err
 		}
 		if err := f.up.setIdentityAt(f.up.work, tmp, identity{ID: id}); err != nil {
 			return err
@@ -150,7 +210,7 @@ func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat
 
 // Mknod creates a special file (fifo, socket, device) or an empty regular file.
 func (f *FS) Mknod(dir Path, name string, mode, rdev uint32, c Cred) (*Node, unix.Stat_t, error) {
-	return f.createWith(dir, name, c, func(dirfd int, name string) error {
+	return f.createWith(dir, name, c, mode&07777, func(dirfd int, name string) error {
 		return unix.Mknodat(dirfd, name, mode, int(rdev))
 	})
 }
@@ -160,12 +220,12 @@ func (f *FS) Symlink(dir Path, name, target string, c Cred) (*Node, unix.Stat_t,
 	if len(target) >= unix.PathMax {
 		return nil, unix.Stat_t{}, syscall.ENAMETOOLONG
 	}
-	return f.createWith(dir, name, c, func(dirfd int, name string) error {
+	return f.createWith(dir, name, c, 0, func(dirfd int, name string) error {
 		return unix.Symlinkat(target, dirfd, name)
 	})
 }
 
-func (f *FS) createWith(dir Path, name string, c Cred, mk func(dirfd int, name string) error) (*Node, unix.Stat_t, error) {
+func (f *FS) createWith(dir Path, name string, c Cred, perm uint32, mk func(dirfd int, name string) error) (*Node, unix.Stat_t, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, err := f.prepareCreate(dir, name); err != nil {
@@ -176,7 +236,7 @@ func (f *FS) createWith(dir Path, name string, c Cred, mk func(dirfd int, name s
 		if err := mk(dirfd, name); err != nil {
 			return err
 		}
-		return chown(dirfd, name, c)
+		return f.own(dirfd, name, c, perm, false)
 	})
 	if err != nil {
 		return nil, unix.Stat_t{}, fmt.Errorf("create %q: %w", p, err)

@@ -300,9 +300,6 @@ func New(dir string, o Options) (*Mount, error) {
 		}
 		return nil, err
 	}
-	// Modes arrive from the kernel with the caller's umask applied;
-	// cowfs's own must not mask them again.
-	syscall.Umask(0)
 	timeout := o.CacheTimeout
 	if timeout == 0 {
 		timeout = time.Hour
