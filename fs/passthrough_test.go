@@ -2,6 +2,8 @@ package fs
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -154,4 +156,41 @@ func TestPassthroughUpper(t *testing.T) {
 // every kind and in every order, must get a mode the kernel accepts.
 func TestPosixPassthrough(t *testing.T) {
 	runPosixOpts(t, populatePosix, Options{Passthrough: true, PassthroughLower: true})
+}
+
+// TestPassthroughLowerProcReopen pins down the one open that
+// --passthrough-lower refuses: reopening, through /proc/PID/fd, a
+// descriptor that was passed through before a writer retired its kernel
+// inode. The old inode can only take passthrough opens of the lower file,
+// which would read bytes the write replaced, so cowfs answers ESTALE
+// rather than stale data. Opening the path again works and sees the write.
+func TestPassthroughLowerProcReopen(t *testing.T) {
+	lower := t.TempDir()
+	if err := os.WriteFile(filepath.Join(lower, "data"), bytes.Repeat([]byte("L"), 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tm := mountT(t, lower, Options{PassthroughLower: true})
+	p := filepath.Join(tm.Dir, "data")
+	a, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	w, err := os.OpenFile(p, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("W"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.ReadFile(fmt.Sprintf("/proc/self/fd/%d", a.Fd())); !errors.Is(err, unix.ESTALE) {
+		t.Errorf("reopen of the retired descriptor: %v, want ESTALE", err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil || len(b) != 8192 || b[0] != 'W' {
+		t.Errorf("reopen by path: %d bytes, first %q, %v; want the write", len(b), b[:min(1, len(b))], err)
+	}
 }
