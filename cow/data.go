@@ -170,6 +170,14 @@ func (h *Handle) Release() {
 		return
 	}
 	if d.upper != nil {
+		if d.meta != nil {
+			// The last handle of a file whose last name went while
+			// it was open: its chunk layout goes with it.
+			var st unix.Stat_t
+			if unix.Fstat(int(d.upper.Fd()), &st) == nil && st.Nlink == 0 {
+				h.fs.dropFileID(d.id)
+			}
+		}
 		d.upper.Close()
 	}
 	if d.lower != nil {

@@ -291,12 +291,60 @@ func (f *FS) Unlink(dir Path, name string, n *Node) error {
 		return nil
 	}
 	p := Join(dir.Rel(), name)
-	return f.up.at(p, func(dirfd int, name string) error {
+	var last bool
+	err := f.up.at(p, func(dirfd int, name string) error {
+		last = f.lastName(dirfd, name, n)
 		if err := unix.Unlinkat(dirfd, name, 0); err != nil {
 			return fmt.Errorf("unlink %q: %w", p, err)
 		}
 		return nil
 	})
+	if err == nil && last {
+		f.dropFileMeta(n)
+	}
+	return err
+}
+
+// lastName reports whether dirfd/name is the last name of node n, a file
+// with metadata (an id): once it goes, so may the metadata. Files born in
+// the upper have none and cost no stat here.
+func (f *FS) lastName(dirfd int, name string, n *Node) bool {
+	if n == nil || n.id == 0 || n.Type != unix.S_IFREG {
+		return false
+	}
+	var st unix.Stat_t
+	return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Nlink == 1
+}
+
+// dropFileMeta removes the chunk layout of file n, whose last name is
+// gone, unless it is open: then the last Release drops it. A crash in
+// between leaves the record behind (a few bytes). Dropping it while some
+// other node of the same file is open would be harmless too: an open
+// file keeps its layout in memory, and its last Release drops the record
+// again.
+func (f *FS) dropFileMeta(n *Node) {
+	n.mu.Lock()
+	open := n.data != nil
+	n.mu.Unlock()
+	if open {
+		return
+	}
+	f.dropFileID(n.id)
+}
+
+func (f *FS) dropFileID(id uint64) {
+	// Most files with an id have a record; asking first saves a
+	// write for those that do not.
+	fm, err := f.meta.File(id)
+	if err != nil && !isNotExist(err) {
+		f.log.Warn("metadata of a removed file", "id", id, "err", err)
+	}
+	if fm == nil {
+		return
+	}
+	if err := f.meta.DropFile(id); err != nil {
+		f.log.Warn("drop metadata of a removed file", "id", id, "err", err)
+	}
 }
 
 // upLinked brings up the name p of a lower file with several names before
@@ -425,13 +473,20 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 		}
 	}
 	renameFlags := uint(flags & (unix.RENAME_NOREPLACE | unix.RENAME_EXCHANGE))
+	var last bool
 	err := f.up.at(src.Rel(), func(odir int, oname string) error {
 		return f.up.at(dst.Rel(), func(ndir int, nname string) error {
+			if !exchange && target != nil && target.upper {
+				last = f.lastName(ndir, nname, target)
+			}
 			return unix.Renameat2(odir, oname, ndir, nname, renameFlags)
 		})
 	})
 	if err != nil {
 		return fmt.Errorf("rename %q to %q: %w", src.Rel(), dst.Rel(), err)
+	}
+	if last {
+		f.dropFileMeta(target)
 	}
 	if target != nil && !exchange && target.Type == unix.S_IFDIR && target.upper {
 		if err := f.meta.DropDir(target.id); err != nil {
