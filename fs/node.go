@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -24,6 +25,38 @@ type node struct {
 	// lower file. Both are guarded by io.mu where they change.
 	regen   uint64
 	ptLower bool
+	caps    capsCache
+}
+
+// capsXattr is the attribute the kernel asks for before every write (it
+// must drop file capabilities when a file is written): a round trip
+// cowfs cannot avoid, because go-fuse does not offer the kernel
+// FUSE_HANDLE_KILLPRIV_V2, but can answer without a syscall.
+const capsXattr = "security.capability"
+
+// capsCache remembers that a file has no security.capability. Any setxattr
+// or removexattr through the mount forgets it, and nothing else changes a
+// file's xattrs (cowfs is the only writer of its upper; the lower does not
+// change). The low bit is "known absent"; the rest counts changes, so that
+// an answer read from the layers while a change was under way is not
+// remembered.
+type capsCache struct{ state atomic.Uint64 }
+
+func (c *capsCache) absent() bool { return c.state.Load()&1 != 0 }
+
+// snapshot is taken before reading the layers; found records their
+// "absent" answer unless something changed since.
+func (c *capsCache) snapshot() uint64 { return c.state.Load() }
+func (c *capsCache) found(s uint64)   { c.state.CompareAndSwap(s, s|1) }
+
+// changed is called before and after every change of a file's xattrs.
+func (c *capsCache) changed() {
+	for {
+		old := c.state.Load()
+		if c.state.CompareAndSwap(old, old&^1+2) {
+			return
+		}
+	}
 }
 
 var (
@@ -366,10 +399,18 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 }
 
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr == capsXattr && n.caps.absent() {
+		return 0, syscall.ENODATA
+	}
+	snap := n.caps.snapshot()
 	p := n.path()
 	v, err := n.m.fs.Getxattr(p, attr)
 	if err != nil {
-		return 0, n.errno(ctx, "getxattr", p, err)
+		errno := n.errno(ctx, "getxattr", p, err)
+		if attr == capsXattr && errno == syscall.ENODATA {
+			n.caps.found(snap)
+		}
+		return 0, errno
 	}
 	if len(dest) == 0 {
 		return uint32(len(v)), 0
@@ -401,11 +442,15 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 }
 
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	n.caps.changed()
+	defer n.caps.changed()
 	p := n.path()
 	return n.errno(ctx, "setxattr", p, n.m.fs.Setxattr(p, attr, data, int(flags)))
 }
 
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	n.caps.changed()
+	defer n.caps.changed()
 	p := n.path()
 	return n.errno(ctx, "removexattr", p, n.m.fs.Removexattr(p, attr))
 }
