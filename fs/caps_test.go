@@ -11,10 +11,10 @@ import (
 )
 
 // TestWriteDropsCaps checks file capabilities through the mount against
-// ext4: set, they read back; a write to the file removes them (the kernel
-// asks for security.capability before every write, and cowfs remembers
-// that a file has none, so it must forget that when one is set); set
-// again, they read back again.
+// ext4: set, they read back; a write to the file removes them; set again,
+// they read back again; a truncate and a chown remove them. cowfs
+// remembers that a file has none (node.go) and leaves their removal to
+// the upper's filesystem (killpriv.go), so both are checked here.
 func TestWriteDropsCaps(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("setting security.capability needs root")
@@ -64,6 +64,17 @@ func TestWriteDropsCaps(t *testing.T) {
 		get()
 		if err := unix.Setxattr(p, capsXattr, caps, 0); err != nil {
 			t.Fatalf("setxattr: %v", err)
+		}
+		get()
+		if err := os.Truncate(p, 3); err != nil {
+			t.Fatal(err)
+		}
+		get()
+		if err := unix.Setxattr(p, capsXattr, caps, 0); err != nil {
+			t.Fatalf("setxattr: %v", err)
+		}
+		if err := os.Chown(p, 1234, 1234); err != nil {
+			t.Fatal(err)
 		}
 		get()
 		return got

@@ -43,6 +43,9 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if errno := h.dropSetID(ctx); errno != 0 {
+		return 0, errno
+	}
 	k, err := h.h.WriteAt(data, off)
 	if err != nil {
 		return uint32(k), h.errno(ctx, "write", err)

@@ -341,6 +341,8 @@ func New(dir string, o Options) (*Mount, error) {
 			// and for a READ over 1 MiB minus a page it logs a failure
 			// each time.
 			DisableSplice: true,
+			// See killpriv.go.
+			ExtraCapabilities: killPrivCaps,
 		},
 	}
 	server, err := gofs.Mount(dir, root, opts)

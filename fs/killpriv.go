@@ -1,0 +1,70 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow"
+)
+
+// cowfs takes FUSE_HANDLE_KILLPRIV_V2: the kernel then leaves it to cowfs
+// to drop privileges when a file is written, truncated or chowned, instead
+// of asking for security.capability before every write. That halves the
+// round trips of a small write (4 KiB writes: 33-36 MiB/s without it,
+// 52-75 with it).
+//
+// What cowfs must do, and where it happens:
+//   - security.capability goes on every write, truncate and chown. cowfs
+//     does each of these to the upper file itself, and the upper's
+//     filesystem drops the attribute then, whoever writes.
+//   - On chown the set-ID bits go; the upper's filesystem drops them
+//     there too (chown clears them even for root).
+//   - On a write or truncate by a caller without CAP_FSETID the set-ID
+//     bits go. cowfs writes as root, so the upper keeps them: cowfs drops
+//     them before the write (dropSetID) or with the truncate (the kernel
+//     flags that SETATTR with FATTR_KILL_SUIDGID).
+const killPrivCaps = fuse.CAP_HANDLE_KILLPRIV_V2
+
+// setIDToDrop returns the set-ID bits of mode that a write by caller c
+// removes, as the kernel decides for filesystems it handles itself: the
+// set-user-ID bit, and the set-group-ID bit if group execute is set or the
+// caller is not in the file's group. go-fuse does not pass the kernel's
+// FUSE_WRITE_KILL_SUIDGID flag to a write, so CAP_FSETID is taken to mean
+// uid 0, and group membership to mean the caller's primary group.
+func setIDToDrop(mode uint32, fileGid uint32, c *fuse.Caller) uint32 {
+	if c == nil || c.Uid == 0 {
+		return 0
+	}
+	drop := mode & unix.S_ISUID
+	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || c.Gid != fileGid) {
+		drop |= unix.S_ISGID
+	}
+	return drop
+}
+
+// dropSetID removes the set-ID bits a write by the caller in ctx must
+// remove from the file of h, before the write, so that no one can run the
+// file with its new bytes and its old privileges.
+func (h *handle) dropSetID(ctx context.Context) syscall.Errno {
+	c, _ := fuse.FromContext(ctx)
+	if c == nil || c.Uid == 0 {
+		return 0
+	}
+	st, err := h.h.Stat()
+	if err != nil {
+		return 0 // a file with no upper descriptor is not being written
+	}
+	drop := setIDToDrop(st.Mode, st.Gid, c)
+	if drop == 0 {
+		return 0
+	}
+	mode := st.Mode &^ drop & 07777
+	p := h.n.path()
+	if _, err := h.n.m.fs.Setattr(p, cow.SetAttr{Mode: &mode}); err != nil {
+		return h.n.errno(ctx, "drop set-ID bits", p, err)
+	}
+	return 0
+}

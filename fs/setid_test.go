@@ -1,0 +1,120 @@
+package fs
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const setIDHelperEnv = "COWFS_SETID_HELPER_DIR"
+
+// TestSetIDHelper is not a test: TestWriteDropsSetID runs the test binary
+// as uid 1234, gid 5678 with setIDHelperEnv set, and this writes,
+// truncates and opens with O_TRUNC files of that user.
+func TestSetIDHelper(t *testing.T) {
+	dir := os.Getenv(setIDHelperEnv)
+	if dir == "" {
+		t.Skip("helper process for TestWriteDropsSetID")
+	}
+	p := func(name string) string { return filepath.Join(dir, name) }
+	for _, name := range []string{"write-ug", "write-g-nox"} {
+		f, err := os.OpenFile(p(name), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write([]byte("more")); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	if err := os.Truncate(p("truncate-ug"), 1); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p("otrunc-ug"), os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+// TestWriteDropsSetID checks, against ext4, which set-ID bits a write, a
+// truncate and an O_TRUNC open remove: a user's write removes set-user-ID
+// and set-group-ID (with group execute) but keeps set-group-ID without
+// group execute in the user's own group; root's write keeps both. cowfs
+// writes as root and takes FUSE_HANDLE_KILLPRIV_V2, so each of these is
+// its doing (killpriv.go).
+func TestWriteDropsSetID(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to act as another user")
+	}
+	if os.Getenv(setIDHelperEnv) != "" {
+		t.Skip("in the helper")
+	}
+	bin := filepath.Join(t.TempDir(), "helper")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	openUp(filepath.Dir(bin))
+	files := map[string]uint32{
+		"write-ug": 0o6755, "write-g-nox": 0o2644, "truncate-ug": 0o6755,
+		"otrunc-ug": 0o6755, "root-write-ug": 0o6755,
+	}
+	run := func(t *testing.T, dir string) map[string]uint32 {
+		t.Helper()
+		openUp(dir)
+		for name, mode := range files {
+			p := filepath.Join(dir, name)
+			if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if name != "root-write-ug" {
+				if err := os.Chown(p, 1234, 5678); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := unix.Chmod(p, mode); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "-test.run=^TestSetIDHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), setIDHelperEnv+"="+dir)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1234, Gid: 5678}}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("helper: %v: %s", err, out)
+		}
+		f, err := os.OpenFile(filepath.Join(dir, "root-write-ug"), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write([]byte("more")); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		modes := map[string]uint32{}
+		for name := range files {
+			modes[name] = lstatT(t, filepath.Join(dir, name)).Mode & 07777
+		}
+		return modes
+	}
+	want := run(t, t.TempDir())
+	tm := mountT(t, "", Options{})
+	got := run(t, tm.Dir)
+	for name := range files {
+		if got[name] != want[name] {
+			t.Errorf("%s: mode %o after the operation; ext4 gives %o", name, got[name], want[name])
+		}
+	}
+	t.Logf("ext4: %v", want)
+}
