@@ -48,8 +48,12 @@ func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
 	fd := -1
 	if n.data != nil && n.data.upper != nil {
 		fd = int(n.data.upper.Fd())
+		// Held to the end: a Release of the last handle would close
+		// the descriptor, and its number could then name another file.
+		defer n.mu.Unlock()
+	} else {
+		n.mu.Unlock()
 	}
-	n.mu.Unlock()
 	apply := func(dirfd int, name string) error {
 		// An open file may have lost its name; its descriptor still
 		// reaches the inode.
