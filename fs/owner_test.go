@@ -56,26 +56,10 @@ func TestCreateOwner(t *testing.T) {
 	if os.Getenv(ownerHelperEnv) != "" {
 		t.Skip("in the helper")
 	}
-	// The test binary, where other users may run it.
-	bin := filepath.Join(t.TempDir(), "helper")
-	b, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	openUp(filepath.Dir(bin))
+	helper := asUser(t)
 	as := func(t *testing.T, dir string, uid, gid uint32) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, "-test.run=^TestOwnerHelper$", "-test.count=1")
-		cmd.Env = append(os.Environ(), ownerHelperEnv+"="+dir)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("as %d:%d in %s: %v: %s", uid, gid, dir, err, out)
-		}
+		helper(t, "TestOwnerHelper", ownerHelperEnv, dir, uid, gid)
 	}
 	who := map[string][2]uint32{"root": {0, 0}, "user": {1234, 5678}}
 	// prepare makes, as root, the directories the callers work in:
@@ -137,5 +121,32 @@ func TestCreateOwner(t *testing.T) {
 func openUp(dir string) {
 	for p := dir; p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
 		os.Chmod(p, 0o755)
+	}
+}
+
+// asUser returns a function that runs test helper (a Test function that
+// acts only when env is set) as uid:gid, with env set to dir, from a copy
+// of the test binary other users may run. Each run has a deadline.
+func asUser(t *testing.T) func(t *testing.T, helper, env, dir string, uid, gid uint32) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "helper")
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	openUp(filepath.Dir(bin))
+	return func(t *testing.T, helper, env, dir string, uid, gid uint32) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "-test.run=^"+helper+"$", "-test.count=1")
+		cmd.Env = append(os.Environ(), env+"="+dir)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s as %d:%d in %s: %v: %s", helper, uid, gid, dir, err, out)
+		}
 	}
 }

@@ -1,13 +1,9 @@
 package fs
 
 import (
-	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -56,15 +52,7 @@ func TestWriteDropsSetID(t *testing.T) {
 	if os.Getenv(setIDHelperEnv) != "" {
 		t.Skip("in the helper")
 	}
-	bin := filepath.Join(t.TempDir(), "helper")
-	b, err := os.ReadFile(os.Args[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	openUp(filepath.Dir(bin))
+	as := asUser(t)
 	files := map[string]uint32{
 		"write-ug": 0o6755, "write-g-nox": 0o2644, "truncate-ug": 0o6755,
 		"otrunc-ug": 0o6755, "root-write-ug": 0o6755,
@@ -86,14 +74,7 @@ func TestWriteDropsSetID(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, "-test.run=^TestSetIDHelper$", "-test.count=1")
-		cmd.Env = append(os.Environ(), setIDHelperEnv+"="+dir)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1234, Gid: 5678}}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("helper: %v: %s", err, out)
-		}
+		as(t, "TestSetIDHelper", setIDHelperEnv, dir, 1234, 5678)
 		f, err := os.OpenFile(filepath.Join(dir, "root-write-ug"), os.O_WRONLY|os.O_APPEND, 0)
 		if err != nil {
 			t.Fatal(err)
