@@ -38,11 +38,36 @@ func setIDToDrop(mode uint32, fileGid uint32, c *fuse.Caller) uint32 {
 	if c == nil || c.Uid == 0 {
 		return 0
 	}
+	return setIDBits(mode, c.Gid != fileGid)
+}
+
+// setIDBits returns the set-ID bits of mode that go when a file is written
+// or truncated without CAP_FSETID: set-user-ID, and set-group-ID if group
+// execute is set or the writer is outside the file's group.
+func setIDBits(mode uint32, outsideGroup bool) uint32 {
 	drop := mode & unix.S_ISUID
-	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || c.Gid != fileGid) {
+	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || outsideGroup) {
 		drop |= unix.S_ISGID
 	}
 	return drop
+}
+
+// dropSetIDForTruncate removes the set-ID bits before a truncate the kernel
+// flagged with FATTR_KILL_SUIDGID (a caller without CAP_FSETID).
+func (n *node) dropSetIDForTruncate(ctx context.Context, p cow.Path) syscall.Errno {
+	st, err := n.m.fs.Attr(p)
+	if err != nil {
+		return 0 // the setattr that follows reports it
+	}
+	drop := setIDBits(st.Mode, false)
+	if drop == 0 {
+		return 0
+	}
+	mode := st.Mode &^ drop & 07777
+	if _, err := n.m.fs.Setattr(p, cow.SetAttr{Mode: &mode}); err != nil {
+		return n.errno(ctx, "setattr", p, err)
+	}
+	return 0
 }
 
 // dropSetID removes the set-ID bits a write by the caller in ctx must

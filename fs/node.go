@@ -204,16 +204,9 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	}
 	p := n.path()
 	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && a.Mode == nil {
-		// A truncate by a caller without CAP_FSETID (killpriv.go):
-		// the set-ID bits go first.
-		if st, err := n.m.fs.Attr(p); err == nil && st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
-			mode := st.Mode &^ unix.S_ISUID & 07777
-			if st.Mode&unix.S_IXGRP != 0 {
-				mode &^= unix.S_ISGID
-			}
-			if _, err := n.m.fs.Setattr(p, cow.SetAttr{Mode: &mode}); err != nil {
-				return n.errno(ctx, "setattr", p, err)
-			}
+		// A truncate by a caller without CAP_FSETID (killpriv.go).
+		if errno := n.dropSetIDForTruncate(ctx, p); errno != 0 {
+			return errno
 		}
 	}
 	st, err := n.m.fs.Setattr(p, a)
