@@ -49,7 +49,10 @@ func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
 	if n.data != nil && n.data.upper != nil {
 		fd = int(n.data.upper.Fd())
 		// Held to the end: a Release of the last handle would close
-		// the descriptor, and its number could then name another file.
+		// the descriptor, and its number could then name another file;
+		// and a write that keeps the file's mtime
+		// (Options.WritesKeepMtime) must not put back an older one over
+		// the mtime set here.
 		defer n.mu.Unlock()
 	} else {
 		n.mu.Unlock()

@@ -299,6 +299,13 @@ func (h *Handle) WriteAt(data []byte, off int64) (int, error) {
 	if d.upper == nil {
 		return 0, syscall.EBADF
 	}
+	if h.fs.keepMtime {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(d.upper.Fd()), &st); err != nil {
+			return 0, err
+		}
+		defer unix.UtimesNanoAt(int(d.upper.Fd()), "", []unix.Timespec{{Nsec: unix.UTIME_OMIT}, st.Mtim}, unix.AT_EMPTY_PATH)
+	}
 	if d.meta != nil {
 		if err := h.fs.prepareRange(d, off, off+int64(len(data))); err != nil {
 			return 0, err

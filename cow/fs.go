@@ -26,6 +26,11 @@ type Options struct {
 	MetaDir string
 	// Logger receives warnings; nil means slog.Default().
 	Logger *slog.Logger
+	// WritesKeepMtime makes a write leave the upper file's mtime as it
+	// was. For a FUSE mount with the kernel's writeback cache: the
+	// kernel owns a file's mtime then, sets it with a setattr, and may
+	// write back data after that setattr.
+	WritesKeepMtime bool
 }
 
 // FS is the merged view of a lower layer under an upper layer.
@@ -53,6 +58,8 @@ type FS struct {
 	// umask is the process's, read once at New: what it masks from a
 	// new inode's mode, own puts back.
 	umask uint32
+	// keepMtime: see Options.WritesKeepMtime.
+	keepMtime bool
 }
 
 // Cred is the caller a new inode belongs to.
@@ -91,7 +98,7 @@ func New(opts Options) (*FS, error) {
 		up.close()
 		return nil, fmt.Errorf("lower root is not a directory")
 	}
-	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev, umask: processUmask()}
+	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev, umask: processUmask(), keepMtime: opts.WritesKeepMtime}
 	rootID, err := up.identityAt(up.root, "")
 	if err != nil {
 		f.Close()

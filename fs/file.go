@@ -16,6 +16,8 @@ type handle struct {
 	h    *cow.Handle
 	n    *node
 	mode ioMode
+	// writer: counted in the mount's writers (writeback cache only).
+	writer bool
 }
 
 var (
@@ -65,6 +67,9 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	h.h.Release()
 	h.n.io.release(h.mode)
+	if h.writer {
+		h.n.m.writers.remove(h.n)
+	}
 	return 0
 }
 
@@ -87,6 +92,12 @@ func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) sy
 }
 
 func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if h.n.m.writeback {
+		// Data may still be dirty in the kernel, where cowfs cannot
+		// see it; ENOSYS makes the kernel answer by itself, with the
+		// whole file as data (holes are optional in POSIX).
+		return 0, syscall.ENOSYS
+	}
 	r, err := h.h.Lseek(int64(off), int(whence))
 	if err != nil {
 		return 0, h.errno(ctx, "lseek", err)

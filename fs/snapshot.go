@@ -35,6 +35,10 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 		unix.Syncfs(fd)
 		unix.Close(fd)
 	}
+	flushed := 0
+	if m.ms.writeback {
+		flushed = m.flushWriters()
+	}
 	start := time.Now()
 	root, rootEntry, stats, err := m.fs.Capture(ctx, m.store)
 	hold := time.Since(start)
@@ -64,6 +68,7 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 		Name: name, Root: root.String(), Hold: hold,
 		Files: stats.Files, Dirs: stats.Dirs, BytesRead: stats.BytesRead,
 		ChunksReused: stats.ChunksReused, DirsReused: stats.DirsReused,
+		Flushed: flushed,
 	}, nil
 }
 

@@ -146,6 +146,7 @@ func TestMountBadInput(t *testing.T) {
 		{"mountpoint not empty", []string{"mount", nonEmpty, "--lower", e.lower}, "not empty"},
 		{"work without upper", []string{"mount", e.mnt, "--lower", e.lower, "--work", t.TempDir()}, "without an upper"},
 		{"readahead not a size", []string{"mount", e.mnt, "--lower", e.lower, "--readahead", "lots"}, "--readahead"},
+		{"writeback with passthrough", []string{"mount", e.mnt, "--lower", e.lower, "--writeback-cache", "--passthrough"}, "cannot be combined"},
 		{"readahead too small", []string{"mount", e.mnt, "--lower", e.lower, "--readahead", "1K"}, "between 4K and 1G"},
 		{"no args", []string{"mount"}, "accepts 1 arg"},
 		{"unmount not mounted", []string{"unmount", e.mnt}, "not mounted"},

@@ -27,6 +27,7 @@ type mountFlags struct {
 	debug              bool
 	passthrough        bool
 	passthroughLower   bool
+	writebackCache     bool
 	timeout            time.Duration
 	procs              int
 	readAhead          string
@@ -80,6 +81,7 @@ made over it; a new mountpoint gets the master's newest version.`,
 	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&f.passthrough, "passthrough", false, "let the kernel read and write files born in the upper directly (faster; snapshots are then not atomic for files written that way)")
+	registerWriteback(fl, f)
 	fl.BoolVar(&f.passthroughLower, "passthrough-lower", false, "let the kernel read lower files directly (warm reads at native speed; a descriptor opened that way keeps reading the lower's bytes if another then writes the file)")
 	var noPassthrough bool
 	fl.BoolVar(&noPassthrough, "no-passthrough", false, "the default; kept for scripts")
@@ -95,6 +97,9 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	readAhead, err := readAheadBytes(f.readAhead)
 	if err != nil {
 		return err
+	}
+	if f.writebackCache && (f.passthrough || f.passthroughLower) {
+		return fmt.Errorf("--writeback-cache cannot be combined with --passthrough or --passthrough-lower")
 	}
 	mnt, err = filepath.Abs(mnt)
 	if err != nil {
@@ -182,6 +187,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 			Lower: lower, Snapshot: f.snapshot, State: state, Upper: upper, Work: work,
 			FsName: fsname, Debug: f.debug, Passthrough: f.passthrough,
 			PassthroughLower: f.passthroughLower, ReadAhead: readAhead,
+			WritebackCache: f.writebackCache,
 		}, setup, pipe)
 	}
 	logDir := filepath.Join(state, "mounts")
@@ -219,6 +225,9 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	if f.passthroughLower {
 		args = append(args, "--passthrough-lower")
 	}
+	if f.writebackCache {
+		args = append(args, "--writeback-cache")
+	}
 	if f.procs > 0 {
 		args = append(args, "--procs", strconv.Itoa(f.procs))
 	}
@@ -232,6 +241,10 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 }
 
 // registerReadAhead adds --readahead, which mount and restore share.
+func registerWriteback(fl *pflag.FlagSet, f *mountFlags) {
+	fl.BoolVar(&f.writebackCache, "writeback-cache", false, "let the kernel gather small writes and write them back later (about 10x faster 4 KiB writes; data not fsync'd is lost if the mount process dies first; not with --passthrough*)")
+}
+
 func registerReadAhead(fl *pflag.FlagSet, f *mountFlags) {
 	fl.StringVar(&f.readAhead, "readahead", "1M", "how far the kernel reads ahead of a sequential reader (e.g. 512K, 4M; 0 keeps the kernel's 128K); needs root")
 }

@@ -37,6 +37,7 @@ mount --remote, and cached for every mount of this state directory.`,
 	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready")
 	fl.IntVar(&f.procs, "procs", defaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
 	registerReadAhead(fl, f)
+	registerWriteback(fl, f)
 	f.remote.register(fl)
 	fl.MarkHidden("path")
 	return cmd

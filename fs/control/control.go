@@ -79,6 +79,9 @@ type SnapshotResult struct {
 	BytesRead    int64         `json:"bytes_read"`
 	ChunksReused int           `json:"chunks_reused"`
 	DirsReused   int           `json:"dirs_reused"`
+	// Flushed is how many files open for writing had their data in the
+	// kernel's writeback cache flushed to cowfs first.
+	Flushed int `json:"flushed,omitempty"`
 }
 
 // Handler serves requests; package fs's Mount is one.
