@@ -27,6 +27,7 @@ const (
 	crashDirEnv  = "COWFS_CRASH_DIR"
 	crashIterEnv = "COWFS_CRASH_ITER"
 	crashSeedEnv = "COWFS_CRASH_SEED"
+	crashWBEnv   = "COWFS_CRASH_WRITEBACK"
 )
 
 // The workload's writers. Each owns its file; the appenders print where
@@ -75,7 +76,8 @@ func TestCrashChild(t *testing.T) {
 	it, _ := strconv.Atoi(os.Getenv(crashIterEnv))
 	seed, _ := strconv.ParseInt(os.Getenv(crashSeedEnv), 10, 64)
 	mnt := filepath.Join(dir, "mnt")
-	m, err := New(mnt, Options{Lower: filepath.Join(dir, "lower"), Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work")})
+	m, err := New(mnt, Options{Lower: filepath.Join(dir, "lower"), Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work"),
+		WritebackCache: os.Getenv(crashWBEnv) == "1"})
 	if err != nil {
 		t.Fatalf("child mount: %v", err)
 	}
@@ -235,6 +237,13 @@ func TestCrash(t *testing.T) {
 	if err := needFusectl(); err != nil {
 		t.Skipf("the FUSE control filesystem is needed to abort a killed mount that has requests in flight, and %s cannot be mounted: %v", fusectl, err)
 	}
+	t.Run("default", func(t *testing.T) { runCrash(t, false) })
+	// With the writeback cache, what was written but not fsync'd may die
+	// with the mount; what was fsync'd must not.
+	t.Run("writeback", func(t *testing.T) { runCrash(t, true) })
+}
+
+func runCrash(t *testing.T, writeback bool) {
 	seed := testSeed(t)
 	rnd := rand.New(rand.NewSource(seed))
 	base := t.TempDir()
@@ -257,7 +266,7 @@ func TestCrash(t *testing.T) {
 	lowerBefore := readTree(t, lower)
 	st := &crashState{slots: make([][]crashSlotWrite, len(crashSlots))}
 	for it := 0; it < 5; it++ {
-		crashOnce(t, base, it, seed+int64(it)*1000, 20+rnd.Intn(400), time.Duration(rnd.Intn(30))*time.Millisecond, st)
+		crashOnce(t, base, it, seed+int64(it)*1000, 20+rnd.Intn(400), time.Duration(rnd.Intn(30))*time.Millisecond, st, writeback)
 		tm := &testMount{Dir: mnt, Lower: lower, Upper: filepath.Join(base, "upper"), Work: filepath.Join(base, "work")}
 		m, err := New(mnt, Options{Lower: tm.Lower, Upper: tm.Upper, Work: tm.Work})
 		if err != nil {
@@ -276,10 +285,13 @@ func TestCrash(t *testing.T) {
 
 // crashOnce runs one child until it has acknowledged at least want
 // writes, waits a little more, kills it and detaches its dead mount.
-func crashOnce(t *testing.T, base string, it int, seed int64, want int, extra time.Duration, st *crashState) {
+func crashOnce(t *testing.T, base string, it int, seed int64, want int, extra time.Duration, st *crashState, writeback bool) {
 	mnt := filepath.Join(base, "mnt")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.timeout=2m")
 	cmd.Env = append(os.Environ(), crashDirEnv+"="+base, crashIterEnv+"="+strconv.Itoa(it), crashSeedEnv+"="+strconv.FormatInt(seed, 10))
+	if writeback {
+		cmd.Env = append(cmd.Env, crashWBEnv+"=1")
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
