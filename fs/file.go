@@ -45,7 +45,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	if errno := h.dropSetID(ctx); errno != 0 {
+	if _, errno := h.dropSetID(ctx); errno != 0 {
 		return 0, errno
 	}
 	k, err := h.h.WriteAt(data, off)

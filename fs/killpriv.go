@@ -26,6 +26,10 @@ import (
 //     bits go. cowfs writes as root, so the upper keeps them: cowfs drops
 //     them before the write (dropSetID) or with the truncate (the kernel
 //     flags that SETATTR with FATTR_KILL_SUIDGID).
+//   - Writes through a passed-through open (--passthrough) never reach
+//     cowfs, and the kernel writes the backing file with the mount
+//     process's credentials, so the upper keeps the bits there too: such
+//     an open for writing drops them when it is made (dropSetIDAtOpen).
 const killPrivCaps = fuse.CAP_HANDLE_KILLPRIV_V2
 
 // setIDToDrop returns the set-ID bits of mode that a write by caller c
@@ -72,24 +76,41 @@ func (n *node) dropSetIDForTruncate(ctx context.Context, p cow.Path) syscall.Err
 
 // dropSetID removes the set-ID bits a write by the caller in ctx must
 // remove from the file of h, before the write, so that no one can run the
-// file with its new bytes and its old privileges.
-func (h *handle) dropSetID(ctx context.Context) syscall.Errno {
+// file with its new bytes and its old privileges. It reports whether it
+// removed any.
+func (h *handle) dropSetID(ctx context.Context) (bool, syscall.Errno) {
 	c, _ := fuse.FromContext(ctx)
 	if c == nil || c.Uid == 0 {
-		return 0
+		return false, 0
 	}
 	st, err := h.h.Stat()
 	if err != nil {
-		return 0 // a file with no upper descriptor is not being written
+		return false, 0 // a file with no upper descriptor is not being written
 	}
 	drop := setIDToDrop(st.Mode, st.Gid, c)
 	if drop == 0 {
-		return 0
+		return false, 0
 	}
 	mode := st.Mode &^ drop & 07777
 	p := h.n.path()
 	if _, err := h.n.m.fs.Setattr(p, cow.SetAttr{Mode: &mode}); err != nil {
-		return h.n.errno(ctx, "drop set-ID bits", p, err)
+		return false, h.n.errno(ctx, "drop set-ID bits", p, err)
 	}
-	return 0
+	return true, 0
+}
+
+// dropSetIDAtOpen drops, for an open for writing that the kernel passes
+// through, the set-ID bits the caller's writes would drop: they will not
+// reach cowfs. This is earlier than ext4, which drops them at the first
+// write; an open for writing is taken as the intent to write. The kernel
+// is then told its attributes of the file are stale: it keeps the mode
+// from before, and nothing else would refresh it before the attribute
+// timeout if no write followed.
+func (h *ptHandle) dropSetIDAtOpen(ctx context.Context) syscall.Errno {
+	dropped, errno := h.dropSetID(ctx)
+	if dropped {
+		// Offset -1: attributes only, no page cache.
+		h.n.NotifyContent(-1, 0)
+	}
+	return errno
 }

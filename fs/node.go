@@ -309,8 +309,15 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	fh, fl, errno := n.newHandle(h, flags)
 	if errno != 0 {
 		h.Release()
+		return nil, 0, errno
 	}
-	return fh, fl, errno
+	if pt, ok := fh.(*ptHandle); ok && isWrite(flags) {
+		if errno := pt.dropSetIDAtOpen(ctx); errno != 0 {
+			pt.Release(ctx)
+			return nil, 0, errno
+		}
+	}
+	return fh, fl, 0
 }
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -322,6 +329,15 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	ch := n.newChild(ctx, c, &st, out)
 	// A new file has no other opens: newHandle cannot refuse it.
 	fh, fl, _ := ch.Operations().(*node).newHandle(h, flags)
+	if pt, ok := fh.(*ptHandle); ok {
+		// A set-ID file its creator writes through a passed-through
+		// open: the entry the kernel gets must show the mode after.
+		if dropped, _ := pt.dropSetID(ctx); dropped {
+			if st, err := h.Stat(); err == nil {
+				fillAttr(&out.Attr, &st)
+			}
+		}
+	}
 	return ch, fh, fl, 0
 }
 

@@ -29,10 +29,19 @@ func TestSetIDHelper(t *testing.T) {
 		}
 		f.Close()
 	}
+	// A set-user-ID file of the user's own, made and written by them.
+	f, err := os.OpenFile(p("new-u"), os.O_WRONLY|os.O_CREATE|os.O_EXCL, os.ModeSetuid|0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("#!/bin/sh\n")); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 	if err := os.Truncate(p("truncate-ug"), 1); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(p("otrunc-ug"), os.O_WRONLY|os.O_TRUNC, 0)
+	f, err = os.OpenFile(p("otrunc-ug"), os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +69,10 @@ func TestWriteDropsSetID(t *testing.T) {
 	run := func(t *testing.T, dir string) map[string]uint32 {
 		t.Helper()
 		openUp(dir)
+		// The user makes a file of their own here too.
+		if err := os.Chmod(dir, 0o1777); err != nil {
+			t.Fatal(err)
+		}
 		for name, mode := range files {
 			p := filepath.Join(dir, name)
 			if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o644); err != nil {
@@ -87,15 +100,26 @@ func TestWriteDropsSetID(t *testing.T) {
 		for name := range files {
 			modes[name] = lstatT(t, filepath.Join(dir, name)).Mode & 07777
 		}
+		modes["new-u"] = lstatT(t, filepath.Join(dir, "new-u")).Mode & 07777
 		return modes
 	}
 	want := run(t, t.TempDir())
-	tm := mountT(t, "", Options{})
-	got := run(t, tm.Dir)
-	for name := range files {
-		if got[name] != want[name] {
-			t.Errorf("%s: mode %o after the operation; ext4 gives %o", name, got[name], want[name])
-		}
-	}
 	t.Logf("ext4: %v", want)
+	// With --passthrough the kernel writes these files (born in the
+	// upper) without asking cowfs; with the writeback cache it writes
+	// back later, as root.
+	for _, v := range []struct {
+		name string
+		o    Options
+	}{{"default", Options{}}, {"passthrough", Options{Passthrough: true}}, {"writeback", Options{WritebackCache: true}}} {
+		t.Run(v.name, func(t *testing.T) {
+			tm := mountT(t, "", v.o)
+			got := run(t, tm.Dir)
+			for name := range want {
+				if got[name] != want[name] {
+					t.Errorf("%s: mode %o after the operation; ext4 gives %o", name, got[name], want[name])
+				}
+			}
+		})
+	}
 }
