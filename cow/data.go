@@ -307,9 +307,7 @@ func (h *Handle) WriteAt(data []byte, off int64) (int, error) {
 		defer unix.UtimesNanoAt(int(d.upper.Fd()), "", []unix.Timespec{{Nsec: unix.UTIME_OMIT}, st.Mtim}, unix.AT_EMPTY_PATH)
 	}
 	if d.meta != nil {
-		if err := h.fs.prepareRange(d, off, off+int64(len(data))); err != nil {
-			return 0, err
-		}
+		return h.writeLower(d, data, off)
 	}
 	return d.upper.WriteAt(data, off)
 }
@@ -320,11 +318,23 @@ func (h *Handle) WriteAt(data []byte, off int64) (int, error) {
 // from the origin: the range itself is about to be overwritten, zeroed or
 // punched, so copying it would be wasted.
 func (f *FS) prepareRange(d *fileData, off, end int64) error {
+	chunks, err := d.copyAround(off, end)
+	if err != nil {
+		return err
+	}
+	return f.markPresent(d, chunks)
+}
+
+// copyAround copies from the origin the parts outside [off, end) of every
+// chunk the range touches that is not in the upper yet, and returns those
+// chunks. It marks none of them: until the range itself is written, the
+// upper holds no bytes for it.
+func (d *fileData) copyAround(off, end int64) ([]int64, error) {
 	m := d.meta
 	if off >= m.LowerLimit || end <= off {
-		return nil
+		return nil, nil
 	}
-	changed := false
+	var chunks []int64
 	first, last := chunkRange(off, end-off)
 	for c := first; c <= last; c++ {
 		cs := c * ChunkSize
@@ -337,19 +347,27 @@ func (f *FS) prepareRange(d *fileData, off, end int64) error {
 		ce := min(cs+ChunkSize, m.LowerLimit)
 		if cs < off {
 			if err := d.copyFromOrigin(cs, min(off, ce)); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if end < ce {
 			if err := d.copyFromOrigin(max(end, cs), ce); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		m.Chunks.Set(c)
-		changed = true
+		chunks = append(chunks, c)
 	}
-	if !changed {
+	return chunks, nil
+}
+
+// markPresent records chunks as being in the upper.
+func (f *FS) markPresent(d *fileData, chunks []int64) error {
+	if len(chunks) == 0 {
 		return nil
+	}
+	m := d.meta
+	for _, c := range chunks {
+		m.Chunks.Set(c)
 	}
 	// The copied bytes are in the upper file before the chunk is marked
 	// present, so a crash can lose the mark but never expose a hole.
@@ -361,6 +379,40 @@ func (f *FS) prepareRange(d *fileData, off, end int64) error {
 		d.lower, d.meta = nil, nil
 	}
 	return nil
+}
+
+// writeLower writes data at off into a file that still has chunks in the
+// lower. A chunk the write brings up is marked present only once the
+// upper holds all of it: if the write fails or falls short (ENOSPC, EIO),
+// the part it did not write is copied from the origin instead, and if
+// even that fails the chunk stays in the lower, so a failed write never
+// leaves a hole where the file had bytes.
+func (h *Handle) writeLower(d *fileData, data []byte, off int64) (int, error) {
+	end := off + int64(len(data))
+	chunks, err := d.copyAround(off, end)
+	if err != nil {
+		return 0, err
+	}
+	k, werr := d.upper.WriteAt(data, off)
+	if werr == nil && k == len(data) {
+		return k, h.fs.markPresent(d, chunks)
+	}
+	if werr == nil {
+		werr = io.ErrShortWrite
+	}
+	done := chunks[:0]
+	for _, c := range chunks {
+		lo := max(c*ChunkSize, off+int64(k))
+		hi := min((c+1)*ChunkSize, end, d.meta.LowerLimit)
+		if lo < hi && d.copyFromOrigin(lo, hi) != nil {
+			continue
+		}
+		done = append(done, c)
+	}
+	if err := h.fs.markPresent(d, done); err != nil {
+		return k, err
+	}
+	return k, werr
 }
 
 // copyFromOrigin copies [from, to) of the origin into the upper file,

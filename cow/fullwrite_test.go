@@ -1,0 +1,109 @@
+package cow
+
+import (
+	"bytes"
+	"errors"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// A write into a chunk still in the lower copies the chunk's other bytes
+// up first and writes the range itself; if that write fails for lack of
+// space, the chunk must not count as copied up, or the range would read
+// as a hole where the file had bytes. The upper is a 16 MiB tmpfs left
+// with about 100 KiB free; the metadata database is elsewhere, and there
+// is no reserve, so the write itself meets ENOSPC.
+func TestFailedWriteKeepsLowerBytes(t *testing.T) {
+	d := t.TempDir()
+	small := filepath.Join(d, "small")
+	for _, s := range []string{"lower", "meta", "small"} {
+		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=16m"); err != nil {
+		t.Fatalf("a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+	for _, s := range []string{"upper", "work"} {
+		if err := os.Mkdir(filepath.Join(small, s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	orig := make([]byte, 3*ChunkSize)
+	rand.New(rand.NewSource(3)).Read(orig)
+	if err := os.WriteFile(filepath.Join(d, "lower", "f"), orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lo, err := OpenDirLower(filepath.Join(d, "lower"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Options{Lower: lo, UpperDir: filepath.Join(small, "upper"), WorkDir: filepath.Join(small, "work"), MetaDir: filepath.Join(d, "meta")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	p := lookupT(t, f, "f")
+	h, err := f.Open(p, os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+
+	// Leave about 100 KiB free beside the upper.
+	var st unix.Statfs_t
+	if err := unix.Statfs(small, &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(small, "filler"), make([]byte, int64(st.Bfree)*st.Bsize-100<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// All of chunk 1 but 4 KiB at each end: those 8 KiB fit, the rest
+	// does not.
+	off := int64(ChunkSize + 4096)
+	data := bytes.Repeat([]byte{'w'}, ChunkSize-8192)
+	if _, err := h.WriteAt(data, off); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("write on a full upper: %v, want ENOSPC", err)
+	}
+	got := make([]byte, len(orig))
+	if k, err := h.ReadAt(got, 0); err != nil || k != len(orig) {
+		t.Fatalf("read back: %d bytes, %v", k, err)
+	}
+	if i := firstDiffAt(got, orig); i >= 0 {
+		t.Fatalf("after the failed write the file differs from the lower at %d", i)
+	}
+
+	// With space again the same write lands, and only it.
+	if err := os.Remove(filepath.Join(small, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := h.WriteAt(data, off); err != nil || k != len(data) {
+		t.Fatalf("write after space was freed: %d, %v", k, err)
+	}
+	copy(orig[off:], data)
+	if k, err := h.ReadAt(got, 0); err != nil || k != len(orig) {
+		t.Fatalf("read back: %d bytes, %v", k, err)
+	}
+	if i := firstDiffAt(got, orig); i >= 0 {
+		t.Fatalf("after the write the file differs from what was written at %d", i)
+	}
+}
+
+// firstDiffAt returns the first offset where a and b differ, or -1.
+func firstDiffAt(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
+}
