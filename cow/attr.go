@@ -215,6 +215,9 @@ func (f *FS) Setxattr(p Path, name string, value []byte, flags int) error {
 	if f.up.ownXattr(name) {
 		return syscall.EPERM
 	}
+	if err := f.space.need(int64(len(name) + len(value))); err != nil {
+		return err
+	}
 	if err := f.CopyUp(p); err != nil {
 		return err
 	}

@@ -299,6 +299,9 @@ func (h *Handle) WriteAt(data []byte, off int64) (int, error) {
 	if d.upper == nil {
 		return 0, syscall.EBADF
 	}
+	if err := h.fs.space.need(int64(len(data))); err != nil {
+		return 0, err
+	}
 	if h.fs.keepMtime {
 		var st unix.Stat_t
 		if err := unix.Fstat(int(d.upper.Fd()), &st); err != nil {
@@ -529,6 +532,11 @@ func (h *Handle) Allocate(off, length int64, mode uint32) error {
 	d := n.data
 	if d.upper == nil {
 		return syscall.EBADF
+	}
+	if mode&unix.FALLOC_FL_PUNCH_HOLE == 0 {
+		if err := h.fs.space.need(length); err != nil {
+			return err
+		}
 	}
 	if m := d.meta; m != nil {
 		switch {

@@ -31,6 +31,10 @@ type Options struct {
 	// kernel owns a file's mtime then, sets it with a setattr, and may
 	// write back data after that setattr.
 	WritesKeepMtime bool
+	// Reserve is the space, in bytes, kept free on the upper's
+	// filesystem for the metadata database (see space): 0 means
+	// DefaultReserve, a negative value none.
+	Reserve int64
 }
 
 // FS is the merged view of a lower layer under an upper layer.
@@ -60,6 +64,7 @@ type FS struct {
 	umask uint32
 	// keepMtime: see Options.WritesKeepMtime.
 	keepMtime bool
+	space     *space
 }
 
 // Cred is the caller a new inode belongs to.
@@ -99,6 +104,12 @@ func New(opts Options) (*FS, error) {
 		return nil, fmt.Errorf("lower root is not a directory")
 	}
 	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev, umask: processUmask(), keepMtime: opts.WritesKeepMtime}
+	if r := opts.Reserve; r >= 0 {
+		if r == 0 {
+			r = DefaultReserve
+		}
+		f.space = &space{fd: up.root, reserve: r}
+	}
 	rootID, err := up.identityAt(up.root, "")
 	if err != nil {
 		f.Close()
@@ -381,6 +392,7 @@ func (f *FS) readlink(p Path) (string, error) {
 func (f *FS) Statfs() (unix.Statfs_t, error) {
 	var st unix.Statfs_t
 	err := unix.Fstatfs(f.up.root, &st)
+	f.space.hide(&st)
 	return st, err
 }
 

@@ -44,7 +44,7 @@ func TestFailedWriteKeepsLowerBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := New(Options{Lower: lo, UpperDir: filepath.Join(small, "upper"), WorkDir: filepath.Join(small, "work"), MetaDir: filepath.Join(d, "meta")})
+	f, err := New(Options{Lower: lo, UpperDir: filepath.Join(small, "upper"), WorkDir: filepath.Join(small, "work"), MetaDir: filepath.Join(d, "meta"), Reserve: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -111,6 +111,9 @@ func (f *FS) Create(dir Path, name string, flags int, mode uint32, c Cred) (*Nod
 	if _, err := f.prepareCreate(dir, name); err != nil {
 		return nil, unix.Stat_t{}, nil, err
 	}
+	if err := f.space.need(0); err != nil {
+		return nil, unix.Stat_t{}, nil, err
+	}
 	p := Join(dir.Rel(), name)
 	var fd int
 	err := f.up.at(p, func(dirfd int, name string) error {
@@ -229,6 +232,9 @@ func (f *FS) createWith(dir Path, name string, c Cred, perm uint32, mk func(dirf
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, err := f.prepareCreate(dir, name); err != nil {
+		return nil, unix.Stat_t{}, err
+	}
+	if err := f.space.need(0); err != nil {
 		return nil, unix.Stat_t{}, err
 	}
 	p := Join(dir.Rel(), name)

@@ -23,6 +23,7 @@ const childMountEnv = "COWFS_TEST_CHILD_MOUNT"
 type childConfig struct {
 	Dir, Lower, Upper, Work string
 	WritebackCache          bool
+	Reserve                 int64
 }
 
 // childMount is a cowfs mount served by another process, a child running
@@ -49,15 +50,22 @@ type childMount struct {
 // stop that runs even when the test fails.
 func mountChild(t testing.TB, lower string, writeback bool) *childMount {
 	t.Helper()
-	if err := needFusectl(); err != nil {
-		t.Fatalf("fusectl: %v", err)
-	}
 	base := t.TempDir()
-	c := &childMount{cfg: childConfig{
+	return mountChildCfg(t, childConfig{
 		Dir: filepath.Join(base, "mnt"), Lower: lower,
 		Upper: filepath.Join(base, "upper"), Work: filepath.Join(base, "work"),
 		WritebackCache: writeback,
-	}}
+	})
+}
+
+// mountChildCfg is mountChild with every setting given; cfg.Dir must not
+// exist yet.
+func mountChildCfg(t testing.TB, cfg childConfig) *childMount {
+	t.Helper()
+	if err := needFusectl(); err != nil {
+		t.Fatalf("fusectl: %v", err)
+	}
+	c := &childMount{cfg: cfg}
 	if err := os.Mkdir(c.cfg.Dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +146,11 @@ func (c *childMount) stop(t testing.TB) {
 		if err != nil {
 			t.Errorf("child mount: %v\nstderr:\n%s", err, c.stderr)
 		}
+		// A child that died left its mount behind, its connection
+		// gone.
+		if d, _ := mountDev(c.cfg.Dir); d == c.dev {
+			unix.Unmount(c.cfg.Dir, unix.MNT_DETACH)
+		}
 	case <-time.After(30 * time.Second):
 		c.kill()
 		t.Errorf("child mount: did not unmount within 30s; killed\nstderr:\n%s", c.stderr)
@@ -185,7 +198,7 @@ func TestMountChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	mount := func() *Mount {
-		m, err := New(cfg.Dir, Options{Lower: cfg.Lower, Upper: cfg.Upper, Work: cfg.Work, WritebackCache: cfg.WritebackCache})
+		m, err := New(cfg.Dir, Options{Lower: cfg.Lower, Upper: cfg.Upper, Work: cfg.Work, WritebackCache: cfg.WritebackCache, Reserve: cfg.Reserve})
 		if err != nil {
 			fmt.Println("mount failed:", err)
 			t.Fatal(err)

@@ -74,6 +74,11 @@ type Options struct {
 	// SEEK_DATA and SEEK_HOLE then report the whole file as data. It
 	// cannot be combined with Passthrough or PassthroughLower.
 	WritebackCache bool
+	// Reserve is the space, in bytes, kept free on the upper's
+	// filesystem: writes get ENOSPC rather than take it, so the
+	// metadata database always has room (cow.Options.Reserve). 0 means
+	// cow.DefaultReserve, a negative value none.
+	Reserve int64
 	// ReadAhead is how far, in bytes, the kernel reads ahead of a
 	// sequential reader of a file. 0 means DefaultReadAhead; a negative
 	// value leaves the kernel's default for FUSE (128 KiB). Setting it
@@ -309,6 +314,7 @@ func New(dir string, o Options) (*Mount, error) {
 		Logger:   log,
 		// With the writeback cache the kernel owns mtimes.
 		WritesKeepMtime: o.WritebackCache,
+		Reserve:         o.Reserve,
 	})
 	if err != nil {
 		m.closeLo()

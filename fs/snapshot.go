@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/fs/control"
@@ -39,8 +40,12 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 	if m.ms.writeback {
 		flushed = m.flushWriters()
 	}
+	var store cow.ObjectPutter = m.store
+	if m.storeBesideUpper() {
+		store = reservingStore{m.store, m.fs}
+	}
 	start := time.Now()
-	root, rootEntry, stats, err := m.fs.Capture(ctx, m.store)
+	root, rootEntry, stats, err := m.fs.Capture(ctx, store)
 	hold := time.Since(start)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", name, err)
@@ -127,4 +132,26 @@ func (m *Mount) Push(ctx context.Context, name string) (int, error) {
 	}
 	m.log.Info("pushed", "name", name, "objects", n)
 	return n, nil
+}
+
+// reservingStore stores a snapshot's objects without eating into the
+// reserve the upper keeps for its metadata database (cow.Options.Reserve):
+// a big snapshot must fail with ENOSPC, not fill the disk under it.
+type reservingStore struct {
+	*object.DirStore
+	fs *cow.FS
+}
+
+func (s reservingStore) Put(ctx context.Context, encoded []byte) (object.Digest, error) {
+	if err := s.fs.NeedSpace(int64(len(encoded))); err != nil {
+		return object.Digest{}, fmt.Errorf("store object: %w", err)
+	}
+	return s.DirStore.Put(ctx, encoded)
+}
+
+// storeBesideUpper reports whether the object store and the upper share a
+// filesystem, as they do under one state directory.
+func (m *Mount) storeBesideUpper() bool {
+	var a, b unix.Stat_t
+	return unix.Stat(m.store.Dir(), &a) == nil && unix.Stat(m.upper, &b) == nil && a.Dev == b.Dev
 }

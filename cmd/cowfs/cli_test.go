@@ -148,6 +148,8 @@ func TestMountBadInput(t *testing.T) {
 		{"readahead not a size", []string{"mount", e.mnt, "--lower", e.lower, "--readahead", "lots"}, "--readahead"},
 		{"writeback with passthrough", []string{"mount", e.mnt, "--lower", e.lower, "--writeback-cache", "--passthrough"}, "cannot be combined"},
 		{"readahead too small", []string{"mount", e.mnt, "--lower", e.lower, "--readahead", "1K"}, "between 4K and 1G"},
+		{"reserve not a size", []string{"mount", e.mnt, "--lower", e.lower, "--reserve", "some"}, "--reserve"},
+		{"reserve too small", []string{"mount", e.mnt, "--lower", e.lower, "--reserve", "1M"}, "at least 16M"},
 		{"no args", []string{"mount"}, "accepts 1 arg"},
 		{"unmount not mounted", []string{"unmount", e.mnt}, "not mounted"},
 		{"unknown command", []string{"frobnicate"}, "unknown command"},

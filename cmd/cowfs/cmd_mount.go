@@ -31,6 +31,7 @@ type mountFlags struct {
 	timeout            time.Duration
 	procs              int
 	readAhead          string
+	reserve            string
 	remote             remoteFlags
 	timeoutSet         bool // --timeout was given
 }
@@ -95,6 +96,10 @@ made over it; a new mountpoint gets the master's newest version.`,
 
 func runMount(g *globals, f *mountFlags, mnt string) error {
 	readAhead, err := readAheadBytes(f.readAhead)
+	if err != nil {
+		return err
+	}
+	reserve, err := reserveBytes(f.reserve)
 	if err != nil {
 		return err
 	}
@@ -187,7 +192,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 			Lower: lower, Snapshot: f.snapshot, State: state, Upper: upper, Work: work,
 			FsName: fsname, Debug: f.debug, Passthrough: f.passthrough,
 			PassthroughLower: f.passthroughLower, ReadAhead: readAhead,
-			WritebackCache: f.writebackCache,
+			WritebackCache: f.writebackCache, Reserve: reserve,
 		}, setup, pipe)
 	}
 	logDir := filepath.Join(state, "mounts")
@@ -231,7 +236,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	if f.procs > 0 {
 		args = append(args, "--procs", strconv.Itoa(f.procs))
 	}
-	args = append(args, "--readahead", f.readAhead)
+	args = append(args, "--readahead", f.readAhead, "--reserve", f.reserve)
 	timeout := f.timeout
 	if isRemote && !f.timeoutSet {
 		// The master may have to scan a big export first.
@@ -240,13 +245,31 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	return spawnDaemon(args, filepath.Join(logDir, "mount.log"), timeout)
 }
 
-// registerReadAhead adds --readahead, which mount and restore share.
+// registerWriteback adds --writeback-cache, which mount and restore share.
 func registerWriteback(fl *pflag.FlagSet, f *mountFlags) {
 	fl.BoolVar(&f.writebackCache, "writeback-cache", false, "let the kernel gather small writes and write them back later (about 10x faster 4 KiB writes; data not fsync'd is lost if the mount process dies first; not with --passthrough*)")
 }
 
+// registerReadAhead adds --readahead and --reserve, which mount and
+// restore share.
 func registerReadAhead(fl *pflag.FlagSet, f *mountFlags) {
 	fl.StringVar(&f.readAhead, "readahead", "1M", "how far the kernel reads ahead of a sequential reader (e.g. 512K, 4M; 0 keeps the kernel's 128K); needs root")
+	fl.StringVar(&f.reserve, "reserve", "64M", "space kept free on the upper's filesystem for cowfs's metadata: writes get ENOSPC below it (0: none, and a full disk can then crash the mount)")
+}
+
+// reserveBytes turns --reserve into fs.Options.Reserve.
+func reserveBytes(s string) (int64, error) {
+	n, err := parseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("--reserve: %w", err)
+	}
+	if n == 0 {
+		return -1, nil
+	}
+	if n < 16<<20 {
+		return 0, fmt.Errorf("--reserve %s: want 0 or at least 16M (badger's memtables are 8M each)", s)
+	}
+	return n, nil
 }
 
 // readAheadBytes turns --readahead into fs.Options.ReadAhead.

@@ -43,7 +43,7 @@ func runMountHelper(args []string) error {
 		return fmt.Errorf("usage: mount.fuse.cowfs SOURCE DIR -o lowerdir=DIR[,upperdir=DIR,workdir=DIR][,state=DIR]")
 	}
 	dir = positional[1]
-	f := &mountFlags{timeout: 30 * time.Second}
+	f := &mountFlags{timeout: 30 * time.Second, readAhead: "1M", reserve: "64M"}
 	g := &globals{state: defaultState()}
 	for _, o := range opts {
 		k, v, _ := strings.Cut(o, "=")

@@ -1,0 +1,205 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestFullDisk fills the upper's filesystem through the mount. Writes
+// must get ENOSPC and leave the files they failed on as they were; what
+// only records metadata (here 8000 whiteouts) must still work; the mount
+// process must live through it (badger's logs are written through memory
+// mappings, and a mapped page that finds the filesystem full is SIGBUS);
+// and after space is freed everything works again, across a remount.
+// The mount is served by a child process, so that a crash of it shows as
+// a failed test rather than a dead test binary.
+func TestFullDisk(t *testing.T) {
+	const reserve = 16 << 20
+	base := t.TempDir()
+	// Unmounted after the child stops: its cleanup is registered later.
+	small := smallFS(t, filepath.Join(base, "small"))
+
+	lower := filepath.Join(base, "lower")
+	if err := os.MkdirAll(filepath.Join(lower, "many"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const nfiles = 8000
+	for i := range nfiles {
+		if err := os.WriteFile(filepath.Join(lower, "many", fmt.Sprintf("file-with-a-longish-name-%05d", i)), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := make([]byte, 3<<20+5)
+	rand.New(rand.NewSource(1)).Read(big)
+	writeT(t, filepath.Join(lower, "big"), big)
+	lowerBefore := readTree(t, lower)
+
+	c := mountChildCfg(t, childConfig{
+		Dir: filepath.Join(base, "mnt"), Lower: lower,
+		Upper: filepath.Join(small, "upper"), Work: filepath.Join(small, "work"),
+		Reserve: reserve,
+	})
+	mnt := c.cfg.Dir
+
+	fillSize := fill(t, filepath.Join(mnt, "fill"))
+	checkReserve(t, small, reserve)
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(mnt, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if avail := int64(sfs.Bavail) * sfs.Bsize; avail > 1<<20 {
+		t.Errorf("statfs of the full mount shows %d bytes available", avail)
+	}
+	t.Logf("filled with %d MiB", fillSize>>20)
+
+	// A write into a lower file (a copy-up) fails and changes nothing.
+	g, err := os.OpenFile(filepath.Join(mnt, "big"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WriteAt(bytes.Repeat([]byte{'w'}, 4096), 1<<20+100); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("write into a lower file on a full disk: %v, want ENOSPC", err)
+	}
+	g.Close()
+	if b, err := os.ReadFile(filepath.Join(mnt, "big")); err != nil || !bytes.Equal(b, big) {
+		t.Errorf("big after the failed write: %d bytes, equal %v, %v", len(b), bytes.Equal(b, big), err)
+	}
+
+	// Removing lower files only records whiteouts: all must work.
+	ents, err := os.ReadDir(filepath.Join(mnt, "many"))
+	if err != nil || len(ents) != nfiles {
+		t.Fatalf("readdir many: %d entries, %v", len(ents), err)
+	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(mnt, "many", e.Name())); err != nil {
+			t.Fatalf("remove %s on a full disk: %v", e.Name(), err)
+		}
+	}
+
+	// Space freed, everything works again.
+	if err := os.Remove(filepath.Join(mnt, "fill")); err != nil {
+		t.Fatal(err)
+	}
+	g, err = os.OpenFile(filepath.Join(mnt, "big"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WriteAt(bytes.Repeat([]byte{'w'}, 4096), 1<<20+100); err != nil {
+		t.Fatalf("write after space was freed: %v", err)
+	}
+	if err := g.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	copy(big[1<<20+100:], bytes.Repeat([]byte{'w'}, 4096))
+
+	c.remount(t)
+	if ents, err := os.ReadDir(filepath.Join(mnt, "many")); err != nil || len(ents) != 0 {
+		t.Errorf("after the remount many has %d entries (%v), want none", len(ents), err)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "big")); err != nil || !bytes.Equal(b, big) {
+		t.Errorf("big after the remount: %d bytes, equal %v, %v", len(b), bytes.Equal(b, big), err)
+	}
+	if d := diffTrees(lowerBefore, readTree(t, lower)); d != "" {
+		t.Errorf("the lower changed: %s", d)
+	}
+}
+
+// smallFS mounts a 64 MiB tmpfs at dir, unmounted in cleanup.
+func smallFS(t *testing.T, dir string) string {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64m"); err != nil {
+		t.Fatalf("a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// fill writes a new file of random bytes at path, 1 MiB at a time and
+// then 4 KiB at a time, until ENOSPC, fsyncs it and returns its size.
+func fill(t *testing.T, path string) int64 {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Random bytes: a snapshot of the file cannot share its chunks.
+	rnd := rand.New(rand.NewSource(2))
+	for _, size := range []int{1 << 20, 4 << 10} {
+		buf := make([]byte, size)
+		for {
+			rnd.Read(buf)
+			_, err := f.Write(buf)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling: %v, want ENOSPC", err)
+			}
+			break
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("fsync of what was written: %v", err)
+	}
+	size, _ := f.Seek(0, 2)
+	return size
+}
+
+// checkReserve fails the test unless the filesystem at dir has about the
+// reserve free.
+func checkReserve(t *testing.T, dir string, reserve int64) {
+	t.Helper()
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if free := int64(sfs.Bfree) * sfs.Bsize; free < reserve/2 {
+		t.Errorf("the upper's filesystem has %d bytes free; cowfs keeps %d", free, reserve)
+	}
+}
+
+// A snapshot stores its objects beside the upper, under the state
+// directory: it must fail with ENOSPC rather than take the reserve, and
+// work once space is freed.
+func TestSnapshotKeepsReserve(t *testing.T) {
+	const reserve = 16 << 20
+	base := t.TempDir()
+	small := smallFS(t, filepath.Join(base, "small"))
+	lower := filepath.Join(base, "lower")
+	if err := os.Mkdir(lower, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: filepath.Join(small, "state"), Reserve: reserve})
+	fill(t, filepath.Join(m.Dir, "fill"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := m.Snapshot(ctx, "full"); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("snapshot of a full upper: %v, want ENOSPC", err)
+	}
+	checkReserve(t, small, reserve)
+	// The mount still records metadata.
+	if err := os.Mkdir(filepath.Join(m.Dir, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(m.Dir, "fill"), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Snapshot(ctx, "full"); err != nil {
+		t.Fatalf("snapshot after space was freed: %v", err)
+	}
+}
