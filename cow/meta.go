@@ -322,6 +322,31 @@ func (m *Meta) Index(ino uint64) (LinkIndex, bool, error) {
 	return LinkIndex{ID: binary.BigEndian.Uint64(v), LowerLeft: int64(binary.BigEndian.Uint64(v[8:]))}, true, nil
 }
 
+// PendingLinks returns the lower inodes with several names of which some
+// are in the upper and some not yet (LowerLeft > 0).
+func (m *Meta) PendingLinks() (map[uint64]bool, error) {
+	out := map[uint64]bool{}
+	err := m.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'h'}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(k) != 9 || len(v) != 16 {
+				return fmt.Errorf("link index %x: %w", k, ErrCorrupt)
+			}
+			if binary.BigEndian.Uint64(v[8:]) > 0 {
+				out[binary.BigEndian.Uint64(k[1:])] = true
+			}
+		}
+		return nil
+	})
+	return out, err
+}
+
 // PutIndex records the link index of lower inode ino.
 func (m *Meta) PutIndex(ino uint64, li LinkIndex) error {
 	v := binary.BigEndian.AppendUint64(nil, li.ID)

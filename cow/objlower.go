@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -121,10 +122,20 @@ func (l *ObjectLower) Lstat(path string) (unix.Stat_t, error) {
 	return statOf(path, &e), nil
 }
 
+// entryIno is the inode number of entry e at path: a file with hard links
+// is numbered by its link group, so that all its names share one.
+func entryIno(path string, e *object.Entry) uint64 {
+	if e.Link != 0 {
+		// No path holds a NUL, so this never names a path.
+		return inoOf("\x00link " + strconv.FormatUint(e.Link, 10))
+	}
+	return inoOf(path)
+}
+
 func statOf(path string, e *object.Entry) unix.Stat_t {
 	st := unix.Stat_t{
-		Ino:     inoOf(path),
-		Nlink:   1,
+		Ino:     entryIno(path, e),
+		Nlink:   max(1, uint64(e.Nlink)),
 		Mode:    e.Mode,
 		Uid:     e.Uid,
 		Gid:     e.Gid,
@@ -158,7 +169,7 @@ func (l *ObjectLower) ReadDir(path string) ([]DirEntry, error) {
 	}
 	out := make([]DirEntry, len(t.Entries))
 	for i, c := range t.Entries {
-		out[i] = DirEntry{Name: c.Name, Ino: inoOf(Join(path, c.Name)), Mode: c.Mode & unix.S_IFMT}
+		out[i] = DirEntry{Name: c.Name, Ino: entryIno(Join(path, c.Name), &c), Mode: c.Mode & unix.S_IFMT}
 	}
 	return out, nil
 }

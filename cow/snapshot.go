@@ -3,6 +3,7 @@ package cow
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -38,6 +39,10 @@ func (f *FS) Capture(ctx context.Context, store ObjectPutter) (object.Digest, ob
 	f.gate.Lock()
 	defer f.gate.Unlock()
 	c := &capture{f: f, store: store, ctx: ctx, sc: scanner{ctx: ctx, lo: f.lo, store: store, cache: f.meta}}
+	var err error
+	if c.pending, err = f.meta.PendingLinks(); err != nil {
+		return object.Zero, object.Entry{}, c.stats, fmt.Errorf("capture: %w", err)
+	}
 	root := f.RootPath()
 	st, err := f.attr(root)
 	if err != nil {
@@ -59,6 +64,13 @@ type capture struct {
 	// sc hashes what capture must read: files of a directory lower
 	// (through the mount's scan cache) and changed chunks.
 	sc scanner
+	// pending holds the lower inodes with several names that are in
+	// the upper under some names and still in the lower under others
+	// (the mount links those up when it next looks them up). The
+	// capture must show every name as the upper inode.
+	pending map[uint64]bool
+	// links maps merged inode numbers to link groups (linkID).
+	links map[uint64]uint64
 }
 
 func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
@@ -98,7 +110,36 @@ func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
 	default:
 		e.Rdev = st.Rdev
 	}
+	if n.Type != unix.S_IFDIR && st.Nlink > 1 {
+		e.Link, e.Nlink = c.linkID(n, st.Ino), uint32(st.Nlink)
+	}
 	return e, err
+}
+
+// linkID returns the link group of the file with merged inode number ino,
+// one per inode for the whole capture. A file that is a link group of an
+// object lower keeps that group's id, as do the lower's trees the capture
+// takes whole; any other gets a random one. Not the inode number: it is
+// unique only within this mount, and a snapshot of a restore holds groups
+// of the mount it came from beside this one's.
+func (c *capture) linkID(n *Node, ino uint64) uint64 {
+	if id, ok := c.links[ino]; ok {
+		return id
+	}
+	var id uint64
+	if ol, ok := c.f.lo.(*ObjectLower); ok && n.hasLower {
+		if le, err := ol.entry(n.lower); err == nil {
+			id = le.Link
+		}
+	}
+	for id == 0 {
+		id = rand.Uint64()
+	}
+	if c.links == nil {
+		c.links = map[uint64]uint64{}
+	}
+	c.links[ino] = id
+	return id
 }
 
 func (c *capture) dir(p Path) (object.Digest, error) {
@@ -106,8 +147,17 @@ func (c *capture) dir(p Path) (object.Digest, error) {
 	c.stats.Dirs++
 	if ol, ok := c.f.lo.(*ObjectLower); ok && !n.upper && n.hasLower {
 		e, err := ol.TreeOf(n.lower)
-		c.stats.DirsReused++
-		return e.Object, err
+		if err != nil {
+			return object.Zero, err
+		}
+		holds, err := c.holdsPending(ol, e.Object)
+		if err != nil {
+			return object.Zero, err
+		}
+		if !holds {
+			c.stats.DirsReused++
+			return e.Object, nil
+		}
 	}
 	ents, err := c.f.readDir(p)
 	if err != nil {
@@ -119,6 +169,16 @@ func (c *capture) dir(p Path) (object.Digest, error) {
 		child, st, err := c.f.lookup(p, de.Name)
 		if err != nil {
 			return object.Zero, fmt.Errorf("lookup %q: %w", Join(p.Rel(), de.Name), err)
+		}
+		if !child.upper && child.Type == unix.S_IFREG && c.pending[child.Ino] {
+			// Another name of this lower file is in the upper: link
+			// this one up too, as a lookup through the mount would.
+			if err := c.f.copyUp(p.Child(de.Name, child)); err != nil {
+				return object.Zero, fmt.Errorf("link up %q: %w", Join(p.Rel(), de.Name), err)
+			}
+			if child, st, err = c.f.lookup(p, de.Name); err != nil {
+				return object.Zero, fmt.Errorf("lookup %q: %w", Join(p.Rel(), de.Name), err)
+			}
 		}
 		e, err := c.entry(p.Child(de.Name, child), &st)
 		if err != nil {
@@ -214,4 +274,28 @@ func reusable(m *FileMeta, origin *object.File, i, cs, ce int64) bool {
 		return false
 	}
 	return min(cs+ChunkSize, origin.Size) == ce
+}
+
+// holdsPending reports whether the lower tree d holds, at any depth, a
+// name of a file in c.pending: such a tree cannot be taken whole.
+func (c *capture) holdsPending(ol *ObjectLower, d object.Digest) (bool, error) {
+	if len(c.pending) == 0 {
+		return false, nil
+	}
+	t, err := ol.tree(d)
+	if err != nil {
+		return false, err
+	}
+	for i := range t.Entries {
+		e := &t.Entries[i]
+		switch {
+		case e.Link != 0 && c.pending[entryIno("", e)]:
+			return true, nil
+		case e.Mode&unix.S_IFMT == unix.S_IFDIR:
+			if holds, err := c.holdsPending(ol, e.Object); err != nil || holds {
+				return holds, err
+			}
+		}
+	}
+	return false, nil
 }

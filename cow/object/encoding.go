@@ -24,6 +24,12 @@ const ChunkSize = 1 << 20
 // version is the encoding version, the second byte of every object.
 const version = 1
 
+// versionLinks is the version of a tree that has hard links: each entry
+// then ends with its link group and link count. A tree without them is
+// always version 1, so a directory keeps one encoding, and the digest it
+// had before version 2 existed.
+const versionLinks = 2
+
 // EncodeBlob encodes file content of at most ChunkSize bytes.
 func EncodeBlob(data []byte) ([]byte, error) {
 	if len(data) > ChunkSize {
@@ -68,6 +74,11 @@ type Entry struct {
 	// Object is the file object of a regular file, the tree of a
 	// directory, Zero otherwise.
 	Object Digest
+	// Link, when not 0, names the inode of a non-directory with hard
+	// links: every entry of a snapshot with the same Link is one file,
+	// with Nlink names at the time of the snapshot.
+	Link  uint64
+	Nlink uint32
 }
 
 // Tree is a directory's entries, sorted by name with no duplicates.
@@ -89,7 +100,20 @@ func (t *Tree) Lookup(name string) (*Entry, bool) {
 func EncodeTree(t *Tree) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteByte(byte(KindTree))
-	b.WriteByte(version)
+	links := false
+	for _, e := range t.Entries {
+		if e.Link != 0 || e.Nlink != 0 {
+			if e.Link == 0 || e.Nlink < 2 || e.Mode&0o170000 == 0o040000 {
+				return nil, fmt.Errorf("tree entry %q: link %d with %d names", e.Name, e.Link, e.Nlink)
+			}
+			links = true
+		}
+	}
+	if links {
+		b.WriteByte(versionLinks)
+	} else {
+		b.WriteByte(version)
+	}
 	var tmp []byte
 	for i, e := range t.Entries {
 		if e.Name == "" || e.Name == "." || e.Name == ".." || len(e.Name) > 255 || strings.ContainsAny(e.Name, "/\x00") {
@@ -118,6 +142,10 @@ func EncodeTree(t *Tree) ([]byte, error) {
 			tmp = appendString(tmp, string(e.Xattrs[k]))
 		}
 		tmp = append(tmp, e.Object[:]...)
+		if links {
+			tmp = binary.AppendUvarint(tmp, e.Link)
+			tmp = binary.AppendUvarint(tmp, uint64(e.Nlink))
+		}
 		b.Write(tmp)
 	}
 	return b.Bytes(), nil
@@ -130,12 +158,16 @@ func appendString(b []byte, s string) []byte {
 
 // KindOf returns the kind of an encoded object.
 func KindOf(encoded []byte) (Kind, error) {
-	if len(encoded) < 2 || encoded[1] != version {
+	if len(encoded) < 2 {
 		return 0, fmt.Errorf("object header: %w", ErrCorrupt)
 	}
-	switch k := Kind(encoded[0]); k {
-	case KindBlob, KindFile, KindTree:
+	switch k := Kind(encoded[0]); {
+	case encoded[1] == version && (k == KindBlob || k == KindFile || k == KindTree):
 		return k, nil
+	case encoded[1] == versionLinks && k == KindTree:
+		return k, nil
+	case encoded[1] != version:
+		return 0, fmt.Errorf("object header: version %d: %w", encoded[1], ErrCorrupt)
 	}
 	return 0, fmt.Errorf("object kind %q: %w", encoded[0], ErrCorrupt)
 }
@@ -260,6 +292,13 @@ func DecodeTree(encoded []byte) (*Tree, error) {
 		}
 		copy(e.Object[:], r.b)
 		r.b = r.b[len(Digest{}):]
+		if encoded[1] == versionLinks {
+			e.Link = r.uvarint()
+			e.Nlink = r.uint32()
+			if r.err != nil {
+				break
+			}
+		}
 		t.Entries = append(t.Entries, e)
 	}
 	if r.err != nil {

@@ -158,3 +158,58 @@ func FuzzDecodeFile(f *testing.F) {
 		}
 	})
 }
+
+// Hard links make a tree version 2; a tree without them stays version 1,
+// with the digest it always had, and every other use of version 2 is
+// refused.
+func TestTreeLinks(t *testing.T) {
+	plain := &Tree{Entries: []Entry{{Name: "a", Mode: 0o100644}, {Name: "b", Mode: 0o100644}}}
+	penc, err := EncodeTree(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if penc[1] != 1 {
+		t.Fatalf("a tree without links encodes as version %d", penc[1])
+	}
+	linked := &Tree{Entries: []Entry{
+		{Name: "a", Mode: 0o100644, Link: 7, Nlink: 2},
+		{Name: "b", Mode: 0o100644, Link: 7, Nlink: 2},
+		{Name: "c", Mode: 0o100644},
+	}}
+	lenc, err := EncodeTree(linked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lenc[1] != 2 {
+		t.Fatalf("a tree with links encodes as version %d", lenc[1])
+	}
+	back, err := DecodeTree(lenc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range back.Entries {
+		if e.Link != linked.Entries[i].Link || e.Nlink != linked.Entries[i].Nlink {
+			t.Errorf("entry %s: link %d nlink %d after decoding", e.Name, e.Link, e.Nlink)
+		}
+	}
+	// The same entries under the other version: not canonical.
+	v2 := append([]byte(nil), penc...)
+	v2[1] = 2
+	if _, err := DecodeTree(v2); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("a version 2 tree without links: %v", err)
+	}
+	blob, _ := EncodeBlob([]byte("x"))
+	blob[1] = 2
+	if _, err := DecodeBlob(blob); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("a version 2 blob: %v", err)
+	}
+	for _, bad := range []Entry{
+		{Name: "d", Mode: 0o40755, Link: 7, Nlink: 2},
+		{Name: "f", Mode: 0o100644, Link: 7, Nlink: 1},
+		{Name: "f", Mode: 0o100644, Nlink: 2},
+	} {
+		if _, err := EncodeTree(&Tree{Entries: []Entry{bad}}); err == nil {
+			t.Errorf("entry %+v accepted", bad)
+		}
+	}
+}
