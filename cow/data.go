@@ -500,14 +500,22 @@ func (f *FS) truncateLocked(n *Node, size int64) error {
 		return syscall.EBADF
 	}
 	if m := d.meta; m != nil && size < m.LowerLimit {
-		if c := size / ChunkSize; size%ChunkSize != 0 && !m.Chunks.Has(c) {
+		// The chunk the new end falls in keeps only its bytes below
+		// size, copied up first; it counts as copied up once the
+		// truncate is done, so a failed truncate leaves it in the
+		// lower, whole.
+		c, partial := size/ChunkSize, false
+		if size%ChunkSize != 0 && !m.Chunks.Has(c) {
 			if err := d.copyFromOrigin(c*ChunkSize, size); err != nil {
 				return err
 			}
-			m.Chunks.Set(c)
+			partial = true
 		}
 		if err := d.upper.Truncate(size); err != nil {
 			return err
+		}
+		if partial {
+			m.Chunks.Set(c)
 		}
 		m.LowerLimit = size
 		if err := f.meta.PutFile(d.id, m); err != nil {
@@ -543,9 +551,18 @@ func (h *Handle) Allocate(off, length int64, mode uint32) error {
 		case mode&^uint32(unix.FALLOC_FL_KEEP_SIZE) == 0:
 			// Allocation changes no byte.
 		case mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0:
-			if err := h.fs.prepareRange(d, off, off+length); err != nil {
+			// As for a write (writeLower): the chunks count as
+			// copied up only once the call has changed the range
+			// in the upper. If the upper refuses it (tmpfs has no
+			// ZERO_RANGE), they stay in the lower.
+			chunks, err := d.copyAround(off, off+length)
+			if err != nil {
 				return err
 			}
+			if err := unix.Fallocate(int(d.upper.Fd()), mode, off, length); err != nil {
+				return err
+			}
+			return h.fs.markPresent(d, chunks)
 		default:
 			// Collapse and insert move bytes across chunks:
 			// bring every chunk up first.

@@ -107,3 +107,56 @@ func firstDiffAt(a, b []byte) int {
 	}
 	return -1
 }
+
+// A fallocate that zeroes or punches part of a chunk still in the lower
+// copies the chunk's other bytes up first; if the upper then refuses the
+// call (tmpfs has no FALLOC_FL_ZERO_RANGE), the chunk must stay in the
+// lower, or the range would read as zeros the call never made.
+func TestFailedFallocateKeepsLowerBytes(t *testing.T) {
+	d := t.TempDir()
+	small := filepath.Join(d, "small")
+	for _, s := range []string{"lower", "meta", "small"} {
+		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=16m"); err != nil {
+		t.Fatalf("a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+	for _, s := range []string{"upper", "work"} {
+		if err := os.Mkdir(filepath.Join(small, s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	orig := make([]byte, 2*ChunkSize)
+	rand.New(rand.NewSource(4)).Read(orig)
+	if err := os.WriteFile(filepath.Join(d, "lower", "f"), orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lo, err := OpenDirLower(filepath.Join(d, "lower"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Options{Lower: lo, UpperDir: filepath.Join(small, "upper"), WorkDir: filepath.Join(small, "work"), MetaDir: filepath.Join(d, "meta"), Reserve: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	h, err := f.Open(lookupT(t, f, "f"), os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	err = h.Allocate(ChunkSize+4096, 8192, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE)
+	if !errors.Is(err, syscall.EOPNOTSUPP) {
+		t.Fatalf("zero range on a tmpfs upper: %v, want EOPNOTSUPP", err)
+	}
+	got := make([]byte, len(orig))
+	if k, err := h.ReadAt(got, 0); err != nil || k != len(orig) {
+		t.Fatalf("read back: %d bytes, %v", k, err)
+	}
+	if i := firstDiffAt(got, orig); i >= 0 {
+		t.Fatalf("after the refused fallocate the file differs from the lower at %d", i)
+	}
+}
