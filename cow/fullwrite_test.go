@@ -19,42 +19,9 @@ import (
 // with about 100 KiB free; the metadata database is elsewhere, and there
 // is no reserve, so the write itself meets ENOSPC.
 func TestFailedWriteKeepsLowerBytes(t *testing.T) {
-	d := t.TempDir()
-	small := filepath.Join(d, "small")
-	for _, s := range []string{"lower", "meta", "small"} {
-		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=16m"); err != nil {
-		t.Fatalf("a small tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
-	for _, s := range []string{"upper", "work"} {
-		if err := os.Mkdir(filepath.Join(small, s), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 	orig := make([]byte, 3*ChunkSize)
 	rand.New(rand.NewSource(3)).Read(orig)
-	if err := os.WriteFile(filepath.Join(d, "lower", "f"), orig, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	lo, err := OpenDirLower(filepath.Join(d, "lower"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := New(Options{Lower: lo, UpperDir: filepath.Join(small, "upper"), WorkDir: filepath.Join(small, "work"), MetaDir: filepath.Join(d, "meta"), Reserve: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	p := lookupT(t, f, "f")
-	h, err := f.Open(p, os.O_RDWR)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Release()
+	h, small := smallUpper(t, orig)
 
 	// Leave about 100 KiB free beside the upper.
 	var st unix.Statfs_t
@@ -95,6 +62,48 @@ func TestFailedWriteKeepsLowerBytes(t *testing.T) {
 	}
 }
 
+// smallUpper makes an FS whose upper and work directories are on a 16 MiB
+// tmpfs (returned, unmounted in cleanup) and whose metadata database is
+// elsewhere, with no reserve, over a lower holding one file "f" of orig;
+// it returns a read-write handle of f.
+func smallUpper(t *testing.T, orig []byte) (*Handle, string) {
+	t.Helper()
+	d := t.TempDir()
+	small := filepath.Join(d, "small")
+	for _, s := range []string{"lower", "meta", "small"} {
+		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=16m"); err != nil {
+		t.Fatalf("a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+	for _, s := range []string{"upper", "work"} {
+		if err := os.Mkdir(filepath.Join(small, s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(d, "lower", "f"), orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lo, err := OpenDirLower(filepath.Join(d, "lower"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Options{Lower: lo, UpperDir: filepath.Join(small, "upper"), WorkDir: filepath.Join(small, "work"), MetaDir: filepath.Join(d, "meta"), Reserve: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	h, err := f.Open(lookupT(t, f, "f"), os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Release)
+	return h, small
+}
+
 // firstDiffAt returns the first offset where a and b differ, or -1.
 func firstDiffAt(a, b []byte) int {
 	for i := range min(len(a), len(b)) {
@@ -113,42 +122,10 @@ func firstDiffAt(a, b []byte) int {
 // call (tmpfs has no FALLOC_FL_ZERO_RANGE), the chunk must stay in the
 // lower, or the range would read as zeros the call never made.
 func TestFailedFallocateKeepsLowerBytes(t *testing.T) {
-	d := t.TempDir()
-	small := filepath.Join(d, "small")
-	for _, s := range []string{"lower", "meta", "small"} {
-		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=16m"); err != nil {
-		t.Fatalf("a small tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
-	for _, s := range []string{"upper", "work"} {
-		if err := os.Mkdir(filepath.Join(small, s), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 	orig := make([]byte, 2*ChunkSize)
 	rand.New(rand.NewSource(4)).Read(orig)
-	if err := os.WriteFile(filepath.Join(d, "lower", "f"), orig, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	lo, err := OpenDirLower(filepath.Join(d, "lower"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := New(Options{Lower: lo, UpperDir: filepath.Join(small, "upper"), WorkDir: filepath.Join(small, "work"), MetaDir: filepath.Join(d, "meta"), Reserve: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	h, err := f.Open(lookupT(t, f, "f"), os.O_RDWR)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Release()
-	err = h.Allocate(ChunkSize+4096, 8192, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE)
+	h, _ := smallUpper(t, orig)
+	err := h.Allocate(ChunkSize+4096, 8192, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE)
 	if !errors.Is(err, syscall.EOPNOTSUPP) {
 		t.Fatalf("zero range on a tmpfs upper: %v, want EOPNOTSUPP", err)
 	}
@@ -160,3 +137,4 @@ func TestFailedFallocateKeepsLowerBytes(t *testing.T) {
 		t.Fatalf("after the refused fallocate the file differs from the lower at %d", i)
 	}
 }
+
