@@ -315,19 +315,6 @@ func (h *Handle) WriteAt(data []byte, off int64) (int, error) {
 	return d.upper.WriteAt(data, off)
 }
 
-// prepareRange makes every chunk that [off, end) touches below the lower
-// limit present in the upper, so the range can then be changed in the upper
-// file alone. Only the parts of those chunks outside the range are copied
-// from the origin: the range itself is about to be overwritten, zeroed or
-// punched, so copying it would be wasted.
-func (f *FS) prepareRange(d *fileData, off, end int64) error {
-	chunks, err := d.copyAround(off, end)
-	if err != nil {
-		return err
-	}
-	return f.markPresent(d, chunks)
-}
-
 // copyAround copies from the origin the parts outside [off, end) of every
 // chunk the range touches that is not in the upper yet, and returns those
 // chunks. It marks none of them: until the range itself is written, the
@@ -361,6 +348,22 @@ func (d *fileData) copyAround(off, end int64) ([]int64, error) {
 		chunks = append(chunks, c)
 	}
 	return chunks, nil
+}
+
+// copyUpAll copies every chunk still in the lower up whole.
+func (f *FS) copyUpAll(d *fileData) error {
+	m := d.meta
+	var chunks []int64
+	for c := int64(0); c*ChunkSize < m.LowerLimit; c++ {
+		if m.Chunks.Has(c) {
+			continue
+		}
+		if err := d.copyFromOrigin(c*ChunkSize, min((c+1)*ChunkSize, m.LowerLimit)); err != nil {
+			return err
+		}
+		chunks = append(chunks, c)
+	}
+	return f.markPresent(d, chunks)
 }
 
 // markPresent records chunks as being in the upper.
@@ -566,7 +569,7 @@ func (h *Handle) Allocate(off, length int64, mode uint32) error {
 		default:
 			// Collapse and insert move bytes across chunks:
 			// bring every chunk up first.
-			if err := h.fs.prepareRange(d, 0, m.LowerLimit); err != nil {
+			if err := h.fs.copyUpAll(d); err != nil {
 				return err
 			}
 			if d.meta != nil {

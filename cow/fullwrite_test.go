@@ -3,6 +3,7 @@ package cow
 import (
 	"bytes"
 	"errors"
+	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -138,3 +139,31 @@ func TestFailedFallocateKeepsLowerBytes(t *testing.T) {
 	}
 }
 
+// FALLOC_FL_COLLAPSE_RANGE and FALLOC_FL_INSERT_RANGE move bytes across
+// chunks, so every chunk of a lower file must be in the upper, with its
+// bytes, before the call.
+func TestCollapseLowerFile(t *testing.T) {
+	orig := make([]byte, 3*ChunkSize)
+	rand.New(rand.NewSource(5)).Read(orig)
+	f := newTestFS(t, map[string][]byte{"f": orig})
+	h, err := f.Open(lookupT(t, f, "f"), os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	if err := h.Allocate(4096, 8192, unix.FALLOC_FL_COLLAPSE_RANGE); err != nil {
+		if errors.Is(err, syscall.EOPNOTSUPP) {
+			t.Skipf("the upper's filesystem has no collapse: %v", err)
+		}
+		t.Fatal(err)
+	}
+	want := append(append([]byte(nil), orig[:4096]...), orig[4096+8192:]...)
+	got := make([]byte, len(orig))
+	k, err := h.ReadAt(got, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		t.Fatal(err)
+	}
+	if i := firstDiffAt(got[:k], want); i >= 0 {
+		t.Fatalf("after collapsing 8 KiB at 4 KiB the file differs at %d (%d bytes, want %d)", i, k, len(want))
+	}
+}
