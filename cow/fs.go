@@ -87,11 +87,40 @@ func New(opts Options) (*FS, error) {
 		up.close()
 		return nil, fmt.Errorf("clean work dir: %w", err)
 	}
+	reserve := opts.Reserve
+	if reserve == 0 {
+		reserve = DefaultReserve
+	}
+	// Metadata-only changes (whiteouts, redirects, dropped records) may
+	// use half of the reserve, so that removing lower files still works
+	// once cowfs's own writes have filled the disk up to it; below that
+	// the database is kept off the disk (Meta.KeepFree).
+	var room *space
+	if reserve > 0 {
+		if err := os.MkdirAll(opts.MetaDir, 0o700); err != nil {
+			up.close()
+			return nil, err
+		}
+		if room, err = openSpace(opts.MetaDir, metaFloor(reserve)); err != nil {
+			up.close()
+			return nil, err
+		}
+		// Opening the database writes to it: on a full disk that is a
+		// SIGBUS, so say what is wrong first.
+		if err := room.need(0); err != nil {
+			room.close()
+			up.close()
+			return nil, fmt.Errorf("the filesystem of %s has less than %d KiB free, which the metadata needs (half the reserve): free some space there first: %w",
+				opts.MetaDir, metaFloor(reserve)>>10, err)
+		}
+	}
 	meta, err := OpenMeta(opts.MetaDir)
 	if err != nil {
+		room.close()
 		up.close()
 		return nil, err
 	}
+	meta.room = room
 	lst, err := opts.Lower.Lstat("")
 	if err != nil {
 		meta.Close()
@@ -104,11 +133,8 @@ func New(opts Options) (*FS, error) {
 		return nil, fmt.Errorf("lower root is not a directory")
 	}
 	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev, umask: processUmask(), keepMtime: opts.WritesKeepMtime}
-	if r := opts.Reserve; r >= 0 {
-		if r == 0 {
-			r = DefaultReserve
-		}
-		f.space = &space{fd: up.root, reserve: r}
+	if reserve > 0 {
+		f.space = &space{fd: up.root, reserve: reserve}
 	}
 	rootID, err := up.identityAt(up.root, "")
 	if err != nil {

@@ -24,6 +24,9 @@ import (
 //	"w" id name   -> whiteout of name in directory id
 type Meta struct {
 	db *badger.DB
+	// room, when set, refuses a write that would leave its filesystem
+	// with less than its floor free (see KeepFree).
+	room *space
 }
 
 // FileMeta describes an upper file whose bytes come partly from its origin in
@@ -87,8 +90,51 @@ func OpenMeta(dir string) (*Meta, error) {
 	return &Meta{db: db}, nil
 }
 
-// Close flushes and closes the database.
-func (m *Meta) Close() error { return m.db.Close() }
+// KeepFree makes every later write fail with ENOSPC, and change nothing,
+// while it would leave less than floor bytes free on the filesystem of
+// dir, the database's directory.
+//
+// badger writes its logs and tables through shared memory mappings of
+// sparse files, and a page of such a mapping that finds the filesystem
+// full when first written kills the process with SIGBUS. FS's reserve
+// keeps cowfs's own writes off the last bytes, but any process can fill
+// a shared disk; this check keeps the database from writing into the
+// last bytes whoever took the rest. A writer that fills the disk between
+// the check and badger's write can still beat it: the floor makes that
+// window a matter of that writer outrunning the statfs, not of chance.
+func (m *Meta) KeepFree(dir string, floor int64) error {
+	room, err := openSpace(dir, floor)
+	if err != nil {
+		return err
+	}
+	m.room.close()
+	m.room = room
+	return nil
+}
+
+// Close flushes and closes the database. On a disk without room for the
+// flush (see KeepFree) it leaves the database as a kill would, to be
+// replayed from its log at the next open: the flush writes a table
+// through a mapping, and on a full disk that is a SIGBUS.
+func (m *Meta) Close() error {
+	defer m.room.close()
+	if err := m.room.need(0); err != nil {
+		slog.Warn("metadata not flushed at close: the disk is full; the next mount replays its log", "err", err)
+		return nil
+	}
+	return m.db.Close()
+}
+
+// update runs fn in a write transaction, once the filesystem has room
+// for about size more bytes (see KeepFree).
+func (m *Meta) update(size int, fn func(txn *badger.Txn) error) error {
+	// A record costs its bytes in the log and again in the table it is
+	// flushed to, plus badger's headers.
+	if err := m.room.need(int64(2*size + 64)); err != nil {
+		return fmt.Errorf("metadata: %w", err)
+	}
+	return m.db.Update(fn)
+}
 
 // Sync makes every committed change durable.
 func (m *Meta) Sync() error { return m.db.Sync() }
@@ -150,8 +196,9 @@ func (m *Meta) PutFile(id uint64, fm *FileMeta) error {
 		// marks: refuse loudly instead.
 		return fmt.Errorf("file meta of %q without an id: %w", fm.Origin, ErrCorrupt)
 	}
-	return m.db.Update(func(txn *badger.Txn) error {
-		return txn.Set(key('f', id, ""), encodeFileMeta(fm))
+	v := encodeFileMeta(fm)
+	return m.update(9+len(v), func(txn *badger.Txn) error {
+		return txn.Set(key('f', id, ""), v)
 	})
 }
 
@@ -181,7 +228,7 @@ func (m *Meta) PutDir(id uint64, dm DirMeta) error {
 		v[1] = 1
 	}
 	v = append(v, dm.Redirect...)
-	return m.db.Update(func(txn *badger.Txn) error {
+	return m.update(9+len(v), func(txn *badger.Txn) error {
 		return txn.Set(key('d', id, ""), v)
 	})
 }
@@ -200,7 +247,7 @@ func (m *Meta) Whiteout(dir uint64, name string) (bool, error) {
 
 // SetWhiteout hides the lower entry name in directory dir.
 func (m *Meta) SetWhiteout(dir uint64, name string) error {
-	return m.db.Update(func(txn *badger.Txn) error {
+	return m.update(9+len(name), func(txn *badger.Txn) error {
 		return txn.Set(key('w', dir, name), nil)
 	})
 }
@@ -229,7 +276,8 @@ func (m *Meta) DropDir(id uint64) error {
 	if id == 0 {
 		return nil
 	}
-	return m.db.Update(func(txn *badger.Txn) error {
+	// Deletes are records too: tombstones, until compaction.
+	return m.update(64, func(txn *badger.Txn) error {
 		if err := txn.Delete(key('d', id, "")); err != nil {
 			return err
 		}
@@ -252,7 +300,7 @@ func (m *Meta) DropDir(id uint64) error {
 // DropFile removes the record of file id, once no name and no open handle
 // reaches it.
 func (m *Meta) DropFile(id uint64) error {
-	return m.db.Update(func(txn *badger.Txn) error {
+	return m.update(9, func(txn *badger.Txn) error {
 		return txn.Delete(key('f', id, ""))
 	})
 }
@@ -351,7 +399,7 @@ func (m *Meta) PendingLinks() (map[uint64]bool, error) {
 func (m *Meta) PutIndex(ino uint64, li LinkIndex) error {
 	v := binary.BigEndian.AppendUint64(nil, li.ID)
 	v = binary.BigEndian.AppendUint64(v, uint64(max(0, li.LowerLeft)))
-	return m.db.Update(func(txn *badger.Txn) error {
+	return m.update(9+len(v), func(txn *badger.Txn) error {
 		return txn.Set(key('h', ino, ""), v)
 	})
 }
@@ -385,7 +433,7 @@ func (m *Meta) PutScanned(dev, ino uint64, e ScanEntry) error {
 	binary.BigEndian.PutUint64(v[8:], uint64(e.Mtime))
 	binary.BigEndian.PutUint64(v[16:], uint64(e.Ctime))
 	v = append(v, e.Object[:]...)
-	return m.db.Update(func(txn *badger.Txn) error {
+	return m.update(17+len(v), func(txn *badger.Txn) error {
 		return txn.Set(scanKey(dev, ino), v)
 	})
 }

@@ -1,6 +1,7 @@
 package cow
 
 import (
+	"fmt"
 	"sync"
 	"syscall"
 	"time"
@@ -21,18 +22,46 @@ const DefaultReserve = 64 << 20
 // what adds data to the upper (writes, fallocate, new inodes, xattrs)
 // gets ENOSPC once the filesystem has less than the reserve free, as
 // ext4's reserved blocks do for users, and what only records metadata or
-// frees space (unlink, rmdir, rename) goes on. The reserve is a few
-// memtables of badger (8 MiB each) and the tables they flush to, with a
-// margin: processes outside cowfs can still fill the filesystem.
+// frees space (unlink, rmdir, rename) goes on until half the reserve is
+// left (metaFloor). The reserve is a few memtables of badger (8 MiB
+// each) and the tables they flush to, with a margin. Processes outside
+// cowfs can still fill the filesystem: then the floor, checked by the
+// metadata store itself, turns what would be a SIGBUS into ENOSPC.
 type space struct {
-	fd      int // the upper's root
+	fd      int  // a directory of the filesystem
+	own     bool // fd is the space's to close
 	reserve int64
-	mu      sync.Mutex
+	// exact asks the filesystem on every call: for a guard against
+	// other processes, which can fill a disk within the second an
+	// estimate is trusted.
+	exact bool
+	mu    sync.Mutex
 	// free is the free space at the last statfs, less what was asked
 	// for since; checked is when that statfs was.
 	free    int64
 	checked time.Time
 }
+
+// openSpace returns a space keeping reserve bytes free on the filesystem
+// of dir, asking it on every call.
+func openSpace(dir string, reserve int64) (*space, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	return &space{fd: fd, reserve: reserve, own: true, exact: true}, nil
+}
+
+// close releases the descriptor of a space made by openSpace.
+func (s *space) close() {
+	if s != nil && s.own {
+		unix.Close(s.fd)
+	}
+}
+
+// metaFloor is the free space below which the metadata database writes
+// nothing (Meta.KeepFree), for a reserve of r.
+func metaFloor(r int64) int64 { return r / 2 }
 
 // spaceRecheck bounds how long an estimate of free space is trusted
 // while far from the reserve: other writers share the filesystem.
@@ -47,7 +76,7 @@ func (s *space) need(n int64) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.free-n < 2*s.reserve || time.Since(s.checked) > spaceRecheck {
+	if s.exact || s.free-n < 2*s.reserve || time.Since(s.checked) > spaceRecheck {
 		var st unix.Statfs_t
 		if err := unix.Fstatfs(s.fd, &st); err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -109,6 +110,117 @@ func TestFullDisk(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(mnt, "big")); err != nil || !bytes.Equal(b, big) {
 		t.Errorf("big after the remount: %d bytes, equal %v, %v", len(b), bytes.Equal(b, big), err)
+	}
+	if d := diffTrees(lowerBefore, readTree(t, lower)); d != "" {
+		t.Errorf("the lower changed: %s", d)
+	}
+}
+
+// TestFullDiskOutside fills the upper's filesystem from outside the mount,
+// past cowfs's reserve, as any process sharing the disk can. What needs
+// the metadata database (removing a lower file records a whiteout) must
+// get ENOSPC and change nothing rather than write into a full disk, which
+// is a SIGBUS for the mount process; removing a file born in the upper
+// still works; a mount of the full upper is refused with a message; and
+// once space is freed everything works again, across a remount.
+func TestFullDiskOutside(t *testing.T) {
+	const reserve = 16 << 20
+	base := t.TempDir()
+	small := smallFS(t, filepath.Join(base, "small"))
+	lower := filepath.Join(base, "lower")
+	if err := os.MkdirAll(filepath.Join(lower, "many"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const nfiles = 300
+	for i := range nfiles {
+		writeT(t, filepath.Join(lower, "many", fmt.Sprintf("f%03d", i)), []byte("x"))
+	}
+	if err := os.Mkdir(filepath.Join(lower, "gone"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range nfiles {
+		writeT(t, filepath.Join(lower, "gone", fmt.Sprintf("f%03d", i)), []byte("x"))
+	}
+	lowerBefore := readTree(t, lower)
+	cfg := childConfig{
+		Dir: filepath.Join(base, "mnt"), Lower: lower,
+		Upper: filepath.Join(small, "upper"), Work: filepath.Join(small, "work"),
+		Reserve: reserve,
+	}
+	c := mountChildCfg(t, cfg)
+	mnt := cfg.Dir
+	writeT(t, filepath.Join(mnt, "new"), []byte("born in the upper"))
+	// Records the database holds in memory when the disk fills: the
+	// unmount must not flush them into the full disk.
+	if err := os.RemoveAll(filepath.Join(mnt, "gone")); err != nil {
+		t.Fatal(err)
+	}
+
+	outside := filepath.Join(small, "outside")
+	fill(t, outside)
+	alive := func() {
+		t.Helper()
+		select {
+		case err := <-c.exited:
+			c.exited <- err
+			t.Fatalf("the mount process died: %v\nstderr:\n%s", err, c.stderr)
+		default:
+		}
+	}
+	for i := range nfiles {
+		p := filepath.Join(mnt, "many", fmt.Sprintf("f%03d", i))
+		if err := os.Remove(p); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("remove of a lower file on a disk filled from outside: %v, want ENOSPC", err)
+		}
+		if _, err := os.Lstat(p); err != nil {
+			t.Fatalf("the failed remove changed the file: %v", err)
+		}
+	}
+	from, to := filepath.Join(mnt, "many", "f000"), filepath.Join(mnt, "g")
+	if err := os.Rename(from, to); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("rename of a lower file on a full disk: %v, want ENOSPC", err)
+	}
+	if _, err := os.Lstat(from); err != nil {
+		t.Errorf("the failed rename removed its source: %v", err)
+	}
+	if _, err := os.Lstat(to); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the failed rename made its target: %v", err)
+	}
+	alive()
+	// A file born in the upper goes without a record: freeing space works.
+	if err := os.Remove(filepath.Join(mnt, "new")); err != nil {
+		t.Errorf("remove of an upper file on a full disk: %v", err)
+	}
+	alive()
+
+	// The unmount leaves the database to its log (c.stop fails the test
+	// if the child does not exit cleanly); a full upper is not mounted,
+	// and says why.
+	c.stop(t)
+	if m, err := New(mnt, Options{Lower: lower, Upper: cfg.Upper, Work: cfg.Work, Reserve: reserve}); err == nil {
+		m.Unmount()
+		t.Fatal("a full upper was mounted")
+	} else if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "free some space") {
+		t.Errorf("mount of a full upper: %v, want ENOSPC saying to free space", err)
+	}
+
+	if err := os.Remove(outside); err != nil {
+		t.Fatal(err)
+	}
+	c.start(t)
+	for i := range nfiles {
+		if err := os.Remove(filepath.Join(mnt, "many", fmt.Sprintf("f%03d", i))); err != nil {
+			t.Fatalf("remove after space was freed: %v", err)
+		}
+	}
+	c.remount(t)
+	if ents, err := os.ReadDir(filepath.Join(mnt, "many")); err != nil || len(ents) != 0 {
+		t.Errorf("after the remount many has %d entries (%v), want none", len(ents), err)
+	}
+	for _, name := range []string{"new", "gone"} {
+		if _, err := os.Lstat(filepath.Join(mnt, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after the remount: %v, want it gone", name, err)
+		}
 	}
 	if d := diffTrees(lowerBefore, readTree(t, lower)); d != "" {
 		t.Errorf("the lower changed: %s", d)
