@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -371,16 +372,29 @@ func (f *FS) markPresent(d *fileData, chunks []int64) error {
 	if len(chunks) == 0 {
 		return nil
 	}
-	m := d.meta
+	next := *d.meta
+	next.Chunks = slices.Clone(next.Chunks)
 	for _, c := range chunks {
-		m.Chunks.Set(c)
+		next.Chunks.Set(c)
 	}
 	// The copied bytes are in the upper file before the chunk is marked
 	// present, so a crash can lose the mark but never expose a hole.
-	if err := f.meta.PutFile(d.id, m); err != nil {
-		return fmt.Errorf("record chunks of %q: %w", m.Origin, err)
+	if err := f.storeMeta(d, &next); err != nil {
+		return fmt.Errorf("record chunks of %q: %w", next.Origin, err)
 	}
-	if m.Complete() {
+	return nil
+}
+
+// storeMeta records next as the layout of file d, and only then makes it
+// the one reads follow: if the record cannot be written (the metadata
+// store is out of room), the file reads as the store has it, which is
+// what a remount would show.
+func (f *FS) storeMeta(d *fileData, next *FileMeta) error {
+	if err := f.meta.PutFile(d.id, next); err != nil {
+		return err
+	}
+	*d.meta = *next
+	if next.Complete() {
 		d.lower.Close()
 		d.lower, d.meta = nil, nil
 	}
@@ -517,18 +531,13 @@ func (f *FS) truncateLocked(n *Node, size int64) error {
 		if err := d.upper.Truncate(size); err != nil {
 			return err
 		}
+		next := *m
 		if partial {
-			m.Chunks.Set(c)
+			next.Chunks = slices.Clone(next.Chunks)
+			next.Chunks.Set(c)
 		}
-		m.LowerLimit = size
-		if err := f.meta.PutFile(d.id, m); err != nil {
-			return err
-		}
-		if m.Complete() {
-			d.lower.Close()
-			d.lower, d.meta = nil, nil
-		}
-		return nil
+		next.LowerLimit = size
+		return f.storeMeta(d, &next)
 	}
 	return d.upper.Truncate(size)
 }

@@ -167,3 +167,46 @@ func TestCollapseLowerFile(t *testing.T) {
 		t.Fatalf("after collapsing 8 KiB at 4 KiB the file differs at %d (%d bytes, want %d)", i, k, len(want))
 	}
 }
+
+// A write into a chunk still in the lower whose record the metadata store
+// refuses (it is out of room) fails, and the file must read as the store
+// has it, as a remount would show it: the lower's bytes, not the write's.
+func TestUnrecordedWriteKeepsLowerBytes(t *testing.T) {
+	orig := make([]byte, 2*ChunkSize)
+	rand.New(rand.NewSource(6)).Read(orig)
+	f := newTestFS(t, map[string][]byte{"f": orig})
+	h, err := f.Open(lookupT(t, f, "f"), os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	// No filesystem has this much free.
+	if err := f.meta.KeepFree(t.TempDir(), 1<<62); err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte{'w'}, 4096)
+	if _, err := h.WriteAt(data, ChunkSize+100); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("write whose record is refused: %v, want ENOSPC", err)
+	}
+	got := make([]byte, len(orig))
+	if k, err := h.ReadAt(got, 0); err != nil || k != len(orig) {
+		t.Fatalf("read back: %d bytes, %v", k, err)
+	}
+	if i := firstDiffAt(got, orig); i >= 0 {
+		t.Fatalf("after the unrecorded write the file differs from the lower at %d", i)
+	}
+
+	if err := f.meta.KeepFree(t.TempDir(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := h.WriteAt(data, ChunkSize+100); err != nil || k != len(data) {
+		t.Fatalf("write with room again: %d, %v", k, err)
+	}
+	copy(orig[ChunkSize+100:], data)
+	if k, err := h.ReadAt(got, 0); err != nil || k != len(orig) {
+		t.Fatalf("read back: %d bytes, %v", k, err)
+	}
+	if i := firstDiffAt(got, orig); i >= 0 {
+		t.Fatalf("after the write the file differs from what was written at %d", i)
+	}
+}
