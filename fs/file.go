@@ -16,7 +16,8 @@ type handle struct {
 	h    *cow.Handle
 	n    *node
 	mode ioMode
-	// writer: counted in the mount's writers (writeback cache only).
+	// writer: counted in the mount's writers (an open for writing
+	// through the kernel's page cache).
 	writer bool
 }
 

@@ -125,7 +125,7 @@ func (n *node) newHandle(h *cow.Handle, flags uint32) (gofs.FileHandle, uint32, 
 	}
 	n.io.counts[mode]++
 	fh := &handle{h: h, n: n, mode: mode}
-	if n.m.writeback && isWrite(flags) {
+	if mode == modeCached && isWrite(flags) {
 		fh.writer = true
 		n.m.writers.add(n)
 	}

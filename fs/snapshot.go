@@ -29,17 +29,13 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 	if _, err := m.refs.Get(name); err == nil {
 		return nil, fmt.Errorf("snapshot %s: %w", name, refs.ErrExists)
 	}
-	// Dirty pages of shared writable mappings reach cowfs only when the
-	// kernel writes them back; ask for that before holding writes (while
-	// holding, the write-back would wait for the hold).
-	if fd, err := unix.Open(m.Dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
-		unix.Syncfs(fd)
-		unix.Close(fd)
-	}
-	flushed := 0
-	if m.ms.writeback {
-		flushed = m.flushWriters()
-	}
+	// Dirty pages (of shared writable mappings; of every write with the
+	// writeback cache) reach cowfs only when the kernel writes them
+	// back; have it do that, and wait, before holding writes (while
+	// holding, the write-back would wait for the hold). So a snapshot
+	// holds what was written before it began, file by file; see
+	// docs/checkpoints.md for why that is not one instant.
+	flushed := m.flushWriters()
 	var store cow.ObjectPutter = m.store
 	if m.storeBesideUpper() {
 		store = reservingStore{m.store, m.fs}

@@ -7,9 +7,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// writers tracks, with the writeback cache on, the kernel inodes that have
-// a handle open for writing: only they can hold data the kernel has not
-// written back yet (a close writes back and waits).
+// writers tracks the kernel inodes that have a handle open for writing
+// through the page cache: only they can hold data the kernel has not
+// written back yet. With the writeback cache that is every write; without
+// it, what a process wrote through a shared writable mapping. A close
+// with the writeback cache, and an munmap, write back and wait, and a
+// mapping keeps its file's handle open until then.
 type writers struct {
 	mu    sync.Mutex
 	nodes map[*node]int

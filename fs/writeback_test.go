@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPosixWriteback runs posixtest with the kernel's writeback cache.
@@ -135,6 +137,60 @@ func TestFlushWriters(t *testing.T) {
 	for name, b := range want {
 		if got := upper(name); !bytes.Equal(got, b) {
 			t.Errorf("%s: the upper has %d bytes after flushWriters, want %d", name, len(got), len(b))
+		}
+	}
+}
+
+// Without the writeback cache, what a process writes through a shared
+// writable mapping also stays in the kernel until it is written back. A
+// snapshot must hold what was written through mappings still open when it
+// began: into a lower file (a copy-up by write-back) and into a new one.
+func TestSnapshotMappedWrites(t *testing.T) {
+	base := t.TempDir()
+	state := filepath.Join(base, "state")
+	lower := filepath.Join(base, "lower")
+	os.MkdirAll(lower, 0o755)
+	db := randBytes(2<<20 + 4096)
+	writeT(t, filepath.Join(lower, "db"), db)
+	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state})
+
+	want := map[string][]byte{"db": db, "new": make([]byte, 3*4096)}
+	for name, b := range want {
+		f, err := os.OpenFile(filepath.Join(m.Dir, name), os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := f.Truncate(int64(len(b))); err != nil {
+			t.Fatal(err)
+		}
+		mm, err := unix.Mmap(int(f.Fd()), 0, len(b), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Munmap(mm)
+		for _, off := range []int{100, 1<<20 + 5000, len(b) - 10} {
+			if off+8 > len(b) {
+				continue
+			}
+			copy(mm[off:], "mapped!\n")
+			copy(b[off:], "mapped!\n")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := m.Snapshot(ctx, "mapped")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Flushed != 2 {
+		t.Errorf("the snapshot flushed %d files open for writing first, want 2", res.Flushed)
+	}
+	r := mountState(t, filepath.Join(base, "r"), Options{Snapshot: "mapped", State: state})
+	for name, b := range want {
+		got, err := os.ReadFile(filepath.Join(r.Dir, name))
+		if err != nil || !bytes.Equal(got, b) {
+			t.Errorf("%s in the snapshot: %d bytes (want %d), first difference at %d, %v", name, len(got), len(b), firstDiff(got, b), err)
 		}
 	}
 }
