@@ -368,7 +368,7 @@ func New(dir string, o Options) (*Mount, error) {
 			ExtraCapabilities: killPrivCaps | writebackCaps(o.WritebackCache),
 		},
 	}
-	server, err := gofs.Mount(dir, root, opts)
+	server, err := serve(dir, root, opts)
 	if err != nil {
 		cfs.Close()
 		m.closeLo()
@@ -385,6 +385,20 @@ func New(dir string, o Options) (*Mount, error) {
 		}
 	}
 	return m, nil
+}
+
+// serve is gofs.Mount with the raw filesystem wrapped in treeLocked.
+func serve(dir string, root gofs.InodeEmbedder, opts *gofs.Options) (*fuse.Server, error) {
+	raw := &treeLocked{RawFileSystem: gofs.NewNodeFS(root, opts)}
+	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, err
+	}
+	return server, nil
 }
 
 func writebackCaps(on bool) uint64 {
