@@ -140,11 +140,19 @@ func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
 
 // Getxattr reads attribute name of the node at p.
 func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
-	if p.Detached {
-		return nil, errDetached
-	}
 	if f.up.ownXattr(name) {
 		return nil, syscall.ENODATA
+	}
+	if p.Detached {
+		var v []byte
+		err := f.detached(p.Node(), func(fd int) (err error) {
+			v, err = xattrGet(fd, "", name)
+			return err
+		}, func(lower string) (err error) {
+			v, err = f.lo.Getxattr(lower, name)
+			return err
+		})
+		return v, err
 	}
 	f.mu.RLock()
 	v, err := f.getxattr(p, name)
@@ -173,7 +181,15 @@ func (f *FS) getxattr(p Path, name string) ([]byte, error) {
 // Listxattr lists the attributes of the node at p, without cowfs's own.
 func (f *FS) Listxattr(p Path) ([]string, error) {
 	if p.Detached {
-		return nil, errDetached
+		var names []string
+		err := f.detached(p.Node(), func(fd int) (err error) {
+			names, err = xattrList(fd, "")
+			return err
+		}, func(lower string) (err error) {
+			names, err = f.lo.Listxattr(lower)
+			return err
+		})
+		return f.withoutOwn(names), err
 	}
 	f.mu.RLock()
 	names, err := f.listxattr(p)
@@ -198,25 +214,32 @@ func (f *FS) listxattr(p Path) ([]string, error) {
 			return err
 		})
 	}
+	return f.withoutOwn(names), err
+}
+
+// withoutOwn drops cowfs's own attributes from names, in place.
+func (f *FS) withoutOwn(names []string) []string {
 	out := names[:0]
 	for _, x := range names {
 		if !f.up.ownXattr(x) {
 			out = append(out, x)
 		}
 	}
-	return out, err
+	return out
 }
 
 // Setxattr sets attribute name of the node at p, copying the node up first.
 func (f *FS) Setxattr(p Path, name string, value []byte, flags int) error {
-	if p.Detached {
-		return errDetached
-	}
 	if f.up.ownXattr(name) {
 		return syscall.EPERM
 	}
 	if err := f.space.need(int64(len(name) + len(value))); err != nil {
 		return err
+	}
+	if p.Detached {
+		return f.detached(p.Node(), func(fd int) error {
+			return xattrSet(fd, "", name, value, flags)
+		}, nil)
 	}
 	if err := f.CopyUp(p); err != nil {
 		return err
@@ -230,11 +253,13 @@ func (f *FS) Setxattr(p Path, name string, value []byte, flags int) error {
 
 // Removexattr removes attribute name of the node at p.
 func (f *FS) Removexattr(p Path, name string) error {
-	if p.Detached {
-		return errDetached
-	}
 	if f.up.ownXattr(name) {
 		return syscall.ENODATA
+	}
+	if p.Detached {
+		return f.detached(p.Node(), func(fd int) error {
+			return xattrRemove(fd, "", name)
+		}, nil)
 	}
 	if _, err := f.Getxattr(p, name); err != nil {
 		return err
@@ -247,4 +272,27 @@ func (f *FS) Removexattr(p Path, name string) error {
 	return f.up.at(p.Rel(), func(dirfd int, base string) error {
 		return xattrRemove(dirfd, base, name)
 	})
+}
+
+// detached runs an attribute operation on a node that has lost its last
+// name while still open. On any filesystem f*xattr reaches such a file
+// through its descriptor; here that is the upper file the node holds
+// open (upper), or, for a node never copied up, its lower entry, which
+// no unlink changes (lower, nil for a change). Anything else has no
+// file left to reach: ENOENT.
+func (f *FS) detached(n *Node, upper func(fd int) error, lower func(string) error) error {
+	n.mu.Lock()
+	if n.data != nil && n.data.upper != nil {
+		// Held while fd is used: a Release of the last handle closes it.
+		defer n.mu.Unlock()
+		return upper(int(n.data.upper.Fd()))
+	}
+	n.mu.Unlock()
+	f.mu.RLock()
+	onlyLower := !n.upper && n.hasLower
+	f.mu.RUnlock()
+	if lower != nil && onlyLower {
+		return lower(n.lower)
+	}
+	return errDetached
 }
