@@ -648,8 +648,11 @@ func (h *Handle) Lseek(off int64, whence int) (int64, error) {
 }
 
 // Fsync makes the file's bytes, its upper directory entry and its chunk
-// records durable. p is where the file is now.
-func (h *Handle) Fsync(p Path, dataOnly bool) error {
+// records durable. withPath runs its argument with the path of the file
+// now; it is called only when the entry itself has to be synced (once
+// after a copy-up or a create), so the caller can hold its namespace
+// steady for that step alone and not across the flush of the bytes.
+func (h *Handle) Fsync(dataOnly bool, withPath func(func(Path) error) error) error {
 	n := h.n
 	n.mu.Lock()
 	d := n.data
@@ -674,15 +677,8 @@ func (h *Handle) Fsync(p Path, dataOnly bool) error {
 	if !synced {
 		// The entry may have been created by a copy-up; make it
 		// durable so the synced bytes can be found after a crash.
-		if len(p.Names) > 0 && !p.Detached {
-			// O_RDONLY: fsync on an O_PATH descriptor is EBADF.
-			if fd, err := openBeneath(h.fs.up.root, p.Parent().Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0); err == nil {
-				err = unix.Fsync(fd)
-				unix.Close(fd)
-				if err != nil {
-					return err
-				}
-			}
+		if err := withPath(h.syncEntry); err != nil {
+			return err
 		}
 		n.mu.Lock()
 		if n.data != nil {
@@ -691,6 +687,20 @@ func (h *Handle) Fsync(p Path, dataOnly bool) error {
 		n.mu.Unlock()
 	}
 	return h.fs.meta.Sync()
+}
+
+// syncEntry fsyncs the upper directory that holds the file at p.
+func (h *Handle) syncEntry(p Path) error {
+	if len(p.Names) == 0 || p.Detached {
+		return nil
+	}
+	// O_RDONLY: fsync on an O_PATH descriptor is EBADF.
+	fd, err := openBeneath(h.fs.up.root, p.Parent().Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	return unix.Fsync(fd)
 }
 
 // Stat returns the attributes of the open file.

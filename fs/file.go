@@ -46,7 +46,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	if _, errno := h.dropSetID(ctx); errno != 0 {
+	if _, errno := h.dropSetID(ctx, false); errno != 0 {
 		return 0, errno
 	}
 	k, err := h.h.WriteAt(data, off)
@@ -62,7 +62,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 func (h *handle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
 
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	return h.errno(ctx, "fsync", h.h.Fsync(h.n.path(), flags&1 != 0))
+	return h.errno(ctx, "fsync", h.h.Fsync(flags&1 != 0, h.n.withPath))
 }
 
 func (h *handle) Release(ctx context.Context) syscall.Errno {

@@ -77,8 +77,9 @@ func (n *node) dropSetIDForTruncate(ctx context.Context, p cow.Path) syscall.Err
 // dropSetID removes the set-ID bits a write by the caller in ctx must
 // remove from the file of h, before the write, so that no one can run the
 // file with its new bytes and its old privileges. It reports whether it
-// removed any.
-func (h *handle) dropSetID(ctx context.Context) (bool, syscall.Errno) {
+// removed any. treeHeld tells whether the caller holds mount.tree, as a
+// request that takes a path does (treelock.go); a write does not.
+func (h *handle) dropSetID(ctx context.Context, treeHeld bool) (bool, syscall.Errno) {
 	c, _ := fuse.FromContext(ctx)
 	if c == nil || c.Uid == 0 {
 		return false, 0
@@ -92,9 +93,17 @@ func (h *handle) dropSetID(ctx context.Context) (bool, syscall.Errno) {
 		return false, 0
 	}
 	mode := st.Mode &^ drop & 07777
-	p := h.n.path()
-	if _, err := h.n.m.fs.Setattr(p, cow.SetAttr{Mode: &mode}); err != nil {
-		return false, h.n.errno(ctx, "drop set-ID bits", p, err)
+	setattr := func(p cow.Path) error {
+		_, err := h.n.m.fs.Setattr(p, cow.SetAttr{Mode: &mode})
+		return err
+	}
+	if treeHeld {
+		err = setattr(h.n.path())
+	} else {
+		err = h.n.withPath(setattr)
+	}
+	if err != nil {
+		return false, h.errno(ctx, "drop set-ID bits", err)
 	}
 	return true, 0
 }
@@ -107,7 +116,7 @@ func (h *handle) dropSetID(ctx context.Context) (bool, syscall.Errno) {
 // from before, and nothing else would refresh it before the attribute
 // timeout if no write followed.
 func (h *ptHandle) dropSetIDAtOpen(ctx context.Context) syscall.Errno {
-	dropped, errno := h.dropSetID(ctx)
+	dropped, errno := h.dropSetID(ctx, true)
 	if dropped {
 		// Offset -1: attributes only, no page cache.
 		h.n.NotifyContent(-1, 0)

@@ -149,6 +149,9 @@ type mount struct {
 	// arrive, which is how the tests see passthrough at work.
 	reads atomic.Uint64
 	regen regens
+	// tree makes a rename one step for the requests that use a path
+	// (treelock.go).
+	tree sync.RWMutex
 }
 
 // The state directory holds:
@@ -368,7 +371,7 @@ func New(dir string, o Options) (*Mount, error) {
 			ExtraCapabilities: killPrivCaps | writebackCaps(o.WritebackCache),
 		},
 	}
-	server, err := serve(dir, root, opts)
+	server, err := serve(dir, root, opts, &ms.tree)
 	if err != nil {
 		cfs.Close()
 		m.closeLo()
@@ -388,8 +391,8 @@ func New(dir string, o Options) (*Mount, error) {
 }
 
 // serve is gofs.Mount with the raw filesystem wrapped in treeLocked.
-func serve(dir string, root gofs.InodeEmbedder, opts *gofs.Options) (*fuse.Server, error) {
-	raw := &treeLocked{RawFileSystem: gofs.NewNodeFS(root, opts)}
+func serve(dir string, root gofs.InodeEmbedder, opts *gofs.Options, tree *sync.RWMutex) (*fuse.Server, error) {
+	raw := &treeLocked{RawFileSystem: gofs.NewNodeFS(root, opts), mu: tree}
 	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
 		return nil, err

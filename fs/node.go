@@ -82,6 +82,16 @@ var (
 	_ = (gofs.NodeStatfser)((*node)(nil))
 )
 
+// withPath runs fn with the node's path, holding the tree lock shared
+// (treelock.go), for the few steps of handle requests that need a path.
+// A request that took the lock already must use path: a second shared
+// hold would deadlock behind a waiting rename.
+func (n *node) withPath(fn func(cow.Path) error) error {
+	n.m.tree.RLock()
+	defer n.m.tree.RUnlock()
+	return fn(n.path())
+}
+
 // path returns the node's position in the merged tree. A node that lost its
 // last name (unlinked while open) has no path; operations on it go through
 // its open handles.
@@ -332,7 +342,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 	if pt, ok := fh.(*ptHandle); ok {
 		// A set-ID file its creator writes through a passed-through
 		// open: the entry the kernel gets must show the mode after.
-		if dropped, _ := pt.dropSetID(ctx); dropped {
+		if dropped, _ := pt.dropSetID(ctx, true); dropped {
 			if st, err := h.Stat(); err == nil {
 				fillAttr(&out.Attr, &st)
 			}

@@ -20,11 +20,14 @@ import (
 // or failed with ENOENT (TestRenameUnderWork). Here a rename, in cow and
 // in go-fuse's tree, holds the lock exclusively, and every request that
 // takes a path holds it shared from before the path is taken until it is
-// done with it. Requests that go through an open handle alone (reads,
-// locks, lseek) do not take it.
+// done with it. Requests that go through an open handle (reads, writes,
+// fsync, locks, lseek) do not take it here: a write or an fsync can take
+// long (a remote chunk fetched, a disk flush), and a rename waiting for
+// it would hold up every request behind it. The little of them that
+// needs a path takes the lock itself (node.withPath).
 type treeLocked struct {
 	fuse.RawFileSystem
-	mu sync.RWMutex
+	mu *sync.RWMutex // mount.tree
 }
 
 func (t *treeLocked) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
@@ -133,25 +136,6 @@ func (t *treeLocked) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return t.RawFileSystem.Open(cancel, in, out)
-}
-
-// Write can drop set-ID bits by path (killpriv.go).
-func (t *treeLocked) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.RawFileSystem.Write(cancel, in, data)
-}
-
-func (t *treeLocked) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.RawFileSystem.Writev(cancel, in, data)
-}
-
-func (t *treeLocked) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.RawFileSystem.Fsync(cancel, in)
 }
 
 func (t *treeLocked) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
