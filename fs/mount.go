@@ -345,6 +345,10 @@ func New(dir string, o Options) (*Mount, error) {
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
+		// A mode of 0000 is a mode: go-fuse would report 0644 (0755
+		// for a directory), and with default_permissions the kernel
+		// would then let anyone read a file no one may.
+		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
 			FsName:      fsname,
 			Name:        "cowfs",
