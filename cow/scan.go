@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -51,8 +52,9 @@ type ScanStats struct {
 	BytesRead   int64 // what had to be read and hashed
 }
 
-// ErrChanging reports a file that kept changing while it was being read.
-var ErrChanging = errors.New("file changed while being read")
+// ErrChanging reports a file or directory that kept changing while it
+// was being read.
+var ErrChanging = errors.New("changed while being read")
 
 // scanner turns files of a lower into objects.
 type scanner struct {
@@ -120,8 +122,67 @@ func (s *scanner) entry(path, name string, st *unix.Stat_t) (object.Entry, error
 	return e, err
 }
 
+// scanTries is how often a directory or file that changed while it was
+// read is read again before the scan gives up with ErrChanging; the
+// waits between tries double from scanBackoff.
+const (
+	scanTries   = 6
+	scanBackoff = 10 * time.Millisecond
+)
+
+// dir returns the tree of the directory at path, read again while the
+// directory changed meanwhile.
+//
+// The scan goes by path, so a directory renamed while it is read makes
+// its children vanish (ENOENT) mid-listing, and one renamed back makes
+// them reappear: a scan that took those ENOENTs as removals stored a
+// directory with some or none of its files, and a worker then ran its
+// task without its code. A rename, create or removal in a directory
+// changes its ctime and mtime (and a rename of the directory itself its
+// ctime): so a listing whose directory has the same inode and times
+// after as before saw no such change, and the ENOENTs in it are real
+// removals. Otherwise its errors, whatever they were, tell nothing and
+// it is read again.
 func (s *scanner) dir(path string) (object.Digest, error) {
 	s.stats.Dirs++
+	wait := scanBackoff
+	for try := 0; ; try++ {
+		before, err := s.lo.Lstat(path)
+		if err != nil {
+			return object.Zero, err
+		}
+		d, err := s.dirOnce(path)
+		if cerr := s.ctx.Err(); cerr != nil {
+			return object.Zero, cerr
+		}
+		after, aerr := s.lo.Lstat(path)
+		if aerr == nil && after.Ino == before.Ino && after.Mtim == before.Mtim && after.Ctim == before.Ctim {
+			return d, err
+		}
+		if try == scanTries-1 {
+			return object.Zero, fmt.Errorf("directory %q: %w", path, ErrChanging)
+		}
+		if err := sleepCtx(s.ctx, wait); err != nil {
+			return object.Zero, err
+		}
+		wait *= 2
+	}
+}
+
+// sleepCtx waits for d, or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// dirOnce reads the directory at path once.
+func (s *scanner) dirOnce(path string) (object.Digest, error) {
 	ents, err := s.lo.ReadDir(path)
 	if err != nil {
 		return object.Zero, err
@@ -154,15 +215,22 @@ func (s *scanner) dir(path string) (object.Digest, error) {
 // attributes it had while it was read.
 func (s *scanner) file(path string) (object.Digest, unix.Stat_t, error) {
 	s.stats.Files++
-	for range 5 {
+	wait := scanBackoff
+	for try := 0; ; try++ {
 		d, st, _, err := s.fileOnce(path, false)
-		if errors.Is(err, ErrChanging) {
-			continue
+		if !errors.Is(err, ErrChanging) {
+			s.stats.Bytes += st.Size
+			return d, st, err
 		}
-		s.stats.Bytes += st.Size
-		return d, st, err
+		if try == scanTries-1 {
+			return object.Zero, unix.Stat_t{}, fmt.Errorf("%q: %w", path, ErrChanging)
+		}
+		// A writer in the middle of a burst is often done a moment later.
+		if err := sleepCtx(s.ctx, wait); err != nil {
+			return object.Zero, unix.Stat_t{}, err
+		}
+		wait *= 2
 	}
-	return object.Zero, unix.Stat_t{}, fmt.Errorf("%q: %w", path, ErrChanging)
 }
 
 // fileOnce reads the file at path into objects once. The file object comes
@@ -209,8 +277,24 @@ func (s *scanner) fileOnce(path string, needFile bool) (object.Digest, unix.Stat
 	}
 	defer lf.Close()
 	fo := &object.File{Size: st.Size, Chunks: make([]object.Digest, (st.Size+ChunkSize-1)/ChunkSize)}
+	// Holes are asked for, not read: a sparse file of terabytes would
+	// otherwise be read as zeros for hours, holding up every worker.
+	fd := -1
+	if f, ok := lf.(interface{ Fd() uintptr }); ok {
+		fd = int(f.Fd())
+	}
+	data := int64(-1) // where the next data at or after cs starts
 	for i := range fo.Chunks {
+		if err := s.ctx.Err(); err != nil {
+			return object.Zero, st, nil, err
+		}
 		cs := int64(i) * ChunkSize
+		if fd >= 0 && data < cs {
+			data = nextData(fd, cs, st.Size)
+		}
+		if data >= min(cs+ChunkSize, st.Size) {
+			continue // all hole: the zero digest
+		}
 		if fo.Chunks[i], err = s.chunk(func(b []byte, off int64) (int, error) { return preadFull(lf, b, off) }, cs, min(cs+ChunkSize, st.Size)); err != nil {
 			return object.Zero, st, nil, fmt.Errorf("read lower %q: %w", path, err)
 		}
@@ -238,6 +322,20 @@ func (s *scanner) fileOnce(path string, needFile bool) (object.Digest, unix.Stat
 		}
 	}
 	return d, st, fo, nil
+}
+
+// nextData returns where the first data at or after off starts in the
+// file fd of the given size: size if none, off if the filesystem cannot
+// tell (then every byte is read, as without holes).
+func nextData(fd int, off, size int64) int64 {
+	d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+	switch {
+	case errors.Is(err, unix.ENXIO):
+		return size
+	case err != nil:
+		return off
+	}
+	return d
 }
 
 // freshen marks a file object and its chunks as just used, when the store

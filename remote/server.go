@@ -66,6 +66,10 @@ type Server struct {
 
 	resolving singleflight.Group
 	pinMu     sync.Mutex
+	// scanCtx bounds every scan: a stop cancels the scans in flight,
+	// which no caller's own cancellation may (they are shared).
+	scanCtx  context.Context
+	stopScan context.CancelFunc
 
 	gets  sync.Map // object.Digest -> *counter, whole-object gets
 	bytes atomic.Int64
@@ -92,6 +96,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{lo: lo, store: store, refs: rd, keep: cfg.KeepVersions, log: cfg.Logger}
+	s.scanCtx, s.stopScan = context.WithCancel(context.Background())
 	if s.keep <= 0 {
 		s.keep = 32
 	}
@@ -121,12 +126,16 @@ func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
 
 // Stop ends every call at once and releases the export.
 func (s *Server) Stop() {
+	s.stopScan()
 	s.grpc.Stop()
 	s.lo.Close()
 }
 
-// GracefulStop lets calls in flight finish.
+// GracefulStop lets calls in flight finish, but for scans: a scan of a
+// big export can take minutes, and its callers get Unavailable, which
+// they retry against the master that comes next.
 func (s *Server) GracefulStop() {
+	s.stopScan()
 	s.grpc.GracefulStop()
 	s.lo.Close()
 }
@@ -173,17 +182,11 @@ func (c cachedPuts) Put(ctx context.Context, b []byte) (object.Digest, error) {
 func (s *Server) resolve(sub string) (*pb.ResolveResponse, error) {
 	start := time.Now()
 	// The scan is shared by every caller waiting for it, so no one
-	// caller's cancellation may stop it.
-	ctx := context.Background()
+	// caller's cancellation may stop it; a stop of the server does.
+	ctx := s.scanCtx
 	e, st, err := cow.ScanLower(ctx, s.lo, sub, cachedPuts{s.store}, &s.scans)
-	switch {
-	case errors.Is(err, unix.ENOENT):
-		return nil, status.Errorf(codes.NotFound, "%q is not in the export", sub)
-	case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV):
-		return nil, status.Errorf(codes.InvalidArgument, "%q is not a directory of the export", sub)
-	case err != nil:
-		s.log.Error("scan", "path", sub, "err", err)
-		return nil, status.Errorf(codes.Internal, "scan %q: %v", sub, err)
+	if err != nil {
+		return nil, s.scanError(sub, err)
 	}
 	if e.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil, status.Errorf(codes.InvalidArgument, "%q is not a directory of the export", sub)
@@ -202,6 +205,36 @@ func (s *Server) resolve(sub string) (*pb.ResolveResponse, error) {
 	s.log.Info("resolved", "path", sub, "version", v.String(), "files", st.Files, "bytes", st.Bytes,
 		"bytes_hashed", st.BytesRead, "took", time.Since(start))
 	return &pb.ResolveResponse{Version: v[:], Files: st.Files, Bytes: st.Bytes}, nil
+}
+
+// scanError turns a failed scan of sub into the status a client acts on.
+// An ENOENT or ENOTDIR says something about sub only if sub itself is
+// missing or no directory now; from deeper in the tree it means the
+// export changed under the scan, which a retry may get past (Aborted).
+func (s *Server) scanError(sub string, err error) error {
+	switch {
+	case errors.Is(err, context.Canceled) && s.scanCtx.Err() != nil:
+		return status.Error(codes.Unavailable, "the master is stopping")
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV):
+		st, lerr := s.lo.Lstat(sub)
+		if errors.Is(lerr, unix.ENOENT) {
+			return status.Errorf(codes.NotFound, "%q is not in the export", sub)
+		}
+		if lerr != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return status.Errorf(codes.InvalidArgument, "%q is not a directory of the export", sub)
+		}
+		s.log.Warn("scan: the export changed under it", "path", sub, "err", err)
+		return status.Errorf(codes.Aborted, "scan %q: the export changed while it was read: %v", sub, err)
+	case errors.Is(err, cow.ErrChanging):
+		// Read again and again, with waits, and still changing: a file
+		// being written all the time (a log) will not hold still for a
+		// client's retry either. The message names it.
+		s.log.Warn("scan", "path", sub, "err", err)
+		return status.Errorf(codes.FailedPrecondition, "scan %q: %v", sub, err)
+	default:
+		s.log.Error("scan", "path", sub, "err", err)
+		return status.Errorf(codes.Internal, "scan %q: %v", sub, err)
+	}
 }
 
 const servePinPrefix = "serve-"

@@ -1,0 +1,160 @@
+package cow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// scanT scans path of dir into a fresh store and returns the store and
+// the entry.
+func scanT(t *testing.T, lo Lower, path string) (*object.DirStore, object.Entry, error) {
+	t.Helper()
+	store, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, _, err := ScanLower(ctx, lo, path, store, nil)
+	return store, e, err
+}
+
+func treeOf(t *testing.T, store *object.DirStore, d object.Digest) *object.Tree {
+	t.Helper()
+	b, err := store.Get(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := object.DecodeTree(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// A directory renamed away and back while the master scans it must come
+// out whole or the scan must fail: a scan that took the ENOENTs of its
+// moved children for removals gave workers a project without its code.
+func TestScanRenameStorm(t *testing.T) {
+	exp := t.TempDir()
+	const files = 1500
+	spiders := filepath.Join(exp, "p", "spiders")
+	if err := os.MkdirAll(spiders, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range files {
+		if err := os.WriteFile(filepath.Join(spiders, fmt.Sprintf("s%04d.py", i)), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lo, err := OpenDirLowerStrict(exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lo.Close()
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tmp := spiders + ".tmp"
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			os.Rename(spiders, tmp)
+			os.Rename(tmp, spiders)
+		}
+	}()
+	whole, failed := 0, 0
+	for range 20 {
+		store, e, err := scanT(t, lo, "p")
+		if err != nil {
+			if !errors.Is(err, ErrChanging) {
+				t.Errorf("scan: %v, want a whole tree or ErrChanging", err)
+			}
+			failed++
+			continue
+		}
+		p := treeOf(t, store, e.Object)
+		if len(p.Entries) != 1 {
+			t.Errorf("p has %d entries, want 1", len(p.Entries))
+			continue
+		}
+		if n := len(treeOf(t, store, p.Entries[0].Object).Entries); n != files {
+			t.Errorf("%s has %d of %d files", p.Entries[0].Name, n, files)
+			continue
+		}
+		whole++
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d whole trees, %d scans gave up", whole, failed)
+	// Quiet again: the scan is whole.
+	store, e, err := scanT(t, lo, "p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(treeOf(t, store, treeOf(t, store, e.Object).Entries[0].Object).Entries); n != files {
+		t.Fatalf("after the renames: %d of %d files", n, files)
+	}
+}
+
+// A sparse file is scanned by its data, not read as zeros.
+func TestScanSparse(t *testing.T) {
+	exp := t.TempDir()
+	f, err := os.Create(filepath.Join(exp, "sparse"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 64 << 30 // 64 GiB, almost all hole
+	if _, err := f.WriteAt([]byte("data"), 5*ChunkSize+7); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	lo, err := OpenDirLowerStrict(exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lo.Close()
+	store, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e, st, err := ScanLower(ctx, lo, "sparse", store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.BytesRead != ChunkSize {
+		t.Errorf("read %d bytes of a file with one chunk of data, want %d", st.BytesRead, ChunkSize)
+	}
+	b, err := store.Get(ctx, e.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fo, err := object.DecodeFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range fo.Chunks {
+		if c.IsZero() != (i != 5) {
+			t.Fatalf("chunk %d: zero %v", i, c.IsZero())
+		}
+	}
+}
