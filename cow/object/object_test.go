@@ -213,3 +213,32 @@ func TestTreeLinks(t *testing.T) {
 		}
 	}
 }
+
+// An object a crash left short (PutCached does not fsync) is replaced by
+// the next Put of its bytes, instead of failing every Get for good.
+func TestDirStoreShortObjectRepaired(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, _ := EncodeBlob(bytes.Repeat([]byte("chunk bytes "), 1000))
+	d, err := s.PutCached(ctx, blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int64{0, 100} {
+		if err := os.Truncate(s.path(d), size); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Get(ctx, d); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("get of a short object: %v, want ErrCorrupt", err)
+		}
+		if _, err := s.PutCached(ctx, blob); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Get(ctx, d); err != nil || !bytes.Equal(got, blob) {
+			t.Fatalf("after a put of the same bytes: %d bytes, %v", len(got), err)
+		}
+	}
+}

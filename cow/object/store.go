@@ -140,15 +140,19 @@ var tmpSeq atomic.Uint64
 
 func (s *DirStore) putAs(d Digest, encoded []byte, sync bool) error {
 	p := s.path(d)
-	if _, err := os.Lstat(p); err == nil {
+	if fi, err := os.Lstat(p); err == nil && fi.Size() == int64(len(encoded)) {
 		// Freshen it: a gc running now keeps objects younger than its
 		// grace period, and this one is about to be referenced again.
 		now := time.Now()
 		os.Chtimes(p, now, now)
 		return nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
+	// Missing, or of the wrong size: a crash can leave an object stored
+	// with PutCached short or empty, and as nothing else would ever
+	// replace it, every reader of it would fail for good (a master kept
+	// serving one to every worker). The rename below replaces it whole.
 	tmp := filepath.Join(s.dir, "tmp", fmt.Sprintf("put-%d-%d", os.Getpid(), tmpSeq.Add(1)))
 	// Objects are read-only on disk from the start: nothing in cowfs
 	// opens one for writing again, and the mode says so to everything
