@@ -87,7 +87,7 @@ made over it; a new mountpoint gets the master's newest version.`,
 	var noPassthrough bool
 	fl.BoolVar(&noPassthrough, "no-passthrough", false, "the default; kept for scripts")
 	fl.MarkHidden("no-passthrough")
-	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready")
+	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready (with --remote, unless set: 5m plus --io-timeout, as the master may scan a big export first)")
 	fl.IntVar(&f.procs, "procs", defaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
 	registerReadAhead(fl, f)
 	f.remote.register(fl)
@@ -313,10 +313,26 @@ func serveMount(mnt string, o fs.Options, setup func(*fs.Options, *slog.Logger) 
 	var m *fs.Mount
 	var err error
 	if setup != nil {
+		// Setup can wait long on a master; a signal meanwhile ends the
+		// process at once, as nothing is mounted yet to undo. The
+		// watcher is gone before the mount is made, so it cannot exit
+		// in the middle of it.
+		setupDone, watcherDone := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(watcherDone)
+			select {
+			case s := <-sigs:
+				log.Info("stopping before the mount was made", "signal", s.String())
+				os.Exit(1)
+			case <-setupDone:
+			}
+		}()
 		var cleanup func()
 		if cleanup, err = setup(&o, log); err == nil {
 			defer cleanup()
 		}
+		close(setupDone)
+		<-watcherDone
 	}
 	if err == nil {
 		m, err = fs.New(mnt, o)
@@ -330,8 +346,18 @@ func serveMount(mnt string, o fs.Options, setup func(*fs.Options, *slog.Logger) 
 	}
 	log.Info("mounted", "mountpoint", mnt, "lower", o.Lower, "source", o.Source)
 	if pipe != nil {
-		fmt.Fprintln(pipe, "ok")
+		_, werr := fmt.Fprintln(pipe, "ok")
 		pipe.Close()
+		if werr != nil {
+			// cowfs mount gave up on this mount (a signal, its
+			// timeout) or died, and told its caller it failed: a
+			// mount appearing now would be one nobody knows of.
+			log.Error("nobody waits for this mount; unmounting", "err", werr)
+			if err := m.Unmount(); err != nil {
+				log.Error("unmount", "err", err)
+			}
+			return fmt.Errorf("mount abandoned by its caller: %w", werr)
+		}
 	}
 	done := make(chan struct{})
 	go func() {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +54,12 @@ func spawnDaemon(args []string, logPath string, timeout time.Duration) error {
 		line, _ := bufio.NewReader(r).ReadString('\n')
 		msg <- strings.TrimSpace(line)
 	}()
+	// A signal to this process while the mount is being made (a Ctrl-C,
+	// timeout(1)) stops the mount too: a mount process left running would
+	// mount after the caller was told it failed.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
 	select {
 	case m := <-msg:
 		if m == "ok" {
@@ -66,9 +73,28 @@ func spawnDaemon(args []string, logPath string, timeout time.Duration) error {
 		}
 		<-exited
 		return errors.New(m)
+	case s := <-sigs:
+		stopChild(cmd, r, exited)
+		return fmt.Errorf("mount stopped by %s", s)
 	case <-time.After(timeout):
-		cmd.Process.Kill()
+		stopChild(cmd, r, exited)
 		return fmt.Errorf("mount not ready after %s; see %s", timeout, logPath)
+	}
+}
+
+// stopChild stops a mount process nobody will wait for. With the ready
+// pipe closed, a child that mounts after all finds no one to tell and
+// unmounts (serveMount); SIGTERM makes one that has mounted unmount
+// cleanly. SIGKILL, after a while, is for one stuck before mounting,
+// where killing leaves nothing behind.
+func stopChild(cmd *exec.Cmd, ready *os.File, exited <-chan error) {
+	ready.Close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-exited
 	}
 }
 

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -146,5 +150,93 @@ func TestSnapshotPushRestoreRemote(t *testing.T) {
 	defer run(t, "unmount", local)
 	if out, code := run(t, "--state", e.state, "snapshot", local, "loc", "--push"); code == 0 || !strings.Contains(out, "no master") {
 		t.Errorf("snapshot --push of a local mount: exit %d: %s", code, out)
+	}
+}
+
+// mountProcs lists the processes whose command line names mnt.
+func mountProcs(mnt string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(mnt+"\x00")) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// A cowfs mount interrupted while the master is slow to answer stops its
+// mount process: left running, it mounted later, after its caller had
+// been told the mount failed.
+func TestInterruptedMountStops(t *testing.T) {
+	e := newEnv(t)
+	// A master that takes connections and never answers.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	cmd := exec.Command(bin, "--state", e.state, "mount", e.mnt, "--remote", l.Addr().String(), "--io-timeout", "60s")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		for _, pid := range mountProcs(e.mnt) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	// Wait for the mount process (the parent's child) to be started.
+	for deadline := time.Now().Add(20 * time.Second); len(mountProcs(e.mnt)) < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no mount process after 20s: %s", out.String())
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // well into its first call to the master
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(out.String(), "stopped by interrupt") {
+			t.Errorf("interrupted mount: %v, %q; want a failure that says so", err, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("cowfs mount did not exit 30s after SIGINT")
+	}
+	for deadline := time.Now().Add(20 * time.Second); len(mountProcs(e.mnt)) > 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mount process %v still running 20s after cowfs mount was interrupted", mountProcs(e.mnt))
+		}
+	}
+	if mounted(t, e.mnt) {
+		t.Fatal("mounted after cowfs mount was interrupted")
 	}
 }
