@@ -2,6 +2,8 @@ package cow
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -119,7 +121,29 @@ func (s *scanner) entry(path, name string, st *unix.Stat_t) (object.Entry, error
 	default:
 		e.Rdev = st.Rdev
 	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink > 1 {
+		// Names of one inode stay one file in a mount of the version,
+		// as in a mount of the directory itself.
+		e.Link, e.Nlink = scanLinkID(st.Dev, st.Ino), uint32(st.Nlink)
+	}
 	return e, err
+}
+
+// scanLinkID is the link group of a scanned inode. It is derived from the
+// inode, not drawn at random as a snapshot's are, so that scanning an
+// unchanged tree again gives the same version; hashed, so that it does not
+// meet the random groups of a snapshot that holds this version's files
+// beside others.
+func scanLinkID(dev, ino uint64) uint64 {
+	var b [24]byte
+	copy(b[:8], "cowfs-ln")
+	binary.LittleEndian.PutUint64(b[8:], dev)
+	binary.LittleEndian.PutUint64(b[16:], ino)
+	sum := sha256.Sum256(b[:])
+	if id := binary.LittleEndian.Uint64(sum[:8]); id != 0 {
+		return id
+	}
+	return 1
 }
 
 // scanTries is how often a directory or file that changed while it was

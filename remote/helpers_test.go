@@ -87,11 +87,12 @@ func newWorker(t testing.TB) *worker { return &worker{t: t, state: t.TempDir()} 
 
 // remoteMount is a live mount of a version of an export.
 type remoteMount struct {
-	dir    string
-	m      *fs.Mount
-	cache  *remote.Cache
-	client *remote.Client
-	root   object.Entry
+	dir     string
+	m       *fs.Mount
+	cache   *remote.Cache
+	client  *remote.Client
+	root    object.Entry
+	version object.Digest
 }
 
 type mountOpts struct {
@@ -146,7 +147,7 @@ func (w *worker) mount(addr string, o mountOpts) *remoteMount {
 	if err != nil {
 		w.t.Fatalf("mount: %v", err)
 	}
-	rm := &remoteMount{dir: dir, m: m, cache: cache, client: client, root: root}
+	rm := &remoteMount{dir: dir, m: m, cache: cache, client: client, root: root, version: v}
 	w.t.Cleanup(func() { unmountT(w.t, dir, m) })
 	return rm
 }
