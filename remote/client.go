@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -91,6 +92,14 @@ func Dial(cfg ClientConfig) (*Client, error) {
 		grpc.WithTransportCredentials(creds),
 		// A chunk is 1 MiB; pieces are 256 KiB.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20), grpc.MaxCallSendMsgSize(maxObject+1<<10)),
+		// gRPC waits up to 2 minutes between reconnects by default, and
+		// fails calls meanwhile with the last error: a master back after
+		// an outage of minutes went unused for half a minute or more.
+		// The calls' own retries (retryFor) bound the load.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 	}
 	if cfg.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(bearer{token: cfg.Token, secure: cfg.CAFile != ""}))
@@ -163,6 +172,10 @@ func (c *Client) retryFor(ctx context.Context, what string, callTimeout, timeout
 		c.retries.Add(1)
 		c.log.Debug("retrying", "call", what, "attempt", n, "err", err)
 		time.Sleep(sleep)
+		if code == codes.Unavailable {
+			// Dial now, not when the channel's own backoff ends.
+			c.conn.ResetConnectBackoff()
+		}
 	}
 }
 
