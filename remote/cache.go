@@ -49,6 +49,9 @@ type Cache struct {
 	locks string
 
 	flight singleflight.Group
+	// failed remembers, for failMemory, fetches that failed because the
+	// master did not answer (object.Digest -> failure).
+	failed sync.Map
 	// demand counts fetches a reader waits for; prefetching yields to
 	// them.
 	demand atomic.Int32
@@ -121,12 +124,35 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 		return b, nil
 	}
 	c.misses.Add(1)
+	if f, ok := c.failed.Load(d); ok {
+		if f := f.(failure); time.Since(f.at) < failMemory {
+			c.errs.Add(1)
+			return nil, f.err
+		}
+		c.failed.Delete(d)
+	}
 	v, err, _ := c.flight.Do(string(d[:]), func() (any, error) { return c.fetch(ctx, d) })
 	if err != nil {
 		c.errs.Add(1)
+		if errors.Is(err, ErrUnavailable) {
+			c.failed.Store(d, failure{at: time.Now(), err: err})
+		}
 		return nil, err
 	}
 	return v.([]byte), nil
+}
+
+// failMemory is how long a fetch that found the master unreachable is
+// answered with its error without asking again. The kernel reads a page
+// again as soon as its read-ahead of it failed: without this, one read of
+// a file from a master that is gone waited out --io-timeout twice or
+// more (8 s with a 4 s timeout). Short, so that a master that is back is
+// used again at once.
+const failMemory = 2 * time.Second
+
+type failure struct {
+	at  time.Time
+	err error
 }
 
 // fetch gets d from the master, unless another process stored it while

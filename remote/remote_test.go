@@ -720,3 +720,49 @@ func TestRemoteHardLinks(t *testing.T) {
 		t.Errorf("a second scan of the same tree gave version %s, the first %s", rm2.version.Short(), v1.Short())
 	}
 }
+
+// A chunk the master could not be reached for is answered with that
+// error for a moment, without asking again: the kernel reads a page
+// again right after its read-ahead failed, and each ask waited out the
+// timeout. Once the moment is over, a master that is back is asked.
+func TestUnreachableRemembered(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(2 << 20)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	rm := newWorker(t).mount(ms.addr, mountOpts{timeout: time.Second})
+	f, err := os.Open(filepath.Join(rm.dir, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ms.stop()
+	read := func() error {
+		return within(t, 30*time.Second, "read", func() error {
+			_, err := f.ReadAt(make([]byte, 4096), 0)
+			return err
+		})
+	}
+	if err := read(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read with the master gone: %v, want EIO", err)
+	}
+	failures := rm.client.Failures()
+	if err := read(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("second read with the master gone: %v, want EIO", err)
+	}
+	if n := rm.client.Failures() - failures; n != 0 {
+		t.Errorf("a read right after a failed one asked the master again (%d failed calls)", n)
+	}
+	ms.start(ms.addr)
+	time.Sleep(3 * time.Second) // past the memory of the failure
+	got := make([]byte, len(data))
+	if err := within(t, 30*time.Second, "read", func() error {
+		_, err := f.ReadAt(got, 0)
+		return err
+	}); err != nil {
+		t.Fatalf("read with the master back: %v", err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Error("wrong bytes with the master back")
+	}
+}
