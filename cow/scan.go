@@ -258,7 +258,7 @@ func (s *scanner) file(path string) (object.Digest, unix.Stat_t, error) {
 }
 
 // fileOnce reads the file at path into objects once. The file object comes
-// back decoded only when needFile; a scan-cache hit then costs a read of it.
+// back decoded when needFile (and from a scan-cache hit always).
 func (s *scanner) fileOnce(path string, needFile bool) (object.Digest, unix.Stat_t, *object.File, error) {
 	st, err := s.lo.Lstat(path)
 	if err != nil {
@@ -273,26 +273,11 @@ func (s *scanner) fileOnce(path string, needFile bool) (object.Digest, unix.Stat
 	if s.cache != nil {
 		if e, ok := s.cache.Scanned(st.Dev, st.Ino); ok && e.Size == st.Size && e.Mtime == st.Mtim.Nano() && e.Ctime == st.Ctim.Nano() {
 			d := object.Digest(e.Object)
-			if !needFile {
-				// A scan needs only the digest: that the object is
-				// still stored is enough (a stat, not a read).
-				if h, ok := s.store.(interface {
-					Has(context.Context, object.Digest) (bool, error)
-					Touch(object.Digest)
-				}); ok {
-					if has, err := h.Has(s.ctx, d); err == nil && has {
-						h.Touch(d)
-						return d, st, nil, nil
-					}
-				}
+			if fo, ok := s.stored(d); ok {
+				return d, st, fo, nil
 			}
-			if b, err := s.store.Get(s.ctx, d); err == nil {
-				if fo, err := object.DecodeFile(b); err == nil {
-					s.freshen(d, fo)
-					return d, st, fo, nil
-				}
-			}
-			// Gone from the store (gc) or damaged: hash again.
+			// Gone from the store (gc), damaged, or missing a chunk:
+			// hash again.
 		}
 	}
 	lf, err := s.lo.Open(path)
@@ -362,20 +347,32 @@ func nextData(fd int, off, size int64) int64 {
 	return d
 }
 
-// freshen marks a file object and its chunks as just used, when the store
-// can: a gc running now keeps young objects, and these are about to be
-// referenced again without being stored again.
-func (s *scanner) freshen(d object.Digest, fo *object.File) {
-	t, ok := s.store.(interface{ Touch(object.Digest) })
+// stored returns file object d if the store holds it and every chunk of
+// it, and marks them all as just used, so that a gc running now keeps
+// them: they are about to be referenced again without being stored
+// again. A scan cache hit must not be taken on the file object alone: a
+// gc interrupted (or racing) could remove a file's chunks and not yet
+// the file object, and every snapshot after would then reference chunks
+// that are gone, and fail to verify or read.
+func (s *scanner) stored(d object.Digest) (*object.File, bool) {
+	fr, ok := s.store.(interface{ Freshen(object.Digest) bool })
 	if !ok {
-		return
+		return nil, false
 	}
-	t.Touch(d)
+	b, err := s.store.Get(s.ctx, d)
+	if err != nil {
+		return nil, false
+	}
+	fo, err := object.DecodeFile(b)
+	if err != nil || !fr.Freshen(d) {
+		return nil, false
+	}
 	for _, c := range fo.Chunks {
-		if !c.IsZero() {
-			t.Touch(c)
+		if !c.IsZero() && !fr.Freshen(c) {
+			return nil, false
 		}
 	}
+	return fo, true
 }
 
 // chunk reads [cs, ce) with read and stores it as a blob; an all-zero chunk

@@ -135,8 +135,12 @@ type GCStats struct {
 
 // GC removes objects that no snapshot and no pin reaches. It is safe while
 // mounts run and snapshots are being taken: objects younger than grace
-// are kept, and a snapshot freshens every object it stores or stores
-// again, so an object a snapshot in progress depends on is young. Objects a
+// are kept, and a snapshot freshens every object it stores, stores again
+// or takes from its scan cache (a file object and each of its chunks,
+// checking that each is there), so an object a snapshot in progress
+// depends on is young. The window between this gc's look at an object's
+// age and its removal stays open: a snapshot that freshens an object in
+// it loses the object, and fails to verify. Objects a
 // snapshot references without storing (reused from the lower it was taken
 // over) are reached through that lower's snapshot or pin.
 func GC(ctx context.Context, store *object.DirStore, d *Dir, grace time.Duration, dryRun bool) (GCStats, error) {
