@@ -46,6 +46,11 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", name, err)
 	}
+	if h, ok := m.fetch.(interface{ HoldEviction() func() }); ok {
+		// Until the ref is written (remote.Cache.HoldEviction).
+		release := h.HoldEviction()
+		defer release()
+	}
 	if err := m.complete(ctx, root); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", name, err)
 	}

@@ -47,6 +47,17 @@ func (c *Cache) fetched(n int64) {
 	}()
 }
 
+// HoldEviction waits for an eviction pass in progress and keeps any other
+// from running until the returned function is called. A snapshot of a
+// remote-backed mount holds it from fetching what it references until its
+// ref is written: before the ref, nothing reaches those objects, and a
+// blob the master still has is evicted whatever its age (the snapshot of
+// a mount with a small --cache-size lost chunks it had just fetched).
+func (c *Cache) HoldEviction() (release func()) {
+	c.evictMu.Lock()
+	return c.evictMu.Unlock
+}
+
 // evictGrace keeps objects younger than this that nothing reaches yet: a
 // snapshot being taken stores its objects before its ref.
 const evictGrace = 10 * time.Minute

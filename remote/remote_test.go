@@ -766,3 +766,46 @@ func TestUnreachableRemembered(t *testing.T) {
 		t.Error("wrong bytes with the master back")
 	}
 }
+
+// A snapshot of a mount whose cache is far smaller than what the snapshot
+// references still holds all of it: eviction, which may remove any blob
+// the master has, must not take what the snapshot just fetched before
+// its ref reaches it.
+func TestSnapshotUnderEviction(t *testing.T) {
+	exp := t.TempDir()
+	for i := range 3 {
+		writeFile(t, filepath.Join(exp, fmt.Sprintf("data%d", i)), randBytes(6<<20), 0o644)
+	}
+	writeFile(t, filepath.Join(exp, "log"), []byte("line 1\n"), 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	w := newWorker(t)
+	rm := w.mount(ms.addr, mountOpts{timeout: 5 * time.Second})
+	rd, err := refs.Open(filepath.Join(w.state, "refs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm.cache.SetLimit(2<<20, rd)
+	f, err := os.OpenFile(filepath.Join(rm.dir, "log"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("line 2\n")
+	f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := rm.m.Snapshot(ctx, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Whatever eviction passes the snapshot's fetches started are done.
+	if _, err := rm.cache.Evict(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ms.stop()
+	store, _ := object.OpenDirStore(filepath.Join(w.state, "objects"))
+	root, _ := object.ParseDigest(res.Root)
+	probs, err := object.Verify(ctx, store, root)
+	if err != nil || len(probs) != 0 {
+		t.Fatalf("verify with the master gone: %d problems (%v), %v", len(probs), probs, err)
+	}
+}
