@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -57,13 +58,24 @@ func openUpper(upperDir, workDir string) (*Upper, error) {
 		return nil, fmt.Errorf("upper %s and work dir %s are on different filesystems; copy-up renames from one to the other", upperDir, workDir)
 	}
 	u := &Upper{root: root, work: work, rootPath: upperDir, workPath: workDir, dev: a.Dev}
-	u.prefix = "user.cowfs."
-	if os.Geteuid() == 0 {
-		u.prefix = "trusted.cowfs."
-	}
+	u.prefix = ownXattrPrefix()
 	u.xattr = u.prefix + "id"
 	return u, nil
 }
+
+// ownXattrPrefix starts the names of the attributes cowfs keeps on upper
+// inodes for itself: trusted.* where it may (as root), which no process
+// without CAP_SYS_ADMIN can see or forge.
+func ownXattrPrefix() string {
+	if os.Geteuid() == 0 {
+		return "trusted.cowfs."
+	}
+	return "user.cowfs."
+}
+
+// OwnXattr reports whether name is one of the attributes cowfs keeps on
+// upper inodes for itself, which no copy of attributes may carry over.
+func OwnXattr(name string) bool { return strings.HasPrefix(name, ownXattrPrefix()) }
 
 func (u *Upper) close() {
 	unix.Close(u.root)

@@ -428,6 +428,25 @@ func copyRootAttrs(lower cow.Lower, upper string) error {
 	if err := unix.Chmod(upper, st.Mode&07777); err != nil {
 		return fmt.Errorf("upper root: %w", err)
 	}
+	// Extended attributes too: a restore's root must show those its
+	// snapshot recorded, a mount's those of the lower's root.
+	names, err := lower.Listxattr("")
+	if err != nil {
+		return fmt.Errorf("lower root: %w", err)
+	}
+	for _, x := range names {
+		if cow.OwnXattr(x) {
+			continue
+		}
+		v, err := lower.Getxattr("", x)
+		if err != nil {
+			return fmt.Errorf("lower root: xattr %s: %w", x, err)
+		}
+		if err := unix.Lsetxattr(upper, x, v, 0); err != nil {
+			return fmt.Errorf("upper root: xattr %s: %w", x, err)
+		}
+	}
+	// Last: setting an attribute changes the ctime, not the times set here.
 	if err := unix.UtimesNano(upper, []unix.Timespec{st.Atim, st.Mtim}); err != nil {
 		return fmt.Errorf("upper root: %w", err)
 	}

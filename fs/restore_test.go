@@ -155,3 +155,42 @@ func listxattrT(p string) (string, error) {
 	}
 	return string(buf[:n]), nil
 }
+
+// The root's extended attributes are the lower root's in a mount, and in
+// a restore what the snapshot recorded, as every other directory's are.
+func TestRootXattrs(t *testing.T) {
+	base := t.TempDir()
+	state := filepath.Join(base, "state")
+	lower := filepath.Join(base, "lower")
+	writeT(t, filepath.Join(lower, "f"), []byte("x"))
+	if err := unix.Setxattr(lower, "user.lowerroot", []byte("L"), 0); err != nil {
+		t.Skipf("no user xattrs here: %v", err)
+	}
+	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state})
+	get := func(dir, name string) string {
+		t.Helper()
+		buf := make([]byte, 64)
+		n, err := unix.Getxattr(dir, name, buf)
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return string(buf[:n])
+	}
+	if v := get(m.Dir, "user.lowerroot"); v != "L" {
+		t.Errorf("mount root: user.lowerroot = %q, want L", v)
+	}
+	if err := unix.Setxattr(m.Dir, "user.mountroot", []byte("M"), 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := m.Snapshot(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	r := mountState(t, filepath.Join(base, "restore"), Options{Snapshot: "s", State: state})
+	for name, want := range map[string]string{"user.lowerroot": "L", "user.mountroot": "M"} {
+		if v := get(r.Dir, name); v != want {
+			t.Errorf("restore root: %s = %q, want %q", name, v, want)
+		}
+	}
+}
