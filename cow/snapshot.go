@@ -237,6 +237,11 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 	}
 	fo := &object.File{Size: size, Chunks: make([]object.Digest, (size+ChunkSize-1)/ChunkSize)}
 	for i := range fo.Chunks {
+		// A big file takes a while, and writes are held meanwhile: a
+		// caller that gave up must not keep them held.
+		if err := c.ctx.Err(); err != nil {
+			return object.Zero, err
+		}
 		cs := int64(i) * ChunkSize
 		ce := min(cs+ChunkSize, size)
 		if origin != nil && reusable(d.meta, origin, int64(i), cs, ce) {

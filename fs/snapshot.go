@@ -58,6 +58,11 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 	if err := m.store.Sync(); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", name, err)
 	}
+	// The ref makes the snapshot: not for a caller that gave up (its
+	// deadline, or it hung up), who was told it failed.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("snapshot %s: given up before it was recorded: %w", name, err)
+	}
 	err = m.refs.Create(refs.Snapshot{
 		Name:      name,
 		Root:      root,

@@ -20,6 +20,9 @@ import (
 type Request struct {
 	Op   string `json:"op"` // "snapshot", "push", "status"
 	Name string `json:"name,omitempty"`
+	// Deadline is when the caller stops waiting for the reply; the
+	// mount gives up on the request a little before.
+	Deadline time.Time `json:"deadline,omitzero"`
 }
 
 // Reply answers a Request: Error, or the op's result.
@@ -135,17 +138,19 @@ func (s *Server) serve(h Handler, log *slog.Logger) {
 				json.NewEncoder(c).Encode(Reply{Error: "bad request: " + err.Error()})
 				return
 			}
+			ctx, cancel := requestContext(c, req)
+			defer cancel()
 			var rep Reply
 			switch req.Op {
 			case "snapshot":
-				r, err := h.Snapshot(context.Background(), req.Name)
+				r, err := h.Snapshot(ctx, req.Name)
 				if err != nil {
 					rep.Error = err.Error()
 					log.Error("snapshot", "name", req.Name, "err", err)
 				}
 				rep.Snapshot = r
 			case "push":
-				n, err := h.Push(context.Background(), req.Name)
+				n, err := h.Push(ctx, req.Name)
 				if err != nil {
 					rep.Error = err.Error()
 					log.Error("push", "name", req.Name, "err", err)
@@ -159,6 +164,32 @@ func (s *Server) serve(h Handler, log *slog.Logger) {
 			json.NewEncoder(c).Encode(rep)
 		}()
 	}
+}
+
+// replyMargin is how long before the caller's deadline a request is given
+// up on, so that the reply saying so reaches the caller in time.
+const replyMargin = 500 * time.Millisecond
+
+// requestContext is the life of a request: until the caller's deadline,
+// less replyMargin, or until the caller hangs up. A snapshot its caller
+// no longer waits for must not be made: the caller was told it failed,
+// and a retry would find the name taken (or a push never done).
+func requestContext(c net.Conn, req Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	if !req.Deadline.IsZero() {
+		var cancelDl context.CancelFunc
+		ctx, cancelDl = context.WithDeadline(ctx, req.Deadline.Add(-replyMargin))
+		prev := cancel
+		cancel = func() { cancelDl(); prev() }
+	}
+	// The caller sends nothing after its request: a read returns when it
+	// hangs up (or when the connection is closed after the reply).
+	go func() {
+		var b [1]byte
+		c.Read(b[:])
+		cancel()
+	}()
+	return ctx, cancel
 }
 
 // Close stops serving and removes the socket.
@@ -181,6 +212,7 @@ func Call(ctx context.Context, path string, req Request) (*Reply, error) {
 	defer c.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		c.SetDeadline(dl)
+		req.Deadline = dl
 	}
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return nil, err
