@@ -36,9 +36,9 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 	// holds what was written before it began, file by file; see
 	// docs/checkpoints.md for why that is not one instant.
 	flushed := m.flushWriters()
-	var store cow.ObjectPutter = m.store
+	store := snapshotStore{DirStore: m.store}
 	if m.storeBesideUpper() {
-		store = reservingStore{m.store, m.fs}
+		store.fs = m.fs
 	}
 	start := time.Now()
 	root, rootEntry, stats, err := m.fs.Capture(ctx, store)
@@ -54,7 +54,9 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 	if err := m.complete(ctx, root); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", name, err)
 	}
-	// Objects a remote cache stored were not fsync'd one by one.
+	// Neither the snapshot's objects (snapshotStore) nor those a remote
+	// cache stored were fsync'd one by one; the ref must reach only
+	// durable ones.
 	if err := m.store.Sync(); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", name, err)
 	}
@@ -140,19 +142,28 @@ func (m *Mount) Push(ctx context.Context, name string) (int, error) {
 	return n, nil
 }
 
-// reservingStore stores a snapshot's objects without eating into the
-// reserve the upper keeps for its metadata database (cow.Options.Reserve):
-// a big snapshot must fail with ENOSPC, not fill the disk under it.
-type reservingStore struct {
+// snapshotStore stores a snapshot's objects without an fsync each
+// (PutCached): the snapshot syncs the store once, with syncfs, before it
+// writes its ref. Until then no ref reaches them, and an object a crash
+// left short is replaced by the next Put of its bytes. An fsync per
+// object made the first snapshot of 20000 small lower files take 17 to
+// 35 s, writes held all along.
+//
+// With fs set, it also keeps off the reserve the upper keeps for its
+// metadata database (cow.Options.Reserve): a big snapshot must fail with
+// ENOSPC, not fill the disk under it.
+type snapshotStore struct {
 	*object.DirStore
 	fs *cow.FS
 }
 
-func (s reservingStore) Put(ctx context.Context, encoded []byte) (object.Digest, error) {
-	if err := s.fs.NeedSpace(int64(len(encoded))); err != nil {
-		return object.Digest{}, fmt.Errorf("store object: %w", err)
+func (s snapshotStore) Put(ctx context.Context, encoded []byte) (object.Digest, error) {
+	if s.fs != nil {
+		if err := s.fs.NeedSpace(int64(len(encoded))); err != nil {
+			return object.Digest{}, fmt.Errorf("store object: %w", err)
+		}
 	}
-	return s.DirStore.Put(ctx, encoded)
+	return s.DirStore.PutCached(ctx, encoded)
 }
 
 // storeBesideUpper reports whether the object store and the upper share a
