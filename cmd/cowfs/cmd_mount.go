@@ -72,6 +72,7 @@ made over it; a new mountpoint gets the master's newest version.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.timeoutSet = cmd.Flags().Changed("timeout")
+			f.remote.changed = cmd.Flags().Changed
 			return runMount(g, f, args[0])
 		},
 	}
@@ -128,6 +129,9 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 			return err
 		}
 	case f.snapshot == "":
+		if err := f.remote.checkLocal(); err != nil {
+			return err
+		}
 		if lower, err = filepath.Abs(f.lower); err != nil {
 			return err
 		}
@@ -137,6 +141,9 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 			return fmt.Errorf("lower %s is not a directory", lower)
 		}
 	default:
+		if err := f.remote.checkLocal(); err != nil {
+			return err
+		}
 		d, err := refs.Open(fs.RefsDir(g.state))
 		if err != nil {
 			return err

@@ -28,6 +28,7 @@ mount --remote, and cached for every mount of this state directory.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.snapshot = args[0]
 			f.timeoutSet = cmd.Flags().Changed("timeout")
+			f.remote.changed = cmd.Flags().Changed
 			return runMount(g, f, args[1])
 		},
 	}

@@ -114,6 +114,11 @@ func runServe(g *globals, f *serveFlags) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	log.Info("serving", "root", root, "addr", l.Addr().String(), "tls", cfg.TLS != nil, "token", cfg.Token != "")
+	if a, ok := l.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() && cfg.Token == "" {
+		// Allowed (a private network may be enough), but said: anyone
+		// who reaches the port reads the whole export and can push.
+		log.Warn("serving beyond this machine without --token-file: anyone who can reach the address can read the export and push snapshots", "addr", l.Addr().String())
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,6 +32,25 @@ type remoteFlags struct {
 	prefetch  bool
 	cacheSize string
 	ioTimeout time.Duration
+	// changed reports whether a flag was given (nil: none was).
+	changed func(name string) bool
+}
+
+// remoteOnly are the flags that mean something only with --remote.
+var remoteOnly = []string{"path", "token-file", "tls-ca", "prefetch", "cache-size", "io-timeout"}
+
+// checkLocal refuses, for a mount without --remote, the flags that would
+// have no effect there: someone who gives --token-file meant a remote.
+func (r *remoteFlags) checkLocal() error {
+	if r.changed == nil {
+		return nil
+	}
+	for _, n := range remoteOnly {
+		if r.changed(n) {
+			return fmt.Errorf("--%s applies only with --remote", n)
+		}
+	}
+	return nil
 }
 
 func (r *remoteFlags) register(fl *pflag.FlagSet) {
@@ -67,6 +87,9 @@ func (r *remoteFlags) args() []string {
 // check validates the flags before anything is started, and makes paths
 // absolute for the daemon.
 func (r *remoteFlags) check() error {
+	if _, port, err := net.SplitHostPort(r.addr); err != nil || port == "" {
+		return fmt.Errorf("--remote %q: want HOST:PORT (cowfs serve listens on :7420 unless told otherwise)", r.addr)
+	}
 	if _, err := cow.CleanRel(r.path); err != nil {
 		return fmt.Errorf("--path: %w", err)
 	}
