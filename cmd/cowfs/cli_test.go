@@ -289,3 +289,31 @@ func TestVersionAndHelp(t *testing.T) {
 		}
 	}
 }
+
+// A mount whose process was killed is reported as dead, by status and by
+// a mount at the same place, with the command that clears it.
+func TestDeadMountReported(t *testing.T) {
+	e := newEnv(t)
+	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower); code != 0 {
+		t.Fatalf("mount: exit %d: %s", code, out)
+	}
+	pid := daemonPid(t, e.mnt)
+	syscall.Kill(pid, syscall.SIGKILL)
+	for deadline := time.Now().Add(20 * time.Second); alive(pid); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("mount process alive 20s after SIGKILL")
+		}
+	}
+	if out, _ := run(t, "--state", e.state, "status"); !strings.Contains(out, "dead") || !strings.Contains(out, "cowfs unmount "+e.mnt) {
+		t.Errorf("status after the mount process was killed: %q", out)
+	}
+	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower); code == 0 || !strings.Contains(out, "dead mount") {
+		t.Errorf("mount over a dead mount: exit %d, %q", code, out)
+	}
+	if out, code := run(t, "--state", e.state, "unmount", e.mnt); code != 0 {
+		t.Fatalf("unmount of a dead mount: exit %d: %s", code, out)
+	}
+	if mounted(t, e.mnt) {
+		t.Fatal("still mounted")
+	}
+}

@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/fs/control"
@@ -60,11 +63,18 @@ retries, errors and the progress of --prefetch.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(out)
 			}
-			if len(out) == 0 {
+			var dead []string
+			if len(args) == 0 {
+				dead = deadMounts()
+			}
+			if len(out) == 0 && len(dead) == 0 {
 				fmt.Println("no mounts")
 			}
 			for _, st := range out {
 				printStatus(st)
+			}
+			for _, d := range dead {
+				fmt.Printf("%s\n  dead: its mount process exited; run: cowfs unmount %s\n", d, d)
 			}
 			return nil
 		},
@@ -94,4 +104,64 @@ func printStatus(st *control.Status) {
 		}
 		fmt.Println(b.String())
 	}
+}
+
+// deadMounts lists the cowfs mounts on this machine whose mount process
+// is gone (kill -9, a crash): the kernel answers ENOTCONN for them until
+// they are unmounted, and no control socket answers.
+func deadMounts() []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE SOURCE SUPEROPTS
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if sep < 5 || sep+1 >= len(f) || f[sep+1] != "fuse.cowfs" {
+			continue
+		}
+		mnt := unescapeMountinfo(f[4])
+		if isDead(mnt) {
+			out = append(out, mnt)
+		}
+	}
+	return out
+}
+
+// isDead reports whether the mount at dir has lost its server. statfs,
+// not stat: the kernel answers a stat from its attribute cache, dead
+// server or not, while a statfs always asks the server. A server that is
+// alive but stuck would block the statfs for good: after 2 s the mount
+// counts as not dead, and the call is left behind.
+func isDead(dir string) bool {
+	done := make(chan error, 1)
+	go func() {
+		var st unix.Statfs_t
+		done <- unix.Statfs(dir, &st)
+	}()
+	select {
+	case err := <-done:
+		return errors.Is(err, unix.ENOTCONN)
+	case <-time.After(2 * time.Second):
+		return false
+	}
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space) of a
+// path in /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
