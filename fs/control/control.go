@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -219,6 +220,9 @@ func Call(ctx context.Context, path string, req Request) (*Reply, error) {
 	}
 	var rep Reply
 	if err := json.NewDecoder(c).Decode(&rep); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, fmt.Errorf("the mount process closed the request without a reply: it was unmounted or died meanwhile (%w)", err)
+		}
 		return nil, fmt.Errorf("reply from mount: %w", err)
 	}
 	if rep.Error != "" {
