@@ -30,7 +30,8 @@ type CacheStats struct {
 	Hits, Misses int64
 	// BytesFetched is what came over the wire and was verified.
 	BytesFetched int64
-	// Corrupt counts objects that arrived damaged and were fetched again.
+	// Corrupt counts objects that arrived damaged, or were found damaged
+	// in the cache, and were fetched again.
 	Corrupt int64
 	// Errors counts reads that could not be served.
 	Errors  int64
@@ -170,6 +171,7 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 	if errors.Is(err, object.ErrCorrupt) {
 		// A cached object a crash cut short (PutCached does not
 		// fsync), or bit rot: never served, fetched again.
+		c.corrupt.Add(1)
 		c.log.Warn("damaged object in cache; fetching it again", "object", d.Short(), "err", err)
 		c.store.Remove(d)
 	}

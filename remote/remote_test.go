@@ -809,3 +809,38 @@ func TestSnapshotUnderEviction(t *testing.T) {
 		t.Fatalf("verify with the master gone: %d problems (%v), %v", len(probs), probs, err)
 	}
 }
+
+// A chunk found damaged in the worker's cache is fetched again, never
+// served, and counted.
+func TestCacheDamageRefetched(t *testing.T) {
+	exp := t.TempDir()
+	writeFile(t, filepath.Join(exp, "f"), randBytes(3<<20), 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	w := newWorker(t)
+	rm := w.mount(ms.addr, mountOpts{})
+	want := sha(t, filepath.Join(exp, "f"))
+	if got := sha(t, filepath.Join(rm.dir, "f")); got != want {
+		t.Fatal("first read: wrong bytes")
+	}
+	store, _ := object.OpenDirStore(filepath.Join(w.state, "objects"))
+	damaged := 0
+	store.Each(func(o object.StoredObject) error {
+		if k, err := store.Kind(o.Digest); err == nil && k == object.KindBlob {
+			h := strings.TrimPrefix(o.Digest.String(), "sha256-")
+			if err := os.Truncate(filepath.Join(store.Dir(), h[:2], h[2:]), 100); err == nil {
+				damaged++
+			}
+		}
+		return nil
+	})
+	if damaged == 0 {
+		t.Fatal("no cached chunk to damage")
+	}
+	dropCaches(t, rm.dir)
+	if got := sha(t, filepath.Join(rm.dir, "f")); got != want {
+		t.Fatal("read after the cache was damaged: wrong bytes")
+	}
+	if c := rm.cache.Stats().Corrupt; c < int64(damaged) {
+		t.Errorf("corrupt counter %d after %d damaged chunks were fetched again", c, damaged)
+	}
+}
