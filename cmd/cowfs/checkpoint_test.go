@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -619,6 +620,20 @@ func TestCheckpointGCKeepsMountedRestore(t *testing.T) {
 // daemonPid finds the background mount process serving mnt.
 func daemonPid(t *testing.T, mnt string) int {
 	t.Helper()
+	pid := 0
+	eachProc(func(p int, args []string) {
+		if len(args) >= 2 && args[0] == bin && slices.Contains(args, mnt) && slices.Contains(args, "--foreground") {
+			pid = p
+		}
+	})
+	if pid == 0 {
+		t.Fatalf("no mount process for %s", mnt)
+	}
+	return pid
+}
+
+// eachProc calls fn with every process's pid and arguments.
+func eachProc(fn func(pid int, args []string)) {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -626,24 +641,11 @@ func daemonPid(t *testing.T, mnt string) int {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
+		if err != nil || len(b) == 0 {
 			continue
 		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) < 2 || args[0] != bin {
-			continue
-		}
-		hasMnt, fg := false, false
-		for _, a := range args {
-			hasMnt = hasMnt || a == mnt
-			fg = fg || a == "--foreground"
-		}
-		if hasMnt && fg {
-			return pid
-		}
+		fn(pid, strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"))
 	}
-	t.Fatalf("no mount process for %s", mnt)
-	return 0
 }
 
 // countObjects counts the files in the object store.

@@ -8,7 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -153,20 +153,14 @@ func TestSnapshotPushRestoreRemote(t *testing.T) {
 	}
 }
 
-// mountProcs lists the processes whose command line names mnt.
+// mountProcs lists the processes whose arguments name mnt.
 func mountProcs(mnt string) []int {
 	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(b, []byte(mnt+"\x00")) {
+	eachProc(func(pid int, args []string) {
+		if slices.Contains(args, mnt) {
 			pids = append(pids, pid)
 		}
-	}
+	})
 	return pids
 }
 
