@@ -169,25 +169,40 @@ const (
 // it is read again.
 func (s *scanner) dir(path string) (object.Digest, error) {
 	s.stats.Dirs++
-	wait := scanBackoff
-	for try := 0; ; try++ {
+	var d object.Digest
+	err := s.settle("directory", path, func() (bool, error) {
 		before, err := s.lo.Lstat(path)
 		if err != nil {
-			return object.Zero, err
+			return true, err
 		}
-		d, err := s.dirOnce(path)
+		d, err = s.dirOnce(path)
 		if cerr := s.ctx.Err(); cerr != nil {
-			return object.Zero, cerr
+			return true, cerr
 		}
 		after, aerr := s.lo.Lstat(path)
-		if aerr == nil && after.Ino == before.Ino && after.Mtim == before.Mtim && after.Ctim == before.Ctim {
-			return d, err
+		return aerr == nil && after.Ino == before.Ino && after.Mtim == before.Mtim && after.Ctim == before.Ctim, err
+	})
+	if err != nil {
+		return object.Zero, err
+	}
+	return d, nil
+}
+
+// settle runs once until it reports that what it read held still (with
+// the result of that read), waiting between tries, doubling from
+// scanBackoff; after scanTries it gives up with ErrChanging.
+func (s *scanner) settle(kind, path string, once func() (still bool, err error)) error {
+	wait := scanBackoff
+	for try := 0; ; try++ {
+		still, err := once()
+		if still {
+			return err
 		}
 		if try == scanTries-1 {
-			return object.Zero, fmt.Errorf("directory %q: %w", path, ErrChanging)
+			return fmt.Errorf("%s %q: %w", kind, path, ErrChanging)
 		}
 		if err := sleepCtx(s.ctx, wait); err != nil {
-			return object.Zero, err
+			return err
 		}
 		wait *= 2
 	}
@@ -239,22 +254,19 @@ func (s *scanner) dirOnce(path string) (object.Digest, error) {
 // attributes it had while it was read.
 func (s *scanner) file(path string) (object.Digest, unix.Stat_t, error) {
 	s.stats.Files++
-	wait := scanBackoff
-	for try := 0; ; try++ {
-		d, st, _, err := s.fileOnce(path, false)
-		if !errors.Is(err, ErrChanging) {
-			s.stats.Bytes += st.Size
-			return d, st, err
-		}
-		if try == scanTries-1 {
-			return object.Zero, unix.Stat_t{}, fmt.Errorf("%q: %w", path, ErrChanging)
-		}
-		// A writer in the middle of a burst is often done a moment later.
-		if err := sleepCtx(s.ctx, wait); err != nil {
-			return object.Zero, unix.Stat_t{}, err
-		}
-		wait *= 2
+	var d object.Digest
+	var st unix.Stat_t
+	// A writer in the middle of a burst is often done a moment later.
+	err := s.settle("file", path, func() (bool, error) {
+		var err error
+		d, st, _, err = s.fileOnce(path, false)
+		return !errors.Is(err, ErrChanging), err
+	})
+	if err != nil {
+		return object.Zero, unix.Stat_t{}, err
 	}
+	s.stats.Bytes += st.Size
+	return d, st, nil
 }
 
 // fileOnce reads the file at path into objects once. The file object comes
