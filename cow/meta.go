@@ -9,6 +9,8 @@ import (
 	"log/slog"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/cowfs/cowfs/cow/object"
 )
 
 // Meta is the upper layer's metadata store: whiteouts, opaque and redirected
@@ -410,6 +412,10 @@ type ScanEntry struct {
 	Size         int64
 	Mtime, Ctime int64
 	Object       [32]byte
+	// File is the decoded file object, when the cache keeps it in
+	// memory (MemScanCache; Meta does not store it): a hit then needs
+	// no read of it to check its chunks. Shared: never changed.
+	File *object.File
 }
 
 // Scanned returns the scan cache entry of lower inode (dev, ino).

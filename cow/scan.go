@@ -285,7 +285,7 @@ func (s *scanner) fileOnce(path string, needFile bool) (object.Digest, unix.Stat
 	if s.cache != nil {
 		if e, ok := s.cache.Scanned(st.Dev, st.Ino); ok && e.Size == st.Size && e.Mtime == st.Mtim.Nano() && e.Ctime == st.Ctim.Nano() {
 			d := object.Digest(e.Object)
-			if fo, ok := s.stored(d); ok {
+			if fo, ok := s.stored(d, e.File); ok {
 				return d, st, fo, nil
 			}
 			// Gone from the store (gc), damaged, or missing a chunk:
@@ -338,7 +338,7 @@ func (s *scanner) fileOnce(path string, needFile bool) (object.Digest, unix.Stat
 		return object.Zero, st, nil, err
 	}
 	if s.cache != nil {
-		if err := s.cache.PutScanned(st.Dev, st.Ino, ScanEntry{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Object: d}); err != nil {
+		if err := s.cache.PutScanned(st.Dev, st.Ino, ScanEntry{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Object: d, File: fo}); err != nil {
 			return object.Zero, st, nil, fmt.Errorf("scan cache: %w", err)
 		}
 	}
@@ -359,24 +359,28 @@ func nextData(fd int, off, size int64) int64 {
 	return d
 }
 
-// stored returns file object d if the store holds it and every chunk of
-// it, and marks them all as just used, so that a gc running now keeps
-// them: they are about to be referenced again without being stored
-// again. A scan cache hit must not be taken on the file object alone: a
+// stored returns file object d (fo, if the caller has it decoded) if the
+// store holds it and every chunk of it, and marks them all as just used,
+// so that a gc running now keeps them: they are about to be referenced
+// again without being stored again. A scan cache hit must not be taken on the file object alone: a
 // gc interrupted (or racing) could remove a file's chunks and not yet
 // the file object, and every snapshot after would then reference chunks
 // that are gone, and fail to verify or read.
-func (s *scanner) stored(d object.Digest) (*object.File, bool) {
+func (s *scanner) stored(d object.Digest, fo *object.File) (*object.File, bool) {
 	fr, ok := s.store.(interface{ Freshen(object.Digest) bool })
 	if !ok {
 		return nil, false
 	}
-	b, err := s.store.Get(s.ctx, d)
-	if err != nil {
-		return nil, false
+	if fo == nil {
+		b, err := s.store.Get(s.ctx, d)
+		if err != nil {
+			return nil, false
+		}
+		if fo, err = object.DecodeFile(b); err != nil {
+			return nil, false
+		}
 	}
-	fo, err := object.DecodeFile(b)
-	if err != nil || !fr.Freshen(d) {
+	if !fr.Freshen(d) {
 		return nil, false
 	}
 	for _, c := range fo.Chunks {

@@ -1,6 +1,7 @@
 package cow
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -156,5 +157,50 @@ func TestScanSparse(t *testing.T) {
 		if c.IsZero() != (i != 5) {
 			t.Fatalf("chunk %d: zero %v", i, c.IsZero())
 		}
+	}
+}
+
+// A scan-cache hit that keeps its file object in memory (a master's) is
+// still checked chunk by chunk: after a gc stopped half-way removed the
+// chunks, the next scan stores them again.
+func TestScanCacheHitChecksChunks(t *testing.T) {
+	exp := t.TempDir()
+	if err := os.WriteFile(filepath.Join(exp, "f"), bytes.Repeat([]byte("spider "), 300000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lo, err := OpenDirLowerStrict(exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lo.Close()
+	store, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var cache MemScanCache
+	if _, _, err := ScanLower(ctx, lo, "", store, &cache); err != nil {
+		t.Fatal(err)
+	}
+	var blobs []object.Digest
+	store.Each(func(o object.StoredObject) error {
+		if k, err := store.Kind(o.Digest); err == nil && k == object.KindBlob {
+			blobs = append(blobs, o.Digest)
+		}
+		return nil
+	})
+	for _, d := range blobs {
+		store.Remove(d)
+	}
+	e, st, err := ScanLower(ctx, lo, "", store, &cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.BytesRead == 0 {
+		t.Error("the second scan took the cache's word and read nothing")
+	}
+	if probs, err := object.Verify(ctx, store, e.Object); err != nil || len(probs) != 0 {
+		t.Fatalf("after the second scan: %d problems (%v), %v", len(probs), probs, err)
 	}
 }
