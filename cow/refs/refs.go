@@ -148,7 +148,10 @@ func (d *Dir) List() ([]Snapshot, error) {
 		}
 		s, err := d.Get(e.Name())
 		if err != nil {
-			return nil, err
+			// Refused rather than skipped: a gc must not run on a view
+			// that misses a snapshot whose ref it cannot read.
+			return nil, fmt.Errorf("%s is not a readable snapshot ref (if it was put there by hand, move it out of %s): %w",
+				filepath.Join(d.dir, e.Name()), d.dir, err)
 		}
 		out = append(out, s)
 	}

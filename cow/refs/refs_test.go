@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,6 +41,16 @@ func TestRefs(t *testing.T) {
 	if err != nil || len(list) != 1 {
 		t.Fatalf("list: %v %v", list, err)
 	}
+	// A file that is no ref stops the listing (gc must not run without
+	// it) with a message that names it and says what to do.
+	stray := filepath.Join(d.dir, "notes.txt")
+	if err := os.WriteFile(stray, []byte("todo\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.List(); err == nil || !strings.Contains(err.Error(), stray) || !strings.Contains(err.Error(), "move it out") {
+		t.Fatalf("list with a stray file: %v", err)
+	}
+	os.Remove(stray)
 	if err := d.Remove("s1"); err != nil {
 		t.Fatal(err)
 	}
