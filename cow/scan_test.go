@@ -28,6 +28,24 @@ func scanT(t *testing.T, lo Lower, path string) (*object.DirStore, object.Entry,
 	return store, e, err
 }
 
+// scanSetup opens exp as a lower and a fresh store, both closed or removed
+// when the test ends, with a context that has a deadline.
+func scanSetup(t *testing.T, exp string) (*DirLower, *object.DirStore, context.Context) {
+	t.Helper()
+	lo, err := OpenDirLowerStrict(exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lo.Close() })
+	store, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return lo, store, ctx
+}
+
 func treeOf(t *testing.T, store *object.DirStore, d object.Digest) *object.Tree {
 	t.Helper()
 	b, err := store.Get(context.Background(), d)
@@ -127,17 +145,7 @@ func TestScanSparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	lo, err := OpenDirLowerStrict(exp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lo.Close()
-	store, err := object.OpenDirStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	lo, store, ctx := scanSetup(t, exp)
 	e, st, err := ScanLower(ctx, lo, "sparse", store, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -168,17 +176,7 @@ func TestScanCacheHitChecksChunks(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(exp, "f"), bytes.Repeat([]byte("spider "), 300000), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lo, err := OpenDirLowerStrict(exp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lo.Close()
-	store, err := object.OpenDirStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	lo, store, ctx := scanSetup(t, exp)
 	var cache MemScanCache
 	if _, _, err := ScanLower(ctx, lo, "", store, &cache); err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/fs/control"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/pb"
 )
@@ -572,20 +573,28 @@ func TestSnapshotOfRemoteMount(t *testing.T) {
 	ms := startMaster(t, exp, remote.ServerConfig{})
 	w := newWorker(t)
 	rm := w.mount(ms.addr, mountOpts{timeout: 2 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res := appendAndSnapshot(t, ctx, rm)
+	ms.stop()
+	verifyAlone(t, ctx, w.state, res.Root)
+}
+
+// appendAndSnapshot appends a line to the mount's "log" (a lower file,
+// so a copy-up) and takes snapshot s1.
+func appendAndSnapshot(t *testing.T, ctx context.Context, rm *remoteMount) *control.SnapshotResult {
+	t.Helper()
 	f, err := os.OpenFile(filepath.Join(rm.dir, "log"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.WriteString("line 2\n")
 	f.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
 	res, err := rm.m.Snapshot(ctx, "s1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms.stop()
-	verifyAlone(t, ctx, w.state, res.Root)
+	return res
 }
 
 // verifyAlone checks, with the master gone, that the worker's store holds
@@ -795,18 +804,9 @@ func TestSnapshotUnderEviction(t *testing.T) {
 		t.Fatal(err)
 	}
 	rm.cache.SetLimit(2<<20, rd)
-	f, err := os.OpenFile(filepath.Join(rm.dir, "log"), os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString("line 2\n")
-	f.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := rm.m.Snapshot(ctx, "s1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := appendAndSnapshot(t, ctx, rm)
 	// Whatever eviction passes the snapshot's fetches started are done.
 	if _, err := rm.cache.Evict(ctx); err != nil {
 		t.Fatal(err)
