@@ -469,6 +469,9 @@ func checkMountpoint(dir string) error {
 	if mounted, err := IsMountpoint(dir); err != nil {
 		return err
 	} else if mounted {
+		if IsDead(dir) {
+			return fmt.Errorf("mountpoint %s is a dead mount (its server exited); run: cowfs unmount %s", dir, dir)
+		}
 		return fmt.Errorf("%s is already a mountpoint", dir)
 	}
 	ents, err := os.ReadDir(dir)
@@ -479,6 +482,25 @@ func checkMountpoint(dir string) error {
 		return fmt.Errorf("mountpoint %s is not empty", dir)
 	}
 	return nil
+}
+
+// IsDead reports whether the mount at dir has lost its server. statfs,
+// not stat: the kernel answers a stat from its attribute cache, dead
+// server or not, while a statfs always asks the server. A server that is
+// alive but stuck would block the statfs for good: after 2 s the mount
+// counts as not dead, and the call is left behind.
+func IsDead(dir string) bool {
+	done := make(chan error, 1)
+	go func() {
+		var st unix.Statfs_t
+		done <- unix.Statfs(dir, &st)
+	}()
+	select {
+	case err := <-done:
+		return errors.Is(err, unix.ENOTCONN)
+	case <-time.After(2 * time.Second):
+		return false
+	}
 }
 
 // IsMountpoint reports whether dir is the root of a mount.

@@ -158,7 +158,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 		return fmt.Errorf("mountpoint %s is not a directory", mnt)
 	}
 	if ok, err := fs.IsMountpoint(mnt); err == nil && ok {
-		if isDead(mnt) {
+		if fs.IsDead(mnt) {
 			return fmt.Errorf("%s is a dead mount (its mount process exited); run: cowfs unmount %s", mnt, mnt)
 		}
 		return fmt.Errorf("%s is already a mountpoint", mnt)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/fs/control"
@@ -123,30 +122,11 @@ func deadMounts() []string {
 			continue
 		}
 		mnt := unescapeMountinfo(f[4])
-		if isDead(mnt) {
+		if fs.IsDead(mnt) {
 			out = append(out, mnt)
 		}
 	}
 	return out
-}
-
-// isDead reports whether the mount at dir has lost its server. statfs,
-// not stat: the kernel answers a stat from its attribute cache, dead
-// server or not, while a statfs always asks the server. A server that is
-// alive but stuck would block the statfs for good: after 2 s the mount
-// counts as not dead, and the call is left behind.
-func isDead(dir string) bool {
-	done := make(chan error, 1)
-	go func() {
-		var st unix.Statfs_t
-		done <- unix.Statfs(dir, &st)
-	}()
-	select {
-	case err := <-done:
-		return errors.Is(err, unix.ENOTCONN)
-	case <-time.After(2 * time.Second):
-		return false
-	}
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for a space) of a
