@@ -244,17 +244,12 @@ func New(dir string, o Options) (*Mount, error) {
 			m.closeLo = func() error { return m.refs.UnpinMine(pinKey) }
 		}
 	case o.Snapshot != "":
-		snap, err := m.refs.Get(o.Snapshot)
+		snap, err := m.pinSnapshot(o.Snapshot, "restore-"+mountKey(dir))
 		if err != nil {
 			return nil, err
 		}
 		lower = cow.NewObjectLower(m.store, snap.Root, snap.RootEntry)
-		// The pin keeps the snapshot's objects alive for as long as
-		// this restore is mounted, even if its ref is removed.
 		pinKey := "restore-" + mountKey(dir)
-		if err := m.refs.PinWhileAlive(pinKey, snap.Root); err != nil {
-			return nil, fmt.Errorf("pin snapshot %s: %w", snap.Name, err)
-		}
 		m.closeLo = func() error { return m.refs.UnpinMine(pinKey) }
 		m.parent = snap.Name
 		m.source = "snapshot " + snap.Name
@@ -546,4 +541,25 @@ func (m *Mount) Close() error {
 		m.closeLo()
 	})
 	return m.err
+}
+
+// pinSnapshot reads snapshot name and pins its root under key, which
+// keeps the snapshot's objects for as long as this restore is mounted,
+// even if its ref is removed. The store is held from the read to the pin:
+// a gc that read the refs just after a "cowfs snapshots rm" would
+// otherwise remove the objects under the new pin.
+func (m *Mount) pinSnapshot(name, key string) (refs.Snapshot, error) {
+	release, err := m.store.Hold(context.Background())
+	if err != nil {
+		return refs.Snapshot{}, err
+	}
+	defer release()
+	snap, err := m.refs.Get(name)
+	if err != nil {
+		return refs.Snapshot{}, err
+	}
+	if err := m.refs.PinWhileAlive(key, snap.Root); err != nil {
+		return refs.Snapshot{}, fmt.Errorf("pin snapshot %s: %w", snap.Name, err)
+	}
+	return snap, nil
 }

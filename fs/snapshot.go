@@ -36,6 +36,14 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 	// holds what was written before it began, file by file; see
 	// docs/checkpoints.md for why that is not one instant.
 	flushed := m.flushWriters()
+	// From the first object stored or freshened to the ref: no gc or
+	// cache eviction, in this process or another, removes anything
+	// meanwhile (object.DirStore.Hold).
+	release, err := m.store.Hold(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	defer release()
 	store := snapshotStore{DirStore: m.store}
 	if m.storeBesideUpper() {
 		store.fs = m.fs
@@ -45,11 +53,6 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 	hold := time.Since(start)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", name, err)
-	}
-	if h, ok := m.fetch.(interface{ HoldEviction() func() }); ok {
-		// Until the ref is written (remote.Cache.HoldEviction).
-		release := h.HoldEviction()
-		defer release()
 	}
 	if err := m.complete(ctx, root); err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", name, err)
@@ -100,9 +103,9 @@ func (m *Mount) complete(ctx context.Context, root object.Digest) error {
 		return fmt.Errorf("fetch what the snapshot references: %w", err)
 	}
 	for d := range set {
-		if ok, err := m.store.Has(ctx, d); err != nil {
-			return err
-		} else if ok {
+		// Freshened, so that a sweep that began before the snapshot
+		// keeps it (object.DirStore.Quiesce).
+		if m.store.Freshen(d) {
 			continue
 		}
 		if _, err := m.fetch.Get(ctx, d); err != nil {

@@ -47,17 +47,6 @@ func (c *Cache) fetched(n int64) {
 	}()
 }
 
-// HoldEviction waits for an eviction pass in progress and keeps any other
-// from running until the returned function is called. A snapshot of a
-// remote-backed mount holds it from fetching what it references until its
-// ref is written: before the ref, nothing reaches those objects, and a
-// blob the master still has is evicted whatever its age (the snapshot of
-// a mount with a small --cache-size lost chunks it had just fetched).
-func (c *Cache) HoldEviction() (release func()) {
-	c.evictMu.Lock()
-	return c.evictMu.Unlock
-}
-
 // evictGrace keeps objects younger than this that nothing reaches yet: a
 // snapshot being taken stores its objects before its ref.
 const evictGrace = 10 * time.Minute
@@ -76,9 +65,22 @@ func (c *Cache) evictLocked(ctx context.Context) (int64, error) {
 	if cfg == nil || cfg.limit <= 0 {
 		return 0, nil
 	}
+	// A snapshot being taken, here or by another mount on this store,
+	// fetches what it references and writes its ref after, holding the
+	// store (object.DirStore.Hold) all along: wait for those in
+	// progress, whose refs are then read below. One that starts later
+	// has written its ref before any batch is removed (the batches hold
+	// the store exclusively), and each batch reads the refs and pins
+	// that are new. Before this, a snapshot of a mount with a small
+	// --cache-size lost chunks it had just fetched: a blob the master
+	// still has is evicted whatever its age.
+	since, err := c.store.Quiesce(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("evict: %w", err)
+	}
 	var objs []object.StoredObject
 	var total int64
-	err := c.store.Each(func(o object.StoredObject) error {
+	err = c.store.Each(func(o object.StoredObject) error {
 		objs = append(objs, o)
 		total += o.Size
 		return nil
@@ -86,38 +88,16 @@ func (c *Cache) evictLocked(ctx context.Context) (int64, error) {
 	if err != nil || total <= cfg.limit {
 		return 0, err
 	}
-	// keep: what no eviction may touch. remote: blobs of remote versions,
-	// evictable only while the master still has them.
-	keep := map[object.Digest]bool{}
-	remote := map[object.Digest]bool{}
-	snaps, err := cfg.refs.List()
-	if err != nil {
+	lv := newLiveSet(c.store, cfg.refs)
+	if err := lv.mark(ctx); err != nil {
 		return 0, err
-	}
-	for _, s := range snaps {
-		if err := object.Reachable(ctx, c.store, s.Root, keep); err != nil {
-			return 0, fmt.Errorf("evict: snapshot %s: %w", s.Name, err)
-		}
-	}
-	pins, err := cfg.refs.Pins()
-	if err != nil {
-		return 0, err
-	}
-	for _, p := range pins {
-		set, reach := keep, object.Reachable
-		if strings.HasPrefix(p.Key, refs.RemotePinPrefix) {
-			set, reach = remote, object.ReachablePresent
-		}
-		if err := reach(ctx, c.store, p.Root, set); err != nil {
-			return 0, fmt.Errorf("evict: pin %s: %w", p.Key, err)
-		}
 	}
 	// Least recently used first; only blobs.
 	sort.Slice(objs, func(i, j int) bool { return objs[i].ModTime.Before(objs[j].ModTime) })
-	cutoff := time.Now().Add(-evictGrace)
+	cutoff := since.Add(-evictGrace)
 	var cands []object.StoredObject
 	for _, o := range objs {
-		if keep[o.Digest] || (!remote[o.Digest] && o.ModTime.After(cutoff)) {
+		if lv.keep[o.Digest] || (!lv.remote[o.Digest] && o.ModTime.After(cutoff)) {
 			continue
 		}
 		if o.Size > 2 && isBlob(c.store, o.Digest) {
@@ -131,7 +111,7 @@ func (c *Cache) evictLocked(ctx context.Context) (int64, error) {
 		cands = cands[len(batch):]
 		var ask []object.Digest
 		for _, o := range batch {
-			if remote[o.Digest] {
+			if lv.remote[o.Digest] {
 				ask = append(ask, o.Digest)
 			}
 		}
@@ -147,19 +127,10 @@ func (c *Cache) evictLocked(ctx context.Context) (int64, error) {
 				has[ask[i]] = ok[i]
 			}
 		}
-		for _, o := range batch {
-			if total <= target {
-				break
-			}
-			if remote[o.Digest] && !has[o.Digest] {
-				continue
-			}
-			if err := c.store.Remove(o.Digest); err != nil {
-				return removed, err
-			}
-			total -= o.Size
-			removed += o.Size
-			c.evicted.Add(1)
+		n, err := c.removeBatch(ctx, lv, batch, has, cutoff, &total, target)
+		removed += n
+		if err != nil {
+			return removed, err
 		}
 	}
 	if total > cfg.limit {
@@ -167,6 +138,101 @@ func (c *Cache) evictLocked(ctx context.Context) (int64, error) {
 			"bytes", total, "limit", cfg.limit)
 	}
 	return removed, nil
+}
+
+// removeBatch removes what it can of batch under the store's exclusive
+// lock, after reading the refs and pins written since the pass began. A
+// remote blob the master has goes whatever its age; anything else only if
+// older than cutoff.
+func (c *Cache) removeBatch(ctx context.Context, lv *liveSet, batch []object.StoredObject, has map[object.Digest]bool,
+	cutoff time.Time, total *int64, target int64) (int64, error) {
+	unlock, err := c.store.LockSweep(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("evict: %w", err)
+	}
+	defer unlock()
+	if err := lv.mark(ctx); err != nil {
+		return 0, err
+	}
+	var removed int64
+	for _, o := range batch {
+		if *total <= target {
+			break
+		}
+		if lv.keep[o.Digest] {
+			continue
+		}
+		t := cutoff
+		if lv.remote[o.Digest] {
+			if !has[o.Digest] {
+				continue
+			}
+			t = time.Now().Add(time.Hour) // any age
+		}
+		ok, size, err := c.store.RemoveIfOlder(o.Digest, t)
+		if err != nil {
+			return removed, err
+		}
+		if ok {
+			*total -= size
+			removed += size
+			c.evicted.Add(1)
+		}
+	}
+	return removed, nil
+}
+
+// liveSet is what an eviction pass must not remove, read from the refs
+// and pins, again and again: keep is what no eviction may touch; remote
+// the blobs of remote versions, evictable only while the master still has
+// them.
+type liveSet struct {
+	store        *object.DirStore
+	refs         *refs.Dir
+	keep, remote map[object.Digest]bool
+	seenSnaps    map[string]object.Digest
+	seenPins     map[refs.Pin]bool
+}
+
+func newLiveSet(store *object.DirStore, rd *refs.Dir) *liveSet {
+	return &liveSet{store: store, refs: rd,
+		keep: map[object.Digest]bool{}, remote: map[object.Digest]bool{},
+		seenSnaps: map[string]object.Digest{}, seenPins: map[refs.Pin]bool{}}
+}
+
+// mark adds what each snapshot and pin not marked before reaches.
+func (lv *liveSet) mark(ctx context.Context) error {
+	snaps, err := lv.refs.List()
+	if err != nil {
+		return err
+	}
+	for _, s := range snaps {
+		if r, ok := lv.seenSnaps[s.Name]; ok && r == s.Root {
+			continue
+		}
+		if err := object.Reachable(ctx, lv.store, s.Root, lv.keep); err != nil {
+			return fmt.Errorf("evict: snapshot %s: %w", s.Name, err)
+		}
+		lv.seenSnaps[s.Name] = s.Root
+	}
+	pins, err := lv.refs.Pins()
+	if err != nil {
+		return err
+	}
+	for _, p := range pins {
+		if lv.seenPins[p] {
+			continue
+		}
+		set, reach := lv.keep, object.Reachable
+		if strings.HasPrefix(p.Key, refs.RemotePinPrefix) {
+			set, reach = lv.remote, object.ReachablePresent
+		}
+		if err := reach(ctx, lv.store, p.Root, set); err != nil {
+			return fmt.Errorf("evict: pin %s: %w", p.Key, err)
+		}
+		lv.seenPins[p] = true
+	}
+	return nil
 }
 
 // isBlob reads an object's kind from its first bytes.

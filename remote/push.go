@@ -48,12 +48,19 @@ func (s *Server) PutRef(ctx context.Context, r *pb.PutRefRequest) (*pb.PutRefRes
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
+	// From the check that every object is here to the ref: no gc
+	// removes one meanwhile (object.DirStore.Hold).
+	release, err := s.store.Hold(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
+	}
+	defer release()
 	_, root, err := OpenVersion(ctx, s.store, v)
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
 	}
 	// A ref must never name a snapshot the master cannot give whole.
-	if err := s.blobsPresent(ctx, root.Object); err != nil {
+	if err := s.presentAndFresh(ctx, root.Object); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "snapshot %s is incomplete on the master: %v", r.GetName(), err)
 	}
 	root.Name = ""
@@ -69,17 +76,19 @@ func (s *Server) PutRef(ctx context.Context, r *pb.PutRefRequest) (*pb.PutRefRes
 	return &pb.PutRefResponse{}, nil
 }
 
-// blobsPresent checks that every chunk under root is stored (Reachable
-// reads trees and file objects, but only lists chunks).
-func (s *Server) blobsPresent(ctx context.Context, root object.Digest) error {
+// presentAndFresh checks that every object under root is stored
+// (Reachable reads trees and file objects, but only lists chunks), and
+// freshens each: a push sends only what the master lacks, so a snapshot
+// can reach objects stored long ago that nothing else reaches now, which a
+// gc that began before this call would otherwise remove after the ref is
+// written (object.DirStore.Quiesce).
+func (s *Server) presentAndFresh(ctx context.Context, root object.Digest) error {
 	set := map[object.Digest]bool{}
 	if err := object.Reachable(ctx, s.store, root, set); err != nil {
 		return err
 	}
 	for d := range set {
-		if ok, err := s.store.Has(ctx, d); err != nil {
-			return err
-		} else if !ok {
+		if !s.store.Freshen(d) {
 			return fmt.Errorf("object %s missing", d.Short())
 		}
 	}

@@ -184,6 +184,14 @@ func (s *Server) resolve(sub string) (*pb.ResolveResponse, error) {
 	// The scan is shared by every caller waiting for it, so no one
 	// caller's cancellation may stop it; a stop of the server does.
 	ctx := s.scanCtx
+	// From the scan's first object to the pin that keeps the version:
+	// no gc removes what the scan stores or finds in its cache meanwhile
+	// (object.DirStore.Hold).
+	release, err := s.store.Hold(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "scan %q: %v", sub, err)
+	}
+	defer release()
 	e, st, err := cow.ScanLower(ctx, s.lo, sub, cachedPuts{s.store}, &s.scans)
 	if err != nil {
 		return nil, s.scanError(sub, err)

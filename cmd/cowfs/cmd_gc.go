@@ -17,8 +17,9 @@ func newGCCmd(g *globals) *cobra.Command {
 		Use:   "gc",
 		Short: "Remove objects no snapshot, restore or live snapshot needs",
 		Long: `Remove objects that no snapshot and no mounted restore reaches. Safe while
-mounts run and snapshots are taken: objects younger than --grace are kept, and
-a snapshot freshens every object it stores.`,
+mounts run and snapshots are taken: gc first waits for snapshots in progress,
+keeps every object a snapshot uses while it runs, and keeps unreachable objects
+younger than --grace.`,
 		Example: "  cowfs snapshots rm crawl-old && cowfs gc\n  cowfs gc --dry-run",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

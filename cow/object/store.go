@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,9 @@ import (
 // way). Every Get verifies the bytes against the digest.
 type DirStore struct {
 	dir string
+
+	marginOnce  sync.Once
+	sweepMargin time.Duration // see margin
 }
 
 // OpenDirStore opens (creating if needed) a store in dir.

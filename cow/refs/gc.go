@@ -134,18 +134,24 @@ type GCStats struct {
 }
 
 // GC removes objects that no snapshot and no pin reaches. It is safe while
-// mounts run and snapshots are being taken: objects younger than grace
-// are kept, and a snapshot freshens every object it stores, stores again
-// or takes from its scan cache (a file object and each of its chunks,
-// checking that each is there), so an object a snapshot in progress
-// depends on is young. The window between this gc's look at an object's
-// age and its removal stays open: a snapshot that freshens an object in
-// it loses the object, and fails to verify. Objects a
-// snapshot references without storing (reused from the lower it was taken
-// over) are reached through that lower's snapshot or pin.
+// mounts run and snapshots are being taken: every writer of a ref or pin
+// holds the store (object.DirStore.Hold) from its first object to its
+// ref, and a snapshot freshens every object it stores, stores again or
+// takes from its scan cache. GC first waits for the writers in progress
+// (Quiesce), so their refs are in what it reads as live; it removes under
+// the store's exclusive lock, and only what has not been freshened since
+// it began (object.DirStore.RemoveIfOlder). Unreachable objects younger
+// than grace are kept as well: a push stores its objects one call before
+// the ref that names them. Objects a snapshot references without storing
+// (reused from the lower it was taken over) are reached through that
+// lower's snapshot or pin.
 func GC(ctx context.Context, store *object.DirStore, d *Dir, grace time.Duration, dryRun bool) (GCStats, error) {
 	var st GCStats
-	start := time.Now()
+	since, err := store.Quiesce(ctx)
+	if err != nil {
+		return st, fmt.Errorf("gc: %w", err)
+	}
+	cutoff := since.Add(-grace)
 	live := map[object.Digest]bool{}
 	snaps, err := d.List()
 	if err != nil {
@@ -157,11 +163,98 @@ func GC(ctx context.Context, store *object.DirStore, d *Dir, grace time.Duration
 			return st, fmt.Errorf("gc: reading snapshot %s: %w", s.Name, err)
 		}
 	}
-	pins, err := d.Pins()
+	pinned := map[Pin]bool{}
+	if err := markPins(ctx, store, d, live, pinned, dryRun); err != nil {
+		return st, err
+	}
+	st.Live = len(live)
+	if !dryRun {
+		removeTemps(store, d, cutoff, since.Add(-max(grace, tmpAge)))
+	}
+	var cands []object.Digest
+	err = store.Each(func(o object.StoredObject) error {
+		if live[o.Digest] {
+			return nil
+		}
+		if !o.ModTime.Before(cutoff) {
+			st.Young++
+			return nil
+		}
+		if dryRun {
+			st.Removed++
+			st.RemovedBytes += o.Size
+			return nil
+		}
+		cands = append(cands, o.Digest)
+		return nil
+	})
 	if err != nil {
 		return st, err
 	}
+	if beforeSweep != nil {
+		beforeSweep()
+	}
+	for len(cands) > 0 {
+		batch := cands[:min(len(cands), sweepBatch)]
+		cands = cands[len(batch):]
+		if err := sweep(ctx, store, d, batch, cutoff, live, pinned, &st); err != nil {
+			return st, err
+		}
+	}
+	st.Live = len(live) // with what pins made since the mark reach
+	return st, nil
+}
+
+// tmpAge is the least age of a temporary file gc removes while the
+// process that writes it may be alive.
+const tmpAge = 10 * time.Minute
+
+// removeTemps removes what writers killed mid-way left in the temporary
+// directories, but not what one is writing now (a cache's fetch holds
+// nothing): a file older than cutoff whose writer is gone (the object
+// store names its temporary files put-PID-N), or any older than
+// oldCutoff.
+func removeTemps(store *object.DirStore, d *Dir, cutoff, oldCutoff time.Time) {
+	for _, tmp := range []string{filepath.Join(store.Dir(), "tmp"), filepath.Join(d.dir, ".tmp")} {
+		ents, _ := os.ReadDir(tmp)
+		for _, e := range ents {
+			fi, err := e.Info()
+			if err != nil || !fi.ModTime().Before(cutoff) {
+				continue
+			}
+			var pid, n int
+			gone := false
+			if _, err := fmt.Sscanf(e.Name(), "put-%d-%d", &pid, &n); err == nil && pid > 0 {
+				gone = ProcessGone(pid)
+			}
+			if gone || fi.ModTime().Before(oldCutoff) {
+				os.Remove(filepath.Join(tmp, e.Name()))
+			}
+		}
+	}
+}
+
+// sweepBatch is how many removals one hold of the store's exclusive lock
+// covers: a few milliseconds of unlinks, which is as long as a snapshot
+// starting meanwhile waits.
+const sweepBatch = 256
+
+// beforeSweep, when set by a test, runs between listing what to remove
+// and removing it: the window a snapshot or restore finishing then falls
+// into.
+var beforeSweep func()
+
+// markPins adds what each pin not in pinned reaches to live, and the pin
+// to pinned. A pin whose mount is gone is dropped instead.
+func markPins(ctx context.Context, store *object.DirStore, d *Dir, live map[object.Digest]bool, pinned map[Pin]bool, dryRun bool) error {
+	pins, err := d.Pins()
+	if err != nil {
+		return err
+	}
 	for _, p := range pins {
+		if pinned[p] {
+			continue
+		}
 		if p.stale() {
 			// Its mount was killed; nothing uses the root now.
 			if !dryRun {
@@ -174,34 +267,42 @@ func GC(ctx context.Context, store *object.DirStore, d *Dir, grace time.Duration
 			reach = object.ReachablePresent
 		}
 		if err := reach(ctx, store, p.Root, live); err != nil {
-			return st, fmt.Errorf("gc: reading root %s of pin %s: %w", p.Root.Short(), p.Key, err)
+			return fmt.Errorf("gc: reading root %s of pin %s: %w", p.Root.Short(), p.Key, err)
 		}
+		pinned[p] = true
 	}
-	st.Live = len(live)
-	cutoff := start.Add(-grace)
-	// What a writer killed mid-way left in the temporary directories.
-	for _, tmp := range []string{filepath.Join(store.Dir(), "tmp"), filepath.Join(d.dir, ".tmp")} {
-		ents, _ := os.ReadDir(tmp)
-		for _, e := range ents {
-			if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) && !dryRun {
-				os.Remove(filepath.Join(tmp, e.Name()))
-			}
-		}
+	return nil
+}
+
+func sweep(ctx context.Context, store *object.DirStore, d *Dir, batch []object.Digest, cutoff time.Time,
+	live map[object.Digest]bool, pinned map[Pin]bool, st *GCStats) error {
+	unlock, err := store.LockSweep(ctx)
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
 	}
-	err = store.Each(func(o object.StoredObject) error {
-		if live[o.Digest] {
-			return nil
+	defer unlock()
+	// A restore pins a snapshot it read just before a "snapshots rm" of
+	// it, and need not freshen anything: a pin written since the mark
+	// is read again here, where no pin can be being written
+	// (fs.Mount.pinSnapshot holds the store).
+	if err := markPins(ctx, store, d, live, pinned, false); err != nil {
+		return err
+	}
+	for _, dg := range batch {
+		if live[dg] {
+			continue
 		}
-		if o.ModTime.After(cutoff) {
+		removed, size, err := store.RemoveIfOlder(dg, cutoff)
+		if err != nil {
+			return fmt.Errorf("gc: remove %s: %w", dg.Short(), err)
+		}
+		if removed {
+			st.Removed++
+			st.RemovedBytes += size
+		} else {
+			// Freshened since the listing: a writer uses it.
 			st.Young++
-			return nil
 		}
-		st.Removed++
-		st.RemovedBytes += o.Size
-		if dryRun {
-			return nil
-		}
-		return store.Remove(o.Digest)
-	})
-	return st, err
+	}
+	return nil
 }

@@ -3,8 +3,11 @@ package refs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +62,178 @@ func TestRefs(t *testing.T) {
 	}
 }
 
+// ageStore dates every object in store back by age, as if stored then.
+func ageStore(t *testing.T, store *object.DirStore, age time.Duration) {
+	t.Helper()
+	then := time.Now().Add(-age)
+	err := store.Each(func(o object.StoredObject) error {
+		h := strings.TrimPrefix(o.Digest.String(), "sha256-")
+		return os.Chtimes(filepath.Join(store.Dir(), h[:2], h[2:]), then, then)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gcFixture is a store with three trees of two files each: kept is named by
+// a snapshot, pinned by a restore's pin, and gone by nothing.
+type gcFixture struct {
+	store              *object.DirStore
+	d                  *Dir
+	kept, gone, pinned object.Digest
+}
+
+func newGCFixture(t *testing.T) *gcFixture {
+	ctx := context.Background()
+	base := t.TempDir()
+	store, err := object.OpenDirStore(filepath.Join(base, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(filepath.Join(base, "refs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(files ...string) object.Digest {
+		var tr object.Tree
+		for _, name := range files {
+			blob, _ := object.EncodeBlob([]byte("content of " + name))
+			bd, _ := store.Put(ctx, blob)
+			fe, _ := object.EncodeFile(&object.File{Size: int64(len("content of " + name)), Chunks: []object.Digest{bd}})
+			fd, _ := store.Put(ctx, fe)
+			tr.Entries = append(tr.Entries, object.Entry{Name: name, Mode: 0o100644, Size: int64(len("content of " + name)), Object: fd})
+		}
+		enc, _ := object.EncodeTree(&tr)
+		r, _ := store.Put(ctx, enc)
+		return r
+	}
+	f := &gcFixture{store: store, d: d, kept: put("a", "shared"), gone: put("b", "shared2"), pinned: put("c")}
+	if err := d.Create(Snapshot{Name: "kept", Root: f.kept}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Pin("restore-x", f.pinned); err != nil {
+		t.Fatal(err)
+	}
+	ageStore(t, store, time.Hour)
+	return f
+}
+
+// verify fails t unless every object under root is stored and whole.
+func (f *gcFixture) verify(t *testing.T, what string, root object.Digest) {
+	t.Helper()
+	probs, err := object.Verify(context.Background(), f.store, root)
+	if err != nil || len(probs) > 0 {
+		t.Fatalf("%s: damaged by gc: %v %v", what, probs, err)
+	}
+}
+
+// A snapshot that takes objects nothing reaches (gone's, stored long ago)
+// and writes its ref between gc's listing of what to remove and the
+// removal keeps them: gc looks at each object's age again under the
+// store's lock, and the snapshot freshened them under its hold.
+func TestGCSnapshotFinishesDuringSweep(t *testing.T) {
+	f := newGCFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	beforeSweep = func() {
+		release, err := f.store.Hold(ctx)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer release()
+		set := map[object.Digest]bool{}
+		if err := object.Reachable(ctx, f.store, f.gone, set); err != nil {
+			t.Error(err)
+		}
+		for dg := range set {
+			if !f.store.Freshen(dg) {
+				t.Errorf("%s missing before the sweep", dg.Short())
+			}
+		}
+		if err := f.d.Create(Snapshot{Name: "late", Root: f.gone}); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { beforeSweep = nil })
+	st, err := GC(ctx, f.store, f.d, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Removed != 0 {
+		t.Errorf("gc removed %d objects; all were in use", st.Removed)
+	}
+	f.verify(t, "late snapshot", f.gone)
+	f.verify(t, "snapshot", f.kept)
+	f.verify(t, "pinned", f.pinned)
+}
+
+// A restore that read a snapshot's ref just before "snapshots rm" pins
+// its root without freshening anything: a pin written after gc read the
+// pins is read again under the store's lock.
+func TestGCPinDuringSweep(t *testing.T) {
+	f := newGCFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	beforeSweep = func() {
+		if err := f.d.Pin("restore-late", f.gone); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { beforeSweep = nil })
+	if _, err := GC(ctx, f.store, f.d, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	f.verify(t, "pinned during the sweep", f.gone)
+}
+
+// gc waits for a writer that holds the store, then reads the ref that
+// writer wrote: objects the writer stored before gc began are kept.
+func TestGCWaitsForHolder(t *testing.T) {
+	f := newGCFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	release, err := f.store.Hold(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		st  GCStats
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := GC(ctx, f.store, f.d, 0, false)
+		done <- result{st, err}
+	}()
+	select {
+	case r := <-done:
+		release()
+		t.Fatalf("gc ran while the store was held: %+v %v", r.st, r.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// The writer's ref, to objects stored an hour ago and not freshened:
+	// gc must read it, as it began only now.
+	if err := f.d.Create(Snapshot{Name: "held", Root: f.gone}); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	f.verify(t, "snapshot written while gc waited", f.gone)
+	// A gc with nothing holding the store does not wait: the context's
+	// deadline would end the test otherwise.
+	if err := f.d.Remove("held"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := GC(ctx, f.store, f.d, 0, false)
+	if err != nil || st.Removed != 5 { // gone's tree, two files, two blobs
+		t.Fatalf("gc after the ref's removal: %+v %v", st, err)
+	}
+}
+
 func TestGC(t *testing.T) {
 	ctx := context.Background()
 	base := t.TempDir()
@@ -92,6 +267,9 @@ func TestGC(t *testing.T) {
 	if st, err := GC(ctx, store, d, time.Hour, false); err != nil || st.Removed != 0 || st.Young == 0 {
 		t.Fatalf("gc within grace: %+v %v", st, err)
 	}
+	// Nor does one without: what was stored just now may be a writer's
+	// (object.DirStore.Quiesce dates its start back a little).
+	ageStore(t, store, time.Hour)
 	st, err := GC(ctx, store, d, 0, false)
 	if err != nil {
 		t.Fatal(err)
@@ -109,10 +287,50 @@ func TestGC(t *testing.T) {
 		t.Fatal("unreachable root kept")
 	}
 	d.Unpin("restore-x")
+	ageStore(t, store, time.Hour)
 	if st, _ := GC(ctx, store, d, 0, false); st.Removed != 3 {
 		t.Fatalf("gc after unpin removed %d", st.Removed)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(base, "refs", ".pins")); len(ents) != 0 {
 		t.Fatalf("pins left: %v", ents)
+	}
+}
+
+// gc removes a temporary file whose writer is gone, and leaves one a live
+// process may still be writing unless it is very old, whatever the grace.
+func TestGCTemps(t *testing.T) {
+	f := newGCFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(f.store.Dir(), "tmp")
+	minute := time.Now().Add(-time.Minute)
+	files := map[string]time.Time{
+		fmt.Sprintf("put-%d-1", dead.Process.Pid): minute,
+		fmt.Sprintf("put-%d-2", os.Getpid()):      minute,
+		fmt.Sprintf("put-%d-3", os.Getpid()):      time.Now().Add(-time.Hour),
+	}
+	for name, at := range files {
+		p := filepath.Join(tmp, name)
+		if err := os.WriteFile(p, []byte("half"), 0o444); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := GC(ctx, f.store, f.d, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(tmp)
+	var left []string
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if want := []string{fmt.Sprintf("put-%d-2", os.Getpid())}; !slices.Equal(left, want) {
+		t.Fatalf("left %v; want %v", left, want)
 	}
 }

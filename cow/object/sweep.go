@@ -1,0 +1,151 @@
+package object
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Objects leave the store only through a sweep (cowfs gc, cache
+// eviction), and a sweep must never remove an object that a ref or pin
+// written meanwhile reaches. Age alone cannot promise that: between a
+// sweep's look at an object's age and its unlink, a snapshot can freshen
+// the object, count on it and write its ref. So the store has a lock
+// file, shared by every process that uses the store:
+//
+//   - A writer of a ref or pin (a snapshot, a master's scan, a restore)
+//     holds the lock shared (Hold) from before it stores or freshens the
+//     first object the ref will reach until the ref is written.
+//   - A sweep first waits until no writer holds the lock (Quiesce) and
+//     notes the time: every writer after that freshens what it uses
+//     later than the time. It then reads the refs and pins (what is
+//     live), and removes in batches under the lock held exclusively
+//     (LockSweep), where RemoveIfOlder looks at each object's age again:
+//     with the lock held, no writer can freshen it between the look and
+//     the unlink.
+//
+// flock, not fcntl locks: one lock per open file description, so two
+// holds in one process do not merge, and the kernel drops the lock when
+// a process dies, so a killed snapshot cannot stop gc for good.
+
+const lockName = "lock"
+
+// Quiesce dates its result earlier than the wall clock, as an object
+// freshened just after the quiesce must still date after it. File times
+// come from the kernel's coarse clock, which runs up to a tick (10 ms at
+// HZ=100) behind time.Now; on a filesystem that keeps whole seconds (ext4
+// with 128-byte inodes) they run up to a second behind. The margin is
+// kept small where it can be: a cache eviction spares what was used
+// within it.
+const (
+	fineMargin   = 50 * time.Millisecond
+	coarseMargin = 2 * time.Second
+)
+
+// margin returns how far back Quiesce dates its result for this store's
+// filesystem: it sets the lock file's time to one with nanoseconds and
+// reads back whether they were kept.
+func (s *DirStore) margin() time.Duration {
+	s.marginOnce.Do(func() {
+		s.sweepMargin = coarseMargin
+		p := filepath.Join(s.dir, lockName)
+		probe := time.Unix(1700000000, 123456789)
+		if err := os.Chtimes(p, probe, probe); err != nil {
+			return
+		}
+		if fi, err := os.Lstat(p); err == nil && fi.ModTime().Equal(probe) {
+			s.sweepMargin = fineMargin
+		}
+	})
+	return s.sweepMargin
+}
+
+// Hold takes the store's lock shared: until release is called, no sweep
+// removes anything. Hold waits while a sweep removes a batch, which takes
+// milliseconds.
+func (s *DirStore) Hold(ctx context.Context) (release func(), err error) {
+	return s.lock(ctx, unix.LOCK_SH)
+}
+
+// LockSweep takes the store's lock exclusively, for RemoveIfOlder: it
+// waits until no writer holds the lock. Keep it for one batch, not a
+// whole sweep: writers wait for it.
+func (s *DirStore) LockSweep(ctx context.Context) (unlock func(), err error) {
+	return s.lock(ctx, unix.LOCK_EX)
+}
+
+// Quiesce waits until no writer holds the store's lock and returns a time
+// before which nothing stored or freshened since counts: an object a
+// writer will still use is either reached by a ref or pin written by now
+// or freshened after the returned time.
+func (s *DirStore) Quiesce(ctx context.Context) (time.Time, error) {
+	unlock, err := s.LockSweep(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	// Taken with the lock held (margin needs the lock file): no writer
+	// is between its first object and its ref now.
+	since := time.Now().Add(-s.margin())
+	unlock()
+	return since, nil
+}
+
+// RemoveIfOlder removes object d if it was last stored or freshened
+// before t, and returns its size if it did. Call it only with the lock
+// from LockSweep held.
+func (s *DirStore) RemoveIfOlder(d Digest, t time.Time) (removed bool, size int64, err error) {
+	p := s.path(d)
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, 0, nil
+	}
+	if err != nil {
+		return false, 0, err
+	}
+	if !fi.ModTime().Before(t) {
+		return false, 0, nil
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, 0, err
+	}
+	return true, fi.Size(), nil
+}
+
+// lockPoll bounds the wait between tries for a lock that is taken: short,
+// as holds are short, and the wait is cancelable, which a blocking flock
+// is not.
+const lockPoll = 20 * time.Millisecond
+
+func (s *DirStore) lock(ctx context.Context, how int) (func(), error) {
+	p := filepath.Join(s.dir, lockName)
+	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("object store lock: %w", err)
+	}
+	wait := time.Millisecond
+	for {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing drops the lock
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("object store lock %s: %w", p, err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			f.Close()
+			return nil, fmt.Errorf("object store lock %s: %w", p, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, lockPoll)
+	}
+}

@@ -1,0 +1,119 @@
+package object
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// Holds share the store; a sweep's lock excludes them, and a wait for
+// either ends with its context.
+func TestSweepLock(t *testing.T) {
+	s, err := OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r1, err := s.Hold(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := s.Hold(ctx)
+	if err != nil {
+		t.Fatal("a second hold waited for the first:", err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelShort()
+	if _, err := s.LockSweep(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("sweep lock while held: %v", err)
+	}
+	r1()
+	got := make(chan error, 1)
+	go func() {
+		unlock, err := s.LockSweep(ctx)
+		if err == nil {
+			unlock()
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		t.Fatalf("sweep lock with one hold left: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	r2()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := s.LockSweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short2, cancelShort2 := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelShort2()
+	if _, err := s.Hold(short2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hold during a sweep: %v", err)
+	}
+	unlock()
+	// The lock file is no object.
+	n := 0
+	s.Each(func(StoredObject) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("Each lists %d objects in an empty store", n)
+	}
+}
+
+// RemoveIfOlder removes only what was not freshened since the time, and
+// an object freshened after Quiesce returned dates after its result.
+func TestRemoveIfOlder(t *testing.T) {
+	s, err := OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, _ := EncodeBlob([]byte("x"))
+	d, err := s.Put(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(s.path(d), old, old); err != nil {
+		t.Fatal(err)
+	}
+	since, err := s.Quiesce(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Freshen(d) {
+		t.Fatal("freshen: missing")
+	}
+	unlock, err := s.LockSweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if removed, _, err := s.RemoveIfOlder(d, since); err != nil || removed {
+		t.Fatalf("freshened object: removed %v, %v", removed, err)
+	}
+	if err := os.Chtimes(s.path(d), old, old); err != nil {
+		t.Fatal(err)
+	}
+	removed, size, err := s.RemoveIfOlder(d, since)
+	if err != nil || !removed || size != int64(len(b)) {
+		t.Fatalf("old object: removed %v, size %d, %v", removed, size, err)
+	}
+	if _, err := os.Lstat(s.path(d)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("still there: %v", err)
+	}
+	if removed, _, err := s.RemoveIfOlder(d, since); err != nil || removed {
+		t.Fatalf("missing object: removed %v, %v", removed, err)
+	}
+	if _, err := os.Lstat(filepath.Join(s.Dir(), lockName)); err != nil {
+		t.Fatal(err)
+	}
+}
