@@ -29,6 +29,9 @@ type Meta struct {
 	// room, when set, refuses a write that would leave its filesystem
 	// with less than its floor free (see KeepFree).
 	room *space
+	// whole is what the scan cache's hits found whole in the store, in
+	// memory only (see wholeSet).
+	whole wholeSet
 }
 
 // FileMeta describes an upper file whose bytes come partly from its origin in
@@ -412,16 +415,23 @@ type ScanEntry struct {
 	Size         int64
 	Mtime, Ctime int64
 	Object       [32]byte
-	// File is the decoded file object, when the cache keeps it in
-	// memory (MemScanCache; Meta does not store it): a hit then needs
-	// no read of it to check its chunks. Shared: never changed.
+	// File is the decoded file object, when the cache keeps it
+	// (MemScanCache always; Meta for files of up to scanChunksKept
+	// chunks): a hit then needs no read of it to check its chunks.
+	// Shared: never changed.
 	File *object.File
 }
+
+// scanChunksKept is the most chunks of a file whose list Meta keeps in its
+// scan cache entry (256 bytes of digests): enough for the many small files
+// of a spider project, whose file objects would otherwise be read back
+// from the store at the first snapshot after each mount.
+const scanChunksKept = 8
 
 // Scanned returns the scan cache entry of lower inode (dev, ino).
 func (m *Meta) Scanned(dev, ino uint64) (ScanEntry, bool) {
 	v, err := m.get(scanKey(dev, ino))
-	if err != nil || len(v) != 24+32 {
+	if err != nil || len(v) < 24+32 || (len(v)-24-32)%32 != 0 {
 		return ScanEntry{}, false
 	}
 	var e ScanEntry
@@ -429,6 +439,13 @@ func (m *Meta) Scanned(dev, ino uint64) (ScanEntry, bool) {
 	e.Mtime = int64(binary.BigEndian.Uint64(v[8:]))
 	e.Ctime = int64(binary.BigEndian.Uint64(v[16:]))
 	copy(e.Object[:], v[24:])
+	if rest := v[24+32:]; len(rest) > 0 && int64(len(rest)/32) == (e.Size+ChunkSize-1)/ChunkSize {
+		fo := &object.File{Size: e.Size, Chunks: make([]object.Digest, len(rest)/32)}
+		for i := range fo.Chunks {
+			copy(fo.Chunks[i][:], rest[32*i:])
+		}
+		e.File = fo
+	}
 	return e, true
 }
 
@@ -439,10 +456,17 @@ func (m *Meta) PutScanned(dev, ino uint64, e ScanEntry) error {
 	binary.BigEndian.PutUint64(v[8:], uint64(e.Mtime))
 	binary.BigEndian.PutUint64(v[16:], uint64(e.Ctime))
 	v = append(v, e.Object[:]...)
+	if e.File != nil && len(e.File.Chunks) <= scanChunksKept {
+		for _, c := range e.File.Chunks {
+			v = append(v, c[:]...)
+		}
+	}
 	return m.update(17+len(v), func(txn *badger.Txn) error {
 		return txn.Set(scanKey(dev, ino), v)
 	})
 }
+
+func (m *Meta) wholeSet() *wholeSet { return &m.whole }
 
 func scanKey(dev, ino uint64) []byte {
 	k := make([]byte, 17)

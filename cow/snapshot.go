@@ -38,7 +38,7 @@ func (f *FS) Capture(ctx context.Context, store ObjectPutter) (object.Digest, ob
 	defer f.mu.Unlock()
 	f.gate.Lock()
 	defer f.gate.Unlock()
-	c := &capture{f: f, store: store, ctx: ctx, sc: scanner{ctx: ctx, lo: f.lo, store: store, cache: f.meta}}
+	c := &capture{f: f, store: store, ctx: ctx, sc: newScanner(ctx, f.lo, store, f.meta)}
 	var err error
 	if c.pending, err = f.meta.PendingLinks(); err != nil {
 		return object.Zero, object.Entry{}, c.stats, fmt.Errorf("capture: %w", err)
@@ -206,9 +206,9 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 		return e.Object, err
 	}
 	if !objLower && !n.upper {
-		d, fo, reused, err := c.lowerFile(n.lower)
+		d, _, reused, err := c.lowerFile(n.lower, false)
 		if reused {
-			c.stats.ChunksReused += len(fo.Chunks)
+			c.stats.ChunksReused += int((size + ChunkSize - 1) / ChunkSize)
 		}
 		return d, err
 	}
@@ -231,7 +231,7 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 			return object.Zero, fmt.Errorf("origin of %q: %w", p.Rel(), err)
 		}
 	case d.meta != nil:
-		if _, origin, _, err = c.lowerFile(d.meta.Origin); err != nil {
+		if _, origin, _, err = c.lowerFile(d.meta.Origin, true); err != nil {
 			return object.Zero, fmt.Errorf("origin of %q: %w", p.Rel(), err)
 		}
 	}
@@ -265,9 +265,9 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 // with the same size, mtime and ctime. The lower does not change while
 // mounted, so the cache makes every snapshot after the first read only what
 // changed.
-func (c *capture) lowerFile(path string) (d object.Digest, fo *object.File, cached bool, err error) {
+func (c *capture) lowerFile(path string, needFile bool) (d object.Digest, fo *object.File, cached bool, err error) {
 	before := c.sc.stats.BytesRead
-	d, _, fo, err = c.sc.fileOnce(path, true)
+	d, _, fo, err = c.sc.fileOnce(path, needFile)
 	return d, fo, err == nil && c.sc.stats.BytesRead == before, err
 }
 

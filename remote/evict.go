@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/cowfs/cowfs/cow/object"
@@ -88,16 +87,16 @@ func (c *Cache) evictLocked(ctx context.Context) (int64, error) {
 	if err != nil || total <= cfg.limit {
 		return 0, err
 	}
-	lv := newLiveSet(c.store, cfg.refs)
-	if err := lv.mark(ctx); err != nil {
-		return 0, err
+	lv := refs.NewLive(c.store, cfg.refs, true)
+	if err := lv.Mark(ctx); err != nil {
+		return 0, fmt.Errorf("evict: %w", err)
 	}
 	// Least recently used first; only blobs.
 	sort.Slice(objs, func(i, j int) bool { return objs[i].ModTime.Before(objs[j].ModTime) })
 	cutoff := since.Add(-evictGrace)
 	var cands []object.StoredObject
 	for _, o := range objs {
-		if lv.keep[o.Digest] || (!lv.remote[o.Digest] && o.ModTime.After(cutoff)) {
+		if lv.Keep[o.Digest] || (!lv.Remote[o.Digest] && o.ModTime.After(cutoff)) {
 			continue
 		}
 		if o.Size > 2 && isBlob(c.store, o.Digest) {
@@ -111,7 +110,7 @@ func (c *Cache) evictLocked(ctx context.Context) (int64, error) {
 		cands = cands[len(batch):]
 		var ask []object.Digest
 		for _, o := range batch {
-			if lv.remote[o.Digest] {
+			if lv.Remote[o.Digest] {
 				ask = append(ask, o.Digest)
 			}
 		}
@@ -144,32 +143,32 @@ func (c *Cache) evictLocked(ctx context.Context) (int64, error) {
 // lock, after reading the refs and pins written since the pass began. A
 // remote blob the master has goes whatever its age; anything else only if
 // older than cutoff.
-func (c *Cache) removeBatch(ctx context.Context, lv *liveSet, batch []object.StoredObject, has map[object.Digest]bool,
+func (c *Cache) removeBatch(ctx context.Context, lv *refs.Live, batch []object.StoredObject, has map[object.Digest]bool,
 	cutoff time.Time, total *int64, target int64) (int64, error) {
-	unlock, err := c.store.LockSweep(ctx)
+	w, err := c.store.LockSweep(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("evict: %w", err)
 	}
-	defer unlock()
-	if err := lv.mark(ctx); err != nil {
-		return 0, err
+	defer w.Unlock()
+	if err := lv.Mark(ctx); err != nil {
+		return 0, fmt.Errorf("evict: %w", err)
 	}
 	var removed int64
 	for _, o := range batch {
 		if *total <= target {
 			break
 		}
-		if lv.keep[o.Digest] {
+		if lv.Keep[o.Digest] {
 			continue
 		}
 		t := cutoff
-		if lv.remote[o.Digest] {
+		if lv.Remote[o.Digest] {
 			if !has[o.Digest] {
 				continue
 			}
 			t = time.Now().Add(time.Hour) // any age
 		}
-		ok, size, err := c.store.RemoveIfOlder(o.Digest, t)
+		ok, size, err := w.RemoveIfOlder(o.Digest, t)
 		if err != nil {
 			return removed, err
 		}
@@ -180,59 +179,6 @@ func (c *Cache) removeBatch(ctx context.Context, lv *liveSet, batch []object.Sto
 		}
 	}
 	return removed, nil
-}
-
-// liveSet is what an eviction pass must not remove, read from the refs
-// and pins, again and again: keep is what no eviction may touch; remote
-// the blobs of remote versions, evictable only while the master still has
-// them.
-type liveSet struct {
-	store        *object.DirStore
-	refs         *refs.Dir
-	keep, remote map[object.Digest]bool
-	seenSnaps    map[string]object.Digest
-	seenPins     map[refs.Pin]bool
-}
-
-func newLiveSet(store *object.DirStore, rd *refs.Dir) *liveSet {
-	return &liveSet{store: store, refs: rd,
-		keep: map[object.Digest]bool{}, remote: map[object.Digest]bool{},
-		seenSnaps: map[string]object.Digest{}, seenPins: map[refs.Pin]bool{}}
-}
-
-// mark adds what each snapshot and pin not marked before reaches.
-func (lv *liveSet) mark(ctx context.Context) error {
-	snaps, err := lv.refs.List()
-	if err != nil {
-		return err
-	}
-	for _, s := range snaps {
-		if r, ok := lv.seenSnaps[s.Name]; ok && r == s.Root {
-			continue
-		}
-		if err := object.Reachable(ctx, lv.store, s.Root, lv.keep); err != nil {
-			return fmt.Errorf("evict: snapshot %s: %w", s.Name, err)
-		}
-		lv.seenSnaps[s.Name] = s.Root
-	}
-	pins, err := lv.refs.Pins()
-	if err != nil {
-		return err
-	}
-	for _, p := range pins {
-		if lv.seenPins[p] {
-			continue
-		}
-		set, reach := lv.keep, object.Reachable
-		if strings.HasPrefix(p.Key, refs.RemotePinPrefix) {
-			set, reach = lv.remote, object.ReachablePresent
-		}
-		if err := reach(ctx, lv.store, p.Root, set); err != nil {
-			return fmt.Errorf("evict: pin %s: %w", p.Key, err)
-		}
-		lv.seenPins[p] = true
-	}
-	return nil
 }
 
 // isBlob reads an object's kind from its first bytes.

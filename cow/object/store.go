@@ -258,9 +258,12 @@ func (s *DirStore) Size(d Digest) (int64, error) {
 	return fi.Size(), nil
 }
 
-// Remove deletes object d. Only a gc that proved nothing reaches d may call
-// it.
+// Remove deletes object d: one a cache found damaged, which it fetches
+// again. What may still be in use leaves through a Sweep.
 func (s *DirStore) Remove(d Digest) error {
+	if err := s.countRemoval(); err != nil {
+		return err
+	}
 	err := os.Remove(s.path(d))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil

@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,7 +28,7 @@ import (
 //     notes the time: every writer after that freshens what it uses
 //     later than the time. It then reads the refs and pins (what is
 //     live), and removes in batches under the lock held exclusively
-//     (LockSweep), where RemoveIfOlder looks at each object's age again:
+//     (LockSweep), where Sweep.RemoveIfOlder looks at each object's age again:
 //     with the lock held, no writer can freshen it between the look and
 //     the unlink.
 //
@@ -70,37 +72,54 @@ func (s *DirStore) margin() time.Duration {
 // removes anything. Hold waits while a sweep removes a batch, which takes
 // milliseconds.
 func (s *DirStore) Hold(ctx context.Context) (release func(), err error) {
-	return s.lock(ctx, unix.LOCK_SH)
+	f, err := s.lock(ctx, unix.LOCK_SH)
+	if err != nil {
+		return nil, err
+	}
+	return func() { f.Close() }, nil // closing drops the lock
+}
+
+// A Sweep is the store's lock held exclusively, for removing objects.
+type Sweep struct {
+	s       *DirStore
+	f       *os.File
+	counted bool
 }
 
 // LockSweep takes the store's lock exclusively, for RemoveIfOlder: it
 // waits until no writer holds the lock. Keep it for one batch, not a
 // whole sweep: writers wait for it.
-func (s *DirStore) LockSweep(ctx context.Context) (unlock func(), err error) {
-	return s.lock(ctx, unix.LOCK_EX)
+func (s *DirStore) LockSweep(ctx context.Context) (*Sweep, error) {
+	f, err := s.lock(ctx, unix.LOCK_EX)
+	if err != nil {
+		return nil, err
+	}
+	return &Sweep{s: s, f: f}, nil
 }
+
+// Unlock lets writers in again.
+func (w *Sweep) Unlock() { w.f.Close() }
 
 // Quiesce waits until no writer holds the store's lock and returns a time
 // before which nothing stored or freshened since counts: an object a
 // writer will still use is either reached by a ref or pin written by now
 // or freshened after the returned time.
 func (s *DirStore) Quiesce(ctx context.Context) (time.Time, error) {
-	unlock, err := s.LockSweep(ctx)
+	w, err := s.LockSweep(ctx)
 	if err != nil {
 		return time.Time{}, err
 	}
 	// Taken with the lock held (margin needs the lock file): no writer
 	// is between its first object and its ref now.
 	since := time.Now().Add(-s.margin())
-	unlock()
+	w.Unlock()
 	return since, nil
 }
 
 // RemoveIfOlder removes object d if it was last stored or freshened
-// before t, and returns its size if it did. Call it only with the lock
-// from LockSweep held.
-func (s *DirStore) RemoveIfOlder(d Digest, t time.Time) (removed bool, size int64, err error) {
-	p := s.path(d)
+// before t, and returns its size if it did.
+func (w *Sweep) RemoveIfOlder(d Digest, t time.Time) (removed bool, size int64, err error) {
+	p := w.s.path(d)
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, 0, nil
@@ -111,10 +130,55 @@ func (s *DirStore) RemoveIfOlder(d Digest, t time.Time) (removed bool, size int6
 	if !fi.ModTime().Before(t) {
 		return false, 0, nil
 	}
+	if !w.counted {
+		if err := w.s.countRemoval(); err != nil {
+			return false, 0, err
+		}
+		w.counted = true
+	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, 0, err
 	}
 	return true, fi.Size(), nil
+}
+
+// Removals counts the sweeps (and other removals) that took objects out of
+// the store, so that a process that found objects whole can trust that
+// for as long as the count stays: a scan cache checks its hits against
+// the store only when the count moved (cow.scanner). Read it holding the
+// store (Hold): a sweep counts before it removes anything.
+func (s *DirStore) Removals() (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(s.dir, removalsName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("object store: %s: %w", removalsName, err)
+	}
+	return n, nil
+}
+
+const removalsName = "removals"
+
+// countRemoval moves the count Removals reads. Not synced: what trusts
+// the count keeps it in memory, which a crash clears as well. A count
+// that cannot be read is replaced; readers treat an unreadable count as
+// unknown, so they check everything once more.
+func (s *DirStore) countRemoval() error {
+	n, _ := s.Removals()
+	tmp := filepath.Join(s.dir, "tmp", fmt.Sprintf("removals-%d-%d", os.Getpid(), tmpSeq.Add(1)))
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(n+1, 10)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("object store: count removal: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.dir, removalsName)); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("object store: count removal: %w", err)
+	}
+	return nil
 }
 
 // lockPoll bounds the wait between tries for a lock that is taken: short,
@@ -122,7 +186,7 @@ func (s *DirStore) RemoveIfOlder(d Digest, t time.Time) (removed bool, size int6
 // is not.
 const lockPoll = 20 * time.Millisecond
 
-func (s *DirStore) lock(ctx context.Context, how int) (func(), error) {
+func (s *DirStore) lock(ctx context.Context, how int) (*os.File, error) {
 	p := filepath.Join(s.dir, lockName)
 	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o644)
 	if err != nil {
@@ -132,7 +196,7 @@ func (s *DirStore) lock(ctx context.Context, how int) (func(), error) {
 	for {
 		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
-			return func() { f.Close() }, nil // closing drops the lock
+			return f, nil
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
 			f.Close()

@@ -34,9 +34,9 @@ func TestSweepLock(t *testing.T) {
 	r1()
 	got := make(chan error, 1)
 	go func() {
-		unlock, err := s.LockSweep(ctx)
+		w, err := s.LockSweep(ctx)
 		if err == nil {
-			unlock()
+			w.Unlock()
 		}
 		got <- err
 	}()
@@ -49,7 +49,7 @@ func TestSweepLock(t *testing.T) {
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	unlock, err := s.LockSweep(ctx)
+	w, err := s.LockSweep(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestSweepLock(t *testing.T) {
 	if _, err := s.Hold(short2); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("hold during a sweep: %v", err)
 	}
-	unlock()
+	w.Unlock()
 	// The lock file is no object.
 	n := 0
 	s.Each(func(StoredObject) error { n++; return nil })
@@ -92,25 +92,35 @@ func TestRemoveIfOlder(t *testing.T) {
 	if !s.Freshen(d) {
 		t.Fatal("freshen: missing")
 	}
-	unlock, err := s.LockSweep(ctx)
+	n0, err := s.Removals()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
-	if removed, _, err := s.RemoveIfOlder(d, since); err != nil || removed {
+	w, err := s.LockSweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Unlock()
+	if removed, _, err := w.RemoveIfOlder(d, since); err != nil || removed {
 		t.Fatalf("freshened object: removed %v, %v", removed, err)
 	}
 	if err := os.Chtimes(s.path(d), old, old); err != nil {
 		t.Fatal(err)
 	}
-	removed, size, err := s.RemoveIfOlder(d, since)
+	if n, err := s.Removals(); err != nil || n != n0 {
+		t.Fatalf("removals counted %d (%v) before any removal; %d before", n, err, n0)
+	}
+	removed, size, err := w.RemoveIfOlder(d, since)
 	if err != nil || !removed || size != int64(len(b)) {
 		t.Fatalf("old object: removed %v, size %d, %v", removed, size, err)
+	}
+	if n, err := s.Removals(); err != nil || n != n0+1 {
+		t.Fatalf("removals: %d, %v; want %d", n, err, n0+1)
 	}
 	if _, err := os.Lstat(s.path(d)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("still there: %v", err)
 	}
-	if removed, _, err := s.RemoveIfOlder(d, since); err != nil || removed {
+	if removed, _, err := w.RemoveIfOlder(d, since); err != nil || removed {
 		t.Fatalf("missing object: removed %v, %v", removed, err)
 	}
 	if _, err := os.Lstat(filepath.Join(s.Dir(), lockName)); err != nil {

@@ -136,15 +136,14 @@ type GCStats struct {
 // GC removes objects that no snapshot and no pin reaches. It is safe while
 // mounts run and snapshots are being taken: every writer of a ref or pin
 // holds the store (object.DirStore.Hold) from its first object to its
-// ref, and a snapshot freshens every object it stores, stores again or
-// takes from its scan cache. GC first waits for the writers in progress
-// (Quiesce), so their refs are in what it reads as live; it removes under
-// the store's exclusive lock, and only what has not been freshened since
-// it began (object.DirStore.RemoveIfOlder). Unreachable objects younger
-// than grace are kept as well: a push stores its objects one call before
-// the ref that names them. Objects a snapshot references without storing
-// (reused from the lower it was taken over) are reached through that
-// lower's snapshot or pin.
+// ref. GC first waits for the writers in progress (Quiesce), so their refs
+// are in what it reads as live; it removes in batches under the store's
+// exclusive lock, reading the refs and pins written since (Live.Mark), and
+// only what has not been freshened since it began. Unreachable objects
+// younger than grace are kept as well: a push stores its objects one call
+// before the ref that names them. Objects a snapshot references without
+// storing (reused from the lower it was taken over) are reached through
+// that lower's snapshot or pin.
 func GC(ctx context.Context, store *object.DirStore, d *Dir, grace time.Duration, dryRun bool) (GCStats, error) {
 	var st GCStats
 	since, err := store.Quiesce(ctx)
@@ -152,28 +151,17 @@ func GC(ctx context.Context, store *object.DirStore, d *Dir, grace time.Duration
 		return st, fmt.Errorf("gc: %w", err)
 	}
 	cutoff := since.Add(-grace)
-	live := map[object.Digest]bool{}
-	snaps, err := d.List()
-	if err != nil {
-		return st, err
+	live := NewLive(store, d, false)
+	live.SkipStale, live.UnpinStale = true, !dryRun
+	if err := live.Mark(ctx); err != nil {
+		return st, fmt.Errorf("gc: %w", err)
 	}
-	for _, s := range snaps {
-		if err := object.Reachable(ctx, store, s.Root, live); err != nil {
-			// Never delete on a partial view of what is live.
-			return st, fmt.Errorf("gc: reading snapshot %s: %w", s.Name, err)
-		}
-	}
-	pinned := map[Pin]bool{}
-	if err := markPins(ctx, store, d, live, pinned, dryRun); err != nil {
-		return st, err
-	}
-	st.Live = len(live)
 	if !dryRun {
 		removeTemps(store, d, cutoff, since.Add(-max(grace, tmpAge)))
 	}
 	var cands []object.Digest
 	err = store.Each(func(o object.StoredObject) error {
-		if live[o.Digest] {
+		if live.Has(o.Digest) {
 			return nil
 		}
 		if !o.ModTime.Before(cutoff) {
@@ -197,11 +185,11 @@ func GC(ctx context.Context, store *object.DirStore, d *Dir, grace time.Duration
 	for len(cands) > 0 {
 		batch := cands[:min(len(cands), sweepBatch)]
 		cands = cands[len(batch):]
-		if err := sweep(ctx, store, d, batch, cutoff, live, pinned, &st); err != nil {
+		if err := sweep(ctx, store, live, batch, cutoff, &st); err != nil {
 			return st, err
 		}
 	}
-	st.Live = len(live) // with what pins made since the mark reach
+	st.Live = len(live.Keep)
 	return st, nil
 }
 
@@ -244,55 +232,24 @@ const sweepBatch = 256
 // into.
 var beforeSweep func()
 
-// markPins adds what each pin not in pinned reaches to live, and the pin
-// to pinned. A pin whose mount is gone is dropped instead.
-func markPins(ctx context.Context, store *object.DirStore, d *Dir, live map[object.Digest]bool, pinned map[Pin]bool, dryRun bool) error {
-	pins, err := d.Pins()
-	if err != nil {
-		return err
-	}
-	for _, p := range pins {
-		if pinned[p] {
-			continue
-		}
-		if p.stale() {
-			// Its mount was killed; nothing uses the root now.
-			if !dryRun {
-				d.Unpin(p.Key)
-			}
-			continue
-		}
-		reach := object.Reachable
-		if strings.HasPrefix(p.Key, RemotePinPrefix) {
-			reach = object.ReachablePresent
-		}
-		if err := reach(ctx, store, p.Root, live); err != nil {
-			return fmt.Errorf("gc: reading root %s of pin %s: %w", p.Root.Short(), p.Key, err)
-		}
-		pinned[p] = true
-	}
-	return nil
-}
-
-func sweep(ctx context.Context, store *object.DirStore, d *Dir, batch []object.Digest, cutoff time.Time,
-	live map[object.Digest]bool, pinned map[Pin]bool, st *GCStats) error {
-	unlock, err := store.LockSweep(ctx)
+func sweep(ctx context.Context, store *object.DirStore, live *Live, batch []object.Digest, cutoff time.Time, st *GCStats) error {
+	w, err := store.LockSweep(ctx)
 	if err != nil {
 		return fmt.Errorf("gc: %w", err)
 	}
-	defer unlock()
-	// A restore pins a snapshot it read just before a "snapshots rm" of
-	// it, and need not freshen anything: a pin written since the mark
-	// is read again here, where no pin can be being written
-	// (fs.Mount.pinSnapshot holds the store).
-	if err := markPins(ctx, store, d, live, pinned, false); err != nil {
-		return err
+	defer w.Unlock()
+	// A snapshot or restore that finished since the listing reaches
+	// objects it need not have freshened (a scan cache's, a pinned
+	// snapshot's): read its ref or pin now, when none can be being
+	// written.
+	if err := live.Mark(ctx); err != nil {
+		return fmt.Errorf("gc: %w", err)
 	}
 	for _, dg := range batch {
-		if live[dg] {
+		if live.Has(dg) {
 			continue
 		}
-		removed, size, err := store.RemoveIfOlder(dg, cutoff)
+		removed, size, err := w.RemoveIfOlder(dg, cutoff)
 		if err != nil {
 			return fmt.Errorf("gc: remove %s: %w", dg.Short(), err)
 		}

@@ -334,3 +334,23 @@ func TestGCTemps(t *testing.T) {
 		t.Fatalf("left %v; want %v", left, want)
 	}
 }
+
+// A snapshot that reuses objects without freshening them (a scan-cache
+// hit the mount knows is whole) and writes its ref between gc's listing
+// and the removal keeps them: gc reads the refs written since under the
+// store's lock.
+func TestGCRefDuringSweep(t *testing.T) {
+	f := newGCFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	beforeSweep = func() {
+		if err := f.d.Create(Snapshot{Name: "late", Root: f.gone}); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Cleanup(func() { beforeSweep = nil })
+	if _, err := GC(ctx, f.store, f.d, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	f.verify(t, "snapshot written during the sweep", f.gone)
+}
