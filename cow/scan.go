@@ -156,22 +156,24 @@ func ScanLower(ctx context.Context, lo Lower, path string, store ObjectPutter, c
 	if err != nil {
 		return object.Entry{}, s.stats, err
 	}
-	_, name := splitPath(path)
-	e, err := s.entry(path, name, &st)
+	parent, name := splitPath(path)
+	e, err := s.entry(pathDir{lo, parent}, path, name, &st)
 	return e, s.stats, err
 }
 
-func (s *scanner) entry(path, name string, st *unix.Stat_t) (object.Entry, error) {
+// entry describes the entry name of directory d, at path, whose lstat is
+// st.
+func (s *scanner) entry(d scanDir, path, name string, st *unix.Stat_t) (object.Entry, error) {
 	if err := s.ctx.Err(); err != nil {
 		return object.Entry{}, err
 	}
 	e := object.Entry{Name: name, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid, Mtime: st.Mtim.Nano()}
-	xs, err := s.lo.Listxattr(path)
+	xs, err := d.Listxattr(name)
 	if err != nil {
 		return e, fmt.Errorf("xattrs of %q: %w", path, err)
 	}
 	for _, x := range xs {
-		v, err := s.lo.Getxattr(path, x)
+		v, err := d.Getxattr(name, x)
 		if errors.Is(err, unix.ENODATA) {
 			continue // removed meanwhile
 		}
@@ -188,11 +190,11 @@ func (s *scanner) entry(path, name string, st *unix.Stat_t) (object.Entry, error
 		e.Object, err = s.dir(path)
 	case unix.S_IFREG:
 		var fst unix.Stat_t
-		e.Object, fst, err = s.file(path)
+		e.Object, fst, err = s.file(d, path, name)
 		// The attributes the bytes were read under.
 		e.Size, e.Mode, e.Mtime = fst.Size, fst.Mode, fst.Mtim.Nano()
 	case unix.S_IFLNK:
-		e.Target, err = s.lo.Readlink(path)
+		e.Target, err = d.Readlink(name)
 	default:
 		e.Rdev = st.Rdev
 	}
@@ -295,24 +297,43 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// dirOnce reads the directory at path once.
+// dirOnce reads the directory at path once: through one descriptor of it
+// where the lower can give one (LowerDir), so that its listing and the
+// looks at its entries see one directory.
 func (s *scanner) dirOnce(path string) (object.Digest, error) {
-	ents, err := s.lo.ReadDir(path)
-	if err != nil {
-		return object.Zero, err
+	var d scanDir
+	var ents []DirEntry
+	if o, ok := s.lo.(interface {
+		OpenDir(string) (*LowerDir, error)
+	}); ok {
+		ld, err := o.OpenDir(path)
+		if err != nil {
+			return object.Zero, err
+		}
+		defer ld.Close()
+		if ents, err = ld.ReadDir(); err != nil {
+			return object.Zero, err
+		}
+		d = ld
+	} else {
+		var err error
+		if ents, err = s.lo.ReadDir(path); err != nil {
+			return object.Zero, err
+		}
+		d = pathDir{s.lo, path}
 	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
 	t := &object.Tree{Entries: make([]object.Entry, 0, len(ents))}
 	for _, de := range ents {
 		p := Join(path, de.Name)
-		st, err := s.lo.Lstat(p)
+		st, err := d.Lstat(de.Name)
 		if errors.Is(err, unix.ENOENT) {
 			continue // removed since the listing
 		}
 		if err != nil {
 			return object.Zero, err
 		}
-		e, err := s.entry(p, de.Name, &st)
+		e, err := s.entry(d, p, de.Name, &st)
 		if err != nil {
 			return object.Zero, err
 		}
@@ -325,29 +346,29 @@ func (s *scanner) dirOnce(path string) (object.Digest, error) {
 	return s.store.Put(s.ctx, enc)
 }
 
-// file returns the file object of the regular file at path and the
-// attributes it had while it was read.
-func (s *scanner) file(path string) (object.Digest, unix.Stat_t, error) {
+// file returns the file object of the regular file name of d, at path,
+// and the attributes it had while it was read.
+func (s *scanner) file(d scanDir, path, name string) (object.Digest, unix.Stat_t, error) {
 	s.stats.Files++
-	var d object.Digest
+	var dg object.Digest
 	var st unix.Stat_t
 	// A writer in the middle of a burst is often done a moment later.
 	err := s.settle("file", path, func() (bool, error) {
 		var err error
-		d, st, _, err = s.fileOnce(path, false)
+		dg, st, _, err = s.fileOnce(d, path, name, false)
 		return !errors.Is(err, ErrChanging), err
 	})
 	if err != nil {
 		return object.Zero, unix.Stat_t{}, err
 	}
 	s.stats.Bytes += st.Size
-	return d, st, nil
+	return dg, st, nil
 }
 
-// fileOnce reads the file at path into objects once. The file object comes
-// back decoded when needFile, and may be nil otherwise.
-func (s *scanner) fileOnce(path string, needFile bool) (object.Digest, unix.Stat_t, *object.File, error) {
-	st, err := s.lo.Lstat(path)
+// fileOnce reads the file name of d, at path, into objects once. The file
+// object comes back decoded when needFile, and may be nil otherwise.
+func (s *scanner) fileOnce(dir scanDir, path, name string, needFile bool) (object.Digest, unix.Stat_t, *object.File, error) {
+	st, err := dir.Lstat(name)
 	if err != nil {
 		return object.Zero, st, nil, err
 	}
@@ -378,7 +399,7 @@ func (s *scanner) fileOnce(path string, needFile bool) (object.Digest, unix.Stat
 			// hash again.
 		}
 	}
-	lf, err := s.lo.Open(path)
+	lf, err := dir.Open(name)
 	if err != nil {
 		return object.Zero, st, nil, err
 	}
@@ -408,7 +429,7 @@ func (s *scanner) fileOnce(path string, needFile bool) (object.Digest, unix.Stat
 	}
 	// A file written while it was read would give an object that mixes
 	// old and new bytes; its ctime moves with every write.
-	after, err := s.lo.Lstat(path)
+	after, err := dir.Lstat(name)
 	if err != nil {
 		return object.Zero, st, nil, err
 	}

@@ -245,3 +245,56 @@ func TestCaptureAfterSweep(t *testing.T) {
 		t.Fatalf("capture after the sweep: root %s (was %s), read %d bytes", again.Short(), root.Short(), st.BytesRead)
 	}
 }
+
+// A directory of the export swapped for a symlink to a directory outside
+// it, again and again while the master scans: no scan reads a byte from
+// outside the export. Each look at an entry goes through a descriptor of
+// its directory, opened beneath the export's root with no symlinks
+// (LowerDir), and never follows the entry's own name.
+func TestScanSymlinkSwap(t *testing.T) {
+	exp, outside := t.TempDir(), t.TempDir()
+	d := filepath.Join(exp, "p", "d")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		name := fmt.Sprintf("f%02d", i)
+		if err := os.WriteFile(filepath.Join(d, name), []byte("inside\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(outside, name), []byte("SECRET\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lo, err := OpenDirLowerStrict(exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lo.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			os.Rename(d, d+".away")
+			os.Symlink(outside, d)
+			os.Remove(d)
+			os.Rename(d+".away", d)
+		}
+	}()
+	secret, _ := object.EncodeBlob([]byte("SECRET\n"))
+	for range 10 {
+		store, _, _ := scanT(t, lo, "p")
+		if ok, _ := store.Has(context.Background(), object.Sum(secret)); ok {
+			t.Fatal("a scan stored a file from outside the export")
+		}
+	}
+	close(stop)
+	wg.Wait()
+}

@@ -267,7 +267,8 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 // changed.
 func (c *capture) lowerFile(path string, needFile bool) (d object.Digest, fo *object.File, cached bool, err error) {
 	before := c.sc.stats.BytesRead
-	d, _, fo, err = c.sc.fileOnce(path, needFile)
+	parent, name := splitPath(path)
+	d, _, fo, err = c.sc.fileOnce(pathDir{c.f.lo, parent}, path, name, needFile)
 	return d, fo, err == nil && c.sc.stats.BytesRead == before, err
 }
 
