@@ -431,7 +431,15 @@ const scanChunksKept = 8
 // Scanned returns the scan cache entry of lower inode (dev, ino).
 func (m *Meta) Scanned(dev, ino uint64) (ScanEntry, bool) {
 	v, err := m.get(scanKey(dev, ino))
-	if err != nil || len(v) < 24+32 || (len(v)-24-32)%32 != 0 {
+	if err != nil {
+		return ScanEntry{}, false
+	}
+	return decodeScanEntry(v)
+}
+
+// decodeScanEntry decodes what PutScanned stored; it copies what it keeps.
+func decodeScanEntry(v []byte) (ScanEntry, bool) {
+	if len(v) < 24+32 || (len(v)-24-32)%32 != 0 {
 		return ScanEntry{}, false
 	}
 	var e ScanEntry
@@ -467,6 +475,55 @@ func (m *Meta) PutScanned(dev, ino uint64, e ScanEntry) error {
 }
 
 func (m *Meta) wholeSet() *wholeSet { return &m.whole }
+
+// ScanView is the scan cache read through one badger transaction, for a
+// capture that looks up every lower file: a transaction per lookup cost
+// more than the lookup (badger's read timestamp bookkeeping). What is put
+// meanwhile goes to the database at once, and is remembered by the view
+// (a lower file with several names is hashed once).
+type ScanView struct {
+	m   *Meta
+	txn *badger.Txn
+	put map[[2]uint64]ScanEntry
+}
+
+// ScanView opens a view; Discard it when done.
+func (m *Meta) ScanView() *ScanView {
+	return &ScanView{m: m, txn: m.db.NewTransaction(false)}
+}
+
+// Discard ends the view's transaction.
+func (v *ScanView) Discard() { v.txn.Discard() }
+
+func (v *ScanView) Scanned(dev, ino uint64) (ScanEntry, bool) {
+	if e, ok := v.put[[2]uint64{dev, ino}]; ok {
+		return e, true
+	}
+	item, err := v.txn.Get(scanKey(dev, ino))
+	if err != nil {
+		return ScanEntry{}, false
+	}
+	var e ScanEntry
+	ok := false
+	item.Value(func(b []byte) error {
+		e, ok = decodeScanEntry(b)
+		return nil
+	})
+	return e, ok
+}
+
+func (v *ScanView) PutScanned(dev, ino uint64, e ScanEntry) error {
+	if err := v.m.PutScanned(dev, ino, e); err != nil {
+		return err
+	}
+	if v.put == nil {
+		v.put = map[[2]uint64]ScanEntry{}
+	}
+	v.put[[2]uint64{dev, ino}] = e
+	return nil
+}
+
+func (v *ScanView) wholeSet() *wholeSet { return &v.m.whole }
 
 func scanKey(dev, ino uint64) []byte {
 	k := make([]byte, 17)

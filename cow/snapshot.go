@@ -38,7 +38,9 @@ func (f *FS) Capture(ctx context.Context, store ObjectPutter) (object.Digest, ob
 	defer f.mu.Unlock()
 	f.gate.Lock()
 	defer f.gate.Unlock()
-	c := &capture{f: f, store: store, ctx: ctx, sc: newScanner(ctx, f.lo, store, f.meta)}
+	view := f.meta.ScanView()
+	defer view.Discard()
+	c := &capture{f: f, store: store, ctx: ctx, sc: newScanner(ctx, f.lo, store, view)}
 	var err error
 	if c.pending, err = f.meta.PendingLinks(); err != nil {
 		return object.Zero, object.Entry{}, c.stats, fmt.Errorf("capture: %w", err)
