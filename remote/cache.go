@@ -61,6 +61,7 @@ type Cache struct {
 
 	pf        atomic.Pointer[prefetch]
 	ahead     chan []object.Digest
+	fresh     freshObjects // what read-ahead fetched, for its reader
 	aheadOnce sync.Once
 	stripes   [lockStripes]stripe
 	ctx       context.Context // ended by Close: stops background work
@@ -118,6 +119,10 @@ func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 }
 
 func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
+	if b, ok := c.fresh.take(d); ok {
+		c.hits.Add(1)
+		return b, nil
+	}
 	b, err := c.store.Get(ctx, d)
 	if err == nil {
 		c.hits.Add(1)
@@ -254,7 +259,7 @@ func (c *Cache) Prefetch(ds []object.Digest) {
 					case <-c.ctx.Done():
 						return
 					case batch := <-c.ahead:
-						c.fetchMany(c.ctx, batch)
+						c.fetchManyFor(c.ctx, batch, true)
 					}
 				}
 			}()

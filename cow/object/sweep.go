@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -186,6 +187,9 @@ func (s *DirStore) countRemoval() error {
 // is not.
 const lockPoll = 20 * time.Millisecond
 
+// lockPatience is how long a wait for the store's lock goes unreported.
+const lockPatience = 2 * time.Second
+
 func (s *DirStore) lock(ctx context.Context, how int) (*os.File, error) {
 	p := filepath.Join(s.dir, lockName)
 	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o644)
@@ -193,10 +197,23 @@ func (s *DirStore) lock(ctx context.Context, how int) (*os.File, error) {
 		return nil, fmt.Errorf("object store lock: %w", err)
 	}
 	wait := time.Millisecond
+	start, told := time.Now(), false
 	for {
 		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
+			if told {
+				slog.Info("object store: got the lock", "waited", time.Since(start).Round(time.Millisecond))
+			}
 			return f, nil
+		}
+		if !told && time.Since(start) > lockPatience {
+			// A gc that says nothing for minutes looks hung.
+			holder := "a snapshot, scan or restore in progress"
+			if how == unix.LOCK_SH {
+				holder = "a gc or cache eviction removing objects"
+			}
+			slog.Info("object store: waiting for its lock", "held_by", holder, "store", s.dir)
+			told = true
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
 			f.Close()
