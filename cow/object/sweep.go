@@ -71,19 +71,17 @@ func (s *DirStore) margin() time.Duration {
 
 // Hold takes the store's lock shared: until release is called, no sweep
 // removes anything. Hold waits while a sweep removes a batch, which takes
-// milliseconds.
+// milliseconds, and while a sweep waits to begin one (see lock). Holds
+// must not nest: a sweep waiting between them would wait for the outer
+// one, and the inner one for the sweep.
 func (s *DirStore) Hold(ctx context.Context) (release func(), err error) {
-	f, err := s.lock(ctx, unix.LOCK_SH)
-	if err != nil {
-		return nil, err
-	}
-	return func() { f.Close() }, nil // closing drops the lock
+	return s.lock(ctx, unix.LOCK_SH)
 }
 
 // A Sweep is the store's lock held exclusively, for removing objects.
 type Sweep struct {
 	s       *DirStore
-	f       *os.File
+	unlock  func()
 	counted bool
 }
 
@@ -91,15 +89,15 @@ type Sweep struct {
 // waits until no writer holds the lock. Keep it for one batch, not a
 // whole sweep: writers wait for it.
 func (s *DirStore) LockSweep(ctx context.Context) (*Sweep, error) {
-	f, err := s.lock(ctx, unix.LOCK_EX)
+	unlock, err := s.lock(ctx, unix.LOCK_EX)
 	if err != nil {
 		return nil, err
 	}
-	return &Sweep{s: s, f: f}, nil
+	return &Sweep{s: s, unlock: unlock}, nil
 }
 
 // Unlock lets writers in again.
-func (w *Sweep) Unlock() { w.f.Close() }
+func (w *Sweep) Unlock() { w.unlock() }
 
 // Quiesce waits until no writer holds the store's lock and returns a time
 // before which nothing stored or freshened since counts: an object a
@@ -190,8 +188,36 @@ const lockPoll = 20 * time.Millisecond
 // lockPatience is how long a wait for the store's lock goes unreported.
 const lockPatience = 2 * time.Second
 
-func (s *DirStore) lock(ctx context.Context, how int) (*os.File, error) {
-	p := filepath.Join(s.dir, lockName)
+// lock takes the store's lock shared (LOCK_SH) or exclusively (LOCK_EX),
+// preferring sweeps: a master whose workers mount all the time has scans
+// holding the store back to back, and a gc that only waited for a moment
+// with no holder would never run. So a sweep first takes a second file,
+// the intent, exclusively, and a holder passes through the intent shared
+// on its way to the lock and lets go of it at once: once a sweep has the
+// intent, new holders wait, and the holds in progress drain.
+func (s *DirStore) lock(ctx context.Context, how int) (release func(), err error) {
+	intent, err := s.flock(ctx, intentName, how)
+	if err != nil {
+		return nil, err
+	}
+	f, err := s.flock(ctx, lockName, how)
+	if err != nil {
+		intent.Close()
+		return nil, err
+	}
+	if how == unix.LOCK_SH {
+		intent.Close()
+		return func() { f.Close() }, nil // closing drops the lock
+	}
+	return func() { f.Close(); intent.Close() }, nil
+}
+
+const intentName = "lock.sweep"
+
+// flock opens the store's file name and takes how on it, waiting as long
+// as ctx allows.
+func (s *DirStore) flock(ctx context.Context, name string, how int) (*os.File, error) {
+	p := filepath.Join(s.dir, name)
 	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("object store lock: %w", err)
@@ -206,6 +232,10 @@ func (s *DirStore) lock(ctx context.Context, how int) (*os.File, error) {
 			}
 			return f, nil
 		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("object store lock %s: %w", p, err)
+		}
 		if !told && time.Since(start) > lockPatience {
 			// A gc that says nothing for minutes looks hung.
 			holder := "a snapshot, scan or restore in progress"
@@ -214,10 +244,6 @@ func (s *DirStore) lock(ctx context.Context, how int) (*os.File, error) {
 			}
 			slog.Info("object store: waiting for its lock", "held_by", holder, "store", s.dir)
 			told = true
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("object store lock %s: %w", p, err)
 		}
 		t := time.NewTimer(wait)
 		select {

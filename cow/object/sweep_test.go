@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 )
@@ -125,5 +126,50 @@ func TestRemoveIfOlder(t *testing.T) {
 	}
 	if _, err := os.Lstat(filepath.Join(s.Dir(), lockName)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Holders that keep the store held back to back, as the scans of a busy
+// master do, do not keep a sweep out: once it waits, new holds wait for
+// it.
+func TestSweepNotStarved(t *testing.T) {
+	s, err := OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * time.Millisecond)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				release, err := s.Hold(ctx)
+				if err != nil {
+					return
+				}
+				time.Sleep(3 * time.Millisecond)
+				release()
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	time.Sleep(50 * time.Millisecond)
+	for range 5 {
+		sweepCtx, cancelSweep := context.WithTimeout(ctx, 5*time.Second)
+		w, err := s.LockSweep(sweepCtx)
+		cancelSweep()
+		if err != nil {
+			t.Fatalf("sweep kept out by holders: %v", err)
+		}
+		w.Unlock()
 	}
 }
