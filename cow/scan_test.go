@@ -80,22 +80,11 @@ func TestScanRenameStorm(t *testing.T) {
 	}
 	defer lo.Close()
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tmp := spiders + ".tmp"
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			os.Rename(spiders, tmp)
-			os.Rename(tmp, spiders)
-		}
-	}()
+	tmp := spiders + ".tmp"
+	stop := inLoop(func() {
+		os.Rename(spiders, tmp)
+		os.Rename(tmp, spiders)
+	})
 	whole, failed := 0, 0
 	for range 20 {
 		store, e, err := scanT(t, lo, "p")
@@ -117,8 +106,7 @@ func TestScanRenameStorm(t *testing.T) {
 		}
 		whole++
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	t.Logf("%d whole trees, %d scans gave up", whole, failed)
 	// Quiet again: the scan is whole.
 	store, e, err := scanT(t, lo, "p")
@@ -271,23 +259,13 @@ func TestScanSymlinkSwap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lo.Close()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			os.Rename(d, d+".away")
-			os.Symlink(outside, d)
-			os.Remove(d)
-			os.Rename(d+".away", d)
-		}
-	}()
+	stop := inLoop(func() {
+		os.Rename(d, d+".away")
+		os.Symlink(outside, d)
+		os.Remove(d)
+		os.Rename(d+".away", d)
+	})
+	defer stop()
 	secret, _ := object.EncodeBlob([]byte("SECRET\n"))
 	for range 10 {
 		store, _, _ := scanT(t, lo, "p")
@@ -295,6 +273,25 @@ func TestScanSymlinkSwap(t *testing.T) {
 			t.Fatal("a scan stored a file from outside the export")
 		}
 	}
-	close(stop)
-	wg.Wait()
+}
+
+// inLoop runs change again and again on another goroutine until the
+// returned stop is called; stop waits for the last run to end.
+func inLoop(change func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			change()
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }

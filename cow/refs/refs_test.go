@@ -62,6 +62,32 @@ func TestRefs(t *testing.T) {
 	}
 }
 
+// putTree stores a tree of one-chunk files named files, each holding
+// "content of NAME", and returns its digest.
+func putTree(t *testing.T, store *object.DirStore, files ...string) object.Digest {
+	t.Helper()
+	ctx := context.Background()
+	put := func(enc []byte, err error) object.Digest {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := store.Put(ctx, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	var tr object.Tree
+	for _, name := range files {
+		content := []byte("content of " + name)
+		bd := put(object.EncodeBlob(content))
+		fd := put(object.EncodeFile(&object.File{Size: int64(len(content)), Chunks: []object.Digest{bd}}))
+		tr.Entries = append(tr.Entries, object.Entry{Name: name, Mode: 0o100644, Size: int64(len(content)), Object: fd})
+	}
+	return put(object.EncodeTree(&tr))
+}
+
 // ageStore dates every object in store back by age, as if stored then.
 func ageStore(t *testing.T, store *object.DirStore, age time.Duration) {
 	t.Helper()
@@ -84,7 +110,6 @@ type gcFixture struct {
 }
 
 func newGCFixture(t *testing.T) *gcFixture {
-	ctx := context.Background()
 	base := t.TempDir()
 	store, err := object.OpenDirStore(filepath.Join(base, "objects"))
 	if err != nil {
@@ -94,19 +119,7 @@ func newGCFixture(t *testing.T) *gcFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	put := func(files ...string) object.Digest {
-		var tr object.Tree
-		for _, name := range files {
-			blob, _ := object.EncodeBlob([]byte("content of " + name))
-			bd, _ := store.Put(ctx, blob)
-			fe, _ := object.EncodeFile(&object.File{Size: int64(len("content of " + name)), Chunks: []object.Digest{bd}})
-			fd, _ := store.Put(ctx, fe)
-			tr.Entries = append(tr.Entries, object.Entry{Name: name, Mode: 0o100644, Size: int64(len("content of " + name)), Object: fd})
-		}
-		enc, _ := object.EncodeTree(&tr)
-		r, _ := store.Put(ctx, enc)
-		return r
-	}
+	put := func(files ...string) object.Digest { return putTree(t, store, files...) }
 	f := &gcFixture{store: store, d: d, kept: put("a", "shared"), gone: put("b", "shared2"), pinned: put("c")}
 	if err := d.Create(Snapshot{Name: "kept", Root: f.kept}); err != nil {
 		t.Fatal(err)
@@ -239,19 +252,7 @@ func TestGC(t *testing.T) {
 	base := t.TempDir()
 	store, _ := object.OpenDirStore(filepath.Join(base, "objects"))
 	d, _ := Open(filepath.Join(base, "refs"))
-	put := func(files ...string) object.Digest {
-		var tr object.Tree
-		for _, name := range files {
-			blob, _ := object.EncodeBlob([]byte("content of " + name))
-			bd, _ := store.Put(ctx, blob)
-			fe, _ := object.EncodeFile(&object.File{Size: int64(len("content of " + name)), Chunks: []object.Digest{bd}})
-			fd, _ := store.Put(ctx, fe)
-			tr.Entries = append(tr.Entries, object.Entry{Name: name, Mode: 0o100644, Size: int64(len("content of " + name)), Object: fd})
-		}
-		enc, _ := object.EncodeTree(&tr)
-		r, _ := store.Put(ctx, enc)
-		return r
-	}
+	put := func(files ...string) object.Digest { return putTree(t, store, files...) }
 	kept := put("a", "shared")
 	gone := put("b", "shared")
 	pinned := put("c")
