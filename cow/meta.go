@@ -30,8 +30,8 @@ type Meta struct {
 	// with less than its floor free (see KeepFree).
 	room *space
 	// whole is what the scan cache's hits found whole in the store, in
-	// memory only (see wholeSet).
-	whole wholeSet
+	// memory only (see scanner.whole).
+	whole object.KnownSet
 }
 
 // FileMeta describes an upper file whose bytes come partly from its origin in
@@ -474,7 +474,7 @@ func (m *Meta) PutScanned(dev, ino uint64, e ScanEntry) error {
 	})
 }
 
-func (m *Meta) wholeSet() *wholeSet { return &m.whole }
+func (m *Meta) wholeSet() *object.KnownSet { return &m.whole }
 
 // ScanView is the scan cache read through one badger transaction, for a
 // capture that looks up every lower file: a transaction per lookup cost
@@ -523,7 +523,7 @@ func (v *ScanView) PutScanned(dev, ino uint64, e ScanEntry) error {
 	return nil
 }
 
-func (v *ScanView) wholeSet() *wholeSet { return &v.m.whole }
+func (v *ScanView) wholeSet() *object.KnownSet { return &v.m.whole }
 
 func scanKey(dev, ino uint64) []byte {
 	k := make([]byte, 17)

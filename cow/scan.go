@@ -28,68 +28,10 @@ type ScanCache interface {
 type MemScanCache struct {
 	mu    sync.Mutex
 	m     map[[2]uint64]ScanEntry
-	whole wholeSet
+	whole object.KnownSet
 }
 
-func (c *MemScanCache) wholeSet() *wholeSet { return &c.whole }
-
-// wholeSet remembers the file objects a scan found whole in the store
-// (the object and every chunk of it), for as long as nothing has left the
-// store since (object.DirStore.Removals): a scan-cache hit on one of them
-// needs no look at the store. Looking costs a syscall per object, which
-// was a third of a repeated snapshot's time over a lower of many small
-// files, and of a master's re-scan. A scan reads the count once, holding
-// the store (object.DirStore.Hold), so no sweep runs while it trusts the
-// set.
-type wholeSet struct {
-	mu       sync.Mutex
-	store    string // the store's directory
-	removals uint64
-	valid    bool
-	set      map[object.Digest]struct{}
-}
-
-// begin starts a scan against store: the set is emptied if objects may
-// have left the store since it was filled, if it was filled from another
-// store, or if the store cannot tell.
-func (w *wholeSet) begin(store any) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	r, ok := store.(interface {
-		Removals() (uint64, error)
-		Dir() string
-	})
-	var n uint64
-	var err error
-	dir := ""
-	if ok {
-		n, err = r.Removals()
-		dir = r.Dir()
-	}
-	if !ok || err != nil || !w.valid || n != w.removals || dir != w.store {
-		clear(w.set)
-		w.store, w.removals, w.valid = dir, n, ok && err == nil
-	}
-}
-
-func (w *wholeSet) has(d object.Digest) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	_, ok := w.set[d]
-	return ok && w.valid
-}
-
-func (w *wholeSet) add(d object.Digest) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.valid {
-		return
-	}
-	if w.set == nil {
-		w.set = map[object.Digest]struct{}{}
-	}
-	w.set[d] = struct{}{}
-}
+func (c *MemScanCache) wholeSet() *object.KnownSet { return &c.whole }
 
 func (c *MemScanCache) Scanned(dev, ino uint64) (ScanEntry, bool) {
 	c.mu.Lock()
@@ -125,7 +67,12 @@ type scanner struct {
 	lo    Lower
 	store ObjectPutter
 	cache ScanCache
-	whole *wholeSet // the cache's, if it keeps one
+	// whole is the cache's set of file objects found whole in the
+	// store, the object and every chunk of it, if it keeps one: a hit
+	// on one needs no look at the store. Looking costs a syscall per
+	// object, which was a third of a repeated snapshot's time over a
+	// lower of many small files, and of a master's re-scan.
+	whole *object.KnownSet
 	buf   []byte
 	stats ScanStats
 }
@@ -135,9 +82,9 @@ type scanner struct {
 // its ref or pin, if the store has a lock.
 func newScanner(ctx context.Context, lo Lower, store ObjectPutter, cache ScanCache) scanner {
 	s := scanner{ctx: ctx, lo: lo, store: store, cache: cache}
-	if c, ok := cache.(interface{ wholeSet() *wholeSet }); ok {
+	if c, ok := cache.(interface{ wholeSet() *object.KnownSet }); ok {
 		s.whole = c.wholeSet()
-		s.whole.begin(store)
+		s.whole.Begin(store)
 	}
 	return s
 }
@@ -381,7 +328,7 @@ func (s *scanner) fileOnce(dir scanDir, path, name string, needFile bool) (objec
 	if s.cache != nil {
 		if e, ok := s.cache.Scanned(st.Dev, st.Ino); ok && e.Size == st.Size && e.Mtime == st.Mtim.Nano() && e.Ctime == st.Ctim.Nano() {
 			d := object.Digest(e.Object)
-			if s.whole != nil && s.whole.has(d) {
+			if s.whole != nil && s.whole.Has(d) {
 				if !needFile || e.File != nil {
 					return d, st, e.File, nil
 				}
@@ -391,7 +338,7 @@ func (s *scanner) fileOnce(dir scanDir, path, name string, needFile bool) (objec
 			}
 			if fo, ok := s.stored(d, e.File); ok {
 				if s.whole != nil {
-					s.whole.add(d)
+					s.whole.Add(d)
 				}
 				return d, st, fo, nil
 			}
@@ -449,7 +396,7 @@ func (s *scanner) fileOnce(dir scanDir, path, name string, needFile bool) (objec
 			return object.Zero, st, nil, fmt.Errorf("scan cache: %w", err)
 		}
 		if s.whole != nil {
-			s.whole.add(d) // just stored, with every chunk
+			s.whole.Add(d) // just stored, with every chunk
 		}
 	}
 	return d, st, fo, nil

@@ -133,8 +133,11 @@ type Mount struct {
 	version object.Digest
 	upper   string
 	fetch   object.Getter
-	remote  func() *control.RemoteStatus
-	push    func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error)
+	// completeTrees are the trees of fetch's version whose every object
+	// an earlier snapshot found in the local store (see complete).
+	completeTrees object.KnownSet
+	remote        func() *control.RemoteStatus
+	push          func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error)
 }
 
 // mount is the state the kernel inodes share.

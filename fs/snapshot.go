@@ -92,26 +92,73 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 // it references unchanged from the remote version (whole trees, chunks
 // never read) is fetched into the local store now, so the snapshot can be
 // restored and verified with the master gone and survives cache eviction.
+//
+// A tree whose every object was found in the store by an earlier
+// snapshot is not walked again while nothing has left the store since
+// (object.KnownSet): the trees a workspace does not touch are most of
+// them, and walking them read every file object of the version back from
+// the store and looked up every chunk, half a second a snapshot for
+// 10,000 files. Nothing needs freshening for a gc: gc reads the refs
+// written while it ran (refs.Live).
 func (m *Mount) complete(ctx context.Context, root object.Digest) error {
 	if m.fetch == nil {
 		return nil
 	}
-	set := map[object.Digest]bool{}
-	// Reachable reads every tree and file object through the cache, which
-	// stores each one it fetches; blobs it only lists.
-	if err := object.Reachable(ctx, m.fetch, root, set); err != nil {
+	m.completeTrees.Begin(m.store)
+	if err := m.completeTree(ctx, root); err != nil {
 		return fmt.Errorf("fetch what the snapshot references: %w", err)
 	}
-	for d := range set {
-		// Freshened, so that a sweep that began before the snapshot
-		// keeps it (object.DirStore.Quiesce).
-		if m.store.Freshen(d) {
-			continue
-		}
-		if _, err := m.fetch.Get(ctx, d); err != nil {
-			return fmt.Errorf("fetch what the snapshot references: %w", err)
+	return nil
+}
+
+// completeTree brings tree d and everything under it into the store.
+func (m *Mount) completeTree(ctx context.Context, d object.Digest) error {
+	if m.completeTrees.Has(d) {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Through the fetcher (a cache), which stores what it fetches.
+	b, err := m.fetch.Get(ctx, d)
+	if err != nil {
+		return err
+	}
+	t, err := object.DecodeTree(b)
+	if err != nil {
+		return fmt.Errorf("tree %s: %w", d.Short(), err)
+	}
+	for _, e := range t.Entries {
+		switch {
+		case e.Mode&unix.S_IFMT == unix.S_IFDIR:
+			if err := m.completeTree(ctx, e.Object); err != nil {
+				return err
+			}
+		case e.Mode&unix.S_IFMT == unix.S_IFREG && !e.Object.IsZero():
+			fb, err := m.fetch.Get(ctx, e.Object)
+			if err != nil {
+				return err
+			}
+			f, err := object.DecodeFile(fb)
+			if err != nil {
+				return fmt.Errorf("file %q: %w", e.Name, err)
+			}
+			for _, c := range f.Chunks {
+				if c.IsZero() {
+					continue
+				}
+				if ok, err := m.store.Has(ctx, c); err != nil {
+					return err
+				} else if ok {
+					continue
+				}
+				if _, err := m.fetch.Get(ctx, c); err != nil {
+					return err
+				}
+			}
 		}
 	}
+	m.completeTrees.Add(d)
 	return nil
 }
 

@@ -851,3 +851,47 @@ func TestCacheDamageRefetched(t *testing.T) {
 		t.Errorf("corrupt counter %d after %d damaged chunks were fetched again", c, damaged)
 	}
 }
+
+// A later snapshot of a remote mount skips the trees an earlier one found
+// whole in the store, but not once something left the store: a chunk of
+// an untouched directory, removed by a gc after the first snapshot was
+// dropped, is fetched again, and the second snapshot stands alone.
+func TestSnapshotAfterRemoval(t *testing.T) {
+	exp := t.TempDir()
+	chunk := randBytes(1 << 20)
+	writeFile(t, filepath.Join(exp, "data", "f"), chunk, 0o644)
+	writeFile(t, filepath.Join(exp, "log"), []byte("line 1\n"), 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	w := newWorker(t)
+	rm := w.mount(ms.addr, mountOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	appendAndSnapshot(t, ctx, rm)
+	rd, err := refs.Open(filepath.Join(w.state, "refs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rd.Remove("s1"); err != nil {
+		t.Fatal(err)
+	}
+	store, err := object.OpenDirStore(filepath.Join(w.state, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, _ := object.EncodeBlob(chunk)
+	sw, err := store.LockSweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removed, _, err := sw.RemoveIfOlder(object.Sum(blob), time.Now().Add(time.Hour))
+	sw.Unlock()
+	if err != nil || !removed {
+		t.Fatalf("remove the chunk of data/f: %v %v", removed, err)
+	}
+	res, err := rm.m.Snapshot(ctx, "s2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms.stop()
+	verifyAlone(t, ctx, w.state, res.Root)
+}
