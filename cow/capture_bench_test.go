@@ -58,6 +58,8 @@ func BenchmarkCaptureAgain(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// A CPU profile of the repeated captures alone (-cpuprofile would
+	// have the tree's creation and the first capture in it too).
 	if p := os.Getenv("CAPTURE_PROFILE"); p != "" {
 		pf, err := os.Create(p)
 		if err != nil {

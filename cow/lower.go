@@ -189,17 +189,15 @@ func beneath(root int, path string) (dirfd int, base string, done func(), err er
 }
 
 func (l *DirLower) Listxattr(path string) ([]string, error) {
-	if !l.strict && path != "" && !noListxattrat.Load() {
+	if !l.strict && path != "" {
 		// Resolved from the root as Lstat is: the lower does not
 		// change while mounted.
-		names, err := xattrNames(func(buf []byte) (int, error) { return listxattrat(l.root, path, buf) })
-		if !errors.Is(err, unix.ENOSYS) {
+		if names, ok, err := xattrsAt(l.root, path); ok {
 			if err != nil {
 				return nil, &os.PathError{Op: "listxattr lower", Path: path, Err: err}
 			}
 			return names, nil
 		}
-		noListxattrat.Store(true)
 	}
 	dirfd, base, done, err := beneath(l.root, path)
 	if err != nil {
@@ -237,6 +235,21 @@ func xattrList(dirfd int, base string) ([]string, error) {
 // noListxattrat is set once listxattrat is found missing (Linux before
 // 6.13).
 var noListxattrat atomic.Bool
+
+// xattrsAt lists the xattr names of path, resolved from dirfd without
+// following its last component, with listxattrat; ok is false on a kernel
+// without it, for the caller's other way.
+func xattrsAt(dirfd int, path string) (names []string, ok bool, err error) {
+	if noListxattrat.Load() {
+		return nil, false, nil
+	}
+	names, err = xattrNames(func(buf []byte) (int, error) { return listxattrat(dirfd, path, buf) })
+	if errors.Is(err, unix.ENOSYS) {
+		noListxattrat.Store(true)
+		return nil, false, nil
+	}
+	return names, true, err
+}
 
 // listxattrat is listxattrat(2) of Linux 6.13, which x/sys does not wrap:
 // path's xattr names, resolved from dirfd, not following a final symlink.

@@ -1,7 +1,6 @@
 package cow
 
 import (
-	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -73,17 +72,10 @@ func (d *LowerDir) Lstat(name string) (unix.Stat_t, error) {
 }
 
 func (d *LowerDir) Listxattr(name string) ([]string, error) {
-	if !noListxattrat.Load() {
-		names, err := xattrNames(func(buf []byte) (int, error) { return listxattrat(d.fd, name, buf) })
-		if !errors.Is(err, unix.ENOSYS) {
-			if err != nil {
-				return nil, &os.PathError{Op: "listxattr lower", Path: Join(d.path, name), Err: err}
-			}
-			return names, nil
-		}
-		noListxattrat.Store(true)
+	names, ok, err := xattrsAt(d.fd, name)
+	if !ok {
+		names, err = xattrList(d.fd, name)
 	}
-	names, err := xattrList(d.fd, name)
 	if err != nil {
 		return nil, &os.PathError{Op: "listxattr lower", Path: Join(d.path, name), Err: err}
 	}

@@ -161,14 +161,16 @@ func (c *Cache) removeBatch(ctx context.Context, lv *refs.Live, batch []object.S
 		if lv.Keep[o.Digest] {
 			continue
 		}
-		t := cutoff
+		var ok bool
+		var size int64
 		if lv.Remote[o.Digest] {
 			if !has[o.Digest] {
 				continue
 			}
-			t = time.Now().Add(time.Hour) // any age
+			ok, size, err = w.Remove(o.Digest)
+		} else {
+			ok, size, err = w.RemoveIfOlder(o.Digest, cutoff)
 		}
-		ok, size, err := w.RemoveIfOlder(o.Digest, t)
 		if err != nil {
 			return removed, err
 		}

@@ -118,6 +118,16 @@ func (s *DirStore) Quiesce(ctx context.Context) (time.Time, error) {
 // RemoveIfOlder removes object d if it was last stored or freshened
 // before t, and returns its size if it did.
 func (w *Sweep) RemoveIfOlder(d Digest, t time.Time) (removed bool, size int64, err error) {
+	return w.remove(d, &t)
+}
+
+// Remove removes object d whatever its age, and returns its size if it
+// was there: for a cache evicting what its master can give again.
+func (w *Sweep) Remove(d Digest) (removed bool, size int64, err error) {
+	return w.remove(d, nil)
+}
+
+func (w *Sweep) remove(d Digest, before *time.Time) (removed bool, size int64, err error) {
 	p := w.s.path(d)
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -126,7 +136,7 @@ func (w *Sweep) RemoveIfOlder(d Digest, t time.Time) (removed bool, size int64, 
 	if err != nil {
 		return false, 0, err
 	}
-	if !fi.ModTime().Before(t) {
+	if before != nil && !fi.ModTime().Before(*before) {
 		return false, 0, nil
 	}
 	if !w.counted {
