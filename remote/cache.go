@@ -169,6 +169,11 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 		return nil, err
 	}
 	defer unlock()
+	// Read-ahead may have fetched it while this waited for the lock:
+	// take it, so it does not stay in memory unread.
+	if b, ok := c.fresh.take(d); ok {
+		return b, nil
+	}
 	b, err := c.store.Get(ctx, d)
 	if err == nil {
 		return b, nil
