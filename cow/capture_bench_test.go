@@ -18,6 +18,22 @@ func (p putCached) Put(ctx context.Context, b []byte) (object.Digest, error) {
 	return p.PutCached(ctx, b)
 }
 
+// spiderTree fills root with dirs directories of 100 one-line files, as
+// a spider project's many small files.
+func spiderTree(b *testing.B, root string, dirs int) {
+	for i := range dirs {
+		dir := filepath.Join(root, fmt.Sprintf("d%03d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		for j := range 100 {
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d.py", j)), []byte(fmt.Sprintf("print(%d)\n", i*100+j)), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
 // BenchmarkCaptureAgain measures a snapshot after the first of a mount
 // over a lower of 20000 one-line files, 100 to a directory, with nothing
 // changed: the cost every later checkpoint of a big spider project pays,
@@ -29,17 +45,7 @@ func BenchmarkCaptureAgain(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for i := range 200 {
-		dir := filepath.Join(d, "lower", fmt.Sprintf("d%03d", i))
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			b.Fatal(err)
-		}
-		for j := range 100 {
-			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d.py", j)), []byte(fmt.Sprintf("print(%d)\n", i*100+j)), 0o644); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	spiderTree(b, filepath.Join(d, "lower"), 200)
 	lo, err := OpenDirLower(filepath.Join(d, "lower"))
 	if err != nil {
 		b.Fatal(err)
@@ -86,17 +92,7 @@ func BenchmarkCaptureAgain(b *testing.B) {
 // worker's mount waits for.
 func BenchmarkRescan(b *testing.B) {
 	d := b.TempDir()
-	for i := range 100 {
-		dir := filepath.Join(d, "export", fmt.Sprintf("d%03d", i))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			b.Fatal(err)
-		}
-		for j := range 100 {
-			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d.py", j)), []byte(fmt.Sprintf("print(%d)\n", i*100+j)), 0o644); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
+	spiderTree(b, filepath.Join(d, "export"), 100)
 	lo, err := OpenDirLowerStrict(filepath.Join(d, "export"))
 	if err != nil {
 		b.Fatal(err)

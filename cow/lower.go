@@ -153,11 +153,20 @@ func (l *DirLower) Readlink(path string) (string, error) {
 		defer done()
 		dirfd, base = fd, b
 	}
+	target, err := readlinkAt(dirfd, base)
+	if err != nil {
+		return "", &os.PathError{Op: "readlink lower", Path: path, Err: err}
+	}
+	return target, nil
+}
+
+// readlinkAt reads the symlink name under dirfd, whatever its length.
+func readlinkAt(dirfd int, name string) (string, error) {
 	buf := make([]byte, 256)
 	for {
-		n, err := unix.Readlinkat(dirfd, base, buf)
+		n, err := unix.Readlinkat(dirfd, name, buf)
 		if err != nil {
-			return "", &os.PathError{Op: "readlink lower", Path: path, Err: err}
+			return "", err
 		}
 		if n < len(buf) {
 			return string(buf[:n]), nil

@@ -91,17 +91,11 @@ func (d *LowerDir) Getxattr(name, attr string) ([]byte, error) {
 }
 
 func (d *LowerDir) Readlink(name string) (string, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Readlinkat(d.fd, name, buf)
-		if err != nil {
-			return "", &os.PathError{Op: "readlink lower", Path: Join(d.path, name), Err: err}
-		}
-		if n < len(buf) {
-			return string(buf[:n]), nil
-		}
-		buf = make([]byte, 2*len(buf))
+	target, err := readlinkAt(d.fd, name)
+	if err != nil {
+		return "", &os.PathError{Op: "readlink lower", Path: Join(d.path, name), Err: err}
 	}
+	return target, nil
 }
 
 func (d *LowerDir) Open(name string) (LowerFile, error) {
