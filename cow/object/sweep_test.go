@@ -173,3 +173,45 @@ func TestSweepNotStarved(t *testing.T) {
 		w.Unlock()
 	}
 }
+
+// Removals loses no count when removals race, in one process or in
+// several: a reader that saw the count before one of them must see it
+// move, or it would go on trusting an object that has gone.
+func TestRemovalsCountRaces(t *testing.T) {
+	s, err := OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second DirStore on the same directory stands for another process.
+	s2, err := OpenDirStore(s.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 8, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for i := range workers {
+		st := s
+		if i%2 == 1 {
+			st = s2
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				if err := st.countRemoval(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if n, err := s.Removals(); err != nil || n != workers*each {
+		t.Fatalf("removals: %d, %v; want %d", n, err, workers*each)
+	}
+}
