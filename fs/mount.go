@@ -214,7 +214,7 @@ func New(dir string, o Options) (*Mount, error) {
 	if o.WritebackCache && (o.Passthrough || o.PassthroughLower) {
 		return nil, errors.New("the writeback cache cannot be combined with passthrough")
 	}
-	if err := checkMountpoint(dir); err != nil {
+	if err := CheckMountpoint(dir); err != nil {
 		return nil, err
 	}
 	if o.Snapshot == "" && o.Layer == nil {
@@ -451,13 +451,19 @@ func copyRootAttrs(lower cow.Lower, upper string) error {
 	return nil
 }
 
-// checkMountpoint refuses a mountpoint that is missing, not a directory,
-// not empty, or already a mount.
-func checkMountpoint(dir string) error {
+// CheckMountpoint refuses a mountpoint that is missing, not a directory,
+// not empty, or already a mount, live or dead; New checks it too, and
+// the CLI before it starts a mount process. A dead mount (its server
+// exited) answers a stat from the kernel's attribute cache while that
+// holds, and with ENOTCONN once a change in it has dropped the cache.
+func CheckMountpoint(dir string) error {
+	dead := func() error {
+		return fmt.Errorf("mountpoint %s is a dead mount (the process that served it exited); run: cowfs unmount %s", dir, dir)
+	}
 	st, err := os.Stat(dir)
 	if err != nil {
 		if errors.Is(err, syscall.ENOTCONN) {
-			return fmt.Errorf("mountpoint %s is a dead mount (its server exited); run: cowfs unmount %s", dir, dir)
+			return dead()
 		}
 		return fmt.Errorf("mountpoint: %w", err)
 	}
@@ -468,7 +474,7 @@ func checkMountpoint(dir string) error {
 		return err
 	} else if mounted {
 		if IsDead(dir) {
-			return fmt.Errorf("mountpoint %s is a dead mount (its server exited); run: cowfs unmount %s", dir, dir)
+			return dead()
 		}
 		return fmt.Errorf("%s is already a mountpoint", dir)
 	}

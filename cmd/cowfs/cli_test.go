@@ -297,6 +297,13 @@ func TestDeadMountReported(t *testing.T) {
 	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower); code != 0 {
 		t.Fatalf("mount: exit %d: %s", code, out)
 	}
+	unmountOnCleanup(t, e.mnt)
+	// A task wrote into the workspace's root: the kernel no longer has
+	// the root's attributes cached, so a stat of the mountpoint reaches
+	// the dead server and fails with ENOTCONN.
+	if err := os.WriteFile(filepath.Join(e.mnt, "items.jl"), []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	pid := daemonPid(t, e.mnt)
 	syscall.Kill(pid, syscall.SIGKILL)
 	for deadline := time.Now().Add(20 * time.Second); alive(pid); time.Sleep(20 * time.Millisecond) {

@@ -152,16 +152,8 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 			return err
 		}
 	}
-	if st, err := os.Stat(mnt); err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
-	} else if !st.IsDir() {
-		return fmt.Errorf("mountpoint %s is not a directory", mnt)
-	}
-	if ok, err := fs.IsMountpoint(mnt); err == nil && ok {
-		if fs.IsDead(mnt) {
-			return fmt.Errorf("%s is a dead mount (its mount process exited); run: cowfs unmount %s", mnt, mnt)
-		}
-		return fmt.Errorf("%s is already a mountpoint", mnt)
+	if err := fs.CheckMountpoint(mnt); err != nil {
+		return err
 	}
 	upper, work := f.upper, f.work
 	if work != "" && upper == "" {
