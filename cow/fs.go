@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -65,6 +66,9 @@ type FS struct {
 	// keepMtime: see Options.WritesKeepMtime.
 	keepMtime bool
 	space     *space
+	// lowerGone is set once a merged directory's lower was found
+	// removed, so that the warning is logged once.
+	lowerGone atomic.Bool
 }
 
 // Cred is the caller a new inode belongs to.
@@ -379,6 +383,17 @@ func (f *FS) readDir(p Path) ([]DirEntry, error) {
 			return nil, err
 		}
 		ents, err := f.lo.ReadDir(d.lower)
+		if err != nil && d.upper && isNotExist(err) {
+			// The lower changed under the mount, which it must not:
+			// its directory is gone, so it has nothing to add. An
+			// error here would hide the upper's entries too: the
+			// kernel passes ENOENT from a listing on, and glibc
+			// reads it as the end of the directory.
+			if !f.lowerGone.Swap(true) {
+				f.log.Warn("a lower directory was removed while mounted; its entries are gone from the workspace", "dir", "/"+d.lower, "err", err)
+			}
+			ents, err = nil, nil
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -63,3 +63,27 @@ func TestDirLowerListxattr(t *testing.T) {
 		}
 	}
 }
+
+// A lower directory removed while mounted (the lower must not change, but
+// a deployment that replaces a spider's files does it anyway) lists as
+// empty under a merged directory, not as an error: the kernel hands
+// ENOENT from a listing to glibc, which reads it as the end of the
+// directory, so the task's own files in the upper vanished from ls.
+func TestLowerDirRemovedWhileMounted(t *testing.T) {
+	f := newTestFS(t, map[string][]byte{"spider.py": []byte("x")})
+	_, _, h, err := f.Create(f.RootPath(), "items.jl", unix.O_WRONLY, 0o644, Cred{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	if err := os.RemoveAll(f.lo.(*DirLower).path); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := f.ReadDir(f.RootPath())
+	if err != nil {
+		t.Fatalf("listing after the lower went: %v", err)
+	}
+	if len(ents) != 1 || ents[0].Name != "items.jl" {
+		t.Fatalf("listing after the lower went: %v, want items.jl alone", ents)
+	}
+}
