@@ -95,7 +95,19 @@ made over it; a new mountpoint gets the master's newest version.`,
 	return cmd
 }
 
-func runMount(g *globals, f *mountFlags, mnt string) error {
+func runMount(g *globals, f *mountFlags, mnt string) (err error) {
+	// A mount process (spawnDaemon's child) checks everything again, as
+	// the mountpoint may have changed since its parent looked (another
+	// mount there won the race); what it finds wrong goes to the parent,
+	// which prints it, not only to the mount's log.
+	pipe := readyPipe()
+	handedOff := false
+	defer func() {
+		if err != nil && pipe != nil && !handedOff {
+			fmt.Fprintf(pipe, "%v\n", err)
+			pipe.Close()
+		}
+	}()
 	readAhead, err := readAheadBytes(f.readAhead)
 	if err != nil {
 		return err
@@ -176,7 +188,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 	if err != nil {
 		return err
 	}
-	if pipe := readyPipe(); pipe != nil || f.foreground {
+	if pipe != nil || f.foreground {
 		if f.procs > 0 {
 			runtime.GOMAXPROCS(f.procs)
 		}
@@ -190,6 +202,7 @@ func runMount(g *globals, f *mountFlags, mnt string) error {
 				return setupRemote(&f.remote, f.snapshot, state, mnt, o, log)
 			}
 		}
+		handedOff = true
 		return serveMount(mnt, fs.Options{
 			Lower: lower, Snapshot: f.snapshot, State: state, Upper: upper, Work: work,
 			FsName: fsname, Debug: f.debug, Passthrough: f.passthrough,
