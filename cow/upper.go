@@ -16,8 +16,11 @@ import (
 // before an atomic rename puts them in place.
 type Upper struct {
 	root, work int
-	rootPath   string
-	workPath   string
+	// locks are the upper and work directories opened for their flocks,
+	// held while the upper is open: see openUpper.
+	locks    [2]int
+	rootPath string
+	workPath string
 	// xattr is the name of the identity attribute. trusted.* when cowfs
 	// runs as root (it works on symlinks and special files, and processes
 	// in the mount cannot read it from the upper), user.* otherwise.
@@ -46,18 +49,39 @@ func openUpper(upperDir, workDir string) (*Upper, error) {
 		return nil, fmt.Errorf("open work dir %s: %w", workDir, err)
 	}
 	var a, b unix.Stat_t
-	if err := unix.Fstat(root, &a); err != nil {
-		return nil, err
+	if err = unix.Fstat(root, &a); err == nil {
+		err = unix.Fstat(work, &b)
 	}
-	if err := unix.Fstat(work, &b); err != nil {
-		return nil, err
+	switch {
+	case err != nil:
+	case a.Dev != b.Dev:
+		err = fmt.Errorf("upper %s and work dir %s are on different filesystems; copy-up renames from one to the other", upperDir, workDir)
+	case a.Ino == b.Ino:
+		err = fmt.Errorf("the work dir %s is the upper itself; give a directory of its own beside it", workDir)
 	}
-	if a.Dev != b.Dev {
+	if err != nil {
 		unix.Close(root)
 		unix.Close(work)
-		return nil, fmt.Errorf("upper %s and work dir %s are on different filesystems; copy-up renames from one to the other", upperDir, workDir)
+		return nil, err
 	}
-	u := &Upper{root: root, work: work, rootPath: upperDir, workPath: workDir, dev: a.Dev}
+	// One FS at a time over an upper or a work directory, and the check
+	// comes before anything is written: a second one used to clear the
+	// work directory's temporary files (a live mount's copy-ups in
+	// progress) before the metadata's own lock stopped it
+	// (TestUpperInUseUntouched); two mounts with one upper and two work
+	// directories would each keep metadata of their own for it.
+	var locks [2]int
+	for i, dir := range []string{upperDir, workDir} {
+		if locks[i], err = lockDir(dir); err != nil {
+			if i == 1 {
+				unix.Close(locks[0])
+			}
+			unix.Close(root)
+			unix.Close(work)
+			return nil, err
+		}
+	}
+	u := &Upper{root: root, work: work, locks: locks, rootPath: upperDir, workPath: workDir, dev: a.Dev}
 	u.prefix = ownXattrPrefix()
 	u.xattr = u.prefix + "id"
 	return u, nil
@@ -80,6 +104,23 @@ func OwnXattr(name string) bool { return strings.HasPrefix(name, ownXattrPrefix(
 func (u *Upper) close() {
 	unix.Close(u.root)
 	unix.Close(u.work)
+	unix.Close(u.locks[0])
+	unix.Close(u.locks[1])
+}
+
+// lockDir takes an exclusive flock of dir, without waiting: EWOULDBLOCK
+// if another open upper holds it. The lock goes with the descriptor,
+// so a mount process that dies lets go of it.
+func lockDir(dir string) (int, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return fd, nil
 }
 
 // statx returns the entry's attributes and a generation for it: its birth
