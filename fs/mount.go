@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -222,6 +223,9 @@ func New(dir string, o Options) (*Mount, error) {
 			return nil, fmt.Errorf("lower directory: %w", err)
 		} else if !st.IsDir() {
 			return nil, fmt.Errorf("lower %s is not a directory", o.Lower)
+		}
+		if err := checkNotInside(dir, o.Lower); err != nil {
+			return nil, err
 		}
 	}
 	m := &Mount{Dir: dir, source: o.Lower, fetch: o.Fetch, remote: o.Remote, version: o.LayerRoot, push: o.Push}
@@ -484,6 +488,28 @@ func CheckMountpoint(dir string) error {
 	}
 	if len(ents) > 0 {
 		return fmt.Errorf("mountpoint %s is not empty", dir)
+	}
+	return nil
+}
+
+// checkNotInside refuses a mountpoint beneath the lower directory. The
+// mount would then hold itself: cowfs looks lower paths up through the
+// lower's descriptor, and the walk crosses into the new mount, so the
+// workspace showed itself inside itself, and a snapshot, which reads the
+// lower while it holds writes, waited on its own mount for ever. A mount
+// over the lower itself is fine: the descriptor is the directory beneath
+// the mount.
+func checkNotInside(mnt, lower string) error {
+	m, err := filepath.EvalSymlinks(mnt)
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	l, err := filepath.EvalSymlinks(lower)
+	if err != nil {
+		return fmt.Errorf("lower directory: %w", err)
+	}
+	if rel, err := filepath.Rel(l, m); err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../") {
+		return fmt.Errorf("mountpoint %s is inside the lower %s: the workspace would contain itself; mount it outside the lower, or over the lower itself", mnt, lower)
 	}
 	return nil
 }

@@ -1845,3 +1845,58 @@ func testNoEscape(t *testing.T, tm *testMount) {
 		t.Errorf("the copy-up of y/f is not in the upper: %v", err)
 	}
 }
+
+// A mountpoint beneath the lower is refused: the workspace would hold
+// itself, and a snapshot of it, reading the lower while it holds writes,
+// waited on its own mount for ever. A mount over the lower itself works.
+func TestMountpointInsideLower(t *testing.T) {
+	base := t.TempDir()
+	lower := filepath.Join(base, "spider")
+	inside := filepath.Join(lower, "workspace")
+	if err := os.MkdirAll(inside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(lower, "quotes.py"), []byte("q"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := func(n string) Options {
+		return Options{Lower: lower, Upper: filepath.Join(base, n, "upper"), Work: filepath.Join(base, n, "work")}
+	}
+	for _, n := range []string{"a", "b"} {
+		for _, d := range []string{"upper", "work"} {
+			if err := os.MkdirAll(filepath.Join(base, n, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if m, err := New(inside, st("a")); err == nil {
+		(&testMount{Dir: inside, m: m}).unmount(t)
+		t.Fatal("mounted beneath its own lower")
+	} else if !strings.Contains(err.Error(), "inside the lower") {
+		t.Errorf("mount beneath the lower: %v", err)
+	}
+	if ok, _ := IsMountpoint(inside); ok {
+		t.Fatal("something was mounted")
+	}
+	// Over the lower itself.
+	if err := os.Remove(inside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(lower, "quotes.py")); err != nil {
+		t.Fatal(err)
+	}
+	// An empty lower, so that the mountpoint is empty too.
+	m, err := New(lower, st("b"))
+	if err != nil {
+		t.Fatalf("mount over the lower itself: %v", err)
+	}
+	tm := &testMount{Dir: lower, m: m}
+	t.Cleanup(func() { tm.unmount(t) })
+	if err := os.WriteFile(filepath.Join(lower, "items.jl"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(lower)
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("mount over its lower: %v, %v", ents, err)
+	}
+}
