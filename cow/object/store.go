@@ -1,10 +1,12 @@
 package object
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,10 +61,47 @@ func (s *DirStore) Get(_ context.Context, d Digest) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if Sum(b) != d {
-		return nil, fmt.Errorf("%s: bytes hash to %s: %w", d, Sum(b), ErrCorrupt)
+	if got := Sum(b); got != d {
+		return nil, s.damaged(d, got)
 	}
 	return b, nil
+}
+
+// QuarantineDir is where damaged objects go, under the store's directory,
+// named by the digest they were stored as.
+const QuarantineDir = "quarantine"
+
+// Quarantine moves object d out of the store, into QuarantineDir, where it
+// can be looked at but is never read as an object again: once an object's
+// bytes are found not to match its name, no reader may trust it, and
+// whoever has its source stores it again. It counts as a removal, so that
+// what trusted d to be stored (a KnownSet, a scan cache) looks again.
+// Quarantining an object the store no longer holds is not an error.
+func (s *DirStore) Quarantine(d Digest) error {
+	if err := s.countRemoval(); err != nil {
+		return err
+	}
+	q := filepath.Join(s.dir, QuarantineDir)
+	if err := os.Mkdir(q, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("quarantine %s: %w", d.Short(), err)
+	}
+	err := os.Rename(s.path(d), filepath.Join(q, d.String()[len(digestPrefix):]))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("quarantine %s: %w", d.Short(), err)
+	}
+	return nil
+}
+
+// damaged quarantines d, whose bytes hash to got, and returns the error
+// that says so.
+func (s *DirStore) damaged(d, got Digest) error {
+	err := fmt.Errorf("%s: bytes hash to %s: %w", d, got, ErrCorrupt)
+	if qerr := s.Quarantine(d); qerr != nil {
+		return fmt.Errorf("%w; %v", err, qerr)
+	}
+	slog.Error("object store: damaged object quarantined", "object", d.Short(), "store", s.dir,
+		"hashes_to", got.Short())
+	return fmt.Errorf("%w (quarantined)", err)
 }
 
 // Put stores an encoded object durably and returns its digest. Storing an
@@ -151,19 +190,20 @@ var tmpSeq atomic.Uint64
 
 func (s *DirStore) putAs(d Digest, encoded []byte, sync bool) error {
 	p := s.path(d)
-	if fi, err := os.Lstat(p); err == nil && fi.Size() == int64(len(encoded)) {
+	switch same, err := s.holds(p, encoded); {
+	case err != nil:
+		return err
+	case same:
 		// Freshen it: a gc running now keeps objects younger than its
 		// grace period, and this one is about to be referenced again.
 		now := time.Now()
 		os.Chtimes(p, now, now)
 		return nil
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
 	}
-	// Missing, or of the wrong size: a crash can leave an object stored
-	// with PutCached short or empty, and as nothing else would ever
-	// replace it, every reader of it would fail for good (a master kept
-	// serving one to every worker). The rename below replaces it whole.
+	// Missing, short (a crash can leave an object stored with PutCached
+	// short or empty), or damaged: nothing else would ever replace it,
+	// and every snapshot that reused it would be born broken. The rename
+	// below replaces it whole.
 	tmp := filepath.Join(s.dir, "tmp", fmt.Sprintf("put-%d-%d", os.Getpid(), tmpSeq.Add(1)))
 	// Objects are read-only on disk from the start: nothing in cowfs
 	// opens one for writing again, and the mode says so to everything
@@ -198,6 +238,44 @@ func (s *DirStore) putAs(d Digest, encoded []byte, sync bool) error {
 		return fmt.Errorf("store %s: %w", d, err)
 	}
 	return nil
+}
+
+// holds reports whether the object file p has exactly the bytes b. An
+// object is reused only so: its size alone would take a damaged object
+// for a good one, and comparing costs one read, less than the hash that
+// made b's digest. A file that differs is quarantined, to be replaced.
+func (s *DirStore) holds(p string, b []byte) (bool, error) {
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if fi.Size() == int64(len(b)) {
+		buf := make([]byte, min(len(b), 256<<10))
+		same := true
+		for off := 0; off < len(b) && same; {
+			n, err := f.ReadAt(buf[:min(len(buf), len(b)-off)], int64(off))
+			if n == 0 && err != nil {
+				return false, fmt.Errorf("read stored object: %w", err)
+			}
+			same = bytes.Equal(buf[:n], b[off:off+n])
+			off += n
+		}
+		if same {
+			return true, nil
+		}
+	}
+	d := Sum(b)
+	slog.Error("object store: stored object differs from its bytes; replacing it", "object", d.Short(),
+		"store", s.dir, "stored_size", fi.Size(), "size", len(b))
+	return false, s.Quarantine(d)
 }
 
 // ReadUnverified returns the bytes stored as d without checking them: for
