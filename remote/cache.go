@@ -81,7 +81,7 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 		log = slog.Default()
 	}
 	locks := filepath.Join(store.Dir(), "locks")
-	if err := os.MkdirAll(locks, 0o755); err != nil {
+	if err := os.MkdirAll(locks, 0o700); err != nil {
 		return nil, fmt.Errorf("cache locks: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -227,7 +227,7 @@ func (c *Cache) lock(ctx context.Context, d object.Digest) (func(), error) {
 	st := &c.stripes[i]
 	st.mu.Lock()
 	if st.fd == 0 {
-		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 		if err != nil {
 			st.mu.Unlock()
 			return nil, fmt.Errorf("cache lock: %w", err)

@@ -33,11 +33,11 @@ func (d *Dir) PinWhileAlive(key string, root object.Digest) error {
 }
 
 func (d *Dir) pin(key, content string) error {
-	if err := os.MkdirAll(filepath.Join(d.dir, ".pins"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(d.dir, ".pins"), 0o700); err != nil {
 		return err
 	}
 	tmp := d.pinPath(key) + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, d.pinPath(key))

@@ -52,7 +52,7 @@ type Dir struct {
 
 // Open opens (creating if needed) the ref directory dir.
 func Open(dir string) (*Dir, error) {
-	if err := os.MkdirAll(filepath.Join(dir, ".tmp"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, ".tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("refs %s: %w", dir, err)
 	}
 	return &Dir{dir: dir}, nil
