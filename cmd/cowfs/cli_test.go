@@ -314,6 +314,9 @@ func TestDeadMountReported(t *testing.T) {
 	if out, _ := run(t, "--state", e.state, "status"); !strings.Contains(out, "dead") || !strings.Contains(out, "cowfs unmount "+e.mnt) {
 		t.Errorf("status after the mount process was killed: %q", out)
 	}
+	if out, code := run(t, "--state", e.state, "status", e.mnt); code == 0 || !strings.Contains(out, "dead") || !strings.Contains(out, "cowfs unmount "+e.mnt) {
+		t.Errorf("status of the mount after its process was killed: exit %d, %q", code, out)
+	}
 	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower); code == 0 || !strings.Contains(out, "dead mount") {
 		t.Errorf("mount over a dead mount: exit %d, %q", code, out)
 	}

@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/object"
@@ -59,13 +61,23 @@ func Open(dir string) (*Dir, error) {
 }
 
 // ValidName checks a snapshot name: a valid file name not starting with a
-// dot, so it can be a file in the ref directory.
+// dot, so it can be a file in the ref directory, and text: valid UTF-8
+// (JSON, on the control socket and in the ref, turns anything else into
+// U+FFFD, and the name given would then find nothing) without control
+// characters (a newline broke the table of cowfs snapshots).
 func ValidName(name string) error {
 	if err := cow.ValidName(name); err != nil {
 		return fmt.Errorf("snapshot name: %w", err)
 	}
 	if strings.HasPrefix(name, ".") {
 		return fmt.Errorf("snapshot name %q: must not start with a dot", name)
+	}
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("snapshot name %q: not valid UTF-8", name)
+	}
+	if i := strings.IndexFunc(name, unicode.IsControl); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(name[i:])
+		return fmt.Errorf("snapshot name %q: holds the control character %U", name, r)
 	}
 	return nil
 }
