@@ -132,6 +132,21 @@ func TestWireServesOnlyExport(t *testing.T) {
 		t.Errorf("pushed priv after gc: %v, %v", probs, err)
 	}
 
+	// A snapshot pushed to a master without the pushed namespace, its ref
+	// among the master's own, is still served once the master restarts.
+	legacy := pushed
+	legacy.Name, legacy.Source = "legacy", refs.PushedSource
+	if err := rd.Create(legacy); err != nil {
+		t.Fatal(err)
+	}
+	ms.restart()
+	if vl, err := a.client.GetRef(ctx, "legacy"); err != nil || vl != v {
+		t.Errorf("GetRef of a snapshot pushed before the namespaces: %v, %v; want %v", vl, err, v)
+	}
+	if _, err := rd.Get(refs.PushedPrefix + "legacy"); err != nil {
+		t.Errorf("pushed/legacy: %v", err)
+	}
+
 	// With ServeSnapshots the master's own snapshots are served too; a
 	// name both hold is the pushed one's, and a push may not take a name
 	// either holds.

@@ -80,7 +80,7 @@ func (s *Server) PutRef(ctx context.Context, r *pb.PutRefRequest) (*pb.PutRefRes
 	}
 	root.Name = ""
 	err = s.refs.Pushed().Create(refs.Snapshot{Name: r.GetName(), Root: root.Object, RootEntry: root,
-		Created: time.Now().UTC(), Parent: r.GetParent(), Source: "pushed"})
+		Created: time.Now().UTC(), Parent: r.GetParent(), Source: refs.PushedSource})
 	if errors.Is(err, refs.ErrExists) {
 		return nil, status.Errorf(codes.AlreadyExists, "snapshot %s exists on the master", r.GetName())
 	}

@@ -104,6 +104,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		lo.Close()
 		return nil, err
 	}
+	// Not fatal: the export and what was pushed since are served all the
+	// same, and the next start tries again.
+	moved, adoptErr := rd.AdoptPushed()
 	s := &Server{lo: lo, store: store, refs: rd, keep: cfg.KeepVersions, serveSnapshots: cfg.ServeSnapshots, log: cfg.Logger}
 	s.scanCtx, s.stopScan = context.WithCancel(context.Background())
 	if s.keep <= 0 {
@@ -111,6 +114,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	for _, name := range moved {
+		s.log.Info("snapshot pushed before pushed snapshots had a namespace of their own moved there", "name", refs.PushedPrefix+name)
+	}
+	if adoptErr != nil {
+		s.log.Error("snapshots pushed before pushed snapshots had a namespace of their own are not served", "err", adoptErr)
 	}
 	// Pushed objects arrive whole: up to the largest object a client accepts.
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxObject + 1<<10)}

@@ -84,6 +84,48 @@ func Open(dir string) (*Dir, error) {
 // are plain; it has no pins and no namespace of its own.
 func (d *Dir) Pushed() *Dir { return d.pushed }
 
+// PushedSource is the Source of a pushed snapshot's ref.
+const PushedSource = "pushed"
+
+// AdoptPushed moves the refs of pushed snapshots that a cowfs without the
+// pushed namespace kept among the state's own (their Source is
+// PushedSource; an own snapshot's is its mountpoint) into the pushed
+// namespace, and returns their names. One whose name the pushed namespace
+// already holds stays where it is. Each ref is linked into the pushed
+// namespace before it is removed here, and gc reads this namespace before
+// the pushed one (Live.Mark), so a gc meanwhile sees it in one or the
+// other.
+func (d *Dir) AdoptPushed() ([]string, error) {
+	own, err := d.List()
+	if err != nil {
+		return nil, err
+	}
+	var moved []string
+	for _, s := range own {
+		if s.Source != PushedSource {
+			continue
+		}
+		err := os.Link(filepath.Join(d.dir, s.Name), filepath.Join(d.pushed.dir, s.Name))
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err == nil {
+			err = syncDir(d.pushed.dir)
+		}
+		if err == nil {
+			err = os.Remove(filepath.Join(d.dir, s.Name))
+		}
+		if err == nil {
+			err = syncDir(d.dir)
+		}
+		if err != nil {
+			return moved, fmt.Errorf("move pushed snapshot %s to %s: %w", s.Name, d.pushed.dir, err)
+		}
+		moved = append(moved, s.Name)
+	}
+	return moved, nil
+}
+
 // inPushed returns the pushed namespace and the plain name when name is
 // qualified with PushedPrefix and d has a pushed namespace.
 func (d *Dir) inPushed(name string) (*Dir, string, bool) {

@@ -416,3 +416,41 @@ func TestPushedNamespace(t *testing.T) {
 		t.Error("a removed pushed snapshot's root kept by gc")
 	}
 }
+
+// Refs of pushed snapshots that a cowfs without the pushed namespace kept
+// among the state's own move to the pushed namespace, but for one whose
+// name is pushed already; the state's own stay.
+func TestAdoptPushed(t *testing.T) {
+	d, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := object.Sum([]byte("t"))
+	for _, s := range []Snapshot{{Name: "old", Source: PushedSource}, {Name: "own", Source: "/mnt/x"}, {Name: "both", Source: PushedSource}} {
+		s.Root = root
+		if err := d.Create(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Pushed().Create(Snapshot{Name: "both", Root: object.Sum([]byte("u")), Source: PushedSource}); err != nil {
+		t.Fatal(err)
+	}
+	moved, err := d.AdoptPushed()
+	if err != nil || !slices.Equal(moved, []string{"old"}) {
+		t.Fatalf("adopt: %v, %v; want [old]", moved, err)
+	}
+	if s, err := d.Get(PushedPrefix + "old"); err != nil || s.Root != root {
+		t.Errorf("pushed/old: %v, %v", s.Root, err)
+	}
+	if _, err := d.Get("old"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("old left among the state's own: %v", err)
+	}
+	for _, name := range []string{"own", "both"} {
+		if s, err := d.Get(name); err != nil || s.Root != root {
+			t.Errorf("%s: %v, %v", name, s.Root, err)
+		}
+	}
+	if moved, err := d.AdoptPushed(); err != nil || len(moved) != 0 {
+		t.Errorf("second adopt: %v, %v", moved, err)
+	}
+}
