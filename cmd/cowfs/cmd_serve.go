@@ -55,7 +55,8 @@ master's own hold then restores the pushed one, and a push may not take a name
 the master's own snapshot holds. Objects are fetched by digest from the store
 the master's own snapshots share: a worker gets one only by naming its
 SHA-256, which it learns from a tree it was served, from the content itself,
-or from whoever can read the master's state or logs.
+or from whoever can read the master's state or logs. To keep snapshots wholly
+apart from workers, serve with a --state of its own.
 
 The default address is loopback; to serve other machines give --listen,
 --token-file and, across an untrusted network, --tls-cert and --tls-key. The
