@@ -130,6 +130,7 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 		return b, nil
 	}
 	c.misses.Add(1)
+	c.noteDamage(d, err)
 	if f, ok := c.failed.Load(d); ok {
 		if f := f.(failure); time.Since(f.at) < failMemory {
 			c.errs.Add(1)
@@ -178,13 +179,7 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 	if err == nil {
 		return b, nil
 	}
-	if errors.Is(err, object.ErrCorrupt) {
-		// A cached object a crash cut short (PutCached does not
-		// fsync), or bit rot: never served, fetched again.
-		c.corrupt.Add(1)
-		c.log.Warn("damaged object in cache; fetching it again", "object", d.Short(), "err", err)
-		c.store.Remove(d)
-	}
+	c.noteDamage(d, err)
 	for range 3 {
 		b, err := c.f.Get(ctx, d)
 		if err != nil {
@@ -204,6 +199,17 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 		return b, nil
 	}
 	return nil, fmt.Errorf("fetch %s from %s: damaged three times: %w", d.Short(), c.f.Addr(), object.ErrCorrupt)
+}
+
+// noteDamage counts and logs a cached object that err, from the store's
+// Get, says was damaged: one a crash cut short (PutCached does not
+// fsync), or bit rot. The store has quarantined it; it is never served,
+// and is fetched again.
+func (c *Cache) noteDamage(d object.Digest, err error) {
+	if errors.Is(err, object.ErrCorrupt) {
+		c.corrupt.Add(1)
+		c.log.Warn("damaged object in cache; fetching it again", "object", d.Short(), "err", err)
+	}
 }
 
 // lockStripes is how many lock files the store's objects are spread over:

@@ -203,7 +203,7 @@ const tmpAge = 10 * time.Minute
 // store names its temporary files put-PID-N), or any older than
 // oldCutoff.
 func removeTemps(store *object.DirStore, d *Dir, cutoff, oldCutoff time.Time) {
-	for _, tmp := range []string{filepath.Join(store.Dir(), "tmp"), filepath.Join(d.dir, ".tmp")} {
+	for _, tmp := range []string{filepath.Join(store.Dir(), "tmp"), filepath.Join(d.dir, ".tmp"), filepath.Join(d.pushed.dir, ".tmp")} {
 		ents, _ := os.ReadDir(tmp)
 		for _, e := range ents {
 			fi, err := e.Info()
