@@ -76,7 +76,7 @@ func Open(dir string) (*Dir, error) {
 		return nil, fmt.Errorf("refs %s: %w", dir, err)
 	}
 	p := filepath.Join(dir, pushedDir)
-	if err := os.MkdirAll(filepath.Join(p, ".tmp"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(p, ".tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("refs %s: %w", p, err)
 	}
 	return &Dir{dir: dir, pushed: &Dir{dir: p}}, nil
