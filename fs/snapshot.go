@@ -87,8 +87,9 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 }
 
 // captureTries is how many times a snapshot of a remote-backed mount
-// captures before it gives up on a workspace that keeps changing what the
-// capture needs from the master between its fetch and its hold.
+// captures before it gives up when the capture keeps finding missing what
+// it needs from the master: the workspace changed it between the fetch
+// and the hold, or it left the store.
 const captureTries = 3
 
 // capture captures the mount's merged view, holding every change while it
@@ -117,7 +118,7 @@ func (m *Mount) capture(ctx context.Context, store cow.ObjectPutter) (object.Dig
 			return root, e, stats, hold, err
 		}
 		if try == captureTries {
-			return root, e, stats, hold, fmt.Errorf("the workspace kept changing what the snapshot needs from the master (%d tries): %w", try, err)
+			return root, e, stats, hold, fmt.Errorf("after %d fetches the capture still lacked objects of the lower: %w", try, err)
 		}
 		m.log.Info("snapshot: the capture needs more from the master; fetching it and capturing again", "err", err)
 	}
