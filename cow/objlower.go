@@ -61,10 +61,12 @@ func (l *localGetter) Get(ctx context.Context, d object.Digest) ([]byte, error) 
 // readLocal makes the lower's reads, until done is called, take objects
 // from local alone, never from store: a capture holds every change while
 // it reads, and with store a remote's cache, a read could wait on the
-// network that long. It covers the files the lower opens meanwhile, and
-// no file opened before, whose reads keep fetching. Only the capture
-// opens files or reads trees while it holds the namespace lock; the rest
-// reads trees it already resolved, which are kept decoded.
+// network that long. It covers the files the lower opens meanwhile, not
+// those opened before, whose reads keep fetching. It is set only while
+// the capture holds the namespace lock, so the capture's reads are the
+// only ones it meets: nothing else opens a lower file then, and what else
+// reads the lower (a detached file's xattrs) finds the trees it resolved
+// before kept decoded.
 func (l *ObjectLower) readLocal(local ObjectGetter) (done func()) {
 	l.local.Store(&localGetter{local})
 	return func() { l.local.Store(nil) }
