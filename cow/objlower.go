@@ -2,6 +2,7 @@ package cow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +34,50 @@ type ObjectLower struct {
 
 	mu    sync.Mutex
 	trees map[object.Digest]*object.Tree
+
+	// local, while set, is where the lower's reads take objects from
+	// instead of store: see readLocal.
+	local atomic.Pointer[localGetter]
+}
+
+// ErrNotLocal is wrapped by a read of an object lower that needed an
+// object its local store lacks while it read from there alone (see
+// FS.CaptureLocal).
+var ErrNotLocal = errors.New("not in the local store")
+
+// localGetter reads objects from a local store alone: an object missing
+// there, or damaged, is ErrNotLocal, for the caller to fetch once it
+// holds nothing up.
+type localGetter struct{ g ObjectGetter }
+
+func (l *localGetter) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	b, err := l.g.Get(ctx, d)
+	if errors.Is(err, object.ErrNotFound) || errors.Is(err, object.ErrCorrupt) {
+		return nil, fmt.Errorf("%s: %w", d.Short(), ErrNotLocal)
+	}
+	return b, err
+}
+
+// readLocal makes the lower's reads, until done is called, take objects
+// from local alone, never from store: a capture holds every change while
+// it reads, and with store a remote's cache, a read could wait on the
+// network that long. It covers the files the lower opens meanwhile, not
+// those opened before, whose reads keep fetching. It is set only while
+// the capture holds the namespace lock, so the capture's reads are the
+// only ones it meets: nothing else opens a lower file then, and what else
+// reads the lower (a detached file's xattrs) finds the trees it resolved
+// before kept decoded.
+func (l *ObjectLower) readLocal(local ObjectGetter) (done func()) {
+	l.local.Store(&localGetter{local})
+	return func() { l.local.Store(nil) }
+}
+
+// getter is where the lower's reads take objects from now.
+func (l *ObjectLower) getter() ObjectGetter {
+	if g := l.local.Load(); g != nil {
+		return g
+	}
+	return l.store
 }
 
 // NewObjectLower returns the lower whose root directory is the tree root,
@@ -51,13 +97,18 @@ func (l *ObjectLower) Root() object.Digest { return l.root }
 // tree returns the decoded tree d. Trees are small and immutable, so the
 // decoded form is kept for the life of the lower.
 func (l *ObjectLower) tree(d object.Digest) (*object.Tree, error) {
+	return l.treeFrom(l.getter(), d)
+}
+
+// treeFrom is tree, fetching from g.
+func (l *ObjectLower) treeFrom(g ObjectGetter, d object.Digest) (*object.Tree, error) {
 	l.mu.Lock()
 	t, ok := l.trees[d]
 	l.mu.Unlock()
 	if ok {
 		return t, nil
 	}
-	b, err := l.store.Get(context.Background(), d)
+	b, err := g.Get(context.Background(), d)
 	if err != nil {
 		return nil, fmt.Errorf("tree %s: %w", d.Short(), err)
 	}
@@ -80,6 +131,11 @@ func (l *ObjectLower) tree(d object.Digest) (*object.Tree, error) {
 
 // entry walks from the root to path.
 func (l *ObjectLower) entry(path string) (object.Entry, error) {
+	return l.entryFrom(l.getter(), path)
+}
+
+// entryFrom is entry, fetching from g.
+func (l *ObjectLower) entryFrom(g ObjectGetter, path string) (object.Entry, error) {
 	e := l.rootE
 	if path == "" {
 		return e, nil
@@ -88,7 +144,7 @@ func (l *ObjectLower) entry(path string) (object.Entry, error) {
 		if e.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return object.Entry{}, syscall.ENOTDIR
 		}
-		t, err := l.tree(e.Object)
+		t, err := l.treeFrom(g, e.Object)
 		if err != nil {
 			return object.Entry{}, err
 		}
@@ -217,12 +273,12 @@ func (l *ObjectLower) Open(path string) (LowerFile, error) {
 	if e.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, &os.PathError{Op: "open", Path: path, Err: syscall.EINVAL}
 	}
-	of := &objectFile{store: l.store, path: path}
+	of := &objectFile{store: l.getter(), path: path}
 	if e.Size == 0 {
 		of.f = &object.File{}
 		return of, nil
 	}
-	b, err := l.store.Get(context.Background(), e.Object)
+	b, err := l.getter().Get(context.Background(), e.Object)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -235,14 +291,19 @@ func (l *ObjectLower) Open(path string) (LowerFile, error) {
 // FileObject returns the file object of the regular file at path, so that a
 // snapshot can reuse the digests of chunks it did not change.
 func (l *ObjectLower) FileObject(path string) (*object.File, object.Entry, error) {
-	e, err := l.entry(path)
+	return l.fileObjectFrom(l.getter(), path)
+}
+
+// fileObjectFrom is FileObject, fetching from g.
+func (l *ObjectLower) fileObjectFrom(g ObjectGetter, path string) (*object.File, object.Entry, error) {
+	e, err := l.entryFrom(g, path)
 	if err != nil {
 		return nil, e, err
 	}
 	if e.Size == 0 {
 		return &object.File{}, e, nil
 	}
-	b, err := l.store.Get(context.Background(), e.Object)
+	b, err := g.Get(context.Background(), e.Object)
 	if err != nil {
 		return nil, e, err
 	}

@@ -34,10 +34,26 @@ type CaptureStats struct {
 // unchanged is referenced by digest, not read: a directory the upper never
 // touched is its lower tree, a chunk never copied up is its lower blob.
 func (f *FS) Capture(ctx context.Context, store ObjectPutter) (object.Digest, object.Entry, CaptureStats, error) {
+	return f.capture(ctx, store, nil)
+}
+
+// CaptureLocal is Capture over an object lower whose objects come from
+// afar into local (a remote's cache): while it holds every change, it
+// takes the lower's objects from local alone, so that no change waits on
+// the network, and an object missing there fails it with an error
+// wrapping ErrNotLocal. PrepareCapture, run first, fetches what it reads.
+func (f *FS) CaptureLocal(ctx context.Context, store ObjectPutter, local ObjectGetter) (object.Digest, object.Entry, CaptureStats, error) {
+	return f.capture(ctx, store, local)
+}
+
+func (f *FS) capture(ctx context.Context, store ObjectPutter, local ObjectGetter) (object.Digest, object.Entry, CaptureStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gate.Lock()
 	defer f.gate.Unlock()
+	if ol, ok := f.lo.(*ObjectLower); ok && local != nil {
+		defer ol.readLocal(local)()
+	}
 	view := f.meta.ScanView()
 	defer view.Discard()
 	c := &capture{f: f, store: store, ctx: ctx, sc: newScanner(ctx, f.lo, store, view)}
@@ -203,7 +219,8 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 	}
 	ol, objLower := c.f.lo.(*ObjectLower)
 	if objLower && !n.upper {
-		_, e, err := ol.FileObject(n.lower)
+		// Its entry names it; its file object is not read.
+		e, err := ol.entry(n.lower)
 		c.stats.ChunksReused += int((size + ChunkSize - 1) / ChunkSize)
 		return e.Object, err
 	}
@@ -282,6 +299,14 @@ func reusable(m *FileMeta, origin *object.File, i, cs, ce int64) bool {
 		return false
 	}
 	return min(cs+ChunkSize, origin.Size) == ce
+}
+
+// fromOrigin reports whether a capture reads chunk i of a copied-up file
+// from its origin: the chunk is not in the upper, begins below the lower
+// limit, and is not reusable by digest (the chunk the lower limit falls
+// in, once the file grew past it or was cut inside it).
+func fromOrigin(m *FileMeta, origin *object.File, i, cs, ce int64) bool {
+	return !m.Chunks.Has(i) && cs < m.LowerLimit && i < int64(len(origin.Chunks)) && !reusable(m, origin, i, cs, ce)
 }
 
 // holdsPending reports whether the lower tree d holds, at any depth, a

@@ -48,9 +48,7 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 	if m.storeBesideUpper() {
 		store.fs = m.fs
 	}
-	start := time.Now()
-	root, rootEntry, stats, err := m.fs.Capture(ctx, store)
-	hold := time.Since(start)
+	root, rootEntry, stats, hold, err := m.capture(ctx, store)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", name, err)
 	}
@@ -86,6 +84,44 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 		ChunksReused: stats.ChunksReused, DirsReused: stats.DirsReused,
 		Flushed: flushed,
 	}, nil
+}
+
+// captureTries is how many times a snapshot of a remote-backed mount
+// captures before it gives up when the capture keeps finding missing what
+// it needs from the master: the workspace changed it between the fetch
+// and the hold, or it left the store.
+const captureTries = 3
+
+// capture captures the mount's merged view, holding every change while it
+// does, and returns how long it held them. Over a remote lower, nothing
+// held may wait on the master: what the capture will read from the lower
+// is fetched first, holding nothing (cow.FS.PrepareCapture), and the
+// capture reads the lower from the local store alone. What it still lacks
+// (the workspace changed in between) makes it let go, fetch and try
+// again. With the master gone, the snapshot fails at that fetch, having
+// held nothing for it.
+func (m *Mount) capture(ctx context.Context, store cow.ObjectPutter) (object.Digest, object.Entry, cow.CaptureStats, time.Duration, error) {
+	if m.fetch == nil {
+		start := time.Now()
+		root, e, stats, err := m.fs.Capture(ctx, store)
+		return root, e, stats, time.Since(start), err
+	}
+	var hold time.Duration
+	for try := 1; ; try++ {
+		if err := m.fs.PrepareCapture(ctx); err != nil {
+			return object.Zero, object.Entry{}, cow.CaptureStats{}, hold, err
+		}
+		start := time.Now()
+		root, e, stats, err := m.fs.CaptureLocal(ctx, store, m.store)
+		hold += time.Since(start)
+		if !errors.Is(err, cow.ErrNotLocal) {
+			return root, e, stats, hold, err
+		}
+		if try == captureTries {
+			return root, e, stats, hold, fmt.Errorf("after %d fetches the capture still lacked objects of the lower: %w", try, err)
+		}
+		m.log.Info("snapshot: the capture needs more from the master; fetching it and capturing again", "err", err)
+	}
 }
 
 // complete makes a snapshot of a remote-backed mount stand on its own: what
