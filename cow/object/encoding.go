@@ -172,6 +172,27 @@ func KindOf(encoded []byte) (Kind, error) {
 	return 0, fmt.Errorf("object kind %q: %w", encoded[0], ErrCorrupt)
 }
 
+// Check returns the kind of encoded if it decodes whole, and an error
+// wrapping ErrCorrupt if not: what a store checks before it keeps an
+// object, so that nothing it holds fails to decode later. For a blob,
+// which is most of what is stored, it is a look at the header and the
+// length.
+func Check(encoded []byte) (Kind, error) {
+	k, err := KindOf(encoded)
+	if err != nil {
+		return 0, err
+	}
+	switch k {
+	case KindBlob:
+		_, err = DecodeBlob(encoded)
+	case KindFile:
+		_, err = DecodeFile(encoded)
+	case KindTree:
+		_, err = DecodeTree(encoded)
+	}
+	return k, err
+}
+
 // DecodeBlob returns a blob's content.
 func DecodeBlob(encoded []byte) ([]byte, error) {
 	if k, err := KindOf(encoded); err != nil || k != KindBlob {
