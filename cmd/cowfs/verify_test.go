@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
 	cowfs "github.com/cowfs/cowfs/fs"
 )
 
@@ -81,4 +84,93 @@ func TestSnapshotAfterDamageIsWhole(t *testing.T) {
 	cli(t, e.state, "snapshot", e.mnt, "g3")
 	unmountCLI(t, e.mnt)
 	verifyOK(t, e.state, "g2", "g3")
+}
+
+// snapshotEntry returns the entry at path in snapshot name and, for a
+// regular file, its file object.
+func snapshotEntry(t *testing.T, state, name, path string) (object.Entry, *object.File) {
+	t.Helper()
+	store, err := object.OpenDirStore(cowfs.ObjectsDir(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := refs.Open(cowfs.RefsDir(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := d.Get(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entry *object.Entry
+	var file *object.File
+	err = object.Walk(context.Background(), store, s.Root, func(p string, e *object.Entry, f *object.File) error {
+		if p == path {
+			entry, file = e, f
+		}
+		return nil
+	})
+	if err != nil || entry == nil {
+		t.Fatalf("%s in snapshot %s: %v", path, name, err)
+	}
+	return *entry, file
+}
+
+// objectFile returns where the store keeps object d.
+func objectFile(state string, d object.Digest) string {
+	h := strings.TrimPrefix(d.String(), "sha256-")
+	return filepath.Join(cowfs.ObjectsDir(state), h[:2], h[2:])
+}
+
+// verify --repair stores a damaged chunk again from the lower the
+// snapshot's mount was over, and one written in the mount from the
+// mountpoint while it is mounted; a chunk whose bytes are gone from every
+// source is named with its path, and verify fails.
+func TestVerifyRepair(t *testing.T) {
+	e := newEnv(t)
+	os.MkdirAll(filepath.Join(e.lower, "sub"), 0o755)
+	writeRandom(t, filepath.Join(e.lower, "sub", "big"), 3<<20+12345)
+	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
+	writeRandom(t, filepath.Join(e.mnt, "written"), 2<<20+1)
+	cli(t, e.state, "snapshot", e.mnt, "s")
+
+	sub, _ := snapshotEntry(t, e.state, "s", "sub")
+	bigEntry, bigFile := snapshotEntry(t, e.state, "s", "sub/big")
+	_, writtenFile := snapshotEntry(t, e.state, "s", "written")
+	big, written := bigFile.Chunks, writtenFile.Chunks
+	flipByte(t, objectFile(e.state, big[1]))
+	// A tree and a file object are found again too, by reading the
+	// lower as a snapshot does; what is under them only once they are.
+	for _, d := range []object.Digest{written[0], sub.Object, bigEntry.Object} {
+		if err := os.Remove(objectFile(e.state, d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := cli(t, e.state, "verify", "s", "--repair")
+	for _, want := range []string{
+		"REPAIRED " + big[1].String() + " (chunk, used by sub/big) from lower " + e.lower,
+		"REPAIRED " + sub.Object.String() + " (tree, used by sub) from lower " + e.lower,
+		"REPAIRED " + bigEntry.Object.String() + " (file object, used by sub/big) from lower " + e.lower,
+		"REPAIRED " + written[0].String() + " (chunk, used by written) from mount " + e.mnt,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("verify --repair does not say %q: %s", want, out)
+		}
+	}
+	verifyOK(t, e.state, "s")
+	unmountCLI(t, e.mnt)
+
+	// The lower changed since: its bytes are gone.
+	writeRandom(t, filepath.Join(e.lower, "sub", "big"), 3<<20+12345)
+	flipByte(t, objectFile(e.state, big[0]))
+	out = verifyFails(t, e.state, "s", big[0].String(), "--repair")
+	if !strings.Contains(out, "NOT REPAIRED") || !strings.Contains(out, "sub/big") {
+		t.Errorf("verify --repair does not name the path of what it could not repair: %s", out)
+	}
+	verifyFails(t, e.state, "s", "sub/big")
+
+	// Bad input changes nothing.
+	if out, code := run(t, "--state", e.state, "verify", "s", "--remote", "127.0.0.1:1"); code == 0 || !strings.Contains(out, "--repair") {
+		t.Errorf("verify --remote without --repair: exit %d: %s", code, out)
+	}
 }
