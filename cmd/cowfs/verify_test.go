@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,4 +174,35 @@ func TestVerifyRepair(t *testing.T) {
 	if out, code := run(t, "--state", e.state, "verify", "s", "--remote", "127.0.0.1:1"); code == 0 || !strings.Contains(out, "--repair") {
 		t.Errorf("verify --remote without --repair: exit %d: %s", code, out)
 	}
+}
+
+// verify --repair --remote fetches a damaged chunk of a worker's snapshot
+// from the master again; without the master nothing has it, and with a
+// master that is down verify says so and fails.
+func TestVerifyRepairRemote(t *testing.T) {
+	e := newEnv(t)
+	writeRandom(t, filepath.Join(e.lower, "big"), 2<<20+7)
+	addr := startServe(t, e.lower)
+	cli(t, e.state, "mount", e.mnt, "--remote", addr)
+	cli(t, e.state, "snapshot", e.mnt, "s")
+	unmountCLI(t, e.mnt)
+
+	_, f := snapshotEntry(t, e.state, "s", "big")
+	flipByte(t, objectFile(e.state, f.Chunks[1]))
+	verifyFails(t, e.state, "s", f.Chunks[1].String(), "--repair")
+	out := cli(t, e.state, "verify", "s", "--repair", "--remote", addr)
+	if want := "REPAIRED " + f.Chunks[1].String() + " (chunk, used by big) from master " + addr; !strings.Contains(out, want) {
+		t.Errorf("verify --repair --remote does not say %q: %s", want, out)
+	}
+	verifyOK(t, e.state, "s")
+
+	// A master that does not answer.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	l.Close()
+	os.Remove(objectFile(e.state, f.Chunks[0]))
+	verifyFails(t, e.state, "s", "master unreachable", "--repair", "--remote", down, "--io-timeout", "2s")
 }
