@@ -44,17 +44,24 @@ paths if anything does not match or is missing. A damaged object is moved
 to objects/quarantine/ in the state directory: nothing reads it again.
 
 With --repair, each damaged or missing object is stored again from the
-first place that still has bytes hashing to its digest: the lower directory
-the snapshot's mount was over (and those of the snapshots it was restored
-from), at the same path; the snapshot's mountpoint, while it is mounted;
-and with --remote, that master. Exits non-zero and names every object it
-could not repair, with the paths that use it.`,
+first place that still has bytes hashing to its digest, in order: the lower
+directory the snapshot's mount was over, at the same path; the snapshot's
+mountpoint, while it is mounted; the lower directories of the snapshots it
+was restored from; and with --remote, that master. A chunk is read again at
+its offset in the file; a tree by reading all of its directory again. Exits
+non-zero and names every object it could not repair, with the paths that
+use it.`,
 		Example: `  cowfs verify crawl-2026-11-23T10
   cowfs verify crawl-2026-11-23T10 --repair --remote master:7420 --token-file /etc/cowfs/token`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if r.addr != "" && !repair {
 				return errors.New("--remote applies only with --repair")
+			}
+			for _, n := range []string{"token-file", "tls-ca", "io-timeout"} {
+				if r.addr == "" && cmd.Flags().Changed(n) {
+					return fmt.Errorf("--%s applies only with --remote", n)
+				}
 			}
 			store, d, err := openSnapshots(g.state)
 			if err != nil {

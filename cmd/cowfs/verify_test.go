@@ -170,9 +170,19 @@ func TestVerifyRepair(t *testing.T) {
 	}
 	verifyFails(t, e.state, "s", "sub/big")
 
-	// Bad input changes nothing.
-	if out, code := run(t, "--state", e.state, "verify", "s", "--remote", "127.0.0.1:1"); code == 0 || !strings.Contains(out, "--repair") {
-		t.Errorf("verify --remote without --repair: exit %d: %s", code, out)
+	// Bad input.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--remote", "127.0.0.1:1"}, "--remote applies only with --repair"},
+		{[]string{"--repair", "--token-file", "/etc/hostname"}, "--token-file applies only with --remote"},
+		{[]string{"--repair", "--remote", "nohostport"}, "HOST:PORT"},
+		{[]string{"--repair", "--remote", "127.0.0.1:1", "--token-file", "/no/such/file"}, "/no/such/file"},
+	} {
+		if out, code := run(t, append([]string{"--state", e.state, "verify", "s"}, c.args...)...); code == 0 || !strings.Contains(out, c.want) {
+			t.Errorf("verify %v: exit %d, want an error saying %q: %s", c.args, code, c.want, out)
+		}
 	}
 }
 
