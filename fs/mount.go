@@ -138,6 +138,10 @@ type Mount struct {
 	completeTrees object.KnownSet
 	remote        func() *control.RemoteStatus
 	push          func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error)
+
+	// lowerDir is the lower directory of a mount over a local one: its
+	// snapshots record it, for cowfs verify --repair.
+	lowerDir string
 }
 
 // mount is the state the kernel inodes share.
@@ -290,6 +294,7 @@ func New(dir string, o Options) (*Mount, error) {
 			return nil, err
 		}
 		lower, m.closeLo = dl, dl.Close
+		m.lowerDir, _ = filepath.Abs(o.Lower)
 	}
 	m.upper = upper
 	_, statErr := os.Lstat(upper)

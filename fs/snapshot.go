@@ -73,6 +73,7 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 		Created:   time.Now().UTC(),
 		Parent:    m.parent,
 		Source:    m.Dir,
+		Lower:     m.lowerDir,
 	})
 	if err != nil {
 		return nil, err

@@ -29,10 +29,11 @@ func (s *Server) Put(stream pb.Export_PutServer) error {
 		if err != nil {
 			return err
 		}
-		if _, err := object.KindOf(r.GetObject()); err != nil {
+		// The store refuses an object that does not decode (a blob
+		// over a chunk, a garbage tree): the worker sent it wrong.
+		if _, err := s.store.PutCached(stream.Context(), r.GetObject()); errors.Is(err, object.ErrCorrupt) {
 			return status.Errorf(codes.InvalidArgument, "object %d: %v", n, err)
-		}
-		if _, err := s.store.PutCached(stream.Context(), r.GetObject()); err != nil {
+		} else if err != nil {
 			return status.Errorf(codes.Internal, "store: %v", err)
 		}
 		n++

@@ -440,15 +440,26 @@ func TestNoEscape(t *testing.T) {
 		t.Fatal(err)
 	}
 	tree = bytes.Replace(tree, []byte("zz"), []byte(".."), 1)
-	td, _ := store.Put(ctx, tree)
-	ver, _ := object.EncodeTree(&object.Tree{Entries: []object.Entry{{Name: "root", Mode: unix.S_IFDIR | 0o755, Object: td}}})
+	// The store refuses to keep such a tree; a hostile master's disk
+	// holds it all the same.
+	td := object.Sum(tree)
+	h := strings.TrimPrefix(td.String(), "sha256-")
+	os.MkdirAll(filepath.Join(evil, "objects", h[:2]), 0o755)
+	if err := os.WriteFile(filepath.Join(evil, "objects", h[:2], h[2:]), tree, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	// Beneath the root: a worker refuses to cache a root tree that does
+	// not decode, and so to mount the version at all.
+	top, _ := object.EncodeTree(&object.Tree{Entries: []object.Entry{{Name: "d", Mode: unix.S_IFDIR | 0o755, Object: td}}})
+	topd, _ := store.Put(ctx, top)
+	ver, _ := object.EncodeTree(&object.Tree{Entries: []object.Entry{{Name: "root", Mode: unix.S_IFDIR | 0o755, Object: topd}}})
 	vd, _ := store.Put(ctx, ver)
 	evilMaster := startMaster(t, t.TempDir(), remote.ServerConfig{})
 	evilMaster.stop()
 	evilMaster.cfg.Objects = filepath.Join(evil, "objects")
 	evilMaster.start("127.0.0.1:0")
 	em := newWorker(t).mount(evilMaster.addr, mountOpts{version: vd})
-	if _, err := os.ReadDir(em.dir); !errors.Is(err, syscall.EIO) {
+	if _, err := os.ReadDir(filepath.Join(em.dir, "d")); !errors.Is(err, syscall.EIO) {
 		t.Errorf("readdir of a tree with a \"..\" entry: %v, want EIO", err)
 	}
 }

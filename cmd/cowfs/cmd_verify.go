@@ -2,13 +2,24 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/remote"
 )
 
 // openSnapshots opens the object store and refs of a state directory.
@@ -22,15 +33,36 @@ func openSnapshots(state string) (*object.DirStore, *refs.Dir, error) {
 }
 
 func newVerifyCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "verify NAME",
+	var repair bool
+	r := &remoteFlags{}
+	cmd := &cobra.Command{
+		Use:   "verify NAME [--repair [--remote ADDR]]",
 		Short: "Re-hash every object of a snapshot",
 		Long: `Read every object snapshot NAME reaches (trees, file objects and every
 chunk) and check each against its digest. Exits non-zero and lists the bad
-paths if anything does not match or is missing.`,
-		Example: "  cowfs verify crawl-2026-11-23T10",
-		Args:    cobra.ExactArgs(1),
+paths if anything does not match or is missing. A damaged object is moved
+to objects/quarantine/ in the state directory: nothing reads it again.
+
+With --repair, each damaged or missing object is stored again from the
+first place that still has bytes hashing to its digest, in order: the lower
+directory the snapshot's mount was over, at the same path; the snapshot's
+mountpoint, while it is mounted; the lower directories of the snapshots it
+was restored from; and with --remote, that master. A chunk is read again at
+its offset in the file; a tree by reading all of its directory again. Exits
+non-zero and names every object it could not repair, with the paths that
+use it.`,
+		Example: `  cowfs verify crawl-2026-11-23T10
+  cowfs verify crawl-2026-11-23T10 --repair --remote master:7420 --token-file /etc/cowfs/token`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if r.addr != "" && !repair {
+				return errors.New("--remote applies only with --repair")
+			}
+			for _, n := range []string{"token-file", "tls-ca", "io-timeout"} {
+				if r.addr == "" && cmd.Flags().Changed(n) {
+					return fmt.Errorf("--%s applies only with --remote", n)
+				}
+			}
 			store, d, err := openSnapshots(g.state)
 			if err != nil {
 				return err
@@ -38,6 +70,9 @@ paths if anything does not match or is missing.`,
 			s, err := d.Get(args[0])
 			if err != nil {
 				return err
+			}
+			if repair {
+				return verifyRepair(cmd, store, d, s, r)
 			}
 			probs, err := object.Verify(context.Background(), store, s.Root)
 			if err != nil {
@@ -47,10 +82,231 @@ paths if anything does not match or is missing.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "BAD %s: %v\n", p.Path, p.Err)
 			}
 			if len(probs) > 0 {
-				return fmt.Errorf("snapshot %s: %d problems", s.Name, len(probs))
+				return fmt.Errorf("snapshot %s: %d problems (cowfs verify %s --repair stores again what it can)", s.Name, len(probs), s.Name)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s)\n", s.Name, s.Root)
 			return nil
 		},
 	}
+	fl := cmd.Flags()
+	fl.BoolVar(&repair, "repair", false, "store damaged or missing objects again from where the snapshot was taken, or the --remote master")
+	fl.StringVar(&r.addr, "remote", "", "with --repair: also fetch what is damaged from the master at ADDR (host:port)")
+	fl.StringVar(&r.tokenFile, "token-file", "", "with --remote: file holding the master's bearer token")
+	fl.StringVar(&r.tlsCA, "tls-ca", "", "with --remote: use TLS, checking the master's certificate against this CA (PEM)")
+	fl.DurationVar(&r.ioTimeout, "io-timeout", 20*time.Second, "with --remote: give up on a master that does not answer in this time")
+	return cmd
+}
+
+// verifyRepair runs verify --repair of snapshot s.
+func verifyRepair(cmd *cobra.Command, store *object.DirStore, d *refs.Dir, s refs.Snapshot, r *remoteFlags) error {
+	sources, closeAll, err := repairSources(d, s, r)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	found, err := object.Repair(context.Background(), store, s.Root, sources)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", s.Name, err)
+	}
+	left := 0
+	for _, dm := range found {
+		paths := slices.Clone(dm.Paths)
+		for i := range paths {
+			if paths[i] == "" {
+				paths[i] = "/" // the root tree
+			}
+		}
+		what := fmt.Sprintf("%s (%s, used by %s)", dm.Object, kindName(dm.Kind), strings.Join(paths, ", "))
+		if dm.Repaired() {
+			fmt.Fprintf(cmd.OutOrStdout(), "REPAIRED %s from %s\n", what, dm.From)
+			continue
+		}
+		left++
+		fmt.Fprintf(cmd.ErrOrStderr(), "NOT REPAIRED %s: %v\n", what, dm.Err)
+	}
+	if left > 0 {
+		return fmt.Errorf("snapshot %s: %d of %d damaged or missing objects not repaired: no source has their bytes (tried: %s)",
+			s.Name, left, len(found), sourceNames(sources))
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s), %d objects repaired\n", s.Name, s.Root, len(found))
+	return nil
+}
+
+func kindName(k object.Kind) string {
+	switch k {
+	case object.KindBlob:
+		return "chunk"
+	case object.KindFile:
+		return "file object"
+	case object.KindTree:
+		return "tree"
+	}
+	return "object"
+}
+
+func sourceNames(sources []object.Source) string {
+	if len(sources) == 0 {
+		return "none"
+	}
+	var names []string
+	for _, s := range sources {
+		names = append(names, s.String())
+	}
+	return strings.Join(names, ", ")
+}
+
+// repairSources returns where verify --repair looks for the bytes of
+// snapshot s's damaged objects, in order: the lower directory its mount
+// was over; its mountpoint, while mounted; the lowers of the snapshots it
+// was restored from (a file unchanged since is at the same path there);
+// and the master given with --remote.
+func repairSources(d *refs.Dir, s refs.Snapshot, r *remoteFlags) ([]object.Source, func(), error) {
+	var sources []object.Source
+	var closers []func() error
+	closeAll := func() {
+		for _, c := range closers {
+			c()
+		}
+	}
+	seen := map[string]bool{}
+	addDir := func(what, dir string) {
+		if dir == "" || seen[dir] {
+			return
+		}
+		seen[dir] = true
+		lo, err := cow.OpenDirLowerStrict(dir)
+		if err != nil {
+			slog.Warn("repair: cannot read a source", "source", what+" "+dir, "err", err)
+			return
+		}
+		closers = append(closers, lo.Close)
+		sources = append(sources, dirSource{name: what + " " + dir, lo: lo})
+	}
+	addDir("lower", s.Lower)
+	if ok, _ := fs.IsMountpoint(s.Source); ok {
+		addDir("mount", s.Source)
+	}
+	// A restore's snapshot names the one it was restored from: follow
+	// the chain, which a name reused since can make a loop.
+	for p, n := s.Parent, 0; p != "" && n < 64; n++ {
+		ps, err := d.Get(p)
+		if err != nil {
+			break
+		}
+		addDir("lower", ps.Lower)
+		p = ps.Parent
+	}
+	if r.addr != "" {
+		if err := r.check(); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		var token string
+		if r.tokenFile != "" {
+			b, err := os.ReadFile(r.tokenFile)
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("token: %w", err)
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		client, err := remote.Dial(remote.ClientConfig{
+			Addr: r.addr, Token: token, CAFile: r.tlsCA,
+			CallTimeout: min(10*time.Second, r.ioTimeout), Timeout: r.ioTimeout,
+		})
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		closers = append(closers, client.Close)
+		sources = append(sources, &masterSource{c: client})
+	}
+	return sources, closeAll, nil
+}
+
+// dirSource finds an object again in a directory tree the snapshot was
+// taken of or over, at the same path: a chunk at the same offset of the
+// same file, a file object or tree by reading the file or directory
+// again, as a snapshot would.
+type dirSource struct {
+	name string
+	lo   *cow.DirLower
+}
+
+func (s dirSource) String() string { return s.name }
+
+func (s dirSource) Object(ctx context.Context, d object.Digest, p object.Place) ([]byte, error) {
+	st, err := s.lo.Lstat(p.Path)
+	if err != nil {
+		return nil, err
+	}
+	if p.Kind != object.KindBlob {
+		// Read as a snapshot reads a lower, keeping only the one
+		// object wanted.
+		one := &oneObject{want: d}
+		if _, _, err := cow.ScanLower(ctx, s.lo, p.Path, one, nil); err != nil {
+			return nil, err
+		}
+		if one.b == nil {
+			return nil, fmt.Errorf("%s: %w", p.Path, object.ErrNotFound)
+		}
+		return one.b, nil
+	}
+	// Not a FIFO or device: opening one could wait forever.
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("%s: not a regular file", p.Path)
+	}
+	f, err := s.lo.Open(p.Path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	off := int64(p.Chunk) * object.ChunkSize
+	buf := make([]byte, min(object.ChunkSize, p.Entry.Size-off))
+	if _, err := io.ReadFull(io.NewSectionReader(f, off, int64(len(buf))), buf); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.Path, err)
+	}
+	return object.EncodeBlob(buf)
+}
+
+// oneObject is a store for a scan that keeps only the object want.
+type oneObject struct {
+	want object.Digest
+	b    []byte
+}
+
+func (o *oneObject) Put(_ context.Context, b []byte) (object.Digest, error) {
+	d := object.Sum(b)
+	if d == o.want {
+		o.b = b
+	}
+	return d, nil
+}
+
+func (o *oneObject) Get(_ context.Context, d object.Digest) ([]byte, error) {
+	return nil, fmt.Errorf("%s: %w", d, object.ErrNotFound)
+}
+
+// masterSource fetches objects from a master. Once the master was found
+// unreachable it is not asked again: each try waits out --io-timeout.
+type masterSource struct {
+	c    *remote.Client
+	mu   sync.Mutex
+	down error
+}
+
+func (m *masterSource) String() string { return "master " + m.c.Addr() }
+
+func (m *masterSource) Object(ctx context.Context, d object.Digest, _ object.Place) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.down != nil {
+		return nil, m.down
+	}
+	b, err := m.c.Get(ctx, d)
+	if errors.Is(err, remote.ErrUnavailable) {
+		slog.Warn("repair: master unreachable; not asking it again", "err", err)
+		m.down = err
+	}
+	return b, err
 }

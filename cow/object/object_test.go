@@ -302,3 +302,59 @@ func TestDirStoreDamagedObjectReplaced(t *testing.T) {
 		t.Fatalf("the damaged object was not kept in quarantine: %v", err)
 	}
 }
+
+// Put stores only objects that decode: a blob over a chunk, or a file or
+// tree object that does not decode, is refused with ErrCorrupt and
+// nothing is stored. Such an object used to sit in the store until a gc,
+// and a push could fill a master with them.
+func TestDirStorePutRefusesUndecodable(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bigBlob := append([]byte{byte(KindBlob), version}, make([]byte, ChunkSize+1)...)
+	file, _ := EncodeFile(&File{Size: 3, Chunks: []Digest{Sum([]byte("x"))}})
+	tree, _ := EncodeTree(&Tree{Entries: []Entry{{Name: "a", Mode: 0o100644}, {Name: "b", Mode: 0o100644}}})
+	unsorted := bytes.Clone(tree)
+	// Swap the two names: the entries are then out of order.
+	i, j := bytes.IndexByte(unsorted[2:], 'a')+2, bytes.IndexByte(unsorted[2:], 'b')+2
+	unsorted[i], unsorted[j] = 'b', 'a'
+	for _, c := range []struct {
+		name string
+		b    []byte
+	}{
+		{"empty", nil},
+		{"bad kind", []byte{'x', version, 1}},
+		{"blob over a chunk", bigBlob},
+		{"file with a chunk too few", file[:len(file)-1]},
+		{"file with trailing bytes", append(bytes.Clone(file), 0)},
+		{"file of version 2", append([]byte{byte(KindFile), versionLinks}, file[2:]...)},
+		{"tree cut short", tree[:len(tree)-3]},
+		{"tree not sorted", unsorted},
+		{"garbage tree", append([]byte{byte(KindTree), version}, bytes.Repeat([]byte{0xff}, 100)...)},
+	} {
+		for _, put := range []struct {
+			name string
+			fn   func([]byte) error
+		}{
+			{"Put", func(b []byte) error { _, err := s.Put(ctx, b); return err }},
+			{"PutCached", func(b []byte) error { _, err := s.PutCached(ctx, b); return err }},
+			{"PutCachedAs", func(b []byte) error { return s.PutCachedAs(Sum(b), b) }},
+		} {
+			if err := put.fn(c.b); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%s of %s: %v, want ErrCorrupt", put.name, c.name, err)
+			}
+			if ok, _ := s.Has(ctx, Sum(c.b)); ok {
+				t.Errorf("%s of %s: stored", put.name, c.name)
+			}
+		}
+	}
+	// What decodes is stored, a blob of a whole chunk included.
+	chunk, _ := EncodeBlob(make([]byte, ChunkSize))
+	for _, b := range [][]byte{chunk, file, tree} {
+		if _, err := s.Put(ctx, b); err != nil {
+			t.Errorf("put of a valid %c object: %v", b[0], err)
+		}
+	}
+}

@@ -106,7 +106,8 @@ func (s *DirStore) damaged(d, got Digest) error {
 
 // Put stores an encoded object durably and returns its digest. Storing an
 // object the store has is a no-op: an object, once stored, is never written
-// again.
+// again. An object that does not decode (Check) is refused with an error
+// wrapping ErrCorrupt, and nothing is stored.
 func (s *DirStore) Put(ctx context.Context, encoded []byte) (Digest, error) {
 	return s.put(ctx, encoded, true)
 }
@@ -167,8 +168,8 @@ func (s *DirStore) Freshen(d Digest) bool {
 func (s *DirStore) Dir() string { return s.dir }
 
 func (s *DirStore) put(ctx context.Context, encoded []byte, sync bool) (Digest, error) {
-	if _, err := KindOf(encoded); err != nil {
-		return Zero, err
+	if _, err := Check(encoded); err != nil {
+		return Zero, fmt.Errorf("store object: %w", err)
 	}
 	d := Sum(encoded)
 	return d, s.putAs(d, encoded, sync)
@@ -178,8 +179,8 @@ func (s *DirStore) put(ctx context.Context, encoded []byte, sync bool) (Digest, 
 // to d (a cache that verified what it fetched): hashing twice costs as
 // much as the rest of storing.
 func (s *DirStore) PutCachedAs(d Digest, encoded []byte) error {
-	if _, err := KindOf(encoded); err != nil {
-		return err
+	if _, err := Check(encoded); err != nil {
+		return fmt.Errorf("store object %s: %w", d.Short(), err)
 	}
 	return s.putAs(d, encoded, false)
 }

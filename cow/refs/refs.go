@@ -55,6 +55,10 @@ type Snapshot struct {
 	Parent string `json:"parent,omitempty"`
 	// Source is the mountpoint the snapshot was taken of.
 	Source string `json:"source,omitempty"`
+	// Lower is the local directory the source mount was over, if it was
+	// one: where cowfs verify --repair looks for the bytes of a damaged
+	// object again.
+	Lower string `json:"lower,omitempty"`
 }
 
 type onDisk struct {
