@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"strings"
 	"syscall"
+
+	"github.com/cowfs/cowfs/cow/names"
 )
 
 // NameMax is the longest name a directory entry may have, as on ext4.
-const NameMax = 255
+const NameMax = names.Max
 
 // Sentinel errors. They wrap the errno the kernel boundary should report, so
 // errors.Is works with both the sentinel and the errno.
@@ -17,21 +19,10 @@ var (
 	ErrCorrupt  = errors.New("cowfs: metadata corrupt")
 )
 
-// ValidName reports whether name may be used as one directory entry. It
-// rejects what could escape a directory ("", ".", "..", anything with a
-// slash) or cannot be stored (NUL, longer than NameMax bytes), with the errno
-// a syscall would return.
-func ValidName(name string) error {
-	switch {
-	case name == "" || name == "." || name == "..":
-		return fmt.Errorf("name %q: %w", name, syscall.EINVAL)
-	case len(name) > NameMax:
-		return fmt.Errorf("name of %d bytes: %w", len(name), syscall.ENAMETOOLONG)
-	case strings.ContainsAny(name, "/\x00"):
-		return fmt.Errorf("name %q: %w", name, syscall.EINVAL)
-	}
-	return nil
-}
+// ValidName reports whether name may be used as one directory entry
+// (names.Valid): "", ".", "..", a slash, a NUL or more than NameMax bytes
+// are refused, with the errno a syscall would return.
+func ValidName(name string) error { return names.Valid(name) }
 
 // Join joins a relative directory path and a name. The root is "".
 func Join(dir, name string) string {

@@ -24,7 +24,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -148,7 +148,7 @@ func (d *Dir) inPushed(name string) (*Dir, string, bool) {
 // U+FFFD, and the name given would then find nothing) without control
 // characters (a newline broke the table of cowfs snapshots).
 func ValidName(name string) error {
-	if err := cow.ValidName(name); err != nil {
+	if err := names.Valid(name); err != nil {
 		return fmt.Errorf("snapshot name: %w", err)
 	}
 	if strings.HasPrefix(name, ".") {
