@@ -205,52 +205,25 @@ func ObjectsDir(state string) string { return filepath.Join(state, "objects") }
 func RefsDir(state string) string    { return filepath.Join(state, "refs") }
 
 // New mounts a cowfs at dir and returns once the mount serves requests.
-func New(dir string, o Options) (*Mount, error) {
-	if o.Lower == "" && o.Snapshot == "" && o.Layer == nil {
-		return nil, errors.New("no lower directory given")
-	}
-	if o.Layer != nil && o.State == "" {
-		return nil, errors.New("a remote lower needs the state directory")
-	}
-	if o.Snapshot != "" && o.State == "" {
-		return nil, errors.New("restoring a snapshot needs the state directory")
-	}
-	if o.WritebackCache && (o.Passthrough || o.PassthroughLower) {
-		return nil, errors.New("the writeback cache cannot be combined with passthrough")
-	}
-	if err := CheckMountpoint(dir); err != nil {
+// A mount that fails part way releases what it had set up, newest first:
+// nothing it opened, pinned or mounted outlives the error.
+func New(dir string, o Options) (_ *Mount, err error) {
+	upper, work, err := checkOptions(dir, o)
+	if err != nil {
 		return nil, err
 	}
-	layout := Layout{Mountpoint: dir, State: o.State}
-	if o.Snapshot == "" && o.Layer == nil {
-		if st, err := os.Stat(o.Lower); err != nil {
-			return nil, fmt.Errorf("lower directory: %w", err)
-		} else if !st.IsDir() {
-			return nil, fmt.Errorf("lower %s is not a directory", o.Lower)
+	var undo undoStack
+	defer func() {
+		if err != nil {
+			undo.run()
 		}
-		layout.Lower = o.Lower
+	}()
+	m := &Mount{Dir: dir, upper: upper, source: o.Lower, fetch: o.Fetch, remote: o.Remote, version: o.LayerRoot, push: o.Push}
+	m.log = o.Logger
+	if m.log == nil {
+		m.log = slog.Default()
 	}
-	upper, work := o.Upper, o.Work
-	switch {
-	case upper == "" && work != "":
-		return nil, errors.New("a work directory was given without an upper directory")
-	case upper != "" && work == "":
-		return nil, errors.New("an upper directory needs a work directory on the same filesystem")
-	case upper == "" && o.State == "":
-		return nil, errors.New("no state directory and no upper directory given")
-	case upper == "" && o.Snapshot != "":
-		upper, work = RestoreDirs(o.State, dir)
-	case upper == "":
-		upper, work = MountDirs(o.State, dir)
-	}
-	layout.Upper, layout.Work = upper, work
-	// Before anything is created: a refused mount leaves nothing behind.
-	if err := CheckLayout(layout); err != nil {
-		return nil, err
-	}
-	m := &Mount{Dir: dir, source: o.Lower, fetch: o.Fetch, remote: o.Remote, version: o.LayerRoot, push: o.Push}
 	if o.State != "" {
-		var err error
 		if m.store, err = object.OpenDirStore(ObjectsDir(o.State)); err != nil {
 			return nil, err
 		}
@@ -258,11 +231,122 @@ func New(dir string, o Options) (*Mount, error) {
 			return nil, err
 		}
 	}
-	var lower cow.Lower
+	lower, err := m.openLower(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	undo.push(func() { m.closeLo() })
+	if o.Snapshot != "" && o.Upper == "" {
+		// A restore always starts from a fresh upper: that is what
+		// makes resuming from a checkpoint repeatable.
+		base := filepath.Dir(upper)
+		if err := os.RemoveAll(base); err != nil {
+			return nil, fmt.Errorf("clear previous restore at %s: %w", base, err)
+		}
+	}
+	if err := makeUpper(lower, upper, work); err != nil {
+		return nil, err
+	}
+	cfs, err := cow.New(cow.Options{
+		Lower:    lower,
+		UpperDir: upper,
+		WorkDir:  work,
+		MetaDir:  filepath.Join(work, "meta"),
+		Logger:   m.log,
+		// With the writeback cache the kernel owns mtimes.
+		WritesKeepMtime: o.WritebackCache,
+		Reserve:         o.Reserve,
+	})
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+		return nil, fmt.Errorf("upper %s is in use by another cowfs mount: %w", upper, err)
+	} else if err != nil {
+		return nil, err
+	}
+	undo.push(func() { cfs.Close() })
+	m.fs = cfs
+	m.ms = &mount{fs: cfs, log: m.log, passthrough: o.Passthrough, passthroughLower: o.PassthroughLower, writeback: o.WritebackCache}
+	root := &node{c: cfs.Root(), m: m.ms}
+	if m.server, err = serve(dir, root, fuseOptions(cfs, o), &m.ms.tree); err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	undo.push(func() { unmountServer(m.server, dir) })
+	if err := setReadAhead(dir, o.ReadAhead); err != nil {
+		m.log.Info("kernel read-ahead left at its default", "err", err)
+	}
+	if o.State != "" {
+		if m.control, err = control.Listen(ControlSocket(o.State, dir), m, m.log); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// undoStack is what New has set up so far, each with its release; run
+// releases them newest first.
+type undoStack []func()
+
+func (u *undoStack) push(release func()) { *u = append(*u, release) }
+
+func (u undoStack) run() {
+	for i := len(u) - 1; i >= 0; i-- {
+		u[i]()
+	}
+}
+
+// checkOptions refuses options New cannot mount, before anything is
+// created: a refused mount leaves nothing behind. It returns the upper
+// and work directories to use.
+func checkOptions(dir string, o Options) (upper, work string, err error) {
+	switch {
+	case o.Lower == "" && o.Snapshot == "" && o.Layer == nil:
+		return "", "", errors.New("no lower directory given")
+	case o.Layer != nil && o.State == "":
+		return "", "", errors.New("a remote lower needs the state directory")
+	case o.Snapshot != "" && o.State == "":
+		return "", "", errors.New("restoring a snapshot needs the state directory")
+	case o.WritebackCache && (o.Passthrough || o.PassthroughLower):
+		return "", "", errors.New("the writeback cache cannot be combined with passthrough")
+	}
+	if err := CheckMountpoint(dir); err != nil {
+		return "", "", err
+	}
+	layout := Layout{Mountpoint: dir, State: o.State}
+	if o.Snapshot == "" && o.Layer == nil {
+		if st, err := os.Stat(o.Lower); err != nil {
+			return "", "", fmt.Errorf("lower directory: %w", err)
+		} else if !st.IsDir() {
+			return "", "", fmt.Errorf("lower %s is not a directory", o.Lower)
+		}
+		layout.Lower = o.Lower
+	}
+	upper, work = o.Upper, o.Work
+	switch {
+	case upper == "" && work != "":
+		return "", "", errors.New("a work directory was given without an upper directory")
+	case upper != "" && work == "":
+		return "", "", errors.New("an upper directory needs a work directory on the same filesystem")
+	case upper == "" && o.State == "":
+		return "", "", errors.New("no state directory and no upper directory given")
+	case upper == "" && o.Snapshot != "":
+		upper, work = RestoreDirs(o.State, dir)
+	case upper == "":
+		upper, work = MountDirs(o.State, dir)
+	}
+	layout.Upper, layout.Work = upper, work
+	if err := CheckLayout(layout); err != nil {
+		return "", "", err
+	}
+	return upper, work, nil
+}
+
+// openLower opens the mount's lower layer and sets m.closeLo to release
+// what holds it: the lower directory's descriptor, or the pin on a
+// restored snapshot or a remote version. On error nothing is held.
+func (m *Mount) openLower(dir string, o Options) (cow.Lower, error) {
+	m.closeLo = func() error { return nil }
 	switch {
 	case o.Layer != nil:
-		lower, m.source, m.parent = o.Layer, o.Source, o.Parent
-		m.closeLo = func() error { return nil }
+		m.source, m.parent = o.Source, o.Parent
 		if !o.LayerRoot.IsZero() {
 			pinKey := refs.RemotePinPrefix + mountKey(dir)
 			if err := m.refs.PinWhileAlive(pinKey, o.LayerRoot); err != nil {
@@ -270,84 +354,56 @@ func New(dir string, o Options) (*Mount, error) {
 			}
 			m.closeLo = func() error { return m.refs.UnpinMine(pinKey) }
 		}
+		return o.Layer, nil
 	case o.Snapshot != "":
-		snap, err := m.pinSnapshot(o.Snapshot, "restore-"+mountKey(dir))
+		pinKey := "restore-" + mountKey(dir)
+		snap, err := m.pinSnapshot(o.Snapshot, pinKey)
 		if err != nil {
 			return nil, err
 		}
-		lower = cow.NewObjectLower(m.store, snap.Root, snap.RootEntry)
-		pinKey := "restore-" + mountKey(dir)
 		m.closeLo = func() error { return m.refs.UnpinMine(pinKey) }
 		m.parent = snap.Name
 		m.source = "snapshot " + snap.Name
-		if o.Upper == "" {
-			// A restore always starts from a fresh upper: that is
-			// what makes resuming from a checkpoint repeatable.
-			base := filepath.Dir(upper)
-			if err := os.RemoveAll(base); err != nil {
-				return nil, fmt.Errorf("clear previous restore at %s: %w", base, err)
-			}
-		}
+		return cow.NewObjectLower(m.store, snap.Root, snap.RootEntry), nil
 	default:
 		dl, err := cow.OpenDirLower(o.Lower)
 		if err != nil {
 			return nil, err
 		}
-		lower, m.closeLo = dl, dl.Close
+		m.closeLo = dl.Close
 		m.lowerDir, _ = filepath.Abs(o.Lower)
+		return dl, nil
 	}
-	m.upper = upper
+}
+
+// makeUpper creates the upper and work directories. A fresh upper's root
+// is the mount's root: it starts out as the lower's root looks, not as a
+// private state directory does.
+func makeUpper(lower cow.Lower, upper, work string) error {
 	_, statErr := os.Lstat(upper)
 	freshUpper := errors.Is(statErr, os.ErrNotExist)
 	for _, d := range []string{upper, work} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
-			m.closeLo()
-			return nil, fmt.Errorf("create %s: %w", d, err)
+			return fmt.Errorf("create %s: %w", d, err)
 		}
 	}
 	if freshUpper {
-		// The upper's root is the mount's root: it starts out as the
-		// lower's root looks, not as a private state directory does.
-		if err := copyRootAttrs(lower, upper); err != nil {
-			m.closeLo()
-			return nil, err
-		}
+		return copyRootAttrs(lower, upper)
 	}
-	log := o.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	m.log = log
-	cfs, err := cow.New(cow.Options{
-		Lower:    lower,
-		UpperDir: upper,
-		WorkDir:  work,
-		MetaDir:  filepath.Join(work, "meta"),
-		Logger:   log,
-		// With the writeback cache the kernel owns mtimes.
-		WritesKeepMtime: o.WritebackCache,
-		Reserve:         o.Reserve,
-	})
-	if err != nil {
-		m.closeLo()
-		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("upper %s is in use by another cowfs mount: %w", upper, err)
-		}
-		return nil, err
-	}
+	return nil
+}
+
+// fuseOptions are go-fuse's options for a mount of cfs.
+func fuseOptions(cfs *cow.FS, o Options) *gofs.Options {
 	timeout := o.CacheTimeout
 	if timeout == 0 {
 		timeout = time.Hour
 	}
-	m.fs = cfs
-	ms := &mount{fs: cfs, log: log, passthrough: o.Passthrough, passthroughLower: o.PassthroughLower, writeback: o.WritebackCache}
-	m.ms = ms
-	root := &node{c: cfs.Root(), m: ms}
 	fsname := o.FsName
 	if fsname == "" {
 		fsname = "cowfs"
 	}
-	opts := &gofs.Options{
+	return &gofs.Options{
 		// The root's inode number is the one its stat reports, as for
 		// every other node; go-fuse would use 0.
 		RootStableAttr:  &gofs.StableAttr{Ino: cfs.Root().Ino, Gen: cfs.Root().Gen},
@@ -384,26 +440,15 @@ func New(dir string, o Options) (*Mount, error) {
 			ExtraCapabilities: killPrivCaps | writebackCaps(o.WritebackCache),
 		},
 	}
-	server, err := serve(dir, root, opts, &ms.tree)
-	if err != nil {
-		cfs.Close()
-		m.closeLo()
-		return nil, fmt.Errorf("mount %s: %w", dir, err)
-	}
-	m.server = server
-	if err := setReadAhead(dir, o.ReadAhead); err != nil {
-		log.Info("kernel read-ahead left at its default", "err", err)
-	}
-	if o.State != "" {
-		if m.control, err = control.Listen(ControlSocket(o.State, dir), m, log); err != nil {
-			m.Unmount()
-			return nil, err
-		}
-	}
-	return m, nil
 }
 
-// serve is gofs.Mount with the raw filesystem wrapped in treeLocked.
+// waitMount is fuse.Server.WaitMount; a test makes it fail after the
+// kernel mount is made, which nothing real does on demand.
+var waitMount = (*fuse.Server).WaitMount
+
+// serve is gofs.Mount with the raw filesystem wrapped in treeLocked. If
+// the mount is made but does not come up, serve takes it down again:
+// otherwise it would stay, served by nothing once New closes the layers.
 func serve(dir string, root gofs.InodeEmbedder, opts *gofs.Options, tree *sync.RWMutex) (*fuse.Server, error) {
 	raw := &treeLocked{RawFileSystem: gofs.NewNodeFS(root, opts), mu: tree}
 	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
@@ -411,10 +456,26 @@ func serve(dir string, root gofs.InodeEmbedder, opts *gofs.Options, tree *sync.R
 		return nil, err
 	}
 	go server.Serve()
-	if err := server.WaitMount(); err != nil {
+	if err := waitMount(server); err != nil {
+		if uerr := unmountServer(server, dir); uerr != nil {
+			return nil, fmt.Errorf("%w; and unmount: %v", err, uerr)
+		}
 		return nil, err
 	}
 	return server, nil
+}
+
+// unmountServer unmounts dir and waits for its server to stop. A busy
+// mount is detached, so it goes away when its last user does.
+func unmountServer(s *fuse.Server, dir string) error {
+	err := s.Unmount()
+	if err != nil {
+		if derr := unix.Unmount(dir, unix.MNT_DETACH); derr == nil {
+			err = nil
+		}
+	}
+	s.Wait()
+	return err
 }
 
 func writebackCaps(on bool) uint64 {
@@ -533,14 +594,7 @@ func IsMountpoint(dir string) (bool, error) {
 // Unmount unmounts and releases the layers. Metadata is flushed whether or
 // not the kernel let go of the mount.
 func (m *Mount) Unmount() error {
-	err := m.server.Unmount()
-	if err != nil {
-		// Busy: detach, so the mount goes away when its last user does.
-		if derr := unix.Unmount(m.Dir, unix.MNT_DETACH); derr == nil {
-			err = nil
-		}
-	}
-	m.server.Wait()
+	err := unmountServer(m.server, m.Dir)
 	if cerr := m.Close(); err == nil {
 		err = cerr
 	}
