@@ -123,7 +123,7 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 		c.hits.Add(1)
 		return b, nil
 	}
-	b, err := c.store.Get(ctx, d)
+	b, err := c.cached(ctx, d)
 	if err == nil {
 		c.hits.Add(1)
 		c.store.Touch(d)
@@ -146,6 +146,18 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 		return nil, err
 	}
 	return v.([]byte), nil
+}
+
+// cached returns d from the store. A damaged copy, one a crash cut short
+// (PutCached does not fsync) or bit rot, the store has quarantined: it is
+// counted and logged here, never served, and the caller fetches d again.
+func (c *Cache) cached(ctx context.Context, d object.Digest) ([]byte, error) {
+	b, err := c.store.Get(ctx, d)
+	if errors.Is(err, object.ErrCorrupt) {
+		c.corrupt.Add(1)
+		c.log.Warn("damaged object in the cache, quarantined; fetching it again", "object", d.String(), "err", err)
+	}
+	return b, err
 }
 
 // failMemory is how long a fetch that found the master unreachable is
@@ -174,16 +186,8 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 	if b, ok := c.fresh.take(d); ok {
 		return b, nil
 	}
-	b, err := c.store.Get(ctx, d)
-	if err == nil {
+	if b, err := c.cached(ctx, d); err == nil {
 		return b, nil
-	}
-	if errors.Is(err, object.ErrCorrupt) {
-		// A cached object a crash cut short (PutCached does not
-		// fsync), or bit rot: never served, fetched again.
-		c.corrupt.Add(1)
-		c.log.Warn("damaged object in cache; fetching it again", "object", d.Short(), "err", err)
-		c.store.Remove(d)
 	}
 	for range 3 {
 		b, err := c.f.Get(ctx, d)

@@ -1,0 +1,192 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote"
+)
+
+// logBuf collects a logger's lines for a test to look through.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+// errorLine returns the first ERROR line of the log that holds all of
+// words, or "".
+func (l *logBuf) errorLine(words ...string) string {
+	for _, line := range strings.Split(l.String(), "\n") {
+		if !strings.Contains(line, "level=ERROR") {
+			continue
+		}
+		all := true
+		for _, w := range words {
+			all = all && strings.Contains(line, w)
+		}
+		if all {
+			return line
+		}
+	}
+	return ""
+}
+
+// open is what a worker's mount reads through, without the mount: the
+// version of the export, through a cache over the worker's store.
+func (w *worker) open(addr string, timeout time.Duration, log *slog.Logger) (*remote.Cache, *cow.ObjectLower) {
+	w.t.Helper()
+	client, err := remote.Dial(remote.ClientConfig{Addr: addr, CallTimeout: timeout, Timeout: timeout, Logger: log})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	store, err := object.OpenDirStore(filepath.Join(w.state, "objects"))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cache, err := remote.NewCache(store, client, log)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { cache.Close(); client.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v, err := client.Resolve(ctx, "")
+	if err != nil {
+		w.t.Fatalf("resolve: %v", err)
+	}
+	lower, _, err := remote.OpenVersion(ctx, cache, v)
+	if err != nil {
+		w.t.Fatalf("open version: %v", err)
+	}
+	return cache, lower
+}
+
+// readAll reads path of lo whole, failing the test if it takes longer
+// than limit.
+func readAll(t *testing.T, lo *cow.ObjectLower, path string, limit time.Duration) ([]byte, error) {
+	t.Helper()
+	var b []byte
+	err := within(t, limit, "read "+path, func() error {
+		f, err := lo.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		b, err = io.ReadAll(io.NewSectionReader(f, 0, 1<<40))
+		return err
+	})
+	return b, err
+}
+
+// damageBlob flips a byte in the middle of one chunk (blob) object of the
+// store in dir and returns its digest.
+func damageBlob(t *testing.T, dir string) object.Digest {
+	t.Helper()
+	store, err := object.OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d object.Digest
+	store.Each(func(o object.StoredObject) error {
+		if k, err := store.Kind(o.Digest); err == nil && k == object.KindBlob && d.IsZero() {
+			d = o.Digest
+		}
+		return nil
+	})
+	if d.IsZero() {
+		t.Fatal("no chunk to damage")
+	}
+	h := strings.TrimPrefix(d.String(), "sha256-")
+	p := filepath.Join(dir, h[:2], h[2:])
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x10
+	// Objects are read-only: put the damaged bytes in place as a new file.
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// A master started again over a store with a damaged chunk stores the
+// chunk again when it scans the export, and serves it whole.
+func TestMasterRestartRepairs(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	newWorker(t).open(ms.addr, 10*time.Second, nil)
+	d := damageBlob(t, ms.cfg.Objects)
+	ms.restart()
+
+	_, lo := newWorker(t).open(ms.addr, 10*time.Second, nil)
+	b, err := readAll(t, lo, "f", 20*time.Second)
+	if err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("read after a restart of a master with a damaged chunk: %d bytes, %v", len(b), err)
+	}
+	store, err := object.OpenDirStore(ms.cfg.Objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get(context.Background(), d); err != nil {
+		t.Errorf("the master's copy was not repaired: %v", err)
+	}
+}
+
+// A chunk damaged in the worker's own cache is quarantined, logged with
+// its digest, counted, and fetched again.
+func TestCacheDamageLogged(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	var wlog logBuf
+	w := newWorker(t)
+	_, lo := w.open(ms.addr, 10*time.Second, wlog.logger())
+	if b, err := readAll(t, lo, "f", 20*time.Second); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("first read: %d bytes, %v", len(b), err)
+	}
+	d := damageBlob(t, filepath.Join(w.state, "objects"))
+	cache, lo := w.open(ms.addr, 10*time.Second, wlog.logger()) // no chunk kept in memory
+	if b, err := readAll(t, lo, "f", 20*time.Second); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("read after a cached chunk was damaged: %d bytes, %v", len(b), err)
+	}
+	if !strings.Contains(wlog.String(), d.String()) || !strings.Contains(wlog.String(), "damaged") {
+		t.Errorf("the worker did not log the damaged %s:\n%s", d, wlog.String())
+	}
+	if _, err := os.Stat(filepath.Join(w.state, "objects", object.QuarantineDir, strings.TrimPrefix(d.String(), "sha256-"))); err != nil {
+		t.Errorf("the damaged chunk was not quarantined: %v", err)
+	}
+	if c := cache.Stats().Corrupt; c != 1 {
+		t.Errorf("corrupt counter %d after one damaged chunk was fetched again", c)
+	}
+}
