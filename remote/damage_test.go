@@ -3,6 +3,7 @@ package remote_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -90,16 +91,20 @@ func (w *worker) open(addr string, timeout time.Duration, log *slog.Logger) (*re
 func readAll(t *testing.T, lo *cow.ObjectLower, path string, limit time.Duration) ([]byte, error) {
 	t.Helper()
 	var b []byte
-	err := within(t, limit, "read "+path, func() error {
-		f, err := lo.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		b, err = io.ReadAll(io.NewSectionReader(f, 0, 1<<40))
+	err := within(t, limit, "read "+path, func() (err error) {
+		b, err = readLower(lo, path)
 		return err
 	})
 	return b, err
+}
+
+func readLower(lo *cow.ObjectLower, path string) ([]byte, error) {
+	f, err := lo.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.NewSectionReader(f, 0, 1<<40))
 }
 
 // damageBlob flips a byte in the middle of one chunk (blob) object of the
@@ -137,6 +142,142 @@ func damageBlob(t *testing.T, dir string) object.Digest {
 	return d
 }
 
+// A chunk damaged in the master's store is caught by the first worker
+// that reads it: the master checks its copy, quarantines it, logs it, and
+// stores it again from the export, and the worker's read succeeds.
+func TestMasterDamageRepaired(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	var mlog logBuf
+	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
+	newWorker(t).open(ms.addr, 10*time.Second, nil) // the master scans the export
+	d := damageBlob(t, ms.cfg.Objects)
+
+	// Workers at once: each gets the chunk whole.
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for range cap(errs) {
+		_, lo := newWorker(t).open(ms.addr, 10*time.Second, nil)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := readLower(lo, "f")
+			if err == nil && !bytes.Equal(b, data) {
+				err = errors.New("wrong bytes")
+			}
+			errs <- err
+		}()
+	}
+	within(t, time.Minute, "reads", func() error { wg.Wait(); return nil })
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("read of a file with a chunk damaged on the master: %v", err)
+		}
+	}
+	if mlog.errorLine(d.String()) == "" {
+		t.Errorf("the master logged no error naming %s:\n%s", d, mlog.String())
+	}
+	store, err := object.OpenDirStore(ms.cfg.Objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get(context.Background(), d); err != nil {
+		t.Errorf("the master's copy was not repaired: %v", err)
+	}
+}
+
+// A chunk damaged in the master's store whose file in the export changed
+// since cannot be repaired: the worker's read fails at once, saying so,
+// and does not wait out its timeout.
+func TestMasterDamageUnrepairable(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	var mlog, wlog logBuf
+	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
+	const timeout = 15 * time.Second
+	cache, lo := newWorker(t).open(ms.addr, timeout, wlog.logger())
+	d := damageBlob(t, ms.cfg.Objects)
+	writeFile(t, filepath.Join(exp, "f"), randBytes(len(data)), 0o644)
+
+	start := time.Now()
+	_, err := readAll(t, lo, "f", 3*timeout)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("read of a chunk damaged on the master, and gone from its export, succeeded")
+	}
+	if took > timeout {
+		t.Errorf("the read failed after %v; the timeout is %v", took, timeout)
+	}
+	for _, w := range []string{d.Short(), "master's copy", "damaged", "could not be restored from its export"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("the error does not say %q: %v", w, err)
+		}
+	}
+	if wlog.errorLine(d.String(), "master's copy") == "" {
+		t.Errorf("the worker logged no error naming %s and the master's copy:\n%s", d, wlog.String())
+	}
+	if mlog.errorLine(d.String()) == "" {
+		t.Errorf("the master logged no error naming %s:\n%s", d, mlog.String())
+	}
+	if cache.Stats().Errors == 0 {
+		t.Error("the failed read was not counted")
+	}
+
+	// Asked again, the master answers at once from what it learned.
+	start = time.Now()
+	if _, err := readAll(t, lo, "f", 3*timeout); err == nil || !strings.Contains(err.Error(), "master's copy") {
+		t.Errorf("second read: %v", err)
+	}
+	if took := time.Since(start); took > timeout/2 {
+		t.Errorf("the second read failed after %v", took)
+	}
+	if n := strings.Count(mlog.String(), "restoring it from the export"); n != 1 {
+		t.Errorf("the master tried %d times to restore the lost object; want once:\n%s", n, mlog.String())
+	}
+}
+
+// Asking the master to verify an object it holds whole costs it a hash,
+// and nothing more: no quarantine, no scan, no error.
+func TestMasterVerifyGood(t *testing.T) {
+	exp := t.TempDir()
+	writeFile(t, filepath.Join(exp, "f"), randBytes(1<<20), 0o644)
+	var mlog logBuf
+	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
+	newWorker(t).open(ms.addr, 10*time.Second, nil)
+	store, err := object.OpenDirStore(ms.cfg.Objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := 0
+	err = store.Each(func(o object.StoredObject) error {
+		b, err := c.GetVerified(ctx, o.Digest)
+		if err == nil && object.Sum(b) != o.Digest {
+			err = errors.New("wrong bytes")
+		}
+		n++
+		return err
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("verified get of %d objects: %v", n, err)
+	}
+	if strings.Contains(mlog.String(), "level=ERROR") || strings.Contains(mlog.String(), "restored") {
+		t.Errorf("the master acted on good objects:\n%s", mlog.String())
+	}
+	if _, err := os.Stat(filepath.Join(ms.cfg.Objects, object.QuarantineDir)); err == nil {
+		t.Error("the master quarantined something")
+	}
+}
+
 // A master started again over a store with a damaged chunk stores the
 // chunk again when it scans the export, and serves it whole.
 func TestMasterRestartRepairs(t *testing.T) {
@@ -149,7 +290,7 @@ func TestMasterRestartRepairs(t *testing.T) {
 	ms.restart()
 
 	_, lo := newWorker(t).open(ms.addr, 10*time.Second, nil)
-	b, err := readAll(t, lo, "f", 20*time.Second)
+	b, err := readAll(t, lo, "f", time.Minute)
 	if err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("read after a restart of a master with a damaged chunk: %d bytes, %v", len(b), err)
 	}
@@ -172,12 +313,12 @@ func TestCacheDamageLogged(t *testing.T) {
 	var wlog logBuf
 	w := newWorker(t)
 	_, lo := w.open(ms.addr, 10*time.Second, wlog.logger())
-	if b, err := readAll(t, lo, "f", 20*time.Second); err != nil || !bytes.Equal(b, data) {
+	if b, err := readAll(t, lo, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("first read: %d bytes, %v", len(b), err)
 	}
 	d := damageBlob(t, filepath.Join(w.state, "objects"))
 	cache, lo := w.open(ms.addr, 10*time.Second, wlog.logger()) // no chunk kept in memory
-	if b, err := readAll(t, lo, "f", 20*time.Second); err != nil || !bytes.Equal(b, data) {
+	if b, err := readAll(t, lo, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("read after a cached chunk was damaged: %d bytes, %v", len(b), err)
 	}
 	if !strings.Contains(wlog.String(), d.String()) || !strings.Contains(wlog.String(), "damaged") {

@@ -1,0 +1,158 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// The master sends objects as stored, unchecked, and every worker checks
+// what it gets. A worker that got bytes not matching their digest asks
+// again with verify set (GetRequest.verify); only then does the master
+// check its own copy. A copy that checks out was damaged on the way and is
+// sent again. A damaged one is quarantined by the store, logged, and
+// stored again by a scan of the export, which finds every file whose
+// object or chunks left the store and reads it again; if no file of the
+// export has those bytes now, the object is lost, and every worker that
+// asks for it is told so at once (DataLoss). A worker's word alone never
+// makes the master scan: the master's own check must find the damage.
+
+// repair is the restoring of one damaged object from the export.
+type repair struct {
+	done chan struct{}
+	err  error // why it could not be restored; set before done is closed
+}
+
+// read returns object d's bytes as stored; checked against d when verify.
+func (s *Server) read(ctx context.Context, d object.Digest, verify bool) ([]byte, error) {
+	if verify {
+		return s.verified(ctx, d)
+	}
+	b, err := s.store.ReadUnverified(d)
+	if errors.Is(err, object.ErrNotFound) {
+		if r, ok := s.damaged.Load(d); ok {
+			return s.awaitRepair(ctx, d, r.(*repair))
+		}
+	}
+	return b, err
+}
+
+// verified returns object d's bytes, checked against d: if the stored copy
+// is damaged, once it is restored from the export.
+func (s *Server) verified(ctx context.Context, d object.Digest) ([]byte, error) {
+	b, err := s.store.Get(ctx, d)
+	switch {
+	case err == nil:
+		return b, nil
+	case errors.Is(err, object.ErrCorrupt):
+		// The store has quarantined it.
+		s.log.Error("damaged object in the store; restoring it from the export", "object", d.String(), "err", err)
+		return s.awaitRepair(ctx, d, s.startRepair(d))
+	case errors.Is(err, object.ErrNotFound):
+		if r, ok := s.damaged.Load(d); ok {
+			return s.awaitRepair(ctx, d, r.(*repair))
+		}
+	}
+	return nil, err
+}
+
+// startRepair starts restoring d, unless a repair of it is under way.
+func (s *Server) startRepair(d object.Digest) *repair {
+	r := &repair{done: make(chan struct{})}
+	for {
+		old, loaded := s.damaged.LoadOrStore(d, r)
+		if !loaded {
+			go s.repair(d, r)
+			return r
+		}
+		o := old.(*repair)
+		select {
+		case <-o.done:
+			// d was lost before, and stored again since (a scan, a
+			// push), and is damaged again.
+			if s.damaged.CompareAndSwap(d, o, r) {
+				go s.repair(d, r)
+				return r
+			}
+		default:
+			return o
+		}
+	}
+}
+
+// repair restores d by a scan of the export. It runs on its own, not
+// bounded by the call that found the damage, so that every worker waiting
+// for d gets the outcome. Scans for repairs are one at a time, and shared
+// by every repair that starts meanwhile.
+func (s *Server) repair(d object.Digest, r *repair) {
+	defer close(r.done)
+	start := time.Now()
+	// A scan already running when d was quarantined may have passed d's
+	// file before; a scan started after it ended has not.
+	var err error
+	for range 2 {
+		res := <-s.rescans.DoChan("", func() (any, error) { return nil, s.rescan() })
+		if _, err = s.store.Get(s.scanCtx, d); err == nil {
+			break
+		}
+		if res.Err != nil {
+			err = res.Err
+		}
+	}
+	if err == nil {
+		s.damaged.CompareAndDelete(d, r)
+		s.log.Info("damaged object restored from the export", "object", d.String(), "took", time.Since(start))
+		return
+	}
+	if errors.Is(err, object.ErrNotFound) {
+		err = errors.New("no file of the export has those bytes now")
+	}
+	r.err = err
+	s.log.Error("damaged object lost: it could not be restored from the export", "object", d.String(), "err", err)
+}
+
+// awaitRepair waits for r, the repair of d, and returns d's bytes.
+func (s *Server) awaitRepair(ctx context.Context, d object.Digest, r *repair) ([]byte, error) {
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	if r.err != nil {
+		return nil, status.Errorf(codes.DataLoss, "object %s: %v (%v)", d.Short(), ErrMasterDamaged, r.err)
+	}
+	b, err := s.store.Get(ctx, d)
+	if err != nil {
+		return nil, fmt.Errorf("restored object: %w", err)
+	}
+	return b, nil
+}
+
+// rescan scans the whole export into the store, through the scan cache:
+// a quarantine counts as a removal from the store, so the scan looks at
+// the store again for every file it knows, and reads again each file
+// whose object or chunks are missing, storing them again.
+func (s *Server) rescan() error {
+	ctx := s.scanCtx
+	release, err := s.store.Hold(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	e, _, err := cow.ScanLower(ctx, s.lo, "", cachedPuts{s.store}, &s.scans)
+	if err != nil {
+		return fmt.Errorf("scan the export: %w", err)
+	}
+	// A damaged version object of the whole export comes back too.
+	if _, err := putVersion(ctx, s.store, e); err != nil {
+		return err
+	}
+	return s.store.Sync()
+}
