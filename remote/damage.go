@@ -30,37 +30,24 @@ type repair struct {
 	err  error // why it could not be restored; set before done is closed
 }
 
-// read returns object d's bytes as stored; checked against d when verify.
+// read returns object d's bytes as stored; when verify, checked against
+// d, and if damaged, once restored from the export. An object lost to
+// damage, or being restored, is answered as such, not as NotFound.
 func (s *Server) read(ctx context.Context, d object.Digest, verify bool) ([]byte, error) {
-	if verify {
-		return s.verified(ctx, d)
-	}
 	b, err := s.store.ReadUnverified(d)
-	if errors.Is(err, object.ErrNotFound) {
-		if r, ok := s.damaged.Load(d); ok {
-			return s.awaitRepair(ctx, d, r.(*repair))
-		}
-	}
-	return b, err
-}
-
-// verified returns object d's bytes, checked against d: if the stored copy
-// is damaged, once it is restored from the export.
-func (s *Server) verified(ctx context.Context, d object.Digest) ([]byte, error) {
-	b, err := s.store.Get(ctx, d)
 	switch {
-	case err == nil:
-		return b, nil
-	case errors.Is(err, object.ErrCorrupt):
-		// The store has quarantined it.
-		s.log.Error("damaged object in the store; restoring it from the export", "object", d.String(), "err", err)
-		return s.awaitRepair(ctx, d, s.startRepair(d))
+	case err == nil && verify:
+		if got := object.Sum(b); got != d {
+			s.log.Error("damaged object in the store; restoring it from the export", "object", d.String(),
+				"hashes_to", got.String())
+			return s.awaitRepair(ctx, d, s.startRepair(d))
+		}
 	case errors.Is(err, object.ErrNotFound):
 		if r, ok := s.damaged.Load(d); ok {
 			return s.awaitRepair(ctx, d, r.(*repair))
 		}
 	}
-	return nil, err
+	return b, err
 }
 
 // startRepair starts restoring d, unless a repair of it is under way.
@@ -94,16 +81,23 @@ func (s *Server) startRepair(d object.Digest) *repair {
 func (s *Server) repair(d object.Digest, r *repair) {
 	defer close(r.done)
 	start := time.Now()
-	// A scan already running when d was quarantined may have passed d's
-	// file before; a scan started after it ended has not.
-	var err error
-	for range 2 {
-		res := <-s.rescans.DoChan("", func() (any, error) { return nil, s.rescan() })
-		if _, err = s.store.Get(s.scanCtx, d); err == nil {
-			break
-		}
-		if res.Err != nil {
-			err = res.Err
+	// Quarantined only now, with the repair on record, so that a Get
+	// that finds d missing meanwhile waits for the repair instead of
+	// answering NotFound; and only if still damaged, as a repair that
+	// ended since the damage was found may have restored it.
+	_, err := s.store.Get(s.scanCtx, d)
+	if errors.Is(err, object.ErrCorrupt) || errors.Is(err, object.ErrNotFound) {
+		// A scan already running when d was quarantined may have
+		// passed d's file before; a scan started after it ended has
+		// not.
+		for try := 0; ; try++ {
+			res := <-s.rescans.DoChan("", func() (any, error) { return nil, s.rescan() })
+			if _, err = s.store.Get(s.scanCtx, d); err == nil || try == 1 {
+				if err != nil && res.Err != nil {
+					err = res.Err
+				}
+				break
+			}
 		}
 	}
 	if err == nil {

@@ -60,6 +60,14 @@ func (l *logBuf) errorLine(words ...string) string {
 // version of the export, through a cache over the worker's store.
 func (w *worker) open(addr string, timeout time.Duration, log *slog.Logger) (*remote.Cache, *cow.ObjectLower) {
 	w.t.Helper()
+	c, lo, _ := w.openAt(addr, object.Zero, timeout, log)
+	return c, lo
+}
+
+// openAt is open of version v, or of the export as it is now if v is zero;
+// it returns the version opened.
+func (w *worker) openAt(addr string, v object.Digest, timeout time.Duration, log *slog.Logger) (*remote.Cache, *cow.ObjectLower, object.Digest) {
+	w.t.Helper()
 	client, err := remote.Dial(remote.ClientConfig{Addr: addr, CallTimeout: timeout, Timeout: timeout, Logger: log})
 	if err != nil {
 		w.t.Fatal(err)
@@ -75,15 +83,16 @@ func (w *worker) open(addr string, timeout time.Duration, log *slog.Logger) (*re
 	w.t.Cleanup(func() { cache.Close(); client.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	v, err := client.Resolve(ctx, "")
-	if err != nil {
-		w.t.Fatalf("resolve: %v", err)
+	if v.IsZero() {
+		if v, err = client.Resolve(ctx, ""); err != nil {
+			w.t.Fatalf("resolve: %v", err)
+		}
 	}
 	lower, _, err := remote.OpenVersion(ctx, cache, v)
 	if err != nil {
 		w.t.Fatalf("open version: %v", err)
 	}
-	return cache, lower
+	return cache, lower, v
 }
 
 // readAll reads path of lo whole, failing the test if it takes longer
@@ -111,35 +120,45 @@ func readLower(lo *cow.ObjectLower, path string) ([]byte, error) {
 // store in dir and returns its digest.
 func damageBlob(t *testing.T, dir string) object.Digest {
 	t.Helper()
+	return damageKind(t, dir, object.KindBlob, 1)[0]
+}
+
+// damageKind flips a byte in the middle of up to n objects of kind k in
+// the store in dir (all, if n < 0) and returns their digests.
+func damageKind(t *testing.T, dir string, k object.Kind, n int) []object.Digest {
+	t.Helper()
 	store, err := object.OpenDirStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d object.Digest
+	var ds []object.Digest
 	store.Each(func(o object.StoredObject) error {
-		if k, err := store.Kind(o.Digest); err == nil && k == object.KindBlob && d.IsZero() {
-			d = o.Digest
+		if kind, err := store.Kind(o.Digest); err == nil && kind == k && len(ds) != n {
+			ds = append(ds, o.Digest)
 		}
 		return nil
 	})
-	if d.IsZero() {
-		t.Fatal("no chunk to damage")
+	if len(ds) == 0 {
+		t.Fatalf("no object of kind %c to damage", k)
 	}
-	h := strings.TrimPrefix(d.String(), "sha256-")
-	p := filepath.Join(dir, h[:2], h[2:])
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
+	for _, d := range ds {
+		h := strings.TrimPrefix(d.String(), "sha256-")
+		p := filepath.Join(dir, h[:2], h[2:])
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x10
+		// Objects are read-only: put the damaged bytes in place as a
+		// new file.
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o444); err != nil {
+			t.Fatal(err)
+		}
 	}
-	b[len(b)/2] ^= 0x10
-	// Objects are read-only: put the damaged bytes in place as a new file.
-	if err := os.Remove(p); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, b, 0o444); err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return ds
 }
 
 // A chunk damaged in the master's store is caught by the first worker
@@ -185,6 +204,45 @@ func TestMasterDamageRepaired(t *testing.T) {
 	}
 	if _, err := store.Get(context.Background(), d); err != nil {
 		t.Errorf("the master's copy was not repaired: %v", err)
+	}
+}
+
+// Trees (the version object among them) and file objects damaged in the
+// master's store are restored as chunks are.
+func TestMasterDamageRepairedTreesFiles(t *testing.T) {
+	for _, k := range []object.Kind{object.KindTree, object.KindFile} {
+		t.Run(string(rune(k)), func(t *testing.T) {
+			exp := t.TempDir()
+			data := randBytes(1<<20 + 5)
+			writeFile(t, filepath.Join(exp, "d/f"), data, 0o644)
+			writeFile(t, filepath.Join(exp, "g"), []byte("g"), 0o644)
+			var mlog logBuf
+			ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
+			_, _, v := newWorker(t).openAt(ms.addr, object.Zero, 10*time.Second, nil)
+			ds := damageKind(t, ms.cfg.Objects, k, -1)
+
+			// The version as it was, not resolved again: a scan
+			// for a resolve would store the trees again.
+			_, lo, _ := newWorker(t).openAt(ms.addr, v, 10*time.Second, nil)
+			if b, err := readAll(t, lo, "d/f", time.Minute); err != nil || !bytes.Equal(b, data) {
+				t.Fatalf("read of d/f: %d bytes, %v", len(b), err)
+			}
+			if b, err := readAll(t, lo, "g", time.Minute); err != nil || string(b) != "g" {
+				t.Fatalf("read of g: %q, %v", b, err)
+			}
+			store, err := object.OpenDirStore(ms.cfg.Objects)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range ds {
+				if _, err := store.Get(context.Background(), d); err != nil {
+					t.Errorf("not repaired: %v", err)
+				}
+			}
+			if mlog.errorLine("restoring it from the export") == "" {
+				t.Errorf("the master logged no damage:\n%s", mlog.String())
+			}
+		})
 	}
 }
 
