@@ -21,14 +21,38 @@ import (
 // stored again by a scan of the export, which finds every file whose
 // object or chunks left the store and reads it again; if no file of the
 // export has those bytes now, the object is lost, and every worker that
-// asks for it is told so at once (DataLoss). A worker's word alone never
-// makes the master scan: the master's own check must find the damage.
+// asks for it is told so at once (DataLoss); if the scan itself failed (a
+// file kept changing), a Get after repairRetry tries again. A worker's
+// word alone never makes the master scan: the master's own check must
+// find the damage, and repairs share one scan at a time.
 
 // repair is the restoring of one damaged object from the export.
 type repair struct {
 	done chan struct{}
-	err  error // why it could not be restored; set before done is closed
+	// Set before done is closed: why d could not be restored, and
+	// whether trying again may help (the scan failed, rather than found
+	// no file with d's bytes), from when.
+	err   error
+	retry bool
+	at    time.Time
 }
+
+// repairRetry is how long a repair whose scan failed (a file of the
+// export kept changing under it) stands before a Get of its object may
+// start another.
+var repairRetry = time.Minute
+
+// again reports whether a Get of the object may start a new repair.
+func (r *repair) again() bool {
+	select {
+	case <-r.done:
+		return r.retry && time.Since(r.at) > repairRetry
+	default:
+		return false
+	}
+}
+
+var errStopping = errors.New("the master is stopping")
 
 // read returns object d's bytes as stored; when verify, checked against
 // d, and if damaged, once restored from the export. An object lost to
@@ -44,7 +68,11 @@ func (s *Server) read(ctx context.Context, d object.Digest, verify bool) ([]byte
 		}
 	case errors.Is(err, object.ErrNotFound):
 		if r, ok := s.damaged.Load(d); ok {
-			return s.awaitRepair(ctx, d, r.(*repair))
+			r := r.(*repair)
+			if r.again() {
+				r = s.startRepair(d)
+			}
+			return s.awaitRepair(ctx, d, r)
 		}
 	}
 	return b, err
@@ -94,18 +122,23 @@ func (s *Server) repair(d object.Digest, r *repair) {
 			res := <-s.rescans.DoChan("", func() (any, error) { return nil, s.rescan() })
 			if _, err = s.store.Get(s.scanCtx, d); err == nil || try == 1 {
 				if err != nil && res.Err != nil {
-					err = res.Err
+					err, r.retry = res.Err, true
 				}
 				break
 			}
 		}
 	}
-	if err == nil {
+	r.at = time.Now()
+	switch {
+	case err == nil:
 		s.damaged.CompareAndDelete(d, r)
 		s.log.Info("damaged object restored from the export", "object", d.String(), "took", time.Since(start))
 		return
-	}
-	if errors.Is(err, object.ErrNotFound) {
+	case s.scanCtx.Err() != nil:
+		s.damaged.CompareAndDelete(d, r)
+		r.err = errStopping
+		return
+	case errors.Is(err, object.ErrNotFound):
 		err = errors.New("no file of the export has those bytes now")
 	}
 	r.err = err
@@ -119,7 +152,10 @@ func (s *Server) awaitRepair(ctx context.Context, d object.Digest, r *repair) ([
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
-	if r.err != nil {
+	switch {
+	case errors.Is(r.err, errStopping):
+		return nil, status.Errorf(codes.Unavailable, "object %s: %v", d.Short(), r.err)
+	case r.err != nil:
 		return nil, status.Errorf(codes.DataLoss, "object %s: %v (%v)", d.Short(), ErrMasterDamaged, r.err)
 	}
 	b, err := s.store.Get(ctx, d)

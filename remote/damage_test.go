@@ -142,23 +142,29 @@ func damageKind(t *testing.T, dir string, k object.Kind, n int) []object.Digest 
 		t.Fatalf("no object of kind %c to damage", k)
 	}
 	for _, d := range ds {
-		h := strings.TrimPrefix(d.String(), "sha256-")
-		p := filepath.Join(dir, h[:2], h[2:])
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b[len(b)/2] ^= 0x10
-		// Objects are read-only: put the damaged bytes in place as a
-		// new file.
-		if err := os.Remove(p); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o444); err != nil {
-			t.Fatal(err)
-		}
+		damageObject(t, dir, d)
 	}
 	return ds
+}
+
+// damageObject flips a byte in the middle of object d of the store in dir.
+func damageObject(t *testing.T, dir string, d object.Digest) {
+	t.Helper()
+	h := strings.TrimPrefix(d.String(), "sha256-")
+	p := filepath.Join(dir, h[:2], h[2:])
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x10
+	// Objects are read-only: put the damaged bytes in place as a new
+	// file.
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o444); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A chunk damaged in the master's store is caught by the first worker
@@ -294,6 +300,63 @@ func TestMasterDamageUnrepairable(t *testing.T) {
 	}
 	if n := strings.Count(mlog.String(), "restoring it from the export"); n != 1 {
 		t.Errorf("the master tried %d times to restore the lost object; want once:\n%s", n, mlog.String())
+	}
+}
+
+// A repair whose scan of the export failed (a file kept changing) fails
+// the read, saying why, and a later read tries again.
+func TestMasterDamageScanFails(t *testing.T) {
+	t.Cleanup(func() { remote.SetRepairRetry(remote.SetRepairRetry(0)) })
+	remote.SetRepairRetry(200 * time.Millisecond)
+	exp := t.TempDir()
+	data := randBytes(2<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	// Scanned before f: a scan that fails on it never gets to f.
+	writeFile(t, filepath.Join(exp, "a.log"), randBytes(8<<20), 0o644)
+	var mlog logBuf
+	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
+	_, lo := newWorker(t).open(ms.addr, 15*time.Second, nil)
+	blob, err := object.EncodeBlob(data[:1<<20])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := object.Sum(blob)
+	damageObject(t, ms.cfg.Objects, d)
+
+	// A writer that never stops while the repair scans: every read of
+	// the log sees its size change.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		f, err := os.OpenFile(filepath.Join(exp, "a.log"), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				f.Write([]byte("line\n"))
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+	}()
+	stopWriter := sync.OnceFunc(func() { close(stop); <-stopped })
+	t.Cleanup(stopWriter)
+
+	_, err = readAll(t, lo, "f", time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "master's copy") {
+		t.Fatalf("read while the repair cannot scan: %v\n%s", err, mlog.String())
+	}
+	if mlog.errorLine(d.String(), "changed while being read") == "" {
+		t.Errorf("the master did not log why it could not restore %s:\n%s", d, mlog.String())
+	}
+	stopWriter()
+	time.Sleep(300 * time.Millisecond)
+	if b, err := readAll(t, lo, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("read once the export held still: %d bytes, %v", len(b), err)
 	}
 }
 
