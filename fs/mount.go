@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -218,15 +217,32 @@ func New(dir string, o Options) (*Mount, error) {
 	if err := CheckMountpoint(dir); err != nil {
 		return nil, err
 	}
+	layout := Layout{Mountpoint: dir, State: o.State}
 	if o.Snapshot == "" && o.Layer == nil {
 		if st, err := os.Stat(o.Lower); err != nil {
 			return nil, fmt.Errorf("lower directory: %w", err)
 		} else if !st.IsDir() {
 			return nil, fmt.Errorf("lower %s is not a directory", o.Lower)
 		}
-		if err := checkNotInside(dir, o.Lower); err != nil {
-			return nil, err
-		}
+		layout.Lower = o.Lower
+	}
+	upper, work := o.Upper, o.Work
+	switch {
+	case upper == "" && work != "":
+		return nil, errors.New("a work directory was given without an upper directory")
+	case upper != "" && work == "":
+		return nil, errors.New("an upper directory needs a work directory on the same filesystem")
+	case upper == "" && o.State == "":
+		return nil, errors.New("no state directory and no upper directory given")
+	case upper == "" && o.Snapshot != "":
+		upper, work = RestoreDirs(o.State, dir)
+	case upper == "":
+		upper, work = MountDirs(o.State, dir)
+	}
+	layout.Upper, layout.Work = upper, work
+	// Before anything is created: a refused mount leaves nothing behind.
+	if err := CheckLayout(layout); err != nil {
+		return nil, err
 	}
 	m := &Mount{Dir: dir, source: o.Lower, fetch: o.Fetch, remote: o.Remote, version: o.LayerRoot, push: o.Push}
 	if o.State != "" {
@@ -263,8 +279,7 @@ func New(dir string, o Options) (*Mount, error) {
 		if o.Upper == "" {
 			// A restore always starts from a fresh upper: that is
 			// what makes resuming from a checkpoint repeatable.
-			o.Upper, o.Work = RestoreDirs(o.State, dir)
-			base := filepath.Dir(o.Upper)
+			base := filepath.Dir(upper)
 			if err := os.RemoveAll(base); err != nil {
 				return nil, fmt.Errorf("clear previous restore at %s: %w", base, err)
 			}
@@ -275,19 +290,6 @@ func New(dir string, o Options) (*Mount, error) {
 			return nil, err
 		}
 		lower, m.closeLo = dl, dl.Close
-	}
-	upper, work := o.Upper, o.Work
-	switch {
-	case upper == "" && work != "":
-		return nil, errors.New("a work directory was given without an upper directory")
-	case upper != "" && work == "":
-		return nil, errors.New("an upper directory needs a work directory on the same filesystem")
-	case upper == "":
-		if o.State == "" {
-			m.closeLo()
-			return nil, errors.New("no state directory and no upper directory given")
-		}
-		upper, work = MountDirs(o.State, dir)
 	}
 	m.upper = upper
 	_, statErr := os.Lstat(upper)
@@ -488,28 +490,6 @@ func CheckMountpoint(dir string) error {
 	}
 	if len(ents) > 0 {
 		return fmt.Errorf("mountpoint %s is not empty", dir)
-	}
-	return nil
-}
-
-// checkNotInside refuses a mountpoint beneath the lower directory. The
-// mount would then hold itself: cowfs looks lower paths up through the
-// lower's descriptor, and the walk crosses into the new mount, so the
-// workspace showed itself inside itself, and a snapshot, which reads the
-// lower while it holds writes, waited on its own mount for ever. A mount
-// over the lower itself is fine: the descriptor is the directory beneath
-// the mount.
-func checkNotInside(mnt, lower string) error {
-	m, err := filepath.EvalSymlinks(mnt)
-	if err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
-	}
-	l, err := filepath.EvalSymlinks(lower)
-	if err != nil {
-		return fmt.Errorf("lower directory: %w", err)
-	}
-	if rel, err := filepath.Rel(l, m); err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../") {
-		return fmt.Errorf("mountpoint %s is inside the lower %s: the workspace would contain itself; mount it outside the lower, or over the lower itself", mnt, lower)
 	}
 	return nil
 }

@@ -83,7 +83,7 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 		log = slog.Default()
 	}
 	locks := filepath.Join(store.Dir(), "locks")
-	if err := os.MkdirAll(locks, 0o755); err != nil {
+	if err := os.MkdirAll(locks, 0o700); err != nil {
 		return nil, fmt.Errorf("cache locks: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -125,13 +125,14 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 		c.hits.Add(1)
 		return b, nil
 	}
-	b, err := c.cached(ctx, d)
+	b, err := c.store.Get(ctx, d)
 	if err == nil {
 		c.hits.Add(1)
 		c.store.Touch(d)
 		return b, nil
 	}
 	c.misses.Add(1)
+	c.noteDamage(d, err)
 	if f, ok := c.failed.Load(d); ok {
 		if f := f.(failure); time.Since(f.at) < failMemory {
 			c.errs.Add(1)
@@ -148,18 +149,6 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 		return nil, err
 	}
 	return v.([]byte), nil
-}
-
-// cached returns d from the store. A damaged copy, one a crash cut short
-// (PutCached does not fsync) or bit rot, the store has quarantined: it is
-// counted and logged here, never served, and the caller fetches d again.
-func (c *Cache) cached(ctx context.Context, d object.Digest) ([]byte, error) {
-	b, err := c.store.Get(ctx, d)
-	if errors.Is(err, object.ErrCorrupt) {
-		c.corrupt.Add(1)
-		c.log.Warn("damaged object in the cache, quarantined; fetching it again", "object", d.String(), "err", err)
-	}
-	return b, err
 }
 
 // failMemory is how long a fetch that found the master unreachable is
@@ -188,9 +177,11 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 	if b, ok := c.fresh.take(d); ok {
 		return b, nil
 	}
-	if b, err := c.cached(ctx, d); err == nil {
+	b, err := c.store.Get(ctx, d)
+	if err == nil {
 		return b, nil
 	}
+	c.noteDamage(d, err)
 	for try := range 3 {
 		get := c.f.Get
 		if try > 0 {
@@ -223,6 +214,17 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 	return nil, fmt.Errorf("fetch %s from %s: damaged three times: %w", d.Short(), c.f.Addr(), object.ErrCorrupt)
 }
 
+// noteDamage counts and logs a cached object that err, from the store's
+// Get, says was damaged: one a crash cut short (PutCached does not
+// fsync), or bit rot. The store has quarantined it; it is never served,
+// and is fetched again.
+func (c *Cache) noteDamage(d object.Digest, err error) {
+	if errors.Is(err, object.ErrCorrupt) {
+		c.corrupt.Add(1)
+		c.log.Warn("damaged object in cache; fetching it again", "object", d.Short(), "err", err)
+	}
+}
+
 // lockStripes is how many lock files the store's objects are spread over:
 // enough that unrelated fetches of one process rarely wait for each other.
 const lockStripes = 1024
@@ -244,7 +246,7 @@ func (c *Cache) lock(ctx context.Context, d object.Digest) (func(), error) {
 	st := &c.stripes[i]
 	st.mu.Lock()
 	if st.fd == 0 {
-		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 		if err != nil {
 			st.mu.Unlock()
 			return nil, fmt.Errorf("cache lock: %w", err)

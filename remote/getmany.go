@@ -197,7 +197,7 @@ func (c *Cache) tryLock(d object.Digest) (func(), bool) {
 		return nil, false
 	}
 	if st.fd == 0 {
-		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 		if err != nil {
 			st.mu.Unlock()
 			return nil, false

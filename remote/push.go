@@ -40,9 +40,24 @@ func (s *Server) Put(stream pb.Export_PutServer) error {
 }
 
 // PutRef names a pushed snapshot, once every object it reaches is here.
+// Pushed snapshots have a namespace of their own (refs.Dir.Pushed), so a
+// push never takes a name of the master's own snapshots; when those are
+// served too (ServeSnapshots), a push of a name one of them holds is
+// refused as well, so that no name on the wire means two snapshots.
+// Without ServeSnapshots it is not: the refusal would tell a worker what
+// the master's own snapshots are called.
 func (s *Server) PutRef(ctx context.Context, r *pb.PutRefRequest) (*pb.PutRefResponse, error) {
 	if err := refs.ValidName(r.GetName()); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	if s.serveSnapshots {
+		_, err := s.refs.Get(r.GetName())
+		if err == nil {
+			return nil, status.Errorf(codes.AlreadyExists, "snapshot %s exists on the master", r.GetName())
+		}
+		if !errors.Is(err, refs.ErrNotFound) {
+			return nil, status.Errorf(codes.Internal, "%v", err)
+		}
 	}
 	v, err := digestOf(r.GetVersion())
 	if err != nil {
@@ -64,8 +79,8 @@ func (s *Server) PutRef(ctx context.Context, r *pb.PutRefRequest) (*pb.PutRefRes
 		return nil, status.Errorf(codes.FailedPrecondition, "snapshot %s is incomplete on the master: %v", r.GetName(), err)
 	}
 	root.Name = ""
-	err = s.refs.Create(refs.Snapshot{Name: r.GetName(), Root: root.Object, RootEntry: root,
-		Created: time.Now().UTC(), Parent: r.GetParent(), Source: "pushed"})
+	err = s.refs.Pushed().Create(refs.Snapshot{Name: r.GetName(), Root: root.Object, RootEntry: root,
+		Created: time.Now().UTC(), Parent: r.GetParent(), Source: refs.PushedSource})
 	if errors.Is(err, refs.ErrExists) {
 		return nil, status.Errorf(codes.AlreadyExists, "snapshot %s exists on the master", r.GetName())
 	}
@@ -95,14 +110,25 @@ func (s *Server) presentAndFresh(ctx context.Context, root object.Digest) error 
 	return nil
 }
 
-// GetRef returns a snapshot's version object, storing it if need be.
+// GetRef returns a snapshot's version object, storing it if need be. It
+// serves pushed snapshots, and the master's own only with ServeSnapshots:
+// they may be of trees outside the export. A name both namespaces hold
+// (the master's own snapshot took it after the push) is the pushed
+// snapshot's, which workers knew it by first. Otherwise the master's own
+// snapshot's name gets the answer a missing name does.
 func (s *Server) GetRef(ctx context.Context, r *pb.GetRefRequest) (*pb.GetRefResponse, error) {
-	snap, err := s.refs.Get(r.GetName())
+	if err := refs.ValidName(r.GetName()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	}
+	snap, err := s.refs.Pushed().Get(r.GetName())
+	if errors.Is(err, refs.ErrNotFound) && s.serveSnapshots {
+		snap, err = s.refs.Get(r.GetName())
+	}
 	if errors.Is(err, refs.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "no snapshot %s on the master", r.GetName())
 	}
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
 	e := snap.RootEntry
 	e.Object = snap.Root

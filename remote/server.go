@@ -38,7 +38,8 @@ type ServerConfig struct {
 	// Objects and Refs are the master's object store and ref directory
 	// (its state directory's objects/ and refs/). Every version served
 	// lives there as objects, so a worker can finish reading a version
-	// after the files it came from changed.
+	// after the files it came from changed. Snapshots workers push go to
+	// the ref directory's pushed namespace (refs.Dir.Pushed).
 	Objects, Refs string
 	// Token, when set, is the bearer token every call but health checks
 	// must carry.
@@ -49,6 +50,10 @@ type ServerConfig struct {
 	// against cowfs gc; default 32.
 	KeepVersions int
 	Logger       *slog.Logger
+
+	// ServeSnapshots lets workers restore the master's own snapshots as
+	// well as pushed ones. Those may be of any tree, not only Root.
+	ServeSnapshots bool
 }
 
 type counter = atomic.Int64
@@ -63,6 +68,10 @@ type Server struct {
 	keep  int
 	log   *slog.Logger
 	grpc  *grpc.Server
+
+	// serveSnapshots: GetRef answers from the master's own snapshots
+	// too (ServerConfig.ServeSnapshots).
+	serveSnapshots bool
 
 	resolving singleflight.Group
 	pinMu     sync.Mutex
@@ -100,13 +109,22 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		lo.Close()
 		return nil, err
 	}
-	s := &Server{lo: lo, store: store, refs: rd, keep: cfg.KeepVersions, log: cfg.Logger}
+	// Not fatal: the export and what was pushed since are served all the
+	// same, and the next start tries again.
+	moved, adoptErr := rd.AdoptPushed()
+	s := &Server{lo: lo, store: store, refs: rd, keep: cfg.KeepVersions, serveSnapshots: cfg.ServeSnapshots, log: cfg.Logger}
 	s.scanCtx, s.stopScan = context.WithCancel(context.Background())
 	if s.keep <= 0 {
 		s.keep = 32
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	for _, name := range moved {
+		s.log.Info("snapshot pushed before pushed snapshots had a namespace of their own moved there", "name", refs.PushedPrefix+name)
+	}
+	if adoptErr != nil {
+		s.log.Error("snapshots pushed before pushed snapshots had a namespace of their own are not served", "err", adoptErr)
 	}
 	// Pushed objects arrive whole: up to the largest object a client accepts.
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxObject + 1<<10)}

@@ -487,6 +487,12 @@ func TestCheckpointCLIErrors(t *testing.T) {
 		{"verify empty name", []string{"verify", ""}, "snapshot name"},
 		{"rm missing name", []string{"snapshots", "rm", "nope"}, "no such snapshot"},
 		{"diff missing name", []string{"snapshots", "diff", "s1", "nope"}, "no such snapshot"},
+		{"snapshot name with a newline", []string{"snapshot", e.mnt, "a\nb"}, "control character"},
+		{"snapshot name not UTF-8", []string{"snapshot", e.mnt, "bad\xff"}, "not valid UTF-8"},
+		{"verify name not UTF-8", []string{"verify", "bad\xff"}, "not valid UTF-8"},
+		{"restore name not UTF-8", []string{"restore", "bad\xff", rmnt}, "not valid UTF-8"},
+		{"rm name not UTF-8", []string{"snapshots", "rm", "bad\xff"}, "not valid UTF-8"},
+		{"empty state", []string{"--state", "", "snapshots"}, "state directory is empty"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -314,6 +314,9 @@ func TestDeadMountReported(t *testing.T) {
 	if out, _ := run(t, "--state", e.state, "status"); !strings.Contains(out, "dead") || !strings.Contains(out, "cowfs unmount "+e.mnt) {
 		t.Errorf("status after the mount process was killed: %q", out)
 	}
+	if out, code := run(t, "--state", e.state, "status", e.mnt); code == 0 || !strings.Contains(out, "dead") || !strings.Contains(out, "cowfs unmount "+e.mnt) {
+		t.Errorf("status of the mount after its process was killed: exit %d, %q", code, out)
+	}
 	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower); code == 0 || !strings.Contains(out, "dead mount") {
 		t.Errorf("mount over a dead mount: exit %d, %q", code, out)
 	}
@@ -322,5 +325,39 @@ func TestDeadMountReported(t *testing.T) {
 	}
 	if mounted(t, e.mnt) {
 		t.Fatal("still mounted")
+	}
+}
+
+// Overlapping directories are refused by the CLI before anything is
+// created: an upper and work beneath the mountpoint left the work
+// directory there, and every later mount of it failed as not empty.
+func TestMountOverlapRefused(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct {
+		name        string
+		upper, work string
+		want        string
+	}{
+		{"beneath the mountpoint", filepath.Join(e.mnt, "u"), filepath.Join(e.mnt, "w"), "inside the mountpoint"},
+		{"upper is the lower", e.lower, filepath.Join(t.TempDir(), "w"), "are the same directory"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower, "--upper", c.upper, "--work", c.work)
+			if code == 0 || !strings.Contains(out, c.want) {
+				t.Fatalf("mount with --upper %s --work %s: exit %d, %q", c.upper, c.work, code, out)
+			}
+			if ents, err := os.ReadDir(e.mnt); err != nil || len(ents) != 0 {
+				t.Fatalf("the refused mount left %v in the mountpoint (%v)", ents, err)
+			}
+			if _, err := os.Stat(c.work); err == nil {
+				t.Fatalf("the refused mount created %s", c.work)
+			}
+		})
+	}
+	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower); code != 0 {
+		t.Fatalf("mount after the refused ones: exit %d: %s", code, out)
+	}
+	if out, code := run(t, "unmount", e.mnt); code != 0 {
+		t.Fatalf("unmount: %s", out)
 	}
 }

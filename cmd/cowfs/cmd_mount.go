@@ -188,6 +188,11 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 	if err != nil {
 		return err
 	}
+	// fs.New checks this too; here it comes before the log directory
+	// (the work directory) is made, so a refused mount leaves nothing.
+	if err := fs.CheckLayout(fs.Layout{Mountpoint: mnt, Lower: lower, Upper: upper, Work: work, State: state}); err != nil {
+		return err
+	}
 	if pipe != nil || f.foreground {
 		if f.procs > 0 {
 			runtime.GOMAXPROCS(f.procs)

@@ -23,6 +23,7 @@ type serveFlags struct {
 	tokenFile       string
 	tlsCert, tlsKey string
 	keepVersions    int
+	serveSnapshots  bool
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -40,11 +41,26 @@ mounts keep reading the version they started with however DIR changes; the
 newest --keep-versions versions are kept (run cowfs gc on the master to free
 older ones).
 
-Nothing outside DIR is ever served: symlinks are served as symlinks, never
-followed, and requests for ".." or absolute paths are refused. The default
-address is loopback; to serve other machines give --listen, --token-file and,
-across an untrusted network, --tls-cert and --tls-key. The gRPC health service
-answers without a token. SIGTERM or SIGINT stop serving.`,
+Workers can restore (cowfs restore --remote) the snapshots workers pushed
+(cowfs snapshot --push), which the master keeps apart from its own: cowfs
+snapshots lists them as pushed/NAME. A push never takes a name already pushed.
+
+Nothing outside DIR is served: symlinks are served as symlinks, never
+followed, and requests for ".." or absolute paths are refused. The master's
+own snapshots (cowfs snapshot with this state directory) are not served, as
+they may be of trees outside DIR: a worker asking for one is told there is no
+such snapshot. --serve-snapshots serves them too, and with them the trees they
+were taken of, outside DIR or not; a name both a pushed snapshot and the
+master's own hold then restores the pushed one, and a push may not take a name
+the master's own snapshot holds. Objects are fetched by digest from the store
+the master's own snapshots share: a worker gets one only by naming its
+SHA-256, which it learns from a tree it was served, from the content itself,
+or from whoever can read the master's state or logs. To keep snapshots wholly
+apart from workers, serve with a --state of its own.
+
+The default address is loopback; to serve other machines give --listen,
+--token-file and, across an untrusted network, --tls-cert and --tls-key. The
+gRPC health service answers without a token. SIGTERM or SIGINT stop serving.`,
 		Example: `  # on the master
   head -c 32 /dev/urandom | base64 > /etc/cowfs/token
   cowfs serve --root /srv/spiders --listen 0.0.0.0:7420 --token-file /etc/cowfs/token \
@@ -61,6 +77,7 @@ answers without a token. SIGTERM or SIGINT stop serving.`,
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve TLS with this certificate (PEM; needs --tls-key)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fl.IntVar(&f.keepVersions, "keep-versions", 32, "how many of the newest versions to keep for running mounts")
+	fl.BoolVar(&f.serveSnapshots, "serve-snapshots", false, "let workers restore the master's own snapshots too, including those of trees outside DIR")
 	cmd.MarkFlagRequired("root")
 	return cmd
 }
@@ -80,7 +97,7 @@ func runServe(g *globals, f *serveFlags) error {
 	}
 	cfg := remote.ServerConfig{
 		Root: root, Objects: fs.ObjectsDir(g.state), Refs: fs.RefsDir(g.state),
-		KeepVersions: f.keepVersions,
+		KeepVersions: f.keepVersions, ServeSnapshots: f.serveSnapshots,
 	}
 	if f.tokenFile != "" {
 		b, err := os.ReadFile(f.tokenFile)
@@ -113,7 +130,8 @@ func runServe(g *globals, f *serveFlags) error {
 		srv.Stop()
 		return fmt.Errorf("listen: %w", err)
 	}
-	log.Info("serving", "root", root, "addr", l.Addr().String(), "tls", cfg.TLS != nil, "token", cfg.Token != "")
+	log.Info("serving", "root", root, "addr", l.Addr().String(), "tls", cfg.TLS != nil, "token", cfg.Token != "",
+		"serve_snapshots", cfg.ServeSnapshots)
 	if a, ok := l.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() && cfg.Token == "" {
 		// Allowed (a private network may be enough), but said: anyone
 		// who reaches the port reads the whole export and can push.

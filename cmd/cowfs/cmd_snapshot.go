@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/fs/control"
 )
@@ -32,6 +33,12 @@ lacks), so that "cowfs restore --remote" works on any worker.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mnt, err := filepath.Abs(args[0])
 			if err != nil {
+				return err
+			}
+			// Here, not only in the mount: the control socket speaks
+			// JSON, which would turn a name that is not UTF-8 into
+			// another, valid one.
+			if err := refs.ValidName(args[1]); err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)

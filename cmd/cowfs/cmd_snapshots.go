@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"sort"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
 )
 
 func newSnapshotsCmd(g *globals) *cobra.Command {
@@ -17,8 +19,12 @@ func newSnapshotsCmd(g *globals) *cobra.Command {
 		Short: "List snapshots",
 		Long: `List snapshots: name, when it was taken, the snapshot it descends from,
 its logical size (the bytes of its files) and the bytes stored for it alone
-(chunks no other snapshot shares).`,
-		Example: "  cowfs snapshots\n  cowfs snapshots rm crawl-old\n  cowfs snapshots diff crawl-1 crawl-2",
+(chunks no other snapshot shares).
+
+On a master, snapshots workers pushed are listed as pushed/NAME: they are
+kept apart from the master's own, so NAME and pushed/NAME are two snapshots.
+rm, diff, verify and restore take pushed/NAME too.`,
+		Example: "  cowfs snapshots\n  cowfs snapshots rm crawl-old\n  cowfs snapshots rm pushed/crawl-old\n  cowfs snapshots diff crawl-1 crawl-2",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			store, d, err := openSnapshots(g.state)
@@ -29,6 +35,15 @@ its logical size (the bytes of its files) and the bytes stored for it alone
 			if err != nil {
 				return err
 			}
+			pushed, err := d.Pushed().List()
+			if err != nil {
+				return err
+			}
+			for _, s := range pushed {
+				s.Name = refs.PushedPrefix + s.Name
+				list = append(list, s)
+			}
+			sort.SliceStable(list, func(i, j int) bool { return list[i].Created.Before(list[j].Created) })
 			ctx := context.Background()
 			logical := make([]int64, len(list))
 			chunks := make([]map[object.Digest]bool, len(list))

@@ -48,6 +48,12 @@ retries, errors and the progress of --prefetch.`,
 				cancel()
 				if err != nil {
 					if len(args) == 1 {
+						// A killed mount process leaves no one
+						// on its socket: the mount is dead, not
+						// missing.
+						if d, ok := deadCowfs(args[0]); ok {
+							return fmt.Errorf("%s is a dead cowfs mount: its mount process exited; run: cowfs unmount %s", args[0], d)
+						}
 						if errors.Is(err, control.ErrNoMount) {
 							return fmt.Errorf("%s is not a cowfs mount of state %s", args[0], g.state)
 						}
@@ -127,6 +133,19 @@ func deadMounts() []string {
 		}
 	}
 	return out
+}
+
+// deadCowfs reports whether mnt is among the dead cowfs mounts, and
+// returns it as they name it.
+func deadCowfs(mnt string) (string, bool) {
+	// Compared by control socket: one mountpoint, however spelled.
+	key := fs.ControlSocket("", mnt)
+	for _, d := range deadMounts() {
+		if fs.ControlSocket("", d) == key {
+			return d, true
+		}
+	}
+	return "", false
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for a space) of a

@@ -68,5 +68,8 @@ func runMountHelper(args []string) error {
 	if f.lower == "" {
 		return fmt.Errorf("option lowerdir= is required")
 	}
+	if err := checkState(g.state, os.Stderr); err != nil {
+		return err
+	}
 	return runMount(g, f, dir)
 }

@@ -274,7 +274,7 @@ func setupRemote(r *remoteFlags, snapshot, state, mnt string, o *fs.Options, log
 
 func writeFileAtomic(path string, b []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -38,9 +43,53 @@ writable upper layer. Processes in the workspace see one ordinary directory;
 what they change goes to the upper, and the lower is never modified.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			for c := cmd; c != nil; c = c.Parent() {
+				switch c.Name() {
+				case "version", "help", "completion":
+					return nil // no state directory involved
+				}
+			}
+			return checkState(g.state, cmd.ErrOrStderr())
+		},
 	}
 	root.PersistentFlags().StringVar(&g.state, "state", defaultState(),
 		"state directory for uppers and metadata (env COWFS_STATE)")
 	root.AddCommand(newMountCmd(g), newServeCmd(g), newStatusCmd(g), newUnmountCmd(g), newSnapshotCmd(g), newRestoreCmd(g), newSnapshotsCmd(g), newVerifyCmd(g), newGCCmd(g), newVersionCmd())
 	return root
+}
+
+// checkState runs before every command that uses the state directory. It
+// refuses an empty one (which would be the current directory) and one
+// that belongs to another user, and makes one that group or other may
+// enter private, saying so on w. Closing the top directory is enough:
+// cowfs makes everything beneath it 0700 (directories) or 0600 and 0400
+// (files, objects) now, and what an older cowfs made more open (objects
+// 0444, directories 0755) cannot be reached by anyone else once the top
+// cannot be entered. A state directory that does not exist yet is made
+// 0700 by what first needs it.
+func checkState(state string, w io.Writer) error {
+	if state == "" {
+		return errors.New("the state directory is empty: give --state DIR, or leave --state and COWFS_STATE unset for the default")
+	}
+	st, err := os.Stat(state)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("state directory %s is not a directory", state)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return fmt.Errorf("state directory %s belongs to uid %d, not to you (uid %d): give --state a directory of your own", state, sys.Uid, os.Geteuid())
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(state, 0o700); err != nil {
+			return fmt.Errorf("state directory %s is open to other users (mode %04o) and could not be made private: %w", state, perm, err)
+		}
+		fmt.Fprintf(w, "cowfs: state directory %s was open to other users (mode %04o); made it 0700\n", state, perm)
+	}
+	return nil
 }

@@ -102,7 +102,7 @@ func TestDirStore(t *testing.T) {
 		t.Fatalf("get: %v", err)
 	}
 	fi, err := os.Stat(s.path(d))
-	if err != nil || fi.Mode().Perm() != 0o444 {
+	if err != nil || fi.Mode().Perm() != 0o400 {
 		t.Fatalf("stored object mode: %v %v", fi, err)
 	}
 	if _, err := s.Get(ctx, Sum([]byte("nope"))); !errors.Is(err, ErrNotFound) {

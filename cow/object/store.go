@@ -32,7 +32,7 @@ type DirStore struct {
 
 // OpenDirStore opens (creating if needed) a store in dir.
 func OpenDirStore(dir string) (*DirStore, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("object store %s: %w", dir, err)
 	}
 	return &DirStore{dir: dir}, nil
@@ -207,12 +207,13 @@ func (s *DirStore) putAs(d Digest, encoded []byte, sync bool) error {
 	tmp := filepath.Join(s.dir, "tmp", fmt.Sprintf("put-%d-%d", os.Getpid(), tmpSeq.Add(1)))
 	// Objects are read-only on disk from the start: nothing in cowfs
 	// opens one for writing again, and the mode says so to everything
-	// else.
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	// else. Readable by the owner only: an object holds the bytes of a
+	// file that may have been readable by its owner only.
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
 	if errors.Is(err, fs.ErrExist) {
 		// Left by a crashed process that had this pid.
 		os.Remove(tmp)
-		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+		f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o400)
 	}
 	if err != nil {
 		return err
@@ -228,7 +229,7 @@ func (s *DirStore) putAs(d Digest, encoded []byte, sync bool) error {
 		err = os.Rename(tmp, p)
 		if errors.Is(err, fs.ErrNotExist) {
 			// The first object of its fan-out directory.
-			if err = os.Mkdir(filepath.Dir(p), 0o755); err == nil || errors.Is(err, fs.ErrExist) {
+			if err = os.Mkdir(filepath.Dir(p), 0o700); err == nil || errors.Is(err, fs.ErrExist) {
 				err = os.Rename(tmp, p)
 			}
 		}

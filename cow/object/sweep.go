@@ -179,7 +179,7 @@ const removalsName = "removals.log"
 // countRemoval moves the count Removals reads. Not synced: what trusts
 // the count keeps it in memory, which a crash clears as well.
 func (s *DirStore) countRemoval() error {
-	f, err := os.OpenFile(filepath.Join(s.dir, removalsName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(s.dir, removalsName), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("object store: count removal: %w", err)
 	}
@@ -231,7 +231,7 @@ const intentName = "lock.sweep"
 // as ctx allows.
 func (s *DirStore) flock(ctx context.Context, name string, how int) (*os.File, error) {
 	p := filepath.Join(s.dir, name)
-	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("object store lock: %w", err)
 	}

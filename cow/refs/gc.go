@@ -33,11 +33,11 @@ func (d *Dir) PinWhileAlive(key string, root object.Digest) error {
 }
 
 func (d *Dir) pin(key, content string) error {
-	if err := os.MkdirAll(filepath.Join(d.dir, ".pins"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(d.dir, ".pins"), 0o700); err != nil {
 		return err
 	}
 	tmp := d.pinPath(key) + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, d.pinPath(key))
@@ -203,7 +203,7 @@ const tmpAge = 10 * time.Minute
 // store names its temporary files put-PID-N), or any older than
 // oldCutoff.
 func removeTemps(store *object.DirStore, d *Dir, cutoff, oldCutoff time.Time) {
-	for _, tmp := range []string{filepath.Join(store.Dir(), "tmp"), filepath.Join(d.dir, ".tmp")} {
+	for _, tmp := range []string{filepath.Join(store.Dir(), "tmp"), filepath.Join(d.dir, ".tmp"), filepath.Join(d.pushed.dir, ".tmp")} {
 		ents, _ := os.ReadDir(tmp)
 		for _, e := range ents {
 			fi, err := e.Info()

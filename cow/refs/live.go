@@ -50,7 +50,14 @@ func (l *Live) Mark(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, s := range snaps {
+	pushed, err := l.d.pushed.List()
+	if err != nil {
+		return err
+	}
+	for i := range pushed {
+		pushed[i].Name = PushedPrefix + pushed[i].Name
+	}
+	for _, s := range append(snaps, pushed...) {
 		if r, ok := l.snaps[s.Name]; ok && r == s.Root {
 			continue
 		}

@@ -3,6 +3,12 @@
 // files, created by link(2) so that creating an existing name fails
 // atomically, and written whole before they are linked, so a crash never
 // leaves a half-made ref to list.
+//
+// A state directory holds two namespaces: its own snapshots, and those
+// workers pushed to it as a master (Dir.Pushed). They are apart so that a
+// push never takes or shadows a name of the master's own, and so that the
+// master can serve what workers pushed without serving its own snapshots,
+// which may be of trees it does not export.
 package refs
 
 import (
@@ -15,10 +21,21 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/object"
 )
+
+// PushedPrefix qualifies the name of a snapshot a worker pushed where the
+// two namespaces meet: cowfs snapshots lists "pushed/NAME", and Get and
+// Remove of the state's own Dir take it. No snapshot name holds a slash.
+const PushedPrefix = "pushed/"
+
+// pushedDir is the pushed namespace's directory inside the ref directory.
+// No snapshot name starts with a dot, so it is never read as a ref.
+const pushedDir = ".pushed"
 
 // ErrExists reports a name that is taken.
 var ErrExists = errors.New("snapshot exists")
@@ -48,24 +65,97 @@ type onDisk struct {
 // Dir holds refs, one file per snapshot name.
 type Dir struct {
 	dir string
+	// pushed is the namespace of pushed snapshots; nil in that
+	// namespace itself.
+	pushed *Dir
 }
 
 // Open opens (creating if needed) the ref directory dir.
 func Open(dir string) (*Dir, error) {
-	if err := os.MkdirAll(filepath.Join(dir, ".tmp"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, ".tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("refs %s: %w", dir, err)
 	}
-	return &Dir{dir: dir}, nil
+	p := filepath.Join(dir, pushedDir)
+	if err := os.MkdirAll(filepath.Join(p, ".tmp"), 0o700); err != nil {
+		return nil, fmt.Errorf("refs %s: %w", p, err)
+	}
+	return &Dir{dir: dir, pushed: &Dir{dir: p}}, nil
+}
+
+// Pushed returns the namespace of the snapshots workers pushed. Its names
+// are plain; it has no pins and no namespace of its own.
+func (d *Dir) Pushed() *Dir { return d.pushed }
+
+// PushedSource is the Source of a pushed snapshot's ref.
+const PushedSource = "pushed"
+
+// AdoptPushed moves the refs of pushed snapshots that a cowfs without the
+// pushed namespace kept among the state's own (their Source is
+// PushedSource; an own snapshot's is its mountpoint) into the pushed
+// namespace, and returns their names. One whose name the pushed namespace
+// already holds stays where it is. Each ref is linked into the pushed
+// namespace before it is removed here, and gc reads this namespace before
+// the pushed one (Live.Mark), so a gc meanwhile sees it in one or the
+// other.
+func (d *Dir) AdoptPushed() ([]string, error) {
+	own, err := d.List()
+	if err != nil {
+		return nil, err
+	}
+	var moved []string
+	for _, s := range own {
+		if s.Source != PushedSource {
+			continue
+		}
+		err := os.Link(filepath.Join(d.dir, s.Name), filepath.Join(d.pushed.dir, s.Name))
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err == nil {
+			err = syncDir(d.pushed.dir)
+		}
+		if err == nil {
+			err = os.Remove(filepath.Join(d.dir, s.Name))
+		}
+		if err == nil {
+			err = syncDir(d.dir)
+		}
+		if err != nil {
+			return moved, fmt.Errorf("move pushed snapshot %s to %s: %w", s.Name, d.pushed.dir, err)
+		}
+		moved = append(moved, s.Name)
+	}
+	return moved, nil
+}
+
+// inPushed returns the pushed namespace and the plain name when name is
+// qualified with PushedPrefix and d has a pushed namespace.
+func (d *Dir) inPushed(name string) (*Dir, string, bool) {
+	rest, ok := strings.CutPrefix(name, PushedPrefix)
+	if !ok || d.pushed == nil {
+		return nil, "", false
+	}
+	return d.pushed, rest, true
 }
 
 // ValidName checks a snapshot name: a valid file name not starting with a
-// dot, so it can be a file in the ref directory.
+// dot, so it can be a file in the ref directory, and text: valid UTF-8
+// (JSON, on the control socket and in the ref, turns anything else into
+// U+FFFD, and the name given would then find nothing) without control
+// characters (a newline broke the table of cowfs snapshots).
 func ValidName(name string) error {
 	if err := cow.ValidName(name); err != nil {
 		return fmt.Errorf("snapshot name: %w", err)
 	}
 	if strings.HasPrefix(name, ".") {
 		return fmt.Errorf("snapshot name %q: must not start with a dot", name)
+	}
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("snapshot name %q: not valid UTF-8", name)
+	}
+	if i := strings.IndexFunc(name, unicode.IsControl); i >= 0 {
+		r, _ := utf8.DecodeRuneInString(name[i:])
+		return fmt.Errorf("snapshot name %q: holds the control character %U", name, r)
 	}
 	return nil
 }
@@ -113,8 +203,17 @@ func syncDir(dir string) error {
 	return f.Sync()
 }
 
-// Get returns the snapshot called name.
+// Get returns the snapshot called name; "pushed/NAME" is the pushed
+// snapshot NAME.
 func (d *Dir) Get(name string) (Snapshot, error) {
+	if p, rest, ok := d.inPushed(name); ok {
+		s, err := p.Get(rest)
+		if errors.Is(err, ErrNotFound) {
+			return s, fmt.Errorf("%s: %w", name, ErrNotFound)
+		}
+		s.Name = name
+		return s, err
+	}
 	if err := ValidName(name); err != nil {
 		return Snapshot{}, err
 	}
@@ -159,9 +258,16 @@ func (d *Dir) List() ([]Snapshot, error) {
 	return out, nil
 }
 
-// Remove deletes the ref name. Its objects stay until a gc finds nothing
-// else reaches them.
+// Remove deletes the ref name ("pushed/NAME": the pushed snapshot NAME).
+// Its objects stay until a gc finds nothing else reaches them.
 func (d *Dir) Remove(name string) error {
+	if p, rest, ok := d.inPushed(name); ok {
+		err := p.Remove(rest)
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%s: %w", name, ErrNotFound)
+		}
+		return err
+	}
 	if err := ValidName(name); err != nil {
 		return err
 	}

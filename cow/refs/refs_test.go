@@ -355,3 +355,102 @@ func TestGCRefDuringSweep(t *testing.T) {
 	}
 	f.verify(t, "snapshot written during the sweep", f.gone)
 }
+
+// Pushed snapshots are a namespace apart: one name in each is two
+// snapshots, the state's own List leaves pushed ones out, "pushed/NAME"
+// reaches them, and gc keeps what they reach.
+func TestPushedNamespace(t *testing.T) {
+	ctx := context.Background()
+	f := newGCFixture(t)
+	pushedRoot := putTree(t, f.store, "p")
+	ageStore(t, f.store, time.Hour)
+	p := f.d.Pushed()
+	if err := p.Create(Snapshot{Name: "kept", Root: pushedRoot}); err != nil {
+		t.Fatalf("pushed name that the state's own snapshot holds: %v", err)
+	}
+	if err := p.Create(Snapshot{Name: "kept", Root: pushedRoot}); !errors.Is(err, ErrExists) {
+		t.Fatalf("second pushed create: %v", err)
+	}
+	if s, err := f.d.Get("kept"); err != nil || s.Root != f.kept {
+		t.Fatalf("own kept: %v %v", s.Root, err)
+	}
+	if s, err := f.d.Get(PushedPrefix + "kept"); err != nil || s.Root != pushedRoot || s.Name != "pushed/kept" {
+		t.Fatalf("pushed/kept: %+v %v", s, err)
+	}
+	if _, err := f.d.Get(PushedPrefix + "nope"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "pushed/nope") {
+		t.Fatalf("pushed/nope: %v", err)
+	}
+	for _, bad := range []string{PushedPrefix + "a/b", PushedPrefix + PushedPrefix + "kept", PushedPrefix + ".tmp"} {
+		if _, err := f.d.Get(bad); err == nil || errors.Is(err, ErrNotFound) {
+			t.Errorf("get %q: %v, want an invalid name", bad, err)
+		}
+	}
+	if err := f.d.Create(Snapshot{Name: PushedPrefix + "x", Root: pushedRoot}); err == nil {
+		t.Error("own snapshot named pushed/x created")
+	}
+	if list, err := f.d.List(); err != nil || len(list) != 1 || list[0].Root != f.kept {
+		t.Fatalf("own list: %v %v", list, err)
+	}
+	if list, err := p.List(); err != nil || len(list) != 1 || list[0].Root != pushedRoot {
+		t.Fatalf("pushed list: %v %v", list, err)
+	}
+	if _, err := GC(ctx, f.store, f.d, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	f.verify(t, "pushed snapshot", pushedRoot)
+	f.verify(t, "own snapshot", f.kept)
+	if err := f.d.Remove(PushedPrefix + "kept"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.d.Remove(PushedPrefix + "kept"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second remove of pushed/kept: %v", err)
+	}
+	if _, err := f.d.Get("kept"); err != nil {
+		t.Fatalf("own kept after removing pushed/kept: %v", err)
+	}
+	ageStore(t, f.store, time.Hour)
+	if _, err := GC(ctx, f.store, f.d, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := f.store.Has(ctx, pushedRoot); ok {
+		t.Error("a removed pushed snapshot's root kept by gc")
+	}
+}
+
+// Refs of pushed snapshots that a cowfs without the pushed namespace kept
+// among the state's own move to the pushed namespace, but for one whose
+// name is pushed already; the state's own stay.
+func TestAdoptPushed(t *testing.T) {
+	d, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := object.Sum([]byte("t"))
+	for _, s := range []Snapshot{{Name: "old", Source: PushedSource}, {Name: "own", Source: "/mnt/x"}, {Name: "both", Source: PushedSource}} {
+		s.Root = root
+		if err := d.Create(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Pushed().Create(Snapshot{Name: "both", Root: object.Sum([]byte("u")), Source: PushedSource}); err != nil {
+		t.Fatal(err)
+	}
+	moved, err := d.AdoptPushed()
+	if err != nil || !slices.Equal(moved, []string{"old"}) {
+		t.Fatalf("adopt: %v, %v; want [old]", moved, err)
+	}
+	if s, err := d.Get(PushedPrefix + "old"); err != nil || s.Root != root {
+		t.Errorf("pushed/old: %v, %v", s.Root, err)
+	}
+	if _, err := d.Get("old"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("old left among the state's own: %v", err)
+	}
+	for _, name := range []string{"own", "both"} {
+		if s, err := d.Get(name); err != nil || s.Root != root {
+			t.Errorf("%s: %v, %v", name, s.Root, err)
+		}
+	}
+	if moved, err := d.AdoptPushed(); err != nil || len(moved) != 0 {
+		t.Errorf("second adopt: %v, %v", moved, err)
+	}
+}
