@@ -20,6 +20,8 @@ import (
 // Fetcher gets objects from a master; *Client is one.
 type Fetcher interface {
 	Get(ctx context.Context, d object.Digest) ([]byte, error)
+	// GetVerified is Get once bytes of d came damaged (Client.GetVerified).
+	GetVerified(ctx context.Context, d object.Digest) ([]byte, error)
 	GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error
 	Has(ctx context.Context, ds []object.Digest) ([]bool, error)
 	Addr() string
@@ -180,8 +182,19 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 		return b, nil
 	}
 	c.noteDamage(d, err)
-	for range 3 {
-		b, err := c.f.Get(ctx, d)
+	for try := range 3 {
+		get := c.f.Get
+		if try > 0 {
+			// Damaged on the way, or in the master's store: asked so,
+			// the master checks its copy and restores a damaged one
+			// from its export, or says it cannot.
+			get = c.f.GetVerified
+		}
+		b, err := get(ctx, d)
+		if errors.Is(err, ErrMasterDamaged) {
+			c.log.Error("the master's copy of the object is damaged and could not be restored from its export",
+				"object", d.String(), "master", c.f.Addr())
+		}
 		if err != nil {
 			return nil, fmt.Errorf("fetch %s from %s: %w", d.Short(), c.f.Addr(), err)
 		}

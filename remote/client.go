@@ -38,6 +38,10 @@ var ErrUnauthenticated = errors.New("the master refused the token")
 // ErrUnavailable reports a master that did not answer in time.
 var ErrUnavailable = errors.New("the master is unreachable")
 
+// ErrMasterDamaged reports an object the master holds damaged and cannot
+// restore: the files of its export no longer have those bytes.
+var ErrMasterDamaged = errors.New("the master's copy is damaged and could not be restored from its export")
+
 // ClientConfig describes how to reach a master.
 type ClientConfig struct {
 	Addr  string
@@ -213,9 +217,21 @@ func (c *Client) versionCall(ctx context.Context, what string, callTimeout, time
 // Get fetches object d's bytes, unverified: the caller checks them against
 // d. A transfer that breaks resumes from the bytes already received.
 func (c *Client) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	return c.get(ctx, d, false)
+}
+
+// GetVerified is Get for an object whose bytes came damaged: the master
+// checks its copy, and restores a damaged one from its export before it
+// sends it, or fails with ErrMasterDamaged.
+func (c *Client) GetVerified(ctx context.Context, d object.Digest) ([]byte, error) {
+	return c.get(ctx, d, true)
+}
+
+func (c *Client) get(ctx context.Context, d object.Digest, verify bool) ([]byte, error) {
 	var buf []byte
+	lost := false
 	err := c.retry(ctx, "get "+d.Short(), func(ctx context.Context) error {
-		st, err := c.ex.Get(ctx, &pb.GetRequest{Digest: d[:], Offset: int64(len(buf))})
+		st, err := c.ex.Get(ctx, &pb.GetRequest{Digest: d[:], Offset: int64(len(buf)), Verify: verify})
 		if err != nil {
 			return err
 		}
@@ -225,6 +241,7 @@ func (c *Client) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 				return nil
 			}
 			if err != nil {
+				lost = status.Code(err) == codes.DataLoss
 				return err
 			}
 			if buf == nil {
@@ -239,6 +256,9 @@ func (c *Client) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 			buf = append(buf, r.GetData()...)
 		}
 	})
+	if lost && err != nil {
+		return nil, fmt.Errorf("get %s: %w", d.Short(), ErrMasterDamaged)
+	}
 	return buf, err
 }
 
