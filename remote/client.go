@@ -114,6 +114,9 @@ func Dial(cfg ClientConfig) (*Client, error) {
 // Close drops the connection.
 func (c *Client) Close() error { return c.conn.Close() }
 
+// Timeout is the bound of a call with all its retries (ClientConfig.Timeout).
+func (c *Client) Timeout() time.Duration { return c.cfg.Timeout }
+
 // Addr returns the master's address.
 func (c *Client) Addr() string { return c.cfg.Addr }
 
@@ -123,7 +126,9 @@ func (c *Client) Retries() int64  { return c.retries.Load() }
 func (c *Client) Failures() int64 { return c.failures.Load() }
 
 // retry runs attempt until it succeeds, fails for good, or the call's
-// deadline passes. attempt gets a context bounded by CallTimeout.
+// deadline passes: Timeout from now, or ctx's own deadline if that is
+// sooner (a read's --io-timeout, which started before this call). attempt
+// gets a context bounded by CallTimeout.
 func (c *Client) retry(ctx context.Context, what string, attempt func(context.Context) error) error {
 	return c.retryFor(ctx, what, c.cfg.CallTimeout, c.cfg.Timeout, attempt)
 }

@@ -140,7 +140,7 @@ func (w *worker) mount(addr string, o mountOpts) *remoteMount {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		w.t.Fatal(err)
 	}
-	m, err := fs.New(dir, fs.Options{State: w.state, Layer: lower, LayerRoot: v, Fetch: cache, Source: addr,
+	m, err := fs.New(dir, fs.Options{State: w.state, Layer: lower, LayerRoot: v, Fetch: cache, Source: addr, IOTimeout: o.timeout,
 		Push: func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) {
 			return client.Push(ctx, store, s)
 		}})

@@ -243,6 +243,7 @@ func setupRemote(r *remoteFlags, snapshot, state, mnt string, o *fs.Options, log
 		return nil, fmt.Errorf("master %s: %w", r.addr, err)
 	}
 	o.Layer, o.LayerRoot, o.Fetch = lower, v, cache
+	o.IOTimeout = r.ioTimeout
 	o.Source = r.addr
 	if sub != "" {
 		o.Source += " path " + sub
