@@ -63,6 +63,9 @@ type Client struct {
 	log  *slog.Logger
 
 	retries, failures atomic.Int64
+	// handshake is the last TLS setup problem a connection met, nil
+	// once one connected (see handshakeWatch).
+	handshake atomic.Pointer[error]
 }
 
 // Dial prepares a client. It does not connect: the first call does.
@@ -88,8 +91,9 @@ func Dial(cfg ClientConfig) (*Client, error) {
 		}
 		creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 	}
+	c := &Client{cfg: cfg, log: cfg.Logger}
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(creds),
+		grpc.WithTransportCredentials(handshakeWatch{TransportCredentials: creds, caFile: cfg.CAFile, last: &c.handshake}),
 		// A chunk is 1 MiB; pieces are 256 KiB.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20), grpc.MaxCallSendMsgSize(maxObject+1<<10)),
 		// gRPC waits up to 2 minutes between reconnects by default, and
@@ -108,7 +112,8 @@ func Dial(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("master %s: %w", cfg.Addr, err)
 	}
-	return &Client{cfg: cfg, conn: conn, ex: pb.NewExportClient(conn), log: cfg.Logger}, nil
+	c.conn, c.ex = conn, pb.NewExportClient(conn)
+	return c, nil
 }
 
 // Close drops the connection.
@@ -153,7 +158,14 @@ func (c *Client) retryFor(ctx context.Context, what string, callTimeout, timeout
 			c.failures.Add(1)
 			return fmt.Errorf("%s: %w (%s)", what, ErrUnauthenticated, status.Convert(err).Message())
 		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Canceled:
-			// Worth another try, if there is time.
+			// Worth another try, if there is time; not a TLS setup
+			// that cannot work.
+			if code == codes.Unavailable {
+				if tlsErr := c.tlsFailure(ctx, err); tlsErr != nil {
+					c.failures.Add(1)
+					return fmt.Errorf("%s: %w", what, tlsErr)
+				}
+			}
 		default:
 			c.failures.Add(1)
 			return fmt.Errorf("%s: %s", what, status.Convert(err).Message())
