@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -42,6 +43,28 @@ func (w handshakeWatch) ClientHandshake(ctx context.Context, authority string, c
 
 func (w handshakeWatch) Clone() credentials.TransportCredentials {
 	return handshakeWatch{TransportCredentials: w.TransportCredentials.Clone(), caFile: w.caFile, last: w.last}
+}
+
+// handshakeLog is the master's transport credentials, logging each failed
+// handshake with the peer's address: a worker with the wrong CA, or none,
+// otherwise leaves no trace on the master.
+type handshakeLog struct {
+	credentials.TransportCredentials
+	log *peerLog
+}
+
+func (h handshakeLog) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	c, info, err := h.TransportCredentials.ServerHandshake(conn)
+	// A connection closed before it said anything is a port probe (a
+	// load balancer's TCP check), not a worker that failed.
+	if err != nil && !errors.Is(err, io.EOF) {
+		h.log.warn(conn.RemoteAddr().String(), "TLS handshake failed", "err", err)
+	}
+	return c, info, err
+}
+
+func (h handshakeLog) Clone() credentials.TransportCredentials {
+	return handshakeLog{TransportCredentials: h.TransportCredentials.Clone(), log: h.log}
 }
 
 // tlsProblem names a handshake error that a retry cannot cure, with what
