@@ -226,6 +226,10 @@ func setupRemote(r *remoteFlags, snapshot, state, mnt string, o *fs.Options, log
 			return nil, fmt.Errorf("%s: %w", recPath, err)
 		}
 		log.Info("remounting the version the upper was made over", "version", v.String())
+		if err := checkKept(ctx, client, store, v, r.ioTimeout, log); err != nil {
+			return nil, fmt.Errorf("%w: to mount the master's newest version, remove %s (this discards the changes in the upper) or mount another mountpoint",
+				err, filepath.Dir(recPath))
+		}
 	} else {
 		if v, err = client.Resolve(ctx, sub); err != nil {
 			return nil, fmt.Errorf("master %s: %w", r.addr, err)
@@ -271,6 +275,35 @@ func setupRemote(r *remoteFlags, snapshot, state, mnt string, o *fs.Options, log
 		cache.PrefetchVersion(root.Object)
 	}
 	return closeAll, nil
+}
+
+// checkKept makes sure the master still keeps version v, which a remount
+// pins: a master keeps only its newest versions, and once it dropped v
+// every read of what this machine has not cached would fail. A version held
+// here whole still mounts, with a warning. A master that does not answer
+// is left to the mount's own fetches to report.
+func checkKept(ctx context.Context, client *remote.Client, store *object.DirStore, v object.Digest, timeout time.Duration, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	has, err := client.Has(ctx, []object.Digest{v})
+	if err != nil {
+		log.Warn("could not ask the master whether it still keeps the version", "version", v.String(), "err", err)
+		return nil
+	}
+	if has[0] {
+		return nil
+	}
+	held, err := remote.Held(ctx, store, v)
+	if err != nil {
+		return err
+	}
+	if !held {
+		return fmt.Errorf("master %s no longer keeps version %s, which this mountpoint's upper was made over (a master keeps only its newest versions, cowfs serve --keep-versions), and this machine does not hold all of it",
+			client.Addr(), v.Short())
+	}
+	log.Warn("the master no longer keeps this version; every object of it is held here, so the mount works, but what is evicted from the cache cannot be fetched again",
+		"version", v.String(), "master", client.Addr())
+	return nil
 }
 
 func writeFileAtomic(path string, b []byte) error {
