@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -115,11 +116,13 @@ func (r *remoteFlags) check() error {
 	return nil
 }
 
-// parseSize reads 1234, 512M, 20G, 1T (powers of 1024); "" is 0.
+// parseSize reads 1234, 512M, 20G, 1T (powers of 1024); "" is 0. A size
+// past what an int64 holds is an error, not a wrapped-around number.
 func parseSize(s string) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}
+	num := s
 	mult := int64(1)
 	switch strings.ToUpper(s[len(s)-1:]) {
 	case "K":
@@ -132,9 +135,12 @@ func parseSize(s string) (int64, error) {
 		mult = 1 << 40
 	}
 	if mult > 1 {
-		s = s[:len(s)-1]
+		num = s[:len(s)-1]
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
+	n, err := strconv.ParseInt(num, 10, 64)
+	if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(num, "-") || err == nil && n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is too large: at most %dT", s, int64(math.MaxInt64>>40))
+	}
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("%q is not a size (like 512M or 20G)", s)
 	}
