@@ -96,7 +96,9 @@ func tlsProblem(err error, authority, caFile string) error {
 // tlsFailure returns, for a call that found the master unavailable, the
 // TLS problem behind it, if there is one.
 func (c *Client) tlsFailure(ctx context.Context, callErr error) error {
-	if p := c.handshake.Load(); p != nil {
+	// Only while the call failed on a handshake: a master that had a bad
+	// certificate and is now down is reported as down.
+	if p := c.handshake.Load(); p != nil && strings.Contains(callErr.Error(), "handshake") {
 		return *p
 	}
 	// A client without TLS to a master with it: the master drops the
