@@ -208,6 +208,11 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 	// Every try shares ctx's deadline: a damaged transfer is tried
 	// again only while there is time.
 	for range 3 {
+		if err := ctx.Err(); err != nil {
+			// The time ran out waiting (for the file, or this lock),
+			// not on the master: nothing to remember about it.
+			return nil, fmt.Errorf("fetch %s from %s: %w (%w)", d.Short(), c.f.Addr(), ErrUnavailable, err)
+		}
 		b, err := c.f.Get(ctx, d)
 		if err != nil {
 			if errors.Is(err, ErrUnavailable) {
