@@ -128,11 +128,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	// Pushed objects arrive whole: up to the largest object a client accepts.
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxObject + 1<<10)}
+	peers := newPeerLog(s.log)
 	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+		opts = append(opts, grpc.Creds(handshakeLog{TransportCredentials: credentials.NewTLS(cfg.TLS), log: peers}))
 	}
 	if cfg.Token != "" {
-		tc := tokenCheck{want: sha256.Sum256([]byte(cfg.Token))}
+		tc := tokenCheck{want: sha256.Sum256([]byte(cfg.Token)), log: peers}
 		opts = append(opts, grpc.ChainUnaryInterceptor(tc.unary), grpc.ChainStreamInterceptor(tc.stream))
 	}
 	s.grpc = grpc.NewServer(opts...)
