@@ -1,6 +1,7 @@
 package cow
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -224,21 +225,31 @@ func (h *Handle) LowerFd() (int, bool) {
 
 // ReadAt reads from the file at off.
 func (h *Handle) ReadAt(dest []byte, off int64) (int, error) {
+	return h.ReadAtContext(context.Background(), dest, off)
+}
+
+// ReadAtContext reads from the file at off; a lower that reads across the
+// network gives up once ctx is done.
+func (h *Handle) ReadAtContext(ctx context.Context, dest []byte, off int64) (int, error) {
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.data.readAt(dest, off)
+	return n.data.readAtContext(ctx, dest, off)
 }
 
 // readAt reads the file's current bytes from whichever layers hold them.
 func (d *fileData) readAt(dest []byte, off int64) (int, error) {
+	return d.readAtContext(context.Background(), dest, off)
+}
+
+func (d *fileData) readAtContext(ctx context.Context, dest []byte, off int64) (int, error) {
 	switch {
 	case d.meta != nil:
-		return d.readMixed(dest, off)
+		return d.readMixed(ctx, dest, off)
 	case d.upper != nil:
 		return preadFull(d.upper, dest, off)
 	default:
-		return preadFull(d.lower, dest, off)
+		return preadLower(ctx, d.lower, dest, off)
 	}
 }
 
@@ -250,9 +261,23 @@ func preadFull(r io.ReaderAt, dest []byte, off int64) (int, error) {
 	return n, err
 }
 
+// preadLower is preadFull of a lower file, bounded by ctx where the lower
+// can be.
+func preadLower(ctx context.Context, r io.ReaderAt, dest []byte, off int64) (int, error) {
+	cr, ok := r.(ContextReaderAt)
+	if !ok {
+		return preadFull(r, dest, off)
+	}
+	n, err := cr.ReadAtContext(ctx, dest, off)
+	if err == io.EOF {
+		err = nil
+	}
+	return n, err
+}
+
 // readMixed reads a copied-up file chunk by chunk from whichever layer
 // holds each chunk.
-func (d *fileData) readMixed(dest []byte, off int64) (int, error) {
+func (d *fileData) readMixed(ctx context.Context, dest []byte, off int64) (int, error) {
 	fi, err := d.upper.Stat()
 	if err != nil {
 		return 0, err
@@ -269,7 +294,7 @@ func (d *fileData) readMixed(dest []byte, off int64) (int, error) {
 		buf := dest[pos-off : segEnd-off]
 		if pos < m.LowerLimit && !m.Chunks.Has(c) {
 			lend := min(segEnd, m.LowerLimit)
-			k, err := preadFull(d.lower, buf[:lend-pos], pos)
+			k, err := preadLower(ctx, d.lower, buf[:lend-pos], pos)
 			if err != nil {
 				return int(pos - off), fmt.Errorf("read origin %q: %w", m.Origin, err)
 			}

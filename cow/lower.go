@@ -1,6 +1,7 @@
 package cow
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -32,6 +33,13 @@ type Lower interface {
 type LowerFile interface {
 	io.ReaderAt
 	io.Closer
+}
+
+// ContextReaderAt is a LowerFile whose reads wait on something that can
+// take long (a master across the network): ReadAtContext gives up, with an
+// error, once ctx is done.
+type ContextReaderAt interface {
+	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
 }
 
 // DirEntry is one entry of a directory listing.

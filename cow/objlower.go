@@ -327,6 +327,8 @@ type Prefetcher interface {
 // fetching much a reader will not use.
 const readAhead = 8
 
+var _ ContextReaderAt = (*objectFile)(nil)
+
 // objectFile reads a file object chunk by chunk, keeping the last chunk.
 type objectFile struct {
 	store ObjectGetter
@@ -340,7 +342,7 @@ type objectFile struct {
 	ahead int64
 }
 
-func (o *objectFile) chunk(i int64) ([]byte, error) {
+func (o *objectFile) chunk(ctx context.Context, i int64) ([]byte, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.data != nil && o.last == i {
@@ -368,7 +370,7 @@ func (o *objectFile) chunk(i int64) ([]byte, error) {
 	if d.IsZero() {
 		return nil, nil // a hole
 	}
-	b, err := o.store.Get(context.Background(), d)
+	b, err := o.store.Get(ctx, d)
 	if err != nil {
 		return nil, fmt.Errorf("%s chunk %d: %w", o.path, i, err)
 	}
@@ -381,6 +383,11 @@ func (o *objectFile) chunk(i int64) ([]byte, error) {
 }
 
 func (o *objectFile) ReadAt(p []byte, off int64) (int, error) {
+	return o.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext is ReadAt that waits for a chunk no longer than ctx allows.
+func (o *objectFile) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off >= o.f.Size {
 		return 0, io.EOF
 	}
@@ -389,7 +396,7 @@ func (o *objectFile) ReadAt(p []byte, off int64) (int, error) {
 		i := pos / object.ChunkSize
 		cs := i * object.ChunkSize
 		ce := min(cs+object.ChunkSize, end)
-		data, err := o.chunk(i)
+		data, err := o.chunk(ctx, i)
 		if err != nil {
 			return int(pos - off), err
 		}

@@ -38,7 +38,14 @@ func (h *handle) errno(ctx context.Context, op string, err error) syscall.Errno 
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.n.m.reads.Add(1)
-	k, err := h.h.ReadAt(dest, off)
+	if t := h.n.m.ioTimeout; t > 0 {
+		// Set before the read waits for anything: a read queued behind
+		// another read of the file shares the one bound.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	k, err := h.h.ReadAtContext(ctx, dest, off)
 	if err != nil {
 		return nil, h.errno(ctx, "read", err)
 	}

@@ -106,6 +106,11 @@ type Options struct {
 	// Push sends a snapshot to the remote lower's master, so that other
 	// workers can restore it; nil when the mount has no master.
 	Push func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error)
+	// IOTimeout, when positive, bounds each read of the lower from the
+	// moment the kernel asks: whatever it waits for beneath (another read
+	// of the file, a fetch from the master and its retries), the read
+	// fails with EIO once this has passed. Zero: no bound.
+	IOTimeout time.Duration
 	// Debug logs every FUSE request.
 	Debug bool
 	// Logger receives errors and warnings; nil means slog.Default().
@@ -151,6 +156,7 @@ type mount struct {
 	passthrough      bool
 	passthroughLower bool
 	writeback        bool
+	ioTimeout        time.Duration
 	writers          writers
 	// reads counts READ requests served; passed-through reads never
 	// arrive, which is how the tests see passthrough at work.
@@ -264,7 +270,7 @@ func New(dir string, o Options) (_ *Mount, err error) {
 	}
 	undo.push(func() { cfs.Close() })
 	m.fs = cfs
-	m.ms = &mount{fs: cfs, log: m.log, passthrough: o.Passthrough, passthroughLower: o.PassthroughLower, writeback: o.WritebackCache}
+	m.ms = &mount{fs: cfs, log: m.log, passthrough: o.Passthrough, passthroughLower: o.PassthroughLower, writeback: o.WritebackCache, ioTimeout: o.IOTimeout}
 	root := &node{c: cfs.Root(), m: m.ms}
 	if m.server, err = serve(dir, root, fuseOptions(cfs, o), &m.ms.tree); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)

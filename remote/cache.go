@@ -20,9 +20,17 @@ import (
 // Fetcher gets objects from a master; *Client is one.
 type Fetcher interface {
 	Get(ctx context.Context, d object.Digest) ([]byte, error)
+	// GetVerified is Get once bytes of d came damaged (Client.GetVerified).
+	GetVerified(ctx context.Context, d object.Digest) ([]byte, error)
 	GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error
 	Has(ctx context.Context, ds []object.Digest) ([]bool, error)
 	Addr() string
+}
+
+// boundedFetcher is a Fetcher whose calls, retries included, give up
+// after Timeout (*Client: ClientConfig.Timeout).
+type boundedFetcher interface {
+	Timeout() time.Duration
 }
 
 // CacheStats counts what a cache did.
@@ -111,10 +119,19 @@ func (c *Cache) Stats() CacheStats {
 	}
 }
 
-// Get returns object d, verified: from the store, or fetched.
+// Get returns object d, verified: from the store, or fetched. Without a
+// deadline in ctx, the fetcher's Timeout (the mount's --io-timeout) is
+// the bound, from now: waiting for another fetch of d counts against it.
 func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	c.demand.Add(1)
 	defer c.demand.Add(-1)
+	if _, ok := ctx.Deadline(); !ok {
+		if t, ok := c.f.(boundedFetcher); ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, t.Timeout())
+			defer cancel()
+		}
+	}
 	return c.get(ctx, d)
 }
 
@@ -138,15 +155,20 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 		}
 		c.failed.Delete(d)
 	}
-	v, err, _ := c.flight.Do(string(d[:]), func() (any, error) { return c.fetch(ctx, d) })
-	if err != nil {
-		c.errs.Add(1)
-		if errors.Is(err, ErrUnavailable) {
-			c.failed.Store(d, failure{at: time.Now(), err: err})
+	// A reader that joins a fetch another started waits no longer than
+	// its own deadline.
+	ch := c.flight.DoChan(string(d[:]), func() (any, error) { return c.fetch(ctx, d) })
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			c.errs.Add(1)
+			return nil, r.Err
 		}
-		return nil, err
+		return r.Val.([]byte), nil
+	case <-ctx.Done():
+		c.errs.Add(1)
+		return nil, fmt.Errorf("wait for the fetch of %s from %s: %w (%w)", d.Short(), c.f.Addr(), ErrUnavailable, ctx.Err())
 	}
-	return v.([]byte), nil
 }
 
 // failMemory is how long a fetch that found the master unreachable is
@@ -180,9 +202,30 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 		return b, nil
 	}
 	c.noteDamage(d, err)
-	for range 3 {
-		b, err := c.f.Get(ctx, d)
+	// Every try shares ctx's deadline: a damaged transfer is tried
+	// again only while there is time.
+	for try := range 3 {
+		if err := ctx.Err(); err != nil {
+			// The time ran out waiting (for the file, or this lock),
+			// not on the master: nothing to remember about it.
+			return nil, fmt.Errorf("fetch %s from %s: %w (%w)", d.Short(), c.f.Addr(), ErrUnavailable, err)
+		}
+		get := c.f.Get
+		if try > 0 {
+			// Damaged on the way, or in the master's store: asked so,
+			// the master checks its copy and restores a damaged one
+			// from its export, or says it cannot.
+			get = c.f.GetVerified
+		}
+		b, err := get(ctx, d)
+		if errors.Is(err, ErrMasterDamaged) {
+			c.log.Error("the master's copy of the object is damaged and could not be restored from its export",
+				"object", d.String(), "master", c.f.Addr())
+		}
 		if err != nil {
+			if errors.Is(err, ErrUnavailable) {
+				c.failed.Store(d, failure{at: time.Now(), err: err})
+			}
 			return nil, fmt.Errorf("fetch %s from %s: %w", d.Short(), c.f.Addr(), err)
 		}
 		if object.Sum(b) != d {

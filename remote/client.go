@@ -38,6 +38,10 @@ var ErrUnauthenticated = errors.New("the master refused the token")
 // ErrUnavailable reports a master that did not answer in time.
 var ErrUnavailable = errors.New("the master is unreachable")
 
+// ErrMasterDamaged reports an object the master holds damaged and cannot
+// restore: the files of its export no longer have those bytes.
+var ErrMasterDamaged = errors.New("the master's copy is damaged and could not be restored from its export")
+
 // ClientConfig describes how to reach a master.
 type ClientConfig struct {
 	Addr  string
@@ -63,6 +67,9 @@ type Client struct {
 	log  *slog.Logger
 
 	retries, failures atomic.Int64
+	// handshake is the last TLS setup problem a connection met, nil
+	// once one connected (see handshakeWatch).
+	handshake atomic.Pointer[error]
 }
 
 // Dial prepares a client. It does not connect: the first call does.
@@ -88,8 +95,9 @@ func Dial(cfg ClientConfig) (*Client, error) {
 		}
 		creds = credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
 	}
+	c := &Client{cfg: cfg, log: cfg.Logger}
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(creds),
+		grpc.WithTransportCredentials(handshakeWatch{TransportCredentials: creds, caFile: cfg.CAFile, last: &c.handshake}),
 		// A chunk is 1 MiB; pieces are 256 KiB.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20), grpc.MaxCallSendMsgSize(maxObject+1<<10)),
 		// gRPC waits up to 2 minutes between reconnects by default, and
@@ -108,11 +116,15 @@ func Dial(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("master %s: %w", cfg.Addr, err)
 	}
-	return &Client{cfg: cfg, conn: conn, ex: pb.NewExportClient(conn), log: cfg.Logger}, nil
+	c.conn, c.ex = conn, pb.NewExportClient(conn)
+	return c, nil
 }
 
 // Close drops the connection.
 func (c *Client) Close() error { return c.conn.Close() }
+
+// Timeout is the bound of a call with all its retries (ClientConfig.Timeout).
+func (c *Client) Timeout() time.Duration { return c.cfg.Timeout }
 
 // Addr returns the master's address.
 func (c *Client) Addr() string { return c.cfg.Addr }
@@ -123,7 +135,9 @@ func (c *Client) Retries() int64  { return c.retries.Load() }
 func (c *Client) Failures() int64 { return c.failures.Load() }
 
 // retry runs attempt until it succeeds, fails for good, or the call's
-// deadline passes. attempt gets a context bounded by CallTimeout.
+// deadline passes: Timeout from now, or ctx's own deadline if that is
+// sooner (a read's --io-timeout, which started before this call). attempt
+// gets a context bounded by CallTimeout.
 func (c *Client) retry(ctx context.Context, what string, attempt func(context.Context) error) error {
 	return c.retryFor(ctx, what, c.cfg.CallTimeout, c.cfg.Timeout, attempt)
 }
@@ -148,7 +162,14 @@ func (c *Client) retryFor(ctx context.Context, what string, callTimeout, timeout
 			c.failures.Add(1)
 			return fmt.Errorf("%s: %w (%s)", what, ErrUnauthenticated, status.Convert(err).Message())
 		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Canceled:
-			// Worth another try, if there is time.
+			// Worth another try, if there is time; not a TLS setup
+			// that cannot work.
+			if code == codes.Unavailable {
+				if tlsErr := c.tlsFailure(ctx, err); tlsErr != nil {
+					c.failures.Add(1)
+					return fmt.Errorf("%s: %w", what, tlsErr)
+				}
+			}
 		default:
 			c.failures.Add(1)
 			return fmt.Errorf("%s: %s", what, status.Convert(err).Message())
@@ -213,9 +234,21 @@ func (c *Client) versionCall(ctx context.Context, what string, callTimeout, time
 // Get fetches object d's bytes, unverified: the caller checks them against
 // d. A transfer that breaks resumes from the bytes already received.
 func (c *Client) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	return c.get(ctx, d, false)
+}
+
+// GetVerified is Get for an object whose bytes came damaged: the master
+// checks its copy, and restores a damaged one from its export before it
+// sends it, or fails with ErrMasterDamaged.
+func (c *Client) GetVerified(ctx context.Context, d object.Digest) ([]byte, error) {
+	return c.get(ctx, d, true)
+}
+
+func (c *Client) get(ctx context.Context, d object.Digest, verify bool) ([]byte, error) {
 	var buf []byte
+	lost := false
 	err := c.retry(ctx, "get "+d.Short(), func(ctx context.Context) error {
-		st, err := c.ex.Get(ctx, &pb.GetRequest{Digest: d[:], Offset: int64(len(buf))})
+		st, err := c.ex.Get(ctx, &pb.GetRequest{Digest: d[:], Offset: int64(len(buf)), Verify: verify})
 		if err != nil {
 			return err
 		}
@@ -225,6 +258,7 @@ func (c *Client) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 				return nil
 			}
 			if err != nil {
+				lost = status.Code(err) == codes.DataLoss
 				return err
 			}
 			if buf == nil {
@@ -239,6 +273,9 @@ func (c *Client) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 			buf = append(buf, r.GetData()...)
 		}
 	})
+	if lost && err != nil {
+		return nil, fmt.Errorf("get %s: %w", d.Short(), ErrMasterDamaged)
+	}
 	return buf, err
 }
 

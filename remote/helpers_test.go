@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -101,6 +102,7 @@ type mountOpts struct {
 	caFile  string
 	timeout time.Duration
 	version object.Digest // mount this version instead of resolving
+	log     *slog.Logger  // the mount's and its cache's; nil: slog.Default()
 }
 
 // mount resolves the export's current version and mounts it, with an
@@ -119,7 +121,7 @@ func (w *worker) mount(addr string, o mountOpts) *remoteMount {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	cache, err := remote.NewCache(store, client, nil)
+	cache, err := remote.NewCache(store, client, o.log)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -140,7 +142,7 @@ func (w *worker) mount(addr string, o mountOpts) *remoteMount {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		w.t.Fatal(err)
 	}
-	m, err := fs.New(dir, fs.Options{State: w.state, Layer: lower, LayerRoot: v, Fetch: cache, Source: addr,
+	m, err := fs.New(dir, fs.Options{State: w.state, Layer: lower, LayerRoot: v, Fetch: cache, Source: addr, IOTimeout: o.timeout, Logger: o.log,
 		Push: func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) {
 			return client.Push(ctx, store, s)
 		}})

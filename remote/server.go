@@ -82,6 +82,11 @@ type Server struct {
 
 	gets  sync.Map // object.Digest -> *counter, whole-object gets
 	bytes atomic.Int64
+
+	// Damaged objects being restored from the export, or lost (see
+	// damage.go): object.Digest -> *repair.
+	damaged sync.Map
+	rescans singleflight.Group
 }
 
 // NewServer opens the export. Serve starts answering.
@@ -123,11 +128,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	// Pushed objects arrive whole: up to the largest object a client accepts.
 	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxObject + 1<<10)}
+	peers := newPeerLog(s.log)
 	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+		opts = append(opts, grpc.Creds(handshakeLog{TransportCredentials: credentials.NewTLS(cfg.TLS), log: peers}))
 	}
 	if cfg.Token != "" {
-		tc := tokenCheck{want: sha256.Sum256([]byte(cfg.Token))}
+		tc := tokenCheck{want: sha256.Sum256([]byte(cfg.Token)), log: peers}
 		opts = append(opts, grpc.ChainUnaryInterceptor(tc.unary), grpc.ChainStreamInterceptor(tc.stream))
 	}
 	s.grpc = grpc.NewServer(opts...)
@@ -310,12 +316,14 @@ func (s *Server) Get(req *pb.GetRequest, stream pb.Export_GetServer) error {
 	if err != nil {
 		return status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	// Not verified here: every worker checks each object against its
-	// digest, refetches a damaged one and says so at error level.
-	b, err := s.store.ReadUnverified(d)
+	// Not verified unless asked: every worker checks each object against
+	// its digest, and asks again with verify for one that came damaged.
+	b, err := s.read(stream.Context(), d, req.GetVerify())
 	switch {
 	case errors.Is(err, object.ErrNotFound):
 		return status.Errorf(codes.NotFound, "no object %s (a version older than the newest %d is no longer kept)", d.Short(), s.keep)
+	case err != nil && status.Code(err) != codes.Unknown:
+		return err // the outcome of a verify (damage.go)
 	case err != nil:
 		return status.Errorf(codes.Internal, "object %s: %v", d.Short(), err)
 	}

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -48,4 +49,34 @@ func OpenVersion(ctx context.Context, g cow.ObjectGetter, v object.Digest) (*cow
 		return nil, object.Entry{}, fmt.Errorf("version %s root tree: %w", v.Short(), err)
 	}
 	return cow.NewObjectLower(g, root.Object, root), root, nil
+}
+
+// Held reports whether store holds every object of version v (its trees,
+// file objects and chunks, undamaged), so that a mount of it needs nothing
+// from the master.
+func Held(ctx context.Context, store *object.DirStore, v object.Digest) (bool, error) {
+	errLacking := errors.New("lacking")
+	err := object.Walk(ctx, store, v, func(_ string, _ *object.Entry, f *object.File) error {
+		if f == nil {
+			return nil
+		}
+		for _, c := range f.Chunks {
+			if c.IsZero() {
+				continue
+			}
+			if ok, err := store.Has(ctx, c); err != nil {
+				return err
+			} else if !ok {
+				return errLacking
+			}
+		}
+		return nil
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, errLacking), errors.Is(err, object.ErrNotFound), errors.Is(err, object.ErrCorrupt):
+		return false, nil
+	}
+	return false, fmt.Errorf("version %s: %w", v.Short(), err)
 }

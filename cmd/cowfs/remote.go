@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -115,11 +116,13 @@ func (r *remoteFlags) check() error {
 	return nil
 }
 
-// parseSize reads 1234, 512M, 20G, 1T (powers of 1024); "" is 0.
+// parseSize reads 1234, 512M, 20G, 1T (powers of 1024); "" is 0. A size
+// past what an int64 holds is an error, not a wrapped-around number.
 func parseSize(s string) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}
+	num := s
 	mult := int64(1)
 	switch strings.ToUpper(s[len(s)-1:]) {
 	case "K":
@@ -132,9 +135,12 @@ func parseSize(s string) (int64, error) {
 		mult = 1 << 40
 	}
 	if mult > 1 {
-		s = s[:len(s)-1]
+		num = s[:len(s)-1]
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
+	n, err := strconv.ParseInt(num, 10, 64)
+	if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(num, "-") || err == nil && n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is too large: at most %dT", s, int64(math.MaxInt64>>40))
+	}
 	if err != nil || n < 0 {
 		return 0, fmt.Errorf("%q is not a size (like 512M or 20G)", s)
 	}
@@ -226,6 +232,10 @@ func setupRemote(r *remoteFlags, snapshot, state, mnt string, o *fs.Options, log
 			return nil, fmt.Errorf("%s: %w", recPath, err)
 		}
 		log.Info("remounting the version the upper was made over", "version", v.String())
+		if err := checkKept(ctx, client, store, v, r.ioTimeout, log); err != nil {
+			return nil, fmt.Errorf("%w: to mount the master's newest version, remove %s (this discards the changes in the upper) or mount another mountpoint",
+				err, filepath.Dir(recPath))
+		}
 	} else {
 		if v, err = client.Resolve(ctx, sub); err != nil {
 			return nil, fmt.Errorf("master %s: %w", r.addr, err)
@@ -243,6 +253,7 @@ func setupRemote(r *remoteFlags, snapshot, state, mnt string, o *fs.Options, log
 		return nil, fmt.Errorf("master %s: %w", r.addr, err)
 	}
 	o.Layer, o.LayerRoot, o.Fetch = lower, v, cache
+	o.IOTimeout = r.ioTimeout
 	o.Source = r.addr
 	if sub != "" {
 		o.Source += " path " + sub
@@ -270,6 +281,35 @@ func setupRemote(r *remoteFlags, snapshot, state, mnt string, o *fs.Options, log
 		cache.PrefetchVersion(root.Object)
 	}
 	return closeAll, nil
+}
+
+// checkKept makes sure the master still keeps version v, which a remount
+// pins: a master keeps only its newest versions, and once it dropped v
+// every read of what this machine has not cached would fail. A version held
+// here whole still mounts, with a warning. A master that does not answer
+// is left to the mount's own fetches to report.
+func checkKept(ctx context.Context, client *remote.Client, store *object.DirStore, v object.Digest, timeout time.Duration, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	has, err := client.Has(ctx, []object.Digest{v})
+	if err != nil {
+		log.Warn("could not ask the master whether it still keeps the version", "version", v.String(), "err", err)
+		return nil
+	}
+	if has[0] {
+		return nil
+	}
+	held, err := remote.Held(ctx, store, v)
+	if err != nil {
+		return err
+	}
+	if !held {
+		return fmt.Errorf("master %s no longer keeps version %s, which this mountpoint's upper was made over (a master keeps only its newest versions, cowfs serve --keep-versions), and this machine does not hold all of it",
+			client.Addr(), v.Short())
+	}
+	log.Warn("the master no longer keeps this version; every object of it is held here, so the mount works, but what is evicted from the cache cannot be fetched again",
+		"version", v.String(), "master", client.Addr())
+	return nil
 }
 
 func writeFileAtomic(path string, b []byte) error {

@@ -408,9 +408,15 @@ func (x *ResolveResponse) GetBytes() int64 {
 }
 
 type GetRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Digest        []byte                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
-	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Digest []byte                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	Offset int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// verify is set by a client that got bytes not matching the digest. The
+	// server checks its own copy first; a damaged copy it quarantines and
+	// stores again from its export, then sends, or fails with DATA_LOSS if
+	// the export no longer has those bytes. A copy that checks out is sent
+	// as is: the damage was on the way.
+	Verify        bool `protobuf:"varint,3,opt,name=verify,proto3" json:"verify,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,6 +463,13 @@ func (x *GetRequest) GetOffset() int64 {
 		return x.Offset
 	}
 	return 0
+}
+
+func (x *GetRequest) GetVerify() bool {
+	if x != nil {
+		return x.Verify
+	}
+	return false
 }
 
 type GetResponse struct {
@@ -735,11 +748,12 @@ const file_cowfs_proto_rawDesc = "" +
 	"\x0fResolveResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\fR\aversion\x12\x14\n" +
 	"\x05files\x18\x02 \x01(\x03R\x05files\x12\x14\n" +
-	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\"<\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\"T\n" +
 	"\n" +
 	"GetRequest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\fR\x06digest\x12\x16\n" +
-	"\x06offset\x18\x02 \x01(\x03R\x06offset\"5\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06verify\x18\x03 \x01(\bR\x06verify\"5\n" +
 	"\vGetResponse\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"*\n" +

@@ -45,7 +45,8 @@ type ExportClient interface {
 	// recent versions so that running mounts can finish reading them.
 	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
 	// Get streams one object's encoded bytes from offset on, in pieces; a
-	// client whose stream broke asks again from where it got to.
+	// client whose stream broke asks again from where it got to. The server
+	// sends what it stored without checking it, unless asked to verify.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[GetResponse], error)
 	// GetMany streams several objects in one call, in the order asked, each
 	// as one or more pieces: a prefetch would otherwise pay a round trip
@@ -174,7 +175,8 @@ type ExportServer interface {
 	// recent versions so that running mounts can finish reading them.
 	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
 	// Get streams one object's encoded bytes from offset on, in pieces; a
-	// client whose stream broke asks again from where it got to.
+	// client whose stream broke asks again from where it got to. The server
+	// sends what it stored without checking it, unless asked to verify.
 	Get(*GetRequest, grpc.ServerStreamingServer[GetResponse]) error
 	// GetMany streams several objects in one call, in the order asked, each
 	// as one or more pieces: a prefetch would otherwise pay a round trip

@@ -1,0 +1,454 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote"
+)
+
+// logBuf collects a logger's lines for a test to look through.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+// errorLine returns the first ERROR line of the log that holds all of
+// words, or "".
+func (l *logBuf) errorLine(words ...string) string {
+	for _, line := range strings.Split(l.String(), "\n") {
+		if !strings.Contains(line, "level=ERROR") {
+			continue
+		}
+		all := true
+		for _, w := range words {
+			all = all && strings.Contains(line, w)
+		}
+		if all {
+			return line
+		}
+	}
+	return ""
+}
+
+// open is what a worker's mount reads through, without the mount: the
+// version of the export, through a cache over the worker's store.
+func (w *worker) open(addr string, timeout time.Duration, log *slog.Logger) (*remote.Cache, *cow.ObjectLower) {
+	w.t.Helper()
+	c, lo, _ := w.openAt(addr, object.Zero, timeout, log)
+	return c, lo
+}
+
+// openAt is open of version v, or of the export as it is now if v is zero;
+// it returns the version opened.
+func (w *worker) openAt(addr string, v object.Digest, timeout time.Duration, log *slog.Logger) (*remote.Cache, *cow.ObjectLower, object.Digest) {
+	w.t.Helper()
+	client, err := remote.Dial(remote.ClientConfig{Addr: addr, CallTimeout: timeout, Timeout: timeout, Logger: log})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	store, err := object.OpenDirStore(filepath.Join(w.state, "objects"))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cache, err := remote.NewCache(store, client, log)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { cache.Close(); client.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if v.IsZero() {
+		if v, err = client.Resolve(ctx, ""); err != nil {
+			w.t.Fatalf("resolve: %v", err)
+		}
+	}
+	lower, _, err := remote.OpenVersion(ctx, cache, v)
+	if err != nil {
+		w.t.Fatalf("open version: %v", err)
+	}
+	return cache, lower, v
+}
+
+// readAll reads path of lo whole, failing the test if it takes longer
+// than limit.
+func readAll(t *testing.T, lo *cow.ObjectLower, path string, limit time.Duration) ([]byte, error) {
+	t.Helper()
+	var b []byte
+	err := within(t, limit, "read "+path, func() (err error) {
+		b, err = readLower(lo, path)
+		return err
+	})
+	return b, err
+}
+
+func readLower(lo *cow.ObjectLower, path string) ([]byte, error) {
+	f, err := lo.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.NewSectionReader(f, 0, 1<<40))
+}
+
+// damageBlob flips a byte in the middle of one chunk (blob) object of the
+// store in dir and returns its digest.
+func damageBlob(t *testing.T, dir string) object.Digest {
+	t.Helper()
+	return damageKind(t, dir, object.KindBlob, 1)[0]
+}
+
+// damageKind flips a byte in the middle of up to n objects of kind k in
+// the store in dir (all, if n < 0) and returns their digests.
+func damageKind(t *testing.T, dir string, k object.Kind, n int) []object.Digest {
+	t.Helper()
+	store, err := object.OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds []object.Digest
+	store.Each(func(o object.StoredObject) error {
+		if kind, err := store.Kind(o.Digest); err == nil && kind == k && len(ds) != n {
+			ds = append(ds, o.Digest)
+		}
+		return nil
+	})
+	if len(ds) == 0 {
+		t.Fatalf("no object of kind %c to damage", k)
+	}
+	for _, d := range ds {
+		damageObject(t, dir, d)
+	}
+	return ds
+}
+
+// damageObject flips a byte in the middle of object d of the store in dir.
+func damageObject(t *testing.T, dir string, d object.Digest) {
+	t.Helper()
+	h := strings.TrimPrefix(d.String(), "sha256-")
+	p := filepath.Join(dir, h[:2], h[2:])
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x10
+	// Objects are read-only: put the damaged bytes in place as a new
+	// file.
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o444); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A chunk damaged in the master's store is caught by the first worker
+// that reads it: the master checks its copy, quarantines it, logs it, and
+// stores it again from the export, and the worker's read succeeds.
+func TestMasterDamageRepaired(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	var mlog logBuf
+	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
+	newWorker(t).open(ms.addr, 10*time.Second, nil) // the master scans the export
+	d := damageBlob(t, ms.cfg.Objects)
+
+	// Workers at once: each gets the chunk whole.
+	var wg sync.WaitGroup
+	errs := make(chan error, 3)
+	for range cap(errs) {
+		_, lo := newWorker(t).open(ms.addr, 10*time.Second, nil)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := readLower(lo, "f")
+			if err == nil && !bytes.Equal(b, data) {
+				err = errors.New("wrong bytes")
+			}
+			errs <- err
+		}()
+	}
+	within(t, time.Minute, "reads", func() error { wg.Wait(); return nil })
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("read of a file with a chunk damaged on the master: %v", err)
+		}
+	}
+	if mlog.errorLine(d.String()) == "" {
+		t.Errorf("the master logged no error naming %s:\n%s", d, mlog.String())
+	}
+	store, err := object.OpenDirStore(ms.cfg.Objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get(context.Background(), d); err != nil {
+		t.Errorf("the master's copy was not repaired: %v", err)
+	}
+}
+
+// Trees (the version object among them) and file objects damaged in the
+// master's store are restored as chunks are.
+func TestMasterDamageRepairedTreesFiles(t *testing.T) {
+	for _, k := range []object.Kind{object.KindTree, object.KindFile} {
+		t.Run(string(rune(k)), func(t *testing.T) {
+			exp := t.TempDir()
+			data := randBytes(1<<20 + 5)
+			writeFile(t, filepath.Join(exp, "d/f"), data, 0o644)
+			writeFile(t, filepath.Join(exp, "g"), []byte("g"), 0o644)
+			var mlog logBuf
+			ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
+			_, _, v := newWorker(t).openAt(ms.addr, object.Zero, 10*time.Second, nil)
+			ds := damageKind(t, ms.cfg.Objects, k, -1)
+
+			// The version as it was, not resolved again: a scan
+			// for a resolve would store the trees again.
+			_, lo, _ := newWorker(t).openAt(ms.addr, v, 10*time.Second, nil)
+			if b, err := readAll(t, lo, "d/f", time.Minute); err != nil || !bytes.Equal(b, data) {
+				t.Fatalf("read of d/f: %d bytes, %v", len(b), err)
+			}
+			if b, err := readAll(t, lo, "g", time.Minute); err != nil || string(b) != "g" {
+				t.Fatalf("read of g: %q, %v", b, err)
+			}
+			store, err := object.OpenDirStore(ms.cfg.Objects)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range ds {
+				if _, err := store.Get(context.Background(), d); err != nil {
+					t.Errorf("not repaired: %v", err)
+				}
+			}
+			if mlog.errorLine("restoring it from the export") == "" {
+				t.Errorf("the master logged no damage:\n%s", mlog.String())
+			}
+		})
+	}
+}
+
+// A chunk damaged in the master's store whose file in the export changed
+// since cannot be repaired: the worker's read fails at once, saying so,
+// and does not wait out its timeout.
+func TestMasterDamageUnrepairable(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	var mlog, wlog logBuf
+	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
+	const timeout = 15 * time.Second
+	cache, lo := newWorker(t).open(ms.addr, timeout, wlog.logger())
+	d := damageBlob(t, ms.cfg.Objects)
+	writeFile(t, filepath.Join(exp, "f"), randBytes(len(data)), 0o644)
+
+	start := time.Now()
+	_, err := readAll(t, lo, "f", 3*timeout)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("read of a chunk damaged on the master, and gone from its export, succeeded")
+	}
+	if took > timeout {
+		t.Errorf("the read failed after %v; the timeout is %v", took, timeout)
+	}
+	for _, w := range []string{d.Short(), "master's copy", "damaged", "could not be restored from its export"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("the error does not say %q: %v", w, err)
+		}
+	}
+	if wlog.errorLine(d.String(), "master's copy") == "" {
+		t.Errorf("the worker logged no error naming %s and the master's copy:\n%s", d, wlog.String())
+	}
+	if mlog.errorLine(d.String()) == "" {
+		t.Errorf("the master logged no error naming %s:\n%s", d, mlog.String())
+	}
+	if cache.Stats().Errors == 0 {
+		t.Error("the failed read was not counted")
+	}
+
+	// Asked again, the master answers at once from what it learned.
+	start = time.Now()
+	if _, err := readAll(t, lo, "f", 3*timeout); err == nil || !strings.Contains(err.Error(), "master's copy") {
+		t.Errorf("second read: %v", err)
+	}
+	if took := time.Since(start); took > timeout/2 {
+		t.Errorf("the second read failed after %v", took)
+	}
+	if n := strings.Count(mlog.String(), "restoring it from the export"); n != 1 {
+		t.Errorf("the master tried %d times to restore the lost object; want once:\n%s", n, mlog.String())
+	}
+}
+
+// A repair whose scan of the export failed (a file kept changing) fails
+// the read, saying why, and a later read tries again.
+func TestMasterDamageScanFails(t *testing.T) {
+	t.Cleanup(func() { remote.SetRepairRetry(remote.SetRepairRetry(0)) })
+	remote.SetRepairRetry(200 * time.Millisecond)
+	exp := t.TempDir()
+	data := randBytes(2<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	// Scanned before f: a scan that fails on it never gets to f.
+	writeFile(t, filepath.Join(exp, "a.log"), randBytes(8<<20), 0o644)
+	var mlog logBuf
+	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
+	_, lo := newWorker(t).open(ms.addr, 15*time.Second, nil)
+	blob, err := object.EncodeBlob(data[:1<<20])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := object.Sum(blob)
+	damageObject(t, ms.cfg.Objects, d)
+
+	// A writer that never stops while the repair scans: every read of
+	// the log sees its size change.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		f, err := os.OpenFile(filepath.Join(exp, "a.log"), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				f.Write([]byte("line\n"))
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+	}()
+	stopWriter := sync.OnceFunc(func() { close(stop); <-stopped })
+	t.Cleanup(stopWriter)
+
+	_, err = readAll(t, lo, "f", time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "master's copy") {
+		t.Fatalf("read while the repair cannot scan: %v\n%s", err, mlog.String())
+	}
+	if mlog.errorLine(d.String(), "changed while being read") == "" {
+		t.Errorf("the master did not log why it could not restore %s:\n%s", d, mlog.String())
+	}
+	stopWriter()
+	time.Sleep(300 * time.Millisecond)
+	if b, err := readAll(t, lo, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("read once the export held still: %d bytes, %v", len(b), err)
+	}
+}
+
+// Asking the master to verify an object it holds whole costs it a hash,
+// and nothing more: no quarantine, no scan, no error.
+func TestMasterVerifyGood(t *testing.T) {
+	exp := t.TempDir()
+	writeFile(t, filepath.Join(exp, "f"), randBytes(1<<20), 0o644)
+	var mlog logBuf
+	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
+	newWorker(t).open(ms.addr, 10*time.Second, nil)
+	store, err := object.OpenDirStore(ms.cfg.Objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := 0
+	err = store.Each(func(o object.StoredObject) error {
+		b, err := c.GetVerified(ctx, o.Digest)
+		if err == nil && object.Sum(b) != o.Digest {
+			err = errors.New("wrong bytes")
+		}
+		n++
+		return err
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("verified get of %d objects: %v", n, err)
+	}
+	if strings.Contains(mlog.String(), "level=ERROR") || strings.Contains(mlog.String(), "restored") {
+		t.Errorf("the master acted on good objects:\n%s", mlog.String())
+	}
+	if _, err := os.Stat(filepath.Join(ms.cfg.Objects, object.QuarantineDir)); err == nil {
+		t.Error("the master quarantined something")
+	}
+}
+
+// A master started again over a store with a damaged chunk stores the
+// chunk again when it scans the export, and serves it whole.
+func TestMasterRestartRepairs(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	newWorker(t).open(ms.addr, 10*time.Second, nil)
+	d := damageBlob(t, ms.cfg.Objects)
+	ms.restart()
+
+	_, lo := newWorker(t).open(ms.addr, 10*time.Second, nil)
+	b, err := readAll(t, lo, "f", time.Minute)
+	if err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("read after a restart of a master with a damaged chunk: %d bytes, %v", len(b), err)
+	}
+	store, err := object.OpenDirStore(ms.cfg.Objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Get(context.Background(), d); err != nil {
+		t.Errorf("the master's copy was not repaired: %v", err)
+	}
+}
+
+// A chunk damaged in the worker's own cache is quarantined, logged with
+// its digest, counted, and fetched again.
+func TestCacheDamageLogged(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	var wlog logBuf
+	w := newWorker(t)
+	_, lo := w.open(ms.addr, 10*time.Second, wlog.logger())
+	if b, err := readAll(t, lo, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("first read: %d bytes, %v", len(b), err)
+	}
+	d := damageBlob(t, filepath.Join(w.state, "objects"))
+	cache, lo := w.open(ms.addr, 10*time.Second, wlog.logger()) // no chunk kept in memory
+	if b, err := readAll(t, lo, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("read after a cached chunk was damaged: %d bytes, %v", len(b), err)
+	}
+	if !strings.Contains(wlog.String(), d.String()) || !strings.Contains(wlog.String(), "damaged") {
+		t.Errorf("the worker did not log the damaged %s:\n%s", d, wlog.String())
+	}
+	if _, err := os.Stat(filepath.Join(w.state, "objects", object.QuarantineDir, strings.TrimPrefix(d.String(), "sha256-"))); err != nil {
+		t.Errorf("the damaged chunk was not quarantined: %v", err)
+	}
+	if c := cache.Stats().Corrupt; c != 1 {
+		t.Errorf("corrupt counter %d after one damaged chunk was fetched again", c)
+	}
+}

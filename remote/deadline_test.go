@@ -1,0 +1,176 @@
+package remote_test
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cowfs/cowfs/remote"
+)
+
+// tcpRelay forwards TCP to a master until silenced; from then on it
+// accepts connections and holds them, forwarding nothing: a master that
+// is hung, or a firewall that drops packets.
+type tcpRelay struct {
+	addr     string
+	mu       sync.Mutex
+	silent   bool
+	conns    []net.Conn
+	upstream string
+}
+
+func startRelay(t testing.TB, upstream string) *tcpRelay {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &tcpRelay{addr: l.Addr().String(), upstream: upstream}
+	t.Cleanup(func() {
+		l.Close()
+		r.mu.Lock()
+		for _, c := range r.conns {
+			c.Close()
+		}
+		r.mu.Unlock()
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.conns = append(r.conns, c)
+			silent := r.silent
+			r.mu.Unlock()
+			if silent {
+				continue
+			}
+			up, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.conns = append(r.conns, up)
+			r.mu.Unlock()
+			go r.pipe(up, c)
+			go r.pipe(c, up)
+		}
+	}()
+	return r
+}
+
+// pipe copies until the relay is silenced; then it holds both ends open
+// and moves nothing.
+func (r *tcpRelay) pipe(dst, src net.Conn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		r.mu.Lock()
+		silent := r.silent
+		r.mu.Unlock()
+		if silent {
+			return
+		}
+		if n > 0 {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				dst.Close()
+			}
+			return
+		}
+	}
+}
+
+func (r *tcpRelay) silence() {
+	r.mu.Lock()
+	r.silent = true
+	r.mu.Unlock()
+}
+
+// A read of what is not cached fails with EIO within --io-timeout (and a
+// little slack), whatever the master does: gone (connection refused) or
+// hung (the connection open, nothing answered). Every wait under the read
+// (retries, the cache's lock, read-ahead, the kernel's retry of the page)
+// shares the one deadline.
+func TestReadBoundByIOTimeout(t *testing.T) {
+	const timeout = 1500 * time.Millisecond
+	bound := timeout*12/10 + 300*time.Millisecond
+	for _, how := range []string{"stopped", "silent"} {
+		t.Run(how, func(t *testing.T) {
+			exp := t.TempDir()
+			writeFile(t, filepath.Join(exp, "opened"), randBytes(32<<20), 0o644)
+			writeFile(t, filepath.Join(exp, "closed"), randBytes(8<<20), 0o644)
+			ms := startMaster(t, exp, remote.ServerConfig{})
+			addr := ms.addr
+			var relay *tcpRelay
+			if how == "silent" {
+				relay = startRelay(t, ms.addr)
+				addr = relay.addr
+			}
+			rm := newWorker(t).mount(addr, mountOpts{timeout: timeout})
+			f, err := os.Open(filepath.Join(rm.dir, "opened"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			// A reader in order: read-ahead, the kernel's and cowfs's,
+			// has the next chunks asked for when the master goes.
+			buf := make([]byte, 128<<10)
+			for range 16 {
+				if _, err := io.ReadFull(f, buf); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if how == "stopped" {
+				ms.stop()
+			} else {
+				relay.silence()
+			}
+			for i, c := range []struct {
+				what string
+				read func() error
+			}{
+				{"reading on in an open file", func() error {
+					for {
+						if _, err := io.ReadFull(f, buf); err != nil {
+							return err
+						}
+					}
+				}},
+				{"whole read of a file not yet opened", func() error {
+					_, err := os.ReadFile(filepath.Join(rm.dir, "closed"))
+					return err
+				}},
+			} {
+				if i > 0 {
+					// Past the memory of the last failure: each read
+					// asks.
+					time.Sleep(2500 * time.Millisecond)
+				}
+				start := time.Now()
+				err := within(t, 60*time.Second, c.what, c.read)
+				took := time.Since(start)
+				if !errors.Is(err, syscall.EIO) {
+					t.Errorf("%s: %v, want EIO", c.what, err)
+				}
+				if took > bound {
+					t.Errorf("%s took %v; --io-timeout %v allows %v", c.what, took.Round(time.Millisecond), timeout, bound)
+				}
+				t.Logf("%s: %v after %v", c.what, err, took.Round(time.Millisecond))
+			}
+		})
+	}
+}
