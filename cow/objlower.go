@@ -18,17 +18,11 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-// ObjectGetter fetches verified encoded objects: a local store, or a remote
-// through its cache.
-type ObjectGetter interface {
-	Get(ctx context.Context, d object.Digest) ([]byte, error)
-}
-
 // ObjectLower is a lower layer made of tree objects: a snapshot, or a
 // version of a served tree. It is immutable by construction, since its root
 // is a digest.
 type ObjectLower struct {
-	store ObjectGetter
+	store object.Getter
 	root  object.Digest
 	rootE object.Entry
 
@@ -48,7 +42,7 @@ var ErrNotLocal = errors.New("not in the local store")
 // localGetter reads objects from a local store alone: an object missing
 // there, or damaged, is ErrNotLocal, for the caller to fetch once it
 // holds nothing up.
-type localGetter struct{ g ObjectGetter }
+type localGetter struct{ g object.Getter }
 
 func (l *localGetter) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	b, err := l.g.Get(ctx, d)
@@ -67,13 +61,13 @@ func (l *localGetter) Get(ctx context.Context, d object.Digest) ([]byte, error) 
 // only ones it meets: nothing else opens a lower file then, and what else
 // reads the lower (a detached file's xattrs) finds the trees it resolved
 // before kept decoded.
-func (l *ObjectLower) readLocal(local ObjectGetter) (done func()) {
+func (l *ObjectLower) readLocal(local object.Getter) (done func()) {
 	l.local.Store(&localGetter{local})
 	return func() { l.local.Store(nil) }
 }
 
 // getter is where the lower's reads take objects from now.
-func (l *ObjectLower) getter() ObjectGetter {
+func (l *ObjectLower) getter() object.Getter {
 	if g := l.local.Load(); g != nil {
 		return g
 	}
@@ -83,7 +77,7 @@ func (l *ObjectLower) getter() ObjectGetter {
 // NewObjectLower returns the lower whose root directory is the tree root,
 // with the root's own attributes taken from rootEntry (a tree holds its
 // entries' attributes, not its own).
-func NewObjectLower(store ObjectGetter, root object.Digest, rootEntry object.Entry) *ObjectLower {
+func NewObjectLower(store object.Getter, root object.Digest, rootEntry object.Entry) *ObjectLower {
 	rootEntry.Object = root
 	if rootEntry.Mode&unix.S_IFMT == 0 {
 		rootEntry.Mode = unix.S_IFDIR | 0o755
@@ -101,7 +95,7 @@ func (l *ObjectLower) tree(d object.Digest) (*object.Tree, error) {
 }
 
 // treeFrom is tree, fetching from g.
-func (l *ObjectLower) treeFrom(g ObjectGetter, d object.Digest) (*object.Tree, error) {
+func (l *ObjectLower) treeFrom(g object.Getter, d object.Digest) (*object.Tree, error) {
 	l.mu.Lock()
 	t, ok := l.trees[d]
 	l.mu.Unlock()
@@ -135,7 +129,7 @@ func (l *ObjectLower) entry(path string) (object.Entry, error) {
 }
 
 // entryFrom is entry, fetching from g.
-func (l *ObjectLower) entryFrom(g ObjectGetter, path string) (object.Entry, error) {
+func (l *ObjectLower) entryFrom(g object.Getter, path string) (object.Entry, error) {
 	e := l.rootE
 	if path == "" {
 		return e, nil
@@ -295,7 +289,7 @@ func (l *ObjectLower) FileObject(path string) (*object.File, object.Entry, error
 }
 
 // fileObjectFrom is FileObject, fetching from g.
-func (l *ObjectLower) fileObjectFrom(g ObjectGetter, path string) (*object.File, object.Entry, error) {
+func (l *ObjectLower) fileObjectFrom(g object.Getter, path string) (*object.File, object.Entry, error) {
 	e, err := l.entryFrom(g, path)
 	if err != nil {
 		return nil, e, err
@@ -315,12 +309,6 @@ func (l *ObjectLower) fileObjectFrom(g ObjectGetter, path string) (*object.File,
 // a directory it did not change.
 func (l *ObjectLower) TreeOf(path string) (object.Entry, error) { return l.entry(path) }
 
-// Prefetcher is an ObjectGetter that can start fetching objects before
-// they are asked for (a remote cache), as one batch.
-type Prefetcher interface {
-	Prefetch(ds []object.Digest)
-}
-
 // readAhead is how many chunks past a sequential read are kept in flight,
 // asked for in batches of at least half of it: a remote chunk costs a round
 // trip, and 8 MiB in flight keeps a loopback or LAN link busy without
@@ -331,7 +319,7 @@ var _ ContextReaderAt = (*objectFile)(nil)
 
 // objectFile reads a file object chunk by chunk, keeping the last chunk.
 type objectFile struct {
-	store ObjectGetter
+	store object.Getter
 	path  string
 	f     *object.File
 
@@ -348,7 +336,7 @@ func (o *objectFile) chunk(ctx context.Context, i int64) ([]byte, error) {
 	if o.data != nil && o.last == i {
 		return o.data, nil
 	}
-	if p, ok := o.store.(Prefetcher); ok && o.data != nil && i == o.last+1 {
+	if p, ok := o.store.(object.Prefetcher); ok && o.data != nil && i == o.last+1 {
 		// Reads in order: keep the next chunks coming while these are
 		// used. Random reads fetch only what they read.
 		start := max(i+1, o.ahead+1)

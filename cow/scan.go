@@ -65,7 +65,7 @@ var ErrChanging = errors.New("changed while being read")
 type scanner struct {
 	ctx   context.Context
 	lo    Lower
-	store ObjectPutter
+	store object.GetPutter
 	cache ScanCache
 	// whole is the cache's set of file objects found whole in the
 	// store, the object and every chunk of it, if it keeps one: a hit
@@ -80,7 +80,7 @@ type scanner struct {
 // newScanner returns a scanner of lo into store, through cache (nil for
 // none). Its caller holds the store (object.DirStore.Hold) from here to
 // its ref or pin, if the store has a lock.
-func newScanner(ctx context.Context, lo Lower, store ObjectPutter, cache ScanCache) scanner {
+func newScanner(ctx context.Context, lo Lower, store object.GetPutter, cache ScanCache) scanner {
 	s := scanner{ctx: ctx, lo: lo, store: store, cache: cache}
 	if c, ok := cache.(interface{ wholeSet() *object.KnownSet }); ok {
 		s.whole = c.wholeSet()
@@ -96,7 +96,7 @@ func newScanner(ctx context.Context, lo Lower, store ObjectPutter, cache ScanCac
 // tree as it was at some moment per file: a file is re-read until it stays
 // the same from before its first byte to after its last, so no file object
 // mixes old and new bytes.
-func ScanLower(ctx context.Context, lo Lower, path string, store ObjectPutter, cache ScanCache) (object.Entry, ScanStats, error) {
+func ScanLower(ctx context.Context, lo Lower, path string, store object.GetPutter, cache ScanCache) (object.Entry, ScanStats, error) {
 	sc := newScanner(ctx, lo, store, cache)
 	s := &sc
 	st, err := lo.Lstat(path)
@@ -424,7 +424,7 @@ func nextData(fd int, off, size int64) int64 {
 // the file object, and every snapshot after would then reference chunks
 // that are gone, and fail to verify or read.
 func (s *scanner) stored(d object.Digest, fo *object.File) (*object.File, bool) {
-	fr, ok := s.store.(interface{ Freshen(object.Digest) bool })
+	fr, ok := s.store.(object.Freshener)
 	if !ok {
 		return nil, false
 	}

@@ -11,13 +11,6 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-// ObjectPutter stores encoded objects and returns their digests. Capture
-// also reads back file objects it stored earlier (scan cache hits).
-type ObjectPutter interface {
-	Put(ctx context.Context, encoded []byte) (object.Digest, error)
-	Get(ctx context.Context, d object.Digest) ([]byte, error)
-}
-
 // CaptureStats says what a capture cost.
 type CaptureStats struct {
 	Dirs, Files int
@@ -33,7 +26,7 @@ type CaptureStats struct {
 // (namespace and data) until it returns. What comes from an object lower
 // unchanged is referenced by digest, not read: a directory the upper never
 // touched is its lower tree, a chunk never copied up is its lower blob.
-func (f *FS) Capture(ctx context.Context, store ObjectPutter) (object.Digest, object.Entry, CaptureStats, error) {
+func (f *FS) Capture(ctx context.Context, store object.GetPutter) (object.Digest, object.Entry, CaptureStats, error) {
 	return f.capture(ctx, store, nil)
 }
 
@@ -42,11 +35,11 @@ func (f *FS) Capture(ctx context.Context, store ObjectPutter) (object.Digest, ob
 // takes the lower's objects from local alone, so that no change waits on
 // the network, and an object missing there fails it with an error
 // wrapping ErrNotLocal. PrepareCapture, run first, fetches what it reads.
-func (f *FS) CaptureLocal(ctx context.Context, store ObjectPutter, local ObjectGetter) (object.Digest, object.Entry, CaptureStats, error) {
+func (f *FS) CaptureLocal(ctx context.Context, store object.GetPutter, local object.Getter) (object.Digest, object.Entry, CaptureStats, error) {
 	return f.capture(ctx, store, local)
 }
 
-func (f *FS) capture(ctx context.Context, store ObjectPutter, local ObjectGetter) (object.Digest, object.Entry, CaptureStats, error) {
+func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.Getter) (object.Digest, object.Entry, CaptureStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gate.Lock()
@@ -76,7 +69,7 @@ func (f *FS) capture(ctx context.Context, store ObjectPutter, local ObjectGetter
 
 type capture struct {
 	f     *FS
-	store ObjectPutter
+	store object.GetPutter
 	ctx   context.Context
 	stats CaptureStats
 	// sc hashes what capture must read: files of a directory lower

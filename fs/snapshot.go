@@ -101,7 +101,7 @@ const captureTries = 3
 // (the workspace changed in between) makes it let go, fetch and try
 // again. With the master gone, the snapshot fails at that fetch, having
 // held nothing for it.
-func (m *Mount) capture(ctx context.Context, store cow.ObjectPutter) (object.Digest, object.Entry, cow.CaptureStats, time.Duration, error) {
+func (m *Mount) capture(ctx context.Context, store object.GetPutter) (object.Digest, object.Entry, cow.CaptureStats, time.Duration, error) {
 	if m.fetch == nil {
 		start := time.Now()
 		root, e, stats, err := m.fs.Capture(ctx, store)

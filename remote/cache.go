@@ -17,8 +17,14 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-// Fetcher gets objects from a master; *Client is one.
+// Fetcher gets objects from a master; *Client is one. It is the cache's
+// view of the wire, not an object store: its Get is unverified (the cache
+// checks what it fetches, once), it asks again with the master checking
+// its copy (GetVerified), in batches (GetMany), and asks Has for many
+// objects in one round trip. What a Cache offers in turn is an
+// object.Getter.
 type Fetcher interface {
+	// Get returns the bytes stored as d, unverified.
 	Get(ctx context.Context, d object.Digest) ([]byte, error)
 	// GetVerified is Get once bytes of d came damaged (Client.GetVerified).
 	GetVerified(ctx context.Context, d object.Digest) ([]byte, error)
@@ -32,6 +38,12 @@ type Fetcher interface {
 type boundedFetcher interface {
 	Timeout() time.Duration
 }
+
+var (
+	_ object.Getter     = (*Cache)(nil)
+	_ object.Prefetcher = (*Cache)(nil)
+	_ Fetcher           = (*Client)(nil)
+)
 
 // CacheStats counts what a cache did.
 type CacheStats struct {

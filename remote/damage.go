@@ -181,7 +181,7 @@ func (s *Server) rescan() error {
 		return fmt.Errorf("scan the export: %w", err)
 	}
 	// A damaged version object of the whole export comes back too.
-	if _, err := putVersion(ctx, s.store, e); err != nil {
+	if _, err := putVersion(ctx, cachedPuts{s.store}, e); err != nil {
 		return err
 	}
 	return s.store.Sync()

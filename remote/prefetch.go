@@ -10,24 +10,9 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-// Progress is how far a whole-version prefetch got.
-type Progress struct {
-	// State is "listing" (fetching trees and file objects), "fetching"
-	// (chunks), "done" or "failed".
-	State      string `json:"state"`
-	Files      int64  `json:"files"`
-	Chunks     int64  `json:"chunks"`
-	ChunksDone int64  `json:"chunks_done"`
-	Bytes      int64  `json:"bytes"`
-	BytesDone  int64  `json:"bytes_done"`
-	Err        string `json:"error,omitempty"`
-	StartedAt  time.Time
-	FinishedAt time.Time `json:",omitzero"`
-}
-
 type prefetch struct {
 	mu sync.Mutex
-	p  *Progress
+	p  *object.PrefetchProgress
 }
 
 // prefetchWorkers fetch objects side by side: a fetch is a round trip plus
@@ -40,13 +25,13 @@ const prefetchWorkers = 16
 // process waits for go first: a prefetch worker waits while any is in
 // flight. Progress reports how far it got.
 func (c *Cache) PrefetchVersion(root object.Digest) {
-	pf := &prefetch{p: &Progress{State: "listing", StartedAt: time.Now()}}
+	pf := &prefetch{p: &object.PrefetchProgress{State: "listing", StartedAt: time.Now()}}
 	c.pf.Store(pf)
 	go pf.run(c, root)
 }
 
 // Progress returns the prefetch's progress, nil when there is none.
-func (c *Cache) Progress() *Progress {
+func (c *Cache) Progress() *object.PrefetchProgress {
 	pf := c.pf.Load()
 	if pf == nil {
 		return nil
@@ -57,7 +42,7 @@ func (c *Cache) Progress() *Progress {
 	return &p
 }
 
-func (pf *prefetch) update(fn func(p *Progress)) {
+func (pf *prefetch) update(fn func(p *object.PrefetchProgress)) {
 	pf.mu.Lock()
 	fn(pf.p)
 	pf.mu.Unlock()
@@ -79,7 +64,7 @@ func (pf *prefetch) run(c *Cache, root object.Digest) {
 	ctx := c.ctx
 	chunks, err := pf.list(c, root)
 	if err == nil {
-		pf.update(func(p *Progress) { p.State = "fetching"; p.Chunks = int64(len(chunks)) })
+		pf.update(func(p *object.PrefetchProgress) { p.State = "fetching"; p.Chunks = int64(len(chunks)) })
 		work := make(chan []chunkRef)
 		errs := make(chan error, prefetchWorkers)
 		var wg sync.WaitGroup
@@ -102,7 +87,7 @@ func (pf *prefetch) run(c *Cache, root object.Digest) {
 						}
 						continue
 					}
-					pf.update(func(p *Progress) { p.ChunksDone += int64(len(batch)); p.BytesDone += size })
+					pf.update(func(p *object.PrefetchProgress) { p.ChunksDone += int64(len(batch)); p.BytesDone += size })
 				}
 			}()
 		}
@@ -134,10 +119,10 @@ func (pf *prefetch) run(c *Cache, root object.Digest) {
 			}
 		}
 	}
-	pf.update(func(p *Progress) {
+	pf.update(func(p *object.PrefetchProgress) {
 		p.FinishedAt = time.Now()
 		if err != nil {
-			p.State, p.Err = "failed", err.Error()
+			p.State, p.Error = "failed", err.Error()
 			return
 		}
 		// Bytes counts holes too; BytesDone only stored chunks.
@@ -194,7 +179,7 @@ func (pf *prefetch) list(c *Cache, root object.Digest) ([]chunkRef, error) {
 		if err != nil {
 			return err
 		}
-		pf.update(func(p *Progress) { p.Files++; p.Bytes += f.Size })
+		pf.update(func(p *object.PrefetchProgress) { p.Files++; p.Bytes += f.Size })
 		for i, d := range f.Chunks {
 			if !d.IsZero() && !seen[d] {
 				seen[d] = true

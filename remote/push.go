@@ -133,7 +133,7 @@ func (s *Server) GetRef(ctx context.Context, r *pb.GetRefRequest) (*pb.GetRefRes
 	}
 	e := snap.RootEntry
 	e.Object = snap.Root
-	v, err := putVersion(ctx, s.store, e)
+	v, err := putVersion(ctx, cachedPuts{s.store}, e)
 	if err == nil {
 		err = s.store.Sync()
 	}
@@ -143,15 +143,10 @@ func (s *Server) GetRef(ctx context.Context, r *pb.GetRefRequest) (*pb.GetRefRes
 	return &pb.GetRefResponse{Version: v[:]}, nil
 }
 
-// ObjectSource is a local store a push reads from.
-type ObjectSource interface {
-	Get(ctx context.Context, d object.Digest) ([]byte, error)
-	PutCached(ctx context.Context, encoded []byte) (object.Digest, error)
-}
-
 // Push sends snapshot snap from store to the master: the objects the master
-// lacks, then its name. It is safe to repeat after a failure.
-func (c *Client) Push(ctx context.Context, store ObjectSource, snap refs.Snapshot) (sent int, err error) {
+// lacks, then its name. It stores the snapshot's version object in store
+// first, to send it from there. It is safe to repeat after a failure.
+func (c *Client) Push(ctx context.Context, store object.GetPutter, snap refs.Snapshot) (sent int, err error) {
 	e := snap.RootEntry
 	e.Object = snap.Root
 	v, err := putVersion(ctx, store, e)

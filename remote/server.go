@@ -223,7 +223,7 @@ func (s *Server) resolve(sub string) (*pb.ResolveResponse, error) {
 	if e.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil, status.Errorf(codes.InvalidArgument, "%q is not a directory of the export", sub)
 	}
-	v, err := putVersion(ctx, s.store, e)
+	v, err := putVersion(ctx, cachedPuts{s.store}, e)
 	if err == nil {
 		err = s.store.Sync()
 	}

@@ -18,20 +18,18 @@ import (
 const versionRoot = "root"
 
 // putVersion stores the version object for the directory entry root.
-func putVersion(ctx context.Context, store interface {
-	PutCached(context.Context, []byte) (object.Digest, error)
-}, root object.Entry) (object.Digest, error) {
+func putVersion(ctx context.Context, store object.Putter, root object.Entry) (object.Digest, error) {
 	root.Name = versionRoot
 	enc, err := object.EncodeTree(&object.Tree{Entries: []object.Entry{root}})
 	if err != nil {
 		return object.Zero, err
 	}
-	return store.PutCached(ctx, enc)
+	return store.Put(ctx, enc)
 }
 
 // OpenVersion fetches and checks version v and returns it as a lower layer
 // with the root directory's entry.
-func OpenVersion(ctx context.Context, g cow.ObjectGetter, v object.Digest) (*cow.ObjectLower, object.Entry, error) {
+func OpenVersion(ctx context.Context, g object.Getter, v object.Digest) (*cow.ObjectLower, object.Entry, error) {
 	b, err := g.Get(ctx, v)
 	if err != nil {
 		return nil, object.Entry{}, fmt.Errorf("version %s: %w", v.Short(), err)

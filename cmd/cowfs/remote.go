@@ -271,10 +271,7 @@ func setupRemote(r *remoteFlags, snapshot, state, mnt string, o *fs.Options, log
 			Hits: s.Hits, Misses: s.Misses, BytesFetched: s.BytesFetched,
 			Retries: client.Retries(), Errors: s.Errors, Corrupt: s.Corrupt, Evicted: s.Evicted,
 		}
-		if p := cache.Progress(); p != nil {
-			rs.Prefetch = &control.Prefetch{State: p.State, Files: p.Files, Chunks: p.Chunks, ChunksDone: p.ChunksDone,
-				Bytes: p.Bytes, BytesDone: p.BytesDone, Error: p.Err}
-		}
+		rs.Prefetch = cache.Progress()
 		return rs
 	}
 	if r.prefetch {

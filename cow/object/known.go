@@ -18,15 +18,12 @@ type KnownSet struct {
 
 // Begin starts a use of the set against store: the set is emptied if
 // objects may have left the store since it was filled, if it was filled
-// from another store, or if the store cannot tell (it is not a DirStore,
-// and does not wrap one).
+// from another store, or if the store cannot tell (it is no
+// RemovalCounter: not a DirStore, and does not wrap one).
 func (k *KnownSet) Begin(store any) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	r, ok := store.(interface {
-		Removals() (uint64, error)
-		Dir() string
-	})
+	r, ok := store.(RemovalCounter)
 	var n uint64
 	var err error
 	dir := ""

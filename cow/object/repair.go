@@ -29,11 +29,6 @@ type Source interface {
 	String() string
 }
 
-// Putter stores an encoded object.
-type Putter interface {
-	Put(ctx context.Context, encoded []byte) (Digest, error)
-}
-
 // Damage is one object a snapshot reaches that was damaged or missing.
 type Damage struct {
 	Object Digest
@@ -55,13 +50,6 @@ func (d *Damage) Repaired() bool { return d.From != "" }
 // many identical files is used by all of them.
 const maxPaths = 20
 
-// RepairStore is a store Repair reads and writes: a DirStore, whose Get
-// quarantines what it finds damaged.
-type RepairStore interface {
-	Getter
-	Putter
-}
-
 // Repair re-reads every object the tree root reaches, as Verify does, and
 // stores again each damaged or missing one from the first of sources that
 // has bytes hashing to its digest. It returns every damaged or missing
@@ -72,7 +60,7 @@ type RepairStore interface {
 // Unlike Verify it goes on past a tree or file object it cannot read, to
 // the rest of the snapshot, and reads an object used in several places
 // once.
-func Repair(ctx context.Context, s RepairStore, root Digest, sources []Source) ([]*Damage, error) {
+func Repair(ctx context.Context, s GetPutter, root Digest, sources []Source) ([]*Damage, error) {
 	r := &repairer{ctx: ctx, s: s, sources: sources, whole: map[Digest]int64{}, damage: map[Digest]*Damage{}}
 	r.tree(root, Place{Kind: KindTree})
 	if err := ctx.Err(); err != nil {
@@ -83,7 +71,7 @@ func Repair(ctx context.Context, s RepairStore, root Digest, sources []Source) (
 
 type repairer struct {
 	ctx     context.Context
-	s       RepairStore
+	s       GetPutter
 	sources []Source
 	// whole holds objects found whole with everything they reach, and
 	// for a blob its content's length.

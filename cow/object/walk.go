@@ -7,11 +7,6 @@ import (
 	"io/fs"
 )
 
-// Getter fetches encoded objects, verified against their digests.
-type Getter interface {
-	Get(ctx context.Context, d Digest) ([]byte, error)
-}
-
 // WalkFunc is called for every entry under a root, parents before children.
 // file is the decoded file object of a regular file (nil otherwise).
 type WalkFunc func(path string, e *Entry, file *File) error

@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/cowfs/cowfs/cow/object"
 )
 
 // Request is one call.
@@ -59,18 +61,7 @@ type RemoteStatus struct {
 	Corrupt      int64 `json:"corrupt_refetched"`
 	Evicted      int64 `json:"evicted"`
 	// Prefetch is nil unless the mount prefetches.
-	Prefetch *Prefetch `json:"prefetch,omitempty"`
-}
-
-// Prefetch is the progress of fetching a whole version.
-type Prefetch struct {
-	State      string `json:"state"`
-	Files      int64  `json:"files"`
-	Chunks     int64  `json:"chunks"`
-	ChunksDone int64  `json:"chunks_done"`
-	Bytes      int64  `json:"bytes"`
-	BytesDone  int64  `json:"bytes_done"`
-	Error      string `json:"error,omitempty"`
+	Prefetch *object.PrefetchProgress `json:"prefetch,omitempty"`
 }
 
 // SnapshotResult describes a snapshot just taken.
