@@ -24,7 +24,8 @@ import (
 // objects in one round trip. What a Cache offers in turn is an
 // object.Getter.
 type Fetcher interface {
-	// Get returns the bytes stored as d, unverified.
+	// Get returns the bytes stored as d, unverified; a missing object is
+	// an error wrapping object.ErrNotFound.
 	Get(ctx context.Context, d object.Digest) ([]byte, error)
 	// GetVerified is Get once bytes of d came damaged (Client.GetVerified).
 	GetVerified(ctx context.Context, d object.Digest) ([]byte, error)

@@ -232,7 +232,10 @@ func (c *Client) versionCall(ctx context.Context, what string, callTimeout, time
 }
 
 // Get fetches object d's bytes, unverified: the caller checks them against
-// d. A transfer that breaks resumes from the bytes already received.
+// d (a Cache does), so a Client is not the object.Getter its method set
+// makes it: what it returns may not hash to d. An object the master lacks
+// is an error wrapping object.ErrNotFound. A transfer that breaks resumes
+// from the bytes already received.
 func (c *Client) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	return c.get(ctx, d, false)
 }
@@ -246,7 +249,7 @@ func (c *Client) GetVerified(ctx context.Context, d object.Digest) ([]byte, erro
 
 func (c *Client) get(ctx context.Context, d object.Digest, verify bool) ([]byte, error) {
 	var buf []byte
-	lost := false
+	lost, missing := false, false
 	err := c.retry(ctx, "get "+d.Short(), func(ctx context.Context) error {
 		st, err := c.ex.Get(ctx, &pb.GetRequest{Digest: d[:], Offset: int64(len(buf)), Verify: verify})
 		if err != nil {
@@ -259,6 +262,7 @@ func (c *Client) get(ctx context.Context, d object.Digest, verify bool) ([]byte,
 			}
 			if err != nil {
 				lost = status.Code(err) == codes.DataLoss
+				missing = status.Code(err) == codes.NotFound
 				return err
 			}
 			if buf == nil {
@@ -275,6 +279,9 @@ func (c *Client) get(ctx context.Context, d object.Digest, verify bool) ([]byte,
 	})
 	if lost && err != nil {
 		return nil, fmt.Errorf("get %s: %w", d.Short(), ErrMasterDamaged)
+	}
+	if missing && err != nil {
+		return nil, fmt.Errorf("%w (%w)", err, object.ErrNotFound)
 	}
 	return buf, err
 }
