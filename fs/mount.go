@@ -370,7 +370,7 @@ func (m *Mount) openLower(dir string, o Options) (cow.Lower, error) {
 		m.closeLo = func() error { return m.refs.UnpinMine(pinKey) }
 		m.parent = snap.Name
 		m.source = "snapshot " + snap.Name
-		return cow.NewObjectLower(m.store, snap.Root, snap.RootEntry), nil
+		return cow.NewObjectLower(m.store, snap.Root.Object, snap.Root), nil
 	default:
 		dl, err := cow.OpenDirLower(o.Lower)
 		if err != nil {
@@ -638,7 +638,7 @@ func (m *Mount) pinSnapshot(name, key string) (refs.Snapshot, error) {
 	if err != nil {
 		return refs.Snapshot{}, err
 	}
-	if err := m.refs.PinWhileAlive(key, snap.Root); err != nil {
+	if err := m.refs.PinWhileAlive(key, snap.Root.Object); err != nil {
 		return refs.Snapshot{}, fmt.Errorf("pin snapshot %s: %w", snap.Name, err)
 	}
 	return snap, nil

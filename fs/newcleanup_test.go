@@ -167,8 +167,8 @@ func TestNewFailureReleases(t *testing.T) {
 		failNew(t, base, state, mnt("b"), Options{Snapshot: "s", Upper: upper, Work: work, State: state}, "in use")
 	})
 	t.Run("RemoteUpperInUse", func(t *testing.T) {
-		layer := cow.NewObjectLower(store, snap.Root, snap.RootEntry)
-		failNew(t, base, state, mnt("c"), Options{Layer: layer, LayerRoot: snap.Root, Source: "far",
+		layer := cow.NewObjectLower(store, snap.Root.Object, snap.Root)
+		failNew(t, base, state, mnt("c"), Options{Layer: layer, LayerRoot: snap.Root.Object, Source: "far",
 			Upper: upper, Work: work, State: state}, "in use")
 	})
 	t.Run("UpperNotMade", func(t *testing.T) {
@@ -206,8 +206,8 @@ func TestNewFailureReleases(t *testing.T) {
 			}
 			return errors.New("not ready")
 		}
-		layer := cow.NewObjectLower(store, snap.Root, snap.RootEntry)
-		failNew(t, base, state, mnt("g"), Options{Layer: layer, LayerRoot: snap.Root, Source: "far", State: state}, "not ready")
+		layer := cow.NewObjectLower(store, snap.Root.Object, snap.Root)
+		failNew(t, base, state, mnt("g"), Options{Layer: layer, LayerRoot: snap.Root.Object, Source: "far", State: state}, "not ready")
 		failNew(t, base, state, mnt("h"), Options{Lower: lower, State: state}, "not ready")
 	})
 }

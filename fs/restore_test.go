@@ -125,7 +125,7 @@ func TestRestoreCannotChangeSnapshot(t *testing.T) {
 	rd, _ := refs.Open(RefsDir(state))
 	store, _ := object.OpenDirStore(ObjectsDir(state))
 	snap, err := rd.Get("ckpt")
-	if err != nil || snap.Root != root {
+	if err != nil || snap.Root.Object != root {
 		t.Fatalf("ref after the changes: %v, %v", snap.Root, err)
 	}
 	if probs, err := object.Verify(ctx, store, root); err != nil || len(probs) != 0 {

@@ -70,7 +70,7 @@ func TestSnapshotFetchesWhatGoesMissing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vt, err := farStore.Get(ctx, v.Root)
+	vt, err := farStore.Get(ctx, v.Root.Object)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestSnapshotFetchesWhatGoesMissing(t *testing.T) {
 	}
 	g := &farGetter{from: farStore, to: local, onFetch: map[object.Digest]func(){}}
 	m := mountState(t, filepath.Join(base, "mnt"), Options{State: state, Source: "far",
-		Layer: cow.NewObjectLower(g, v.Root, v.RootEntry), LayerRoot: v.Root, Fetch: g})
+		Layer: cow.NewObjectLower(g, v.Root.Object, v.Root), LayerRoot: v.Root.Object, Fetch: g})
 	f, err := os.OpenFile(filepath.Join(m.Dir, "log"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -67,13 +67,12 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 		return nil, fmt.Errorf("snapshot %s: given up before it was recorded: %w", name, err)
 	}
 	err = m.refs.Create(refs.Snapshot{
-		Name:      name,
-		Root:      root,
-		RootEntry: rootEntry,
-		Created:   time.Now().UTC(),
-		Parent:    m.parent,
-		Source:    m.Dir,
-		Lower:     m.lowerDir,
+		Name:    name,
+		Root:    rootEntry,
+		Created: time.Now().UTC(),
+		Parent:  m.parent,
+		Source:  m.Dir,
+		Lower:   m.lowerDir,
 	})
 	if err != nil {
 		return nil, err

@@ -45,7 +45,7 @@ func localSnapshot(t *testing.T, ctx context.Context, ms *master, name, content 
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = rd.Create(refs.Snapshot{Name: name, Root: td, RootEntry: object.Entry{Mode: unix.S_IFDIR | 0o700},
+	err = rd.Create(refs.Snapshot{Name: name, Root: object.Entry{Mode: unix.S_IFDIR | 0o700, Object: td},
 		Created: time.Now().UTC(), Source: "/secret"})
 	if err != nil {
 		t.Fatal(err)
@@ -103,11 +103,11 @@ func TestWireServesOnlyExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, err := rd.Get("priv"); err != nil || s.Root != secretRoot {
-		t.Errorf("the master's own priv after the push: %v, %v", s.Root, err)
+	if s, err := rd.Get("priv"); err != nil || s.Root.Object != secretRoot {
+		t.Errorf("the master's own priv after the push: %v, %v", s.Root.Object, err)
 	}
 	pushed, err := rd.Get(refs.PushedPrefix + "priv")
-	if err != nil || pushed.Root.String() != snap.Root {
+	if err != nil || pushed.Root.Object.String() != snap.Root {
 		t.Errorf("pushed/priv on the master: %v, %v; want root %s", pushed.Root, err, snap.Root)
 	}
 	// And the master's own snapshot may take a name a worker pushed.
@@ -128,7 +128,7 @@ func TestWireServesOnlyExport(t *testing.T) {
 	if _, err := refs.GC(ctx, store, rd, 0, false); err != nil {
 		t.Fatal(err)
 	}
-	if probs, err := object.Verify(ctx, store, pushed.Root); err != nil || len(probs) != 0 {
+	if probs, err := object.Verify(ctx, store, pushed.Root.Object); err != nil || len(probs) != 0 {
 		t.Errorf("pushed priv after gc: %v, %v", probs, err)
 	}
 

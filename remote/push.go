@@ -80,7 +80,7 @@ func (s *Server) PutRef(ctx context.Context, r *pb.PutRefRequest) (*pb.PutRefRes
 		return nil, status.Errorf(codes.FailedPrecondition, "snapshot %s is incomplete on the master: %v", r.GetName(), err)
 	}
 	root.Name = ""
-	err = s.refs.Pushed().Create(refs.Snapshot{Name: r.GetName(), Root: root.Object, RootEntry: root,
+	err = s.refs.Pushed().Create(refs.Snapshot{Name: r.GetName(), Root: root,
 		Created: time.Now().UTC(), Parent: r.GetParent(), Source: refs.PushedSource})
 	if errors.Is(err, refs.ErrExists) {
 		return nil, status.Errorf(codes.AlreadyExists, "snapshot %s exists on the master", r.GetName())
@@ -131,9 +131,7 @@ func (s *Server) GetRef(ctx context.Context, r *pb.GetRefRequest) (*pb.GetRefRes
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
-	e := snap.RootEntry
-	e.Object = snap.Root
-	v, err := putVersion(ctx, cachedPuts{s.store}, e)
+	v, err := putVersion(ctx, cachedPuts{s.store}, snap.Root)
 	if err == nil {
 		err = s.store.Sync()
 	}
@@ -147,14 +145,12 @@ func (s *Server) GetRef(ctx context.Context, r *pb.GetRefRequest) (*pb.GetRefRes
 // lacks, then its name. It stores the snapshot's version object in store
 // first, to send it from there. It is safe to repeat after a failure.
 func (c *Client) Push(ctx context.Context, store object.GetPutter, snap refs.Snapshot) (sent int, err error) {
-	e := snap.RootEntry
-	e.Object = snap.Root
-	v, err := putVersion(ctx, store, e)
+	v, err := putVersion(ctx, store, snap.Root)
 	if err != nil {
 		return 0, err
 	}
 	set := map[object.Digest]bool{v: true}
-	if err := object.Reachable(ctx, store, snap.Root, set); err != nil {
+	if err := object.Reachable(ctx, store, snap.Root.Object, set); err != nil {
 		return 0, fmt.Errorf("push %s: %w", snap.Name, err)
 	}
 	all := make([]object.Digest, 0, len(set))

@@ -50,7 +50,7 @@ rm, diff, verify and restore take pushed/NAME too.`,
 			users := map[object.Digest]int{}
 			for i, s := range list {
 				chunks[i] = map[object.Digest]bool{}
-				err := object.Walk(ctx, store, s.Root, func(_ string, e *object.Entry, f *object.File) error {
+				err := object.Walk(ctx, store, s.Root.Object, func(_ string, e *object.Entry, f *object.File) error {
 					if f != nil {
 						logical[i] += f.Size
 						for _, c := range f.Chunks {
@@ -82,7 +82,7 @@ rm, diff, verify and restore take pushed/NAME too.`,
 					parent = "-"
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Created.Local().Format(time.DateTime), parent,
-					humanBytes(logical[i]), humanBytes(unique), s.Root.Short())
+					humanBytes(logical[i]), humanBytes(unique), s.Root.Object.Short())
 			}
 			return w.Flush()
 		},
@@ -117,7 +117,7 @@ rm, diff, verify and restore take pushed/NAME too.`,
 			if err != nil {
 				return err
 			}
-			changes, err := object.Diff(context.Background(), store, a.Root, b.Root)
+			changes, err := object.Diff(context.Background(), store, a.Root.Object, b.Root.Object)
 			if err != nil {
 				return err
 			}

@@ -74,7 +74,7 @@ use it.`,
 			if repair {
 				return verifyRepair(cmd, store, d, s, r)
 			}
-			probs, err := object.Verify(context.Background(), store, s.Root)
+			probs, err := object.Verify(context.Background(), store, s.Root.Object)
 			if err != nil {
 				return fmt.Errorf("verify %s: %w", s.Name, err)
 			}
@@ -84,7 +84,7 @@ use it.`,
 			if len(probs) > 0 {
 				return fmt.Errorf("snapshot %s: %d problems (cowfs verify %s --repair stores again what it can)", s.Name, len(probs), s.Name)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s)\n", s.Name, s.Root)
+			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s)\n", s.Name, s.Root.Object)
 			return nil
 		},
 	}
@@ -104,7 +104,7 @@ func verifyRepair(cmd *cobra.Command, store *object.DirStore, d *refs.Dir, s ref
 		return err
 	}
 	defer closeAll()
-	found, err := object.Repair(context.Background(), store, s.Root, sources)
+	found, err := object.Repair(context.Background(), store, s.Root.Object, sources)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", s.Name, err)
 	}
@@ -128,7 +128,7 @@ func verifyRepair(cmd *cobra.Command, store *object.DirStore, d *refs.Dir, s ref
 		return fmt.Errorf("snapshot %s: %d of %d damaged or missing objects not repaired: no source has their bytes (tried: %s)",
 			s.Name, left, len(found), sourceNames(sources))
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s), %d objects repaired\n", s.Name, s.Root, len(found))
+	fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s), %d objects repaired\n", s.Name, s.Root.Object, len(found))
 	return nil
 }
 

@@ -105,7 +105,7 @@ func snapshotEntry(t *testing.T, state, name, path string) (object.Entry, *objec
 	}
 	var entry *object.Entry
 	var file *object.File
-	err = object.Walk(context.Background(), store, s.Root, func(p string, e *object.Entry, f *object.File) error {
+	err = object.Walk(context.Background(), store, s.Root.Object, func(p string, e *object.Entry, f *object.File) error {
 		if p == path {
 			entry, file = e, f
 		}

@@ -58,14 +58,14 @@ func (l *Live) Mark(ctx context.Context) error {
 		pushed[i].Name = PushedPrefix + pushed[i].Name
 	}
 	for _, s := range append(snaps, pushed...) {
-		if r, ok := l.snaps[s.Name]; ok && r == s.Root {
+		if r, ok := l.snaps[s.Name]; ok && r == s.Root.Object {
 			continue
 		}
-		if err := object.Reachable(ctx, l.store, s.Root, l.Keep); err != nil {
+		if err := object.Reachable(ctx, l.store, s.Root.Object, l.Keep); err != nil {
 			// Never sweep on a partial view of what is live.
 			return fmt.Errorf("reading snapshot %s: %w", s.Name, err)
 		}
-		l.snaps[s.Name] = s.Root
+		l.snaps[s.Name] = s.Root.Object
 	}
 	pins, err := l.d.Pins()
 	if err != nil {

@@ -34,7 +34,7 @@ func TestValidNameText(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Create(Snapshot{Name: "a\nb", Root: object.Sum([]byte("x")), Created: time.Now()}); err == nil {
+	if err := d.Create(Snapshot{Name: "a\nb", Root: object.Entry{Object: object.Sum([]byte("x"))}, Created: time.Now()}); err == nil {
 		t.Error("created a snapshot whose name holds a newline")
 	}
 }

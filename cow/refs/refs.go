@@ -46,11 +46,10 @@ var ErrNotFound = errors.New("no such snapshot")
 // Snapshot is what a ref records.
 type Snapshot struct {
 	Name string `json:"name"`
-	// Root is the root tree; RootEntry the root directory's own mode,
-	// owner, times and xattrs.
-	Root      object.Digest `json:"-"`
-	RootEntry object.Entry  `json:"root_entry"`
-	Created   time.Time     `json:"created"`
+	// Root is the root directory's entry: its tree (Root.Object) and
+	// its own mode, owner, times and xattrs, which a tree does not hold.
+	Root    object.Entry `json:"root_entry"`
+	Created time.Time    `json:"created"`
 	// Parent is the snapshot the source mount was restored from, if any.
 	Parent string `json:"parent,omitempty"`
 	// Source is the mountpoint the snapshot was taken of.
@@ -61,6 +60,9 @@ type Snapshot struct {
 	Lower string `json:"lower,omitempty"`
 }
 
+// onDisk is a ref as it is stored. The root tree's digest is kept as
+// "root" too, in its text form: every cowfs, this one included, reads the
+// tree from there, whatever the Object of "root_entry" holds.
 type onDisk struct {
 	Snapshot
 	RootDigest string `json:"root"`
@@ -169,7 +171,7 @@ func (d *Dir) Create(s Snapshot) error {
 	if err := ValidName(s.Name); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(onDisk{Snapshot: s, RootDigest: s.Root.String()}, "", "  ")
+	b, err := json.MarshalIndent(onDisk{Snapshot: s, RootDigest: s.Root.Object.String()}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -232,7 +234,7 @@ func (d *Dir) Get(name string) (Snapshot, error) {
 	if err := json.Unmarshal(b, &od); err != nil {
 		return Snapshot{}, fmt.Errorf("ref %s: %w", name, err)
 	}
-	if od.Snapshot.Root, err = object.ParseDigest(od.RootDigest); err != nil {
+	if od.Snapshot.Root.Object, err = object.ParseDigest(od.RootDigest); err != nil {
 		return Snapshot{}, fmt.Errorf("ref %s: %w", name, err)
 	}
 	return od.Snapshot, nil

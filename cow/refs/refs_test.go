@@ -2,6 +2,7 @@ package refs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -21,7 +22,7 @@ func TestRefs(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := object.Sum([]byte("t"))
-	s := Snapshot{Name: "s1", Root: root, Created: time.Now(), RootEntry: object.Entry{Mode: 0o40755}}
+	s := Snapshot{Name: "s1", Root: object.Entry{Mode: 0o40755, Object: root}, Created: time.Now()}
 	if err := d.Create(s); err != nil {
 		t.Fatal(err)
 	}
@@ -29,11 +30,11 @@ func TestRefs(t *testing.T) {
 		t.Fatalf("second create: %v", err)
 	}
 	got, err := d.Get("s1")
-	if err != nil || got.Root != root || got.RootEntry.Mode != 0o40755 {
+	if err != nil || got.Root.Object != root || got.Root.Mode != 0o40755 {
 		t.Fatalf("get: %+v %v", got, err)
 	}
 	for _, bad := range []string{"", ".", "..", ".hidden", "a/b", string(make([]byte, 256))} {
-		if err := d.Create(Snapshot{Name: bad, Root: root}); err == nil {
+		if err := d.Create(Snapshot{Name: bad, Root: object.Entry{Object: root}}); err == nil {
 			t.Errorf("name %q accepted", bad)
 		}
 	}
@@ -121,7 +122,7 @@ func newGCFixture(t *testing.T) *gcFixture {
 	}
 	put := func(files ...string) object.Digest { return putTree(t, store, files...) }
 	f := &gcFixture{store: store, d: d, kept: put("a", "shared"), gone: put("b", "shared2"), pinned: put("c")}
-	if err := d.Create(Snapshot{Name: "kept", Root: f.kept}); err != nil {
+	if err := d.Create(Snapshot{Name: "kept", Root: object.Entry{Object: f.kept}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Pin("restore-x", f.pinned); err != nil {
@@ -164,7 +165,7 @@ func TestGCSnapshotFinishesDuringSweep(t *testing.T) {
 				t.Errorf("%s missing before the sweep", dg.Short())
 			}
 		}
-		if err := f.d.Create(Snapshot{Name: "late", Root: f.gone}); err != nil {
+		if err := f.d.Create(Snapshot{Name: "late", Root: object.Entry{Object: f.gone}}); err != nil {
 			t.Error(err)
 		}
 	}
@@ -227,7 +228,7 @@ func TestGCWaitsForHolder(t *testing.T) {
 	}
 	// The writer's ref, to objects stored an hour ago and not freshened:
 	// gc must read it, as it began only now.
-	if err := f.d.Create(Snapshot{Name: "held", Root: f.gone}); err != nil {
+	if err := f.d.Create(Snapshot{Name: "held", Root: object.Entry{Object: f.gone}}); err != nil {
 		t.Fatal(err)
 	}
 	release()
@@ -256,7 +257,7 @@ func TestGC(t *testing.T) {
 	kept := put("a", "shared")
 	gone := put("b", "shared")
 	pinned := put("c")
-	d.Create(Snapshot{Name: "kept", Root: kept})
+	d.Create(Snapshot{Name: "kept", Root: object.Entry{Object: kept}})
 	d.Pin("restore-x", pinned)
 	count := func() int {
 		n := 0
@@ -345,7 +346,7 @@ func TestGCRefDuringSweep(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	beforeSweep = func() {
-		if err := f.d.Create(Snapshot{Name: "late", Root: f.gone}); err != nil {
+		if err := f.d.Create(Snapshot{Name: "late", Root: object.Entry{Object: f.gone}}); err != nil {
 			t.Error(err)
 		}
 	}
@@ -365,16 +366,16 @@ func TestPushedNamespace(t *testing.T) {
 	pushedRoot := putTree(t, f.store, "p")
 	ageStore(t, f.store, time.Hour)
 	p := f.d.Pushed()
-	if err := p.Create(Snapshot{Name: "kept", Root: pushedRoot}); err != nil {
+	if err := p.Create(Snapshot{Name: "kept", Root: object.Entry{Object: pushedRoot}}); err != nil {
 		t.Fatalf("pushed name that the state's own snapshot holds: %v", err)
 	}
-	if err := p.Create(Snapshot{Name: "kept", Root: pushedRoot}); !errors.Is(err, ErrExists) {
+	if err := p.Create(Snapshot{Name: "kept", Root: object.Entry{Object: pushedRoot}}); !errors.Is(err, ErrExists) {
 		t.Fatalf("second pushed create: %v", err)
 	}
-	if s, err := f.d.Get("kept"); err != nil || s.Root != f.kept {
-		t.Fatalf("own kept: %v %v", s.Root, err)
+	if s, err := f.d.Get("kept"); err != nil || s.Root.Object != f.kept {
+		t.Fatalf("own kept: %v %v", s.Root.Object, err)
 	}
-	if s, err := f.d.Get(PushedPrefix + "kept"); err != nil || s.Root != pushedRoot || s.Name != "pushed/kept" {
+	if s, err := f.d.Get(PushedPrefix + "kept"); err != nil || s.Root.Object != pushedRoot || s.Name != "pushed/kept" {
 		t.Fatalf("pushed/kept: %+v %v", s, err)
 	}
 	if _, err := f.d.Get(PushedPrefix + "nope"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "pushed/nope") {
@@ -385,13 +386,13 @@ func TestPushedNamespace(t *testing.T) {
 			t.Errorf("get %q: %v, want an invalid name", bad, err)
 		}
 	}
-	if err := f.d.Create(Snapshot{Name: PushedPrefix + "x", Root: pushedRoot}); err == nil {
+	if err := f.d.Create(Snapshot{Name: PushedPrefix + "x", Root: object.Entry{Object: pushedRoot}}); err == nil {
 		t.Error("own snapshot named pushed/x created")
 	}
-	if list, err := f.d.List(); err != nil || len(list) != 1 || list[0].Root != f.kept {
+	if list, err := f.d.List(); err != nil || len(list) != 1 || list[0].Root.Object != f.kept {
 		t.Fatalf("own list: %v %v", list, err)
 	}
-	if list, err := p.List(); err != nil || len(list) != 1 || list[0].Root != pushedRoot {
+	if list, err := p.List(); err != nil || len(list) != 1 || list[0].Root.Object != pushedRoot {
 		t.Fatalf("pushed list: %v %v", list, err)
 	}
 	if _, err := GC(ctx, f.store, f.d, 0, false); err != nil {
@@ -427,30 +428,73 @@ func TestAdoptPushed(t *testing.T) {
 	}
 	root := object.Sum([]byte("t"))
 	for _, s := range []Snapshot{{Name: "old", Source: PushedSource}, {Name: "own", Source: "/mnt/x"}, {Name: "both", Source: PushedSource}} {
-		s.Root = root
+		s.Root.Object = root
 		if err := d.Create(s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := d.Pushed().Create(Snapshot{Name: "both", Root: object.Sum([]byte("u")), Source: PushedSource}); err != nil {
+	if err := d.Pushed().Create(Snapshot{Name: "both", Root: object.Entry{Object: object.Sum([]byte("u"))}, Source: PushedSource}); err != nil {
 		t.Fatal(err)
 	}
 	moved, err := d.AdoptPushed()
 	if err != nil || !slices.Equal(moved, []string{"old"}) {
 		t.Fatalf("adopt: %v, %v; want [old]", moved, err)
 	}
-	if s, err := d.Get(PushedPrefix + "old"); err != nil || s.Root != root {
-		t.Errorf("pushed/old: %v, %v", s.Root, err)
+	if s, err := d.Get(PushedPrefix + "old"); err != nil || s.Root.Object != root {
+		t.Errorf("pushed/old: %v, %v", s.Root.Object, err)
 	}
 	if _, err := d.Get("old"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("old left among the state's own: %v", err)
 	}
 	for _, name := range []string{"own", "both"} {
-		if s, err := d.Get(name); err != nil || s.Root != root {
-			t.Errorf("%s: %v, %v", name, s.Root, err)
+		if s, err := d.Get(name); err != nil || s.Root.Object != root {
+			t.Errorf("%s: %v, %v", name, s.Root.Object, err)
 		}
 	}
 	if moved, err := d.AdoptPushed(); err != nil || len(moved) != 0 {
 		t.Errorf("second adopt: %v, %v", moved, err)
+	}
+}
+
+// A ref keeps the root tree's digest as "root", the form every cowfs
+// reads it from, and the root directory's entry as "root_entry": a ref
+// whose entry does not carry the tree reads with the tree from "root",
+// and a ref written now has both, as refs always had.
+func TestRefOnDiskFormat(t *testing.T) {
+	dir := t.TempDir()
+	d, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := object.Sum([]byte("t"))
+	old, err := json.Marshal(map[string]any{"name": "old", "root": root.String(), "created": time.Now(),
+		"root_entry": object.Entry{Mode: 0o40755, Uid: 7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "old"), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := d.Get("old")
+	if err != nil || s.Root.Object != root || s.Root.Mode != 0o40755 || s.Root.Uid != 7 {
+		t.Fatalf("old ref: %+v, %v", s, err)
+	}
+
+	if err := d.Create(Snapshot{Name: "new", Root: object.Entry{Mode: 0o40700, Object: root}, Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var raw struct {
+		Root      string       `json:"root"`
+		RootEntry object.Entry `json:"root_entry"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if raw.Root != root.String() || raw.RootEntry.Object != root || raw.RootEntry.Mode != 0o40700 {
+		t.Fatalf("new ref on disk: %s", b)
 	}
 }
