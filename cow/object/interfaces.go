@@ -13,10 +13,11 @@ import (
 //
 // Implementations: DirStore (a machine's store) is a Store and every
 // optional capability but Prefetcher; remote.Cache (a worker's view of a
-// master) is a Getter and a Prefetcher; remote.Client is a Getter whose Get
-// is unverified by design (the cache checks what it fetches), and asks its
-// master Has for many objects at once. Package objecttest is the suite
-// each of them runs; a new backend is done when it passes.
+// master) is a Getter and a Prefetcher. remote.Client has Get's signature
+// but not its contract: its Get is unverified by design (the cache over it
+// checks what it fetches, once), and it asks its master Has for many
+// objects at once. Package objecttest is the suite each of them runs; a
+// new backend is done when it passes.
 
 // Getter returns encoded objects, verified: what Get returns hashes to d.
 // A missing object is an error wrapping ErrNotFound, damaged bytes one
@@ -46,18 +47,12 @@ type GetPutter interface {
 	Putter
 }
 
-// Store is a whole object store: a machine's DirStore, and an
-// object-storage backend. objecttest.Run checks one.
+// Store is a whole object store: what a machine's DirStore offers, and
+// what an object-storage backend implements; objecttest.Run checks one.
 type Store interface {
 	Getter
 	Putter
 	Haser
-}
-
-// CachedPutter stores objects that can be had again without waiting for
-// the disk (DirStore.PutCached), until DirStore.Sync.
-type CachedPutter interface {
-	PutCached(ctx context.Context, encoded []byte) (Digest, error)
 }
 
 // Freshener marks an object as just used and reports whether the store
@@ -99,7 +94,6 @@ type PrefetchProgress struct {
 
 var (
 	_ Store          = (*DirStore)(nil)
-	_ CachedPutter   = (*DirStore)(nil)
 	_ Freshener      = (*DirStore)(nil)
 	_ RemovalCounter = (*DirStore)(nil)
 )
