@@ -6,6 +6,9 @@
 //	benchtool walk DIR          readdir + lstat of every entry under DIR
 //	benchtool stat DIR          lstat of every path under DIR (listed first, untimed)
 //	benchtool files DIR N       create, then lstat, then unlink N files in DIR/bench-files
+//	benchtool gap FILE          append a 64-byte record to FILE every millisecond
+//	                            until SIGTERM or SIGINT, then print the longest
+//	                            gap between two appends (gap_ms) and how many
 //
 // Only the standard library, so `go build ./scripts/benchtool` needs nothing.
 package main
@@ -13,8 +16,10 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -33,6 +38,8 @@ func main() {
 		err = statCmd(dir)
 	case "files":
 		err = filesCmd(dir, atoi(3))
+	case "gap":
+		err = gapCmd(dir)
 	default:
 		usage()
 	}
@@ -43,7 +50,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchtool mktree DIR N | walk DIR | stat DIR | files DIR N")
+	fmt.Fprintln(os.Stderr, "usage: benchtool mktree DIR N | walk DIR | stat DIR | files DIR N | gap FILE")
 	os.Exit(2)
 }
 
@@ -189,4 +196,43 @@ func filesCmd(dir string, n int) error {
 	}
 	rate("unlink_ops", n, time.Since(t0))
 	return os.Remove(d)
+}
+
+// gapCmd appends small records to file, each its own write(2), a
+// millisecond apart (a logging crawler, not a busy loop that would take a
+// core from what it measures), until told to stop, and prints the longest time between the ends of two appends: how
+// long a writer was held up. It prints "ready" once its first append is
+// done, so that a script starts what it measures only then.
+func gapCmd(file string) error {
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	rec := []byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n")
+	var maxGap time.Duration
+	n := 0
+	last := time.Now()
+	for {
+		select {
+		case <-stop:
+			fmt.Printf("gap_ms %.1f\nappends %d\n", float64(maxGap)/float64(time.Millisecond), n)
+			return nil
+		default:
+		}
+		if _, err := f.Write(rec); err != nil {
+			return err
+		}
+		now := time.Now()
+		if n == 0 {
+			fmt.Println("ready")
+		} else if g := now.Sub(last); g > maxGap {
+			maxGap = g
+		}
+		last = now
+		n++
+		time.Sleep(time.Millisecond)
+	}
 }
