@@ -75,6 +75,11 @@ type scanner struct {
 	whole *object.KnownSet
 	buf   []byte
 	stats ScanStats
+	// prep, if set, gets the tree of every directory scanned
+	// (PrepareLower).
+	prep *LowerPrep
+	// dropXattr, if set, says which xattrs to leave out.
+	dropXattr func(string) bool
 }
 
 // newScanner returns a scanner of lo into store, through cache (nil for
@@ -120,6 +125,9 @@ func (s *scanner) entry(d scanDir, path, name string, st *unix.Stat_t) (object.E
 		return e, fmt.Errorf("xattrs of %q: %w", path, err)
 	}
 	for _, x := range xs {
+		if s.dropXattr != nil && s.dropXattr(x) {
+			continue
+		}
 		v, err := d.Getxattr(name, x)
 		if errors.Is(err, unix.ENODATA) {
 			continue // removed meanwhile
@@ -194,20 +202,26 @@ const (
 func (s *scanner) dir(path string) (object.Digest, error) {
 	s.stats.Dirs++
 	var d object.Digest
+	var pd preparedDir
 	err := s.settle("directory", path, func() (bool, error) {
 		before, err := s.lo.Lstat(path)
 		if err != nil {
 			return true, err
 		}
-		d, err = s.dirOnce(path)
+		d, pd, err = s.dirOnce(path)
 		if cerr := s.ctx.Err(); cerr != nil {
 			return true, cerr
 		}
+		pd.ino, pd.mtime, pd.ctime = before.Ino, before.Mtim, before.Ctim
 		after, aerr := s.lo.Lstat(path)
 		return aerr == nil && after.Ino == before.Ino && after.Mtim == before.Mtim && after.Ctim == before.Ctim, err
 	})
 	if err != nil {
 		return object.Zero, err
+	}
+	if s.prep != nil {
+		pd.tree = d
+		s.prep.dirs[path] = pd
 	}
 	return d, nil
 }
@@ -246,8 +260,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 
 // dirOnce reads the directory at path once: through one descriptor of it
 // where the lower can give one (LowerDir), so that its listing and the
-// looks at its entries see one directory.
-func (s *scanner) dirOnce(path string) (object.Digest, error) {
+// looks at its entries see one directory. With s.prep, it also tallies
+// what is beneath it.
+func (s *scanner) dirOnce(path string) (object.Digest, preparedDir, error) {
+	pd := preparedDir{dirs: 1}
 	var d scanDir
 	var ents []DirEntry
 	if o, ok := s.lo.(interface {
@@ -255,17 +271,17 @@ func (s *scanner) dirOnce(path string) (object.Digest, error) {
 	}); ok {
 		ld, err := o.OpenDir(path)
 		if err != nil {
-			return object.Zero, err
+			return object.Zero, pd, err
 		}
 		defer ld.Close()
 		if ents, err = ld.ReadDir(); err != nil {
-			return object.Zero, err
+			return object.Zero, pd, err
 		}
 		d = ld
 	} else {
 		var err error
 		if ents, err = s.lo.ReadDir(path); err != nil {
-			return object.Zero, err
+			return object.Zero, pd, err
 		}
 		d = pathDir{s.lo, path}
 	}
@@ -278,19 +294,23 @@ func (s *scanner) dirOnce(path string) (object.Digest, error) {
 			continue // removed since the listing
 		}
 		if err != nil {
-			return object.Zero, err
+			return object.Zero, pd, err
 		}
 		e, err := s.entry(d, p, de.Name, &st)
 		if err != nil {
-			return object.Zero, err
+			return object.Zero, pd, err
 		}
 		t.Entries = append(t.Entries, e)
+		if s.prep != nil {
+			pd.tally(e, s.prep.dirs[p])
+		}
 	}
 	enc, err := object.EncodeTree(t)
 	if err != nil {
-		return object.Zero, fmt.Errorf("tree %q: %w", path, err)
+		return object.Zero, pd, fmt.Errorf("tree %q: %w", path, err)
 	}
-	return s.store.Put(s.ctx, enc)
+	dg, err := s.store.Put(s.ctx, enc)
+	return dg, pd, err
 }
 
 // file returns the file object of the regular file name of d, at path,

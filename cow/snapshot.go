@@ -27,7 +27,7 @@ type CaptureStats struct {
 // unchanged is referenced by digest, not read: a directory the upper never
 // touched is its lower tree, a chunk never copied up is its lower blob.
 func (f *FS) Capture(ctx context.Context, store object.GetPutter) (object.Digest, object.Entry, CaptureStats, error) {
-	return f.capture(ctx, store, nil)
+	return f.capture(ctx, store, nil, nil)
 }
 
 // CaptureLocal is Capture over an object lower whose objects come from
@@ -36,10 +36,10 @@ func (f *FS) Capture(ctx context.Context, store object.GetPutter) (object.Digest
 // the network, and an object missing there fails it with an error
 // wrapping ErrNotLocal. PrepareCapture, run first, fetches what it reads.
 func (f *FS) CaptureLocal(ctx context.Context, store object.GetPutter, local object.Getter) (object.Digest, object.Entry, CaptureStats, error) {
-	return f.capture(ctx, store, local)
+	return f.capture(ctx, store, local, nil)
 }
 
-func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.Getter) (object.Digest, object.Entry, CaptureStats, error) {
+func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.Getter, prep *LowerPrep) (object.Digest, object.Entry, CaptureStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gate.Lock()
@@ -50,6 +50,9 @@ func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.G
 	view := f.meta.ScanView()
 	defer view.Discard()
 	c := &capture{f: f, store: store, ctx: ctx, sc: newScanner(ctx, f.lo, store, view)}
+	if prep != nil {
+		c.prep = prep.still(f.lo)
+	}
 	var err error
 	if c.pending, err = f.meta.PendingLinks(); err != nil {
 		return object.Zero, object.Entry{}, c.stats, fmt.Errorf("capture: %w", err)
@@ -64,6 +67,9 @@ func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.G
 		return object.Zero, object.Entry{}, c.stats, fmt.Errorf("capture: %w", err)
 	}
 	c.stats.BytesRead = c.sc.stats.BytesRead
+	if prep != nil {
+		c.stats.BytesRead += prep.BytesRead
+	}
 	return e.Object, e, c.stats, nil
 }
 
@@ -82,6 +88,9 @@ type capture struct {
 	pending map[uint64]bool
 	// links maps merged inode numbers to link groups (linkID).
 	links map[uint64]uint64
+	// prep holds the trees of the local lower's directories that did
+	// not change since PrepareLower read them, by lower path.
+	prep map[string]preparedDir
 }
 
 func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
@@ -122,18 +131,24 @@ func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
 		e.Rdev = st.Rdev
 	}
 	if n.Type != unix.S_IFDIR && st.Nlink > 1 {
-		e.Link, e.Nlink = c.linkID(n, st.Ino), uint32(st.Nlink)
+		e.Link, e.Nlink = c.linkID(n, st), uint32(st.Nlink)
 	}
 	return e, err
 }
 
-// linkID returns the link group of the file with merged inode number ino,
-// one per inode for the whole capture. A file that is a link group of an
-// object lower keeps that group's id, as do the lower's trees the capture
-// takes whole; any other gets a random one. Not the inode number: it is
-// unique only within this mount, and a snapshot of a restore holds groups
-// of the mount it came from beside this one's.
-func (c *capture) linkID(n *Node, ino uint64) uint64 {
+// linkID returns the link group of the file n, whose merged attributes
+// are st, one per inode for the whole capture. A file that is a link group
+// of an object lower keeps that group's id, as do the lower's trees the
+// capture takes whole; a file of a local lower that the upper never took
+// has the id a scan of the lower gives it (scanLinkID), as in the trees
+// PrepareLower made; any other gets a random one. Not the inode number:
+// it is unique only within this mount, and a snapshot of a restore holds
+// groups of the mount it came from beside this one's.
+func (c *capture) linkID(n *Node, st *unix.Stat_t) uint64 {
+	ino := st.Ino
+	if _, ok := c.f.lo.(*ObjectLower); !ok && n.hasLower && !n.upper {
+		return scanLinkID(st.Dev, st.Ino)
+	}
 	if id, ok := c.links[ino]; ok {
 		return id
 	}
@@ -155,6 +170,12 @@ func (c *capture) linkID(n *Node, ino uint64) uint64 {
 
 func (c *capture) dir(p Path) (object.Digest, error) {
 	n := p.Node()
+	if d, ok := c.prepared(n); ok {
+		c.stats.Dirs += d.dirs
+		c.stats.Files += d.files
+		c.stats.DirsReused++
+		return d.tree, nil
+	}
 	c.stats.Dirs++
 	if ol, ok := c.f.lo.(*ObjectLower); ok && !n.upper && n.hasLower {
 		e, err := ol.TreeOf(n.lower)

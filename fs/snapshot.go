@@ -93,7 +93,10 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 const captureTries = 3
 
 // capture captures the mount's merged view, holding every change while it
-// does, and returns how long it held them. Over a remote lower, nothing
+// does, and returns how long it held them. Over a local directory, the
+// lower is taken in first, holding nothing (cow.FS.PrepareLower), so that
+// the hold lasts as long as what changed in the upper takes, not a read of
+// the whole lower. Over a remote lower, nothing
 // held may wait on the master: what the capture will read from the lower
 // is fetched first, holding nothing (cow.FS.PrepareCapture), and the
 // capture reads the lower from the local store alone. What it still lacks
@@ -102,8 +105,19 @@ const captureTries = 3
 // held nothing for it.
 func (m *Mount) capture(ctx context.Context, store object.GetPutter) (object.Digest, object.Entry, cow.CaptureStats, time.Duration, error) {
 	if m.fetch == nil {
+		prep, err := m.fs.PrepareLower(ctx, store)
+		if err != nil {
+			if ctx.Err() != nil {
+				return object.Zero, object.Entry{}, cow.CaptureStats{}, 0, err
+			}
+			// The capture reads what it needs itself, holding
+			// writes meanwhile, and says what is wrong if anything
+			// still is.
+			m.log.Warn("snapshot: could not take the lower in before holding writes", "err", err)
+			prep = nil
+		}
 		start := time.Now()
-		root, e, stats, err := m.fs.Capture(ctx, store)
+		root, e, stats, err := m.fs.CapturePrepared(ctx, store, prep)
 		return root, e, stats, time.Since(start), err
 	}
 	var hold time.Duration
