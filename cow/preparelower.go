@@ -122,3 +122,76 @@ func (d *preparedDir) tally(e object.Entry, sub preparedDir) {
 		d.links = true
 	}
 }
+
+// preparedEntries returns, by name, the entries of the directory at p that
+// the capture can take from the tree PrepareLower made of its lower
+// directory, unchanged since: those of its lower-only names, but for
+// directories changed beneath. The rest (names in the upper, and all of
+// them when it returns none) are walked. So a directory of many lower
+// files that the upper added one to costs a listing, not a look at each.
+func (c *capture) preparedEntries(p Path) (map[string]object.Entry, error) {
+	n := p.Node()
+	if c.prep == nil || !n.upper || !n.hasLower {
+		return nil, nil
+	}
+	d, ok := c.prep[n.lower]
+	if !ok || d.links && len(c.pending) > 0 {
+		return nil, nil
+	}
+	b, err := c.store.Get(c.ctx, d.tree)
+	if err != nil {
+		return nil, nil // walked instead
+	}
+	t, err := object.DecodeTree(b)
+	if err != nil {
+		return nil, nil
+	}
+	up, err := c.f.upperNames(p)
+	if err != nil {
+		return nil, fmt.Errorf("capture %q: %w", p.Rel(), err)
+	}
+	out := make(map[string]object.Entry, len(t.Entries))
+	for _, e := range t.Entries {
+		if up[e.Name] {
+			continue
+		}
+		if _, ok := c.prep[Join(n.lower, e.Name)]; !ok && e.Mode&unix.S_IFMT == unix.S_IFDIR {
+			continue
+		}
+		out[e.Name] = e
+	}
+	return out, nil
+}
+
+// takePrepared counts e, an entry taken from a prepared tree of the lower
+// directory at lower, into the capture's stats.
+func (c *capture) takePrepared(lower string, e *object.Entry) {
+	switch e.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		d := c.prep[Join(lower, e.Name)]
+		c.stats.Dirs += d.dirs
+		c.stats.Files += d.files
+		c.stats.DirsReused++
+	case unix.S_IFREG:
+		c.stats.Files++
+	}
+}
+
+// upperNames returns the names in the upper directory of the merged
+// directory at p.
+func (f *FS) upperNames(p Path) (map[string]bool, error) {
+	fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open upper dir: %w", err)
+	}
+	defer unix.Close(fd)
+	ents, err := readDirFd(fd)
+	if err != nil {
+		return nil, fmt.Errorf("read upper dir: %w", err)
+	}
+	names := make(map[string]bool, len(ents))
+	for _, e := range ents {
+		names[e.Name] = true
+	}
+	return names, nil
+}

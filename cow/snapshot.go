@@ -195,9 +195,18 @@ func (c *capture) dir(p Path) (object.Digest, error) {
 	if err != nil {
 		return object.Zero, err
 	}
+	pre, err := c.preparedEntries(p)
+	if err != nil {
+		return object.Zero, err
+	}
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
 	t := &object.Tree{Entries: make([]object.Entry, 0, len(ents))}
 	for _, de := range ents {
+		if e, ok := pre[de.Name]; ok {
+			c.takePrepared(n.lower, &e)
+			t.Entries = append(t.Entries, e)
+			continue
+		}
 		child, st, err := c.f.lookup(p, de.Name)
 		if err != nil {
 			return object.Zero, fmt.Errorf("lookup %q: %w", Join(p.Rel(), de.Name), err)
