@@ -8,7 +8,8 @@
 //	benchtool files DIR N       create, then lstat, then unlink N files in DIR/bench-files
 //	benchtool gap FILE          append a 64-byte record to FILE every millisecond
 //	                            until SIGTERM or SIGINT, then print the longest
-//	                            gap between two appends (gap_ms) and how many
+//	                            gap between two appends (gap_ms), when it ended
+//	                            (gap_end_unix_ns) and how many appends
 //
 // Only the standard library, so `go build ./scripts/benchtool` needs nothing.
 package main
@@ -213,12 +214,13 @@ func gapCmd(file string) error {
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	rec := []byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n")
 	var maxGap time.Duration
+	var maxAt time.Time
 	n := 0
 	last := time.Now()
 	for {
 		select {
 		case <-stop:
-			fmt.Printf("gap_ms %.1f\nappends %d\n", float64(maxGap)/float64(time.Millisecond), n)
+			fmt.Printf("gap_ms %.1f\ngap_end_unix_ns %d\nappends %d\n", float64(maxGap)/float64(time.Millisecond), maxAt.UnixNano(), n)
 			return nil
 		default:
 		}
@@ -229,7 +231,7 @@ func gapCmd(file string) error {
 		if n == 0 {
 			fmt.Println("ready")
 		} else if g := now.Sub(last); g > maxGap {
-			maxGap = g
+			maxGap, maxAt = g, now
 		}
 		last = now
 		n++
