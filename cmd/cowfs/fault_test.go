@@ -171,10 +171,6 @@ func TestFaultInjection(t *testing.T) {
 	base := t.TempDir()
 	src := filepath.Join(base, "src")
 	want := faultTree(t, src)
-	var paths []string
-	for p := range want {
-		paths = append(paths, p)
-	}
 
 	master, worker, local := filepath.Join(base, "master"), filepath.Join(base, "worker"), filepath.Join(base, "local")
 	masterLog := filepath.Join(base, "serve.log")
@@ -195,6 +191,56 @@ func TestFaultInjection(t *testing.T) {
 	cli(t, worker, "mount", wmnt, "--remote", addr, "--io-timeout", "5s")
 	mnts := []string{rmnt, wmnt}
 
+	runFaults(t, []string{local, master, worker}, mnts, want, 4*time.Second)
+	if t.Failed() {
+		return
+	}
+	for _, state := range []string{local, worker, master} {
+		checkQuarantineLogged(t, state, masterLog)
+	}
+
+	// The local snapshot's source is unchanged: everything is repaired.
+	unmountCLI(t, rmnt)
+	if out, code := run(t, "--state", local, "verify", "f0", "--repair"); code != 0 {
+		t.Errorf("verify --repair f0: exit %d: %s", code, out)
+	}
+	verifyOK(t, local, "f0")
+	restoreAt(t, local, "f0", lmnt)
+	readAll(t, "in a restore after repair", want, lmnt)
+
+	// A master restarted over its damaged store re-reads its export and
+	// serves every file whole again, to the worker mounted before and to
+	// a new one.
+	stopMaster()
+	serveAt(t, master, src, addr, masterLog)
+	fresh := filepath.Join(base, "fresh")
+	os.Mkdir(fresh, 0o755)
+	unmountOnCleanup(t, fresh)
+	cli(t, filepath.Join(base, "worker2"), "mount", fresh, "--remote", addr, "--io-timeout", "5s")
+	readAll(t, "after the master's restart", want, wmnt, fresh)
+}
+
+// readAll reads every file of want through each mount and fails the test
+// for each that does not read whole.
+func readAll(t *testing.T, when string, want map[string][]byte, mnts ...string) {
+	t.Helper()
+	for p, w := range want {
+		for _, m := range mnts {
+			if b, err := readChecked(t, filepath.Join(m, p)); err != nil || !bytes.Equal(b, w) {
+				t.Errorf("%s %s: %d bytes, %v", filepath.Join(m, p), when, len(b), err)
+			}
+		}
+	}
+}
+
+// runFaults damages random objects of the stores under states while two
+// readers read random files of want through mnts, for d. A read must give
+// the file's bytes or EIO.
+func runFaults(t *testing.T, states, mnts []string, want map[string][]byte, d time.Duration) {
+	var paths []string
+	for p := range want {
+		paths = append(paths, p)
+	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -204,16 +250,13 @@ func TestFaultInjection(t *testing.T) {
 		defer wg.Done()
 		r := rand.New(rand.NewPCG(3, 4))
 		for i := 0; i < 60 && !stop.Load(); i++ {
-			state := []string{local, master, worker}[r.IntN(3)]
-			objs := objectFiles(state)
-			if len(objs) == 0 {
-				continue
-			}
-			how, err := damage(objs[r.IntN(len(objs))], r)
-			if err == nil && how != "" {
-				mu.Lock()
-				injected[filepath.Base(state)+" "+how]++
-				mu.Unlock()
+			state := states[r.IntN(len(states))]
+			if objs := objectFiles(state); len(objs) > 0 {
+				if how, err := damage(objs[r.IntN(len(objs))], r); err == nil && how != "" {
+					mu.Lock()
+					injected[filepath.Base(state)+" "+how]++
+					mu.Unlock()
+				}
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -236,79 +279,47 @@ func TestFaultInjection(t *testing.T) {
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(5, uint64(g)))
 			for !stop.Load() {
-				p := paths[r.IntN(len(paths))]
-				m := mnts[r.IntN(len(mnts))]
-				b, err := readChecked(t, filepath.Join(m, p))
+				rel := paths[r.IntN(len(paths))]
+				p := filepath.Join(mnts[r.IntN(len(mnts))], rel)
+				b, err := readChecked(t, p)
 				reads.Add(1)
-				switch {
-				case err == nil && !bytes.Equal(b, want[p]):
-					t.Errorf("%s: wrong bytes served (%d bytes, want %d)", filepath.Join(m, p), len(b), len(want[p]))
+				switch w := want[rel]; {
+				case err == nil && !bytes.Equal(b, w):
+					t.Errorf("%s: wrong bytes served (%d bytes, want %d)", p, len(b), len(w))
 				case err != nil && !errors.Is(err, syscall.EIO):
-					t.Errorf("%s: %v, want the bytes or EIO", filepath.Join(m, p), err)
+					t.Errorf("%s: %v, want the bytes or EIO", p, err)
 				case err != nil:
 					failed.Add(1)
 				}
 			}
 		}()
 	}
-	time.Sleep(4 * time.Second)
+	time.Sleep(d)
 	stop.Store(true)
 	wg.Wait()
 	t.Logf("faults %v; %d reads, %d failed with EIO", injected, reads.Load(), failed.Load())
-	if t.Failed() {
-		return
-	}
+}
 
-	// Every object a reader found damaged was quarantined, and its
-	// owner's log names it.
-	for _, state := range []string{local, worker, master} {
-		quarantined, _ := os.ReadDir(filepath.Join(cowfs.ObjectsDir(state), object.QuarantineDir))
-		logs := []string{masterLog}
-		filepath.WalkDir(state, func(p string, d iofs.DirEntry, err error) error {
-			if err == nil && strings.HasSuffix(p, ".log") && d.Type().IsRegular() {
-				logs = append(logs, p)
-			}
-			return nil
-		})
-		var all []byte
-		for _, l := range logs {
-			b, _ := os.ReadFile(l)
-			all = append(all, b...)
+// checkQuarantineLogged fails the test for each object quarantined in the
+// store under state that no log of its owner names.
+func checkQuarantineLogged(t *testing.T, state, masterLog string) {
+	t.Helper()
+	quarantined, _ := os.ReadDir(filepath.Join(cowfs.ObjectsDir(state), object.QuarantineDir))
+	logs := []string{masterLog}
+	filepath.WalkDir(state, func(p string, d iofs.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, ".log") && d.Type().IsRegular() {
+			logs = append(logs, p)
 		}
-		for _, q := range quarantined {
-			if short := q.Name()[:12]; !bytes.Contains(all, []byte(short)) {
-				t.Errorf("%s quarantined %s, but no log of it names it", filepath.Base(state), short)
-			}
-		}
+		return nil
+	})
+	var all []byte
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		all = append(all, b...)
 	}
-
-	// The local snapshot's source is unchanged: everything is repaired.
-	unmountCLI(t, rmnt)
-	if out, code := run(t, "--state", local, "verify", "f0", "--repair"); code != 0 {
-		t.Errorf("verify --repair f0: exit %d: %s", code, out)
-	}
-	verifyOK(t, local, "f0")
-	restoreAt(t, local, "f0", lmnt)
-	for _, p := range paths {
-		if b, err := readChecked(t, filepath.Join(lmnt, p)); err != nil || !bytes.Equal(b, want[p]) {
-			t.Errorf("%s in a restore after repair: %d bytes, %v", p, len(b), err)
-		}
-	}
-
-	// A master restarted over its damaged store re-reads its export and
-	// serves every file whole again, to the worker mounted before and to
-	// a new one.
-	stopMaster()
-	serveAt(t, master, src, addr, masterLog)
-	fresh := filepath.Join(base, "fresh")
-	os.Mkdir(fresh, 0o755)
-	unmountOnCleanup(t, fresh)
-	cli(t, filepath.Join(base, "worker2"), "mount", fresh, "--remote", addr, "--io-timeout", "5s")
-	for _, p := range paths {
-		for _, m := range []string{wmnt, fresh} {
-			if b, err := readChecked(t, filepath.Join(m, p)); err != nil || !bytes.Equal(b, want[p]) {
-				t.Errorf("%s after the master's restart: %d bytes, %v", filepath.Join(m, p), len(b), err)
-			}
+	for _, q := range quarantined {
+		if short := q.Name()[:12]; !bytes.Contains(all, []byte(short)) {
+			t.Errorf("%s quarantined %s, but no log of it names it", filepath.Base(state), short)
 		}
 	}
 }
