@@ -8,6 +8,25 @@ import (
 	"testing"
 )
 
+// newMountpoint makes directory d, to be unmounted in cleanup.
+func newMountpoint(t *testing.T, d string) string {
+	t.Helper()
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unmountOnCleanup(t, d)
+	return d
+}
+
+// readIn returns file name of dir, or the error reading it gave.
+func readIn(dir, name string) string {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
 // The master serves its export and what workers pushed, not a snapshot
 // its operator took of a mount over another tree, unless serve
 // --serve-snapshots says so; a pushed name and the master's own are two
@@ -15,21 +34,7 @@ import (
 func TestServeOnlyExport(t *testing.T) {
 	e := newEnv(t)
 	base := t.TempDir()
-	newMnt := func(name string) string {
-		d := filepath.Join(base, name)
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		unmountOnCleanup(t, d)
-		return d
-	}
-	readIn := func(dir, name string) string {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			return err.Error()
-		}
-		return string(b)
-	}
+	newMnt := func(name string) string { return newMountpoint(t, filepath.Join(base, name)) }
 
 	// On the master: a mount over a directory outside --root, and its
 	// snapshots.
