@@ -1,0 +1,123 @@
+package cowfs
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/fs/control"
+)
+
+// Workspace is a mounted workspace.
+type Workspace struct {
+	spec Spec
+	m    *fs.Mount
+	// closeRemote closes the remote lower's cache and client; a no-op
+	// for a local lower.
+	closeRemote func()
+	// unmounted is set once Wait saw the mount go from outside.
+	unmounted atomic.Bool
+	once      sync.Once
+	err       error
+}
+
+// Open validates s and mounts it, and returns once the workspace serves
+// requests: for a remote lower, once the export's root was fetched and
+// verified. A workspace that cannot be opened says why and leaves nothing
+// mounted, pinned or open. ctx bounds the setup (the calls to a master),
+// not the workspace's life; Close ends that.
+func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	s, err = s.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	o := s.fsOptions()
+	w := &Workspace{spec: s, closeRemote: func() {}}
+	if s.Lower.Remote != nil {
+		if w.closeRemote, err = openRemote(ctx, s, &o); err != nil {
+			return nil, err
+		}
+	}
+	defer func() {
+		if err != nil {
+			w.closeRemote()
+		}
+	}()
+	// Nothing is mounted yet: a caller that gave up gets no mount.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if w.m, err = fs.New(s.Mountpoint, o); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// fsOptions are fs.New's options for s, before a remote lower fills in
+// its part.
+func (s Spec) fsOptions() fs.Options {
+	fsname := "cowfs:" + s.Lower.Dir
+	if s.Lower.Snapshot != "" {
+		fsname = "cowfs:snapshot:" + s.Lower.Snapshot
+	}
+	return fs.Options{
+		Lower: s.Lower.Dir, State: s.State, Upper: s.Upper, Work: s.Work,
+		FsName: fsname, Debug: s.Options.Debug,
+		Passthrough: s.Options.Passthrough, PassthroughLower: s.Options.PassthroughLower,
+		WritebackCache: s.Options.WritebackCache,
+		ReadAhead:      s.Options.ReadAhead, Reserve: s.Options.Reserve,
+		Logger: s.Options.Logger,
+	}
+}
+
+// Dir is the mountpoint.
+func (w *Workspace) Dir() string { return w.spec.Mountpoint }
+
+// Spec is the spec the workspace was opened with, defaults filled in.
+func (w *Workspace) Spec() Spec { return w.spec }
+
+// Snapshot records the workspace's merged view, as it is at one instant,
+// as the snapshot name in the state directory.
+func (w *Workspace) Snapshot(ctx context.Context, name string) (*control.SnapshotResult, error) {
+	return w.m.Snapshot(ctx, name)
+}
+
+// Push sends snapshot name, with every object the master lacks, to the
+// master of the workspace's remote lower. It returns how many objects it
+// sent.
+func (w *Workspace) Push(ctx context.Context, name string) (int, error) {
+	return w.m.Push(ctx, name)
+}
+
+// Status describes the workspace as cowfs status does.
+func (w *Workspace) Status() *control.Status { return w.m.Status() }
+
+// Wait blocks until the workspace is unmounted, by Close or from outside
+// (cowfs unmount, umount(8)); Close must still be called.
+func (w *Workspace) Wait() {
+	w.m.Wait()
+	w.unmounted.Store(true)
+}
+
+// Close unmounts the workspace, unless it was unmounted from outside, and
+// releases what it holds. Metadata is flushed whether or not the kernel
+// let go of the mount.
+func (w *Workspace) Close() error {
+	w.once.Do(func() {
+		if w.unmounted.Load() {
+			w.err = w.m.Close()
+		} else {
+			w.err = w.m.Unmount()
+		}
+		w.closeRemote()
+		if w.err != nil {
+			w.err = fmt.Errorf("close workspace %s: %w", w.spec.Mountpoint, w.err)
+		}
+	})
+	return w.err
+}
