@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +98,31 @@ func TestLayering(t *testing.T) {
 	for key, what := range layerTestExceptions {
 		if !used[key] {
 			t.Errorf("the tests of %s no longer reach %s (%s): remove the exception", key[0], key[1], what)
+		}
+	}
+	checkMeetingPoint(t, imports)
+}
+
+// meetingPoints are the packages that may import fs and remote together:
+// the workspace package (the module's root), which wires a remote lower
+// into a mount, and the commands built on it. Anywhere else, a package
+// that needs both is doing the workspace package's job.
+var meetingPoints = []string{"github.com/cowfs/cowfs", "github.com/cowfs/cowfs/cmd/..."}
+
+// checkMeetingPoint fails for a package of the module, not a test, that
+// imports both fs and remote and is not a meeting point.
+func checkMeetingPoint(t *testing.T, imports map[string][]string) {
+	for pkg, imps := range imports {
+		if strings.Contains(pkg, " ") || strings.HasSuffix(pkg, ".test") || !matchPath("github.com/cowfs/cowfs/...", pkg) {
+			continue
+		}
+		if slices.ContainsFunc(meetingPoints, func(p string) bool { return matchPath(p, pkg) }) {
+			continue
+		}
+		fsImp := slices.ContainsFunc(imps, func(p string) bool { return matchPath("github.com/cowfs/cowfs/fs/...", p) })
+		remoteImp := slices.ContainsFunc(imps, func(p string) bool { return matchPath("github.com/cowfs/cowfs/remote/...", p) })
+		if fsImp && remoteImp {
+			t.Errorf("%s imports both fs and remote: only %v may (the workspace package wires a remote lower into a mount)", pkg, meetingPoints)
 		}
 	}
 }
