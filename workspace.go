@@ -65,7 +65,7 @@ func (s Spec) fsOptions() fs.Options {
 	if s.Lower.Snapshot != "" {
 		fsname = "cowfs:snapshot:" + s.Lower.Snapshot
 	}
-	return fs.Options{
+	o := fs.Options{
 		Lower: s.Lower.Dir, State: s.State, Upper: s.Upper, Work: s.Work,
 		FsName: fsname, Debug: s.Options.Debug,
 		Passthrough: s.Options.Passthrough, PassthroughLower: s.Options.PassthroughLower,
@@ -73,6 +73,11 @@ func (s Spec) fsOptions() fs.Options {
 		ReadAhead:      s.Options.ReadAhead, Reserve: s.Options.Reserve,
 		Logger: s.Options.Logger,
 	}
+	if s.Lower.Remote == nil {
+		// A snapshot on a master is opened as a remote layer instead.
+		o.Snapshot = s.Lower.Snapshot
+	}
+	return o
 }
 
 // Dir is the mountpoint.

@@ -1,23 +1,23 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/fs"
-	"github.com/cowfs/cowfs/remote"
 )
 
 type mountFlags struct {
@@ -88,181 +88,94 @@ made over it; a new mountpoint gets the master's newest version.`,
 	var noPassthrough bool
 	fl.BoolVar(&noPassthrough, "no-passthrough", false, "the default; kept for scripts")
 	fl.MarkHidden("no-passthrough")
-	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready (with --remote, unless set: 5m plus --io-timeout, as the master may scan a big export first)")
-	fl.IntVar(&f.procs, "procs", defaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
+	fl.DurationVar(&f.timeout, "timeout", cowfs.DefaultStartTimeout, "how long to wait for the mount to become ready (with --remote, unless set: 5m plus --io-timeout, as the master may scan a big export first)")
+	fl.IntVar(&f.procs, "procs", cowfs.DefaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
 	registerReadAhead(fl, f)
 	f.remote.register(fl)
 	return cmd
 }
 
 func runMount(g *globals, f *mountFlags, mnt string) (err error) {
-	// A mount process (spawnDaemon's child) checks everything again, as
-	// the mountpoint may have changed since its parent looked (another
-	// mount there won the race); what it finds wrong goes to the parent,
-	// which prints it, not only to the mount's log.
+	// A mount process (spawnDaemon's child) gets its spec from its
+	// parent and checks it again, as the mountpoint may have changed
+	// since its parent looked (another mount there won the race); what
+	// it finds wrong goes to the parent, which prints it, not only to
+	// the mount's log.
 	pipe := readyPipe()
-	handedOff := false
-	defer func() {
-		if err != nil && pipe != nil && !handedOff {
+	if pipe != nil {
+		s, err := specFromParent()
+		if err == nil {
+			err = s.Validate()
+		}
+		if err != nil {
 			fmt.Fprintf(pipe, "%v\n", err)
 			pipe.Close()
+			return err
 		}
-	}()
-	readAhead, err := readAheadBytes(f.readAhead)
+		return serveMount(s, pipe)
+	}
+	s, err := f.spec(g, mnt)
 	if err != nil {
 		return err
 	}
-	reserve, err := reserveBytes(f.reserve)
-	if err != nil {
+	if err := s.Validate(); err != nil {
 		return err
 	}
-	if f.writebackCache && (f.passthrough || f.passthroughLower) {
-		return fmt.Errorf("--writeback-cache cannot be combined with --passthrough or --passthrough-lower")
+	if f.foreground {
+		return serveMount(s, nil)
 	}
-	mnt, err = filepath.Abs(mnt)
-	if err != nil {
+	if s, err = s.WithDefaults(); err != nil {
 		return err
 	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		return fmt.Errorf("no /dev/fuse: load the fuse module (modprobe fuse) or give the container the device: %w", err)
-	}
-	var lower string
-	isRemote := f.remote.addr != ""
+	logDir := filepath.Join(s.State, "mounts")
 	switch {
-	case isRemote && f.lower != "":
-		return fmt.Errorf("give either --lower or --remote, not both")
-	case !isRemote && f.lower == "" && f.snapshot == "":
-		return fmt.Errorf("no lower: give --lower DIR or --remote ADDR")
-	case isRemote:
-		if f.snapshot != "" && f.remote.path != "" {
-			return fmt.Errorf("--path does not apply to a restore")
-		}
-		if err := f.remote.check(); err != nil {
-			return err
-		}
-	case f.snapshot == "":
-		if err := f.remote.checkLocal(); err != nil {
-			return err
-		}
-		if lower, err = filepath.Abs(f.lower); err != nil {
-			return err
-		}
-		if st, err := os.Stat(lower); err != nil {
-			return fmt.Errorf("lower directory: %w", err)
-		} else if !st.IsDir() {
-			return fmt.Errorf("lower %s is not a directory", lower)
-		}
+	case s.Upper != "":
+		logDir = s.Work
+	case s.Lower.Snapshot != "":
+		logDir = filepath.Join(s.State, "restores")
 	default:
-		if err := f.remote.checkLocal(); err != nil {
-			return err
-		}
-		d, err := refs.Open(fs.RefsDir(g.state))
-		if err != nil {
-			return err
-		}
-		if _, err := d.Get(f.snapshot); err != nil {
-			return err
-		}
-	}
-	if err := fs.CheckMountpoint(mnt); err != nil {
-		return err
-	}
-	upper, work := f.upper, f.work
-	if work != "" && upper == "" {
-		return fmt.Errorf("--work was given without an upper directory (--upper)")
-	}
-	if upper != "" && work == "" {
-		return fmt.Errorf("--upper needs --work, a work directory on the same filesystem")
-	}
-	if upper != "" {
-		if upper, err = filepath.Abs(upper); err != nil {
-			return err
-		}
-	}
-	if work != "" {
-		if work, err = filepath.Abs(work); err != nil {
-			return err
-		}
-	}
-	state, err := filepath.Abs(g.state)
-	if err != nil {
-		return err
-	}
-	// fs.New checks this too; here it comes before the log directory
-	// (the work directory) is made, so a refused mount leaves nothing.
-	if err := fs.CheckLayout(fs.Layout{Mountpoint: mnt, Lower: lower, Upper: upper, Work: work, State: state}); err != nil {
-		return err
-	}
-	if pipe != nil || f.foreground {
-		if f.procs > 0 {
-			runtime.GOMAXPROCS(f.procs)
-		}
-		fsname := "cowfs:" + lower
-		if f.snapshot != "" {
-			fsname = "cowfs:snapshot:" + f.snapshot
-		}
-		var setup func(*fs.Options, *slog.Logger) (func(), error)
-		if isRemote {
-			setup = func(o *fs.Options, log *slog.Logger) (func(), error) {
-				return setupRemote(&f.remote, f.snapshot, state, mnt, o, log)
-			}
-		}
-		handedOff = true
-		return serveMount(mnt, fs.Options{
-			Lower: lower, Snapshot: f.snapshot, State: state, Upper: upper, Work: work,
-			FsName: fsname, Debug: f.debug, Passthrough: f.passthrough,
-			PassthroughLower: f.passthroughLower, ReadAhead: readAhead,
-			WritebackCache: f.writebackCache, Reserve: reserve,
-		}, setup, pipe)
-	}
-	logDir := filepath.Join(state, "mounts")
-	if upper != "" {
-		logDir = work
-	} else {
-		u, _ := fs.MountDirs(state, mnt)
+		u, _ := fs.MountDirs(s.State, s.Mountpoint)
 		logDir = filepath.Dir(u)
-	}
-	args := []string{"--state", state, "mount", mnt, "--foreground"}
-	if isRemote {
-		args = append(args, f.remote.args()...)
-	} else {
-		args = append(args, "--lower", lower)
-	}
-	if f.snapshot != "" {
-		args = []string{"--state", state, "restore", f.snapshot, mnt, "--foreground"}
-		if isRemote {
-			args = append(args, f.remote.args()...)
-		}
-		logDir = filepath.Join(state, "restores")
 	}
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return err
 	}
-	if upper != "" {
-		args = append(args, "--upper", upper, "--work", work)
+	// The mount process gets the spec itself (spawnDaemon); its argv
+	// only names it for ps and for cowfs unmount.
+	args := []string{"--state", s.State, "mount", s.Mountpoint, "--foreground"}
+	if s.Lower.Snapshot != "" {
+		args = []string{"--state", s.State, "restore", s.Lower.Snapshot, s.Mountpoint, "--foreground"}
 	}
-	if f.debug {
-		args = append(args, "--debug")
+	return spawnDaemon(args, s, filepath.Join(logDir, "mount.log"), s.Options.StartTimeout)
+}
+
+// spec turns the flags into a workspace spec; Spec.Validate checks what
+// the flags' parsing does not.
+func (f *mountFlags) spec(g *globals, mnt string) (cowfs.Spec, error) {
+	readAhead, err := readAheadBytes(f.readAhead)
+	if err != nil {
+		return cowfs.Spec{}, err
 	}
-	if f.passthrough {
-		args = append(args, "--passthrough")
+	reserve, err := reserveBytes(f.reserve)
+	if err != nil {
+		return cowfs.Spec{}, err
 	}
-	if f.passthroughLower {
-		args = append(args, "--passthrough-lower")
+	s := cowfs.Spec{
+		Mountpoint: mnt, State: g.state, Upper: f.upper, Work: f.work,
+		Lower: cowfs.Lower{Dir: f.lower, Snapshot: f.snapshot},
+		Options: cowfs.Options{
+			WritebackCache: f.writebackCache, Passthrough: f.passthrough, PassthroughLower: f.passthroughLower,
+			Procs: f.procs, ReadAhead: readAhead, Reserve: reserve, Debug: f.debug,
+		},
 	}
-	if f.writebackCache {
-		args = append(args, "--writeback-cache")
+	if f.timeoutSet {
+		s.Options.StartTimeout = f.timeout
 	}
-	if f.procs > 0 {
-		args = append(args, "--procs", strconv.Itoa(f.procs))
+	if f.remote.addr == "" {
+		return s, f.remote.checkLocal()
 	}
-	args = append(args, "--readahead", f.readAhead, "--reserve", f.reserve)
-	timeout := f.timeout
-	if isRemote && !f.timeoutSet {
-		// The master may have to scan a big export first.
-		timeout = remote.ResolveTimeout + f.remote.ioTimeout
-	}
-	return spawnDaemon(args, filepath.Join(logDir, "mount.log"), timeout)
+	s.Lower.Remote, err = f.remote.spec()
+	return s, err
 }
 
 // registerWriteback adds --writeback-cache, which mount and restore share.
@@ -273,12 +186,16 @@ func registerWriteback(fl *pflag.FlagSet, f *mountFlags) {
 // registerReadAhead adds --readahead and --reserve, which mount and
 // restore share.
 func registerReadAhead(fl *pflag.FlagSet, f *mountFlags) {
-	fl.StringVar(&f.readAhead, "readahead", "1M", "how far the kernel reads ahead of a sequential reader (e.g. 512K, 4M; 0 keeps the kernel's 128K); needs root")
-	fl.StringVar(&f.reserve, "reserve", "64M", "space kept free on the upper's filesystem for cowfs's metadata: writes get ENOSPC below it (0: none, and a full disk can then crash the mount)")
+	fl.StringVar(&f.readAhead, "readahead", fmt.Sprintf("%dM", cowfs.DefaultReadAhead>>20), "how far the kernel reads ahead of a sequential reader (e.g. 512K, 4M; 0 keeps the kernel's 128K); needs root")
+	fl.StringVar(&f.reserve, "reserve", fmt.Sprintf("%dM", cowfs.DefaultReserve>>20), "space kept free on the upper's filesystem for cowfs's metadata: writes get ENOSPC below it (0: none, and a full disk can then crash the mount)")
 }
 
-// reserveBytes turns --reserve into fs.Options.Reserve.
+// reserveBytes turns --reserve into cowfs.Options.Reserve; "" is the
+// default.
 func reserveBytes(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
 	n, err := parseSize(s)
 	if err != nil {
 		return 0, fmt.Errorf("--reserve: %w", err)
@@ -292,8 +209,12 @@ func reserveBytes(s string) (int64, error) {
 	return n, nil
 }
 
-// readAheadBytes turns --readahead into fs.Options.ReadAhead.
+// readAheadBytes turns --readahead into cowfs.Options.ReadAhead; "" is
+// the default.
 func readAheadBytes(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
 	n, err := parseSize(s)
 	if err != nil {
 		return 0, fmt.Errorf("--readahead: %w", err)
@@ -307,56 +228,26 @@ func readAheadBytes(s string) (int64, error) {
 	return n, nil
 }
 
-// defaultProcs is half the machine's CPUs, at least one. A FUSE server
-// that may run on every CPU spins idle threads that compete with the very
-// processes it serves: on a 2-CPU machine one P made creates 2-3x and
-// writes 2x faster, and cost 20% on four parallel cold readers.
-func defaultProcs() int { return max(1, runtime.NumCPU()/2) }
-
-// serveMount mounts in this process and serves until unmounted. It reports
-// readiness (or the error) on pipe when there is one.
-func serveMount(mnt string, o fs.Options, setup func(*fs.Options, *slog.Logger) (func(), error), pipe interface {
-	Write([]byte) (int, error)
-	Close() error
-}) error {
+// serveMount mounts s in this process and serves until unmounted. It
+// reports readiness (or the error) on pipe when there is one.
+func serveMount(s cowfs.Spec, pipe io.WriteCloser) error {
 	level := slog.LevelInfo
-	if o.Debug {
+	if s.Options.Debug {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
-	o.Logger = log
+	s.Options.Logger = log
+	s, err := s.WithDefaults()
+	if err != nil {
+		return err
+	}
+	runtime.GOMAXPROCS(s.Options.Procs)
 	// Before the mount appears: a signal sent as soon as it is visible
 	// must unmount it, not kill the process and leave it dead.
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	var m *fs.Mount
-	var err error
-	if setup != nil {
-		// Setup can wait long on a master; a signal meanwhile ends the
-		// process at once, as nothing is mounted yet to undo. The
-		// watcher is gone before the mount is made, so it cannot exit
-		// in the middle of it.
-		setupDone, watcherDone := make(chan struct{}), make(chan struct{})
-		go func() {
-			defer close(watcherDone)
-			select {
-			case s := <-sigs:
-				log.Info("stopping before the mount was made", "signal", s.String())
-				os.Exit(1)
-			case <-setupDone:
-			}
-		}()
-		var cleanup func()
-		if cleanup, err = setup(&o, log); err == nil {
-			defer cleanup()
-		}
-		close(setupDone)
-		<-watcherDone
-	}
-	if err == nil {
-		m, err = fs.New(mnt, o)
-	}
+	ws, err := openWatched(s, sigs, log)
 	if err != nil {
 		if pipe != nil {
 			fmt.Fprintf(pipe, "%v\n", err)
@@ -364,7 +255,7 @@ func serveMount(mnt string, o fs.Options, setup func(*fs.Options, *slog.Logger) 
 		}
 		return err
 	}
-	log.Info("mounted", "mountpoint", mnt, "lower", o.Lower, "source", o.Source)
+	log.Info("mounted", "mountpoint", s.Mountpoint, "lower", s.Lower.Dir, "source", ws.Status().Source)
 	if pipe != nil {
 		_, werr := fmt.Fprintln(pipe, "ok")
 		pipe.Close()
@@ -373,7 +264,7 @@ func serveMount(mnt string, o fs.Options, setup func(*fs.Options, *slog.Logger) 
 			// timeout) or died, and told its caller it failed: a
 			// mount appearing now would be one nobody knows of.
 			log.Error("nobody waits for this mount; unmounting", "err", werr)
-			if err := m.Unmount(); err != nil {
+			if err := ws.Close(); err != nil {
 				log.Error("unmount", "err", err)
 			}
 			return fmt.Errorf("mount abandoned by its caller: %w", werr)
@@ -381,25 +272,56 @@ func serveMount(mnt string, o fs.Options, setup func(*fs.Options, *slog.Logger) 
 	}
 	done := make(chan struct{})
 	go func() {
-		m.Wait()
+		ws.Wait()
 		close(done)
 	}()
 	select {
-	case s := <-sigs:
-		log.Info("unmounting", "signal", s.String())
-		if err := m.Unmount(); err != nil {
-			log.Error("unmount", "err", err)
-			return err
-		}
+	case sig := <-sigs:
+		log.Info("unmounting", "signal", sig.String())
 	case <-done:
 		// Unmounted from outside (cowfs unmount, umount, fusermount -u).
-		if err := m.Close(); err != nil {
-			log.Error("close", "err", err)
-			return err
-		}
 	}
-	log.Info("unmounted", "mountpoint", mnt)
+	if err := ws.Close(); err != nil {
+		log.Error("unmount", "err", err)
+		return err
+	}
+	log.Info("unmounted", "mountpoint", s.Mountpoint)
 	return nil
+}
+
+// openWatched opens s. A signal meanwhile (the setup can wait long on a
+// master) gives up the open if nothing is mounted yet; if the mount was
+// made in the meantime, the signal is put back on sigs, to unmount it as
+// any signal to a mounted workspace does.
+func openWatched(s cowfs.Spec, sigs chan os.Signal, log *slog.Logger) (*cowfs.Workspace, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opened, watcherDone := make(chan struct{}), make(chan struct{})
+	var stopped os.Signal
+	go func() {
+		defer close(watcherDone)
+		select {
+		case stopped = <-sigs:
+			cancel()
+		case <-opened:
+		}
+	}()
+	ws, err := cowfs.Open(ctx, s)
+	close(opened)
+	<-watcherDone
+	switch {
+	case stopped == nil:
+		return ws, err
+	case ws != nil:
+		select {
+		case sigs <- stopped:
+		default: // another signal is already waiting there
+		}
+		return ws, nil
+	default:
+		log.Info("stopping before the mount was made", "signal", stopped.String())
+		return nil, fmt.Errorf("mount stopped by %s", stopped)
+	}
 }
 
 // fusermountU unmounts as an unprivileged user, through the setuid helper.

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"time"
-
 	"github.com/spf13/cobra"
+
+	"github.com/cowfs/cowfs"
 )
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -35,8 +35,8 @@ mount --remote, and cached for every mount of this state directory.`,
 	fl := cmd.Flags()
 	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
-	fl.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the mount to become ready (with --remote, unless set: 5m plus --io-timeout, as the master may scan a big export first)")
-	fl.IntVar(&f.procs, "procs", defaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
+	fl.DurationVar(&f.timeout, "timeout", cowfs.DefaultStartTimeout, "how long to wait for the mount to become ready (with --remote, unless set: 5m plus --io-timeout, as the master may scan a big export first)")
+	fl.IntVar(&f.procs, "procs", cowfs.DefaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
 	registerReadAhead(fl, f)
 	registerWriteback(fl, f)
 	f.remote.register(fl)

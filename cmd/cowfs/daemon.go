@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cowfs/cowfs"
 )
 
 // The mount command without --foreground starts itself again in the
@@ -19,13 +22,24 @@ import (
 // is ready. The child reports on a pipe passed as fd 3.
 const readyEnv = "COWFS_READY_FD"
 
-// spawnDaemon re-executes the mount command in the background with args and
-// waits up to timeout for it to become ready.
-func spawnDaemon(args []string, logPath string, timeout time.Duration) error {
+// The child reads its workspace's spec, as JSON, from a second pipe passed
+// as fd 4: every option reaches it as the parent validated it, with no
+// argv to rebuild, and a token read from a file passes in memory, seen by
+// neither ps, the environment nor a file left in the state directory.
+const specEnv = "COWFS_SPEC_FD"
+
+// spawnDaemon re-executes the mount command in the background with args,
+// hands it spec, and waits up to timeout for it to become ready.
+func spawnDaemon(args []string, spec cowfs.Spec, logPath string, timeout time.Duration) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
+	specR, err := specPipe(spec)
+	if err != nil {
+		return err
+	}
+	defer specR.Close()
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
@@ -38,9 +52,9 @@ func spawnDaemon(args []string, logPath string, timeout time.Duration) error {
 	}
 	defer logf.Close()
 	cmd := exec.Command(self, args...)
-	cmd.Env = append(os.Environ(), readyEnv+"=3")
+	cmd.Env = append(os.Environ(), readyEnv+"=3", specEnv+"=4")
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{w}
+	cmd.ExtraFiles = []*os.File{w, specR}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()
@@ -106,4 +120,42 @@ func readyPipe() io.WriteCloser {
 	}
 	os.Unsetenv(readyEnv)
 	return os.NewFile(3, "ready")
+}
+
+// specPipe returns a pipe's read end that yields spec as JSON, then EOF.
+// A spec is far smaller than a pipe's buffer, so the write does not wait
+// for a reader.
+func specPipe(spec cowfs.Spec) (*os.File, error) {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	_, err = w.Write(b)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("hand the spec to the mount process: %w", err)
+	}
+	return r, nil
+}
+
+// specFromParent reads the spec spawnDaemon handed this process.
+func specFromParent() (cowfs.Spec, error) {
+	var s cowfs.Spec
+	if os.Getenv(specEnv) == "" {
+		return s, errors.New("started to serve a mount, but given no spec (" + specEnv + ")")
+	}
+	os.Unsetenv(specEnv)
+	f := os.NewFile(4, "spec")
+	defer f.Close()
+	if err := json.NewDecoder(f).Decode(&s); err != nil {
+		return s, fmt.Errorf("read the spec from the parent: %w", err)
+	}
+	return s, nil
 }

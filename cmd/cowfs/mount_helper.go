@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 )
 
 // mountHelper implements mount(8)'s helper protocol, so that
@@ -43,7 +42,7 @@ func runMountHelper(args []string) error {
 		return fmt.Errorf("usage: mount.fuse.cowfs SOURCE DIR -o lowerdir=DIR[,upperdir=DIR,workdir=DIR][,state=DIR]")
 	}
 	dir = positional[1]
-	f := &mountFlags{timeout: 30 * time.Second, readAhead: "1M", reserve: "64M"}
+	f := &mountFlags{}
 	g := &globals{state: defaultState()}
 	for _, o := range opts {
 		k, v, _ := strings.Cut(o, "=")

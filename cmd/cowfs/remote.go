@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -16,12 +13,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/cow"
-	"github.com/cowfs/cowfs/cow/object"
-	"github.com/cowfs/cowfs/cow/refs"
-	"github.com/cowfs/cowfs/fs"
-	"github.com/cowfs/cowfs/fs/control"
-	"github.com/cowfs/cowfs/remote"
 )
 
 // remoteFlags are mount's flags for a remote lower.
@@ -64,25 +57,17 @@ func (r *remoteFlags) register(fl *pflag.FlagSet) {
 	fl.DurationVar(&r.ioTimeout, "io-timeout", 20*time.Second, "with --remote: a read the master cannot serve in this time fails with EIO")
 }
 
-// args returns the flags to hand to the mount daemon.
-func (r *remoteFlags) args() []string {
-	a := []string{"--remote", r.addr, "--io-timeout", r.ioTimeout.String()}
-	if r.path != "" {
-		a = append(a, "--path", r.path)
+// spec returns the remote lower the flags give; cowfs.Spec.Validate
+// checks it.
+func (r *remoteFlags) spec() (*cowfs.Remote, error) {
+	cacheSize, err := parseSize(r.cacheSize)
+	if err != nil {
+		return nil, fmt.Errorf("--cache-size: %w", err)
 	}
-	if r.tokenFile != "" {
-		a = append(a, "--token-file", r.tokenFile)
-	}
-	if r.tlsCA != "" {
-		a = append(a, "--tls-ca", r.tlsCA)
-	}
-	if r.prefetch {
-		a = append(a, "--prefetch")
-	}
-	if r.cacheSize != "" {
-		a = append(a, "--cache-size", r.cacheSize)
-	}
-	return a
+	return &cowfs.Remote{
+		Addr: r.addr, Path: r.path, TokenFile: r.tokenFile, TLSCA: r.tlsCA,
+		CacheSize: cacheSize, Prefetch: r.prefetch, IOTimeout: r.ioTimeout,
+	}, nil
 }
 
 // check validates the flags before anything is started, and makes paths
@@ -145,186 +130,4 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size (like 512M or 20G)", s)
 	}
 	return n * mult, nil
-}
-
-// remoteRecord is kept beside a remote mount's upper: the upper's changes
-// were made over this version, so a remount of the same mountpoint (after
-// an unmount or a crash) mounts the same version, never a newer one that
-// would mix with them.
-type remoteRecord struct {
-	Addr    string `json:"addr"`
-	Path    string `json:"path"`
-	Version string `json:"version"`
-}
-
-// setupRemote opens the remote lower and fills in o. It returns once the
-// export's root was fetched and verified.
-//
-// With snapshot set it restores that snapshot of the master instead: its
-// version comes from the master's ref, beneath a fresh upper.
-func setupRemote(r *remoteFlags, snapshot, state, mnt string, o *fs.Options, log *slog.Logger) (cleanup func(), err error) {
-	var token string
-	if r.tokenFile != "" {
-		b, err := os.ReadFile(r.tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("token: %w", err)
-		}
-		token = strings.TrimSpace(string(b))
-	}
-	client, err := remote.Dial(remote.ClientConfig{
-		Addr: r.addr, Token: token, CAFile: r.tlsCA,
-		CallTimeout: min(10*time.Second, r.ioTimeout), Timeout: r.ioTimeout, Logger: log,
-	})
-	if err != nil {
-		return nil, err
-	}
-	store, err := object.OpenDirStore(fs.ObjectsDir(state))
-	if err != nil {
-		client.Close()
-		return nil, err
-	}
-	rd, err := refs.Open(fs.RefsDir(state))
-	if err != nil {
-		client.Close()
-		return nil, err
-	}
-	cache, err := remote.NewCache(store, client, log)
-	if err != nil {
-		client.Close()
-		return nil, err
-	}
-	closeAll := func() { cache.Close(); client.Close() }
-	defer func() {
-		if err != nil {
-			closeAll()
-		}
-	}()
-	if limit, _ := parseSize(r.cacheSize); limit > 0 {
-		cache.SetLimit(limit, rd)
-	}
-	sub, _ := cow.CleanRel(r.path)
-	recPath := filepath.Join(o.Work, "remote.json")
-	if o.Upper == "" {
-		u, _ := fs.MountDirs(state, mnt)
-		recPath = filepath.Join(filepath.Dir(u), "remote.json")
-	}
-	ctx := context.Background()
-	var v object.Digest
-	if snapshot != "" {
-		if v, err = client.GetRef(ctx, snapshot); err != nil {
-			return nil, fmt.Errorf("master %s: %w", r.addr, err)
-		}
-		o.Upper, o.Work = fs.RestoreDirs(state, mnt)
-		if err := os.RemoveAll(filepath.Dir(o.Upper)); err != nil {
-			return nil, fmt.Errorf("clear previous restore: %w", err)
-		}
-		o.Parent = snapshot
-	} else if b, err := os.ReadFile(recPath); err == nil {
-		var rec remoteRecord
-		if err := json.Unmarshal(b, &rec); err != nil {
-			return nil, fmt.Errorf("%s: %w", recPath, err)
-		}
-		if rec.Addr != r.addr || rec.Path != sub {
-			return nil, fmt.Errorf("the upper of %s holds changes made over %s path %q, not %s path %q: mount another mountpoint, or remove %s to discard them",
-				mnt, rec.Addr, rec.Path, r.addr, sub, filepath.Dir(recPath))
-		}
-		if v, err = object.ParseDigest(rec.Version); err != nil {
-			return nil, fmt.Errorf("%s: %w", recPath, err)
-		}
-		log.Info("remounting the version the upper was made over", "version", v.String())
-		if err := checkKept(ctx, client, store, v, r.ioTimeout, log); err != nil {
-			return nil, fmt.Errorf("%w: to mount the master's newest version, remove %s (this discards the changes in the upper) or mount another mountpoint",
-				err, filepath.Dir(recPath))
-		}
-	} else {
-		if v, err = client.Resolve(ctx, sub); err != nil {
-			return nil, fmt.Errorf("master %s: %w", r.addr, err)
-		}
-		b, _ := json.MarshalIndent(remoteRecord{Addr: r.addr, Path: sub, Version: v.String()}, "", "  ")
-		if err := os.MkdirAll(filepath.Dir(recPath), 0o700); err != nil {
-			return nil, err
-		}
-		if err := writeFileAtomic(recPath, append(b, '\n')); err != nil {
-			return nil, err
-		}
-	}
-	lower, root, err := remote.OpenVersion(ctx, cache, v)
-	if err != nil {
-		return nil, fmt.Errorf("master %s: %w", r.addr, err)
-	}
-	o.Layer, o.LayerRoot, o.Fetch = lower, v, cache
-	o.IOTimeout = r.ioTimeout
-	o.Source = r.addr
-	if sub != "" {
-		o.Source += " path " + sub
-	}
-	if snapshot != "" {
-		o.Source = "snapshot " + snapshot + " of " + r.addr
-	}
-	o.Push = func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) {
-		return client.Push(ctx, store, s)
-	}
-	o.FsName = "cowfs:" + r.addr
-	o.Remote = func() *control.RemoteStatus {
-		s := cache.Stats()
-		rs := &control.RemoteStatus{
-			Hits: s.Hits, Misses: s.Misses, BytesFetched: s.BytesFetched,
-			Retries: client.Retries(), Errors: s.Errors, Corrupt: s.Corrupt, Evicted: s.Evicted,
-		}
-		rs.Prefetch = cache.Progress()
-		return rs
-	}
-	if r.prefetch {
-		cache.PrefetchVersion(root.Object)
-	}
-	return closeAll, nil
-}
-
-// checkKept makes sure the master still keeps version v, which a remount
-// pins: a master keeps only its newest versions, and once it dropped v
-// every read of what this machine has not cached would fail. A version held
-// here whole still mounts, with a warning. A master that does not answer
-// is left to the mount's own fetches to report.
-func checkKept(ctx context.Context, client *remote.Client, store *object.DirStore, v object.Digest, timeout time.Duration, log *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	has, err := client.Has(ctx, []object.Digest{v})
-	if err != nil {
-		log.Warn("could not ask the master whether it still keeps the version", "version", v.String(), "err", err)
-		return nil
-	}
-	if has[0] {
-		return nil
-	}
-	held, err := remote.Held(ctx, store, v)
-	if err != nil {
-		return err
-	}
-	if !held {
-		return fmt.Errorf("master %s no longer keeps version %s, which this mountpoint's upper was made over (a master keeps only its newest versions, cowfs serve --keep-versions), and this machine does not hold all of it",
-			client.Addr(), v.Short())
-	}
-	log.Warn("the master no longer keeps this version; every object of it is held here, so the mount works, but what is evicted from the cache cannot be fetched again",
-		"version", v.String(), "master", client.Addr())
-	return nil
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
