@@ -13,6 +13,7 @@ import (
 	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/fs/control"
 	"github.com/cowfs/cowfs/remote"
@@ -61,7 +62,7 @@ func openRemote(ctx context.Context, s Spec, o *fs.Options) (cleanup func(), err
 		if v, err = rl.client.GetRef(ctx, snap); err != nil {
 			return nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
 		}
-		o.Upper, o.Work = fs.RestoreDirs(s.State, s.Mountpoint)
+		o.Upper, o.Work = statedir.RestoreDirs(s.State, s.Mountpoint)
 		if err := os.RemoveAll(filepath.Dir(o.Upper)); err != nil {
 			return nil, fmt.Errorf("clear previous restore: %w", err)
 		}
@@ -108,11 +109,11 @@ func (rl *remoteLower) dial() error {
 
 // openCache opens the state directory's object store as client's cache.
 func (rl *remoteLower) openCache(client *remote.Client) error {
-	store, err := object.OpenDirStore(fs.ObjectsDir(rl.s.State))
+	store, err := object.OpenDirStore(statedir.ObjectsDir(rl.s.State))
 	if err != nil {
 		return err
 	}
-	rd, err := refs.Open(fs.RefsDir(rl.s.State))
+	rd, err := refs.Open(statedir.RefsDir(rl.s.State))
 	if err != nil {
 		return err
 	}
@@ -132,7 +133,7 @@ func (rl *remoteLower) recordPath() string {
 	if rl.s.Upper != "" {
 		return filepath.Join(rl.s.Work, "remote.json")
 	}
-	u, _ := fs.MountDirs(rl.s.State, rl.s.Mountpoint)
+	u, _ := statedir.MountDirs(rl.s.State, rl.s.Mountpoint)
 	return filepath.Join(filepath.Dir(u), "remote.json")
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/remote"
 )
@@ -257,7 +258,7 @@ func (s Spec) validateLower() error {
 		if s.State == "" {
 			return errors.New("restoring a snapshot needs the state directory")
 		}
-		d, err := refs.Open(fs.RefsDir(s.State))
+		d, err := refs.Open(statedir.RefsDir(s.State))
 		if err != nil {
 			return err
 		}

@@ -2,8 +2,6 @@ package fs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +19,7 @@ import (
 	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs/control"
 )
 
@@ -167,48 +166,27 @@ type mount struct {
 	tree sync.RWMutex
 }
 
-// The state directory holds:
-//
-//	objects/          content-addressed objects (snapshots), shared
-//	refs/             one file per snapshot name
-//	mounts/<key>/     upper and work of a mount of a mountpoint
-//	restores/<key>/   upper and work of a restore at a mountpoint
-//	run/<key>.sock    control socket of the mount at a mountpoint
-//
-// where <key> is the mountpoint's base name and a hash of its absolute path.
-func mountKey(mountpoint string) string {
-	abs, _ := filepath.Abs(mountpoint)
-	// One mountpoint, however it is spelled: through a symlink it must
-	// find the same upper and control socket.
-	if real, err := filepath.EvalSymlinks(abs); err == nil {
-		abs = real
-	}
-	sum := sha256.Sum256([]byte(abs))
-	return filepath.Base(abs) + "-" + hex.EncodeToString(sum[:4])
-}
+// The state directory's layout is package statedir's; these are its
+// functions under the names fs's callers know.
 
 // MountDirs returns the upper and work directories a mount of mountpoint
 // uses under state.
 func MountDirs(state, mountpoint string) (upper, work string) {
-	base := filepath.Join(state, "mounts", mountKey(mountpoint))
-	return filepath.Join(base, "upper"), filepath.Join(base, "work")
+	return statedir.MountDirs(state, mountpoint)
 }
 
 // RestoreDirs returns the upper and work directories a restore at
 // mountpoint uses under state; every restore starts them afresh.
 func RestoreDirs(state, mountpoint string) (upper, work string) {
-	base := filepath.Join(state, "restores", mountKey(mountpoint))
-	return filepath.Join(base, "upper"), filepath.Join(base, "work")
+	return statedir.RestoreDirs(state, mountpoint)
 }
 
 // ControlSocket returns the control socket of the mount at mountpoint.
-func ControlSocket(state, mountpoint string) string {
-	return filepath.Join(state, "run", mountKey(mountpoint)+".sock")
-}
+func ControlSocket(state, mountpoint string) string { return statedir.ControlSocket(state, mountpoint) }
 
 // ObjectsDir and RefsDir return where snapshots live under state.
-func ObjectsDir(state string) string { return filepath.Join(state, "objects") }
-func RefsDir(state string) string    { return filepath.Join(state, "refs") }
+func ObjectsDir(state string) string { return statedir.ObjectsDir(state) }
+func RefsDir(state string) string    { return statedir.RefsDir(state) }
 
 // New mounts a cowfs at dir and returns once the mount serves requests.
 // A mount that fails part way releases what it had set up, newest first:
@@ -354,7 +332,7 @@ func (m *Mount) openLower(dir string, o Options) (cow.Lower, error) {
 	case o.Layer != nil:
 		m.source, m.parent = o.Source, o.Parent
 		if !o.LayerRoot.IsZero() {
-			pinKey := refs.RemotePinPrefix + mountKey(dir)
+			pinKey := statedir.RemotePinKey(dir)
 			if err := m.refs.PinWhileAlive(pinKey, o.LayerRoot); err != nil {
 				return nil, fmt.Errorf("pin version: %w", err)
 			}
@@ -362,7 +340,7 @@ func (m *Mount) openLower(dir string, o Options) (cow.Lower, error) {
 		}
 		return o.Layer, nil
 	case o.Snapshot != "":
-		pinKey := "restore-" + mountKey(dir)
+		pinKey := statedir.RestorePinKey(dir)
 		snap, err := m.pinSnapshot(o.Snapshot, pinKey)
 		if err != nil {
 			return nil, err
