@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/fs/control"
 )
@@ -14,6 +15,9 @@ import (
 type Workspace struct {
 	spec Spec
 	m    *fs.Mount
+	// control serves the CLI (cowfs snapshot, status, unmount) on the
+	// workspace's socket in the state directory.
+	control *control.Server
 	// closeRemote closes the remote lower's cache and client; a no-op
 	// for a local lower.
 	closeRemote func()
@@ -53,6 +57,14 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 		return nil, err
 	}
 	if w.m, err = fs.New(s.Mountpoint, o); err != nil {
+		return nil, err
+	}
+	// Last: the CLI reaches the workspace through its socket only once
+	// it serves requests.
+	if w.control, err = control.Listen(statedir.ControlSocket(s.State, s.Mountpoint), w.m, s.Options.Logger); err != nil {
+		if uerr := w.m.Unmount(); uerr != nil {
+			err = fmt.Errorf("%w; and unmount: %v", err, uerr)
+		}
 		return nil, err
 	}
 	return w, nil
@@ -114,6 +126,7 @@ func (w *Workspace) Wait() {
 // let go of the mount.
 func (w *Workspace) Close() error {
 	w.once.Do(func() {
+		w.control.Close()
 		if w.unmounted.Load() {
 			w.err = w.m.Close()
 		} else {

@@ -127,11 +127,10 @@ type Mount struct {
 	err     error
 
 	// Snapshot support; nil when the mount has no state directory.
-	store   *object.DirStore
-	refs    *refs.Dir
-	control *control.Server
-	parent  string
-	log     *slog.Logger
+	store  *object.DirStore
+	refs   *refs.Dir
+	parent string
+	log    *slog.Logger
 
 	source  string
 	version object.Digest
@@ -257,11 +256,8 @@ func New(dir string, o Options) (_ *Mount, err error) {
 	if err := setReadAhead(dir, o.ReadAhead); err != nil {
 		m.log.Info("kernel read-ahead left at its default", "err", err)
 	}
-	if o.State != "" {
-		if m.control, err = control.Listen(ControlSocket(o.State, dir), m, m.log); err != nil {
-			return nil, err
-		}
-	}
+	// The control socket is the workspace's (cowfs.Open), not the
+	// kernel adapter's: Mount is its handler.
 	return m, nil
 }
 
@@ -592,9 +588,6 @@ func (m *Mount) Wait() { m.server.Wait() }
 // unmount.
 func (m *Mount) Close() error {
 	m.once.Do(func() {
-		if m.control != nil {
-			m.control.Close()
-		}
 		m.err = m.fs.Close()
 		m.closeLo()
 	})

@@ -189,13 +189,6 @@ func TestNewFailureReleases(t *testing.T) {
 		t.Cleanup(func() { unix.Unmount(busy, unix.MNT_DETACH) })
 		failNew(t, base, state, mnt("e"), Options{Snapshot: "s", State: state}, "clear previous restore")
 	})
-	t.Run("ControlSocketUnusable", func(t *testing.T) {
-		// A directory that is not empty where the socket goes.
-		if err := os.MkdirAll(filepath.Join(ControlSocket(state, mnt("f")), "x"), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		failNew(t, base, state, mnt("f"), Options{Snapshot: "s", State: state}, "control socket")
-	})
 	t.Run("KernelMountNotReady", func(t *testing.T) {
 		// Nothing makes the kernel's mount fail on demand after it
 		// is made; the real wait runs, then fails.
