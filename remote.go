@@ -62,9 +62,9 @@ func openRemote(ctx context.Context, s Spec, o *fs.Options) (cleanup func(), err
 		if v, err = rl.client.GetRef(ctx, snap); err != nil {
 			return nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
 		}
-		o.Upper, o.Work = statedir.RestoreDirs(s.State, s.Mountpoint)
-		if err := os.RemoveAll(filepath.Dir(o.Upper)); err != nil {
-			return nil, fmt.Errorf("clear previous restore: %w", err)
+		if s.Upper == "" {
+			// Open cleared them.
+			o.Upper, o.Work = statedir.RestoreDirs(s.State, s.Mountpoint)
 		}
 		o.Parent = snap
 	} else if v, err = rl.pin(ctx); err != nil {

@@ -3,6 +3,8 @@ package cowfs
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -42,6 +44,14 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	}
 	o := s.fsOptions()
 	w := &Workspace{spec: s, closeRemote: func() {}}
+	if s.Lower.Snapshot != "" && s.Upper == "" {
+		// A restore always starts from a fresh upper: that is what
+		// makes resuming from a checkpoint repeatable.
+		u, _ := statedir.RestoreDirs(s.State, s.Mountpoint)
+		if err := os.RemoveAll(filepath.Dir(u)); err != nil {
+			return nil, fmt.Errorf("clear previous restore at %s: %w", filepath.Dir(u), err)
+		}
+	}
 	if s.Lower.Remote != nil {
 		if w.closeRemote, err = openRemote(ctx, s, &o); err != nil {
 			return nil, err

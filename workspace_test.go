@@ -4,8 +4,14 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/statedir"
+	"github.com/cowfs/cowfs/fs"
 )
 
 // openT opens s with a deadline and closes the workspace on cleanup.
@@ -55,5 +61,56 @@ func TestOpenLocalAndRestore(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(lower, "a")); string(b) != "lower" {
 		t.Errorf("lower a: %q; the workspace wrote through", b)
+	}
+}
+
+// Every restore starts from a fresh upper, and one whose previous upper
+// cannot be cleared is not opened, leaving nothing mounted.
+func TestRestoreStartsAfresh(t *testing.T) {
+	base := t.TempDir()
+	lower, mnt, rmnt := filepath.Join(base, "lower"), filepath.Join(base, "mnt"), filepath.Join(base, "rmnt")
+	for _, d := range []string{lower, mnt, rmnt} {
+		os.Mkdir(d, 0o755)
+	}
+	state := filepath.Join(base, "state")
+	ws := openT(t, Spec{Mountpoint: mnt, State: state, Lower: Lower{Dir: lower}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := ws.Snapshot(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	restore := Spec{Mountpoint: rmnt, State: state, Lower: Lower{Snapshot: "s"}}
+	r := openT(t, restore)
+	os.WriteFile(filepath.Join(rmnt, "left"), []byte("x"), 0o644)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r = openT(t, restore)
+	if _, err := os.Stat(filepath.Join(rmnt, "left")); err == nil {
+		t.Error("a second restore shows what the first wrote")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A mount inside the previous restore's upper: removing it fails
+	// with EBUSY.
+	ru, _ := statedir.RestoreDirs(state, rmnt)
+	busy := filepath.Join(ru, "busy")
+	if err := os.MkdirAll(busy, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", busy, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(busy, unix.MNT_DETACH) })
+	if r, err := Open(ctx, restore); err == nil {
+		r.Close()
+		t.Fatal("restored over an upper it could not clear")
+	} else if !strings.Contains(err.Error(), "clear previous restore") {
+		t.Errorf("error %q does not say the previous restore was not cleared", err)
+	}
+	if ok, _ := fs.IsMountpoint(rmnt); ok {
+		t.Error("left mounted")
 	}
 }

@@ -33,8 +33,9 @@ type Options struct {
 	// mountpoint again finds the same upper.
 	State string
 	// Snapshot, when set, restores the snapshot of that name instead of
-	// mounting Lower: it is mounted read-only beneath a fresh upper under
-	// State/restores, so nothing done in the mount can reach the
+	// mounting Lower: it is mounted read-only beneath an upper under
+	// State/restores (which cowfs.Open clears first, so that a restore
+	// starts afresh), so nothing done in the mount can reach the
 	// snapshot's files. State is required.
 	Snapshot string
 	// Upper and Work, when set, are the upper directory (files at their
@@ -219,14 +220,6 @@ func New(dir string, o Options) (_ *Mount, err error) {
 		return nil, err
 	}
 	undo.push(func() { m.closeLo() })
-	if o.Snapshot != "" && o.Upper == "" {
-		// A restore always starts from a fresh upper: that is what
-		// makes resuming from a checkpoint repeatable.
-		base := filepath.Dir(upper)
-		if err := os.RemoveAll(base); err != nil {
-			return nil, fmt.Errorf("clear previous restore at %s: %w", base, err)
-		}
-	}
 	if err := makeUpper(lower, upper, work); err != nil {
 		return nil, err
 	}

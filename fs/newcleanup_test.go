@@ -175,20 +175,6 @@ func TestNewFailureReleases(t *testing.T) {
 		failNew(t, base, state, mnt("d"), Options{Lower: lower, Upper: "/proc/cowfs-none/upper",
 			Work: "/proc/cowfs-none/work", State: state}, "create")
 	})
-	t.Run("PreviousRestoreNotCleared", func(t *testing.T) {
-		// A mount inside the previous restore's upper: removing it
-		// fails with EBUSY.
-		ru, _ := RestoreDirs(state, mnt("e"))
-		busy := filepath.Join(ru, "busy")
-		if err := os.MkdirAll(busy, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Mount("tmpfs", busy, "tmpfs", 0, "size=1m"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { unix.Unmount(busy, unix.MNT_DETACH) })
-		failNew(t, base, state, mnt("e"), Options{Snapshot: "s", State: state}, "clear previous restore")
-	})
 	t.Run("KernelMountNotReady", func(t *testing.T) {
 		// Nothing makes the kernel's mount fail on demand after it
 		// is made; the real wait runs, then fails.
