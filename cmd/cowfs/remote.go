@@ -54,7 +54,7 @@ func (r *remoteFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&r.tlsCA, "tls-ca", "", "with --remote: use TLS, checking the master's certificate against this CA (PEM)")
 	fl.BoolVar(&r.prefetch, "prefetch", false, "with --remote: fetch the whole version in the background (reads go first); see cowfs status")
 	fl.StringVar(&r.cacheSize, "cache-size", "", "with --remote: evict cached chunks the master can give again beyond this size (e.g. 20G; default: no limit)")
-	fl.DurationVar(&r.ioTimeout, "io-timeout", 20*time.Second, "with --remote: a read the master cannot serve in this time fails with EIO")
+	fl.DurationVar(&r.ioTimeout, "io-timeout", cowfs.DefaultIOTimeout, "with --remote: a read the master cannot serve in this time fails with EIO")
 }
 
 // spec returns the remote lower the flags give; cowfs.Spec.Validate
