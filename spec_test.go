@@ -2,8 +2,10 @@ package cowfs
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -82,5 +84,29 @@ func TestOpenRefusesBadSpec(t *testing.T) {
 				t.Error("the refused spec made the state directory")
 			}
 		})
+	}
+}
+
+// The mount process gets its spec as JSON (cmd/cowfs spawnDaemon): every
+// field but the logger must survive the trip, or an option given to cowfs
+// mount would be lost in the background.
+func TestSpecJSON(t *testing.T) {
+	s := Spec{
+		Mountpoint: "/m", State: "/s", Upper: "/u", Work: "/w",
+		Lower: Lower{Dir: "/l", Snapshot: "snap", Remote: &Remote{Addr: "h:1", Path: "p", Token: "t", TokenFile: "/tf",
+			TLSCA: "/ca", Version: "v", CacheSize: 1, Prefetch: true, IOTimeout: time.Second}},
+		Options: Options{WritebackCache: true, Passthrough: true, PassthroughLower: true, Procs: 3,
+			ReadAhead: 4096, Reserve: 1 << 24, StartTimeout: time.Minute, Debug: true},
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Spec
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, s) {
+		t.Errorf("after JSON:\n%+v %+v\nwant\n%+v %+v", got, got.Lower.Remote, s, s.Lower.Remote)
 	}
 }
