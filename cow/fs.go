@@ -87,6 +87,9 @@ func New(opts Options) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Once per mount: where the identities are is what an operator
+	// needs to know when one mount of an upper refuses what another made.
+	log.Info("upper xattr namespace", "upper", opts.UpperDir, "prefix", up.prefix, "why", up.prefixFrom)
 	if err := up.cleanWork(); err != nil {
 		up.close()
 		return nil, fmt.Errorf("clean work dir: %w", err)

@@ -21,12 +21,13 @@ type Upper struct {
 	locks    [2]int
 	rootPath string
 	workPath string
-	// xattr is the name of the identity attribute. trusted.* when cowfs
-	// runs as root (it works on symlinks and special files, and processes
-	// in the mount cannot read it from the upper), user.* otherwise.
+	// xattr is the name of the identity attribute, prefix the start of
+	// the names of all of cowfs's own: see ownPrefix.
 	xattr  string
 	prefix string
-	dev    uint64
+	// prefixFrom says how ownPrefix found prefix, for the mount's log.
+	prefixFrom string
+	dev        uint64
 }
 
 // identity is what an upper inode carries in its identity xattr.
@@ -82,24 +83,200 @@ func openUpper(upperDir, workDir string) (*Upper, error) {
 		}
 	}
 	u := &Upper{root: root, work: work, locks: locks, rootPath: upperDir, workPath: workDir, dev: a.Dev}
-	u.prefix = ownXattrPrefix()
+	if u.prefix, u.prefixFrom, err = u.ownPrefix(); err != nil {
+		u.close()
+		return nil, err
+	}
 	u.xattr = u.prefix + "id"
 	return u, nil
 }
 
-// ownXattrPrefix starts the names of the attributes cowfs keeps on upper
-// inodes for itself: trusted.* where it may (as root), which no process
-// without CAP_SYS_ADMIN can see or forge.
-func ownXattrPrefix() string {
-	if os.Geteuid() == 0 {
-		return "trusted.cowfs."
-	}
-	return "user.cowfs."
-}
+// The two namespaces cowfs's own attributes may live in. trusted.* is
+// the better one: no process without CAP_SYS_ADMIN in the initial user
+// namespace can read or forge it from the upper, and it can be set on
+// symlinks and special files. user.* is what is left where that
+// capability is missing: a non-root process, or root inside a user
+// namespace (rootless podman, Docker with userns-remap, Kubernetes'
+// hostUsers: false).
+const (
+	trustedPrefix = "trusted.cowfs."
+	userPrefix    = "user.cowfs."
+)
+
+// xattrRecord, in the work directory, names the namespace of the upper's
+// own attributes: every mount of the upper must read its identities
+// where the first one wrote them, whatever this process may use.
+const xattrRecord = "xattrs"
 
 // OwnXattr reports whether name is one of the attributes cowfs keeps on
-// upper inodes for itself, which no copy of attributes may carry over.
-func OwnXattr(name string) bool { return strings.HasPrefix(name, ownXattrPrefix()) }
+// upper inodes for itself, in either namespace: no copy of attributes may
+// carry one over, since it would be taken for the identity of the inode
+// it lands on.
+func OwnXattr(name string) bool {
+	return strings.HasPrefix(name, trustedPrefix) || strings.HasPrefix(name, userPrefix)
+}
+
+// ownPrefix finds the namespace of the upper's own attributes and says
+// how: the one its record names; for an upper without a record (made
+// before there was one), the one its identities are found in, else the
+// one cowfs used then (trusted.* as root); for a new upper, trusted.* if
+// this process may set it, else user.*. It records the choice, and
+// refuses an upper whose namespace this process may not use: the
+// identities in it would be unreadable, and new ones could not be set.
+func (u *Upper) ownPrefix() (prefix, from string, err error) {
+	prefix, err = u.readXattrRecord()
+	if err != nil {
+		return "", "", err
+	}
+	if prefix != "" {
+		if err := u.probeXattr(prefix); err != nil {
+			return "", "", fmt.Errorf("upper %s keeps cowfs's identities in %s* xattrs, which this process may not use: %w%s",
+				u.rootPath, prefix, err, prefixHint(prefix))
+		}
+		return prefix, "recorded with the upper", nil
+	}
+	prefix, from, err = u.inferPrefix()
+	if err != nil {
+		return "", "", err
+	}
+	if prefix != "" {
+		if err := u.probeXattr(prefix); err != nil {
+			return "", "", fmt.Errorf("upper %s (%s) keeps cowfs's identities in %s* xattrs, which this process may not use: %w%s",
+				u.rootPath, from, prefix, err, prefixHint(prefix))
+		}
+	} else {
+		terr := u.probeXattr(trustedPrefix)
+		switch {
+		case terr == nil:
+			prefix, from = trustedPrefix, "new upper; trusted.* xattrs allowed"
+		case !xattrRefused(terr):
+			return "", "", terr
+		default:
+			uerr := u.probeXattr(userPrefix)
+			if uerr != nil {
+				return "", "", fmt.Errorf("the filesystem of upper %s takes neither trusted.* xattrs (%v) nor user.* ones (%w), and cowfs keeps each upper inode's identity in one: put the upper on a filesystem that does (ext4, xfs, btrfs; tmpfs since Linux 6.6)",
+					u.rootPath, terr, uerr)
+			}
+			prefix, from = userPrefix, fmt.Sprintf("new upper; trusted.* xattrs refused (%v)", terr)
+		}
+	}
+	if err := u.writeXattrRecord(prefix); err != nil {
+		return "", "", err
+	}
+	return prefix, from, nil
+}
+
+func prefixHint(prefix string) string {
+	if prefix == trustedPrefix {
+		return "; trusted.* needs root with CAP_SYS_ADMIN outside any user namespace: mount this upper from there, or start a new upper"
+	}
+	return ""
+}
+
+// xattrRefused reports whether a set of an xattr failed because the
+// namespace is not open to this process or not kept by the filesystem.
+func xattrRefused(err error) bool {
+	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOTSUP)
+}
+
+// probeXattr sets and removes an attribute of the namespace of prefix on
+// the work directory, which is on the upper's filesystem and its own.
+func (u *Upper) probeXattr(prefix string) error {
+	name := prefix + "probe"
+	if err := unix.Fsetxattr(u.locks[1], name, []byte{1}, 0); err != nil {
+		return fmt.Errorf("set %s on %s: %w", name, u.workPath, err)
+	}
+	if err := unix.Fremovexattr(u.locks[1], name); err != nil {
+		return fmt.Errorf("remove %s from %s: %w", name, u.workPath, err)
+	}
+	return nil
+}
+
+// inferPrefix is the namespace of an upper without a record: the one the
+// identity of its root or of an entry of the root is in; for an upper
+// with entries but none of them with an identity, trusted.* if this
+// process is root, as cowfs chose before it kept a record; "" for an
+// empty upper, which is new.
+func (u *Upper) inferPrefix() (prefix, from string, err error) {
+	fd, err := openBeneath(u.root, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return "", "", fmt.Errorf("read upper %s: %w", u.rootPath, err)
+	}
+	ents, err := readDirFd(fd)
+	unix.Close(fd)
+	if err != nil {
+		return "", "", fmt.Errorf("read upper %s: %w", u.rootPath, err)
+	}
+	names := []string{""}
+	for _, e := range ents {
+		names = append(names, e.Name)
+	}
+	var buf [16]byte
+	for _, name := range names {
+		for _, p := range []string{trustedPrefix, userPrefix} {
+			// Unseen here if this process may not read the namespace:
+			// then the rule below decides, and the probe refuses.
+			if _, err := xattrGetInto(u.root, name, p+"id", buf[:]); err == nil {
+				return p, "identities found in " + p + "*", nil
+			}
+		}
+	}
+	switch {
+	case len(ents) == 0:
+		return "", "", nil
+	case os.Geteuid() == 0:
+		return trustedPrefix, "made without a record by root", nil
+	default:
+		return userPrefix, "made without a record by a non-root user", nil
+	}
+}
+
+func (u *Upper) readXattrRecord() (string, error) {
+	fd, err := unix.Openat(u.work, xattrRecord, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s/%s: %w", u.workPath, xattrRecord, err)
+	}
+	defer unix.Close(fd)
+	var buf [64]byte
+	n, err := unix.Read(fd, buf[:])
+	if err != nil {
+		return "", fmt.Errorf("read %s/%s: %w", u.workPath, xattrRecord, err)
+	}
+	switch rec := strings.TrimSpace(string(buf[:max(n, 0)])); rec {
+	case trustedPrefix, userPrefix:
+		return rec, nil
+	default:
+		return "", fmt.Errorf("%s/%s holds %q, neither %s nor %s: %w", u.workPath, xattrRecord, rec, trustedPrefix, userPrefix, ErrCorrupt)
+	}
+}
+
+// writeXattrRecord writes the record whole or not at all: a crash before
+// the rename leaves a temporary file, which the next mount removes.
+func (u *Upper) writeXattrRecord(prefix string) error {
+	tmp := tmpName()
+	err := func() error {
+		fd, err := unix.Openat(u.work, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if _, err := unix.Write(fd, []byte(prefix+"\n")); err != nil {
+			return err
+		}
+		if err := unix.Fsync(fd); err != nil {
+			return err
+		}
+		return unix.Renameat(u.work, tmp, u.work, xattrRecord)
+	}()
+	if err != nil {
+		unix.Unlinkat(u.work, tmp, 0)
+		return fmt.Errorf("record the xattr namespace in %s/%s: %w", u.workPath, xattrRecord, err)
+	}
+	return nil
+}
 
 func (u *Upper) close() {
 	unix.Close(u.root)

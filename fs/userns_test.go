@@ -1,0 +1,194 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// userNSEnv marks a test binary that runInUserNS started inside a user
+// namespace.
+const userNSEnv = "COWFS_TEST_USERNS"
+
+// inUserNS reports whether this test binary is the one runInUserNS
+// started.
+func inUserNS() bool { return os.Getenv(userNSEnv) == "1" }
+
+var userNSCheck struct {
+	once sync.Once
+	err  error
+}
+
+// runInUserNS runs the calling test again, alone, in a new user and mount
+// namespace (unshare -Urm), where root has no capability over the host:
+// what rootless podman, Docker with userns-remap and Kubernetes'
+// hostUsers: false give a mount. env is added to the child's environment.
+// The test fails if the child does, or if it cannot be started.
+func runInUserNS(t *testing.T, env ...string) {
+	t.Helper()
+	userNSCheck.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "unshare", "-Urm", "true").CombinedOutput()
+		if err != nil {
+			clone, _ := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone")
+			max, _ := os.ReadFile("/proc/sys/user/max_user_namespaces")
+			userNSCheck.err = errors.New("cannot make a user namespace (unshare -Urm true: " + err.Error() + ": " +
+				strings.TrimSpace(string(out)) + "); kernel.unprivileged_userns_clone=" + strings.TrimSpace(string(clone)) +
+				", user.max_user_namespaces=" + strings.TrimSpace(string(max)))
+		}
+	})
+	if userNSCheck.err != nil {
+		t.Fatal(userNSCheck.err)
+	}
+	timeout := 5 * time.Minute
+	if d, ok := t.Deadline(); ok && time.Until(d)-10*time.Second < timeout {
+		timeout = time.Until(d) - 10*time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "-Urm", os.Args[0],
+		"-test.run", "^"+t.Name()+"$", "-test.count=1", "-test.v", "-test.timeout="+timeout.String())
+	cmd.Env = append(append(os.Environ(), userNSEnv+"=1"), env...)
+	cmd.WaitDelay = 10 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("in a user namespace: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
+		t.Fatalf("in a user namespace: %s did not run:\n%s", t.Name(), out)
+	}
+}
+
+// checkUserNSChild fails unless the test runs where trusted.* xattrs are
+// refused, which is what the namespace tests are about.
+func checkUserNSChild(t *testing.T) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "probe")
+	writeT(t, p, nil)
+	if err := unix.Setxattr(p, "trusted.cowfs-test", []byte("x"), 0); !errors.Is(err, unix.EPERM) {
+		t.Fatalf("setxattr trusted.* inside the user namespace: %v, want EPERM", err)
+	}
+}
+
+// In a user namespace, root may not set trusted.* xattrs; the mount
+// keeps its identities in user.* instead, and writes, renames, removals,
+// snapshots and restores work as they do on the host. Before, an append
+// to a lower file or a rename of a lower directory failed with EPERM.
+func TestUserNSOverlaySnapshotRestore(t *testing.T) {
+	if !inUserNS() {
+		runInUserNS(t)
+		return
+	}
+	checkUserNSChild(t)
+	base := t.TempDir()
+	state := filepath.Join(base, "state")
+	lower := filepath.Join(base, "lower")
+	writeT(t, filepath.Join(lower, "db/log"), []byte("record 1\n"))
+	writeT(t, filepath.Join(lower, "spider.py"), []byte("print(1)\n"))
+	writeT(t, filepath.Join(lower, "gone"), []byte("removed in the mount\n"))
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	dir := filepath.Join(base, "mnt")
+	o := Options{Lower: lower, State: state}
+	must("mkdir", os.Mkdir(dir, 0o755))
+	tm := &testMount{Dir: dir}
+	t.Cleanup(func() { tm.unmount(t) })
+	mount := func() {
+		t.Helper()
+		var err error
+		if tm.m, err = New(dir, o); err != nil {
+			t.Fatalf("mount: %v", err)
+		}
+	}
+	mount()
+	p := func(n string) string { return filepath.Join(dir, n) }
+
+	f, err := os.OpenFile(p("db/log"), os.O_APPEND|os.O_WRONLY, 0)
+	must("open a lower file to append", err)
+	_, err = f.WriteString("record 2\n")
+	f.Close()
+	must("append", err)
+	must("rename a lower directory", os.Rename(p("db"), p("db2")))
+	must("chmod", os.Chmod(p("spider.py"), 0o600))
+	must("unlink", os.Remove(p("gone")))
+	must("mkdir", os.Mkdir(p("new"), 0o755))
+	writeT(t, p("new/file"), []byte("new\n"))
+	must("setxattr", unix.Setxattr(p("spider.py"), "user.spider", []byte("v"), 0))
+
+	// The identity attribute is hidden and cannot be set, under the
+	// namespace in use.
+	xs, err := listxattrT(p("db2/log"))
+	must("listxattr", err)
+	if strings.Contains(xs, "cowfs") {
+		t.Errorf("xattrs of a copied-up file show cowfs's own: %q", xs)
+	}
+	if err := unix.Setxattr(p("spider.py"), "user.cowfs.id", make([]byte, 16), 0); err == nil {
+		t.Error("setxattr user.cowfs.id through the mount succeeded")
+	}
+
+	want := func(dir string) {
+		t.Helper()
+		q := func(n string) string { return filepath.Join(dir, n) }
+		if b, err := os.ReadFile(q("db2/log")); err != nil || string(b) != "record 1\nrecord 2\n" {
+			t.Errorf("%s: db2/log: %q, %v", dir, b, err)
+		}
+		for _, gone := range []string{"db", "gone"} {
+			if _, err := os.Lstat(q(gone)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s: %s: %v, want it gone", dir, gone, err)
+			}
+		}
+		if st, err := os.Stat(q("spider.py")); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: spider.py: %v, %v", dir, st, err)
+		}
+		if b, err := os.ReadFile(q("new/file")); err != nil || string(b) != "new\n" {
+			t.Errorf("%s: new/file: %q, %v", dir, b, err)
+		}
+		if xs, err := listxattrT(q("spider.py")); err != nil || strings.TrimRight(xs, "\x00") != "user.spider" {
+			t.Errorf("%s: xattrs of spider.py: %q, %v", dir, xs, err)
+		}
+	}
+	want(dir)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := tm.m.Snapshot(ctx, "ckpt"); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+
+	// A later mount of the same upper agrees on the namespace.
+	tm.unmount(t)
+	mount()
+	want(dir)
+	f, err = os.OpenFile(p("db2/log"), os.O_APPEND|os.O_WRONLY, 0)
+	must("open after the remount", err)
+	_, err = f.WriteString("record 3\n")
+	f.Close()
+	must("append after the remount", err)
+
+	r := mountState(t, filepath.Join(base, "restore"), Options{Snapshot: "ckpt", State: state})
+	want(r.Dir)
+	rp := func(n string) string { return filepath.Join(r.Dir, n) }
+	f, err = os.OpenFile(rp("spider.py"), os.O_APPEND|os.O_WRONLY, 0)
+	must("open a restored file", err)
+	_, err = f.WriteString("print(2)\n")
+	f.Close()
+	must("append to a restored file", err)
+	must("rename a restored directory", os.Rename(rp("db2"), rp("db3")))
+	if b, err := os.ReadFile(rp("spider.py")); err != nil || string(b) != "print(1)\nprint(2)\n" {
+		t.Errorf("restored spider.py after an append: %q, %v", b, err)
+	}
+}
