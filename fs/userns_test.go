@@ -192,3 +192,163 @@ func TestUserNSOverlaySnapshotRestore(t *testing.T) {
 		t.Errorf("restored spider.py after an append: %q, %v", b, err)
 	}
 }
+
+// userNSBaseEnv passes a directory of the parent test to the one it runs
+// in a user namespace.
+const userNSBaseEnv = "COWFS_TEST_USERNS_BASE"
+
+// xattrRecordOf reads the record of the xattr namespace kept in work.
+func xattrRecordOf(t *testing.T, work string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(work, "xattrs"))
+	if err != nil {
+		t.Fatalf("xattr namespace record: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// An upper made inside a user namespace keeps its identities in user.*,
+// and a later mount of it by the host's root reads them there rather
+// than in trusted.*: a renamed lower directory stays renamed.
+func TestUserNSUpperMountedOnHost(t *testing.T) {
+	if inUserNS() {
+		checkUserNSChild(t)
+		base := os.Getenv(userNSBaseEnv)
+		tm := mountT(t, filepath.Join(base, "lower"), Options{Upper: filepath.Join(base, "upper"), Work: filepath.Join(base, "work")})
+		f, err := os.OpenFile(filepath.Join(tm.Dir, "db/log"), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.WriteString("record 2\n")
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(tm.Dir, "db"), filepath.Join(tm.Dir, "db2")); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	base := t.TempDir()
+	lower := filepath.Join(base, "lower")
+	writeT(t, filepath.Join(lower, "db/log"), []byte("record 1\n"))
+	runInUserNS(t, userNSBaseEnv+"="+base)
+
+	upper, work := filepath.Join(base, "upper"), filepath.Join(base, "work")
+	if got := xattrRecordOf(t, work); got != "user.cowfs." {
+		t.Errorf("record of an upper made in a user namespace: %q", got)
+	}
+	tm := mountT(t, lower, Options{Upper: upper, Work: work})
+	if b, err := os.ReadFile(filepath.Join(tm.Dir, "db2/log")); err != nil || string(b) != "record 1\nrecord 2\n" {
+		t.Errorf("db2/log on the host: %q, %v", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(tm.Dir, "db")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("db on the host: %v, want it renamed away", err)
+	}
+	if err := os.WriteFile(filepath.Join(tm.Dir, "db2/more"), []byte("x"), 0o644); err != nil {
+		t.Errorf("write on the host: %v", err)
+	}
+	tm.unmount(t)
+	if got := xattrRecordOf(t, work); got != "user.cowfs." {
+		t.Errorf("record after a mount on the host: %q", got)
+	}
+
+	// Without the record (an upper made before there was one), the
+	// identities found in user.* decide, not the rule that root uses
+	// trusted.*.
+	if err := os.Remove(filepath.Join(work, "xattrs")); err != nil {
+		t.Fatal(err)
+	}
+	tm.remount(t)
+	if _, err := os.Lstat(filepath.Join(tm.Dir, "db")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("db on the host without the record: %v, want it renamed away", err)
+	}
+	tm.unmount(t)
+	if got := xattrRecordOf(t, work); got != "user.cowfs." {
+		t.Errorf("record inferred from the identities: %q", got)
+	}
+}
+
+// An upper whose identities are in trusted.* cannot be mounted inside a
+// user namespace, where they are unreadable: the mount is refused with
+// the reason, and nothing changes, with the record or without it (an
+// upper made before there was one).
+func TestUserNSRefusesTrustedUpper(t *testing.T) {
+	if inUserNS() {
+		checkUserNSChild(t)
+		base := os.Getenv(userNSBaseEnv)
+		o := Options{Lower: filepath.Join(base, "lower"), Upper: filepath.Join(base, "upper"), Work: filepath.Join(base, "work")}
+		for _, record := range []bool{true, false} {
+			if !record {
+				if err := os.Remove(filepath.Join(o.Work, "xattrs")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dir := filepath.Join(t.TempDir(), "mnt")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			m, err := New(dir, o)
+			if err == nil {
+				m.Unmount()
+				t.Fatalf("record %v: a trusted.* upper mounted in a user namespace", record)
+			}
+			if msg := err.Error(); !strings.Contains(msg, "trusted.*") || !strings.Contains(msg, "user namespace") {
+				t.Errorf("record %v: refused with %q, which does not say why", record, msg)
+			}
+			if _, err := os.Stat(filepath.Join(o.Work, "xattrs")); record != (err == nil) {
+				t.Errorf("record %v: the refused mount changed the record: %v", record, err)
+			}
+		}
+		return
+	}
+	base := t.TempDir()
+	lower := filepath.Join(base, "lower")
+	writeT(t, filepath.Join(lower, "f"), []byte("lower\n"))
+	upper, work := filepath.Join(base, "upper"), filepath.Join(base, "work")
+	tm := mountT(t, lower, Options{Upper: upper, Work: work})
+	if err := os.WriteFile(filepath.Join(tm.Dir, "f"), []byte("upper\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tm.unmount(t)
+	if got := xattrRecordOf(t, work); got != "trusted.cowfs." {
+		t.Fatalf("record of an upper made by root: %q", got)
+	}
+	runInUserNS(t, userNSBaseEnv+"="+base)
+}
+
+// An upper without a record keeps the namespace its identities are in,
+// and gets the record; a record that names neither namespace is refused.
+func TestXattrRecordOfOlderUpper(t *testing.T) {
+	lower := t.TempDir()
+	writeT(t, filepath.Join(lower, "db/log"), []byte("record 1\n"))
+	tm := mountT(t, lower, Options{})
+	if err := os.Rename(filepath.Join(tm.Dir, "db"), filepath.Join(tm.Dir, "db2")); err != nil {
+		t.Fatal(err)
+	}
+	tm.unmount(t)
+	rec := filepath.Join(tm.Work, "xattrs")
+	if err := os.Remove(rec); err != nil {
+		t.Fatal(err)
+	}
+	tm.remount(t)
+	if _, err := os.Lstat(filepath.Join(tm.Dir, "db")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("db after a remount without the record: %v, want it renamed away", err)
+	}
+	tm.unmount(t)
+	if got := xattrRecordOf(t, tm.Work); got != "trusted.cowfs." {
+		t.Errorf("record written for an older upper: %q", got)
+	}
+
+	if err := os.WriteFile(rec, []byte("security.cowfs.\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(tm.Dir, Options{Lower: tm.Lower, Upper: tm.Upper, Work: tm.Work})
+	if err == nil {
+		m.Unmount()
+		t.Fatal("mounted with a record naming neither namespace")
+	}
+	if !strings.Contains(err.Error(), "xattrs") || !strings.Contains(err.Error(), "security.cowfs.") {
+		t.Errorf("refused with %q, which does not name the record", err)
+	}
+}
