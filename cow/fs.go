@@ -87,6 +87,13 @@ func New(opts Options) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before the metadata is made: its presence tells an upper that a
+	// mount has had from one that is new.
+	_, metaErr := os.Stat(opts.MetaDir)
+	if err := up.choosePrefix(metaErr == nil); err != nil {
+		up.close()
+		return nil, err
+	}
 	// Once per mount: where the identities are is what an operator
 	// needs to know when one mount of an upper refuses what another made.
 	log.Info("upper xattr namespace", "upper", opts.UpperDir, "prefix", up.prefix, "why", up.prefixFrom)

@@ -82,13 +82,7 @@ func openUpper(upperDir, workDir string) (*Upper, error) {
 			return nil, err
 		}
 	}
-	u := &Upper{root: root, work: work, locks: locks, rootPath: upperDir, workPath: workDir, dev: a.Dev}
-	if u.prefix, u.prefixFrom, err = u.ownPrefix(); err != nil {
-		u.close()
-		return nil, err
-	}
-	u.xattr = u.prefix + "id"
-	return u, nil
+	return &Upper{root: root, work: work, locks: locks, rootPath: upperDir, workPath: workDir, dev: a.Dev}, nil
 }
 
 // The two namespaces cowfs's own attributes may live in. trusted.* is
@@ -116,14 +110,28 @@ func OwnXattr(name string) bool {
 	return strings.HasPrefix(name, trustedPrefix) || strings.HasPrefix(name, userPrefix)
 }
 
+// choosePrefix sets the namespace of the upper's own attributes, before
+// anything reads or writes one, and records it: see ownPrefix. mounted
+// says whether a cowfs mount has had the upper before (its metadata
+// exists).
+func (u *Upper) choosePrefix(mounted bool) error {
+	prefix, from, err := u.ownPrefix(mounted)
+	if err != nil {
+		return err
+	}
+	u.prefix, u.prefixFrom, u.xattr = prefix, from, prefix+"id"
+	return nil
+}
+
 // ownPrefix finds the namespace of the upper's own attributes and says
-// how: the one its record names; for an upper without a record (made
-// before there was one), the one its identities are found in, else the
-// one cowfs used then (trusted.* as root); for a new upper, trusted.* if
-// this process may set it, else user.*. It records the choice, and
-// refuses an upper whose namespace this process may not use: the
-// identities in it would be unreadable, and new ones could not be set.
-func (u *Upper) ownPrefix() (prefix, from string, err error) {
+// how: the one its record names; for an upper without a record that a
+// mount has had (before there was one), the one its identities are found
+// in, else the one cowfs used then (trusted.* as root); for a new upper,
+// even one with files put in it, trusted.* if this process may set it,
+// else user.*. It records the choice, and refuses an upper whose
+// namespace this process may not use: the identities in it would be
+// unreadable, and new ones could not be set.
+func (u *Upper) ownPrefix(mounted bool) (prefix, from string, err error) {
 	prefix, err = u.readXattrRecord()
 	if err != nil {
 		return "", "", err
@@ -135,7 +143,7 @@ func (u *Upper) ownPrefix() (prefix, from string, err error) {
 		}
 		return prefix, "recorded with the upper", nil
 	}
-	prefix, from, err = u.inferPrefix()
+	prefix, from, err = u.inferPrefix(mounted)
 	if err != nil {
 		return "", "", err
 	}
@@ -193,11 +201,11 @@ func (u *Upper) probeXattr(prefix string) error {
 }
 
 // inferPrefix is the namespace of an upper without a record: the one the
-// identity of its root or of an entry of the root is in; for an upper
-// with entries but none of them with an identity, trusted.* if this
-// process is root, as cowfs chose before it kept a record; "" for an
-// empty upper, which is new.
-func (u *Upper) inferPrefix() (prefix, from string, err error) {
+// identity of its root or of an entry of the root is in (a copy-up gives
+// one to the top directory it is in); else, for an upper a mount has
+// had, trusted.* if this process is root, as cowfs chose before it kept
+// a record; "" for a new upper.
+func (u *Upper) inferPrefix(mounted bool) (prefix, from string, err error) {
 	fd, err := openBeneath(u.root, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return "", "", fmt.Errorf("read upper %s: %w", u.rootPath, err)
@@ -222,7 +230,7 @@ func (u *Upper) inferPrefix() (prefix, from string, err error) {
 		}
 	}
 	switch {
-	case len(ents) == 0:
+	case !mounted:
 		return "", "", nil
 	case os.Geteuid() == 0:
 		return trustedPrefix, "made without a record by root", nil
