@@ -58,13 +58,7 @@ var layerRules = []struct {
 // layerTestExceptions are rules a package's tests (not the package) break
 // today, each with what must change; a listed exception that no longer
 // applies fails the test, so the list only shrinks.
-var layerTestExceptions = map[[2]string]string{
-	// remote's tests mount real workspaces through fs to check what a
-	// worker sees (helpers_test.go). Issue 16 moves them onto the
-	// workspace package, or the mounting ones into that package's tests.
-	{"github.com/cowfs/cowfs/remote", "github.com/hanwen/go-fuse/..."}: "remote's tests mount through fs",
-	{"github.com/cowfs/cowfs/remote", "github.com/cowfs/cowfs/fs/..."}: "remote's tests mount through fs",
-}
+var layerTestExceptions = map[[2]string]string{}
 
 // TestLayering checks layerRules against the import graph go list reports,
 // for every package of the module and, with layerTestExceptions, for its

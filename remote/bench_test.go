@@ -3,8 +3,6 @@ package remote_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -71,44 +69,5 @@ func BenchmarkFetch(b *testing.B) {
 				cancel()
 			}
 		})
-	}
-}
-
-// BenchmarkColdSeqRead reads a 256 MiB file of an export through a worker
-// mount whose cache is empty, as cat does: the master's reads and sends,
-// the worker's fetches, checks and cache writes, and FUSE, all in this
-// process (so a CPU profile shows both ends).
-func BenchmarkColdSeqRead(b *testing.B) {
-	const size = 256 << 20
-	exp := b.TempDir()
-	f, err := os.Create(filepath.Join(exp, "big"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	chunk := randBytes(1 << 20)
-	for i := range size >> 20 {
-		chunk[0] = byte(i) // distinct chunks
-		if _, err := f.Write(chunk); err != nil {
-			b.Fatal(err)
-		}
-	}
-	f.Close()
-	ms := startMaster(b, exp, remote.ServerConfig{})
-	buf := make([]byte, 1<<20)
-	b.SetBytes(size)
-	b.ResetTimer()
-	for range b.N {
-		b.StopTimer()
-		rm := newWorker(b).mount(ms.addr, mountOpts{})
-		b.StartTimer()
-		r, err := os.Open(filepath.Join(rm.dir, "big"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		n, err := io.CopyBuffer(io.Discard, r, buf)
-		r.Close()
-		if err != nil || n != size {
-			b.Fatalf("read %d bytes: %v", n, err)
-		}
 	}
 }

@@ -1,28 +1,21 @@
 package remote_test
 
 import (
-	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
-	"io"
-	"log/slog"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
-
-	"github.com/cowfs/cowfs/cow/object"
-	"github.com/cowfs/cowfs/cow/refs"
-	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/remote"
-	"github.com/cowfs/cowfs/remote/pb"
 )
 
 // master is a real server on loopback that a test can stop and start again
@@ -86,88 +79,6 @@ type worker struct {
 
 func newWorker(t testing.TB) *worker { return &worker{t: t, state: t.TempDir()} }
 
-// remoteMount is a live mount of a version of an export.
-type remoteMount struct {
-	dir     string
-	m       *fs.Mount
-	cache   *remote.Cache
-	client  *remote.Client
-	root    object.Entry
-	version object.Digest
-}
-
-type mountOpts struct {
-	path    string
-	token   string
-	caFile  string
-	timeout time.Duration
-	version object.Digest // mount this version instead of resolving
-	log     *slog.Logger  // the mount's and its cache's; nil: slog.Default()
-}
-
-// mount resolves the export's current version and mounts it, with an
-// unmount (under a deadline) registered for cleanup.
-func (w *worker) mount(addr string, o mountOpts) *remoteMount {
-	w.t.Helper()
-	if o.timeout == 0 {
-		o.timeout = 10 * time.Second
-	}
-	client, err := remote.Dial(remote.ClientConfig{Addr: addr, Token: o.token, CAFile: o.caFile,
-		CallTimeout: o.timeout, Timeout: o.timeout})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	store, err := object.OpenDirStore(fs.ObjectsDir(w.state))
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	cache, err := remote.NewCache(store, client, o.log)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	w.t.Cleanup(func() { cache.Close(); client.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	v := o.version
-	if v.IsZero() {
-		if v, err = client.Resolve(ctx, o.path); err != nil {
-			w.t.Fatalf("resolve: %v", err)
-		}
-	}
-	lower, root, err := remote.OpenVersion(ctx, cache, v)
-	if err != nil {
-		w.t.Fatalf("open version: %v", err)
-	}
-	dir := filepath.Join(w.t.TempDir(), "mnt")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		w.t.Fatal(err)
-	}
-	m, err := fs.New(dir, fs.Options{State: w.state, Layer: lower, LayerRoot: v, Fetch: cache, Source: addr, IOTimeout: o.timeout, Logger: o.log,
-		Push: func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) {
-			return client.Push(ctx, store, s)
-		}})
-	if err != nil {
-		w.t.Fatalf("mount: %v", err)
-	}
-	rm := &remoteMount{dir: dir, m: m, cache: cache, client: client, root: root, version: v}
-	w.t.Cleanup(func() { unmountT(w.t, dir, m) })
-	return rm
-}
-
-func unmountT(t testing.TB, dir string, m *fs.Mount) {
-	done := make(chan error, 1)
-	go func() { done <- m.Unmount() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	case <-time.After(30 * time.Second):
-		unix.Unmount(dir, unix.MNT_DETACH)
-		t.Errorf("unmount %s: timed out; detached", dir)
-	}
-}
-
 // within runs fn with a deadline, so that a hung read fails the test
 // instead of hanging it.
 func within(t testing.TB, d time.Duration, what string, fn func() error) error {
@@ -202,131 +113,32 @@ func randBytes(n int) []byte {
 	return b
 }
 
-func sha(t testing.TB, path string) string {
+// newCA makes a CA and a certificate it signed for 127.0.0.1, and writes
+// the CA's certificate to a PEM file.
+func newCA(t *testing.T) (caFile string, cert tls.Certificate) {
 	t.Helper()
-	f, err := os.Open(path)
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cowfs test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatalf("read %s: %v", path, err)
+	ca, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "master"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// blobGets sums, over every blob in the master's store, how often it was
-// sent, and returns the most any one blob was sent.
-func (m *master) blobGets(t testing.TB) (total, most int64) {
-	store, err := object.OpenDirStore(m.cfg.Objects)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	store.Each(func(o object.StoredObject) error {
-		if k, _ := store.Kind(o.Digest); k == object.KindBlob {
-			n := m.srv.Gets(o.Digest)
-			total += n
-			most = max(most, n)
-		}
-		return nil
-	})
-	return total, most
-}
-
-// proxy is a real gRPC server in front of a master that can damage what it
-// forwards: what a worker must survive on the wire.
-type proxy struct {
-	pb.UnimplementedExportServer
-	up      pb.ExportClient
-	addr    string
-	mu      sync.Mutex
-	damaged map[object.Digest]bool
-}
-
-func startProxy(t testing.TB, upstream string) *proxy {
-	t.Helper()
-	c, err := remote.Dial(remote.ClientConfig{Addr: upstream})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	p := &proxy{up: remote.ExportClientOf(c), damaged: map[object.Digest]bool{}}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = l.Addr().String()
-	s := grpc.NewServer()
-	pb.RegisterExportServer(s, p)
-	go s.Serve(l)
-	t.Cleanup(s.Stop)
-	return p
-}
-
-func (p *proxy) Resolve(ctx context.Context, r *pb.ResolveRequest) (*pb.ResolveResponse, error) {
-	return p.up.Resolve(ctx, r)
-}
-
-func (p *proxy) Has(ctx context.Context, r *pb.HasRequest) (*pb.HasResponse, error) {
-	return p.up.Has(ctx, r)
-}
-
-// GetMany flips a bit of every object the first time it passes.
-func (p *proxy) GetMany(r *pb.GetManyRequest, s pb.Export_GetManyServer) error {
-	st, err := p.up.GetMany(s.Context(), r)
-	if err != nil {
-		return err
-	}
-	for {
-		m, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		var d object.Digest
-		copy(d[:], r.GetDigests()[m.GetIndex()])
-		p.mu.Lock()
-		damage := !p.damaged[d] && len(m.Data) > 0
-		p.damaged[d] = true
-		p.mu.Unlock()
-		if damage {
-			m.Data[len(m.Data)/2] ^= 0x40
-		}
-		if err := s.Send(m); err != nil {
-			return err
-		}
-	}
-}
-
-// Get flips a bit of every object the first time it passes.
-func (p *proxy) Get(r *pb.GetRequest, s pb.Export_GetServer) error {
-	st, err := p.up.Get(s.Context(), r)
-	if err != nil {
-		return err
-	}
-	var d object.Digest
-	copy(d[:], r.GetDigest())
-	p.mu.Lock()
-	damage := !p.damaged[d]
-	p.damaged[d] = true
-	p.mu.Unlock()
-	for {
-		m, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if damage && len(m.Data) > 0 {
-			m.Data[len(m.Data)/2] ^= 0x40
-			damage = false
-		}
-		if err := s.Send(m); err != nil {
-			return err
-		}
-	}
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644)
+	return caFile, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }

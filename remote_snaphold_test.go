@@ -1,4 +1,4 @@
-package remote_test
+package cowfs_test
 
 import (
 	"context"

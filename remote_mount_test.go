@@ -1,4 +1,4 @@
-package remote_test
+package cowfs_test
 
 import (
 	"bytes"
@@ -130,16 +130,6 @@ func TestNestedProject(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(exp, "crawlab_project/settings.py")); string(b) != files["crawlab_project/settings.py"] {
 		t.Errorf("master's file changed: %q", b)
 	}
-}
-
-func runWithin(t *testing.T, cmd *exec.Cmd) ([]byte, error) {
-	var out []byte
-	err := within(t, 20*time.Second, "run "+cmd.Path, func() error {
-		var err error
-		out, err = cmd.Output()
-		return err
-	})
-	return out, err
 }
 
 // Two workers, four mounts at once: all complete and identical, and the
@@ -559,28 +549,6 @@ func TestEviction(t *testing.T) {
 	if after := storeSize(t, w.state); after != before {
 		t.Errorf("evicted %d bytes the master could not give again", before-after)
 	}
-}
-
-func storeSize(t *testing.T, state string) int64 {
-	store, err := object.OpenDirStore(filepath.Join(state, "objects"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	store.Each(func(o object.StoredObject) error { n += o.Size; return nil })
-	return n
-}
-
-func dropCaches(t *testing.T, dir string) {
-	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.Mode().IsRegular() {
-			if f, err := os.Open(p); err == nil {
-				unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-				f.Close()
-			}
-		}
-		return nil
-	})
 }
 
 // A snapshot of a remote-backed mount holds everything it needs: it

@@ -1,0 +1,43 @@
+package cowfs_test
+
+import (
+	"context"
+	"crypto/tls"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cowfs/cowfs/remote"
+)
+
+func TestTLS(t *testing.T) {
+	exp := t.TempDir()
+	writeFile(t, filepath.Join(exp, "f"), []byte("over tls"), 0o644)
+	caFile, cert := newCA(t)
+	ms := startMaster(t, exp, remote.ServerConfig{Token: "tok", TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+
+	rm := newWorker(t).mount(ms.addr, mountOpts{token: "tok", caFile: caFile})
+	if b, err := os.ReadFile(filepath.Join(rm.dir, "f")); err != nil || string(b) != "over tls" {
+		t.Errorf("read over TLS: %q, %v", b, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	otherCA, _ := newCA(t)
+	for name, cfg := range map[string]remote.ClientConfig{
+		"plaintext":     {Addr: ms.addr, Token: "tok"},
+		"another CA":    {Addr: ms.addr, Token: "tok", CAFile: otherCA},
+		"TLS, no token": {Addr: ms.addr, CAFile: caFile},
+	} {
+		cfg.Timeout = 2 * time.Second
+		c, err := remote.Dial(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Resolve(ctx, ""); err == nil {
+			t.Errorf("%s: resolve worked", name)
+		}
+		c.Close()
+	}
+}
