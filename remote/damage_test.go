@@ -68,31 +68,8 @@ func (w *worker) open(addr string, timeout time.Duration, log *slog.Logger) (*re
 // it returns the version opened.
 func (w *worker) openAt(addr string, v object.Digest, timeout time.Duration, log *slog.Logger) (*remote.Cache, *cow.ObjectLower, object.Digest) {
 	w.t.Helper()
-	client, err := remote.Dial(remote.ClientConfig{Addr: addr, CallTimeout: timeout, Timeout: timeout, Logger: log})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	store, err := object.OpenDirStore(filepath.Join(w.state, "objects"))
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	cache, err := remote.NewCache(store, client, log)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	w.t.Cleanup(func() { cache.Close(); client.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if v.IsZero() {
-		if v, err = client.Resolve(ctx, ""); err != nil {
-			w.t.Fatalf("resolve: %v", err)
-		}
-	}
-	lower, _, err := remote.OpenVersion(ctx, cache, v)
-	if err != nil {
-		w.t.Fatalf("open version: %v", err)
-	}
-	return cache, lower, v
+	vw := w.view(addr, viewOpts{version: v, timeout: timeout, log: log})
+	return vw.cache, vw.lower, vw.version
 }
 
 // readAll reads path of lo whole, failing the test if it takes longer

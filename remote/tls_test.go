@@ -1,9 +1,8 @@
-package cowfs_test
+package remote_test
 
 import (
 	"context"
 	"crypto/tls"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,8 +16,8 @@ func TestTLS(t *testing.T) {
 	caFile, cert := newCA(t)
 	ms := startMaster(t, exp, remote.ServerConfig{Token: "tok", TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
 
-	rm := newWorker(t).mount(ms.addr, mountOpts{token: "tok", caFile: caFile})
-	if b, err := os.ReadFile(filepath.Join(rm.dir, "f")); err != nil || string(b) != "over tls" {
+	vw := newWorker(t).view(ms.addr, viewOpts{token: "tok", caFile: caFile})
+	if b, err := readAll(t, vw.lower, "f", 20*time.Second); err != nil || string(b) != "over tls" {
 		t.Errorf("read over TLS: %q, %v", b, err)
 	}
 

@@ -1,0 +1,72 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cowfs/cowfs/remote"
+)
+
+func TestToken(t *testing.T) {
+	exp := t.TempDir()
+	writeFile(t, filepath.Join(exp, "f"), []byte("x"), 0o644)
+	ms := startMaster(t, exp, remote.ServerConfig{Token: "s3cret"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, tok := range []string{"", "wrong", "s3cret2", "s3cre"} {
+		c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Token: tok, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Resolve(ctx, "")
+		if !errors.Is(err, remote.ErrUnauthenticated) {
+			t.Errorf("token %q: %v, want refused", tok, err)
+		}
+		c.Close()
+	}
+	vw := newWorker(t).view(ms.addr, viewOpts{token: "s3cret"})
+	if b, err := readAll(t, vw.lower, "f", 20*time.Second); err != nil || string(b) != "x" {
+		t.Errorf("with the token: %q, %v", b, err)
+	}
+}
+
+// --prefetch: once done, the mount works with the master gone.
+func TestPrefetch(t *testing.T) {
+	exp := t.TempDir()
+	want := map[string][]byte{}
+	for i := range 20 {
+		p := fmt.Sprintf("d%d/f%d", i%4, i)
+		want[p] = randBytes(i * 150 << 10)
+		writeFile(t, filepath.Join(exp, p), want[p], 0o644)
+	}
+	ms := startMaster(t, exp, remote.ServerConfig{})
+	// The default I/O timeout: under -race, on a loaded machine, a batch
+	// of 11 objects took longer than 2 s once.
+	rm := newWorker(t).view(ms.addr, viewOpts{})
+	rm.cache.PrefetchVersion(rm.root.Object)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		p := rm.cache.Progress()
+		if p.State == "done" {
+			if p.Files != 19 || p.ChunksDone != p.Chunks {
+				t.Errorf("progress at the end: %+v", p)
+			}
+			break
+		}
+		if p.State == "failed" || time.Now().After(deadline) {
+			t.Fatalf("prefetch: %+v", p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ms.stop()
+	for p, c := range want {
+		if b, err := readAll(t, rm.lower, p, 20*time.Second); err != nil || !bytes.Equal(b, c) {
+			t.Errorf("%s with the master gone after prefetch: %d bytes, %v", p, len(b), err)
+		}
+	}
+}
