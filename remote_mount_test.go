@@ -146,7 +146,7 @@ func TestTwoWorkersFourMounts(t *testing.T) {
 	var mounts []*remoteMount
 	for range 2 {
 		w := newWorker(t)
-		mounts = append(mounts, w.mount(ms.addr, mountOpts{}), w.mount(ms.addr, mountOpts{}))
+		mounts = append(mounts, w.mount(ms.addr, mountOpts{timeout: 60 * time.Second}), w.mount(ms.addr, mountOpts{timeout: 60 * time.Second}))
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
