@@ -188,3 +188,28 @@ func TestPathMax(t *testing.T) {
 func fdPathT(dirfd int, name string) string {
 	return "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
 }
+
+// TestFlushWritersDeep: a file open for writing deeper in the mount than
+// PATH_MAX is flushed before a snapshot like any other.
+func TestFlushWritersDeep(t *testing.T) {
+	tm := mountT(t, "", Options{WritebackCache: true})
+	mfd, err := unix.Open(tm.Dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs, last := deepNames('w')
+	d := mkdeep(t, mfd, append([]string{strings.Repeat("p", 255)}, dirs...))
+	unix.Close(mfd)
+	defer unix.Close(d)
+	fd, err := unix.Openat(d, last, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, []byte("a line\n")); err != nil {
+		t.Fatal(err)
+	}
+	if n := tm.m.flushWriters(); n != 1 {
+		t.Errorf("flushWriters flushed %d files, want the 1 open for writing", n)
+	}
+}
