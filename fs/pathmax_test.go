@@ -1,12 +1,14 @@
 package fs
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -211,5 +213,63 @@ func TestFlushWritersDeep(t *testing.T) {
 	}
 	if n := tm.m.flushWriters(); n != 1 {
 		t.Errorf("flushWriters flushed %d files, want the 1 open for writing", n)
+	}
+}
+
+// TestSnapshotDeep: a snapshot holds, and a restore shows, files of the
+// lower and of the upper deeper than PATH_MAX.
+func TestSnapshotDeep(t *testing.T) {
+	base := filepath.Join(t.TempDir(), "state", "of", "a", "mount")
+	state := filepath.Join(base, "state")
+	lower := filepath.Join(base, "lower")
+	if err := os.MkdirAll(lower, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dirs, last := deepNames('s')
+	dirs = append([]string{strings.Repeat("p", 255)}, dirs...)
+	put := func(root, name, data string) {
+		t.Helper()
+		rfd := openDirT(t, root)
+		d := mkdeep(t, rfd, dirs)
+		defer unix.Close(d)
+		fd, err := unix.Openat(d, name, unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			t.Fatalf("create %.20s: %v", name, err)
+		}
+		defer unix.Close(fd)
+		if _, err := unix.Write(fd, []byte(data)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(root, name string) string {
+		t.Helper()
+		rfd := openDirT(t, root)
+		d := mkdeep(t, rfd, dirs)
+		defer unix.Close(d)
+		fd, err := unix.Openat(d, name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Errorf("open %.20s: %v", name, err)
+			return ""
+		}
+		defer unix.Close(fd)
+		var buf [64]byte
+		n, _ := unix.Read(fd, buf[:])
+		return string(buf[:max(n, 0)])
+	}
+	put(lower, last, "from the lower")
+	put(lower, "kept", "kept from the lower")
+	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state})
+	put(m.Dir, last, "from the upper")
+	put(m.Dir, "new", "new in the upper")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := m.Snapshot(ctx, "deep"); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	r := mountState(t, filepath.Join(base, "r"), Options{Snapshot: "deep", State: state})
+	for name, want := range map[string]string{last: "from the upper", "kept": "kept from the lower", "new": "new in the upper"} {
+		if got := get(r.Dir, name); got != want {
+			t.Errorf("restored %.20s: %q, want %q", name, got, want)
+		}
 	}
 }
