@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync/atomic"
 	"unsafe"
 
@@ -101,7 +102,7 @@ func (l *DirLower) Lstat(path string) (unix.Stat_t, error) {
 	switch {
 	case path == "":
 		err = unix.Fstat(l.root, &st)
-	case l.strict:
+	case l.strict || len(path) > longPath:
 		var dirfd int
 		var base string
 		var done func()
@@ -118,12 +119,62 @@ func (l *DirLower) Lstat(path string) (unix.Stat_t, error) {
 	return st, nil
 }
 
+// longPath is the length from which a path is resolved in pieces. A
+// system call takes at most PATH_MAX bytes, but a layer's paths are as long
+// as the mount's, which has no such limit: a process working in a deep
+// directory names what is below it relative to it. Shorter paths, nearly
+// all of them, stay one call.
+const longPath = 2048
+
 // openBeneath opens path under root, refusing to follow any symlink or to
 // leave the tree.
 func openBeneath(root int, path string, flags uint64, mode uint64) (int, error) {
 	if path == "" {
 		path = "."
 	}
+	if len(path) > longPath {
+		dirfd, rest, err := descend(root, path)
+		if err != nil {
+			return -1, err
+		}
+		defer unix.Close(dirfd)
+		return openat2(dirfd, rest, flags, mode)
+	}
+	return openat2(root, path, flags, mode)
+}
+
+// descend opens, beneath root, a directory on a path longer than longPath,
+// in pieces each short enough for one call, and returns it with the rest
+// of the path below it, which is at most longPath bytes.
+func descend(root int, path string) (dirfd int, rest string, err error) {
+	dirfd = -1
+	at := root
+	for len(path) > longPath {
+		i := strings.LastIndexByte(path[:longPath], '/')
+		if i <= 0 {
+			// Only a name longer than any file system allows
+			// has no '/' in longPath bytes.
+			err = unix.ENAMETOOLONG
+		} else {
+			var fd int
+			fd, err = openat2(at, path[:i], unix.O_PATH|unix.O_DIRECTORY, 0)
+			if dirfd >= 0 {
+				unix.Close(dirfd)
+			}
+			dirfd, at = fd, fd
+			path = path[i+1:]
+		}
+		if err != nil {
+			if dirfd >= 0 {
+				unix.Close(dirfd)
+			}
+			return -1, "", err
+		}
+	}
+	return dirfd, path, nil
+}
+
+func openat2(root int, path string, flags uint64, mode uint64) (int, error) {
 	how := unix.OpenHow{
 		Flags:   flags | unix.O_CLOEXEC | unix.O_NOFOLLOW,
 		Mode:    mode,
@@ -153,7 +204,7 @@ func (l *DirLower) ReadDir(path string) ([]DirEntry, error) {
 
 func (l *DirLower) Readlink(path string) (string, error) {
 	dirfd, base := l.root, path
-	if l.strict {
+	if l.strict || len(path) > longPath {
 		fd, b, done, err := beneath(l.root, path)
 		if err != nil {
 			return "", &os.PathError{Op: "readlink lower", Path: path, Err: err}
@@ -206,7 +257,7 @@ func beneath(root int, path string) (dirfd int, base string, done func(), err er
 }
 
 func (l *DirLower) Listxattr(path string) ([]string, error) {
-	if !l.strict && path != "" {
+	if !l.strict && path != "" && len(path) <= longPath {
 		// Resolved from the root as Lstat is: the lower does not
 		// change while mounted.
 		if names, ok, err := xattrsAt(l.root, path); ok {

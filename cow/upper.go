@@ -342,7 +342,16 @@ func statx(dirfd int, path string) (unix.Stat_t, uint64, error) {
 }
 
 func (u *Upper) stat(path string) (unix.Stat_t, uint64, error) {
-	st, gen, err := statx(u.root, path)
+	dirfd, name := u.root, path
+	if len(path) > longPath {
+		fd, base, done, err := beneath(u.root, path)
+		if err != nil {
+			return unix.Stat_t{}, 0, &os.PathError{Op: "stat upper", Path: path, Err: err}
+		}
+		defer done()
+		dirfd, name = fd, base
+	}
+	st, gen, err := statx(dirfd, name)
 	if err != nil {
 		return st, 0, &os.PathError{Op: "stat upper", Path: path, Err: err}
 	}

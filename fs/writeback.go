@@ -2,6 +2,7 @@ package fs
 
 import (
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -55,7 +56,7 @@ func (m *Mount) flushWriters() int {
 	done := 0
 	for _, n := range m.ms.writers.list() {
 		rel := n.path().Rel()
-		fd, err := unix.Open(filepath.Join(m.Dir, rel), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err := openIn(m.Dir, rel, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 		if err != nil {
 			continue
 		}
@@ -67,4 +68,34 @@ func (m *Mount) flushWriters() int {
 		unix.Close(fd)
 	}
 	return done
+}
+
+// openIn opens rel below the directory dir. Joined, the two may be longer
+// than a system call takes (a process works in a deep directory with paths
+// relative to it): then rel's directories are opened from dir's descriptor
+// in pieces each short enough for one call.
+func openIn(dir, rel string, flags int) (int, error) {
+	if len(dir)+1+len(rel) < unix.PathMax {
+		return unix.Open(filepath.Join(dir, rel), flags, 0)
+	}
+	at, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	const piece = unix.PathMax / 2
+	for len(rel) > piece {
+		i := strings.LastIndexByte(rel[:piece], '/')
+		if i <= 0 {
+			unix.Close(at)
+			return -1, unix.ENAMETOOLONG
+		}
+		next, err := unix.Openat(at, rel[:i], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		unix.Close(at)
+		if err != nil {
+			return -1, err
+		}
+		at, rel = next, rel[i+1:]
+	}
+	defer unix.Close(at)
+	return unix.Openat(at, rel, flags, 0)
 }
