@@ -323,153 +323,25 @@ func (m *treeModel) expect(op string, got error, want unix.Errno) {
 }
 
 func (m *treeModel) step() {
-	touched := []string{}
+	var touched []string
 	r := m.rnd.Intn(100)
 	switch {
 	case r < 14: // mkdir
-		p := m.fresh()
-		m.log.add("mkdir %s", p)
-		want := m.parentErr(p)
-		if want == 0 && m.entries[p] != nil {
-			want = unix.EEXIST
-		}
-		m.expect("mkdir "+p, unix.Mkdir(m.full(p), 0o755), want)
-		if want == 0 {
-			m.entries[p] = &tobj{kind: 'd'}
-		}
-		touched = append(touched, p)
+		touched = m.stepMkdir()
 	case r < 24: // rmdir
-		p := m.pick()
-		m.log.add("rmdir %s", p)
-		want := m.parentErr(p)
-		e := m.entries[p]
-		switch {
-		case want != 0:
-		case e == nil:
-			want = unix.ENOENT
-		case e.kind != 'd':
-			want = unix.ENOTDIR
-		case len(m.children(p)) > 0:
-			want = unix.ENOTEMPTY
-		}
-		m.expect("rmdir "+p, unix.Rmdir(m.full(p)), want)
-		if want == 0 {
-			delete(m.entries, p)
-		}
-		touched = append(touched, p)
+		touched = m.stepRmdir()
 	case r < 38: // create
-		p := m.fresh()
-		data := m.content()
-		m.log.add("create %s len=%d", p, len(data))
-		want := m.parentErr(p)
-		if want == 0 && m.entries[p] != nil {
-			want = unix.EEXIST
-		}
-		fd, err := unix.Open(m.full(p), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-		m.expect("create "+p, err, want)
-		if want == 0 {
-			m.writeAll(fd, p, data)
-			m.entries[p] = &tobj{kind: 'f', data: data}
-		}
-		touched = append(touched, p)
+		touched = m.stepCreate()
 	case r < 46: // rewrite or append to a file
-		p := m.pick()
-		data := m.content()
-		app := m.rnd.Intn(2) == 0
-		m.log.add("write %s len=%d append=%v", p, len(data), app)
-		flags := unix.O_WRONLY | unix.O_TRUNC
-		if app {
-			flags = unix.O_WRONLY | unix.O_APPEND
-		}
-		want := m.parentErr(p)
-		e := m.entries[p]
-		switch {
-		case want != 0:
-		case e == nil || e.kind == 'l':
-			want = unix.ENOENT
-		case e.kind == 'd':
-			want = unix.EISDIR
-		}
-		fd, err := unix.Open(m.full(p), flags|unix.O_CLOEXEC, 0)
-		m.expect("open for write "+p, err, want)
-		if want == 0 {
-			m.writeAll(fd, p, data)
-			if app {
-				e.data = append(slices.Clip(e.data), data...)
-			} else {
-				e.data = data
-			}
-		}
-		touched = append(touched, p)
+		touched = m.stepWrite()
 	case r < 58: // unlink
-		p := m.pick()
-		m.log.add("unlink %s", p)
-		want := m.parentErr(p)
-		e := m.entries[p]
-		switch {
-		case want != 0:
-		case e == nil:
-			want = unix.ENOENT
-		case e.kind == 'd':
-			want = unix.EISDIR
-		}
-		m.expect("unlink "+p, unix.Unlink(m.full(p)), want)
-		if want == 0 {
-			delete(m.entries, p)
-		}
-		touched = append(touched, p)
+		touched = m.stepUnlink()
 	case r < 78: // rename
-		src := m.pick()
-		var dst string
-		if m.rnd.Intn(2) == 0 {
-			dst = m.pick()
-		} else {
-			dst = m.fresh()
-		}
-		m.log.add("rename %s %s", src, dst)
-		want := m.renameErr(src, dst)
-		m.expect("rename "+src+" "+dst, unix.Rename(m.full(src), m.full(dst)), want)
-		if want == 0 && m.entries[src] != m.entries[dst] {
-			m.rename(src, dst)
-		}
-		touched = append(touched, src, dst)
+		touched = m.stepRename()
 	case r < 85: // symlink
-		p := m.fresh()
-		m.nsym++
-		target := fmt.Sprintf("nowhere/%d", m.nsym)
-		m.log.add("symlink %s -> %s", p, target)
-		want := m.parentErr(p)
-		if want == 0 && m.entries[p] != nil {
-			want = unix.EEXIST
-		}
-		m.expect("symlink "+p, unix.Symlink(target, m.full(p)), want)
-		if want == 0 {
-			m.entries[p] = &tobj{kind: 'l', target: target}
-		}
-		touched = append(touched, p)
+		touched = m.stepSymlink()
 	case r < 99: // link
-		src, dst := m.pick(), m.fresh()
-		if m.rnd.Intn(4) == 0 {
-			dst = m.pick()
-		}
-		m.log.add("link %s %s", src, dst)
-		want := m.parentErr(src)
-		switch e := m.entries[src]; {
-		case want != 0:
-		case e == nil:
-			want = unix.ENOENT
-		case m.parentErr(dst) != 0:
-			want = m.parentErr(dst)
-		case m.entries[dst] != nil:
-			want = unix.EEXIST
-		case e.kind == 'd':
-			want = unix.EPERM
-		}
-		m.expect("link "+src+" "+dst, unix.Link(m.full(src), m.full(dst)), want)
-		if want == 0 {
-			m.entries[dst] = m.entries[src]
-		}
-		touched = append(touched, src, dst)
+		touched = m.stepLink()
 	default:
 		m.log.add("remount")
 		m.tm.remount(m.t)
@@ -477,6 +349,174 @@ func (m *treeModel) step() {
 		return
 	}
 	m.checkTouched(touched)
+}
+
+// stepMkdir is a step of mkdir.
+func (m *treeModel) stepMkdir() []string {
+	p := m.fresh()
+	m.log.add("mkdir %s", p)
+	want := m.parentErr(p)
+	if want == 0 && m.entries[p] != nil {
+		want = unix.EEXIST
+	}
+	m.expect("mkdir "+p, unix.Mkdir(m.full(p), 0o755), want)
+	if want == 0 {
+		m.entries[p] = &tobj{kind: 'd'}
+	}
+	return []string{p}
+}
+
+// stepRmdir is a step of rmdir.
+func (m *treeModel) stepRmdir() []string {
+	p := m.pick()
+	m.log.add("rmdir %s", p)
+	want := m.parentErr(p)
+	e := m.entries[p]
+	switch {
+	case want != 0:
+	case e == nil:
+		want = unix.ENOENT
+	case e.kind != 'd':
+		want = unix.ENOTDIR
+	case len(m.children(p)) > 0:
+		want = unix.ENOTEMPTY
+	}
+	m.expect("rmdir "+p, unix.Rmdir(m.full(p)), want)
+	if want == 0 {
+		delete(m.entries, p)
+	}
+	return []string{p}
+}
+
+// stepCreate is a step of create.
+func (m *treeModel) stepCreate() []string {
+	p := m.fresh()
+	data := m.content()
+	m.log.add("create %s len=%d", p, len(data))
+	want := m.parentErr(p)
+	if want == 0 && m.entries[p] != nil {
+		want = unix.EEXIST
+	}
+	fd, err := unix.Open(m.full(p), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	m.expect("create "+p, err, want)
+	if want == 0 {
+		m.writeAll(fd, p, data)
+		m.entries[p] = &tobj{kind: 'f', data: data}
+	}
+	return []string{p}
+}
+
+// stepWrite is a step of rewrite or append to a file.
+func (m *treeModel) stepWrite() []string {
+	p := m.pick()
+	data := m.content()
+	app := m.rnd.Intn(2) == 0
+	m.log.add("write %s len=%d append=%v", p, len(data), app)
+	flags := unix.O_WRONLY | unix.O_TRUNC
+	if app {
+		flags = unix.O_WRONLY | unix.O_APPEND
+	}
+	want := m.parentErr(p)
+	e := m.entries[p]
+	switch {
+	case want != 0:
+	case e == nil || e.kind == 'l':
+		want = unix.ENOENT
+	case e.kind == 'd':
+		want = unix.EISDIR
+	}
+	fd, err := unix.Open(m.full(p), flags|unix.O_CLOEXEC, 0)
+	m.expect("open for write "+p, err, want)
+	if want == 0 {
+		m.writeAll(fd, p, data)
+		if app {
+			e.data = append(slices.Clip(e.data), data...)
+		} else {
+			e.data = data
+		}
+	}
+	return []string{p}
+}
+
+// stepUnlink is a step of unlink.
+func (m *treeModel) stepUnlink() []string {
+	p := m.pick()
+	m.log.add("unlink %s", p)
+	want := m.parentErr(p)
+	e := m.entries[p]
+	switch {
+	case want != 0:
+	case e == nil:
+		want = unix.ENOENT
+	case e.kind == 'd':
+		want = unix.EISDIR
+	}
+	m.expect("unlink "+p, unix.Unlink(m.full(p)), want)
+	if want == 0 {
+		delete(m.entries, p)
+	}
+	return []string{p}
+}
+
+// stepRename is a step of rename.
+func (m *treeModel) stepRename() []string {
+	src := m.pick()
+	var dst string
+	if m.rnd.Intn(2) == 0 {
+		dst = m.pick()
+	} else {
+		dst = m.fresh()
+	}
+	m.log.add("rename %s %s", src, dst)
+	want := m.renameErr(src, dst)
+	m.expect("rename "+src+" "+dst, unix.Rename(m.full(src), m.full(dst)), want)
+	if want == 0 && m.entries[src] != m.entries[dst] {
+		m.rename(src, dst)
+	}
+	return []string{src, dst}
+}
+
+// stepSymlink is a step of symlink.
+func (m *treeModel) stepSymlink() []string {
+	p := m.fresh()
+	m.nsym++
+	target := fmt.Sprintf("nowhere/%d", m.nsym)
+	m.log.add("symlink %s -> %s", p, target)
+	want := m.parentErr(p)
+	if want == 0 && m.entries[p] != nil {
+		want = unix.EEXIST
+	}
+	m.expect("symlink "+p, unix.Symlink(target, m.full(p)), want)
+	if want == 0 {
+		m.entries[p] = &tobj{kind: 'l', target: target}
+	}
+	return []string{p}
+}
+
+// stepLink is a step of link.
+func (m *treeModel) stepLink() []string {
+	src, dst := m.pick(), m.fresh()
+	if m.rnd.Intn(4) == 0 {
+		dst = m.pick()
+	}
+	m.log.add("link %s %s", src, dst)
+	want := m.parentErr(src)
+	switch e := m.entries[src]; {
+	case want != 0:
+	case e == nil:
+		want = unix.ENOENT
+	case m.parentErr(dst) != 0:
+		want = m.parentErr(dst)
+	case m.entries[dst] != nil:
+		want = unix.EEXIST
+	case e.kind == 'd':
+		want = unix.EPERM
+	}
+	m.expect("link "+src+" "+dst, unix.Link(m.full(src), m.full(dst)), want)
+	if want == 0 {
+		m.entries[dst] = m.entries[src]
+	}
+	return []string{src, dst}
 }
 
 // renameErr is the errno rename(2) gives, in the order Linux checks.
