@@ -72,25 +72,7 @@ func TestPathMax(t *testing.T) {
 	// its working directory: their path from the mount's root is longer
 	// than PATH_MAX.
 	prefix := strings.Repeat("p", 255)
-	{
-		if err := os.MkdirAll(lower, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		lfd := openDirT(t, lower)
-		d := mkdeep(t, lfd, append([]string{prefix}, lowerDirs...))
-		for _, n := range []string{last, "gone", "moved", "linked"} {
-			fd, err := unix.Openat(d, n, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
-			if err != nil {
-				t.Fatalf("lower file: %v", err)
-			}
-			unix.Write(fd, []byte("lower data"))
-			unix.Close(fd)
-		}
-		if err := unix.Mkdirat(d, "dir", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		unix.Close(d)
-	}
+	makeDeepLower(t, lower, append([]string{prefix}, lowerDirs...), last)
 	tm := mountT(t, lower, Options{Upper: filepath.Join(base, "upper"), Work: filepath.Join(base, "work")})
 	mfd, err := unix.Open(tm.Dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -183,6 +165,30 @@ func TestPathMax(t *testing.T) {
 			}
 		}
 	})
+}
+
+// makeDeepLower makes the directories dirs beneath lower, step by step
+// since their path is longer than PATH_MAX, and in the deepest the files
+// last, gone, moved and linked, and the directory dir.
+func makeDeepLower(t *testing.T, lower string, dirs []string, last string) {
+	t.Helper()
+	if err := os.MkdirAll(lower, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lfd := openDirT(t, lower)
+	d := mkdeep(t, lfd, dirs)
+	defer unix.Close(d)
+	for _, n := range []string{last, "gone", "moved", "linked"} {
+		fd, err := unix.Openat(d, n, unix.O_CREAT|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			t.Fatalf("lower file: %v", err)
+		}
+		unix.Write(fd, []byte("lower data"))
+		unix.Close(fd)
+	}
+	if err := unix.Mkdirat(d, "dir", 0o755); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // fdPathT names dirfd's name through procfs, for the calls that take a
