@@ -88,6 +88,7 @@ func fileMetaGone(t *testing.T, f *FS, id uint64) bool {
 // The chunk layout of a copied-up file is dropped once no name and no
 // open handle reaches the file, and not before.
 func TestFileMetaDropped(t *testing.T) {
+	t.Parallel()
 	data := bytes.Repeat([]byte("x"), 3<<20)
 	t.Run("unlink", func(t *testing.T) {
 		f := newTestFS(t, map[string][]byte{"a": data})

@@ -143,6 +143,7 @@ func TestFailedFallocateKeepsLowerBytes(t *testing.T) {
 // chunks, so every chunk of a lower file must be in the upper, with its
 // bytes, before the call.
 func TestCollapseLowerFile(t *testing.T) {
+	t.Parallel()
 	orig := make([]byte, 3*ChunkSize)
 	rand.New(rand.NewSource(5)).Read(orig)
 	f := newTestFS(t, map[string][]byte{"f": orig})
@@ -172,6 +173,7 @@ func TestCollapseLowerFile(t *testing.T) {
 // refuses (it is out of room) fails, and the file must read as the store
 // has it, as a remount would show it: the lower's bytes, not the write's.
 func TestUnrecordedWriteKeepsLowerBytes(t *testing.T) {
+	t.Parallel()
 	orig := make([]byte, 2*ChunkSize)
 	rand.New(rand.NewSource(6)).Read(orig)
 	f := newTestFS(t, map[string][]byte{"f": orig})

@@ -64,6 +64,7 @@ var layerTestExceptions = map[[2]string]string{}
 // for every package of the module and, with layerTestExceptions, for its
 // test binary.
 func TestLayering(t *testing.T) {
+	t.Parallel()
 	imports := listImports(t)
 	used := map[[2]string]bool{}
 	for pkg := range imports {

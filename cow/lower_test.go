@@ -15,6 +15,7 @@ import (
 // must not follow symlinks on the way): for a file, a directory, a
 // symlink (its own xattrs, not its target's) and a path that is missing.
 func TestDirLowerListxattr(t *testing.T) {
+	t.Parallel()
 	d := t.TempDir()
 	must := func(err error) {
 		t.Helper()
@@ -70,6 +71,7 @@ func TestDirLowerListxattr(t *testing.T) {
 // ENOENT from a listing to glibc, which reads it as the end of the
 // directory, so the task's own files in the upper vanished from ls.
 func TestLowerDirRemovedWhileMounted(t *testing.T) {
+	t.Parallel()
 	f := newTestFS(t, map[string][]byte{"spider.py": []byte("x")})
 	_, _, h, err := f.Create(f.RootPath(), "items.jl", unix.O_WRONLY, 0o644, Cred{})
 	if err != nil {
@@ -94,6 +96,7 @@ func TestLowerDirRemovedWhileMounted(t *testing.T) {
 // metadata's lock (two cowfs mount at one place at once, a retry racing
 // the first try, could do it).
 func TestUpperInUseUntouched(t *testing.T) {
+	t.Parallel()
 	d := t.TempDir()
 	for _, s := range []string{"lower", "upper", "work", "meta"} {
 		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {

@@ -40,6 +40,7 @@ func (g *fetchInto) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 // capture makes. The append leaves the lower file's last, partial chunk
 // in the lower, never read, so the capture reads it from there.
 func TestCaptureLocalAfterPrepare(t *testing.T) {
+	t.Parallel()
 	big := make([]byte, 3*ChunkSize+100)
 	rand.New(rand.NewSource(7)).Read(big)
 	src := newTestFS(t, map[string][]byte{"big": big, "small": []byte("small\n")})

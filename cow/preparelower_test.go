@@ -17,6 +17,7 @@ import (
 // file rewritten in place since is taken as the prepare read it, a moment
 // before, as a mount shows such a change late (docs/architecture.md).
 func TestCapturePreparedLowerChanged(t *testing.T) {
+	t.Parallel()
 	f := newTestFS(t, nil)
 	lower := f.lo.(*DirLower).Path()
 	for p, b := range map[string]string{"a/f1": "one\n", "a/f2": "two\n", "b/g": "old\n", "c/x/y/z": "deep\n", "top": "top\n"} {

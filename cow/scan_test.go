@@ -63,6 +63,10 @@ func treeOf(t *testing.T, store *object.DirStore, d object.Digest) *object.Tree 
 // out whole or the scan must fail: a scan that took the ENOENTs of its
 // moved children for removals gave workers a project without its code.
 func TestScanRenameStorm(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("slow: 20 scans of 1,500 files under a rename loop (runs without -short)")
+	}
 	exp := t.TempDir()
 	const files = 1500
 	spiders := filepath.Join(exp, "p", "spiders")
@@ -120,6 +124,7 @@ func TestScanRenameStorm(t *testing.T) {
 
 // A sparse file is scanned by its data, not read as zeros.
 func TestScanSparse(t *testing.T) {
+	t.Parallel()
 	exp := t.TempDir()
 	f, err := os.Create(filepath.Join(exp, "sparse"))
 	if err != nil {
@@ -160,6 +165,7 @@ func TestScanSparse(t *testing.T) {
 // still checked chunk by chunk: after a gc stopped half-way removed the
 // chunks, the next scan stores them again.
 func TestScanCacheHitChecksChunks(t *testing.T) {
+	t.Parallel()
 	exp := t.TempDir()
 	if err := os.WriteFile(filepath.Join(exp, "f"), bytes.Repeat([]byte("spider "), 300000), 0o644); err != nil {
 		t.Fatal(err)
@@ -196,6 +202,7 @@ func TestScanCacheHitChecksChunks(t *testing.T) {
 // lower file, the next capture hashes the file again, and its snapshot is
 // whole.
 func TestCaptureAfterSweep(t *testing.T) {
+	t.Parallel()
 	f := newTestFS(t, map[string][]byte{"a": []byte("alpha\n"), "b": []byte("bravo\n")})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -240,6 +247,10 @@ func TestCaptureAfterSweep(t *testing.T) {
 // its directory, opened beneath the export's root with no symlinks
 // (LowerDir), and never follows the entry's own name.
 func TestScanSymlinkSwap(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("slow: scans under a symlink-swap loop (runs without -short)")
+	}
 	exp, outside := t.TempDir(), t.TempDir()
 	d := filepath.Join(exp, "p", "d")
 	if err := os.MkdirAll(d, 0o755); err != nil {

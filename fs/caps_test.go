@@ -16,6 +16,7 @@ import (
 // remembers that a file has none (node.go) and leaves their removal to
 // the upper's filesystem (killpriv.go), so both are checked here.
 func TestWriteDropsCaps(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("setting security.capability needs root")
 	}

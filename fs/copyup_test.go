@@ -14,6 +14,7 @@ import (
 // lower. This once lost the write: the open state kept the id it had
 // before the copy-up (none), and the chunk marks were recorded under it.
 func TestCopyUpOfOpenFileSurvivesRemount(t *testing.T) {
+	t.Parallel()
 	lower := filepath.Join(t.TempDir(), "lower")
 	os.MkdirAll(lower, 0o755)
 	orig := make([]byte, 3<<20)

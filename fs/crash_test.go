@@ -234,6 +234,9 @@ func (s *crashState) parse(line string) error {
 // there, that the whole tree reads without error, and that the lower is
 // unchanged.
 func TestCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: kills a mount process mid-workload, several times over (runs without -short)")
+	}
 	if err := needFusectl(); err != nil {
 		t.Skipf("the FUSE control filesystem is needed to abort a killed mount that has requests in flight, and %s cannot be mounted: %v", fusectl, err)
 	}

@@ -13,6 +13,7 @@ import (
 // reach that file through its descriptor and never the mount's root, whose
 // path a nameless node must not fall back to.
 func TestDetachedNode(t *testing.T) {
+	t.Parallel()
 	lower := filepath.Join(t.TempDir(), "lower")
 	os.MkdirAll(lower, 0o755)
 	os.WriteFile(filepath.Join(lower, "lowerfile"), []byte("lower bytes"), 0o644)
@@ -71,6 +72,7 @@ func TestDetachedNode(t *testing.T) {
 // open reach the file, as on a local filesystem, for a file in the upper
 // and for one read from the lower and never copied up.
 func TestDetachedXattr(t *testing.T) {
+	t.Parallel()
 	lower := filepath.Join(t.TempDir(), "lower")
 	os.MkdirAll(lower, 0o755)
 	for _, n := range []string{"lowerread", "lowerwrite"} {

@@ -13,6 +13,7 @@ import (
 // a directory. A failing fsync tells a database its acknowledged write may
 // be lost.
 func TestFsync(t *testing.T) {
+	t.Parallel()
 	lower := filepath.Join(t.TempDir(), "lower")
 	os.MkdirAll(filepath.Join(lower, "dir"), 0o755)
 	os.WriteFile(filepath.Join(lower, "dir", "log"), []byte("lower\n"), 0o644)

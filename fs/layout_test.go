@@ -37,6 +37,7 @@ func listTree(t *testing.T, base string) []string {
 // lower, and an upper beneath the mountpoint left a work directory there
 // that made every later mount fail.
 func TestLayoutOverlapsRefused(t *testing.T) {
+	t.Parallel()
 	// Each case names its directories relative to a fresh base that
 	// holds lower/f, an empty mnt, and link -> lower.
 	type layout struct{ mnt, lower, upper, work, state string }
@@ -118,6 +119,7 @@ func TestLayoutOverlapsRefused(t *testing.T) {
 // The layouts cowfs makes itself, and an upper and work side by side
 // under the state directory, are accepted.
 func TestLayoutAllowed(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
 	tm := mountT(t, "", Options{State: state, Upper: filepath.Join(state, "u", "upper"), Work: filepath.Join(state, "u", "work")})

@@ -16,6 +16,7 @@ import (
 // the lower or made so in the upper, shows mode 0000 and that another user
 // can neither read the file nor list the directory.
 func TestNullPermissions(t *testing.T) {
+	t.Parallel()
 	lower := filepath.Join(t.TempDir(), "lower")
 	os.MkdirAll(filepath.Join(lower, "lowerdir"), 0o755)
 	os.WriteFile(filepath.Join(lower, "lowerfile"), []byte("secret"), 0o644)

@@ -27,6 +27,11 @@ type overlayCase struct {
 	// user put in an upperdir must show in the mount).
 	upper func(t *testing.T, upper string)
 	run   func(t *testing.T, tm *testMount)
+	// dropsCaches marks a case that drops the kernel's caches, for the
+	// whole machine: it runs alone, the others in parallel.
+	dropsCaches bool
+	// slow, when set, says why the case is skipped with -short.
+	slow string
 }
 
 var overlayCases = []overlayCase{
@@ -35,10 +40,10 @@ var overlayCases = []overlayCase{
 	{name: "Whiteout", lower: whiteoutLower, run: testWhiteout},
 	{name: "OpaqueDir", lower: opaqueLower, run: testOpaque},
 	{name: "RenameLower", lower: renameLower, run: testRename},
-	{name: "RenameLargeLowerDir", lower: largeDirLower, run: testRenameLargeDir},
+	{name: "RenameLargeLowerDir", lower: largeDirLower, run: testRenameLargeDir, slow: "renames a lower directory of thousands of entries"},
 	{name: "Symlink", lower: symlinkLower, run: testSymlink},
 	{name: "HardLinkInMount", lower: hardLinkLower, run: testHardLinkInMount},
-	{name: "HardLinkInLower", lower: lowerHardLinkLower, run: testLowerHardLink},
+	{name: "HardLinkInLower", lower: lowerHardLinkLower, run: testLowerHardLink, dropsCaches: true},
 	{name: "HardLinkInLowerUnlink", lower: lowerHardLinkLower, run: testLowerHardLinkUnlink},
 	{name: "Fifo", lower: fifoLower, run: testFifo},
 	{name: "AppendTruncate", lower: appendLower, run: testAppendTruncate},
@@ -47,18 +52,26 @@ var overlayCases = []overlayCase{
 	{name: "Statfs", lower: statfsLower, run: testStatfs},
 	{name: "Locks", lower: locksLower, run: testLocks},
 	{name: "SharedMmap", lower: mmapLower, run: testSharedMmap},
-	{name: "InodeStable", lower: inoLower, run: testInodeStable},
+	{name: "InodeStable", lower: inoLower, run: testInodeStable, dropsCaches: true},
 	{name: "RootInode", lower: inoLower, run: testRootInode},
-	{name: "OpenFdSeesCopyUp", lower: staleLower, run: testOpenFdSeesCopyUp},
+	{name: "OpenFdSeesCopyUp", lower: staleLower, run: testOpenFdSeesCopyUp, dropsCaches: true},
 	{name: "SeekdirWithWhiteouts", lower: seekdirLower, run: testSeekdir},
 	{name: "NameMax", lower: nameMaxLower, run: testNameMax},
 	{name: "NoEscape", lower: escapeLower, run: testNoEscape},
 }
 
-// TestOverlay runs every overlay semantic on its own mount.
+// TestOverlay runs every overlay semantic on its own mount. It is not
+// parallel itself, so that its cases that drop caches run while no other
+// test does.
 func TestOverlay(t *testing.T) {
 	for _, c := range overlayCases {
 		t.Run(c.name, func(t *testing.T) {
+			if c.slow != "" && testing.Short() {
+				t.Skip("slow: " + c.slow + " (runs without -short)")
+			}
+			if !c.dropsCaches {
+				t.Parallel()
+			}
 			base := t.TempDir()
 			lower := filepath.Join(base, "lower")
 			if err := os.Mkdir(lower, 0o755); err != nil {
@@ -1485,6 +1498,7 @@ func testNoEscape(t *testing.T, tm *testMount) {
 // itself, and a snapshot of it, reading the lower while it holds writes,
 // waited on its own mount for ever. A mount over the lower itself works.
 func TestMountpointInsideLower(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	lower := filepath.Join(base, "spider")
 	inside := filepath.Join(lower, "workspace")

@@ -50,6 +50,7 @@ func TestOwnerHelper(t *testing.T) {
 // every inode as itself on the caller's behalf, so each of these is its
 // doing, not the kernel's.
 func TestCreateOwner(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to act as other users")
 	}

@@ -16,6 +16,7 @@ import (
 // comes while one is open is not refused, every open made after the
 // write sees the new bytes, and the lower is never touched.
 func TestPassthroughLower(t *testing.T) {
+	t.Parallel()
 	lower := t.TempDir()
 	old := bytes.Repeat([]byte("lower-bytes-"), 1<<16)
 	if err := os.WriteFile(filepath.Join(lower, "data"), old, 0o644); err != nil {
@@ -118,6 +119,7 @@ func TestPassthroughLower(t *testing.T) {
 // readers and writers share one backing file and see each other's bytes,
 // and a later open after they close sees them through the page cache.
 func TestPassthroughUpper(t *testing.T) {
+	t.Parallel()
 	tm := mountT(t, "", Options{Passthrough: true})
 	p := filepath.Join(tm.Dir, "born")
 	w, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
@@ -155,6 +157,7 @@ func TestPassthroughUpper(t *testing.T) {
 // a directory whose lower holds files: every open the suite makes, of
 // every kind and in every order, must get a mode the kernel accepts.
 func TestPosixPassthrough(t *testing.T) {
+	t.Parallel()
 	runPosixOpts(t, populatePosix, Options{Passthrough: true, PassthroughLower: true})
 }
 
@@ -165,6 +168,7 @@ func TestPosixPassthrough(t *testing.T) {
 // which would read bytes the write replaced, so cowfs answers ESTALE
 // rather than stale data. Opening the path again works and sees the write.
 func TestPassthroughLowerProcReopen(t *testing.T) {
+	t.Parallel()
 	lower := t.TempDir()
 	if err := os.WriteFile(filepath.Join(lower, "data"), bytes.Repeat([]byte("L"), 8192), 0o644); err != nil {
 		t.Fatal(err)

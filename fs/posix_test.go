@@ -65,11 +65,17 @@ func runPosixOpts(t *testing.T, populate func(t *testing.T, lower string), o Opt
 	}
 }
 
-func TestPosixEmptyLower(t *testing.T) { runPosix(t, nil) }
+func TestPosixEmptyLower(t *testing.T) {
+	t.Parallel()
+	runPosix(t, nil)
+}
 
 // TestPosixPopulatedLower runs posixtest in a directory of the mount whose
 // lower holds files, so lookups, readdir and whiteouts merge two layers.
-func TestPosixPopulatedLower(t *testing.T) { runPosix(t, populatePosix) }
+func TestPosixPopulatedLower(t *testing.T) {
+	t.Parallel()
+	runPosix(t, populatePosix)
+}
 
 func populatePosix(t *testing.T, lower string) {
 	for _, f := range []string{"a", "b/c", "b/d/e", "work/.keep", "work/test", "work/dir/file", "work/file", "work/link"} {

@@ -17,6 +17,7 @@ import (
 // the directory that had taken the old place, or failed with ENOENT.
 // Run against an empty lower and against a lower holding the directories.
 func TestRenameUnderWork(t *testing.T) {
+	t.Parallel()
 	for _, fromLower := range []bool{false, true} {
 		t.Run(fmt.Sprintf("lower=%v", fromLower), func(t *testing.T) {
 			const n = 600

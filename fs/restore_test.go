@@ -35,6 +35,7 @@ func mountState(t *testing.T, dir string, o Options) *Mount {
 // kind of change, then the snapshot verifies and a second restore shows it
 // as it was, bytes and metadata.
 func TestRestoreCannotChangeSnapshot(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
 	lower := filepath.Join(base, "lower")
@@ -159,6 +160,7 @@ func listxattrT(p string) (string, error) {
 // The root's extended attributes are the lower root's in a mount, and in
 // a restore what the snapshot recorded, as every other directory's are.
 func TestRootXattrs(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
 	lower := filepath.Join(base, "lower")

@@ -55,6 +55,7 @@ func TestSetIDHelper(t *testing.T) {
 // writes as root and takes FUSE_HANDLE_KILLPRIV_V2, so each of these is
 // its doing (killpriv.go).
 func TestWriteDropsSetID(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to act as another user")
 	}

@@ -18,6 +18,7 @@ import (
 // word that the file is stored: it would reference chunks that are gone,
 // and so would every snapshot after it.
 func TestSnapshotAfterHalfGC(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
 	lower := filepath.Join(base, "lower")
@@ -71,6 +72,7 @@ func TestSnapshotAfterHalfGC(t *testing.T) {
 // every gc has objects to remove, some of which the next snapshot takes
 // again (the lower's, through the scan cache).
 func TestSnapshotsUnderGC(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
 	lower := filepath.Join(base, "lower")

@@ -45,6 +45,7 @@ func (g *farGetter) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 // in between) lets go, fetches it and captures again, and its snapshot is
 // whole.
 func TestSnapshotFetchesWhatGoesMissing(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	lower := filepath.Join(base, "lower")
 	data := randBytes(2<<20 + 100)

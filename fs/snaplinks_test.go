@@ -15,6 +15,7 @@ import (
 // in the mount and for lower files with several names. A snapshot of
 // such a restore keeps them too, and the first snapshot stays as it was.
 func TestSnapshotHardLinks(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
 	lower := filepath.Join(base, "lower")

@@ -22,6 +22,7 @@ import (
 // through a name, the other name in a directory nothing touched), and
 // every kind of change through the mount.
 func TestSnapshotPreparedSameAsHeld(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	lower := filepath.Join(base, "lower")
 	for i := range 3 {

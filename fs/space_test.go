@@ -25,6 +25,9 @@ import (
 // The mount is served by a child process, so that a crash of it shows as
 // a failed test rather than a dead test binary.
 func TestFullDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: fills a small filesystem up to the reserve (runs without -short)")
+	}
 	const reserve = 16 << 20
 	base := t.TempDir()
 	// Unmounted after the child stops: its cleanup is registered later.

@@ -13,6 +13,7 @@ import (
 
 // TestPosixWriteback runs posixtest with the kernel's writeback cache.
 func TestPosixWriteback(t *testing.T) {
+	t.Parallel()
 	runPosixOpts(t, populatePosix, Options{WritebackCache: true})
 }
 
@@ -20,6 +21,7 @@ func TestPosixWriteback(t *testing.T) {
 // a snapshot is asked for. The snapshot must hold it anyway, with the size
 // and mtime the mount showed, and a restore must show exactly that.
 func TestWritebackSnapshot(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
 	lower := filepath.Join(base, "lower")
@@ -103,6 +105,7 @@ func TestWritebackSnapshot(t *testing.T) {
 // upper. The upper file is read directly, so the check does not depend on
 // how a snapshot races with the kernel's own write-back.
 func TestFlushWriters(t *testing.T) {
+	t.Parallel()
 	tm := mountT(t, "", Options{WritebackCache: true})
 	var files []*os.File
 	want := map[string][]byte{}
@@ -146,6 +149,7 @@ func TestFlushWriters(t *testing.T) {
 // snapshot must hold what was written through mappings still open when it
 // began: into a lower file (a copy-up by write-back) and into a new one.
 func TestSnapshotMappedWrites(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
 	lower := filepath.Join(base, "lower")

@@ -304,6 +304,9 @@ func verifyOK(t *testing.T, state string, names ...string) {
 // restores, where the database's last writes may still sit in the kernel
 // when a snapshot is asked for.
 func TestCheckpointResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: builds crawldb and resumes it from snapshots, twice (runs without -short)")
+	}
 	crawldb := buildCrawldb(t)
 	t.Run("default", func(t *testing.T) { checkpointResume(t, crawldb) })
 	t.Run("writeback", func(t *testing.T) { checkpointResume(t, crawldb, "--writeback-cache") })
@@ -670,6 +673,9 @@ func countObjects(state string) int {
 // while "cowfs snapshot" runs: afterwards the snapshot is either listed and
 // verifies, or not listed at all.
 func TestCheckpointCrashDuringSnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: kills a mount mid-snapshot of 200 MiB (runs without -short)")
+	}
 	e := newEnv(t)
 	const files, size = 8, 25 << 20 // 200 MiB of new data in the upper
 	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)

@@ -168,6 +168,9 @@ func readChecked(t *testing.T, path string) ([]byte, error) {
 // local snapshot from the files it was taken of, and a restarted master
 // serves every file whole again.
 func TestFaultInjection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: damages objects under a master, a worker and readers (runs without -short)")
+	}
 	base := t.TempDir()
 	src := filepath.Join(base, "src")
 	want := faultTree(t, src)
