@@ -79,6 +79,22 @@ func (tm *testMount) unmount(t testing.TB) {
 	}
 }
 
+// mountState mounts with a state directory (snapshots need one) and
+// unmounts on cleanup.
+func mountState(t *testing.T, dir string, o Options) *Mount {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(dir, o)
+	if err != nil {
+		t.Fatalf("mount %s: %v", dir, err)
+	}
+	tm := &testMount{Dir: dir, m: m}
+	t.Cleanup(func() { tm.unmount(t) })
+	return m
+}
+
 // remount unmounts and mounts the same upper again.
 func (tm *testMount) remount(t testing.TB) {
 	t.Helper()
@@ -480,4 +496,17 @@ func readAtT(t testing.TB, p string, off int64, n int) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// appendT appends "more\n" to the file at p.
+func appendT(t *testing.T, p string) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("more\n"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -15,22 +15,6 @@ import (
 	"github.com/cowfs/cowfs/cow/refs"
 )
 
-// mountState mounts with a state directory (snapshots need one) and
-// unmounts on cleanup.
-func mountState(t *testing.T, dir string, o Options) *Mount {
-	t.Helper()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	m, err := New(dir, o)
-	if err != nil {
-		t.Fatalf("mount %s: %v", dir, err)
-	}
-	tm := &testMount{Dir: dir, m: m}
-	t.Cleanup(func() { tm.unmount(t) })
-	return m
-}
-
 // Nothing a process does through a restore changes the snapshot: every
 // kind of change, then the snapshot verifies and a second restore shows it
 // as it was, bytes and metadata.

@@ -101,16 +101,3 @@ func TestSnapshotHardLinks(t *testing.T) {
 	linked(t, mountState(t, filepath.Join(base, "r2"), Options{Snapshot: "s2", State: state}).Dir, changed)
 	linked(t, mountState(t, filepath.Join(base, "r3"), Options{Snapshot: "s1", State: state}).Dir, old)
 }
-
-// appendT appends "more\n" to the file at p.
-func appendT(t *testing.T, p string) {
-	t.Helper()
-	f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteString("more\n"); err != nil {
-		t.Fatal(err)
-	}
-}
