@@ -159,6 +159,11 @@ func runFileModel(t *testing.T, seed int64, mk func(*rand.Rand) []byte, mount fu
 		}
 	})
 	ops := *modelOps
+	if testing.Short() {
+		// The fast loop runs a fifth of the sequence; the full suite
+		// (scripts/test) runs it all.
+		ops /= 5
+	}
 	for i := 0; i < ops; i++ {
 		m.step()
 		if i%50 == 49 {
