@@ -180,7 +180,16 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 		return r.Val.([]byte), nil
 	case <-ctx.Done():
 		c.errs.Add(1)
-		return nil, fmt.Errorf("wait for the fetch of %s from %s: %w (%w)", d.Short(), c.f.Addr(), ErrUnavailable, ctx.Err())
+		err := fmt.Errorf("wait for the fetch of %s from %s: %w (%w)", d.Short(), c.f.Addr(), ErrUnavailable, ctx.Err())
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// A whole --io-timeout went by with the fetch still under
+			// way (begun by read-ahead, with a later deadline): the
+			// kernel asks for the page again at once, and that ask
+			// must not wait the fetch out a second time. A fetch that
+			// lands meanwhile is found in the store first.
+			c.failed.Store(d, failure{at: time.Now(), err: err})
+		}
+		return nil, err
 	}
 }
 
