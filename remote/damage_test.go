@@ -15,6 +15,7 @@ import (
 
 	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/object/objecttest"
 	"github.com/cowfs/cowfs/remote"
 )
 
@@ -119,29 +120,9 @@ func damageKind(t *testing.T, dir string, k object.Kind, n int) []object.Digest 
 		t.Fatalf("no object of kind %c to damage", k)
 	}
 	for _, d := range ds {
-		damageObject(t, dir, d)
+		objecttest.DamageFile(t, dir, d)
 	}
 	return ds
-}
-
-// damageObject flips a byte in the middle of object d of the store in dir.
-func damageObject(t *testing.T, dir string, d object.Digest) {
-	t.Helper()
-	h := strings.TrimPrefix(d.String(), "sha256-")
-	p := filepath.Join(dir, h[:2], h[2:])
-	b, err := os.ReadFile(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/2] ^= 0x10
-	// Objects are read-only: put the damaged bytes in place as a new
-	// file.
-	if err := os.Remove(p); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, b, 0o444); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // A chunk damaged in the master's store is caught by the first worker
@@ -298,7 +279,7 @@ func TestMasterDamageScanFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := object.Sum(blob)
-	damageObject(t, ms.cfg.Objects, d)
+	objecttest.DamageFile(t, ms.cfg.Objects, d)
 
 	// A writer that never stops while the repair scans: every read of
 	// the log sees its size change.
