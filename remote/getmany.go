@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -57,61 +59,109 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 // GetMany fetches objects in one call and hands each, unverified, to got
 // as it completes. A broken call is retried for the objects not yet had.
 // Objects the master lacks are reported as ErrNotFound errors to got.
+//
+// A stream that moves is not a hang: an attempt ends when no piece has
+// arrived for CallTimeout, not CallTimeout after it began, and the call
+// gives up after Timeout without a whole object. A batch of megabytes
+// over a slow link takes as long as it takes; a silent master is still
+// given up on within the usual bounds (or ctx's deadline, a reader's
+// --io-timeout).
 func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
 	done := make([]bool, len(ds))
-	return c.retry(ctx, fmt.Sprintf("get %d objects", len(ds)), func(ctx context.Context) error {
-		var idx []int
-		req := &pb.GetManyRequest{}
-		for i := range ds {
-			if !done[i] {
-				idx = append(idx, i)
-				req.Digests = append(req.Digests, ds[i][:])
-			}
-		}
-		if len(idx) == 0 {
-			return nil
-		}
-		st, err := c.ex.GetMany(ctx, req)
-		if err != nil {
+	what := fmt.Sprintf("get %d objects", len(ds))
+	for {
+		progressed := false
+		// An attempt runs under the caller's ctx and its own watchdog,
+		// not retryFor's bounds, which would cut a stream that moves
+		// (and leave what the link still holds of it in the way of
+		// the next attempt); those bounds decide only whether to try
+		// again.
+		err := c.retryFor(ctx, what, c.cfg.Timeout, c.cfg.Timeout, func(context.Context) error {
+			return c.getManyAttempt(ctx, ds, done, func(i int, b []byte, err error) {
+				progressed = true
+				got(i, b, err)
+			})
+		})
+		if err == nil || !progressed || ctx.Err() != nil {
 			return err
 		}
-		cur, want := -1, int64(0)
-		var buf []byte
-		for {
-			r, err := st.Recv()
-			if err == io.EOF {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			k := int(r.GetIndex())
-			if k < 0 || k >= len(idx) || (cur >= 0 && k != cur && int64(len(buf)) != want) {
-				return status.Errorf(codes.Internal, "GetMany: piece out of order")
-			}
-			i := idx[k]
-			if r.GetMissing() {
-				done[i] = true
-				got(i, nil, fmt.Errorf("%s: %w", ds[i].Short(), object.ErrNotFound))
-				continue
-			}
-			if k != cur {
-				if r.GetSize() > maxObject {
-					return status.Errorf(codes.Internal, "object of %d bytes", r.GetSize())
-				}
-				cur, want, buf = k, r.GetSize(), make([]byte, 0, r.GetSize())
-			}
-			buf = append(buf, r.GetData()...)
-			if int64(len(buf)) > want {
-				return status.Errorf(codes.Internal, "object longer than its size")
-			}
-			if int64(len(buf)) == want {
-				done[i] = true
-				got(i, buf, nil)
-				cur = -1
-			}
+		// Slow but moving: the call goes on for what is left, and
+		// what retryFor counted as a failure was not one.
+		c.failures.Add(-1)
+	}
+}
+
+// getManyAttempt is one GetMany call for the objects not yet done.
+func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []bool, got func(i int, b []byte, err error)) error {
+	var idx []int
+	req := &pb.GetManyRequest{}
+	for i := range ds {
+		if !done[i] {
+			idx = append(idx, i)
+			req.Digests = append(req.Digests, ds[i][:])
 		}
-	})
+	}
+	if len(idx) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var idle atomic.Bool
+	watchdog := time.AfterFunc(c.cfg.CallTimeout, func() { idle.Store(true); cancel() })
+	defer watchdog.Stop()
+	st, err := c.ex.GetMany(ctx, req)
+	if err != nil {
+		return idleErr(&idle, err)
+	}
+	cur, want := -1, int64(0)
+	var buf []byte
+	for {
+		r, err := st.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return idleErr(&idle, err)
+		}
+		if !watchdog.Stop() {
+			return idleErr(&idle, context.Canceled)
+		}
+		watchdog.Reset(c.cfg.CallTimeout)
+		k := int(r.GetIndex())
+		if k < 0 || k >= len(idx) || (cur >= 0 && k != cur && int64(len(buf)) != want) {
+			return status.Errorf(codes.Internal, "GetMany: piece out of order")
+		}
+		i := idx[k]
+		if r.GetMissing() {
+			done[i] = true
+			got(i, nil, fmt.Errorf("%s: %w", ds[i].Short(), object.ErrNotFound))
+			continue
+		}
+		if k != cur {
+			if r.GetSize() > maxObject {
+				return status.Errorf(codes.Internal, "object of %d bytes", r.GetSize())
+			}
+			cur, want, buf = k, r.GetSize(), make([]byte, 0, r.GetSize())
+		}
+		buf = append(buf, r.GetData()...)
+		if int64(len(buf)) > want {
+			return status.Errorf(codes.Internal, "object longer than its size")
+		}
+		if int64(len(buf)) == want {
+			done[i] = true
+			got(i, buf, nil)
+			cur = -1
+		}
+	}
+}
+
+// idleErr turns the error of a stream its watchdog cancelled into the
+// DeadlineExceeded a bounded call would have had, so that it is retried.
+func idleErr(idle *atomic.Bool, err error) error {
+	if idle.Load() {
+		return status.Error(codes.DeadlineExceeded, "no data from the master for the call timeout")
+	}
+	return err
 }
 
 // fetchMany brings the objects of ds that the store lacks into it, in one

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote"
 )
 
@@ -41,12 +42,14 @@ func TestPrefetch(t *testing.T) {
 	want := map[string][]byte{}
 	for i := range 20 {
 		p := fmt.Sprintf("d%d/f%d", i%4, i)
-		want[p] = randBytes(i * 150 << 10)
+		n := i * 30 << 10
+		if i%7 == 6 {
+			n = 2*object.ChunkSize + i // a file of several chunks
+		}
+		want[p] = randBytes(n)
 		writeFile(t, filepath.Join(exp, p), want[p], 0o644)
 	}
 	ms := startMaster(t, exp, remote.ServerConfig{})
-	// The default I/O timeout: under -race, on a loaded machine, a batch
-	// of 11 objects took longer than 2 s once.
 	rm := newWorker(t).view(ms.addr, viewOpts{})
 	rm.cache.PrefetchVersion(rm.root.Object)
 	deadline := time.Now().Add(60 * time.Second)
