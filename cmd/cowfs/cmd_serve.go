@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/metrics"
 	"github.com/cowfs/cowfs/remote"
 )
 
@@ -24,6 +25,7 @@ type serveFlags struct {
 	tlsCert, tlsKey string
 	keepVersions    int
 	serveSnapshots  bool
+	metricsAddr     string
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -78,6 +80,7 @@ gRPC health service answers without a token. SIGTERM or SIGINT stop serving.`,
 	fl.StringVar(&f.tlsKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fl.IntVar(&f.keepVersions, "keep-versions", 32, "how many of the newest versions to keep for running mounts")
 	fl.BoolVar(&f.serveSnapshots, "serve-snapshots", false, "let workers restore the master's own snapshots too, including those of trees outside DIR")
+	registerMetricsAddr(fl, &f.metricsAddr)
 	cmd.MarkFlagRequired("root")
 	return cmd
 }
@@ -94,6 +97,11 @@ func runServe(g *globals, f *serveFlags) error {
 	}
 	if f.keepVersions < 1 {
 		return errors.New("--keep-versions must be at least 1")
+	}
+	if f.metricsAddr != "" {
+		if err := metrics.CheckAddr(f.metricsAddr); err != nil {
+			return err
+		}
 	}
 	cfg := remote.ServerConfig{
 		Root: root, Objects: fs.ObjectsDir(g.state), Refs: fs.RefsDir(g.state),
@@ -121,8 +129,22 @@ func runServe(g *globals, f *serveFlags) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	slog.SetDefault(log)
 	cfg.Logger = log
+	reg := metrics.NewRegistry()
+	mx, err := metrics.NewMaster(reg)
+	if err != nil {
+		return err
+	}
+	cfg.ServerOptions, cfg.ScanDone = mx.ServerOptions(), mx.ObserveScan
 	srv, err := remote.NewServer(cfg)
 	if err != nil {
+		return err
+	}
+	err = mx.CountMaster(func() metrics.MasterCounts {
+		token, tls := srv.Refused()
+		return metrics.MasterCounts{SentBytes: srv.BytesSent(), TokenRefused: token, TLSFailed: tls}
+	})
+	if err != nil {
+		srv.Stop()
 		return err
 	}
 	l, err := net.Listen("tcp", f.listen)
@@ -130,6 +152,15 @@ func runServe(g *globals, f *serveFlags) error {
 		srv.Stop()
 		return fmt.Errorf("listen: %w", err)
 	}
+	var ms *metrics.Server
+	if f.metricsAddr != "" {
+		if ms, err = metrics.Listen(f.metricsAddr, reg, log); err != nil {
+			l.Close()
+			srv.Stop()
+			return err
+		}
+	}
+	defer ms.Close()
 	log.Info("serving", "root", root, "addr", l.Addr().String(), "tls", cfg.TLS != nil, "token", cfg.Token != "",
 		"serve_snapshots", cfg.ServeSnapshots)
 	if a, ok := l.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() && cfg.Token == "" {
