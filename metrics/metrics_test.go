@@ -168,3 +168,23 @@ func TestListenClose(t *testing.T) {
 		t.Errorf("after Unregister: %v", err)
 	}
 }
+
+// BenchmarkFUSEWrap is what the wrapper adds to a request: the bare
+// default filesystem, then the same wrapped.
+func BenchmarkFUSEWrap(b *testing.B) {
+	f, err := NewFUSE(prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		raw  fuse.RawFileSystem
+	}{{"bare", fuse.NewDefaultRawFileSystem()}, {"measured", f.Wrap(fuse.NewDefaultRawFileSystem())}} {
+		b.Run(c.name, func(b *testing.B) {
+			in, out := &fuse.GetAttrIn{}, &fuse.AttrOut{}
+			for b.Loop() {
+				c.raw.GetAttr(nil, in, out)
+			}
+		})
+	}
+}
