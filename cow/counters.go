@@ -6,7 +6,7 @@ type Counters struct {
 	// metadata, with no data.
 	CopyUps uint64
 	// ChunksCopiedUp counts chunks of files brought into the upper by a
-	// write, a truncate or a copy-up of the whole file.
+	// write or a fallocate.
 	ChunksCopiedUp uint64
 }
 

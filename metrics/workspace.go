@@ -92,7 +92,7 @@ func (w *Workspace) ObserveSnapshot(took, held time.Duration, err error) {
 type MountCounts struct {
 	// CopyUps counts files, directories and links copied up (their
 	// metadata); ChunksCopiedUp the 1 MiB chunks of files brought into
-	// the upper by a write.
+	// the upper by a write or a fallocate.
 	CopyUps, ChunksCopiedUp uint64
 }
 
@@ -102,7 +102,7 @@ func (w *Workspace) CountMount(read func() MountCounts) error {
 	return w.register(&fields[MountCounts]{read: read, list: []field[MountCounts]{
 		{"cowfs_copyups_total", "Files, directories and links copied up into the upper (their metadata).", nil,
 			prometheus.CounterValue, func(c MountCounts) float64 { return float64(c.CopyUps) }},
-		{"cowfs_copyup_chunks_total", "Chunks of files (1 MiB) brought into the upper by a write.", nil,
+		{"cowfs_copyup_chunks_total", "Chunks of files (1 MiB) brought into the upper by a write or a fallocate.", nil,
 			prometheus.CounterValue, func(c MountCounts) float64 { return float64(c.ChunksCopiedUp) }},
 	}})
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/cowfs/cowfs/fs"
@@ -129,38 +130,29 @@ func runServe(g *globals, f *serveFlags) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	slog.SetDefault(log)
 	cfg.Logger = log
+	var mx *metrics.Master
 	reg := metrics.NewRegistry()
-	mx, err := metrics.NewMaster(reg)
-	if err != nil {
-		return err
+	if f.metricsAddr != "" {
+		if mx, err = metrics.NewMaster(reg); err != nil {
+			return err
+		}
+		cfg.ServerOptions, cfg.ScanDone = mx.ServerOptions(), mx.ObserveScan
 	}
-	cfg.ServerOptions, cfg.ScanDone = mx.ServerOptions(), mx.ObserveScan
 	srv, err := remote.NewServer(cfg)
 	if err != nil {
 		return err
 	}
-	err = mx.CountMaster(func() metrics.MasterCounts {
-		token, tls := srv.Refused()
-		return metrics.MasterCounts{SentBytes: srv.BytesSent(), TokenRefused: token, TLSFailed: tls}
-	})
+	ms, err := serveMasterMetrics(f.metricsAddr, reg, mx, srv, log)
 	if err != nil {
 		srv.Stop()
 		return err
 	}
+	defer ms.Close()
 	l, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		srv.Stop()
 		return fmt.Errorf("listen: %w", err)
 	}
-	var ms *metrics.Server
-	if f.metricsAddr != "" {
-		if ms, err = metrics.Listen(f.metricsAddr, reg, log); err != nil {
-			l.Close()
-			srv.Stop()
-			return err
-		}
-	}
-	defer ms.Close()
 	log.Info("serving", "root", root, "addr", l.Addr().String(), "tls", cfg.TLS != nil, "token", cfg.Token != "",
 		"serve_snapshots", cfg.ServeSnapshots)
 	if a, ok := l.Addr().(*net.TCPAddr); ok && !a.IP.IsLoopback() && cfg.Token == "" {
@@ -179,4 +171,20 @@ func runServe(g *globals, f *serveFlags) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// serveMasterMetrics serves reg on addr, with srv's counters read into mx
+// at each scrape; nothing without an address.
+func serveMasterMetrics(addr string, reg *prometheus.Registry, mx *metrics.Master, srv *remote.Server, log *slog.Logger) (*metrics.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	err := mx.CountMaster(func() metrics.MasterCounts {
+		token, tls := srv.Refused()
+		return metrics.MasterCounts{SentBytes: srv.BytesSent(), TokenRefused: token, TLSFailed: tls}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return metrics.Listen(addr, reg, log)
 }
