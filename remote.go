@@ -16,6 +16,7 @@ import (
 	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/fs/control"
+	"github.com/cowfs/cowfs/metrics"
 	"github.com/cowfs/cowfs/remote"
 )
 
@@ -46,7 +47,7 @@ type remoteLower struct {
 //
 // With a snapshot in s.Lower it restores that snapshot of the master
 // instead: its version comes from the master's ref, beneath a fresh upper.
-func openRemote(ctx context.Context, s Spec, o *fs.Options) (cleanup func(), err error) {
+func openRemote(ctx context.Context, s Spec, o *fs.Options, mx *metrics.Workspace) (cleanup func(), err error) {
 	rl := &remoteLower{s: s, r: s.Lower.Remote, log: s.Options.Logger}
 	if err := rl.dial(); err != nil {
 		return nil, err
@@ -57,6 +58,11 @@ func openRemote(ctx context.Context, s Spec, o *fs.Options) (cleanup func(), err
 			closeAll()
 		}
 	}()
+	if mx != nil {
+		if err := rl.count(mx); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
 	var v object.Digest
 	if snap := s.Lower.Snapshot; snap != "" {
 		if v, err = rl.client.GetRef(ctx, snap); err != nil {

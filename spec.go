@@ -19,11 +19,14 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/metrics"
 	"github.com/cowfs/cowfs/remote"
 )
 
@@ -128,6 +131,13 @@ type Options struct {
 	Debug bool `json:"debug,omitempty"`
 	// Logger receives the workspace's logs; nil: slog.Default().
 	Logger *slog.Logger `json:"-"`
+	// MetricsAddr, when set, serves the workspace's metrics for
+	// Prometheus on http://MetricsAddr/metrics while it is mounted.
+	MetricsAddr string `json:"metrics_addr,omitempty"`
+	// Metrics, when set, is the registry the workspace's metrics go to
+	// (package metrics), each series labelled with the mountpoint; nil:
+	// one of its own, with the process's, if MetricsAddr is set.
+	Metrics *prometheus.Registry `json:"-"`
 }
 
 // withDefaults returns s with every zero value that has a default filled
@@ -230,6 +240,9 @@ func (s Spec) validateOptions() error {
 		return fmt.Errorf("reserve %d: want 0 or at least 16M (badger's memtables are 8M each)", o.Reserve)
 	case o.Procs < 0:
 		return fmt.Errorf("procs %d: want at least 1", o.Procs)
+	}
+	if o.MetricsAddr != "" {
+		return metrics.CheckAddr(o.MetricsAddr)
 	}
 	return nil
 }

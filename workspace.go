@@ -23,6 +23,11 @@ type Workspace struct {
 	// closeRemote closes the remote lower's cache and client; a no-op
 	// for a local lower.
 	closeRemote func()
+	// handler answers snapshots: the mount, timed when there are metrics.
+	handler control.Handler
+	// closeMetrics stops serving Options.MetricsAddr and takes the
+	// workspace's metrics out of their registry; a no-op without them.
+	closeMetrics func()
 	// unmounted is set once Wait saw the mount go from outside.
 	unmounted atomic.Bool
 	once      sync.Once
@@ -43,7 +48,7 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 		return nil, err
 	}
 	o := s.fsOptions()
-	w := &Workspace{spec: s, closeRemote: func() {}}
+	w := &Workspace{spec: s, closeRemote: func() {}, closeMetrics: func() {}}
 	if s.Lower.Snapshot != "" && s.Upper == "" {
 		// A restore always starts from a fresh upper: that is what
 		// makes resuming from a checkpoint repeatable.
@@ -52,8 +57,17 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 			return nil, fmt.Errorf("clear previous restore at %s: %w", filepath.Dir(u), err)
 		}
 	}
+	mx, err := w.startMetrics(s, &o)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			w.closeMetrics()
+		}
+	}()
 	if s.Lower.Remote != nil {
-		if w.closeRemote, err = openRemote(ctx, s, &o); err != nil {
+		if w.closeRemote, err = openRemote(ctx, s, &o, mx); err != nil {
 			return nil, err
 		}
 	}
@@ -69,9 +83,17 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	if w.m, err = fs.New(s.Mountpoint, o); err != nil {
 		return nil, err
 	}
+	w.handler = w.m
+	if mx != nil {
+		w.handler = timedSnapshots{Mount: w.m, mx: mx}
+		err = countMount(mx, w.m)
+	}
 	// Last: the CLI reaches the workspace through its socket only once
 	// it serves requests.
-	if w.control, err = control.Listen(statedir.ControlSocket(s.State, s.Mountpoint), w.m, s.Options.Logger); err != nil {
+	if err == nil {
+		w.control, err = control.Listen(statedir.ControlSocket(s.State, s.Mountpoint), w.handler, s.Options.Logger)
+	}
+	if err != nil {
 		if uerr := w.m.Unmount(); uerr != nil {
 			err = fmt.Errorf("%w; and unmount: %v", err, uerr)
 		}
@@ -111,7 +133,7 @@ func (w *Workspace) Spec() Spec { return w.spec }
 // Snapshot records the workspace's merged view, as it is at one instant,
 // as the snapshot name in the state directory.
 func (w *Workspace) Snapshot(ctx context.Context, name string) (*control.SnapshotResult, error) {
-	return w.m.Snapshot(ctx, name)
+	return w.handler.Snapshot(ctx, name)
 }
 
 // Push sends snapshot name, with every object the master lacks, to the
@@ -143,6 +165,7 @@ func (w *Workspace) Close() error {
 			w.err = w.m.Unmount()
 		}
 		w.closeRemote()
+		w.closeMetrics()
 		if w.err != nil {
 			w.err = fmt.Errorf("close workspace %s: %w", w.spec.Mountpoint, w.err)
 		}

@@ -137,6 +137,7 @@ func (f *FS) copyUpOne(p Path) error {
 		return err
 	}
 	ok = true
+	f.copyUps.Add(1)
 	if perr == nil {
 		f.up.restoreTimes(parentRel, &pst)
 	}

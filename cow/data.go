@@ -407,6 +407,7 @@ func (f *FS) markPresent(d *fileData, chunks []int64) error {
 	if err := f.storeMeta(d, &next); err != nil {
 		return fmt.Errorf("record chunks of %q: %w", next.Origin, err)
 	}
+	f.chunksUp.Add(uint64(len(chunks)))
 	return nil
 }
 

@@ -69,6 +69,8 @@ type FS struct {
 	// lowerGone is set once a merged directory's lower was found
 	// removed, so that the warning is logged once.
 	lowerGone atomic.Bool
+	// counts: see Counters.
+	copyUps, chunksUp atomic.Uint64
 }
 
 // Cred is the caller a new inode belongs to.

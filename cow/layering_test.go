@@ -53,6 +53,26 @@ var layerRules = []struct {
 		never: []string{"github.com/hanwen/go-fuse/...", "github.com/cowfs/cowfs/fs/..."},
 		why:   "the master serves objects and never mounts",
 	},
+	{
+		pkgs:  "github.com/cowfs/cowfs/cow/...",
+		never: []string{"github.com/prometheus/...", "github.com/cowfs/cowfs/metrics/..."},
+		why:   "the engine keeps plain counters; package metrics reads them at scrape time",
+	},
+	{
+		pkgs:  "github.com/cowfs/cowfs/fs/...",
+		never: []string{"github.com/prometheus/...", "github.com/cowfs/cowfs/metrics/..."},
+		why:   "the kernel adapter offers a hook (fs.Options.Instrument) and counters; package metrics does the rest",
+	},
+	{
+		pkgs:  "github.com/cowfs/cowfs/remote/...",
+		never: []string{"github.com/prometheus/...", "github.com/cowfs/cowfs/metrics/..."},
+		why:   "the wire offers hooks and counters; package metrics does the rest",
+	},
+	{
+		pkgs:  "github.com/cowfs/cowfs/metrics/...",
+		never: []string{"github.com/cowfs/cowfs/cow/...", "github.com/cowfs/cowfs/fs/...", "github.com/cowfs/cowfs/remote/..."},
+		why:   "metrics is handed what it reads, so that every layer may be measured without importing another",
+	},
 }
 
 // layerTestExceptions are rules a package's tests (not the package) break

@@ -115,6 +115,9 @@ type Options struct {
 	Debug bool
 	// Logger receives errors and warnings; nil means slog.Default().
 	Logger *slog.Logger
+	// Instrument, when set, wraps the raw filesystem go-fuse serves,
+	// outside every lock of cowfs's: it sees each request (metrics).
+	Instrument func(fuse.RawFileSystem) fuse.RawFileSystem
 }
 
 // Mount is a live cowfs mount.
@@ -242,7 +245,7 @@ func New(dir string, o Options) (_ *Mount, err error) {
 	m.fs = cfs
 	m.ms = &mount{fs: cfs, log: m.log, passthrough: o.Passthrough, passthroughLower: o.PassthroughLower, writeback: o.WritebackCache, ioTimeout: o.IOTimeout}
 	root := &node{c: cfs.Root(), m: m.ms}
-	if m.server, err = serve(dir, root, fuseOptions(cfs, o), &m.ms.tree); err != nil {
+	if m.server, err = serve(dir, root, fuseOptions(cfs, o), &m.ms.tree, o.Instrument); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	undo.push(func() { unmountServer(m.server, dir) })
@@ -419,11 +422,15 @@ func fuseOptions(cfs *cow.FS, o Options) *gofs.Options {
 // kernel mount is made, which nothing real does on demand.
 var waitMount = (*fuse.Server).WaitMount
 
-// serve is gofs.Mount with the raw filesystem wrapped in treeLocked. If
-// the mount is made but does not come up, serve takes it down again:
-// otherwise it would stay, served by nothing once New closes the layers.
-func serve(dir string, root gofs.InodeEmbedder, opts *gofs.Options, tree *sync.RWMutex) (*fuse.Server, error) {
-	raw := &treeLocked{RawFileSystem: gofs.NewNodeFS(root, opts), mu: tree}
+// serve is gofs.Mount with the raw filesystem wrapped in treeLocked, and
+// that in wrap if set (Options.Instrument). If the mount is made but does
+// not come up, serve takes it down again: otherwise it would stay, served
+// by nothing once New closes the layers.
+func serve(dir string, root gofs.InodeEmbedder, opts *gofs.Options, tree *sync.RWMutex, wrap func(fuse.RawFileSystem) fuse.RawFileSystem) (*fuse.Server, error) {
+	var raw fuse.RawFileSystem = &treeLocked{RawFileSystem: gofs.NewNodeFS(root, opts), mu: tree}
+	if wrap != nil {
+		raw = wrap(raw)
+	}
 	server, err := fuse.NewServer(raw, dir, &opts.MountOptions)
 	if err != nil {
 		return nil, err
@@ -573,6 +580,9 @@ func (m *Mount) Unmount() error {
 	}
 	return err
 }
+
+// Counters are the engine's counters (copy-ups), for metrics.
+func (m *Mount) Counters() cow.Counters { return m.fs.Counters() }
 
 // Wait blocks until the mount is unmounted (by Unmount, or by umount(8)).
 func (m *Mount) Wait() { m.server.Wait() }

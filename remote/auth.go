@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -35,8 +36,9 @@ func (b bearer) RequireTransportSecurity() bool { return b.secure }
 // refusal with the peer's address (never the token). The health service
 // stays open: a load balancer probes it without credentials.
 type tokenCheck struct {
-	want [32]byte
-	log  *peerLog
+	want    [32]byte
+	log     *peerLog
+	refused *atomic.Int64
 }
 
 func (t tokenCheck) ok(ctx context.Context, method string) error {
@@ -60,6 +62,7 @@ func (t tokenCheck) ok(ctx context.Context, method string) error {
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 			addr = p.Addr.String()
 		}
+		t.refused.Add(1)
 		t.log.warn(addr, "refused a call: "+which+" token", "method", method)
 		return status.Error(codes.Unauthenticated, "missing or wrong token")
 	}

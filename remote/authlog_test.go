@@ -74,6 +74,10 @@ func TestRefusalLogged(t *testing.T) {
 	if strings.Contains(lines[0], wrong) || strings.Contains(lines[0], "s3cret") {
 		t.Errorf("the log holds a token: %s", lines[0])
 	}
+	// Each is counted, though one line was logged (metrics).
+	if token, tls := ms.srv.Refused(); token != 5 || tls != 0 {
+		t.Errorf("Refused() = %d, %d; want 5 calls refused for their token, no TLS failure", token, tls)
+	}
 }
 
 // A failed TLS handshake leaves a line in the master's log with the peer's
@@ -98,5 +102,8 @@ func TestHandshakeFailureLogged(t *testing.T) {
 	t.Log(lines)
 	if len(lines) == 0 || !strings.Contains(lines[0], "127.0.0.1:") {
 		t.Errorf("no line with the peer's address for a failed handshake: %q", lines)
+	}
+	if token, tls := ms.srv.Refused(); token != 0 || tls == 0 {
+		t.Errorf("Refused() = %d, %d; want no token refused and the failed handshakes counted", token, tls)
 	}
 }

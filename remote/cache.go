@@ -94,6 +94,10 @@ type Cache struct {
 	// evictMu makes eviction passes one at a time: two passes would
 	// each count the store's total and together remove too much.
 	evictMu sync.Mutex
+
+	// onFetch, when set, is told of every call that fetched from the
+	// master (ObserveFetches).
+	onFetch func(batch bool, took time.Duration, err error)
 }
 
 // NewCache returns a cache over store that fetches from f.
@@ -131,6 +135,11 @@ func (c *Cache) Stats() CacheStats {
 		Corrupt: c.corrupt.Load(), Errors: c.errs.Load(), Evicted: c.evicted.Load(),
 	}
 }
+
+// ObserveFetches has f told of every call that fetches from the master:
+// one object, or a batch (read-ahead, prefetch), how long it took with its
+// retries, and how it ended (metrics). Call it before the cache is used.
+func (c *Cache) ObserveFetches(f func(batch bool, took time.Duration, err error)) { c.onFetch = f }
 
 // Get returns object d, verified: from the store, or fetched. Without a
 // deadline in ctx, the fetcher's Timeout (the mount's --io-timeout) is
@@ -208,7 +217,7 @@ type failure struct {
 
 // fetch gets d from the master, unless another process stored it while
 // this one waited for the lock.
-func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
+func (c *Cache) fetch(ctx context.Context, d object.Digest) (_ []byte, err error) {
 	unlock, err := c.lock(ctx, d)
 	if err != nil {
 		return nil, err
@@ -224,6 +233,10 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) ([]byte, error) {
 		return b, nil
 	}
 	c.noteDamage(d, err)
+	if c.onFetch != nil {
+		start := time.Now()
+		defer func() { c.onFetch(false, time.Since(start), err) }()
+	}
 	// Every try shares ctx's deadline: a damaged transfer is tried
 	// again only while there is time.
 	for try := range 3 {

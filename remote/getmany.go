@@ -201,6 +201,7 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 	var first error
 	if len(want) > 0 {
 		c.misses.Add(int64(len(want)))
+		start := time.Now()
 		err := c.f.GetMany(ctx, want, func(i int, b []byte, err error) {
 			d := want[i]
 			if err == nil && object.Sum(b) != d {
@@ -223,6 +224,9 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 				first = err
 			}
 		})
+		if c.onFetch != nil {
+			c.onFetch(true, time.Since(start), err)
+		}
 		if err != nil && first == nil {
 			first = err
 		}

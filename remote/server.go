@@ -54,6 +54,14 @@ type ServerConfig struct {
 	// ServeSnapshots lets workers restore the master's own snapshots as
 	// well as pushed ones. Those may be of any tree, not only Root.
 	ServeSnapshots bool
+
+	// ServerOptions are added to the gRPC server's before its own
+	// interceptors: an interceptor among them sees every call, refused
+	// ones included (metrics).
+	ServerOptions []grpc.ServerOption
+	// ScanDone, when set, is told how long each scan of the export took
+	// and how it ended (metrics).
+	ScanDone func(took time.Duration, err error)
 }
 
 type counter = atomic.Int64
@@ -82,6 +90,10 @@ type Server struct {
 
 	gets  sync.Map // object.Digest -> *counter, whole-object gets
 	bytes atomic.Int64
+	// refused counts calls refused for their token, and connections
+	// whose TLS handshake failed.
+	refused  refusals
+	scanDone func(took time.Duration, err error)
 
 	// Damaged objects being restored from the export, or lost (see
 	// damage.go): object.Digest -> *repair.
@@ -112,7 +124,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// Not fatal: the export and what was pushed since are served all the
 	// same, and the next start tries again.
 	moved, adoptErr := rd.AdoptPushed()
-	s := &Server{lo: lo, store: store, refs: rd, keep: cfg.KeepVersions, serveSnapshots: cfg.ServeSnapshots, log: cfg.Logger}
+	s := &Server{lo: lo, store: store, refs: rd, keep: cfg.KeepVersions, serveSnapshots: cfg.ServeSnapshots, log: cfg.Logger, scanDone: cfg.ScanDone}
 	s.scanCtx, s.stopScan = context.WithCancel(context.Background())
 	if s.keep <= 0 {
 		s.keep = 32
@@ -127,13 +139,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.log.Error("snapshots pushed before pushed snapshots had a namespace of their own are not served", "err", adoptErr)
 	}
 	// Pushed objects arrive whole: up to the largest object a client accepts.
-	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxObject + 1<<10)}
+	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxObject + 1<<10)}, cfg.ServerOptions...)
 	peers := newPeerLog(s.log)
 	if cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(handshakeLog{TransportCredentials: credentials.NewTLS(cfg.TLS), log: peers}))
+		opts = append(opts, grpc.Creds(handshakeLog{TransportCredentials: credentials.NewTLS(cfg.TLS), log: peers, failed: &s.refused.tls}))
 	}
 	if cfg.Token != "" {
-		tc := tokenCheck{want: sha256.Sum256([]byte(cfg.Token)), log: peers}
+		tc := tokenCheck{want: sha256.Sum256([]byte(cfg.Token)), log: peers, refused: &s.refused.token}
 		opts = append(opts, grpc.ChainUnaryInterceptor(tc.unary), grpc.ChainStreamInterceptor(tc.stream))
 	}
 	s.grpc = grpc.NewServer(opts...)
@@ -176,6 +188,14 @@ func (s *Server) Gets(d object.Digest) int64 {
 // BytesSent returns the object bytes sent so far.
 func (s *Server) BytesSent() int64 { return s.bytes.Load() }
 
+// refusals count what the master refused; see Refused.
+type refusals struct{ token, tls atomic.Int64 }
+
+// Refused returns how many calls were refused for a missing or wrong
+// token, and how many connections failed their TLS handshake (a port
+// probe that closes before it says anything is not counted).
+func (s *Server) Refused() (token, tls int64) { return s.refused.token.Load(), s.refused.tls.Load() }
+
 // Resolve scans the requested subtree as it is now and returns its version.
 // Concurrent resolves of one path share one scan.
 func (s *Server) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.ResolveResponse, error) {
@@ -203,8 +223,11 @@ func (c cachedPuts) Put(ctx context.Context, b []byte) (object.Digest, error) {
 	return c.PutCached(ctx, b)
 }
 
-func (s *Server) resolve(sub string) (*pb.ResolveResponse, error) {
+func (s *Server) resolve(sub string) (_ *pb.ResolveResponse, err error) {
 	start := time.Now()
+	if s.scanDone != nil {
+		defer func() { s.scanDone(time.Since(start), err) }()
+	}
 	// The scan is shared by every caller waiting for it, so no one
 	// caller's cancellation may stop it; a stop of the server does.
 	ctx := s.scanCtx

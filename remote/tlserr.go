@@ -50,7 +50,8 @@ func (w handshakeWatch) Clone() credentials.TransportCredentials {
 // otherwise leaves no trace on the master.
 type handshakeLog struct {
 	credentials.TransportCredentials
-	log *peerLog
+	log    *peerLog
+	failed *atomic.Int64
 }
 
 func (h handshakeLog) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -58,13 +59,14 @@ func (h handshakeLog) ServerHandshake(conn net.Conn) (net.Conn, credentials.Auth
 	// A connection closed before it said anything is a port probe (a
 	// load balancer's TCP check), not a worker that failed.
 	if err != nil && !errors.Is(err, io.EOF) {
+		h.failed.Add(1)
 		h.log.warn(conn.RemoteAddr().String(), "TLS handshake failed", "err", err)
 	}
 	return c, info, err
 }
 
 func (h handshakeLog) Clone() credentials.TransportCredentials {
-	return handshakeLog{TransportCredentials: h.TransportCredentials.Clone(), log: h.log}
+	return handshakeLog{TransportCredentials: h.TransportCredentials.Clone(), log: h.log, failed: h.failed}
 }
 
 // tlsProblem names a handshake error that a retry cannot cure, with what

@@ -34,6 +34,7 @@ type mountFlags struct {
 	reserve            string
 	remote             remoteFlags
 	timeoutSet         bool // --timeout was given
+	metricsAddr        string
 }
 
 func newMountCmd(g *globals) *cobra.Command {
@@ -91,8 +92,15 @@ made over it; a new mountpoint gets the master's newest version.`,
 	fl.DurationVar(&f.timeout, "timeout", cowfs.DefaultStartTimeout, "how long to wait for the mount to become ready (with --remote, unless set: 5m plus --io-timeout, as the master may scan a big export first)")
 	fl.IntVar(&f.procs, "procs", cowfs.DefaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
 	registerReadAhead(fl, f)
+	registerMetricsAddr(fl, &f.metricsAddr)
 	f.remote.register(fl)
 	return cmd
+}
+
+// registerMetricsAddr adds --metrics-addr, which mount, restore and serve
+// share.
+func registerMetricsAddr(fl *pflag.FlagSet, addr *string) {
+	fl.StringVar(addr, "metrics-addr", "", "serve Prometheus metrics on http://HOST:PORT/metrics (e.g. 127.0.0.1:9420; docs/metrics.md)")
 }
 
 func runMount(g *globals, f *mountFlags, mnt string) (err error) {
@@ -166,6 +174,7 @@ func (f *mountFlags) spec(g *globals, mnt string) (cowfs.Spec, error) {
 		Options: cowfs.Options{
 			WritebackCache: f.writebackCache, Passthrough: f.passthrough, PassthroughLower: f.passthroughLower,
 			Procs: f.procs, ReadAhead: readAhead, Reserve: reserve, Debug: f.debug,
+			MetricsAddr: f.metricsAddr,
 		},
 	}
 	if f.timeoutSet {

@@ -39,6 +39,7 @@ mount --remote, and cached for every mount of this state directory.`,
 	fl.IntVar(&f.procs, "procs", cowfs.DefaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
 	registerReadAhead(fl, f)
 	registerWriteback(fl, f)
+	registerMetricsAddr(fl, &f.metricsAddr)
 	f.remote.register(fl)
 	fl.MarkHidden("path")
 	return cmd

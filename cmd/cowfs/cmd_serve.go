@@ -12,9 +12,11 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/metrics"
 	"github.com/cowfs/cowfs/remote"
 )
 
@@ -24,6 +26,7 @@ type serveFlags struct {
 	tlsCert, tlsKey string
 	keepVersions    int
 	serveSnapshots  bool
+	metricsAddr     string
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -78,6 +81,7 @@ gRPC health service answers without a token. SIGTERM or SIGINT stop serving.`,
 	fl.StringVar(&f.tlsKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fl.IntVar(&f.keepVersions, "keep-versions", 32, "how many of the newest versions to keep for running mounts")
 	fl.BoolVar(&f.serveSnapshots, "serve-snapshots", false, "let workers restore the master's own snapshots too, including those of trees outside DIR")
+	registerMetricsAddr(fl, &f.metricsAddr)
 	cmd.MarkFlagRequired("root")
 	return cmd
 }
@@ -94,6 +98,11 @@ func runServe(g *globals, f *serveFlags) error {
 	}
 	if f.keepVersions < 1 {
 		return errors.New("--keep-versions must be at least 1")
+	}
+	if f.metricsAddr != "" {
+		if err := metrics.CheckAddr(f.metricsAddr); err != nil {
+			return err
+		}
 	}
 	cfg := remote.ServerConfig{
 		Root: root, Objects: fs.ObjectsDir(g.state), Refs: fs.RefsDir(g.state),
@@ -121,10 +130,24 @@ func runServe(g *globals, f *serveFlags) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	slog.SetDefault(log)
 	cfg.Logger = log
+	var mx *metrics.Master
+	reg := metrics.NewRegistry()
+	if f.metricsAddr != "" {
+		if mx, err = metrics.NewMaster(reg); err != nil {
+			return err
+		}
+		cfg.ServerOptions, cfg.ScanDone = mx.ServerOptions(), mx.ObserveScan
+	}
 	srv, err := remote.NewServer(cfg)
 	if err != nil {
 		return err
 	}
+	ms, err := serveMasterMetrics(f.metricsAddr, reg, mx, srv, log)
+	if err != nil {
+		srv.Stop()
+		return err
+	}
+	defer ms.Close()
 	l, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		srv.Stop()
@@ -148,4 +171,20 @@ func runServe(g *globals, f *serveFlags) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// serveMasterMetrics serves reg on addr, with srv's counters read into mx
+// at each scrape; nothing without an address.
+func serveMasterMetrics(addr string, reg *prometheus.Registry, mx *metrics.Master, srv *remote.Server, log *slog.Logger) (*metrics.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	err := mx.CountMaster(func() metrics.MasterCounts {
+		token, tls := srv.Refused()
+		return metrics.MasterCounts{SentBytes: srv.BytesSent(), TokenRefused: token, TLSFailed: tls}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return metrics.Listen(addr, reg, log)
 }
