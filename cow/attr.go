@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"golang.org/x/sys/unix"
 )
 
@@ -113,7 +114,7 @@ func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
 	if fd < 0 && len(p.Names) == 0 {
 		// The root has no parent to name it from: work on a
 		// descriptor of it, as for an open file.
-		rfd, err := openBeneath(f.up.root, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		rfd, err := fsio.OpenBeneath(f.up.root, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
 			return unix.Stat_t{}, fmt.Errorf("setattr of the root: %w", err)
 		}
@@ -146,7 +147,7 @@ func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
 	if p.Detached {
 		var v []byte
 		err := f.detached(p.Node(), func(fd int) (err error) {
-			v, err = xattrGet(fd, "", name)
+			v, err = fsio.XattrGet(fd, "", name)
 			return err
 		}, func(lower string) (err error) {
 			v, err = f.lo.Getxattr(lower, name)
@@ -172,7 +173,7 @@ func (f *FS) getxattr(p Path, name string) ([]byte, error) {
 	}
 	var v []byte
 	err := f.up.at(p.Rel(), func(dirfd int, base string) (err error) {
-		v, err = xattrGet(dirfd, base, name)
+		v, err = fsio.XattrGet(dirfd, base, name)
 		return err
 	})
 	return v, err
@@ -183,7 +184,7 @@ func (f *FS) Listxattr(p Path) ([]string, error) {
 	if p.Detached {
 		var names []string
 		err := f.detached(p.Node(), func(fd int) (err error) {
-			names, err = xattrList(fd, "")
+			names, err = fsio.XattrList(fd, "")
 			return err
 		}, func(lower string) (err error) {
 			names, err = f.lo.Listxattr(lower)
@@ -210,7 +211,7 @@ func (f *FS) listxattr(p Path) ([]string, error) {
 		names, err = f.lo.Listxattr(n.lower)
 	} else {
 		err = f.up.at(p.Rel(), func(dirfd int, base string) (err error) {
-			names, err = xattrList(dirfd, base)
+			names, err = fsio.XattrList(dirfd, base)
 			return err
 		})
 	}
@@ -238,7 +239,7 @@ func (f *FS) Setxattr(p Path, name string, value []byte, flags int) error {
 	}
 	if p.Detached {
 		return f.detached(p.Node(), func(fd int) error {
-			return xattrSet(fd, "", name, value, flags)
+			return fsio.XattrSet(fd, "", name, value, flags)
 		}, nil)
 	}
 	if err := f.CopyUp(p); err != nil {
@@ -247,7 +248,7 @@ func (f *FS) Setxattr(p Path, name string, value []byte, flags int) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.up.at(p.Rel(), func(dirfd int, base string) error {
-		return xattrSet(dirfd, base, name, value, flags)
+		return fsio.XattrSet(dirfd, base, name, value, flags)
 	})
 }
 
@@ -258,7 +259,7 @@ func (f *FS) Removexattr(p Path, name string) error {
 	}
 	if p.Detached {
 		return f.detached(p.Node(), func(fd int) error {
-			return xattrRemove(fd, "", name)
+			return fsio.XattrRemove(fd, "", name)
 		}, nil)
 	}
 	if _, err := f.Getxattr(p, name); err != nil {
@@ -270,7 +271,7 @@ func (f *FS) Removexattr(p Path, name string) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.up.at(p.Rel(), func(dirfd int, base string) error {
-		return xattrRemove(dirfd, base, name)
+		return fsio.XattrRemove(dirfd, base, name)
 	})
 }
 

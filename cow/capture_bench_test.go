@@ -8,6 +8,7 @@ import (
 	"runtime/pprof"
 	"testing"
 
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -46,7 +47,7 @@ func BenchmarkCaptureAgain(b *testing.B) {
 		}
 	}
 	spiderTree(b, filepath.Join(d, "lower"), 200)
-	lo, err := OpenDirLower(filepath.Join(d, "lower"))
+	lo, err := lower.OpenDir(filepath.Join(d, "lower"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func BenchmarkCaptureAgain(b *testing.B) {
 func BenchmarkRescan(b *testing.B) {
 	d := b.TempDir()
 	spiderTree(b, filepath.Join(d, "export"), 100)
-	lo, err := OpenDirLowerStrict(filepath.Join(d, "export"))
+	lo, err := lower.OpenDirStrict(filepath.Join(d, "export"))
 	if err != nil {
 		b.Fatal(err)
 	}

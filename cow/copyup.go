@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"golang.org/x/sys/unix"
 )
 
@@ -263,7 +264,7 @@ func (f *FS) copyXattrs(lowerPath, tmp string) error {
 		if err != nil {
 			return fmt.Errorf("get xattr %s: %w", name, err)
 		}
-		if err := xattrSet(f.up.work, tmp, name, v, 0); err != nil {
+		if err := fsio.XattrSet(f.up.work, tmp, name, v, 0); err != nil {
 			return fmt.Errorf("set xattr %s: %w", name, err)
 		}
 	}

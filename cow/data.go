@@ -9,6 +9,8 @@ import (
 	"slices"
 	"syscall"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
+	"github.com/cowfs/cowfs/cow/lower"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,7 +24,7 @@ type fileData struct {
 	// only in the lower.
 	upper *os.File
 	// lower is the origin, open for reading; nil when no byte comes from it.
-	lower LowerFile
+	lower lower.File
 	// meta is the chunk layout of a copied-up file; nil for a file that
 	// is wholly in one layer.
 	meta *FileMeta
@@ -44,7 +46,7 @@ func (h *Handle) Node() *Node { return h.n }
 // attachUpper switches an open file to its freshly copied-up upper file.
 // Caller holds n.mu.
 func (d *fileData) attachUpper(f *FS, rel string, id uint64, fm *FileMeta) error {
-	fd, err := openBeneath(f.up.root, rel, unix.O_RDWR, 0)
+	fd, err := fsio.OpenBeneath(f.up.root, rel, unix.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open upper %q: %w", rel, err)
 	}
@@ -122,9 +124,9 @@ func (f *FS) loadData(p Path) (*fileData, error) {
 		d.lower = lf
 		return d, nil
 	}
-	fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDWR, 0)
+	fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDWR, 0)
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-		fd, err = openBeneath(f.up.root, p.Rel(), unix.O_RDONLY, 0)
+		fd, err = fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY, 0)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open upper %q: %w", p.Rel(), err)
@@ -247,26 +249,18 @@ func (d *fileData) readAtContext(ctx context.Context, dest []byte, off int64) (i
 	case d.meta != nil:
 		return d.readMixed(ctx, dest, off)
 	case d.upper != nil:
-		return preadFull(d.upper, dest, off)
+		return fsio.ReadFullAt(d.upper, dest, off)
 	default:
 		return preadLower(ctx, d.lower, dest, off)
 	}
 }
 
-func preadFull(r io.ReaderAt, dest []byte, off int64) (int, error) {
-	n, err := r.ReadAt(dest, off)
-	if err == io.EOF {
-		err = nil
-	}
-	return n, err
-}
-
-// preadLower is preadFull of a lower file, bounded by ctx where the lower
+// preadLower is fsio.ReadFullAt of a lower file, bounded by ctx where the lower
 // can be.
 func preadLower(ctx context.Context, r io.ReaderAt, dest []byte, off int64) (int, error) {
-	cr, ok := r.(ContextReaderAt)
+	cr, ok := r.(lower.ContextReaderAt)
 	if !ok {
-		return preadFull(r, dest, off)
+		return fsio.ReadFullAt(r, dest, off)
 	}
 	n, err := cr.ReadAtContext(ctx, dest, off)
 	if err == io.EOF {
@@ -303,7 +297,7 @@ func (d *fileData) readMixed(ctx context.Context, dest []byte, off int64) (int, 
 			pos = lend
 		}
 		if len(buf) > 0 {
-			k, err := preadFull(d.upper, buf, pos)
+			k, err := fsio.ReadFullAt(d.upper, buf, pos)
 			if err != nil {
 				return int(pos - off), err
 			}
@@ -465,19 +459,19 @@ func (h *Handle) writeLower(d *fileData, data []byte, off int64) (int, error) {
 func (d *fileData) copyFromOrigin(from, to int64) error {
 	const block = 4096
 	buf := make([]byte, to-from)
-	k, err := preadFull(d.lower, buf, from)
+	k, err := fsio.ReadFullAt(d.lower, buf, from)
 	if err != nil {
 		return fmt.Errorf("copy-up read %q: %w", d.meta.Origin, err)
 	}
 	buf = buf[:k]
 	for i := 0; i < len(buf); {
 		j := min(i+block-int((from+int64(i))%block), len(buf))
-		if !allZero(buf[i:j]) {
+		if !fsio.AllZero(buf[i:j]) {
 			// Coalesce consecutive non-zero blocks into one write.
 			k := j
 			for k < len(buf) {
 				nk := min(k+block, len(buf))
-				if allZero(buf[k:nk]) {
+				if fsio.AllZero(buf[k:nk]) {
 					break
 				}
 				k = nk
@@ -490,15 +484,6 @@ func (d *fileData) copyFromOrigin(from, to int64) error {
 		i = j
 	}
 	return nil
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // truncate sets the size of the file at p.
@@ -720,7 +705,7 @@ func (h *Handle) syncEntry(p Path) error {
 		return nil
 	}
 	// O_RDONLY: fsync on an O_PATH descriptor is EBADF.
-	fd, err := openBeneath(h.fs.up.root, p.Parent().Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := fsio.OpenBeneath(h.fs.up.root, p.Parent().Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cowfs/cowfs/cow/lower"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,7 +25,7 @@ func newTestFS(t *testing.T, files map[string][]byte) *FS {
 			t.Fatal(err)
 		}
 	}
-	lo, err := OpenDirLower(filepath.Join(d, "lower"))
+	lo, err := lower.OpenDir(filepath.Join(d, "lower"))
 	if err != nil {
 		t.Fatal(err)
 	}

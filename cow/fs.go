@@ -11,13 +11,16 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 	"golang.org/x/sys/unix"
 )
 
 // Options configures an FS. UpperDir, WorkDir and MetaDir must exist.
 type Options struct {
 	// Lower is the read-only layer. Required.
-	Lower Lower
+	Lower lower.Layer
 	// UpperDir holds the upper layer's files at their merged paths.
 	UpperDir string
 	// WorkDir is where copy-ups are prepared; it must be on the same
@@ -52,7 +55,7 @@ type FS struct {
 	// mu: together they stop every change for the instant a snapshot
 	// needs. Lock order: mu, gate, Node.mu.
 	gate sync.RWMutex
-	lo   Lower
+	lo   lower.Layer
 	up   *Upper
 	meta *Meta
 	log  *slog.Logger
@@ -197,7 +200,7 @@ func isNotExist(err error) bool { return errors.Is(err, syscall.ENOENT) }
 
 // Lookup finds name in directory dir.
 func (f *FS) Lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
-	if err := ValidName(name); err != nil {
+	if err := names.Valid(name); err != nil {
 		return nil, unix.Stat_t{}, err
 	}
 	f.mu.RLock()
@@ -227,7 +230,7 @@ func (f *FS) Lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 
 func (f *FS) lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 	d := dir.Node()
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	if d.upper {
 		st, gen, err := f.up.stat(p)
 		if err == nil {
@@ -250,7 +253,7 @@ func (f *FS) lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 		}
 		return nil, unix.Stat_t{}, err
 	}
-	lp := Join(d.lower, name)
+	lp := names.Join(d.lower, name)
 	st, err := f.lo.Lstat(lp)
 	if err != nil {
 		return nil, st, err
@@ -286,7 +289,7 @@ func (f *FS) upperNode(parent *Node, p, name string, st *unix.Stat_t, gen uint64
 			n.lower, n.hasLower = dm.Redirect, true
 		case dm.Opaque || !parent.hasLower:
 		default:
-			lp := Join(parent.lower, name)
+			lp := names.Join(parent.lower, name)
 			if lst, err := f.lo.Lstat(lp); err == nil && lst.Mode&unix.S_IFMT == unix.S_IFDIR {
 				n.lower, n.hasLower = lp, true
 			}
@@ -351,22 +354,22 @@ func (f *FS) attr(p Path) (unix.Stat_t, error) {
 // entries that are neither whited out nor shadowed by an upper entry. The
 // order is fixed for the life of the listing, so directory offsets stay
 // valid.
-func (f *FS) ReadDir(p Path) ([]DirEntry, error) {
+func (f *FS) ReadDir(p Path) ([]lower.DirEntry, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.readDir(p)
 }
 
-func (f *FS) readDir(p Path) ([]DirEntry, error) {
+func (f *FS) readDir(p Path) ([]lower.DirEntry, error) {
 	d := p.Node()
-	var out []DirEntry
+	var out []lower.DirEntry
 	seen := map[string]bool{}
 	if d.upper {
-		fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
 			return nil, fmt.Errorf("open upper dir %q: %w", p.Rel(), err)
 		}
-		ents, err := readDirFd(fd)
+		ents, err := fsio.ReadDir(fd)
 		if err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("read upper dir %q: %w", p.Rel(), err)
@@ -375,7 +378,7 @@ func (f *FS) readDir(p Path) ([]DirEntry, error) {
 			ident, err := f.up.identityAt(fd, e.Name)
 			if err != nil && !isNotExist(err) {
 				unix.Close(fd)
-				return nil, fmt.Errorf("identity of %q: %w", Join(p.Rel(), e.Name), err)
+				return nil, fmt.Errorf("identity of %q: %w", names.Join(p.Rel(), e.Name), err)
 			}
 			if ident.Ino != 0 {
 				e.Ino = ident.Ino
@@ -453,7 +456,7 @@ func (f *FS) lowerHas(dir *Node, name string) (bool, error) {
 	if !dir.hasLower {
 		return false, nil
 	}
-	_, err := f.lo.Lstat(Join(dir.lower, name))
+	_, err := f.lo.Lstat(names.Join(dir.lower, name))
 	if isNotExist(err) {
 		return false, nil
 	}
@@ -504,7 +507,7 @@ func (f *FS) SyncDir(p Path) error {
 	upper := p.Node().upper
 	f.mu.RUnlock()
 	if upper {
-		fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
 			return fmt.Errorf("fsyncdir %q: %w", p.Rel(), err)
 		}

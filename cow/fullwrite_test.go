@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cowfs/cowfs/cow/lower"
 	"golang.org/x/sys/unix"
 )
 
@@ -88,7 +89,7 @@ func smallUpper(t *testing.T, orig []byte) (*Handle, string) {
 	if err := os.WriteFile(filepath.Join(d, "lower", "f"), orig, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lo, err := OpenDirLower(filepath.Join(d, "lower"))
+	lo, err := lower.OpenDir(filepath.Join(d, "lower"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/cowfs/cowfs/cow/names"
 	"golang.org/x/sys/unix"
 )
 
@@ -12,13 +13,13 @@ import (
 // It returns whether the lower has an entry of that name (hidden by a
 // whiteout, or the create would not be allowed).
 func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
-	if err := ValidName(name); err != nil {
+	if err := names.Valid(name); err != nil {
 		return false, err
 	}
 	// What lookup would do, but the lower is asked once: its answer is
 	// both "does the name exist" (unless whited out) and overLower.
 	d := dir.Node()
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	if d.upper {
 		if _, _, err := f.up.stat(p); err == nil {
 			return false, fmt.Errorf("create %q: %w", p, syscall.EEXIST)
@@ -114,7 +115,7 @@ func (f *FS) Create(dir Path, name string, flags int, mode uint32, c Cred) (*Nod
 	if err := f.space.need(0); err != nil {
 		return nil, unix.Stat_t{}, nil, err
 	}
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	var fd int
 	err := f.up.at(p, func(dirfd int, name string) error {
 		var err error
@@ -151,7 +152,7 @@ func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat
 	if err != nil {
 		return nil, unix.Stat_t{}, err
 	}
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	if !overLower {
 		err = f.up.at(p, func(dirfd int, name string) error {
 			if err := unix.Mkdirat(dirfd, name, mode&07777); err != nil {
@@ -237,7 +238,7 @@ func (f *FS) createWith(dir Path, name string, c Cred, perm uint32, mk func(dirf
 	if err := f.space.need(0); err != nil {
 		return nil, unix.Stat_t{}, err
 	}
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	err := f.up.at(p, func(dirfd int, name string) error {
 		if err := mk(dirfd, name); err != nil {
 			return err
@@ -263,7 +264,7 @@ func (f *FS) Link(target Path, dir Path, name string) (unix.Stat_t, error) {
 	if err := f.copyUp(target); err != nil {
 		return unix.Stat_t{}, err
 	}
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	err := f.up.at(target.Rel(), func(odir int, oname string) error {
 		return f.up.at(p, func(ndir int, nname string) error {
 			return unix.Linkat(odir, oname, ndir, nname, 0)
@@ -291,12 +292,12 @@ func (f *FS) Unlink(dir Path, name string, n *Node) error {
 	// Whiteout first: a crash between the two steps leaves the upper
 	// entry, which shadows the whiteout, so the name is still there.
 	if err := f.whiteout(dir, name); err != nil {
-		return fmt.Errorf("unlink %q: %w", Join(dir.Rel(), name), err)
+		return fmt.Errorf("unlink %q: %w", names.Join(dir.Rel(), name), err)
 	}
 	if !n.upper {
 		return nil
 	}
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	var last bool
 	err := f.up.at(p, func(dirfd int, name string) error {
 		last = f.lastName(dirfd, name, n)
@@ -409,7 +410,7 @@ func (f *FS) Rmdir(dir Path, name string, n *Node) error {
 // in the upper with a redirect to its lower path, so its lower contents stay
 // where they are and keep showing through it.
 func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName string, target *Node, flags uint32) error {
-	if err := ValidName(newName); err != nil {
+	if err := names.Valid(newName); err != nil {
 		return err
 	}
 	f.mu.Lock()

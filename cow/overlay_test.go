@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cowfs/cowfs/cow/lower"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,7 +47,7 @@ func newEngine(t *testing.T, fill func(t *testing.T, lower string)) *engine {
 
 func (e *engine) open(t *testing.T) {
 	t.Helper()
-	lo, err := OpenDirLower(e.lower)
+	lo, err := lower.OpenDir(e.lower)
 	if err != nil {
 		t.Fatal(err)
 	}

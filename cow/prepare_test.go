@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -65,7 +66,7 @@ func TestCaptureLocalAfterPrepare(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f, err := New(Options{Lower: NewObjectLower(g, root, rootE),
+	f, err := New(Options{Lower: lower.NewObjects(g, root, rootE),
 		UpperDir: filepath.Join(d, "upper"), WorkDir: filepath.Join(d, "work"), MetaDir: filepath.Join(d, "meta")})
 	if err != nil {
 		t.Fatal(err)
@@ -83,8 +84,8 @@ func TestCaptureLocalAfterPrepare(t *testing.T) {
 	h.Release()
 
 	before := g.fetches.Load()
-	if _, _, _, err := f.CaptureLocal(ctx, putCached{local}, local); !errors.Is(err, ErrNotLocal) {
-		t.Fatalf("capture without the lower's last chunk of big: %v, want ErrNotLocal", err)
+	if _, _, _, err := f.CaptureLocal(ctx, putCached{local}, local); !errors.Is(err, lower.ErrNotLocal) {
+		t.Fatalf("capture without the lower's last chunk of big: %v, want lower.ErrNotLocal", err)
 	}
 	if n := g.fetches.Load() - before; n != 0 {
 		t.Fatalf("the capture fetched %d objects while it held every change", n)

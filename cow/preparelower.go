@@ -6,6 +6,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -46,7 +49,7 @@ type preparedDir struct {
 // prepare read it, a moment earlier: the mount, too, shows such a change
 // late or not at all (docs/architecture.md).
 func (f *FS) PrepareLower(ctx context.Context, store object.GetPutter) (*LowerPrep, error) {
-	if _, ok := f.lo.(*ObjectLower); ok {
+	if _, ok := f.lo.(*lower.Objects); ok {
 		return nil, nil
 	}
 	view := f.meta.ScanView()
@@ -72,7 +75,7 @@ func (f *FS) CapturePrepared(ctx context.Context, store object.GetPutter, prep *
 // still drops from p the directories that changed since they were read,
 // and every directory above one (its tree holds the old one's), with a
 // stat of each.
-func (p *LowerPrep) still(lo Lower) map[string]preparedDir {
+func (p *LowerPrep) still(lo lower.Layer) map[string]preparedDir {
 	var stale []string
 	for path, d := range p.dirs {
 		st, err := lo.Lstat(path)
@@ -86,7 +89,7 @@ func (p *LowerPrep) still(lo Lower) map[string]preparedDir {
 			if path == "" {
 				break
 			}
-			path, _ = splitPath(path)
+			path, _ = fsio.SplitPath(path)
 		}
 	}
 	return p.dirs
@@ -155,7 +158,7 @@ func (c *capture) preparedEntries(p Path) (map[string]object.Entry, error) {
 		if up[e.Name] {
 			continue
 		}
-		if _, ok := c.prep[Join(n.lower, e.Name)]; !ok && e.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if _, ok := c.prep[names.Join(n.lower, e.Name)]; !ok && e.Mode&unix.S_IFMT == unix.S_IFDIR {
 			continue
 		}
 		out[e.Name] = e
@@ -168,7 +171,7 @@ func (c *capture) preparedEntries(p Path) (map[string]object.Entry, error) {
 func (c *capture) takePrepared(lower string, e *object.Entry) {
 	switch e.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
-		d := c.prep[Join(lower, e.Name)]
+		d := c.prep[names.Join(lower, e.Name)]
 		c.stats.Dirs += d.dirs
 		c.stats.Files += d.files
 		c.stats.DirsReused++
@@ -180,12 +183,12 @@ func (c *capture) takePrepared(lower string, e *object.Entry) {
 // upperNames returns the names in the upper directory of the merged
 // directory at p.
 func (f *FS) upperNames(p Path) (map[string]bool, error) {
-	fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open upper dir: %w", err)
 	}
 	defer unix.Close(fd)
-	ents, err := readDirFd(fd)
+	ents, err := fsio.ReadDir(fd)
 	if err != nil {
 		return nil, fmt.Errorf("read upper dir: %w", err)
 	}

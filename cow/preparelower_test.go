@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -19,7 +21,7 @@ import (
 func TestCapturePreparedLowerChanged(t *testing.T) {
 	t.Parallel()
 	f := newTestFS(t, nil)
-	lower := f.lo.(*DirLower).Path()
+	lower := f.lo.(*lower.Dir).Path()
 	for p, b := range map[string]string{"a/f1": "one\n", "a/f2": "two\n", "b/g": "old\n", "c/x/y/z": "deep\n", "top": "top\n"} {
 		if err := os.MkdirAll(filepath.Join(lower, filepath.Dir(p)), 0o755); err != nil {
 			t.Fatal(err)
@@ -104,7 +106,7 @@ func splitAll(p string) []string {
 	var out []string
 	for p != "" {
 		var name string
-		p, name = splitPath(p)
+		p, name = fsio.SplitPath(p)
 		out = append([]string{name}, out...)
 	}
 	return out

@@ -13,6 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -64,7 +67,7 @@ var ErrChanging = errors.New("changed while being read")
 // scanner turns files of a lower into objects.
 type scanner struct {
 	ctx   context.Context
-	lo    Lower
+	lo    lower.Layer
 	store object.GetPutter
 	cache ScanCache
 	// whole is the cache's set of file objects found whole in the
@@ -85,7 +88,7 @@ type scanner struct {
 // newScanner returns a scanner of lo into store, through cache (nil for
 // none). Its caller holds the store (object.DirStore.Hold) from here to
 // its ref or pin, if the store has a lock.
-func newScanner(ctx context.Context, lo Lower, store object.GetPutter, cache ScanCache) scanner {
+func newScanner(ctx context.Context, lo lower.Layer, store object.GetPutter, cache ScanCache) scanner {
 	s := scanner{ctx: ctx, lo: lo, store: store, cache: cache}
 	if c, ok := cache.(interface{ wholeSet() *object.KnownSet }); ok {
 		s.whole = c.wholeSet()
@@ -101,14 +104,14 @@ func newScanner(ctx context.Context, lo Lower, store object.GetPutter, cache Sca
 // tree as it was at some moment per file: a file is re-read until it stays
 // the same from before its first byte to after its last, so no file object
 // mixes old and new bytes.
-func ScanLower(ctx context.Context, lo Lower, path string, store object.GetPutter, cache ScanCache) (object.Entry, ScanStats, error) {
+func ScanLower(ctx context.Context, lo lower.Layer, path string, store object.GetPutter, cache ScanCache) (object.Entry, ScanStats, error) {
 	sc := newScanner(ctx, lo, store, cache)
 	s := &sc
 	st, err := lo.Lstat(path)
 	if err != nil {
 		return object.Entry{}, s.stats, err
 	}
-	parent, name := splitPath(path)
+	parent, name := fsio.SplitPath(path)
 	e, err := s.entry(pathDir{lo, parent}, path, name, &st)
 	return e, s.stats, err
 }
@@ -259,17 +262,15 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // dirOnce reads the directory at path once: through one descriptor of it
-// where the lower can give one (LowerDir), so that its listing and the
+// where the lower can give one (lower.Subdir), so that its listing and the
 // looks at its entries see one directory. With s.prep, it also tallies
 // what is beneath it.
 func (s *scanner) dirOnce(path string) (object.Digest, preparedDir, error) {
 	pd := preparedDir{dirs: 1}
 	var d scanDir
-	var ents []DirEntry
-	if o, ok := s.lo.(interface {
-		OpenDir(string) (*LowerDir, error)
-	}); ok {
-		ld, err := o.OpenDir(path)
+	var ents []lower.DirEntry
+	if o, ok := s.lo.(*lower.Dir); ok {
+		ld, err := o.Subdir(path)
 		if err != nil {
 			return object.Zero, pd, err
 		}
@@ -288,7 +289,7 @@ func (s *scanner) dirOnce(path string) (object.Digest, preparedDir, error) {
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
 	t := &object.Tree{Entries: make([]object.Entry, 0, len(ents))}
 	for _, de := range ents {
-		p := Join(path, de.Name)
+		p := names.Join(path, de.Name)
 		st, err := d.Lstat(de.Name)
 		if errors.Is(err, unix.ENOENT) {
 			continue // removed since the listing
@@ -390,7 +391,7 @@ func (s *scanner) fileOnce(dir scanDir, path, name string, needFile bool) (objec
 		if data >= min(cs+ChunkSize, st.Size) {
 			continue // all hole: the zero digest
 		}
-		if fo.Chunks[i], err = s.chunk(func(b []byte, off int64) (int, error) { return preadFull(lf, b, off) }, cs, min(cs+ChunkSize, st.Size)); err != nil {
+		if fo.Chunks[i], err = s.chunk(func(b []byte, off int64) (int, error) { return fsio.ReadFullAt(lf, b, off) }, cs, min(cs+ChunkSize, st.Size)); err != nil {
 			return object.Zero, st, nil, fmt.Errorf("read lower %q: %w", path, err)
 		}
 	}
@@ -487,7 +488,7 @@ func (s *scanner) chunk(read func([]byte, int64) (int, error), cs, ce int64) (ob
 	}
 	clear(buf[k:])
 	s.stats.BytesRead += int64(len(buf))
-	if allZero(buf) {
+	if fsio.AllZero(buf) {
 		return object.Zero, nil
 	}
 	blob, err := object.EncodeBlob(buf)

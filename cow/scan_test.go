@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
 // scanT scans path of dir into a fresh store and returns the store and
 // the entry.
-func scanT(t *testing.T, lo Lower, path string) (*object.DirStore, object.Entry, error) {
+func scanT(t *testing.T, lo lower.Layer, path string) (*object.DirStore, object.Entry, error) {
 	t.Helper()
 	store, err := object.OpenDirStore(t.TempDir())
 	if err != nil {
@@ -30,9 +31,9 @@ func scanT(t *testing.T, lo Lower, path string) (*object.DirStore, object.Entry,
 
 // scanSetup opens exp as a lower and a fresh store, both closed or removed
 // when the test ends, with a context that has a deadline.
-func scanSetup(t *testing.T, exp string) (*DirLower, *object.DirStore, context.Context) {
+func scanSetup(t *testing.T, exp string) (*lower.Dir, *object.DirStore, context.Context) {
 	t.Helper()
-	lo, err := OpenDirLowerStrict(exp)
+	lo, err := lower.OpenDirStrict(exp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func TestScanRenameStorm(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	lo, err := OpenDirLowerStrict(exp)
+	lo, err := lower.OpenDirStrict(exp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +266,7 @@ func TestScanSymlinkSwap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	lo, err := OpenDirLowerStrict(exp)
+	lo, err := lower.OpenDirStrict(exp)
 	if err != nil {
 		t.Fatal(err)
 	}

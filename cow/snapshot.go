@@ -8,6 +8,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -44,8 +47,8 @@ func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.G
 	defer f.mu.Unlock()
 	f.gate.Lock()
 	defer f.gate.Unlock()
-	if ol, ok := f.lo.(*ObjectLower); ok && local != nil {
-		defer ol.readLocal(local)()
+	if ol, ok := f.lo.(*lower.Objects); ok && local != nil {
+		defer ol.ReadLocal(local)()
 	}
 	view := f.meta.ScanView()
 	defer view.Discard()
@@ -146,15 +149,15 @@ func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
 // groups of the mount it came from beside this one's.
 func (c *capture) linkID(n *Node, st *unix.Stat_t) uint64 {
 	ino := st.Ino
-	if _, ok := c.f.lo.(*ObjectLower); !ok && n.hasLower && !n.upper {
+	if _, ok := c.f.lo.(*lower.Objects); !ok && n.hasLower && !n.upper {
 		return scanLinkID(st.Dev, st.Ino)
 	}
 	if id, ok := c.links[ino]; ok {
 		return id
 	}
 	var id uint64
-	if ol, ok := c.f.lo.(*ObjectLower); ok && n.hasLower {
-		if le, err := ol.entry(n.lower); err == nil {
+	if ol, ok := c.f.lo.(*lower.Objects); ok && n.hasLower {
+		if le, err := ol.Entry(n.lower); err == nil {
 			id = le.Link
 		}
 	}
@@ -177,8 +180,8 @@ func (c *capture) dir(p Path) (object.Digest, error) {
 		return d.tree, nil
 	}
 	c.stats.Dirs++
-	if ol, ok := c.f.lo.(*ObjectLower); ok && !n.upper && n.hasLower {
-		e, err := ol.TreeOf(n.lower)
+	if ol, ok := c.f.lo.(*lower.Objects); ok && !n.upper && n.hasLower {
+		e, err := ol.Entry(n.lower)
 		if err != nil {
 			return object.Zero, err
 		}
@@ -209,16 +212,16 @@ func (c *capture) dir(p Path) (object.Digest, error) {
 		}
 		child, st, err := c.f.lookup(p, de.Name)
 		if err != nil {
-			return object.Zero, fmt.Errorf("lookup %q: %w", Join(p.Rel(), de.Name), err)
+			return object.Zero, fmt.Errorf("lookup %q: %w", names.Join(p.Rel(), de.Name), err)
 		}
 		if !child.upper && child.Type == unix.S_IFREG && c.pending[child.Ino] {
 			// Another name of this lower file is in the upper: link
 			// this one up too, as a lookup through the mount would.
 			if err := c.f.copyUp(p.Child(de.Name, child)); err != nil {
-				return object.Zero, fmt.Errorf("link up %q: %w", Join(p.Rel(), de.Name), err)
+				return object.Zero, fmt.Errorf("link up %q: %w", names.Join(p.Rel(), de.Name), err)
 			}
 			if child, st, err = c.f.lookup(p, de.Name); err != nil {
-				return object.Zero, fmt.Errorf("lookup %q: %w", Join(p.Rel(), de.Name), err)
+				return object.Zero, fmt.Errorf("lookup %q: %w", names.Join(p.Rel(), de.Name), err)
 			}
 		}
 		e, err := c.entry(p.Child(de.Name, child), &st)
@@ -240,10 +243,10 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 	if size == 0 {
 		return object.Zero, nil
 	}
-	ol, objLower := c.f.lo.(*ObjectLower)
+	ol, objLower := c.f.lo.(*lower.Objects)
 	if objLower && !n.upper {
 		// Its entry names it; its file object is not read.
-		e, err := ol.entry(n.lower)
+		e, err := ol.Entry(n.lower)
 		c.stats.ChunksReused += int((size + ChunkSize - 1) / ChunkSize)
 		return e.Object, err
 	}
@@ -309,7 +312,7 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 // changed.
 func (c *capture) lowerFile(path string, needFile bool) (d object.Digest, fo *object.File, cached bool, err error) {
 	before := c.sc.stats.BytesRead
-	parent, name := splitPath(path)
+	parent, name := fsio.SplitPath(path)
 	d, _, fo, err = c.sc.fileOnce(pathDir{c.f.lo, parent}, path, name, needFile)
 	return d, fo, err == nil && c.sc.stats.BytesRead == before, err
 }
@@ -334,18 +337,18 @@ func fromOrigin(m *FileMeta, origin *object.File, i, cs, ce int64) bool {
 
 // holdsPending reports whether the lower tree d holds, at any depth, a
 // name of a file in c.pending: such a tree cannot be taken whole.
-func (c *capture) holdsPending(ol *ObjectLower, d object.Digest) (bool, error) {
+func (c *capture) holdsPending(ol *lower.Objects, d object.Digest) (bool, error) {
 	if len(c.pending) == 0 {
 		return false, nil
 	}
-	t, err := ol.tree(d)
+	t, err := ol.Tree(d)
 	if err != nil {
 		return false, err
 	}
 	for i := range t.Entries {
 		e := &t.Entries[i]
 		switch {
-		case e.Link != 0 && c.pending[entryIno("", e)]:
+		case e.Link != 0 && c.pending[lower.EntryIno("", e)]:
 			return true, nil
 		case e.Mode&unix.S_IFMT == unix.S_IFDIR:
 			if holds, err := c.holdsPending(ol, e.Object); err != nil || holds {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"golang.org/x/sys/unix"
 )
 
@@ -206,11 +207,11 @@ func (u *Upper) probeXattr(prefix string) error {
 // had, trusted.* if this process is root, as cowfs chose before it kept
 // a record; "" for a new upper.
 func (u *Upper) inferPrefix(mounted bool) (prefix, from string, err error) {
-	fd, err := openBeneath(u.root, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := fsio.OpenBeneath(u.root, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return "", "", fmt.Errorf("read upper %s: %w", u.rootPath, err)
 	}
-	ents, err := readDirFd(fd)
+	ents, err := fsio.ReadDir(fd)
 	unix.Close(fd)
 	if err != nil {
 		return "", "", fmt.Errorf("read upper %s: %w", u.rootPath, err)
@@ -224,7 +225,7 @@ func (u *Upper) inferPrefix(mounted bool) (prefix, from string, err error) {
 		for _, p := range []string{trustedPrefix, userPrefix} {
 			// Unseen here if this process may not read the namespace:
 			// then the rule below decides, and the probe refuses.
-			if _, err := xattrGetInto(u.root, name, p+"id", buf[:]); err == nil {
+			if _, err := fsio.XattrGetInto(u.root, name, p+"id", buf[:]); err == nil {
 				return p, "identities found in " + p + "*", nil
 			}
 		}
@@ -343,8 +344,8 @@ func statx(dirfd int, path string) (unix.Stat_t, uint64, error) {
 
 func (u *Upper) stat(path string) (unix.Stat_t, uint64, error) {
 	dirfd, name := u.root, path
-	if len(path) > longPath {
-		fd, base, done, err := beneath(u.root, path)
+	if len(path) > fsio.LongPath {
+		fd, base, done, err := fsio.Beneath(u.root, path)
 		if err != nil {
 			return unix.Stat_t{}, 0, &os.PathError{Op: "stat upper", Path: path, Err: err}
 		}
@@ -360,7 +361,7 @@ func (u *Upper) stat(path string) (unix.Stat_t, uint64, error) {
 
 // dir opens the upper directory path for *at calls.
 func (u *Upper) dir(path string) (int, error) {
-	fd, err := openBeneath(u.root, path, unix.O_PATH|unix.O_DIRECTORY, 0)
+	fd, err := fsio.OpenBeneath(u.root, path, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return -1, &os.PathError{Op: "open upper dir", Path: path, Err: err}
 	}
@@ -369,20 +370,13 @@ func (u *Upper) dir(path string) (int, error) {
 
 // at runs fn with a descriptor of path's parent directory and path's name.
 func (u *Upper) at(path string, fn func(dirfd int, name string) error) error {
-	dir, name := splitPath(path)
+	dir, name := fsio.SplitPath(path)
 	fd, err := u.dir(dir)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
 	return fn(fd, name)
-}
-
-func fdPath(dirfd int, name string) string {
-	if name == "" {
-		return fmt.Sprintf("/proc/self/fd/%d", dirfd)
-	}
-	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
 }
 
 func decodeIdentity(b []byte) (identity, error) {
@@ -403,7 +397,7 @@ func (id identity) encode() []byte {
 // zero identity.
 func (u *Upper) identityAt(dirfd int, name string) (identity, error) {
 	var buf [16]byte
-	n, err := xattrGetInto(dirfd, name, u.xattr, buf[:])
+	n, err := fsio.XattrGetInto(dirfd, name, u.xattr, buf[:])
 	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) {
 		return identity{}, nil
 	}
@@ -414,7 +408,7 @@ func (u *Upper) identityAt(dirfd int, name string) (identity, error) {
 }
 
 func (u *Upper) setIdentityAt(dirfd int, name string, id identity) error {
-	return xattrSet(dirfd, name, u.xattr, id.encode(), 0)
+	return fsio.XattrSet(dirfd, name, u.xattr, id.encode(), 0)
 }
 
 // ownXattr reports whether name is one of cowfs's own attributes, which the
@@ -452,12 +446,12 @@ func (u *Upper) cleanWork() error {
 	if err := unix.Mkdirat(u.work, "index", 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
 		return err
 	}
-	fd, err := openBeneath(u.work, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := fsio.OpenBeneath(u.work, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	ents, err := readDirFd(fd)
+	ents, err := fsio.ReadDir(fd)
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/remote/pb"
@@ -61,7 +63,7 @@ type counter = atomic.Int64
 // Server serves one directory.
 type Server struct {
 	pb.UnimplementedExportServer
-	lo    *cow.DirLower
+	lo    *lower.Dir
 	store *object.DirStore
 	refs  *refs.Dir
 	scans cow.MemScanCache
@@ -91,7 +93,7 @@ type Server struct {
 
 // NewServer opens the export. Serve starts answering.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	lo, err := cow.OpenDirLowerStrict(cfg.Root)
+	lo, err := lower.OpenDirStrict(cfg.Root)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +181,7 @@ func (s *Server) BytesSent() int64 { return s.bytes.Load() }
 // Resolve scans the requested subtree as it is now and returns its version.
 // Concurrent resolves of one path share one scan.
 func (s *Server) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.ResolveResponse, error) {
-	sub, err := cow.CleanRel(req.GetPath())
+	sub, err := names.CleanRel(req.GetPath())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}

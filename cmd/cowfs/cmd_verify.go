@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/fs"
@@ -174,7 +175,7 @@ func repairSources(d *refs.Dir, s refs.Snapshot, r *remoteFlags) ([]object.Sourc
 			return
 		}
 		seen[dir] = true
-		lo, err := cow.OpenDirLowerStrict(dir)
+		lo, err := lower.OpenDirStrict(dir)
 		if err != nil {
 			slog.Warn("repair: cannot read a source", "source", what+" "+dir, "err", err)
 			return
@@ -230,7 +231,7 @@ func repairSources(d *refs.Dir, s refs.Snapshot, r *remoteFlags) ([]object.Sourc
 // again, as a snapshot would.
 type dirSource struct {
 	name string
-	lo   *cow.DirLower
+	lo   *lower.Dir
 }
 
 func (s dirSource) String() string { return s.name }
