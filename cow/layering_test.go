@@ -46,7 +46,7 @@ var layerRules = []struct {
 	{
 		pkgs:  "github.com/cowfs/cowfs/fs/...",
 		never: []string{"google.golang.org/grpc/..."},
-		why:   "fs adapts the kernel; a remote lower comes in as a cow.Lower",
+		why:   "fs adapts the kernel; a remote lower comes in as a lower.Layer",
 	},
 	{
 		pkgs:  "github.com/cowfs/cowfs/remote/...",

@@ -11,6 +11,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/scan"
 )
 
 // Meta is the upper layer's metadata store: whiteouts, opaque and redirected
@@ -409,19 +410,6 @@ func (m *Meta) PutIndex(ino uint64, li LinkIndex) error {
 	})
 }
 
-// ScanEntry remembers the file object a lower file hashed to, valid while
-// the file's size, mtime and ctime are what they were.
-type ScanEntry struct {
-	Size         int64
-	Mtime, Ctime int64
-	Object       [32]byte
-	// File is the decoded file object, when the cache keeps it
-	// (MemScanCache always; Meta for files of up to scanChunksKept
-	// chunks): a hit then needs no read of it to check its chunks.
-	// Shared: never changed.
-	File *object.File
-}
-
 // scanChunksKept is the most chunks of a file whose list Meta keeps in its
 // scan cache entry (256 bytes of digests): enough for the many small files
 // of a spider project, whose file objects would otherwise be read back
@@ -429,20 +417,20 @@ type ScanEntry struct {
 const scanChunksKept = 8
 
 // Scanned returns the scan cache entry of lower inode (dev, ino).
-func (m *Meta) Scanned(dev, ino uint64) (ScanEntry, bool) {
+func (m *Meta) Scanned(dev, ino uint64) (scan.Entry, bool) {
 	v, err := m.get(scanKey(dev, ino))
 	if err != nil {
-		return ScanEntry{}, false
+		return scan.Entry{}, false
 	}
 	return decodeScanEntry(v)
 }
 
 // decodeScanEntry decodes what PutScanned stored; it copies what it keeps.
-func decodeScanEntry(v []byte) (ScanEntry, bool) {
+func decodeScanEntry(v []byte) (scan.Entry, bool) {
 	if len(v) < 24+32 || (len(v)-24-32)%32 != 0 {
-		return ScanEntry{}, false
+		return scan.Entry{}, false
 	}
-	var e ScanEntry
+	var e scan.Entry
 	e.Size = int64(binary.BigEndian.Uint64(v))
 	e.Mtime = int64(binary.BigEndian.Uint64(v[8:]))
 	e.Ctime = int64(binary.BigEndian.Uint64(v[16:]))
@@ -458,7 +446,7 @@ func decodeScanEntry(v []byte) (ScanEntry, bool) {
 }
 
 // PutScanned records a scan cache entry.
-func (m *Meta) PutScanned(dev, ino uint64, e ScanEntry) error {
+func (m *Meta) PutScanned(dev, ino uint64, e scan.Entry) error {
 	v := make([]byte, 24, 24+32)
 	binary.BigEndian.PutUint64(v, uint64(e.Size))
 	binary.BigEndian.PutUint64(v[8:], uint64(e.Mtime))
@@ -474,7 +462,7 @@ func (m *Meta) PutScanned(dev, ino uint64, e ScanEntry) error {
 	})
 }
 
-func (m *Meta) wholeSet() *object.KnownSet { return &m.whole }
+func (m *Meta) WholeSet() *object.KnownSet { return &m.whole }
 
 // ScanView is the scan cache read through one badger transaction, for a
 // capture that looks up every lower file: a transaction per lookup cost
@@ -484,7 +472,7 @@ func (m *Meta) wholeSet() *object.KnownSet { return &m.whole }
 type ScanView struct {
 	m   *Meta
 	txn *badger.Txn
-	put map[[2]uint64]ScanEntry
+	put map[[2]uint64]scan.Entry
 }
 
 // ScanView opens a view; Discard it when done.
@@ -495,15 +483,15 @@ func (m *Meta) ScanView() *ScanView {
 // Discard ends the view's transaction.
 func (v *ScanView) Discard() { v.txn.Discard() }
 
-func (v *ScanView) Scanned(dev, ino uint64) (ScanEntry, bool) {
+func (v *ScanView) Scanned(dev, ino uint64) (scan.Entry, bool) {
 	if e, ok := v.put[[2]uint64{dev, ino}]; ok {
 		return e, true
 	}
 	item, err := v.txn.Get(scanKey(dev, ino))
 	if err != nil {
-		return ScanEntry{}, false
+		return scan.Entry{}, false
 	}
-	var e ScanEntry
+	var e scan.Entry
 	ok := false
 	item.Value(func(b []byte) error {
 		e, ok = decodeScanEntry(b)
@@ -512,18 +500,18 @@ func (v *ScanView) Scanned(dev, ino uint64) (ScanEntry, bool) {
 	return e, ok
 }
 
-func (v *ScanView) PutScanned(dev, ino uint64, e ScanEntry) error {
+func (v *ScanView) PutScanned(dev, ino uint64, e scan.Entry) error {
 	if err := v.m.PutScanned(dev, ino, e); err != nil {
 		return err
 	}
 	if v.put == nil {
-		v.put = map[[2]uint64]ScanEntry{}
+		v.put = map[[2]uint64]scan.Entry{}
 	}
 	v.put[[2]uint64{dev, ino}] = e
 	return nil
 }
 
-func (v *ScanView) wholeSet() *object.KnownSet { return &v.m.whole }
+func (v *ScanView) WholeSet() *object.KnownSet { return &v.m.whole }
 
 func scanKey(dev, ino uint64) []byte {
 	k := make([]byte, 17)

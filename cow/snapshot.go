@@ -8,10 +8,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/scan"
 )
 
 // CaptureStats says what a capture cost.
@@ -42,7 +42,7 @@ func (f *FS) CaptureLocal(ctx context.Context, store object.GetPutter, local obj
 	return f.capture(ctx, store, local, nil)
 }
 
-func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.Getter, prep *LowerPrep) (object.Digest, object.Entry, CaptureStats, error) {
+func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.Getter, prep *scan.Prep) (object.Digest, object.Entry, CaptureStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gate.Lock()
@@ -52,9 +52,9 @@ func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.G
 	}
 	view := f.meta.ScanView()
 	defer view.Discard()
-	c := &capture{f: f, store: store, ctx: ctx, sc: newScanner(ctx, f.lo, store, view)}
+	c := &capture{f: f, store: store, ctx: ctx, sc: scan.New(ctx, f.lo, store, view)}
 	if prep != nil {
-		c.prep = prep.still(f.lo)
+		c.prep = prep.Still(f.lo)
 	}
 	var err error
 	if c.pending, err = f.meta.PendingLinks(); err != nil {
@@ -69,7 +69,7 @@ func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.G
 	if err != nil {
 		return object.Zero, object.Entry{}, c.stats, fmt.Errorf("capture: %w", err)
 	}
-	c.stats.BytesRead = c.sc.stats.BytesRead
+	c.stats.BytesRead = c.sc.Stats().BytesRead
 	if prep != nil {
 		c.stats.BytesRead += prep.BytesRead
 	}
@@ -83,7 +83,7 @@ type capture struct {
 	stats CaptureStats
 	// sc hashes what capture must read: files of a directory lower
 	// (through the mount's scan cache) and changed chunks.
-	sc scanner
+	sc *scan.Scanner
 	// pending holds the lower inodes with several names that are in
 	// the upper under some names and still in the lower under others
 	// (the mount links those up when it next looks them up). The
@@ -93,7 +93,7 @@ type capture struct {
 	links map[uint64]uint64
 	// prep holds the trees of the local lower's directories that did
 	// not change since PrepareLower read them, by lower path.
-	prep map[string]preparedDir
+	prep map[string]scan.PreparedDir
 }
 
 func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
@@ -143,14 +143,14 @@ func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
 // are st, one per inode for the whole capture. A file that is a link group
 // of an object lower keeps that group's id, as do the lower's trees the
 // capture takes whole; a file of a local lower that the upper never took
-// has the id a scan of the lower gives it (scanLinkID), as in the trees
+// has the id a scan of the lower gives it (scan.LinkID), as in the trees
 // PrepareLower made; any other gets a random one. Not the inode number:
 // it is unique only within this mount, and a snapshot of a restore holds
 // groups of the mount it came from beside this one's.
 func (c *capture) linkID(n *Node, st *unix.Stat_t) uint64 {
 	ino := st.Ino
 	if _, ok := c.f.lo.(*lower.Objects); !ok && n.hasLower && !n.upper {
-		return scanLinkID(st.Dev, st.Ino)
+		return scan.LinkID(st.Dev, st.Ino)
 	}
 	if id, ok := c.links[ino]; ok {
 		return id
@@ -174,10 +174,10 @@ func (c *capture) linkID(n *Node, st *unix.Stat_t) uint64 {
 func (c *capture) dir(p Path) (object.Digest, error) {
 	n := p.Node()
 	if d, ok := c.prepared(n); ok {
-		c.stats.Dirs += d.dirs
-		c.stats.Files += d.files
+		c.stats.Dirs += d.Dirs
+		c.stats.Files += d.Files
 		c.stats.DirsReused++
-		return d.tree, nil
+		return d.Tree, nil
 	}
 	c.stats.Dirs++
 	if ol, ok := c.f.lo.(*lower.Objects); ok && !n.upper && n.hasLower {
@@ -294,7 +294,7 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 			c.stats.ChunksReused++
 			continue
 		}
-		if fo.Chunks[i], err = c.sc.chunk(d.readAt, cs, ce); err != nil {
+		if fo.Chunks[i], err = c.sc.Chunk(d.readAt, cs, ce); err != nil {
 			return object.Zero, fmt.Errorf("read %q: %w", p.Rel(), err)
 		}
 	}
@@ -311,10 +311,9 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 // mounted, so the cache makes every snapshot after the first read only what
 // changed.
 func (c *capture) lowerFile(path string, needFile bool) (d object.Digest, fo *object.File, cached bool, err error) {
-	before := c.sc.stats.BytesRead
-	parent, name := fsio.SplitPath(path)
-	d, _, fo, err = c.sc.fileOnce(pathDir{c.f.lo, parent}, path, name, needFile)
-	return d, fo, err == nil && c.sc.stats.BytesRead == before, err
+	before := c.sc.Stats().BytesRead
+	d, fo, err = c.sc.FileAt(path, needFile)
+	return d, fo, err == nil && c.sc.Stats().BytesRead == before, err
 }
 
 // reusable reports whether chunk i of a copied-up file is still exactly chunk

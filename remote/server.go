@@ -24,11 +24,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/scan"
 	"github.com/cowfs/cowfs/remote/pb"
 )
 
@@ -66,7 +66,7 @@ type Server struct {
 	lo    *lower.Dir
 	store *object.DirStore
 	refs  *refs.Dir
-	scans cow.MemScanCache
+	scans scan.MemCache
 	keep  int
 	log   *slog.Logger
 	grpc  *grpc.Server
@@ -218,7 +218,7 @@ func (s *Server) resolve(sub string) (*pb.ResolveResponse, error) {
 		return nil, status.Errorf(codes.Unavailable, "scan %q: %v", sub, err)
 	}
 	defer release()
-	e, st, err := cow.ScanLower(ctx, s.lo, sub, cachedPuts{s.store}, &s.scans)
+	e, st, err := scan.Tree(ctx, s.lo, sub, cachedPuts{s.store}, &s.scans)
 	if err != nil {
 		return nil, s.scanError(sub, err)
 	}
@@ -259,7 +259,7 @@ func (s *Server) scanError(sub string, err error) error {
 		}
 		s.log.Warn("scan: the export changed under it", "path", sub, "err", err)
 		return status.Errorf(codes.Aborted, "scan %q: the export changed while it was read: %v", sub, err)
-	case errors.Is(err, cow.ErrChanging):
+	case errors.Is(err, scan.ErrChanging):
 		// Read again and again, with waits, and still changing: a file
 		// being written all the time (a log) will not hold still for a
 		// client's retry either. The message names it.

@@ -15,10 +15,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/scan"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/remote"
 )
@@ -245,7 +245,7 @@ func (s dirSource) Object(ctx context.Context, d object.Digest, p object.Place) 
 		// Read as a snapshot reads a lower, keeping only the one
 		// object wanted.
 		one := &oneObject{want: d}
-		if _, _, err := cow.ScanLower(ctx, s.lo, p.Path, one, nil); err != nil {
+		if _, _, err := scan.Tree(ctx, s.lo, p.Path, one, nil); err != nil {
 			return nil, err
 		}
 		if one.b == nil {

@@ -83,7 +83,7 @@ func FuzzCleanRel(f *testing.F) {
 
 // FuzzValidName checks ValidName against its definition: a name is valid
 // unless it is "", "." or "..", holds a slash or NUL, or is longer than
-// NameMax bytes, and the errno tells which.
+// Max bytes, and the errno tells which.
 func FuzzValidName(f *testing.F) {
 	for _, s := range namesSeeds {
 		f.Add(s)

@@ -1,4 +1,4 @@
-package cow
+package scan
 
 import (
 	"github.com/cowfs/cowfs/cow/lower"
