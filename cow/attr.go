@@ -21,8 +21,8 @@ type SetAttr struct {
 // first, as metadata only: changing the mode, owner or times of a lower file
 // copies none of its bytes, and truncating it copies at most one chunk.
 func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
-	n := p.Node()
-	if p.Detached {
+	n := p.node()
+	if p.detached {
 		n.mu.Lock()
 		open := n.data != nil && n.data.upper != nil
 		n.mu.Unlock()
@@ -31,7 +31,7 @@ func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
 		}
 	}
 	if !n.upper {
-		if err := f.CopyUp(p); err != nil {
+		if err := f.copyUp(p); err != nil {
 			return unix.Stat_t{}, err
 		}
 	}
@@ -144,9 +144,9 @@ func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
 	if f.up.ownXattr(name) {
 		return nil, syscall.ENODATA
 	}
-	if p.Detached {
+	if p.detached {
 		var v []byte
-		err := f.detached(p.Node(), func(fd int) (err error) {
+		err := f.detached(p.node(), func(fd int) (err error) {
 			v, err = fsio.XattrGet(fd, "", name)
 			return err
 		}, func(lower string) (err error) {
@@ -167,7 +167,7 @@ func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
 }
 
 func (f *FS) getxattr(p Path, name string) ([]byte, error) {
-	n := p.Node()
+	n := p.node()
 	if !n.upper {
 		return f.lo.Getxattr(n.lower, name)
 	}
@@ -181,9 +181,9 @@ func (f *FS) getxattr(p Path, name string) ([]byte, error) {
 
 // Listxattr lists the attributes of the node at p, without cowfs's own.
 func (f *FS) Listxattr(p Path) ([]string, error) {
-	if p.Detached {
+	if p.detached {
 		var names []string
-		err := f.detached(p.Node(), func(fd int) (err error) {
+		err := f.detached(p.node(), func(fd int) (err error) {
 			names, err = fsio.XattrList(fd, "")
 			return err
 		}, func(lower string) (err error) {
@@ -204,7 +204,7 @@ func (f *FS) Listxattr(p Path) ([]string, error) {
 }
 
 func (f *FS) listxattr(p Path) ([]string, error) {
-	n := p.Node()
+	n := p.node()
 	var names []string
 	var err error
 	if !n.upper {
@@ -237,12 +237,12 @@ func (f *FS) Setxattr(p Path, name string, value []byte, flags int) error {
 	if err := f.space.need(int64(len(name) + len(value))); err != nil {
 		return err
 	}
-	if p.Detached {
-		return f.detached(p.Node(), func(fd int) error {
+	if p.detached {
+		return f.detached(p.node(), func(fd int) error {
 			return fsio.XattrSet(fd, "", name, value, flags)
 		}, nil)
 	}
-	if err := f.CopyUp(p); err != nil {
+	if err := f.copyUp(p); err != nil {
 		return err
 	}
 	f.mu.RLock()
@@ -257,15 +257,15 @@ func (f *FS) Removexattr(p Path, name string) error {
 	if f.up.ownXattr(name) {
 		return syscall.ENODATA
 	}
-	if p.Detached {
-		return f.detached(p.Node(), func(fd int) error {
+	if p.detached {
+		return f.detached(p.node(), func(fd int) error {
 			return fsio.XattrRemove(fd, "", name)
 		}, nil)
 	}
 	if _, err := f.Getxattr(p, name); err != nil {
 		return err
 	}
-	if err := f.CopyUp(p); err != nil {
+	if err := f.copyUp(p); err != nil {
 		return err
 	}
 	f.mu.RLock()

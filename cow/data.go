@@ -27,7 +27,7 @@ type fileData struct {
 	lower lower.File
 	// meta is the chunk layout of a copied-up file; nil for a file that
 	// is wholly in one layer.
-	meta *FileMeta
+	meta *fileMeta
 	id   uint64
 	// dirSynced is set once the upper file's directory entry is durable.
 	dirSynced bool
@@ -40,12 +40,12 @@ type Handle struct {
 	flags int
 }
 
-// Node returns the node the handle is open on.
-func (h *Handle) Node() *Node { return h.n }
+// node returns the node the handle is open on.
+func (h *Handle) node() *Node { return h.n }
 
 // attachUpper switches an open file to its freshly copied-up upper file.
 // Caller holds n.mu.
-func (d *fileData) attachUpper(f *FS, rel string, id uint64, fm *FileMeta) error {
+func (d *fileData) attachUpper(f *FS, rel string, id uint64, fm *fileMeta) error {
 	fd, err := fsio.OpenBeneath(f.up.root, rel, unix.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open upper %q: %w", rel, err)
@@ -65,12 +65,12 @@ func (d *fileData) attachUpper(f *FS, rel string, id uint64, fm *FileMeta) error
 // Open opens the regular file at p. Opening for writing or with O_TRUNC
 // copies the file up first (metadata only).
 func (f *FS) Open(p Path, flags int) (*Handle, error) {
-	n := p.Node()
+	n := p.node()
 	if n.Type != unix.S_IFREG {
 		return nil, syscall.EINVAL
 	}
 	write := flags&(unix.O_WRONLY|unix.O_RDWR) != 0 || flags&unix.O_TRUNC != 0
-	if p.Detached {
+	if p.detached {
 		// Reopened through /proc/PID/fd after its last name went:
 		// only its open state reaches it.
 		n.mu.Lock()
@@ -86,7 +86,7 @@ func (f *FS) Open(p Path, flags int) (*Handle, error) {
 		// a lower file with several that the kernel shares a node
 		// among; if another name brought the node up, this one must
 		// follow.
-		if err := f.CopyUp(p); err != nil {
+		if err := f.copyUp(p); err != nil {
 			return nil, err
 		}
 	}
@@ -114,7 +114,7 @@ func (f *FS) Open(p Path, flags int) (*Handle, error) {
 
 // loadData opens the layers a file's bytes come from.
 func (f *FS) loadData(p Path) (*fileData, error) {
-	n := p.Node()
+	n := p.node()
 	d := &fileData{id: n.id}
 	if !n.upper {
 		lf, err := f.lo.Open(n.lower)
@@ -135,8 +135,8 @@ func (f *FS) loadData(p Path) (*fileData, error) {
 	if n.id == 0 {
 		return d, nil
 	}
-	fm, err := f.meta.File(n.id)
-	if errors.Is(err, ErrNotFound) {
+	fm, err := f.meta.file(n.id)
+	if errors.Is(err, errNotFound) {
 		return d, nil
 	}
 	if err != nil {
@@ -408,8 +408,8 @@ func (f *FS) markPresent(d *fileData, chunks []int64) error {
 // the one reads follow: if the record cannot be written (the metadata
 // store is out of room), the file reads as the store has it, which is
 // what a remount would show.
-func (f *FS) storeMeta(d *fileData, next *FileMeta) error {
-	if err := f.meta.PutFile(d.id, next); err != nil {
+func (f *FS) storeMeta(d *fileData, next *fileMeta) error {
+	if err := f.meta.putFile(d.id, next); err != nil {
 		return err
 	}
 	*d.meta = *next
@@ -488,7 +488,7 @@ func (d *fileData) copyFromOrigin(from, to int64) error {
 
 // truncate sets the size of the file at p.
 func (f *FS) truncate(p Path, size int64) error {
-	n := p.Node()
+	n := p.node()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	n.mu.Lock()
@@ -696,16 +696,16 @@ func (h *Handle) Fsync(dataOnly bool, withPath func(func(Path) error) error) err
 		}
 		n.mu.Unlock()
 	}
-	return h.fs.meta.Sync()
+	return h.fs.meta.sync()
 }
 
 // syncEntry fsyncs the upper directory that holds the file at p.
 func (h *Handle) syncEntry(p Path) error {
-	if len(p.Names) == 0 || p.Detached {
+	if len(p.Names) == 0 || p.detached {
 		return nil
 	}
 	// O_RDONLY: fsync on an O_PATH descriptor is EBADF.
-	fd, err := fsio.OpenBeneath(h.fs.up.root, p.Parent().Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := fsio.OpenBeneath(h.fs.up.root, p.parent().Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil
 	}

@@ -56,8 +56,8 @@ type FS struct {
 	// needs. Lock order: mu, gate, Node.mu.
 	gate sync.RWMutex
 	lo   lower.Layer
-	up   *Upper
-	meta *Meta
+	up   *upperLayer
+	meta *metaStore
 	log  *slog.Logger
 	root *Node
 	// sameDev is true when upper and lower share a filesystem, so their
@@ -111,7 +111,7 @@ func New(opts Options) (*FS, error) {
 	// Metadata-only changes (whiteouts, redirects, dropped records) may
 	// use half of the reserve, so that removing lower files still works
 	// once cowfs's own writes have filled the disk up to it; below that
-	// the database is kept off the disk (Meta.KeepFree).
+	// the database is kept off the disk (metaStore.keepFree).
 	var room *space
 	if reserve > 0 {
 		if err := os.MkdirAll(opts.MetaDir, 0o700); err != nil {
@@ -131,7 +131,7 @@ func New(opts Options) (*FS, error) {
 				opts.MetaDir, metaFloor(reserve)>>10, err)
 		}
 	}
-	meta, err := OpenMeta(opts.MetaDir)
+	meta, err := openMeta(opts.MetaDir)
 	if err != nil {
 		room.close()
 		up.close()
@@ -140,12 +140,12 @@ func New(opts Options) (*FS, error) {
 	meta.room = room
 	lst, err := opts.Lower.Lstat("")
 	if err != nil {
-		meta.Close()
+		meta.close()
 		up.close()
 		return nil, fmt.Errorf("lower root: %w", err)
 	}
 	if lst.Mode&unix.S_IFMT != unix.S_IFDIR {
-		meta.Close()
+		meta.close()
 		up.close()
 		return nil, fmt.Errorf("lower root is not a directory")
 	}
@@ -159,7 +159,7 @@ func New(opts Options) (*FS, error) {
 		return nil, fmt.Errorf("upper root identity: %w", err)
 	}
 	f.root = &Node{Type: unix.S_IFDIR, Ino: lst.Ino, Gen: 1, hasLower: true, upper: true, id: rootID.ID}
-	dm, err := meta.Dir(rootID.ID)
+	dm, err := meta.dir(rootID.ID)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -172,7 +172,7 @@ func New(opts Options) (*FS, error) {
 
 // Close releases the layers and flushes the metadata.
 func (f *FS) Close() error {
-	err := f.meta.Close()
+	err := f.meta.close()
 	f.up.close()
 	return err
 }
@@ -180,11 +180,11 @@ func (f *FS) Close() error {
 // Root returns the root directory node.
 func (f *FS) Root() *Node { return f.root }
 
-// RootPath returns the path of the root.
-func (f *FS) RootPath() Path { return Path{Nodes: []*Node{f.root}} }
+// rootPath returns the path of the root.
+func (f *FS) rootPath() Path { return Path{Nodes: []*Node{f.root}} }
 
 // Sync makes every metadata change durable.
-func (f *FS) Sync() error { return f.meta.Sync() }
+func (f *FS) Sync() error { return f.meta.sync() }
 
 // upperIno maps an upper inode's own number into the merged inode space.
 // When upper and lower share a filesystem their numbers never collide; when
@@ -212,7 +212,7 @@ func (f *FS) Lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 	// A lower name of a file with several names: if another of its
 	// names was copied up, this one must show that inode, so it is
 	// brought up now, as a link to it.
-	if _, ok, err := f.meta.Index(n.Ino); err != nil || !ok {
+	if _, ok, err := f.meta.index(n.Ino); err != nil || !ok {
 		return n, st, err
 	}
 	f.mu.Lock()
@@ -220,8 +220,8 @@ func (f *FS) Lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 	if n, st, err = f.lookup(dir, name); err != nil || n.upper {
 		return n, st, err
 	}
-	p := dir.Child(name, n)
-	if err := f.copyUp(p); err != nil {
+	p := dir.child(name, n)
+	if err := f.copyUpLocked(p); err != nil {
 		return nil, st, err
 	}
 	st, err = f.attr(p)
@@ -229,7 +229,7 @@ func (f *FS) Lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 }
 
 func (f *FS) lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
-	d := dir.Node()
+	d := dir.node()
 	p := names.Join(dir.Rel(), name)
 	if d.upper {
 		st, gen, err := f.up.stat(p)
@@ -245,11 +245,11 @@ func (f *FS) lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 		}
 	}
 	if !d.hasLower {
-		return nil, unix.Stat_t{}, ErrNotFound
+		return nil, unix.Stat_t{}, errNotFound
 	}
-	if wh, err := f.meta.Whiteout(d.id, name); err != nil || wh {
+	if wh, err := f.meta.whiteout(d.id, name); err != nil || wh {
 		if err == nil {
-			err = ErrNotFound
+			err = errNotFound
 		}
 		return nil, unix.Stat_t{}, err
 	}
@@ -280,7 +280,7 @@ func (f *FS) upperNode(parent *Node, p, name string, st *unix.Stat_t, gen uint64
 	}
 	st.Ino = n.Ino
 	if n.Type == unix.S_IFDIR {
-		dm, err := f.meta.Dir(n.id)
+		dm, err := f.meta.dir(n.id)
 		if err != nil {
 			return nil, err
 		}
@@ -306,7 +306,7 @@ func (f *FS) upperNode(parent *Node, p, name string, st *unix.Stat_t, gen uint64
 
 // Attr returns the attributes of the node at p.
 func (f *FS) Attr(p Path) (unix.Stat_t, error) {
-	n := p.Node()
+	n := p.node()
 	n.mu.Lock()
 	if d := n.data; d != nil && d.upper != nil {
 		var st unix.Stat_t
@@ -317,7 +317,7 @@ func (f *FS) Attr(p Path) (unix.Stat_t, error) {
 		return st, err
 	}
 	n.mu.Unlock()
-	if p.Detached {
+	if p.detached {
 		return unix.Stat_t{}, errDetached
 	}
 	f.mu.RLock()
@@ -332,7 +332,7 @@ func (f *FS) Attr(p Path) (unix.Stat_t, error) {
 }
 
 func (f *FS) attr(p Path) (unix.Stat_t, error) {
-	n := p.Node()
+	n := p.node()
 	var st unix.Stat_t
 	var err error
 	if n.upper {
@@ -361,7 +361,7 @@ func (f *FS) ReadDir(p Path) ([]lower.DirEntry, error) {
 }
 
 func (f *FS) readDir(p Path) ([]lower.DirEntry, error) {
-	d := p.Node()
+	d := p.node()
 	var out []lower.DirEntry
 	seen := map[string]bool{}
 	if d.upper {
@@ -391,7 +391,7 @@ func (f *FS) readDir(p Path) ([]lower.DirEntry, error) {
 		unix.Close(fd)
 	}
 	if d.hasLower {
-		wh, err := f.meta.Whiteouts(d.id)
+		wh, err := f.meta.whiteouts(d.id)
 		if err != nil {
 			return nil, err
 		}
@@ -427,7 +427,7 @@ func (f *FS) Readlink(p Path) (string, error) {
 }
 
 func (f *FS) readlink(p Path) (string, error) {
-	n := p.Node()
+	n := p.node()
 	if !n.upper {
 		return f.lo.Readlink(n.lower)
 	}
@@ -465,11 +465,11 @@ func (f *FS) lowerHas(dir *Node, name string) (bool, error) {
 
 // ensureID gives the upper directory or file at p a metadata id.
 func (f *FS) ensureID(p Path) error {
-	n := p.Node()
+	n := p.node()
 	if n.id != 0 {
 		return nil
 	}
-	id := NewID()
+	id := newID()
 	return f.up.at(p.Rel(), func(dirfd int, name string) error {
 		ident, err := f.up.identityAt(dirfd, name)
 		if err != nil {
@@ -487,24 +487,24 @@ func (f *FS) ensureID(p Path) error {
 // whiteout hides the lower entry name of directory dir, if there is one.
 // dir must be in the upper.
 func (f *FS) whiteout(dir Path, name string) error {
-	has, err := f.lowerHas(dir.Node(), name)
+	has, err := f.lowerHas(dir.node(), name)
 	if err != nil || !has {
 		return err
 	}
 	if err := f.ensureID(dir); err != nil {
 		return err
 	}
-	return f.meta.SetWhiteout(dir.Node().id, name)
+	return f.meta.setWhiteout(dir.node().id, name)
 }
 
 // SyncDir makes the directory at p durable: its upper entries, and the
 // whiteouts and other records that live in badger.
 func (f *FS) SyncDir(p Path) error {
-	if p.Detached {
+	if p.detached {
 		return errDetached
 	}
 	f.mu.RLock()
-	upper := p.Node().upper
+	upper := p.node().upper
 	f.mu.RUnlock()
 	if upper {
 		fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
@@ -517,7 +517,7 @@ func (f *FS) SyncDir(p Path) error {
 			return fmt.Errorf("fsyncdir %q: %w", p.Rel(), err)
 		}
 	}
-	return f.meta.Sync()
+	return f.meta.sync()
 }
 
 // processUmask reads the process umask without changing it (umask(2) can

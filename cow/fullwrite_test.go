@@ -184,7 +184,7 @@ func TestUnrecordedWriteKeepsLowerBytes(t *testing.T) {
 	}
 	defer h.Release()
 	// No filesystem has this much free.
-	if err := f.meta.KeepFree(t.TempDir(), 1<<62); err != nil {
+	if err := f.meta.keepFree(t.TempDir(), 1<<62); err != nil {
 		t.Fatal(err)
 	}
 	data := bytes.Repeat([]byte{'w'}, 4096)
@@ -199,7 +199,7 @@ func TestUnrecordedWriteKeepsLowerBytes(t *testing.T) {
 		t.Fatalf("after the unrecorded write the file differs from the lower at %d", i)
 	}
 
-	if err := f.meta.KeepFree(t.TempDir(), 0); err != nil {
+	if err := f.meta.keepFree(t.TempDir(), 0); err != nil {
 		t.Fatal(err)
 	}
 	if k, err := h.WriteAt(data, ChunkSize+100); err != nil || k != len(data) {

@@ -18,7 +18,7 @@ import (
 func TestLowerDirRemovedWhileMounted(t *testing.T) {
 	t.Parallel()
 	f := newTestFS(t, map[string][]byte{"spider.py": []byte("x")})
-	_, _, h, err := f.Create(f.RootPath(), "items.jl", unix.O_WRONLY, 0o644, Cred{})
+	_, _, h, err := f.Create(f.rootPath(), "items.jl", unix.O_WRONLY, 0o644, Cred{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func TestLowerDirRemovedWhileMounted(t *testing.T) {
 	if err := os.RemoveAll(f.lo.(*lower.Dir).Path()); err != nil {
 		t.Fatal(err)
 	}
-	ents, err := f.ReadDir(f.RootPath())
+	ents, err := f.ReadDir(f.rootPath())
 	if err != nil {
 		t.Fatalf("listing after the lower went: %v", err)
 	}

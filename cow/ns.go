@@ -18,7 +18,7 @@ func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
 	}
 	// What lookup would do, but the lower is asked once: its answer is
 	// both "does the name exist" (unless whited out) and overLower.
-	d := dir.Node()
+	d := dir.node()
 	p := names.Join(dir.Rel(), name)
 	if d.upper {
 		if _, _, err := f.up.stat(p); err == nil {
@@ -31,7 +31,7 @@ func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
 		return false, err
 	}
 	if overLower {
-		wh, err := f.meta.Whiteout(d.id, name)
+		wh, err := f.meta.whiteout(d.id, name)
 		if err != nil {
 			return false, err
 		}
@@ -39,7 +39,7 @@ func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
 			return false, fmt.Errorf("create %q: %w", p, syscall.EEXIST)
 		}
 	}
-	if err := f.copyUp(dir); err != nil {
+	if err := f.copyUpLocked(dir); err != nil {
 		return false, err
 	}
 	return overLower, nil
@@ -169,7 +169,7 @@ func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat
 	if err := unix.Mkdirat(f.up.work, tmp, mode&07777); err != nil {
 		return nil, unix.Stat_t{}, fmt.Errorf("mkdir %q: %w", p, err)
 	}
-	id := NewID()
+	id := newID()
 	err = func() error {
 		parent, err := f.up.dir(dir.Rel())
 		if err != nil {
@@ -196,7 +196,7 @@ func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat
 		if err := f.up.setIdentityAt(f.up.work, tmp, identity{ID: id}); err != nil {
 			return err
 		}
-		if err := f.meta.PutDir(id, DirMeta{Opaque: true}); err != nil {
+		if err := f.meta.putDir(id, dirMeta{Opaque: true}); err != nil {
 			return err
 		}
 		return f.up.install(tmp, p)
@@ -255,13 +255,13 @@ func (f *FS) createWith(dir Path, name string, c Cred, perm uint32, mk func(dirf
 func (f *FS) Link(target Path, dir Path, name string) (unix.Stat_t, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if target.Node().Type == unix.S_IFDIR {
+	if target.node().Type == unix.S_IFDIR {
 		return unix.Stat_t{}, syscall.EPERM
 	}
 	if _, err := f.prepareCreate(dir, name); err != nil {
 		return unix.Stat_t{}, err
 	}
-	if err := f.copyUp(target); err != nil {
+	if err := f.copyUpLocked(target); err != nil {
 		return unix.Stat_t{}, err
 	}
 	p := names.Join(dir.Rel(), name)
@@ -273,7 +273,7 @@ func (f *FS) Link(target Path, dir Path, name string) (unix.Stat_t, error) {
 	if err != nil {
 		return unix.Stat_t{}, fmt.Errorf("link %q to %q: %w", p, target.Rel(), err)
 	}
-	return f.attr(dir.Child(name, target.Node()))
+	return f.attr(dir.child(name, target.node()))
 }
 
 // Unlink removes the non-directory name, node n, from dir.
@@ -283,10 +283,10 @@ func (f *FS) Unlink(dir Path, name string, n *Node) error {
 	if n.Type == unix.S_IFDIR {
 		return syscall.EISDIR
 	}
-	if err := f.upLinked(dir.Child(name, n)); err != nil {
+	if err := f.upLinked(dir.child(name, n)); err != nil {
 		return err
 	}
-	if err := f.copyUp(dir); err != nil {
+	if err := f.copyUpLocked(dir); err != nil {
 		return err
 	}
 	// Whiteout first: a crash between the two steps leaves the upper
@@ -342,14 +342,14 @@ func (f *FS) dropFileMeta(n *Node) {
 func (f *FS) dropFileID(id uint64) {
 	// Most files with an id have a record; asking first saves a
 	// write for those that do not.
-	fm, err := f.meta.File(id)
+	fm, err := f.meta.file(id)
 	if err != nil && !isNotExist(err) {
 		f.log.Warn("metadata of a removed file", "id", id, "err", err)
 	}
 	if fm == nil {
 		return
 	}
-	if err := f.meta.DropFile(id); err != nil {
+	if err := f.meta.dropFile(id); err != nil {
 		f.log.Warn("drop metadata of a removed file", "id", id, "err", err)
 	}
 }
@@ -359,14 +359,14 @@ func (f *FS) dropFileID(id uint64) {
 // names' link count drops. The node may be up through another name only;
 // copyUp links this one then.
 func (f *FS) upLinked(p Path) error {
-	n := p.Node()
+	n := p.node()
 	if n.Type != unix.S_IFREG || !n.hasLower {
 		return nil
 	}
 	if st, err := f.lo.Lstat(n.lower); err != nil || st.Nlink < 2 {
 		return nil
 	}
-	return f.copyUp(p)
+	return f.copyUpLocked(p)
 }
 
 // Rmdir removes the empty directory name, node n, from dir.
@@ -376,7 +376,7 @@ func (f *FS) Rmdir(dir Path, name string, n *Node) error {
 	if n.Type != unix.S_IFDIR {
 		return syscall.ENOTDIR
 	}
-	child := dir.Child(name, n)
+	child := dir.child(name, n)
 	ents, err := f.readDir(child)
 	if err != nil {
 		return err
@@ -384,7 +384,7 @@ func (f *FS) Rmdir(dir Path, name string, n *Node) error {
 	if len(ents) > 0 {
 		return fmt.Errorf("rmdir %q: %w", child.Rel(), syscall.ENOTEMPTY)
 	}
-	if err := f.copyUp(dir); err != nil {
+	if err := f.copyUpLocked(dir); err != nil {
 		return err
 	}
 	if err := f.whiteout(dir, name); err != nil {
@@ -397,7 +397,7 @@ func (f *FS) Rmdir(dir Path, name string, n *Node) error {
 		if err != nil {
 			return fmt.Errorf("rmdir %q: %w", child.Rel(), err)
 		}
-		if err := f.meta.DropDir(n.id); err != nil {
+		if err := f.meta.dropDir(n.id); err != nil {
 			f.log.Warn("drop metadata of removed directory", "path", child.Rel(), "err", err)
 		}
 	}
@@ -426,7 +426,7 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 			return err
 		}
 	}
-	src := oldDir.Child(name, n)
+	src := oldDir.child(name, n)
 	switch {
 	case exchange && target == nil:
 		return syscall.ENOENT
@@ -440,7 +440,7 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 			return syscall.EISDIR
 		}
 		if target.Type == unix.S_IFDIR {
-			ents, err := f.readDir(newDir.Child(newName, target))
+			ents, err := f.readDir(newDir.child(newName, target))
 			if err != nil {
 				return err
 			}
@@ -449,13 +449,13 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 			}
 		}
 	}
-	if err := f.copyUp(src); err != nil {
+	if err := f.copyUpLocked(src); err != nil {
 		return err
 	}
-	if err := f.copyUp(newDir); err != nil {
+	if err := f.copyUpLocked(newDir); err != nil {
 		return err
 	}
-	dst := newDir.Child(newName, target)
+	dst := newDir.child(newName, target)
 	if target != nil && !exchange {
 		// Replacing one name of a lower file with several: as for
 		// unlink, its inode comes up first so the others' count drops.
@@ -464,7 +464,7 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 		}
 	}
 	if exchange {
-		if err := f.copyUp(dst); err != nil {
+		if err := f.copyUpLocked(dst); err != nil {
 			return err
 		}
 		if err := f.pinLower(dst); err != nil {
@@ -496,7 +496,7 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 		f.dropFileMeta(target)
 	}
 	if target != nil && !exchange && target.Type == unix.S_IFDIR && target.upper {
-		if err := f.meta.DropDir(target.id); err != nil {
+		if err := f.meta.dropDir(target.id); err != nil {
 			f.log.Warn("drop metadata of replaced directory", "path", dst.Rel(), "err", err)
 		}
 	}
@@ -507,16 +507,16 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 // directory it merges with now, wherever it is moved: a redirect when it has
 // one, opaque when it has none.
 func (f *FS) pinLower(p Path) error {
-	n := p.Node()
+	n := p.node()
 	if n.Type != unix.S_IFDIR {
 		return nil
 	}
 	if err := f.ensureID(p); err != nil {
 		return err
 	}
-	dm := DirMeta{Opaque: !n.hasLower}
+	dm := dirMeta{Opaque: !n.hasLower}
 	if n.hasLower {
 		dm.Redirect = n.lower
 	}
-	return f.meta.PutDir(n.id, dm)
+	return f.meta.putDir(n.id, dm)
 }

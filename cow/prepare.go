@@ -34,7 +34,7 @@ func (f *FS) PrepareCapture(ctx context.Context) error {
 	f.mu.RLock()
 	r := f.root
 	root := &Node{Type: r.Type, Ino: r.Ino, Gen: r.Gen, lower: r.lower, hasLower: r.hasLower, upper: r.upper, id: r.id}
-	pending, err := f.meta.PendingLinks()
+	pending, err := f.meta.pendingLinks()
 	f.mu.RUnlock()
 	if err != nil {
 		return fmt.Errorf("prepare capture: %w", err)
@@ -63,7 +63,7 @@ func (p *preparer) dir(dp Path) error {
 	if err := p.ctx.Err(); err != nil {
 		return err
 	}
-	n := dp.Node()
+	n := dp.node()
 	if n.hasLower {
 		e, err := p.ol.EntryFrom(p.ol.Store(), n.lower)
 		if gone(err) {
@@ -98,13 +98,13 @@ func (p *preparer) dir(dp Path) error {
 	}
 	for _, de := range ents {
 		child, st, err := p.f.lookup(dp, de.Name)
-		if gone(err) || errors.Is(err, ErrNotFound) {
+		if gone(err) || errors.Is(err, errNotFound) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("prepare capture: lookup %q: %w", names.Join(dp.Rel(), de.Name), err)
 		}
-		cp := dp.Child(de.Name, child)
+		cp := dp.child(de.Name, child)
 		switch child.Type {
 		case unix.S_IFDIR:
 			err = p.dir(cp)
@@ -123,12 +123,12 @@ func (p *preparer) dir(dp Path) error {
 // file fetches what the capture reads from the origin of the upper file
 // at fp, of size size.
 func (p *preparer) file(fp Path, size int64) error {
-	n := fp.Node()
+	n := fp.node()
 	if n.id == 0 {
 		return nil
 	}
-	m, err := p.f.meta.File(n.id)
-	if errors.Is(err, ErrNotFound) {
+	m, err := p.f.meta.file(n.id)
+	if errors.Is(err, errNotFound) {
 		return nil
 	}
 	if err != nil {

@@ -29,7 +29,7 @@ func (f *FS) PrepareLower(ctx context.Context, store object.GetPutter) (*scan.Pr
 	if _, ok := f.lo.(*lower.Objects); ok {
 		return nil, nil
 	}
-	view := f.meta.ScanView()
+	view := f.meta.scanView()
 	defer view.Discard()
 	// The capture lists a lower file's xattrs without cowfs's own.
 	prep, err := scan.Prepare(ctx, f.lo, store, view, f.up.ownXattr)
@@ -68,7 +68,7 @@ func (c *capture) prepared(n *Node) (scan.PreparedDir, bool) {
 // them when it returns none) are walked. So a directory of many lower
 // files that the upper added one to costs a listing, not a look at each.
 func (c *capture) preparedEntries(p Path) (map[string]object.Entry, error) {
-	n := p.Node()
+	n := p.node()
 	if c.prep == nil || !n.upper || !n.hasLower {
 		return nil, nil
 	}

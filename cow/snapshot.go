@@ -50,17 +50,17 @@ func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.G
 	if ol, ok := f.lo.(*lower.Objects); ok && local != nil {
 		defer ol.ReadLocal(local)()
 	}
-	view := f.meta.ScanView()
+	view := f.meta.scanView()
 	defer view.Discard()
 	c := &capture{f: f, store: store, ctx: ctx, sc: scan.New(ctx, f.lo, store, view)}
 	if prep != nil {
 		c.prep = prep.Still(f.lo)
 	}
 	var err error
-	if c.pending, err = f.meta.PendingLinks(); err != nil {
+	if c.pending, err = f.meta.pendingLinks(); err != nil {
 		return object.Zero, object.Entry{}, c.stats, fmt.Errorf("capture: %w", err)
 	}
-	root := f.RootPath()
+	root := f.rootPath()
 	st, err := f.attr(root)
 	if err != nil {
 		return object.Zero, object.Entry{}, c.stats, err
@@ -100,9 +100,9 @@ func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
 	if err := c.ctx.Err(); err != nil {
 		return object.Entry{}, err
 	}
-	n := p.Node()
+	n := p.node()
 	e := object.Entry{
-		Name:  p.Name(),
+		Name:  p.name(),
 		Mode:  st.Mode,
 		Uid:   st.Uid,
 		Gid:   st.Gid,
@@ -172,7 +172,7 @@ func (c *capture) linkID(n *Node, st *unix.Stat_t) uint64 {
 }
 
 func (c *capture) dir(p Path) (object.Digest, error) {
-	n := p.Node()
+	n := p.node()
 	if d, ok := c.prepared(n); ok {
 		c.stats.Dirs += d.Dirs
 		c.stats.Files += d.Files
@@ -217,14 +217,14 @@ func (c *capture) dir(p Path) (object.Digest, error) {
 		if !child.upper && child.Type == unix.S_IFREG && c.pending[child.Ino] {
 			// Another name of this lower file is in the upper: link
 			// this one up too, as a lookup through the mount would.
-			if err := c.f.copyUp(p.Child(de.Name, child)); err != nil {
+			if err := c.f.copyUpLocked(p.child(de.Name, child)); err != nil {
 				return object.Zero, fmt.Errorf("link up %q: %w", names.Join(p.Rel(), de.Name), err)
 			}
 			if child, st, err = c.f.lookup(p, de.Name); err != nil {
 				return object.Zero, fmt.Errorf("lookup %q: %w", names.Join(p.Rel(), de.Name), err)
 			}
 		}
-		e, err := c.entry(p.Child(de.Name, child), &st)
+		e, err := c.entry(p.child(de.Name, child), &st)
 		if err != nil {
 			return object.Zero, err
 		}
@@ -238,7 +238,7 @@ func (c *capture) dir(p Path) (object.Digest, error) {
 }
 
 func (c *capture) file(p Path, size int64) (object.Digest, error) {
-	n := p.Node()
+	n := p.node()
 	c.stats.Files++
 	if size == 0 {
 		return object.Zero, nil
@@ -319,7 +319,7 @@ func (c *capture) lowerFile(path string, needFile bool) (d object.Digest, fo *ob
 // reusable reports whether chunk i of a copied-up file is still exactly chunk
 // i of its origin: never copied up, wholly below the lower limit, and the
 // same length in both.
-func reusable(m *FileMeta, origin *object.File, i, cs, ce int64) bool {
+func reusable(m *fileMeta, origin *object.File, i, cs, ce int64) bool {
 	if m.Chunks.Has(i) || ce > m.LowerLimit || i >= int64(len(origin.Chunks)) {
 		return false
 	}
@@ -330,7 +330,7 @@ func reusable(m *FileMeta, origin *object.File, i, cs, ce int64) bool {
 // from its origin: the chunk is not in the upper, begins below the lower
 // limit, and is not reusable by digest (the chunk the lower limit falls
 // in, once the file grew past it or was cut inside it).
-func fromOrigin(m *FileMeta, origin *object.File, i, cs, ce int64) bool {
+func fromOrigin(m *fileMeta, origin *object.File, i, cs, ce int64) bool {
 	return !m.Chunks.Has(i) && cs < m.LowerLimit && i < int64(len(origin.Chunks)) && !reusable(m, origin, i, cs, ce)
 }
 

@@ -39,27 +39,27 @@ func Join(dir, name string) string {
 	return dir + "/" + name
 }
 
-// MaxPathLen and MaxPathParts bound a path CleanRel accepts: Linux's
+// maxPathLen and maxPathParts bound a path CleanRel accepts: Linux's
 // PATH_MAX (4096 bytes with the terminating NUL), and a depth no tree a
 // crawler writes comes near. A longer path cannot be opened anyway, and
 // one from the wire is refused before it costs a scan or a log line.
 const (
-	MaxPathLen   = 4095
-	MaxPathParts = 1024
+	maxPathLen   = 4095
+	maxPathParts = 1024
 )
 
 // CleanRel turns a user-supplied path inside a layer into the relative form
 // used everywhere in cow/ ("" for the root, "a/b" otherwise). It refuses any
 // path that would leave the layer: absolute paths, ".." components, and
 // components that are not valid names; and paths longer or deeper than
-// MaxPathLen and MaxPathParts, in an error that does not hold the path.
+// maxPathLen and maxPathParts, in an error that does not hold the path.
 func CleanRel(p string) (string, error) {
-	if len(p) > MaxPathLen {
-		return "", fmt.Errorf("path of %d bytes, at most %d: %w", len(p), MaxPathLen, syscall.EINVAL)
+	if len(p) > maxPathLen {
+		return "", fmt.Errorf("path of %d bytes, at most %d: %w", len(p), maxPathLen, syscall.EINVAL)
 	}
-	if n := strings.Count(p, "/") + 1; n > MaxPathParts {
+	if n := strings.Count(p, "/") + 1; n > maxPathParts {
 		// Counted before cleaning: empty and "." parts count too.
-		return "", fmt.Errorf("path has %d parts, at most %d: %w", n, MaxPathParts, syscall.EINVAL)
+		return "", fmt.Errorf("path has %d parts, at most %d: %w", n, maxPathParts, syscall.EINVAL)
 	}
 	if strings.HasPrefix(p, "/") {
 		return "", fmt.Errorf("path %q is absolute: %w", p, syscall.EINVAL)

@@ -130,7 +130,7 @@ func Beneath(root int, path string) (dirfd int, base string, done func(), err er
 // on the link.
 
 func XattrList(dirfd int, base string) ([]string, error) {
-	p := FdPath(dirfd, base)
+	p := fdPath(dirfd, base)
 	return xattrNames(func(buf []byte) (int, error) {
 		if base == "" {
 			return unix.Listxattr(p, buf)
@@ -212,9 +212,9 @@ func xattrNames(list func([]byte) (int, error)) ([]string, error) {
 
 func XattrGetInto(dirfd int, base, attr string, buf []byte) (int, error) {
 	if base == "" {
-		return unix.Getxattr(FdPath(dirfd, ""), attr, buf)
+		return unix.Getxattr(fdPath(dirfd, ""), attr, buf)
 	}
-	return unix.Lgetxattr(FdPath(dirfd, base), attr, buf)
+	return unix.Lgetxattr(fdPath(dirfd, base), attr, buf)
 }
 
 func XattrGet(dirfd int, base, attr string) ([]byte, error) {
@@ -238,16 +238,16 @@ func XattrGet(dirfd int, base, attr string) ([]byte, error) {
 
 func XattrSet(dirfd int, base, attr string, v []byte, flags int) error {
 	if base == "" {
-		return unix.Setxattr(FdPath(dirfd, ""), attr, v, flags)
+		return unix.Setxattr(fdPath(dirfd, ""), attr, v, flags)
 	}
-	return unix.Lsetxattr(FdPath(dirfd, base), attr, v, flags)
+	return unix.Lsetxattr(fdPath(dirfd, base), attr, v, flags)
 }
 
 func XattrRemove(dirfd int, base, attr string) error {
 	if base == "" {
-		return unix.Removexattr(FdPath(dirfd, ""), attr)
+		return unix.Removexattr(fdPath(dirfd, ""), attr)
 	}
-	return unix.Lremovexattr(FdPath(dirfd, base), attr)
+	return unix.Lremovexattr(fdPath(dirfd, base), attr)
 }
 
 // SplitPath splits a relative path into its parent and final name.
@@ -318,9 +318,9 @@ func dtToMode(t uint8) uint32 {
 	return unix.S_IFREG
 }
 
-// FdPath names name beneath the directory descriptor dirfd through
+// fdPath names name beneath the directory descriptor dirfd through
 // /proc/self/fd, or the directory itself when name is empty.
-func FdPath(dirfd int, name string) string {
+func fdPath(dirfd int, name string) string {
 	if name == "" {
 		return fmt.Sprintf("/proc/self/fd/%d", dirfd)
 	}
