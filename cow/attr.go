@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"syscall"
 
-	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 )
 
 // SetAttr lists the attribute changes of a setattr; nil fields stay as they

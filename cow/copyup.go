@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 )
 
 // copyUp makes sure the node at p and every directory above it exist in the

@@ -9,9 +9,10 @@ import (
 	"slices"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"github.com/cowfs/cowfs/cow/lower"
-	"golang.org/x/sys/unix"
 )
 
 // fileData is the open state of a regular file, shared by all its handles,

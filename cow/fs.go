@@ -11,10 +11,11 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/names"
-	"golang.org/x/sys/unix"
 )
 
 // Options configures an FS. UpperDir, WorkDir and MetaDir must exist.

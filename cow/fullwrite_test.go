@@ -10,8 +10,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/cowfs/cowfs/cow/lower"
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/lower"
 )
 
 // A write into a chunk still in the lower copies the chunk's other bytes

@@ -509,7 +509,14 @@ func (v *scanView) PutScanned(dev, ino uint64, e scan.Entry) error {
 	return nil
 }
 
+// WholeSet returns the mount's set of file objects found whole.
 func (v *scanView) WholeSet() *object.KnownSet { return &v.m.whole }
+
+// A capture's scans go through the view, and find its whole set.
+var (
+	_ scan.Cache       = (*scanView)(nil)
+	_ scan.WholeSetter = (*scanView)(nil)
+)
 
 func scanKey(dev, ino uint64) []byte {
 	k := make([]byte, 17)

@@ -5,8 +5,9 @@ import (
 	"os"
 	"syscall"
 
-	"github.com/cowfs/cowfs/cow/names"
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/names"
 )
 
 // prepareCreate checks that name may be created in dir and copies dir up.

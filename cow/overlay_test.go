@@ -15,8 +15,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/cowfs/cowfs/cow/lower"
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/lower"
 )
 
 // engine is an FS over a real lower and upper directory, with no mount:

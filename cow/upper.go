@@ -8,8 +8,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 )
 
 // upperLayer is the writable layer: a directory that mirrors the merged namespace,

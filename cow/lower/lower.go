@@ -41,3 +41,9 @@ type ContextReaderAt interface {
 
 // DirEntry is one entry of a directory listing.
 type DirEntry = fsio.DirEntry
+
+var (
+	_ Layer           = (*Dir)(nil)
+	_ Layer           = (*Objects)(nil)
+	_ ContextReaderAt = (*objectFile)(nil)
+)

@@ -319,8 +319,6 @@ func (l *Objects) FileObjectFrom(g object.Getter, path string) (*object.File, ob
 // fetching much a reader will not use.
 const readAhead = 8
 
-var _ ContextReaderAt = (*objectFile)(nil)
-
 // objectFile reads a file object chunk by chunk, keeping the last chunk.
 type objectFile struct {
 	store object.Getter

@@ -1,9 +1,10 @@
 package scan
 
 import (
+	"golang.org/x/sys/unix"
+
 	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/names"
-	"golang.org/x/sys/unix"
 )
 
 // scanDir is how a scan reaches the entries of one directory, by name.
@@ -15,7 +16,7 @@ type scanDir interface {
 	Open(name string) (lower.File, error)
 }
 
-// pathDir reaches the entries of directory dir of any Lower by their paths
+// pathDir reaches the entries of directory dir of any lower.Layer by their paths
 // from the layer's root.
 type pathDir struct {
 	lo  lower.Layer

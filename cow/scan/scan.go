@@ -57,6 +57,11 @@ type MemCache struct {
 // WholeSet returns the set of file objects found whole.
 func (c *MemCache) WholeSet() *object.KnownSet { return &c.whole }
 
+var (
+	_ Cache       = (*MemCache)(nil)
+	_ WholeSetter = (*MemCache)(nil)
+)
+
 func (c *MemCache) Scanned(dev, ino uint64) (Entry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
