@@ -10,7 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
@@ -148,7 +149,7 @@ func (rl *remoteLower) recordPath() string {
 // records.
 func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 	r, mnt := rl.r, rl.s.Mountpoint
-	sub, _ := cow.CleanRel(r.Path)
+	sub, _ := names.CleanRel(r.Path)
 	recPath := rl.recordPath()
 	var want object.Digest
 	if r.Version != "" {
@@ -197,12 +198,12 @@ func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 
 // fill sets o's remote part: the layer at version v, its source, the
 // master to push to and the counters for status.
-func (rl *remoteLower) fill(o *fs.Options, lower cow.Lower, v object.Digest) {
+func (rl *remoteLower) fill(o *fs.Options, lower lower.Layer, v object.Digest) {
 	r, client, cache := rl.r, rl.client, rl.cache
 	o.Layer, o.LayerRoot, o.Fetch = lower, v, cache
 	o.IOTimeout = r.IOTimeout
 	o.Source = r.Addr
-	if sub, _ := cow.CleanRel(r.Path); sub != "" {
+	if sub, _ := names.CleanRel(r.Path); sub != "" {
 		o.Source += " path " + sub
 	}
 	if snap := rl.s.Lower.Snapshot; snap != "" {

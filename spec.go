@@ -21,7 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
@@ -292,7 +292,7 @@ func (r *Remote) validate(restore bool) error {
 	if restore && r.Version != "" {
 		return errors.New("a version does not apply to a restore: the snapshot names its own")
 	}
-	if _, err := cow.CleanRel(r.Path); err != nil {
+	if _, err := names.CleanRel(r.Path); err != nil {
 		return fmt.Errorf("--path: %w", err)
 	}
 	if r.IOTimeout <= 0 {

@@ -5,6 +5,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 )
 
 // SetAttr lists the attribute changes of a setattr; nil fields stay as they
@@ -20,8 +22,8 @@ type SetAttr struct {
 // first, as metadata only: changing the mode, owner or times of a lower file
 // copies none of its bytes, and truncating it copies at most one chunk.
 func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
-	n := p.Node()
-	if p.Detached {
+	n := p.node()
+	if p.detached {
 		n.mu.Lock()
 		open := n.data != nil && n.data.upper != nil
 		n.mu.Unlock()
@@ -30,7 +32,7 @@ func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
 		}
 	}
 	if !n.upper {
-		if err := f.CopyUp(p); err != nil {
+		if err := f.copyUp(p); err != nil {
 			return unix.Stat_t{}, err
 		}
 	}
@@ -113,7 +115,7 @@ func (f *FS) Setattr(p Path, a SetAttr) (unix.Stat_t, error) {
 	if fd < 0 && len(p.Names) == 0 {
 		// The root has no parent to name it from: work on a
 		// descriptor of it, as for an open file.
-		rfd, err := openBeneath(f.up.root, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		rfd, err := fsio.OpenBeneath(f.up.root, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
 			return unix.Stat_t{}, fmt.Errorf("setattr of the root: %w", err)
 		}
@@ -143,10 +145,10 @@ func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
 	if f.up.ownXattr(name) {
 		return nil, syscall.ENODATA
 	}
-	if p.Detached {
+	if p.detached {
 		var v []byte
-		err := f.detached(p.Node(), func(fd int) (err error) {
-			v, err = xattrGet(fd, "", name)
+		err := f.detached(p.node(), func(fd int) (err error) {
+			v, err = fsio.XattrGet(fd, "", name)
 			return err
 		}, func(lower string) (err error) {
 			v, err = f.lo.Getxattr(lower, name)
@@ -166,13 +168,13 @@ func (f *FS) Getxattr(p Path, name string) ([]byte, error) {
 }
 
 func (f *FS) getxattr(p Path, name string) ([]byte, error) {
-	n := p.Node()
+	n := p.node()
 	if !n.upper {
 		return f.lo.Getxattr(n.lower, name)
 	}
 	var v []byte
 	err := f.up.at(p.Rel(), func(dirfd int, base string) (err error) {
-		v, err = xattrGet(dirfd, base, name)
+		v, err = fsio.XattrGet(dirfd, base, name)
 		return err
 	})
 	return v, err
@@ -180,10 +182,10 @@ func (f *FS) getxattr(p Path, name string) ([]byte, error) {
 
 // Listxattr lists the attributes of the node at p, without cowfs's own.
 func (f *FS) Listxattr(p Path) ([]string, error) {
-	if p.Detached {
+	if p.detached {
 		var names []string
-		err := f.detached(p.Node(), func(fd int) (err error) {
-			names, err = xattrList(fd, "")
+		err := f.detached(p.node(), func(fd int) (err error) {
+			names, err = fsio.XattrList(fd, "")
 			return err
 		}, func(lower string) (err error) {
 			names, err = f.lo.Listxattr(lower)
@@ -203,14 +205,14 @@ func (f *FS) Listxattr(p Path) ([]string, error) {
 }
 
 func (f *FS) listxattr(p Path) ([]string, error) {
-	n := p.Node()
+	n := p.node()
 	var names []string
 	var err error
 	if !n.upper {
 		names, err = f.lo.Listxattr(n.lower)
 	} else {
 		err = f.up.at(p.Rel(), func(dirfd int, base string) (err error) {
-			names, err = xattrList(dirfd, base)
+			names, err = fsio.XattrList(dirfd, base)
 			return err
 		})
 	}
@@ -236,18 +238,18 @@ func (f *FS) Setxattr(p Path, name string, value []byte, flags int) error {
 	if err := f.space.need(int64(len(name) + len(value))); err != nil {
 		return err
 	}
-	if p.Detached {
-		return f.detached(p.Node(), func(fd int) error {
-			return xattrSet(fd, "", name, value, flags)
+	if p.detached {
+		return f.detached(p.node(), func(fd int) error {
+			return fsio.XattrSet(fd, "", name, value, flags)
 		}, nil)
 	}
-	if err := f.CopyUp(p); err != nil {
+	if err := f.copyUp(p); err != nil {
 		return err
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.up.at(p.Rel(), func(dirfd int, base string) error {
-		return xattrSet(dirfd, base, name, value, flags)
+		return fsio.XattrSet(dirfd, base, name, value, flags)
 	})
 }
 
@@ -256,21 +258,21 @@ func (f *FS) Removexattr(p Path, name string) error {
 	if f.up.ownXattr(name) {
 		return syscall.ENODATA
 	}
-	if p.Detached {
-		return f.detached(p.Node(), func(fd int) error {
-			return xattrRemove(fd, "", name)
+	if p.detached {
+		return f.detached(p.node(), func(fd int) error {
+			return fsio.XattrRemove(fd, "", name)
 		}, nil)
 	}
 	if _, err := f.Getxattr(p, name); err != nil {
 		return err
 	}
-	if err := f.CopyUp(p); err != nil {
+	if err := f.copyUp(p); err != nil {
 		return err
 	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.up.at(p.Rel(), func(dirfd int, base string) error {
-		return xattrRemove(dirfd, base, name)
+		return fsio.XattrRemove(dirfd, base, name)
 	})
 }
 

@@ -5,22 +5,22 @@ package cow
 // file at 128 KiB, and bounds the copy-up cost of a small write to one chunk.
 const ChunkSize = 1 << 20
 
-// ChunkMap records which chunks of a copied-up file are present in the upper
+// chunkMap records which chunks of a copied-up file are present in the upper
 // file. A chunk that is not present is read from the file's origin in the
 // lower layer. The zero value is an empty map.
-type ChunkMap []byte
+type chunkMap []byte
 
 // Has reports whether chunk i is present.
-func (m ChunkMap) Has(i int64) bool {
+func (m chunkMap) Has(i int64) bool {
 	b := i / 8
 	return b < int64(len(m)) && m[b]&(1<<(i%8)) != 0
 }
 
 // Set marks chunk i present, growing the map as needed.
-func (m *ChunkMap) Set(i int64) {
+func (m *chunkMap) Set(i int64) {
 	b := i / 8
 	if b >= int64(len(*m)) {
-		grown := make(ChunkMap, b+1)
+		grown := make(chunkMap, b+1)
 		copy(grown, *m)
 		*m = grown
 	}
@@ -28,7 +28,7 @@ func (m *ChunkMap) Set(i int64) {
 }
 
 // Count returns how many chunks are present.
-func (m ChunkMap) Count() int {
+func (m chunkMap) Count() int {
 	n := 0
 	for _, b := range m {
 		for ; b != 0; b &= b - 1 {

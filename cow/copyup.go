@@ -6,18 +6,21 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 )
 
-// CopyUp makes sure the node at p and every directory above it exist in the
+// copyUp makes sure the node at p and every directory above it exist in the
 // upper layer. A regular file is copied up as metadata only: a sparse upper
 // file of the same size whose chunks are all still read from the lower.
-func (f *FS) CopyUp(p Path) error {
+func (f *FS) copyUp(p Path) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.copyUp(p)
+	return f.copyUpLocked(p)
 }
 
-func (f *FS) copyUp(p Path) error {
+// copyUpLocked is copyUp with f.mu held.
+func (f *FS) copyUpLocked(p Path) error {
 	for i := 1; i < len(p.Nodes); i++ {
 		if p.Nodes[i].upper {
 			if i == len(p.Nodes)-1 {
@@ -41,14 +44,14 @@ func (f *FS) copyUp(p Path) error {
 // mode, times, xattrs and identity, and renamed into place, so a crash
 // leaves either no upper entry or a whole one.
 func (f *FS) copyUpOne(p Path) error {
-	n := p.Node()
+	n := p.node()
 	st, err := f.lo.Lstat(n.lower)
 	if err != nil {
 		return err
 	}
 	linked := n.Type == unix.S_IFREG && st.Nlink > 1
 	if linked {
-		li, ok, err := f.meta.Index(n.Ino)
+		li, ok, err := f.meta.index(n.Ino)
 		if err != nil {
 			return err
 		}
@@ -57,10 +60,10 @@ func (f *FS) copyUpOne(p Path) error {
 		}
 	}
 	tmp := tmpName()
-	id := NewID()
+	id := newID()
 	isDir := n.Type == unix.S_IFDIR
 	mode := st.Mode & 07777
-	var fm *FileMeta
+	var fm *fileMeta
 	switch n.Type {
 	case unix.S_IFDIR:
 		err = unix.Mkdirat(f.up.work, tmp, 0700)
@@ -74,7 +77,7 @@ func (f *FS) copyUpOne(p Path) error {
 			unix.Close(fd)
 		}
 		if st.Size > 0 {
-			fm = &FileMeta{Origin: n.lower, LowerLimit: st.Size}
+			fm = &fileMeta{Origin: n.lower, LowerLimit: st.Size}
 		}
 	case unix.S_IFLNK:
 		var target string
@@ -114,7 +117,7 @@ func (f *FS) copyUpOne(p Path) error {
 		return fmt.Errorf("set times: %w", err)
 	}
 	if fm != nil {
-		if err := f.meta.PutFile(id, fm); err != nil {
+		if err := f.meta.putFile(id, fm); err != nil {
 			return err
 		}
 	}
@@ -131,7 +134,7 @@ func (f *FS) copyUpOne(p Path) error {
 	// Installing adds an entry to the upper parent, which would change
 	// its mtime; a copy-up is not a change of the directory, so put its
 	// times back, as kernel overlayfs does.
-	parentRel := p.Parent().Rel()
+	parentRel := p.parent().Rel()
 	pst, _, perr := f.up.stat(parentRel)
 	if err := f.up.install(tmp, p.Rel()); err != nil {
 		return err
@@ -144,7 +147,7 @@ func (f *FS) copyUpOne(p Path) error {
 	if linked {
 		// Recorded once the name is in place: a crash before leaves the
 		// file as a copy of its own, as without an index.
-		if err := f.meta.PutIndex(n.Ino, LinkIndex{ID: id, LowerLeft: int64(st.Nlink) - 1}); err != nil {
+		if err := f.meta.putIndex(n.Ino, linkIndex{ID: id, LowerLeft: int64(st.Nlink) - 1}); err != nil {
 			return err
 		}
 	}
@@ -167,9 +170,9 @@ func indexName(ino uint64) string { return fmt.Sprintf("index/%016x", ino) }
 
 // linkUp copies up a name of a lower file whose inode another name already
 // brought up: a hard link to the indexed inode, no data and no new id.
-func (f *FS) linkUp(p Path, li LinkIndex) error {
-	n := p.Node()
-	parentRel := p.Parent().Rel()
+func (f *FS) linkUp(p Path, li linkIndex) error {
+	n := p.node()
+	parentRel := p.parent().Rel()
 	pst, _, perr := f.up.stat(parentRel)
 	err := f.up.at(p.Rel(), func(dirfd int, name string) error {
 		return unix.Linkat(f.up.work, indexName(n.Ino), dirfd, name, 0)
@@ -181,15 +184,15 @@ func (f *FS) linkUp(p Path, li LinkIndex) error {
 		f.up.restoreTimes(parentRel, &pst)
 	}
 	li.LowerLeft--
-	if err := f.meta.PutIndex(n.Ino, li); err != nil {
+	if err := f.meta.putIndex(n.Ino, li); err != nil {
 		return err
 	}
 	n.upper, n.id = true, li.ID
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.data != nil {
-		fm, err := f.meta.File(li.ID)
-		if errors.Is(err, ErrNotFound) {
+		fm, err := f.meta.file(li.ID)
+		if errors.Is(err, errNotFound) {
 			fm, err = nil, nil // every chunk is in the upper
 		}
 		if err != nil {
@@ -203,11 +206,11 @@ func (f *FS) linkUp(p Path, li LinkIndex) error {
 // linkUpIfMissing links the name p of an indexed inode into the upper if
 // only another of its names is there.
 func (f *FS) linkUpIfMissing(p Path) error {
-	n := p.Node()
-	if n.Type != unix.S_IFREG || !n.hasLower || p.Detached {
+	n := p.node()
+	if n.Type != unix.S_IFREG || !n.hasLower || p.detached {
 		return nil
 	}
-	li, ok, err := f.meta.Index(n.Ino)
+	li, ok, err := f.meta.index(n.Ino)
 	if err != nil || !ok || li.ID != n.id {
 		return err
 	}
@@ -220,7 +223,7 @@ func (f *FS) linkUpIfMissing(p Path) error {
 // indexed reports whether n is the indexed inode of a lower file with
 // several names.
 func (f *FS) indexed(n *Node) bool {
-	li, ok, err := f.meta.Index(n.Ino)
+	li, ok, err := f.meta.index(n.Ino)
 	return err == nil && ok && li.ID == n.id
 }
 
@@ -229,14 +232,14 @@ func (f *FS) indexed(n *Node) bool {
 // whose shared node another name brought up, and it is now linked up too.
 // The caller must not hold f.mu.
 func (f *FS) retryLinked(p Path, err error) bool {
-	n := p.Node()
-	if !isNotExist(err) || p.Detached || !n.upper || n.Type != unix.S_IFREG || !n.hasLower {
+	n := p.node()
+	if !isNotExist(err) || p.detached || !n.upper || n.Type != unix.S_IFREG || !n.hasLower {
 		return false
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// copyUp brings up the parents too, then links the name.
-	return f.copyUp(p) == nil
+	return f.copyUpLocked(p) == nil
 }
 
 // linkCount corrects the link count of an upper file that is a lower
@@ -246,7 +249,7 @@ func (f *FS) linkCount(n *Node, st *unix.Stat_t) {
 	if n.Type != unix.S_IFREG || !n.upper || st.Nlink < 2 {
 		return
 	}
-	if li, ok, err := f.meta.Index(n.Ino); err == nil && ok && li.ID == n.id {
+	if li, ok, err := f.meta.index(n.Ino); err == nil && ok && li.ID == n.id {
 		st.Nlink = st.Nlink - 1 + uint64(li.LowerLeft)
 	}
 }
@@ -264,7 +267,7 @@ func (f *FS) copyXattrs(lowerPath, tmp string) error {
 		if err != nil {
 			return fmt.Errorf("get xattr %s: %w", name, err)
 		}
-		if err := xattrSet(f.up.work, tmp, name, v, 0); err != nil {
+		if err := fsio.XattrSet(f.up.work, tmp, name, v, 0); err != nil {
 			return fmt.Errorf("set xattr %s: %w", name, err)
 		}
 	}

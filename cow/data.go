@@ -10,6 +10,9 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/internal/fsio"
+	"github.com/cowfs/cowfs/cow/lower"
 )
 
 // fileData is the open state of a regular file, shared by all its handles,
@@ -22,10 +25,10 @@ type fileData struct {
 	// only in the lower.
 	upper *os.File
 	// lower is the origin, open for reading; nil when no byte comes from it.
-	lower LowerFile
+	lower lower.File
 	// meta is the chunk layout of a copied-up file; nil for a file that
 	// is wholly in one layer.
-	meta *FileMeta
+	meta *fileMeta
 	id   uint64
 	// dirSynced is set once the upper file's directory entry is durable.
 	dirSynced bool
@@ -38,13 +41,13 @@ type Handle struct {
 	flags int
 }
 
-// Node returns the node the handle is open on.
-func (h *Handle) Node() *Node { return h.n }
+// node returns the node the handle is open on.
+func (h *Handle) node() *Node { return h.n }
 
 // attachUpper switches an open file to its freshly copied-up upper file.
 // Caller holds n.mu.
-func (d *fileData) attachUpper(f *FS, rel string, id uint64, fm *FileMeta) error {
-	fd, err := openBeneath(f.up.root, rel, unix.O_RDWR, 0)
+func (d *fileData) attachUpper(f *FS, rel string, id uint64, fm *fileMeta) error {
+	fd, err := fsio.OpenBeneath(f.up.root, rel, unix.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open upper %q: %w", rel, err)
 	}
@@ -63,12 +66,12 @@ func (d *fileData) attachUpper(f *FS, rel string, id uint64, fm *FileMeta) error
 // Open opens the regular file at p. Opening for writing or with O_TRUNC
 // copies the file up first (metadata only).
 func (f *FS) Open(p Path, flags int) (*Handle, error) {
-	n := p.Node()
+	n := p.node()
 	if n.Type != unix.S_IFREG {
 		return nil, syscall.EINVAL
 	}
 	write := flags&(unix.O_WRONLY|unix.O_RDWR) != 0 || flags&unix.O_TRUNC != 0
-	if p.Detached {
+	if p.detached {
 		// Reopened through /proc/PID/fd after its last name went:
 		// only its open state reaches it.
 		n.mu.Lock()
@@ -84,7 +87,7 @@ func (f *FS) Open(p Path, flags int) (*Handle, error) {
 		// a lower file with several that the kernel shares a node
 		// among; if another name brought the node up, this one must
 		// follow.
-		if err := f.CopyUp(p); err != nil {
+		if err := f.copyUp(p); err != nil {
 			return nil, err
 		}
 	}
@@ -112,7 +115,7 @@ func (f *FS) Open(p Path, flags int) (*Handle, error) {
 
 // loadData opens the layers a file's bytes come from.
 func (f *FS) loadData(p Path) (*fileData, error) {
-	n := p.Node()
+	n := p.node()
 	d := &fileData{id: n.id}
 	if !n.upper {
 		lf, err := f.lo.Open(n.lower)
@@ -122,9 +125,9 @@ func (f *FS) loadData(p Path) (*fileData, error) {
 		d.lower = lf
 		return d, nil
 	}
-	fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDWR, 0)
+	fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDWR, 0)
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-		fd, err = openBeneath(f.up.root, p.Rel(), unix.O_RDONLY, 0)
+		fd, err = fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY, 0)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open upper %q: %w", p.Rel(), err)
@@ -133,8 +136,8 @@ func (f *FS) loadData(p Path) (*fileData, error) {
 	if n.id == 0 {
 		return d, nil
 	}
-	fm, err := f.meta.File(n.id)
-	if errors.Is(err, ErrNotFound) {
+	fm, err := f.meta.file(n.id)
+	if errors.Is(err, errNotFound) {
 		return d, nil
 	}
 	if err != nil {
@@ -247,26 +250,18 @@ func (d *fileData) readAtContext(ctx context.Context, dest []byte, off int64) (i
 	case d.meta != nil:
 		return d.readMixed(ctx, dest, off)
 	case d.upper != nil:
-		return preadFull(d.upper, dest, off)
+		return fsio.ReadFullAt(d.upper, dest, off)
 	default:
 		return preadLower(ctx, d.lower, dest, off)
 	}
 }
 
-func preadFull(r io.ReaderAt, dest []byte, off int64) (int, error) {
-	n, err := r.ReadAt(dest, off)
-	if err == io.EOF {
-		err = nil
-	}
-	return n, err
-}
-
-// preadLower is preadFull of a lower file, bounded by ctx where the lower
+// preadLower is fsio.ReadFullAt of a lower file, bounded by ctx where the lower
 // can be.
 func preadLower(ctx context.Context, r io.ReaderAt, dest []byte, off int64) (int, error) {
-	cr, ok := r.(ContextReaderAt)
+	cr, ok := r.(lower.ContextReaderAt)
 	if !ok {
-		return preadFull(r, dest, off)
+		return fsio.ReadFullAt(r, dest, off)
 	}
 	n, err := cr.ReadAtContext(ctx, dest, off)
 	if err == io.EOF {
@@ -303,7 +298,7 @@ func (d *fileData) readMixed(ctx context.Context, dest []byte, off int64) (int, 
 			pos = lend
 		}
 		if len(buf) > 0 {
-			k, err := preadFull(d.upper, buf, pos)
+			k, err := fsio.ReadFullAt(d.upper, buf, pos)
 			if err != nil {
 				return int(pos - off), err
 			}
@@ -415,8 +410,8 @@ func (f *FS) markPresent(d *fileData, chunks []int64) error {
 // the one reads follow: if the record cannot be written (the metadata
 // store is out of room), the file reads as the store has it, which is
 // what a remount would show.
-func (f *FS) storeMeta(d *fileData, next *FileMeta) error {
-	if err := f.meta.PutFile(d.id, next); err != nil {
+func (f *FS) storeMeta(d *fileData, next *fileMeta) error {
+	if err := f.meta.putFile(d.id, next); err != nil {
 		return err
 	}
 	*d.meta = *next
@@ -466,19 +461,19 @@ func (h *Handle) writeLower(d *fileData, data []byte, off int64) (int, error) {
 func (d *fileData) copyFromOrigin(from, to int64) error {
 	const block = 4096
 	buf := make([]byte, to-from)
-	k, err := preadFull(d.lower, buf, from)
+	k, err := fsio.ReadFullAt(d.lower, buf, from)
 	if err != nil {
 		return fmt.Errorf("copy-up read %q: %w", d.meta.Origin, err)
 	}
 	buf = buf[:k]
 	for i := 0; i < len(buf); {
 		j := min(i+block-int((from+int64(i))%block), len(buf))
-		if !allZero(buf[i:j]) {
+		if !fsio.AllZero(buf[i:j]) {
 			// Coalesce consecutive non-zero blocks into one write.
 			k := j
 			for k < len(buf) {
 				nk := min(k+block, len(buf))
-				if allZero(buf[k:nk]) {
+				if fsio.AllZero(buf[k:nk]) {
 					break
 				}
 				k = nk
@@ -493,18 +488,9 @@ func (d *fileData) copyFromOrigin(from, to int64) error {
 	return nil
 }
 
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // truncate sets the size of the file at p.
 func (f *FS) truncate(p Path, size int64) error {
-	n := p.Node()
+	n := p.node()
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	n.mu.Lock()
@@ -712,16 +698,16 @@ func (h *Handle) Fsync(dataOnly bool, withPath func(func(Path) error) error) err
 		}
 		n.mu.Unlock()
 	}
-	return h.fs.meta.Sync()
+	return h.fs.meta.sync()
 }
 
 // syncEntry fsyncs the upper directory that holds the file at p.
 func (h *Handle) syncEntry(p Path) error {
-	if len(p.Names) == 0 || p.Detached {
+	if len(p.Names) == 0 || p.detached {
 		return nil
 	}
 	// O_RDONLY: fsync on an O_PATH descriptor is EBADF.
-	fd, err := openBeneath(h.fs.up.root, p.Parent().Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := fsio.OpenBeneath(h.fs.up.root, p.parent().Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil
 	}

@@ -4,10 +4,20 @@
 // It owns the overlay semantics (lookup and readdir merging, whiteouts,
 // opaque and redirected directories, copy-up), the chunk-level data path
 // (a lower file is copied up one chunk at a time, on first write to that
-// chunk), and the upper layer's metadata in badger.
+// chunk), the upper layer's metadata in badger, and the capture of the
+// merged view into objects (Capture, PrepareLower and CapturePrepared,
+// PrepareCapture and CaptureLocal), which holds the engine's locks.
 //
-// Package cow does not import FUSE. Package fs translates kernel requests
-// into calls on FS and Node; everything here is testable without a mount.
+// What it must not know lives beside it: the lowers it reads through
+// lower.Layer (package cow/lower), the scan of a layer into objects
+// (cow/scan), name and path checks (cow/names), and the object format and
+// store (cow/object). Those never import cow; the helpers cow shares with
+// the lowers and the scanner, and with no one outside cow/, are in
+// cow/internal (docs/decisions/0046-cow-split.md).
+//
+// Package cow does not import FUSE or gRPC. Package fs translates kernel
+// requests into calls on FS and Node; everything here is testable without
+// a mount.
 //
 // Rules the code relies on:
 //

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/lower"
 )
 
 // newTestFS opens an FS over a fresh lower holding files, with fresh
@@ -24,7 +26,7 @@ func newTestFS(t *testing.T, files map[string][]byte) *FS {
 			t.Fatal(err)
 		}
 	}
-	lo, err := OpenDirLower(filepath.Join(d, "lower"))
+	lo, err := lower.OpenDir(filepath.Join(d, "lower"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,11 +41,11 @@ func newTestFS(t *testing.T, files map[string][]byte) *FS {
 // lookupT looks name up in the root.
 func lookupT(t *testing.T, f *FS, name string) Path {
 	t.Helper()
-	n, _, err := f.Lookup(f.RootPath(), name)
+	n, _, err := f.Lookup(f.rootPath(), name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f.RootPath().Child(name, n)
+	return f.rootPath().child(name, n)
 }
 
 // writeUp opens the lower file name, writes one byte into it (a chunk
@@ -51,7 +53,7 @@ func lookupT(t *testing.T, f *FS, name string) Path {
 // and the file's metadata id.
 func writeUp(t *testing.T, f *FS, name string) (*Handle, uint64) {
 	h, p := writeUpPath(t, f, name)
-	return h, p.Node().id
+	return h, p.node().id
 }
 
 // writeUpPath is writeUp, returning the file's path (and node) instead of
@@ -67,7 +69,7 @@ func writeUpPath(t *testing.T, f *FS, name string) (*Handle, Path) {
 	if _, err := h.WriteAt([]byte("w"), 1); err != nil {
 		t.Fatal(err)
 	}
-	if fm, err := f.meta.File(p.Node().id); err != nil || fm == nil {
+	if fm, err := f.meta.file(p.node().id); err != nil || fm == nil {
 		t.Fatalf("no file metadata after a copy-up: %v %v", fm, err)
 	}
 	return h, p
@@ -75,7 +77,7 @@ func writeUpPath(t *testing.T, f *FS, name string) (*Handle, Path) {
 
 func fileMetaGone(t *testing.T, f *FS, id uint64) bool {
 	t.Helper()
-	fm, err := f.meta.File(id)
+	fm, err := f.meta.file(id)
 	if isNotExist(err) {
 		return true
 	}
@@ -95,7 +97,7 @@ func TestFileMetaDropped(t *testing.T) {
 		h, id := writeUp(t, f, "a")
 		h.Release()
 		p := lookupT(t, f, "a")
-		if err := f.Unlink(f.RootPath(), "a", p.Node()); err != nil {
+		if err := f.Unlink(f.rootPath(), "a", p.node()); err != nil {
 			t.Fatal(err)
 		}
 		if !fileMetaGone(t, f, id) {
@@ -105,8 +107,8 @@ func TestFileMetaDropped(t *testing.T) {
 	t.Run("unlink while open", func(t *testing.T) {
 		f := newTestFS(t, map[string][]byte{"a": data})
 		h, p := writeUpPath(t, f, "a")
-		id := p.Node().id
-		if err := f.Unlink(f.RootPath(), "a", p.Node()); err != nil {
+		id := p.node().id
+		if err := f.Unlink(f.rootPath(), "a", p.node()); err != nil {
 			t.Fatal(err)
 		}
 		if fileMetaGone(t, f, id) {
@@ -127,16 +129,16 @@ func TestFileMetaDropped(t *testing.T) {
 		f := newTestFS(t, map[string][]byte{"a": data})
 		h, id := writeUp(t, f, "a")
 		h.Release()
-		if _, err := f.Link(lookupT(t, f, "a"), f.RootPath(), "b"); err != nil {
+		if _, err := f.Link(lookupT(t, f, "a"), f.rootPath(), "b"); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.Unlink(f.RootPath(), "a", lookupT(t, f, "a").Node()); err != nil {
+		if err := f.Unlink(f.rootPath(), "a", lookupT(t, f, "a").node()); err != nil {
 			t.Fatal(err)
 		}
 		if fileMetaGone(t, f, id) {
 			t.Fatal("metadata dropped while another name is left")
 		}
-		if err := f.Unlink(f.RootPath(), "b", lookupT(t, f, "b").Node()); err != nil {
+		if err := f.Unlink(f.rootPath(), "b", lookupT(t, f, "b").node()); err != nil {
 			t.Fatal(err)
 		}
 		if !fileMetaGone(t, f, id) {
@@ -148,7 +150,7 @@ func TestFileMetaDropped(t *testing.T) {
 		h, id := writeUp(t, f, "a")
 		h.Release()
 		c := lookupT(t, f, "c")
-		if err := f.Rename(f.RootPath(), "c", c.Node(), f.RootPath(), "a", lookupT(t, f, "a").Node(), 0); err != nil {
+		if err := f.Rename(f.rootPath(), "c", c.node(), f.rootPath(), "a", lookupT(t, f, "a").node(), 0); err != nil {
 			t.Fatal(err)
 		}
 		if !fileMetaGone(t, f, id) {

@@ -12,12 +12,16 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/internal/fsio"
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 )
 
 // Options configures an FS. UpperDir, WorkDir and MetaDir must exist.
 type Options struct {
 	// Lower is the read-only layer. Required.
-	Lower Lower
+	Lower lower.Layer
 	// UpperDir holds the upper layer's files at their merged paths.
 	UpperDir string
 	// WorkDir is where copy-ups are prepared; it must be on the same
@@ -52,9 +56,9 @@ type FS struct {
 	// mu: together they stop every change for the instant a snapshot
 	// needs. Lock order: mu, gate, Node.mu.
 	gate sync.RWMutex
-	lo   Lower
-	up   *Upper
-	meta *Meta
+	lo   lower.Layer
+	up   *upperLayer
+	meta *metaStore
 	log  *slog.Logger
 	root *Node
 	// sameDev is true when upper and lower share a filesystem, so their
@@ -110,7 +114,7 @@ func New(opts Options) (*FS, error) {
 	// Metadata-only changes (whiteouts, redirects, dropped records) may
 	// use half of the reserve, so that removing lower files still works
 	// once cowfs's own writes have filled the disk up to it; below that
-	// the database is kept off the disk (Meta.KeepFree).
+	// the database is kept off the disk (metaStore.keepFree).
 	var room *space
 	if reserve > 0 {
 		if err := os.MkdirAll(opts.MetaDir, 0o700); err != nil {
@@ -130,7 +134,7 @@ func New(opts Options) (*FS, error) {
 				opts.MetaDir, metaFloor(reserve)>>10, err)
 		}
 	}
-	meta, err := OpenMeta(opts.MetaDir)
+	meta, err := openMeta(opts.MetaDir)
 	if err != nil {
 		room.close()
 		up.close()
@@ -139,12 +143,12 @@ func New(opts Options) (*FS, error) {
 	meta.room = room
 	lst, err := opts.Lower.Lstat("")
 	if err != nil {
-		meta.Close()
+		meta.close()
 		up.close()
 		return nil, fmt.Errorf("lower root: %w", err)
 	}
 	if lst.Mode&unix.S_IFMT != unix.S_IFDIR {
-		meta.Close()
+		meta.close()
 		up.close()
 		return nil, fmt.Errorf("lower root is not a directory")
 	}
@@ -158,7 +162,7 @@ func New(opts Options) (*FS, error) {
 		return nil, fmt.Errorf("upper root identity: %w", err)
 	}
 	f.root = &Node{Type: unix.S_IFDIR, Ino: lst.Ino, Gen: 1, hasLower: true, upper: true, id: rootID.ID}
-	dm, err := meta.Dir(rootID.ID)
+	dm, err := meta.dir(rootID.ID)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -171,7 +175,7 @@ func New(opts Options) (*FS, error) {
 
 // Close releases the layers and flushes the metadata.
 func (f *FS) Close() error {
-	err := f.meta.Close()
+	err := f.meta.close()
 	f.up.close()
 	return err
 }
@@ -179,11 +183,11 @@ func (f *FS) Close() error {
 // Root returns the root directory node.
 func (f *FS) Root() *Node { return f.root }
 
-// RootPath returns the path of the root.
-func (f *FS) RootPath() Path { return Path{Nodes: []*Node{f.root}} }
+// rootPath returns the path of the root.
+func (f *FS) rootPath() Path { return Path{Nodes: []*Node{f.root}} }
 
 // Sync makes every metadata change durable.
-func (f *FS) Sync() error { return f.meta.Sync() }
+func (f *FS) Sync() error { return f.meta.sync() }
 
 // upperIno maps an upper inode's own number into the merged inode space.
 // When upper and lower share a filesystem their numbers never collide; when
@@ -199,7 +203,7 @@ func isNotExist(err error) bool { return errors.Is(err, syscall.ENOENT) }
 
 // Lookup finds name in directory dir.
 func (f *FS) Lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
-	if err := ValidName(name); err != nil {
+	if err := names.Valid(name); err != nil {
 		return nil, unix.Stat_t{}, err
 	}
 	f.mu.RLock()
@@ -211,7 +215,7 @@ func (f *FS) Lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 	// A lower name of a file with several names: if another of its
 	// names was copied up, this one must show that inode, so it is
 	// brought up now, as a link to it.
-	if _, ok, err := f.meta.Index(n.Ino); err != nil || !ok {
+	if _, ok, err := f.meta.index(n.Ino); err != nil || !ok {
 		return n, st, err
 	}
 	f.mu.Lock()
@@ -219,8 +223,8 @@ func (f *FS) Lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 	if n, st, err = f.lookup(dir, name); err != nil || n.upper {
 		return n, st, err
 	}
-	p := dir.Child(name, n)
-	if err := f.copyUp(p); err != nil {
+	p := dir.child(name, n)
+	if err := f.copyUpLocked(p); err != nil {
 		return nil, st, err
 	}
 	st, err = f.attr(p)
@@ -228,8 +232,8 @@ func (f *FS) Lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 }
 
 func (f *FS) lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
-	d := dir.Node()
-	p := Join(dir.Rel(), name)
+	d := dir.node()
+	p := names.Join(dir.Rel(), name)
 	if d.upper {
 		st, gen, err := f.up.stat(p)
 		if err == nil {
@@ -244,15 +248,15 @@ func (f *FS) lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 		}
 	}
 	if !d.hasLower {
-		return nil, unix.Stat_t{}, ErrNotFound
+		return nil, unix.Stat_t{}, errNotFound
 	}
-	if wh, err := f.meta.Whiteout(d.id, name); err != nil || wh {
+	if wh, err := f.meta.whiteout(d.id, name); err != nil || wh {
 		if err == nil {
-			err = ErrNotFound
+			err = errNotFound
 		}
 		return nil, unix.Stat_t{}, err
 	}
-	lp := Join(d.lower, name)
+	lp := names.Join(d.lower, name)
 	st, err := f.lo.Lstat(lp)
 	if err != nil {
 		return nil, st, err
@@ -279,7 +283,7 @@ func (f *FS) upperNode(parent *Node, p, name string, st *unix.Stat_t, gen uint64
 	}
 	st.Ino = n.Ino
 	if n.Type == unix.S_IFDIR {
-		dm, err := f.meta.Dir(n.id)
+		dm, err := f.meta.dir(n.id)
 		if err != nil {
 			return nil, err
 		}
@@ -288,7 +292,7 @@ func (f *FS) upperNode(parent *Node, p, name string, st *unix.Stat_t, gen uint64
 			n.lower, n.hasLower = dm.Redirect, true
 		case dm.Opaque || !parent.hasLower:
 		default:
-			lp := Join(parent.lower, name)
+			lp := names.Join(parent.lower, name)
 			if lst, err := f.lo.Lstat(lp); err == nil && lst.Mode&unix.S_IFMT == unix.S_IFDIR {
 				n.lower, n.hasLower = lp, true
 			}
@@ -305,7 +309,7 @@ func (f *FS) upperNode(parent *Node, p, name string, st *unix.Stat_t, gen uint64
 
 // Attr returns the attributes of the node at p.
 func (f *FS) Attr(p Path) (unix.Stat_t, error) {
-	n := p.Node()
+	n := p.node()
 	n.mu.Lock()
 	if d := n.data; d != nil && d.upper != nil {
 		var st unix.Stat_t
@@ -316,7 +320,7 @@ func (f *FS) Attr(p Path) (unix.Stat_t, error) {
 		return st, err
 	}
 	n.mu.Unlock()
-	if p.Detached {
+	if p.detached {
 		return unix.Stat_t{}, errDetached
 	}
 	f.mu.RLock()
@@ -331,7 +335,7 @@ func (f *FS) Attr(p Path) (unix.Stat_t, error) {
 }
 
 func (f *FS) attr(p Path) (unix.Stat_t, error) {
-	n := p.Node()
+	n := p.node()
 	var st unix.Stat_t
 	var err error
 	if n.upper {
@@ -353,22 +357,22 @@ func (f *FS) attr(p Path) (unix.Stat_t, error) {
 // entries that are neither whited out nor shadowed by an upper entry. The
 // order is fixed for the life of the listing, so directory offsets stay
 // valid.
-func (f *FS) ReadDir(p Path) ([]DirEntry, error) {
+func (f *FS) ReadDir(p Path) ([]lower.DirEntry, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.readDir(p)
 }
 
-func (f *FS) readDir(p Path) ([]DirEntry, error) {
-	d := p.Node()
-	var out []DirEntry
+func (f *FS) readDir(p Path) ([]lower.DirEntry, error) {
+	d := p.node()
+	var out []lower.DirEntry
 	seen := map[string]bool{}
 	if d.upper {
-		fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
 			return nil, fmt.Errorf("open upper dir %q: %w", p.Rel(), err)
 		}
-		ents, err := readDirFd(fd)
+		ents, err := fsio.ReadDir(fd)
 		if err != nil {
 			unix.Close(fd)
 			return nil, fmt.Errorf("read upper dir %q: %w", p.Rel(), err)
@@ -377,7 +381,7 @@ func (f *FS) readDir(p Path) ([]DirEntry, error) {
 			ident, err := f.up.identityAt(fd, e.Name)
 			if err != nil && !isNotExist(err) {
 				unix.Close(fd)
-				return nil, fmt.Errorf("identity of %q: %w", Join(p.Rel(), e.Name), err)
+				return nil, fmt.Errorf("identity of %q: %w", names.Join(p.Rel(), e.Name), err)
 			}
 			if ident.Ino != 0 {
 				e.Ino = ident.Ino
@@ -390,7 +394,7 @@ func (f *FS) readDir(p Path) ([]DirEntry, error) {
 		unix.Close(fd)
 	}
 	if d.hasLower {
-		wh, err := f.meta.Whiteouts(d.id)
+		wh, err := f.meta.whiteouts(d.id)
 		if err != nil {
 			return nil, err
 		}
@@ -426,7 +430,7 @@ func (f *FS) Readlink(p Path) (string, error) {
 }
 
 func (f *FS) readlink(p Path) (string, error) {
-	n := p.Node()
+	n := p.node()
 	if !n.upper {
 		return f.lo.Readlink(n.lower)
 	}
@@ -455,7 +459,7 @@ func (f *FS) lowerHas(dir *Node, name string) (bool, error) {
 	if !dir.hasLower {
 		return false, nil
 	}
-	_, err := f.lo.Lstat(Join(dir.lower, name))
+	_, err := f.lo.Lstat(names.Join(dir.lower, name))
 	if isNotExist(err) {
 		return false, nil
 	}
@@ -464,11 +468,11 @@ func (f *FS) lowerHas(dir *Node, name string) (bool, error) {
 
 // ensureID gives the upper directory or file at p a metadata id.
 func (f *FS) ensureID(p Path) error {
-	n := p.Node()
+	n := p.node()
 	if n.id != 0 {
 		return nil
 	}
-	id := NewID()
+	id := newID()
 	return f.up.at(p.Rel(), func(dirfd int, name string) error {
 		ident, err := f.up.identityAt(dirfd, name)
 		if err != nil {
@@ -486,27 +490,27 @@ func (f *FS) ensureID(p Path) error {
 // whiteout hides the lower entry name of directory dir, if there is one.
 // dir must be in the upper.
 func (f *FS) whiteout(dir Path, name string) error {
-	has, err := f.lowerHas(dir.Node(), name)
+	has, err := f.lowerHas(dir.node(), name)
 	if err != nil || !has {
 		return err
 	}
 	if err := f.ensureID(dir); err != nil {
 		return err
 	}
-	return f.meta.SetWhiteout(dir.Node().id, name)
+	return f.meta.setWhiteout(dir.node().id, name)
 }
 
 // SyncDir makes the directory at p durable: its upper entries, and the
 // whiteouts and other records that live in badger.
 func (f *FS) SyncDir(p Path) error {
-	if p.Detached {
+	if p.detached {
 		return errDetached
 	}
 	f.mu.RLock()
-	upper := p.Node().upper
+	upper := p.node().upper
 	f.mu.RUnlock()
 	if upper {
-		fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
 			return fmt.Errorf("fsyncdir %q: %w", p.Rel(), err)
 		}
@@ -516,7 +520,7 @@ func (f *FS) SyncDir(p Path) error {
 			return fmt.Errorf("fsyncdir %q: %w", p.Rel(), err)
 		}
 	}
-	return f.meta.Sync()
+	return f.meta.sync()
 }
 
 // processUmask reads the process umask without changing it (umask(2) can

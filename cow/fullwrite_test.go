@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/lower"
 )
 
 // A write into a chunk still in the lower copies the chunk's other bytes
@@ -88,7 +90,7 @@ func smallUpper(t *testing.T, orig []byte) (*Handle, string) {
 	if err := os.WriteFile(filepath.Join(d, "lower", "f"), orig, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lo, err := OpenDirLower(filepath.Join(d, "lower"))
+	lo, err := lower.OpenDir(filepath.Join(d, "lower"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +185,7 @@ func TestUnrecordedWriteKeepsLowerBytes(t *testing.T) {
 	}
 	defer h.Release()
 	// No filesystem has this much free.
-	if err := f.meta.KeepFree(t.TempDir(), 1<<62); err != nil {
+	if err := f.meta.keepFree(t.TempDir(), 1<<62); err != nil {
 		t.Fatal(err)
 	}
 	data := bytes.Repeat([]byte{'w'}, 4096)
@@ -198,7 +200,7 @@ func TestUnrecordedWriteKeepsLowerBytes(t *testing.T) {
 		t.Fatalf("after the unrecorded write the file differs from the lower at %d", i)
 	}
 
-	if err := f.meta.KeepFree(t.TempDir(), 0); err != nil {
+	if err := f.meta.keepFree(t.TempDir(), 0); err != nil {
 		t.Fatal(err)
 	}
 	if k, err := h.WriteAt(data, ChunkSize+100); err != nil || k != len(data) {

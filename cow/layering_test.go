@@ -18,6 +18,11 @@ import (
 //
 // A path ending in "/..." stands for that path and every package beneath
 // it; any other path for that package alone.
+//
+// cow/internal (helpers shared by the engine, the lowers and the scanner)
+// needs no rule of its own for who imports it: the go tool refuses an
+// import of it from outside cow/, and then go list fails this test with
+// the importer named.
 var layerRules = []struct {
 	pkgs  string
 	never []string
@@ -26,11 +31,27 @@ var layerRules = []struct {
 	{
 		pkgs:  "github.com/cowfs/cowfs/cow/...",
 		never: []string{"github.com/hanwen/go-fuse/...", "google.golang.org/grpc/..."},
-		why:   "the engine, the object store and the refs work without a kernel mount or a network",
+		why:   "the engine, the lowers, the scanner, the object store and the refs work without a kernel mount or a network",
+	},
+	{
+		pkgs:  "github.com/cowfs/cowfs/cow/lower/...",
+		never: []string{"github.com/cowfs/cowfs/cow", "github.com/cowfs/cowfs/cow/scan/...", "github.com/dgraph-io/badger/..."},
+		why:   "a lower is read by the engine, the scanner and the master; it knows nothing of the upper or its metadata",
+	},
+	{
+		pkgs:  "github.com/cowfs/cowfs/cow/scan/...",
+		never: []string{"github.com/cowfs/cowfs/cow", "github.com/dgraph-io/badger/..."},
+		why:   "the master scans its export without the copy-up engine or its metadata database; the engine's scan cache comes in as a scan.Cache",
+	},
+	{
+		pkgs: "github.com/cowfs/cowfs/cow/internal/...",
+		never: []string{"github.com/cowfs/cowfs/cow", "github.com/cowfs/cowfs/cow/lower/...", "github.com/cowfs/cowfs/cow/scan/...",
+			"github.com/dgraph-io/badger/..."},
+		why: "the helpers shared by the engine, the lowers and the scanner sit below all three",
 	},
 	{
 		pkgs:  "github.com/cowfs/cowfs/cow/object/...",
-		never: []string{"github.com/cowfs/cowfs/cow", "github.com/dgraph-io/badger/..."},
+		never: []string{"github.com/cowfs/cowfs/cow", "github.com/cowfs/cowfs/cow/lower/...", "github.com/cowfs/cowfs/cow/scan/...", "github.com/dgraph-io/badger/..."},
 		why:   "the object format and store are read by the master, which needs neither the copy-up engine nor its metadata database",
 	},
 	{
@@ -39,14 +60,15 @@ var layerRules = []struct {
 		why:   "snapshot names are read by the master, which needs neither the copy-up engine nor its metadata database",
 	},
 	{
-		pkgs:  "github.com/cowfs/cowfs/cow/names/...",
-		never: []string{"github.com/cowfs/cowfs/cow", "github.com/dgraph-io/badger/..."},
-		why:   "name checks are a leaf every layer may use",
+		pkgs: "github.com/cowfs/cowfs/cow/names/...",
+		never: []string{"github.com/cowfs/cowfs/cow", "github.com/cowfs/cowfs/cow/lower/...", "github.com/cowfs/cowfs/cow/scan/...",
+			"github.com/cowfs/cowfs/cow/object/...", "github.com/dgraph-io/badger/..."},
+		why: "name checks are a leaf every layer may use",
 	},
 	{
 		pkgs:  "github.com/cowfs/cowfs/fs/...",
 		never: []string{"google.golang.org/grpc/..."},
-		why:   "fs adapts the kernel; a remote lower comes in as a cow.Lower",
+		why:   "fs adapts the kernel; a remote lower comes in as a lower.Layer",
 	},
 	{
 		pkgs:  "github.com/cowfs/cowfs/remote/...",
@@ -72,6 +94,11 @@ var layerRules = []struct {
 		pkgs:  "github.com/cowfs/cowfs/metrics/...",
 		never: []string{"github.com/cowfs/cowfs/cow/...", "github.com/cowfs/cowfs/fs/...", "github.com/cowfs/cowfs/remote/..."},
 		why:   "metrics is handed what it reads, so that every layer may be measured without importing another",
+	},
+	{
+		pkgs:  "github.com/cowfs/cowfs/remote/...",
+		never: []string{"github.com/cowfs/cowfs/cow", "github.com/dgraph-io/badger/..."},
+		why:   "the master and the worker's cache read lowers and scan through cow/lower and cow/scan, without the copy-up engine or its metadata database",
 	},
 }
 

@@ -11,9 +11,10 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/scan"
 )
 
-// Meta is the upper layer's metadata store: whiteouts, opaque and redirected
+// metaStore is the upper layer's metadata store: whiteouts, opaque and redirected
 // directories, and for each copied-up file its origin and chunk presence.
 // Every change is one badger transaction, so a crash leaves each record
 // either as it was or as it became.
@@ -21,22 +22,22 @@ import (
 // Records are keyed by the id kept in the upper inode's identity xattr
 // (see identity.go):
 //
-//	"f" id        -> FileMeta
-//	"d" id        -> DirMeta
+//	"f" id        -> fileMeta
+//	"d" id        -> dirMeta
 //	"w" id name   -> whiteout of name in directory id
-type Meta struct {
+type metaStore struct {
 	db *badger.DB
 	// room, when set, refuses a write that would leave its filesystem
-	// with less than its floor free (see KeepFree).
+	// with less than its floor free (see keepFree).
 	room *space
 	// whole is what the scan cache's hits found whole in the store, in
-	// memory only (see scanner.whole).
+	// memory only (see scan.Scanner).
 	whole object.KnownSet
 }
 
-// FileMeta describes an upper file whose bytes come partly from its origin in
+// fileMeta describes an upper file whose bytes come partly from its origin in
 // the lower layer.
-type FileMeta struct {
+type fileMeta struct {
 	// Origin is the file's path in the lower layer.
 	Origin string
 	// LowerLimit is the offset from which no byte comes from the origin:
@@ -44,11 +45,11 @@ type FileMeta struct {
 	// past it are the upper file's (zeros where it is sparse).
 	LowerLimit int64
 	// Chunks marks the chunks below LowerLimit whose bytes are in the upper.
-	Chunks ChunkMap
+	Chunks chunkMap
 }
 
 // Complete reports whether no byte of the file is read from the origin.
-func (m *FileMeta) Complete() bool {
+func (m *fileMeta) Complete() bool {
 	if m.LowerLimit <= 0 {
 		return true
 	}
@@ -61,8 +62,8 @@ func (m *FileMeta) Complete() bool {
 	return true
 }
 
-// DirMeta describes how an upper directory merges with the lower.
-type DirMeta struct {
+// dirMeta describes how an upper directory merges with the lower.
+type dirMeta struct {
 	// Opaque hides the lower directory at the same path.
 	Opaque bool
 	// Redirect, when set, names the lower directory merged under this one
@@ -72,8 +73,8 @@ type DirMeta struct {
 
 const metaVersion = 1
 
-// OpenMeta opens (creating if needed) the badger database in dir.
-func OpenMeta(dir string) (*Meta, error) {
+// openMeta opens (creating if needed) the badger database in dir.
+func openMeta(dir string) (*metaStore, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{}).
 		// Upper metadata is small; keep the footprint of each mount small
@@ -92,10 +93,10 @@ func OpenMeta(dir string) (*Meta, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open metadata %s: %w", dir, err)
 	}
-	return &Meta{db: db}, nil
+	return &metaStore{db: db}, nil
 }
 
-// KeepFree makes every later write fail with ENOSPC, and change nothing,
+// keepFree makes every later write fail with ENOSPC, and change nothing,
 // while it would leave less than floor bytes free on the filesystem of
 // dir, the database's directory.
 //
@@ -107,7 +108,7 @@ func OpenMeta(dir string) (*Meta, error) {
 // last bytes whoever took the rest. A writer that fills the disk between
 // the check and badger's write can still beat it: the floor makes that
 // window a matter of that writer outrunning the statfs, not of chance.
-func (m *Meta) KeepFree(dir string, floor int64) error {
+func (m *metaStore) keepFree(dir string, floor int64) error {
 	room, err := openSpace(dir, floor)
 	if err != nil {
 		return err
@@ -117,11 +118,11 @@ func (m *Meta) KeepFree(dir string, floor int64) error {
 	return nil
 }
 
-// Close flushes and closes the database. On a disk without room for the
-// flush (see KeepFree) it leaves the database as a kill would, to be
+// close flushes and closes the database. On a disk without room for the
+// flush (see keepFree) it leaves the database as a kill would, to be
 // replayed from its log at the next open: the flush writes a table
 // through a mapping, and on a full disk that is a SIGBUS.
-func (m *Meta) Close() error {
+func (m *metaStore) close() error {
 	defer m.room.close()
 	if err := m.room.need(0); err != nil {
 		slog.Warn("metadata not flushed at close: the disk is full; the next mount replays its log", "err", err)
@@ -131,8 +132,8 @@ func (m *Meta) Close() error {
 }
 
 // update runs fn in a write transaction, once the filesystem has room
-// for about size more bytes (see KeepFree).
-func (m *Meta) update(size int, fn func(txn *badger.Txn) error) error {
+// for about size more bytes (see keepFree).
+func (m *metaStore) update(size int, fn func(txn *badger.Txn) error) error {
 	// A record costs its bytes in the log and again in the table it is
 	// flushed to, plus badger's headers.
 	if err := m.room.need(int64(2*size + 64)); err != nil {
@@ -141,12 +142,12 @@ func (m *Meta) update(size int, fn func(txn *badger.Txn) error) error {
 	return m.db.Update(fn)
 }
 
-// Sync makes every committed change durable.
-func (m *Meta) Sync() error { return m.db.Sync() }
+// sync makes every committed change durable.
+func (m *metaStore) sync() error { return m.db.Sync() }
 
-// NewID returns a fresh metadata id. Ids are random so that no counter has
+// newID returns a fresh metadata id. Ids are random so that no counter has
 // to survive a crash; 64 bits make a collision practically impossible.
-func NewID() uint64 {
+func newID() uint64 {
 	var b [8]byte
 	for {
 		if _, err := rand.Read(b[:]); err != nil {
@@ -165,7 +166,7 @@ func key(kind byte, id uint64, name string) []byte {
 	return append(k, name...)
 }
 
-func (m *Meta) get(k []byte) ([]byte, error) {
+func (m *metaStore) get(k []byte) ([]byte, error) {
 	var v []byte
 	err := m.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(k)
@@ -176,13 +177,13 @@ func (m *Meta) get(k []byte) ([]byte, error) {
 		return err
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNotFound
+		return nil, errNotFound
 	}
 	return v, err
 }
 
-// File returns the metadata of file id, or ErrNotFound.
-func (m *Meta) File(id uint64) (*FileMeta, error) {
+// file returns the metadata of file id, or errNotFound.
+func (m *metaStore) file(id uint64) (*fileMeta, error) {
 	v, err := m.get(key('f', id, ""))
 	if err != nil {
 		return nil, err
@@ -194,12 +195,12 @@ func (m *Meta) File(id uint64) (*FileMeta, error) {
 	return fm, nil
 }
 
-// PutFile stores the metadata of file id.
-func (m *Meta) PutFile(id uint64, fm *FileMeta) error {
+// putFile stores the metadata of file id.
+func (m *metaStore) putFile(id uint64, fm *fileMeta) error {
 	if id == 0 {
 		// A record nobody can find again would lose the chunks it
 		// marks: refuse loudly instead.
-		return fmt.Errorf("file meta of %q without an id: %w", fm.Origin, ErrCorrupt)
+		return fmt.Errorf("file meta of %q without an id: %w", fm.Origin, errCorrupt)
 	}
 	v := encodeFileMeta(fm)
 	return m.update(9+len(v), func(txn *badger.Txn) error {
@@ -207,27 +208,27 @@ func (m *Meta) PutFile(id uint64, fm *FileMeta) error {
 	})
 }
 
-// Dir returns the metadata of directory id; a directory without a record
+// dir returns the metadata of directory id; a directory without a record
 // merges normally.
-func (m *Meta) Dir(id uint64) (DirMeta, error) {
+func (m *metaStore) dir(id uint64) (dirMeta, error) {
 	if id == 0 {
-		return DirMeta{}, nil
+		return dirMeta{}, nil
 	}
 	v, err := m.get(key('d', id, ""))
-	if errors.Is(err, ErrNotFound) {
-		return DirMeta{}, nil
+	if errors.Is(err, errNotFound) {
+		return dirMeta{}, nil
 	}
 	if err != nil {
-		return DirMeta{}, err
+		return dirMeta{}, err
 	}
 	if len(v) < 2 || v[0] != metaVersion {
-		return DirMeta{}, fmt.Errorf("dir meta %x: %w", id, ErrCorrupt)
+		return dirMeta{}, fmt.Errorf("dir meta %x: %w", id, errCorrupt)
 	}
-	return DirMeta{Opaque: v[1] == 1, Redirect: string(v[2:])}, nil
+	return dirMeta{Opaque: v[1] == 1, Redirect: string(v[2:])}, nil
 }
 
-// PutDir stores the metadata of directory id.
-func (m *Meta) PutDir(id uint64, dm DirMeta) error {
+// putDir stores the metadata of directory id.
+func (m *metaStore) putDir(id uint64, dm dirMeta) error {
 	v := []byte{metaVersion, 0}
 	if dm.Opaque {
 		v[1] = 1
@@ -238,27 +239,27 @@ func (m *Meta) PutDir(id uint64, dm DirMeta) error {
 	})
 }
 
-// Whiteout reports whether name is whited out in directory id.
-func (m *Meta) Whiteout(dir uint64, name string) (bool, error) {
+// whiteout reports whether name is whited out in directory id.
+func (m *metaStore) whiteout(dir uint64, name string) (bool, error) {
 	if dir == 0 {
 		return false, nil
 	}
 	_, err := m.get(key('w', dir, name))
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, errNotFound) {
 		return false, nil
 	}
 	return err == nil, err
 }
 
-// SetWhiteout hides the lower entry name in directory dir.
-func (m *Meta) SetWhiteout(dir uint64, name string) error {
+// setWhiteout hides the lower entry name in directory dir.
+func (m *metaStore) setWhiteout(dir uint64, name string) error {
 	return m.update(9+len(name), func(txn *badger.Txn) error {
 		return txn.Set(key('w', dir, name), nil)
 	})
 }
 
-// Whiteouts lists the whited-out names of directory dir.
-func (m *Meta) Whiteouts(dir uint64) (map[string]bool, error) {
+// whiteouts lists the whited-out names of directory dir.
+func (m *metaStore) whiteouts(dir uint64) (map[string]bool, error) {
 	out := map[string]bool{}
 	if dir == 0 {
 		return out, nil
@@ -275,9 +276,9 @@ func (m *Meta) Whiteouts(dir uint64) (map[string]bool, error) {
 	return out, err
 }
 
-// DropDir removes every record of directory id: its merge flags and its
+// dropDir removes every record of directory id: its merge flags and its
 // whiteouts. Called when the directory is removed.
-func (m *Meta) DropDir(id uint64) error {
+func (m *metaStore) dropDir(id uint64) error {
 	if id == 0 {
 		return nil
 	}
@@ -302,15 +303,15 @@ func (m *Meta) DropDir(id uint64) error {
 	})
 }
 
-// DropFile removes the record of file id, once no name and no open handle
+// dropFile removes the record of file id, once no name and no open handle
 // reaches it.
-func (m *Meta) DropFile(id uint64) error {
+func (m *metaStore) dropFile(id uint64) error {
 	return m.update(9, func(txn *badger.Txn) error {
 		return txn.Delete(key('f', id, ""))
 	})
 }
 
-func encodeFileMeta(fm *FileMeta) []byte {
+func encodeFileMeta(fm *fileMeta) []byte {
 	var b bytes.Buffer
 	b.WriteByte(metaVersion)
 	var n [binary.MaxVarintLen64]byte
@@ -321,23 +322,23 @@ func encodeFileMeta(fm *FileMeta) []byte {
 	return b.Bytes()
 }
 
-func decodeFileMeta(v []byte) (*FileMeta, error) {
+func decodeFileMeta(v []byte) (*fileMeta, error) {
 	if len(v) < 1 || v[0] != metaVersion {
-		return nil, ErrCorrupt
+		return nil, errCorrupt
 	}
 	v = v[1:]
 	limit, n := binary.Varint(v)
 	if n <= 0 {
-		return nil, ErrCorrupt
+		return nil, errCorrupt
 	}
 	v = v[n:]
 	l, n := binary.Uvarint(v)
 	if n <= 0 || uint64(len(v)-n) < l {
-		return nil, ErrCorrupt
+		return nil, errCorrupt
 	}
 	v = v[n:]
-	fm := &FileMeta{LowerLimit: limit, Origin: string(v[:l])}
-	fm.Chunks = append(ChunkMap(nil), v[l:]...)
+	fm := &fileMeta{LowerLimit: limit, Origin: string(v[:l])}
+	fm.Chunks = append(chunkMap(nil), v[l:]...)
 	return fm, nil
 }
 
@@ -350,12 +351,12 @@ func (badgerLogger) Warningf(f string, a ...any) { slog.Warn("badger: " + fmt.Sp
 func (badgerLogger) Infof(string, ...any)        {}
 func (badgerLogger) Debugf(string, ...any)       {}
 
-// LinkIndex records the one upper inode of a lower file with several names
+// linkIndex records the one upper inode of a lower file with several names
 // (hard links), so that every name is copied up as a link to it rather than
 // as a file of its own. The inode also stays in the work directory's index/
 // under the lower inode number, the source of those links.
-type LinkIndex struct {
-	// ID is the upper inode's Meta id.
+type linkIndex struct {
+	// ID is the upper inode's metaStore id.
 	ID uint64
 	// LowerLeft counts the lower names not yet linked into the upper nor
 	// removed: the inode's link count is its upper links, less the index
@@ -363,21 +364,21 @@ type LinkIndex struct {
 	LowerLeft int64
 }
 
-// Index returns the link index of lower inode ino.
-func (m *Meta) Index(ino uint64) (LinkIndex, bool, error) {
+// index returns the link index of lower inode ino.
+func (m *metaStore) index(ino uint64) (linkIndex, bool, error) {
 	v, err := m.get(key('h', ino, ""))
-	if errors.Is(err, ErrNotFound) {
-		return LinkIndex{}, false, nil
+	if errors.Is(err, errNotFound) {
+		return linkIndex{}, false, nil
 	}
 	if err != nil || len(v) != 16 {
-		return LinkIndex{}, false, fmt.Errorf("link index %x: %w", ino, ErrCorrupt)
+		return linkIndex{}, false, fmt.Errorf("link index %x: %w", ino, errCorrupt)
 	}
-	return LinkIndex{ID: binary.BigEndian.Uint64(v), LowerLeft: int64(binary.BigEndian.Uint64(v[8:]))}, true, nil
+	return linkIndex{ID: binary.BigEndian.Uint64(v), LowerLeft: int64(binary.BigEndian.Uint64(v[8:]))}, true, nil
 }
 
-// PendingLinks returns the lower inodes with several names of which some
+// pendingLinks returns the lower inodes with several names of which some
 // are in the upper and some not yet (LowerLeft > 0).
-func (m *Meta) PendingLinks() (map[uint64]bool, error) {
+func (m *metaStore) pendingLinks() (map[uint64]bool, error) {
 	out := map[uint64]bool{}
 	err := m.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'h'}})
@@ -389,7 +390,7 @@ func (m *Meta) PendingLinks() (map[uint64]bool, error) {
 				return err
 			}
 			if len(k) != 9 || len(v) != 16 {
-				return fmt.Errorf("link index %x: %w", k, ErrCorrupt)
+				return fmt.Errorf("link index %x: %w", k, errCorrupt)
 			}
 			if binary.BigEndian.Uint64(v[8:]) > 0 {
 				out[binary.BigEndian.Uint64(k[1:])] = true
@@ -400,8 +401,8 @@ func (m *Meta) PendingLinks() (map[uint64]bool, error) {
 	return out, err
 }
 
-// PutIndex records the link index of lower inode ino.
-func (m *Meta) PutIndex(ino uint64, li LinkIndex) error {
+// putIndex records the link index of lower inode ino.
+func (m *metaStore) putIndex(ino uint64, li linkIndex) error {
 	v := binary.BigEndian.AppendUint64(nil, li.ID)
 	v = binary.BigEndian.AppendUint64(v, uint64(max(0, li.LowerLeft)))
 	return m.update(9+len(v), func(txn *badger.Txn) error {
@@ -409,40 +410,27 @@ func (m *Meta) PutIndex(ino uint64, li LinkIndex) error {
 	})
 }
 
-// ScanEntry remembers the file object a lower file hashed to, valid while
-// the file's size, mtime and ctime are what they were.
-type ScanEntry struct {
-	Size         int64
-	Mtime, Ctime int64
-	Object       [32]byte
-	// File is the decoded file object, when the cache keeps it
-	// (MemScanCache always; Meta for files of up to scanChunksKept
-	// chunks): a hit then needs no read of it to check its chunks.
-	// Shared: never changed.
-	File *object.File
-}
-
-// scanChunksKept is the most chunks of a file whose list Meta keeps in its
+// scanChunksKept is the most chunks of a file whose list metaStore keeps in its
 // scan cache entry (256 bytes of digests): enough for the many small files
 // of a spider project, whose file objects would otherwise be read back
 // from the store at the first snapshot after each mount.
 const scanChunksKept = 8
 
-// Scanned returns the scan cache entry of lower inode (dev, ino).
-func (m *Meta) Scanned(dev, ino uint64) (ScanEntry, bool) {
+// scanned returns the scan cache entry of lower inode (dev, ino).
+func (m *metaStore) scanned(dev, ino uint64) (scan.Entry, bool) {
 	v, err := m.get(scanKey(dev, ino))
 	if err != nil {
-		return ScanEntry{}, false
+		return scan.Entry{}, false
 	}
 	return decodeScanEntry(v)
 }
 
-// decodeScanEntry decodes what PutScanned stored; it copies what it keeps.
-func decodeScanEntry(v []byte) (ScanEntry, bool) {
+// decodeScanEntry decodes what putScanned stored; it copies what it keeps.
+func decodeScanEntry(v []byte) (scan.Entry, bool) {
 	if len(v) < 24+32 || (len(v)-24-32)%32 != 0 {
-		return ScanEntry{}, false
+		return scan.Entry{}, false
 	}
-	var e ScanEntry
+	var e scan.Entry
 	e.Size = int64(binary.BigEndian.Uint64(v))
 	e.Mtime = int64(binary.BigEndian.Uint64(v[8:]))
 	e.Ctime = int64(binary.BigEndian.Uint64(v[16:]))
@@ -457,8 +445,8 @@ func decodeScanEntry(v []byte) (ScanEntry, bool) {
 	return e, true
 }
 
-// PutScanned records a scan cache entry.
-func (m *Meta) PutScanned(dev, ino uint64, e ScanEntry) error {
+// putScanned records a scan cache entry.
+func (m *metaStore) putScanned(dev, ino uint64, e scan.Entry) error {
 	v := make([]byte, 24, 24+32)
 	binary.BigEndian.PutUint64(v, uint64(e.Size))
 	binary.BigEndian.PutUint64(v[8:], uint64(e.Mtime))
@@ -474,36 +462,34 @@ func (m *Meta) PutScanned(dev, ino uint64, e ScanEntry) error {
 	})
 }
 
-func (m *Meta) wholeSet() *object.KnownSet { return &m.whole }
-
-// ScanView is the scan cache read through one badger transaction, for a
+// scanView is the scan cache read through one badger transaction, for a
 // capture that looks up every lower file: a transaction per lookup cost
 // more than the lookup (badger's read timestamp bookkeeping). What is put
 // meanwhile goes to the database at once, and is remembered by the view
 // (a lower file with several names is hashed once).
-type ScanView struct {
-	m   *Meta
+type scanView struct {
+	m   *metaStore
 	txn *badger.Txn
-	put map[[2]uint64]ScanEntry
+	put map[[2]uint64]scan.Entry
 }
 
-// ScanView opens a view; Discard it when done.
-func (m *Meta) ScanView() *ScanView {
-	return &ScanView{m: m, txn: m.db.NewTransaction(false)}
+// scanView opens a view; Discard it when done.
+func (m *metaStore) scanView() *scanView {
+	return &scanView{m: m, txn: m.db.NewTransaction(false)}
 }
 
 // Discard ends the view's transaction.
-func (v *ScanView) Discard() { v.txn.Discard() }
+func (v *scanView) Discard() { v.txn.Discard() }
 
-func (v *ScanView) Scanned(dev, ino uint64) (ScanEntry, bool) {
+func (v *scanView) Scanned(dev, ino uint64) (scan.Entry, bool) {
 	if e, ok := v.put[[2]uint64{dev, ino}]; ok {
 		return e, true
 	}
 	item, err := v.txn.Get(scanKey(dev, ino))
 	if err != nil {
-		return ScanEntry{}, false
+		return scan.Entry{}, false
 	}
-	var e ScanEntry
+	var e scan.Entry
 	ok := false
 	item.Value(func(b []byte) error {
 		e, ok = decodeScanEntry(b)
@@ -512,18 +498,25 @@ func (v *ScanView) Scanned(dev, ino uint64) (ScanEntry, bool) {
 	return e, ok
 }
 
-func (v *ScanView) PutScanned(dev, ino uint64, e ScanEntry) error {
-	if err := v.m.PutScanned(dev, ino, e); err != nil {
+func (v *scanView) PutScanned(dev, ino uint64, e scan.Entry) error {
+	if err := v.m.putScanned(dev, ino, e); err != nil {
 		return err
 	}
 	if v.put == nil {
-		v.put = map[[2]uint64]ScanEntry{}
+		v.put = map[[2]uint64]scan.Entry{}
 	}
 	v.put[[2]uint64{dev, ino}] = e
 	return nil
 }
 
-func (v *ScanView) wholeSet() *object.KnownSet { return &v.m.whole }
+// WholeSet returns the mount's set of file objects found whole.
+func (v *scanView) WholeSet() *object.KnownSet { return &v.m.whole }
+
+// A capture's scans go through the view, and find its whole set.
+var (
+	_ scan.Cache       = (*scanView)(nil)
+	_ scan.WholeSetter = (*scanView)(nil)
+)
 
 func scanKey(dev, ino uint64) []byte {
 	k := make([]byte, 17)

@@ -25,7 +25,7 @@ type Node struct {
 	hasLower bool
 	// upper reports whether the node exists in the upper layer.
 	upper bool
-	// id keys the node's records in Meta (0: none yet).
+	// id keys the node's records in metaStore (0: none yet).
 	id uint64
 
 	// mu guards data.
@@ -42,39 +42,39 @@ func (n *Node) Upper() bool { return n.upper }
 type Path struct {
 	Nodes []*Node
 	Names []string
-	// Detached marks the path of a node that has no name any more (it was
+	// detached marks the path of a node that has no name any more (it was
 	// unlinked while open). Nodes then holds only the node itself, and
 	// only operations that can go through its open descriptors work.
-	Detached bool
+	detached bool
 }
 
 // errDetached is returned for a name-based operation on a detached node.
 var errDetached = fmt.Errorf("node has no name: %w", syscall.ENOENT)
 
 // DetachedPath returns the path of a node that has no name.
-func DetachedPath(n *Node) Path { return Path{Nodes: []*Node{n}, Detached: true} }
+func DetachedPath(n *Node) Path { return Path{Nodes: []*Node{n}, detached: true} }
 
-// Node returns the last node of the path.
-func (p Path) Node() *Node { return p.Nodes[len(p.Nodes)-1] }
+// node returns the last node of the path.
+func (p Path) node() *Node { return p.Nodes[len(p.Nodes)-1] }
 
 // Rel returns the path relative to the root: "" for the root itself.
 func (p Path) Rel() string { return strings.Join(p.Names, "/") }
 
-// Parent returns the path of the parent directory. p must not be the root.
-func (p Path) Parent() Path {
+// parent returns the path of the parent directory. p must not be the root.
+func (p Path) parent() Path {
 	return Path{Nodes: p.Nodes[:len(p.Nodes)-1], Names: p.Names[:len(p.Names)-1]}
 }
 
-// Name returns the last name of the path ("" for the root).
-func (p Path) Name() string {
+// name returns the last name of the path ("" for the root).
+func (p Path) name() string {
 	if len(p.Names) == 0 {
 		return ""
 	}
 	return p.Names[len(p.Names)-1]
 }
 
-// Child returns the path of child name, node n, of directory p.
-func (p Path) Child(name string, n *Node) Path {
+// child returns the path of child name, node n, of directory p.
+func (p Path) child(name string, n *Node) Path {
 	return Path{
 		Nodes: append(p.Nodes[:len(p.Nodes):len(p.Nodes)], n),
 		Names: append(p.Names[:len(p.Names):len(p.Names)], name),

@@ -6,19 +6,21 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/names"
 )
 
 // prepareCreate checks that name may be created in dir and copies dir up.
 // It returns whether the lower has an entry of that name (hidden by a
 // whiteout, or the create would not be allowed).
 func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
-	if err := ValidName(name); err != nil {
+	if err := names.Valid(name); err != nil {
 		return false, err
 	}
 	// What lookup would do, but the lower is asked once: its answer is
 	// both "does the name exist" (unless whited out) and overLower.
-	d := dir.Node()
-	p := Join(dir.Rel(), name)
+	d := dir.node()
+	p := names.Join(dir.Rel(), name)
 	if d.upper {
 		if _, _, err := f.up.stat(p); err == nil {
 			return false, fmt.Errorf("create %q: %w", p, syscall.EEXIST)
@@ -30,7 +32,7 @@ func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
 		return false, err
 	}
 	if overLower {
-		wh, err := f.meta.Whiteout(d.id, name)
+		wh, err := f.meta.whiteout(d.id, name)
 		if err != nil {
 			return false, err
 		}
@@ -38,7 +40,7 @@ func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
 			return false, fmt.Errorf("create %q: %w", p, syscall.EEXIST)
 		}
 	}
-	if err := f.copyUp(dir); err != nil {
+	if err := f.copyUpLocked(dir); err != nil {
 		return false, err
 	}
 	return overLower, nil
@@ -114,7 +116,7 @@ func (f *FS) Create(dir Path, name string, flags int, mode uint32, c Cred) (*Nod
 	if err := f.space.need(0); err != nil {
 		return nil, unix.Stat_t{}, nil, err
 	}
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	var fd int
 	err := f.up.at(p, func(dirfd int, name string) error {
 		var err error
@@ -151,7 +153,7 @@ func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat
 	if err != nil {
 		return nil, unix.Stat_t{}, err
 	}
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	if !overLower {
 		err = f.up.at(p, func(dirfd int, name string) error {
 			if err := unix.Mkdirat(dirfd, name, mode&07777); err != nil {
@@ -168,7 +170,7 @@ func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat
 	if err := unix.Mkdirat(f.up.work, tmp, mode&07777); err != nil {
 		return nil, unix.Stat_t{}, fmt.Errorf("mkdir %q: %w", p, err)
 	}
-	id := NewID()
+	id := newID()
 	err = func() error {
 		parent, err := f.up.dir(dir.Rel())
 		if err != nil {
@@ -195,7 +197,7 @@ func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat
 		if err := f.up.setIdentityAt(f.up.work, tmp, identity{ID: id}); err != nil {
 			return err
 		}
-		if err := f.meta.PutDir(id, DirMeta{Opaque: true}); err != nil {
+		if err := f.meta.putDir(id, dirMeta{Opaque: true}); err != nil {
 			return err
 		}
 		return f.up.install(tmp, p)
@@ -237,7 +239,7 @@ func (f *FS) createWith(dir Path, name string, c Cred, perm uint32, mk func(dirf
 	if err := f.space.need(0); err != nil {
 		return nil, unix.Stat_t{}, err
 	}
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	err := f.up.at(p, func(dirfd int, name string) error {
 		if err := mk(dirfd, name); err != nil {
 			return err
@@ -254,16 +256,16 @@ func (f *FS) createWith(dir Path, name string, c Cred, perm uint32, mk func(dirf
 func (f *FS) Link(target Path, dir Path, name string) (unix.Stat_t, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if target.Node().Type == unix.S_IFDIR {
+	if target.node().Type == unix.S_IFDIR {
 		return unix.Stat_t{}, syscall.EPERM
 	}
 	if _, err := f.prepareCreate(dir, name); err != nil {
 		return unix.Stat_t{}, err
 	}
-	if err := f.copyUp(target); err != nil {
+	if err := f.copyUpLocked(target); err != nil {
 		return unix.Stat_t{}, err
 	}
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	err := f.up.at(target.Rel(), func(odir int, oname string) error {
 		return f.up.at(p, func(ndir int, nname string) error {
 			return unix.Linkat(odir, oname, ndir, nname, 0)
@@ -272,7 +274,7 @@ func (f *FS) Link(target Path, dir Path, name string) (unix.Stat_t, error) {
 	if err != nil {
 		return unix.Stat_t{}, fmt.Errorf("link %q to %q: %w", p, target.Rel(), err)
 	}
-	return f.attr(dir.Child(name, target.Node()))
+	return f.attr(dir.child(name, target.node()))
 }
 
 // Unlink removes the non-directory name, node n, from dir.
@@ -282,21 +284,21 @@ func (f *FS) Unlink(dir Path, name string, n *Node) error {
 	if n.Type == unix.S_IFDIR {
 		return syscall.EISDIR
 	}
-	if err := f.upLinked(dir.Child(name, n)); err != nil {
+	if err := f.upLinked(dir.child(name, n)); err != nil {
 		return err
 	}
-	if err := f.copyUp(dir); err != nil {
+	if err := f.copyUpLocked(dir); err != nil {
 		return err
 	}
 	// Whiteout first: a crash between the two steps leaves the upper
 	// entry, which shadows the whiteout, so the name is still there.
 	if err := f.whiteout(dir, name); err != nil {
-		return fmt.Errorf("unlink %q: %w", Join(dir.Rel(), name), err)
+		return fmt.Errorf("unlink %q: %w", names.Join(dir.Rel(), name), err)
 	}
 	if !n.upper {
 		return nil
 	}
-	p := Join(dir.Rel(), name)
+	p := names.Join(dir.Rel(), name)
 	var last bool
 	err := f.up.at(p, func(dirfd int, name string) error {
 		last = f.lastName(dirfd, name, n)
@@ -341,14 +343,14 @@ func (f *FS) dropFileMeta(n *Node) {
 func (f *FS) dropFileID(id uint64) {
 	// Most files with an id have a record; asking first saves a
 	// write for those that do not.
-	fm, err := f.meta.File(id)
+	fm, err := f.meta.file(id)
 	if err != nil && !isNotExist(err) {
 		f.log.Warn("metadata of a removed file", "id", id, "err", err)
 	}
 	if fm == nil {
 		return
 	}
-	if err := f.meta.DropFile(id); err != nil {
+	if err := f.meta.dropFile(id); err != nil {
 		f.log.Warn("drop metadata of a removed file", "id", id, "err", err)
 	}
 }
@@ -358,14 +360,14 @@ func (f *FS) dropFileID(id uint64) {
 // names' link count drops. The node may be up through another name only;
 // copyUp links this one then.
 func (f *FS) upLinked(p Path) error {
-	n := p.Node()
+	n := p.node()
 	if n.Type != unix.S_IFREG || !n.hasLower {
 		return nil
 	}
 	if st, err := f.lo.Lstat(n.lower); err != nil || st.Nlink < 2 {
 		return nil
 	}
-	return f.copyUp(p)
+	return f.copyUpLocked(p)
 }
 
 // Rmdir removes the empty directory name, node n, from dir.
@@ -375,7 +377,7 @@ func (f *FS) Rmdir(dir Path, name string, n *Node) error {
 	if n.Type != unix.S_IFDIR {
 		return syscall.ENOTDIR
 	}
-	child := dir.Child(name, n)
+	child := dir.child(name, n)
 	ents, err := f.readDir(child)
 	if err != nil {
 		return err
@@ -383,7 +385,7 @@ func (f *FS) Rmdir(dir Path, name string, n *Node) error {
 	if len(ents) > 0 {
 		return fmt.Errorf("rmdir %q: %w", child.Rel(), syscall.ENOTEMPTY)
 	}
-	if err := f.copyUp(dir); err != nil {
+	if err := f.copyUpLocked(dir); err != nil {
 		return err
 	}
 	if err := f.whiteout(dir, name); err != nil {
@@ -396,7 +398,7 @@ func (f *FS) Rmdir(dir Path, name string, n *Node) error {
 		if err != nil {
 			return fmt.Errorf("rmdir %q: %w", child.Rel(), err)
 		}
-		if err := f.meta.DropDir(n.id); err != nil {
+		if err := f.meta.dropDir(n.id); err != nil {
 			f.log.Warn("drop metadata of removed directory", "path", child.Rel(), "err", err)
 		}
 	}
@@ -409,7 +411,7 @@ func (f *FS) Rmdir(dir Path, name string, n *Node) error {
 // in the upper with a redirect to its lower path, so its lower contents stay
 // where they are and keep showing through it.
 func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName string, target *Node, flags uint32) error {
-	if err := ValidName(newName); err != nil {
+	if err := names.Valid(newName); err != nil {
 		return err
 	}
 	f.mu.Lock()
@@ -425,7 +427,7 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 			return err
 		}
 	}
-	src := oldDir.Child(name, n)
+	src := oldDir.child(name, n)
 	switch {
 	case exchange && target == nil:
 		return syscall.ENOENT
@@ -439,7 +441,7 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 			return syscall.EISDIR
 		}
 		if target.Type == unix.S_IFDIR {
-			ents, err := f.readDir(newDir.Child(newName, target))
+			ents, err := f.readDir(newDir.child(newName, target))
 			if err != nil {
 				return err
 			}
@@ -448,13 +450,13 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 			}
 		}
 	}
-	if err := f.copyUp(src); err != nil {
+	if err := f.copyUpLocked(src); err != nil {
 		return err
 	}
-	if err := f.copyUp(newDir); err != nil {
+	if err := f.copyUpLocked(newDir); err != nil {
 		return err
 	}
-	dst := newDir.Child(newName, target)
+	dst := newDir.child(newName, target)
 	if target != nil && !exchange {
 		// Replacing one name of a lower file with several: as for
 		// unlink, its inode comes up first so the others' count drops.
@@ -463,7 +465,7 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 		}
 	}
 	if exchange {
-		if err := f.copyUp(dst); err != nil {
+		if err := f.copyUpLocked(dst); err != nil {
 			return err
 		}
 		if err := f.pinLower(dst); err != nil {
@@ -495,7 +497,7 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 		f.dropFileMeta(target)
 	}
 	if target != nil && !exchange && target.Type == unix.S_IFDIR && target.upper {
-		if err := f.meta.DropDir(target.id); err != nil {
+		if err := f.meta.dropDir(target.id); err != nil {
 			f.log.Warn("drop metadata of replaced directory", "path", dst.Rel(), "err", err)
 		}
 	}
@@ -506,16 +508,16 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 // directory it merges with now, wherever it is moved: a redirect when it has
 // one, opaque when it has none.
 func (f *FS) pinLower(p Path) error {
-	n := p.Node()
+	n := p.node()
 	if n.Type != unix.S_IFDIR {
 		return nil
 	}
 	if err := f.ensureID(p); err != nil {
 		return err
 	}
-	dm := DirMeta{Opaque: !n.hasLower}
+	dm := dirMeta{Opaque: !n.hasLower}
 	if n.hasLower {
 		dm.Redirect = n.lower
 	}
-	return f.meta.PutDir(n.id, dm)
+	return f.meta.putDir(n.id, dm)
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/lower"
 )
 
 // engine is an FS over a real lower and upper directory, with no mount:
@@ -46,7 +48,7 @@ func newEngine(t *testing.T, fill func(t *testing.T, lower string)) *engine {
 
 func (e *engine) open(t *testing.T) {
 	t.Helper()
-	lo, err := OpenDirLower(e.lower)
+	lo, err := lower.OpenDir(e.lower)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +89,7 @@ func (e *engine) path(t *testing.T, rel string) Path {
 }
 
 func (e *engine) lookup(rel string) (Path, error) {
-	p := e.f.RootPath()
+	p := e.f.rootPath()
 	if rel == "" {
 		return p, nil
 	}
@@ -96,7 +98,7 @@ func (e *engine) lookup(rel string) (Path, error) {
 		if err != nil {
 			return Path{}, err
 		}
-		p = p.Child(name, n)
+		p = p.child(name, n)
 	}
 	return p, nil
 }
@@ -187,18 +189,18 @@ func (e *engine) write(t *testing.T, rel string, off int64, b []byte) {
 }
 
 // fileMeta is the copy-up record of the file at rel.
-func (e *engine) fileMeta(t *testing.T, rel string) *FileMeta {
+func (e *engine) fileMeta(t *testing.T, rel string) *fileMeta {
 	t.Helper()
-	fm, err := e.f.meta.File(e.path(t, rel).Node().id)
+	fm, err := e.f.meta.file(e.path(t, rel).node().id)
 	if err != nil {
 		t.Fatalf("file metadata of %q: %v", rel, err)
 	}
 	return fm
 }
 
-func (e *engine) dirMeta(t *testing.T, rel string) DirMeta {
+func (e *engine) dirMeta(t *testing.T, rel string) dirMeta {
 	t.Helper()
-	dm, err := e.f.meta.Dir(e.path(t, rel).Node().id)
+	dm, err := e.f.meta.dir(e.path(t, rel).node().id)
 	if err != nil {
 		t.Fatalf("directory metadata of %q: %v", rel, err)
 	}
@@ -289,7 +291,7 @@ var engineCases = []struct {
 	}, func(t *testing.T, e *engine) {
 		d := e.path(t, "d")
 		a := e.path(t, "d/a")
-		if err := e.f.Unlink(d, "a", a.Node()); err != nil {
+		if err := e.f.Unlink(d, "a", a.node()); err != nil {
 			t.Fatalf("unlink: %v", err)
 		}
 		check := func(when string) {
@@ -297,7 +299,7 @@ var engineCases = []struct {
 			e.wantGone(t, "d/a")
 			e.wantNames(t, "d", "b")
 			e.wantContent(t, "d/b", otherData)
-			if wh, err := e.f.meta.Whiteout(e.path(t, "d").Node().id, "a"); err != nil || !wh {
+			if wh, err := e.f.meta.whiteout(e.path(t, "d").node().id, "a"); err != nil || !wh {
 				t.Errorf("%s: whiteout of d/a recorded = %v, %v; want true", when, wh, err)
 			}
 			if _, err := os.Lstat(filepath.Join(e.upper, "d", "a")); !errors.Is(err, os.ErrNotExist) {
@@ -312,9 +314,9 @@ var engineCases = []struct {
 		writeFile(t, filepath.Join(l, "src", "x"), childData)
 		writeFile(t, filepath.Join(l, "src", "sub", "y"), nestedData)
 	}, func(t *testing.T, e *engine) {
-		root := e.f.RootPath()
+		root := e.f.rootPath()
 		src := e.path(t, "src")
-		if err := e.f.Rename(root, "src", src.Node(), root, "dst", nil, 0); err != nil {
+		if err := e.f.Rename(root, "src", src.node(), root, "dst", nil, 0); err != nil {
 			t.Fatalf("rename: %v", err)
 		}
 		check := func(when string) {
@@ -340,12 +342,12 @@ var engineCases = []struct {
 	{"OpaqueAfterRmdirMkdir", func(t *testing.T, l string) {
 		writeFile(t, filepath.Join(l, "d", "f"), smallData)
 	}, func(t *testing.T, e *engine) {
-		root := e.f.RootPath()
+		root := e.f.rootPath()
 		d := e.path(t, "d")
-		if err := e.f.Unlink(d, "f", e.path(t, "d/f").Node()); err != nil {
+		if err := e.f.Unlink(d, "f", e.path(t, "d/f").node()); err != nil {
 			t.Fatalf("unlink: %v", err)
 		}
-		if err := e.f.Rmdir(root, "d", d.Node()); err != nil {
+		if err := e.f.Rmdir(root, "d", d.node()); err != nil {
 			t.Fatalf("rmdir: %v", err)
 		}
 		e.wantGone(t, "d")
@@ -450,7 +452,7 @@ var engineCases = []struct {
 	{"HardLinkOfLowerFile", func(t *testing.T, l string) {
 		writeFile(t, filepath.Join(l, "a"), smallData)
 	}, func(t *testing.T, e *engine) {
-		st, err := e.f.Link(e.path(t, "a"), e.f.RootPath(), "b")
+		st, err := e.f.Link(e.path(t, "a"), e.f.rootPath(), "b")
 		if err != nil {
 			t.Fatalf("link: %v", err)
 		}

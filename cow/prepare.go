@@ -8,6 +8,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -25,14 +27,14 @@ import (
 // skips it) or miss what the capture will need (CaptureLocal says so).
 // A fetch that fails fails it, naming what the snapshot needed.
 func (f *FS) PrepareCapture(ctx context.Context) error {
-	ol, ok := f.lo.(*ObjectLower)
+	ol, ok := f.lo.(*lower.Objects)
 	if !ok {
 		return nil
 	}
 	f.mu.RLock()
 	r := f.root
 	root := &Node{Type: r.Type, Ino: r.Ino, Gen: r.Gen, lower: r.lower, hasLower: r.hasLower, upper: r.upper, id: r.id}
-	pending, err := f.meta.PendingLinks()
+	pending, err := f.meta.pendingLinks()
 	f.mu.RUnlock()
 	if err != nil {
 		return fmt.Errorf("prepare capture: %w", err)
@@ -43,7 +45,7 @@ func (f *FS) PrepareCapture(ctx context.Context) error {
 
 type preparer struct {
 	f       *FS
-	ol      *ObjectLower
+	ol      *lower.Objects
 	ctx     context.Context
 	pending map[uint64]bool
 }
@@ -61,9 +63,9 @@ func (p *preparer) dir(dp Path) error {
 	if err := p.ctx.Err(); err != nil {
 		return err
 	}
-	n := dp.Node()
+	n := dp.node()
 	if n.hasLower {
-		e, err := p.ol.entryFrom(p.ol.store, n.lower)
+		e, err := p.ol.EntryFrom(p.ol.Store(), n.lower)
 		if gone(err) {
 			return nil
 		}
@@ -79,7 +81,7 @@ func (p *preparer) dir(dp Path) error {
 			return p.subtrees(e.Object, dp.Rel())
 		}
 		if e.Mode&unix.S_IFMT == unix.S_IFDIR {
-			if _, err := p.ol.treeFrom(p.ol.store, e.Object); err != nil {
+			if _, err := p.ol.TreeFrom(p.ol.Store(), e.Object); err != nil {
 				return needed(fmt.Sprintf("the lower directory of %q", "/"+dp.Rel()), err)
 			}
 		}
@@ -96,13 +98,13 @@ func (p *preparer) dir(dp Path) error {
 	}
 	for _, de := range ents {
 		child, st, err := p.f.lookup(dp, de.Name)
-		if gone(err) || errors.Is(err, ErrNotFound) {
+		if gone(err) || errors.Is(err, errNotFound) {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("prepare capture: lookup %q: %w", Join(dp.Rel(), de.Name), err)
+			return fmt.Errorf("prepare capture: lookup %q: %w", names.Join(dp.Rel(), de.Name), err)
 		}
-		cp := dp.Child(de.Name, child)
+		cp := dp.child(de.Name, child)
 		switch child.Type {
 		case unix.S_IFDIR:
 			err = p.dir(cp)
@@ -121,12 +123,12 @@ func (p *preparer) dir(dp Path) error {
 // file fetches what the capture reads from the origin of the upper file
 // at fp, of size size.
 func (p *preparer) file(fp Path, size int64) error {
-	n := fp.Node()
+	n := fp.node()
 	if n.id == 0 {
 		return nil
 	}
-	m, err := p.f.meta.File(n.id)
-	if errors.Is(err, ErrNotFound) {
+	m, err := p.f.meta.file(n.id)
+	if errors.Is(err, errNotFound) {
 		return nil
 	}
 	if err != nil {
@@ -137,7 +139,7 @@ func (p *preparer) file(fp Path, size int64) error {
 	if m.Complete() {
 		return nil
 	}
-	origin, _, err := p.ol.fileObjectFrom(p.ol.store, m.Origin)
+	origin, _, err := p.ol.FileObjectFrom(p.ol.Store(), m.Origin)
 	if gone(err) {
 		return nil
 	}
@@ -154,7 +156,7 @@ func (p *preparer) file(fp Path, size int64) error {
 		if !fromOrigin(m, origin, i, cs, ce) || origin.Chunks[i].IsZero() {
 			continue
 		}
-		if _, err := p.ol.store.Get(p.ctx, origin.Chunks[i]); err != nil {
+		if _, err := p.ol.Store().Get(p.ctx, origin.Chunks[i]); err != nil {
 			return needed(fmt.Sprintf("chunk %d of %s", i, what), err)
 		}
 	}
@@ -166,13 +168,13 @@ func (p *preparer) subtrees(d object.Digest, rel string) error {
 	if err := p.ctx.Err(); err != nil {
 		return err
 	}
-	t, err := p.ol.treeFrom(p.ol.store, d)
+	t, err := p.ol.TreeFrom(p.ol.Store(), d)
 	if err != nil {
 		return needed(fmt.Sprintf("a lower directory under %q", "/"+rel), err)
 	}
 	for i := range t.Entries {
 		if e := &t.Entries[i]; e.Mode&unix.S_IFMT == unix.S_IFDIR {
-			if err := p.subtrees(e.Object, Join(rel, e.Name)); err != nil {
+			if err := p.subtrees(e.Object, names.Join(rel, e.Name)); err != nil {
 				return err
 			}
 		}

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/internal/cowtest"
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -50,7 +52,7 @@ func TestCaptureLocalAfterPrepare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, rootE, _, err := src.Capture(ctx, putCached{far})
+	root, rootE, _, err := src.Capture(ctx, cowtest.PutCached{DirStore: far})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +67,7 @@ func TestCaptureLocalAfterPrepare(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f, err := New(Options{Lower: NewObjectLower(g, root, rootE),
+	f, err := New(Options{Lower: lower.NewObjects(g, root, rootE),
 		UpperDir: filepath.Join(d, "upper"), WorkDir: filepath.Join(d, "work"), MetaDir: filepath.Join(d, "meta")})
 	if err != nil {
 		t.Fatal(err)
@@ -83,8 +85,8 @@ func TestCaptureLocalAfterPrepare(t *testing.T) {
 	h.Release()
 
 	before := g.fetches.Load()
-	if _, _, _, err := f.CaptureLocal(ctx, putCached{local}, local); !errors.Is(err, ErrNotLocal) {
-		t.Fatalf("capture without the lower's last chunk of big: %v, want ErrNotLocal", err)
+	if _, _, _, err := f.CaptureLocal(ctx, cowtest.PutCached{DirStore: local}, local); !errors.Is(err, lower.ErrNotLocal) {
+		t.Fatalf("capture without the lower's last chunk of big: %v, want lower.ErrNotLocal", err)
 	}
 	if n := g.fetches.Load() - before; n != 0 {
 		t.Fatalf("the capture fetched %d objects while it held every change", n)
@@ -103,14 +105,14 @@ func TestCaptureLocalAfterPrepare(t *testing.T) {
 		t.Fatalf("prepare: %v", err)
 	}
 	before = g.fetches.Load()
-	got, _, _, err := f.CaptureLocal(ctx, putCached{local}, local)
+	got, _, _, err := f.CaptureLocal(ctx, cowtest.PutCached{DirStore: local}, local)
 	if err != nil {
 		t.Fatalf("capture after prepare: %v", err)
 	}
 	if n := g.fetches.Load() - before; n != 0 {
 		t.Errorf("the capture after prepare fetched %d objects", n)
 	}
-	want, _, _, err := f.Capture(ctx, putCached{local})
+	want, _, _, err := f.Capture(ctx, cowtest.PutCached{DirStore: local})
 	if err != nil {
 		t.Fatal(err)
 	}

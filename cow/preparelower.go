@@ -6,32 +6,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/scan"
 )
-
-// LowerPrep is a local-directory lower taken in ahead of a capture
-// (PrepareLower): the tree of every lower directory, as the capture would
-// make it of a directory the upper never touched.
-type LowerPrep struct {
-	dirs map[string]preparedDir
-	// BytesRead is what the prepare read and hashed.
-	BytesRead int64
-}
-
-// preparedDir is a lower directory as PrepareLower read it.
-type preparedDir struct {
-	tree object.Digest
-	// The directory's inode and times before a listing that they
-	// outlasted unchanged: a create, removal or rename in it since
-	// moves its mtime and ctime.
-	ino          uint64
-	mtime, ctime unix.Timespec
-	// What is beneath it, itself included for dirs, as a capture counts.
-	dirs, files int
-	// links: a non-directory beneath it has several names, so it may
-	// hold a name of a file the capture must link up (capture.pending).
-	links bool
-}
 
 // PrepareLower takes a local-directory lower into store ahead of a
 // capture (CapturePrepared), holding nothing up: its files through the
@@ -45,82 +25,40 @@ type preparedDir struct {
 // directory tells), and takes a file rewritten in place since as the
 // prepare read it, a moment earlier: the mount, too, shows such a change
 // late or not at all (docs/architecture.md).
-func (f *FS) PrepareLower(ctx context.Context, store object.GetPutter) (*LowerPrep, error) {
-	if _, ok := f.lo.(*ObjectLower); ok {
+func (f *FS) PrepareLower(ctx context.Context, store object.GetPutter) (*scan.Prep, error) {
+	if _, ok := f.lo.(*lower.Objects); ok {
 		return nil, nil
 	}
-	view := f.meta.ScanView()
+	view := f.meta.scanView()
 	defer view.Discard()
-	sc := newScanner(ctx, f.lo, store, view)
-	sc.prep = &LowerPrep{dirs: map[string]preparedDir{}}
 	// The capture lists a lower file's xattrs without cowfs's own.
-	sc.dropXattr = f.up.ownXattr
-	if _, err := sc.dir(""); err != nil {
+	prep, err := scan.Prepare(ctx, f.lo, store, view, f.up.ownXattr)
+	if err != nil {
 		return nil, fmt.Errorf("take in the lower: %w", err)
 	}
-	sc.prep.BytesRead = sc.stats.BytesRead
-	return sc.prep, nil
+	return prep, nil
 }
 
 // CapturePrepared is Capture after PrepareLower: a lower directory that
 // the upper never touched is the tree prep holds for it, unless it or a
 // directory beneath it changed since. A nil prep makes it Capture.
-func (f *FS) CapturePrepared(ctx context.Context, store object.GetPutter, prep *LowerPrep) (object.Digest, object.Entry, CaptureStats, error) {
+func (f *FS) CapturePrepared(ctx context.Context, store object.GetPutter, prep *scan.Prep) (object.Digest, object.Entry, CaptureStats, error) {
 	return f.capture(ctx, store, nil, prep)
-}
-
-// still drops from p the directories that changed since they were read,
-// and every directory above one (its tree holds the old one's), with a
-// stat of each.
-func (p *LowerPrep) still(lo Lower) map[string]preparedDir {
-	var stale []string
-	for path, d := range p.dirs {
-		st, err := lo.Lstat(path)
-		if err != nil || st.Ino != d.ino || st.Mtim != d.mtime || st.Ctim != d.ctime {
-			stale = append(stale, path)
-		}
-	}
-	for _, path := range stale {
-		for {
-			delete(p.dirs, path)
-			if path == "" {
-				break
-			}
-			path, _ = splitPath(path)
-		}
-	}
-	return p.dirs
 }
 
 // prepared returns the tree of the lower directory of n if the capture
 // can take it whole from c.prepared.
-func (c *capture) prepared(n *Node) (preparedDir, bool) {
+func (c *capture) prepared(n *Node) (scan.PreparedDir, bool) {
 	if c.prep == nil || n.upper || !n.hasLower {
-		return preparedDir{}, false
+		return scan.PreparedDir{}, false
 	}
 	d, ok := c.prep[n.lower]
-	if !ok || d.links && len(c.pending) > 0 {
+	if !ok || d.Links && len(c.pending) > 0 {
 		// A name of a file with several names is linked up if another
 		// name of it is in the upper: walk it, as without a prepare.
-		return preparedDir{}, false
+		return scan.PreparedDir{}, false
 	}
 	return d, true
-}
-
-// tally counts entry e of the directory into d; sub is e's own, if e is
-// a directory.
-func (d *preparedDir) tally(e object.Entry, sub preparedDir) {
-	switch e.Mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-		d.dirs += sub.dirs
-		d.files += sub.files
-		d.links = d.links || sub.links
-	case unix.S_IFREG:
-		d.files++
-	}
-	if e.Link != 0 {
-		d.links = true
-	}
 }
 
 // preparedEntries returns, by name, the entries of the directory at p that
@@ -130,15 +68,15 @@ func (d *preparedDir) tally(e object.Entry, sub preparedDir) {
 // them when it returns none) are walked. So a directory of many lower
 // files that the upper added one to costs a listing, not a look at each.
 func (c *capture) preparedEntries(p Path) (map[string]object.Entry, error) {
-	n := p.Node()
+	n := p.node()
 	if c.prep == nil || !n.upper || !n.hasLower {
 		return nil, nil
 	}
 	d, ok := c.prep[n.lower]
-	if !ok || d.links && len(c.pending) > 0 {
+	if !ok || d.Links && len(c.pending) > 0 {
 		return nil, nil
 	}
-	b, err := c.store.Get(c.ctx, d.tree)
+	b, err := c.store.Get(c.ctx, d.Tree)
 	if err != nil {
 		return nil, nil // walked instead
 	}
@@ -155,7 +93,7 @@ func (c *capture) preparedEntries(p Path) (map[string]object.Entry, error) {
 		if up[e.Name] {
 			continue
 		}
-		if _, ok := c.prep[Join(n.lower, e.Name)]; !ok && e.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if _, ok := c.prep[names.Join(n.lower, e.Name)]; !ok && e.Mode&unix.S_IFMT == unix.S_IFDIR {
 			continue
 		}
 		out[e.Name] = e
@@ -168,9 +106,9 @@ func (c *capture) preparedEntries(p Path) (map[string]object.Entry, error) {
 func (c *capture) takePrepared(lower string, e *object.Entry) {
 	switch e.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
-		d := c.prep[Join(lower, e.Name)]
-		c.stats.Dirs += d.dirs
-		c.stats.Files += d.files
+		d := c.prep[names.Join(lower, e.Name)]
+		c.stats.Dirs += d.Dirs
+		c.stats.Files += d.Files
 		c.stats.DirsReused++
 	case unix.S_IFREG:
 		c.stats.Files++
@@ -180,12 +118,12 @@ func (c *capture) takePrepared(lower string, e *object.Entry) {
 // upperNames returns the names in the upper directory of the merged
 // directory at p.
 func (f *FS) upperNames(p Path) (map[string]bool, error) {
-	fd, err := openBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open upper dir: %w", err)
 	}
 	defer unix.Close(fd)
-	ents, err := readDirFd(fd)
+	ents, err := fsio.ReadDir(fd)
 	if err != nil {
 		return nil, fmt.Errorf("read upper dir: %w", err)
 	}

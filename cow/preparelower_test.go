@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cowfs/cowfs/cow/internal/cowtest"
+	"github.com/cowfs/cowfs/cow/internal/fsio"
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -19,7 +22,7 @@ import (
 func TestCapturePreparedLowerChanged(t *testing.T) {
 	t.Parallel()
 	f := newTestFS(t, nil)
-	lower := f.lo.(*DirLower).Path()
+	lower := f.lo.(*lower.Dir).Path()
 	for p, b := range map[string]string{"a/f1": "one\n", "a/f2": "two\n", "b/g": "old\n", "c/x/y/z": "deep\n", "top": "top\n"} {
 		if err := os.MkdirAll(filepath.Join(lower, filepath.Dir(p)), 0o755); err != nil {
 			t.Fatal(err)
@@ -34,7 +37,7 @@ func TestCapturePreparedLowerChanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prep, err := f.PrepareLower(ctx, putCached{store})
+	prep, err := f.PrepareLower(ctx, cowtest.PutCached{DirStore: store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,14 +53,14 @@ func TestCapturePreparedLowerChanged(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(lower, "b/g"), []byte("NEW\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	prepared, _, st, err := f.CapturePrepared(ctx, putCached{store}, prep)
+	prepared, _, st, err := f.CapturePrepared(ctx, cowtest.PutCached{DirStore: store}, prep)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.DirsReused != 1 || st.Files != 6 || st.Dirs != 6 {
 		t.Errorf("stats %+v: want b alone taken whole, and 6 files and 6 directories in all", st)
 	}
-	walked, _, _, err := f.Capture(ctx, putCached{store})
+	walked, _, _, err := f.Capture(ctx, cowtest.PutCached{DirStore: store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +69,7 @@ func TestCapturePreparedLowerChanged(t *testing.T) {
 		e := object.Entry{Object: root}
 		for _, name := range splitAll(path) {
 			found := false
-			for _, c := range treeOf(t, store, e.Object).Entries {
+			for _, c := range cowtest.TreeOf(t, store, e.Object).Entries {
 				if c.Name == name {
 					e, found = c, true
 				}
@@ -82,7 +85,7 @@ func TestCapturePreparedLowerChanged(t *testing.T) {
 			t.Errorf("%s: %s after the prepare, %s by a walk", p, a.Object.Short(), b.Object.Short())
 		}
 	}
-	if n := len(treeOf(t, store, entry(prepared, "a").Object).Entries); n != 2 {
+	if n := len(cowtest.TreeOf(t, store, entry(prepared, "a").Object).Entries); n != 2 {
 		t.Errorf("a has %d entries, want f1 and f3", n)
 	}
 	entry(prepared, "c/x/y/w")
@@ -104,7 +107,7 @@ func splitAll(p string) []string {
 	var out []string
 	for p != "" {
 		var name string
-		p, name = splitPath(p)
+		p, name = fsio.SplitPath(p)
 		out = append([]string{name}, out...)
 	}
 	return out

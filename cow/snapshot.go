@@ -8,7 +8,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/scan"
 )
 
 // CaptureStats says what a capture cost.
@@ -39,25 +42,25 @@ func (f *FS) CaptureLocal(ctx context.Context, store object.GetPutter, local obj
 	return f.capture(ctx, store, local, nil)
 }
 
-func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.Getter, prep *LowerPrep) (object.Digest, object.Entry, CaptureStats, error) {
+func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.Getter, prep *scan.Prep) (object.Digest, object.Entry, CaptureStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gate.Lock()
 	defer f.gate.Unlock()
-	if ol, ok := f.lo.(*ObjectLower); ok && local != nil {
-		defer ol.readLocal(local)()
+	if ol, ok := f.lo.(*lower.Objects); ok && local != nil {
+		defer ol.ReadLocal(local)()
 	}
-	view := f.meta.ScanView()
+	view := f.meta.scanView()
 	defer view.Discard()
-	c := &capture{f: f, store: store, ctx: ctx, sc: newScanner(ctx, f.lo, store, view)}
+	c := &capture{f: f, store: store, ctx: ctx, sc: scan.New(ctx, f.lo, store, view)}
 	if prep != nil {
-		c.prep = prep.still(f.lo)
+		c.prep = prep.Still(f.lo)
 	}
 	var err error
-	if c.pending, err = f.meta.PendingLinks(); err != nil {
+	if c.pending, err = f.meta.pendingLinks(); err != nil {
 		return object.Zero, object.Entry{}, c.stats, fmt.Errorf("capture: %w", err)
 	}
-	root := f.RootPath()
+	root := f.rootPath()
 	st, err := f.attr(root)
 	if err != nil {
 		return object.Zero, object.Entry{}, c.stats, err
@@ -66,7 +69,7 @@ func (f *FS) capture(ctx context.Context, store object.GetPutter, local object.G
 	if err != nil {
 		return object.Zero, object.Entry{}, c.stats, fmt.Errorf("capture: %w", err)
 	}
-	c.stats.BytesRead = c.sc.stats.BytesRead
+	c.stats.BytesRead = c.sc.Stats().BytesRead
 	if prep != nil {
 		c.stats.BytesRead += prep.BytesRead
 	}
@@ -80,7 +83,7 @@ type capture struct {
 	stats CaptureStats
 	// sc hashes what capture must read: files of a directory lower
 	// (through the mount's scan cache) and changed chunks.
-	sc scanner
+	sc *scan.Scanner
 	// pending holds the lower inodes with several names that are in
 	// the upper under some names and still in the lower under others
 	// (the mount links those up when it next looks them up). The
@@ -90,16 +93,16 @@ type capture struct {
 	links map[uint64]uint64
 	// prep holds the trees of the local lower's directories that did
 	// not change since PrepareLower read them, by lower path.
-	prep map[string]preparedDir
+	prep map[string]scan.PreparedDir
 }
 
 func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
 	if err := c.ctx.Err(); err != nil {
 		return object.Entry{}, err
 	}
-	n := p.Node()
+	n := p.node()
 	e := object.Entry{
-		Name:  p.Name(),
+		Name:  p.name(),
 		Mode:  st.Mode,
 		Uid:   st.Uid,
 		Gid:   st.Gid,
@@ -140,21 +143,21 @@ func (c *capture) entry(p Path, st *unix.Stat_t) (object.Entry, error) {
 // are st, one per inode for the whole capture. A file that is a link group
 // of an object lower keeps that group's id, as do the lower's trees the
 // capture takes whole; a file of a local lower that the upper never took
-// has the id a scan of the lower gives it (scanLinkID), as in the trees
+// has the id a scan of the lower gives it (scan.LinkID), as in the trees
 // PrepareLower made; any other gets a random one. Not the inode number:
 // it is unique only within this mount, and a snapshot of a restore holds
 // groups of the mount it came from beside this one's.
 func (c *capture) linkID(n *Node, st *unix.Stat_t) uint64 {
 	ino := st.Ino
-	if _, ok := c.f.lo.(*ObjectLower); !ok && n.hasLower && !n.upper {
-		return scanLinkID(st.Dev, st.Ino)
+	if _, ok := c.f.lo.(*lower.Objects); !ok && n.hasLower && !n.upper {
+		return scan.LinkID(st.Dev, st.Ino)
 	}
 	if id, ok := c.links[ino]; ok {
 		return id
 	}
 	var id uint64
-	if ol, ok := c.f.lo.(*ObjectLower); ok && n.hasLower {
-		if le, err := ol.entry(n.lower); err == nil {
+	if ol, ok := c.f.lo.(*lower.Objects); ok && n.hasLower {
+		if le, err := ol.Entry(n.lower); err == nil {
 			id = le.Link
 		}
 	}
@@ -169,16 +172,16 @@ func (c *capture) linkID(n *Node, st *unix.Stat_t) uint64 {
 }
 
 func (c *capture) dir(p Path) (object.Digest, error) {
-	n := p.Node()
+	n := p.node()
 	if d, ok := c.prepared(n); ok {
-		c.stats.Dirs += d.dirs
-		c.stats.Files += d.files
+		c.stats.Dirs += d.Dirs
+		c.stats.Files += d.Files
 		c.stats.DirsReused++
-		return d.tree, nil
+		return d.Tree, nil
 	}
 	c.stats.Dirs++
-	if ol, ok := c.f.lo.(*ObjectLower); ok && !n.upper && n.hasLower {
-		e, err := ol.TreeOf(n.lower)
+	if ol, ok := c.f.lo.(*lower.Objects); ok && !n.upper && n.hasLower {
+		e, err := ol.Entry(n.lower)
 		if err != nil {
 			return object.Zero, err
 		}
@@ -209,19 +212,19 @@ func (c *capture) dir(p Path) (object.Digest, error) {
 		}
 		child, st, err := c.f.lookup(p, de.Name)
 		if err != nil {
-			return object.Zero, fmt.Errorf("lookup %q: %w", Join(p.Rel(), de.Name), err)
+			return object.Zero, fmt.Errorf("lookup %q: %w", names.Join(p.Rel(), de.Name), err)
 		}
 		if !child.upper && child.Type == unix.S_IFREG && c.pending[child.Ino] {
 			// Another name of this lower file is in the upper: link
 			// this one up too, as a lookup through the mount would.
-			if err := c.f.copyUp(p.Child(de.Name, child)); err != nil {
-				return object.Zero, fmt.Errorf("link up %q: %w", Join(p.Rel(), de.Name), err)
+			if err := c.f.copyUpLocked(p.child(de.Name, child)); err != nil {
+				return object.Zero, fmt.Errorf("link up %q: %w", names.Join(p.Rel(), de.Name), err)
 			}
 			if child, st, err = c.f.lookup(p, de.Name); err != nil {
-				return object.Zero, fmt.Errorf("lookup %q: %w", Join(p.Rel(), de.Name), err)
+				return object.Zero, fmt.Errorf("lookup %q: %w", names.Join(p.Rel(), de.Name), err)
 			}
 		}
-		e, err := c.entry(p.Child(de.Name, child), &st)
+		e, err := c.entry(p.child(de.Name, child), &st)
 		if err != nil {
 			return object.Zero, err
 		}
@@ -235,15 +238,15 @@ func (c *capture) dir(p Path) (object.Digest, error) {
 }
 
 func (c *capture) file(p Path, size int64) (object.Digest, error) {
-	n := p.Node()
+	n := p.node()
 	c.stats.Files++
 	if size == 0 {
 		return object.Zero, nil
 	}
-	ol, objLower := c.f.lo.(*ObjectLower)
+	ol, objLower := c.f.lo.(*lower.Objects)
 	if objLower && !n.upper {
 		// Its entry names it; its file object is not read.
-		e, err := ol.entry(n.lower)
+		e, err := ol.Entry(n.lower)
 		c.stats.ChunksReused += int((size + ChunkSize - 1) / ChunkSize)
 		return e.Object, err
 	}
@@ -291,7 +294,7 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 			c.stats.ChunksReused++
 			continue
 		}
-		if fo.Chunks[i], err = c.sc.chunk(d.readAt, cs, ce); err != nil {
+		if fo.Chunks[i], err = c.sc.Chunk(d.readAt, cs, ce); err != nil {
 			return object.Zero, fmt.Errorf("read %q: %w", p.Rel(), err)
 		}
 	}
@@ -308,16 +311,15 @@ func (c *capture) file(p Path, size int64) (object.Digest, error) {
 // mounted, so the cache makes every snapshot after the first read only what
 // changed.
 func (c *capture) lowerFile(path string, needFile bool) (d object.Digest, fo *object.File, cached bool, err error) {
-	before := c.sc.stats.BytesRead
-	parent, name := splitPath(path)
-	d, _, fo, err = c.sc.fileOnce(pathDir{c.f.lo, parent}, path, name, needFile)
-	return d, fo, err == nil && c.sc.stats.BytesRead == before, err
+	before := c.sc.Stats().BytesRead
+	d, fo, err = c.sc.FileAt(path, needFile)
+	return d, fo, err == nil && c.sc.Stats().BytesRead == before, err
 }
 
 // reusable reports whether chunk i of a copied-up file is still exactly chunk
 // i of its origin: never copied up, wholly below the lower limit, and the
 // same length in both.
-func reusable(m *FileMeta, origin *object.File, i, cs, ce int64) bool {
+func reusable(m *fileMeta, origin *object.File, i, cs, ce int64) bool {
 	if m.Chunks.Has(i) || ce > m.LowerLimit || i >= int64(len(origin.Chunks)) {
 		return false
 	}
@@ -328,24 +330,24 @@ func reusable(m *FileMeta, origin *object.File, i, cs, ce int64) bool {
 // from its origin: the chunk is not in the upper, begins below the lower
 // limit, and is not reusable by digest (the chunk the lower limit falls
 // in, once the file grew past it or was cut inside it).
-func fromOrigin(m *FileMeta, origin *object.File, i, cs, ce int64) bool {
+func fromOrigin(m *fileMeta, origin *object.File, i, cs, ce int64) bool {
 	return !m.Chunks.Has(i) && cs < m.LowerLimit && i < int64(len(origin.Chunks)) && !reusable(m, origin, i, cs, ce)
 }
 
 // holdsPending reports whether the lower tree d holds, at any depth, a
 // name of a file in c.pending: such a tree cannot be taken whole.
-func (c *capture) holdsPending(ol *ObjectLower, d object.Digest) (bool, error) {
+func (c *capture) holdsPending(ol *lower.Objects, d object.Digest) (bool, error) {
 	if len(c.pending) == 0 {
 		return false, nil
 	}
-	t, err := ol.tree(d)
+	t, err := ol.Tree(d)
 	if err != nil {
 		return false, err
 	}
 	for i := range t.Entries {
 		e := &t.Entries[i]
 		switch {
-		case e.Link != 0 && c.pending[entryIno("", e)]:
+		case e.Link != 0 && c.pending[lower.EntryIno("", e)]:
 			return true, nil
 		case e.Mode&unix.S_IFMT == unix.S_IFDIR:
 			if holds, err := c.holdsPending(ol, e.Object); err != nil || holds {

@@ -60,7 +60,7 @@ func (s *space) close() {
 }
 
 // metaFloor is the free space below which the metadata database writes
-// nothing (Meta.KeepFree), for a reserve of r.
+// nothing (metaStore.keepFree), for a reserve of r.
 func metaFloor(r int64) int64 { return r / 2 }
 
 // spaceRecheck bounds how long an estimate of free space is trusted

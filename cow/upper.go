@@ -9,12 +9,14 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 )
 
-// Upper is the writable layer: a directory that mirrors the merged namespace,
+// upperLayer is the writable layer: a directory that mirrors the merged namespace,
 // and a work directory on the same filesystem where new inodes are prepared
 // before an atomic rename puts them in place.
-type Upper struct {
+type upperLayer struct {
 	root, work int
 	// locks are the upper and work directories opened for their flocks,
 	// held while the upper is open: see openUpper.
@@ -35,11 +37,11 @@ type identity struct {
 	// Ino is the merged inode number when it is not the upper inode's
 	// own: the number of the lower file it was copied up from.
 	Ino uint64
-	// ID keys the inode's records in Meta; 0 if it has none.
+	// ID keys the inode's records in metaStore; 0 if it has none.
 	ID uint64
 }
 
-func openUpper(upperDir, workDir string) (*Upper, error) {
+func openUpper(upperDir, workDir string) (*upperLayer, error) {
 	root, err := unix.Open(upperDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open upper %s: %w", upperDir, err)
@@ -82,7 +84,7 @@ func openUpper(upperDir, workDir string) (*Upper, error) {
 			return nil, err
 		}
 	}
-	return &Upper{root: root, work: work, locks: locks, rootPath: upperDir, workPath: workDir, dev: a.Dev}, nil
+	return &upperLayer{root: root, work: work, locks: locks, rootPath: upperDir, workPath: workDir, dev: a.Dev}, nil
 }
 
 // The two namespaces cowfs's own attributes may live in. trusted.* is
@@ -114,7 +116,7 @@ func OwnXattr(name string) bool {
 // anything reads or writes one, and records it: see ownPrefix. mounted
 // says whether a cowfs mount has had the upper before (its metadata
 // exists).
-func (u *Upper) choosePrefix(mounted bool) error {
+func (u *upperLayer) choosePrefix(mounted bool) error {
 	prefix, from, err := u.ownPrefix(mounted)
 	if err != nil {
 		return err
@@ -131,7 +133,7 @@ func (u *Upper) choosePrefix(mounted bool) error {
 // else user.*. It records the choice, and refuses an upper whose
 // namespace this process may not use: the identities in it would be
 // unreadable, and new ones could not be set.
-func (u *Upper) ownPrefix(mounted bool) (prefix, from string, err error) {
+func (u *upperLayer) ownPrefix(mounted bool) (prefix, from string, err error) {
 	prefix, err = u.readXattrRecord()
 	if err != nil {
 		return "", "", err
@@ -189,7 +191,7 @@ func xattrRefused(err error) bool {
 
 // probeXattr sets and removes an attribute of the namespace of prefix on
 // the work directory, which is on the upper's filesystem and its own.
-func (u *Upper) probeXattr(prefix string) error {
+func (u *upperLayer) probeXattr(prefix string) error {
 	name := prefix + "probe"
 	if err := unix.Fsetxattr(u.locks[1], name, []byte{1}, 0); err != nil {
 		return fmt.Errorf("set %s on %s: %w", name, u.workPath, err)
@@ -205,12 +207,12 @@ func (u *Upper) probeXattr(prefix string) error {
 // one to the top directory it is in); else, for an upper a mount has
 // had, trusted.* if this process is root, as cowfs chose before it kept
 // a record; "" for a new upper.
-func (u *Upper) inferPrefix(mounted bool) (prefix, from string, err error) {
-	fd, err := openBeneath(u.root, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+func (u *upperLayer) inferPrefix(mounted bool) (prefix, from string, err error) {
+	fd, err := fsio.OpenBeneath(u.root, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return "", "", fmt.Errorf("read upper %s: %w", u.rootPath, err)
 	}
-	ents, err := readDirFd(fd)
+	ents, err := fsio.ReadDir(fd)
 	unix.Close(fd)
 	if err != nil {
 		return "", "", fmt.Errorf("read upper %s: %w", u.rootPath, err)
@@ -224,7 +226,7 @@ func (u *Upper) inferPrefix(mounted bool) (prefix, from string, err error) {
 		for _, p := range []string{trustedPrefix, userPrefix} {
 			// Unseen here if this process may not read the namespace:
 			// then the rule below decides, and the probe refuses.
-			if _, err := xattrGetInto(u.root, name, p+"id", buf[:]); err == nil {
+			if _, err := fsio.XattrGetInto(u.root, name, p+"id", buf[:]); err == nil {
 				return p, "identities found in " + p + "*", nil
 			}
 		}
@@ -239,7 +241,7 @@ func (u *Upper) inferPrefix(mounted bool) (prefix, from string, err error) {
 	}
 }
 
-func (u *Upper) readXattrRecord() (string, error) {
+func (u *upperLayer) readXattrRecord() (string, error) {
 	fd, err := unix.Openat(u.work, xattrRecord, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return "", nil
@@ -257,13 +259,13 @@ func (u *Upper) readXattrRecord() (string, error) {
 	case trustedPrefix, userPrefix:
 		return rec, nil
 	default:
-		return "", fmt.Errorf("%s/%s holds %q, neither %s nor %s: %w", u.workPath, xattrRecord, rec, trustedPrefix, userPrefix, ErrCorrupt)
+		return "", fmt.Errorf("%s/%s holds %q, neither %s nor %s: %w", u.workPath, xattrRecord, rec, trustedPrefix, userPrefix, errCorrupt)
 	}
 }
 
 // writeXattrRecord writes the record whole or not at all: a crash before
 // the rename leaves a temporary file, which the next mount removes.
-func (u *Upper) writeXattrRecord(prefix string) error {
+func (u *upperLayer) writeXattrRecord(prefix string) error {
 	tmp := tmpName()
 	err := func() error {
 		fd, err := unix.Openat(u.work, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
@@ -286,7 +288,7 @@ func (u *Upper) writeXattrRecord(prefix string) error {
 	return nil
 }
 
-func (u *Upper) close() {
+func (u *upperLayer) close() {
 	unix.Close(u.root)
 	unix.Close(u.work)
 	unix.Close(u.locks[0])
@@ -341,10 +343,10 @@ func statx(dirfd int, path string) (unix.Stat_t, uint64, error) {
 	return st, gen, nil
 }
 
-func (u *Upper) stat(path string) (unix.Stat_t, uint64, error) {
+func (u *upperLayer) stat(path string) (unix.Stat_t, uint64, error) {
 	dirfd, name := u.root, path
-	if len(path) > longPath {
-		fd, base, done, err := beneath(u.root, path)
+	if len(path) > fsio.LongPath {
+		fd, base, done, err := fsio.Beneath(u.root, path)
 		if err != nil {
 			return unix.Stat_t{}, 0, &os.PathError{Op: "stat upper", Path: path, Err: err}
 		}
@@ -359,8 +361,8 @@ func (u *Upper) stat(path string) (unix.Stat_t, uint64, error) {
 }
 
 // dir opens the upper directory path for *at calls.
-func (u *Upper) dir(path string) (int, error) {
-	fd, err := openBeneath(u.root, path, unix.O_PATH|unix.O_DIRECTORY, 0)
+func (u *upperLayer) dir(path string) (int, error) {
+	fd, err := fsio.OpenBeneath(u.root, path, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return -1, &os.PathError{Op: "open upper dir", Path: path, Err: err}
 	}
@@ -368,8 +370,8 @@ func (u *Upper) dir(path string) (int, error) {
 }
 
 // at runs fn with a descriptor of path's parent directory and path's name.
-func (u *Upper) at(path string, fn func(dirfd int, name string) error) error {
-	dir, name := splitPath(path)
+func (u *upperLayer) at(path string, fn func(dirfd int, name string) error) error {
+	dir, name := fsio.SplitPath(path)
 	fd, err := u.dir(dir)
 	if err != nil {
 		return err
@@ -378,16 +380,9 @@ func (u *Upper) at(path string, fn func(dirfd int, name string) error) error {
 	return fn(fd, name)
 }
 
-func fdPath(dirfd int, name string) string {
-	if name == "" {
-		return fmt.Sprintf("/proc/self/fd/%d", dirfd)
-	}
-	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
-}
-
 func decodeIdentity(b []byte) (identity, error) {
 	if len(b) != 16 {
-		return identity{}, fmt.Errorf("identity xattr of %d bytes: %w", len(b), ErrCorrupt)
+		return identity{}, fmt.Errorf("identity xattr of %d bytes: %w", len(b), errCorrupt)
 	}
 	return identity{Ino: binary.LittleEndian.Uint64(b), ID: binary.LittleEndian.Uint64(b[8:])}, nil
 }
@@ -401,9 +396,9 @@ func (id identity) encode() []byte {
 
 // identityAt reads the identity of dirfd/name; an inode without one has the
 // zero identity.
-func (u *Upper) identityAt(dirfd int, name string) (identity, error) {
+func (u *upperLayer) identityAt(dirfd int, name string) (identity, error) {
 	var buf [16]byte
-	n, err := xattrGetInto(dirfd, name, u.xattr, buf[:])
+	n, err := fsio.XattrGetInto(dirfd, name, u.xattr, buf[:])
 	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOTSUP) {
 		return identity{}, nil
 	}
@@ -413,21 +408,21 @@ func (u *Upper) identityAt(dirfd int, name string) (identity, error) {
 	return decodeIdentity(buf[:n])
 }
 
-func (u *Upper) setIdentityAt(dirfd int, name string, id identity) error {
-	return xattrSet(dirfd, name, u.xattr, id.encode(), 0)
+func (u *upperLayer) setIdentityAt(dirfd int, name string, id identity) error {
+	return fsio.XattrSet(dirfd, name, u.xattr, id.encode(), 0)
 }
 
 // ownXattr reports whether name is one of cowfs's own attributes, which the
 // mount neither shows nor lets a process set.
-func (u *Upper) ownXattr(name string) bool {
+func (u *upperLayer) ownXattr(name string) bool {
 	return len(name) >= len(u.prefix) && name[:len(u.prefix)] == u.prefix
 }
 
 // tmpName returns a fresh name in the work directory.
-func tmpName() string { return fmt.Sprintf("tmp.%016x", NewID()) }
+func tmpName() string { return fmt.Sprintf("tmp.%016x", newID()) }
 
 // install renames a prepared inode from the work directory to path.
-func (u *Upper) install(tmp, path string) error {
+func (u *upperLayer) install(tmp, path string) error {
 	return u.at(path, func(dirfd int, name string) error {
 		if err := unix.Renameat2(u.work, tmp, dirfd, name, unix.RENAME_NOREPLACE); err != nil {
 			return &os.PathError{Op: "install copy-up", Path: path, Err: err}
@@ -437,7 +432,7 @@ func (u *Upper) install(tmp, path string) error {
 }
 
 // discard removes a prepared inode that was not installed.
-func (u *Upper) discard(tmp string, dir bool) {
+func (u *upperLayer) discard(tmp string, dir bool) {
 	flags := 0
 	if dir {
 		flags = unix.AT_REMOVEDIR
@@ -447,17 +442,17 @@ func (u *Upper) discard(tmp string, dir bool) {
 
 // cleanWork removes what a crash left in the work directory: prepared
 // inodes that were never installed.
-func (u *Upper) cleanWork() error {
+func (u *upperLayer) cleanWork() error {
 	// The index of hard-linked lower files lives beside the leftovers.
 	if err := unix.Mkdirat(u.work, "index", 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
 		return err
 	}
-	fd, err := openBeneath(u.work, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := fsio.OpenBeneath(u.work, "", unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	ents, err := readDirFd(fd)
+	ents, err := fsio.ReadDir(fd)
 	if err != nil {
 		return err
 	}
@@ -472,7 +467,7 @@ func (u *Upper) cleanWork() error {
 // restoreTimes sets the access and modification times of the upper entry
 // at path back to those in st. Best effort: a failure leaves a newer mtime,
 // which is harmless.
-func (u *Upper) restoreTimes(path string, st *unix.Stat_t) {
+func (u *upperLayer) restoreTimes(path string, st *unix.Stat_t) {
 	ts := []unix.Timespec{st.Atim, st.Mtim}
 	if path == "" {
 		unix.UtimesNanoAt(u.root, "", ts, unix.AT_EMPTY_PATH)

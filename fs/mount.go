@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
@@ -88,7 +89,7 @@ type Options struct {
 	// Layer, when set, is the lower layer itself, already open: a version
 	// of a remote export. Lower is then not opened; Source names the
 	// layer in /proc/mounts and status. State is required.
-	Layer  cow.Lower
+	Layer  lower.Layer
 	Source string
 	// LayerRoot, with Layer, is the root digest whose objects the mount
 	// holds in State's store while mounted (a remote version): a pin
@@ -318,7 +319,7 @@ func checkOptions(dir string, o Options) (upper, work string, err error) {
 // openLower opens the mount's lower layer and sets m.closeLo to release
 // what holds it: the lower directory's descriptor, or the pin on a
 // restored snapshot or a remote version. On error nothing is held.
-func (m *Mount) openLower(dir string, o Options) (cow.Lower, error) {
+func (m *Mount) openLower(dir string, o Options) (lower.Layer, error) {
 	m.closeLo = func() error { return nil }
 	switch {
 	case o.Layer != nil:
@@ -340,9 +341,9 @@ func (m *Mount) openLower(dir string, o Options) (cow.Lower, error) {
 		m.closeLo = func() error { return m.refs.UnpinMine(pinKey) }
 		m.parent = snap.Name
 		m.source = "snapshot " + snap.Name
-		return cow.NewObjectLower(m.store, snap.Root.Object, snap.Root), nil
+		return lower.NewObjects(m.store, snap.Root.Object, snap.Root), nil
 	default:
-		dl, err := cow.OpenDirLower(o.Lower)
+		dl, err := lower.OpenDir(o.Lower)
 		if err != nil {
 			return nil, err
 		}
@@ -355,7 +356,7 @@ func (m *Mount) openLower(dir string, o Options) (cow.Lower, error) {
 // makeUpper creates the upper and work directories. A fresh upper's root
 // is the mount's root: it starts out as the lower's root looks, not as a
 // private state directory does.
-func makeUpper(lower cow.Lower, upper, work string) error {
+func makeUpper(lower lower.Layer, upper, work string) error {
 	_, statErr := os.Lstat(upper)
 	freshUpper := errors.Is(statErr, os.ErrNotExist)
 	for _, d := range []string{upper, work} {
@@ -465,7 +466,7 @@ func writebackCaps(on bool) uint64 {
 	return 0
 }
 
-func copyRootAttrs(lower cow.Lower, upper string) error {
+func copyRootAttrs(lower lower.Layer, upper string) error {
 	st, err := lower.Lstat("")
 	if err != nil {
 		return fmt.Errorf("lower root: %w", err)

@@ -13,7 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"github.com/cowfs/cowfs/cow"
+	cowlower "github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/refs"
 )
 
@@ -167,7 +167,7 @@ func TestNewFailureReleases(t *testing.T) {
 		failNew(t, base, state, mnt("b"), Options{Snapshot: "s", Upper: upper, Work: work, State: state}, "in use")
 	})
 	t.Run("RemoteUpperInUse", func(t *testing.T) {
-		layer := cow.NewObjectLower(store, snap.Root.Object, snap.Root)
+		layer := cowlower.NewObjects(store, snap.Root.Object, snap.Root)
 		failNew(t, base, state, mnt("c"), Options{Layer: layer, LayerRoot: snap.Root.Object, Source: "far",
 			Upper: upper, Work: work, State: state}, "in use")
 	})
@@ -185,7 +185,7 @@ func TestNewFailureReleases(t *testing.T) {
 			}
 			return errors.New("not ready")
 		}
-		layer := cow.NewObjectLower(store, snap.Root.Object, snap.Root)
+		layer := cowlower.NewObjects(store, snap.Root.Object, snap.Root)
 		failNew(t, base, state, mnt("g"), Options{Layer: layer, LayerRoot: snap.Root.Object, Source: "far", State: state}, "not ready")
 		failNew(t, base, state, mnt("h"), Options{Lower: lower, State: state}, "not ready")
 	})

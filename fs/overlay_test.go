@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs/cow"
+	cownames "github.com/cowfs/cowfs/cow/names"
 	"golang.org/x/sys/unix"
 )
 
@@ -940,8 +941,8 @@ func testStatfs(t *testing.T, tm *testMount) {
 		if err := unix.Statfs(p, &st); err != nil {
 			t.Fatalf("statfs %s: %v", p, err)
 		}
-		if st.Namelen != cow.NameMax {
-			t.Errorf("statfs %s: namelen %d, want %d", p, st.Namelen, cow.NameMax)
+		if st.Namelen != cownames.Max {
+			t.Errorf("statfs %s: namelen %d, want %d", p, st.Namelen, cownames.Max)
 		}
 		if st.Bsize <= 0 || st.Blocks == 0 || st.Bfree > st.Blocks || st.Bavail > st.Bfree {
 			t.Errorf("statfs %s: implausible %+v", p, st)

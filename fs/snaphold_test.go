@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cowfs/cowfs/cow"
+	cowlower "github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 )
@@ -102,7 +102,7 @@ func TestSnapshotFetchesWhatGoesMissing(t *testing.T) {
 	}
 	g := &farGetter{from: farStore, to: local, onFetch: map[object.Digest]func(){}}
 	m := mountState(t, filepath.Join(base, "mnt"), Options{State: state, Source: "far",
-		Layer: cow.NewObjectLower(g, v.Root.Object, v.Root), LayerRoot: v.Root.Object, Fetch: g})
+		Layer: cowlower.NewObjects(g, v.Root.Object, v.Root), LayerRoot: v.Root.Object, Fetch: g})
 	f, err := os.OpenFile(filepath.Join(m.Dir, "log"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/fs/control"
@@ -128,7 +129,7 @@ func (m *Mount) capture(ctx context.Context, store object.GetPutter) (object.Dig
 		start := time.Now()
 		root, e, stats, err := m.fs.CaptureLocal(ctx, store, m.store)
 		hold += time.Since(start)
-		if !errors.Is(err, cow.ErrNotLocal) {
+		if !errors.Is(err, lower.ErrNotLocal) {
 			return root, e, stats, hold, err
 		}
 		if try == captureTries {

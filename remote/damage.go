@@ -9,8 +9,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/cowfs/cowfs/cow"
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/scan"
 )
 
 // The master sends objects as stored, unchecked, and every worker checks
@@ -176,7 +176,7 @@ func (s *Server) rescan() error {
 		return err
 	}
 	defer release()
-	e, _, err := cow.ScanLower(ctx, s.lo, "", cachedPuts{s.store}, &s.scans)
+	e, _, err := scan.Tree(ctx, s.lo, "", cachedPuts{s.store}, &s.scans)
 	if err != nil {
 		return fmt.Errorf("scan the export: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/object/objecttest"
 	"github.com/cowfs/cowfs/remote"
@@ -59,7 +59,7 @@ func (l *logBuf) errorLine(words ...string) string {
 
 // open is what a worker's mount reads through, without the mount: the
 // version of the export, through a cache over the worker's store.
-func (w *worker) open(addr string, timeout time.Duration, log *slog.Logger) (*remote.Cache, *cow.ObjectLower) {
+func (w *worker) open(addr string, timeout time.Duration, log *slog.Logger) (*remote.Cache, *lower.Objects) {
 	w.t.Helper()
 	c, lo, _ := w.openAt(addr, object.Zero, timeout, log)
 	return c, lo
@@ -67,7 +67,7 @@ func (w *worker) open(addr string, timeout time.Duration, log *slog.Logger) (*re
 
 // openAt is open of version v, or of the export as it is now if v is zero;
 // it returns the version opened.
-func (w *worker) openAt(addr string, v object.Digest, timeout time.Duration, log *slog.Logger) (*remote.Cache, *cow.ObjectLower, object.Digest) {
+func (w *worker) openAt(addr string, v object.Digest, timeout time.Duration, log *slog.Logger) (*remote.Cache, *lower.Objects, object.Digest) {
 	w.t.Helper()
 	vw := w.view(addr, viewOpts{version: v, timeout: timeout, log: log})
 	return vw.cache, vw.lower, vw.version
@@ -75,7 +75,7 @@ func (w *worker) openAt(addr string, v object.Digest, timeout time.Duration, log
 
 // readAll reads path of lo whole, failing the test if it takes longer
 // than limit.
-func readAll(t *testing.T, lo *cow.ObjectLower, path string, limit time.Duration) ([]byte, error) {
+func readAll(t *testing.T, lo *lower.Objects, path string, limit time.Duration) ([]byte, error) {
 	t.Helper()
 	var b []byte
 	err := within(t, limit, "read "+path, func() (err error) {
@@ -85,7 +85,7 @@ func readAll(t *testing.T, lo *cow.ObjectLower, path string, limit time.Duration
 	return b, err
 }
 
-func readLower(lo *cow.ObjectLower, path string) ([]byte, error) {
+func readLower(lo *lower.Objects, path string) ([]byte, error) {
 	f, err := lo.Open(path)
 	if err != nil {
 		return nil, err

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote"
 )
@@ -88,7 +88,7 @@ func newWorker(t testing.TB) *worker { return &worker{t: t, state: t.TempDir()} 
 type view struct {
 	cache   *remote.Cache
 	client  *remote.Client
-	lower   *cow.ObjectLower
+	lower   *lower.Objects
 	root    object.Entry
 	version object.Digest
 }

@@ -24,9 +24,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/scan"
 	"github.com/cowfs/cowfs/remote/pb"
 )
 
@@ -69,10 +71,10 @@ type counter = atomic.Int64
 // Server serves one directory.
 type Server struct {
 	pb.UnimplementedExportServer
-	lo    *cow.DirLower
+	lo    *lower.Dir
 	store *object.DirStore
 	refs  *refs.Dir
-	scans cow.MemScanCache
+	scans scan.MemCache
 	keep  int
 	log   *slog.Logger
 	grpc  *grpc.Server
@@ -103,7 +105,7 @@ type Server struct {
 
 // NewServer opens the export. Serve starts answering.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	lo, err := cow.OpenDirLowerStrict(cfg.Root)
+	lo, err := lower.OpenDirStrict(cfg.Root)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +201,7 @@ func (s *Server) Refused() (token, tls int64) { return s.refused.token.Load(), s
 // Resolve scans the requested subtree as it is now and returns its version.
 // Concurrent resolves of one path share one scan.
 func (s *Server) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.ResolveResponse, error) {
-	sub, err := cow.CleanRel(req.GetPath())
+	sub, err := names.CleanRel(req.GetPath())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
@@ -239,7 +241,7 @@ func (s *Server) resolve(sub string) (_ *pb.ResolveResponse, err error) {
 		return nil, status.Errorf(codes.Unavailable, "scan %q: %v", sub, err)
 	}
 	defer release()
-	e, st, err := cow.ScanLower(ctx, s.lo, sub, cachedPuts{s.store}, &s.scans)
+	e, st, err := scan.Tree(ctx, s.lo, sub, cachedPuts{s.store}, &s.scans)
 	if err != nil {
 		return nil, s.scanError(sub, err)
 	}
@@ -280,7 +282,7 @@ func (s *Server) scanError(sub string, err error) error {
 		}
 		s.log.Warn("scan: the export changed under it", "path", sub, "err", err)
 		return status.Errorf(codes.Aborted, "scan %q: the export changed while it was read: %v", sub, err)
-	case errors.Is(err, cow.ErrChanging):
+	case errors.Is(err, scan.ErrChanging):
 		// Read again and again, with waits, and still changing: a file
 		// being written all the time (a log) will not hold still for a
 		// client's retry either. The message names it.

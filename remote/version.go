@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -29,7 +29,7 @@ func putVersion(ctx context.Context, store object.Putter, root object.Entry) (ob
 
 // OpenVersion fetches and checks version v and returns it as a lower layer
 // with the root directory's entry.
-func OpenVersion(ctx context.Context, g object.Getter, v object.Digest) (*cow.ObjectLower, object.Entry, error) {
+func OpenVersion(ctx context.Context, g object.Getter, v object.Digest) (*lower.Objects, object.Entry, error) {
 	b, err := g.Get(ctx, v)
 	if err != nil {
 		return nil, object.Entry{}, fmt.Errorf("version %s: %w", v.Short(), err)
@@ -46,7 +46,7 @@ func OpenVersion(ctx context.Context, g object.Getter, v object.Digest) (*cow.Ob
 	if _, err := g.Get(ctx, root.Object); err != nil {
 		return nil, object.Entry{}, fmt.Errorf("version %s root tree: %w", v.Short(), err)
 	}
-	return cow.NewObjectLower(g, root.Object, root), root, nil
+	return lower.NewObjects(g, root.Object, root), root, nil
 }
 
 // Held reports whether store holds every object of version v (its trees,

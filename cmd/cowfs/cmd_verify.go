@@ -15,9 +15,10 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
-	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/scan"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/remote"
 )
@@ -174,7 +175,7 @@ func repairSources(d *refs.Dir, s refs.Snapshot, r *remoteFlags) ([]object.Sourc
 			return
 		}
 		seen[dir] = true
-		lo, err := cow.OpenDirLowerStrict(dir)
+		lo, err := lower.OpenDirStrict(dir)
 		if err != nil {
 			slog.Warn("repair: cannot read a source", "source", what+" "+dir, "err", err)
 			return
@@ -230,7 +231,7 @@ func repairSources(d *refs.Dir, s refs.Snapshot, r *remoteFlags) ([]object.Sourc
 // again, as a snapshot would.
 type dirSource struct {
 	name string
-	lo   *cow.DirLower
+	lo   *lower.Dir
 }
 
 func (s dirSource) String() string { return s.name }
@@ -244,7 +245,7 @@ func (s dirSource) Object(ctx context.Context, d object.Digest, p object.Place) 
 		// Read as a snapshot reads a lower, keeping only the one
 		// object wanted.
 		one := &oneObject{want: d}
-		if _, _, err := cow.ScanLower(ctx, s.lo, p.Path, one, nil); err != nil {
+		if _, _, err := scan.Tree(ctx, s.lo, p.Path, one, nil); err != nil {
 			return nil, err
 		}
 		if one.b == nil {

@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cowfs/cowfs"
-	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/names"
 )
 
 // remoteFlags are mount's flags for a remote lower.
@@ -76,7 +76,7 @@ func (r *remoteFlags) check() error {
 	if _, port, err := net.SplitHostPort(r.addr); err != nil || port == "" {
 		return fmt.Errorf("--remote %q: want HOST:PORT (cowfs serve listens on :7420 unless told otherwise)", r.addr)
 	}
-	if _, err := cow.CleanRel(r.path); err != nil {
+	if _, err := names.CleanRel(r.path); err != nil {
 		return fmt.Errorf("--path: %w", err)
 	}
 	if r.ioTimeout <= 0 {

@@ -152,7 +152,7 @@ func (w *Sweep) remove(d Digest, before *time.Time) (removed bool, size int64, e
 // Removals counts the sweeps (and other removals) that took objects out of
 // the store, so that a process that found objects whole can trust that
 // for as long as the count stays: a scan cache checks its hits against
-// the store only when the count moved (cow.scanner). Read it holding the
+// the store only when the count moved (scan.Scanner). Read it holding the
 // store (Hold): a sweep counts before it removes anything.
 func (s *DirStore) Removals() (uint64, error) {
 	fi, err := os.Stat(filepath.Join(s.dir, removalsName))

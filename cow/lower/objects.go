@@ -1,4 +1,4 @@
-package cow
+package lower
 
 import (
 	"context"
@@ -15,13 +15,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-// ObjectLower is a lower layer made of tree objects: a snapshot, or a
+// Objects is a lower layer made of tree objects: a snapshot, or a
 // version of a served tree. It is immutable by construction, since its root
 // is a digest.
-type ObjectLower struct {
+type Objects struct {
 	store object.Getter
 	root  object.Digest
 	rootE object.Entry
@@ -30,13 +31,13 @@ type ObjectLower struct {
 	trees map[object.Digest]*object.Tree
 
 	// local, while set, is where the lower's reads take objects from
-	// instead of store: see readLocal.
+	// instead of store: see ReadLocal.
 	local atomic.Pointer[localGetter]
 }
 
 // ErrNotLocal is wrapped by a read of an object lower that needed an
 // object its local store lacks while it read from there alone (see
-// FS.CaptureLocal).
+// the engine's FS.CaptureLocal).
 var ErrNotLocal = errors.New("not in the local store")
 
 // localGetter reads objects from a local store alone: an object missing
@@ -52,7 +53,7 @@ func (l *localGetter) Get(ctx context.Context, d object.Digest) ([]byte, error) 
 	return b, err
 }
 
-// readLocal makes the lower's reads, until done is called, take objects
+// ReadLocal makes the lower's reads, until done is called, take objects
 // from local alone, never from store: a capture holds every change while
 // it reads, and with store a remote's cache, a read could wait on the
 // network that long. It covers the files the lower opens meanwhile, not
@@ -61,41 +62,46 @@ func (l *localGetter) Get(ctx context.Context, d object.Digest) ([]byte, error) 
 // only ones it meets: nothing else opens a lower file then, and what else
 // reads the lower (a detached file's xattrs) finds the trees it resolved
 // before kept decoded.
-func (l *ObjectLower) readLocal(local object.Getter) (done func()) {
+func (l *Objects) ReadLocal(local object.Getter) (done func()) {
 	l.local.Store(&localGetter{local})
 	return func() { l.local.Store(nil) }
 }
 
 // getter is where the lower's reads take objects from now.
-func (l *ObjectLower) getter() object.Getter {
+func (l *Objects) getter() object.Getter {
 	if g := l.local.Load(); g != nil {
 		return g
 	}
 	return l.store
 }
 
-// NewObjectLower returns the lower whose root directory is the tree root,
+// NewObjects returns the lower whose root directory is the tree root,
 // with the root's own attributes taken from rootEntry (a tree holds its
 // entries' attributes, not its own).
-func NewObjectLower(store object.Getter, root object.Digest, rootEntry object.Entry) *ObjectLower {
+func NewObjects(store object.Getter, root object.Digest, rootEntry object.Entry) *Objects {
 	rootEntry.Object = root
 	if rootEntry.Mode&unix.S_IFMT == 0 {
 		rootEntry.Mode = unix.S_IFDIR | 0o755
 	}
-	return &ObjectLower{store: store, root: root, rootE: rootEntry, trees: map[object.Digest]*object.Tree{}}
+	return &Objects{store: store, root: root, rootE: rootEntry, trees: map[object.Digest]*object.Tree{}}
 }
 
 // Root returns the digest of the root tree.
-func (l *ObjectLower) Root() object.Digest { return l.root }
+func (l *Objects) Root() object.Digest { return l.root }
 
-// tree returns the decoded tree d. Trees are small and immutable, so the
+// Store returns where the lower fetches its objects from, whatever
+// ReadLocal says: a capture's prepare fetches through it what the capture
+// will then read locally.
+func (l *Objects) Store() object.Getter { return l.store }
+
+// Tree returns the decoded tree d. Trees are small and immutable, so the
 // decoded form is kept for the life of the lower.
-func (l *ObjectLower) tree(d object.Digest) (*object.Tree, error) {
-	return l.treeFrom(l.getter(), d)
+func (l *Objects) Tree(d object.Digest) (*object.Tree, error) {
+	return l.TreeFrom(l.getter(), d)
 }
 
-// treeFrom is tree, fetching from g.
-func (l *ObjectLower) treeFrom(g object.Getter, d object.Digest) (*object.Tree, error) {
+// TreeFrom is Tree, fetching from g.
+func (l *Objects) TreeFrom(g object.Getter, d object.Digest) (*object.Tree, error) {
 	l.mu.Lock()
 	t, ok := l.trees[d]
 	l.mu.Unlock()
@@ -113,7 +119,7 @@ func (l *ObjectLower) treeFrom(g object.Getter, d object.Digest) (*object.Tree, 
 	// A tree may come from another machine: a name that could lead out
 	// of a directory ("..", "a/b") makes the whole tree unusable.
 	for i := range t.Entries {
-		if err := ValidName(t.Entries[i].Name); err != nil {
+		if err := names.Valid(t.Entries[i].Name); err != nil {
 			return nil, fmt.Errorf("tree %s: %w: %w", d.Short(), err, object.ErrCorrupt)
 		}
 	}
@@ -123,13 +129,15 @@ func (l *ObjectLower) treeFrom(g object.Getter, d object.Digest) (*object.Tree, 
 	return t, nil
 }
 
-// entry walks from the root to path.
-func (l *ObjectLower) entry(path string) (object.Entry, error) {
-	return l.entryFrom(l.getter(), path)
+// Entry walks from the root to path and returns the entry there: a
+// snapshot reuses the tree of a directory it did not change, and the
+// object of a file, by digest.
+func (l *Objects) Entry(path string) (object.Entry, error) {
+	return l.EntryFrom(l.getter(), path)
 }
 
-// entryFrom is entry, fetching from g.
-func (l *ObjectLower) entryFrom(g object.Getter, path string) (object.Entry, error) {
+// EntryFrom is Entry, fetching from g.
+func (l *Objects) EntryFrom(g object.Getter, path string) (object.Entry, error) {
 	e := l.rootE
 	if path == "" {
 		return e, nil
@@ -138,7 +146,7 @@ func (l *ObjectLower) entryFrom(g object.Getter, path string) (object.Entry, err
 		if e.Mode&unix.S_IFMT != unix.S_IFDIR {
 			return object.Entry{}, syscall.ENOTDIR
 		}
-		t, err := l.treeFrom(g, e.Object)
+		t, err := l.TreeFrom(g, e.Object)
 		if err != nil {
 			return object.Entry{}, err
 		}
@@ -164,17 +172,17 @@ func inoOf(path string) uint64 {
 	return ino
 }
 
-func (l *ObjectLower) Lstat(path string) (unix.Stat_t, error) {
-	e, err := l.entry(path)
+func (l *Objects) Lstat(path string) (unix.Stat_t, error) {
+	e, err := l.Entry(path)
 	if err != nil {
 		return unix.Stat_t{}, &os.PathError{Op: "lstat", Path: path, Err: err}
 	}
 	return statOf(path, &e), nil
 }
 
-// entryIno is the inode number of entry e at path: a file with hard links
+// EntryIno is the inode number of entry e at path: a file with hard links
 // is numbered by its link group, so that all its names share one.
-func entryIno(path string, e *object.Entry) uint64 {
+func EntryIno(path string, e *object.Entry) uint64 {
 	if e.Link != 0 {
 		// No path holds a NUL, so this never names a path.
 		return inoOf("\x00link " + strconv.FormatUint(e.Link, 10))
@@ -184,7 +192,7 @@ func entryIno(path string, e *object.Entry) uint64 {
 
 func statOf(path string, e *object.Entry) unix.Stat_t {
 	st := unix.Stat_t{
-		Ino:     entryIno(path, e),
+		Ino:     EntryIno(path, e),
 		Nlink:   max(1, uint64(e.Nlink)),
 		Mode:    e.Mode,
 		Uid:     e.Uid,
@@ -205,27 +213,27 @@ func statOf(path string, e *object.Entry) unix.Stat_t {
 	return st
 }
 
-func (l *ObjectLower) ReadDir(path string) ([]DirEntry, error) {
-	e, err := l.entry(path)
+func (l *Objects) ReadDir(path string) ([]DirEntry, error) {
+	e, err := l.Entry(path)
 	if err != nil {
 		return nil, &os.PathError{Op: "readdir", Path: path, Err: err}
 	}
 	if e.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil, &os.PathError{Op: "readdir", Path: path, Err: syscall.ENOTDIR}
 	}
-	t, err := l.tree(e.Object)
+	t, err := l.Tree(e.Object)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]DirEntry, len(t.Entries))
 	for i, c := range t.Entries {
-		out[i] = DirEntry{Name: c.Name, Ino: entryIno(Join(path, c.Name), &c), Mode: c.Mode & unix.S_IFMT}
+		out[i] = DirEntry{Name: c.Name, Ino: EntryIno(names.Join(path, c.Name), &c), Mode: c.Mode & unix.S_IFMT}
 	}
 	return out, nil
 }
 
-func (l *ObjectLower) Readlink(path string) (string, error) {
-	e, err := l.entry(path)
+func (l *Objects) Readlink(path string) (string, error) {
+	e, err := l.Entry(path)
 	if err != nil {
 		return "", &os.PathError{Op: "readlink", Path: path, Err: err}
 	}
@@ -235,20 +243,20 @@ func (l *ObjectLower) Readlink(path string) (string, error) {
 	return e.Target, nil
 }
 
-func (l *ObjectLower) Listxattr(path string) ([]string, error) {
-	e, err := l.entry(path)
+func (l *Objects) Listxattr(path string) ([]string, error) {
+	e, err := l.Entry(path)
 	if err != nil {
 		return nil, &os.PathError{Op: "listxattr", Path: path, Err: err}
 	}
-	names := make([]string, 0, len(e.Xattrs))
+	xs := make([]string, 0, len(e.Xattrs))
 	for k := range e.Xattrs {
-		names = append(names, k)
+		xs = append(xs, k)
 	}
-	return names, nil
+	return xs, nil
 }
 
-func (l *ObjectLower) Getxattr(path, name string) ([]byte, error) {
-	e, err := l.entry(path)
+func (l *Objects) Getxattr(path, name string) ([]byte, error) {
+	e, err := l.Entry(path)
 	if err != nil {
 		return nil, &os.PathError{Op: "getxattr", Path: path, Err: err}
 	}
@@ -259,8 +267,8 @@ func (l *ObjectLower) Getxattr(path, name string) ([]byte, error) {
 	return v, nil
 }
 
-func (l *ObjectLower) Open(path string) (LowerFile, error) {
-	e, err := l.entry(path)
+func (l *Objects) Open(path string) (File, error) {
+	e, err := l.Entry(path)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
@@ -284,13 +292,13 @@ func (l *ObjectLower) Open(path string) (LowerFile, error) {
 
 // FileObject returns the file object of the regular file at path, so that a
 // snapshot can reuse the digests of chunks it did not change.
-func (l *ObjectLower) FileObject(path string) (*object.File, object.Entry, error) {
-	return l.fileObjectFrom(l.getter(), path)
+func (l *Objects) FileObject(path string) (*object.File, object.Entry, error) {
+	return l.FileObjectFrom(l.getter(), path)
 }
 
-// fileObjectFrom is FileObject, fetching from g.
-func (l *ObjectLower) fileObjectFrom(g object.Getter, path string) (*object.File, object.Entry, error) {
-	e, err := l.entryFrom(g, path)
+// FileObjectFrom is FileObject, fetching from g.
+func (l *Objects) FileObjectFrom(g object.Getter, path string) (*object.File, object.Entry, error) {
+	e, err := l.EntryFrom(g, path)
 	if err != nil {
 		return nil, e, err
 	}
@@ -305,17 +313,11 @@ func (l *ObjectLower) fileObjectFrom(g object.Getter, path string) (*object.File
 	return f, e, err
 }
 
-// TreeOf returns the entry at path, so that a snapshot can reuse the tree of
-// a directory it did not change.
-func (l *ObjectLower) TreeOf(path string) (object.Entry, error) { return l.entry(path) }
-
 // readAhead is how many chunks past a sequential read are kept in flight,
 // asked for in batches of at least half of it: a remote chunk costs a round
 // trip, and 8 MiB in flight keeps a loopback or LAN link busy without
 // fetching much a reader will not use.
 const readAhead = 8
-
-var _ ContextReaderAt = (*objectFile)(nil)
 
 // objectFile reads a file object chunk by chunk, keeping the last chunk.
 type objectFile struct {

@@ -1,4 +1,4 @@
-package cow
+package names
 
 import (
 	"errors"
@@ -13,8 +13,8 @@ var namesSeeds = []string{
 	"", ".", "..", "/", "//", "a", "a/b", "a//b", "a/./b", "./a", "a/.",
 	"a/", "/a", "a/..", "../a", "a/../b", "...", "..a", "a..", ".a/.b",
 	"a\x00b", "\x00", "a/\x00", "é/ü", " ", "a b/c d",
-	strings.Repeat("n", NameMax), strings.Repeat("n", NameMax+1),
-	"a/" + strings.Repeat("n", NameMax) + "/b", "a/" + strings.Repeat("n", NameMax+1),
+	strings.Repeat("n", Max), strings.Repeat("n", Max+1),
+	"a/" + strings.Repeat("n", Max) + "/b", "a/" + strings.Repeat("n", Max+1),
 	strings.Repeat("a/", 100), strings.Repeat("../", 10) + "etc/passwd",
 }
 
@@ -33,7 +33,7 @@ func FuzzCleanRel(f *testing.F) {
 		for _, c := range strings.Split(p, "/") {
 			switch {
 			case c == "" || c == ".":
-			case c == ".." || len(c) > NameMax || strings.Contains(c, "\x00"):
+			case c == ".." || len(c) > Max || strings.Contains(c, "\x00"):
 				refuse = true
 			default:
 				want = append(want, c)
@@ -63,7 +63,7 @@ func FuzzCleanRel(f *testing.F) {
 		}
 		if got != "" {
 			for _, c := range strings.Split(got, "/") {
-				if err := ValidName(c); err != nil {
+				if err := Valid(c); err != nil {
 					t.Fatalf("CleanRel(%q) = %q: component %q: %v", p, got, c, err)
 				}
 			}
@@ -83,21 +83,21 @@ func FuzzCleanRel(f *testing.F) {
 
 // FuzzValidName checks ValidName against its definition: a name is valid
 // unless it is "", "." or "..", holds a slash or NUL, or is longer than
-// NameMax bytes, and the errno tells which.
+// Max bytes, and the errno tells which.
 func FuzzValidName(f *testing.F) {
 	for _, s := range namesSeeds {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
-		err := ValidName(name)
+		err := Valid(name)
 		dots := name == "" || name == "." || name == ".."
-		tooLong := len(name) > NameMax
+		tooLong := len(name) > Max
 		bad := dots || tooLong || strings.ContainsAny(name, "/\x00")
 		switch {
 		case !bad && err != nil:
-			t.Fatalf("ValidName(%q) refused a valid name: %v", name, err)
+			t.Fatalf("Valid(%q) refused a valid name: %v", name, err)
 		case bad && err == nil:
-			t.Fatalf("ValidName(%q) accepted a name that is not one", name)
+			t.Fatalf("Valid(%q) accepted a name that is not one", name)
 		case err == nil:
 			// A valid name is a clean one-component path.
 			if c, err := CleanRel(name); err != nil || c != name {
@@ -109,7 +109,7 @@ func FuzzValidName(f *testing.F) {
 			}
 		default:
 			if !errors.Is(err, syscall.EINVAL) {
-				t.Fatalf("ValidName(%q): %v, want EINVAL", name, err)
+				t.Fatalf("Valid(%q): %v, want EINVAL", name, err)
 			}
 		}
 	})

@@ -1,4 +1,4 @@
-package cow
+package scan
 
 import (
 	"bytes"
@@ -11,12 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cowfs/cowfs/cow/internal/cowtest"
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
 // scanT scans path of dir into a fresh store and returns the store and
 // the entry.
-func scanT(t *testing.T, lo Lower, path string) (*object.DirStore, object.Entry, error) {
+func scanT(t *testing.T, lo lower.Layer, path string) (*object.DirStore, object.Entry, error) {
 	t.Helper()
 	store, err := object.OpenDirStore(t.TempDir())
 	if err != nil {
@@ -24,15 +26,15 @@ func scanT(t *testing.T, lo Lower, path string) (*object.DirStore, object.Entry,
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e, _, err := ScanLower(ctx, lo, path, store, nil)
+	e, _, err := Tree(ctx, lo, path, store, nil)
 	return store, e, err
 }
 
 // scanSetup opens exp as a lower and a fresh store, both closed or removed
 // when the test ends, with a context that has a deadline.
-func scanSetup(t *testing.T, exp string) (*DirLower, *object.DirStore, context.Context) {
+func scanSetup(t *testing.T, exp string) (*lower.Dir, *object.DirStore, context.Context) {
 	t.Helper()
-	lo, err := OpenDirLowerStrict(exp)
+	lo, err := lower.OpenDirStrict(exp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,19 +46,6 @@ func scanSetup(t *testing.T, exp string) (*DirLower, *object.DirStore, context.C
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return lo, store, ctx
-}
-
-func treeOf(t *testing.T, store *object.DirStore, d object.Digest) *object.Tree {
-	t.Helper()
-	b, err := store.Get(context.Background(), d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr, err := object.DecodeTree(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr
 }
 
 // A directory renamed away and back while the master scans it must come
@@ -78,7 +67,7 @@ func TestScanRenameStorm(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	lo, err := OpenDirLowerStrict(exp)
+	lo, err := lower.OpenDirStrict(exp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,12 +88,12 @@ func TestScanRenameStorm(t *testing.T) {
 			failed++
 			continue
 		}
-		p := treeOf(t, store, e.Object)
+		p := cowtest.TreeOf(t, store, e.Object)
 		if len(p.Entries) != 1 {
 			t.Errorf("p has %d entries, want 1", len(p.Entries))
 			continue
 		}
-		if n := len(treeOf(t, store, p.Entries[0].Object).Entries); n != files {
+		if n := len(cowtest.TreeOf(t, store, p.Entries[0].Object).Entries); n != files {
 			t.Errorf("%s has %d of %d files", p.Entries[0].Name, n, files)
 			continue
 		}
@@ -117,7 +106,7 @@ func TestScanRenameStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(treeOf(t, store, treeOf(t, store, e.Object).Entries[0].Object).Entries); n != files {
+	if n := len(cowtest.TreeOf(t, store, cowtest.TreeOf(t, store, e.Object).Entries[0].Object).Entries); n != files {
 		t.Fatalf("after the renames: %d of %d files", n, files)
 	}
 }
@@ -131,7 +120,7 @@ func TestScanSparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	const size = 64 << 30 // 64 GiB, almost all hole
-	if _, err := f.WriteAt([]byte("data"), 5*ChunkSize+7); err != nil {
+	if _, err := f.WriteAt([]byte("data"), 5*object.ChunkSize+7); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Truncate(size); err != nil {
@@ -139,12 +128,12 @@ func TestScanSparse(t *testing.T) {
 	}
 	f.Close()
 	lo, store, ctx := scanSetup(t, exp)
-	e, st, err := ScanLower(ctx, lo, "sparse", store, nil)
+	e, st, err := Tree(ctx, lo, "sparse", store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.BytesRead != ChunkSize {
-		t.Errorf("read %d bytes of a file with one chunk of data, want %d", st.BytesRead, ChunkSize)
+	if st.BytesRead != object.ChunkSize {
+		t.Errorf("read %d bytes of a file with one chunk of data, want %d", st.BytesRead, object.ChunkSize)
 	}
 	b, err := store.Get(ctx, e.Object)
 	if err != nil {
@@ -171,8 +160,8 @@ func TestScanCacheHitChecksChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	lo, store, ctx := scanSetup(t, exp)
-	var cache MemScanCache
-	if _, _, err := ScanLower(ctx, lo, "", store, &cache); err != nil {
+	var cache MemCache
+	if _, _, err := Tree(ctx, lo, "", store, &cache); err != nil {
 		t.Fatal(err)
 	}
 	var blobs []object.Digest
@@ -185,7 +174,7 @@ func TestScanCacheHitChecksChunks(t *testing.T) {
 	for _, d := range blobs {
 		store.Remove(d)
 	}
-	e, st, err := ScanLower(ctx, lo, "", store, &cache)
+	e, st, err := Tree(ctx, lo, "", store, &cache)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,55 +186,11 @@ func TestScanCacheHitChecksChunks(t *testing.T) {
 	}
 }
 
-// A repeated capture trusts the objects its scan cache found whole only
-// while nothing has left the store: after a sweep removed a chunk of a
-// lower file, the next capture hashes the file again, and its snapshot is
-// whole.
-func TestCaptureAfterSweep(t *testing.T) {
-	t.Parallel()
-	f := newTestFS(t, map[string][]byte{"a": []byte("alpha\n"), "b": []byte("bravo\n")})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	store, err := object.OpenDirStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	capture := func() (object.Digest, CaptureStats) {
-		t.Helper()
-		root, _, st, err := f.Capture(ctx, putCached{store})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if probs, err := object.Verify(ctx, store, root); err != nil || len(probs) > 0 {
-			t.Fatalf("snapshot damaged: %v %v", probs, err)
-		}
-		return root, st
-	}
-	root, _ := capture()
-	if _, st := capture(); st.BytesRead != 0 {
-		t.Fatalf("second capture read %d bytes", st.BytesRead)
-	}
-	blob, _ := object.EncodeBlob([]byte("alpha\n"))
-	w, err := store.LockSweep(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	removed, _, err := w.RemoveIfOlder(object.Sum(blob), time.Now().Add(time.Hour))
-	w.Unlock()
-	if err != nil || !removed {
-		t.Fatalf("remove the chunk of a: %v %v", removed, err)
-	}
-	again, st := capture()
-	if again != root || st.BytesRead != int64(len("alpha\n")) {
-		t.Fatalf("capture after the sweep: root %s (was %s), read %d bytes", again.Short(), root.Short(), st.BytesRead)
-	}
-}
-
 // A directory of the export swapped for a symlink to a directory outside
 // it, again and again while the master scans: no scan reads a byte from
 // outside the export. Each look at an entry goes through a descriptor of
 // its directory, opened beneath the export's root with no symlinks
-// (LowerDir), and never follows the entry's own name.
+// (lower.Subdir), and never follows the entry's own name.
 func TestScanSymlinkSwap(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
@@ -265,7 +210,7 @@ func TestScanSymlinkSwap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	lo, err := OpenDirLowerStrict(exp)
+	lo, err := lower.OpenDirStrict(exp)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package cow
+package scan
 
 import (
 	"context"
@@ -13,45 +13,74 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-// ScanCache remembers what a lower file hashed to, by inode, so that a scan
+// Cache remembers what a lower file hashed to, by inode, so that a scan
 // re-reads only files whose size, mtime or ctime changed.
-type ScanCache interface {
-	Scanned(dev, ino uint64) (ScanEntry, bool)
-	PutScanned(dev, ino uint64, e ScanEntry) error
+type Cache interface {
+	Scanned(dev, ino uint64) (Entry, bool)
+	PutScanned(dev, ino uint64, e Entry) error
 }
 
-// MemScanCache is a ScanCache in memory, for a process that scans the same
+// WholeSetter is a Cache that also keeps the set of file objects found
+// whole in the store, the object and every chunk of it: a hit on one
+// needs no look at the store.
+type WholeSetter interface {
+	WholeSet() *object.KnownSet
+}
+
+// Entry remembers the file object a lower file hashed to, valid while
+// the file's size, mtime and ctime are what they were.
+type Entry struct {
+	Size         int64
+	Mtime, Ctime int64
+	Object       [32]byte
+	// File is the decoded file object, when the cache keeps it
+	// (MemCache always; the engine's metadata for files of a few
+	// chunks): a hit then needs no read of it to check its chunks.
+	// Shared: never changed.
+	File *object.File
+}
+
+// MemCache is a Cache in memory, for a process that scans the same
 // directory again and again (cowfs serve).
-type MemScanCache struct {
+type MemCache struct {
 	mu    sync.Mutex
-	m     map[[2]uint64]ScanEntry
+	m     map[[2]uint64]Entry
 	whole object.KnownSet
 }
 
-func (c *MemScanCache) wholeSet() *object.KnownSet { return &c.whole }
+// WholeSet returns the set of file objects found whole.
+func (c *MemCache) WholeSet() *object.KnownSet { return &c.whole }
 
-func (c *MemScanCache) Scanned(dev, ino uint64) (ScanEntry, bool) {
+var (
+	_ Cache       = (*MemCache)(nil)
+	_ WholeSetter = (*MemCache)(nil)
+)
+
+func (c *MemCache) Scanned(dev, ino uint64) (Entry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[[2]uint64{dev, ino}]
 	return e, ok
 }
 
-func (c *MemScanCache) PutScanned(dev, ino uint64, e ScanEntry) error {
+func (c *MemCache) PutScanned(dev, ino uint64, e Entry) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[[2]uint64]ScanEntry{}
+		c.m = map[[2]uint64]Entry{}
 	}
 	c.m[[2]uint64{dev, ino}] = e
 	return nil
 }
 
-// ScanStats says what a scan found and what it cost.
-type ScanStats struct {
+// Stats says what a scan found and what it cost.
+type Stats struct {
 	Dirs, Files int64
 	Bytes       int64 // total size of the regular files
 	BytesRead   int64 // what had to be read and hashed
@@ -61,12 +90,13 @@ type ScanStats struct {
 // was being read.
 var ErrChanging = errors.New("changed while being read")
 
-// scanner turns files of a lower into objects.
-type scanner struct {
+// Scanner turns files of a lower into objects: Tree, Prepare and the
+// engine's capture, which hashes through one what it must read.
+type Scanner struct {
 	ctx   context.Context
-	lo    Lower
+	lo    lower.Layer
 	store object.GetPutter
-	cache ScanCache
+	cache Cache
 	// whole is the cache's set of file objects found whole in the
 	// store, the object and every chunk of it, if it keeps one: a hit
 	// on one needs no look at the store. Looking costs a syscall per
@@ -74,48 +104,60 @@ type scanner struct {
 	// lower of many small files, and of a master's re-scan.
 	whole *object.KnownSet
 	buf   []byte
-	stats ScanStats
+	stats Stats
 	// prep, if set, gets the tree of every directory scanned
-	// (PrepareLower).
-	prep *LowerPrep
+	// (Prepare).
+	prep *Prep
 	// dropXattr, if set, says which xattrs to leave out.
 	dropXattr func(string) bool
 }
 
-// newScanner returns a scanner of lo into store, through cache (nil for
+// New returns a Scanner of lo into store, through cache (nil for
 // none). Its caller holds the store (object.DirStore.Hold) from here to
 // its ref or pin, if the store has a lock.
-func newScanner(ctx context.Context, lo Lower, store object.GetPutter, cache ScanCache) scanner {
-	s := scanner{ctx: ctx, lo: lo, store: store, cache: cache}
-	if c, ok := cache.(interface{ wholeSet() *object.KnownSet }); ok {
-		s.whole = c.wholeSet()
+func New(ctx context.Context, lo lower.Layer, store object.GetPutter, cache Cache) *Scanner {
+	s := &Scanner{ctx: ctx, lo: lo, store: store, cache: cache}
+	if c, ok := cache.(WholeSetter); ok {
+		s.whole = c.WholeSet()
 		s.whole.Begin(store)
 	}
 	return s
 }
 
-// ScanLower turns the lower's tree under path into objects in store and
+// Stats returns what the scanner found and read so far.
+func (s *Scanner) Stats() Stats { return s.stats }
+
+// Tree turns the lower's tree under path into objects in store and
 // returns the entry of path itself (its Object is its tree, or its file
 // object). Files whose inode, size, mtime and ctime the cache knows are not
 // read again. A directory that is being changed while it is scanned yields a
 // tree as it was at some moment per file: a file is re-read until it stays
 // the same from before its first byte to after its last, so no file object
 // mixes old and new bytes.
-func ScanLower(ctx context.Context, lo Lower, path string, store object.GetPutter, cache ScanCache) (object.Entry, ScanStats, error) {
-	sc := newScanner(ctx, lo, store, cache)
-	s := &sc
+func Tree(ctx context.Context, lo lower.Layer, path string, store object.GetPutter, cache Cache) (object.Entry, Stats, error) {
+	s := New(ctx, lo, store, cache)
 	st, err := lo.Lstat(path)
 	if err != nil {
 		return object.Entry{}, s.stats, err
 	}
-	parent, name := splitPath(path)
+	parent, name := fsio.SplitPath(path)
 	e, err := s.entry(pathDir{lo, parent}, path, name, &st)
 	return e, s.stats, err
 }
 
+// FileAt returns the file object of the regular file at path, read once
+// (a file that changes meanwhile is ErrChanging, not read again), through
+// the cache. The file object comes back decoded when needFile, and may be
+// nil otherwise.
+func (s *Scanner) FileAt(path string, needFile bool) (object.Digest, *object.File, error) {
+	parent, name := fsio.SplitPath(path)
+	d, _, fo, err := s.fileOnce(pathDir{s.lo, parent}, path, name, needFile)
+	return d, fo, err
+}
+
 // entry describes the entry name of directory d, at path, whose lstat is
 // st.
-func (s *scanner) entry(d scanDir, path, name string, st *unix.Stat_t) (object.Entry, error) {
+func (s *Scanner) entry(d scanDir, path, name string, st *unix.Stat_t) (object.Entry, error) {
 	if err := s.ctx.Err(); err != nil {
 		return object.Entry{}, err
 	}
@@ -156,17 +198,17 @@ func (s *scanner) entry(d scanDir, path, name string, st *unix.Stat_t) (object.E
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink > 1 {
 		// Names of one inode stay one file in a mount of the version,
 		// as in a mount of the directory itself.
-		e.Link, e.Nlink = scanLinkID(st.Dev, st.Ino), uint32(st.Nlink)
+		e.Link, e.Nlink = LinkID(st.Dev, st.Ino), uint32(st.Nlink)
 	}
 	return e, err
 }
 
-// scanLinkID is the link group of a scanned inode. It is derived from the
+// LinkID is the link group of a scanned inode. It is derived from the
 // inode, not drawn at random as a snapshot's are, so that scanning an
 // unchanged tree again gives the same version; hashed, so that it does not
 // meet the random groups of a snapshot that holds this version's files
 // beside others.
-func scanLinkID(dev, ino uint64) uint64 {
+func LinkID(dev, ino uint64) uint64 {
 	var b [24]byte
 	copy(b[:8], "cowfs-ln")
 	binary.LittleEndian.PutUint64(b[8:], dev)
@@ -199,10 +241,10 @@ const (
 // after as before saw no such change, and the ENOENTs in it are real
 // removals. Otherwise its errors, whatever they were, tell nothing and
 // it is read again.
-func (s *scanner) dir(path string) (object.Digest, error) {
+func (s *Scanner) dir(path string) (object.Digest, error) {
 	s.stats.Dirs++
 	var d object.Digest
-	var pd preparedDir
+	var pd PreparedDir
 	err := s.settle("directory", path, func() (bool, error) {
 		before, err := s.lo.Lstat(path)
 		if err != nil {
@@ -220,7 +262,7 @@ func (s *scanner) dir(path string) (object.Digest, error) {
 		return object.Zero, err
 	}
 	if s.prep != nil {
-		pd.tree = d
+		pd.Tree = d
 		s.prep.dirs[path] = pd
 	}
 	return d, nil
@@ -229,7 +271,7 @@ func (s *scanner) dir(path string) (object.Digest, error) {
 // settle runs once until it reports that what it read held still (with
 // the result of that read), waiting between tries, doubling from
 // scanBackoff; after scanTries it gives up with ErrChanging.
-func (s *scanner) settle(kind, path string, once func() (still bool, err error)) error {
+func (s *Scanner) settle(kind, path string, once func() (still bool, err error)) error {
 	wait := scanBackoff
 	for try := 0; ; try++ {
 		still, err := once()
@@ -259,17 +301,15 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // dirOnce reads the directory at path once: through one descriptor of it
-// where the lower can give one (LowerDir), so that its listing and the
+// where the lower can give one (lower.Subdir), so that its listing and the
 // looks at its entries see one directory. With s.prep, it also tallies
 // what is beneath it.
-func (s *scanner) dirOnce(path string) (object.Digest, preparedDir, error) {
-	pd := preparedDir{dirs: 1}
+func (s *Scanner) dirOnce(path string) (object.Digest, PreparedDir, error) {
+	pd := PreparedDir{Dirs: 1}
 	var d scanDir
-	var ents []DirEntry
-	if o, ok := s.lo.(interface {
-		OpenDir(string) (*LowerDir, error)
-	}); ok {
-		ld, err := o.OpenDir(path)
+	var ents []lower.DirEntry
+	if o, ok := s.lo.(*lower.Dir); ok {
+		ld, err := o.Subdir(path)
 		if err != nil {
 			return object.Zero, pd, err
 		}
@@ -288,7 +328,7 @@ func (s *scanner) dirOnce(path string) (object.Digest, preparedDir, error) {
 	sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
 	t := &object.Tree{Entries: make([]object.Entry, 0, len(ents))}
 	for _, de := range ents {
-		p := Join(path, de.Name)
+		p := names.Join(path, de.Name)
 		st, err := d.Lstat(de.Name)
 		if errors.Is(err, unix.ENOENT) {
 			continue // removed since the listing
@@ -315,7 +355,7 @@ func (s *scanner) dirOnce(path string) (object.Digest, preparedDir, error) {
 
 // file returns the file object of the regular file name of d, at path,
 // and the attributes it had while it was read.
-func (s *scanner) file(d scanDir, path, name string) (object.Digest, unix.Stat_t, error) {
+func (s *Scanner) file(d scanDir, path, name string) (object.Digest, unix.Stat_t, error) {
 	s.stats.Files++
 	var dg object.Digest
 	var st unix.Stat_t
@@ -334,7 +374,7 @@ func (s *scanner) file(d scanDir, path, name string) (object.Digest, unix.Stat_t
 
 // fileOnce reads the file name of d, at path, into objects once. The file
 // object comes back decoded when needFile, and may be nil otherwise.
-func (s *scanner) fileOnce(dir scanDir, path, name string, needFile bool) (object.Digest, unix.Stat_t, *object.File, error) {
+func (s *Scanner) fileOnce(dir scanDir, path, name string, needFile bool) (object.Digest, unix.Stat_t, *object.File, error) {
 	st, err := dir.Lstat(name)
 	if err != nil {
 		return object.Zero, st, nil, err
@@ -371,7 +411,7 @@ func (s *scanner) fileOnce(dir scanDir, path, name string, needFile bool) (objec
 		return object.Zero, st, nil, err
 	}
 	defer lf.Close()
-	fo := &object.File{Size: st.Size, Chunks: make([]object.Digest, (st.Size+ChunkSize-1)/ChunkSize)}
+	fo := &object.File{Size: st.Size, Chunks: make([]object.Digest, (st.Size+object.ChunkSize-1)/object.ChunkSize)}
 	// Holes are asked for, not read: a sparse file of terabytes would
 	// otherwise be read as zeros for hours, holding up every worker.
 	fd := -1
@@ -383,14 +423,14 @@ func (s *scanner) fileOnce(dir scanDir, path, name string, needFile bool) (objec
 		if err := s.ctx.Err(); err != nil {
 			return object.Zero, st, nil, err
 		}
-		cs := int64(i) * ChunkSize
+		cs := int64(i) * object.ChunkSize
 		if fd >= 0 && data < cs {
 			data = nextData(fd, cs, st.Size)
 		}
-		if data >= min(cs+ChunkSize, st.Size) {
+		if data >= min(cs+object.ChunkSize, st.Size) {
 			continue // all hole: the zero digest
 		}
-		if fo.Chunks[i], err = s.chunk(func(b []byte, off int64) (int, error) { return preadFull(lf, b, off) }, cs, min(cs+ChunkSize, st.Size)); err != nil {
+		if fo.Chunks[i], err = s.Chunk(func(b []byte, off int64) (int, error) { return fsio.ReadFullAt(lf, b, off) }, cs, min(cs+object.ChunkSize, st.Size)); err != nil {
 			return object.Zero, st, nil, fmt.Errorf("read lower %q: %w", path, err)
 		}
 	}
@@ -412,7 +452,7 @@ func (s *scanner) fileOnce(dir scanDir, path, name string, needFile bool) (objec
 		return object.Zero, st, nil, err
 	}
 	if s.cache != nil {
-		if err := s.cache.PutScanned(st.Dev, st.Ino, ScanEntry{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Object: d, File: fo}); err != nil {
+		if err := s.cache.PutScanned(st.Dev, st.Ino, Entry{Size: st.Size, Mtime: st.Mtim.Nano(), Ctime: st.Ctim.Nano(), Object: d, File: fo}); err != nil {
 			return object.Zero, st, nil, fmt.Errorf("scan cache: %w", err)
 		}
 		if s.whole != nil {
@@ -443,7 +483,7 @@ func nextData(fd int, off, size int64) int64 {
 // gc interrupted (or racing) could remove a file's chunks and not yet
 // the file object, and every snapshot after would then reference chunks
 // that are gone, and fail to verify or read.
-func (s *scanner) stored(d object.Digest, fo *object.File) (*object.File, bool) {
+func (s *Scanner) stored(d object.Digest, fo *object.File) (*object.File, bool) {
 	fr, ok := s.store.(object.Freshener)
 	if !ok {
 		return nil, false
@@ -466,7 +506,7 @@ func (s *scanner) stored(d object.Digest, fo *object.File) (*object.File, bool) 
 }
 
 // decodeFile reads file object d from the store.
-func (s *scanner) decodeFile(d object.Digest) (*object.File, error) {
+func (s *Scanner) decodeFile(d object.Digest) (*object.File, error) {
 	b, err := s.store.Get(s.ctx, d)
 	if err != nil {
 		return nil, err
@@ -474,11 +514,11 @@ func (s *scanner) decodeFile(d object.Digest) (*object.File, error) {
 	return object.DecodeFile(b)
 }
 
-// chunk reads [cs, ce) with read and stores it as a blob; an all-zero chunk
+// Chunk reads [cs, ce) with read and stores it as a blob; an all-zero chunk
 // is a hole, the zero digest.
-func (s *scanner) chunk(read func([]byte, int64) (int, error), cs, ce int64) (object.Digest, error) {
+func (s *Scanner) Chunk(read func([]byte, int64) (int, error), cs, ce int64) (object.Digest, error) {
 	if s.buf == nil {
-		s.buf = make([]byte, ChunkSize)
+		s.buf = make([]byte, object.ChunkSize)
 	}
 	buf := s.buf[:ce-cs]
 	k, err := read(buf, cs)
@@ -487,7 +527,7 @@ func (s *scanner) chunk(read func([]byte, int64) (int, error), cs, ce int64) (ob
 	}
 	clear(buf[k:])
 	s.stats.BytesRead += int64(len(buf))
-	if allZero(buf) {
+	if fsio.AllZero(buf) {
 		return object.Zero, nil
 	}
 	blob, err := object.EncodeBlob(buf)

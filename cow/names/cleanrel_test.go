@@ -1,4 +1,4 @@
-package cow
+package names
 
 import (
 	"errors"
@@ -15,7 +15,7 @@ func TestCleanRelBounded(t *testing.T) {
 		want string
 	}{
 		{strings.Repeat("a/", 3000), "bytes, at most"},
-		{strings.Repeat("a/", MaxPathParts) + "a", "parts, at most"},
+		{strings.Repeat("a/", maxPathParts) + "a", "parts, at most"},
 		{strings.Repeat("x", 5000), "bytes, at most"},
 	} {
 		_, err := CleanRel(c.p)
@@ -27,7 +27,7 @@ func TestCleanRelBounded(t *testing.T) {
 			t.Errorf("the error holds the path: %d bytes", len(err.Error()))
 		}
 	}
-	if got, err := CleanRel(strings.Repeat("a/", MaxPathParts-1) + "a"); err != nil || strings.Count(got, "/") != MaxPathParts-1 {
-		t.Errorf("a path of %d parts: %v", MaxPathParts, err)
+	if got, err := CleanRel(strings.Repeat("a/", maxPathParts-1) + "a"); err != nil || strings.Count(got, "/") != maxPathParts-1 {
+		t.Errorf("a path of %d parts: %v", maxPathParts, err)
 	}
 }
