@@ -23,6 +23,7 @@ import (
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/pb"
@@ -120,7 +121,7 @@ func (w *worker) mount(addr string, o mountOpts) *remoteMount {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	store, err := object.OpenDirStore(fs.ObjectsDir(w.state))
+	store, err := object.OpenDirStore(statedir.ObjectsDir(w.state))
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -145,7 +146,19 @@ func (w *worker) mount(addr string, o mountOpts) *remoteMount {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		w.t.Fatal(err)
 	}
-	m, err := fs.New(dir, fs.Options{State: w.state, Layer: lower, LayerRoot: v, Fetch: cache, Source: addr, IOTimeout: o.timeout, Logger: o.log,
+	rd, err := refs.Open(statedir.RefsDir(w.state))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	// As cowfs.Open does: the version stays in the store while mounted.
+	pinKey := statedir.RemotePinKey(dir)
+	if err := rd.PinWhileAlive(pinKey, v); err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { rd.UnpinMine(pinKey) })
+	upper, work := statedir.MountDirs(w.state, dir)
+	m, err := fs.New(dir, fs.Options{Lower: lower, Upper: upper, Work: work, Store: store, Refs: rd,
+		Version: v, Fetch: cache, Source: addr, IOTimeout: o.timeout, Logger: o.log,
 		Push: func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) {
 			return client.Push(ctx, store, s)
 		}})

@@ -40,9 +40,10 @@ type remoteLower struct {
 	log    *slog.Logger
 }
 
-// openRemote opens s's remote lower and fills in its part of o. It
-// returns once the export's root was fetched and verified, with what
-// closes the cache and the client.
+// openRemote opens s's remote lower and fills in its part of o (the
+// lower, its version, its source). It returns once the export's root was
+// fetched and verified, with what closes the cache and the client; the
+// caller pins the version.
 //
 // With a snapshot in s.Lower it restores that snapshot of the master
 // instead: its version comes from the master's ref, beneath a fresh upper.
@@ -61,10 +62,6 @@ func openRemote(ctx context.Context, s Spec, o *fs.Options) (cleanup func(), err
 	if snap := s.Lower.Snapshot; snap != "" {
 		if v, err = rl.client.GetRef(ctx, snap); err != nil {
 			return nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
-		}
-		if s.Upper == "" {
-			// Open cleared them.
-			o.Upper, o.Work = statedir.RestoreDirs(s.State, s.Mountpoint)
 		}
 		o.Parent = snap
 	} else if v, err = rl.pin(ctx); err != nil {
@@ -193,7 +190,7 @@ func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 // master to push to and the counters for status.
 func (rl *remoteLower) fill(o *fs.Options, lower cow.Lower, v object.Digest) {
 	r, client, cache := rl.r, rl.client, rl.cache
-	o.Layer, o.LayerRoot, o.Fetch = lower, v, cache
+	o.Lower, o.Version, o.Fetch = lower, v, cache
 	o.IOTimeout = r.IOTimeout
 	o.Source = r.Addr
 	if sub, _ := cow.CleanRel(r.Path); sub != "" {

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/fs/control"
@@ -20,9 +23,10 @@ type Workspace struct {
 	// control serves the CLI (cowfs snapshot, status, unmount) on the
 	// workspace's socket in the state directory.
 	control *control.Server
-	// closeRemote closes the remote lower's cache and client; a no-op
-	// for a local lower.
-	closeRemote func()
+	// releases undo what Open set up beneath the mount (the lower's
+	// descriptor, a pin, the remote lower's cache and client), run
+	// newest first once the mount is gone or was never made.
+	releases []func()
 	// unmounted is set once Wait saw the mount go from outside.
 	unmounted atomic.Bool
 	once      sync.Once
@@ -42,26 +46,16 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	if err != nil {
 		return nil, err
 	}
-	o := s.fsOptions()
-	w := &Workspace{spec: s, closeRemote: func() {}}
-	if s.Lower.Snapshot != "" && s.Upper == "" {
-		// A restore always starts from a fresh upper: that is what
-		// makes resuming from a checkpoint repeatable.
-		u, _ := statedir.RestoreDirs(s.State, s.Mountpoint)
-		if err := os.RemoveAll(filepath.Dir(u)); err != nil {
-			return nil, fmt.Errorf("clear previous restore at %s: %w", filepath.Dir(u), err)
-		}
-	}
-	if s.Lower.Remote != nil {
-		if w.closeRemote, err = openRemote(ctx, s, &o); err != nil {
-			return nil, err
-		}
-	}
+	w := &Workspace{spec: s}
 	defer func() {
 		if err != nil {
-			w.closeRemote()
+			w.release()
 		}
 	}()
+	o, err := w.openLower(ctx)
+	if err != nil {
+		return nil, err
+	}
 	// Nothing is mounted yet: a caller that gave up gets no mount.
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -80,26 +74,111 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	return w, nil
 }
 
-// fsOptions are fs.New's options for s, before a remote lower fills in
-// its part.
+// onRelease adds what undoes a step of Open.
+func (w *Workspace) onRelease(f func()) { w.releases = append(w.releases, f) }
+
+// release undoes Open's steps, newest first.
+func (w *Workspace) release() {
+	for i := len(w.releases) - 1; i >= 0; i-- {
+		w.releases[i]()
+	}
+	w.releases = nil
+}
+
+// openLower prepares everything the mount serves: the upper and work
+// directories (a restore's cleared first), the store and refs, and the
+// lower, opened and pinned. What it sets up is released by w.release.
+func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
+	s := w.spec
+	o := s.fsOptions()
+	switch {
+	case s.Upper != "":
+		o.Upper, o.Work = s.Upper, s.Work
+	case s.Lower.Snapshot != "":
+		// A restore always starts from a fresh upper: that is what
+		// makes resuming from a checkpoint repeatable.
+		o.Upper, o.Work = statedir.RestoreDirs(s.State, s.Mountpoint)
+		if err := os.RemoveAll(filepath.Dir(o.Upper)); err != nil {
+			return o, fmt.Errorf("clear previous restore at %s: %w", filepath.Dir(o.Upper), err)
+		}
+	default:
+		o.Upper, o.Work = statedir.MountDirs(s.State, s.Mountpoint)
+	}
+	var err error
+	if o.Store, err = object.OpenDirStore(statedir.ObjectsDir(s.State)); err != nil {
+		return o, err
+	}
+	if o.Refs, err = refs.Open(statedir.RefsDir(s.State)); err != nil {
+		return o, err
+	}
+	switch {
+	case s.Lower.Remote != nil:
+		closeRemote, err := openRemote(ctx, s, &o)
+		if err != nil {
+			return o, err
+		}
+		w.onRelease(closeRemote)
+		// The version's objects stay in the store while it is mounted:
+		// the pin keeps cowfs gc and eviction off them.
+		key := statedir.RemotePinKey(s.Mountpoint)
+		if err := o.Refs.PinWhileAlive(key, o.Version); err != nil {
+			return o, fmt.Errorf("pin version: %w", err)
+		}
+		w.onRelease(func() { o.Refs.UnpinMine(key) })
+	case s.Lower.Snapshot != "":
+		key := statedir.RestorePinKey(s.Mountpoint)
+		snap, err := pinSnapshot(o.Store, o.Refs, s.Lower.Snapshot, key)
+		if err != nil {
+			return o, err
+		}
+		w.onRelease(func() { o.Refs.UnpinMine(key) })
+		o.Lower = cow.NewObjectLower(o.Store, snap.Root.Object, snap.Root)
+		o.Parent, o.Source = snap.Name, "snapshot "+snap.Name
+	default:
+		dl, err := cow.OpenDirLower(s.Lower.Dir)
+		if err != nil {
+			return o, err
+		}
+		w.onRelease(func() { dl.Close() })
+		o.Lower, o.LowerDir, o.Source = dl, s.Lower.Dir, s.Lower.Dir
+	}
+	return o, nil
+}
+
+// pinSnapshot reads snapshot name and pins its root under key, which
+// keeps the snapshot's objects for as long as this restore is mounted,
+// even if its ref is removed. The store is held from the read to the pin:
+// a gc that read the refs just after a "cowfs snapshots rm" would
+// otherwise remove the objects under the new pin.
+func pinSnapshot(store *object.DirStore, rd *refs.Dir, name, key string) (refs.Snapshot, error) {
+	release, err := store.Hold(context.Background())
+	if err != nil {
+		return refs.Snapshot{}, err
+	}
+	defer release()
+	snap, err := rd.Get(name)
+	if err != nil {
+		return refs.Snapshot{}, err
+	}
+	if err := rd.PinWhileAlive(key, snap.Root.Object); err != nil {
+		return refs.Snapshot{}, fmt.Errorf("pin snapshot %s: %w", snap.Name, err)
+	}
+	return snap, nil
+}
+
+// fsOptions are fs.New's options for s, before the lower is opened.
 func (s Spec) fsOptions() fs.Options {
 	fsname := "cowfs:" + s.Lower.Dir
 	if s.Lower.Snapshot != "" {
 		fsname = "cowfs:snapshot:" + s.Lower.Snapshot
 	}
-	o := fs.Options{
-		Lower: s.Lower.Dir, State: s.State, Upper: s.Upper, Work: s.Work,
+	return fs.Options{
 		FsName: fsname, Debug: s.Options.Debug,
 		Passthrough: s.Options.Passthrough, PassthroughLower: s.Options.PassthroughLower,
 		WritebackCache: s.Options.WritebackCache,
 		ReadAhead:      s.Options.ReadAhead, Reserve: s.Options.Reserve,
 		Logger: s.Options.Logger,
 	}
-	if s.Lower.Remote == nil {
-		// A snapshot on a master is opened as a remote layer instead.
-		o.Snapshot = s.Lower.Snapshot
-	}
-	return o
 }
 
 // Dir is the mountpoint.
@@ -142,7 +221,7 @@ func (w *Workspace) Close() error {
 		} else {
 			w.err = w.m.Unmount()
 		}
-		w.closeRemote()
+		w.release()
 		if w.err != nil {
 			w.err = fmt.Errorf("close workspace %s: %w", w.spec.Mountpoint, w.err)
 		}
