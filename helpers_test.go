@@ -96,8 +96,19 @@ type remoteMount struct {
 	m       *fs.Mount
 	cache   *remote.Cache
 	client  *remote.Client
+	store   *object.DirStore
+	refs    *refs.Dir
 	root    object.Entry
 	version object.Digest
+}
+
+// push sends snapshot name to the master, as cowfs.Workspace.Push does.
+func (rm *remoteMount) push(ctx context.Context, name string) (int, error) {
+	snap, err := rm.refs.Get(name)
+	if err != nil {
+		return 0, err
+	}
+	return rm.client.Push(ctx, rm.store, snap)
 }
 
 type mountOpts struct {
@@ -158,14 +169,11 @@ func (w *worker) mount(addr string, o mountOpts) *remoteMount {
 	w.t.Cleanup(func() { rd.UnpinMine(pinKey) })
 	upper, work := statedir.MountDirs(w.state, dir)
 	m, err := fs.New(dir, fs.Options{Lower: lower, Upper: upper, Work: work, Store: store, Refs: rd,
-		Version: v, Fetch: cache, Source: addr, IOTimeout: o.timeout, Logger: o.log,
-		Push: func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) {
-			return client.Push(ctx, store, s)
-		}})
+		Fetch: cache, IOTimeout: o.timeout, Logger: o.log})
 	if err != nil {
 		w.t.Fatalf("mount: %v", err)
 	}
-	rm := &remoteMount{dir: dir, m: m, cache: cache, client: client, root: root, version: v}
+	rm := &remoteMount{dir: dir, m: m, cache: cache, client: client, store: store, refs: rd, root: root, version: v}
 	w.t.Cleanup(func() { unmountT(w.t, dir, m) })
 	return rm
 }

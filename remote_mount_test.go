@@ -18,9 +18,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
-	"github.com/cowfs/cowfs/fs/control"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/pb"
 )
@@ -512,7 +512,7 @@ func TestSnapshotOfRemoteMount(t *testing.T) {
 
 // appendAndSnapshot appends a line to the mount's "log" (a lower file,
 // so a copy-up) and takes snapshot s1.
-func appendAndSnapshot(t *testing.T, ctx context.Context, rm *remoteMount) *control.SnapshotResult {
+func appendAndSnapshot(t *testing.T, ctx context.Context, rm *remoteMount) *cowfs.SnapshotResult {
 	t.Helper()
 	f, err := os.OpenFile(filepath.Join(rm.dir, "log"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -568,17 +568,17 @@ func TestPushAndRestoreElsewhere(t *testing.T) {
 	if _, err := a.m.Snapshot(ctx, "ckpt"); err != nil {
 		t.Fatal(err)
 	}
-	n, err := a.m.Push(ctx, "ckpt")
+	n, err := a.push(ctx, "ckpt")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n < 3 {
 		t.Errorf("push sent %d objects; the new log and the changed one need more", n)
 	}
-	if _, err := a.m.Push(ctx, "ckpt"); err == nil || !strings.Contains(err.Error(), "exists") {
+	if _, err := a.push(ctx, "ckpt"); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("second push of one name: %v", err)
 	}
-	if _, err := a.m.Push(ctx, "no-such"); err == nil {
+	if _, err := a.push(ctx, "no-such"); err == nil {
 		t.Error("push of a missing snapshot worked")
 	}
 

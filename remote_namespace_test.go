@@ -82,10 +82,10 @@ func TestWireServesOnlyExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.m.Push(ctx, "priv"); err != nil {
+	if _, err := a.push(ctx, "priv"); err != nil {
 		t.Fatalf("push of a name the master's own snapshot holds: %v", err)
 	}
-	if _, err := a.m.Push(ctx, "priv"); err == nil || !strings.Contains(err.Error(), "exists") {
+	if _, err := a.push(ctx, "priv"); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("second push of one name: %v", err)
 	}
 	v, err := a.client.GetRef(ctx, "priv")
@@ -114,7 +114,7 @@ func TestWireServesOnlyExport(t *testing.T) {
 	if _, err := a.m.Snapshot(ctx, "later"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.m.Push(ctx, "later"); err != nil {
+	if _, err := a.push(ctx, "later"); err != nil {
 		t.Fatal(err)
 	}
 	localSnapshot(t, ctx, ms, "later", "the master's own later")
@@ -167,7 +167,7 @@ func TestWireServesOnlyExport(t *testing.T) {
 	if _, err := a.m.Snapshot(ctx, "priv2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.m.Push(ctx, "priv2"); err == nil || !strings.Contains(err.Error(), "exists") {
+	if _, err := a.push(ctx, "priv2"); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("push of the name of the master's own served snapshot: %v", err)
 	}
 	if _, err := rd.Get(refs.PushedPrefix + "priv2"); err == nil {

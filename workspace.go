@@ -2,6 +2,7 @@ package cowfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,7 +14,6 @@ import (
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
-	"github.com/cowfs/cowfs/fs/control"
 )
 
 // Workspace is a mounted workspace.
@@ -21,8 +21,20 @@ type Workspace struct {
 	spec Spec
 	m    *fs.Mount
 	// control serves the CLI (cowfs snapshot, status, unmount) on the
-	// workspace's socket in the state directory.
-	control *control.Server
+	// workspace's socket in the state directory (control.go).
+	control *controlServer
+	// store and refs keep the workspace's snapshots.
+	store *object.DirStore
+	refs  *refs.Dir
+	// upper and source (the lower: a directory, a snapshot, a master's
+	// export) and, for a remote lower, its version and counters are
+	// what Status reports.
+	upper, source string
+	version       object.Digest
+	remoteStatus  func() *RemoteStatus
+	// push sends a snapshot to the remote lower's master; nil without
+	// one.
+	push func(ctx context.Context, store object.GetPutter, s refs.Snapshot) (int, error)
 	// releases undo what Open set up beneath the mount (the lower's
 	// descriptor, a pin, the remote lower's cache and client), run
 	// newest first once the mount is gone or was never made.
@@ -65,7 +77,7 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	}
 	// Last: the CLI reaches the workspace through its socket only once
 	// it serves requests.
-	if w.control, err = control.Listen(statedir.ControlSocket(s.State, s.Mountpoint), w.m, s.Options.Logger); err != nil {
+	if w.control, err = listenControl(statedir.ControlSocket(s.State, s.Mountpoint), w, s.Options.Logger); err != nil {
 		if uerr := w.m.Unmount(); uerr != nil {
 			err = fmt.Errorf("%w; and unmount: %v", err, uerr)
 		}
@@ -104,6 +116,7 @@ func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
 	default:
 		o.Upper, o.Work = statedir.MountDirs(s.State, s.Mountpoint)
 	}
+	w.upper = o.Upper
 	var err error
 	if o.Store, err = object.OpenDirStore(statedir.ObjectsDir(s.State)); err != nil {
 		return o, err
@@ -111,9 +124,10 @@ func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
 	if o.Refs, err = refs.Open(statedir.RefsDir(s.State)); err != nil {
 		return o, err
 	}
+	w.store, w.refs = o.Store, o.Refs
 	switch {
 	case s.Lower.Remote != nil:
-		closeRemote, err := openRemote(ctx, s, &o)
+		closeRemote, err := w.openRemote(ctx, &o)
 		if err != nil {
 			return o, err
 		}
@@ -121,7 +135,7 @@ func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
 		// The version's objects stay in the store while it is mounted:
 		// the pin keeps cowfs gc and eviction off them.
 		key := statedir.RemotePinKey(s.Mountpoint)
-		if err := o.Refs.PinWhileAlive(key, o.Version); err != nil {
+		if err := o.Refs.PinWhileAlive(key, w.version); err != nil {
 			return o, fmt.Errorf("pin version: %w", err)
 		}
 		w.onRelease(func() { o.Refs.UnpinMine(key) })
@@ -133,14 +147,14 @@ func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
 		}
 		w.onRelease(func() { o.Refs.UnpinMine(key) })
 		o.Lower = cow.NewObjectLower(o.Store, snap.Root.Object, snap.Root)
-		o.Parent, o.Source = snap.Name, "snapshot "+snap.Name
+		o.Parent, w.source = snap.Name, "snapshot "+snap.Name
 	default:
 		dl, err := cow.OpenDirLower(s.Lower.Dir)
 		if err != nil {
 			return o, err
 		}
 		w.onRelease(func() { dl.Close() })
-		o.Lower, o.LowerDir, o.Source = dl, s.Lower.Dir, s.Lower.Dir
+		o.Lower, o.LowerDir, w.source = dl, s.Lower.Dir, s.Lower.Dir
 	}
 	return o, nil
 }
@@ -189,7 +203,7 @@ func (w *Workspace) Spec() Spec { return w.spec }
 
 // Snapshot records the workspace's merged view, as it is at one instant,
 // as the snapshot name in the state directory.
-func (w *Workspace) Snapshot(ctx context.Context, name string) (*control.SnapshotResult, error) {
+func (w *Workspace) Snapshot(ctx context.Context, name string) (*SnapshotResult, error) {
 	return w.m.Snapshot(ctx, name)
 }
 
@@ -197,11 +211,32 @@ func (w *Workspace) Snapshot(ctx context.Context, name string) (*control.Snapsho
 // master of the workspace's remote lower. It returns how many objects it
 // sent.
 func (w *Workspace) Push(ctx context.Context, name string) (int, error) {
-	return w.m.Push(ctx, name)
+	if w.push == nil {
+		return 0, errors.New("this mount has no master to push to: only a mount --remote can push")
+	}
+	snap, err := w.refs.Get(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.push(ctx, w.store, snap)
+	if err != nil {
+		return n, fmt.Errorf("push %s: %w", name, err)
+	}
+	w.spec.Options.Logger.Info("pushed", "name", name, "objects", n)
+	return n, nil
 }
 
 // Status describes the workspace as cowfs status does.
-func (w *Workspace) Status() *control.Status { return w.m.Status() }
+func (w *Workspace) Status() *Status {
+	st := &Status{Mountpoint: w.spec.Mountpoint, Source: w.source, Upper: w.upper, Pid: os.Getpid()}
+	if !w.version.IsZero() {
+		st.Version = w.version.String()
+	}
+	if w.remoteStatus != nil {
+		st.Remote = w.remoteStatus()
+	}
+	return st
+}
 
 // Wait blocks until the workspace is unmounted, by Close or from outside
 // (cowfs unmount, umount(8)); Close must still be called.

@@ -71,13 +71,13 @@ func (s testSpec) open(dir string) (o Options, closeLower func(), err error) {
 			return o, nil, err
 		}
 		o.Lower = cow.NewObjectLower(o.Store, snap.Root.Object, snap.Root)
-		o.Parent, o.Source = snap.Name, "snapshot "+snap.Name
+		o.Parent = snap.Name
 	case s.Lower != "":
 		dl, err := cow.OpenDirLower(s.Lower)
 		if err != nil {
 			return o, nil, err
 		}
-		o.Lower, o.LowerDir, o.Source = dl, s.Lower, s.Lower
+		o.Lower, o.LowerDir = dl, s.Lower
 		closeLower = func() { dl.Close() }
 	}
 	return o, closeLower, nil

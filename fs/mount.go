@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,7 +19,6 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
-	"github.com/cowfs/cowfs/fs/control"
 )
 
 // Options describes a mount. The workspace (package cowfs) opens the
@@ -39,13 +37,11 @@ type Options struct {
 	// them Snapshot and Push refuse.
 	Store *object.DirStore
 	Refs  *refs.Dir
-	// Source names the lower in status. LowerDir is the local directory
-	// beneath, when the lower is one: snapshots record it, for cowfs
-	// verify --repair. Parent is the snapshot the lower is (a restore):
-	// snapshots of the mount name it as their parent.
-	Source, LowerDir, Parent string
-	// Version is the remote version beneath, shown by status.
-	Version object.Digest
+	// LowerDir is the local directory beneath, when the lower is one:
+	// snapshots record it, for cowfs verify --repair. Parent is the
+	// snapshot the lower is (a restore): snapshots of the mount name it
+	// as their parent.
+	LowerDir, Parent string
 	// FsName is the source shown in /proc/mounts; default "cowfs".
 	FsName string
 	// CacheTimeout is how long the kernel may trust entries and
@@ -93,11 +89,6 @@ type Options struct {
 	// (from the remote cache): a snapshot fetches what it references and
 	// the store does not hold, so that the snapshot stands on its own.
 	Fetch object.Getter
-	// Remote reports the remote lower's counters for cowfs status.
-	Remote func() *control.RemoteStatus
-	// Push sends a snapshot to the remote lower's master, so that other
-	// workers can restore it; nil when the mount has no master.
-	Push func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error)
 	// IOTimeout, when positive, bounds each read of the lower from the
 	// moment the kernel asks: whatever it waits for beneath (another read
 	// of the file, a fetch from the master and its retries), the read
@@ -124,15 +115,11 @@ type Mount struct {
 	parent string
 	log    *slog.Logger
 
-	source  string
-	version object.Digest
-	upper   string
-	fetch   object.Getter
+	upper string
+	fetch object.Getter
 	// completeTrees are the trees of fetch's version whose every object
 	// an earlier snapshot found in the local store (see complete).
 	completeTrees object.KnownSet
-	remote        func() *control.RemoteStatus
-	push          func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error)
 
 	// lowerDir is the lower directory of a mount over a local one: its
 	// snapshots record it, for cowfs verify --repair.
@@ -202,8 +189,8 @@ func New(dir string, o Options) (_ *Mount, err error) {
 			undo.run()
 		}
 	}()
-	m := &Mount{Dir: dir, upper: o.Upper, source: o.Source, parent: o.Parent, lowerDir: o.LowerDir,
-		store: o.Store, refs: o.Refs, fetch: o.Fetch, remote: o.Remote, version: o.Version, push: o.Push}
+	m := &Mount{Dir: dir, upper: o.Upper, parent: o.Parent, lowerDir: o.LowerDir,
+		store: o.Store, refs: o.Refs, fetch: o.Fetch}
 	m.log = o.Logger
 	if m.log == nil {
 		m.log = slog.Default()

@@ -101,8 +101,8 @@ func TestSnapshotFetchesWhatGoesMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := &farGetter{from: farStore, to: local, onFetch: map[object.Digest]func(){}}
-	m := mountState(t, filepath.Join(base, "mnt"), testSpec{State: state, Options: Options{Source: "far",
-		Lower: cow.NewObjectLower(g, v.Root.Object, v.Root), Version: v.Root.Object, Fetch: g}})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{State: state, Options: Options{
+		Lower: cow.NewObjectLower(g, v.Root.Object, v.Root), Fetch: g}})
 	f, err := os.OpenFile(filepath.Join(m.Dir, "log"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
