@@ -16,6 +16,7 @@ import (
 	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // openFiles lists what this process's descriptors are open on beneath
@@ -117,7 +118,7 @@ func TestOpenFailureReleases(t *testing.T) {
 	lower := filepath.Join(base, "lower")
 	writeFile(t, filepath.Join(lower, "f"), []byte("lower\n"), 0o644)
 	mnt := func(name string) string { return filepath.Join(base, name) }
-	ms := startMaster(t, lower, remote.ServerConfig{})
+	ms := remotetest.StartMaster(t, lower, remote.ServerConfig{})
 
 	// A live workspace holds this upper: every Open below that uses it
 	// fails when the engine takes the upper's lock.
@@ -147,7 +148,7 @@ func TestOpenFailureReleases(t *testing.T) {
 		failOpen(t, base, at("b", cowfs.Lower{Snapshot: "s"}), "in use")
 	})
 	t.Run("RemoteUpperInUse", func(t *testing.T) {
-		failOpen(t, base, at("c", cowfs.Lower{Remote: &cowfs.Remote{Addr: ms.addr}}), "in use")
+		failOpen(t, base, at("c", cowfs.Lower{Remote: &cowfs.Remote{Addr: ms.Addr}}), "in use")
 	})
 	t.Run("UpperNotMade", func(t *testing.T) {
 		s := at("d", cowfs.Lower{Dir: lower})
