@@ -15,7 +15,6 @@ import (
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
-	"github.com/cowfs/cowfs/fs/control"
 )
 
 // A snapshot whose caller stops waiting, by its deadline or by hanging
@@ -42,7 +41,7 @@ func TestSnapshotCallerGivesUp(t *testing.T) {
 
 	// The deadline: the mount gives up in time to say so.
 	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
-	_, err = control.Call(ctx, sock, control.Request{Op: "snapshot", Name: "late"})
+	_, err = Control{Socket: sock}.Snapshot(ctx, "late")
 	cancel()
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) && !strings.Contains(err.Error(), "deadline exceeded") {
 		t.Fatalf("snapshot with a 600 ms deadline: %v; want the mount's word that it gave up", err)
@@ -53,7 +52,7 @@ func TestSnapshotCallerGivesUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.NewEncoder(c).Encode(control.Request{Op: "snapshot", Name: "gone"}); err != nil {
+	if err := json.NewEncoder(c).Encode(controlRequest{Op: "snapshot", Name: "gone"}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(150 * time.Millisecond)

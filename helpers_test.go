@@ -1,19 +1,16 @@
 package cowfs_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,71 +20,12 @@ import (
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/pb"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
-
-// master is a real server on loopback that a test can stop and start again
-// on the same address.
-type master struct {
-	t    testing.TB
-	cfg  remote.ServerConfig
-	addr string
-	srv  *remote.Server
-}
-
-func startMaster(t testing.TB, root string, cfg remote.ServerConfig) *master {
-	t.Helper()
-	state := t.TempDir()
-	cfg.Root = root
-	cfg.Objects, cfg.Refs = filepath.Join(state, "objects"), filepath.Join(state, "refs")
-	m := &master{t: t, cfg: cfg}
-	m.start("127.0.0.1:0")
-	t.Cleanup(m.stop)
-	return m
-}
-
-func (m *master) start(addr string) {
-	m.t.Helper()
-	srv, err := remote.NewServer(m.cfg)
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	var l net.Listener
-	for i := 0; ; i++ {
-		if l, err = net.Listen("tcp", addr); err == nil || i == 50 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond) // the old listener's port
-	}
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	m.addr, m.srv = l.Addr().String(), srv
-	go srv.Serve(l)
-}
-
-func (m *master) stop() {
-	if m.srv != nil {
-		m.srv.Stop()
-		m.srv = nil
-	}
-}
-
-func (m *master) restart() {
-	m.stop()
-	m.start(m.addr)
-}
-
-// worker is one machine's state directory: its object store is the cache
-// every mount of the worker shares.
-type worker struct {
-	t     testing.TB
-	state string
-}
-
-func newWorker(t testing.TB) *worker { return &worker{t: t, state: t.TempDir()} }
 
 // remoteMount is a live mount of a version of an export.
 type remoteMount struct {
@@ -95,65 +33,53 @@ type remoteMount struct {
 	m       *fs.Mount
 	cache   *remote.Cache
 	client  *remote.Client
+	store   *object.DirStore
+	refs    *refs.Dir
 	root    object.Entry
 	version object.Digest
 }
 
-type mountOpts struct {
-	path    string
-	token   string
-	caFile  string
-	timeout time.Duration
-	version object.Digest // mount this version instead of resolving
-	log     *slog.Logger  // the mount's and its cache's; nil: slog.Default()
+// push sends snapshot name to the master, as cowfs.Workspace.Push does.
+func (rm *remoteMount) push(ctx context.Context, name string) (int, error) {
+	snap, err := rm.refs.Get(name)
+	if err != nil {
+		return 0, err
+	}
+	return rm.client.Push(ctx, rm.store, snap)
 }
 
-// mount resolves the export's current version and mounts it, with an
-// unmount (under a deadline) registered for cleanup.
-func (w *worker) mount(addr string, o mountOpts) *remoteMount {
-	w.t.Helper()
-	if o.timeout == 0 {
-		o.timeout = 10 * time.Second
+// mountRemote opens the export's current version (or o.Version) on w
+// and mounts it, as cowfs.Open does for a remote lower but with the
+// test's own client and cache; the unmount (under a deadline) and the
+// pin's release are registered for cleanup.
+func mountRemote(w *remotetest.Worker, addr string, o remotetest.ViewOptions) *remoteMount {
+	w.T.Helper()
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
 	}
-	client, err := remote.Dial(remote.ClientConfig{Addr: addr, Token: o.token, CAFile: o.caFile,
-		CallTimeout: o.timeout, Timeout: o.timeout})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	store, err := object.OpenDirStore(fs.ObjectsDir(w.state))
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	cache, err := remote.NewCache(store, client, o.log)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	w.t.Cleanup(func() { cache.Close(); client.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	v := o.version
-	if v.IsZero() {
-		if v, err = client.Resolve(ctx, o.path); err != nil {
-			w.t.Fatalf("resolve: %v", err)
-		}
-	}
-	lower, root, err := remote.OpenVersion(ctx, cache, v)
-	if err != nil {
-		w.t.Fatalf("open version: %v", err)
-	}
-	dir := filepath.Join(w.t.TempDir(), "mnt")
+	vw := w.View(addr, o)
+	dir := filepath.Join(w.T.TempDir(), "mnt")
 	if err := os.Mkdir(dir, 0o755); err != nil {
-		w.t.Fatal(err)
+		w.T.Fatal(err)
 	}
-	m, err := fs.New(dir, fs.Options{State: w.state, Layer: lower, LayerRoot: v, Fetch: cache, Source: addr, IOTimeout: o.timeout, Logger: o.log,
-		Push: func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) {
-			return client.Push(ctx, store, s)
-		}})
+	rd, err := refs.Open(statedir.RefsDir(w.State))
 	if err != nil {
-		w.t.Fatalf("mount: %v", err)
+		w.T.Fatal(err)
 	}
-	rm := &remoteMount{dir: dir, m: m, cache: cache, client: client, root: root, version: v}
-	w.t.Cleanup(func() { unmountT(w.t, dir, m) })
+	// As cowfs.Open does: the version stays in the store while mounted.
+	pinKey := statedir.RemotePinKey(dir)
+	if err := rd.PinWhileAlive(pinKey, vw.Version); err != nil {
+		w.T.Fatal(err)
+	}
+	w.T.Cleanup(func() { rd.UnpinMine(pinKey) })
+	upper, work := statedir.MountDirs(w.State, dir)
+	m, err := fs.New(dir, fs.Options{Lower: vw.Lower, Upper: upper, Work: work, Store: vw.Store, Refs: rd,
+		Fetch: vw.Cache, IOTimeout: o.Timeout, Logger: o.Log})
+	if err != nil {
+		w.T.Fatalf("mount: %v", err)
+	}
+	rm := &remoteMount{dir: dir, m: m, cache: vw.Cache, client: vw.Client, store: vw.Store, refs: rd, root: vw.Root, version: vw.Version}
+	w.T.Cleanup(func() { unmountT(w.T, dir, m) })
 	return rm
 }
 
@@ -219,16 +145,16 @@ func sha(t testing.TB, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// blobGets sums, over every blob in the master's store, how often it was
-// sent, and returns the most any one blob was sent.
-func (m *master) blobGets(t testing.TB) (total, most int64) {
-	store, err := object.OpenDirStore(m.cfg.Objects)
+// blobGets sums, over every blob in m's store, how often it was sent, and
+// returns the most any one blob was sent.
+func blobGets(t testing.TB, m *remotetest.Master) (total, most int64) {
+	store, err := object.OpenDirStore(m.Config.Objects)
 	if err != nil {
 		t.Fatal(err)
 	}
 	store.Each(func(o object.StoredObject) error {
 		if k, _ := store.Kind(o.Digest); k == object.KindBlob {
-			n := m.srv.Gets(o.Digest)
+			n := m.Server.Gets(o.Digest)
 			total += n
 			most = max(most, n)
 		}
@@ -364,33 +290,4 @@ func dropCaches(t *testing.T, dir string) {
 		}
 		return nil
 	})
-}
-
-// logBuffer is a master's log, read by the test while the master writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines returns the lines that contain s.
-func (l *logBuffer) lines(s string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		if strings.Contains(line, s) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

@@ -1,22 +1,22 @@
 package cowfs
 
 import (
-	"context"
 	"fmt"
-	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/fs"
-	"github.com/cowfs/cowfs/fs/control"
 	"github.com/cowfs/cowfs/metrics"
 )
 
 // startMetrics registers the workspace's metrics, in s's registry or in
 // one of its own when only an address is given, and serves that registry
 // on MetricsAddr. It runs before anything is mounted, so that an address
-// in use fails Open at once; what it starts, Close (or a failed Open)
-// stops.
-func (w *Workspace) startMetrics(s Spec, o *fs.Options) (*metrics.Workspace, error) {
+// in use fails Open at once; what it starts, w.release stops, after the
+// mount is gone. It returns the wrapper that times FUSE requests, nil
+// without metrics.
+func (w *Workspace) startMetrics(s Spec) (func(fuse.RawFileSystem) fuse.RawFileSystem, error) {
 	reg := s.Options.Metrics
 	if reg == nil && s.Options.MetricsAddr == "" {
 		return nil, nil
@@ -35,12 +35,12 @@ func (w *Workspace) startMetrics(s Spec, o *fs.Options) (*metrics.Workspace, err
 			return nil, err
 		}
 	}
-	w.closeMetrics = func() {
+	w.mx = mx
+	w.onRelease(func() {
 		srv.Close()
 		mx.Unregister()
-	}
-	o.Instrument = mx.FUSE.Wrap
-	return mx, nil
+	})
+	return mx.FUSE.Wrap, nil
 }
 
 // countMount registers the counters of the mount once it is made.
@@ -76,22 +76,4 @@ func (rl *remoteLower) count(mx *metrics.Workspace) error {
 		})
 		return n, err
 	})
-}
-
-// timedSnapshots is the mount as the control socket and Workspace.Snapshot
-// see it, with every snapshot timed.
-type timedSnapshots struct {
-	*fs.Mount
-	mx *metrics.Workspace
-}
-
-func (t timedSnapshots) Snapshot(ctx context.Context, name string) (*control.SnapshotResult, error) {
-	start := time.Now()
-	r, err := t.Mount.Snapshot(ctx, name)
-	var held time.Duration
-	if r != nil {
-		held = r.Hold
-	}
-	t.mx.ObserveSnapshot(time.Since(start), held, err)
-	return r, err
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
-	"github.com/cowfs/cowfs/fs/control"
 	"github.com/cowfs/cowfs/metrics"
 	"github.com/cowfs/cowfs/remote"
 )
@@ -42,13 +41,15 @@ type remoteLower struct {
 	log    *slog.Logger
 }
 
-// openRemote opens s's remote lower and fills in its part of o. It
-// returns once the export's root was fetched and verified, with what
-// closes the cache and the client.
+// openRemote opens the spec's remote lower and fills in its part of o
+// and w (the lower, its version, its source, the push and the status
+// counters). It returns once the export's root was fetched and verified,
+// with what closes the cache and the client; the caller pins the version.
 //
 // With a snapshot in s.Lower it restores that snapshot of the master
 // instead: its version comes from the master's ref, beneath a fresh upper.
-func openRemote(ctx context.Context, s Spec, o *fs.Options, mx *metrics.Workspace) (cleanup func(), err error) {
+func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.Workspace) (cleanup func(), err error) {
+	s := w.spec
 	rl := &remoteLower{s: s, r: s.Lower.Remote, log: s.Options.Logger}
 	if err := rl.dial(); err != nil {
 		return nil, err
@@ -69,10 +70,6 @@ func openRemote(ctx context.Context, s Spec, o *fs.Options, mx *metrics.Workspac
 		if v, err = rl.client.GetRef(ctx, snap); err != nil {
 			return nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
 		}
-		if s.Upper == "" {
-			// Open cleared them.
-			o.Upper, o.Work = statedir.RestoreDirs(s.State, s.Mountpoint)
-		}
 		o.Parent = snap
 	} else if v, err = rl.pin(ctx); err != nil {
 		return nil, err
@@ -81,7 +78,7 @@ func openRemote(ctx context.Context, s Spec, o *fs.Options, mx *metrics.Workspac
 	if err != nil {
 		return nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
 	}
-	rl.fill(o, lower, v)
+	rl.fill(w, o, lower, v)
 	if rl.r.Prefetch {
 		rl.cache.PrefetchVersion(root.Object)
 	}
@@ -196,26 +193,24 @@ func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 	return v, nil
 }
 
-// fill sets o's remote part: the layer at version v, its source, the
-// master to push to and the counters for status.
-func (rl *remoteLower) fill(o *fs.Options, lower lower.Layer, v object.Digest) {
+// fill sets o's and w's remote part: the layer at version v, its source,
+// the master to push to and the counters for status.
+func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v object.Digest) {
 	r, client, cache := rl.r, rl.client, rl.cache
-	o.Layer, o.LayerRoot, o.Fetch = lower, v, cache
+	o.Lower, o.Fetch, w.version = lower, cache, v
 	o.IOTimeout = r.IOTimeout
-	o.Source = r.Addr
+	w.source = r.Addr
 	if sub, _ := names.CleanRel(r.Path); sub != "" {
-		o.Source += " path " + sub
+		w.source += " path " + sub
 	}
 	if snap := rl.s.Lower.Snapshot; snap != "" {
-		o.Source = "snapshot " + snap + " of " + r.Addr
+		w.source = "snapshot " + snap + " of " + r.Addr
 	}
-	o.Push = func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) {
-		return client.Push(ctx, store, s)
-	}
+	w.push = client.Push
 	o.FsName = "cowfs:" + r.Addr
-	o.Remote = func() *control.RemoteStatus {
+	w.remoteStatus = func() *RemoteStatus {
 		s := cache.Stats()
-		rs := &control.RemoteStatus{
+		rs := &RemoteStatus{
 			Hits: s.Hits, Misses: s.Misses, BytesFetched: s.BytesFetched,
 			Retries: client.Retries(), Errors: s.Errors, Corrupt: s.Corrupt, Evicted: s.Evicted,
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // A read of what the worker has not cached, of a version the master has
@@ -21,9 +22,9 @@ func TestDroppedVersionRead(t *testing.T) {
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "f"), randBytes(3<<20), 0o644)
 	writeFile(t, filepath.Join(exp, "opened"), randBytes(3<<20), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{KeepVersions: 1})
-	var log logBuffer
-	rm := newWorker(t).mount(ms.addr, mountOpts{timeout: 5 * time.Second, log: log.logger()})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{KeepVersions: 1})
+	var log remotetest.LogBuffer
+	rm := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{Timeout: 5 * time.Second, Log: log.Logger()})
 	opened, err := os.Open(filepath.Join(rm.dir, "opened"))
 	if err != nil {
 		t.Fatal(err)
@@ -37,11 +38,11 @@ func TestDroppedVersionRead(t *testing.T) {
 	if _, err := rm.client.Resolve(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	store, err := object.OpenDirStore(ms.cfg.Objects)
+	store, err := object.OpenDirStore(ms.Config.Objects)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rd, err := refs.Open(ms.cfg.Refs)
+	rd, err := refs.Open(ms.Config.Refs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func TestDroppedVersionRead(t *testing.T) {
 		if !errors.Is(err, syscall.EIO) {
 			t.Errorf("%s of a dropped version: %v, want EIO", what, err)
 		}
-		if lines := log.lines("op=" + what); len(lines) == 0 || !strings.Contains(lines[0], "no longer kept") {
+		if lines := log.Lines("op=" + what); len(lines) == 0 || !strings.Contains(lines[0], "no longer kept") {
 			t.Errorf("the log does not say the version was dropped: %q", lines)
 		} else {
 			t.Log(lines[0])

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // BenchmarkColdSeqRead reads a 256 MiB file of an export through a worker
@@ -28,13 +29,13 @@ func BenchmarkColdSeqRead(b *testing.B) {
 		}
 	}
 	f.Close()
-	ms := startMaster(b, exp, remote.ServerConfig{})
+	ms := remotetest.StartMaster(b, exp, remote.ServerConfig{})
 	buf := make([]byte, 1<<20)
 	b.SetBytes(size)
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		rm := newWorker(b).mount(ms.addr, mountOpts{})
+		rm := mountRemote(remotetest.NewWorker(b), ms.Addr, remotetest.ViewOptions{})
 		b.StartTimer()
 		r, err := os.Open(filepath.Join(rm.dir, "big"))
 		if err != nil {

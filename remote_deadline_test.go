@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // tcpRelay forwards TCP to a master until silenced; from then on it
@@ -113,14 +114,14 @@ func TestReadBoundByIOTimeout(t *testing.T) {
 			exp := t.TempDir()
 			writeFile(t, filepath.Join(exp, "opened"), randBytes(32<<20), 0o644)
 			writeFile(t, filepath.Join(exp, "closed"), randBytes(8<<20), 0o644)
-			ms := startMaster(t, exp, remote.ServerConfig{})
-			addr := ms.addr
+			ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+			addr := ms.Addr
 			var relay *tcpRelay
 			if how == "silent" {
-				relay = startRelay(t, ms.addr)
+				relay = startRelay(t, ms.Addr)
 				addr = relay.addr
 			}
-			rm := newWorker(t).mount(addr, mountOpts{timeout: timeout})
+			rm := mountRemote(remotetest.NewWorker(t), addr, remotetest.ViewOptions{Timeout: timeout})
 			f, err := os.Open(filepath.Join(rm.dir, "opened"))
 			if err != nil {
 				t.Fatal(err)
@@ -147,7 +148,7 @@ func TestReadBoundByIOTimeout(t *testing.T) {
 				t.Fatal(err)
 			}
 			if how == "stopped" {
-				ms.stop()
+				ms.Stop()
 			} else {
 				relay.silence()
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // TestRemoteWorkspaceMetrics: a workspace over a real master on loopback
@@ -24,14 +25,14 @@ func TestRemoteWorkspaceMetrics(t *testing.T) {
 	big, small := randBytes(3<<20), randBytes(100<<10)
 	writeFile(t, filepath.Join(exp, "big"), big, 0o644)
 	writeFile(t, filepath.Join(exp, "small"), small, 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	os.Mkdir(mnt, 0o755)
 	reg := prometheus.NewRegistry()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),
-		Lower:   cowfs.Lower{Remote: &cowfs.Remote{Addr: ms.addr, CacheSize: 1 << 20, IOTimeout: time.Second}},
+		Lower:   cowfs.Lower{Remote: &cowfs.Remote{Addr: ms.Addr, CacheSize: 1 << 20, IOTimeout: time.Second}},
 		Options: cowfs.Options{Metrics: reg}})
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +75,7 @@ func TestRemoteWorkspaceMetrics(t *testing.T) {
 	if v := value("cowfs_remote_read_errors_total"); v != 0 {
 		t.Errorf("%v read errors with the master up", v)
 	}
-	ms.stop()
+	ms.Stop()
 	if _, err := os.ReadFile(filepath.Join(mnt, "small")); err == nil {
 		t.Fatal("read a file never fetched with the master gone")
 	}

@@ -18,11 +18,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
-	"github.com/cowfs/cowfs/fs/control"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/pb"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // The crawler's failure: nested paths, exec bits. Everything must come
@@ -50,8 +51,8 @@ func TestNestedProject(t *testing.T) {
 	os.Chtimes(filepath.Join(exp, "crawlab_project/settings.py"), old, old)
 	xattrs := unix.Setxattr(filepath.Join(exp, "run.sh"), "user.cowfs.test", []byte("v1"), 0) == nil
 
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	rm := newWorker(t).mount(ms.addr, mountOpts{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	rm := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{})
 
 	for p, c := range files {
 		b, err := os.ReadFile(filepath.Join(rm.dir, p))
@@ -78,10 +79,10 @@ func TestNestedProject(t *testing.T) {
 	// remote call: walk again, with the kernel's entries dropped.
 	walk := func() { filepath.Walk(rm.dir, func(string, os.FileInfo, error) error { return nil }) }
 	walk()
-	sent := ms.srv.BytesSent()
+	sent := ms.Server.BytesSent()
 	os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0)
 	walk()
-	if n := ms.srv.BytesSent() - sent; n != 0 {
+	if n := ms.Server.BytesSent() - sent; n != 0 {
 		t.Errorf("a second walk fetched %d bytes from the master", n)
 	}
 	if target, err := os.Readlink(filepath.Join(rm.dir, "link")); err != nil || target != "crawlab_project/spiders/quotes.py" {
@@ -142,11 +143,11 @@ func TestTwoWorkersFourMounts(t *testing.T) {
 		want[p] = randBytes(300<<10 + i*200<<10) // 0.3 to 2.5 MiB: one to three chunks
 		writeFile(t, filepath.Join(exp, p), want[p], 0o644)
 	}
-	ms := startMaster(t, exp, remote.ServerConfig{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
 	var mounts []*remoteMount
 	for range 2 {
-		w := newWorker(t)
-		mounts = append(mounts, w.mount(ms.addr, mountOpts{timeout: 60 * time.Second}), w.mount(ms.addr, mountOpts{timeout: 60 * time.Second}))
+		w := remotetest.NewWorker(t)
+		mounts = append(mounts, mountRemote(w, ms.Addr, remotetest.ViewOptions{Timeout: 60 * time.Second}), mountRemote(w, ms.Addr, remotetest.ViewOptions{Timeout: 60 * time.Second}))
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 100)
@@ -167,7 +168,7 @@ func TestTwoWorkersFourMounts(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	total, most := ms.blobGets(t)
+	total, most := blobGets(t, ms)
 	if most > 2 {
 		t.Errorf("a chunk was sent %d times to two workers", most)
 	}
@@ -180,9 +181,9 @@ func TestBigFileSmallRead(t *testing.T) {
 	exp := t.TempDir()
 	big := randBytes(65<<20 + 12345)
 	writeFile(t, filepath.Join(exp, "big"), big, 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
 
-	rm := newWorker(t).mount(ms.addr, mountOpts{})
+	rm := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{})
 	f, err := os.Open(filepath.Join(rm.dir, "big"))
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +197,7 @@ func TestBigFileSmallRead(t *testing.T) {
 	if !bytes.Equal(buf, big[off:off+4096]) {
 		t.Fatal("wrong bytes at 40 MiB")
 	}
-	if total, _ := ms.blobGets(t); total > 2 {
+	if total, _ := blobGets(t, ms); total > 2 {
 		t.Errorf("a 4 KiB read fetched %d chunks", total)
 	}
 	if got, want := sha(t, filepath.Join(rm.dir, "big")), sha(t, filepath.Join(exp, "big")); got != want {
@@ -213,9 +214,9 @@ func TestVersionPinned(t *testing.T) {
 	v1 := randBytes(3<<20 + 7)
 	writeFile(t, filepath.Join(exp, "data"), v1, 0o644)
 	writeFile(t, filepath.Join(exp, "old-only"), []byte("old"), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	w := newWorker(t)
-	old := w.mount(ms.addr, mountOpts{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
+	old := mountRemote(w, ms.Addr, remotetest.ViewOptions{})
 	f, err := os.Open(filepath.Join(old.dir, "data"))
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +233,7 @@ func TestVersionPinned(t *testing.T) {
 	os.Remove(filepath.Join(exp, "old-only"))
 	writeFile(t, filepath.Join(exp, "new-only"), []byte("new"), 0o644)
 
-	nw := w.mount(ms.addr, mountOpts{})
+	nw := mountRemote(w, ms.Addr, remotetest.ViewOptions{})
 	if b, err := os.ReadFile(filepath.Join(nw.dir, "data")); err != nil || !bytes.Equal(b, v2) {
 		t.Errorf("new mount: %d bytes, %v; want version 2", len(b), err)
 	}
@@ -261,8 +262,8 @@ func TestMasterRestartMidRead(t *testing.T) {
 	exp := t.TempDir()
 	data := randBytes(24 << 20)
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	rm := newWorker(t).mount(ms.addr, mountOpts{timeout: 20 * time.Second})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	rm := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{Timeout: 20 * time.Second})
 	f, err := os.Open(filepath.Join(rm.dir, "f"))
 	if err != nil {
 		t.Fatal(err)
@@ -278,9 +279,9 @@ func TestMasterRestartMidRead(t *testing.T) {
 		done <- err
 	}()
 	time.Sleep(20 * time.Millisecond)
-	ms.stop()
+	ms.Stop()
 	time.Sleep(500 * time.Millisecond)
-	ms.start(ms.addr)
+	ms.Start(ms.Addr)
 	select {
 	case err := <-done:
 		if err != nil {
@@ -301,13 +302,13 @@ func TestMasterGone(t *testing.T) {
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "cached"), randBytes(2<<20), 0o644)
 	writeFile(t, filepath.Join(exp, "sub/uncached"), randBytes(2<<20), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	rm := newWorker(t).mount(ms.addr, mountOpts{timeout: 2 * time.Second})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	rm := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{Timeout: 2 * time.Second})
 	want := sha(t, filepath.Join(rm.dir, "cached"))
 	if _, err := os.Stat(filepath.Join(rm.dir, "sub/uncached")); err != nil {
 		t.Fatal(err)
 	}
-	ms.stop()
+	ms.Stop()
 	// Drop the kernel's copy, so the read reaches cowfs.
 	if f, err := os.Open(filepath.Join(rm.dir, "cached")); err == nil {
 		unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
@@ -334,9 +335,9 @@ func TestCorruptObjectRefetched(t *testing.T) {
 	data := randBytes(3<<20 + 5)
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
 	writeFile(t, filepath.Join(exp, "d/small"), []byte("small"), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	px := startProxy(t, ms.addr)
-	rm := newWorker(t).mount(px.addr, mountOpts{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	px := startProxy(t, ms.Addr)
+	rm := mountRemote(remotetest.NewWorker(t), px.addr, remotetest.ViewOptions{})
 	if b, err := os.ReadFile(filepath.Join(rm.dir, "f")); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("read through a damaging link: %d bytes, %v", len(b), err)
 	}
@@ -348,8 +349,8 @@ func TestCorruptObjectRefetched(t *testing.T) {
 	}
 
 	// The same through a prefetch, which fetches many objects per call.
-	px2 := startProxy(t, ms.addr)
-	pm := newWorker(t).mount(px2.addr, mountOpts{})
+	px2 := startProxy(t, ms.Addr)
+	pm := mountRemote(remotetest.NewWorker(t), px2.addr, remotetest.ViewOptions{})
 	pm.cache.PrefetchVersion(pm.root.Object)
 	for deadline := time.Now().Add(30 * time.Second); pm.cache.Progress().State != "done"; time.Sleep(10 * time.Millisecond) {
 		if p := pm.cache.Progress(); p.State == "failed" || time.Now().After(deadline) {
@@ -371,8 +372,8 @@ func TestNoEscape(t *testing.T) {
 	writeFile(t, filepath.Join(exp, "sub/f"), []byte("x"), 0o644)
 	os.Symlink("/etc", filepath.Join(exp, "etc"))
 	os.Symlink("../../../../..", filepath.Join(exp, "sub/up"))
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Timeout: 5 * time.Second})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	c, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +387,7 @@ func TestNoEscape(t *testing.T) {
 			t.Errorf("resolve %q: %v, want refused", p, err)
 		}
 	}
-	rm := newWorker(t).mount(ms.addr, mountOpts{})
+	rm := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{})
 	for name, want := range map[string]string{"etc": "/etc", "sub/up": "../../../../.."} {
 		got, err := os.Readlink(filepath.Join(rm.dir, name))
 		if err != nil || got != want {
@@ -421,11 +422,11 @@ func TestNoEscape(t *testing.T) {
 	topd, _ := store.Put(ctx, top)
 	ver, _ := object.EncodeTree(&object.Tree{Entries: []object.Entry{{Name: "root", Mode: unix.S_IFDIR | 0o755, Object: topd}}})
 	vd, _ := store.Put(ctx, ver)
-	evilMaster := startMaster(t, t.TempDir(), remote.ServerConfig{})
-	evilMaster.stop()
-	evilMaster.cfg.Objects = filepath.Join(evil, "objects")
-	evilMaster.start("127.0.0.1:0")
-	em := newWorker(t).mount(evilMaster.addr, mountOpts{version: vd})
+	evilMaster := remotetest.StartMaster(t, t.TempDir(), remote.ServerConfig{})
+	evilMaster.Stop()
+	evilMaster.Config.Objects = filepath.Join(evil, "objects")
+	evilMaster.Start("127.0.0.1:0")
+	em := mountRemote(remotetest.NewWorker(t), evilMaster.Addr, remotetest.ViewOptions{Version: vd})
 	if _, err := os.ReadDir(filepath.Join(em.dir, "d")); !errors.Is(err, syscall.EIO) {
 		t.Errorf("readdir of a tree with a \"..\" entry: %v, want EIO", err)
 	}
@@ -441,10 +442,10 @@ func TestEviction(t *testing.T) {
 		want[p] = randBytes(1 << 20)
 		writeFile(t, filepath.Join(exp, p), want[p], 0o644)
 	}
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	w := newWorker(t)
-	rm := w.mount(ms.addr, mountOpts{timeout: 2 * time.Second})
-	rd, err := refs.Open(filepath.Join(w.state, "refs"))
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
+	rm := mountRemote(w, ms.Addr, remotetest.ViewOptions{Timeout: 2 * time.Second})
+	rd, err := refs.Open(filepath.Join(w.State, "refs"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +465,7 @@ func TestEviction(t *testing.T) {
 	if _, err := rm.cache.Evict(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if size := storeSize(t, w.state); size > limit {
+	if size := storeSize(t, w.State); size > limit {
 		t.Errorf("store holds %d bytes; limit %d", size, limit)
 	}
 	// Evicted chunks come back from the master.
@@ -477,8 +478,8 @@ func TestEviction(t *testing.T) {
 	if _, err := rm.cache.Evict(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ms.stop()
-	before := storeSize(t, w.state)
+	ms.Stop()
+	before := storeSize(t, w.State)
 	const lower = 1 << 20
 	if before <= lower {
 		t.Fatalf("store holds %d bytes; the test needs more than %d", before, lower)
@@ -487,7 +488,7 @@ func TestEviction(t *testing.T) {
 	if _, err := rm.cache.Evict(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if after := storeSize(t, w.state); after != before {
+	if after := storeSize(t, w.State); after != before {
 		t.Errorf("evicted %d bytes the master could not give again", before-after)
 	}
 }
@@ -500,19 +501,19 @@ func TestSnapshotOfRemoteMount(t *testing.T) {
 	writeFile(t, filepath.Join(exp, "never-read"), data, 0o644)
 	writeFile(t, filepath.Join(exp, "dir/untouched"), []byte("u"), 0o644)
 	writeFile(t, filepath.Join(exp, "log"), []byte("line 1\n"), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	w := newWorker(t)
-	rm := w.mount(ms.addr, mountOpts{timeout: 2 * time.Second})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
+	rm := mountRemote(w, ms.Addr, remotetest.ViewOptions{Timeout: 2 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	res := appendAndSnapshot(t, ctx, rm)
-	ms.stop()
-	verifyAlone(t, ctx, w.state, res.Root)
+	ms.Stop()
+	verifyAlone(t, ctx, w.State, res.Root)
 }
 
 // appendAndSnapshot appends a line to the mount's "log" (a lower file,
 // so a copy-up) and takes snapshot s1.
-func appendAndSnapshot(t *testing.T, ctx context.Context, rm *remoteMount) *control.SnapshotResult {
+func appendAndSnapshot(t *testing.T, ctx context.Context, rm *remoteMount) *cowfs.SnapshotResult {
 	t.Helper()
 	f, err := os.OpenFile(filepath.Join(rm.dir, "log"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -550,8 +551,8 @@ func TestPushAndRestoreElsewhere(t *testing.T) {
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "spider.py"), []byte("code"), 0o644)
 	writeFile(t, filepath.Join(exp, "data/log-1"), randBytes(2<<20+3), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	a := newWorker(t).mount(ms.addr, mountOpts{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	a := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{})
 	f, err := os.OpenFile(filepath.Join(a.dir, "data/log-1"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -568,26 +569,26 @@ func TestPushAndRestoreElsewhere(t *testing.T) {
 	if _, err := a.m.Snapshot(ctx, "ckpt"); err != nil {
 		t.Fatal(err)
 	}
-	n, err := a.m.Push(ctx, "ckpt")
+	n, err := a.push(ctx, "ckpt")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n < 3 {
 		t.Errorf("push sent %d objects; the new log and the changed one need more", n)
 	}
-	if _, err := a.m.Push(ctx, "ckpt"); err == nil || !strings.Contains(err.Error(), "exists") {
+	if _, err := a.push(ctx, "ckpt"); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("second push of one name: %v", err)
 	}
-	if _, err := a.m.Push(ctx, "no-such"); err == nil {
+	if _, err := a.push(ctx, "no-such"); err == nil {
 		t.Error("push of a missing snapshot worked")
 	}
 
-	b := newWorker(t)
+	b := remotetest.NewWorker(t)
 	v, err := a.client.GetRef(ctx, "ckpt")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb := b.mount(ms.addr, mountOpts{version: v})
+	rb := mountRemote(b, ms.Addr, remotetest.ViewOptions{Version: v})
 	for p, sum := range want {
 		if got := sha(t, filepath.Join(rb.dir, p)); got != sum {
 			t.Errorf("%s on worker b differs from the snapshot", p)
@@ -632,9 +633,9 @@ func TestRemoteHardLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(exp, "single"), []byte("one"), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	w := newWorker(t)
-	rm := w.mount(ms.addr, mountOpts{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
+	rm := mountRemote(w, ms.Addr, remotetest.ViewOptions{})
 	var sa, sb, ss unix.Stat_t
 	if err := unix.Lstat(filepath.Join(rm.dir, "a"), &sa); err != nil {
 		t.Fatal(err)
@@ -664,7 +665,7 @@ func TestRemoteHardLinks(t *testing.T) {
 		t.Errorf("master's file changed: %q", b)
 	}
 	v1 := rm.version
-	rm2 := w.mount(ms.addr, mountOpts{})
+	rm2 := mountRemote(w, ms.Addr, remotetest.ViewOptions{})
 	if rm2.version != v1 {
 		t.Errorf("a second scan of the same tree gave version %s, the first %s", rm2.version.Short(), v1.Short())
 	}
@@ -678,14 +679,14 @@ func TestUnreachableRemembered(t *testing.T) {
 	exp := t.TempDir()
 	data := randBytes(2 << 20)
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	rm := newWorker(t).mount(ms.addr, mountOpts{timeout: time.Second})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	rm := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{Timeout: time.Second})
 	f, err := os.Open(filepath.Join(rm.dir, "f"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	ms.stop()
+	ms.Stop()
 	read := func() error {
 		return within(t, 30*time.Second, "read", func() error {
 			_, err := f.ReadAt(make([]byte, 4096), 0)
@@ -702,7 +703,7 @@ func TestUnreachableRemembered(t *testing.T) {
 	if n := rm.client.Failures() - failures; n != 0 {
 		t.Errorf("a read right after a failed one asked the master again (%d failed calls)", n)
 	}
-	ms.start(ms.addr)
+	ms.Start(ms.Addr)
 	time.Sleep(3 * time.Second) // past the memory of the failure
 	got := make([]byte, len(data))
 	if err := within(t, 30*time.Second, "read", func() error {
@@ -726,10 +727,10 @@ func TestSnapshotUnderEviction(t *testing.T) {
 		writeFile(t, filepath.Join(exp, fmt.Sprintf("data%d", i)), randBytes(6<<20), 0o644)
 	}
 	writeFile(t, filepath.Join(exp, "log"), []byte("line 1\n"), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	w := newWorker(t)
-	rm := w.mount(ms.addr, mountOpts{timeout: 5 * time.Second})
-	rd, err := refs.Open(filepath.Join(w.state, "refs"))
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
+	rm := mountRemote(w, ms.Addr, remotetest.ViewOptions{Timeout: 5 * time.Second})
+	rd, err := refs.Open(filepath.Join(w.State, "refs"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -741,8 +742,8 @@ func TestSnapshotUnderEviction(t *testing.T) {
 	if _, err := rm.cache.Evict(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ms.stop()
-	verifyAlone(t, ctx, w.state, res.Root)
+	ms.Stop()
+	verifyAlone(t, ctx, w.State, res.Root)
 }
 
 // A chunk found damaged in the worker's cache is fetched again, never
@@ -750,14 +751,14 @@ func TestSnapshotUnderEviction(t *testing.T) {
 func TestCacheDamageRefetched(t *testing.T) {
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "f"), randBytes(3<<20), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	w := newWorker(t)
-	rm := w.mount(ms.addr, mountOpts{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
+	rm := mountRemote(w, ms.Addr, remotetest.ViewOptions{})
 	want := sha(t, filepath.Join(exp, "f"))
 	if got := sha(t, filepath.Join(rm.dir, "f")); got != want {
 		t.Fatal("first read: wrong bytes")
 	}
-	store, _ := object.OpenDirStore(filepath.Join(w.state, "objects"))
+	store, _ := object.OpenDirStore(filepath.Join(w.State, "objects"))
 	damaged := 0
 	store.Each(func(o object.StoredObject) error {
 		if k, err := store.Kind(o.Digest); err == nil && k == object.KindBlob {
@@ -789,20 +790,20 @@ func TestSnapshotAfterRemoval(t *testing.T) {
 	chunk := randBytes(1 << 20)
 	writeFile(t, filepath.Join(exp, "data", "f"), chunk, 0o644)
 	writeFile(t, filepath.Join(exp, "log"), []byte("line 1\n"), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	w := newWorker(t)
-	rm := w.mount(ms.addr, mountOpts{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
+	rm := mountRemote(w, ms.Addr, remotetest.ViewOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	appendAndSnapshot(t, ctx, rm)
-	rd, err := refs.Open(filepath.Join(w.state, "refs"))
+	rd, err := refs.Open(filepath.Join(w.State, "refs"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := rd.Remove("s1"); err != nil {
 		t.Fatal(err)
 	}
-	store, err := object.OpenDirStore(filepath.Join(w.state, "objects"))
+	store, err := object.OpenDirStore(filepath.Join(w.State, "objects"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -820,6 +821,6 @@ func TestSnapshotAfterRemoval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms.stop()
-	verifyAlone(t, ctx, w.state, res.Root)
+	ms.Stop()
+	verifyAlone(t, ctx, w.State, res.Root)
 }

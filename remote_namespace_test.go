@@ -16,13 +16,14 @@ import (
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/pb"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // localSnapshot records, in the master's own namespace, a snapshot of a
 // tree that is not under the export: one file "key" holding content.
-func localSnapshot(t *testing.T, ctx context.Context, ms *master, name, content string) object.Digest {
+func localSnapshot(t *testing.T, ctx context.Context, ms *remotetest.Master, name, content string) object.Digest {
 	t.Helper()
-	store, err := object.OpenDirStore(ms.cfg.Objects)
+	store, err := object.OpenDirStore(ms.Config.Objects)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func localSnapshot(t *testing.T, ctx context.Context, ms *master, name, content 
 	if err != nil {
 		t.Fatal(err)
 	}
-	rd, err := refs.Open(ms.cfg.Refs)
+	rd, err := refs.Open(ms.Config.Refs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,13 +60,13 @@ func localSnapshot(t *testing.T, ctx context.Context, ms *master, name, content 
 func TestWireServesOnlyExport(t *testing.T) {
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "f"), []byte("exported"), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	secretRoot := localSnapshot(t, ctx, ms, "priv", "top secret")
 	localSnapshot(t, ctx, ms, "priv2", "top secret 2")
 
-	a := newWorker(t).mount(ms.addr, mountOpts{})
+	a := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{})
 	raw := remote.ExportClientOf(a.client)
 	// A local snapshot's name is answered exactly as a missing one.
 	_, errPriv := raw.GetRef(ctx, &pb.GetRefRequest{Name: "priv"})
@@ -82,24 +83,24 @@ func TestWireServesOnlyExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.m.Push(ctx, "priv"); err != nil {
+	if _, err := a.push(ctx, "priv"); err != nil {
 		t.Fatalf("push of a name the master's own snapshot holds: %v", err)
 	}
-	if _, err := a.m.Push(ctx, "priv"); err == nil || !strings.Contains(err.Error(), "exists") {
+	if _, err := a.push(ctx, "priv"); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("second push of one name: %v", err)
 	}
 	v, err := a.client.GetRef(ctx, "priv")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := newWorker(t).mount(ms.addr, mountOpts{version: v})
+	b := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{Version: v})
 	if got, err := os.ReadFile(filepath.Join(b.dir, "mine")); err != nil || string(got) != "pushed by a" {
 		t.Errorf("restore of pushed priv: mine %q, %v", got, err)
 	}
 	if _, err := os.Lstat(filepath.Join(b.dir, "key")); err == nil {
 		t.Error("restore of pushed priv holds the master's own priv")
 	}
-	rd, err := refs.Open(ms.cfg.Refs)
+	rd, err := refs.Open(ms.Config.Refs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,14 +115,14 @@ func TestWireServesOnlyExport(t *testing.T) {
 	if _, err := a.m.Snapshot(ctx, "later"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.m.Push(ctx, "later"); err != nil {
+	if _, err := a.push(ctx, "later"); err != nil {
 		t.Fatal(err)
 	}
 	localSnapshot(t, ctx, ms, "later", "the master's own later")
 
 	// gc keeps what only a pushed snapshot reaches ("mine" is on no
 	// other tree of the master).
-	store, err := object.OpenDirStore(ms.cfg.Objects)
+	store, err := object.OpenDirStore(ms.Config.Objects)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,7 @@ func TestWireServesOnlyExport(t *testing.T) {
 	if err := rd.Create(legacy); err != nil {
 		t.Fatal(err)
 	}
-	ms.restart()
+	ms.Restart()
 	if vl, err := a.client.GetRef(ctx, "legacy"); err != nil || vl != v {
 		t.Errorf("GetRef of a snapshot pushed before the namespaces: %v, %v; want %v", vl, err, v)
 	}
@@ -150,14 +151,14 @@ func TestWireServesOnlyExport(t *testing.T) {
 	// With ServeSnapshots the master's own snapshots are served too; a
 	// name both hold is the pushed one's, and a push may not take a name
 	// either holds.
-	ms.stop()
-	ms.cfg.ServeSnapshots = true
-	ms.start(ms.addr)
+	ms.Stop()
+	ms.Config.ServeSnapshots = true
+	ms.Start(ms.Addr)
 	v2, err := a.client.GetRef(ctx, "priv2")
 	if err != nil {
 		t.Fatalf("GetRef of the master's own snapshot with ServeSnapshots: %v", err)
 	}
-	c := newWorker(t).mount(ms.addr, mountOpts{version: v2})
+	c := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{Version: v2})
 	if got, err := os.ReadFile(filepath.Join(c.dir, "key")); err != nil || string(got) != "top secret 2" {
 		t.Errorf("restore of the master's own priv2: %q, %v", got, err)
 	}
@@ -167,7 +168,7 @@ func TestWireServesOnlyExport(t *testing.T) {
 	if _, err := a.m.Snapshot(ctx, "priv2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.m.Push(ctx, "priv2"); err == nil || !strings.Contains(err.Error(), "exists") {
+	if _, err := a.push(ctx, "priv2"); err == nil || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("push of the name of the master's own served snapshot: %v", err)
 	}
 	if _, err := rd.Get(refs.PushedPrefix + "priv2"); err == nil {

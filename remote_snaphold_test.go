@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // stallBound is the most a snapshot may hold up the workspace while the
@@ -28,10 +29,10 @@ func TestSnapshotMasterDownHoldsNoWrites(t *testing.T) {
 	// partial one's bytes in the lower, and the snapshot reads them.
 	writeFile(t, filepath.Join(exp, "big"), randBytes(3<<20+12345), 0o644)
 	writeFile(t, filepath.Join(exp, "cached"), randBytes(100<<10), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	w := newWorker(t)
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
 	const ioTimeout = 8 * time.Second
-	rm := w.mount(ms.addr, mountOpts{timeout: ioTimeout})
+	rm := mountRemote(w, ms.Addr, remotetest.ViewOptions{Timeout: ioTimeout})
 	want := sha(t, filepath.Join(rm.dir, "cached"))
 	f, err := os.OpenFile(filepath.Join(rm.dir, "big"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -41,7 +42,7 @@ func TestSnapshotMasterDownHoldsNoWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	ms.stop()
+	ms.Stop()
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

@@ -223,7 +223,7 @@ func (s Spec) Validate() error {
 	case s.State == "":
 		return errors.New("no state directory given")
 	}
-	return fs.CheckLayout(fs.Layout{Mountpoint: s.Mountpoint, Lower: s.Lower.Dir, Upper: s.Upper, Work: s.Work, State: s.State})
+	return checkLayout(layout{Mountpoint: s.Mountpoint, Lower: s.Lower.Dir, Upper: s.Upper, Work: s.Work, State: s.State})
 }
 
 // validateOptions checks the options' ranges.

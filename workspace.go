@@ -2,15 +2,20 @@ package cowfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
-	"github.com/cowfs/cowfs/fs/control"
+	"github.com/cowfs/cowfs/metrics"
 )
 
 // Workspace is a mounted workspace.
@@ -18,16 +23,26 @@ type Workspace struct {
 	spec Spec
 	m    *fs.Mount
 	// control serves the CLI (cowfs snapshot, status, unmount) on the
-	// workspace's socket in the state directory.
-	control *control.Server
-	// closeRemote closes the remote lower's cache and client; a no-op
-	// for a local lower.
-	closeRemote func()
-	// handler answers snapshots: the mount, timed when there are metrics.
-	handler control.Handler
-	// closeMetrics stops serving Options.MetricsAddr and takes the
-	// workspace's metrics out of their registry; a no-op without them.
-	closeMetrics func()
+	// workspace's socket in the state directory (control.go).
+	control *controlServer
+	// store and refs keep the workspace's snapshots.
+	store *object.DirStore
+	refs  *refs.Dir
+	// upper and source (the lower: a directory, a snapshot, a master's
+	// export) and, for a remote lower, its version and counters are
+	// what Status reports.
+	upper, source string
+	version       object.Digest
+	remoteStatus  func() *RemoteStatus
+	// push sends a snapshot to the remote lower's master; nil without
+	// one.
+	push func(ctx context.Context, store object.GetPutter, s refs.Snapshot) (int, error)
+	// releases undo what Open set up beneath the mount (the lower's
+	// descriptor, a pin, the remote lower's cache and client), run
+	// newest first once the mount is gone or was never made.
+	releases []func()
+	// mx holds the workspace's metrics; nil without them.
+	mx *metrics.Workspace
 	// unmounted is set once Wait saw the mount go from outside.
 	unmounted atomic.Bool
 	once      sync.Once
@@ -47,35 +62,21 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	if err != nil {
 		return nil, err
 	}
-	o := s.fsOptions()
-	w := &Workspace{spec: s, closeRemote: func() {}, closeMetrics: func() {}}
-	if s.Lower.Snapshot != "" && s.Upper == "" {
-		// A restore always starts from a fresh upper: that is what
-		// makes resuming from a checkpoint repeatable.
-		u, _ := statedir.RestoreDirs(s.State, s.Mountpoint)
-		if err := os.RemoveAll(filepath.Dir(u)); err != nil {
-			return nil, fmt.Errorf("clear previous restore at %s: %w", filepath.Dir(u), err)
+	w := &Workspace{spec: s}
+	defer func() {
+		if err != nil {
+			w.release()
 		}
-	}
-	mx, err := w.startMetrics(s, &o)
+	}()
+	instrument, err := w.startMetrics(s)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			w.closeMetrics()
-		}
-	}()
-	if s.Lower.Remote != nil {
-		if w.closeRemote, err = openRemote(ctx, s, &o, mx); err != nil {
-			return nil, err
-		}
+	o, err := w.openLower(ctx)
+	if err != nil {
+		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			w.closeRemote()
-		}
-	}()
+	o.Instrument = instrument
 	// Nothing is mounted yet: a caller that gave up gets no mount.
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -83,15 +84,13 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	if w.m, err = fs.New(s.Mountpoint, o); err != nil {
 		return nil, err
 	}
-	w.handler = w.m
-	if mx != nil {
-		w.handler = timedSnapshots{Mount: w.m, mx: mx}
-		err = countMount(mx, w.m)
-	}
 	// Last: the CLI reaches the workspace through its socket only once
 	// it serves requests.
+	if w.mx != nil {
+		err = countMount(w.mx, w.m)
+	}
 	if err == nil {
-		w.control, err = control.Listen(statedir.ControlSocket(s.State, s.Mountpoint), w.handler, s.Options.Logger)
+		w.control, err = listenControl(statedir.ControlSocket(s.State, s.Mountpoint), w, s.Options.Logger)
 	}
 	if err != nil {
 		if uerr := w.m.Unmount(); uerr != nil {
@@ -102,26 +101,113 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	return w, nil
 }
 
-// fsOptions are fs.New's options for s, before a remote lower fills in
-// its part.
+// onRelease adds what undoes a step of Open.
+func (w *Workspace) onRelease(f func()) { w.releases = append(w.releases, f) }
+
+// release undoes Open's steps, newest first.
+func (w *Workspace) release() {
+	for i := len(w.releases) - 1; i >= 0; i-- {
+		w.releases[i]()
+	}
+	w.releases = nil
+}
+
+// openLower prepares everything the mount serves: the upper and work
+// directories (a restore's cleared first), the store and refs, and the
+// lower, opened and pinned. What it sets up is released by w.release.
+func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
+	s := w.spec
+	o := s.fsOptions()
+	switch {
+	case s.Upper != "":
+		o.Upper, o.Work = s.Upper, s.Work
+	case s.Lower.Snapshot != "":
+		// A restore always starts from a fresh upper: that is what
+		// makes resuming from a checkpoint repeatable.
+		o.Upper, o.Work = statedir.RestoreDirs(s.State, s.Mountpoint)
+		if err := os.RemoveAll(filepath.Dir(o.Upper)); err != nil {
+			return o, fmt.Errorf("clear previous restore at %s: %w", filepath.Dir(o.Upper), err)
+		}
+	default:
+		o.Upper, o.Work = statedir.MountDirs(s.State, s.Mountpoint)
+	}
+	w.upper = o.Upper
+	var err error
+	if o.Store, err = object.OpenDirStore(statedir.ObjectsDir(s.State)); err != nil {
+		return o, err
+	}
+	if o.Refs, err = refs.Open(statedir.RefsDir(s.State)); err != nil {
+		return o, err
+	}
+	w.store, w.refs = o.Store, o.Refs
+	switch {
+	case s.Lower.Remote != nil:
+		closeRemote, err := w.openRemote(ctx, &o, w.mx)
+		if err != nil {
+			return o, err
+		}
+		w.onRelease(closeRemote)
+		// The version's objects stay in the store while it is mounted:
+		// the pin keeps cowfs gc and eviction off them.
+		key := statedir.RemotePinKey(s.Mountpoint)
+		if err := o.Refs.PinWhileAlive(key, w.version); err != nil {
+			return o, fmt.Errorf("pin version: %w", err)
+		}
+		w.onRelease(func() { o.Refs.UnpinMine(key) })
+	case s.Lower.Snapshot != "":
+		key := statedir.RestorePinKey(s.Mountpoint)
+		snap, err := pinSnapshot(o.Store, o.Refs, s.Lower.Snapshot, key)
+		if err != nil {
+			return o, err
+		}
+		w.onRelease(func() { o.Refs.UnpinMine(key) })
+		o.Lower = lower.NewObjects(o.Store, snap.Root.Object, snap.Root)
+		o.Parent, w.source = snap.Name, "snapshot "+snap.Name
+	default:
+		dl, err := lower.OpenDir(s.Lower.Dir)
+		if err != nil {
+			return o, err
+		}
+		w.onRelease(func() { dl.Close() })
+		o.Lower, o.LowerDir, w.source = dl, s.Lower.Dir, s.Lower.Dir
+	}
+	return o, nil
+}
+
+// pinSnapshot reads snapshot name and pins its root under key, which
+// keeps the snapshot's objects for as long as this restore is mounted,
+// even if its ref is removed. The store is held from the read to the pin:
+// a gc that read the refs just after a "cowfs snapshots rm" would
+// otherwise remove the objects under the new pin.
+func pinSnapshot(store *object.DirStore, rd *refs.Dir, name, key string) (refs.Snapshot, error) {
+	release, err := store.Hold(context.Background())
+	if err != nil {
+		return refs.Snapshot{}, err
+	}
+	defer release()
+	snap, err := rd.Get(name)
+	if err != nil {
+		return refs.Snapshot{}, err
+	}
+	if err := rd.PinWhileAlive(key, snap.Root.Object); err != nil {
+		return refs.Snapshot{}, fmt.Errorf("pin snapshot %s: %w", snap.Name, err)
+	}
+	return snap, nil
+}
+
+// fsOptions are fs.New's options for s, before the lower is opened.
 func (s Spec) fsOptions() fs.Options {
 	fsname := "cowfs:" + s.Lower.Dir
 	if s.Lower.Snapshot != "" {
 		fsname = "cowfs:snapshot:" + s.Lower.Snapshot
 	}
-	o := fs.Options{
-		Lower: s.Lower.Dir, State: s.State, Upper: s.Upper, Work: s.Work,
+	return fs.Options{
 		FsName: fsname, Debug: s.Options.Debug,
 		Passthrough: s.Options.Passthrough, PassthroughLower: s.Options.PassthroughLower,
 		WritebackCache: s.Options.WritebackCache,
 		ReadAhead:      s.Options.ReadAhead, Reserve: s.Options.Reserve,
 		Logger: s.Options.Logger,
 	}
-	if s.Lower.Remote == nil {
-		// A snapshot on a master is opened as a remote layer instead.
-		o.Snapshot = s.Lower.Snapshot
-	}
-	return o
 }
 
 // Dir is the mountpoint.
@@ -132,19 +218,50 @@ func (w *Workspace) Spec() Spec { return w.spec }
 
 // Snapshot records the workspace's merged view, as it is at one instant,
 // as the snapshot name in the state directory.
-func (w *Workspace) Snapshot(ctx context.Context, name string) (*control.SnapshotResult, error) {
-	return w.handler.Snapshot(ctx, name)
+func (w *Workspace) Snapshot(ctx context.Context, name string) (*SnapshotResult, error) {
+	if w.mx == nil {
+		return w.m.Snapshot(ctx, name)
+	}
+	start := time.Now()
+	r, err := w.m.Snapshot(ctx, name)
+	var held time.Duration
+	if r != nil {
+		held = r.Hold
+	}
+	w.mx.ObserveSnapshot(time.Since(start), held, err)
+	return r, err
 }
 
 // Push sends snapshot name, with every object the master lacks, to the
 // master of the workspace's remote lower. It returns how many objects it
 // sent.
 func (w *Workspace) Push(ctx context.Context, name string) (int, error) {
-	return w.m.Push(ctx, name)
+	if w.push == nil {
+		return 0, errors.New("this mount has no master to push to: only a mount --remote can push")
+	}
+	snap, err := w.refs.Get(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.push(ctx, w.store, snap)
+	if err != nil {
+		return n, fmt.Errorf("push %s: %w", name, err)
+	}
+	w.spec.Options.Logger.Info("pushed", "name", name, "objects", n)
+	return n, nil
 }
 
 // Status describes the workspace as cowfs status does.
-func (w *Workspace) Status() *control.Status { return w.m.Status() }
+func (w *Workspace) Status() *Status {
+	st := &Status{Mountpoint: w.spec.Mountpoint, Source: w.source, Upper: w.upper, Pid: os.Getpid()}
+	if !w.version.IsZero() {
+		st.Version = w.version.String()
+	}
+	if w.remoteStatus != nil {
+		st.Remote = w.remoteStatus()
+	}
+	return st
+}
 
 // Wait blocks until the workspace is unmounted, by Close or from outside
 // (cowfs unmount, umount(8)); Close must still be called.
@@ -164,8 +281,7 @@ func (w *Workspace) Close() error {
 		} else {
 			w.err = w.m.Unmount()
 		}
-		w.closeRemote()
-		w.closeMetrics()
+		w.release()
 		if w.err != nil {
 			w.err = fmt.Errorf("close workspace %s: %w", w.spec.Mountpoint, w.err)
 		}

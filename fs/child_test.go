@@ -198,7 +198,8 @@ func TestMountChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	mount := func() *Mount {
-		m, err := New(cfg.Dir, Options{Lower: cfg.Lower, Upper: cfg.Upper, Work: cfg.Work, WritebackCache: cfg.WritebackCache, Reserve: cfg.Reserve})
+		m, err := newT(t, cfg.Dir, testSpec{Lower: cfg.Lower, Upper: cfg.Upper, Work: cfg.Work,
+			Options: Options{WritebackCache: cfg.WritebackCache, Reserve: cfg.Reserve}})
 		if err != nil {
 			fmt.Println("mount failed:", err)
 			t.Fatal(err)

@@ -76,8 +76,8 @@ func TestCrashChild(t *testing.T) {
 	it, _ := strconv.Atoi(os.Getenv(crashIterEnv))
 	seed, _ := strconv.ParseInt(os.Getenv(crashSeedEnv), 10, 64)
 	mnt := filepath.Join(dir, "mnt")
-	m, err := New(mnt, Options{Lower: filepath.Join(dir, "lower"), Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work"),
-		WritebackCache: os.Getenv(crashWBEnv) == "1"})
+	m, err := newT(t, mnt, testSpec{Lower: filepath.Join(dir, "lower"), Upper: filepath.Join(dir, "upper"), Work: filepath.Join(dir, "work"),
+		Options: Options{WritebackCache: os.Getenv(crashWBEnv) == "1"}})
 	if err != nil {
 		t.Fatalf("child mount: %v", err)
 	}
@@ -271,7 +271,7 @@ func runCrash(t *testing.T, writeback bool) {
 	for it := 0; it < 5; it++ {
 		crashOnce(t, base, it, seed+int64(it)*1000, 20+rnd.Intn(400), time.Duration(rnd.Intn(30))*time.Millisecond, st, writeback)
 		tm := &testMount{Dir: mnt, Lower: lower, Upper: filepath.Join(base, "upper"), Work: filepath.Join(base, "work")}
-		m, err := New(mnt, Options{Lower: tm.Lower, Upper: tm.Upper, Work: tm.Work})
+		m, err := newT(t, mnt, testSpec{Lower: tm.Lower, Upper: tm.Upper, Work: tm.Work})
 		if err != nil {
 			t.Fatalf("iteration %d (seed %d): mount after the kill: %v", it, seed, err)
 		}

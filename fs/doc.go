@@ -4,5 +4,6 @@
 // generations, entry and attribute cache lifetimes, page-cache and
 // passthrough decisions, and the one mapping from Go errors to errnos. It
 // knows nothing about how layers are stored; every decision about the merged
-// view is package cow's.
+// view is package cow's. The workspace (package cowfs) checks the
+// directories, opens and pins the lower, and hands fs.New what it serves.
 package fs

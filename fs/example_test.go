@@ -6,11 +6,14 @@ import (
 	"os"
 	"path/filepath"
 
+	cowlower "github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/fs"
 )
 
-// A task runner written in Go gives each task a workspace over the spider's
-// files: the task writes freely, and the spider's own copy never changes.
+// fs serves a lower its caller opened beneath an upper its caller chose: the
+// task writes freely, and the spider's own copy never changes. A task
+// runner written in Go opens workspaces with cowfs.Open, which does this
+// with every check, pin and default (see the root package's ExampleOpen).
 func ExampleNew() {
 	base, err := os.MkdirTemp("", "cowfs-example")
 	if err != nil {
@@ -23,7 +26,12 @@ func ExampleNew() {
 	os.WriteFile(filepath.Join(spider, "crawlab_project", "spiders", "quotes.py"), []byte("# spider\n"), 0o644)
 	os.Mkdir(workspace, 0o755)
 
-	m, err := fs.New(workspace, fs.Options{Lower: spider, State: filepath.Join(base, "state")})
+	lower, err := cowlower.OpenDir(spider)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lower.Close()
+	m, err := fs.New(workspace, fs.Options{Lower: lower, Upper: filepath.Join(base, "upper"), Work: filepath.Join(base, "work")})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -21,12 +21,83 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	cowlower "github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
 )
 
 // testMount is a live mount made for one test.
 type testMount struct {
 	Dir, Lower, Upper, Work string
 	m                       *Mount
+}
+
+// testSpec is what a test mounts: a lower directory, or a snapshot kept in
+// State, opened by open as the workspace (cowfs.Open) opens them, without
+// its pins; or, with neither, Options.Lower as given. Options carries the
+// rest; Upper and Work, when empty, are Options' or State's.
+type testSpec struct {
+	Lower, State, Snapshot, Upper, Work string
+	Options
+}
+
+// open returns New's options for s at dir and what closes the lower.
+func (s testSpec) open(dir string) (o Options, closeLower func(), err error) {
+	o, closeLower = s.Options, func() {}
+	if s.Upper != "" {
+		o.Upper, o.Work = s.Upper, s.Work
+	}
+	if s.State != "" {
+		if o.Store, err = object.OpenDirStore(ObjectsDir(s.State)); err != nil {
+			return o, nil, err
+		}
+		if o.Refs, err = refs.Open(RefsDir(s.State)); err != nil {
+			return o, nil, err
+		}
+		if o.Upper == "" && s.Snapshot != "" {
+			o.Upper, o.Work = RestoreDirs(s.State, dir)
+		} else if o.Upper == "" {
+			o.Upper, o.Work = MountDirs(s.State, dir)
+		}
+	}
+	switch {
+	case s.Snapshot != "":
+		if o.Refs == nil {
+			return o, nil, errors.New("a restore needs State")
+		}
+		snap, err := o.Refs.Get(s.Snapshot)
+		if err != nil {
+			return o, nil, err
+		}
+		o.Lower = cowlower.NewObjects(o.Store, snap.Root.Object, snap.Root)
+		o.Parent = snap.Name
+	case s.Lower != "":
+		dl, err := cowlower.OpenDir(s.Lower)
+		if err != nil {
+			return o, nil, err
+		}
+		o.Lower, o.LowerDir = dl, s.Lower
+		closeLower = func() { dl.Close() }
+	}
+	return o, closeLower, nil
+}
+
+// newT mounts s at dir with New; the lower it opened is closed on
+// cleanup, after the unmount a caller registers.
+func newT(t testing.TB, dir string, s testSpec) (*Mount, error) {
+	t.Helper()
+	o, closeLower, err := s.open(dir)
+	if err != nil {
+		return nil, err
+	}
+	m, err := New(dir, o)
+	if err != nil {
+		closeLower()
+		return nil, err
+	}
+	t.Cleanup(closeLower)
+	return m, nil
 }
 
 // mountT mounts a cowfs over lower (a fresh empty one when "") and
@@ -45,11 +116,10 @@ func mountT(t testing.TB, lower string, o Options) *testMount {
 		o.Upper, o.Work = filepath.Join(base, "upper"), filepath.Join(base, "work")
 	}
 	tm.Upper, tm.Work = o.Upper, o.Work
-	o.Lower = lower
 	if err := os.Mkdir(tm.Dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(tm.Dir, o)
+	m, err := newT(t, tm.Dir, testSpec{Lower: lower, Options: o})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
@@ -79,14 +149,14 @@ func (tm *testMount) unmount(t testing.TB) {
 	}
 }
 
-// mountState mounts with a state directory (snapshots need one) and
-// unmounts on cleanup.
-func mountState(t *testing.T, dir string, o Options) *Mount {
+// mountState mounts s (with a state directory, as snapshots need one)
+// and unmounts on cleanup.
+func mountState(t *testing.T, dir string, s testSpec) *Mount {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(dir, o)
+	m, err := newT(t, dir, s)
 	if err != nil {
 		t.Fatalf("mount %s: %v", dir, err)
 	}
@@ -99,7 +169,7 @@ func mountState(t *testing.T, dir string, o Options) *Mount {
 func (tm *testMount) remount(t testing.TB) {
 	t.Helper()
 	tm.unmount(t)
-	m, err := New(tm.Dir, Options{Lower: tm.Lower, Upper: tm.Upper, Work: tm.Work})
+	m, err := newT(t, tm.Dir, testSpec{Lower: tm.Lower, Upper: tm.Upper, Work: tm.Work})
 	if err != nil {
 		t.Fatalf("remount: %v", err)
 	}

@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,28 +20,29 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
-	"github.com/cowfs/cowfs/fs/control"
 )
 
-// Options describes a mount. Zero values are documented per field.
+// Options describes a mount. The workspace (package cowfs) opens the
+// lower, picks and checks the directories, and holds the pins; fs only
+// serves them to the kernel. Zero values are documented per field.
 type Options struct {
-	// Lower is the read-only directory beneath the mount. Required.
-	Lower string
-	// State is cowfs's state directory. When Upper is empty the mount's
-	// upper, work and metadata directories are made under
-	// State/mounts/<name of the mountpoint>, so mounting the same
-	// mountpoint again finds the same upper.
-	State string
-	// Snapshot, when set, restores the snapshot of that name instead of
-	// mounting Lower: it is mounted read-only beneath an upper under
-	// State/restores (which cowfs.Open clears first, so that a restore
-	// starts afresh), so nothing done in the mount can reach the
-	// snapshot's files. State is required.
-	Snapshot string
-	// Upper and Work, when set, are the upper directory (files at their
-	// paths) and the work directory (on the same filesystem; cowfs keeps
-	// its metadata there too), as with overlayfs's upperdir and workdir.
+	// Lower is the read-only layer beneath the mount, already open: a
+	// lower.Dir, or a lower.Objects over a snapshot or a remote
+	// version. Its opener closes it after the mount is closed. Required.
+	Lower lower.Layer
+	// Upper and Work are the upper directory (files at their paths) and
+	// the work directory (on the same filesystem; cowfs keeps its
+	// metadata there too), made when missing. Required.
 	Upper, Work string
+	// Store and Refs, when set, keep the mount's snapshots; without
+	// them Snapshot and Push refuse.
+	Store *object.DirStore
+	Refs  *refs.Dir
+	// LowerDir is the local directory beneath, when the lower is one:
+	// snapshots record it, for cowfs verify --repair. Parent is the
+	// snapshot the lower is (a restore): snapshots of the mount name it
+	// as their parent.
+	LowerDir, Parent string
 	// FsName is the source shown in /proc/mounts; default "cowfs".
 	FsName string
 	// CacheTimeout is how long the kernel may trust entries and
@@ -86,27 +86,10 @@ type Options struct {
 	// needs root (it is the mount's /sys/class/bdi entry); without root
 	// the kernel's default stays and the mount log says so.
 	ReadAhead int64
-	// Layer, when set, is the lower layer itself, already open: a version
-	// of a remote export. Lower is then not opened; Source names the
-	// layer in /proc/mounts and status. State is required.
-	Layer  lower.Layer
-	Source string
-	// LayerRoot, with Layer, is the root digest whose objects the mount
-	// holds in State's store while mounted (a remote version): a pin
-	// keeps cowfs gc from removing them. Version is shown by status.
-	LayerRoot object.Digest
-	// Fetch, with Layer, gets an object the local store lacks (from the
-	// remote cache): a snapshot fetches what it references and the store
-	// does not hold, so that the snapshot stands on its own.
+	// Fetch, with a remote lower, gets an object the local store lacks
+	// (from the remote cache): a snapshot fetches what it references and
+	// the store does not hold, so that the snapshot stands on its own.
 	Fetch object.Getter
-	// Parent, with Layer, is the snapshot the layer is (a restore from a
-	// master): snapshots of the mount name it as their parent.
-	Parent string
-	// Remote reports the remote lower's counters for cowfs status.
-	Remote func() *control.RemoteStatus
-	// Push sends a snapshot to the remote lower's master, so that other
-	// workers can restore it; nil when the mount has no master.
-	Push func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error)
 	// IOTimeout, when positive, bounds each read of the lower from the
 	// moment the kernel asks: whatever it waits for beneath (another read
 	// of the file, a fetch from the master and its retries), the read
@@ -123,13 +106,12 @@ type Options struct {
 
 // Mount is a live cowfs mount.
 type Mount struct {
-	Dir     string
-	server  *fuse.Server
-	fs      *cow.FS
-	ms      *mount
-	closeLo func() error
-	once    sync.Once
-	err     error
+	Dir    string
+	server *fuse.Server
+	fs     *cow.FS
+	ms     *mount
+	once   sync.Once
+	err    error
 
 	// Snapshot support; nil when the mount has no state directory.
 	store  *object.DirStore
@@ -137,15 +119,11 @@ type Mount struct {
 	parent string
 	log    *slog.Logger
 
-	source  string
-	version object.Digest
-	upper   string
-	fetch   object.Getter
+	upper string
+	fetch object.Getter
 	// completeTrees are the trees of fetch's version whose every object
 	// an earlier snapshot found in the local store (see complete).
 	completeTrees object.KnownSet
-	remote        func() *control.RemoteStatus
-	push          func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error)
 
 	// lowerDir is the lower directory of a mount over a local one: its
 	// snapshots record it, for cowfs verify --repair.
@@ -192,13 +170,22 @@ func ControlSocket(state, mountpoint string) string { return statedir.ControlSoc
 func ObjectsDir(state string) string { return statedir.ObjectsDir(state) }
 func RefsDir(state string) string    { return statedir.RefsDir(state) }
 
-// New mounts a cowfs at dir and returns once the mount serves requests.
-// A mount that fails part way releases what it had set up, newest first:
-// nothing it opened, pinned or mounted outlives the error.
+// New mounts o.Lower beneath o.Upper at dir and returns once the mount
+// serves requests. The directories were checked by its caller (package
+// cowfs validates the whole workspace first); New refuses only what go-fuse
+// and the kernel cannot serve. A mount that fails part way releases what it
+// had set up, newest first: nothing it opened or mounted outlives the
+// error. The lower stays its caller's to close.
 func New(dir string, o Options) (_ *Mount, err error) {
-	upper, work, err := checkOptions(dir, o)
-	if err != nil {
-		return nil, err
+	switch {
+	case o.Lower == nil:
+		return nil, errors.New("no lower layer given")
+	case o.Upper == "" || o.Work == "":
+		return nil, errors.New("an upper and a work directory are required")
+	case o.WritebackCache && (o.Passthrough || o.PassthroughLower):
+		return nil, errors.New("the writeback cache cannot be combined with passthrough")
+	case (o.Store == nil) != (o.Refs == nil):
+		return nil, errors.New("snapshots need both an object store and refs")
 	}
 	var undo undoStack
 	defer func() {
@@ -206,39 +193,27 @@ func New(dir string, o Options) (_ *Mount, err error) {
 			undo.run()
 		}
 	}()
-	m := &Mount{Dir: dir, upper: upper, source: o.Lower, fetch: o.Fetch, remote: o.Remote, version: o.LayerRoot, push: o.Push}
+	m := &Mount{Dir: dir, upper: o.Upper, parent: o.Parent, lowerDir: o.LowerDir,
+		store: o.Store, refs: o.Refs, fetch: o.Fetch}
 	m.log = o.Logger
 	if m.log == nil {
 		m.log = slog.Default()
 	}
-	if o.State != "" {
-		if m.store, err = object.OpenDirStore(ObjectsDir(o.State)); err != nil {
-			return nil, err
-		}
-		if m.refs, err = refs.Open(RefsDir(o.State)); err != nil {
-			return nil, err
-		}
-	}
-	lower, err := m.openLower(dir, o)
-	if err != nil {
-		return nil, err
-	}
-	undo.push(func() { m.closeLo() })
-	if err := makeUpper(lower, upper, work); err != nil {
+	if err := makeUpper(o.Lower, o.Upper, o.Work); err != nil {
 		return nil, err
 	}
 	cfs, err := cow.New(cow.Options{
-		Lower:    lower,
-		UpperDir: upper,
-		WorkDir:  work,
-		MetaDir:  filepath.Join(work, "meta"),
+		Lower:    o.Lower,
+		UpperDir: o.Upper,
+		WorkDir:  o.Work,
+		MetaDir:  filepath.Join(o.Work, "meta"),
 		Logger:   m.log,
 		// With the writeback cache the kernel owns mtimes.
 		WritesKeepMtime: o.WritebackCache,
 		Reserve:         o.Reserve,
 	})
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
-		return nil, fmt.Errorf("upper %s is in use by another cowfs mount: %w", upper, err)
+		return nil, fmt.Errorf("upper %s is in use by another cowfs mount: %w", o.Upper, err)
 	} else if err != nil {
 		return nil, err
 	}
@@ -267,89 +242,6 @@ func (u *undoStack) push(release func()) { *u = append(*u, release) }
 func (u undoStack) run() {
 	for i := len(u) - 1; i >= 0; i-- {
 		u[i]()
-	}
-}
-
-// checkOptions refuses options New cannot mount, before anything is
-// created: a refused mount leaves nothing behind. It returns the upper
-// and work directories to use.
-func checkOptions(dir string, o Options) (upper, work string, err error) {
-	switch {
-	case o.Lower == "" && o.Snapshot == "" && o.Layer == nil:
-		return "", "", errors.New("no lower directory given")
-	case o.Layer != nil && o.State == "":
-		return "", "", errors.New("a remote lower needs the state directory")
-	case o.Snapshot != "" && o.State == "":
-		return "", "", errors.New("restoring a snapshot needs the state directory")
-	case o.WritebackCache && (o.Passthrough || o.PassthroughLower):
-		return "", "", errors.New("the writeback cache cannot be combined with passthrough")
-	}
-	if err := CheckMountpoint(dir); err != nil {
-		return "", "", err
-	}
-	layout := Layout{Mountpoint: dir, State: o.State}
-	if o.Snapshot == "" && o.Layer == nil {
-		if st, err := os.Stat(o.Lower); err != nil {
-			return "", "", fmt.Errorf("lower directory: %w", err)
-		} else if !st.IsDir() {
-			return "", "", fmt.Errorf("lower %s is not a directory", o.Lower)
-		}
-		layout.Lower = o.Lower
-	}
-	upper, work = o.Upper, o.Work
-	switch {
-	case upper == "" && work != "":
-		return "", "", errors.New("a work directory was given without an upper directory")
-	case upper != "" && work == "":
-		return "", "", errors.New("an upper directory needs a work directory on the same filesystem")
-	case upper == "" && o.State == "":
-		return "", "", errors.New("no state directory and no upper directory given")
-	case upper == "" && o.Snapshot != "":
-		upper, work = RestoreDirs(o.State, dir)
-	case upper == "":
-		upper, work = MountDirs(o.State, dir)
-	}
-	layout.Upper, layout.Work = upper, work
-	if err := CheckLayout(layout); err != nil {
-		return "", "", err
-	}
-	return upper, work, nil
-}
-
-// openLower opens the mount's lower layer and sets m.closeLo to release
-// what holds it: the lower directory's descriptor, or the pin on a
-// restored snapshot or a remote version. On error nothing is held.
-func (m *Mount) openLower(dir string, o Options) (lower.Layer, error) {
-	m.closeLo = func() error { return nil }
-	switch {
-	case o.Layer != nil:
-		m.source, m.parent = o.Source, o.Parent
-		if !o.LayerRoot.IsZero() {
-			pinKey := statedir.RemotePinKey(dir)
-			if err := m.refs.PinWhileAlive(pinKey, o.LayerRoot); err != nil {
-				return nil, fmt.Errorf("pin version: %w", err)
-			}
-			m.closeLo = func() error { return m.refs.UnpinMine(pinKey) }
-		}
-		return o.Layer, nil
-	case o.Snapshot != "":
-		pinKey := statedir.RestorePinKey(dir)
-		snap, err := m.pinSnapshot(o.Snapshot, pinKey)
-		if err != nil {
-			return nil, err
-		}
-		m.closeLo = func() error { return m.refs.UnpinMine(pinKey) }
-		m.parent = snap.Name
-		m.source = "snapshot " + snap.Name
-		return lower.NewObjects(m.store, snap.Root.Object, snap.Root), nil
-	default:
-		dl, err := lower.OpenDir(o.Lower)
-		if err != nil {
-			return nil, err
-		}
-		m.closeLo = dl.Close
-		m.lowerDir, _ = filepath.Abs(o.Lower)
-		return dl, nil
 	}
 }
 
@@ -505,8 +397,8 @@ func copyRootAttrs(lower lower.Layer, upper string) error {
 }
 
 // CheckMountpoint refuses a mountpoint that is missing, not a directory,
-// not empty, or already a mount, live or dead; New checks it too, and
-// the CLI before it starts a mount process. A dead mount (its server
+// not empty, or already a mount, live or dead: the workspace's Validate
+// asks it before anything is created. A dead mount (its server
 // exited) answers a stat from the kernel's attribute cache while that
 // holds, and with ENOTCONN once a change in it has dropped the cache.
 func CheckMountpoint(dir string) error {
@@ -593,28 +485,6 @@ func (m *Mount) Wait() { m.server.Wait() }
 func (m *Mount) Close() error {
 	m.once.Do(func() {
 		m.err = m.fs.Close()
-		m.closeLo()
 	})
 	return m.err
-}
-
-// pinSnapshot reads snapshot name and pins its root under key, which
-// keeps the snapshot's objects for as long as this restore is mounted,
-// even if its ref is removed. The store is held from the read to the pin:
-// a gc that read the refs just after a "cowfs snapshots rm" would
-// otherwise remove the objects under the new pin.
-func (m *Mount) pinSnapshot(name, key string) (refs.Snapshot, error) {
-	release, err := m.store.Hold(context.Background())
-	if err != nil {
-		return refs.Snapshot{}, err
-	}
-	defer release()
-	snap, err := m.refs.Get(name)
-	if err != nil {
-		return refs.Snapshot{}, err
-	}
-	if err := m.refs.PinWhileAlive(key, snap.Root.Object); err != nil {
-		return refs.Snapshot{}, fmt.Errorf("pin snapshot %s: %w", snap.Name, err)
-	}
-	return snap, nil
 }

@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	cowlower "github.com/cowfs/cowfs/cow/lower"
-	"github.com/cowfs/cowfs/cow/refs"
 )
 
 // openFiles lists what this process's descriptors are open on beneath
@@ -53,29 +51,10 @@ func added(was, now []string) []string {
 	return out
 }
 
-// pinKeys returns the keys of state's pins.
-func pinKeys(t *testing.T, state string) []string {
-	t.Helper()
-	d, err := refs.Open(RefsDir(state))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pins, err := d.Pins()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keys []string
-	for _, p := range pins {
-		keys = append(keys, p.Key)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
 // failNew checks that New(dir, o) fails with an error saying want and
-// leaves nothing behind: no descriptor beneath base (the lower's above
-// all), no FUSE server, no mount at dir, no pin in state.
-func failNew(t *testing.T, base, state, dir string, o Options, want string) {
+// leaves nothing behind: no descriptor beneath base (the metadata
+// database's, the upper's locks), no FUSE server, no mount at dir.
+func failNew(t *testing.T, base, dir string, o Options, want string) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -87,7 +66,6 @@ func failNew(t *testing.T, base, state, dir string, o Options, want string) {
 		}
 	})
 	files, fuses := openFiles(t, base)
-	pins := pinKeys(t, state)
 	m, err := New(dir, o)
 	if err == nil {
 		(&testMount{Dir: dir, m: m}).unmount(t)
@@ -112,68 +90,38 @@ func failNew(t *testing.T, base, state, dir string, o Options, want string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if got := pinKeys(t, state); !slices.Equal(got, pins) {
-		t.Errorf("pins %q, was %q: the failed mount left a pin", got, pins)
-	}
 }
 
 // A mount that fails part way releases everything it had set up: the
-// lower's descriptor, a restore's or a remote version's pin, the upper's
-// lock, the kernel mount and its server, whichever step failed.
+// upper's lock and metadata database, the kernel mount and its server,
+// whichever step failed. The lower is its caller's (cowfs.Open's, whose
+// test TestOpenFailureReleases checks the pins and the lower's
+// descriptor): it stays open.
 func TestNewFailureReleases(t *testing.T) {
 	base := t.TempDir()
-	state := filepath.Join(base, "state")
-	lower := filepath.Join(base, "lower")
-	if err := os.Mkdir(lower, 0o755); err != nil {
+	lowerDir := filepath.Join(base, "lower")
+	if err := os.Mkdir(lowerDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeT(t, filepath.Join(lower, "f"), []byte("lower\n"))
+	writeT(t, filepath.Join(lowerDir, "f"), []byte("lower\n"))
 	mnt := func(name string) string { return filepath.Join(base, name) }
-	first := &testMount{Dir: mnt("first")}
-	if err := os.Mkdir(first.Dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	m, err := New(first.Dir, Options{Lower: lower, State: state})
+	lower, err := cowlower.OpenDir(lowerDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	first.m = m
-	t.Cleanup(func() { first.unmount(t) })
-	store := m.store
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if _, err := m.Snapshot(ctx, "s"); err != nil {
-		t.Fatal(err)
-	}
-	first.unmount(t)
-	d, err := refs.Open(RefsDir(state))
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := d.Get("s")
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { lower.Close() })
 
 	// A live mount holds this upper: every New below that uses it
 	// fails when the engine takes the upper's lock.
 	upper, work := filepath.Join(base, "upper"), filepath.Join(base, "work")
-	mountState(t, mnt("holder"), Options{Lower: lower, Upper: upper, Work: work})
+	mountState(t, mnt("holder"), testSpec{Lower: lowerDir, Upper: upper, Work: work})
 
-	t.Run("LowerDirUpperInUse", func(t *testing.T) {
-		failNew(t, base, state, mnt("a"), Options{Lower: lower, Upper: upper, Work: work, State: state}, "in use")
-	})
-	t.Run("RestoreUpperInUse", func(t *testing.T) {
-		failNew(t, base, state, mnt("b"), Options{Snapshot: "s", Upper: upper, Work: work, State: state}, "in use")
-	})
-	t.Run("RemoteUpperInUse", func(t *testing.T) {
-		layer := cowlower.NewObjects(store, snap.Root.Object, snap.Root)
-		failNew(t, base, state, mnt("c"), Options{Layer: layer, LayerRoot: snap.Root.Object, Source: "far",
-			Upper: upper, Work: work, State: state}, "in use")
+	t.Run("UpperInUse", func(t *testing.T) {
+		failNew(t, base, mnt("a"), Options{Lower: lower, Upper: upper, Work: work}, "in use")
 	})
 	t.Run("UpperNotMade", func(t *testing.T) {
-		failNew(t, base, state, mnt("d"), Options{Lower: lower, Upper: "/proc/cowfs-none/upper",
-			Work: "/proc/cowfs-none/work", State: state}, "create")
+		failNew(t, base, mnt("d"), Options{Lower: lower, Upper: "/proc/cowfs-none/upper",
+			Work: "/proc/cowfs-none/work"}, "create")
 	})
 	t.Run("KernelMountNotReady", func(t *testing.T) {
 		// Nothing makes the kernel's mount fail on demand after it
@@ -185,8 +133,6 @@ func TestNewFailureReleases(t *testing.T) {
 			}
 			return errors.New("not ready")
 		}
-		layer := cowlower.NewObjects(store, snap.Root.Object, snap.Root)
-		failNew(t, base, state, mnt("g"), Options{Layer: layer, LayerRoot: snap.Root.Object, Source: "far", State: state}, "not ready")
-		failNew(t, base, state, mnt("h"), Options{Lower: lower, State: state}, "not ready")
+		failNew(t, base, mnt("g"), Options{Lower: lower, Upper: mnt("g-upper"), Work: mnt("g-work")}, "not ready")
 	})
 }

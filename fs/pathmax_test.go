@@ -264,7 +264,7 @@ func TestSnapshotDeep(t *testing.T) {
 	}
 	put(lower, last, "from the lower")
 	put(lower, "kept", "kept from the lower")
-	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: state})
 	put(m.Dir, last, "from the upper")
 	put(m.Dir, "new", "new in the upper")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -272,7 +272,7 @@ func TestSnapshotDeep(t *testing.T) {
 	if _, err := m.Snapshot(ctx, "deep"); err != nil {
 		t.Fatalf("snapshot: %v", err)
 	}
-	r := mountState(t, filepath.Join(base, "r"), Options{Snapshot: "deep", State: state})
+	r := mountState(t, filepath.Join(base, "r"), testSpec{Snapshot: "deep", State: state})
 	for name, want := range map[string]string{last: "from the upper", "kept": "kept from the lower", "new": "new in the upper"} {
 		if got := get(r.Dir, name); got != want {
 			t.Errorf("restored %.20s: %q, want %q", name, got, want)

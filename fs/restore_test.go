@@ -29,7 +29,7 @@ func TestRestoreCannotChangeSnapshot(t *testing.T) {
 	writeT(t, filepath.Join(lower, "db/log-2"), []byte("tail of the log\n"))
 	writeT(t, filepath.Join(lower, "spider.py"), []byte("print(1)\n"))
 
-	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: state})
 	// Some of the snapshot's bytes come from the upper, some from the lower.
 	f, err := os.OpenFile(filepath.Join(m.Dir, "db/log-2"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -67,7 +67,7 @@ func TestRestoreCannotChangeSnapshot(t *testing.T) {
 		return out
 	}
 
-	r1 := mountState(t, filepath.Join(base, "r1"), Options{Snapshot: "ckpt", State: state})
+	r1 := mountState(t, filepath.Join(base, "r1"), testSpec{Snapshot: "ckpt", State: state})
 	before := listing(r1.Dir)
 	p := func(n string) string { return filepath.Join(r1.Dir, n) }
 	must := func(what string, err error) {
@@ -116,7 +116,7 @@ func TestRestoreCannotChangeSnapshot(t *testing.T) {
 	if probs, err := object.Verify(ctx, store, root); err != nil || len(probs) != 0 {
 		t.Fatalf("verify after the changes: %v %v", probs, err)
 	}
-	r2 := mountState(t, filepath.Join(base, "r2"), Options{Snapshot: "ckpt", State: state})
+	r2 := mountState(t, filepath.Join(base, "r2"), testSpec{Snapshot: "ckpt", State: state})
 	after := listing(r2.Dir)
 	if len(after) != len(before) {
 		t.Errorf("second restore has %d entries, the first had %d before any change", len(after), len(before))
@@ -152,7 +152,7 @@ func TestRootXattrs(t *testing.T) {
 	if err := unix.Setxattr(lower, "user.lowerroot", []byte("L"), 0); err != nil {
 		t.Skipf("no user xattrs here: %v", err)
 	}
-	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: state})
 	get := func(dir, name string) string {
 		t.Helper()
 		buf := make([]byte, 64)
@@ -173,7 +173,7 @@ func TestRootXattrs(t *testing.T) {
 	if _, err := m.Snapshot(ctx, "s"); err != nil {
 		t.Fatal(err)
 	}
-	r := mountState(t, filepath.Join(base, "restore"), Options{Snapshot: "s", State: state})
+	r := mountState(t, filepath.Join(base, "restore"), testSpec{Snapshot: "s", State: state})
 	for name, want := range map[string]string{"user.lowerroot": "L", "user.mountroot": "M"} {
 		if v := get(r.Dir, name); v != want {
 			t.Errorf("restore root: %s = %q, want %q", name, v, want)

@@ -25,7 +25,7 @@ func TestSnapshotAfterHalfGC(t *testing.T) {
 	data := randBytes(3 << 20)
 	writeT(t, filepath.Join(lower, "big"), data)
 	writeT(t, filepath.Join(lower, "small"), []byte("small file\n"))
-	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: state})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := m.Snapshot(ctx, "a"); err != nil {
@@ -79,7 +79,7 @@ func TestSnapshotsUnderGC(t *testing.T) {
 	for i := range 20 {
 		writeT(t, filepath.Join(lower, fmt.Sprintf("f%02d", i)), randBytes(64<<10))
 	}
-	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: state})
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	store, err := object.OpenDirStore(ObjectsDir(state))

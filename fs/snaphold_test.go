@@ -55,7 +55,7 @@ func TestSnapshotFetchesWhatGoesMissing(t *testing.T) {
 
 	// The lower version, in a state of its own: the master's.
 	far := filepath.Join(base, "far")
-	src := mountState(t, filepath.Join(base, "src"), Options{Lower: lower, State: far})
+	src := mountState(t, filepath.Join(base, "src"), testSpec{Lower: lower, State: far})
 	if _, err := src.Snapshot(ctx, "v"); err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +101,8 @@ func TestSnapshotFetchesWhatGoesMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := &farGetter{from: farStore, to: local, onFetch: map[object.Digest]func(){}}
-	m := mountState(t, filepath.Join(base, "mnt"), Options{State: state, Source: "far",
-		Layer: cowlower.NewObjects(g, v.Root.Object, v.Root), LayerRoot: v.Root.Object, Fetch: g})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{State: state, Options: Options{
+		Lower: cowlower.NewObjects(g, v.Root.Object, v.Root), Fetch: g}})
 	f, err := os.OpenFile(filepath.Join(m.Dir, "log"), os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -36,7 +36,7 @@ func TestSnapshotHardLinks(t *testing.T) {
 	if err := os.Link(filepath.Join(lower, "lw1"), filepath.Join(lower, "far/lw2")); err != nil {
 		t.Fatal(err)
 	}
-	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: state})
 	writeT(t, filepath.Join(m.Dir, "a"), []byte("made in the mount\n"))
 	if err := os.Mkdir(filepath.Join(m.Dir, "d"), 0o755); err != nil {
 		t.Fatal(err)
@@ -84,7 +84,7 @@ func TestSnapshotHardLinks(t *testing.T) {
 		}
 	}
 	old := [][]byte{[]byte("made in the mount\n"), []byte("lower, two names\n"), []byte("lower, written\nmore\n"), []byte("x and e/y\n")}
-	r := mountState(t, filepath.Join(base, "r1"), Options{Snapshot: "s1", State: state})
+	r := mountState(t, filepath.Join(base, "r1"), testSpec{Snapshot: "s1", State: state})
 	linked(t, r.Dir, old)
 
 	// Write through one name of some groups in the restore.
@@ -98,6 +98,6 @@ func TestSnapshotHardLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	linked(t, r.Dir, changed)
-	linked(t, mountState(t, filepath.Join(base, "r2"), Options{Snapshot: "s2", State: state}).Dir, changed)
-	linked(t, mountState(t, filepath.Join(base, "r3"), Options{Snapshot: "s1", State: state}).Dir, old)
+	linked(t, mountState(t, filepath.Join(base, "r2"), testSpec{Snapshot: "s2", State: state}).Dir, changed)
+	linked(t, mountState(t, filepath.Join(base, "r3"), testSpec{Snapshot: "s1", State: state}).Dir, old)
 }

@@ -72,7 +72,7 @@ func TestSnapshotPreparedSameAsHeld(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: filepath.Join(base, "state")})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: filepath.Join(base, "state")})
 	mnt := func(p string) string { return filepath.Join(m.Dir, p) }
 	appendT(t, mnt("d0/e1/f"))
 	appendT(t, mnt("w1/a"))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -13,14 +12,29 @@ import (
 	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
-	"github.com/cowfs/cowfs/fs/control"
 )
+
+// SnapshotResult describes a snapshot just taken; the workspace's control
+// socket sends it to cowfs snapshot as JSON.
+type SnapshotResult struct {
+	Name         string        `json:"name"`
+	Root         string        `json:"root"`
+	Hold         time.Duration `json:"hold"`
+	Files        int           `json:"files"`
+	Dirs         int           `json:"dirs"`
+	BytesRead    int64         `json:"bytes_read"`
+	ChunksReused int           `json:"chunks_reused"`
+	DirsReused   int           `json:"dirs_reused"`
+	// Flushed is how many files open for writing had their data in the
+	// kernel's writeback cache flushed to cowfs first.
+	Flushed int `json:"flushed,omitempty"`
+}
 
 // Snapshot records the mount's merged view, as it is at one instant, as the
 // snapshot name. Processes keep running; the hold on their writes lasts as
 // long as turning what changed into objects takes. The ref is written last,
 // so a crash leaves either a whole snapshot or none.
-func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotResult, error) {
+func (m *Mount) Snapshot(ctx context.Context, name string) (*SnapshotResult, error) {
 	if m.refs == nil {
 		return nil, errors.New("this mount has no state directory to keep snapshots in")
 	}
@@ -79,7 +93,7 @@ func (m *Mount) Snapshot(ctx context.Context, name string) (*control.SnapshotRes
 		return nil, err
 	}
 	m.log.Info("snapshot", "name", name, "root", root.String(), "hold", hold, "files", stats.Files, "bytes_read", stats.BytesRead)
-	return &control.SnapshotResult{
+	return &SnapshotResult{
 		Name: name, Root: root.String(), Hold: hold,
 		Files: stats.Files, Dirs: stats.Dirs, BytesRead: stats.BytesRead,
 		ChunksReused: stats.ChunksReused, DirsReused: stats.DirsReused,
@@ -211,36 +225,6 @@ func (m *Mount) completeTree(ctx context.Context, d object.Digest) error {
 	}
 	m.completeTrees.Add(d)
 	return nil
-}
-
-// Status describes the mount for cowfs status.
-func (m *Mount) Status() *control.Status {
-	st := &control.Status{Mountpoint: m.Dir, Source: m.source, Upper: m.upper, Pid: os.Getpid()}
-	if !m.version.IsZero() {
-		st.Version = m.version.String()
-	}
-	if m.remote != nil {
-		st.Remote = m.remote()
-	}
-	return st
-}
-
-// Push sends snapshot name, with every object it reaches that the master
-// lacks, to the master of the mount's remote lower.
-func (m *Mount) Push(ctx context.Context, name string) (int, error) {
-	if m.push == nil {
-		return 0, errors.New("this mount has no master to push to: only a mount --remote can push")
-	}
-	snap, err := m.refs.Get(name)
-	if err != nil {
-		return 0, err
-	}
-	n, err := m.push(ctx, m.store, snap)
-	if err != nil {
-		return n, fmt.Errorf("push %s: %w", name, err)
-	}
-	m.log.Info("pushed", "name", name, "objects", n)
-	return n, nil
 }
 
 // snapshotStore stores a snapshot's objects without an fsync each

@@ -200,7 +200,7 @@ func TestFullDiskOutside(t *testing.T) {
 	// if the child does not exit cleanly); a full upper is not mounted,
 	// and says why.
 	c.stop(t)
-	if m, err := New(mnt, Options{Lower: lower, Upper: cfg.Upper, Work: cfg.Work, Reserve: reserve}); err == nil {
+	if m, err := newT(t, mnt, testSpec{Lower: lower, Upper: cfg.Upper, Work: cfg.Work, Options: Options{Reserve: reserve}}); err == nil {
 		m.Unmount()
 		t.Fatal("a full upper was mounted")
 	} else if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "free some space") {
@@ -299,7 +299,7 @@ func TestSnapshotKeepsReserve(t *testing.T) {
 	if err := os.Mkdir(lower, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: filepath.Join(small, "state"), Reserve: reserve})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: filepath.Join(small, "state"), Options: Options{Reserve: reserve}})
 	fill(t, filepath.Join(m.Dir, "fill"))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

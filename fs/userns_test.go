@@ -88,7 +88,7 @@ func runTestsInUserNS(t *testing.T, tests []string, skip string, env ...string) 
 // than root's (chown to them fails with EINVAL), and copy-up of symlinks
 // and special files, which user.* xattrs cannot be set on.
 func TestUserNSOverlayTests(t *testing.T) {
-	runTestsInUserNS(t, []string{"TestOverlay", "TestMountpointInsideLower", "TestRootXattrs",
+	runTestsInUserNS(t, []string{"TestOverlay", "TestRootXattrs",
 		"TestSnapshotAfterHalfGC", "TestSnapshotsUnderGC", "TestSnapshotFetchesWhatGoesMissing", "TestSnapshotHardLinks"},
 		"^TestOverlay$/^(CopyUp|Symlink|Fifo|RootInode|NoEscape)$")
 }
@@ -127,14 +127,14 @@ func TestUserNSOverlaySnapshotRestore(t *testing.T) {
 		}
 	}
 	dir := filepath.Join(base, "mnt")
-	o := Options{Lower: lower, State: state}
+	o := testSpec{Lower: lower, State: state}
 	must("mkdir", os.Mkdir(dir, 0o755))
 	tm := &testMount{Dir: dir}
 	t.Cleanup(func() { tm.unmount(t) })
 	mount := func() {
 		t.Helper()
 		var err error
-		if tm.m, err = New(dir, o); err != nil {
+		if tm.m, err = newT(t, dir, o); err != nil {
 			t.Fatalf("mount: %v", err)
 		}
 	}
@@ -203,7 +203,7 @@ func TestUserNSOverlaySnapshotRestore(t *testing.T) {
 	f.Close()
 	must("append after the remount", err)
 
-	r := mountState(t, filepath.Join(base, "restore"), Options{Snapshot: "ckpt", State: state})
+	r := mountState(t, filepath.Join(base, "restore"), testSpec{Snapshot: "ckpt", State: state})
 	want(r.Dir)
 	rp := func(n string) string { return filepath.Join(r.Dir, n) }
 	f, err = os.OpenFile(rp("spider.py"), os.O_APPEND|os.O_WRONLY, 0)
@@ -301,7 +301,7 @@ func TestUserNSRefusesTrustedUpper(t *testing.T) {
 	if inUserNS() {
 		checkUserNSChild(t)
 		base := os.Getenv(userNSBaseEnv)
-		o := Options{Lower: filepath.Join(base, "lower"), Upper: filepath.Join(base, "upper"), Work: filepath.Join(base, "work")}
+		o := testSpec{Lower: filepath.Join(base, "lower"), Upper: filepath.Join(base, "upper"), Work: filepath.Join(base, "work")}
 		for _, record := range []bool{true, false} {
 			if !record {
 				if err := os.Remove(filepath.Join(o.Work, "xattrs")); err != nil {
@@ -312,7 +312,7 @@ func TestUserNSRefusesTrustedUpper(t *testing.T) {
 			if err := os.Mkdir(dir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			m, err := New(dir, o)
+			m, err := newT(t, dir, o)
 			if err == nil {
 				m.Unmount()
 				t.Fatalf("record %v: a trusted.* upper mounted in a user namespace", record)
@@ -367,7 +367,7 @@ func TestXattrRecordOfOlderUpper(t *testing.T) {
 	if err := os.WriteFile(rec, []byte("security.cowfs.\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(tm.Dir, Options{Lower: tm.Lower, Upper: tm.Upper, Work: tm.Work})
+	m, err := newT(t, tm.Dir, testSpec{Lower: tm.Lower, Upper: tm.Upper, Work: tm.Work})
 	if err == nil {
 		m.Unmount()
 		t.Fatal("mounted with a record naming neither namespace")

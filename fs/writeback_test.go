@@ -29,7 +29,7 @@ func TestWritebackSnapshot(t *testing.T) {
 	old := randBytes(3<<20 + 11)
 	writeT(t, filepath.Join(lower, "log"), old)
 
-	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state, WritebackCache: true})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: state, Options: Options{WritebackCache: true}})
 	// Small writes, no fsync, the files left open: a crawler mid-run.
 	// Without the snapshot's flush this failed in 1 run of 30: syncfs
 	// starts the kernel's write-back, which mostly wins the race with the
@@ -81,7 +81,7 @@ func TestWritebackSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r := mountState(t, filepath.Join(base, "r"), Options{Snapshot: "mid-run", State: state})
+	r := mountState(t, filepath.Join(base, "r"), testSpec{Snapshot: "mid-run", State: state})
 	for name, b := range want {
 		p := filepath.Join(r.Dir, name)
 		got, err := os.ReadFile(p)
@@ -156,7 +156,7 @@ func TestSnapshotMappedWrites(t *testing.T) {
 	os.MkdirAll(lower, 0o755)
 	db := randBytes(2<<20 + 4096)
 	writeT(t, filepath.Join(lower, "db"), db)
-	m := mountState(t, filepath.Join(base, "mnt"), Options{Lower: lower, State: state})
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: state})
 
 	want := map[string][]byte{"db": db, "new": make([]byte, 3*4096)}
 	for name, b := range want {
@@ -193,7 +193,7 @@ func TestSnapshotMappedWrites(t *testing.T) {
 	if res.Flushed != 2 {
 		t.Errorf("the snapshot flushed %d files open for writing first, want 2", res.Flushed)
 	}
-	r := mountState(t, filepath.Join(base, "r"), Options{Snapshot: "mapped", State: state})
+	r := mountState(t, filepath.Join(base, "r"), testSpec{Snapshot: "mapped", State: state})
 	for name, b := range want {
 		got, err := os.ReadFile(filepath.Join(r.Dir, name))
 		if err != nil || !bytes.Equal(got, b) {

@@ -1,59 +1,28 @@
 package remote_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
-
-// logBuffer is a master's log, read by the test while the master writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines returns the lines that contain s.
-func (l *logBuffer) lines(s string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, line := range strings.Split(l.b.String(), "\n") {
-		if strings.Contains(line, s) {
-			out = append(out, line)
-		}
-	}
-	return out
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
 
 // A refused token leaves a line in the master's log with the peer's
 // address and never the token; a flood from one peer leaves one line.
 func TestRefusalLogged(t *testing.T) {
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "f"), []byte("x"), 0o644)
-	var log logBuffer
-	ms := startMaster(t, exp, remote.ServerConfig{Token: "s3cret-master-token", Logger: log.logger()})
+	var log remotetest.LogBuffer
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{Token: "s3cret-master-token", Logger: log.Logger()})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	const wrong = "wrong-worker-token"
-	c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Token: wrong, Timeout: 5 * time.Second})
+	c, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Token: wrong, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +32,7 @@ func TestRefusalLogged(t *testing.T) {
 			t.Fatal("a wrong token was taken")
 		}
 	}
-	lines := log.lines("token")
+	lines := log.Lines("token")
 	if len(lines) != 1 {
 		t.Fatalf("%d lines about the token for 5 refused calls from one peer, want 1: %q", len(lines), lines)
 	}
@@ -75,7 +44,7 @@ func TestRefusalLogged(t *testing.T) {
 		t.Errorf("the log holds a token: %s", lines[0])
 	}
 	// Each is counted, though one line was logged (metrics).
-	if token, tls := ms.srv.Refused(); token != 5 || tls != 0 {
+	if token, tls := ms.Server.Refused(); token != 5 || tls != 0 {
 		t.Errorf("Refused() = %d, %d; want 5 calls refused for their token, no TLS failure", token, tls)
 	}
 }
@@ -86,11 +55,11 @@ func TestHandshakeFailureLogged(t *testing.T) {
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "f"), []byte("x"), 0o644)
 	_, cert := newCA(t)
-	var log logBuffer
-	ms := startMaster(t, exp, remote.ServerConfig{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Logger: log.logger()})
+	var log remotetest.LogBuffer
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}, Logger: log.Logger()})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Timeout: 5 * time.Second})
+	c, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,12 +67,12 @@ func TestHandshakeFailureLogged(t *testing.T) {
 	if _, err := c.Resolve(ctx, ""); err == nil {
 		t.Fatal("plaintext to a TLS master worked")
 	}
-	lines := log.lines("TLS")
+	lines := log.Lines("TLS")
 	t.Log(lines)
 	if len(lines) == 0 || !strings.Contains(lines[0], "127.0.0.1:") {
 		t.Errorf("no line with the peer's address for a failed handshake: %q", lines)
 	}
-	if token, tls := ms.srv.Refused(); token != 0 || tls == 0 {
+	if token, tls := ms.Server.Refused(); token != 0 || tls == 0 {
 		t.Errorf("Refused() = %d, %d; want no token refused and the failed handshakes counted", token, tls)
 	}
 }

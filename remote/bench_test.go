@@ -9,14 +9,15 @@ import (
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // benchObjects serves n objects of size bytes each and returns their
 // digests and a fresh cache over an empty store for the worker.
 func benchObjects(b *testing.B, n, size int) ([]object.Digest, func() *remote.Cache) {
 	exp := b.TempDir()
-	ms := startMaster(b, exp, remote.ServerConfig{})
-	store, err := object.OpenDirStore(ms.cfg.Objects)
+	ms := remotetest.StartMaster(b, exp, remote.ServerConfig{})
+	store, err := object.OpenDirStore(ms.Config.Objects)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -27,7 +28,7 @@ func benchObjects(b *testing.B, n, size int) ([]object.Digest, func() *remote.Ca
 			b.Fatal(err)
 		}
 	}
-	client, err := remote.Dial(remote.ClientConfig{Addr: ms.addr})
+	client, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr})
 	if err != nil {
 		b.Fatal(err)
 	}

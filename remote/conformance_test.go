@@ -9,6 +9,7 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/object/objecttest"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // conformanceMaster starts a master on loopback with an empty export and
@@ -16,13 +17,13 @@ import (
 // store, where the master serves them from.
 func conformanceMaster(t *testing.T) (*remote.Client, func(*testing.T, []byte) object.Digest) {
 	t.Helper()
-	m := startMaster(t, t.TempDir(), remote.ServerConfig{})
-	client, err := remote.Dial(remote.ClientConfig{Addr: m.addr, CallTimeout: 10 * time.Second, Timeout: 10 * time.Second})
+	m := remotetest.StartMaster(t, t.TempDir(), remote.ServerConfig{})
+	client, err := remote.Dial(remote.ClientConfig{Addr: m.Addr, CallTimeout: 10 * time.Second, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
-	store, err := object.OpenDirStore(m.cfg.Objects)
+	store, err := object.OpenDirStore(m.Config.Objects)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,60 +17,23 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/object/objecttest"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
-// logBuf collects a logger's lines for a test to look through.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
-
-// errorLine returns the first ERROR line of the log that holds all of
-// words, or "".
-func (l *logBuf) errorLine(words ...string) string {
-	for _, line := range strings.Split(l.String(), "\n") {
-		if !strings.Contains(line, "level=ERROR") {
-			continue
-		}
-		all := true
-		for _, w := range words {
-			all = all && strings.Contains(line, w)
-		}
-		if all {
-			return line
-		}
-	}
-	return ""
-}
-
-// open is what a worker's mount reads through, without the mount: the
-// version of the export, through a cache over the worker's store.
-func (w *worker) open(addr string, timeout time.Duration, log *slog.Logger) (*remote.Cache, *lower.Objects) {
-	w.t.Helper()
-	c, lo, _ := w.openAt(addr, object.Zero, timeout, log)
+// openView is what a worker's mount reads through, without the mount:
+// the version of the export, through a cache over w's store.
+func openView(w *remotetest.Worker, addr string, timeout time.Duration, log *slog.Logger) (*remote.Cache, *lower.Objects) {
+	w.T.Helper()
+	c, lo, _ := openViewAt(w, addr, object.Zero, timeout, log)
 	return c, lo
 }
 
-// openAt is open of version v, or of the export as it is now if v is zero;
-// it returns the version opened.
-func (w *worker) openAt(addr string, v object.Digest, timeout time.Duration, log *slog.Logger) (*remote.Cache, *lower.Objects, object.Digest) {
-	w.t.Helper()
-	vw := w.view(addr, viewOpts{version: v, timeout: timeout, log: log})
-	return vw.cache, vw.lower, vw.version
+// openViewAt is openView of version v, or of the export as it is now if v
+// is zero; it returns the version opened.
+func openViewAt(w *remotetest.Worker, addr string, v object.Digest, timeout time.Duration, log *slog.Logger) (*remote.Cache, *lower.Objects, object.Digest) {
+	w.T.Helper()
+	vw := w.View(addr, remotetest.ViewOptions{Version: v, Timeout: timeout, Log: log})
+	return vw.Cache, vw.Lower, vw.Version
 }
 
 // readAll reads path of lo whole, failing the test if it takes longer
@@ -132,16 +95,16 @@ func TestMasterDamageRepaired(t *testing.T) {
 	exp := t.TempDir()
 	data := randBytes(3<<20 + 5)
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
-	var mlog logBuf
-	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
-	newWorker(t).open(ms.addr, 10*time.Second, nil) // the master scans the export
-	d := damageBlob(t, ms.cfg.Objects)
+	var mlog remotetest.LogBuffer
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{Logger: mlog.Logger()})
+	openView(remotetest.NewWorker(t), ms.Addr, 10*time.Second, nil) // the master scans the export
+	d := damageBlob(t, ms.Config.Objects)
 
 	// Workers at once: each gets the chunk whole.
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
 	for range cap(errs) {
-		_, lo := newWorker(t).open(ms.addr, 10*time.Second, nil)
+		_, lo := openView(remotetest.NewWorker(t), ms.Addr, 10*time.Second, nil)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -159,10 +122,10 @@ func TestMasterDamageRepaired(t *testing.T) {
 			t.Fatalf("read of a file with a chunk damaged on the master: %v", err)
 		}
 	}
-	if mlog.errorLine(d.String()) == "" {
+	if mlog.ErrorLine(d.String()) == "" {
 		t.Errorf("the master logged no error naming %s:\n%s", d, mlog.String())
 	}
-	store, err := object.OpenDirStore(ms.cfg.Objects)
+	store, err := object.OpenDirStore(ms.Config.Objects)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,21 +143,21 @@ func TestMasterDamageRepairedTreesFiles(t *testing.T) {
 			data := randBytes(1<<20 + 5)
 			writeFile(t, filepath.Join(exp, "d/f"), data, 0o644)
 			writeFile(t, filepath.Join(exp, "g"), []byte("g"), 0o644)
-			var mlog logBuf
-			ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
-			_, _, v := newWorker(t).openAt(ms.addr, object.Zero, 10*time.Second, nil)
-			ds := damageKind(t, ms.cfg.Objects, k, -1)
+			var mlog remotetest.LogBuffer
+			ms := remotetest.StartMaster(t, exp, remote.ServerConfig{Logger: mlog.Logger()})
+			_, _, v := openViewAt(remotetest.NewWorker(t), ms.Addr, object.Zero, 10*time.Second, nil)
+			ds := damageKind(t, ms.Config.Objects, k, -1)
 
 			// The version as it was, not resolved again: a scan
 			// for a resolve would store the trees again.
-			_, lo, _ := newWorker(t).openAt(ms.addr, v, 10*time.Second, nil)
+			_, lo, _ := openViewAt(remotetest.NewWorker(t), ms.Addr, v, 10*time.Second, nil)
 			if b, err := readAll(t, lo, "d/f", time.Minute); err != nil || !bytes.Equal(b, data) {
 				t.Fatalf("read of d/f: %d bytes, %v", len(b), err)
 			}
 			if b, err := readAll(t, lo, "g", time.Minute); err != nil || string(b) != "g" {
 				t.Fatalf("read of g: %q, %v", b, err)
 			}
-			store, err := object.OpenDirStore(ms.cfg.Objects)
+			store, err := object.OpenDirStore(ms.Config.Objects)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -203,7 +166,7 @@ func TestMasterDamageRepairedTreesFiles(t *testing.T) {
 					t.Errorf("not repaired: %v", err)
 				}
 			}
-			if mlog.errorLine("restoring it from the export") == "" {
+			if mlog.ErrorLine("restoring it from the export") == "" {
 				t.Errorf("the master logged no damage:\n%s", mlog.String())
 			}
 		})
@@ -217,11 +180,11 @@ func TestMasterDamageUnrepairable(t *testing.T) {
 	exp := t.TempDir()
 	data := randBytes(3<<20 + 5)
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
-	var mlog, wlog logBuf
-	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
+	var mlog, wlog remotetest.LogBuffer
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{Logger: mlog.Logger()})
 	const timeout = 15 * time.Second
-	cache, lo := newWorker(t).open(ms.addr, timeout, wlog.logger())
-	d := damageBlob(t, ms.cfg.Objects)
+	cache, lo := openView(remotetest.NewWorker(t), ms.Addr, timeout, wlog.Logger())
+	d := damageBlob(t, ms.Config.Objects)
 	writeFile(t, filepath.Join(exp, "f"), randBytes(len(data)), 0o644)
 
 	start := time.Now()
@@ -238,10 +201,10 @@ func TestMasterDamageUnrepairable(t *testing.T) {
 			t.Errorf("the error does not say %q: %v", w, err)
 		}
 	}
-	if wlog.errorLine(d.String(), "master's copy") == "" {
+	if wlog.ErrorLine(d.String(), "master's copy") == "" {
 		t.Errorf("the worker logged no error naming %s and the master's copy:\n%s", d, wlog.String())
 	}
-	if mlog.errorLine(d.String()) == "" {
+	if mlog.ErrorLine(d.String()) == "" {
 		t.Errorf("the master logged no error naming %s:\n%s", d, mlog.String())
 	}
 	if cache.Stats().Errors == 0 {
@@ -271,15 +234,15 @@ func TestMasterDamageScanFails(t *testing.T) {
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
 	// Scanned before f: a scan that fails on it never gets to f.
 	writeFile(t, filepath.Join(exp, "a.log"), randBytes(8<<20), 0o644)
-	var mlog logBuf
-	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
-	_, lo := newWorker(t).open(ms.addr, 15*time.Second, nil)
+	var mlog remotetest.LogBuffer
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{Logger: mlog.Logger()})
+	_, lo := openView(remotetest.NewWorker(t), ms.Addr, 15*time.Second, nil)
 	blob, err := object.EncodeBlob(data[:1<<20])
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := object.Sum(blob)
-	objecttest.DamageFile(t, ms.cfg.Objects, d)
+	objecttest.DamageFile(t, ms.Config.Objects, d)
 
 	// A writer that never stops while the repair scans: every read of
 	// the log sees its size change.
@@ -308,7 +271,7 @@ func TestMasterDamageScanFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "master's copy") {
 		t.Fatalf("read while the repair cannot scan: %v\n%s", err, mlog.String())
 	}
-	if mlog.errorLine(d.String(), "changed while being read") == "" {
+	if mlog.ErrorLine(d.String(), "changed while being read") == "" {
 		t.Errorf("the master did not log why it could not restore %s:\n%s", d, mlog.String())
 	}
 	stopWriter()
@@ -323,14 +286,14 @@ func TestMasterDamageScanFails(t *testing.T) {
 func TestMasterVerifyGood(t *testing.T) {
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "f"), randBytes(1<<20), 0o644)
-	var mlog logBuf
-	ms := startMaster(t, exp, remote.ServerConfig{Logger: mlog.logger()})
-	newWorker(t).open(ms.addr, 10*time.Second, nil)
-	store, err := object.OpenDirStore(ms.cfg.Objects)
+	var mlog remotetest.LogBuffer
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{Logger: mlog.Logger()})
+	openView(remotetest.NewWorker(t), ms.Addr, 10*time.Second, nil)
+	store, err := object.OpenDirStore(ms.Config.Objects)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Timeout: 10 * time.Second})
+	c, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +315,7 @@ func TestMasterVerifyGood(t *testing.T) {
 	if strings.Contains(mlog.String(), "level=ERROR") || strings.Contains(mlog.String(), "restored") {
 		t.Errorf("the master acted on good objects:\n%s", mlog.String())
 	}
-	if _, err := os.Stat(filepath.Join(ms.cfg.Objects, object.QuarantineDir)); err == nil {
+	if _, err := os.Stat(filepath.Join(ms.Config.Objects, object.QuarantineDir)); err == nil {
 		t.Error("the master quarantined something")
 	}
 }
@@ -363,17 +326,17 @@ func TestMasterRestartRepairs(t *testing.T) {
 	exp := t.TempDir()
 	data := randBytes(3<<20 + 5)
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	newWorker(t).open(ms.addr, 10*time.Second, nil)
-	d := damageBlob(t, ms.cfg.Objects)
-	ms.restart()
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	openView(remotetest.NewWorker(t), ms.Addr, 10*time.Second, nil)
+	d := damageBlob(t, ms.Config.Objects)
+	ms.Restart()
 
-	_, lo := newWorker(t).open(ms.addr, 10*time.Second, nil)
+	_, lo := openView(remotetest.NewWorker(t), ms.Addr, 10*time.Second, nil)
 	b, err := readAll(t, lo, "f", time.Minute)
 	if err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("read after a restart of a master with a damaged chunk: %d bytes, %v", len(b), err)
 	}
-	store, err := object.OpenDirStore(ms.cfg.Objects)
+	store, err := object.OpenDirStore(ms.Config.Objects)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,22 +351,22 @@ func TestCacheDamageLogged(t *testing.T) {
 	exp := t.TempDir()
 	data := randBytes(3<<20 + 5)
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	var wlog logBuf
-	w := newWorker(t)
-	_, lo := w.open(ms.addr, 10*time.Second, wlog.logger())
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	var wlog remotetest.LogBuffer
+	w := remotetest.NewWorker(t)
+	_, lo := openView(w, ms.Addr, 10*time.Second, wlog.Logger())
 	if b, err := readAll(t, lo, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("first read: %d bytes, %v", len(b), err)
 	}
-	d := damageBlob(t, filepath.Join(w.state, "objects"))
-	cache, lo := w.open(ms.addr, 10*time.Second, wlog.logger()) // no chunk kept in memory
+	d := damageBlob(t, filepath.Join(w.State, "objects"))
+	cache, lo := openView(w, ms.Addr, 10*time.Second, wlog.Logger()) // no chunk kept in memory
 	if b, err := readAll(t, lo, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("read after a cached chunk was damaged: %d bytes, %v", len(b), err)
 	}
 	if !strings.Contains(wlog.String(), d.String()) || !strings.Contains(wlog.String(), "damaged") {
 		t.Errorf("the worker did not log the damaged %s:\n%s", d, wlog.String())
 	}
-	if _, err := os.Stat(filepath.Join(w.state, "objects", object.QuarantineDir, strings.TrimPrefix(d.String(), "sha256-"))); err != nil {
+	if _, err := os.Stat(filepath.Join(w.State, "objects", object.QuarantineDir, strings.TrimPrefix(d.String(), "sha256-"))); err != nil {
 		t.Errorf("the damaged chunk was not quarantined: %v", err)
 	}
 	if c := cache.Stats().Corrupt; c != 1 {

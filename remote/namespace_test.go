@@ -13,6 +13,7 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/pb"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // Resolve serves nothing outside the export, however the path is spelt:
@@ -29,8 +30,8 @@ func TestResolveNoEscape(t *testing.T) {
 	os.Symlink("../outside", filepath.Join(exp, "rel"))
 	os.Symlink("../../outside", filepath.Join(exp, "sub/up"))
 	os.Symlink(filepath.Join(outside, "secret"), filepath.Join(exp, "sub/file"))
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Timeout: 5 * time.Second})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	c, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestResolveNoEscape(t *testing.T) {
 	if _, err := raw.Resolve(ctx, &pb.ResolveRequest{Path: ""}); err != nil {
 		t.Fatal(err)
 	}
-	store, err := object.OpenDirStore(ms.cfg.Objects)
+	store, err := object.OpenDirStore(ms.Config.Objects)
 	if err != nil {
 		t.Fatal(err)
 	}

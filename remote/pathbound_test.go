@@ -1,11 +1,9 @@
 package remote_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,31 +12,15 @@ import (
 
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/pb"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A path too deep is the caller's mistake, said so, and not logged whole:
 // a 3000-part path got Internal and a 6 KB log line.
 func TestResolveDeepPath(t *testing.T) {
-	var logs syncBuf
-	ms := startMaster(t, t.TempDir(), remote.ServerConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Timeout: 5 * time.Second})
+	var logs remotetest.LogBuffer
+	ms := remotetest.StartMaster(t, t.TempDir(), remote.ServerConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

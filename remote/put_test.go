@@ -14,14 +14,15 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/pb"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // A push of an object that does not decode (a blob over a chunk, a
 // garbage tree) is refused as InvalidArgument, and the master stores
 // nothing of it.
 func TestPutRefusesUndecodable(t *testing.T) {
-	ms := startMaster(t, t.TempDir(), remote.ServerConfig{})
-	client, err := remote.Dial(remote.ClientConfig{Addr: ms.addr})
+	ms := remotetest.StartMaster(t, t.TempDir(), remote.ServerConfig{})
+	client, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestPutRefusesUndecodable(t *testing.T) {
 		}
 		cancel()
 		h := object.Sum(b).String()[len("sha256-"):]
-		if _, err := os.Stat(filepath.Join(ms.cfg.Objects, h[:2], h[2:])); err == nil {
+		if _, err := os.Stat(filepath.Join(ms.Config.Objects, h[:2], h[2:])); err == nil {
 			t.Errorf("put of a %s: stored on the master", name)
 		}
 	}

@@ -11,16 +11,17 @@ import (
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 func TestToken(t *testing.T) {
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "f"), []byte("x"), 0o644)
-	ms := startMaster(t, exp, remote.ServerConfig{Token: "s3cret"})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{Token: "s3cret"})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, tok := range []string{"", "wrong", "s3cret2", "s3cre"} {
-		c, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Token: tok, Timeout: 5 * time.Second})
+		c, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Token: tok, Timeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -30,8 +31,8 @@ func TestToken(t *testing.T) {
 		}
 		c.Close()
 	}
-	vw := newWorker(t).view(ms.addr, viewOpts{token: "s3cret"})
-	if b, err := readAll(t, vw.lower, "f", 20*time.Second); err != nil || string(b) != "x" {
+	vw := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{Token: "s3cret"})
+	if b, err := readAll(t, vw.Lower, "f", 20*time.Second); err != nil || string(b) != "x" {
 		t.Errorf("with the token: %q, %v", b, err)
 	}
 }
@@ -49,12 +50,12 @@ func TestPrefetch(t *testing.T) {
 		want[p] = randBytes(n)
 		writeFile(t, filepath.Join(exp, p), want[p], 0o644)
 	}
-	ms := startMaster(t, exp, remote.ServerConfig{})
-	rm := newWorker(t).view(ms.addr, viewOpts{})
-	rm.cache.PrefetchVersion(rm.root.Object)
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	rm := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	rm.Cache.PrefetchVersion(rm.Root.Object)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		p := rm.cache.Progress()
+		p := rm.Cache.Progress()
 		if p.State == "done" {
 			if p.Files != 19 || p.ChunksDone != p.Chunks {
 				t.Errorf("progress at the end: %+v", p)
@@ -66,9 +67,9 @@ func TestPrefetch(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	ms.stop()
+	ms.Stop()
 	for p, c := range want {
-		if b, err := readAll(t, rm.lower, p, 20*time.Second); err != nil || !bytes.Equal(b, c) {
+		if b, err := readAll(t, rm.Lower, p, 20*time.Second); err != nil || !bytes.Equal(b, c) {
 			t.Errorf("%s with the master gone after prefetch: %d bytes, %v", p, len(b), err)
 		}
 	}

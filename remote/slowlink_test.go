@@ -12,6 +12,7 @@ import (
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // slowLink is a TCP proxy on loopback that moves at most rate bytes a
@@ -92,9 +93,9 @@ func TestGetManySlowLink(t *testing.T) {
 		ds = append(ds, object.Sum(b))
 		want = append(want, b)
 	}
-	ms := startMaster(t, exp, remote.ServerConfig{})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
 	// The master stores what it exports at its first resolve.
-	warm, err := remote.Dial(remote.ClientConfig{Addr: ms.addr, Timeout: 20 * time.Second})
+	warm, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func TestGetManySlowLink(t *testing.T) {
 	}
 
 	// 4 MiB at 1 MiB/s: four seconds, twice Timeout.
-	addr := slowLink(t, ms.addr, 1<<20)
+	addr := slowLink(t, ms.Addr, 1<<20)
 	c, err := remote.Dial(remote.ClientConfig{Addr: addr, CallTimeout: time.Second, Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -8,16 +8,17 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 func TestTLS(t *testing.T) {
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "f"), []byte("over tls"), 0o644)
 	caFile, cert := newCA(t)
-	ms := startMaster(t, exp, remote.ServerConfig{Token: "tok", TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{Token: "tok", TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
 
-	vw := newWorker(t).view(ms.addr, viewOpts{token: "tok", caFile: caFile})
-	if b, err := readAll(t, vw.lower, "f", 20*time.Second); err != nil || string(b) != "over tls" {
+	vw := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{Token: "tok", CAFile: caFile})
+	if b, err := readAll(t, vw.Lower, "f", 20*time.Second); err != nil || string(b) != "over tls" {
 		t.Errorf("read over TLS: %q, %v", b, err)
 	}
 
@@ -25,9 +26,9 @@ func TestTLS(t *testing.T) {
 	defer cancel()
 	otherCA, _ := newCA(t)
 	for name, cfg := range map[string]remote.ClientConfig{
-		"plaintext":     {Addr: ms.addr, Token: "tok"},
-		"another CA":    {Addr: ms.addr, Token: "tok", CAFile: otherCA},
-		"TLS, no token": {Addr: ms.addr, CAFile: caFile},
+		"plaintext":     {Addr: ms.Addr, Token: "tok"},
+		"another CA":    {Addr: ms.Addr, Token: "tok", CAFile: otherCA},
+		"TLS, no token": {Addr: ms.Addr, CAFile: caFile},
 	} {
 		cfg.Timeout = 2 * time.Second
 		c, err := remote.Dial(cfg)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // A TLS problem does not fix itself: the call fails at once, says it is
@@ -20,18 +21,18 @@ func TestTLSErrorsNamed(t *testing.T) {
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "f"), []byte("x"), 0o644)
 	caFile, cert := newCA(t)
-	tlsMaster := startMaster(t, exp, remote.ServerConfig{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
-	plainMaster := startMaster(t, exp, remote.ServerConfig{})
+	tlsMaster := remotetest.StartMaster(t, exp, remote.ServerConfig{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	plainMaster := remotetest.StartMaster(t, exp, remote.ServerConfig{})
 	otherCA, _ := newCA(t)
-	_, port, _ := net.SplitHostPort(tlsMaster.addr)
+	_, port, _ := net.SplitHostPort(tlsMaster.Addr)
 	for _, c := range []struct {
 		name string
 		cfg  remote.ClientConfig
 		want string
 	}{
-		{"plaintext to TLS", remote.ClientConfig{Addr: tlsMaster.addr}, "--tls-ca"},
-		{"another CA", remote.ClientConfig{Addr: tlsMaster.addr, CAFile: otherCA}, "--tls-ca"},
-		{"TLS to plaintext", remote.ClientConfig{Addr: plainMaster.addr, CAFile: caFile}, "does not speak TLS"},
+		{"plaintext to TLS", remote.ClientConfig{Addr: tlsMaster.Addr}, "--tls-ca"},
+		{"another CA", remote.ClientConfig{Addr: tlsMaster.Addr, CAFile: otherCA}, "--tls-ca"},
+		{"TLS to plaintext", remote.ClientConfig{Addr: plainMaster.Addr, CAFile: caFile}, "does not speak TLS"},
 		{"name not in the certificate", remote.ClientConfig{Addr: net.JoinHostPort("localhost", port), CAFile: caFile}, "localhost"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

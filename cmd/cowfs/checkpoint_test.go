@@ -304,6 +304,7 @@ func verifyOK(t *testing.T, state string, names ...string) {
 // restores, where the database's last writes may still sit in the kernel
 // when a snapshot is asked for.
 func TestCheckpointResume(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("slow: builds crawldb and resumes it from snapshots, twice (runs without -short)")
 	}
@@ -394,6 +395,7 @@ func checkpointResume(t *testing.T, crawldb string, flags ...string) {
 // writes to each differently, and checks neither sees the other's writes
 // and the snapshot stays as it was.
 func TestCheckpointTwoRestores(t *testing.T) {
+	t.Parallel()
 	crawldb := buildCrawldb(t)
 	e := newEnv(t)
 	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
@@ -461,6 +463,7 @@ func TestCheckpointTwoRestores(t *testing.T) {
 // TestCheckpointCLIErrors checks that each wrong snapshot, restore or
 // verify exits non-zero, says what is wrong, and changes nothing.
 func TestCheckpointCLIErrors(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
 	cli(t, e.state, "snapshot", e.mnt, "s1")
@@ -592,6 +595,7 @@ func gcCount(t *testing.T, state string) int {
 // mounted as a restore and runs gc: the restore reads every byte still;
 // after it is unmounted, gc removes the snapshot's objects.
 func TestCheckpointGCKeepsMountedRestore(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
 	os.MkdirAll(filepath.Join(e.mnt, "data"), 0o755)
@@ -673,6 +677,7 @@ func countObjects(state string) int {
 // while "cowfs snapshot" runs: afterwards the snapshot is either listed and
 // verifies, or not listed at all.
 func TestCheckpointCrashDuringSnapshot(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("slow: kills a mount mid-snapshot of 200 MiB (runs without -short)")
 	}
@@ -771,6 +776,7 @@ func TestCheckpointCrashDuringSnapshot(t *testing.T) {
 // the checkpoint it resumed from: the new snapshot does not depend on the
 // removed one's ref, so it verifies and restores after a gc.
 func TestCheckpointSnapshotOfRestore(t *testing.T) {
+	t.Parallel()
 	crawldb := buildCrawldb(t)
 	e := newEnv(t)
 	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
@@ -807,6 +813,7 @@ func TestCheckpointSnapshotOfRestore(t *testing.T) {
 // no longer use its snapshot, so once the snapshot's ref is removed a gc
 // frees its objects.
 func TestCheckpointGCAfterRestoreCrash(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
 	writeRandom(t, filepath.Join(e.mnt, "pages"), 4<<20)
@@ -833,6 +840,7 @@ func TestCheckpointGCAfterRestoreCrash(t *testing.T) {
 // back: verify exits non-zero and names the file, and the other snapshots
 // still verify.
 func TestCheckpointVerifyFindsDamage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
 	writeRandom(t, filepath.Join(e.mnt, "pages"), 1<<20)
@@ -871,6 +879,7 @@ func TestCheckpointVerifyFindsDamage(t *testing.T) {
 // TestCheckpointSymlinkedMountpoint names one mount by its path and by a
 // symlink to it: snapshot and unmount find the mount either way.
 func TestCheckpointSymlinkedMountpoint(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	link := filepath.Join(t.TempDir(), "link")
 	if err := os.Symlink(e.mnt, link); err != nil {

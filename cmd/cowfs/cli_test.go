@@ -99,6 +99,7 @@ func newEnv(t *testing.T) env {
 }
 
 func TestMountUnmount(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower)
 	if code != 0 {
@@ -126,6 +127,7 @@ func TestMountUnmount(t *testing.T) {
 // TestMountBadInput checks that each wrong invocation exits non-zero with a
 // message naming the problem, and leaves nothing mounted.
 func TestMountBadInput(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	file := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(file, nil, 0o644)
@@ -174,6 +176,7 @@ func TestMountBadInput(t *testing.T) {
 }
 
 func TestMountAlreadyMounted(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower); code != 0 {
 		t.Fatalf("mount: %s", out)
@@ -190,6 +193,7 @@ func TestMountAlreadyMounted(t *testing.T) {
 // TestSignalUnmounts checks that SIGTERM and SIGINT to a mount process
 // unmount cleanly and the process exits 0.
 func TestSignalUnmounts(t *testing.T) {
+	t.Parallel()
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
 			e := newEnv(t)
@@ -232,6 +236,7 @@ func TestSignalUnmounts(t *testing.T) {
 // does, with overlayfs-style options and an upperdir that already holds
 // files.
 func TestMountHelper(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	base := t.TempDir()
 	upper, work := filepath.Join(base, "upper"), filepath.Join(base, "work")
@@ -278,6 +283,7 @@ func TestMountHelper(t *testing.T) {
 }
 
 func TestVersionAndHelp(t *testing.T) {
+	t.Parallel()
 	out, code := run(t, "version")
 	if code != 0 || !strings.HasPrefix(out, "cowfs ") {
 		t.Fatalf("version: %d %q", code, out)
@@ -293,6 +299,7 @@ func TestVersionAndHelp(t *testing.T) {
 // A mount whose process was killed is reported as dead, by status and by
 // a mount at the same place, with the command that clears it.
 func TestDeadMountReported(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower); code != 0 {
 		t.Fatalf("mount: exit %d: %s", code, out)
@@ -332,6 +339,7 @@ func TestDeadMountReported(t *testing.T) {
 // created: an upper and work beneath the mountpoint left the work
 // directory there, and every later mount of it failed as not empty.
 func TestMountOverlapRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, c := range []struct {
 		name        string

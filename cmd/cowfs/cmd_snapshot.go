@@ -8,9 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/cow/refs"
-	"github.com/cowfs/cowfs/fs"
-	"github.com/cowfs/cowfs/fs/control"
 )
 
 func newSnapshotCmd(g *globals) *cobra.Command {
@@ -43,21 +42,21 @@ lacks), so that "cowfs restore --remote" works on any worker.`,
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
-			rep, err := control.Call(ctx, fs.ControlSocket(g.state, mnt), control.Request{Op: "snapshot", Name: args[1]})
+			ws := cowfs.ControlOf(g.state, mnt)
+			r, err := ws.Snapshot(ctx, args[1])
 			if err != nil {
 				return fmt.Errorf("snapshot of %s: %w", mnt, err)
 			}
-			r := rep.Snapshot
 			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: root %s, %d files, %d dirs, %s read, %d chunks and %d dirs reused, writes held %s\n",
 				r.Name, r.Root, r.Files, r.Dirs, humanBytes(r.BytesRead), r.ChunksReused, r.DirsReused, r.Hold.Round(time.Microsecond))
 			if !push {
 				return nil
 			}
-			rep, err = control.Call(ctx, fs.ControlSocket(g.state, mnt), control.Request{Op: "push", Name: args[1]})
+			pushed, err := ws.Push(ctx, args[1])
 			if err != nil {
 				return fmt.Errorf("snapshot %s was taken here, but not pushed: %w", args[1], err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "pushed %s to the master: %d objects sent\n", args[1], rep.Pushed)
+			fmt.Fprintf(cmd.OutOrStdout(), "pushed %s to the master: %d objects sent\n", args[1], pushed)
 			return nil
 		},
 	}

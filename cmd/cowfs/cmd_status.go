@@ -15,8 +15,8 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/fs"
-	"github.com/cowfs/cowfs/fs/control"
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -41,10 +41,10 @@ retries, errors and the progress of --prefetch.`,
 			} else {
 				socks, _ = filepath.Glob(filepath.Join(g.state, "run", "*.sock"))
 			}
-			var out []*control.Status
+			var out []*cowfs.Status
 			for _, s := range socks {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				rep, err := control.Call(ctx, s, control.Request{Op: "status"})
+				st, err := cowfs.Control{Socket: s}.Status(ctx)
 				cancel()
 				if err != nil {
 					if len(args) == 1 {
@@ -54,14 +54,14 @@ retries, errors and the progress of --prefetch.`,
 						if d, ok := deadCowfs(args[0]); ok {
 							return fmt.Errorf("%s is a dead cowfs mount: its mount process exited; run: cowfs unmount %s", args[0], d)
 						}
-						if errors.Is(err, control.ErrNoMount) {
+						if errors.Is(err, cowfs.ErrNoWorkspace) {
 							return fmt.Errorf("%s is not a cowfs mount of state %s", args[0], g.state)
 						}
 						return err
 					}
 					continue // a stale socket of a crashed mount
 				}
-				out = append(out, rep.Status)
+				out = append(out, st)
 			}
 			if asJSON {
 				enc := json.NewEncoder(os.Stdout)
@@ -88,7 +88,7 @@ retries, errors and the progress of --prefetch.`,
 	return cmd
 }
 
-func printStatus(st *control.Status) {
+func printStatus(st *cowfs.Status) {
 	fmt.Printf("%s\n  source:  %s\n", st.Mountpoint, st.Source)
 	if st.Version != "" {
 		fmt.Printf("  version: %s\n", st.Version)

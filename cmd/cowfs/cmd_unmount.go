@@ -12,9 +12,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/fs"
-	"github.com/cowfs/cowfs/fs/control"
 )
 
 func newUnmountCmd(g *globals) *cobra.Command {
@@ -33,8 +33,8 @@ is not connected") is detached.`,
 			pid := 0
 			if abs, err := filepath.Abs(args[0]); err == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if rep, err := control.Call(ctx, fs.ControlSocket(g.state, abs), control.Request{Op: "status"}); err == nil && rep.Status != nil {
-					pid = rep.Status.Pid
+				if st, err := cowfs.ControlOf(g.state, abs).Status(ctx); err == nil {
+					pid = st.Pid
 				}
 				cancel()
 			}

@@ -11,6 +11,7 @@ import (
 // that says so and what to do, unless this machine holds all of the
 // version: then it mounts and logs a warning.
 func TestRemountDroppedVersion(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	mstate := t.TempDir()
 	addr := startServe(t, e.lower, "--keep-versions", "1", "--state", mstate)

@@ -168,6 +168,9 @@ func readChecked(t *testing.T, path string) ([]byte, error) {
 // local snapshot from the files it was taken of, and a restarted master
 // serves every file whole again.
 func TestFaultInjection(t *testing.T) {
+	// Not parallel: four mounts, a master and damaging loops, whose
+	// readers each get a 5 s --io-timeout; with other mounts on the same
+	// CPUs a slow read fails as a timeout, not as the damage it tests.
 	if testing.Short() {
 		t.Skip("slow: damages objects under a master, a worker and readers (runs without -short)")
 	}

@@ -32,6 +32,7 @@ func readIn(dir, name string) string {
 // --serve-snapshots says so; a pushed name and the master's own are two
 // snapshots, each restored by its own name.
 func TestServeOnlyExport(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	base := t.TempDir()
 	newMnt := func(name string) string { return newMountpoint(t, filepath.Join(base, name)) }

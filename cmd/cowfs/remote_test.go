@@ -46,6 +46,7 @@ func startServe(t *testing.T, root string, extra ...string) string {
 
 // The walk-through of the README: serve a folder, mount it, run a script.
 func TestServeMountRun(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	tok := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tok, []byte("s3cret\n"), 0o600)
@@ -105,6 +106,7 @@ func TestServeMountRun(t *testing.T) {
 
 // A checkpoint taken on one worker resumes on another, through the master.
 func TestSnapshotPushRestoreRemote(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	addr := startServe(t, e.lower)
 	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--remote", addr); code != 0 {
@@ -168,6 +170,9 @@ func mountProcs(mnt string) []int {
 // mount process: left running, it mounted later, after its caller had
 // been told the mount failed.
 func TestInterruptedMountStops(t *testing.T) {
+	// Not parallel: it signals the mount half a second into the mount
+	// process's first call to the master, a moment other tests' load
+	// would move.
 	e := newEnv(t)
 	// A master that takes connections and never answers.
 	l, err := net.Listen("tcp", "127.0.0.1:0")

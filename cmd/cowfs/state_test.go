@@ -53,6 +53,7 @@ func checkPrivate(t *testing.T, state string) {
 // objects hold the bytes of files that may be readable by their owner
 // only, and the state directory was 0755 with objects 0444.
 func TestStatePrivate(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	for _, c := range []string{"gc", "snapshots"} {
 		state := filepath.Join(base, c)
@@ -93,6 +94,7 @@ func TestStatePrivate(t *testing.T) {
 // that uses it, which says so; one that belongs to another user is
 // refused.
 func TestStateTightened(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if err := os.Mkdir(e.state, 0o755); err != nil {
 		t.Fatal(err)

@@ -68,6 +68,7 @@ func verifyFails(t *testing.T, state, name, want string, flags ...string) string
 // lower again, must not take the damaged object for the chunk, in the
 // same mount or after a remount.
 func TestSnapshotAfterDamageIsWhole(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	writeRandom(t, filepath.Join(e.lower, "big"), 3<<20+12345)
 	cli(t, e.state, "mount", e.mnt, "--lower", e.lower)
@@ -128,6 +129,7 @@ func objectFile(state string, d object.Digest) string {
 // mountpoint while it is mounted; a chunk whose bytes are gone from every
 // source is named with its path, and verify fails.
 func TestVerifyRepair(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	os.MkdirAll(filepath.Join(e.lower, "sub"), 0o755)
 	writeRandom(t, filepath.Join(e.lower, "sub", "big"), 3<<20+12345)
@@ -190,6 +192,7 @@ func TestVerifyRepair(t *testing.T) {
 // from the master again; without the master nothing has it, and with a
 // master that is down verify says so and fails.
 func TestVerifyRepairRemote(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	writeRandom(t, filepath.Join(e.lower, "big"), 2<<20+7)
 	addr := startServe(t, e.lower)

@@ -1,12 +1,16 @@
-package fs
+package cowfs
 
 import (
+	"context"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	cowfsfs "github.com/cowfs/cowfs/fs"
 )
 
 // listTree returns every path under base with its mode, to show that a
@@ -93,20 +97,22 @@ func TestLayoutOverlapsRefused(t *testing.T) {
 			if err := os.Symlink("lower", filepath.Join(base, "link")); err != nil {
 				t.Fatal(err)
 			}
-			o := Options{Lower: lower, State: at(c.l.state, "-"), Upper: at(c.l.upper, "-"), Work: at(c.l.work, "-")}
-			if o.Upper == "" && o.State == "" {
-				o.Upper, o.Work = at("upper", ""), at("work", "")
-			}
+			// A state directory is always given: cowfs puts its
+			// own places beside the case's.
+			spec := Spec{Mountpoint: mnt, Lower: Lower{Dir: lower}, State: at(c.l.state, "state"),
+				Upper: at(c.l.upper, "-"), Work: at(c.l.work, "-")}
 			before := listTree(t, base)
-			m, err := New(mnt, o)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			ws, err := Open(ctx, spec)
 			if err == nil {
-				(&testMount{Dir: mnt, m: m}).unmount(t)
+				ws.Close()
 				t.Fatalf("mounted %+v", c.l)
 			}
 			if !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), base) {
 				t.Errorf("error %q does not name the %s and its path", err, c.want)
 			}
-			if ok, _ := IsMountpoint(mnt); ok {
+			if ok, _ := cowfsfs.IsMountpoint(mnt); ok {
 				t.Fatal("something was mounted")
 			}
 			if after := listTree(t, base); !slices.Equal(before, after) {
@@ -121,9 +127,73 @@ func TestLayoutOverlapsRefused(t *testing.T) {
 func TestLayoutAllowed(t *testing.T) {
 	t.Parallel()
 	base := t.TempDir()
-	state := filepath.Join(base, "state")
-	tm := mountT(t, "", Options{State: state, Upper: filepath.Join(state, "u", "upper"), Work: filepath.Join(state, "u", "work")})
-	tm.unmount(t)
-	tm = mountT(t, "", Options{State: state})
-	tm.unmount(t)
+	state, lower, mnt := filepath.Join(base, "state"), filepath.Join(base, "lower"), filepath.Join(base, "mnt")
+	for _, d := range []string{lower, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws := openT(t, Spec{Mountpoint: mnt, State: state, Lower: Lower{Dir: lower},
+		Upper: filepath.Join(state, "u", "upper"), Work: filepath.Join(state, "u", "work")})
+	if err := ws.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ws = openT(t, Spec{Mountpoint: mnt, State: state, Lower: Lower{Dir: lower}})
+	if err := ws.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A mountpoint beneath the lower is refused: the workspace would hold
+// itself, and a snapshot of it, reading the lower while it holds writes,
+// waited on its own mount for ever. A mount over the lower itself works.
+func TestMountpointInsideLower(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	lower := filepath.Join(base, "spider")
+	inside := filepath.Join(lower, "workspace")
+	if err := os.MkdirAll(inside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(lower, "quotes.py"), []byte("q"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st := func(mnt, n string) Spec {
+		return Spec{Mountpoint: mnt, Lower: Lower{Dir: lower}, State: filepath.Join(base, "state"),
+			Upper: filepath.Join(base, n, "upper"), Work: filepath.Join(base, n, "work")}
+	}
+	for _, n := range []string{"a", "b"} {
+		for _, d := range []string{"upper", "work"} {
+			if err := os.MkdirAll(filepath.Join(base, n, d), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if ws, err := Open(ctx, st(inside, "a")); err == nil {
+		ws.Close()
+		t.Fatal("mounted beneath its own lower")
+	} else if !strings.Contains(err.Error(), "inside the lower") {
+		t.Errorf("mount beneath the lower: %v", err)
+	}
+	if ok, _ := cowfsfs.IsMountpoint(inside); ok {
+		t.Fatal("something was mounted")
+	}
+	// Over the lower itself.
+	if err := os.Remove(inside); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(lower, "quotes.py")); err != nil {
+		t.Fatal(err)
+	}
+	// An empty lower, so that the mountpoint is empty too.
+	openT(t, st(lower, "b"))
+	if err := os.WriteFile(filepath.Join(lower, "items.jl"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(lower)
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("mount over its lower: %v, %v", ents, err)
+	}
 }

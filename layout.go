@@ -1,4 +1,4 @@
-package fs
+package cowfs
 
 import (
 	"fmt"
@@ -7,14 +7,14 @@ import (
 	"strings"
 )
 
-// Layout is the set of directories a mount uses; an empty field is not
-// used (Lower for a snapshot or remote layer; Upper and Work when they
+// layout is the set of directories a workspace uses; an empty field is
+// not used (Lower for a snapshot or remote layer; Upper and Work when they
 // default to State's).
-type Layout struct {
+type layout struct {
 	Mountpoint, Lower, Upper, Work, State string
 }
 
-// CheckLayout refuses directories of a mount that are the same or lie
+// checkLayout refuses directories of a workspace that are the same or lie
 // one inside another, after symlinks are resolved:
 //
 //   - the lower against everything: an upper, work or state directory in
@@ -37,7 +37,7 @@ type Layout struct {
 // A mount over the lower itself is allowed: the lower's descriptor is
 // opened before the mount and is the directory beneath it.
 // It only reads, so a refused mount has changed nothing.
-func CheckLayout(l Layout) error {
+func checkLayout(l layout) error {
 	type dir struct{ name, path, real string }
 	var dirs []dir
 	for _, d := range []dir{
@@ -67,7 +67,7 @@ func CheckLayout(l Layout) error {
 	return nil
 }
 
-// checkPair applies CheckLayout's rules to two directories, a coming
+// checkPair applies checkLayout's rules to two directories, a coming
 // before b in the order mountpoint, lower, upper, work, state.
 func checkPair(an, ap, ar, bn, bp, br string) error {
 	aInB, bInA := isWithin(ar, br), isWithin(br, ar)

@@ -1,8 +1,4 @@
-// Package control is the local protocol between the cowfs CLI and a running
-// mount process: one JSON request and one JSON reply per connection on a
-// unix socket that only the mount's owner can open. It carries requests a
-// mount must serve itself, such as taking a snapshot of its live view.
-package control
+package cowfs
 
 import (
 	"context"
@@ -17,19 +13,27 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/statedir"
+	"github.com/cowfs/cowfs/fs"
 )
 
-// Request is one call.
-type Request struct {
+// The control socket is the local protocol between the cowfs CLI and a
+// running workspace: one JSON request and one JSON reply per connection
+// on a unix socket in the state directory that only the workspace's owner
+// can open. It carries what a workspace must serve itself, such as a
+// snapshot of its live view. Control is its client.
+
+// controlRequest is one call.
+type controlRequest struct {
 	Op   string `json:"op"` // "snapshot", "push", "status"
 	Name string `json:"name,omitempty"`
 	// Deadline is when the caller stops waiting for the reply; the
-	// mount gives up on the request a little before.
+	// workspace gives up on the request a little before.
 	Deadline time.Time `json:"deadline,omitzero"`
 }
 
-// Reply answers a Request: Error, or the op's result.
-type Reply struct {
+// controlReply answers a controlRequest: Error, or the op's result.
+type controlReply struct {
 	Error    string          `json:"error,omitempty"`
 	Snapshot *SnapshotResult `json:"snapshot,omitempty"`
 	Status   *Status         `json:"status,omitempty"`
@@ -37,7 +41,10 @@ type Reply struct {
 	Pushed int `json:"pushed,omitempty"`
 }
 
-// Status describes a running mount.
+// SnapshotResult describes a snapshot just taken.
+type SnapshotResult = fs.SnapshotResult
+
+// Status describes a running workspace.
 type Status struct {
 	Mountpoint string `json:"mountpoint"`
 	// Source is the lower: a directory, "snapshot NAME", or the remote
@@ -46,7 +53,8 @@ type Status struct {
 	// Version is the pinned version of a remote lower.
 	Version string `json:"version,omitempty"`
 	Upper   string `json:"upper"`
-	// Pid is the mount process: cowfs unmount waits for it to finish.
+	// Pid is the process that serves the workspace: cowfs unmount waits
+	// for it to finish.
 	Pid    int           `json:"pid"`
 	Remote *RemoteStatus `json:"remote,omitempty"`
 }
@@ -60,42 +68,19 @@ type RemoteStatus struct {
 	Errors       int64 `json:"errors"`
 	Corrupt      int64 `json:"corrupt_refetched"`
 	Evicted      int64 `json:"evicted"`
-	// Prefetch is nil unless the mount prefetches.
+	// Prefetch is nil unless the workspace prefetches.
 	Prefetch *object.PrefetchProgress `json:"prefetch,omitempty"`
 }
 
-// SnapshotResult describes a snapshot just taken.
-type SnapshotResult struct {
-	Name         string        `json:"name"`
-	Root         string        `json:"root"`
-	Hold         time.Duration `json:"hold"`
-	Files        int           `json:"files"`
-	Dirs         int           `json:"dirs"`
-	BytesRead    int64         `json:"bytes_read"`
-	ChunksReused int           `json:"chunks_reused"`
-	DirsReused   int           `json:"dirs_reused"`
-	// Flushed is how many files open for writing had their data in the
-	// kernel's writeback cache flushed to cowfs first.
-	Flushed int `json:"flushed,omitempty"`
-}
-
-// Handler serves requests; package fs's Mount is one.
-type Handler interface {
-	Snapshot(ctx context.Context, name string) (*SnapshotResult, error)
-	Status() *Status
-	// Push sends snapshot name to the mount's master.
-	Push(ctx context.Context, name string) (int, error)
-}
-
-// Server listens on a socket until Close.
-type Server struct {
+// controlServer listens on a workspace's socket until Close.
+type controlServer struct {
 	l    net.Listener
 	path string
 }
 
-// Listen starts serving h on the unix socket at path, replacing a stale
-// socket a crashed mount left there.
-func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
+// listenControl starts serving w on the unix socket at path, replacing a
+// stale socket a crashed mount process left there.
+func listenControl(path string, w *Workspace, log *slog.Logger) (*controlServer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
@@ -112,12 +97,12 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 		l.Close()
 		return nil, err
 	}
-	s := &Server{l: l, path: path}
-	go s.serve(h, log)
+	s := &controlServer{l: l, path: path}
+	go s.serve(w, log)
 	return s, nil
 }
 
-func (s *Server) serve(h Handler, log *slog.Logger) {
+func (s *controlServer) serve(w *Workspace, log *slog.Logger) {
 	for {
 		c, err := s.l.Accept()
 		if err != nil {
@@ -125,31 +110,31 @@ func (s *Server) serve(h Handler, log *slog.Logger) {
 		}
 		go func() {
 			defer c.Close()
-			var req Request
+			var req controlRequest
 			if err := json.NewDecoder(c).Decode(&req); err != nil {
-				json.NewEncoder(c).Encode(Reply{Error: "bad request: " + err.Error()})
+				json.NewEncoder(c).Encode(controlReply{Error: "bad request: " + err.Error()})
 				return
 			}
 			ctx, cancel := requestContext(c, req)
 			defer cancel()
-			var rep Reply
+			var rep controlReply
 			switch req.Op {
 			case "snapshot":
-				r, err := h.Snapshot(ctx, req.Name)
+				r, err := w.Snapshot(ctx, req.Name)
 				if err != nil {
 					rep.Error = err.Error()
 					log.Error("snapshot", "name", req.Name, "err", err)
 				}
 				rep.Snapshot = r
 			case "push":
-				n, err := h.Push(ctx, req.Name)
+				n, err := w.Push(ctx, req.Name)
 				if err != nil {
 					rep.Error = err.Error()
 					log.Error("push", "name", req.Name, "err", err)
 				}
 				rep.Pushed = n
 			case "status":
-				rep.Status = h.Status()
+				rep.Status = w.Status()
 			default:
 				rep.Error = fmt.Sprintf("unknown op %q", req.Op)
 			}
@@ -166,7 +151,7 @@ const replyMargin = 500 * time.Millisecond
 // less replyMargin, or until the caller hangs up. A snapshot its caller
 // no longer waits for must not be made: the caller was told it failed,
 // and a retry would find the name taken (or a push never done).
-func requestContext(c net.Conn, req Request) (context.Context, context.CancelFunc) {
+func requestContext(c net.Conn, req controlRequest) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	if !req.Deadline.IsZero() {
 		var cancelDl context.CancelFunc
@@ -185,32 +170,75 @@ func requestContext(c net.Conn, req Request) (context.Context, context.CancelFun
 }
 
 // Close stops serving and removes the socket.
-func (s *Server) Close() error {
+func (s *controlServer) Close() error {
 	err := s.l.Close()
 	os.Remove(s.path)
 	return err
 }
 
-// ErrNoMount reports that no cowfs mount answers on the socket.
-var ErrNoMount = errors.New("no cowfs mount answers there")
+// ErrNoWorkspace reports that no workspace answers on a control socket.
+var ErrNoWorkspace = errors.New("no cowfs mount answers there")
 
-// Call sends req to the mount at path and waits for its reply.
-func Call(ctx context.Context, path string, req Request) (*Reply, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", path)
+// Control is a client of a running workspace's control socket: how the
+// CLI asks a mount process for what only it can do.
+type Control struct {
+	// Socket is the workspace's control socket.
+	Socket string
+}
+
+// ControlOf is the client of the workspace at mountpoint, of state.
+func ControlOf(state, mountpoint string) Control {
+	return Control{Socket: statedir.ControlSocket(state, mountpoint)}
+}
+
+// Snapshot has the workspace record its merged view as snapshot name.
+func (c Control) Snapshot(ctx context.Context, name string) (*SnapshotResult, error) {
+	rep, err := c.call(ctx, controlRequest{Op: "snapshot", Name: name})
 	if err != nil {
-		return nil, fmt.Errorf("%w (%s): %v", ErrNoMount, path, err)
-	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-		req.Deadline = dl
-	}
-	if err := json.NewEncoder(c).Encode(req); err != nil {
 		return nil, err
 	}
-	var rep Reply
-	if err := json.NewDecoder(c).Decode(&rep); err != nil {
+	return rep.Snapshot, nil
+}
+
+// Push has the workspace send snapshot name to its master, and returns
+// how many objects it sent.
+func (c Control) Push(ctx context.Context, name string) (int, error) {
+	rep, err := c.call(ctx, controlRequest{Op: "push", Name: name})
+	if err != nil {
+		return 0, err
+	}
+	return rep.Pushed, nil
+}
+
+// Status describes the workspace.
+func (c Control) Status(ctx context.Context) (*Status, error) {
+	rep, err := c.call(ctx, controlRequest{Op: "status"})
+	if err != nil {
+		return nil, err
+	}
+	if rep.Status == nil {
+		return nil, errors.New("the mount process sent no status")
+	}
+	return rep.Status, nil
+}
+
+// call sends req and waits for the reply.
+func (c Control) call(ctx context.Context, req controlRequest) (*controlReply, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s): %v", ErrNoWorkspace, c.Socket, err)
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+		req.Deadline = dl
+	}
+	if err := json.NewEncoder(conn).Encode(req); err != nil {
+		return nil, err
+	}
+	var rep controlReply
+	if err := json.NewDecoder(conn).Decode(&rep); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, fmt.Errorf("the mount process closed the request without a reply: it was unmounted or died meanwhile (%w)", err)
 		}
