@@ -69,6 +69,7 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
 	done := make([]bool, len(ds))
 	what := fmt.Sprintf("get %d objects", len(ds))
+	last := time.Now() // the last whole object
 	for {
 		progressed := false
 		// An attempt runs under the caller's ctx and its own watchdog,
@@ -78,11 +79,14 @@ func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int
 		// again.
 		err := c.retryFor(ctx, what, c.cfg.Timeout, c.cfg.Timeout, func(context.Context) error {
 			return c.getManyAttempt(ctx, ds, done, func(i int, b []byte, err error) {
-				progressed = true
+				progressed, last = true, time.Now()
 				got(i, b, err)
 			})
 		})
-		if err == nil || !progressed || ctx.Err() != nil {
+		// Another round only for a call that was moving: one that went
+		// silent has had its Timeout since the last object, and what
+		// waits for it (a reader behind read-ahead) must not wait twice.
+		if err == nil || !progressed || ctx.Err() != nil || time.Since(last) >= c.cfg.Timeout {
 			return err
 		}
 		// Slow but moving: the call goes on for what is left, and
