@@ -33,6 +33,7 @@ type mountFlags struct {
 	readAhead          string
 	reserve            string
 	remote             remoteFlags
+	log                logFlags
 	timeoutSet         bool // --timeout was given
 	metricsAddr        string
 }
@@ -47,7 +48,8 @@ func newMountCmd(g *globals) *cobra.Command {
 The command returns 0 only once MNT serves requests; if the workspace cannot
 be mounted it says why and exits non-zero, and nothing is left mounted. The
 mount process runs in the background (log: <upper's parent>/mount.log) unless
---foreground is given; SIGTERM or SIGINT unmount it cleanly.
+--foreground is given; SIGTERM or SIGINT unmount it cleanly, SIGHUP or
+SIGUSR1 reopen its log (for logrotate).
 
 The upper lives under --state, keyed by MNT, so mounting the same MNT again
 (after an unmount or a crash) finds the same upper. --upper and --work put it
@@ -94,6 +96,7 @@ made over it; a new mountpoint gets the master's newest version.`,
 	registerReadAhead(fl, f)
 	registerMetricsAddr(fl, &f.metricsAddr)
 	f.remote.register(fl)
+	f.log.register(fl, "<upper's parent>/mount.log in the background, stderr with --foreground")
 	return cmd
 }
 
@@ -120,7 +123,7 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 			pipe.Close()
 			return err
 		}
-		return serveMount(s, pipe)
+		return serveMount(s, f.log, pipe)
 	}
 	s, err := f.spec(g, mnt)
 	if err != nil {
@@ -130,7 +133,7 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 		return err
 	}
 	if f.foreground {
-		return serveMount(s, nil)
+		return serveMount(s, f.log, nil)
 	}
 	if s, err = s.WithDefaults(); err != nil {
 		return err
@@ -145,16 +148,22 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 		u, _ := fs.MountDirs(s.State, s.Mountpoint)
 		logDir = filepath.Dir(u)
 	}
-	if err := os.MkdirAll(logDir, 0o700); err != nil {
+	logPath := filepath.Join(logDir, "mount.log")
+	if f.log.file != "" {
+		if logPath, err = filepath.Abs(f.log.file); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return err
 	}
 	// The mount process gets the spec itself (spawnDaemon); its argv
-	// only names it for ps and for cowfs unmount.
+	// names it for ps and for cowfs unmount, and says where to log.
 	args := []string{"--state", s.State, "mount", s.Mountpoint, "--foreground"}
 	if s.Lower.Snapshot != "" {
 		args = []string{"--state", s.State, "restore", s.Lower.Snapshot, s.Mountpoint, "--foreground"}
 	}
-	return spawnDaemon(args, s, filepath.Join(logDir, "mount.log"), s.Options.StartTimeout)
+	args = append(args, "--log-file", logPath)
+	return spawnDaemon(args, s, logPath, s.Options.StartTimeout)
 }
 
 // spec turns the flags into a workspace spec; Spec.Validate checks what
@@ -239,23 +248,34 @@ func readAheadBytes(s string) (int64, error) {
 
 // serveMount mounts s in this process and serves until unmounted. It
 // reports readiness (or the error) on pipe when there is one.
-func serveMount(s cowfs.Spec, pipe io.WriteCloser) error {
+func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
+	out, err := openLogOutput(lf.file)
+	if err != nil {
+		if pipe != nil {
+			fmt.Fprintf(pipe, "%v\n", err)
+			pipe.Close()
+		}
+		return err
+	}
 	level := slog.LevelInfo
 	if s.Options.Debug {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 	s.Options.Logger = log
-	s, err := s.WithDefaults()
+	s, err = s.WithDefaults()
 	if err != nil {
 		return err
 	}
 	runtime.GOMAXPROCS(s.Options.Procs)
 	// Before the mount appears: a signal sent as soon as it is visible
-	// must unmount it, not kill the process and leave it dead.
+	// must unmount it (or reopen the log), not kill the process and
+	// leave the mount dead.
+	stopReopen := reopenOnSignal(out, log)
+	defer stopReopen()
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	ws, err := openWatched(s, sigs, log)
 	if err != nil {
 		if pipe != nil {

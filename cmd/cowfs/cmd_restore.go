@@ -41,6 +41,7 @@ mount --remote, and cached for every mount of this state directory.`,
 	registerWriteback(fl, f)
 	registerMetricsAddr(fl, &f.metricsAddr)
 	f.remote.register(fl)
+	f.log.register(fl, "<state>/restores/mount.log in the background, stderr with --foreground")
 	fl.MarkHidden("path")
 	return cmd
 }

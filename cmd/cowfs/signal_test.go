@@ -1,0 +1,95 @@
+package main
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// waitFor polls cond every 20ms until it holds or d has passed.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v", what, d)
+		}
+	}
+}
+
+func fileHas(path, s string) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && strings.Contains(string(b), s)
+}
+
+// SIGHUP and SIGUSR1 (logrotate's signals) make a background mount reopen
+// its log, which logrotate has moved away, and keep serving; the next
+// lines go to the new file.
+func TestSignalReopensLog(t *testing.T) {
+	e := newEnv(t)
+	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower); code != 0 {
+		t.Fatalf("mount: exit %d: %s", code, out)
+	}
+	pid := daemonPid(t, e.mnt)
+	logs, _ := filepath.Glob(filepath.Join(e.state, "mounts", "*", "mount.log"))
+	if len(logs) != 1 {
+		t.Fatalf("mount logs: %v", logs)
+	}
+	logPath := logs[0]
+	for i, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1} {
+		rotated := logPath + "." + string(rune('1'+i))
+		if err := os.Rename(logPath, rotated); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pid, sig); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "a new log after "+sig.String(), func() bool { return fileHas(logPath, "reopened the log") })
+		if !alive(pid) || !mounted(t, e.mnt) {
+			t.Fatalf("%v stopped the mount", sig)
+		}
+		if b, err := os.ReadFile(filepath.Join(e.mnt, "run.sh")); err != nil || !strings.Contains(string(b), "echo ran") {
+			t.Fatalf("read through the mount after %v: %q, %v", sig, b, err)
+		}
+	}
+	if out, code := run(t, "unmount", e.mnt); code != 0 {
+		t.Fatalf("unmount: exit %d: %s", code, out)
+	}
+	waitFor(t, 20*time.Second, "the mount process's exit", func() bool { return !alive(pid) })
+	if !fileHas(logPath, "unmounted") || fileHas(logPath+".2", "unmounted") {
+		t.Errorf("the last line did not go to the reopened log")
+	}
+}
+
+// cowfs serve reopens --log-file on SIGHUP and keeps serving.
+func TestServeSignalReopensLog(t *testing.T) {
+	root, logPath := t.TempDir(), filepath.Join(t.TempDir(), "serve.log")
+	addr := startServe(t, root, "--log-file", logPath)
+	var pid int
+	eachProc(func(p int, args []string) {
+		if len(args) > 0 && args[0] == bin && strings.Contains(strings.Join(args, " "), addr) {
+			pid = p
+		}
+	})
+	if pid == 0 || !fileHas(logPath, "serving") {
+		t.Fatalf("serve pid %d, log %s has no serving line", pid, logPath)
+	}
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "a new log after SIGHUP", func() bool { return fileHas(logPath, "reopened the log") })
+	if !alive(pid) {
+		t.Fatal("SIGHUP stopped cowfs serve")
+	}
+	if c, err := net.Dial("tcp", addr); err != nil {
+		t.Fatalf("cowfs serve no longer listens after SIGHUP: %v", err)
+	} else {
+		c.Close()
+	}
+}
