@@ -125,6 +125,9 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 		}
 		return serveMount(s, f.log, pipe)
 	}
+	if err := f.log.check(); err != nil {
+		return err
+	}
 	s, err := f.spec(g, mnt)
 	if err != nil {
 		return err
@@ -162,7 +165,7 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 	if s.Lower.Snapshot != "" {
 		args = []string{"--state", s.State, "restore", s.Lower.Snapshot, s.Mountpoint, "--foreground"}
 	}
-	args = append(args, "--log-file", logPath)
+	args = append(args, f.log.args(logPath)...)
 	return spawnDaemon(args, s, logPath, s.Options.StartTimeout)
 }
 
@@ -257,17 +260,22 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 		}
 		return err
 	}
-	level := slog.LevelInfo
-	if s.Options.Debug {
-		level = slog.LevelDebug
+	h, err := lf.handler(out, s.Options.Debug)
+	if err == nil {
+		s, err = s.WithDefaults()
 	}
-	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
-	slog.SetDefault(log)
-	s.Options.Logger = log
-	s, err = s.WithDefaults()
 	if err != nil {
+		if pipe != nil {
+			fmt.Fprintf(pipe, "%v\n", err)
+			pipe.Close()
+		}
 		return err
 	}
+	// Every line names the workspace: several mounts may log to one
+	// place (a restore's log, a journal, a container's output).
+	log := slog.New(h).With("mountpoint", s.Mountpoint)
+	setDefault(log, s.Options.Debug)
+	s.Options.Logger = log
 	runtime.GOMAXPROCS(s.Options.Procs)
 	// Before the mount appears: a signal sent as soon as it is visible
 	// must unmount it (or reopen the log), not kill the process and
@@ -284,7 +292,7 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 		}
 		return err
 	}
-	log.Info("mounted", "mountpoint", s.Mountpoint, "lower", s.Lower.Dir, "source", ws.Status().Source)
+	log.Info("mounted", "lower", s.Lower.Dir, "source", ws.Status().Source)
 	if pipe != nil {
 		_, werr := fmt.Fprintln(pipe, "ok")
 		pipe.Close()
@@ -314,7 +322,7 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 		log.Error("unmount", "err", err)
 		return err
 	}
-	log.Info("unmounted", "mountpoint", s.Mountpoint)
+	log.Info("unmounted")
 	return nil
 }
 

@@ -90,6 +90,9 @@ SIGHUP or SIGUSR1 reopen --log-file (for logrotate).`,
 }
 
 func runServe(g *globals, f *serveFlags) error {
+	if err := f.log.check(); err != nil {
+		return err
+	}
 	root, err := filepath.Abs(f.root)
 	if err != nil {
 		return err
@@ -134,8 +137,12 @@ func runServe(g *globals, f *serveFlags) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(out, nil))
-	slog.SetDefault(log)
+	h, err := f.log.handler(out, false)
+	if err != nil {
+		return err
+	}
+	log := slog.New(h)
+	setDefault(log, false)
 	cfg.Logger = log
 	var mx *metrics.Master
 	reg := metrics.NewRegistry()

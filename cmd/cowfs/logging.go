@@ -2,9 +2,11 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -14,11 +16,57 @@ import (
 
 // logFlags are the logging flags mount, restore and serve share.
 type logFlags struct {
-	file string
+	level, format, file string
 }
 
 func (l *logFlags) register(fl *pflag.FlagSet, fileDefault string) {
+	fl.StringVar(&l.level, "log-level", "info", "log lines at this level and above: debug, info, warn or error")
+	fl.StringVar(&l.format, "log-format", "text", "text (key=value) or json (one object a line)")
 	fl.StringVar(&l.file, "log-file", "", "append the log to this file, reopened on SIGHUP or SIGUSR1 (default: "+fileDefault+")")
+}
+
+// handler returns the log handler the flags ask for, writing to w; debug
+// (--debug) lowers the level to debug.
+func (l logFlags) handler(w io.Writer, debug bool) (slog.Handler, error) {
+	var level slog.Level
+	if l.level == "" {
+		l.level = "info" // the mount(8) helper has no such flag
+	}
+	if err := level.UnmarshalText([]byte(l.level)); err != nil || strings.ToLower(l.level) != strings.ToLower(level.String()) {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", l.level)
+	}
+	if debug {
+		level = slog.LevelDebug
+	}
+	o := &slog.HandlerOptions{Level: level}
+	switch l.format {
+	case "", "text":
+		return slog.NewTextHandler(w, o), nil
+	case "json":
+		return slog.NewJSONHandler(w, o), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", l.format)
+}
+
+// check refuses bad flags before anything is started.
+func (l logFlags) check() error {
+	_, err := l.handler(io.Discard, false)
+	return err
+}
+
+// args are the flags that give a background mount process the same log.
+func (l logFlags) args(file string) []string {
+	return []string{"--log-level", l.level, "--log-format", l.format, "--log-file", file}
+}
+
+// setDefault makes log the process's default logger. The log package's
+// lines, through which go-fuse logs each request with --debug, are then
+// written at debug level if debug, else at info.
+func setDefault(log *slog.Logger, debug bool) {
+	slog.SetDefault(log)
+	if debug {
+		slog.SetLogLoggerLevel(slog.LevelDebug)
+	}
 }
 
 // logOutput is where a process's log goes: a file, reopened by path when

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -91,5 +92,64 @@ func TestServeSignalReopensLog(t *testing.T) {
 		t.Fatalf("cowfs serve no longer listens after SIGHUP: %v", err)
 	} else {
 		c.Close()
+	}
+}
+
+// The logging flags: a bad level or format is refused before anything is
+// mounted; a JSON log carries the mountpoint on every line, and --debug's
+// request lines are DEBUG.
+func TestLogFlags(t *testing.T) {
+	e := newEnv(t)
+	for _, bad := range [][]string{{"--log-level", "loud"}, {"--log-format", "xml"}} {
+		args := append([]string{"--state", e.state, "mount", e.mnt, "--lower", e.lower}, bad...)
+		if out, code := run(t, args...); code == 0 || !strings.Contains(out, bad[0]) || mounted(t, e.mnt) {
+			t.Errorf("mount %v: exit %d, %q", bad, code, out)
+		}
+	}
+	if out, code := run(t, "--state", e.state, "serve", "--root", e.lower, "--log-format", "xml"); code == 0 || !strings.Contains(out, "--log-format") {
+		t.Errorf("serve --log-format xml: exit %d, %q", code, out)
+	}
+
+	logPath := filepath.Join(t.TempDir(), "ws.log")
+	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower, "--log-file", logPath, "--log-format", "json", "--debug"); code != 0 {
+		t.Fatalf("mount: exit %d: %s", code, out)
+	}
+	if _, err := os.ReadFile(filepath.Join(e.mnt, "run.sh")); err != nil {
+		t.Fatal(err)
+	}
+	unmountCLI(t, e.mnt)
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requests := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec struct {
+			Level, Msg, Mountpoint string
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not a JSON line: %q: %v", line, err)
+		}
+		if rec.Mountpoint != e.mnt {
+			t.Errorf("a line without the mountpoint: %q", line)
+		}
+		if strings.Contains(rec.Msg, "LOOKUP") {
+			requests++
+			if rec.Level != "DEBUG" {
+				t.Errorf("a request line at %s: %q", rec.Level, line)
+			}
+		}
+	}
+	if requests == 0 {
+		t.Errorf("no request lines with --debug in %s", b)
+	}
+
+	quiet := filepath.Join(t.TempDir(), "quiet.log")
+	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower, "--log-file", quiet, "--log-level", "warn"); code != 0 {
+		t.Fatalf("mount: exit %d: %s", code, out)
+	}
+	unmountCLI(t, e.mnt)
+	if b, _ := os.ReadFile(quiet); strings.Contains(string(b), "mounted") {
+		t.Errorf("info lines with --log-level warn: %s", b)
 	}
 }
