@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -307,6 +308,7 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 			return fmt.Errorf("mount abandoned by its caller: %w", werr)
 		}
 	}
+	sdNotify(log, daemon.SdNotifyReady)
 	done := make(chan struct{})
 	go func() {
 		ws.Wait()
@@ -318,6 +320,7 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 	case <-done:
 		// Unmounted from outside (cowfs unmount, umount, fusermount -u).
 	}
+	sdNotify(log, daemon.SdNotifyStopping)
 	if err := ws.Close(); err != nil {
 		log.Error("unmount", "err", err)
 		return err

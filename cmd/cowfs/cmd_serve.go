@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -180,8 +181,12 @@ func runServe(g *globals, f *serveFlags) error {
 	go func() {
 		s := <-sigs
 		log.Info("stopping", "signal", s.String())
+		sdNotify(log, daemon.SdNotifyStopping)
 		srv.GracefulStop()
 	}()
+	// Serve takes calls from here on: the listener queues them until
+	// then.
+	sdNotify(log, daemon.SdNotifyReady)
 	if err := srv.Serve(l); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
