@@ -25,6 +25,7 @@ type mountFlags struct {
 	lower, upper, work string
 	snapshot           string // restore this snapshot instead of mounting lower
 	foreground         bool
+	foregroundSet      bool // --foreground was given, true or false
 	debug              bool
 	passthrough        bool
 	passthroughLower   bool
@@ -76,6 +77,7 @@ made over it; a new mountpoint gets the master's newest version.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.timeoutSet = cmd.Flags().Changed("timeout")
+			f.foregroundSet = cmd.Flags().Changed("foreground")
 			f.remote.changed = cmd.Flags().Changed
 			return runMount(g, f, args[0])
 		},
@@ -84,7 +86,7 @@ made over it; a new mountpoint gets the master's newest version.`,
 	fl.StringVar(&f.lower, "lower", "", "read-only lower directory (or --remote)")
 	fl.StringVar(&f.upper, "upper", "", "upper directory (default: under --state)")
 	fl.StringVar(&f.work, "work", "", "work directory, on the upper's filesystem (required with --upper)")
-	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted")
+	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted (the default as PID 1, a container's entrypoint)")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&f.passthrough, "passthrough", false, "let the kernel read and write files born in the upper directly (faster; snapshots are then not atomic for files written that way)")
 	registerWriteback(fl, f)
@@ -136,7 +138,7 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	if f.foreground {
+	if chooseForeground(os.Getpid(), f.foreground, f.foregroundSet) {
 		return serveMount(s, f.log, nil)
 	}
 	if s, err = s.WithDefaults(); err != nil {
@@ -168,6 +170,18 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 	}
 	args = append(args, f.log.args(logPath)...)
 	return spawnDaemon(args, s, logPath, s.Options.StartTimeout)
+}
+
+// chooseForeground decides whether a mount serves in this process: as
+// --foreground says if it was given, else when this process is PID 1. A
+// container's entrypoint is PID 1, and a mount process left in the
+// background would be killed with the container as soon as PID 1
+// returned.
+func chooseForeground(pid int, foreground, given bool) bool {
+	if given {
+		return foreground
+	}
+	return pid == 1
 }
 
 // spec turns the flags into a workspace spec; Spec.Validate checks what

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -151,5 +154,71 @@ func TestLogFlags(t *testing.T) {
 	unmountCLI(t, e.mnt)
 	if b, _ := os.ReadFile(quiet); strings.Contains(string(b), "mounted") {
 		t.Errorf("info lines with --log-level warn: %s", b)
+	}
+}
+
+// cowfs as a container's entrypoint is PID 1: it mounts in the
+// foreground without being told, where a background mount would leave
+// the container at once, its mount process killed with it.
+func TestPID1StaysInForeground(t *testing.T) {
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("no unshare(1) to run cowfs as PID 1")
+	}
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "--pid", "--fork", bin, "--state", e.state, "mount", e.mnt, "--lower", e.lower)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var werr error
+	go func() {
+		werr = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-exited
+	})
+	waitFor(t, 30*time.Second, "the mount", func() bool { return mounted(t, e.mnt) })
+	select {
+	case <-exited:
+		t.Fatalf("cowfs as PID 1 returned (%v) with its mount up: %s", werr, out.String())
+	case <-time.After(time.Second):
+	}
+	if b, err := os.ReadFile(filepath.Join(e.mnt, "run.sh")); err != nil || !strings.Contains(string(b), "echo ran") {
+		t.Fatalf("read through the mount: %q, %v", b, err)
+	}
+	if out, code := run(t, "unmount", e.mnt); code != 0 {
+		t.Fatalf("unmount: exit %d: %s", code, out)
+	}
+	select {
+	case <-exited:
+		if werr != nil {
+			t.Fatalf("cowfs as PID 1: %v: %s", werr, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("cowfs as PID 1 still running 30s after its unmount")
+	}
+}
+
+func TestForegroundChoice(t *testing.T) {
+	for _, c := range []struct {
+		pid       int
+		flag, set bool
+		want      bool
+	}{
+		{pid: 4242, want: false},
+		{pid: 4242, flag: true, set: true, want: true},
+		{pid: 1, want: true},
+		{pid: 1, flag: true, set: true, want: true},
+		{pid: 1, flag: false, set: true, want: false},
+	} {
+		if got := chooseForeground(c.pid, c.flag, c.set); got != c.want {
+			t.Errorf("pid %d, --foreground=%v given %v: foreground %v, want %v", c.pid, c.flag, c.set, got, c.want)
+		}
 	}
 }
