@@ -206,8 +206,8 @@ func (s Spec) Validate() error {
 	if err := s.validateOptions(); err != nil {
 		return err
 	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		return fmt.Errorf("no /dev/fuse: load the fuse module (modprobe fuse) or give the container the device: %w", err)
+	if err := checkFuseDevice(fuseDevice); err != nil {
+		return err
 	}
 	if err := s.validateLower(); err != nil {
 		return err
