@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -36,6 +37,7 @@ type mountFlags struct {
 	reserve            string
 	remote             remoteFlags
 	log                logFlags
+	access             accessFlags
 	timeoutSet         bool // --timeout was given
 	metricsAddr        string
 }
@@ -79,6 +81,7 @@ made over it; a new mountpoint gets the master's newest version.`,
 			f.timeoutSet = cmd.Flags().Changed("timeout")
 			f.foregroundSet = cmd.Flags().Changed("foreground")
 			f.remote.changed = cmd.Flags().Changed
+			f.access.changed = cmd.Flags().Changed
 			return runMount(g, f, args[0])
 		},
 	}
@@ -98,6 +101,7 @@ made over it; a new mountpoint gets the master's newest version.`,
 	fl.IntVar(&f.procs, "procs", cowfs.DefaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
 	registerReadAhead(fl, f)
 	registerMetricsAddr(fl, &f.metricsAddr)
+	f.access.register(fl)
 	f.remote.register(fl)
 	f.log.register(fl, "<upper's parent>/mount.log in the background, stderr with --foreground")
 	return cmd
@@ -207,11 +211,55 @@ func (f *mountFlags) spec(g *globals, mnt string) (cowfs.Spec, error) {
 	if f.timeoutSet {
 		s.Options.StartTimeout = f.timeout
 	}
+	if err := f.access.apply(&s.Options); err != nil {
+		return cowfs.Spec{}, err
+	}
 	if f.remote.addr == "" {
 		return s, f.remote.checkLocal()
 	}
 	s.Lower.Remote, err = f.remote.spec()
 	return s, err
+}
+
+// accessFlags are who may use a mount and what owner and mode its files
+// are shown with; mount and restore share them.
+type accessFlags struct {
+	allowOther bool
+	uid, gid   uint32
+	umask      string
+	// changed reports whether a flag was given (nil: none was).
+	changed func(name string) bool
+}
+
+func (a *accessFlags) register(fl *pflag.FlagSet) {
+	fl.BoolVar(&a.allowOther, "allow-other", os.Geteuid() == 0, "let other users than the one who mounts use the workspace (on for root; for others /etc/fuse.conf must say user_allow_other)")
+	fl.Uint32Var(&a.uid, "uid", 0, "show every file as owned by this uid (default: the files' own owners)")
+	fl.Uint32Var(&a.gid, "gid", 0, "show every file with this group id (default: the files' own groups)")
+	fl.StringVar(&a.umask, "umask", "", "clear these octal mode bits from every file shown (e.g. 022; default: none)")
+}
+
+// apply puts the flags that were given into o.
+func (a *accessFlags) apply(o *cowfs.Options) error {
+	if a.changed == nil {
+		return nil
+	}
+	if a.changed("allow-other") {
+		o.AllowOther = &a.allowOther
+	}
+	if a.changed("uid") {
+		o.Uid = &a.uid
+	}
+	if a.changed("gid") {
+		o.Gid = &a.gid
+	}
+	if a.umask != "" {
+		m, err := strconv.ParseUint(a.umask, 8, 32)
+		if err != nil || m > 0o777 {
+			return fmt.Errorf("--umask %q: want octal mode bits, 0 to 0777 (e.g. 022)", a.umask)
+		}
+		o.Umask = uint32(m)
+	}
+	return nil
 }
 
 // registerWriteback adds --writeback-cache, which mount and restore share.

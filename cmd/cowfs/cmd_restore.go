@@ -29,6 +29,7 @@ mount --remote, and cached for every mount of this state directory.`,
 			f.snapshot = args[0]
 			f.timeoutSet = cmd.Flags().Changed("timeout")
 			f.foregroundSet = cmd.Flags().Changed("foreground")
+			f.access.changed = cmd.Flags().Changed
 			f.remote.changed = cmd.Flags().Changed
 			return runMount(g, f, args[1])
 		},
@@ -41,6 +42,7 @@ mount --remote, and cached for every mount of this state directory.`,
 	registerReadAhead(fl, f)
 	registerWriteback(fl, f)
 	registerMetricsAddr(fl, &f.metricsAddr)
+	f.access.register(fl)
 	f.remote.register(fl)
 	f.log.register(fl, "<state>/restores/mount.log in the background, stderr with --foreground")
 	fl.MarkHidden("path")

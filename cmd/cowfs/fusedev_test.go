@@ -59,3 +59,63 @@ func TestMountWithoutFuseAccess(t *testing.T) {
 		t.Error("mounted")
 	}
 }
+
+// --uid, --gid and --umask choose the owner and mode bits every file is
+// shown with; --allow-other=false keeps other users out even for root's
+// mount. Bad values are refused before anything is mounted.
+func TestMountOwnerFlags(t *testing.T) {
+	e := newEnv(t)
+	for _, bad := range [][]string{{"--umask", "999"}, {"--umask", "01000"}, {"--uid", "-1"}} {
+		args := append([]string{"--state", e.state, "mount", e.mnt, "--lower", e.lower}, bad...)
+		if out, code := run(t, args...); code == 0 || !strings.Contains(out, bad[0]) || mounted(t, e.mnt) {
+			t.Errorf("mount %v: exit %d, %q", bad, code, out)
+		}
+	}
+	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower, "--uid", "1234", "--gid", "5678", "--umask", "027", "--allow-other=false"); code != 0 {
+		t.Fatalf("mount: exit %d: %s", code, out)
+	}
+	if err := os.WriteFile(filepath.Join(e.mnt, "new"), []byte("n"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(e.mnt)
+	if err != nil || len(ents) < 3 {
+		t.Fatalf("readdir: %v %v", ents, err)
+	}
+	for name, want := range map[string]os.FileMode{"run.sh": 0o750, "new": 0o640, "crawlab_project": os.ModeDir | 0o750} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(e.mnt, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Lstat(filepath.Join(e.mnt, name))
+		if st.Uid != 1234 || st.Gid != 5678 || fi.Mode() != want {
+			t.Errorf("%s shown as %d:%d %v, want 1234:5678 %v", name, st.Uid, st.Gid, fi.Mode(), want)
+		}
+	}
+	if opts := mountOptions(t, e.mnt); strings.Contains(opts, "allow_other") {
+		t.Errorf("--allow-other=false, mounted with %s", opts)
+	}
+	unmountCLI(t, e.mnt)
+	if out, code := run(t, "--state", e.state, "mount", e.mnt, "--lower", e.lower); code != 0 {
+		t.Fatalf("mount: exit %d: %s", code, out)
+	}
+	if opts := mountOptions(t, e.mnt); !strings.Contains(opts, "allow_other") {
+		t.Errorf("root's mount without allow_other: %s", opts)
+	}
+	unmountCLI(t, e.mnt)
+}
+
+// mountOptions returns the options /proc/mounts shows for mnt.
+func mountOptions(t *testing.T, mnt string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && f[1] == mnt {
+			return f[3]
+		}
+	}
+	t.Fatalf("%s is not in /proc/mounts", mnt)
+	return ""
+}
