@@ -54,9 +54,17 @@ func (l logFlags) check() error {
 	return err
 }
 
-// args are the flags that give a background mount process the same log.
+// args are the flags that give a background mount process the same log;
+// the mount(8) helper leaves level and format to their defaults.
 func (l logFlags) args(file string) []string {
-	return []string{"--log-level", l.level, "--log-format", l.format, "--log-file", file}
+	args := []string{"--log-file", file}
+	if l.level != "" {
+		args = append(args, "--log-level", l.level)
+	}
+	if l.format != "" {
+		args = append(args, "--log-format", l.format)
+	}
+	return args
 }
 
 // setDefault makes log the process's default logger. The log package's
