@@ -138,6 +138,15 @@ type Options struct {
 	// (package metrics), each series labelled with the mountpoint; nil:
 	// one of its own, with the process's, if MetricsAddr is set.
 	Metrics *prometheus.Registry `json:"-"`
+	// AllowOther lets other users than the one who mounted use the
+	// workspace (FUSE's allow_other). nil: on for root, off for others.
+	AllowOther *bool `json:"allow_other,omitempty"`
+	// Uid and Gid, when not nil, are the owner and group every file is
+	// shown with; Umask (0 to 0777) is cleared from every file's mode
+	// shown. The files keep their own in the upper and in snapshots.
+	Uid   *uint32 `json:"uid,omitempty"`
+	Gid   *uint32 `json:"gid,omitempty"`
+	Umask uint32  `json:"umask,omitempty"`
 }
 
 // withDefaults returns s with every zero value that has a default filled
@@ -206,8 +215,8 @@ func (s Spec) Validate() error {
 	if err := s.validateOptions(); err != nil {
 		return err
 	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		return fmt.Errorf("no /dev/fuse: load the fuse module (modprobe fuse) or give the container the device: %w", err)
+	if err := checkFuseDevice(fuseDevice); err != nil {
+		return err
 	}
 	if err := s.validateLower(); err != nil {
 		return err
@@ -240,6 +249,8 @@ func (s Spec) validateOptions() error {
 		return fmt.Errorf("reserve %d: want 0 or at least 16M (badger's memtables are 8M each)", o.Reserve)
 	case o.Procs < 0:
 		return fmt.Errorf("procs %d: want at least 1", o.Procs)
+	case o.Umask > 0o777:
+		return fmt.Errorf("umask %04o: want at most 0777", o.Umask)
 	}
 	if o.MetricsAddr != "" {
 		return metrics.CheckAddr(o.MetricsAddr)

@@ -110,3 +110,15 @@ func TestSpecJSON(t *testing.T) {
 		t.Errorf("after JSON:\n%+v %+v\nwant\n%+v %+v", got, got.Lower.Remote, s, s.Lower.Remote)
 	}
 }
+
+// A missing FUSE device is named, with the remedy, before anything is
+// made.
+func TestValidateNoFuseDevice(t *testing.T) {
+	defer func(d string) { fuseDevice = d }(fuseDevice)
+	fuseDevice = filepath.Join(t.TempDir(), "fuse")
+	mnt, lower := t.TempDir(), t.TempDir()
+	err := Spec{Mountpoint: mnt, Lower: Lower{Dir: lower}, State: t.TempDir()}.Validate()
+	if err == nil || !strings.Contains(err.Error(), fuseDevice) || !strings.Contains(err.Error(), "modprobe fuse") {
+		t.Fatalf("validate without a FUSE device: %v", err)
+	}
+}

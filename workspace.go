@@ -206,7 +206,10 @@ func (s Spec) fsOptions() fs.Options {
 		Passthrough: s.Options.Passthrough, PassthroughLower: s.Options.PassthroughLower,
 		WritebackCache: s.Options.WritebackCache,
 		ReadAhead:      s.Options.ReadAhead, Reserve: s.Options.Reserve,
-		Logger: s.Options.Logger,
+		Logger: s.Options.Logger, AllowOther: s.Options.AllowOther,
+	}
+	if s.Options.Uid != nil || s.Options.Gid != nil || s.Options.Umask != 0 {
+		o.Shown = &fs.Shown{Uid: s.Options.Uid, Gid: s.Options.Gid, Umask: s.Options.Umask}
 	}
 }
 

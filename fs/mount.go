@@ -102,6 +102,14 @@ type Options struct {
 	// Instrument, when set, wraps the raw filesystem go-fuse serves,
 	// outside every lock of cowfs's: it sees each request (metrics).
 	Instrument func(fuse.RawFileSystem) fuse.RawFileSystem
+	// AllowOther lets users other than the one who mounted use the
+	// mount (FUSE's allow_other; for a user other than root,
+	// /etc/fuse.conf must say user_allow_other). nil: on for root, off
+	// for others.
+	AllowOther *bool
+	// Shown, when not nil, is the owner and mode every file is shown
+	// with.
+	Shown *Shown
 }
 
 // Mount is a live cowfs mount.
@@ -221,7 +229,7 @@ func New(dir string, o Options) (_ *Mount, err error) {
 	m.fs = cfs
 	m.ms = &mount{fs: cfs, log: m.log, passthrough: o.Passthrough, passthroughLower: o.PassthroughLower, writeback: o.WritebackCache, ioTimeout: o.IOTimeout}
 	root := &node{c: cfs.Root(), m: m.ms}
-	if m.server, err = serve(dir, root, fuseOptions(cfs, o), &m.ms.tree, o.Instrument); err != nil {
+	if m.server, err = serve(dir, root, fuseOptions(cfs, o), &m.ms.tree, o.Shown, o.Instrument); err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	undo.push(func() { unmountServer(m.server, dir) })
@@ -286,7 +294,7 @@ func fuseOptions(cfs *cow.FS, o Options) *gofs.Options {
 		MountOptions: fuse.MountOptions{
 			FsName:      fsname,
 			Name:        "cowfs",
-			AllowOther:  os.Geteuid() == 0,
+			AllowOther:  allowOther(o.AllowOther),
 			Options:     []string{"default_permissions"},
 			MaxWrite:    1 << 20,
 			DirectMount: true,
@@ -307,6 +315,9 @@ func fuseOptions(cfs *cow.FS, o Options) *gofs.Options {
 			DisableSplice: true,
 			// See killpriv.go.
 			ExtraCapabilities: killPrivCaps | writebackCaps(o.WritebackCache),
+			// READDIRPLUS's entries carry attributes that shownAttrs
+			// does not see.
+			DisableReadDirPlus: o.Shown != nil,
 		},
 	}
 }
@@ -315,12 +326,17 @@ func fuseOptions(cfs *cow.FS, o Options) *gofs.Options {
 // kernel mount is made, which nothing real does on demand.
 var waitMount = (*fuse.Server).WaitMount
 
-// serve is gofs.Mount with the raw filesystem wrapped in treeLocked, and
-// that in wrap if set (Options.Instrument). If the mount is made but does
-// not come up, serve takes it down again: otherwise it would stay, served
-// by nothing once New closes the layers.
-func serve(dir string, root gofs.InodeEmbedder, opts *gofs.Options, tree *sync.RWMutex, wrap func(fuse.RawFileSystem) fuse.RawFileSystem) (*fuse.Server, error) {
-	var raw fuse.RawFileSystem = &treeLocked{RawFileSystem: gofs.NewNodeFS(root, opts), mu: tree}
+// serve is gofs.Mount with the raw filesystem wrapped in shownAttrs if
+// shown is set, that in treeLocked, and that in wrap if set
+// (Options.Instrument). If the mount is made but does not come up, serve
+// takes it down again: otherwise it would stay, served by nothing once
+// New closes the layers.
+func serve(dir string, root gofs.InodeEmbedder, opts *gofs.Options, tree *sync.RWMutex, shown *Shown, wrap func(fuse.RawFileSystem) fuse.RawFileSystem) (*fuse.Server, error) {
+	nodes := gofs.NewNodeFS(root, opts)
+	if shown != nil {
+		nodes = &shownAttrs{RawFileSystem: nodes, s: *shown}
+	}
+	var raw fuse.RawFileSystem = &treeLocked{RawFileSystem: nodes, mu: tree}
 	if wrap != nil {
 		raw = wrap(raw)
 	}
@@ -349,6 +365,13 @@ func unmountServer(s *fuse.Server, dir string) error {
 	}
 	s.Wait()
 	return err
+}
+
+func allowOther(o *bool) bool {
+	if o == nil {
+		return os.Geteuid() == 0
+	}
+	return *o
 }
 
 func writebackCaps(on bool) uint64 {

@@ -191,7 +191,14 @@ func (c *Client) retryFor(ctx context.Context, what string, callTimeout, timeout
 				time.Since(start).Round(time.Millisecond), status.Convert(err).Message())
 		}
 		c.retries.Add(1)
-		c.log.Debug("retrying", "call", what, "attempt", n, "err", err)
+		// The first retry of a call is a warning, so that the log
+		// at its default level says why reads wait; the rest, which
+		// an outage multiplies by every waiting read, are debug.
+		level := slog.LevelDebug
+		if n == 1 {
+			level = slog.LevelWarn
+		}
+		c.log.Log(ctx, level, "retrying", "master", c.cfg.Addr, "call", what, "attempt", n, "err", err)
 		time.Sleep(sleep)
 		if code == codes.Unavailable {
 			// Dial now, not when the channel's own backoff ends.

@@ -10,9 +10,11 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -24,6 +26,7 @@ type mountFlags struct {
 	lower, upper, work string
 	snapshot           string // restore this snapshot instead of mounting lower
 	foreground         bool
+	foregroundSet      bool // --foreground was given, true or false
 	debug              bool
 	passthrough        bool
 	passthroughLower   bool
@@ -33,6 +36,8 @@ type mountFlags struct {
 	readAhead          string
 	reserve            string
 	remote             remoteFlags
+	log                logFlags
+	access             accessFlags
 	timeoutSet         bool // --timeout was given
 	metricsAddr        string
 }
@@ -47,7 +52,8 @@ func newMountCmd(g *globals) *cobra.Command {
 The command returns 0 only once MNT serves requests; if the workspace cannot
 be mounted it says why and exits non-zero, and nothing is left mounted. The
 mount process runs in the background (log: <upper's parent>/mount.log) unless
---foreground is given; SIGTERM or SIGINT unmount it cleanly.
+--foreground is given; SIGTERM or SIGINT unmount it cleanly, SIGHUP or
+SIGUSR1 reopen its log (for logrotate).
 
 The upper lives under --state, keyed by MNT, so mounting the same MNT again
 (after an unmount or a crash) finds the same upper. --upper and --work put it
@@ -73,7 +79,9 @@ made over it; a new mountpoint gets the master's newest version.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.timeoutSet = cmd.Flags().Changed("timeout")
+			f.foregroundSet = cmd.Flags().Changed("foreground")
 			f.remote.changed = cmd.Flags().Changed
+			f.access.changed = cmd.Flags().Changed
 			return runMount(g, f, args[0])
 		},
 	}
@@ -81,7 +89,7 @@ made over it; a new mountpoint gets the master's newest version.`,
 	fl.StringVar(&f.lower, "lower", "", "read-only lower directory (or --remote)")
 	fl.StringVar(&f.upper, "upper", "", "upper directory (default: under --state)")
 	fl.StringVar(&f.work, "work", "", "work directory, on the upper's filesystem (required with --upper)")
-	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted")
+	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted (the default as PID 1, a container's entrypoint)")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 	fl.BoolVar(&f.passthrough, "passthrough", false, "let the kernel read and write files born in the upper directly (faster; snapshots are then not atomic for files written that way)")
 	registerWriteback(fl, f)
@@ -93,7 +101,9 @@ made over it; a new mountpoint gets the master's newest version.`,
 	fl.IntVar(&f.procs, "procs", cowfs.DefaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
 	registerReadAhead(fl, f)
 	registerMetricsAddr(fl, &f.metricsAddr)
+	f.access.register(fl)
 	f.remote.register(fl)
+	f.log.register(fl, "<upper's parent>/mount.log in the background, stderr with --foreground")
 	return cmd
 }
 
@@ -120,7 +130,10 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 			pipe.Close()
 			return err
 		}
-		return serveMount(s, pipe)
+		return serveMount(s, f.log, pipe)
+	}
+	if err := f.log.check(); err != nil {
+		return err
 	}
 	s, err := f.spec(g, mnt)
 	if err != nil {
@@ -129,8 +142,8 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	if f.foreground {
-		return serveMount(s, nil)
+	if chooseForeground(os.Getpid(), f.foreground, f.foregroundSet) {
+		return serveMount(s, f.log, nil)
 	}
 	if s, err = s.WithDefaults(); err != nil {
 		return err
@@ -145,16 +158,34 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 		u, _ := fs.MountDirs(s.State, s.Mountpoint)
 		logDir = filepath.Dir(u)
 	}
-	if err := os.MkdirAll(logDir, 0o700); err != nil {
+	logPath := filepath.Join(logDir, "mount.log")
+	if f.log.file != "" {
+		if logPath, err = filepath.Abs(f.log.file); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return err
 	}
 	// The mount process gets the spec itself (spawnDaemon); its argv
-	// only names it for ps and for cowfs unmount.
+	// names it for ps and for cowfs unmount, and says where to log.
 	args := []string{"--state", s.State, "mount", s.Mountpoint, "--foreground"}
 	if s.Lower.Snapshot != "" {
 		args = []string{"--state", s.State, "restore", s.Lower.Snapshot, s.Mountpoint, "--foreground"}
 	}
-	return spawnDaemon(args, s, filepath.Join(logDir, "mount.log"), s.Options.StartTimeout)
+	args = append(args, f.log.args(logPath)...)
+	return spawnDaemon(args, s, logPath, s.Options.StartTimeout)
+}
+
+// chooseForeground decides whether a mount serves in this process: as
+// --foreground says if it was given, else when this process is PID 1. A
+// container's entrypoint is PID 1, and a mount process left in the
+// background would be killed with the container as soon as PID 1
+// returned.
+func chooseForeground(pid int, foreground, given bool) bool {
+	if given {
+		return foreground
+	}
+	return pid == 1
 }
 
 // spec turns the flags into a workspace spec; Spec.Validate checks what
@@ -180,11 +211,55 @@ func (f *mountFlags) spec(g *globals, mnt string) (cowfs.Spec, error) {
 	if f.timeoutSet {
 		s.Options.StartTimeout = f.timeout
 	}
+	if err := f.access.apply(&s.Options); err != nil {
+		return cowfs.Spec{}, err
+	}
 	if f.remote.addr == "" {
 		return s, f.remote.checkLocal()
 	}
 	s.Lower.Remote, err = f.remote.spec()
 	return s, err
+}
+
+// accessFlags are who may use a mount and what owner and mode its files
+// are shown with; mount and restore share them.
+type accessFlags struct {
+	allowOther bool
+	uid, gid   uint32
+	umask      string
+	// changed reports whether a flag was given (nil: none was).
+	changed func(name string) bool
+}
+
+func (a *accessFlags) register(fl *pflag.FlagSet) {
+	fl.BoolVar(&a.allowOther, "allow-other", os.Geteuid() == 0, "let other users than the one who mounts use the workspace (on for root; for others /etc/fuse.conf must say user_allow_other)")
+	fl.Uint32Var(&a.uid, "uid", 0, "show every file as owned by this uid (default: the files' own owners)")
+	fl.Uint32Var(&a.gid, "gid", 0, "show every file with this group id (default: the files' own groups)")
+	fl.StringVar(&a.umask, "umask", "", "clear these octal mode bits from every file shown (e.g. 022; default: none)")
+}
+
+// apply puts the flags that were given into o.
+func (a *accessFlags) apply(o *cowfs.Options) error {
+	if a.changed == nil {
+		return nil
+	}
+	if a.changed("allow-other") {
+		o.AllowOther = &a.allowOther
+	}
+	if a.changed("uid") {
+		o.Uid = &a.uid
+	}
+	if a.changed("gid") {
+		o.Gid = &a.gid
+	}
+	if a.umask != "" {
+		m, err := strconv.ParseUint(a.umask, 8, 32)
+		if err != nil || m > 0o777 {
+			return fmt.Errorf("--umask %q: want octal mode bits, 0 to 0777 (e.g. 022)", a.umask)
+		}
+		o.Umask = uint32(m)
+	}
+	return nil
 }
 
 // registerWriteback adds --writeback-cache, which mount and restore share.
@@ -239,23 +314,39 @@ func readAheadBytes(s string) (int64, error) {
 
 // serveMount mounts s in this process and serves until unmounted. It
 // reports readiness (or the error) on pipe when there is one.
-func serveMount(s cowfs.Spec, pipe io.WriteCloser) error {
-	level := slog.LevelInfo
-	if s.Options.Debug {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	slog.SetDefault(log)
-	s.Options.Logger = log
-	s, err := s.WithDefaults()
+func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
+	out, err := openLogOutput(lf.file)
 	if err != nil {
+		if pipe != nil {
+			fmt.Fprintf(pipe, "%v\n", err)
+			pipe.Close()
+		}
 		return err
 	}
+	h, err := lf.handler(out, s.Options.Debug)
+	if err == nil {
+		s, err = s.WithDefaults()
+	}
+	if err != nil {
+		if pipe != nil {
+			fmt.Fprintf(pipe, "%v\n", err)
+			pipe.Close()
+		}
+		return err
+	}
+	// Every line names the workspace: several mounts may log to one
+	// place (a restore's log, a journal, a container's output).
+	log := slog.New(h).With("mountpoint", s.Mountpoint)
+	setDefault(log, s.Options.Debug)
+	s.Options.Logger = log
 	runtime.GOMAXPROCS(s.Options.Procs)
 	// Before the mount appears: a signal sent as soon as it is visible
-	// must unmount it, not kill the process and leave it dead.
+	// must unmount it (or reopen the log), not kill the process and
+	// leave the mount dead.
+	stopReopen := reopenOnSignal(out, log)
+	defer stopReopen()
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	ws, err := openWatched(s, sigs, log)
 	if err != nil {
 		if pipe != nil {
@@ -264,7 +355,7 @@ func serveMount(s cowfs.Spec, pipe io.WriteCloser) error {
 		}
 		return err
 	}
-	log.Info("mounted", "mountpoint", s.Mountpoint, "lower", s.Lower.Dir, "source", ws.Status().Source)
+	log.Info("mounted", "lower", s.Lower.Dir, "source", ws.Status().Source)
 	if pipe != nil {
 		_, werr := fmt.Fprintln(pipe, "ok")
 		pipe.Close()
@@ -279,6 +370,7 @@ func serveMount(s cowfs.Spec, pipe io.WriteCloser) error {
 			return fmt.Errorf("mount abandoned by its caller: %w", werr)
 		}
 	}
+	sdNotify(log, daemon.SdNotifyReady)
 	done := make(chan struct{})
 	go func() {
 		ws.Wait()
@@ -290,11 +382,12 @@ func serveMount(s cowfs.Spec, pipe io.WriteCloser) error {
 	case <-done:
 		// Unmounted from outside (cowfs unmount, umount, fusermount -u).
 	}
+	sdNotify(log, daemon.SdNotifyStopping)
 	if err := ws.Close(); err != nil {
 		log.Error("unmount", "err", err)
 		return err
 	}
-	log.Info("unmounted", "mountpoint", s.Mountpoint)
+	log.Info("unmounted")
 	return nil
 }
 

@@ -28,19 +28,23 @@ mount --remote, and cached for every mount of this state directory.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.snapshot = args[0]
 			f.timeoutSet = cmd.Flags().Changed("timeout")
+			f.foregroundSet = cmd.Flags().Changed("foreground")
+			f.access.changed = cmd.Flags().Changed
 			f.remote.changed = cmd.Flags().Changed
 			return runMount(g, f, args[1])
 		},
 	}
 	fl := cmd.Flags()
-	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted")
+	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted (the default as PID 1, a container's entrypoint)")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 	fl.DurationVar(&f.timeout, "timeout", cowfs.DefaultStartTimeout, "how long to wait for the mount to become ready (with --remote, unless set: 5m plus --io-timeout, as the master may scan a big export first)")
 	fl.IntVar(&f.procs, "procs", cowfs.DefaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
 	registerReadAhead(fl, f)
 	registerWriteback(fl, f)
 	registerMetricsAddr(fl, &f.metricsAddr)
+	f.access.register(fl)
 	f.remote.register(fl)
+	f.log.register(fl, "<state>/restores/mount.log in the background, stderr with --foreground")
 	fl.MarkHidden("path")
 	return cmd
 }

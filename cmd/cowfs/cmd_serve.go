@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -27,6 +28,7 @@ type serveFlags struct {
 	keepVersions    int
 	serveSnapshots  bool
 	metricsAddr     string
+	log             logFlags
 }
 
 func newServeCmd(g *globals) *cobra.Command {
@@ -63,7 +65,8 @@ apart from workers, serve with a --state of its own.
 
 The default address is loopback; to serve other machines give --listen,
 --token-file and, across an untrusted network, --tls-cert and --tls-key. The
-gRPC health service answers without a token. SIGTERM or SIGINT stop serving.`,
+gRPC health service answers without a token. SIGTERM or SIGINT stop serving;
+SIGHUP or SIGUSR1 reopen --log-file (for logrotate).`,
 		Example: `  # on the master
   head -c 32 /dev/urandom | base64 > /etc/cowfs/token
   cowfs serve --root /srv/spiders --listen 0.0.0.0:7420 --token-file /etc/cowfs/token \
@@ -82,11 +85,15 @@ gRPC health service answers without a token. SIGTERM or SIGINT stop serving.`,
 	fl.IntVar(&f.keepVersions, "keep-versions", 32, "how many of the newest versions to keep for running mounts")
 	fl.BoolVar(&f.serveSnapshots, "serve-snapshots", false, "let workers restore the master's own snapshots too, including those of trees outside DIR")
 	registerMetricsAddr(fl, &f.metricsAddr)
+	f.log.register(fl, "stderr")
 	cmd.MarkFlagRequired("root")
 	return cmd
 }
 
 func runServe(g *globals, f *serveFlags) error {
+	if err := f.log.check(); err != nil {
+		return err
+	}
 	root, err := filepath.Abs(f.root)
 	if err != nil {
 		return err
@@ -127,8 +134,16 @@ func runServe(g *globals, f *serveFlags) error {
 		}
 		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	slog.SetDefault(log)
+	out, err := openLogOutput(f.log.file)
+	if err != nil {
+		return err
+	}
+	h, err := f.log.handler(out, false)
+	if err != nil {
+		return err
+	}
+	log := slog.New(h)
+	setDefault(log, false)
 	cfg.Logger = log
 	var mx *metrics.Master
 	reg := metrics.NewRegistry()
@@ -138,6 +153,7 @@ func runServe(g *globals, f *serveFlags) error {
 		}
 		cfg.ServerOptions, cfg.ScanDone = mx.ServerOptions(), mx.ObserveScan
 	}
+	defer reopenOnSignal(out, log)()
 	srv, err := remote.NewServer(cfg)
 	if err != nil {
 		return err
@@ -165,8 +181,12 @@ func runServe(g *globals, f *serveFlags) error {
 	go func() {
 		s := <-sigs
 		log.Info("stopping", "signal", s.String())
+		sdNotify(log, daemon.SdNotifyStopping)
 		srv.GracefulStop()
 	}()
+	// Serve takes calls from here on: the listener queues them until
+	// then.
+	sdNotify(log, daemon.SdNotifyReady)
 	if err := srv.Serve(l); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
