@@ -201,7 +201,7 @@ func (s Spec) fsOptions() fs.Options {
 	if s.Lower.Snapshot != "" {
 		fsname = "cowfs:snapshot:" + s.Lower.Snapshot
 	}
-	return fs.Options{
+	o := fs.Options{
 		FsName: fsname, Debug: s.Options.Debug,
 		Passthrough: s.Options.Passthrough, PassthroughLower: s.Options.PassthroughLower,
 		WritebackCache: s.Options.WritebackCache,
@@ -211,6 +211,7 @@ func (s Spec) fsOptions() fs.Options {
 	if s.Options.Uid != nil || s.Options.Gid != nil || s.Options.Umask != 0 {
 		o.Shown = &fs.Shown{Uid: s.Options.Uid, Gid: s.Options.Gid, Umask: s.Options.Umask}
 	}
+	return o
 }
 
 // Dir is the mountpoint.

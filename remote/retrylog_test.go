@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
 // A call retried because the master does not answer leaves a warning that
@@ -21,8 +22,8 @@ func TestRetryLoggedAsWarning(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	var log logBuffer
-	c, err := remote.Dial(remote.ClientConfig{Addr: addr, CallTimeout: 200 * time.Millisecond, Timeout: 2 * time.Second, Logger: log.logger()})
+	var log remotetest.LogBuffer
+	c, err := remote.Dial(remote.ClientConfig{Addr: addr, CallTimeout: 200 * time.Millisecond, Timeout: 2 * time.Second, Logger: log.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,11 +33,11 @@ func TestRetryLoggedAsWarning(t *testing.T) {
 	if _, err := c.Resolve(ctx, ""); !errors.Is(err, remote.ErrUnavailable) {
 		t.Fatalf("resolve from a master that is not there: %v", err)
 	}
-	lines := log.lines("retrying")
+	lines := log.Lines("retrying")
 	if len(lines) == 0 || !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], addr) {
 		t.Fatalf("retries logged as %q, want a warning naming %s", lines, addr)
 	}
-	if warned := log.lines("level=WARN"); len(warned) != 1 {
+	if warned := log.Lines("level=WARN"); len(warned) != 1 {
 		t.Errorf("%d warnings for one call's %d retries, want 1: %q", len(warned), len(lines), warned)
 	}
 }
