@@ -12,9 +12,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 type globals struct {
 	state string
 }
@@ -41,6 +38,7 @@ func newRoot() *cobra.Command {
 		Long: `cowfs mounts a workspace: a read-only lower directory under a private,
 writable upper layer. Processes in the workspace see one ordinary directory;
 what they change goes to the upper, and the lower is never modified.`,
+		Version:       versionLine(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -55,6 +53,7 @@ what they change goes to the upper, and the lower is never modified.`,
 	}
 	root.PersistentFlags().StringVar(&g.state, "state", defaultState(),
 		"state directory for uppers and metadata (env COWFS_STATE)")
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newMountCmd(g), newServeCmd(g), newStatusCmd(g), newUnmountCmd(g), newSnapshotCmd(g), newRestoreCmd(g), newSnapshotsCmd(g), newVerifyCmd(g), newGCCmd(g), newVersionCmd())
 	return root
 }
