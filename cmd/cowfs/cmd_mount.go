@@ -186,8 +186,8 @@ func registerWriteback(fl *pflag.FlagSet, f *mountFlags) {
 // registerReadAhead adds --readahead and --reserve, which mount and
 // restore share.
 func registerReadAhead(fl *pflag.FlagSet, f *mountFlags) {
-	fl.StringVar(&f.readAhead, "readahead", fmt.Sprintf("%dM", cowfs.DefaultReadAhead>>20), "how far the kernel reads ahead of a sequential reader (e.g. 512K, 4M; 0 keeps the kernel's 128K); needs root")
-	fl.StringVar(&f.reserve, "reserve", fmt.Sprintf("%dM", cowfs.DefaultReserve>>20), "space kept free on the upper's filesystem for cowfs's metadata: writes get ENOSPC below it (0: none, and a full disk can then crash the mount)")
+	fl.StringVar(&f.readAhead, "readahead", fmt.Sprintf("%dM", cowfs.DefaultReadAhead>>20), "how far the kernel reads ahead of a sequential reader (e.g. 512K, 4M; 0 keeps the kernel's 128K; "+sizeHelp+"); needs root")
+	fl.StringVar(&f.reserve, "reserve", fmt.Sprintf("%dM", cowfs.DefaultReserve>>20), "space kept free on the upper's filesystem for cowfs's metadata: writes get ENOSPC below it (0: none, and a full disk can then crash the mount; "+sizeHelp+")")
 }
 
 // reserveBytes turns --reserve into cowfs.Options.Reserve; "" is the
@@ -198,13 +198,13 @@ func reserveBytes(s string) (int64, error) {
 	}
 	n, err := parseSize(s)
 	if err != nil {
-		return 0, fmt.Errorf("--reserve: %w", err)
+		return 0, usagef("--reserve: %w", err)
 	}
 	if n == 0 {
 		return -1, nil
 	}
 	if n < 16<<20 {
-		return 0, fmt.Errorf("--reserve %s: want 0 or at least 16M (badger's memtables are 8M each)", s)
+		return 0, usagef("--reserve %s: want 0 or at least 16M (badger's memtables are 8M each)", s)
 	}
 	return n, nil
 }
@@ -217,13 +217,13 @@ func readAheadBytes(s string) (int64, error) {
 	}
 	n, err := parseSize(s)
 	if err != nil {
-		return 0, fmt.Errorf("--readahead: %w", err)
+		return 0, usagef("--readahead: %w", err)
 	}
 	if n == 0 {
 		return -1, nil
 	}
 	if n < 4<<10 || n > 1<<30 {
-		return 0, fmt.Errorf("--readahead %s: want 0 or between 4K and 1G", s)
+		return 0, usagef("--readahead %s: want 0 or between 4K and 1G", s)
 	}
 	return n, nil
 }

@@ -65,15 +65,3 @@ lacks), so that "cowfs restore --remote" works on any worker.`,
 	cmd.Flags().BoolVar(&push, "push", false, "also send the snapshot to the mount's master (mount --remote only)")
 	return cmd
 }
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}

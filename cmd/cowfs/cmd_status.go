@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/cowfs/cowfs/fs"
@@ -99,11 +98,11 @@ func printStatus(st *control.Status) {
 		return
 	}
 	fmt.Printf("  cache:   %d hits, %d misses, %s fetched, %d retries, %d errors, %d corrupt refetched, %d evicted\n",
-		r.Hits, r.Misses, humanize.IBytes(uint64(r.BytesFetched)), r.Retries, r.Errors, r.Corrupt, r.Evicted)
+		r.Hits, r.Misses, humanBytes(r.BytesFetched), r.Retries, r.Errors, r.Corrupt, r.Evicted)
 	if p := r.Prefetch; p != nil {
 		var b strings.Builder
 		fmt.Fprintf(&b, "  prefetch: %s, %d files, %d/%d chunks, %s/%s", p.State, p.Files, p.ChunksDone, p.Chunks,
-			humanize.IBytes(uint64(p.BytesDone)), humanize.IBytes(uint64(p.Bytes)))
+			humanBytes(p.BytesDone), humanBytes(p.Bytes))
 		if p.Error != "" {
 			fmt.Fprintf(&b, ": %s", p.Error)
 		}

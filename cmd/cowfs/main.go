@@ -16,6 +16,6 @@ func main() {
 	}
 	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "cowfs:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
