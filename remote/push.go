@@ -212,8 +212,14 @@ func (c *Client) Push(ctx context.Context, store object.GetPutter, snap refs.Sna
 
 // GetRef asks for the version object of a snapshot on the master.
 func (c *Client) GetRef(ctx context.Context, name string) (object.Digest, error) {
-	return c.versionCall(ctx, "snapshot "+name, c.cfg.CallTimeout, c.cfg.Timeout, func(ctx context.Context) ([]byte, error) {
+	missing := false
+	v, err := c.versionCall(ctx, "snapshot "+name, c.cfg.CallTimeout, c.cfg.Timeout, func(ctx context.Context) ([]byte, error) {
 		r, err := c.ex.GetRef(ctx, &pb.GetRefRequest{Name: name})
+		missing = status.Code(err) == codes.NotFound
 		return r.GetVersion(), err
 	})
+	if missing && err != nil {
+		return v, fmt.Errorf("%w (%w)", err, refs.ErrNotFound)
+	}
+	return v, err
 }

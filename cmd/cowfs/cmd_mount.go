@@ -108,7 +108,7 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 			err = s.Validate()
 		}
 		if err != nil {
-			fmt.Fprintf(pipe, "%v\n", err)
+			fmt.Fprintln(pipe, failureLine(err))
 			pipe.Close()
 			return err
 		}
@@ -250,7 +250,7 @@ func serveMount(s cowfs.Spec, pipe io.WriteCloser) error {
 	ws, err := openWatched(s, sigs, log)
 	if err != nil {
 		if pipe != nil {
-			fmt.Fprintf(pipe, "%v\n", err)
+			fmt.Fprintln(pipe, failureLine(err))
 			pipe.Close()
 		}
 		return err

@@ -54,7 +54,7 @@ retries, errors and the progress of --prefetch.`,
 							return fmt.Errorf("%s is a dead cowfs mount: its mount process exited; run: cowfs unmount %s", args[0], d)
 						}
 						if errors.Is(err, control.ErrNoMount) {
-							return fmt.Errorf("%s is not a cowfs mount of state %s", args[0], g.state)
+							return fmt.Errorf("%s is %w of state %s", args[0], errNoCowfsMount, g.state)
 						}
 						return err
 					}
@@ -109,6 +109,9 @@ func printStatus(st *control.Status) {
 		fmt.Println(b.String())
 	}
 }
+
+// errNoCowfsMount says that no mount of the state answers at a path.
+var errNoCowfsMount = errors.New("not a cowfs mount")
 
 // deadMounts lists the cowfs mounts on this machine whose mount process
 // is gone (kill -9, a crash): the kernel answers ENOTCONN for them until

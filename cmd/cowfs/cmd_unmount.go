@@ -67,7 +67,7 @@ func unmount(dir string, lazy bool) error {
 	if ok, err := fs.IsMountpoint(dir); err != nil {
 		return err
 	} else if !ok {
-		return fmt.Errorf("%s is not mounted", dir)
+		return fmt.Errorf("%s is %w", dir, errNotMounted)
 	}
 	flags := 0
 	if lazy {

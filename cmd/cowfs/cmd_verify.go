@@ -56,11 +56,11 @@ use it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if r.addr != "" && !repair {
-				return errors.New("--remote applies only with --repair")
+				return usagef("--remote applies only with --repair")
 			}
 			for _, n := range []string{"token-file", "tls-ca", "io-timeout"} {
 				if r.addr == "" && cmd.Flags().Changed(n) {
-					return fmt.Errorf("--%s applies only with --remote", n)
+					return usagef("--%s applies only with --remote", n)
 				}
 			}
 			store, d, err := openSnapshots(g.state)
@@ -82,7 +82,7 @@ use it.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "BAD %s: %v\n", p.Path, p.Err)
 			}
 			if len(probs) > 0 {
-				return fmt.Errorf("snapshot %s: %d problems (cowfs verify %s --repair stores again what it can)", s.Name, len(probs), s.Name)
+				return fmt.Errorf("snapshot %s is %w: %d problems (cowfs verify %s --repair stores again what it can)", s.Name, errDamaged, len(probs), s.Name)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s)\n", s.Name, s.Root.Object)
 			return nil
@@ -125,8 +125,8 @@ func verifyRepair(cmd *cobra.Command, store *object.DirStore, d *refs.Dir, s ref
 		fmt.Fprintf(cmd.ErrOrStderr(), "NOT REPAIRED %s: %v\n", what, dm.Err)
 	}
 	if left > 0 {
-		return fmt.Errorf("snapshot %s: %d of %d damaged or missing objects not repaired: no source has their bytes (tried: %s)",
-			s.Name, left, len(found), sourceNames(sources))
+		return fmt.Errorf("snapshot %s is %w: %d of %d damaged or missing objects not repaired: no source has their bytes (tried: %s)",
+			s.Name, errDamaged, left, len(found), sourceNames(sources))
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s), %d objects repaired\n", s.Name, s.Root.Object, len(found))
 	return nil

@@ -3,13 +3,25 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/cowfs/cowfs/cow"
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/fs/control"
+	"github.com/cowfs/cowfs/remote"
 )
 
 // Exit codes; docs/cli.md lists them for scripts.
 const (
-	exitOK      = 0
-	exitFailure = 1 // anything not named below
-	exitUsage   = 2 // bad flags or arguments: nothing was done
+	exitOK          = 0
+	exitFailure     = 1 // anything not named below
+	exitUsage       = 2 // bad flags or arguments: nothing was done
+	exitNotFound    = 3 // no such snapshot, no mount at that path
+	exitUnreachable = 4 // the master did not answer in time
+	exitCorrupt     = 5 // damaged objects: verify found some, or a read met one
+	exitDenied      = 6 // the master refused the token, or TLS with it failed
 )
 
 // usageError is a bad flag or argument: the command did nothing.
@@ -23,14 +35,59 @@ func usagef(format string, a ...any) error {
 	return usageError{fmt.Errorf(format, a...)}
 }
 
-// exitCode is the exit code for err, returned by a command.
+// errNotMounted reports a path where no mount is.
+var errNotMounted = errors.New("not mounted")
+
+// errDamaged reports a snapshot verify found damage in.
+var errDamaged = errors.New("damaged")
+
+// exitCode is the exit code for err, returned by a command: by the
+// sentinel errors it wraps, checked in this order.
 func exitCode(err error) int {
 	var u usageError
+	var x exitError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &u):
 		return exitUsage
+	case errors.As(err, &x):
+		return x.code
+	case errors.Is(err, errDamaged), errors.Is(err, object.ErrCorrupt), errors.Is(err, cow.ErrCorrupt), errors.Is(err, remote.ErrMasterDamaged):
+		return exitCorrupt
+	case errors.Is(err, remote.ErrUnauthenticated), errors.Is(err, remote.ErrTLS):
+		return exitDenied
+	case errors.Is(err, remote.ErrUnavailable):
+		return exitUnreachable
+	case errors.Is(err, refs.ErrNotFound), errors.Is(err, control.ErrNoMount), errors.Is(err, errNotMounted), errors.Is(err, errNoCowfsMount):
+		return exitNotFound
 	}
 	return exitFailure
+}
+
+// exitError is an error that reached this process as text, with the exit
+// code it had where it happened: a mount process's failure, which it
+// reports to cowfs mount on the ready pipe (daemon.go).
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }
+
+// failureLine is how a mount process reports err on the ready pipe: its
+// exit code, a space, the message on one line.
+func failureLine(err error) string {
+	return strconv.Itoa(exitCode(err)) + " " + strings.ReplaceAll(err.Error(), "\n", " ")
+}
+
+// parseFailure reads a failureLine back. A line without a code (a mount
+// process of another cowfs) is a failure with exit code 1.
+func parseFailure(line string) error {
+	c, msg, ok := strings.Cut(line, " ")
+	code, err := strconv.Atoi(c)
+	if !ok || err != nil || code <= 0 || code > 125 {
+		return exitError{code: exitFailure, msg: line}
+	}
+	return exitError{code: code, msg: msg}
 }

@@ -38,7 +38,7 @@ func (r *remoteFlags) checkLocal() error {
 	}
 	for _, n := range remoteOnly {
 		if r.changed(n) {
-			return fmt.Errorf("--%s applies only with --remote", n)
+			return usagef("--%s applies only with --remote", n)
 		}
 	}
 	return nil

@@ -14,6 +14,9 @@ import (
 
 type globals struct {
 	state string
+	// started is set once cobra has parsed the command line and runs
+	// the command: an error before then is a usage error.
+	started bool
 }
 
 func defaultState() string {
@@ -30,8 +33,21 @@ func defaultState() string {
 	return filepath.Join(home, ".local", "share", "cowfs")
 }
 
-func newRoot() *cobra.Command {
+// execute runs the command line args. Whatever cobra refuses before the
+// command runs (an unknown command or flag, a missing argument or required
+// flag, a flag's value it cannot parse) is a usageError.
+func execute(args []string) error {
 	g := &globals{}
+	root := newRoot(g)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err != nil && !g.started {
+		return usageError{err}
+	}
+	return err
+}
+
+func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "cowfs",
 		Short: "Copy-on-write workspaces for crawler tasks",
@@ -42,6 +58,15 @@ what they change goes to the upper, and the lower is never modified.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			// Cobra checks these only after this hook: here, so
+			// that they are usage errors too.
+			if err := cmd.ValidateRequiredFlags(); err != nil {
+				return err
+			}
+			if err := cmd.ValidateFlagGroups(); err != nil {
+				return err
+			}
+			g.started = true
 			for c := cmd; c != nil; c = c.Parent() {
 				switch c.Name() {
 				case "version", "help", "completion":
