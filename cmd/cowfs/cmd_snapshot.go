@@ -15,7 +15,7 @@ import (
 
 func newSnapshotCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
-	var push bool
+	var push, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "snapshot MNT NAME",
 		Short: "Take an immutable snapshot of a live mount",
@@ -48,20 +48,35 @@ lacks), so that "cowfs restore --remote" works on any worker.`,
 				return fmt.Errorf("snapshot of %s: %w", mnt, err)
 			}
 			r := rep.Snapshot
-			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: root %s, %d files, %d dirs, %s read, %d chunks and %d dirs reused, writes held %s\n",
-				r.Name, r.Root, r.Files, r.Dirs, humanBytes(r.BytesRead), r.ChunksReused, r.DirsReused, r.Hold.Round(time.Microsecond))
+			if asJSON && !push {
+				return writeJSON(cmd.OutOrStdout(), r)
+			}
+			if !asJSON {
+				fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: root %s, %d files, %d dirs, %s read, %d chunks and %d dirs reused, writes held %s\n",
+					r.Name, r.Root, r.Files, r.Dirs, humanBytes(r.BytesRead), r.ChunksReused, r.DirsReused, r.Hold.Round(time.Microsecond))
+			}
 			if !push {
 				return nil
 			}
 			rep, err = control.Call(ctx, fs.ControlSocket(g.state, mnt), control.Request{Op: "push", Name: args[1]})
 			if err != nil {
+				if asJSON {
+					writeJSON(cmd.OutOrStdout(), r)
+				}
 				return fmt.Errorf("snapshot %s was taken here, but not pushed: %w", args[1], err)
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), struct {
+					*control.SnapshotResult
+					Pushed int `json:"pushed"`
+				}{r, rep.Pushed})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "pushed %s to the master: %d objects sent\n", args[1], rep.Pushed)
 			return nil
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
+	cmd.Flags().BoolVar(&asJSON, "json", false, jsonFlagHelp)
 	cmd.Flags().BoolVar(&push, "push", false, "also send the snapshot to the mount's master (mount --remote only)")
 	return cmd
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -63,9 +62,12 @@ retries, errors and the progress of --prefetch.`,
 				out = append(out, rep.Status)
 			}
 			if asJSON {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
+				for _, st := range out {
+					if err := writeJSON(cmd.OutOrStdout(), st); err != nil {
+						return err
+					}
+				}
+				return nil
 			}
 			var dead []string
 			if len(args) == 0 {
@@ -83,7 +85,7 @@ retries, errors and the progress of --prefetch.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, jsonFlagHelp)
 	return cmd
 }
 
