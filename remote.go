@@ -3,6 +3,7 @@ package cowfs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -135,6 +136,26 @@ func (rl *remoteLower) recordPath() string {
 	}
 	u, _ := statedir.MountDirs(rl.s.State, rl.s.Mountpoint)
 	return filepath.Join(filepath.Dir(u), "remote.json")
+}
+
+// RecordedMaster returns the address of the master the workspace at
+// mountpoint under state was mounted from (mount --remote, with the upper
+// under state), as recorded beside its upper; "" if it was not mounted
+// from one. cowfs push sends a snapshot of it there.
+func RecordedMaster(state, mountpoint string) (string, error) {
+	rl := remoteLower{s: Spec{State: state, Mountpoint: mountpoint}}
+	b, err := os.ReadFile(rl.recordPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var rec remoteRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return "", fmt.Errorf("%s: %w", rl.recordPath(), err)
+	}
+	return rec.Addr, nil
 }
 
 // pin returns the version to mount: the one the upper was made over, if

@@ -83,6 +83,11 @@ func (s *Server) PutRef(ctx context.Context, r *pb.PutRefRequest) (*pb.PutRefRes
 	err = s.refs.Pushed().Create(refs.Snapshot{Name: r.GetName(), Root: root,
 		Created: time.Now().UTC(), Parent: r.GetParent(), Source: refs.PushedSource})
 	if errors.Is(err, refs.ErrExists) {
+		// The same snapshot pushed again (cowfs push after a push
+		// whose reply was lost) is no error; another under its name is.
+		if had, gerr := s.refs.Pushed().Get(r.GetName()); gerr == nil && had.Root.Object == root.Object {
+			return &pb.PutRefResponse{}, nil
+		}
 		return nil, status.Errorf(codes.AlreadyExists, "snapshot %s exists on the master", r.GetName())
 	}
 	if err != nil {

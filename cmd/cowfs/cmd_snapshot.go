@@ -63,7 +63,7 @@ lacks), so that "cowfs restore --remote" works on any worker.`,
 				if asJSON {
 					writeJSON(cmd.OutOrStdout(), r)
 				}
-				return fmt.Errorf("snapshot %s was taken here, but not pushed: %w", args[1], err)
+				return fmt.Errorf("snapshot %s was taken here, but not pushed (cowfs push %s tries again): %w", args[1], args[1], err)
 			}
 			if asJSON {
 				return writeJSON(cmd.OutOrStdout(), struct {
