@@ -256,6 +256,12 @@ func serveMount(s cowfs.Spec, pipe io.WriteCloser) error {
 		return err
 	}
 	log.Info("mounted", "mountpoint", s.Mountpoint, "lower", s.Lower.Dir, "source", ws.Status().Source)
+	if unrecord, err := recordState(s.Mountpoint, s.State); err != nil {
+		// Commands find the mount with --state still.
+		log.Warn("commands will need --state for this mount", "err", err)
+	} else {
+		defer unrecord()
+	}
 	if pipe != nil {
 		_, werr := fmt.Fprintln(pipe, "ok")
 		pipe.Close()

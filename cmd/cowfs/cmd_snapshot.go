@@ -43,7 +43,8 @@ lacks), so that "cowfs restore --remote" works on any worker.`,
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
-			rep, err := control.Call(ctx, fs.ControlSocket(g.state, mnt), control.Request{Op: "snapshot", Name: args[1]})
+			state := g.stateOf(mnt)
+			rep, err := control.Call(ctx, fs.ControlSocket(state, mnt), control.Request{Op: "snapshot", Name: args[1]})
 			if err != nil {
 				return fmt.Errorf("snapshot of %s: %w", mnt, err)
 			}
@@ -58,7 +59,7 @@ lacks), so that "cowfs restore --remote" works on any worker.`,
 			if !push {
 				return nil
 			}
-			rep, err = control.Call(ctx, fs.ControlSocket(g.state, mnt), control.Request{Op: "push", Name: args[1]})
+			rep, err = control.Call(ctx, fs.ControlSocket(state, mnt), control.Request{Op: "push", Name: args[1]})
 			if err != nil {
 				if asJSON {
 					writeJSON(cmd.OutOrStdout(), r)

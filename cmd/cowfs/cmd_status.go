@@ -30,12 +30,14 @@ retries, errors and the progress of --prefetch.`,
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var socks []string
+			state := g.state
 			if len(args) == 1 {
 				mnt, err := filepath.Abs(args[0])
 				if err != nil {
 					return err
 				}
-				socks = []string{fs.ControlSocket(g.state, mnt)}
+				state = g.stateOf(mnt)
+				socks = []string{fs.ControlSocket(state, mnt)}
 			} else {
 				socks, _ = filepath.Glob(filepath.Join(g.state, "run", "*.sock"))
 			}
@@ -53,7 +55,7 @@ retries, errors and the progress of --prefetch.`,
 							return fmt.Errorf("%s is a dead cowfs mount: its mount process exited; run: cowfs unmount %s", args[0], d)
 						}
 						if errors.Is(err, control.ErrNoMount) {
-							return fmt.Errorf("%s is %w of state %s", args[0], errNoCowfsMount, g.state)
+							return fmt.Errorf("%s is %w of state %s", args[0], errNoCowfsMount, state)
 						}
 						return err
 					}

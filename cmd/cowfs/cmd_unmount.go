@@ -31,15 +31,21 @@ is not connected") is detached.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Ask the mount process who it is before it goes.
 			pid := 0
-			if abs, err := filepath.Abs(args[0]); err == nil {
+			abs, absErr := filepath.Abs(args[0])
+			if absErr == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if rep, err := control.Call(ctx, fs.ControlSocket(g.state, abs), control.Request{Op: "status"}); err == nil && rep.Status != nil {
+				if rep, err := control.Call(ctx, fs.ControlSocket(g.stateOf(abs), abs), control.Request{Op: "status"}); err == nil && rep.Status != nil {
 					pid = rep.Status.Pid
 				}
 				cancel()
 			}
 			if err := unmount(args[0], lazy); err != nil {
 				return err
+			}
+			if pid == 0 && absErr == nil {
+				// A dead mount's process cannot remove its record
+				// of its state (mountstate.go).
+				os.Remove(stateRecord(abs))
 			}
 			if pid > 0 && !lazy {
 				waitExit(pid, 30*time.Second)

@@ -14,6 +14,9 @@ import (
 
 type globals struct {
 	state string
+	// stateGiven is whether --state or COWFS_STATE named the state;
+	// if not, a command given a mountpoint uses the mount's (stateOf).
+	stateGiven bool
 	// started is set once cobra has parsed the command line and runs
 	// the command: an error before then is a usage error.
 	started bool
@@ -67,6 +70,7 @@ what they change goes to the upper, and the lower is never modified.`,
 				return err
 			}
 			g.started = true
+			g.stateGiven = cmd.Flags().Changed("state") || os.Getenv("COWFS_STATE") != ""
 			for c := cmd; c != nil; c = c.Parent() {
 				switch c.Name() {
 				case "version", "help", "completion":
