@@ -226,7 +226,13 @@ func (rl *remoteLower) fill(o *fs.Options, lower cow.Lower, v object.Digest) {
 	o.Push = func(ctx context.Context, store *object.DirStore, s refs.Snapshot) (int, error) {
 		return client.Push(ctx, store, s)
 	}
-	o.FsName = "cowfs:" + r.Addr
+	o.FsName = "cowfs:remote:" + r.Addr
+	if sub, _ := cow.CleanRel(r.Path); sub != "" {
+		o.FsName += "/" + sub
+	}
+	if snap := rl.s.Lower.Snapshot; snap != "" {
+		o.FsName = "cowfs:restore:" + snap + "@" + r.Addr
+	}
 	o.Remote = func() *control.RemoteStatus {
 		s := cache.Stats()
 		rs := &control.RemoteStatus{

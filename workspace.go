@@ -83,9 +83,11 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 // fsOptions are fs.New's options for s, before a remote lower fills in
 // its part.
 func (s Spec) fsOptions() fs.Options {
+	// The source findmnt shows: cowfs:DIR, cowfs:restore:NAME, or (set
+	// by fill) cowfs:remote:ADDR[/PATH] and cowfs:restore:NAME@ADDR.
 	fsname := "cowfs:" + s.Lower.Dir
 	if s.Lower.Snapshot != "" {
-		fsname = "cowfs:snapshot:" + s.Lower.Snapshot
+		fsname = "cowfs:restore:" + s.Lower.Snapshot
 	}
 	o := fs.Options{
 		Lower: s.Lower.Dir, State: s.State, Upper: s.Upper, Work: s.Work,

@@ -121,22 +121,39 @@ var errNoCowfsMount = errors.New("not a cowfs mount")
 // is gone (kill -9, a crash): the kernel answers ENOTCONN for them until
 // they are unmounted, and no control socket answers.
 func deadMounts() []string {
+	var out []string
+	for _, m := range cowfsMounts() {
+		if fs.IsDead(m.dir) {
+			out = append(out, m.dir)
+		}
+	}
+	return out
+}
+
+// mountEntry is a cowfs mount as /proc/self/mountinfo shows it.
+type mountEntry struct {
+	dir string
+	// source tells the lower (Spec's fsname): cowfs:DIR,
+	// cowfs:remote:ADDR[/PATH], cowfs:restore:NAME[@ADDR].
+	source string
+}
+
+// cowfsMounts lists the cowfs mounts this process sees, whoever made
+// them.
+func cowfsMounts() []mountEntry {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return nil
 	}
-	var out []string
+	var out []mountEntry
 	for _, line := range strings.Split(string(b), "\n") {
 		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE SOURCE SUPEROPTS
 		f := strings.Fields(line)
 		sep := slices.Index(f, "-")
-		if sep < 5 || sep+1 >= len(f) || f[sep+1] != "fuse.cowfs" {
+		if sep < 5 || sep+2 >= len(f) || f[sep+1] != "fuse.cowfs" {
 			continue
 		}
-		mnt := unescapeMountinfo(f[4])
-		if fs.IsDead(mnt) {
-			out = append(out, mnt)
-		}
+		out = append(out, mountEntry{dir: unescapeMountinfo(f[4]), source: unescapeMountinfo(f[sep+2])})
 	}
 	return out
 }

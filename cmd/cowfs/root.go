@@ -84,6 +84,7 @@ what they change goes to the upper, and the lower is never modified.`,
 		"state directory for uppers and metadata (env COWFS_STATE)")
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(newMountCmd(g), newServeCmd(g), newStatusCmd(g), newUnmountCmd(g), newSnapshotCmd(g), newRestoreCmd(g), newSnapshotsCmd(g), newVerifyCmd(g), newGCCmd(g), newPushCmd(g), newVersionCmd())
+	registerCompletions(root, g)
 	return root
 }
 
