@@ -17,6 +17,13 @@ import (
 	"github.com/cowfs/cowfs/fs/control"
 )
 
+// statusJSON is a line of cowfs status --json: a mount's status, and
+// whether its mount process is gone.
+type statusJSON struct {
+	*control.Status
+	Dead bool `json:"dead"`
+}
+
 func newStatusCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -63,17 +70,23 @@ retries, errors and the progress of --prefetch.`,
 				}
 				out = append(out, rep.Status)
 			}
+			var dead []string
+			if len(args) == 0 {
+				dead = deadMountsOf(state)
+			}
 			if asJSON {
 				for _, st := range out {
-					if err := writeJSON(cmd.OutOrStdout(), st); err != nil {
+					if err := writeJSON(cmd.OutOrStdout(), statusJSON{Status: st}); err != nil {
+						return err
+					}
+				}
+				// A dead mount has only its mountpoint to show.
+				for _, d := range dead {
+					if err := writeJSON(cmd.OutOrStdout(), statusJSON{Status: &control.Status{Mountpoint: d}, Dead: true}); err != nil {
 						return err
 					}
 				}
 				return nil
-			}
-			var dead []string
-			if len(args) == 0 {
-				dead = deadMounts()
 			}
 			if len(out) == 0 && len(dead) == 0 {
 				fmt.Println("no mounts")
@@ -125,6 +138,23 @@ func deadMounts() []string {
 	for _, m := range cowfsMounts() {
 		if fs.IsDead(m.dir) {
 			out = append(out, m.dir)
+		}
+	}
+	return out
+}
+
+// deadMountsOf lists the dead mounts that recorded state as theirs
+// (mountstate.go): those of other state directories, and of programs
+// that record none, are not this state's to report.
+func deadMountsOf(state string) []string {
+	abs, err := filepath.Abs(state)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, d := range deadMounts() {
+		if s, err := os.Readlink(stateRecord(d)); err == nil && s == abs {
+			out = append(out, d)
 		}
 	}
 	return out

@@ -59,6 +59,7 @@ func TestJSONOutput(t *testing.T) {
 		Upper      string          `json:"upper"`
 		Pid        int             `json:"pid"`
 		Remote     json.RawMessage `json:"remote"`
+		Dead       bool            `json:"dead"`
 	}
 	for _, args := range [][]string{{"status", "--json"}, {"status", e.mnt, "--json"}} {
 		st := jsonLines[status](t, cli(t, e.state, args...))
