@@ -68,6 +68,7 @@ directory, with --token-file and --tls-ca given here.`,
 				// The mount it was taken of, if it still runs, has
 				// the master's token.
 				rep, err := control.Call(ctx, fs.ControlSocket(g.state, snap.Source), control.Request{Op: "push", Name: snap.Name})
+				err = fromMount(err)
 				switch {
 				case err == nil:
 					return printPush(cmd, asJSON, pushJSON{Name: snap.Name, Master: r.addr, ObjectsSent: rep.Pushed})

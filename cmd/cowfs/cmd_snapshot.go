@@ -45,7 +45,7 @@ lacks), so that "cowfs restore --remote" works on any worker.`,
 			defer cancel()
 			state := g.stateOf(mnt)
 			rep, err := control.Call(ctx, fs.ControlSocket(state, mnt), control.Request{Op: "snapshot", Name: args[1]})
-			if err != nil {
+			if err = fromMount(err); err != nil {
 				return fmt.Errorf("snapshot of %s: %w", mnt, err)
 			}
 			r := rep.Snapshot
@@ -60,7 +60,7 @@ lacks), so that "cowfs restore --remote" works on any worker.`,
 				return nil
 			}
 			rep, err = control.Call(ctx, fs.ControlSocket(state, mnt), control.Request{Op: "push", Name: args[1]})
-			if err != nil {
+			if err = fromMount(err); err != nil {
 				if asJSON {
 					writeJSON(cmd.OutOrStdout(), r)
 				}

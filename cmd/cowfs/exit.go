@@ -65,6 +65,37 @@ func exitCode(err error) int {
 	return exitFailure
 }
 
+// mountSentinels are the sentinel errors exitCode knows that a mount
+// process may meet while serving a request of its control socket.
+var mountSentinels = []error{
+	remote.ErrUnavailable, remote.ErrUnauthenticated, remote.ErrTLS, remote.ErrMasterDamaged,
+	object.ErrCorrupt, cow.ErrCorrupt, refs.ErrNotFound,
+}
+
+// fromMount returns err, which control.Call returned, wrapping the
+// sentinels whose text it holds: over the control socket only an
+// error's text crosses, and the mount wrapped the sentinel (with %w) into
+// it. An error of the socket itself (control.ErrNoMount) is returned as
+// it is.
+func fromMount(err error) error {
+	if err == nil || errors.Is(err, control.ErrNoMount) {
+		return err
+	}
+	for _, s := range mountSentinels {
+		if strings.Contains(err.Error(), s.Error()) {
+			return mountError{err: err, sentinel: s}
+		}
+	}
+	return err
+}
+
+// mountError is an error a mount replied, with the sentinel its text
+// names.
+type mountError struct{ err, sentinel error }
+
+func (e mountError) Error() string   { return e.err.Error() }
+func (e mountError) Unwrap() []error { return []error{e.err, e.sentinel} }
+
 // exitError is an error that reached this process as text, with the exit
 // code it had where it happened: a mount process's failure, which it
 // reports to cowfs mount on the ready pipe (daemon.go).

@@ -93,3 +93,36 @@ func TestPushCommand(t *testing.T) {
 	}
 	unmountCLI(t, local)
 }
+
+// A snapshot --push that fails because the master is down says to retry
+// with exit 4, through the mount's control socket too, and cowfs push
+// sends it once the master is back.
+func TestPushRetriedAfterMasterDown(t *testing.T) {
+	e := newEnv(t)
+	mstate := t.TempDir()
+	logPath := filepath.Join(t.TempDir(), "serve.log")
+	addr, stop := serveAt(t, mstate, e.lower, "", logPath)
+	cli(t, e.state, "mount", e.mnt, "--remote", addr, "--io-timeout", "2s")
+	if err := os.WriteFile(filepath.Join(e.mnt, "crawl.db"), []byte("records 1-100"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A snapshot of a remote mount holds all it references: the
+	// worker must have it before the master goes.
+	listing(t, e.mnt)
+	stop()
+	out, code := run(t, "--state", e.state, "snapshot", e.mnt, "ckpt", "--push")
+	if code != exitUnreachable || !strings.Contains(out, "cowfs push ckpt") {
+		t.Errorf("snapshot --push with the master down: exit %d, want %d naming cowfs push: %s", code, exitUnreachable, out)
+	}
+	if out, code := run(t, "--state", e.state, "push", "ckpt"); code != exitUnreachable {
+		t.Errorf("push with the master down: exit %d, want %d: %s", code, exitUnreachable, out)
+	}
+	serveAt(t, mstate, e.lower, addr, logPath)
+	if out := cli(t, e.state, "push", "ckpt"); !strings.Contains(out, "pushed ckpt to "+addr) {
+		t.Errorf("push once the master is back: %s", out)
+	}
+	if out := cli(t, mstate, "snapshots"); !strings.Contains(out, "pushed/ckpt") {
+		t.Errorf("the master's snapshots after the push: %s", out)
+	}
+	unmountCLI(t, e.mnt)
+}
