@@ -68,12 +68,14 @@ func mounted(t *testing.T, dir string) bool {
 }
 
 // unmountOnCleanup makes sure dir is not left mounted, even when the
-// test fails.
+// test fails, nor its mount's record of its state (mountstate.go), which
+// a mount process killed by the test leaves.
 func unmountOnCleanup(t *testing.T, dir string) {
 	t.Cleanup(func() {
 		if ok, _ := fs.IsMountpoint(dir); ok {
 			unix.Unmount(dir, unix.MNT_DETACH)
 		}
+		os.Remove(stateRecord(dir))
 	})
 }
 
