@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -23,6 +24,9 @@ func TestExitCodes(t *testing.T) {
 	unmountCLI(t, e.mnt)
 	flipByte(t, chunkObjects(t, e.state)[0])
 
+	if out, _ := run(t, "--help"); !strings.Contains(out, "3 not found") {
+		t.Errorf("cowfs --help does not list the exit codes: %s", out)
+	}
 	for _, c := range []struct {
 		name string
 		args []string

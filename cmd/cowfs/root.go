@@ -56,7 +56,11 @@ func newRoot(g *globals) *cobra.Command {
 		Short: "Copy-on-write workspaces for crawler tasks",
 		Long: `cowfs mounts a workspace: a read-only lower directory under a private,
 writable upper layer. Processes in the workspace see one ordinary directory;
-what they change goes to the upper, and the lower is never modified.`,
+what they change goes to the upper, and the lower is never modified.
+
+Exit codes: 0 ok, 1 any other failure, 2 usage, 3 not found (no such
+snapshot or mount), 4 master unreachable, 5 corrupt (damage found), 6
+denied (token or TLS refused); see docs/cli.md.`,
 		Version:       versionLine(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
