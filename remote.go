@@ -3,6 +3,7 @@ package cowfs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -141,6 +142,26 @@ func (rl *remoteLower) recordPath() string {
 	return filepath.Join(filepath.Dir(u), "remote.json")
 }
 
+// RecordedMaster returns the address of the master the workspace at
+// mountpoint under state was mounted from (mount --remote, with the upper
+// under state), as recorded beside its upper; "" if it was not mounted
+// from one. cowfs push sends a snapshot of it there.
+func RecordedMaster(state, mountpoint string) (string, error) {
+	rl := remoteLower{s: Spec{State: state, Mountpoint: mountpoint}}
+	b, err := os.ReadFile(rl.recordPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var rec remoteRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return "", fmt.Errorf("%s: %w", rl.recordPath(), err)
+	}
+	return rec.Addr, nil
+}
+
 // pin returns the version to mount: the one the upper was made over, if
 // it was made over one; else the spec's, or the master's newest, which it
 // records.
@@ -207,7 +228,13 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 		w.source = "snapshot " + snap + " of " + r.Addr
 	}
 	w.push = client.Push
-	o.FsName = "cowfs:" + r.Addr
+	o.FsName = "cowfs:remote:" + r.Addr
+	if sub, _ := names.CleanRel(r.Path); sub != "" {
+		o.FsName += "/" + sub
+	}
+	if snap := rl.s.Lower.Snapshot; snap != "" {
+		o.FsName = "cowfs:restore:" + snap + "@" + r.Addr
+	}
 	w.remoteStatus = func() *RemoteStatus {
 		s := cache.Stats()
 		rs := &RemoteStatus{

@@ -197,9 +197,11 @@ func pinSnapshot(store *object.DirStore, rd *refs.Dir, name, key string) (refs.S
 
 // fsOptions are fs.New's options for s, before the lower is opened.
 func (s Spec) fsOptions() fs.Options {
+	// The source findmnt shows: cowfs:DIR, cowfs:restore:NAME, or (set
+	// by fill) cowfs:remote:ADDR[/PATH] and cowfs:restore:NAME@ADDR.
 	fsname := "cowfs:" + s.Lower.Dir
 	if s.Lower.Snapshot != "" {
-		fsname = "cowfs:snapshot:" + s.Lower.Snapshot
+		fsname = "cowfs:restore:" + s.Lower.Snapshot
 	}
 	o := fs.Options{
 		FsName: fsname, Debug: s.Options.Debug,

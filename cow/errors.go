@@ -6,9 +6,10 @@ import (
 	"syscall"
 )
 
-// Sentinel errors. They wrap the errno the kernel boundary should report, so
+// errNotFound wraps the errno the kernel boundary should report, so
 // errors.Is works with both the sentinel and the errno.
-var (
-	errNotFound = fmt.Errorf("cowfs: not found: %w", syscall.ENOENT)
-	errCorrupt  = errors.New("cowfs: metadata corrupt")
-)
+var errNotFound = fmt.Errorf("cowfs: not found: %w", syscall.ENOENT)
+
+// ErrCorrupt reports upper metadata that cannot be read: the CLI exits
+// with its "corrupt" code for it.
+var ErrCorrupt = errors.New("cowfs: metadata corrupt")

@@ -200,7 +200,7 @@ func (m *metaStore) putFile(id uint64, fm *fileMeta) error {
 	if id == 0 {
 		// A record nobody can find again would lose the chunks it
 		// marks: refuse loudly instead.
-		return fmt.Errorf("file meta of %q without an id: %w", fm.Origin, errCorrupt)
+		return fmt.Errorf("file meta of %q without an id: %w", fm.Origin, ErrCorrupt)
 	}
 	v := encodeFileMeta(fm)
 	return m.update(9+len(v), func(txn *badger.Txn) error {
@@ -222,7 +222,7 @@ func (m *metaStore) dir(id uint64) (dirMeta, error) {
 		return dirMeta{}, err
 	}
 	if len(v) < 2 || v[0] != metaVersion {
-		return dirMeta{}, fmt.Errorf("dir meta %x: %w", id, errCorrupt)
+		return dirMeta{}, fmt.Errorf("dir meta %x: %w", id, ErrCorrupt)
 	}
 	return dirMeta{Opaque: v[1] == 1, Redirect: string(v[2:])}, nil
 }
@@ -324,17 +324,17 @@ func encodeFileMeta(fm *fileMeta) []byte {
 
 func decodeFileMeta(v []byte) (*fileMeta, error) {
 	if len(v) < 1 || v[0] != metaVersion {
-		return nil, errCorrupt
+		return nil, ErrCorrupt
 	}
 	v = v[1:]
 	limit, n := binary.Varint(v)
 	if n <= 0 {
-		return nil, errCorrupt
+		return nil, ErrCorrupt
 	}
 	v = v[n:]
 	l, n := binary.Uvarint(v)
 	if n <= 0 || uint64(len(v)-n) < l {
-		return nil, errCorrupt
+		return nil, ErrCorrupt
 	}
 	v = v[n:]
 	fm := &fileMeta{LowerLimit: limit, Origin: string(v[:l])}
@@ -371,7 +371,7 @@ func (m *metaStore) index(ino uint64) (linkIndex, bool, error) {
 		return linkIndex{}, false, nil
 	}
 	if err != nil || len(v) != 16 {
-		return linkIndex{}, false, fmt.Errorf("link index %x: %w", ino, errCorrupt)
+		return linkIndex{}, false, fmt.Errorf("link index %x: %w", ino, ErrCorrupt)
 	}
 	return linkIndex{ID: binary.BigEndian.Uint64(v), LowerLeft: int64(binary.BigEndian.Uint64(v[8:]))}, true, nil
 }
@@ -390,7 +390,7 @@ func (m *metaStore) pendingLinks() (map[uint64]bool, error) {
 				return err
 			}
 			if len(k) != 9 || len(v) != 16 {
-				return fmt.Errorf("link index %x: %w", k, errCorrupt)
+				return fmt.Errorf("link index %x: %w", k, ErrCorrupt)
 			}
 			if binary.BigEndian.Uint64(v[8:]) > 0 {
 				out[binary.BigEndian.Uint64(k[1:])] = true

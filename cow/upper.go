@@ -259,7 +259,7 @@ func (u *upperLayer) readXattrRecord() (string, error) {
 	case trustedPrefix, userPrefix:
 		return rec, nil
 	default:
-		return "", fmt.Errorf("%s/%s holds %q, neither %s nor %s: %w", u.workPath, xattrRecord, rec, trustedPrefix, userPrefix, errCorrupt)
+		return "", fmt.Errorf("%s/%s holds %q, neither %s nor %s: %w", u.workPath, xattrRecord, rec, trustedPrefix, userPrefix, ErrCorrupt)
 	}
 }
 
@@ -382,7 +382,7 @@ func (u *upperLayer) at(path string, fn func(dirfd int, name string) error) erro
 
 func decodeIdentity(b []byte) (identity, error) {
 	if len(b) != 16 {
-		return identity{}, fmt.Errorf("identity xattr of %d bytes: %w", len(b), errCorrupt)
+		return identity{}, fmt.Errorf("identity xattr of %d bytes: %w", len(b), ErrCorrupt)
 	}
 	return identity{Ino: binary.LittleEndian.Uint64(b), ID: binary.LittleEndian.Uint64(b[8:])}, nil
 }

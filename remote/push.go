@@ -83,6 +83,11 @@ func (s *Server) PutRef(ctx context.Context, r *pb.PutRefRequest) (*pb.PutRefRes
 	err = s.refs.Pushed().Create(refs.Snapshot{Name: r.GetName(), Root: root,
 		Created: time.Now().UTC(), Parent: r.GetParent(), Source: refs.PushedSource})
 	if errors.Is(err, refs.ErrExists) {
+		// The same snapshot pushed again (cowfs push after a push
+		// whose reply was lost) is no error; another under its name is.
+		if had, gerr := s.refs.Pushed().Get(r.GetName()); gerr == nil && had.Root.Object == root.Object {
+			return &pb.PutRefResponse{}, nil
+		}
 		return nil, status.Errorf(codes.AlreadyExists, "snapshot %s exists on the master", r.GetName())
 	}
 	if err != nil {
@@ -212,8 +217,14 @@ func (c *Client) Push(ctx context.Context, store object.GetPutter, snap refs.Sna
 
 // GetRef asks for the version object of a snapshot on the master.
 func (c *Client) GetRef(ctx context.Context, name string) (object.Digest, error) {
-	return c.versionCall(ctx, "snapshot "+name, c.cfg.CallTimeout, c.cfg.Timeout, func(ctx context.Context) ([]byte, error) {
+	missing := false
+	v, err := c.versionCall(ctx, "snapshot "+name, c.cfg.CallTimeout, c.cfg.Timeout, func(ctx context.Context) ([]byte, error) {
 		r, err := c.ex.GetRef(ctx, &pb.GetRefRequest{Name: name})
+		missing = status.Code(err) == codes.NotFound
 		return r.GetVersion(), err
 	})
+	if missing && err != nil {
+		return v, fmt.Errorf("%w (%w)", err, refs.ErrNotFound)
+	}
+	return v, err
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -67,12 +68,14 @@ func mounted(t *testing.T, dir string) bool {
 }
 
 // unmountOnCleanup makes sure dir is not left mounted, even when the
-// test fails.
+// test fails, nor its mount's record of its state (mountstate.go), which
+// a mount process killed by the test leaves.
 func unmountOnCleanup(t *testing.T, dir string) {
 	t.Cleanup(func() {
 		if ok, _ := fs.IsMountpoint(dir); ok {
 			unix.Unmount(dir, unix.MNT_DETACH)
 		}
+		os.Remove(stateRecord(dir))
 	})
 }
 
@@ -320,6 +323,15 @@ func TestDeadMountReported(t *testing.T) {
 	}
 	if out, _ := run(t, "--state", e.state, "status"); !strings.Contains(out, "dead") || !strings.Contains(out, "cowfs unmount "+e.mnt) {
 		t.Errorf("status after the mount process was killed: %q", out)
+	}
+	// --json lists it too, as dead, for a script to unmount.
+	out, code := run(t, "--state", e.state, "status", "--json")
+	var st struct {
+		Mountpoint string `json:"mountpoint"`
+		Dead       bool   `json:"dead"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.Mountpoint != e.mnt || !st.Dead {
+		t.Errorf("status --json after the mount process was killed: exit %d, %v: %q", code, err, out)
 	}
 	if out, code := run(t, "--state", e.state, "status", e.mnt); code == 0 || !strings.Contains(out, "dead") || !strings.Contains(out, "cowfs unmount "+e.mnt) {
 		t.Errorf("status of the mount after its process was killed: exit %d, %q", code, out)

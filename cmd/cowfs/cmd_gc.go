@@ -12,7 +12,7 @@ import (
 
 func newGCCmd(g *globals) *cobra.Command {
 	var grace time.Duration
-	var dryRun bool
+	var dryRun, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "gc",
 		Short: "Remove objects no snapshot, restore or live snapshot needs",
@@ -31,6 +31,16 @@ younger than --grace.`,
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), struct {
+					Live         int   `json:"live"`
+					Removed      int   `json:"removed"`
+					RemovedBytes int64 `json:"removed_bytes"`
+					Young        int   `json:"young"`
+					DryRun       bool  `json:"dry_run"`
+					GraceSeconds int64 `json:"grace_seconds"`
+				}{st.Live, st.Removed, st.RemovedBytes, st.Young, dryRun, int64(grace / time.Second)})
+			}
 			verb := "removed"
 			if dryRun {
 				verb = "would remove"
@@ -42,5 +52,6 @@ younger than --grace.`,
 	}
 	cmd.Flags().DurationVar(&grace, "grace", time.Hour, "keep unreachable objects younger than this")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only say what would be removed")
+	cmd.Flags().BoolVar(&asJSON, "json", false, jsonFlagHelp)
 	return cmd
 }

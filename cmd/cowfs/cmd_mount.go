@@ -126,7 +126,7 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 			err = s.Validate()
 		}
 		if err != nil {
-			fmt.Fprintf(pipe, "%v\n", err)
+			fmt.Fprintln(pipe, failureLine(err))
 			pipe.Close()
 			return err
 		}
@@ -270,8 +270,8 @@ func registerWriteback(fl *pflag.FlagSet, f *mountFlags) {
 // registerReadAhead adds --readahead and --reserve, which mount and
 // restore share.
 func registerReadAhead(fl *pflag.FlagSet, f *mountFlags) {
-	fl.StringVar(&f.readAhead, "readahead", fmt.Sprintf("%dM", cowfs.DefaultReadAhead>>20), "how far the kernel reads ahead of a sequential reader (e.g. 512K, 4M; 0 keeps the kernel's 128K); needs root")
-	fl.StringVar(&f.reserve, "reserve", fmt.Sprintf("%dM", cowfs.DefaultReserve>>20), "space kept free on the upper's filesystem for cowfs's metadata: writes get ENOSPC below it (0: none, and a full disk can then crash the mount)")
+	fl.StringVar(&f.readAhead, "readahead", fmt.Sprintf("%dM", cowfs.DefaultReadAhead>>20), "how far the kernel reads ahead of a sequential reader (e.g. 512K, 4M; 0 keeps the kernel's 128K; "+sizeHelp+"); needs root")
+	fl.StringVar(&f.reserve, "reserve", fmt.Sprintf("%dM", cowfs.DefaultReserve>>20), "space kept free on the upper's filesystem for cowfs's metadata: writes get ENOSPC below it (0: none, and a full disk can then crash the mount; "+sizeHelp+")")
 }
 
 // reserveBytes turns --reserve into cowfs.Options.Reserve; "" is the
@@ -282,13 +282,13 @@ func reserveBytes(s string) (int64, error) {
 	}
 	n, err := parseSize(s)
 	if err != nil {
-		return 0, fmt.Errorf("--reserve: %w", err)
+		return 0, usagef("--reserve: %w", err)
 	}
 	if n == 0 {
 		return -1, nil
 	}
 	if n < 16<<20 {
-		return 0, fmt.Errorf("--reserve %s: want 0 or at least 16M (badger's memtables are 8M each)", s)
+		return 0, usagef("--reserve %s: want 0 or at least 16M (badger's memtables are 8M each)", s)
 	}
 	return n, nil
 }
@@ -301,13 +301,13 @@ func readAheadBytes(s string) (int64, error) {
 	}
 	n, err := parseSize(s)
 	if err != nil {
-		return 0, fmt.Errorf("--readahead: %w", err)
+		return 0, usagef("--readahead: %w", err)
 	}
 	if n == 0 {
 		return -1, nil
 	}
 	if n < 4<<10 || n > 1<<30 {
-		return 0, fmt.Errorf("--readahead %s: want 0 or between 4K and 1G", s)
+		return 0, usagef("--readahead %s: want 0 or between 4K and 1G", s)
 	}
 	return n, nil
 }
@@ -350,12 +350,18 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 	ws, err := openWatched(s, sigs, log)
 	if err != nil {
 		if pipe != nil {
-			fmt.Fprintf(pipe, "%v\n", err)
+			fmt.Fprintln(pipe, failureLine(err))
 			pipe.Close()
 		}
 		return err
 	}
 	log.Info("mounted", "lower", s.Lower.Dir, "source", ws.Status().Source)
+	if unrecord, err := recordState(s.Mountpoint, s.State); err != nil {
+		// Commands find the mount with --state still.
+		log.Warn("commands will need --state for this mount", "err", err)
+	} else {
+		defer unrecord()
+	}
 	if pipe != nil {
 		_, werr := fmt.Fprintln(pipe, "ok")
 		pipe.Close()

@@ -14,7 +14,7 @@ import (
 
 func newSnapshotCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
-	var push bool
+	var push, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "snapshot MNT NAME",
 		Short: "Take an immutable snapshot of a live mount",
@@ -42,37 +42,41 @@ lacks), so that "cowfs restore --remote" works on any worker.`,
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
-			ws := cowfs.ControlOf(g.state, mnt)
+			state := g.stateOf(mnt)
+			ws := cowfs.ControlOf(state, mnt)
 			r, err := ws.Snapshot(ctx, args[1])
-			if err != nil {
+			if err = fromMount(err); err != nil {
 				return fmt.Errorf("snapshot of %s: %w", mnt, err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: root %s, %d files, %d dirs, %s read, %d chunks and %d dirs reused, writes held %s\n",
-				r.Name, r.Root, r.Files, r.Dirs, humanBytes(r.BytesRead), r.ChunksReused, r.DirsReused, r.Hold.Round(time.Microsecond))
+			if asJSON && !push {
+				return writeJSON(cmd.OutOrStdout(), r)
+			}
+			if !asJSON {
+				fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: root %s, %d files, %d dirs, %s read, %d chunks and %d dirs reused, writes held %s\n",
+					r.Name, r.Root, r.Files, r.Dirs, humanBytes(r.BytesRead), r.ChunksReused, r.DirsReused, r.Hold.Round(time.Microsecond))
+			}
 			if !push {
 				return nil
 			}
 			pushed, err := ws.Push(ctx, args[1])
-			if err != nil {
-				return fmt.Errorf("snapshot %s was taken here, but not pushed: %w", args[1], err)
+			if err = fromMount(err); err != nil {
+				if asJSON {
+					writeJSON(cmd.OutOrStdout(), r)
+				}
+				return fmt.Errorf("snapshot %s was taken here, but not pushed (cowfs push %s tries again): %w", args[1], args[1], err)
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), struct {
+					*cowfs.SnapshotResult
+					Pushed int `json:"pushed"`
+				}{r, pushed})
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "pushed %s to the master: %d objects sent\n", args[1], pushed)
 			return nil
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
+	cmd.Flags().BoolVar(&asJSON, "json", false, jsonFlagHelp)
 	cmd.Flags().BoolVar(&push, "push", false, "also send the snapshot to the mount's master (mount --remote only)")
 	return cmd
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

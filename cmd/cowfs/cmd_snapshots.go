@@ -13,7 +13,19 @@ import (
 	"github.com/cowfs/cowfs/cow/refs"
 )
 
+// snapshotJSON is a line of cowfs snapshots --json.
+type snapshotJSON struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	Parent  string    `json:"parent"`
+	Source  string    `json:"source"`
+	Size    int64     `json:"size"`
+	Unique  int64     `json:"unique"`
+	Root    string    `json:"root"`
+}
+
 func newSnapshotsCmd(g *globals) *cobra.Command {
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "snapshots",
 		Short: "List snapshots",
@@ -67,7 +79,9 @@ rm, diff, verify and restore take pushed/NAME too.`,
 				}
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tCREATED\tPARENT\tSIZE\tUNIQUE\tROOT")
+			if !asJSON {
+				fmt.Fprintln(w, "NAME\tCREATED\tPARENT\tSIZE\tUNIQUE\tROOT")
+			}
 			for i, s := range list {
 				var unique int64
 				for c := range chunks[i] {
@@ -76,6 +90,14 @@ rm, diff, verify and restore take pushed/NAME too.`,
 							unique += n - 2 // the blob header
 						}
 					}
+				}
+				if asJSON {
+					err := writeJSON(cmd.OutOrStdout(), snapshotJSON{Name: s.Name, Created: s.Created, Parent: s.Parent,
+						Source: s.Source, Size: logical[i], Unique: unique, Root: s.Root.Object.String()})
+					if err != nil {
+						return err
+					}
+					continue
 				}
 				parent := s.Parent
 				if parent == "" {
@@ -87,6 +109,7 @@ rm, diff, verify and restore take pushed/NAME too.`,
 			return w.Flush()
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, jsonFlagHelp)
 	cmd.AddCommand(&cobra.Command{
 		Use:     "rm NAME",
 		Short:   "Remove a snapshot's name (its objects go at the next gc)",

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,12 +11,18 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/fs"
 )
+
+// statusJSON is a line of cowfs status --json: a mount's status, and
+// whether its mount process is gone.
+type statusJSON struct {
+	*cowfs.Status
+	Dead bool `json:"dead"`
+}
 
 func newStatusCmd(g *globals) *cobra.Command {
 	var asJSON bool
@@ -32,12 +37,14 @@ retries, errors and the progress of --prefetch.`,
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var socks []string
+			state := g.state
 			if len(args) == 1 {
 				mnt, err := filepath.Abs(args[0])
 				if err != nil {
 					return err
 				}
-				socks = []string{fs.ControlSocket(g.state, mnt)}
+				state = g.stateOf(mnt)
+				socks = []string{fs.ControlSocket(state, mnt)}
 			} else {
 				socks, _ = filepath.Glob(filepath.Join(g.state, "run", "*.sock"))
 			}
@@ -55,7 +62,7 @@ retries, errors and the progress of --prefetch.`,
 							return fmt.Errorf("%s is a dead cowfs mount: its mount process exited; run: cowfs unmount %s", args[0], d)
 						}
 						if errors.Is(err, cowfs.ErrNoWorkspace) {
-							return fmt.Errorf("%s is not a cowfs mount of state %s", args[0], g.state)
+							return fmt.Errorf("%s is %w of state %s", args[0], errNoCowfsMount, state)
 						}
 						return err
 					}
@@ -63,14 +70,23 @@ retries, errors and the progress of --prefetch.`,
 				}
 				out = append(out, st)
 			}
-			if asJSON {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(out)
-			}
 			var dead []string
 			if len(args) == 0 {
-				dead = deadMounts()
+				dead = deadMountsOf(state)
+			}
+			if asJSON {
+				for _, st := range out {
+					if err := writeJSON(cmd.OutOrStdout(), statusJSON{Status: st}); err != nil {
+						return err
+					}
+				}
+				// A dead mount has only its mountpoint to show.
+				for _, d := range dead {
+					if err := writeJSON(cmd.OutOrStdout(), statusJSON{Status: &cowfs.Status{Mountpoint: d}, Dead: true}); err != nil {
+						return err
+					}
+				}
+				return nil
 			}
 			if len(out) == 0 && len(dead) == 0 {
 				fmt.Println("no mounts")
@@ -84,7 +100,7 @@ retries, errors and the progress of --prefetch.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, jsonFlagHelp)
 	return cmd
 }
 
@@ -99,11 +115,11 @@ func printStatus(st *cowfs.Status) {
 		return
 	}
 	fmt.Printf("  cache:   %d hits, %d misses, %s fetched, %d retries, %d errors, %d corrupt refetched, %d evicted\n",
-		r.Hits, r.Misses, humanize.IBytes(uint64(r.BytesFetched)), r.Retries, r.Errors, r.Corrupt, r.Evicted)
+		r.Hits, r.Misses, humanBytes(r.BytesFetched), r.Retries, r.Errors, r.Corrupt, r.Evicted)
 	if p := r.Prefetch; p != nil {
 		var b strings.Builder
 		fmt.Fprintf(&b, "  prefetch: %s, %d files, %d/%d chunks, %s/%s", p.State, p.Files, p.ChunksDone, p.Chunks,
-			humanize.IBytes(uint64(p.BytesDone)), humanize.IBytes(uint64(p.Bytes)))
+			humanBytes(p.BytesDone), humanBytes(p.Bytes))
 		if p.Error != "" {
 			fmt.Fprintf(&b, ": %s", p.Error)
 		}
@@ -111,26 +127,63 @@ func printStatus(st *cowfs.Status) {
 	}
 }
 
+// errNoCowfsMount says that no mount of the state answers at a path.
+var errNoCowfsMount = errors.New("not a cowfs mount")
+
 // deadMounts lists the cowfs mounts on this machine whose mount process
 // is gone (kill -9, a crash): the kernel answers ENOTCONN for them until
 // they are unmounted, and no control socket answers.
 func deadMounts() []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, m := range cowfsMounts() {
+		if fs.IsDead(m.dir) {
+			out = append(out, m.dir)
+		}
+	}
+	return out
+}
+
+// deadMountsOf lists the dead mounts that recorded state as theirs
+// (mountstate.go): those of other state directories, and of programs
+// that record none, are not this state's to report.
+func deadMountsOf(state string) []string {
+	abs, err := filepath.Abs(state)
 	if err != nil {
 		return nil
 	}
 	var out []string
+	for _, d := range deadMounts() {
+		if s, err := os.Readlink(stateRecord(d)); err == nil && s == abs {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// mountEntry is a cowfs mount as /proc/self/mountinfo shows it.
+type mountEntry struct {
+	dir string
+	// source tells the lower (Spec's fsname): cowfs:DIR,
+	// cowfs:remote:ADDR[/PATH], cowfs:restore:NAME[@ADDR].
+	source string
+}
+
+// cowfsMounts lists the cowfs mounts this process sees, whoever made
+// them.
+func cowfsMounts() []mountEntry {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []mountEntry
 	for _, line := range strings.Split(string(b), "\n") {
 		// ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [TAGS...] - FSTYPE SOURCE SUPEROPTS
 		f := strings.Fields(line)
 		sep := slices.Index(f, "-")
-		if sep < 5 || sep+1 >= len(f) || f[sep+1] != "fuse.cowfs" {
+		if sep < 5 || sep+2 >= len(f) || f[sep+1] != "fuse.cowfs" {
 			continue
 		}
-		mnt := unescapeMountinfo(f[4])
-		if fs.IsDead(mnt) {
-			out = append(out, mnt)
-		}
+		out = append(out, mountEntry{dir: unescapeMountinfo(f[4]), source: unescapeMountinfo(f[sep+2])})
 	}
 	return out
 }

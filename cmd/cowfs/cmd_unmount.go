@@ -31,15 +31,21 @@ is not connected") is detached.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Ask the mount process who it is before it goes.
 			pid := 0
-			if abs, err := filepath.Abs(args[0]); err == nil {
+			abs, absErr := filepath.Abs(args[0])
+			if absErr == nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if st, err := cowfs.ControlOf(g.state, abs).Status(ctx); err == nil {
+				if st, err := cowfs.ControlOf(g.stateOf(abs), abs).Status(ctx); err == nil {
 					pid = st.Pid
 				}
 				cancel()
 			}
 			if err := unmount(args[0], lazy); err != nil {
 				return err
+			}
+			if pid == 0 && absErr == nil {
+				// A dead mount's process cannot remove its record
+				// of its state (mountstate.go).
+				os.Remove(stateRecord(abs))
 			}
 			if pid > 0 && !lazy {
 				waitExit(pid, 30*time.Second)
@@ -67,7 +73,7 @@ func unmount(dir string, lazy bool) error {
 	if ok, err := fs.IsMountpoint(dir); err != nil {
 		return err
 	} else if !ok {
-		return fmt.Errorf("%s is not mounted", dir)
+		return fmt.Errorf("%s is %w", dir, errNotMounted)
 	}
 	flags := 0
 	if lazy {

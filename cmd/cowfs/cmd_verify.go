@@ -33,8 +33,26 @@ func openSnapshots(state string) (*object.DirStore, *refs.Dir, error) {
 	return store, d, err
 }
 
+// verifyJSON is the line of cowfs verify --json.
+type verifyJSON struct {
+	Name     string        `json:"name"`
+	Root     string        `json:"root"`
+	OK       bool          `json:"ok"`
+	Problems []problemJSON `json:"problems"`
+}
+
+// problemJSON is one problem verify found: where, and with --repair which
+// object, of what kind, and where it was repaired from ("" if not).
+type problemJSON struct {
+	Paths        []string `json:"paths"`
+	Object       string   `json:"object"`
+	Kind         string   `json:"kind"`
+	Error        string   `json:"error"`
+	RepairedFrom string   `json:"repaired_from"`
+}
+
 func newVerifyCmd(g *globals) *cobra.Command {
-	var repair bool
+	var repair, asJSON bool
 	r := &remoteFlags{}
 	cmd := &cobra.Command{
 		Use:   "verify NAME [--repair [--remote ADDR]]",
@@ -57,11 +75,11 @@ use it.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if r.addr != "" && !repair {
-				return errors.New("--remote applies only with --repair")
+				return usagef("--remote applies only with --repair")
 			}
 			for _, n := range []string{"token-file", "tls-ca", "io-timeout"} {
 				if r.addr == "" && cmd.Flags().Changed(n) {
-					return fmt.Errorf("--%s applies only with --remote", n)
+					return usagef("--%s applies only with --remote", n)
 				}
 			}
 			store, d, err := openSnapshots(g.state)
@@ -73,23 +91,33 @@ use it.`,
 				return err
 			}
 			if repair {
-				return verifyRepair(cmd, store, d, s, r)
+				return verifyRepair(cmd, store, d, s, r, asJSON)
 			}
 			probs, err := object.Verify(context.Background(), store, s.Root.Object)
 			if err != nil {
 				return fmt.Errorf("verify %s: %w", s.Name, err)
 			}
+			res := verifyJSON{Name: s.Name, Root: s.Root.Object.String(), OK: len(probs) == 0, Problems: []problemJSON{}}
 			for _, p := range probs {
 				fmt.Fprintf(cmd.ErrOrStderr(), "BAD %s: %v\n", p.Path, p.Err)
+				res.Problems = append(res.Problems, problemJSON{Paths: []string{rootSlash(p.Path)}, Error: p.Err.Error()})
+			}
+			if asJSON {
+				if err := writeJSON(cmd.OutOrStdout(), res); err != nil {
+					return err
+				}
 			}
 			if len(probs) > 0 {
-				return fmt.Errorf("snapshot %s: %d problems (cowfs verify %s --repair stores again what it can)", s.Name, len(probs), s.Name)
+				return fmt.Errorf("snapshot %s is %w: %d problems (cowfs verify %s --repair stores again what it can)", s.Name, errDamaged, len(probs), s.Name)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s)\n", s.Name, s.Root.Object)
+			if !asJSON {
+				fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s)\n", s.Name, s.Root.Object)
+			}
 			return nil
 		},
 	}
 	fl := cmd.Flags()
+	fl.BoolVar(&asJSON, "json", false, jsonFlagHelp)
 	fl.BoolVar(&repair, "repair", false, "store damaged or missing objects again from where the snapshot was taken, or the --remote master")
 	fl.StringVar(&r.addr, "remote", "", "with --repair: also fetch what is damaged from the master at ADDR (host:port)")
 	fl.StringVar(&r.tokenFile, "token-file", "", "with --remote: file holding the master's bearer token")
@@ -99,7 +127,7 @@ use it.`,
 }
 
 // verifyRepair runs verify --repair of snapshot s.
-func verifyRepair(cmd *cobra.Command, store *object.DirStore, d *refs.Dir, s refs.Snapshot, r *remoteFlags) error {
+func verifyRepair(cmd *cobra.Command, store *object.DirStore, d *refs.Dir, s refs.Snapshot, r *remoteFlags, asJSON bool) error {
 	sources, closeAll, err := repairSources(d, s, r)
 	if err != nil {
 		return err
@@ -110,27 +138,49 @@ func verifyRepair(cmd *cobra.Command, store *object.DirStore, d *refs.Dir, s ref
 		return fmt.Errorf("verify %s: %w", s.Name, err)
 	}
 	left := 0
+	res := verifyJSON{Name: s.Name, Root: s.Root.Object.String(), Problems: []problemJSON{}}
 	for _, dm := range found {
 		paths := slices.Clone(dm.Paths)
 		for i := range paths {
-			if paths[i] == "" {
-				paths[i] = "/" // the root tree
-			}
+			paths[i] = rootSlash(paths[i])
 		}
+		p := problemJSON{Paths: paths, Object: dm.Object.String(), Kind: kindName(dm.Kind), RepairedFrom: dm.From}
+		if dm.Err != nil {
+			p.Error = dm.Err.Error()
+		}
+		res.Problems = append(res.Problems, p)
 		what := fmt.Sprintf("%s (%s, used by %s)", dm.Object, kindName(dm.Kind), strings.Join(paths, ", "))
 		if dm.Repaired() {
-			fmt.Fprintf(cmd.OutOrStdout(), "REPAIRED %s from %s\n", what, dm.From)
+			if !asJSON {
+				fmt.Fprintf(cmd.OutOrStdout(), "REPAIRED %s from %s\n", what, dm.From)
+			}
 			continue
 		}
 		left++
 		fmt.Fprintf(cmd.ErrOrStderr(), "NOT REPAIRED %s: %v\n", what, dm.Err)
 	}
-	if left > 0 {
-		return fmt.Errorf("snapshot %s: %d of %d damaged or missing objects not repaired: no source has their bytes (tried: %s)",
-			s.Name, left, len(found), sourceNames(sources))
+	res.OK = left == 0
+	if asJSON {
+		if err := writeJSON(cmd.OutOrStdout(), res); err != nil {
+			return err
+		}
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s), %d objects repaired\n", s.Name, s.Root.Object, len(found))
+	if left > 0 {
+		return fmt.Errorf("snapshot %s is %w: %d of %d damaged or missing objects not repaired: no source has their bytes (tried: %s)",
+			s.Name, errDamaged, left, len(found), sourceNames(sources))
+	}
+	if !asJSON {
+		fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: ok (root %s), %d objects repaired\n", s.Name, s.Root.Object, len(found))
+	}
 	return nil
+}
+
+// rootSlash names the root tree, whose path is "", as "/".
+func rootSlash(p string) string {
+	if p == "" {
+		return "/"
+	}
+	return p
 }
 
 func kindName(k object.Kind) string {

@@ -86,7 +86,7 @@ func spawnDaemon(args []string, spec cowfs.Spec, logPath string, timeout time.Du
 			return fmt.Errorf("mount process exited (%v); see %s", err, logPath)
 		}
 		<-exited
-		return errors.New(m)
+		return parseFailure(m)
 	case s := <-sigs:
 		stopChild(cmd, r, exited)
 		return fmt.Errorf("mount stopped by %s", s)

@@ -14,8 +14,8 @@ func main() {
 	if strings.HasPrefix(filepath.Base(os.Args[0]), "mount.fuse.cowfs") {
 		os.Exit(mountHelper(os.Args[1:]))
 	}
-	if err := newRoot().Execute(); err != nil {
+	if err := execute(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "cowfs:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }

@@ -3,12 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -41,7 +38,7 @@ func (r *remoteFlags) checkLocal() error {
 	}
 	for _, n := range remoteOnly {
 		if r.changed(n) {
-			return fmt.Errorf("--%s applies only with --remote", n)
+			return usagef("--%s applies only with --remote", n)
 		}
 	}
 	return nil
@@ -53,7 +50,7 @@ func (r *remoteFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&r.tokenFile, "token-file", "", "with --remote: file holding the master's bearer token")
 	fl.StringVar(&r.tlsCA, "tls-ca", "", "with --remote: use TLS, checking the master's certificate against this CA (PEM)")
 	fl.BoolVar(&r.prefetch, "prefetch", false, "with --remote: fetch the whole version in the background (reads go first); see cowfs status")
-	fl.StringVar(&r.cacheSize, "cache-size", "", "with --remote: evict cached chunks the master can give again beyond this size (e.g. 20G; default: no limit)")
+	fl.StringVar(&r.cacheSize, "cache-size", "", "with --remote: evict cached chunks the master can give again beyond this size (e.g. 20G; default: no limit; "+sizeHelp+")")
 	fl.DurationVar(&r.ioTimeout, "io-timeout", cowfs.DefaultIOTimeout, "with --remote: a read the master cannot serve in this time fails with EIO")
 }
 
@@ -62,7 +59,7 @@ func (r *remoteFlags) register(fl *pflag.FlagSet) {
 func (r *remoteFlags) spec() (*cowfs.Remote, error) {
 	cacheSize, err := parseSize(r.cacheSize)
 	if err != nil {
-		return nil, fmt.Errorf("--cache-size: %w", err)
+		return nil, usagef("--cache-size: %w", err)
 	}
 	return &cowfs.Remote{
 		Addr: r.addr, Path: r.path, TokenFile: r.tokenFile, TLSCA: r.tlsCA,
@@ -83,7 +80,7 @@ func (r *remoteFlags) check() error {
 		return errors.New("--io-timeout must be positive")
 	}
 	if _, err := parseSize(r.cacheSize); err != nil {
-		return fmt.Errorf("--cache-size: %w", err)
+		return usagef("--cache-size: %w", err)
 	}
 	for _, p := range []*string{&r.tokenFile, &r.tlsCA} {
 		if *p == "" {
@@ -99,35 +96,4 @@ func (r *remoteFlags) check() error {
 		*p = abs
 	}
 	return nil
-}
-
-// parseSize reads 1234, 512M, 20G, 1T (powers of 1024); "" is 0. A size
-// past what an int64 holds is an error, not a wrapped-around number.
-func parseSize(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	num := s
-	mult := int64(1)
-	switch strings.ToUpper(s[len(s)-1:]) {
-	case "K":
-		mult = 1 << 10
-	case "M":
-		mult = 1 << 20
-	case "G":
-		mult = 1 << 30
-	case "T":
-		mult = 1 << 40
-	}
-	if mult > 1 {
-		num = s[:len(s)-1]
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(num, "-") || err == nil && n > math.MaxInt64/mult {
-		return 0, fmt.Errorf("%q is too large: at most %dT", s, int64(math.MaxInt64>>40))
-	}
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%q is not a size (like 512M or 20G)", s)
-	}
-	return n * mult, nil
 }

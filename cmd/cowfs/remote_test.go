@@ -89,14 +89,15 @@ func TestServeMountRun(t *testing.T) {
 		t.Errorf("status: exit %d, %s", code, out)
 	}
 	out, code = run(t, "--state", e.state, "status", "--json")
-	var st []struct {
+	// One line, one object, for the one mount.
+	var st struct {
 		Mountpoint string
 		Version    string
 		Remote     struct {
 			BytesFetched int64 `json:"bytes_fetched"`
 		}
 	}
-	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || len(st) != 1 || st[0].Remote.BytesFetched == 0 {
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || strings.Count(out, "\n") != 1 || st.Remote.BytesFetched == 0 {
 		t.Errorf("status --json: exit %d, %v: %s", code, err, out)
 	}
 	if out, code := run(t, "--state", e.state, "status", t.TempDir()); code == 0 || !strings.Contains(out, "not a cowfs mount") {

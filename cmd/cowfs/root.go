@@ -12,11 +12,14 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
 type globals struct {
 	state string
+	// stateGiven is whether --state or COWFS_STATE named the state;
+	// if not, a command given a mountpoint uses the mount's (stateOf).
+	stateGiven bool
+	// started is set once cobra has parsed the command line and runs
+	// the command: an error before then is a usage error.
+	started bool
 }
 
 func defaultState() string {
@@ -33,17 +36,45 @@ func defaultState() string {
 	return filepath.Join(home, ".local", "share", "cowfs")
 }
 
-func newRoot() *cobra.Command {
+// execute runs the command line args. Whatever cobra refuses before the
+// command runs (an unknown command or flag, a missing argument or required
+// flag, a flag's value it cannot parse) is a usageError.
+func execute(args []string) error {
 	g := &globals{}
+	root := newRoot(g)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err != nil && !g.started {
+		return usageError{err}
+	}
+	return err
+}
+
+func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "cowfs",
 		Short: "Copy-on-write workspaces for crawler tasks",
 		Long: `cowfs mounts a workspace: a read-only lower directory under a private,
 writable upper layer. Processes in the workspace see one ordinary directory;
-what they change goes to the upper, and the lower is never modified.`,
+what they change goes to the upper, and the lower is never modified.
+
+Exit codes: 0 ok, 1 any other failure, 2 usage, 3 not found (no such
+snapshot or mount), 4 master unreachable, 5 corrupt (damage found), 6
+denied (token or TLS refused); see docs/cli.md.`,
+		Version:       versionLine(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			// Cobra checks these only after this hook: here, so
+			// that they are usage errors too.
+			if err := cmd.ValidateRequiredFlags(); err != nil {
+				return err
+			}
+			if err := cmd.ValidateFlagGroups(); err != nil {
+				return err
+			}
+			g.started = true
+			g.stateGiven = cmd.Flags().Changed("state") || os.Getenv("COWFS_STATE") != ""
 			for c := cmd; c != nil; c = c.Parent() {
 				switch c.Name() {
 				case "version", "help", "completion":
@@ -55,7 +86,9 @@ what they change goes to the upper, and the lower is never modified.`,
 	}
 	root.PersistentFlags().StringVar(&g.state, "state", defaultState(),
 		"state directory for uppers and metadata (env COWFS_STATE)")
-	root.AddCommand(newMountCmd(g), newServeCmd(g), newStatusCmd(g), newUnmountCmd(g), newSnapshotCmd(g), newRestoreCmd(g), newSnapshotsCmd(g), newVerifyCmd(g), newGCCmd(g), newVersionCmd())
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(newMountCmd(g), newServeCmd(g), newStatusCmd(g), newUnmountCmd(g), newSnapshotCmd(g), newRestoreCmd(g), newSnapshotsCmd(g), newVerifyCmd(g), newGCCmd(g), newPushCmd(g), newVersionCmd())
+	registerCompletions(root, g)
 	return root
 }
 
