@@ -44,14 +44,14 @@ type remoteLower struct {
 
 // openRemote opens s's remote lower and fills in its part of o. It
 // returns once the export's root was fetched and verified, with what
-// closes the cache and the client.
+// closes the cache and the client and what warms the cache up.
 //
 // With a snapshot in s.Lower it restores that snapshot of the master
 // instead: its version comes from the master's ref, beneath a fresh upper.
-func openRemote(ctx context.Context, s Spec, o *fs.Options, mx *metrics.Workspace) (cleanup func(), err error) {
+func openRemote(ctx context.Context, s Spec, o *fs.Options, mx *metrics.Workspace) (cleanup func(), warm warmFunc, err error) {
 	rl := &remoteLower{s: s, r: s.Lower.Remote, log: s.Options.Logger}
 	if err := rl.dial(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	closeAll := func() { rl.cache.Close(); rl.client.Close() }
 	defer func() {
@@ -61,13 +61,13 @@ func openRemote(ctx context.Context, s Spec, o *fs.Options, mx *metrics.Workspac
 	}()
 	if mx != nil {
 		if err := rl.count(mx); err != nil {
-			return nil, fmt.Errorf("metrics: %w", err)
+			return nil, nil, fmt.Errorf("metrics: %w", err)
 		}
 	}
 	var v object.Digest
 	if snap := s.Lower.Snapshot; snap != "" {
 		if v, err = rl.client.GetRef(ctx, snap); err != nil {
-			return nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
+			return nil, nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
 		}
 		if s.Upper == "" {
 			// Open cleared them.
@@ -75,18 +75,24 @@ func openRemote(ctx context.Context, s Spec, o *fs.Options, mx *metrics.Workspac
 		}
 		o.Parent = snap
 	} else if v, err = rl.pin(ctx); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	lower, root, err := remote.OpenVersion(ctx, rl.cache, v)
 	if err != nil {
-		return nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
+		return nil, nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
 	}
 	rl.fill(o, lower, v)
 	if rl.r.Prefetch {
 		rl.cache.PrefetchVersion(root.Object)
 	}
-	return closeAll, nil
+	warm = func(ctx context.Context, paths []string) *remote.Warmup {
+		return rl.cache.Warm(ctx, root.Object, paths)
+	}
+	return closeAll, warm, nil
 }
+
+// warmFunc starts fetching what lies beneath paths of a remote lower.
+type warmFunc func(ctx context.Context, paths []string) *remote.Warmup
 
 // dial connects to the master and opens the state directory's cache.
 func (rl *remoteLower) dial() error {

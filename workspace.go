@@ -2,12 +2,15 @@ package cowfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/fs/control"
@@ -28,6 +31,8 @@ type Workspace struct {
 	// closeMetrics stops serving Options.MetricsAddr and takes the
 	// workspace's metrics out of their registry; a no-op without them.
 	closeMetrics func()
+	// warm warms the remote lower's cache up; nil for a local lower.
+	warm warmFunc
 	// unmounted is set once Wait saw the mount go from outside.
 	unmounted atomic.Bool
 	once      sync.Once
@@ -67,7 +72,7 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 		}
 	}()
 	if s.Lower.Remote != nil {
-		if w.closeRemote, err = openRemote(ctx, s, &o, mx); err != nil {
+		if w.closeRemote, w.warm, err = openRemote(ctx, s, &o, mx); err != nil {
 			return nil, err
 		}
 	}
@@ -91,7 +96,7 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	// Last: the CLI reaches the workspace through its socket only once
 	// it serves requests.
 	if err == nil {
-		w.control, err = control.Listen(statedir.ControlSocket(s.State, s.Mountpoint), w.handler, s.Options.Logger)
+		w.control, err = control.Listen(statedir.ControlSocket(s.State, s.Mountpoint), controlHandler{w.handler, w}, s.Options.Logger)
 	}
 	if err != nil {
 		if uerr := w.m.Unmount(); uerr != nil {
@@ -141,6 +146,44 @@ func (w *Workspace) Snapshot(ctx context.Context, name string) (*control.Snapsho
 // sent.
 func (w *Workspace) Push(ctx context.Context, name string) (int, error) {
 	return w.m.Push(ctx, name)
+}
+
+// Warmup fetches every file and directory beneath paths (relative to the
+// mountpoint; none: all of it) of a remote workspace's lower into the
+// machine's cache, so that reading them later needs no master. It calls
+// progress (if not nil) every warmupTick while it runs. What the upper
+// changed is not looked at: a path names the export's.
+func (w *Workspace) Warmup(ctx context.Context, paths []string, progress func(object.PrefetchProgress)) (object.PrefetchProgress, error) {
+	if w.warm == nil {
+		return object.PrefetchProgress{}, errors.New("not a remote workspace: its lower is on this machine")
+	}
+	wu := w.warm(ctx, paths)
+	t := time.NewTicker(warmupTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-wu.Done():
+			return wu.Progress(), wu.Err()
+		case <-t.C:
+			if progress != nil {
+				progress(wu.Progress())
+			}
+		}
+	}
+}
+
+// warmupTick is how often a warmup tells its progress.
+const warmupTick = 200 * time.Millisecond
+
+// controlHandler answers the control socket: the mount's handler, and
+// the workspace's warmup.
+type controlHandler struct {
+	control.Handler
+	w *Workspace
+}
+
+func (h controlHandler) Warmup(ctx context.Context, paths []string, progress func(object.PrefetchProgress)) (object.PrefetchProgress, error) {
+	return h.w.Warmup(ctx, paths, progress)
 }
 
 // Status describes the workspace as cowfs status does.

@@ -21,8 +21,11 @@ import (
 
 // Request is one call.
 type Request struct {
-	Op   string `json:"op"` // "snapshot", "push", "status"
+	Op   string `json:"op"` // "snapshot", "push", "status", "warmup"
 	Name string `json:"name,omitempty"`
+	// Paths are what a warmup fetches, relative to the mountpoint;
+	// none: everything.
+	Paths []string `json:"paths,omitempty"`
 	// Deadline is when the caller stops waiting for the reply; the
 	// mount gives up on the request a little before.
 	Deadline time.Time `json:"deadline,omitzero"`
@@ -35,6 +38,10 @@ type Reply struct {
 	Status   *Status         `json:"status,omitempty"`
 	// Pushed counts the objects a push sent.
 	Pushed int `json:"pushed,omitempty"`
+	// Warmup is how far a warmup got.
+	Warmup *object.PrefetchProgress `json:"warmup,omitempty"`
+	// More says that this reply tells progress and another follows.
+	More bool `json:"more,omitempty"`
 }
 
 // Status describes a running mount.
@@ -85,6 +92,12 @@ type Handler interface {
 	Status() *Status
 	// Push sends snapshot name to the mount's master.
 	Push(ctx context.Context, name string) (int, error)
+}
+
+// Warmer is a Handler that can fetch its remote lower's objects ahead of
+// use (cowfs warmup), calling progress now and then while it does.
+type Warmer interface {
+	Warmup(ctx context.Context, paths []string, progress func(object.PrefetchProgress)) (object.PrefetchProgress, error)
 }
 
 // Server listens on a socket until Close.
@@ -150,6 +163,21 @@ func (s *Server) serve(h Handler, log *slog.Logger) {
 				rep.Pushed = n
 			case "status":
 				rep.Status = h.Status()
+			case "warmup":
+				wh, ok := h.(Warmer)
+				if !ok {
+					rep.Error = "this mount cannot warm up"
+					break
+				}
+				enc := json.NewEncoder(c)
+				p, err := wh.Warmup(ctx, req.Paths, func(p object.PrefetchProgress) {
+					enc.Encode(Reply{Warmup: &p, More: true})
+				})
+				if err != nil {
+					rep.Error = err.Error()
+					log.Error("warmup", "paths", req.Paths, "err", err)
+				}
+				rep.Warmup = &p
 			default:
 				rep.Error = fmt.Sprintf("unknown op %q", req.Op)
 			}
@@ -196,6 +224,12 @@ var ErrNoMount = errors.New("no cowfs mount answers there")
 
 // Call sends req to the mount at path and waits for its reply.
 func Call(ctx context.Context, path string, req Request) (*Reply, error) {
+	return CallEach(ctx, path, req, nil)
+}
+
+// CallEach is Call, and hands each progress reply before the last to
+// progress (nil: none).
+func CallEach(ctx context.Context, path string, req Request, progress func(*Reply)) (*Reply, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "unix", path)
 	if err != nil {
@@ -210,11 +244,21 @@ func Call(ctx context.Context, path string, req Request) (*Reply, error) {
 		return nil, err
 	}
 	var rep Reply
-	if err := json.NewDecoder(c).Decode(&rep); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("the mount process closed the request without a reply: it was unmounted or died meanwhile (%w)", err)
+	dec := json.NewDecoder(c)
+	for {
+		rep = Reply{}
+		if err := dec.Decode(&rep); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("the mount process closed the request without a reply: it was unmounted or died meanwhile (%w)", err)
+			}
+			return nil, fmt.Errorf("reply from mount: %w", err)
 		}
-		return nil, fmt.Errorf("reply from mount: %w", err)
+		if !rep.More {
+			break
+		}
+		if progress != nil {
+			progress(&rep)
+		}
 	}
 	if rep.Error != "" {
 		return &rep, errors.New(rep.Error)
