@@ -19,3 +19,10 @@ func GiveUpWatch(s *Server) {
 	defer s.watch.mu.Unlock()
 	s.watch.giveUp("a test", errors.New("given up by a test"))
 }
+
+// KnownPaths returns how many paths s keeps a last scan of.
+func KnownPaths(s *Server) int {
+	s.knownMu.Lock()
+	defer s.knownMu.Unlock()
+	return len(s.known)
+}

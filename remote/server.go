@@ -327,7 +327,12 @@ func (s *Server) rescanKnown() {
 			}
 			r := <-s.scanAt(sub, gen, watched)
 			if r.Err != nil {
-				continue // logged by the scan; the next resolve scans again
+				// Gone from the export, or failing: the next resolve
+				// scans and says why.
+				s.knownMu.Lock()
+				delete(s.known, sub)
+				s.knownMu.Unlock()
+				continue
 			}
 			if v := r.Val.(*pb.ResolveResponse).GetVersion(); k.gen == gen && !bytes.Equal(v, k.resp.GetVersion()) {
 				s.log.Warn("the export changed without an inotify event: found by the periodic scan", "path", sub,

@@ -252,3 +252,23 @@ func TestResolveWithoutWatch(t *testing.T) {
 		t.Fatal("without the watch, a resolve did not scan")
 	}
 }
+
+// A path gone from the export is no longer scanned every period.
+func TestRescanForgetsRemovedPath(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "spider1/f"), []byte("1"), 0o644)
+	writeFile(t, filepath.Join(root, "spider2/f"), []byte("2"), 0o644)
+	m := startMaster(t, root, remote.ServerConfig{Rescan: 50 * time.Millisecond})
+	resolve(t, m.addr, "spider1")
+	resolve(t, m.addr, "spider2")
+	if err := os.RemoveAll(filepath.Join(root, "spider1")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for remote.KnownPaths(m.srv) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d paths kept 10 s after one was removed, want 1", remote.KnownPaths(m.srv))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
