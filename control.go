@@ -25,8 +25,11 @@ import (
 
 // controlRequest is one call.
 type controlRequest struct {
-	Op   string `json:"op"` // "snapshot", "push", "status"
+	Op   string `json:"op"` // "snapshot", "push", "status", "warmup"
 	Name string `json:"name,omitempty"`
+	// Paths are what a warmup fetches, relative to the mountpoint;
+	// none: everything.
+	Paths []string `json:"paths,omitempty"`
 	// Deadline is when the caller stops waiting for the reply; the
 	// workspace gives up on the request a little before.
 	Deadline time.Time `json:"deadline,omitzero"`
@@ -39,6 +42,10 @@ type controlReply struct {
 	Status   *Status         `json:"status,omitempty"`
 	// Pushed counts the objects a push sent.
 	Pushed int `json:"pushed,omitempty"`
+	// Warmup is how far a warmup got.
+	Warmup *object.PrefetchProgress `json:"warmup,omitempty"`
+	// More says that this reply tells progress and another follows.
+	More bool `json:"more,omitempty"`
 }
 
 // SnapshotResult describes a snapshot just taken.
@@ -135,6 +142,16 @@ func (s *controlServer) serve(w *Workspace, log *slog.Logger) {
 				rep.Pushed = n
 			case "status":
 				rep.Status = w.Status()
+			case "warmup":
+				enc := json.NewEncoder(c)
+				p, err := w.Warmup(ctx, req.Paths, func(p object.PrefetchProgress) {
+					enc.Encode(controlReply{Warmup: &p, More: true})
+				})
+				if err != nil {
+					rep.Error = err.Error()
+					log.Error("warmup", "paths", req.Paths, "err", err)
+				}
+				rep.Warmup = &p
 			default:
 				rep.Error = fmt.Sprintf("unknown op %q", req.Op)
 			}
@@ -222,8 +239,33 @@ func (c Control) Status(ctx context.Context) (*Status, error) {
 	return rep.Status, nil
 }
 
+// Warmup has a remote workspace fetch what lies beneath paths (relative
+// to the mountpoint; none: all of it) into the machine's cache, and hands
+// progress (nil: none) how far it got now and then.
+func (c Control) Warmup(ctx context.Context, paths []string, progress func(object.PrefetchProgress)) (*object.PrefetchProgress, error) {
+	var each func(*controlReply)
+	if progress != nil {
+		each = func(r *controlReply) {
+			if r.Warmup != nil {
+				progress(*r.Warmup)
+			}
+		}
+	}
+	rep, err := c.callEach(ctx, controlRequest{Op: "warmup", Paths: paths}, each)
+	if rep != nil && rep.Warmup != nil {
+		return rep.Warmup, err
+	}
+	return nil, err
+}
+
 // call sends req and waits for the reply.
 func (c Control) call(ctx context.Context, req controlRequest) (*controlReply, error) {
+	return c.callEach(ctx, req, nil)
+}
+
+// callEach is call, and hands each progress reply before the last to
+// progress (nil: none).
+func (c Control) callEach(ctx context.Context, req controlRequest, progress func(*controlReply)) (*controlReply, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Socket)
 	if err != nil {
@@ -238,11 +280,21 @@ func (c Control) call(ctx context.Context, req controlRequest) (*controlReply, e
 		return nil, err
 	}
 	var rep controlReply
-	if err := json.NewDecoder(conn).Decode(&rep); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("the mount process closed the request without a reply: it was unmounted or died meanwhile (%w)", err)
+	dec := json.NewDecoder(conn)
+	for {
+		rep = controlReply{}
+		if err := dec.Decode(&rep); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("the mount process closed the request without a reply: it was unmounted or died meanwhile (%w)", err)
+			}
+			return nil, fmt.Errorf("reply from mount: %w", err)
 		}
-		return nil, fmt.Errorf("reply from mount: %w", err)
+		if !rep.More {
+			break
+		}
+		if progress != nil {
+			progress(&rep)
+		}
 	}
 	if rep.Error != "" {
 		return &rep, errors.New(rep.Error)

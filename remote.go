@@ -83,8 +83,14 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	if rl.r.Prefetch {
 		rl.cache.PrefetchVersion(root.Object)
 	}
+	w.warm = func(ctx context.Context, paths []string) *remote.Warmup {
+		return rl.cache.Warm(ctx, root.Object, paths)
+	}
 	return closeAll, nil
 }
+
+// warmFunc starts fetching what lies beneath paths of a remote lower.
+type warmFunc func(ctx context.Context, paths []string) *remote.Warmup
 
 // dial connects to the master and opens the state directory's cache.
 func (rl *remoteLower) dial() error {

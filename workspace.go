@@ -41,6 +41,8 @@ type Workspace struct {
 	// descriptor, a pin, the remote lower's cache and client), run
 	// newest first once the mount is gone or was never made.
 	releases []func()
+	// warm warms the remote lower's cache up; nil for a local lower.
+	warm warmFunc
 	// mx holds the workspace's metrics; nil without them.
 	mx *metrics.Workspace
 	// unmounted is set once Wait saw the mount go from outside.
@@ -256,6 +258,33 @@ func (w *Workspace) Push(ctx context.Context, name string) (int, error) {
 	w.spec.Options.Logger.Info("pushed", "name", name, "objects", n)
 	return n, nil
 }
+
+// Warmup fetches every file and directory beneath paths (relative to the
+// mountpoint; none: all of it) of a remote workspace's lower into the
+// machine's cache, so that reading them later needs no master. It calls
+// progress (if not nil) every warmupTick while it runs. What the upper
+// changed is not looked at: a path names the export's.
+func (w *Workspace) Warmup(ctx context.Context, paths []string, progress func(object.PrefetchProgress)) (object.PrefetchProgress, error) {
+	if w.warm == nil {
+		return object.PrefetchProgress{}, errors.New("not a remote workspace: its lower is on this machine")
+	}
+	wu := w.warm(ctx, paths)
+	t := time.NewTicker(warmupTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-wu.Done():
+			return wu.Progress(), wu.Err()
+		case <-t.C:
+			if progress != nil {
+				progress(wu.Progress())
+			}
+		}
+	}
+}
+
+// warmupTick is how often a warmup tells its progress.
+const warmupTick = 200 * time.Millisecond
 
 // Status describes the workspace as cowfs status does.
 func (w *Workspace) Status() *Status {

@@ -72,3 +72,33 @@ func BenchmarkFetch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkResolveUnchanged resolves an export of n one-byte files in 100
+// directories that did not change since the master last scanned it: what
+// a mount waits for at the master.
+func BenchmarkResolveUnchanged(b *testing.B) {
+	for _, n := range []int{1000, 10000, 100000} {
+		b.Run(fmt.Sprintf("files=%d", n), func(b *testing.B) {
+			exp := b.TempDir()
+			for i := range n {
+				writeFile(b, filepath.Join(exp, fmt.Sprintf("d%02d/f%06d", i%100, i)), []byte{byte(i)}, 0o644)
+			}
+			ms := remotetest.StartMaster(b, exp, remote.ServerConfig{})
+			client, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: time.Minute})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer client.Close()
+			ctx := context.Background()
+			first, err := client.Resolve(ctx, "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if v, err := client.Resolve(ctx, ""); err != nil || v != first {
+					b.Fatalf("resolve: %v, %v", v, err)
+				}
+			}
+		})
+	}
+}

@@ -80,7 +80,7 @@ type Cache struct {
 
 	hits, misses, bytes, corrupt, errs, evicted atomic.Int64
 
-	pf        atomic.Pointer[prefetch]
+	pf        atomic.Pointer[Warmup]
 	ahead     chan []object.Digest
 	fresh     freshObjects // what read-ahead fetched, for its reader
 	aheadOnce sync.Once

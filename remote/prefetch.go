@@ -2,17 +2,25 @@ package remote
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-type prefetch struct {
-	mu sync.Mutex
-	p  *object.PrefetchProgress
+// A Warmup fetches objects of a version into the cache ahead of use, in
+// the background: all of it (--prefetch) or what lies beneath some of
+// its paths (cowfs warmup).
+type Warmup struct {
+	mu   sync.Mutex
+	p    *object.PrefetchProgress
+	done chan struct{}
+	err  error
 }
 
 // prefetchWorkers fetch objects side by side: a fetch is a round trip plus
@@ -25,27 +33,58 @@ const prefetchWorkers = 16
 // process waits for go first: a prefetch worker waits while any is in
 // flight. Progress reports how far it got.
 func (c *Cache) PrefetchVersion(root object.Digest) {
-	pf := &prefetch{p: &object.PrefetchProgress{State: "listing", StartedAt: time.Now()}}
-	c.pf.Store(pf)
-	go pf.run(c, root)
+	c.pf.Store(c.Warm(c.ctx, root, nil))
+}
+
+// Warm starts fetching every object beneath paths (slash-separated,
+// relative to root; none: all of it) of the tree root, and every tree on
+// the way to them, until it is done, ctx is done or the cache is closed.
+// A symlink is not followed. Reads a process waits for go first, as for
+// PrefetchVersion.
+func (c *Cache) Warm(ctx context.Context, root object.Digest, paths []string) *Warmup {
+	w := &Warmup{p: &object.PrefetchProgress{State: "listing", StartedAt: time.Now()}, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.ctx, cancel)
+	go func() {
+		defer cancel()
+		defer stop()
+		w.run(ctx, c, root, paths)
+	}()
+	return w
 }
 
 // Progress returns the prefetch's progress, nil when there is none.
 func (c *Cache) Progress() *object.PrefetchProgress {
-	pf := c.pf.Load()
-	if pf == nil {
+	w := c.pf.Load()
+	if w == nil {
 		return nil
 	}
-	pf.mu.Lock()
-	defer pf.mu.Unlock()
-	p := *pf.p
+	p := w.Progress()
 	return &p
 }
 
-func (pf *prefetch) update(fn func(p *object.PrefetchProgress)) {
-	pf.mu.Lock()
-	fn(pf.p)
-	pf.mu.Unlock()
+// Progress returns how far the warmup got.
+func (w *Warmup) Progress() object.PrefetchProgress {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return *w.p
+}
+
+// Done is closed once the warmup ended; Err then says how.
+func (w *Warmup) Done() <-chan struct{} { return w.done }
+
+// Err is nil once the warmup fetched everything it was asked for, and
+// why not otherwise; nil while it runs.
+func (w *Warmup) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+func (w *Warmup) update(fn func(p *object.PrefetchProgress)) {
+	w.mu.Lock()
+	fn(w.p)
+	w.mu.Unlock()
 }
 
 // yield waits while a reader waits for a fetch.
@@ -60,9 +99,18 @@ type chunkRef struct {
 	size int64
 }
 
-func (pf *prefetch) run(c *Cache, root object.Digest) {
-	ctx := c.ctx
-	chunks, err := pf.list(c, root)
+// warmJob is an object to fetch and, for a tree or a file, expand.
+type warmJob struct {
+	d    object.Digest
+	tree bool
+}
+
+func (pf *Warmup) run(ctx context.Context, c *Cache, root object.Digest, paths []string) {
+	start, err := c.warmStart(ctx, root, paths)
+	var chunks []chunkRef
+	if err == nil {
+		chunks, err = pf.list(ctx, c, start)
+	}
 	if err == nil {
 		pf.update(func(p *object.PrefetchProgress) { p.State = "fetching"; p.Chunks = int64(len(chunks)) })
 		work := make(chan []chunkRef)
@@ -128,31 +176,100 @@ func (pf *prefetch) run(c *Cache, root object.Digest) {
 		// Bytes counts holes too; BytesDone only stored chunks.
 		p.State, p.BytesDone = "done", p.Bytes
 	})
+	pf.mu.Lock()
+	pf.err = err
+	p := *pf.p
+	pf.mu.Unlock()
+	close(pf.done)
 	if err != nil {
-		c.log.Error("prefetch failed", "err", err)
+		c.log.Error("prefetch failed", "paths", paths, "err", err)
 	} else {
-		c.log.Info("prefetch done", "files", pf.p.Files, "bytes", pf.p.Bytes)
+		c.log.Info("prefetch done", "paths", paths, "files", p.Files, "bytes", p.Bytes)
 	}
 }
 
-// list fetches every tree and file object of root, prefetchWorkers at a
-// time (one at a time, a 10k-file tree is 10k round trips in a row), and
-// returns the chunks to fetch, each once.
-func (pf *prefetch) list(c *Cache, root object.Digest) ([]chunkRef, error) {
-	ctx := c.ctx
-	type job struct {
-		d    object.Digest
-		tree bool
+// warmStart returns the objects beneath which a warmup of paths of the
+// tree root fetches everything: root itself without paths.
+func (c *Cache) warmStart(ctx context.Context, root object.Digest, paths []string) ([]warmJob, error) {
+	if len(paths) == 0 {
+		return []warmJob{{root, true}}, nil
 	}
+	var jobs []warmJob
+	for _, path := range paths {
+		rel, err := names.CleanRel(path)
+		if err != nil {
+			return nil, err
+		}
+		j := warmJob{root, true}
+		for walked, name := range splitRel(rel) {
+			if !j.tree {
+				return nil, fmt.Errorf("warm up %q: %q is not a directory: %w", path, walked, unix.ENOTDIR)
+			}
+			b, err := c.get(ctx, j.d)
+			if err != nil {
+				return nil, fmt.Errorf("warm up %q: %w", path, err)
+			}
+			t, err := object.DecodeTree(b)
+			if err != nil {
+				return nil, fmt.Errorf("warm up %q: %w", path, err)
+			}
+			e, ok := t.Lookup(name)
+			if !ok {
+				return nil, fmt.Errorf("warm up %q: not in the version: %w", path, unix.ENOENT)
+			}
+			switch e.Mode & unix.S_IFMT {
+			case unix.S_IFDIR:
+				j = warmJob{e.Object, true}
+			case unix.S_IFREG:
+				j = warmJob{e.Object, false} // zero for an empty file
+			default:
+				j = warmJob{} // all of it is in the tree just fetched
+			}
+		}
+		if !j.d.IsZero() {
+			jobs = append(jobs, j)
+		}
+	}
+	return jobs, nil
+}
+
+// splitRel yields the path walked so far and the next name, for each name
+// of the clean relative path rel.
+func splitRel(rel string) func(func(string, string) bool) {
+	return func(yield func(string, string) bool) {
+		if rel == "" {
+			return
+		}
+		walked := ""
+		for _, name := range strings.Split(rel, "/") {
+			if !yield(walked, name) {
+				return
+			}
+			walked = names.Join(walked, name)
+		}
+	}
+}
+
+// list fetches every tree and file object beneath start,
+// prefetchWorkers at a time (one at a time, a 10k-file tree is 10k round
+// trips in a row), and returns the chunks to fetch, each once.
+func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkRef, error) {
+	type job = warmJob
 	var (
 		mu      sync.Mutex
 		cond    = sync.NewCond(&mu)
-		queue   = []job{{root, true}}
+		queue   []job
 		active  int
 		firstEr error
-		seen    = map[object.Digest]bool{root: true}
+		seen    = map[object.Digest]bool{}
 		chunks  []chunkRef
 	)
+	for _, j := range start {
+		if !seen[j.d] {
+			seen[j.d] = true
+			queue = append(queue, j)
+		}
+	}
 	// expand decodes one fetched object and queues what it leads to.
 	expand := func(j job) error {
 		b, err := c.get(ctx, j.d)

@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -64,6 +65,13 @@ type ServerConfig struct {
 	// ScanDone, when set, is told how long each scan of the export took
 	// and how it ended (metrics).
 	ScanDone func(took time.Duration, err error)
+
+	// Rescan is how often the versions handed out are scanned again in
+	// the background, for changes the watch on Root does not report
+	// (decision 0049): bytes written through a shared mapping, through
+	// a hard link from outside Root, or by another host on a network
+	// filesystem. Default one minute; negative: never.
+	Rescan time.Duration
 }
 
 type counter = atomic.Int64
@@ -84,7 +92,15 @@ type Server struct {
 	serveSnapshots bool
 
 	resolving singleflight.Group
-	pinMu     sync.Mutex
+	// watch tells whether the export changed since a version was
+	// scanned; known holds the last version of each path resolved, with
+	// the watch's generation from before its scan began.
+	watch       *treeWatch
+	knownMu     sync.Mutex
+	known       map[string]knownVersion
+	rescanEvery time.Duration
+
+	pinMu sync.Mutex
 	// scanCtx bounds every scan: a stop cancels the scans in flight,
 	// which no caller's own cancellation may (they are shared).
 	scanCtx  context.Context
@@ -126,13 +142,21 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// Not fatal: the export and what was pushed since are served all the
 	// same, and the next start tries again.
 	moved, adoptErr := rd.AdoptPushed()
-	s := &Server{lo: lo, store: store, refs: rd, keep: cfg.KeepVersions, serveSnapshots: cfg.ServeSnapshots, log: cfg.Logger, scanDone: cfg.ScanDone}
+	s := &Server{lo: lo, store: store, refs: rd, keep: cfg.KeepVersions, serveSnapshots: cfg.ServeSnapshots, log: cfg.Logger, scanDone: cfg.ScanDone,
+		known: map[string]knownVersion{}, rescanEvery: cfg.Rescan}
 	s.scanCtx, s.stopScan = context.WithCancel(context.Background())
 	if s.keep <= 0 {
 		s.keep = 32
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if s.rescanEvery == 0 {
+		s.rescanEvery = time.Minute
+	}
+	s.watch = newTreeWatch(cfg.Root, s.log)
+	if s.rescanEvery > 0 {
+		go s.rescanKnown()
 	}
 	for _, name := range moved {
 		s.log.Info("snapshot pushed before pushed snapshots had a namespace of their own moved there", "name", refs.PushedPrefix+name)
@@ -166,6 +190,7 @@ func (s *Server) Serve(l net.Listener) error { return s.grpc.Serve(l) }
 func (s *Server) Stop() {
 	s.stopScan()
 	s.grpc.Stop()
+	s.watch.close()
 	s.lo.Close()
 }
 
@@ -175,6 +200,7 @@ func (s *Server) Stop() {
 func (s *Server) GracefulStop() {
 	s.stopScan()
 	s.grpc.GracefulStop()
+	s.watch.close()
 	s.lo.Close()
 }
 
@@ -198,14 +224,22 @@ type refusals struct{ token, tls atomic.Int64 }
 // probe that closes before it says anything is not counted).
 func (s *Server) Refused() (token, tls int64) { return s.refused.token.Load(), s.refused.tls.Load() }
 
-// Resolve scans the requested subtree as it is now and returns its version.
-// Concurrent resolves of one path share one scan.
+// Resolve returns the version of the requested subtree as it is now:
+// the version last scanned, if the export has not changed since that
+// scan began, else a new scan's. Concurrent resolves of one path share
+// one scan, if nothing changed since it began.
 func (s *Server) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.ResolveResponse, error) {
 	sub, err := names.CleanRel(req.GetPath())
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	ch := s.resolving.DoChan(sub, func() (any, error) { return s.resolve(sub) })
+	gen, watched := s.watch.generation()
+	if watched {
+		if r := s.lastScan(ctx, sub, gen); r != nil {
+			return r, nil
+		}
+	}
+	ch := s.scanAt(sub, gen, watched)
 	select {
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
@@ -214,6 +248,97 @@ func (s *Server) Resolve(ctx context.Context, req *pb.ResolveRequest) (*pb.Resol
 			return nil, r.Err
 		}
 		return r.Val.(*pb.ResolveResponse), nil
+	}
+}
+
+// knownVersion is the last version a scan of one path gave, and the
+// watch's generation from before that scan began.
+type knownVersion struct {
+	resp *pb.ResolveResponse
+	gen  uint64
+}
+
+// lastScan returns the version last scanned of sub if nothing changed
+// since its scan began (the watch is at gen) and it is still kept,
+// pinned and whole at the top; nil otherwise.
+func (s *Server) lastScan(ctx context.Context, sub string, gen uint64) *pb.ResolveResponse {
+	s.knownMu.Lock()
+	k, ok := s.known[sub]
+	s.knownMu.Unlock()
+	if !ok || k.gen != gen {
+		return nil
+	}
+	v := object.Digest(k.resp.GetVersion())
+	// A version let go of (more than KeepVersions newer ones since) may
+	// have lost objects to gc; one whose version object was found damaged
+	// is stored again only by a scan.
+	if has, err := s.store.Has(ctx, v); err != nil || !has {
+		return nil
+	}
+	if kept, err := s.kept(v); err != nil || !kept {
+		return nil
+	}
+	s.log.Info("resolved", "path", sub, "version", v.String(), "files", k.resp.GetFiles(), "bytes", k.resp.GetBytes(),
+		"scanned", false)
+	return k.resp
+}
+
+// scanAt starts a scan of sub, or joins one under way that began when the
+// watch was at gen too; unwatched, any one under way.
+func (s *Server) scanAt(sub string, gen uint64, watched bool) <-chan singleflight.Result {
+	key := sub
+	if watched {
+		key = strconv.FormatUint(gen, 10) + "/" + sub
+	}
+	return s.resolving.DoChan(key, func() (any, error) {
+		r, err := s.resolve(sub)
+		if err == nil && watched {
+			s.knownMu.Lock()
+			if k, ok := s.known[sub]; !ok || k.gen <= gen {
+				s.known[sub] = knownVersion{resp: r, gen: gen}
+			}
+			s.knownMu.Unlock()
+		}
+		return r, err
+	})
+}
+
+// rescanKnown scans every path resolved before again, every s.rescanEvery,
+// so that a change the watch did not report is served within that time.
+func (s *Server) rescanKnown() {
+	t := time.NewTicker(s.rescanEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.scanCtx.Done():
+			return
+		case <-t.C:
+		}
+		s.knownMu.Lock()
+		was := make(map[string]knownVersion, len(s.known))
+		for sub, k := range s.known {
+			was[sub] = k
+		}
+		s.knownMu.Unlock()
+		for sub, k := range was {
+			gen, watched := s.watch.generation()
+			if !watched {
+				return // every resolve scans now
+			}
+			r := <-s.scanAt(sub, gen, watched)
+			if r.Err != nil {
+				// Gone from the export, or failing: the next resolve
+				// scans and says why.
+				s.knownMu.Lock()
+				delete(s.known, sub)
+				s.knownMu.Unlock()
+				continue
+			}
+			if v := r.Val.(*pb.ResolveResponse).GetVersion(); k.gen == gen && !bytes.Equal(v, k.resp.GetVersion()) {
+				s.log.Warn("the export changed without an inotify event: found by the periodic scan", "path", sub,
+					"version", object.Digest(v).String())
+			}
+		}
 	}
 }
 
@@ -260,7 +385,7 @@ func (s *Server) resolve(sub string) (_ *pb.ResolveResponse, err error) {
 		return nil, status.Errorf(codes.Internal, "store version: %v", err)
 	}
 	s.log.Info("resolved", "path", sub, "version", v.String(), "files", st.Files, "bytes", st.Bytes,
-		"bytes_hashed", st.BytesRead, "took", time.Since(start))
+		"scanned", true, "bytes_hashed", st.BytesRead, "took", time.Since(start))
 	return &pb.ResolveResponse{Version: v[:], Files: st.Files, Bytes: st.Bytes}, nil
 }
 
@@ -295,6 +420,22 @@ func (s *Server) scanError(sub string, err error) error {
 }
 
 const servePinPrefix = "serve-"
+
+// kept reports whether version v is pinned against gc.
+func (s *Server) kept(v object.Digest) (bool, error) {
+	s.pinMu.Lock()
+	defer s.pinMu.Unlock()
+	pins, err := s.refs.Pins()
+	if err != nil {
+		return false, err
+	}
+	for _, p := range pins {
+		if strings.HasPrefix(p.Key, servePinPrefix) && p.Root == v {
+			return true, nil
+		}
+	}
+	return false, nil
+}
 
 // pin keeps version v from cowfs gc, and lets go of all but the newest
 // KeepVersions versions: a worker still on an older one gets NotFound for

@@ -40,7 +40,10 @@ func newServeCmd(g *globals) *cobra.Command {
 
 When a worker mounts, the master scans DIR (re-reading only files whose size,
 mtime or ctime changed since the last scan) into content-addressed objects in
-its state directory, and hands out that version. Workers fetch directories and
+its state directory, and hands out that version. It watches DIR with inotify,
+so a mount after no change gets the version last scanned at once; DIR is also
+scanned again every minute, for changes inotify does not report (writes through
+a shared mapping, or on a network filesystem by another host). Workers fetch directories and
 chunks of files by digest when they use them, and check every byte. Running
 mounts keep reading the version they started with however DIR changes; the
 newest --keep-versions versions are kept (run cowfs gc on the master to free
