@@ -55,7 +55,7 @@ what they change goes to the upper, and the lower is never modified.`,
 	}
 	root.PersistentFlags().StringVar(&g.state, "state", defaultState(),
 		"state directory for uppers and metadata (env COWFS_STATE)")
-	root.AddCommand(newMountCmd(g), newServeCmd(g), newStatusCmd(g), newUnmountCmd(g), newSnapshotCmd(g), newRestoreCmd(g), newSnapshotsCmd(g), newVerifyCmd(g), newGCCmd(g), newVersionCmd())
+	root.AddCommand(newMountCmd(g), newServeCmd(g), newStatusCmd(g), newUnmountCmd(g), newSnapshotCmd(g), newRestoreCmd(g), newSnapshotsCmd(g), newVerifyCmd(g), newGCCmd(g), newPublishCmd(g), newVersionCmd())
 	return root
 }
 
