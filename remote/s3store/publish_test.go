@@ -79,7 +79,7 @@ func localStore(t *testing.T) *object.DirStore {
 // the newest and reads whole; publishing again after a change uploads the
 // changed chunk and the objects above it, and nothing else.
 func TestPublishUploadsOnlyChanges(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	dst, _ := open(t, srv)
 	dir := t.TempDir()
 	big := randBytes(3*object.ChunkSize + 100)
@@ -144,7 +144,7 @@ func TestPublishUploadsOnlyChanges(t *testing.T) {
 
 // Two publishers racing each leave a whole version, never a broken one.
 func TestPublishRacing(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	dst, _ := open(t, srv)
 	ctx := ctxT(t, 2*time.Minute)
 	var wg sync.WaitGroup
@@ -180,7 +180,7 @@ func TestPublishRacing(t *testing.T) {
 
 // An empty prefix has no newest version, and says so.
 func TestNewestNone(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	dst, _ := open(t, srv)
 	if _, err := dst.Newest(context.Background()); err == nil {
 		t.Fatal("newest of an empty prefix: no error")

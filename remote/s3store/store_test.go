@@ -71,7 +71,7 @@ func read(t *testing.T, srv *s3test.Server, bucket, key string) []byte {
 // The bucket store passes the suite every object store runs, against a
 // real SeaweedFS, with objects damaged in the bucket.
 func TestS3Conformance(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	objecttest.Run(t, func(t *testing.T) objecttest.Subject {
 		st, bucket := open(t, srv)
 		return objecttest.Subject{Store: st, Damage: func(t *testing.T, d object.Digest) {
@@ -85,7 +85,7 @@ func TestS3Conformance(t *testing.T) {
 // Truncated and missing objects in the bucket are told apart from good
 // ones and never served.
 func TestS3TruncatedAndMissing(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	st, bucket := open(t, srv)
 	ctx := ctxT(t, time.Minute)
 	enc := objecttest.Blob(t, 10000)
@@ -108,7 +108,7 @@ func TestS3TruncatedAndMissing(t *testing.T) {
 // Put never overwrites: an object already in the bucket keeps its bytes
 // (here, damaged ones, so that an overwrite would show).
 func TestS3PutDoesNotOverwrite(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	st, bucket := open(t, srv)
 	ctx := ctxT(t, time.Minute)
 	enc := objecttest.Blob(t, 100)
@@ -125,7 +125,7 @@ func TestS3PutDoesNotOverwrite(t *testing.T) {
 
 // Each way a bucket is out of reach has its own error and message.
 func TestS3OpenErrors(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	bucket := srv.Bucket(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -213,7 +213,7 @@ func TestParseURL(t *testing.T) {
 // caches damaged on the worker's disk: what a mount from a bucket reads
 // through.
 func TestS3CacheConformance(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	objecttest.Run(t, func(t *testing.T) objecttest.Subject {
 		bucketStore, _ := open(t, srv)
 		dir := t.TempDir()

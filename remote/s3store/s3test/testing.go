@@ -113,3 +113,48 @@ func (s *Server) Env(t *testing.T) {
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 }
+
+var shared struct {
+	mu  sync.Mutex
+	srv *Server
+	dir string
+}
+
+// Shared returns one server for every test of the test binary that asks
+// for it, started by the first: starting one and growing its first volume
+// takes seconds, and tests keep apart by bucket. The test binary's
+// TestMain must call StopShared after m.Run.
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.srv != nil {
+		return shared.srv
+	}
+	bin := Bin(t)
+	dir, err := os.MkdirTemp("", "cowfs-weed-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, bin, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	shared.srv, shared.dir = s, dir
+	return s
+}
+
+// StopShared stops the server Shared started, if any, and removes its
+// data.
+func StopShared() {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.srv != nil {
+		shared.srv.Stop()
+		os.RemoveAll(shared.dir)
+		shared.srv = nil
+	}
+}
