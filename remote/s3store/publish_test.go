@@ -186,3 +186,57 @@ func TestNewestNone(t *testing.T) {
 		t.Fatal("newest of an empty prefix: no error")
 	}
 }
+
+// Workers with separate state directories read a published version
+// through their caches over the bucket alone, with no master: every file
+// whole, each object fetched from the bucket once per worker, and read
+// again from the worker's own store.
+func TestWorkersReadThroughCache(t *testing.T) {
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	dir := t.TempDir()
+	want := map[string][]byte{
+		"spiders/quotes.py": []byte("import scrapy\n"),
+		"data/big":          randBytes(2*object.ChunkSize + 7),
+		"run.sh":            []byte("#!/bin/sh\n"),
+	}
+	for p, b := range want {
+		writeFile(t, filepath.Join(dir, p), b)
+	}
+	res, err := s3store.Publish(ctxT(t, 2*time.Minute), dst, localStore(t), dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for w := range 2 {
+		// A worker knows the bucket, not the version: it finds the newest.
+		st, err := s3store.Open(ctxT(t, time.Minute), s3store.Config{Bucket: bucket, Prefix: "spiders/one"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		newest, err := st.Newest(ctxT(t, time.Minute))
+		if err != nil || newest.Digest != res.Version {
+			t.Fatalf("worker %d: newest %s, %v; want %s", w, newest.Digest.Short(), err, res.Version.Short())
+		}
+		cache, err := remote.NewCache(localStore(t), s3store.Fetcher{S: st}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cache.Close)
+		for round := range 2 {
+			got := readVersion(t, cache, newest.Digest)
+			if len(got) != len(want) {
+				t.Fatalf("worker %d: %d files, want %d", w, len(got), len(want))
+			}
+			for p, b := range want {
+				if !bytes.Equal(got[p], b) {
+					t.Fatalf("worker %d: %s differs", w, p)
+				}
+			}
+			// One GET per object, on the first round only (Open and
+			// Newest made list requests, not GETs).
+			if gets := st.Stats().Gets; gets != res.Objects {
+				t.Fatalf("worker %d, round %d: %d GETs from the bucket for %d objects", w, round+1, gets, res.Objects)
+			}
+		}
+	}
+}
