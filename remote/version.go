@@ -78,3 +78,10 @@ func Held(ctx context.Context, store *object.DirStore, v object.Digest) (bool, e
 	}
 	return false, fmt.Errorf("version %s: %w", v.Short(), err)
 }
+
+// PutVersion stores the version object for the directory entry root:
+// what a master resolves a path to, and what cowfs publish makes visible
+// in a bucket.
+func PutVersion(ctx context.Context, store object.Putter, root object.Entry) (object.Digest, error) {
+	return putVersion(ctx, store, root)
+}

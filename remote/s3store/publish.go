@@ -1,0 +1,198 @@
+package s3store
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/scan"
+	"github.com/cowfs/cowfs/remote"
+)
+
+// PublishProgress is how far a publish got.
+type PublishProgress struct {
+	// Phase is "scanning", "listing", "uploading" or "done".
+	Phase string `json:"phase"`
+	// Objects the version reaches, and of them those the bucket lacked.
+	Objects int64 `json:"objects,omitempty"`
+	Upload  int64 `json:"upload,omitempty"`
+	// Uploaded so far, and their bytes.
+	Uploaded      int64 `json:"uploaded,omitempty"`
+	UploadedBytes int64 `json:"uploaded_bytes,omitempty"`
+}
+
+// PublishOptions are a publish's knobs; the zero value is usable.
+type PublishOptions struct {
+	// Progress, if set, is called at each phase and as uploads finish,
+	// from one goroutine at a time.
+	Progress func(PublishProgress)
+	// Concurrency is how many uploads run at once; 0: 16.
+	Concurrency int
+	// Source says where the version came from, in its key's body.
+	Source string
+}
+
+// PublishResult is what a publish did.
+type PublishResult struct {
+	Version       object.Digest `json:"-"`
+	VersionString string        `json:"version"`
+	Files         int64         `json:"files"`
+	Bytes         int64         `json:"bytes"`
+	Objects       int64         `json:"objects"`
+	Uploaded      int64         `json:"uploaded"`
+	UploadedBytes int64         `json:"uploaded_bytes"`
+	Took          time.Duration `json:"took_ns"`
+}
+
+// localPuts stores into a machine's store without an fsync per object:
+// the local copy is a staging area, the bucket is what must be durable.
+type localPuts struct{ *object.DirStore }
+
+func (l localPuts) Put(ctx context.Context, b []byte) (object.Digest, error) {
+	return l.PutCached(ctx, b)
+}
+
+// Publish scans dir into objects in local (the machine's store, a staging
+// area, held against gc meanwhile), uploads those of the new version the
+// bucket lacks, and then makes the version visible with one write
+// (PutVersion), after every object it reaches is in the bucket. What the
+// bucket has is found with one listing of objects/ (a page per thousand
+// objects), not a request per object.
+func Publish(ctx context.Context, dst *Store, local *object.DirStore, dir string, opts PublishOptions) (PublishResult, error) {
+	start := time.Now()
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 16
+	}
+	report := func(p PublishProgress) {
+		if opts.Progress != nil {
+			opts.Progress(p)
+		}
+	}
+	lo, err := lower.OpenDirStrict(dir)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("publish %s: %w", dir, err)
+	}
+	release, err := local.Hold(ctx)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	defer release()
+
+	report(PublishProgress{Phase: "scanning"})
+	root, st, err := scan.Tree(ctx, lo, "", localPuts{local}, nil)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("scan %s: %w", dir, err)
+	}
+	if root.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return PublishResult{}, fmt.Errorf("publish %s: not a directory", dir)
+	}
+	v, err := remote.PutVersion(ctx, localPuts{local}, root)
+	if err != nil {
+		return PublishResult{}, fmt.Errorf("store version: %w", err)
+	}
+	reached, err := reachedBy(ctx, local, v)
+	if err != nil {
+		return PublishResult{}, err
+	}
+
+	report(PublishProgress{Phase: "listing", Objects: int64(len(reached))})
+	have := make(map[object.Digest]bool)
+	if err := dst.List(ctx, func(d object.Digest) { have[d] = true }); err != nil {
+		return PublishResult{}, err
+	}
+	var upload []object.Digest
+	for _, d := range reached {
+		if !have[d] {
+			upload = append(upload, d)
+		}
+	}
+	prog := PublishProgress{Phase: "uploading", Objects: int64(len(reached)), Upload: int64(len(upload))}
+	report(prog)
+	var done, doneBytes atomic.Int64
+	var progMu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(opts.Concurrency)
+	for _, d := range upload {
+		g.Go(func() error {
+			b, err := local.Get(gctx, d)
+			if err != nil {
+				return fmt.Errorf("read %s from the local store: %w", d.Short(), err)
+			}
+			if _, err := dst.Put(gctx, b); err != nil {
+				return err
+			}
+			p := prog
+			p.Uploaded, p.UploadedBytes = done.Add(1), doneBytes.Add(int64(len(b)))
+			progMu.Lock()
+			report(p)
+			progMu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return PublishResult{}, err
+	}
+
+	// The one step that publishes, last: until it is written, no reader
+	// finds the version, and once it is, every object it reaches is there.
+	host, _ := os.Hostname()
+	info := VersionInfo{Published: time.Now().UTC(), Files: st.Files, Bytes: st.Bytes, Source: host + ":" + dir}
+	if err := dst.PutVersion(ctx, v, info); err != nil {
+		return PublishResult{}, err
+	}
+	res := PublishResult{Version: v, VersionString: v.String(), Files: st.Files, Bytes: st.Bytes,
+		Objects: int64(len(reached)), Uploaded: done.Load(), UploadedBytes: doneBytes.Load(), Took: time.Since(start)}
+	prog.Phase, prog.Uploaded, prog.UploadedBytes = "done", res.Uploaded, res.UploadedBytes
+	report(prog)
+	return res, nil
+}
+
+// recorder is a Getter that notes every object read through it.
+type recorder struct {
+	g    object.Getter
+	seen map[object.Digest]bool
+	list *[]object.Digest
+}
+
+func (r recorder) note(d object.Digest) {
+	if !d.IsZero() && !r.seen[d] {
+		r.seen[d] = true
+		*r.list = append(*r.list, d)
+	}
+}
+
+func (r recorder) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	r.note(d)
+	return r.g.Get(ctx, d)
+}
+
+// reachedBy lists every object version v reaches, v included, once.
+func reachedBy(ctx context.Context, g object.Getter, v object.Digest) ([]object.Digest, error) {
+	var list []object.Digest
+	r := recorder{g: g, seen: map[object.Digest]bool{}, list: &list}
+	r.note(v)
+	_, root, err := remote.OpenVersion(ctx, r, v)
+	if err != nil {
+		return nil, err
+	}
+	err = object.Walk(ctx, r, root.Object, func(_ string, _ *object.Entry, f *object.File) error {
+		if f != nil {
+			for _, c := range f.Chunks {
+				r.note(c)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("version %s: %w", v.Short(), err)
+	}
+	return list, nil
+}

@@ -1,0 +1,332 @@
+// Package s3test runs a real S3-compatible object store for tests: a
+// SeaweedFS server (weed) with its S3 gateway, on loopback ports, with one
+// identity. The weed binary is built from a pinned module version, once per
+// machine, into a cache keyed by that version (Build); scripts/seaweedfs
+// does the same for CI and for humans.
+package s3test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Module and Version are the SeaweedFS source weed is built from.
+const (
+	Module  = "github.com/seaweedfs/seaweedfs"
+	Version = "v0.0.0-20261109003541-7506e5f91cd6"
+)
+
+// The identity every server started here has.
+const (
+	AccessKey = "cowfs-test-access"
+	SecretKey = "cowfs-test-secret-key"
+	Region    = "us-east-1"
+)
+
+// CacheDir is where built binaries are kept: $COWFS_WEED_CACHE, else
+// $XDG_CACHE_HOME/cowfs, else ~/.cache/cowfs.
+func CacheDir() (string, error) {
+	if d := os.Getenv("COWFS_WEED_CACHE"); d != "" {
+		return d, nil
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "cowfs"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no cache directory for weed: %w", err)
+	}
+	return filepath.Join(home, ".cache", "cowfs"), nil
+}
+
+// BinPath is where Build puts the binary of Version.
+func BinPath() (string, error) {
+	dir, err := CacheDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "seaweedfs-"+Version, "weed"), nil
+}
+
+// Build returns the path of the weed binary of Version, building it first
+// if the cache lacks it: go mod download the module, copy its source to a
+// writable directory (the module cache is read-only) and go build ./weed
+// there; go install refuses the module for its replace directives. Test
+// binaries and scripts that build at once wait for each other on a lock
+// file, so one builds and the others use its binary. logw gets go's
+// output; ctx bounds the whole build.
+func Build(ctx context.Context, logw io.Writer) (string, error) {
+	bin, err := BinPath()
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
+	dir := filepath.Dir(bin)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("weed cache: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("weed cache: %w", err)
+	}
+	defer lock.Close()
+	if err := flockCtx(ctx, int(lock.Fd())); err != nil {
+		return "", fmt.Errorf("wait for another build of weed: %w", err)
+	}
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil // built while this one waited
+	}
+	src, err := downloadModule(ctx, logw)
+	if err != nil {
+		return "", err
+	}
+	// One fixed place to build in (under the lock): the go build cache
+	// keys the module's packages by their directory, so a rebuild (a
+	// binary removed, a cache dir moved) reuses what the last one compiled.
+	work := filepath.Join(dir, "build")
+	if err := os.RemoveAll(work); err != nil {
+		return "", fmt.Errorf("weed build: %w", err)
+	}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return "", fmt.Errorf("weed build: %w", err)
+	}
+	defer os.RemoveAll(work)
+	if err := run(ctx, logw, "", "cp", "-R", src, filepath.Join(work, "src")); err != nil {
+		return "", err
+	}
+	if err := run(ctx, logw, "", "chmod", "-R", "u+w", filepath.Join(work, "src")); err != nil {
+		return "", err
+	}
+	tmp := filepath.Join(work, "weed")
+	if err := run(ctx, logw, filepath.Join(work, "src"), "go", "build", "-o", tmp, "./weed"); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, bin); err != nil {
+		return "", fmt.Errorf("weed build: %w", err)
+	}
+	return bin, nil
+}
+
+// downloadModule fetches the module into the module cache and returns
+// its directory. It runs outside any module, so that this repository's
+// go.mod and go.sum are neither read nor changed.
+func downloadModule(ctx context.Context, logw io.Writer) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", Module+"@"+Version)
+	cmd.Dir = os.TempDir()
+	cmd.Env = append(os.Environ(), "GO111MODULE=on", "GOWORK=off", "GOFLAGS=-mod=mod")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, logw
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go mod download %s@%s: %w: %s", Module, Version, err, out.Bytes())
+	}
+	var m struct{ Dir, Error string }
+	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+		return "", fmt.Errorf("go mod download %s@%s: %w", Module, Version, err)
+	}
+	if m.Error != "" || m.Dir == "" {
+		return "", fmt.Errorf("go mod download %s@%s: %s", Module, Version, m.Error)
+	}
+	return m.Dir, nil
+}
+
+func run(ctx context.Context, logw io.Writer, dir string, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-buildvcs=false")
+	cmd.Stdout, cmd.Stderr = logw, logw
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("weed build: %s %v: %w", name, args, err)
+	}
+	return nil
+}
+
+// flockCtx takes an exclusive flock on fd, waiting at most until ctx ends.
+func flockCtx(ctx context.Context, fd int) error {
+	for {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Server is one weed server with its S3 gateway on loopback.
+type Server struct {
+	// Endpoint is the S3 gateway's URL, http://127.0.0.1:PORT.
+	Endpoint string
+	// Dir holds the server's data, its configuration and its log.
+	Dir string
+
+	bin   string
+	args  []string
+	cmd   *exec.Cmd
+	done  chan struct{}
+	ports ports
+}
+
+type ports struct{ master, volume, filer, s3 int }
+
+// identityConfig is the S3 identity file weed reads (-s3.config).
+func identityConfig() []byte {
+	cfg := map[string]any{"identities": []any{map[string]any{
+		"name":        "cowfs",
+		"credentials": []any{map[string]string{"accessKey": AccessKey, "secretKey": SecretKey}},
+		"actions":     []string{"Admin", "Read", "List", "Tagging", "Write"},
+	}}}
+	b, _ := json.Marshal(cfg)
+	return b
+}
+
+// Start starts a server with its data under dir (made if missing) on free
+// loopback ports, and returns once its S3 gateway answers, or an error
+// within ctx's deadline; the server logs to DIR/weed.log. The caller
+// stops it (Stop).
+func Start(ctx context.Context, bin, dir string) (*Server, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+		return nil, err
+	}
+	cfgPath := filepath.Join(dir, "s3.json")
+	if err := os.WriteFile(cfgPath, identityConfig(), 0o600); err != nil {
+		return nil, err
+	}
+	p, err := freePorts()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Dir: dir, bin: bin, ports: p, Endpoint: "http://127.0.0.1:" + strconv.Itoa(p.s3)}
+	s.args = []string{"server",
+		"-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+		"-dir=" + filepath.Join(dir, "data"),
+		"-master.port=" + strconv.Itoa(p.master), "-master.port.grpc=" + strconv.Itoa(p.master+1),
+		"-master.volumeSizeLimitMB=64", "-volume.max=0",
+		"-volume.port=" + strconv.Itoa(p.volume), "-volume.port.grpc=" + strconv.Itoa(p.volume+1),
+		"-filer.port=" + strconv.Itoa(p.filer), "-filer.port.grpc=" + strconv.Itoa(p.filer+1),
+		"-s3", "-s3.port=" + strconv.Itoa(p.s3), "-s3.port.grpc=" + strconv.Itoa(p.s3+1),
+		"-s3.config=" + cfgPath,
+		// No fixed ports (servers of tests run side by side), no
+		// reports to the internet, and a missing bucket stays missing.
+		"-s3.port.iceberg=0", "-s3.port.lance=0",
+		"-master.telemetry=false", "-s3.autoCreateBucket=false",
+	}
+	if err := s.Restart(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Restart starts the server again after Stop, on the same ports and data,
+// and returns once S3 answers.
+func (s *Server) Restart(ctx context.Context) error {
+	logf, err := os.OpenFile(filepath.Join(s.Dir, "weed.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(s.bin, s.args...)
+	cmd.Dir = s.Dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group, so that Stop ends whatever it started, and
+	// a signal to the test's group does not reach it half way.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start weed: %w", err)
+	}
+	s.cmd, s.done = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(s.done) }()
+	if err := s.waitReady(ctx); err != nil {
+		s.Stop()
+		return fmt.Errorf("weed server in %s: %w (see %s)", s.Dir, err, filepath.Join(s.Dir, "weed.log"))
+	}
+	return nil
+}
+
+// waitReady polls the S3 gateway until it answers an S3 request: an
+// unsigned ListBuckets gets an S3 error document (AccessDenied) once the
+// gateway and the filer behind it are up.
+func (s *Server) waitReady(ctx context.Context) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	for {
+		select {
+		case <-s.done:
+			return errors.New("weed exited while starting")
+		default:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Endpoint+"/", nil)
+		if resp, err := client.Do(req); err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if bytes.Contains(body, []byte("<Error>")) || resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("S3 at %s did not answer: %w", s.Endpoint, ctx.Err())
+		case <-s.done:
+			return errors.New("weed exited while starting")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stop kills the server's process group and waits for it to end. Stopping
+// a stopped server does nothing.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	unix.Kill(-s.cmd.Process.Pid, unix.SIGKILL)
+	<-s.done
+	s.cmd = nil
+}
+
+// freePorts finds four free ports on loopback, each with the port after
+// it free too (weed's gRPC ports), and none among the others.
+func freePorts() (ports, error) {
+	var got []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for tries := 0; len(got) < 4 && tries < 100; tries++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return ports{}, err
+		}
+		ls = append(ls, l)
+		p := l.Addr().(*net.TCPAddr).Port
+		l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+1))
+		if err != nil {
+			continue
+		}
+		ls = append(ls, l2)
+		got = append(got, p)
+	}
+	if len(got) < 4 {
+		return ports{}, errors.New("no free loopback ports for weed")
+	}
+	return ports{master: got[0], volume: got[1], filer: got[2], s3: got[3]}, nil
+}

@@ -1,0 +1,160 @@
+package s3test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// buildTimeout bounds building weed from a cold cache: downloading its
+// module graph and compiling it on a small machine.
+const buildTimeout = 20 * time.Minute
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// Bin returns the weed binary, building it once per test binary (and per
+// machine, through the cache) if needed. A failed build fails the test:
+// tests against the object store are never skipped.
+func Bin(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+		defer cancel()
+		var log strings.Builder
+		builtBin, buildErr = Build(ctx, &log)
+		if buildErr != nil {
+			buildErr = fmt.Errorf("%w\n%s", buildErr, log.String())
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build weed: %v", buildErr)
+	}
+	return builtBin
+}
+
+// Run starts a server for the test, stopped by t.Cleanup (also when the
+// test fails), and returns it once S3 answers.
+func Run(t testing.TB) *Server {
+	t.Helper()
+	bin := Bin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, bin, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Client returns an S3 client of the server with the server's identity.
+func (s *Server) Client() *s3.Client {
+	return s.ClientAs(AccessKey, SecretKey)
+}
+
+// ClientAs returns an S3 client of the server that signs with the given
+// keys.
+func (s *Server) ClientAs(access, secret string) *s3.Client {
+	return s3.New(s3.Options{
+		Region:       Region,
+		BaseEndpoint: aws.String(s.Endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(access, secret, ""),
+	})
+}
+
+var bucketSeq atomic.Int64
+
+// Bucket makes a new, empty bucket and returns its name.
+func (s *Server) Bucket(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("cowfs-test-%d-%d", os.Getpid(), bucketSeq.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// A fresh server may still be settling (its filer, its first
+	// volume): a few tries.
+	var err error
+	for i := 0; i < 20; i++ {
+		if _, err = s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err == nil {
+			return name
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("create bucket %s: %v", name, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	t.Fatalf("create bucket %s: %v", name, err)
+	return ""
+}
+
+// Env sets the AWS environment a process started by the test (or the
+// standard credential chain in it) uses to reach the server, for the
+// test's duration.
+func (s *Server) Env(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", SecretKey)
+	t.Setenv("AWS_REGION", Region)
+	t.Setenv("AWS_ENDPOINT_URL_S3", s.Endpoint)
+	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+var shared struct {
+	mu  sync.Mutex
+	srv *Server
+	dir string
+}
+
+// Shared returns one server for every test of the test binary that asks
+// for it, started by the first: starting one and growing its first volume
+// takes seconds, and tests keep apart by bucket. The test binary's
+// TestMain must call StopShared after m.Run.
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.srv != nil {
+		return shared.srv
+	}
+	bin := Bin(t)
+	dir, err := os.MkdirTemp("", "cowfs-weed-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, bin, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		t.Fatal(err)
+	}
+	shared.srv, shared.dir = s, dir
+	return s
+}
+
+// StopShared stops the server Shared started, if any, and removes its
+// data.
+func StopShared() {
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if shared.srv != nil {
+		shared.srv.Stop()
+		os.RemoveAll(shared.dir)
+		shared.srv = nil
+	}
+}

@@ -1,0 +1,441 @@
+// Package s3store keeps cowfs objects and published versions in an
+// S3-compatible bucket (AWS S3, Ceph RGW, SeaweedFS, MinIO, ...), so that
+// workers can read a spider with no cowfs process in the data path. It is
+// an object.Store: objects by digest under a prefix, written once (a
+// conditional write where the store has one), verified on every read.
+// Configuration is the AWS tools' own (aws-sdk-go-v2's standard chain):
+// credentials, AWS_REGION, AWS_ENDPOINT_URL(_S3). The bucket's layout is
+// in docs/architecture.md and decision 0048.
+//
+// It never mounts: it is part of remote/, and so imports no go-fuse.
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// Sentinels of the three ways a bucket can be out of reach, each with
+// its own message (Open checks them first).
+var (
+	// ErrCredentials: the endpoint refused the credentials.
+	ErrCredentials = errors.New("the object store refused the credentials")
+	// ErrNoBucket: the bucket does not exist.
+	ErrNoBucket = errors.New("no such bucket")
+	// ErrUnreachable: no answer from the endpoint.
+	ErrUnreachable = errors.New("the object store does not answer")
+)
+
+// Defaults of Config's zero values.
+const (
+	DefaultTimeout     = time.Minute
+	DefaultMaxAttempts = 4
+	defaultRegion      = "us-east-1"
+	// maxObject bounds what a Get reads: a chunk's blob is 1 MiB, a
+	// file object 32 bytes a chunk, a tree about 100 bytes an entry; a
+	// longer body is not an object cowfs wrote.
+	maxObject = 256 << 20
+)
+
+// Config says which bucket and prefix, and how to reach them. Zero
+// values take the AWS environment's (credentials, region, endpoint) and
+// the defaults above.
+type Config struct {
+	// Bucket and Prefix (no leading or trailing slash; may be empty)
+	// name where everything lives; ParseURL reads them from s3://B/P.
+	Bucket, Prefix string
+	// Endpoint overrides AWS_ENDPOINT_URL_S3 and AWS_ENDPOINT_URL. Any
+	// custom endpoint is addressed path-style (endpoint/bucket/key),
+	// which every S3-compatible store understands.
+	Endpoint string
+	// CAFile is a PEM bundle to trust for the endpoint's TLS.
+	CAFile string
+	// Region overrides AWS_REGION; without either, us-east-1.
+	Region string
+	// Timeout bounds each call (a Get, a Put, one page of a list), its
+	// retries included, when the caller's context has no deadline.
+	Timeout time.Duration
+	// MaxAttempts bounds the tries of one request.
+	MaxAttempts int
+	Log         *slog.Logger
+}
+
+// ParseURL splits s3://BUCKET/PREFIX.
+func ParseURL(u string) (bucket, prefix string, err error) {
+	rest, ok := strings.CutPrefix(u, "s3://")
+	if !ok {
+		return "", "", fmt.Errorf("%q is not an s3://BUCKET/PREFIX URL", u)
+	}
+	bucket, prefix, _ = strings.Cut(rest, "/")
+	prefix = strings.Trim(prefix, "/")
+	if bucket == "" {
+		return "", "", fmt.Errorf("%q names no bucket", u)
+	}
+	for _, p := range strings.Split(prefix, "/") {
+		if p == "." || p == ".." || (prefix != "" && p == "") {
+			return "", "", fmt.Errorf("%q: the prefix %q has an empty, . or .. part", u, prefix)
+		}
+	}
+	return bucket, prefix, nil
+}
+
+// Stats counts the requests a Store made, by kind, and the bytes moved.
+type Stats struct {
+	Gets, Puts, Heads, Lists int64
+	BytesIn, BytesOut        int64
+}
+
+// Store is a bucket prefix holding objects and versions.
+type Store struct {
+	cfg      Config
+	client   *s3.Client
+	endpoint string // for messages
+
+	gets, puts, heads, lists, bytesIn, bytesOut atomic.Int64
+}
+
+var _ object.Store = (*Store)(nil)
+
+// Open makes a Store and checks, with one list request, that the bucket
+// is there and takes the credentials: each way of failing gets its own
+// error (ErrCredentials, ErrNoBucket, ErrUnreachable).
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Bucket == "" {
+		return nil, errors.New("no bucket given")
+	}
+	cfg.Prefix = strings.Trim(cfg.Prefix, "/")
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	endpoint := cfg.Endpoint
+	if endpoint == "" {
+		endpoint = os.Getenv("AWS_ENDPOINT_URL_S3")
+	}
+	if endpoint == "" {
+		endpoint = os.Getenv("AWS_ENDPOINT_URL")
+	}
+	if endpoint != "" {
+		if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("endpoint %q is not an http:// or https:// URL", endpoint)
+		}
+	}
+	// Bounded everywhere: a dial, a TLS handshake and the wait for a
+	// response each have their own limit under the call's deadline, so
+	// a black-holed endpoint costs a retry, not the whole call.
+	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		tr.TLSHandshakeTimeout = 10 * time.Second
+		tr.ResponseHeaderTimeout = 30 * time.Second
+		tr.MaxIdleConnsPerHost = 64
+		if tr.TLSClientConfig == nil {
+			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	})
+	opts := []func(*config.LoadOptions) error{
+		config.WithHTTPClient(httpClient),
+		config.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(o *retry.StandardOptions) {
+				o.MaxAttempts = cfg.MaxAttempts
+				o.MaxBackoff = 2 * time.Second
+			})
+		}),
+		// Every object is checked against its digest on read; the
+		// SDK's own checksums add nothing and some stores lack them.
+		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
+		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+	}
+	if cfg.Region != "" {
+		opts = append(opts, config.WithRegion(cfg.Region))
+	}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--s3-ca: %w", err)
+		}
+		opts = append(opts, config.WithCustomCABundle(bytes.NewReader(pem)))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("AWS configuration: %w", err)
+	}
+	if awsCfg.Region == "" {
+		awsCfg.Region = defaultRegion
+	}
+	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+		o.UsePathStyle = endpoint != ""
+	})
+	if endpoint == "" {
+		endpoint = "AWS S3 in " + awsCfg.Region
+	}
+	s := &Store{cfg: cfg, client: client, endpoint: endpoint}
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	s.lists.Add(1)
+	_, err = client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+		Bucket: aws.String(cfg.Bucket), Prefix: aws.String(s.key("")), MaxKeys: aws.Int32(1),
+	})
+	if err != nil {
+		return nil, s.wrap("list", "", err)
+	}
+	return s, nil
+}
+
+// URL names the store as s3://BUCKET/PREFIX.
+func (s *Store) URL() string {
+	if s.cfg.Prefix == "" {
+		return "s3://" + s.cfg.Bucket
+	}
+	return "s3://" + s.cfg.Bucket + "/" + s.cfg.Prefix
+}
+
+// Stats returns the request counts so far.
+func (s *Store) Stats() Stats {
+	return Stats{Gets: s.gets.Load(), Puts: s.puts.Load(), Heads: s.heads.Load(), Lists: s.lists.Load(),
+		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load()}
+}
+
+// key is the object key of rel under the prefix.
+func (s *Store) key(rel string) string {
+	if s.cfg.Prefix == "" {
+		return rel
+	}
+	return s.cfg.Prefix + "/" + rel
+}
+
+const objectsDir = "objects/"
+
+func (s *Store) objectKey(d object.Digest) string {
+	return s.key(objectsDir + strings.TrimPrefix(d.String(), "sha256-"))
+}
+
+// callCtx bounds a call by Timeout unless ctx has a deadline already.
+func (s *Store) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, s.cfg.Timeout)
+}
+
+// Get returns object d, verified: bytes that do not hash to d are an
+// error wrapping object.ErrCorrupt, never returned.
+func (s *Store) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	if d.IsZero() {
+		return nil, fmt.Errorf("get of the zero digest: %w", object.ErrNotFound)
+	}
+	b, err := s.getKey(ctx, s.objectKey(d))
+	if err != nil {
+		return nil, fmt.Errorf("object %s: %w", d.Short(), err)
+	}
+	if object.Sum(b) != d {
+		s.cfg.Log.Error("damaged object in the bucket", "store", s.URL(), "digest", d.String(), "bytes", len(b))
+		return nil, fmt.Errorf("object %s in %s: its bytes hash to %s: %w", d.Short(), s.URL(), object.Sum(b).Short(), object.ErrCorrupt)
+	}
+	return b, nil
+}
+
+func (s *Store) getKey(ctx context.Context, key string) ([]byte, error) {
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	s.gets.Add(1)
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
+	if err != nil {
+		return nil, s.wrap("get", key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(out.Body, maxObject+1))
+	s.bytesIn.Add(int64(len(b)))
+	if err != nil {
+		return nil, s.wrap("get", key, err)
+	}
+	if len(b) > maxObject {
+		return nil, fmt.Errorf("%s: longer than any object: %w", key, object.ErrCorrupt)
+	}
+	return b, nil
+}
+
+// Put stores an encoded object under its digest, unless the bucket has
+// it: the write is conditional (If-None-Match: *), so an object is never
+// overwritten where the store honours that; where it does not, the same
+// bytes are written again, which changes nothing a reader sees.
+func (s *Store) Put(ctx context.Context, enc []byte) (object.Digest, error) {
+	if _, err := object.Check(enc); err != nil {
+		return object.Zero, fmt.Errorf("put: %w", err)
+	}
+	d := object.Sum(enc)
+	if err := s.putKey(ctx, s.objectKey(d), enc); err != nil {
+		return object.Zero, fmt.Errorf("object %s: %w", d.Short(), err)
+	}
+	return d, nil
+}
+
+// putKey writes b at key if nothing is there; an existing key is no
+// error (errExists is returned only to putOnce's callers that ask).
+func (s *Store) putKey(ctx context.Context, key string, b []byte) error {
+	err := s.putOnce(ctx, key, b)
+	if errors.Is(err, errExists) {
+		return nil
+	}
+	return err
+}
+
+var errExists = errors.New("already exists")
+
+func (s *Store) putOnce(ctx context.Context, key string, b []byte) error {
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	s.puts.Add(1)
+	_, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key),
+		Body: bytes.NewReader(b), ContentLength: aws.Int64(int64(len(b))),
+		IfNoneMatch: aws.String("*"),
+	})
+	if err != nil {
+		if status(err) == http.StatusPreconditionFailed {
+			return errExists
+		}
+		return s.wrap("put", key, err)
+	}
+	s.bytesOut.Add(int64(len(b)))
+	return nil
+}
+
+// Has reports whether the bucket holds object d (one HEAD).
+func (s *Store) Has(ctx context.Context, d object.Digest) (bool, error) {
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	s.heads.Add(1)
+	key := s.objectKey(d)
+	_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
+	if err != nil {
+		err = s.wrap("head", key, err)
+		if errors.Is(err, object.ErrNotFound) {
+			return false, nil
+		}
+		return false, fmt.Errorf("object %s: %w", d.Short(), err)
+	}
+	return true, nil
+}
+
+// listKeys calls fn with every key under rel (relative to the prefix),
+// in the store's order (ascending), one page per call bounded by Timeout;
+// fn returning false stops the listing.
+func (s *Store) listKeys(ctx context.Context, rel string, pageSize int32, fn func(key string) bool) error {
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(s.key(rel))}
+	if pageSize > 0 {
+		in.MaxKeys = aws.Int32(pageSize)
+	}
+	for {
+		pctx, cancel := s.callCtx(ctx)
+		s.lists.Add(1)
+		out, err := s.client.ListObjectsV2(pctx, in)
+		cancel()
+		if err != nil {
+			return s.wrap("list", s.key(rel), err)
+		}
+		for _, o := range out.Contents {
+			if !fn(strings.TrimPrefix(aws.ToString(o.Key), s.key(rel))) {
+				return nil
+			}
+		}
+		if !aws.ToBool(out.IsTruncated) || out.NextContinuationToken == nil {
+			return nil
+		}
+		in.ContinuationToken = out.NextContinuationToken
+	}
+}
+
+// List calls fn with the digest of every object the bucket holds (by
+// name: what it lists is not read, nor verified).
+func (s *Store) List(ctx context.Context, fn func(object.Digest)) error {
+	return s.listKeys(ctx, objectsDir, 0, func(name string) bool {
+		if d, err := object.ParseDigest("sha256-" + name); err == nil {
+			fn(d)
+		}
+		return true
+	})
+}
+
+// status is the HTTP status of a failed request, or 0.
+func status(err error) int {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+// wrap turns an SDK error of op on key into one of the sentinels where
+// it is one (a missing object is object.ErrNotFound), with a message that
+// says what to check, and without the SDK's long chain of wrappers.
+func (s *Store) wrap(op, key string, err error) error {
+	where := s.URL()
+	var ae smithy.APIError
+	code := ""
+	if errors.As(err, &ae) {
+		code = ae.ErrorCode()
+	}
+	switch {
+	case code == "NoSuchKey" || (code == "NotFound" && op == "head") || (status(err) == http.StatusNotFound && code != "NoSuchBucket" && op != "list"):
+		return fmt.Errorf("%s in %s: %w", key, where, object.ErrNotFound)
+	case code == "NoSuchBucket" || (status(err) == http.StatusNotFound && op == "list"):
+		return fmt.Errorf("%s: bucket %q does not exist at %s: %w", where, s.cfg.Bucket, s.endpoint, ErrNoBucket)
+	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" || code == "AccessDenied" ||
+		code == "InvalidToken" || code == "ExpiredToken" || code == "InvalidSecurity" ||
+		status(err) == http.StatusForbidden || status(err) == http.StatusUnauthorized:
+		if code == "" {
+			code = http.StatusText(status(err))
+		}
+		return fmt.Errorf("%s: %s refused the credentials (%s): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE: %w",
+			where, s.endpoint, code, ErrCredentials)
+	}
+	var ne net.Error
+	var oe *net.OpError
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &oe), errors.As(err, &dnsErr):
+		var cause error = oe
+		if dnsErr != nil {
+			cause = dnsErr
+		}
+		return fmt.Errorf("%s: cannot reach %s: %v: %w", where, s.endpoint, cause, ErrUnreachable)
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("%s: %s %s: no answer from %s in time: %w", where, op, key, s.endpoint, errors.Join(ErrUnreachable, context.DeadlineExceeded))
+	case errors.Is(err, context.Canceled):
+		return fmt.Errorf("%s: %s %s: %w", where, op, key, err)
+	}
+	if code != "" {
+		return fmt.Errorf("%s: %s %s: %s: %s", where, op, key, code, ae.ErrorMessage())
+	}
+	return fmt.Errorf("%s: %s %s: %w", where, op, key, err)
+}

@@ -1,0 +1,110 @@
+package s3store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// A published version is one key, versions/<newest-first>-<hex>, written
+// last and once: <newest-first> is 19 digits of MaxInt64 minus the
+// publish time in ns, so that the store's ascending listing gives the
+// newest first and one short list request finds it. The key names the
+// version object (remote's: a tree with one entry, root); its body is a
+// VersionInfo, for people. Nothing is ever overwritten, so two
+// publishers racing each add a whole version; the later key wins.
+const versionsDir = "versions/"
+
+// VersionInfo is the body of a version's key.
+type VersionInfo struct {
+	Version   string    `json:"version"`
+	Published time.Time `json:"published"`
+	Files     int64     `json:"files"`
+	Bytes     int64     `json:"bytes"`
+	Source    string    `json:"source,omitempty"`
+}
+
+// Version is one published version.
+type Version struct {
+	Digest    object.Digest
+	Published time.Time
+}
+
+func versionName(v object.Digest, at time.Time) string {
+	return fmt.Sprintf("%019d-%s", math.MaxInt64-at.UnixNano(), strings.TrimPrefix(v.String(), "sha256-"))
+}
+
+func parseVersionName(name string) (Version, bool) {
+	ts, hex, ok := strings.Cut(name, "-")
+	if !ok || len(ts) != 19 {
+		return Version{}, false
+	}
+	n, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return Version{}, false
+	}
+	d, err := object.ParseDigest("sha256-" + hex)
+	if err != nil {
+		return Version{}, false
+	}
+	return Version{Digest: d, Published: time.Unix(0, math.MaxInt64-n).UTC()}, true
+}
+
+// ErrNoVersion: nothing was published under the prefix.
+var ErrNoVersion = errors.New("no version published")
+
+// PutVersion makes version v visible, published at info.Published: the
+// one write that publishes, made after every object v reaches is in the
+// bucket. The write is conditional; where the store honours that, a key
+// is never overwritten, and where it does not, the key is new anyway (it
+// holds the time in ns and the digest).
+func (s *Store) PutVersion(ctx context.Context, v object.Digest, info VersionInfo) error {
+	info.Version = v.String()
+	b, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	if err := s.putOnce(ctx, s.key(versionsDir+versionName(v, info.Published)), b); err != nil {
+		if errors.Is(err, errExists) {
+			return fmt.Errorf("version %s at %s: published already", v.Short(), info.Published)
+		}
+		return fmt.Errorf("publish version %s: %w", v.Short(), err)
+	}
+	return nil
+}
+
+// Newest returns the newest published version, with one list request.
+func (s *Store) Newest(ctx context.Context) (Version, error) {
+	var newest Version
+	found := false
+	err := s.listKeys(ctx, versionsDir, 10, func(name string) bool {
+		newest, found = parseVersionName(name)
+		return !found
+	})
+	if err != nil {
+		return Version{}, err
+	}
+	if !found {
+		return Version{}, fmt.Errorf("%s: %w", s.URL(), ErrNoVersion)
+	}
+	return newest, nil
+}
+
+// Versions returns every published version, newest first.
+func (s *Store) Versions(ctx context.Context) ([]Version, error) {
+	var vs []Version
+	err := s.listKeys(ctx, versionsDir, 0, func(name string) bool {
+		if v, ok := parseVersionName(name); ok {
+			vs = append(vs, v)
+		}
+		return true
+	})
+	return vs, err
+}
