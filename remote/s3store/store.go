@@ -5,7 +5,7 @@
 // conditional write where the store has one), verified on every read.
 // Configuration is the AWS tools' own (aws-sdk-go-v2's standard chain):
 // credentials, AWS_REGION, AWS_ENDPOINT_URL(_S3). The bucket's layout is
-// in docs/architecture.md and decision 0048.
+// in docs/architecture.md and decision 0053.
 //
 // It never mounts: it is part of remote/, and so imports no go-fuse.
 package s3store
