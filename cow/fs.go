@@ -75,6 +75,10 @@ type FS struct {
 	lowerGone atomic.Bool
 	// counts: see Counters.
 	copyUps, chunksUp atomic.Uint64
+	// closeOnce makes Close release the descriptors once: a second
+	// close by number would close whatever was given the number since.
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Cred is the caller a new inode belongs to.
@@ -173,11 +177,14 @@ func New(opts Options) (*FS, error) {
 	return f, nil
 }
 
-// Close releases the layers and flushes the metadata.
+// Close releases the layers and flushes the metadata. A later Close does
+// nothing and returns what the first returned.
 func (f *FS) Close() error {
-	err := f.meta.close()
-	f.up.close()
-	return err
+	f.closeOnce.Do(func() {
+		f.closeErr = f.meta.close()
+		f.up.close()
+	})
+	return f.closeErr
 }
 
 // Root returns the root directory node.

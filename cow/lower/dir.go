@@ -49,12 +49,6 @@ func (l *Dir) Close() error { return unix.Close(l.root) }
 // Path returns the directory the layer was opened on.
 func (l *Dir) Path() string { return l.path }
 
-// Dev returns the device the root of the layer lives on.
-func (l *Dir) Dev() (uint64, error) {
-	st, err := l.Lstat("")
-	return st.Dev, err
-}
-
 func (l *Dir) Lstat(path string) (unix.Stat_t, error) {
 	var st unix.Stat_t
 	var err error
