@@ -134,6 +134,13 @@ func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
 		o.Upper, o.Work = statedir.MountDirs(s.State, s.Mountpoint)
 	}
 	w.upper = o.Upper
+	if s.Upper == "" {
+		touch, err := recordMountpoint(o.Upper, s.Mountpoint)
+		if err != nil {
+			return o, err
+		}
+		w.onRelease(touch)
+	}
 	var err error
 	if o.Store, err = object.OpenDirStore(statedir.ObjectsDir(s.State)); err != nil {
 		return o, err
