@@ -218,6 +218,7 @@ func (s Spec) fsOptions() fs.Options {
 		WritebackCache: s.Options.WritebackCache,
 		ReadAhead:      s.Options.ReadAhead, Reserve: s.Options.Reserve,
 		Logger: s.Options.Logger, AllowOther: s.Options.AllowOther,
+		ReadOnly: s.Options.ReadOnly,
 	}
 	if s.Options.Uid != nil || s.Options.Gid != nil || s.Options.Umask != 0 {
 		o.Shown = &fs.Shown{Uid: s.Options.Uid, Gid: s.Options.Gid, Umask: s.Options.Umask}
