@@ -147,6 +147,8 @@ type Options struct {
 	Uid   *uint32 `json:"uid,omitempty"`
 	Gid   *uint32 `json:"gid,omitempty"`
 	Umask uint32  `json:"umask,omitempty"`
+	// ReadOnly mounts the workspace read-only: every change gets EROFS.
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 // withDefaults returns s with every zero value that has a default filled

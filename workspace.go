@@ -134,6 +134,13 @@ func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
 		o.Upper, o.Work = statedir.MountDirs(s.State, s.Mountpoint)
 	}
 	w.upper = o.Upper
+	if s.Upper == "" {
+		touch, err := recordMountpoint(o.Upper, s.Mountpoint)
+		if err != nil {
+			return o, err
+		}
+		w.onRelease(touch)
+	}
 	var err error
 	if o.Store, err = object.OpenDirStore(statedir.ObjectsDir(s.State)); err != nil {
 		return o, err
@@ -211,6 +218,7 @@ func (s Spec) fsOptions() fs.Options {
 		WritebackCache: s.Options.WritebackCache,
 		ReadAhead:      s.Options.ReadAhead, Reserve: s.Options.Reserve,
 		Logger: s.Options.Logger, AllowOther: s.Options.AllowOther,
+		ReadOnly: s.Options.ReadOnly,
 	}
 	if s.Options.Uid != nil || s.Options.Gid != nil || s.Options.Umask != 0 {
 		o.Shown = &fs.Shown{Uid: s.Options.Uid, Gid: s.Options.Gid, Umask: s.Options.Umask}

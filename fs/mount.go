@@ -107,6 +107,9 @@ type Options struct {
 	// /etc/fuse.conf must say user_allow_other). nil: on for root, off
 	// for others.
 	AllowOther *bool
+	// ReadOnly mounts read-only: the kernel answers every change with
+	// EROFS.
+	ReadOnly bool
 	// Shown, when not nil, is the owner and mode every file is shown
 	// with.
 	Shown *Shown
@@ -270,6 +273,15 @@ func makeUpper(lower lower.Layer, upper, work string) error {
 	return nil
 }
 
+// mountOptions are the options the kernel gets for the mount.
+func mountOptions(o Options) []string {
+	opts := []string{"default_permissions"}
+	if o.ReadOnly {
+		opts = append(opts, "ro")
+	}
+	return opts
+}
+
 // fuseOptions are go-fuse's options for a mount of cfs.
 func fuseOptions(cfs *cow.FS, o Options) *gofs.Options {
 	timeout := o.CacheTimeout
@@ -295,7 +307,7 @@ func fuseOptions(cfs *cow.FS, o Options) *gofs.Options {
 			FsName:      fsname,
 			Name:        "cowfs",
 			AllowOther:  allowOther(o.AllowOther),
-			Options:     []string{"default_permissions"},
+			Options:     mountOptions(o),
 			MaxWrite:    1 << 20,
 			DirectMount: true,
 			Debug:       o.Debug,

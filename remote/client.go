@@ -160,7 +160,7 @@ func (c *Client) retryFor(ctx context.Context, what string, callTimeout, timeout
 		switch code {
 		case codes.Unauthenticated, codes.PermissionDenied:
 			c.failures.Add(1)
-			return fmt.Errorf("%s: %w (%s)", what, ErrUnauthenticated, status.Convert(err).Message())
+			return fmt.Errorf("%s: %w (%s): %s", what, ErrUnauthenticated, status.Convert(err).Message(), c.tokenHint())
 		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Canceled:
 			// Worth another try, if there is time; not a TLS setup
 			// that cannot work.
@@ -205,6 +205,15 @@ func (c *Client) retryFor(ctx context.Context, what string, callTimeout, timeout
 			c.conn.ResetConnectBackoff()
 		}
 	}
+}
+
+// tokenHint says what to change when the master refuses this client's
+// token: whether it sent one tells a missing --token-file from a wrong one.
+func (c *Client) tokenHint() string {
+	if c.cfg.Token == "" {
+		return "this client sent none: pass --token-file with the token the master serves with (cowfs serve --token-file)"
+	}
+	return "check that --token-file holds the token the master serves with (cowfs serve --token-file)"
 }
 
 // Resolve asks for the current version of the export's subtree path.

@@ -40,6 +40,7 @@ type mountFlags struct {
 	access             accessFlags
 	timeoutSet         bool // --timeout was given
 	metricsAddr        string
+	readOnly           bool
 }
 
 func newMountCmd(g *globals) *cobra.Command {
@@ -91,6 +92,7 @@ made over it; a new mountpoint gets the master's newest version.`,
 	fl.StringVar(&f.work, "work", "", "work directory, on the upper's filesystem (required with --upper)")
 	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted (the default as PID 1, a container's entrypoint)")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
+	fl.BoolVar(&f.readOnly, "read-only", false, "mount read-only: every change gets EROFS (mount(8): ro)")
 	fl.BoolVar(&f.passthrough, "passthrough", false, "let the kernel read and write files born in the upper directly (faster; snapshots are then not atomic for files written that way)")
 	registerWriteback(fl, f)
 	fl.BoolVar(&f.passthroughLower, "passthrough-lower", false, "let the kernel read lower files directly (warm reads at native speed; a descriptor opened that way keeps reading the lower's bytes if another then writes the file)")
@@ -205,7 +207,7 @@ func (f *mountFlags) spec(g *globals, mnt string) (cowfs.Spec, error) {
 		Options: cowfs.Options{
 			WritebackCache: f.writebackCache, Passthrough: f.passthrough, PassthroughLower: f.passthroughLower,
 			Procs: f.procs, ReadAhead: readAhead, Reserve: reserve, Debug: f.debug,
-			MetricsAddr: f.metricsAddr,
+			MetricsAddr: f.metricsAddr, ReadOnly: f.readOnly,
 		},
 	}
 	if f.timeoutSet {

@@ -47,6 +47,11 @@ func RestoreDirs(state, mountpoint string) (upper, work string) {
 	return filepath.Join(base, "upper"), filepath.Join(base, "work")
 }
 
+// MountpointRecord is the file beside a workspace's upper (in
+// mounts/<key>/ or restores/<key>/) that holds the mountpoint it was
+// mounted at, which its key, a hash, does not tell.
+const MountpointRecord = "mountpoint"
+
 // ControlSocket returns the control socket of the mount at mountpoint.
 func ControlSocket(state, mountpoint string) string {
 	return filepath.Join(state, "run", Key(mountpoint)+".sock")
