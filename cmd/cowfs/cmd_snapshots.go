@@ -39,74 +39,7 @@ rm, diff, verify and restore take pushed/NAME too.`,
 		Example: "  cowfs snapshots\n  cowfs snapshots rm crawl-old\n  cowfs snapshots rm pushed/crawl-old\n  cowfs snapshots diff crawl-1 crawl-2",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			store, d, err := openSnapshots(g.state)
-			if err != nil {
-				return err
-			}
-			list, err := d.List()
-			if err != nil {
-				return err
-			}
-			pushed, err := d.Pushed().List()
-			if err != nil {
-				return err
-			}
-			for _, s := range pushed {
-				s.Name = refs.PushedPrefix + s.Name
-				list = append(list, s)
-			}
-			sort.SliceStable(list, func(i, j int) bool { return list[i].Created.Before(list[j].Created) })
-			ctx := context.Background()
-			logical := make([]int64, len(list))
-			chunks := make([]map[object.Digest]bool, len(list))
-			users := map[object.Digest]int{}
-			for i, s := range list {
-				chunks[i] = map[object.Digest]bool{}
-				err := object.Walk(ctx, store, s.Root.Object, func(_ string, e *object.Entry, f *object.File) error {
-					if f != nil {
-						logical[i] += f.Size
-						for _, c := range f.Chunks {
-							if !c.IsZero() && !chunks[i][c] {
-								chunks[i][c] = true
-								users[c]++
-							}
-						}
-					}
-					return nil
-				})
-				if err != nil {
-					return fmt.Errorf("snapshot %s: %w", s.Name, err)
-				}
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			if !asJSON {
-				fmt.Fprintln(w, "NAME\tCREATED\tPARENT\tSIZE\tUNIQUE\tROOT")
-			}
-			for i, s := range list {
-				var unique int64
-				for c := range chunks[i] {
-					if users[c] == 1 {
-						if n, err := store.Size(c); err == nil {
-							unique += n - 2 // the blob header
-						}
-					}
-				}
-				if asJSON {
-					err := writeJSON(cmd.OutOrStdout(), snapshotJSON{Name: s.Name, Created: s.Created, Parent: s.Parent,
-						Source: s.Source, Size: logical[i], Unique: unique, Root: s.Root.Object.String()})
-					if err != nil {
-						return err
-					}
-					continue
-				}
-				parent := s.Parent
-				if parent == "" {
-					parent = "-"
-				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Created.Local().Format(time.DateTime), parent,
-					humanBytes(logical[i]), humanBytes(unique), s.Root.Object.Short())
-			}
-			return w.Flush()
+			return listSnapshots(cmd, g.state, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, jsonFlagHelp)
@@ -151,4 +84,77 @@ rm, diff, verify and restore take pushed/NAME too.`,
 		},
 	})
 	return cmd
+}
+
+// listSnapshots prints every snapshot of state with its logical size and
+// the bytes stored for it alone, as a table or as JSON lines.
+func listSnapshots(cmd *cobra.Command, state string, asJSON bool) error {
+	store, d, err := openSnapshots(state)
+	if err != nil {
+		return err
+	}
+	list, err := d.List()
+	if err != nil {
+		return err
+	}
+	pushed, err := d.Pushed().List()
+	if err != nil {
+		return err
+	}
+	for _, s := range pushed {
+		s.Name = refs.PushedPrefix + s.Name
+		list = append(list, s)
+	}
+	sort.SliceStable(list, func(i, j int) bool { return list[i].Created.Before(list[j].Created) })
+	ctx := context.Background()
+	logical := make([]int64, len(list))
+	chunks := make([]map[object.Digest]bool, len(list))
+	users := map[object.Digest]int{}
+	for i, s := range list {
+		chunks[i] = map[object.Digest]bool{}
+		err := object.Walk(ctx, store, s.Root.Object, func(_ string, e *object.Entry, f *object.File) error {
+			if f != nil {
+				logical[i] += f.Size
+				for _, c := range f.Chunks {
+					if !c.IsZero() && !chunks[i][c] {
+						chunks[i][c] = true
+						users[c]++
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w", s.Name, err)
+		}
+	}
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	if !asJSON {
+		fmt.Fprintln(w, "NAME\tCREATED\tPARENT\tSIZE\tUNIQUE\tROOT")
+	}
+	for i, s := range list {
+		var unique int64
+		for c := range chunks[i] {
+			if users[c] == 1 {
+				if n, err := store.Size(c); err == nil {
+					unique += n - 2 // the blob header
+				}
+			}
+		}
+		if asJSON {
+			err := writeJSON(cmd.OutOrStdout(), snapshotJSON{Name: s.Name, Created: s.Created, Parent: s.Parent,
+				Source: s.Source, Size: logical[i], Unique: unique, Root: s.Root.Object.String()})
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		parent := s.Parent
+		if parent == "" {
+			parent = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.Created.Local().Format(time.DateTime), parent,
+			humanBytes(logical[i]), humanBytes(unique), s.Root.Object.Short())
+	}
+	return w.Flush()
 }

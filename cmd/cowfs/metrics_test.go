@@ -90,36 +90,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("snapshot: exit %d: %s", code, out)
 	}
 
-	s := metricstest.Get(t, mountMetrics)
-	for _, c := range []struct {
-		name   string
-		labels []string
-	}{
-		{"cowfs_fuse_request_duration_seconds", []string{"op", "lookup", "mountpoint", e.mnt}},
-		{"cowfs_fuse_request_duration_seconds", []string{"op", "read"}},
-		{"cowfs_fuse_request_duration_seconds", []string{"op", "write"}},
-		{"cowfs_fuse_read_bytes_total", nil},
-		{"cowfs_fuse_written_bytes_total", nil},
-		{"cowfs_copyups_total", nil},
-		{"cowfs_copyup_chunks_total", nil},
-		{"cowfs_snapshot_duration_seconds", []string{"result", "ok"}},
-		{"cowfs_snapshot_writes_held_seconds", nil},
-		{"cowfs_remote_fetch_duration_seconds", []string{"result", "ok"}},
-		{"cowfs_remote_fetched_bytes_total", nil},
-		{"cowfs_remote_cache_misses_total", nil},
-		{"cowfs_cache_bytes", nil},
-		{"process_resident_memory_bytes", nil},
-	} {
-		if v := s.Value(c.name, c.labels...); v <= 0 {
-			t.Errorf("mount: %s%v = %v, want > 0", c.name, c.labels, v)
-		}
-	}
-	for _, name := range []string{"cowfs_remote_retries_total", "cowfs_remote_corrupt_refetches_total", "cowfs_remote_read_errors_total",
-		"cowfs_cache_evicted_objects_total", "cowfs_cache_limit_bytes"} {
-		if v := s.Value(name); v != 0 {
-			t.Errorf("mount: %s = %v, want 0", name, v)
-		}
-	}
+	checkMountSeries(t, metricstest.Get(t, mountMetrics), e.mnt)
 
 	m := metricstest.Get(t, masterMetrics)
 	for _, c := range []struct {
@@ -163,4 +134,40 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("unmount restore: exit %d: %s", code, out)
 	}
 	waitClosed(t, restoreMetrics)
+}
+
+// checkMountSeries checks the series of a remote mount at mnt that read,
+// wrote over a lower file and took a snapshot: those counters moved, and
+// those of failures did not.
+func checkMountSeries(t *testing.T, s metricstest.Scrape, mnt string) {
+	t.Helper()
+	for _, c := range []struct {
+		name   string
+		labels []string
+	}{
+		{"cowfs_fuse_request_duration_seconds", []string{"op", "lookup", "mountpoint", mnt}},
+		{"cowfs_fuse_request_duration_seconds", []string{"op", "read"}},
+		{"cowfs_fuse_request_duration_seconds", []string{"op", "write"}},
+		{"cowfs_fuse_read_bytes_total", nil},
+		{"cowfs_fuse_written_bytes_total", nil},
+		{"cowfs_copyups_total", nil},
+		{"cowfs_copyup_chunks_total", nil},
+		{"cowfs_snapshot_duration_seconds", []string{"result", "ok"}},
+		{"cowfs_snapshot_writes_held_seconds", nil},
+		{"cowfs_remote_fetch_duration_seconds", []string{"result", "ok"}},
+		{"cowfs_remote_fetched_bytes_total", nil},
+		{"cowfs_remote_cache_misses_total", nil},
+		{"cowfs_cache_bytes", nil},
+		{"process_resident_memory_bytes", nil},
+	} {
+		if v := s.Value(c.name, c.labels...); v <= 0 {
+			t.Errorf("mount: %s%v = %v, want > 0", c.name, c.labels, v)
+		}
+	}
+	for _, name := range []string{"cowfs_remote_retries_total", "cowfs_remote_corrupt_refetches_total", "cowfs_remote_read_errors_total",
+		"cowfs_cache_evicted_objects_total", "cowfs_cache_limit_bytes"} {
+		if v := s.Value(name); v != 0 {
+			t.Errorf("mount: %s = %v, want 0", name, v)
+		}
+	}
 }
