@@ -25,6 +25,7 @@ import (
 	cowlower "github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/statedir"
 )
 
 // testMount is a live mount made for one test.
@@ -49,16 +50,16 @@ func (s testSpec) open(dir string) (o Options, closeLower func(), err error) {
 		o.Upper, o.Work = s.Upper, s.Work
 	}
 	if s.State != "" {
-		if o.Store, err = object.OpenDirStore(ObjectsDir(s.State)); err != nil {
+		if o.Store, err = object.OpenDirStore(statedir.ObjectsDir(s.State)); err != nil {
 			return o, nil, err
 		}
-		if o.Refs, err = refs.Open(RefsDir(s.State)); err != nil {
+		if o.Refs, err = refs.Open(statedir.RefsDir(s.State)); err != nil {
 			return o, nil, err
 		}
 		if o.Upper == "" && s.Snapshot != "" {
-			o.Upper, o.Work = RestoreDirs(s.State, dir)
+			o.Upper, o.Work = statedir.RestoreDirs(s.State, dir)
 		} else if o.Upper == "" {
-			o.Upper, o.Work = MountDirs(s.State, dir)
+			o.Upper, o.Work = statedir.MountDirs(s.State, dir)
 		}
 	}
 	switch {

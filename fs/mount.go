@@ -19,7 +19,6 @@ import (
 	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
-	"github.com/cowfs/cowfs/cow/statedir"
 )
 
 // Options describes a mount. The workspace (package cowfs) opens the
@@ -161,25 +160,6 @@ type mount struct {
 
 // The state directory's layout is package statedir's; these are its
 // functions under the names fs's callers know.
-
-// MountDirs returns the upper and work directories a mount of mountpoint
-// uses under state.
-func MountDirs(state, mountpoint string) (upper, work string) {
-	return statedir.MountDirs(state, mountpoint)
-}
-
-// RestoreDirs returns the upper and work directories a restore at
-// mountpoint uses under state; every restore starts them afresh.
-func RestoreDirs(state, mountpoint string) (upper, work string) {
-	return statedir.RestoreDirs(state, mountpoint)
-}
-
-// ControlSocket returns the control socket of the mount at mountpoint.
-func ControlSocket(state, mountpoint string) string { return statedir.ControlSocket(state, mountpoint) }
-
-// ObjectsDir and RefsDir return where snapshots live under state.
-func ObjectsDir(state string) string { return statedir.ObjectsDir(state) }
-func RefsDir(state string) string    { return statedir.RefsDir(state) }
 
 // New mounts o.Lower beneath o.Upper at dir and returns once the mount
 // serves requests. The directories were checked by its caller (package

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/statedir"
 )
 
 // Nothing a process does through a restore changes the snapshot: every
@@ -107,8 +108,8 @@ func TestRestoreCannotChangeSnapshot(t *testing.T) {
 		t.Fatalf("the listing does not see the changes made: %d entries before, %v after", len(before), changed)
 	}
 
-	rd, _ := refs.Open(RefsDir(state))
-	store, _ := object.OpenDirStore(ObjectsDir(state))
+	rd, _ := refs.Open(statedir.RefsDir(state))
+	store, _ := object.OpenDirStore(statedir.ObjectsDir(state))
 	snap, err := rd.Get("ckpt")
 	if err != nil || snap.Root.Object != root {
 		t.Fatalf("ref after the changes: %v, %v", snap.Root, err)

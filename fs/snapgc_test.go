@@ -11,6 +11,7 @@ import (
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/statedir"
 )
 
 // A gc stopped half-way can remove a lower file's chunks and not yet its
@@ -31,7 +32,7 @@ func TestSnapshotAfterHalfGC(t *testing.T) {
 	if _, err := m.Snapshot(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	rd, err := refs.Open(RefsDir(state))
+	rd, err := refs.Open(statedir.RefsDir(state))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +40,7 @@ func TestSnapshotAfterHalfGC(t *testing.T) {
 		t.Fatal(err)
 	}
 	// What the interrupted gc did: every blob gone, the rest still there.
-	store, _ := object.OpenDirStore(ObjectsDir(state))
+	store, _ := object.OpenDirStore(statedir.ObjectsDir(state))
 	var blobs []object.Digest
 	store.Each(func(o object.StoredObject) error {
 		if k, err := store.Kind(o.Digest); err == nil && k == object.KindBlob {
@@ -82,11 +83,11 @@ func TestSnapshotsUnderGC(t *testing.T) {
 	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: state})
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	store, err := object.OpenDirStore(ObjectsDir(state))
+	store, err := object.OpenDirStore(statedir.ObjectsDir(state))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rd, err := refs.Open(RefsDir(state))
+	rd, err := refs.Open(statedir.RefsDir(state))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	cowlower "github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/statedir"
 )
 
 // farGetter reads objects from a mount's own store and fetches what it
@@ -59,7 +60,7 @@ func TestSnapshotFetchesWhatGoesMissing(t *testing.T) {
 	if _, err := src.Snapshot(ctx, "v"); err != nil {
 		t.Fatal(err)
 	}
-	rd, err := refs.Open(RefsDir(far))
+	rd, err := refs.Open(statedir.RefsDir(far))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestSnapshotFetchesWhatGoesMissing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	farStore, err := object.OpenDirStore(ObjectsDir(far))
+	farStore, err := object.OpenDirStore(statedir.ObjectsDir(far))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,10 +94,10 @@ func TestSnapshotFetchesWhatGoesMissing(t *testing.T) {
 	}
 
 	state := filepath.Join(base, "state")
-	if err := os.MkdirAll(ObjectsDir(state), 0o700); err != nil {
+	if err := os.MkdirAll(statedir.ObjectsDir(state), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	local, err := object.OpenDirStore(ObjectsDir(state))
+	local, err := object.OpenDirStore(statedir.ObjectsDir(state))
 	if err != nil {
 		t.Fatal(err)
 	}

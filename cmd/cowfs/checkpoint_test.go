@@ -27,7 +27,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	cowfs "github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/cow/statedir"
 )
 
 // buildCrawldb builds testdata/crawldb into a temporary directory.
@@ -664,7 +664,7 @@ func eachProc(fn func(pid int, args []string)) {
 // countObjects counts the files in the object store.
 func countObjects(state string) int {
 	n := 0
-	filepath.WalkDir(cowfs.ObjectsDir(state), func(_ string, d fs.DirEntry, err error) error {
+	filepath.WalkDir(statedir.ObjectsDir(state), func(_ string, d fs.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			n++
 		}
@@ -761,7 +761,7 @@ func TestCheckpointCrashDuringSnapshot(t *testing.T) {
 	// What the crashed snapshots left half-written is garbage a gc
 	// removes.
 	gcCount(t, e.state)
-	tmps, _ := os.ReadDir(filepath.Join(cowfs.ObjectsDir(e.state), "tmp"))
+	tmps, _ := os.ReadDir(filepath.Join(statedir.ObjectsDir(e.state), "tmp"))
 	if len(tmps) > 0 {
 		var left []string
 		for _, d := range tmps {
@@ -851,7 +851,7 @@ func TestCheckpointVerifyFindsDamage(t *testing.T) {
 
 	// The one chunk object of "pages" is the only object of its size.
 	var chunk string
-	filepath.WalkDir(cowfs.ObjectsDir(e.state), func(p string, d fs.DirEntry, err error) error {
+	filepath.WalkDir(statedir.ObjectsDir(e.state), func(p string, d fs.DirEntry, err error) error {
 		if fi, err := d.Info(); err == nil && fi.Mode().IsRegular() && fi.Size() > 1<<20 && filepath.Base(filepath.Dir(p)) != "tmp" {
 			chunk = p
 		}

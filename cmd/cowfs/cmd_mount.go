@@ -19,7 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cowfs/cowfs"
-	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/cow/statedir"
 )
 
 type mountFlags struct {
@@ -157,7 +157,7 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 	case s.Lower.Snapshot != "":
 		logDir = filepath.Join(s.State, "restores")
 	default:
-		u, _ := fs.MountDirs(s.State, s.Mountpoint)
+		u, _ := statedir.MountDirs(s.State, s.Mountpoint)
 		logDir = filepath.Dir(u)
 	}
 	logPath := filepath.Join(logDir, "mount.log")

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/cow/object"
-	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/remote/s3store"
 )
 
@@ -82,7 +82,7 @@ on stdout, the last one the result.`,
 			if err != nil {
 				return err
 			}
-			local, err := object.OpenDirStore(fs.ObjectsDir(g.state))
+			local, err := object.OpenDirStore(statedir.ObjectsDir(g.state))
 			if err != nil {
 				return err
 			}

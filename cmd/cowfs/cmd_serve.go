@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
-	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/metrics"
 	"github.com/cowfs/cowfs/remote"
 )
@@ -115,7 +115,7 @@ func runServe(g *globals, f *serveFlags) error {
 		}
 	}
 	cfg := remote.ServerConfig{
-		Root: root, Objects: fs.ObjectsDir(g.state), Refs: fs.RefsDir(g.state),
+		Root: root, Objects: statedir.ObjectsDir(g.state), Refs: statedir.RefsDir(g.state),
 		KeepVersions: f.keepVersions, ServeSnapshots: f.serveSnapshots,
 	}
 	if f.tokenFile != "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cowfs/cowfs"
+	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
 )
 
@@ -44,7 +45,7 @@ retries, errors and the progress of --prefetch.`,
 					return err
 				}
 				state = g.stateOf(mnt)
-				socks = []string{fs.ControlSocket(state, mnt)}
+				socks = []string{statedir.ControlSocket(state, mnt)}
 			} else {
 				socks, _ = filepath.Glob(filepath.Join(g.state, "run", "*.sock"))
 			}
@@ -192,9 +193,9 @@ func cowfsMounts() []mountEntry {
 // returns it as they name it.
 func deadCowfs(mnt string) (string, bool) {
 	// Compared by control socket: one mountpoint, however spelled.
-	key := fs.ControlSocket("", mnt)
+	key := statedir.ControlSocket("", mnt)
 	for _, d := range deadMounts() {
-		if fs.ControlSocket("", d) == key {
+		if statedir.ControlSocket("", d) == key {
 			return d, true
 		}
 	}

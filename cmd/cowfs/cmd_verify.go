@@ -19,17 +19,18 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/scan"
+	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/remote"
 )
 
 // openSnapshots opens the object store and refs of a state directory.
 func openSnapshots(state string) (*object.DirStore, *refs.Dir, error) {
-	store, err := object.OpenDirStore(fs.ObjectsDir(state))
+	store, err := object.OpenDirStore(statedir.ObjectsDir(state))
 	if err != nil {
 		return nil, nil, err
 	}
-	d, err := refs.Open(fs.RefsDir(state))
+	d, err := refs.Open(statedir.RefsDir(state))
 	return store, d, err
 }
 

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cowfs/cowfs/cow/refs"
-	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/cow/statedir"
 )
 
 // Dynamic completion (cowfs completion bash|zsh|fish installs it): cobra
@@ -75,10 +75,10 @@ func completeSnapshots(g *globals, n int, pushed, dirAfter bool) cobra.Completio
 // none if the state cannot be read (a completion says nothing).
 func snapshotNames(state, prefix string, pushed bool) []string {
 	// refs.Open would make a state directory that does not exist.
-	if _, err := os.Stat(fs.RefsDir(state)); err != nil {
+	if _, err := os.Stat(statedir.RefsDir(state)); err != nil {
 		return nil
 	}
-	d, err := refs.Open(fs.RefsDir(state))
+	d, err := refs.Open(statedir.RefsDir(state))
 	if err != nil {
 		return nil
 	}

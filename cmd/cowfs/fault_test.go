@@ -22,7 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/cow/object"
-	cowfs "github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/cow/statedir"
 )
 
 // serveAt runs cowfs serve with state dir state on addr (a free port if
@@ -94,7 +94,7 @@ func faultTree(t *testing.T, dir string) map[string][]byte {
 // temporary files, locks or quarantine.
 func objectFiles(state string) []string {
 	var out []string
-	dir := cowfs.ObjectsDir(state)
+	dir := statedir.ObjectsDir(state)
 	fans, _ := os.ReadDir(dir)
 	for _, fan := range fans {
 		if !fan.IsDir() || len(fan.Name()) != 2 {
@@ -310,7 +310,7 @@ func runFaults(t *testing.T, states, mnts []string, want map[string][]byte, d ti
 // store under state that no log of its owner names.
 func checkQuarantineLogged(t *testing.T, state, masterLog string) {
 	t.Helper()
-	quarantined, _ := os.ReadDir(filepath.Join(cowfs.ObjectsDir(state), object.QuarantineDir))
+	quarantined, _ := os.ReadDir(filepath.Join(statedir.ObjectsDir(state), object.QuarantineDir))
 	logs := []string{masterLog}
 	filepath.WalkDir(state, func(p string, d iofs.DirEntry, err error) error {
 		if err == nil && strings.HasSuffix(p, ".log") && d.Type().IsRegular() {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
-	cowfs "github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/cow/statedir"
 )
 
 // chunkObjects returns the stored objects that hold a whole chunk (a blob
@@ -19,7 +19,7 @@ import (
 func chunkObjects(t *testing.T, state string) []string {
 	t.Helper()
 	var out []string
-	dir := cowfs.ObjectsDir(state)
+	dir := statedir.ObjectsDir(state)
 	filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return nil
@@ -92,11 +92,11 @@ func TestSnapshotAfterDamageIsWhole(t *testing.T) {
 // regular file, its file object.
 func snapshotEntry(t *testing.T, state, name, path string) (object.Entry, *object.File) {
 	t.Helper()
-	store, err := object.OpenDirStore(cowfs.ObjectsDir(state))
+	store, err := object.OpenDirStore(statedir.ObjectsDir(state))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := refs.Open(cowfs.RefsDir(state))
+	d, err := refs.Open(statedir.RefsDir(state))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func snapshotEntry(t *testing.T, state, name, path string) (object.Entry, *objec
 // objectFile returns where the store keeps object d.
 func objectFile(state string, d object.Digest) string {
 	h := strings.TrimPrefix(d.String(), "sha256-")
-	return filepath.Join(cowfs.ObjectsDir(state), h[:2], h[2:])
+	return filepath.Join(statedir.ObjectsDir(state), h[:2], h[2:])
 }
 
 // verify --repair stores a damaged chunk again from the lower the

@@ -10,13 +10,13 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs"
-	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/cow/statedir"
 )
 
 // ageWorkspace makes the workspace of mnt look last used two days ago.
 func ageWorkspace(t *testing.T, state, mnt string) string {
 	t.Helper()
-	upper, _ := fs.MountDirs(state, mnt)
+	upper, _ := statedir.MountDirs(state, mnt)
 	dir := filepath.Dir(upper)
 	old := time.Now().Add(-48 * time.Hour)
 	err := filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
@@ -134,7 +134,7 @@ func TestWorkspacesPrune(t *testing.T) {
 }
 
 func fsUpper(state, mnt string) string {
-	u, _ := fs.MountDirs(state, mnt)
+	u, _ := statedir.MountDirs(state, mnt)
 	return u
 }
 
