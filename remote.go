@@ -68,6 +68,8 @@ type remoteLower struct {
 	// versions are of the whole published tree, a master resolves the
 	// subtree to a version of its own.
 	within string
+	// record is what pin resolved, written by keepRecord.
+	record *remoteRecord
 	store  *object.DirStore
 	cache  *remote.Cache
 	log    *slog.Logger
@@ -121,6 +123,9 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", rl.name(), err)
+	}
+	if err := rl.keepRecord(); err != nil {
+		return nil, err
 	}
 	rl.fill(w, o, lower, v)
 	if rl.r.Prefetch {
@@ -279,8 +284,8 @@ func RecordedMaster(state, mountpoint string) (string, error) {
 }
 
 // pin returns the version to mount: the one the upper was made over, if
-// it was made over one; else the spec's, or the master's newest, which it
-// records.
+// it was made over one; else the spec's, or the source's newest, which
+// keepRecord records once the lower opened.
 func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 	r, mnt := rl.r, rl.s.Mountpoint
 	sub, _ := names.CleanRel(r.Path)
@@ -326,14 +331,24 @@ func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 			return object.Zero, fmt.Errorf("%s: %w", rl.name(), err)
 		}
 	}
-	b, _ := json.MarshalIndent(remoteRecord{Addr: r.Addr, Path: sub, Version: v.String()}, "", "  ")
-	if err := os.MkdirAll(filepath.Dir(recPath), 0o700); err != nil {
-		return object.Zero, err
-	}
-	if err := writeFileAtomic(recPath, append(b, '\n')); err != nil {
-		return object.Zero, err
-	}
+	rl.record = &remoteRecord{Addr: r.Addr, Path: sub, Version: v.String()}
 	return v, nil
+}
+
+// keepRecord writes the record pin made of a version it resolved, once
+// the lower opened: a mount refused (a path not in the version, a root
+// that cannot be fetched) leaves no record that would tie the mountpoint
+// to it.
+func (rl *remoteLower) keepRecord() error {
+	if rl.record == nil {
+		return nil
+	}
+	recPath := rl.recordPath()
+	b, _ := json.MarshalIndent(rl.record, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(recPath), 0o700); err != nil {
+		return err
+	}
+	return writeFileAtomic(recPath, append(b, '\n'))
 }
 
 // fill sets o's and w's remote part: the layer at version v, its source,

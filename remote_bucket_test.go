@@ -197,12 +197,21 @@ func TestBucketMount(t *testing.T) {
 		if st := ws.Status(); !strings.Contains(st.Source, "path spider") {
 			t.Errorf("status source %q, want the path named", st.Source)
 		}
+		// A refused path changes nothing: the same mountpoint then
+		// mounts another path.
+		state, mnt := t.TempDir(), filepath.Join(t.TempDir(), "mnt")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		for _, bad := range []string{"nope", "top", "spider/run.py"} {
-			if _, err := mountBucket(t, srv, url, bad, "", "", 10*time.Second); err == nil {
+			if _, err := mountBucket(t, srv, url, bad, state, mnt, 10*time.Second); err == nil {
 				t.Errorf("--path %s mounted", bad)
 			} else {
 				t.Logf("--path %s: %v", bad, err)
 			}
+		}
+		if _, err := mountBucket(t, srv, url, "other", state, mnt, 10*time.Second); err != nil {
+			t.Errorf("--path other after refused paths: %v", err)
 		}
 	})
 
