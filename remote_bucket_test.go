@@ -1,6 +1,7 @@
 package cowfs_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -9,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/cow/object"
@@ -212,6 +216,42 @@ func TestBucketMount(t *testing.T) {
 		}
 		if _, err := mountBucket(t, srv, url, "other", state, mnt, 10*time.Second); err != nil {
 			t.Errorf("--path other after refused paths: %v", err)
+		}
+	})
+
+	t.Run("damaged", func(t *testing.T) {
+		durl := url + "-damaged"
+		dir := t.TempDir()
+		content := randBytes(100 << 10)
+		writeFile(t, filepath.Join(dir, "f"), content, 0o644)
+		publishTo(t, srv, durl, dir)
+		blob, err := object.EncodeBlob(content)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bucket, prefix, _ := s3store.ParseURL(durl)
+		key := prefix + "/objects/" + strings.TrimPrefix(object.Sum(blob).String(), "sha256-")
+		damaged := append([]byte(nil), blob...)
+		damaged[len(damaged)-1] ^= 1
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
+			Body: bytes.NewReader(damaged)}); err != nil {
+			t.Fatal(err)
+		}
+		ws, err := mountBucket(t, srv, durl, "", "", "", 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = within(t, time.Minute, "read f", func() error {
+			_, err := os.ReadFile(filepath.Join(ws.Dir(), "f"))
+			return err
+		})
+		if !errors.Is(err, syscall.EIO) {
+			t.Errorf("read of a file whose chunk is damaged in the bucket: %v, want EIO", err)
+		}
+		if st := ws.Status().Remote; st == nil || st.Corrupt == 0 {
+			t.Errorf("status: %+v, want the damage counted", st)
 		}
 	})
 
