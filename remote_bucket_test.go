@@ -324,6 +324,10 @@ func TestBucketStorageStopped(t *testing.T) {
 	}
 	t.Logf("uncached: %v after %v", err, took.Round(time.Millisecond))
 
+	if testing.Short() {
+		// Restarting SeaweedFS takes most of the test's time.
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := srv.Restart(ctx); err != nil {
