@@ -60,7 +60,7 @@ func (rl *remoteLower) count(mx *metrics.Workspace) error {
 	err := mx.CountRemote(func() metrics.RemoteCounts {
 		s := rl.cache.Stats()
 		return metrics.RemoteCounts{
-			Hits: s.Hits, Misses: s.Misses, FetchedBytes: s.BytesFetched, Retries: rl.client.Retries(),
+			Hits: s.Hits, Misses: s.Misses, FetchedBytes: s.BytesFetched, Retries: rl.src.Retries(),
 			Corrupt: s.Corrupt, Errors: s.Errors, Evicted: s.Evicted,
 		}
 	})

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
@@ -19,6 +21,7 @@ import (
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/metrics"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/s3store"
 )
 
 // remoteRecord is kept beside a remote workspace's upper: the upper's
@@ -31,15 +34,54 @@ type remoteRecord struct {
 	Version string `json:"version"`
 }
 
-// remoteLower is a remote lower being opened: its client and cache, and
+// versionSource is where a remote lower's versions and objects come
+// from: a master (*remote.Client) or a bucket (s3store.Source). The
+// machine's cache fetches through it; the mount resolves, pins and
+// reports through the same calls whichever it is.
+type versionSource interface {
+	remote.Fetcher
+	// Resolve returns the newest version of the subtree path ("" all).
+	Resolve(ctx context.Context, path string) (object.Digest, error)
+	// Retries counts calls made again, for status and metrics.
+	Retries() int64
+	Close() error
+}
+
+var (
+	_ versionSource = (*remote.Client)(nil)
+	_ versionSource = s3store.Source{}
+)
+
+// errPushBucket answers a push from a mount of a bucket.
+var errPushBucket = errors.New("pushing a snapshot to a bucket is not supported yet: snapshots of a mount of a bucket stay in this machine's state directory")
+
+// remoteLower is a remote lower being opened: its source and cache, and
 // the spec it serves.
 type remoteLower struct {
-	s      Spec
-	r      *Remote
-	client *remote.Client
+	s   Spec
+	r   *Remote
+	src versionSource
+	// master is src when it is a master (push, restore); nil for a
+	// bucket.
+	master *remote.Client
+	// within is the subtree mounted within the version: a bucket's
+	// versions are of the whole published tree, a master resolves the
+	// subtree to a version of its own.
+	within string
+	// record is what pin resolved, written by keepRecord.
+	record *remoteRecord
 	store  *object.DirStore
 	cache  *remote.Cache
 	log    *slog.Logger
+}
+
+// name names the source in messages: "master HOST:PORT" or the bucket's
+// s3:// URL.
+func (rl *remoteLower) name() string {
+	if rl.r.IsBucket() {
+		return rl.r.Addr
+	}
+	return "master " + rl.r.Addr
 }
 
 // openRemote opens the spec's remote lower and fills in its part of o
@@ -52,10 +94,10 @@ type remoteLower struct {
 func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.Workspace) (cleanup func(), err error) {
 	s := w.spec
 	rl := &remoteLower{s: s, r: s.Lower.Remote, log: s.Options.Logger}
-	if err := rl.dial(); err != nil {
+	if err := rl.dial(ctx); err != nil {
 		return nil, err
 	}
-	closeAll := func() { rl.cache.Close(); rl.client.Close() }
+	closeAll := func() { rl.cache.Close(); rl.src.Close() }
 	defer func() {
 		if err != nil {
 			closeAll()
@@ -68,7 +110,7 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	}
 	var v object.Digest
 	if snap := s.Lower.Snapshot; snap != "" {
-		if v, err = rl.client.GetRef(ctx, snap); err != nil {
+		if v, err = rl.master.GetRef(ctx, snap); err != nil {
 			return nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
 		}
 		o.Parent = snap
@@ -76,8 +118,14 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 		return nil, err
 	}
 	lower, root, err := remote.OpenVersion(ctx, rl.cache, v)
+	if err == nil && rl.within != "" {
+		lower, root, err = descend(ctx, rl.cache, v, root, rl.within)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
+		return nil, fmt.Errorf("%s: %w", rl.name(), err)
+	}
+	if err := rl.keepRecord(); err != nil {
+		return nil, err
 	}
 	rl.fill(w, o, lower, v)
 	if rl.r.Prefetch {
@@ -92,34 +140,101 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 // warmFunc starts fetching what lies beneath paths of a remote lower.
 type warmFunc func(ctx context.Context, paths []string) *remote.Warmup
 
-// dial connects to the master and opens the state directory's cache.
-func (rl *remoteLower) dial() error {
+// descend returns the subtree sub of version v, whose root is root, as
+// a lower layer with its directory's entry.
+func descend(ctx context.Context, g object.Getter, v object.Digest, root object.Entry, sub string) (*lower.Objects, object.Entry, error) {
+	e := root
+	for _, name := range strings.Split(sub, "/") {
+		b, err := g.Get(ctx, e.Object)
+		if err != nil {
+			return nil, object.Entry{}, fmt.Errorf("version %s path %q: %w", v.Short(), sub, err)
+		}
+		t, err := object.DecodeTree(b)
+		if err != nil {
+			return nil, object.Entry{}, fmt.Errorf("version %s path %q: %w", v.Short(), sub, err)
+		}
+		c, ok := t.Lookup(name)
+		if !ok {
+			return nil, object.Entry{}, fmt.Errorf("version %s has no %q: %w", v.Short(), sub, os.ErrNotExist)
+		}
+		if c.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return nil, object.Entry{}, fmt.Errorf("%q of version %s is not a directory", sub, v.Short())
+		}
+		e = *c
+	}
+	// The subtree's own tree must be there for the mount to show
+	// anything, as OpenVersion checks for the root's.
+	if _, err := g.Get(ctx, e.Object); err != nil {
+		return nil, object.Entry{}, fmt.Errorf("version %s path %q: %w", v.Short(), sub, err)
+	}
+	return lower.NewObjects(g, e.Object, e), e, nil
+}
+
+// dial opens the source, a master or a bucket, and the state
+// directory's cache over it.
+func (rl *remoteLower) dial(ctx context.Context) error {
+	var src versionSource
+	if rl.r.IsBucket() {
+		s, err := rl.openBucket(ctx)
+		if err != nil {
+			return err
+		}
+		src = s
+		rl.within, _ = names.CleanRel(rl.r.Path)
+	} else {
+		client, err := rl.dialMaster()
+		if err != nil {
+			return err
+		}
+		src, rl.master = client, client
+	}
+	if err := rl.openCache(src); err != nil {
+		src.Close()
+		return err
+	}
+	rl.src = src
+	return nil
+}
+
+// openBucket opens the bucket, which says at once whether it is there
+// and takes the credentials. Each request with its retries is bounded by
+// --io-timeout, which the cache bounds a read by.
+func (rl *remoteLower) openBucket(ctx context.Context) (s3store.Source, error) {
+	r := rl.r
+	bucket, prefix, err := s3store.ParseURL(r.Addr)
+	if err != nil {
+		return s3store.Source{}, err
+	}
+	st, err := s3store.Open(ctx, s3store.Config{
+		Bucket: bucket, Prefix: prefix, Endpoint: r.S3Endpoint, CAFile: r.S3CA,
+		Timeout: r.IOTimeout, Log: rl.log,
+	})
+	if err != nil {
+		return s3store.Source{}, err
+	}
+	return s3store.Source{Fetcher: s3store.Fetcher{S: st}}, nil
+}
+
+// dialMaster prepares the client of the master.
+func (rl *remoteLower) dialMaster() (*remote.Client, error) {
 	r := rl.r
 	token := r.Token
 	if r.TokenFile != "" {
 		b, err := os.ReadFile(r.TokenFile)
 		if err != nil {
-			return fmt.Errorf("token: %w", err)
+			return nil, fmt.Errorf("token: %w", err)
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	client, err := remote.Dial(remote.ClientConfig{
+	return remote.Dial(remote.ClientConfig{
 		Addr: r.Addr, Token: token, CAFile: r.TLSCA,
 		CallTimeout: min(10*time.Second, r.IOTimeout), Timeout: r.IOTimeout, Logger: rl.log,
 	})
-	if err != nil {
-		return err
-	}
-	if err := rl.openCache(client); err != nil {
-		client.Close()
-		return err
-	}
-	rl.client = client
-	return nil
 }
 
-// openCache opens the state directory's object store as client's cache.
-func (rl *remoteLower) openCache(client *remote.Client) error {
+// openCache opens the state directory's object store as the cache of
+// what src gives.
+func (rl *remoteLower) openCache(src remote.Fetcher) error {
 	store, err := object.OpenDirStore(statedir.ObjectsDir(rl.s.State))
 	if err != nil {
 		return err
@@ -128,7 +243,7 @@ func (rl *remoteLower) openCache(client *remote.Client) error {
 	if err != nil {
 		return err
 	}
-	cache, err := remote.NewCache(store, client, rl.log)
+	cache, err := remote.NewCache(store, src, rl.log)
 	if err != nil {
 		return err
 	}
@@ -169,8 +284,8 @@ func RecordedMaster(state, mountpoint string) (string, error) {
 }
 
 // pin returns the version to mount: the one the upper was made over, if
-// it was made over one; else the spec's, or the master's newest, which it
-// records.
+// it was made over one; else the spec's, or the source's newest, which
+// keepRecord records once the lower opened.
 func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 	r, mnt := rl.r, rl.s.Mountpoint
 	sub, _ := names.CleanRel(r.Path)
@@ -197,33 +312,49 @@ func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 				mnt, v.Short(), want.Short(), filepath.Dir(recPath))
 		}
 		rl.log.Info("remounting the version the upper was made over", "version", v.String())
-		if err := checkKept(ctx, rl.client, rl.store, v, r.IOTimeout, rl.log); err != nil {
-			return object.Zero, fmt.Errorf("%w: to mount the master's newest version, remove %s (this discards the changes in the upper) or mount another mountpoint",
+		if err := checkKept(ctx, rl.src, rl.name(), rl.store, v, r.IOTimeout, rl.log); err != nil {
+			return object.Zero, fmt.Errorf("%w: to mount the newest version, remove %s (this discards the changes in the upper) or mount another mountpoint",
 				err, filepath.Dir(recPath))
 		}
 		return v, nil
 	}
 	v := want
 	if v.IsZero() {
+		// A bucket's version is of everything; the mount descends to
+		// sub in it (within).
+		ask := sub
+		if rl.within != "" {
+			ask = ""
+		}
 		var err error
-		if v, err = rl.client.Resolve(ctx, sub); err != nil {
-			return object.Zero, fmt.Errorf("master %s: %w", r.Addr, err)
+		if v, err = rl.src.Resolve(ctx, ask); err != nil {
+			return object.Zero, fmt.Errorf("%s: %w", rl.name(), err)
 		}
 	}
-	b, _ := json.MarshalIndent(remoteRecord{Addr: r.Addr, Path: sub, Version: v.String()}, "", "  ")
-	if err := os.MkdirAll(filepath.Dir(recPath), 0o700); err != nil {
-		return object.Zero, err
-	}
-	if err := writeFileAtomic(recPath, append(b, '\n')); err != nil {
-		return object.Zero, err
-	}
+	rl.record = &remoteRecord{Addr: r.Addr, Path: sub, Version: v.String()}
 	return v, nil
+}
+
+// keepRecord writes the record pin made of a version it resolved, once
+// the lower opened: a mount refused (a path not in the version, a root
+// that cannot be fetched) leaves no record that would tie the mountpoint
+// to it.
+func (rl *remoteLower) keepRecord() error {
+	if rl.record == nil {
+		return nil
+	}
+	recPath := rl.recordPath()
+	b, _ := json.MarshalIndent(rl.record, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(recPath), 0o700); err != nil {
+		return err
+	}
+	return writeFileAtomic(recPath, append(b, '\n'))
 }
 
 // fill sets o's and w's remote part: the layer at version v, its source,
 // the master to push to and the counters for status.
 func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v object.Digest) {
-	r, client, cache := rl.r, rl.client, rl.cache
+	r, src, cache := rl.r, rl.src, rl.cache
 	o.Lower, o.Fetch, w.version = lower, cache, v
 	o.IOTimeout = r.IOTimeout
 	w.source = r.Addr
@@ -233,7 +364,10 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 	if snap := rl.s.Lower.Snapshot; snap != "" {
 		w.source = "snapshot " + snap + " of " + r.Addr
 	}
-	w.push = client.Push
+	w.push = func(context.Context, object.GetPutter, refs.Snapshot) (int, error) { return 0, errPushBucket }
+	if rl.master != nil {
+		w.push = rl.master.Push
+	}
 	o.FsName = "cowfs:remote:" + r.Addr
 	if sub, _ := names.CleanRel(r.Path); sub != "" {
 		o.FsName += "/" + sub
@@ -245,22 +379,23 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 		s := cache.Stats()
 		rs := &RemoteStatus{
 			Hits: s.Hits, Misses: s.Misses, BytesFetched: s.BytesFetched,
-			Retries: client.Retries(), Errors: s.Errors, Corrupt: s.Corrupt, Evicted: s.Evicted,
+			Retries: src.Retries(), Errors: s.Errors, Corrupt: s.Corrupt, Evicted: s.Evicted,
 		}
 		rs.Prefetch = cache.Progress()
 		return rs
 	}
 }
 
-// checkKept makes sure the master still keeps version v, which a remount
-// pins: a master keeps only its newest versions, and once it dropped v
-// every read of what this machine has not cached would fail. A version held
-// here whole still mounts, with a warning. A master that does not answer
-// is left to the mount's own fetches to report.
-func checkKept(ctx context.Context, client *remote.Client, store *object.DirStore, v object.Digest, timeout time.Duration, log *slog.Logger) error {
+// checkKept makes sure the source (what, in messages) still keeps
+// version v, which a remount pins: a master keeps only its newest
+// versions, and once it dropped v every read of what this machine has not
+// cached would fail. A version held here whole still mounts, with a
+// warning. A source that does not answer is left to the mount's own
+// fetches to report.
+func checkKept(ctx context.Context, src remote.Fetcher, what string, store *object.DirStore, v object.Digest, timeout time.Duration, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	has, err := client.Has(ctx, []object.Digest{v})
+	has, err := src.Has(ctx, []object.Digest{v})
 	if err != nil {
 		log.Warn("could not ask the master whether it still keeps the version", "version", v.String(), "err", err)
 		return nil
@@ -273,11 +408,11 @@ func checkKept(ctx context.Context, client *remote.Client, store *object.DirStor
 		return err
 	}
 	if !held {
-		return fmt.Errorf("master %s no longer keeps version %s, which this mountpoint's upper was made over (a master keeps only its newest versions, cowfs serve --keep-versions), and this machine does not hold all of it",
-			client.Addr(), v.Short())
+		return fmt.Errorf("%s no longer keeps version %s, which this mountpoint's upper was made over (a master keeps only its newest versions, cowfs serve --keep-versions), and this machine does not hold all of it",
+			what, v.Short())
 	}
-	log.Warn("the master no longer keeps this version; every object of it is held here, so the mount works, but what is evicted from the cache cannot be fetched again",
-		"version", v.String(), "master", client.Addr())
+	log.Warn("the source no longer keeps this version; every object of it is held here, so the mount works, but what is evicted from the cache cannot be fetched again",
+		"version", v.String(), "source", src.Addr())
 	return nil
 }
 

@@ -14,9 +14,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +30,7 @@ import (
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/metrics"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/s3store"
 )
 
 // Defaults for a Spec's zero values; withDefaults is the one place that
@@ -80,12 +83,18 @@ type Lower struct {
 	Snapshot string  `json:"snapshot,omitempty"`
 }
 
-// Remote is a master's export (cowfs serve).
+// Remote is a master's export (cowfs serve), or the versions published
+// to a bucket (cowfs publish).
 type Remote struct {
-	// Addr is the master's HOST:PORT.
+	// Addr is the master's HOST:PORT, or s3://BUCKET/PREFIX.
 	Addr string `json:"addr"`
 	// Path is the subtree of the export to mount; "" is all of it.
 	Path string `json:"path,omitempty"`
+	// S3Endpoint and S3CA, for a bucket, are the object store's URL
+	// (else AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS S3) and a CA
+	// (PEM file) to trust for its TLS.
+	S3Endpoint string `json:"s3_endpoint,omitempty"`
+	S3CA       string `json:"s3_ca,omitempty"`
 	// Token is the master's bearer token; TokenFile a file holding it.
 	Token     string `json:"token,omitempty"`
 	TokenFile string `json:"token_file,omitempty"`
@@ -173,7 +182,7 @@ func (s Spec) withDefaults() (Spec, error) {
 			rc.IOTimeout = DefaultIOTimeout
 		}
 		s.Lower.Remote = &rc
-		if err := absPaths(&rc.TokenFile, &rc.TLSCA); err != nil {
+		if err := absPaths(&rc.TokenFile, &rc.TLSCA, &rc.S3CA); err != nil {
 			return s, err
 		}
 	}
@@ -296,8 +305,14 @@ func (s Spec) validateLower() error {
 // validate checks a remote lower's fields; restore says it names a
 // snapshot on the master.
 func (r *Remote) validate(restore bool) error {
-	if _, port, err := net.SplitHostPort(r.Addr); err != nil || port == "" {
-		return fmt.Errorf("--remote %q: want HOST:PORT (cowfs serve listens on :7420 unless told otherwise)", r.Addr)
+	if r.IsBucket() {
+		if err := r.validateBucket(restore); err != nil {
+			return err
+		}
+	} else if _, port, err := net.SplitHostPort(r.Addr); err != nil || port == "" {
+		return fmt.Errorf("--remote %q: want HOST:PORT (cowfs serve listens on :7420 unless told otherwise) or s3://BUCKET/PREFIX", r.Addr)
+	} else if r.S3Endpoint != "" || r.S3CA != "" {
+		return errors.New("--s3-endpoint and --s3-ca apply only to --remote s3://BUCKET/PREFIX")
 	}
 	if restore && r.Path != "" {
 		return errors.New("--path does not apply to a restore")
@@ -322,12 +337,36 @@ func (r *Remote) validate(restore bool) error {
 			return fmt.Errorf("version: %w", err)
 		}
 	}
-	for _, p := range []string{r.TokenFile, r.TLSCA} {
+	for _, p := range []string{r.TokenFile, r.TLSCA, r.S3CA} {
 		if p == "" {
 			continue
 		}
 		if _, err := os.Stat(p); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// IsBucket says the remote is a bucket's versions (s3://...), not a
+// master.
+func (r *Remote) IsBucket() bool { return strings.HasPrefix(r.Addr, "s3://") }
+
+// validateBucket checks what a bucket remote cannot take; the bucket
+// itself is looked at when it is opened.
+func (r *Remote) validateBucket(restore bool) error {
+	if _, _, err := s3store.ParseURL(r.Addr); err != nil {
+		return fmt.Errorf("--remote: %w", err)
+	}
+	switch {
+	case restore:
+		return errors.New("restoring a snapshot from a bucket is not supported yet: restore from a master, or from this machine's state directory")
+	case r.Token != "" || r.TokenFile != "" || r.TLSCA != "":
+		return errors.New("a token and --tls-ca apply to a master; a bucket takes the AWS credentials and --s3-ca")
+	}
+	if r.S3Endpoint != "" {
+		if u, err := url.Parse(r.S3Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--s3-endpoint %q is not an http:// or https:// URL", r.S3Endpoint)
 		}
 	}
 	return nil

@@ -46,7 +46,7 @@ type mountFlags struct {
 func newMountCmd(g *globals) *cobra.Command {
 	f := &mountFlags{}
 	cmd := &cobra.Command{
-		Use:   "mount MNT (--lower DIR | --remote ADDR)",
+		Use:   "mount MNT (--lower DIR | --remote ADDR|s3://BUCKET/PREFIX)",
 		Short: "Mount a copy-on-write workspace at MNT",
 		Long: `Mount a workspace at MNT: DIR read-only beneath a private writable upper.
 
@@ -68,7 +68,13 @@ every mount of that state directory. It returns 0 only once the export's root
 was fetched and verified; an unreachable master or a refused token fails the
 mount with a message. A read the master cannot serve within --io-timeout gets
 EIO. Mounting the same MNT again mounts the same version, since its upper was
-made over it; a new mountpoint gets the master's newest version.`,
+made over it; a new mountpoint gets the master's newest version.
+
+With --remote s3://BUCKET/PREFIX the lower is the newest version cowfs
+publish made visible there, with no master: read and pinned the same way,
+--path a subtree of it. Credentials, region and endpoint come from the AWS
+environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE,
+AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, or --s3-endpoint).`,
 		Example: `  # a workspace over a spider's code
   cowfs mount /root/crawlab_workspace/spider1 --lower /srv/spiders/spider1
 
@@ -76,7 +82,10 @@ made over it; a new mountpoint gets the master's newest version.`,
   cowfs mount /mnt/ws --lower /srv/base --upper /data/ws/upper --work /data/ws/work --foreground --debug
 
   # a workspace over the master's export of spider1, fetched lazily
-  cowfs mount /root/crawlab_workspace/spider1 --remote master:7420 --path spider1 --token-file /etc/cowfs/token`,
+  cowfs mount /root/crawlab_workspace/spider1 --remote master:7420 --path spider1 --token-file /etc/cowfs/token
+
+  # the newest version published to a bucket
+  cowfs mount /root/crawlab_workspace/spider1 --remote s3://cowfs/spiders/spider1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.timeoutSet = cmd.Flags().Changed("timeout")

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -23,12 +24,14 @@ type remoteFlags struct {
 	prefetch  bool
 	cacheSize string
 	ioTimeout time.Duration
+	// s3Endpoint and s3CA reach a bucket (--remote s3://BUCKET/PREFIX).
+	s3Endpoint, s3CA string
 	// changed reports whether a flag was given (nil: none was).
 	changed func(name string) bool
 }
 
 // remoteOnly are the flags that mean something only with --remote.
-var remoteOnly = []string{"path", "token-file", "tls-ca", "prefetch", "cache-size", "io-timeout"}
+var remoteOnly = []string{"path", "token-file", "tls-ca", "prefetch", "cache-size", "io-timeout", "s3-endpoint", "s3-ca"}
 
 // checkLocal refuses, for a mount without --remote, the flags that would
 // have no effect there: someone who gives --token-file meant a remote.
@@ -45,13 +48,15 @@ func (r *remoteFlags) checkLocal() error {
 }
 
 func (r *remoteFlags) register(fl *pflag.FlagSet) {
-	fl.StringVar(&r.addr, "remote", "", "mount the export of the master at ADDR (host:port, see cowfs serve) instead of --lower")
+	fl.StringVar(&r.addr, "remote", "", "mount the export of the master at ADDR (host:port, see cowfs serve), or the newest version published to s3://BUCKET/PREFIX (see cowfs publish), instead of --lower")
 	fl.StringVar(&r.path, "path", "", "with --remote: mount only this subtree of the export")
 	fl.StringVar(&r.tokenFile, "token-file", "", "with --remote: file holding the master's bearer token")
 	fl.StringVar(&r.tlsCA, "tls-ca", "", "with --remote: use TLS, checking the master's certificate against this CA (PEM)")
 	fl.BoolVar(&r.prefetch, "prefetch", false, "with --remote: fetch the whole version in the background (reads go first); see cowfs status")
 	fl.StringVar(&r.cacheSize, "cache-size", "", "with --remote: evict cached chunks the master can give again beyond this size (e.g. 20G; default: no limit; "+sizeHelp+")")
 	fl.DurationVar(&r.ioTimeout, "io-timeout", cowfs.DefaultIOTimeout, "with --remote: a read the master cannot serve in this time fails with EIO")
+	fl.StringVar(&r.s3Endpoint, "s3-endpoint", "", "with --remote s3://...: the object store's URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS S3)")
+	fl.StringVar(&r.s3CA, "s3-ca", "", "with --remote s3://...: trust this CA (PEM) for the object store's TLS")
 }
 
 // spec returns the remote lower the flags give; cowfs.Spec.Validate
@@ -64,12 +69,16 @@ func (r *remoteFlags) spec() (*cowfs.Remote, error) {
 	return &cowfs.Remote{
 		Addr: r.addr, Path: r.path, TokenFile: r.tokenFile, TLSCA: r.tlsCA,
 		CacheSize: cacheSize, Prefetch: r.prefetch, IOTimeout: r.ioTimeout,
+		S3Endpoint: r.s3Endpoint, S3CA: r.s3CA,
 	}, nil
 }
 
 // check validates the flags before anything is started, and makes paths
 // absolute for the daemon.
 func (r *remoteFlags) check() error {
+	if strings.HasPrefix(r.addr, "s3://") {
+		return fmt.Errorf("--remote %s: only mount reads from a bucket yet; push and repair need a master (HOST:PORT)", r.addr)
+	}
 	if _, port, err := net.SplitHostPort(r.addr); err != nil || port == "" {
 		return fmt.Errorf("--remote %q: want HOST:PORT (cowfs serve listens on :7420 unless told otherwise)", r.addr)
 	}

@@ -105,6 +105,8 @@ func ParseURL(u string) (bucket, prefix string, err error) {
 type Stats struct {
 	Gets, Puts, Heads, Lists int64
 	BytesIn, BytesOut        int64
+	// Retries counts attempts made again after one failed.
+	Retries int64
 }
 
 // Store is a bucket prefix holding objects and versions.
@@ -114,6 +116,7 @@ type Store struct {
 	endpoint string // for messages
 
 	gets, puts, heads, lists, bytesIn, bytesOut atomic.Int64
+	retries                                     *atomic.Int64
 }
 
 var _ object.Store = (*Store)(nil)
@@ -135,6 +138,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	retries := new(atomic.Int64)
 	endpoint := cfg.Endpoint
 	if endpoint == "" {
 		endpoint = os.Getenv("AWS_ENDPOINT_URL_S3")
@@ -162,10 +166,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	opts := []func(*config.LoadOptions) error{
 		config.WithHTTPClient(httpClient),
 		config.WithRetryer(func() aws.Retryer {
-			return retry.NewStandard(func(o *retry.StandardOptions) {
+			return countingRetryer{retry.NewStandard(func(o *retry.StandardOptions) {
 				o.MaxAttempts = cfg.MaxAttempts
 				o.MaxBackoff = 2 * time.Second
-			})
+			}), retries}
 		}),
 		// Every object is checked against its digest on read; the
 		// SDK's own checksums add nothing and some stores lack them.
@@ -198,7 +202,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if endpoint == "" {
 		endpoint = "AWS S3 in " + awsCfg.Region
 	}
-	s := &Store{cfg: cfg, client: client, endpoint: endpoint}
+	s := &Store{cfg: cfg, client: client, endpoint: endpoint, retries: retries}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	s.lists.Add(1)
@@ -222,7 +226,19 @@ func (s *Store) URL() string {
 // Stats returns the request counts so far.
 func (s *Store) Stats() Stats {
 	return Stats{Gets: s.gets.Load(), Puts: s.puts.Load(), Heads: s.heads.Load(), Lists: s.lists.Load(),
-		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load()}
+		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Retries: s.retries.Load()}
+}
+
+// countingRetryer counts the retries the SDK makes, for Stats: a retry
+// is decided by asking for its delay.
+type countingRetryer struct {
+	aws.RetryerV2
+	n *atomic.Int64
+}
+
+func (r countingRetryer) RetryDelay(attempt int, err error) (time.Duration, error) {
+	r.n.Add(1)
+	return r.RetryerV2.RetryDelay(attempt, err)
 }
 
 // key is the object key of rel under the prefix.

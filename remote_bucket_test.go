@@ -1,0 +1,363 @@
+package cowfs_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/cowfs/cowfs"
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote/s3store"
+	"github.com/cowfs/cowfs/remote/s3store/s3test"
+)
+
+// bucketExport writes a small spider tree: a multi-chunk file, nested
+// directories, an empty file.
+func bucketExport(t *testing.T) string {
+	t.Helper()
+	exp := t.TempDir()
+	for p, n := range map[string]int{
+		"top": 5000, "big": 3<<20 + 17, "spider/run.py": 100, "spider/pkg/__init__.py": 0,
+		"spider/pkg/deep/mod.py": 3000, "other/x": 10,
+	} {
+		writeFile(t, filepath.Join(exp, p), randBytes(n), 0o644)
+	}
+	return exp
+}
+
+// publishTo publishes dir to url at srv, as cowfs publish does, and
+// returns the new version.
+func publishTo(t *testing.T, srv *s3test.Server, url, dir string) object.Digest {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bucket, prefix, err := s3store.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: prefix, Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s3store.Publish(ctx, st, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatalf("publish %s: %v", dir, err)
+	}
+	return res.Version
+}
+
+// mountBucket mounts url (Path sub) at a new mountpoint with its own
+// state directory unless state is given; the workspace is closed on
+// cleanup.
+func mountBucket(t *testing.T, srv *s3test.Server, url, sub, state, mnt string, ioTimeout time.Duration) (*cowfs.Workspace, error) {
+	t.Helper()
+	if state == "" {
+		state = t.TempDir()
+	}
+	if mnt == "" {
+		mnt = filepath.Join(t.TempDir(), "mnt")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: state,
+		Lower: cowfs.Lower{Remote: &cowfs.Remote{Addr: url, Path: sub, S3Endpoint: srv.Endpoint, IOTimeout: ioTimeout}}})
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws, nil
+}
+
+// sums returns the checksum of every regular file under dir, by path.
+func sums(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := within(t, 2*time.Minute, "read "+dir, func() error {
+		return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			if fi.Mode().IsRegular() {
+				rel, _ := filepath.Rel(dir, p)
+				out[rel] = sha(t, p)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameSums(t *testing.T, what string, got, want map[string]string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Errorf("%s: %d files, want %d", what, len(got), len(want))
+	}
+	for p, s := range want {
+		if got[p] != s {
+			t.Errorf("%s: %s has checksum %.12s, want %.12s", what, p, got[p], s)
+		}
+	}
+}
+
+// A published version mounts from the bucket with no master: three
+// workers, each with its own state directory, read the same bytes; a
+// worker keeps the version it mounted while a new one is published, and
+// a remount of its mountpoint too, while a new mount gets the new one;
+// --path mounts a subtree; bad input is refused with nothing mounted.
+func TestBucketMount(t *testing.T) {
+	srv := s3test.Run(t)
+	srv.Env(t)
+	url := "s3://" + srv.Bucket(t) + "/spiders"
+	exp := bucketExport(t)
+	v1 := publishTo(t, srv, url, exp)
+	want := sums(t, exp)
+
+	var first *cowfs.Workspace
+	var firstState string
+	for i := range 3 {
+		state := t.TempDir()
+		ws, err := mountBucket(t, srv, url, "", state, "", 10*time.Second)
+		if err != nil {
+			t.Fatalf("worker %d: mount: %v", i, err)
+		}
+		if got := ws.Status().Version; got != v1.String() {
+			t.Errorf("worker %d mounted version %s, want %s", i, got, v1)
+		}
+		sameSums(t, "worker "+string(rune('0'+i)), sums(t, ws.Dir()), want)
+		if st := ws.Status(); st.Remote == nil || st.Remote.BytesFetched < 3<<20 {
+			t.Errorf("worker %d status: %+v, want the bytes fetched counted", i, st.Remote)
+		}
+		if i == 0 {
+			first, firstState = ws, state
+		}
+	}
+
+	t.Run("new version", func(t *testing.T) {
+		v1top := want["top"]
+		writeFile(t, filepath.Join(exp, "top"), randBytes(6000), 0o644)
+		v2 := publishTo(t, srv, url, exp)
+		if got := sha(t, filepath.Join(first.Dir(), "top")); got != v1top || first.Status().Version != v1.String() {
+			t.Errorf("a mount of v1 shows top %.12s at version %s after v2 was published; want v1's", got, first.Status().Version)
+		}
+		ws, err := mountBucket(t, srv, url, "", "", "", 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ws.Status().Version != v2.String() || sha(t, filepath.Join(ws.Dir(), "top")) != sha(t, filepath.Join(exp, "top")) {
+			t.Errorf("a new mount: version %s, want v2 %s with its top", ws.Status().Version, v2)
+		}
+		// The upper of the first mount was made over v1: mounting its
+		// mountpoint again keeps v1.
+		mnt := first.Dir()
+		if err := first.Close(); err != nil {
+			t.Fatal(err)
+		}
+		again, err := mountBucket(t, srv, url, "", firstState, mnt, 10*time.Second)
+		if err != nil {
+			t.Fatalf("remount: %v", err)
+		}
+		if again.Status().Version != v1.String() || sha(t, filepath.Join(mnt, "top")) != v1top {
+			t.Errorf("remount: version %s, want v1 %s", again.Status().Version, v1)
+		}
+		// A snapshot stays here: a push to the bucket is refused.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := again.Snapshot(ctx, "cp"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := again.Push(ctx, "cp"); err == nil || !strings.Contains(err.Error(), "not supported yet") {
+			t.Errorf("push from a mount of a bucket: %v, want not supported yet", err)
+		}
+	})
+
+	t.Run("path", func(t *testing.T) {
+		ws, err := mountBucket(t, srv, url, "spider", "", "", 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := sums(t, ws.Dir())
+		if len(got) != 3 || got["pkg/deep/mod.py"] != want["spider/pkg/deep/mod.py"] || got["run.py"] != want["spider/run.py"] {
+			t.Errorf("--path spider shows %v", got)
+		}
+		if st := ws.Status(); !strings.Contains(st.Source, "path spider") {
+			t.Errorf("status source %q, want the path named", st.Source)
+		}
+		// A refused path changes nothing: the same mountpoint then
+		// mounts another path.
+		state, mnt := t.TempDir(), filepath.Join(t.TempDir(), "mnt")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, bad := range []string{"nope", "top", "spider/run.py"} {
+			if _, err := mountBucket(t, srv, url, bad, state, mnt, 10*time.Second); err == nil {
+				t.Errorf("--path %s mounted", bad)
+			} else {
+				t.Logf("--path %s: %v", bad, err)
+			}
+		}
+		if _, err := mountBucket(t, srv, url, "other", state, mnt, 10*time.Second); err != nil {
+			t.Errorf("--path other after refused paths: %v", err)
+		}
+	})
+
+	t.Run("damaged", func(t *testing.T) {
+		durl := url + "-damaged"
+		dir := t.TempDir()
+		content := randBytes(100 << 10)
+		writeFile(t, filepath.Join(dir, "f"), content, 0o644)
+		publishTo(t, srv, durl, dir)
+		blob, err := object.EncodeBlob(content)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bucket, prefix, _ := s3store.ParseURL(durl)
+		key := prefix + "/objects/" + strings.TrimPrefix(object.Sum(blob).String(), "sha256-")
+		damaged := append([]byte(nil), blob...)
+		damaged[len(damaged)-1] ^= 1
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
+			Body: bytes.NewReader(damaged)}); err != nil {
+			t.Fatal(err)
+		}
+		ws, err := mountBucket(t, srv, durl, "", "", "", 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = within(t, time.Minute, "read f", func() error {
+			_, err := os.ReadFile(filepath.Join(ws.Dir(), "f"))
+			return err
+		})
+		if !errors.Is(err, syscall.EIO) {
+			t.Errorf("read of a file whose chunk is damaged in the bucket: %v, want EIO", err)
+		}
+		if st := ws.Status().Remote; st == nil || st.Corrupt == 0 {
+			t.Errorf("status: %+v, want the damage counted", st)
+		}
+	})
+
+	t.Run("refused", func(t *testing.T) {
+		for _, c := range []struct{ url, want string }{
+			{"s3://", "names no bucket"},
+			{"s3://b/../x", "empty, . or .. part"},
+			{"s3://no-such-bucket-cowfs/p", "does not exist"},
+		} {
+			mnt := filepath.Join(t.TempDir(), "mnt")
+			if err := os.Mkdir(mnt, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			state := t.TempDir()
+			_, err := mountBucket(t, srv, c.url, "", state, mnt, 5*time.Second)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("mount of %s: %v, want %q", c.url, err, c.want)
+			}
+			if b, _ := os.ReadFile("/proc/mounts"); strings.Contains(string(b), mnt) {
+				t.Errorf("mount of %s failed but left %s mounted", c.url, mnt)
+			}
+		}
+	})
+}
+
+// With the bucket's storage stopped, what this machine cached still
+// reads; what it did not fails with EIO within --io-timeout, never
+// hangs; once the storage is back, it reads again.
+func TestBucketStorageStopped(t *testing.T) {
+	srv := s3test.Run(t)
+	srv.Env(t)
+	url := "s3://" + srv.Bucket(t) + "/p"
+	exp := t.TempDir()
+	writeFile(t, filepath.Join(exp, "cached"), randBytes(2<<20), 0o644)
+	writeFile(t, filepath.Join(exp, "uncached"), randBytes(2<<20), 0o644)
+	publishTo(t, srv, url, exp)
+	const ioTimeout = 3 * time.Second
+	bound := ioTimeout*12/10 + 500*time.Millisecond
+	ws, err := mountBucket(t, srv, url, "", "", "", ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha(t, filepath.Join(exp, "cached"))
+	if got := sha(t, filepath.Join(ws.Dir(), "cached")); got != want {
+		t.Fatalf("cached: checksum %.12s, want %.12s", got, want)
+	}
+	// Stat the other file now: its file object is fetched with it.
+	if _, err := os.Stat(filepath.Join(ws.Dir(), "uncached")); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	dropCaches(t, ws.Dir())
+	if got := sha(t, filepath.Join(ws.Dir(), "cached")); got != want {
+		t.Errorf("cached, with the storage stopped: checksum %.12s, want %.12s", got, want)
+	}
+	// Past the cache's memory of a failure (read-ahead may have asked
+	// already): the read asks the bucket itself.
+	time.Sleep(2500 * time.Millisecond)
+	start := time.Now()
+	err = within(t, time.Minute, "read uncached", func() error {
+		_, err := os.ReadFile(filepath.Join(ws.Dir(), "uncached"))
+		return err
+	})
+	took := time.Since(start)
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("uncached, with the storage stopped: %v, want EIO", err)
+	}
+	if took > bound {
+		t.Errorf("uncached read failed after %v; --io-timeout %v allows %v", took.Round(time.Millisecond), ioTimeout, bound)
+	}
+	t.Logf("uncached: %v after %v", err, took.Round(time.Millisecond))
+
+	if testing.Short() {
+		// Restarting SeaweedFS takes most of the test's time.
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := srv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var b []byte
+		err := within(t, time.Minute, "read uncached again", func() (err error) {
+			b, err = os.ReadFile(filepath.Join(ws.Dir(), "uncached"))
+			return err
+		})
+		if err == nil {
+			if object.Sum(b) != object.Sum(mustRead(t, filepath.Join(exp, "uncached"))) {
+				t.Fatal("uncached, once the storage is back: wrong bytes")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("uncached, once the storage is back: %v", err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
