@@ -219,62 +219,69 @@ func TestBucketMount(t *testing.T) {
 		}
 	})
 
-	t.Run("damaged", func(t *testing.T) {
-		durl := url + "-damaged"
-		dir := t.TempDir()
-		content := randBytes(100 << 10)
-		writeFile(t, filepath.Join(dir, "f"), content, 0o644)
-		publishTo(t, srv, durl, dir)
-		blob, err := object.EncodeBlob(content)
-		if err != nil {
-			t.Fatal(err)
-		}
-		bucket, prefix, _ := s3store.ParseURL(durl)
-		key := prefix + "/objects/" + strings.TrimPrefix(object.Sum(blob).String(), "sha256-")
-		damaged := append([]byte(nil), blob...)
-		damaged[len(damaged)-1] ^= 1
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if _, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
-			Body: bytes.NewReader(damaged)}); err != nil {
-			t.Fatal(err)
-		}
-		ws, err := mountBucket(t, srv, durl, "", "", "", 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = within(t, time.Minute, "read f", func() error {
-			_, err := os.ReadFile(filepath.Join(ws.Dir(), "f"))
-			return err
-		})
-		if !errors.Is(err, syscall.EIO) {
-			t.Errorf("read of a file whose chunk is damaged in the bucket: %v, want EIO", err)
-		}
-		if st := ws.Status().Remote; st == nil || st.Corrupt == 0 {
-			t.Errorf("status: %+v, want the damage counted", st)
-		}
-	})
+	t.Run("damaged", func(t *testing.T) { bucketChunkDamaged(t, srv, url+"-damaged") })
 
-	t.Run("refused", func(t *testing.T) {
-		for _, c := range []struct{ url, want string }{
-			{"s3://", "names no bucket"},
-			{"s3://b/../x", "empty, . or .. part"},
-			{"s3://no-such-bucket-cowfs/p", "does not exist"},
-		} {
-			mnt := filepath.Join(t.TempDir(), "mnt")
-			if err := os.Mkdir(mnt, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			state := t.TempDir()
-			_, err := mountBucket(t, srv, c.url, "", state, mnt, 5*time.Second)
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("mount of %s: %v, want %q", c.url, err, c.want)
-			}
-			if b, _ := os.ReadFile("/proc/mounts"); strings.Contains(string(b), mnt) {
-				t.Errorf("mount of %s failed but left %s mounted", c.url, mnt)
-			}
-		}
+	t.Run("refused", func(t *testing.T) { bucketMountRefused(t, srv) })
+}
+
+// bucketChunkDamaged: a chunk damaged in the bucket at durl is never
+// served through a mount, and the damage is counted.
+func bucketChunkDamaged(t *testing.T, srv *s3test.Server, durl string) {
+	dir := t.TempDir()
+	content := randBytes(100 << 10)
+	writeFile(t, filepath.Join(dir, "f"), content, 0o644)
+	publishTo(t, srv, durl, dir)
+	blob, err := object.EncodeBlob(content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bucket, prefix, _ := s3store.ParseURL(durl)
+	key := prefix + "/objects/" + strings.TrimPrefix(object.Sum(blob).String(), "sha256-")
+	damaged := append([]byte(nil), blob...)
+	damaged[len(damaged)-1] ^= 1
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
+		Body: bytes.NewReader(damaged)}); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := mountBucket(t, srv, durl, "", "", "", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = within(t, time.Minute, "read f", func() error {
+		_, err := os.ReadFile(filepath.Join(ws.Dir(), "f"))
+		return err
 	})
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of a file whose chunk is damaged in the bucket: %v, want EIO", err)
+	}
+	if st := ws.Status().Remote; st == nil || st.Corrupt == 0 {
+		t.Errorf("status: %+v, want the damage counted", st)
+	}
+}
+
+// bucketMountRefused: a bad URL or a missing bucket is refused with its
+// message, and nothing is mounted.
+func bucketMountRefused(t *testing.T, srv *s3test.Server) {
+	for _, c := range []struct{ url, want string }{
+		{"s3://", "names no bucket"},
+		{"s3://b/../x", "empty, . or .. part"},
+		{"s3://no-such-bucket-cowfs/p", "does not exist"},
+	} {
+		mnt := filepath.Join(t.TempDir(), "mnt")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		state := t.TempDir()
+		_, err := mountBucket(t, srv, c.url, "", state, mnt, 5*time.Second)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("mount of %s: %v, want %q", c.url, err, c.want)
+		}
+		if b, _ := os.ReadFile("/proc/mounts"); strings.Contains(string(b), mnt) {
+			t.Errorf("mount of %s failed but left %s mounted", c.url, mnt)
+		}
+	}
 }
 
 // With the bucket's storage stopped, what this machine cached still
