@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/fs"
@@ -46,6 +48,9 @@ type controlReply struct {
 	Warmup *object.PrefetchProgress `json:"warmup,omitempty"`
 	// More says that this reply tells progress and another follows.
 	More bool `json:"more,omitempty"`
+	// peerPid is the replying process as the caller's pid namespace
+	// sees it (SO_PEERCRED); 0 when unknown.
+	peerPid int
 }
 
 // SnapshotResult describes a snapshot just taken.
@@ -236,6 +241,11 @@ func (c Control) Status(ctx context.Context) (*Status, error) {
 	if rep.Status == nil {
 		return nil, errors.New("the mount process sent no status")
 	}
+	// The mount process knows its pid in its own pid namespace (1 as a
+	// container's entrypoint); the kernel gives the caller's view of it.
+	if rep.peerPid > 0 {
+		rep.Status.Pid = rep.peerPid
+	}
 	return rep.Status, nil
 }
 
@@ -272,6 +282,7 @@ func (c Control) callEach(ctx context.Context, req controlRequest, progress func
 		return nil, fmt.Errorf("%w (%s): %v", ErrNoWorkspace, c.Socket, err)
 	}
 	defer conn.Close()
+	peer := peerPid(conn)
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 		req.Deadline = dl
@@ -296,8 +307,30 @@ func (c Control) callEach(ctx context.Context, req controlRequest, progress func
 			progress(&rep)
 		}
 	}
+	rep.peerPid = peer
 	if rep.Error != "" {
 		return &rep, errors.New(rep.Error)
 	}
 	return &rep, nil
+}
+
+// peerPid returns the pid of the process at the other end of a unix
+// socket connection, as this process's pid namespace sees it; 0 if it
+// cannot tell.
+func peerPid(conn net.Conn) int {
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		return 0
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	pid := 0
+	raw.Control(func(fd uintptr) {
+		if cred, err := unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED); err == nil {
+			pid = int(cred.Pid)
+		}
+	})
+	return pid
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -191,6 +192,17 @@ func TestPID1StaysInForeground(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(e.mnt, "run.sh")); err != nil || !strings.Contains(string(b), "echo ran") {
 		t.Fatalf("read through the mount: %q, %v", b, err)
+	}
+	// Status names the mount process as this pid namespace sees it, not
+	// the 1 it is in its own: cowfs unmount waits for that pid to exit.
+	st, code := run(t, "--state", e.state, "status", e.mnt, "--json")
+	var got struct {
+		Pid int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(st), &got); code != 0 || err != nil || got.Pid <= 1 {
+		t.Errorf("status of the mount of a PID 1 cowfs: exit %d, pid %d (%v): %s", code, got.Pid, err, st)
+	} else if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", got.Pid)); err != nil || !strings.Contains(string(b), "mount") {
+		t.Errorf("status pid %d is not the mount process: %q, %v", got.Pid, b, err)
 	}
 	if out, code := run(t, "unmount", e.mnt); code != 0 {
 		t.Fatalf("unmount: exit %d: %s", code, out)
