@@ -142,3 +142,44 @@ func TestBucketCheckpointCLI(t *testing.T) {
 		t.Error("a refused restore left a mount")
 	}
 }
+
+// cowfs gc --remote s3://... keeps what the published version reaches and
+// says so; a bad URL is a usage error.
+func TestBucketGCCLI(t *testing.T) {
+	srv := s3test.Run(t)
+	bucket := srv.Bucket(t)
+	srv.Env(t)
+	e := newEnv(t)
+	url := "s3://" + bucket + "/spiders"
+	if _, stderr, code := publishJSON(t, "--state", e.state, "publish", e.lower, url); code != 0 {
+		t.Fatalf("publish: exit %d: %s", code, stderr)
+	}
+	for _, dry := range []string{"--dry-run", "--grace=0s"} {
+		out := cli(t, e.state, "gc", "--remote", url, "--grace", "0s", dry, "--json")
+		res := jsonLines[struct {
+			Versions     int  `json:"versions"`
+			Checkpoints  int  `json:"checkpoints"`
+			Live         int  `json:"live"`
+			Removed      int  `json:"removed"`
+			Young        int  `json:"young"`
+			DryRun       bool `json:"dry_run"`
+			GraceSeconds int  `json:"grace_seconds"`
+		}](t, out)
+		if len(res) != 1 || res[0].Versions != 1 || res[0].Live == 0 || res[0].Removed != 0 {
+			t.Errorf("gc %s --json: %s", dry, out)
+		}
+	}
+	if out, code := run(t, "--state", e.state, "gc", "--remote", "s3:///p"); code != exitUsage || !strings.Contains(out, "names no bucket") {
+		t.Errorf("gc of a bad URL: exit %d: %s", code, out)
+	}
+	if out, code := run(t, "--state", e.state, "gc", "--remote", url, "--grace", "-1s"); code != exitUsage {
+		t.Errorf("gc --grace -1s: exit %d: %s", code, out)
+	}
+	// The mount reads the version whole after gc.
+	state := t.TempDir()
+	cli(t, state, "mount", e.mnt, "--remote", url)
+	if got, err := os.ReadFile(filepath.Join(e.mnt, "run.sh")); err != nil || string(got) != "#!/bin/sh\necho ran\n" {
+		t.Errorf("run.sh after gc: %q, %v", got, err)
+	}
+	unmountCLI(t, e.mnt)
+}

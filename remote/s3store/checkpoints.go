@@ -100,6 +100,12 @@ func (s *Store) Push(ctx context.Context, local object.GetPutter, snap refs.Snap
 	if err != nil {
 		return 0, fmt.Errorf("push %s: %w", snap.Name, err)
 	}
+	// From the listing to the key, no gc of the bucket runs (locks).
+	unlock, err := s.lockForWrite(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	prog, err := uploadMissing(ctx, s, local, reached, 16, func(PublishProgress) {})
 	if err != nil {
 		return 0, fmt.Errorf("push %s: %w", snap.Name, err)

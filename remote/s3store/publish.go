@@ -104,6 +104,12 @@ func Publish(ctx context.Context, dst *Store, local *object.DirStore, dir string
 	}
 
 	report(PublishProgress{Phase: "listing", Objects: int64(len(reached))})
+	// From the listing to the key, no gc of the bucket runs (locks).
+	unlock, err := dst.lockForWrite(ctx)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	defer unlock()
 	prog, err := uploadMissing(ctx, dst, local, reached, opts.Concurrency, report)
 	if err != nil {
 		return PublishResult{}, err
