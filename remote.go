@@ -52,18 +52,16 @@ var (
 	_ versionSource = s3store.Source{}
 )
 
-// errPushBucket answers a push from a mount of a bucket.
-var errPushBucket = errors.New("pushing a snapshot to a bucket is not supported yet: snapshots of a mount of a bucket stay in this machine's state directory")
-
 // remoteLower is a remote lower being opened: its source and cache, and
 // the spec it serves.
 type remoteLower struct {
 	s   Spec
 	r   *Remote
 	src versionSource
-	// master is src when it is a master (push, restore); nil for a
-	// bucket.
+	// master is src when it is a master, bucket the store when src is
+	// a bucket: a push and a restore go to whichever it is.
 	master *remote.Client
+	bucket *s3store.Store
 	// within is the subtree mounted within the version: a bucket's
 	// versions are of the whole published tree, a master resolves the
 	// subtree to a version of its own.
@@ -89,8 +87,9 @@ func (rl *remoteLower) name() string {
 // counters). It returns once the export's root was fetched and verified,
 // with what closes the cache and the client; the caller pins the version.
 //
-// With a snapshot in s.Lower it restores that snapshot of the master
-// instead: its version comes from the master's ref, beneath a fresh upper.
+// With a snapshot in s.Lower it restores that snapshot of the master (or
+// checkpoint of the bucket) instead: its version comes from the master's
+// ref (the bucket's checkpoint key), beneath a fresh upper.
 func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.Workspace) (cleanup func(), err error) {
 	s := w.spec
 	rl := &remoteLower{s: s, r: s.Lower.Remote, log: s.Options.Logger}
@@ -110,8 +109,8 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	}
 	var v object.Digest
 	if snap := s.Lower.Snapshot; snap != "" {
-		if v, err = rl.master.GetRef(ctx, snap); err != nil {
-			return nil, fmt.Errorf("master %s: %w", rl.r.Addr, err)
+		if v, err = rl.getRef(ctx, snap); err != nil {
+			return nil, fmt.Errorf("%s: %w", rl.name(), err)
 		}
 		o.Parent = snap
 	} else if v, err = rl.pin(ctx); err != nil {
@@ -135,6 +134,15 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 		return rl.cache.Warm(ctx, root.Object, paths)
 	}
 	return closeAll, nil
+}
+
+// getRef returns the version of snapshot name the source keeps: a
+// master's pushed ref, or a bucket's checkpoint.
+func (rl *remoteLower) getRef(ctx context.Context, name string) (object.Digest, error) {
+	if rl.bucket != nil {
+		return rl.bucket.Checkpoint(ctx, name)
+	}
+	return rl.master.GetRef(ctx, name)
 }
 
 // warmFunc starts fetching what lies beneath paths of a remote lower.
@@ -179,7 +187,7 @@ func (rl *remoteLower) dial(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		src = s
+		src, rl.bucket = s, s.S
 		rl.within, _ = names.CleanRel(rl.r.Path)
 	} else {
 		client, err := rl.dialMaster()
@@ -352,7 +360,7 @@ func (rl *remoteLower) keepRecord() error {
 }
 
 // fill sets o's and w's remote part: the layer at version v, its source,
-// the master to push to and the counters for status.
+// the master or bucket to push to and the counters for status.
 func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v object.Digest) {
 	r, src, cache := rl.r, rl.src, rl.cache
 	o.Lower, o.Fetch, w.version = lower, cache, v
@@ -364,9 +372,10 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 	if snap := rl.s.Lower.Snapshot; snap != "" {
 		w.source = "snapshot " + snap + " of " + r.Addr
 	}
-	w.push = func(context.Context, object.GetPutter, refs.Snapshot) (int, error) { return 0, errPushBucket }
 	if rl.master != nil {
 		w.push = rl.master.Push
+	} else {
+		w.push = rl.bucket.Push
 	}
 	o.FsName = "cowfs:remote:" + r.Addr
 	if sub, _ := names.CleanRel(r.Path); sub != "" {

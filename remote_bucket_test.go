@@ -3,6 +3,8 @@ package cowfs_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/remote/s3store"
 	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
@@ -178,15 +181,6 @@ func TestBucketMount(t *testing.T) {
 		if again.Status().Version != v1.String() || sha(t, filepath.Join(mnt, "top")) != v1top {
 			t.Errorf("remount: version %s, want v1 %s", again.Status().Version, v1)
 		}
-		// A snapshot stays here: a push to the bucket is refused.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if _, err := again.Snapshot(ctx, "cp"); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := again.Push(ctx, "cp"); err == nil || !strings.Contains(err.Error(), "not supported yet") {
-			t.Errorf("push from a mount of a bucket: %v, want not supported yet", err)
-		}
 	})
 
 	t.Run("path", func(t *testing.T) {
@@ -222,6 +216,124 @@ func TestBucketMount(t *testing.T) {
 	t.Run("damaged", func(t *testing.T) { bucketChunkDamaged(t, srv, url+"-damaged") })
 
 	t.Run("refused", func(t *testing.T) { bucketMountRefused(t, srv) })
+}
+
+// restoreBucket restores checkpoint name of the bucket at url at a new
+// mountpoint with a state directory of its own; the workspace is closed
+// on cleanup.
+func restoreBucket(t *testing.T, srv *s3test.Server, url, name string) (*cowfs.Workspace, error) {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),
+		Lower: cowfs.Lower{Snapshot: name, Remote: &cowfs.Remote{Addr: url, S3Endpoint: srv.Endpoint, IOTimeout: 10 * time.Second}}})
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws, nil
+}
+
+// Checkpoints in the bucket, with no master: worker A mounts the
+// published version, writes, snapshots and pushes; worker B, with a state
+// directory of its own, restores the checkpoint and sees A's writes over
+// the published files; B's writes go to B's upper only, so a third
+// restore sees the checkpoint as pushed. The same snapshot pushed again
+// sends nothing; another under the name is refused; a missing name is
+// not found.
+func TestBucketCheckpoint(t *testing.T) {
+	srv := s3test.Run(t)
+	srv.Env(t)
+	url := "s3://" + srv.Bucket(t) + "/spiders"
+	exp := bucketExport(t)
+	publishTo(t, srv, url, exp)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	a, err := mountBucket(t, srv, url, "", "", "", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(a.Dir(), "crawl.db"), []byte("records 1-100"), 0o644)
+	writeFile(t, filepath.Join(a.Dir(), "spider", "run.py"), []byte("changed"), 0o644)
+	if err := os.Remove(filepath.Join(a.Dir(), "other", "x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Snapshot(ctx, "ckpt"); err != nil {
+		t.Fatal(err)
+	}
+	sent, err := a.Push(ctx, "ckpt")
+	if err != nil {
+		t.Fatalf("push to the bucket: %v", err)
+	}
+	// The published chunks are in the bucket: what is sent is what
+	// changed and the directories above it.
+	if sent == 0 || sent > 10 {
+		t.Errorf("push sent %d objects, want what changed only", sent)
+	}
+	if again, err := a.Push(ctx, "ckpt"); err != nil || again != 0 {
+		t.Errorf("the same push again: %d sent, %v; want 0, nil", again, err)
+	}
+	writeFile(t, filepath.Join(a.Dir(), "crawl.db"), []byte("records 1-200"), 0o644)
+	want := sums(t, exp)
+	delete(want, "other/x")
+	want["crawl.db"], want["spider/run.py"] = sha256hex("records 1-100"), sha256hex("changed")
+
+	b, err := restoreBucket(t, srv, url, "ckpt")
+	if err != nil {
+		t.Fatalf("restore from the bucket: %v", err)
+	}
+	sameSums(t, "restore B", sums(t, b.Dir()), want)
+	if st := b.Status(); !strings.Contains(st.Source, "snapshot ckpt of "+url) {
+		t.Errorf("restore status source %q", st.Source)
+	}
+	writeFile(t, filepath.Join(b.Dir(), "crawl.db"), []byte("B's records"), 0o644)
+	writeFile(t, filepath.Join(b.Dir(), "new"), []byte("B's file"), 0o644)
+	if err := os.Remove(filepath.Join(b.Dir(), "top")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := restoreBucket(t, srv, url, "ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameSums(t, "restore C after B wrote", sums(t, c.Dir()), want)
+
+	// A snapshot of the restore pushes to the bucket too, naming its
+	// parent.
+	if _, err := b.Snapshot(ctx, "from-b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Push(ctx, "from-b"); err != nil {
+		t.Fatalf("push of a snapshot of a restore: %v", err)
+	}
+
+	// A's snapshot now is another one: under B's name it is refused.
+	if _, err := a.Snapshot(ctx, "from-b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Push(ctx, "from-b"); !errors.Is(err, s3store.ErrCheckpointExists) {
+		t.Errorf("another snapshot under a taken name: %v, want ErrCheckpointExists", err)
+	}
+	d, err := restoreBucket(t, srv, url, "from-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sums(t, d.Dir()); got["new"] != sha256hex("B's file") || got["top"] != "" {
+		t.Errorf("restore of B's checkpoint: new %.12s, top %.12s; want B's", got["new"], got["top"])
+	}
+
+	if _, err := restoreBucket(t, srv, url, "missing"); err == nil || !errors.Is(err, refs.ErrNotFound) {
+		t.Errorf("restore of a missing checkpoint: %v, want not found", err)
+	}
+}
+
+func sha256hex(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
 }
 
 // bucketChunkDamaged: a chunk damaged in the bucket at durl is never

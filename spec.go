@@ -76,7 +76,7 @@ type Spec struct {
 }
 
 // Lower is exactly one of: a local directory; a remote export; a
-// snapshot, kept in State or (with Remote) on that master.
+// snapshot, kept in State or (with Remote) on that master or bucket.
 type Lower struct {
 	Dir      string  `json:"dir,omitempty"`
 	Remote   *Remote `json:"remote,omitempty"`
@@ -306,7 +306,7 @@ func (s Spec) validateLower() error {
 // snapshot on the master.
 func (r *Remote) validate(restore bool) error {
 	if r.IsBucket() {
-		if err := r.validateBucket(restore); err != nil {
+		if err := r.validateBucket(); err != nil {
 			return err
 		}
 	} else if _, port, err := net.SplitHostPort(r.Addr); err != nil || port == "" {
@@ -354,14 +354,11 @@ func (r *Remote) IsBucket() bool { return strings.HasPrefix(r.Addr, "s3://") }
 
 // validateBucket checks what a bucket remote cannot take; the bucket
 // itself is looked at when it is opened.
-func (r *Remote) validateBucket(restore bool) error {
+func (r *Remote) validateBucket() error {
 	if _, _, err := s3store.ParseURL(r.Addr); err != nil {
 		return fmt.Errorf("--remote: %w", err)
 	}
-	switch {
-	case restore:
-		return errors.New("restoring a snapshot from a bucket is not supported yet: restore from a master, or from this machine's state directory")
-	case r.Token != "" || r.TokenFile != "" || r.TLSCA != "":
+	if r.Token != "" || r.TokenFile != "" || r.TLSCA != "" {
 		return errors.New("a token and --tls-ca apply to a master; a bucket takes the AWS credentials and --s3-ca")
 	}
 	if r.S3Endpoint != "" {

@@ -34,8 +34,8 @@ type Workspace struct {
 	upper, source string
 	version       object.Digest
 	remoteStatus  func() *RemoteStatus
-	// push sends a snapshot to the remote lower's master; nil without
-	// one.
+	// push sends a snapshot to the remote lower's master or bucket;
+	// nil without one.
 	push func(ctx context.Context, store object.GetPutter, s refs.Snapshot) (int, error)
 	// releases undo what Open set up beneath the mount (the lower's
 	// descriptor, a pin, the remote lower's cache and client), run
@@ -248,9 +248,9 @@ func (w *Workspace) Snapshot(ctx context.Context, name string) (*SnapshotResult,
 	return r, err
 }
 
-// Push sends snapshot name, with every object the master lacks, to the
-// master of the workspace's remote lower. It returns how many objects it
-// sent.
+// Push sends snapshot name, with every object the source lacks, to the
+// source of the workspace's remote lower: a master (a pushed ref) or a
+// bucket (a checkpoint key). It returns how many objects it sent.
 func (w *Workspace) Push(ctx context.Context, name string) (int, error) {
 	if w.push == nil {
 		return 0, errors.New("this mount has no master to push to: only a mount --remote can push")

@@ -8,21 +8,33 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/remote/s3store"
 )
 
 func newGCCmd(g *globals) *cobra.Command {
 	var grace time.Duration
 	var dryRun, asJSON bool
+	var bucket string
+	s3f := &s3Flags{}
 	cmd := &cobra.Command{
-		Use:   "gc",
+		Use:   "gc [--remote s3://BUCKET/PREFIX]",
 		Short: "Remove objects no snapshot, restore or live snapshot needs",
 		Long: `Remove objects that no snapshot and no mounted restore reaches. Safe while
 mounts run and snapshots are taken: gc first waits for snapshots in progress,
 keeps every object a snapshot uses while it runs, and keeps unreachable objects
-younger than --grace.`,
-		Example: "  cowfs snapshots rm crawl-old && cowfs gc\n  cowfs gc --dry-run",
+younger than --grace.
+
+With --remote s3://BUCKET/PREFIX it collects the bucket instead: objects no
+published version and no checkpoint reaches, older than --grace. It runs
+only while no publish or push to the bucket does (each takes a lock under
+PREFIX/locks/), and removes nothing if it cannot read every version and
+checkpoint whole.`,
+		Example: "  cowfs snapshots rm crawl-old && cowfs gc\n  cowfs gc --dry-run\n  cowfs gc --remote s3://cowfs/spiders/spider1 --grace 24h",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if bucket != "" {
+				return gcBucket(cmd, s3f, bucket, grace, dryRun, asJSON)
+			}
 			store, d, err := openSnapshots(g.state)
 			if err != nil {
 				return err
@@ -53,5 +65,39 @@ younger than --grace.`,
 	cmd.Flags().DurationVar(&grace, "grace", time.Hour, "keep unreachable objects younger than this")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only say what would be removed")
 	cmd.Flags().BoolVar(&asJSON, "json", false, jsonFlagHelp)
+	cmd.Flags().StringVar(&bucket, "remote", "", "collect the bucket s3://BUCKET/PREFIX instead of the state directory")
+	s3f.register(cmd)
 	return cmd
+}
+
+// gcBucket collects the bucket url names.
+func gcBucket(cmd *cobra.Command, f *s3Flags, url string, grace time.Duration, dryRun, asJSON bool) error {
+	if _, _, err := s3store.ParseURL(url); err != nil {
+		return usageError{fmt.Errorf("--remote: %w", err)}
+	}
+	if grace < 0 {
+		return usagef("--grace must not be negative")
+	}
+	ctx := context.Background()
+	dst, err := f.open(ctx, url)
+	if err != nil {
+		return err
+	}
+	st, err := dst.GC(ctx, grace, dryRun)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(cmd.OutOrStdout(), struct {
+			s3store.GCStats
+			GraceSeconds int64 `json:"grace_seconds"`
+		}{st, int64(grace / time.Second)})
+	}
+	verb := "removed"
+	if dryRun {
+		verb = "would remove"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "gc of %s: %d versions and %d checkpoints reach %d objects, %s %d, kept %d younger than %s\n",
+		url, st.Versions, st.Checkpoints, st.Live, verb, st.Removed, st.Young, grace)
+	return nil
 }

@@ -11,7 +11,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cowfs/cowfs"
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/s3store"
 )
 
 // pushJSON is the line of cowfs push --json.
@@ -25,9 +28,10 @@ func newPushCmd(g *globals) *cobra.Command {
 	var timeout time.Duration
 	var asJSON bool
 	r := &remoteFlags{}
+	s3f := &s3Flags{}
 	cmd := &cobra.Command{
-		Use:   "push NAME [--remote ADDR]",
-		Short: "Send a snapshot to a master, or send it again",
+		Use:   "push NAME [--remote ADDR|s3://BUCKET/PREFIX]",
+		Short: "Send a snapshot to a master or a bucket, or send it again",
 		Long: `Send snapshot NAME of this state directory to a master, with every object
 the master lacks, so that "cowfs restore NAME --remote" works on any worker.
 A push that failed (cowfs snapshot --push, or this command) can be repeated:
@@ -37,10 +41,17 @@ the same name is not an error.
 Without --remote, NAME goes to the master the mount it was taken of was
 mounted from (mount --remote): through that mount while it runs, as it
 holds the master's token; once it is unmounted, straight from the state
-directory, with --token-file and --tls-ca given here.`,
+directory, with --token-file and --tls-ca given here.
+
+With --remote s3://BUCKET/PREFIX (or a mount of a bucket), NAME goes to the
+bucket as a checkpoint: the objects it lacks, then the key
+PREFIX/checkpoints/NAME, last; "cowfs restore NAME MNT --remote
+s3://BUCKET/PREFIX" restores it on any machine. A name the bucket holds for
+another snapshot is refused.`,
 		Example: `  cowfs snapshot /root/crawlab_workspace/spider1 ckpt --push   # failed: master down
   cowfs push ckpt                                               # later, the same master
-  cowfs push ckpt --remote master2:7420 --token-file /etc/cowfs/token`,
+  cowfs push ckpt --remote master2:7420 --token-file /etc/cowfs/token
+  cowfs push ckpt --remote s3://cowfs/spiders/spider1`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			store, d, err := openSnapshots(g.state)
@@ -74,6 +85,12 @@ directory, with --token-file and --tls-ca given here.`,
 					return fmt.Errorf("push %s through its mount %s: %w", snap.Name, snap.Source, err)
 				}
 			}
+			if strings.HasPrefix(r.addr, "s3://") {
+				if sent, err = pushBucket(ctx, s3f, r.addr, store, snap); err != nil {
+					return err
+				}
+				return printPush(cmd, asJSON, pushJSON{Name: snap.Name, Master: r.addr, ObjectsSent: sent})
+			}
 			if err := r.check(); err != nil {
 				return usageError{err}
 			}
@@ -100,13 +117,27 @@ directory, with --token-file and --tls-ca given here.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&r.addr, "remote", "", "the master at ADDR (host:port); default: the master of the mount the snapshot was taken of")
+	fl.StringVar(&r.addr, "remote", "", "the master at ADDR (host:port), or s3://BUCKET/PREFIX; default: the master or bucket of the mount the snapshot was taken of")
 	fl.StringVar(&r.tokenFile, "token-file", "", "file holding the master's bearer token")
 	fl.StringVar(&r.tlsCA, "tls-ca", "", "use TLS, checking the master's certificate against this CA (PEM)")
 	fl.DurationVar(&r.ioTimeout, "io-timeout", 20*time.Second, "give up on a master that does not answer in this time")
 	fl.DurationVar(&timeout, "timeout", time.Hour, "give up on the whole push after this long")
 	fl.BoolVar(&asJSON, "json", false, jsonFlagHelp)
+	s3f.register(cmd)
 	return cmd
+}
+
+// pushBucket sends snap from store to the bucket url names, as a
+// checkpoint.
+func pushBucket(ctx context.Context, f *s3Flags, url string, store object.GetPutter, snap refs.Snapshot) (int, error) {
+	if _, _, err := s3store.ParseURL(url); err != nil {
+		return 0, usageError{fmt.Errorf("--remote: %w", err)}
+	}
+	dst, err := f.open(ctx, url)
+	if err != nil {
+		return 0, err
+	}
+	return dst.Push(ctx, store, snap)
 }
 
 func printPush(cmd *cobra.Command, asJSON bool, p pushJSON) error {

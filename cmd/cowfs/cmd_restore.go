@@ -9,7 +9,7 @@ import (
 func newRestoreCmd(g *globals) *cobra.Command {
 	f := &mountFlags{}
 	cmd := &cobra.Command{
-		Use:   "restore NAME MNT [--remote ADDR]",
+		Use:   "restore NAME MNT [--remote ADDR|s3://BUCKET/PREFIX]",
 		Short: "Mount a snapshot read-only beneath a fresh writable layer",
 		Long: `Mount snapshot NAME at MNT beneath a fresh, empty upper. Nothing is copied,
 so a restore takes the same time whatever the snapshot's size. The snapshot's
@@ -19,11 +19,17 @@ at once, each with its own upper; restoring again gives a fresh upper again.
 
 With --remote, NAME is a snapshot on that master (sent there with cowfs
 snapshot --push from any worker): it is fetched lazily and verified like a
-mount --remote, and cached for every mount of this state directory.`,
+mount --remote, and cached for every mount of this state directory. With
+--remote s3://BUCKET/PREFIX, NAME is a checkpoint pushed to that bucket
+(cowfs snapshot --push of a mount of it, or cowfs push --remote s3://...),
+with no master involved.`,
 		Example: `  cowfs restore crawl-2026-11-23T10 /root/crawlab_workspace/spider1-resume
 
   # on another worker, from the master
-  cowfs restore crawl-2026-11-23T10 /root/crawlab_workspace/spider1-resume --remote master:7420 --token-file /etc/cowfs/token`,
+  cowfs restore crawl-2026-11-23T10 /root/crawlab_workspace/spider1-resume --remote master:7420 --token-file /etc/cowfs/token
+
+  # on any machine, from a bucket
+  cowfs restore crawl-2026-11-23T10 /root/crawlab_workspace/spider1-resume --remote s3://cowfs/spiders/spider1`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.snapshot = args[0]

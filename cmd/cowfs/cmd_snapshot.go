@@ -71,12 +71,12 @@ lacks), so that "cowfs restore --remote" works on any worker.`,
 					Pushed int `json:"pushed"`
 				}{r, pushed})
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "pushed %s to the master: %d objects sent\n", args[1], pushed)
+			fmt.Fprintf(cmd.OutOrStdout(), "pushed %s to the mount's master or bucket: %d objects sent\n", args[1], pushed)
 			return nil
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
 	cmd.Flags().BoolVar(&asJSON, "json", false, jsonFlagHelp)
-	cmd.Flags().BoolVar(&push, "push", false, "also send the snapshot to the mount's master (mount --remote only)")
+	cmd.Flags().BoolVar(&push, "push", false, "also send the snapshot to the mount's master or bucket (mount --remote only)")
 	return cmd
 }

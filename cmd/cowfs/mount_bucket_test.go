@@ -66,3 +66,120 @@ func TestMountBucketCLI(t *testing.T) {
 		})
 	}
 }
+
+// Checkpoints in the bucket through the CLI, with no master: snapshot
+// --push of a mount of a bucket, cowfs push of it again (through the
+// live mount, then from the state directory, then with --remote s3://),
+// restore of it on another state directory; another snapshot under the
+// name and a missing name are refused with their message.
+func TestBucketCheckpointCLI(t *testing.T) {
+	srv := s3test.Run(t)
+	bucket := srv.Bucket(t)
+	srv.Env(t)
+	e := newEnv(t)
+	url := "s3://" + bucket + "/spiders"
+	if _, stderr, code := publishJSON(t, "--state", e.state, "publish", e.lower, url); code != 0 {
+		t.Fatalf("publish: exit %d: %s", code, stderr)
+	}
+	state := t.TempDir()
+	cli(t, state, "mount", e.mnt, "--remote", url, "--io-timeout", "10s")
+	if err := os.WriteFile(filepath.Join(e.mnt, "crawl.db"), []byte("records 1-100"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := cli(t, state, "snapshot", e.mnt, "ckpt", "--push")
+	if !strings.Contains(out, "pushed ckpt") {
+		t.Errorf("snapshot --push: %s", out)
+	}
+	if out := cli(t, state, "push", "ckpt"); !strings.Contains(out, "pushed ckpt to "+url+": 0 objects sent") {
+		t.Errorf("push again through the mount: %s", out)
+	}
+	if err := os.WriteFile(filepath.Join(e.mnt, "crawl.db"), []byte("records 1-200"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, state, "snapshot", e.mnt, "later")
+	unmountCLI(t, e.mnt)
+	// From the state directory, to the bucket the mount was over.
+	if out := cli(t, state, "push", "ckpt"); !strings.Contains(out, "0 objects sent") {
+		t.Errorf("push again, unmounted: %s", out)
+	}
+	if out := cli(t, state, "push", "later", "--remote", url, "--s3-endpoint", srv.Endpoint); !strings.Contains(out, "pushed later to "+url) {
+		t.Errorf("push --remote s3://: %s", out)
+	}
+
+	other := t.TempDir()
+	mnt2 := restoreAt(t, other, "ckpt", filepath.Join(t.TempDir(), "resume"), "--remote", url)
+	for p, want := range map[string]string{"crawl.db": "records 1-100", "run.sh": "#!/bin/sh\necho ran\n"} {
+		if got, err := os.ReadFile(filepath.Join(mnt2, p)); err != nil || string(got) != want {
+			t.Errorf("%s restored from the bucket: %q, %v; want %q", p, got, err, want)
+		}
+	}
+	// A snapshot of the restore is another snapshot than the bucket's
+	// "later": under that name it is refused.
+	cli(t, other, "snapshot", mnt2, "later")
+	out, code := run(t, "--state", other, "push", "later", "--remote", url)
+	if code == 0 || !strings.Contains(out, "another snapshot holds the name") {
+		t.Errorf("push of another snapshot under a taken name: exit %d, %q", code, out)
+	}
+	unmountCLI(t, mnt2)
+
+	missing := filepath.Join(t.TempDir(), "m")
+	os.MkdirAll(missing, 0o755)
+	unmountOnCleanup(t, missing)
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--state", t.TempDir(), "restore", "missing", missing, "--remote", url}, exitNotFound, "no checkpoint missing"},
+		{[]string{"--state", state, "push", "later", "--remote", "s3:///p"}, exitUsage, "names no bucket"},
+	} {
+		out, code := run(t, c.args...)
+		if code != c.code || !strings.Contains(out, c.want) {
+			t.Errorf("cowfs %s: exit %d, %q; want %d, saying %q", strings.Join(c.args, " "), code, out, c.code, c.want)
+		}
+	}
+	if mounted(t, missing) {
+		t.Error("a refused restore left a mount")
+	}
+}
+
+// cowfs gc --remote s3://... keeps what the published version reaches and
+// says so; a bad URL is a usage error.
+func TestBucketGCCLI(t *testing.T) {
+	srv := s3test.Run(t)
+	bucket := srv.Bucket(t)
+	srv.Env(t)
+	e := newEnv(t)
+	url := "s3://" + bucket + "/spiders"
+	if _, stderr, code := publishJSON(t, "--state", e.state, "publish", e.lower, url); code != 0 {
+		t.Fatalf("publish: exit %d: %s", code, stderr)
+	}
+	for _, dry := range []string{"--dry-run", "--grace=0s"} {
+		out := cli(t, e.state, "gc", "--remote", url, "--grace", "0s", dry, "--json")
+		res := jsonLines[struct {
+			Versions     int  `json:"versions"`
+			Checkpoints  int  `json:"checkpoints"`
+			Live         int  `json:"live"`
+			Removed      int  `json:"removed"`
+			Young        int  `json:"young"`
+			DryRun       bool `json:"dry_run"`
+			GraceSeconds int  `json:"grace_seconds"`
+		}](t, out)
+		if len(res) != 1 || res[0].Versions != 1 || res[0].Live == 0 || res[0].Removed != 0 {
+			t.Errorf("gc %s --json: %s", dry, out)
+		}
+	}
+	if out, code := run(t, "--state", e.state, "gc", "--remote", "s3:///p"); code != exitUsage || !strings.Contains(out, "names no bucket") {
+		t.Errorf("gc of a bad URL: exit %d: %s", code, out)
+	}
+	if out, code := run(t, "--state", e.state, "gc", "--remote", url, "--grace", "-1s"); code != exitUsage {
+		t.Errorf("gc --grace -1s: exit %d: %s", code, out)
+	}
+	// The mount reads the version whole after gc.
+	state := t.TempDir()
+	cli(t, state, "mount", e.mnt, "--remote", url)
+	if got, err := os.ReadFile(filepath.Join(e.mnt, "run.sh")); err != nil || string(got) != "#!/bin/sh\necho ran\n" {
+		t.Errorf("run.sh after gc: %q, %v", got, err)
+	}
+	unmountCLI(t, e.mnt)
+}

@@ -77,7 +77,7 @@ func (r *remoteFlags) spec() (*cowfs.Remote, error) {
 // absolute for the daemon.
 func (r *remoteFlags) check() error {
 	if strings.HasPrefix(r.addr, "s3://") {
-		return fmt.Errorf("--remote %s: only mount reads from a bucket yet; push and repair need a master (HOST:PORT)", r.addr)
+		return fmt.Errorf("--remote %s: repair needs a master (HOST:PORT); a bucket checks every object on every read", r.addr)
 	}
 	if _, port, err := net.SplitHostPort(r.addr); err != nil || port == "" {
 		return fmt.Errorf("--remote %q: want HOST:PORT (cowfs serve listens on :7420 unless told otherwise)", r.addr)

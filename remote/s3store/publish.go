@@ -104,9 +104,39 @@ func Publish(ctx context.Context, dst *Store, local *object.DirStore, dir string
 	}
 
 	report(PublishProgress{Phase: "listing", Objects: int64(len(reached))})
+	// From the listing to the key, no gc of the bucket runs (locks).
+	unlock, err := dst.lockForWrite(ctx)
+	if err != nil {
+		return PublishResult{}, err
+	}
+	defer unlock()
+	prog, err := uploadMissing(ctx, dst, local, reached, opts.Concurrency, report)
+	if err != nil {
+		return PublishResult{}, err
+	}
+
+	// The one step that publishes, last: until it is written, no reader
+	// finds the version, and once it is, every object it reaches is there.
+	host, _ := os.Hostname()
+	info := VersionInfo{Published: time.Now().UTC(), Files: st.Files, Bytes: st.Bytes, Source: host + ":" + dir}
+	if err := dst.PutVersion(ctx, v, info); err != nil {
+		return PublishResult{}, err
+	}
+	res := PublishResult{Version: v, VersionString: v.String(), Files: st.Files, Bytes: st.Bytes,
+		Objects: int64(len(reached)), Uploaded: prog.Uploaded, UploadedBytes: prog.UploadedBytes, Took: time.Since(start)}
+	prog.Phase, prog.Uploaded, prog.UploadedBytes = "done", res.Uploaded, res.UploadedBytes
+	report(prog)
+	return res, nil
+}
+
+// uploadMissing lists objects/ once (a page per thousand objects, not a
+// request per object) and uploads those of reached the bucket lacks,
+// read from local, concurrency at a time. It returns the "uploading"
+// progress with what was sent.
+func uploadMissing(ctx context.Context, dst *Store, local object.Getter, reached []object.Digest, concurrency int, report func(PublishProgress)) (PublishProgress, error) {
 	have := make(map[object.Digest]bool)
 	if err := dst.List(ctx, func(d object.Digest) { have[d] = true }); err != nil {
-		return PublishResult{}, err
+		return PublishProgress{}, err
 	}
 	var upload []object.Digest
 	for _, d := range reached {
@@ -119,7 +149,7 @@ func Publish(ctx context.Context, dst *Store, local *object.DirStore, dir string
 	var done, doneBytes atomic.Int64
 	var progMu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(opts.Concurrency)
+	g.SetLimit(concurrency)
 	for _, d := range upload {
 		g.Go(func() error {
 			b, err := local.Get(gctx, d)
@@ -138,21 +168,10 @@ func Publish(ctx context.Context, dst *Store, local *object.DirStore, dir string
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return PublishResult{}, err
+		return PublishProgress{}, err
 	}
-
-	// The one step that publishes, last: until it is written, no reader
-	// finds the version, and once it is, every object it reaches is there.
-	host, _ := os.Hostname()
-	info := VersionInfo{Published: time.Now().UTC(), Files: st.Files, Bytes: st.Bytes, Source: host + ":" + dir}
-	if err := dst.PutVersion(ctx, v, info); err != nil {
-		return PublishResult{}, err
-	}
-	res := PublishResult{Version: v, VersionString: v.String(), Files: st.Files, Bytes: st.Bytes,
-		Objects: int64(len(reached)), Uploaded: done.Load(), UploadedBytes: doneBytes.Load(), Took: time.Since(start)}
-	prog.Phase, prog.Uploaded, prog.UploadedBytes = "done", res.Uploaded, res.UploadedBytes
-	report(prog)
-	return res, nil
+	prog.Uploaded, prog.UploadedBytes = done.Load(), doneBytes.Load()
+	return prog, nil
 }
 
 // recorder is a Getter that notes every object read through it.

@@ -1,0 +1,223 @@
+package s3store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// Locks keep gc apart from publishes and pushes, which reuse objects they
+// listed without writing them again: a gc that removed such an object
+// between their listing and their key would break the version. Each
+// writes locks/<kind>-<random> first and then lists the other kind's
+// locks (the store reads its own writes, as S3 does since 2020), so of a
+// gc and a writer running at once at least one sees the other: a writer
+// that sees a gc waits, holding its lock, for it to end; a gc that sees a
+// writer ends without removing anything. A lock older than staleLock is a crashed
+// process's and is ignored.
+const (
+	locksDir  = "locks/"
+	lockGC    = "gc-"
+	lockWrite = "write-"
+	staleLock = 6 * time.Hour
+)
+
+// ErrWriterRunning: gc found a publish or push in progress.
+var ErrWriterRunning = errors.New("a publish or push to the bucket is in progress")
+
+type lockInfo struct {
+	Host    string    `json:"host"`
+	Pid     int       `json:"pid"`
+	Started time.Time `json:"started"`
+}
+
+// lock writes a lock of kind and returns its key.
+func (s *Store) lock(ctx context.Context, kind string) (string, error) {
+	var r [8]byte
+	rand.Read(r[:])
+	host, _ := os.Hostname()
+	b, _ := json.Marshal(lockInfo{Host: host, Pid: os.Getpid(), Started: time.Now().UTC()})
+	key := s.key(locksDir + kind + hex.EncodeToString(r[:]))
+	if err := s.putKey(ctx, key, b); err != nil {
+		return "", fmt.Errorf("lock: %w", err)
+	}
+	return key, nil
+}
+
+// unlock removes a lock, with a context of its own: the caller's may
+// have ended.
+func (s *Store) unlock(key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	if err := s.deleteKey(ctx, key); err != nil {
+		s.cfg.Log.Warn("could not remove a lock; it is ignored once stale", "key", key, "err", err)
+	}
+}
+
+// liveLocks returns how many locks of kind younger than staleLock there
+// are, besides own.
+func (s *Store) liveLocks(ctx context.Context, kind, own string) (int, error) {
+	n := 0
+	err := s.listObjects(ctx, locksDir+kind, func(key string, mod time.Time) bool {
+		if s.key(locksDir+kind+key) != own && time.Since(mod) < staleLock {
+			n++
+		}
+		return true
+	})
+	return n, err
+}
+
+// lockForWrite takes a writer's lock and waits while a gc that may not
+// have seen it runs; it returns what releases the lock. It keeps its
+// lock while it waits: a gc that starts meanwhile sees it and ends, so a
+// writer never waits for more than the gcs already running.
+func (s *Store) lockForWrite(ctx context.Context) (func(), error) {
+	key, err := s.lock(ctx, lockWrite)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		n, err := s.liveLocks(ctx, lockGC, "")
+		if err == nil && n == 0 {
+			return func() { s.unlock(key) }, nil
+		}
+		if err != nil {
+			s.unlock(key)
+			return nil, err
+		}
+		s.cfg.Log.Info("waiting for a gc of the bucket to end", "store", s.URL())
+		select {
+		case <-ctx.Done():
+			s.unlock(key)
+			return nil, fmt.Errorf("waiting for a gc of %s to end: %w", s.URL(), ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Store) deleteKey(ctx context.Context, key string) error {
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
+	if err != nil {
+		return s.wrap("delete", key, err)
+	}
+	return nil
+}
+
+// listObjects is listKeys with each key's time of last change.
+func (s *Store) listObjects(ctx context.Context, rel string, fn func(key string, mod time.Time) bool) error {
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(s.key(rel))}
+	for {
+		pctx, cancel := s.callCtx(ctx)
+		s.lists.Add(1)
+		out, err := s.client.ListObjectsV2(pctx, in)
+		cancel()
+		if err != nil {
+			return s.wrap("list", s.key(rel), err)
+		}
+		for _, o := range out.Contents {
+			if !fn(strings.TrimPrefix(aws.ToString(o.Key), s.key(rel)), aws.ToTime(o.LastModified)) {
+				return nil
+			}
+		}
+		if !aws.ToBool(out.IsTruncated) || out.NextContinuationToken == nil {
+			return nil
+		}
+		in.ContinuationToken = out.NextContinuationToken
+	}
+}
+
+// GCStats is what a gc found and did.
+type GCStats struct {
+	Versions    int `json:"versions"`
+	Checkpoints int `json:"checkpoints"`
+	Live        int `json:"live"`
+	Removed     int `json:"removed"`
+	// Young counts unreached objects kept for being younger than grace.
+	Young  int  `json:"young"`
+	DryRun bool `json:"dry_run"`
+}
+
+// GC removes the objects no version and no checkpoint reaches, except
+// those younger than grace. It runs only while no publish or push does
+// (locks), and reads every version and checkpoint whole first: one it
+// cannot read whole stops it before anything is removed. dryRun only
+// counts.
+func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCStats, error) {
+	st := GCStats{DryRun: dryRun}
+	key, err := s.lock(ctx, lockGC)
+	if err != nil {
+		return st, err
+	}
+	defer s.unlock(key)
+	if n, err := s.liveLocks(ctx, lockWrite, ""); err != nil {
+		return st, err
+	} else if n > 0 {
+		return st, fmt.Errorf("%s: %w (%d): nothing removed; run gc again later", s.URL(), ErrWriterRunning, n)
+	}
+	// Objects first: one written after this listing is not removed,
+	// whatever reaches it.
+	start := time.Now()
+	mods := map[object.Digest]time.Time{}
+	if err := s.listObjects(ctx, objectsDir, func(name string, mod time.Time) bool {
+		if d, err := object.ParseDigest("sha256-" + name); err == nil {
+			mods[d] = mod
+		}
+		return true
+	}); err != nil {
+		return st, err
+	}
+	live := map[object.Digest]bool{}
+	vs, err := s.Versions(ctx)
+	if err != nil {
+		return st, err
+	}
+	for _, v := range vs {
+		if err := object.Reachable(ctx, s, v.Digest, live); err != nil {
+			return st, fmt.Errorf("version %s: %w: nothing removed", v.Digest.Short(), err)
+		}
+	}
+	st.Versions = len(vs)
+	names, err := s.Checkpoints(ctx)
+	if err != nil {
+		return st, err
+	}
+	for _, name := range names {
+		v, err := s.Checkpoint(ctx, name)
+		if err == nil {
+			err = object.Reachable(ctx, s, v, live)
+		}
+		if err != nil {
+			return st, fmt.Errorf("checkpoint %s: %w: nothing removed", name, err)
+		}
+	}
+	st.Checkpoints = len(names)
+	for d, mod := range mods {
+		switch {
+		case live[d]:
+			st.Live++
+		case start.Sub(mod) < grace:
+			st.Young++
+		case dryRun:
+			st.Removed++
+		default:
+			if err := s.deleteKey(ctx, s.objectKey(d)); err != nil {
+				return st, err
+			}
+			st.Removed++
+		}
+	}
+	return st, nil
+}

@@ -1,0 +1,203 @@
+package s3store_test
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote/s3store"
+	"github.com/cowfs/cowfs/remote/s3store/s3test"
+)
+
+// gc removes what no version or checkpoint reaches, once it is older than
+// the grace period; --dry-run only counts; every version and checkpoint
+// still reads whole after it.
+func TestGC(t *testing.T) {
+	srv := s3test.Shared(t)
+	dst, _ := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "f"), randBytes(object.ChunkSize+5))
+	if _, err := s3store.Publish(ctx, dst, localStore(t), dir, s3store.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	local := localStore(t)
+	writeFile(t, filepath.Join(dir, "g"), []byte("checkpointed"))
+	if _, err := dst.Push(ctx, local, snapshotOf(t, local, dir, "ckpt")); err != nil {
+		t.Fatal(err)
+	}
+	// Orphans: what a publish that died before its key left.
+	var orphans []object.Digest
+	for i := range 3 {
+		b, _ := object.EncodeBlob([]byte(fmt.Sprintf("orphan %d", i)))
+		d, err := dst.Put(ctx, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		orphans = append(orphans, d)
+	}
+	st, err := dst.GC(ctx, time.Hour, false)
+	if err != nil || st.Removed != 0 || st.Young != 3 || st.Versions != 1 || st.Checkpoints != 1 {
+		t.Errorf("gc --grace 1h: %+v, %v; want the 3 orphans kept as young", st, err)
+	}
+	st, err = dst.GC(ctx, 0, true)
+	if err != nil || st.Removed != 3 {
+		t.Errorf("gc --dry-run: %+v, %v; want 3 counted", st, err)
+	}
+	if has, _ := dst.Has(ctx, orphans[0]); !has {
+		t.Error("gc --dry-run removed an orphan")
+	}
+	st, err = dst.GC(ctx, 0, false)
+	if err != nil || st.Removed != 3 || st.Live == 0 {
+		t.Errorf("gc: %+v, %v; want 3 removed", st, err)
+	}
+	for _, d := range orphans {
+		if has, _ := dst.Has(ctx, d); has {
+			t.Errorf("orphan %s still there after gc", d.Short())
+		}
+	}
+	newest, err := dst.Newest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readVersion(t, dst, newest.Digest)
+	v, err := dst.Checkpoint(ctx, "ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files := readVersion(t, dst, v); string(files["g"]) != "checkpointed" {
+		t.Errorf("the checkpoint after gc: %d files", len(files))
+	}
+}
+
+// gc with no grace at all, racing publishes and pushes, loses nothing:
+// every version and checkpoint reads whole afterwards. Without the
+// locks, the objects a publish uploaded before its key would be removed.
+func TestGCRacingPublish(t *testing.T) {
+	srv := s3test.Shared(t)
+	dst, _ := open(t, srv)
+	ctx := ctxT(t, 4*time.Minute)
+	dir := t.TempDir()
+	rounds := 6
+	if testing.Short() {
+		rounds = 3
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var gcs, refused int
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err := dst.GC(ctx, 0, false)
+			switch {
+			case errors.Is(err, s3store.ErrWriterRunning):
+				refused++
+			case err != nil:
+				t.Errorf("gc: %v", err)
+				return
+			default:
+				gcs++
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	local := localStore(t)
+	for i := range rounds {
+		writeFile(t, filepath.Join(dir, fmt.Sprintf("f%d", i)), randBytes(object.ChunkSize/2+i))
+		if _, err := s3store.Publish(ctx, dst, localStore(t), dir, s3store.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, "state"), randBytes(1000+i))
+		if _, err := dst.Push(ctx, local, snapshotOf(t, local, dir, fmt.Sprintf("c%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d gc runs, %d refused for a writer", gcs, refused)
+	if _, err := dst.GC(ctx, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	vs, err := dst.Versions(ctx)
+	if err != nil || len(vs) != rounds {
+		t.Fatalf("versions: %d, %v", len(vs), err)
+	}
+	for _, v := range vs {
+		readVersion(t, dst, v.Digest)
+	}
+	for i := range rounds {
+		v, err := dst.Checkpoint(ctx, fmt.Sprintf("c%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readVersion(t, dst, v)
+	}
+}
+
+// The locks, deterministically: a gc finds a writer's lock and removes
+// nothing; a publish waits while a gc's lock is there and goes on once it
+// is gone.
+func TestGCLocks(t *testing.T) {
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	b, _ := object.EncodeBlob([]byte("orphan"))
+	orphan, err := dst.Put(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	overwrite(t, srv, bucket, "spiders/one/locks/write-test", []byte("{}"))
+	if _, err := dst.GC(ctx, 0, false); !errors.Is(err, s3store.ErrWriterRunning) {
+		t.Errorf("gc with a writer's lock: %v, want ErrWriterRunning", err)
+	}
+	if has, _ := dst.Has(ctx, orphan); !has {
+		t.Error("gc with a writer's lock removed an object")
+	}
+	removeKey(t, srv, bucket, "spiders/one/locks/write-test")
+
+	overwrite(t, srv, bucket, "spiders/one/locks/gc-test", []byte("{}"))
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "f"), []byte("x"))
+	done := make(chan error, 1)
+	go func() {
+		_, err := s3store.Publish(ctx, dst, localStore(t), dir, s3store.PublishOptions{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("publish ended while a gc's lock was there: %v", err)
+	case <-time.After(time.Second):
+	}
+	removeKey(t, srv, bucket, "spiders/one/locks/gc-test")
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("publish still waiting a minute after the gc's lock went")
+	}
+	if st, err := dst.GC(ctx, 0, false); err != nil || st.Removed != 1 {
+		t.Errorf("gc once no lock is left: %+v, %v; want the orphan removed", st, err)
+	}
+}
+
+func removeKey(t *testing.T, srv *s3test.Server, bucket, key string) {
+	t.Helper()
+	if _, err := srv.Client().DeleteObject(ctxT(t, time.Minute), &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); err != nil {
+		t.Fatal(err)
+	}
+}
