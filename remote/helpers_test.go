@@ -14,41 +14,16 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
-// within runs fn with a deadline, so that a hung read fails the test
-// instead of hanging it.
-func within(t testing.TB, d time.Duration, what string, fn func() error) error {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- fn() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(d):
-		t.Fatalf("%s: still blocked after %v", what, d)
-		return nil
-	}
-}
-
-func writeFile(t testing.TB, path string, b []byte, mode os.FileMode) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func randBytes(n int) []byte {
-	b := make([]byte, n)
-	rand.Read(b)
-	return b
-}
+// The helpers remote's and the root package's tests share.
+var (
+	within    = remotetest.Within
+	writeFile = remotetest.WriteFile
+	randBytes = remotetest.RandBytes
+)
 
 // newCA makes a CA and a certificate it signed for 127.0.0.1, and writes
 // the CA's certificate to a PEM file.

@@ -8,8 +8,10 @@ package remotetest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -202,4 +204,41 @@ func (l *LogBuffer) ErrorLine(words ...string) string {
 // Logger logs to l in slog's text format, debug level and up.
 func (l *LogBuffer) Logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// Within runs fn with a deadline, so that a hung read fails the test
+// instead of hanging it.
+func Within(t testing.TB, d time.Duration, what string, fn func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		t.Fatalf("%s: still blocked after %v", what, d)
+		return nil
+	}
+}
+
+// WriteFile writes b at path with mode, making its parents.
+func WriteFile(t testing.TB, path string, b []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// RandBytes returns n random bytes: content no chunk of another test
+// shares.
+func RandBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
 }
