@@ -92,9 +92,11 @@ func (f *FS) copyUpOne(p Path) error {
 		return fmt.Errorf("prepare: %w", err)
 	}
 	ok := false
+	var recorded uint64
 	defer func() {
 		if !ok {
 			f.up.discard(tmp, isDir)
+			f.dropIdentity(recorded)
 		}
 	}()
 	if err := unix.Fchownat(f.up.work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil && os.Geteuid() == 0 {
@@ -109,7 +111,7 @@ func (f *FS) copyUpOne(p Path) error {
 	if err := f.copyXattrs(n.lower, tmp); err != nil {
 		return err
 	}
-	if err := f.up.setIdentityAt(f.up.work, tmp, identity{Ino: n.Ino, ID: id}); err != nil {
+	if recorded, err = f.setIdentity(f.up.work, tmp, n.Type, identity{Ino: n.Ino, ID: id}); err != nil {
 		return fmt.Errorf("set identity: %w", err)
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}

@@ -27,8 +27,10 @@
 //   - Identity that must move with an upper inode (its merged inode number,
 //     its metadata id) lives in one extended attribute on that inode, so a
 //     rename or hard link in the upper can never separate a file from its
-//     metadata. Everything else (whiteouts, opaque flags, redirects, origins
-//     and chunk presence) lives in badger, keyed by that id.
+//     metadata; where the kernel refuses the attribute (user.* on symlinks
+//     and special files) it is a record keyed by the inode (identity.go).
+//     Everything else (whiteouts, opaque flags, redirects, origins and
+//     chunk presence) lives in badger, keyed by that id.
 //   - The lower layer is never written; everything that changes goes to the
 //     upper, through a work directory and an atomic rename, so a crash leaves
 //     either the old or the new state.

@@ -276,7 +276,7 @@ func (f *FS) lookup(dir Path, name string) (*Node, unix.Stat_t, error) {
 func (f *FS) upperNode(parent *Node, p, name string, st *unix.Stat_t, gen uint64) (*Node, error) {
 	var ident identity
 	err := f.up.at(p, func(dirfd int, name string) (err error) {
-		ident, err = f.up.identityAt(dirfd, name)
+		ident, err = f.identityAt(dirfd, name, st.Mode&unix.S_IFMT, st.Ino, gen)
 		return err
 	})
 	if err != nil {
@@ -385,7 +385,7 @@ func (f *FS) readDir(p Path) ([]lower.DirEntry, error) {
 			return nil, fmt.Errorf("read upper dir %q: %w", p.Rel(), err)
 		}
 		for _, e := range ents {
-			ident, err := f.up.identityAt(fd, e.Name)
+			ident, err := f.identityAt(fd, e.Name, e.Mode&unix.S_IFMT, e.Ino, 0)
 			if err != nil && !isNotExist(err) {
 				unix.Close(fd)
 				return nil, fmt.Errorf("identity of %q: %w", names.Join(p.Rel(), e.Name), err)

@@ -19,12 +19,15 @@ import (
 // Every change is one badger transaction, so a crash leaves each record
 // either as it was or as it became.
 //
-// Records are keyed by the id kept in the upper inode's identity xattr
-// (see identity.go):
+// Records are keyed by the id kept in the upper inode's identity (see
+// identity.go):
 //
 //	"f" id        -> fileMeta
 //	"d" id        -> dirMeta
 //	"w" id name   -> whiteout of name in directory id
+//
+// and, for an upper inode whose identity cannot be an xattr, by its
+// number: "i" ino -> its birth time and identity (identity.go).
 type metaStore struct {
 	db *badger.DB
 	// room, when set, refuses a write that would leave its filesystem

@@ -300,8 +300,10 @@ func (f *FS) Unlink(dir Path, name string, n *Node) error {
 	}
 	p := names.Join(dir.Rel(), name)
 	var last bool
+	var recorded uint64
 	err := f.up.at(p, func(dirfd int, name string) error {
 		last = f.lastName(dirfd, name, n)
+		recorded = f.recordedLastName(dirfd, name, n)
 		if err := unix.Unlinkat(dirfd, name, 0); err != nil {
 			return fmt.Errorf("unlink %q: %w", p, err)
 		}
@@ -309,6 +311,9 @@ func (f *FS) Unlink(dir Path, name string, n *Node) error {
 	})
 	if err == nil && last {
 		f.dropFileMeta(n)
+	}
+	if err == nil {
+		f.dropIdentity(recorded)
 	}
 	return err
 }
@@ -482,10 +487,12 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 	}
 	renameFlags := uint(flags & (unix.RENAME_NOREPLACE | unix.RENAME_EXCHANGE))
 	var last bool
+	var recorded uint64
 	err := f.up.at(src.Rel(), func(odir int, oname string) error {
 		return f.up.at(dst.Rel(), func(ndir int, nname string) error {
 			if !exchange && target != nil && target.upper {
 				last = f.lastName(ndir, nname, target)
+				recorded = f.recordedLastName(ndir, nname, target)
 			}
 			return unix.Renameat2(odir, oname, ndir, nname, renameFlags)
 		})
@@ -496,6 +503,7 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 	if last {
 		f.dropFileMeta(target)
 	}
+	f.dropIdentity(recorded)
 	if target != nil && !exchange && target.Type == unix.S_IFDIR && target.upper {
 		if err := f.meta.dropDir(target.id); err != nil {
 			f.log.Warn("drop metadata of replaced directory", "path", dst.Rel(), "err", err)
