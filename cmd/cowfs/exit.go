@@ -11,6 +11,7 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/s3store"
 )
 
 // Exit codes; docs/cli.md lists them for scripts.
@@ -18,10 +19,10 @@ const (
 	exitOK          = 0
 	exitFailure     = 1 // anything not named below
 	exitUsage       = 2 // bad flags or arguments: nothing was done
-	exitNotFound    = 3 // no such snapshot, no mount at that path
-	exitUnreachable = 4 // the master did not answer in time
+	exitNotFound    = 3 // no such snapshot, no mount at that path, no bucket or version
+	exitUnreachable = 4 // the master or the object store did not answer in time
 	exitCorrupt     = 5 // damaged objects: verify found some, or a read met one
-	exitDenied      = 6 // the master refused the token, or TLS with it failed
+	exitDenied      = 6 // the master refused the token, the object store the credentials, or TLS failed
 )
 
 // usageError is a bad flag or argument: the command did nothing.
@@ -55,11 +56,13 @@ func exitCode(err error) int {
 		return x.code
 	case errors.Is(err, errDamaged), errors.Is(err, object.ErrCorrupt), errors.Is(err, cow.ErrCorrupt), errors.Is(err, remote.ErrMasterDamaged):
 		return exitCorrupt
-	case errors.Is(err, remote.ErrUnauthenticated), errors.Is(err, remote.ErrTLS):
+	case errors.Is(err, remote.ErrUnauthenticated), errors.Is(err, remote.ErrTLS),
+		errors.Is(err, s3store.ErrCredentials), errors.Is(err, s3store.ErrTLS):
 		return exitDenied
-	case errors.Is(err, remote.ErrUnavailable):
+	case errors.Is(err, remote.ErrUnavailable), errors.Is(err, s3store.ErrUnreachable):
 		return exitUnreachable
-	case errors.Is(err, refs.ErrNotFound), errors.Is(err, cowfs.ErrNoWorkspace), errors.Is(err, errNotMounted), errors.Is(err, errNoCowfsMount):
+	case errors.Is(err, refs.ErrNotFound), errors.Is(err, cowfs.ErrNoWorkspace), errors.Is(err, errNotMounted), errors.Is(err, errNoCowfsMount),
+		errors.Is(err, s3store.ErrNoBucket), errors.Is(err, s3store.ErrNoVersion):
 		return exitNotFound
 	}
 	return exitFailure
@@ -69,6 +72,7 @@ func exitCode(err error) int {
 // process may meet while serving a request of its control socket.
 var mountSentinels = []error{
 	remote.ErrUnavailable, remote.ErrUnauthenticated, remote.ErrTLS, remote.ErrMasterDamaged,
+	s3store.ErrUnreachable, s3store.ErrCredentials, s3store.ErrTLS, s3store.ErrNoBucket,
 	object.ErrCorrupt, cow.ErrCorrupt, refs.ErrNotFound,
 }
 

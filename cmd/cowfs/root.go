@@ -59,8 +59,9 @@ writable upper layer. Processes in the workspace see one ordinary directory;
 what they change goes to the upper, and the lower is never modified.
 
 Exit codes: 0 ok, 1 any other failure, 2 usage, 3 not found (no such
-snapshot or mount), 4 master unreachable, 5 corrupt (damage found), 6
-denied (token or TLS refused); see docs/cli.md.`,
+snapshot, mount, bucket or published version), 4 master or object store
+unreachable, 5 corrupt (damage found), 6 denied (token, credentials or
+TLS refused); see docs/cli.md.`,
 		Version:       versionLine(),
 		SilenceUsage:  true,
 		SilenceErrors: true,

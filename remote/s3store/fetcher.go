@@ -45,9 +45,16 @@ func (f Fetcher) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	return b, nil
 }
 
-// GetVerified is Get: the bucket has no copy of its own to check.
+// GetVerified gets d again, after the cache found it damaged, and checks
+// it here: the bucket has no copy of its own to check, so bytes damaged
+// twice are the bucket's, an error (object.ErrCorrupt) that names the
+// object's key and what to do.
 func (f Fetcher) GetVerified(ctx context.Context, d object.Digest) ([]byte, error) {
-	return f.Get(ctx, d)
+	b, err := f.S.Get(ctx, d)
+	if errors.Is(err, ErrUnreachable) {
+		err = errors.Join(err, remote.ErrUnavailable)
+	}
+	return b, err
 }
 
 // GetMany gets objects concurrently, and hands each to got as it

@@ -113,7 +113,8 @@ type Stats struct {
 type Store struct {
 	cfg      Config
 	client   *s3.Client
-	endpoint string // for messages
+	endpoint string                  // for messages
+	creds    aws.CredentialsProvider // for messages
 
 	gets, puts, heads, lists, bytesIn, bytesOut atomic.Int64
 	retries                                     *atomic.Int64
@@ -169,6 +170,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return countingRetryer{retry.NewStandard(func(o *retry.StandardOptions) {
 				o.MaxAttempts = cfg.MaxAttempts
 				o.MaxBackoff = 2 * time.Second
+				o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(notRetriedTLS)}, o.Retryables...)
 			}), retries}
 		}),
 		// Every object is checked against its digest on read; the
@@ -202,7 +204,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if endpoint == "" {
 		endpoint = "AWS S3 in " + awsCfg.Region
 	}
-	s := &Store{cfg: cfg, client: client, endpoint: endpoint, retries: retries}
+	s := &Store{cfg: cfg, client: client, endpoint: endpoint, retries: retries, creds: awsCfg.Credentials}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	s.lists.Add(1)
@@ -273,9 +275,10 @@ func (s *Store) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", d.Short(), err)
 	}
-	if object.Sum(b) != d {
+	if got := object.Sum(b); got != d {
 		s.cfg.Log.Error("damaged object in the bucket", "store", s.URL(), "digest", d.String(), "bytes", len(b))
-		return nil, fmt.Errorf("object %s in %s: its bytes hash to %s: %w", d.Short(), s.URL(), object.Sum(b).Short(), object.ErrCorrupt)
+		return nil, fmt.Errorf("object %s in bucket %s is damaged: its %d bytes hash to %s: delete it, then publish (or push) again what holds it: %w",
+			s.objectKey(d), s.cfg.Bucket, len(b), got.Short(), object.ErrCorrupt)
 	}
 	return b, nil
 }
@@ -402,6 +405,32 @@ func (s *Store) List(ctx context.Context, fn func(object.Digest)) error {
 	})
 }
 
+// opVerb says what op does, for a message.
+func opVerb(op string) string {
+	switch op {
+	case "get", "head":
+		return "read"
+	case "put":
+		return "write"
+	}
+	return op
+}
+
+// identity names the credentials in use, for a message: their access key
+// ID (the SDK has them cached from the request that was denied).
+func (s *Store) identity() string {
+	if s.creds == nil {
+		return "these credentials"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := s.creds.Retrieve(ctx)
+	if err != nil || c.AccessKeyID == "" {
+		return "these credentials"
+	}
+	return "AWS_ACCESS_KEY_ID " + c.AccessKeyID
+}
+
 // status is the HTTP status of a failed request, or 0.
 func status(err error) int {
 	var re *smithyhttp.ResponseError
@@ -425,8 +454,13 @@ func (s *Store) wrap(op, key string, err error) error {
 	case code == "NoSuchKey" || (code == "NotFound" && op == "head") || (status(err) == http.StatusNotFound && code != "NoSuchBucket" && op != "list"):
 		return fmt.Errorf("%s in %s: %w", key, where, object.ErrNotFound)
 	case code == "NoSuchBucket" || (status(err) == http.StatusNotFound && op == "list"):
-		return fmt.Errorf("%s: bucket %q does not exist at %s: %w", where, s.cfg.Bucket, s.endpoint, ErrNoBucket)
-	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" || code == "AccessDenied" ||
+		return fmt.Errorf("%s: bucket %q does not exist at %s: check the bucket's name in the URL and the endpoint (--s3-endpoint, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), or create the bucket: %w",
+			where, s.cfg.Bucket, s.endpoint, ErrNoBucket)
+	case code == "AccessDenied":
+		// The keys were taken; the identity may not do this.
+		return fmt.Errorf("%s: %s denied %s: %s may not %s there (AccessDenied): grant that identity %s access to the bucket, or use credentials that have it: %w",
+			where, s.endpoint, op, s.identity(), opVerb(op), opVerb(op), ErrCredentials)
+	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" ||
 		code == "InvalidToken" || code == "ExpiredToken" || code == "InvalidSecurity" ||
 		status(err) == http.StatusForbidden || status(err) == http.StatusUnauthorized:
 		if code == "" {
@@ -434,6 +468,13 @@ func (s *Store) wrap(op, key string, err error) error {
 		}
 		return fmt.Errorf("%s: %s refused the credentials (%s): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE: %w",
 			where, s.endpoint, code, ErrCredentials)
+	}
+	if p := s.certProblem(err); p != "" {
+		return fmt.Errorf("%s: %w at %s: %s", where, ErrTLS, s.endpoint, p)
+	}
+	if s.plainToTLS(err) {
+		return fmt.Errorf("%s: %w at %s: it speaks TLS and this client does not: use %s (and --s3-ca if a CA this machine does not trust signed its certificate)",
+			where, ErrTLS, s.endpoint, s.withScheme("https"))
 	}
 	var ne net.Error
 	var oe *net.OpError
@@ -444,7 +485,8 @@ func (s *Store) wrap(op, key string, err error) error {
 		if dnsErr != nil {
 			cause = dnsErr
 		}
-		return fmt.Errorf("%s: cannot reach %s: %v: %w", where, s.endpoint, cause, ErrUnreachable)
+		return fmt.Errorf("%s: cannot reach %s: %v: check --s3-endpoint (or AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL) and that the store is up: %w",
+			where, s.endpoint, cause, ErrUnreachable)
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return fmt.Errorf("%s: %s %s: no answer from %s in time: %w", where, op, key, s.endpoint, errors.Join(ErrUnreachable, context.DeadlineExceeded))
 	case errors.Is(err, context.Canceled):

@@ -92,7 +92,7 @@ func (s *Store) Newest(ctx context.Context) (Version, error) {
 		return Version{}, err
 	}
 	if !found {
-		return Version{}, fmt.Errorf("%s: %w", s.URL(), ErrNoVersion)
+		return Version{}, fmt.Errorf("%w under %s: publish one first (cowfs publish DIR %s)", ErrNoVersion, s.URL(), s.URL())
 	}
 	return newest, nil
 }

@@ -30,11 +30,15 @@ const (
 	Version = "v0.0.0-20261109003541-7506e5f91cd6"
 )
 
-// The identity every server started here has.
+// The identities every server started here has: one that may do
+// anything, and one that may only read and list.
 const (
 	AccessKey = "cowfs-test-access"
 	SecretKey = "cowfs-test-secret-key"
 	Region    = "us-east-1"
+
+	ReadOnlyAccessKey = "cowfs-test-reader"
+	ReadOnlySecretKey = "cowfs-test-reader-secret"
 )
 
 // CacheDir is where built binaries are kept: $COWFS_WEED_CACHE, else
@@ -173,10 +177,14 @@ func flockCtx(ctx context.Context, fd int) error {
 
 // Server is one weed server with its S3 gateway on loopback.
 type Server struct {
-	// Endpoint is the S3 gateway's URL, http://127.0.0.1:PORT.
+	// Endpoint is the S3 gateway's URL, http://127.0.0.1:PORT, or
+	// https:// for a server started with TLS.
 	Endpoint string
 	// Dir holds the server's data, its configuration and its log.
 	Dir string
+	// TLS is what the gateway serves https with (StartTLS); zero for
+	// plain http.
+	TLS TLSFiles
 
 	bin   string
 	args  []string
@@ -193,6 +201,10 @@ func identityConfig() []byte {
 		"name":        "cowfs",
 		"credentials": []any{map[string]string{"accessKey": AccessKey, "secretKey": SecretKey}},
 		"actions":     []string{"Admin", "Read", "List", "Tagging", "Write"},
+	}, map[string]any{
+		"name":        "reader",
+		"credentials": []any{map[string]string{"accessKey": ReadOnlyAccessKey, "secretKey": ReadOnlySecretKey}},
+		"actions":     []string{"Read", "List"},
 	}}}
 	b, _ := json.Marshal(cfg)
 	return b
@@ -203,6 +215,13 @@ func identityConfig() []byte {
 // within ctx's deadline; the server logs to DIR/weed.log. The caller
 // stops it (Stop).
 func Start(ctx context.Context, bin, dir string) (*Server, error) {
+	return StartTLS(ctx, bin, dir, TLSFiles{})
+}
+
+// StartTLS is Start with the S3 gateway serving https only, with f's
+// certificate and key; the server's own clients (Client, the wait for it
+// to answer) trust f's CA. A zero f is Start.
+func StartTLS(ctx context.Context, bin, dir string, f TLSFiles) (*Server, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
 		return nil, err
 	}
@@ -214,7 +233,7 @@ func Start(ctx context.Context, bin, dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Dir: dir, bin: bin, ports: p, Endpoint: "http://127.0.0.1:" + strconv.Itoa(p.s3)}
+	s := &Server{Dir: dir, bin: bin, ports: p, Endpoint: "http://127.0.0.1:" + strconv.Itoa(p.s3), TLS: f}
 	s.args = []string{"server",
 		"-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-dir=" + filepath.Join(dir, "data"),
@@ -228,6 +247,11 @@ func Start(ctx context.Context, bin, dir string) (*Server, error) {
 		// reports to the internet, and a missing bucket stays missing.
 		"-s3.port.iceberg=0", "-s3.port.lance=0",
 		"-master.telemetry=false", "-s3.autoCreateBucket=false",
+	}
+	if f.CertFile != "" {
+		// Without -s3.port.https, -s3.port serves https only.
+		s.args = append(s.args, "-s3.cert.file="+f.CertFile, "-s3.key.file="+f.KeyFile)
+		s.Endpoint = "https://127.0.0.1:" + strconv.Itoa(p.s3)
 	}
 	if err := s.Restart(ctx); err != nil {
 		return nil, err
@@ -265,7 +289,11 @@ func (s *Server) Restart(ctx context.Context) error {
 // unsigned ListBuckets gets an S3 error document (AccessDenied) once the
 // gateway and the filer behind it are up.
 func (s *Server) waitReady(ctx context.Context) error {
-	client := &http.Client{Timeout: 2 * time.Second}
+	client, err := s.httpClient()
+	if err != nil {
+		return err
+	}
+	client.Timeout = 2 * time.Second
 	for {
 		select {
 		case <-s.done:
@@ -288,6 +316,19 @@ func (s *Server) waitReady(ctx context.Context) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// httpClient returns a client of the gateway: for one with TLS, one that
+// trusts its CA.
+func (s *Server) httpClient() (*http.Client, error) {
+	if s.TLS.CAFile == "" {
+		return &http.Client{}, nil
+	}
+	cfg, err := s.TLS.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}, nil
 }
 
 // Stop kills the server's process group and waits for it to end. Stopping

@@ -3,6 +3,7 @@ package s3test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -60,6 +61,26 @@ func Run(t testing.TB) *Server {
 	return s
 }
 
+// RunTLS is Run with the S3 gateway serving https only, with a
+// certificate for 127.0.0.1 signed by a CA made for the test
+// (Server.TLS.CAFile).
+func RunTLS(t testing.TB) *Server {
+	t.Helper()
+	bin := Bin(t)
+	f, err := NewTLSFiles(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := StartTLS(ctx, bin, t.TempDir(), f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
 // Client returns an S3 client of the server with the server's identity.
 func (s *Server) Client() *s3.Client {
 	return s.ClientAs(AccessKey, SecretKey)
@@ -68,11 +89,18 @@ func (s *Server) Client() *s3.Client {
 // ClientAs returns an S3 client of the server that signs with the given
 // keys.
 func (s *Server) ClientAs(access, secret string) *s3.Client {
+	hc, err := s.httpClient()
+	if err != nil {
+		// Only an unreadable CA file, which RunTLS wrote: the requests
+		// then fail, naming the certificate.
+		hc = &http.Client{}
+	}
 	return s3.New(s3.Options{
 		Region:       Region,
 		BaseEndpoint: aws.String(s.Endpoint),
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(access, secret, ""),
+		HTTPClient:   hc,
 	})
 }
 
