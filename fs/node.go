@@ -258,7 +258,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 }
 
 // dirHandle is an open directory; its listing is fixed at the first read,
-// so offsets stay valid for seekdir and telldir.
+// so offsets stay valid for seekdir and telldir, until a rewinddir.
 type dirHandle struct {
 	n    *node
 	list interface {
@@ -300,7 +300,12 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	return d.list.Readdirent(ctx)
 }
 
+// Seekdir to 0 is rewinddir, which must show the directory as it is now,
+// as a new opendir would: the listing is built again.
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == 0 {
+		d.list = nil
+	}
 	if errno := d.load(ctx); errno != 0 {
 		return errno
 	}
