@@ -365,12 +365,21 @@ func (f *FS) attr(p Path) (unix.Stat_t, error) {
 // order is fixed for the life of the listing, so directory offsets stay
 // valid.
 func (f *FS) ReadDir(p Path) ([]lower.DirEntry, error) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.readDir(p)
+	return f.ReadDirKnown(p, nil)
 }
 
-func (f *FS) readDir(p Path) ([]lower.DirEntry, error) {
+// ReadDirKnown is ReadDir for a caller that already knows the inode numbers
+// of some entries: known returns the inode number of the entry name when it
+// knows it, and the upper entry's own is then not read (an xattr each).
+func (f *FS) ReadDirKnown(p Path, known func(name string) (ino uint64, ok bool)) ([]lower.DirEntry, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.readDirKnown(p, known)
+}
+
+func (f *FS) readDir(p Path) ([]lower.DirEntry, error) { return f.readDirKnown(p, nil) }
+
+func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool)) ([]lower.DirEntry, error) {
 	d := p.node()
 	var out []lower.DirEntry
 	seen := map[string]bool{}
@@ -385,6 +394,14 @@ func (f *FS) readDir(p Path) ([]lower.DirEntry, error) {
 			return nil, fmt.Errorf("read upper dir %q: %w", p.Rel(), err)
 		}
 		for _, e := range ents {
+			if known != nil {
+				if ino, ok := known(e.Name); ok {
+					e.Ino = ino
+					seen[e.Name] = true
+					out = append(out, e)
+					continue
+				}
+			}
 			ident, err := f.identityAt(fd, e.Name, e.Mode&unix.S_IFMT, e.Ino, 0)
 			if err != nil && !isNotExist(err) {
 				unix.Close(fd)

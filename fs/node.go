@@ -229,7 +229,7 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 
 func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	p := n.path()
-	ents, err := n.m.fs.ReadDir(p)
+	ents, err := n.m.fs.ReadDirKnown(p, n.knownIno)
 	if err != nil {
 		return nil, n.errno(ctx, "readdir", p, err)
 	}
@@ -247,6 +247,16 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(list), 0
 }
 
+// knownIno returns the inode number of the entry name of n if the kernel
+// has its inode: the tree follows every change made through the mount,
+// and nothing else changes the upper.
+func (n *node) knownIno(name string) (uint64, bool) {
+	if ch := n.GetChild(name); ch != nil {
+		return ch.StableAttr().Ino, true
+	}
+	return 0, false
+}
+
 // OpendirHandle lets the kernel cache the listing (FOPEN_CACHE_DIR): a
 // warm walk then costs no READDIR at all. The kernel drops the cache when
 // the directory changes through the mount (every change does: cowfs is the
@@ -258,7 +268,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 }
 
 // dirHandle is an open directory; its listing is fixed at the first read,
-// so offsets stay valid for seekdir and telldir.
+// so offsets stay valid for seekdir and telldir, until a rewinddir.
 type dirHandle struct {
 	n    *node
 	list interface {
@@ -270,6 +280,7 @@ type dirHandle struct {
 var (
 	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
 	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (gofs.FileLookuper)((*dirHandle)(nil))
 	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
 )
 
@@ -300,7 +311,28 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	return d.list.Readdirent(ctx)
 }
 
+// Seekdir to 0 is rewinddir, which must show the directory as it is now,
+// as a new opendir would: the listing is built again.
+// Lookup answers READDIRPLUS for one entry. An entry whose inode the
+// kernel has, with attributes it keeps for an hour (every change through
+// the mount refreshes them), goes out without attributes (node ID 0, which
+// the kernel takes as "nothing to add", not as ENOENT): a listing of a
+// directory whose files were just written or looked at costs no lookup, no
+// stat and no new kernel inode per entry. An entry the kernel does not have
+// is looked up, so that a walk that stats what it lists asks nothing more.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if ch := d.n.GetChild(name); ch != nil {
+		if c := ch.Operations().(*node); c.regen == d.n.m.regen.get(c.c.Ino) {
+			return nil, syscall.EEXIST
+		}
+	}
+	return d.n.Lookup(ctx, name, out)
+}
+
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == 0 {
+		d.list = nil
+	}
 	if errno := d.load(ctx); errno != 0 {
 		return errno
 	}

@@ -5,7 +5,9 @@
 //	benchtool mktree DIR N      N small files in DIR, 100 per subdirectory
 //	benchtool walk DIR          readdir + lstat of every entry under DIR
 //	benchtool stat DIR          lstat of every path under DIR (listed first, untimed)
-//	benchtool files DIR N       create, then lstat, then unlink N files in DIR/bench-files
+//	benchtool files DIR N       create, then lstat, then list (one readdir of the
+//	                            whole directory), then unlink N files in DIR/bench-files
+//	benchtool readdir DIR       one readdir of DIR, names only, as ls(1) without -l
 //	benchtool gap FILE          append a 64-byte record to FILE every millisecond
 //	                            until SIGTERM or SIGINT, then print the longest
 //	                            gap between two appends (gap_ms), when it ended
@@ -39,6 +41,8 @@ func main() {
 		err = statCmd(dir)
 	case "files":
 		err = filesCmd(dir, atoi(3))
+	case "readdir":
+		err = readdirCmd(dir)
 	case "gap":
 		err = gapCmd(dir)
 	default:
@@ -51,7 +55,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchtool mktree DIR N | walk DIR | stat DIR | files DIR N | gap FILE")
+	fmt.Fprintln(os.Stderr, "usage: benchtool mktree DIR N | walk DIR | stat DIR | files DIR N | readdir DIR | gap FILE")
 	os.Exit(2)
 }
 
@@ -161,7 +165,7 @@ func statCmd(dir string) error {
 }
 
 // filesCmd creates n empty files (open O_CREAT|O_EXCL, close), lstats them,
-// then unlinks them, timing each phase.
+// lists their directory, then unlinks them, timing each phase.
 func filesCmd(dir string, n int) error {
 	d := filepath.Join(dir, "bench-files")
 	if err := os.Mkdir(d, 0o755); err != nil {
@@ -190,6 +194,15 @@ func filesCmd(dir string, n int) error {
 	}
 	rate("newstat_ops", n, time.Since(t0))
 	t0 = time.Now()
+	k, err := readdir(d)
+	if err != nil {
+		return err
+	}
+	if k != n {
+		return fmt.Errorf("%s: listed %d entries, made %d", d, k, n)
+	}
+	rate("readdir_ops", n, time.Since(t0))
+	t0 = time.Now()
 	for _, p := range paths {
 		if err := os.Remove(p); err != nil {
 			return err
@@ -197,6 +210,32 @@ func filesCmd(dir string, n int) error {
 	}
 	rate("unlink_ops", n, time.Since(t0))
 	return os.Remove(d)
+}
+
+// readdir opens dir and reads all its names, as ls(1) or a crawler looking
+// for its next input does, and returns how many there were.
+func readdir(dir string) (int, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	return len(names), err
+}
+
+// readdirCmd times one listing of dir.
+func readdirCmd(dir string) error {
+	t0 := time.Now()
+	n, err := readdir(dir)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%s is empty", dir)
+	}
+	rate("readdir_ops", n, time.Since(t0))
+	return nil
 }
 
 // gapCmd appends small records to file, each its own write(2), a

@@ -1,0 +1,131 @@
+package fs
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// readFd reads the rest of the directory open at fd.
+func readFd(t *testing.T, fd int) []dirent {
+	t.Helper()
+	var all []dirent
+	for {
+		ds := getdents(t, fd, 8192)
+		if len(ds) == 0 {
+			return all
+		}
+		all = append(all, ds...)
+	}
+}
+
+func direntNames(ds []dirent) []string {
+	var out []string
+	for _, d := range ds {
+		if d.Name != "." && d.Name != ".." {
+			out = append(out, d.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestReaddirRewind: rewinddir on an open directory shows the directory as
+// it is now, as a new opendir would (POSIX), whatever was listed through
+// that descriptor before; a listing in progress keeps its offsets.
+func TestReaddirRewind(t *testing.T) {
+	lower := t.TempDir()
+	for i := range 20 {
+		writeT(t, filepath.Join(lower, "d", fmt.Sprintf("l%02d", i)), nil)
+	}
+	tm := mountT(t, lower, Options{})
+	d := filepath.Join(tm.Dir, "d")
+	fd, err := unix.Open(d, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	first := direntNames(readFd(t, fd))
+	if len(first) != 20 {
+		t.Fatalf("first listing: %q", first)
+	}
+	writeT(t, filepath.Join(d, "new"), nil)
+	if err := os.Remove(filepath.Join(d, "l00")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(d, "l01"), filepath.Join(d, "moved")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	got := direntNames(readFd(t, fd))
+	want := direntNames(readDirents(t, d))
+	if !slices.Equal(got, want) {
+		t.Fatalf("after rewinddir: %q\nwant (a new opendir's): %q", got, want)
+	}
+	for _, n := range []string{"new", "moved"} {
+		if !slices.Contains(got, n) {
+			t.Errorf("after rewinddir: %s missing", n)
+		}
+	}
+	for _, n := range []string{"l00", "l01"} {
+		if slices.Contains(got, n) {
+			t.Errorf("after rewinddir: %s still listed", n)
+		}
+	}
+}
+
+// TestReaddirInodes: every entry's d_ino is the st_ino lstat reports, for
+// lower, copied-up, new, renamed and replaced entries, whether the kernel
+// knows the entry already or meets it in the listing.
+func TestReaddirInodes(t *testing.T) {
+	lower := t.TempDir()
+	for _, n := range []string{"lower", "copied", "renamed", "replaced", "sub/x"} {
+		writeT(t, filepath.Join(lower, "d", n), []byte(n))
+	}
+	tm := mountT(t, lower, Options{})
+	d := filepath.Join(tm.Dir, "d")
+	if err := os.Chmod(filepath.Join(d, "copied"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeT(t, filepath.Join(d, "new"), nil)
+	if err := os.Mkdir(filepath.Join(d, "newdir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(d, "renamed"), filepath.Join(d, "renamed2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(d, "replaced")); err != nil {
+		t.Fatal(err)
+	}
+	writeT(t, filepath.Join(d, "replaced"), nil)
+	if err := os.Rename(filepath.Join(d, "new"), filepath.Join(d, "copied")); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		ds := readDirents(t, d)
+		if len(direntNames(ds)) != 6 {
+			t.Fatalf("%s: listing %q", when, direntNames(ds))
+		}
+		for _, e := range ds {
+			if e.Name == "." || e.Name == ".." {
+				continue
+			}
+			st := lstatT(t, filepath.Join(d, e.Name))
+			if e.Ino != st.Ino {
+				t.Errorf("%s: %s: d_ino %d, st_ino %d", when, e.Name, e.Ino, st.Ino)
+			}
+		}
+	}
+	check("known to the kernel")
+	tm.remount(t)
+	check("after a remount, listed first")
+	check("listed again")
+}
