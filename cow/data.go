@@ -336,6 +336,26 @@ func (h *Handle) WriteAt(data []byte, off int64) (int, error) {
 	return d.upper.WriteAt(data, off)
 }
 
+// CopyRange copies up to length bytes at offIn of h's file to offOut of
+// out's file, which may be the same file, as a read of h and a write to
+// out: the write brings up and marks chunks as any write does, and is
+// held by a snapshot as any write is. It copies fewer bytes at the end
+// of h's file, and none past it.
+func (h *Handle) CopyRange(ctx context.Context, offIn int64, out *Handle, offOut, length int64) (int, error) {
+	if length <= 0 {
+		return 0, nil
+	}
+	buf := make([]byte, length)
+	k, err := h.ReadAtContext(ctx, buf, offIn)
+	if err != nil {
+		return 0, err
+	}
+	if k == 0 {
+		return 0, nil
+	}
+	return out.WriteAt(buf[:k], offOut)
+}
+
 // copyAround copies from the origin the parts outside [off, end) of every
 // chunk the range touches that is not in the upper yet, and returns those
 // chunks. It marks none of them: until the range itself is written, the

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -36,6 +37,9 @@ type metaStore struct {
 	// whole is what the scan cache's hits found whole in the store, in
 	// memory only (see scan.Scanner).
 	whole object.KnownSet
+	// written counts the write transactions committed, synced how many
+	// of them a sync has made durable; syncs counts the database's syncs.
+	written, synced, syncs atomic.Uint64
 }
 
 // fileMeta describes an upper file whose bytes come partly from its origin in
@@ -142,11 +146,36 @@ func (m *metaStore) update(size int, fn func(txn *badger.Txn) error) error {
 	if err := m.room.need(int64(2*size + 64)); err != nil {
 		return fmt.Errorf("metadata: %w", err)
 	}
-	return m.db.Update(fn)
+	err := m.db.Update(fn)
+	m.written.Add(1)
+	return err
 }
 
-// sync makes every committed change durable.
-func (m *metaStore) sync() error { return m.db.Sync() }
+// sync makes every committed change durable. With none committed since
+// the last sync it syncs nothing: a file's fsync then has no record of
+// the metadata's to wait for (its chunk records change only while
+// chunks come up), and the database's sync is two more flushes to disk.
+// Only update writes to the database, and badger syncs its own tables
+// as it writes them, so the write counter covers all that sync would
+// flush.
+func (m *metaStore) sync() error {
+	// Read before the sync: a transaction committed later may or may
+	// not be in it, so it counts as not synced.
+	w := m.written.Load()
+	if m.synced.Load() >= w {
+		return nil
+	}
+	m.syncs.Add(1)
+	if err := m.db.Sync(); err != nil {
+		return err
+	}
+	for {
+		s := m.synced.Load()
+		if s >= w || m.synced.CompareAndSwap(s, w) {
+			return nil
+		}
+	}
+}
 
 // newID returns a fresh metadata id. Ids are random so that no counter has
 // to survive a crash; 64 bits make a collision practically impossible.

@@ -63,6 +63,53 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	return uint32(k), 0
 }
 
+// maxCopyRange bounds one COPY_FILE_RANGE request, as MaxWrite bounds a
+// WRITE: a longer copy_file_range returns short and its caller goes on.
+const maxCopyRange = 1 << 20
+
+var _ = (gofs.NodeCopyFileRanger)((*node)(nil))
+
+// CopyFileRange answers copy_file_range between two files of the mount
+// in one request, as a read of one and a write to the other; without
+// it the kernel reads the source through READ requests and writes it
+// back through WRITEs. The kernel has checked the ranges and the open
+// modes, and with --writeback-cache has written the source range's
+// dirty pages back before it asks.
+func (n *node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	in, ok := openHandle(fhIn)
+	dst, dok := openHandle(fhOut)
+	if !ok || !dok {
+		// EOPNOTSUPP, not ENOSYS: the kernel copies this one itself
+		// and keeps asking for the next.
+		return 0, syscall.EOPNOTSUPP
+	}
+	if _, errno := dst.dropSetID(ctx, false); errno != 0 {
+		return 0, errno
+	}
+	if t := n.m.ioTimeout; t > 0 {
+		// As for a read: the source may be read across the network.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	k, err := in.h.CopyRange(ctx, int64(offIn), dst.h, int64(offOut), int64(min(length, maxCopyRange)))
+	if err != nil {
+		return uint32(k), dst.errno(ctx, "copy_file_range", err)
+	}
+	return uint32(k), 0
+}
+
+// openHandle is the handle of an open regular file, passed through or not.
+func openHandle(fh gofs.FileHandle) (*handle, bool) {
+	switch h := fh.(type) {
+	case *handle:
+		return h, true
+	case *ptHandle:
+		return h.handle, true
+	}
+	return nil, false
+}
+
 // Flush answers ENOSYS, which makes the kernel stop sending FLUSH on every
 // close: cowfs buffers nothing, and locks are the kernel's own, so a flush
 // has nothing to do and would cost a round trip per close.
