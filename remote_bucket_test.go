@@ -127,7 +127,7 @@ func sameSums(t *testing.T, what string, got, want map[string]string) {
 // a remount of its mountpoint too, while a new mount gets the new one;
 // --path mounts a subtree; bad input is refused with nothing mounted.
 func TestBucketMount(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	srv.Env(t)
 	url := "s3://" + srv.Bucket(t) + "/spiders"
 	exp := bucketExport(t)
@@ -246,7 +246,7 @@ func restoreBucket(t *testing.T, srv *s3test.Server, url, name string) (*cowfs.W
 // sends nothing; another under the name is refused; a missing name is
 // not found.
 func TestBucketCheckpoint(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	srv.Env(t)
 	url := "s3://" + srv.Bucket(t) + "/spiders"
 	exp := bucketExport(t)
@@ -400,7 +400,7 @@ func bucketMountRefused(t *testing.T, srv *s3test.Server) {
 // reads; what it did not fails with EIO within --io-timeout, never
 // hangs; once the storage is back, it reads again.
 func TestBucketStorageStopped(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Run(t) // its own: the test stops it
 	srv.Env(t)
 	url := "s3://" + srv.Bucket(t) + "/p"
 	exp := t.TempDir()

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
 
 // bin is the cowfs binary built once for all tests in this package.
@@ -33,6 +34,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	s3test.StopShared()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

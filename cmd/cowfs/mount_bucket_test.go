@@ -14,7 +14,7 @@ import (
 // missing bucket, a bad URL and a token for a bucket are refused with
 // their message and nothing mounted.
 func TestMountBucketCLI(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	bucket := srv.Bucket(t)
 	srv.Env(t)
 	e := newEnv(t)
@@ -73,7 +73,7 @@ func TestMountBucketCLI(t *testing.T) {
 // restore of it on another state directory; another snapshot under the
 // name and a missing name are refused with their message.
 func TestBucketCheckpointCLI(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	bucket := srv.Bucket(t)
 	srv.Env(t)
 	e := newEnv(t)
@@ -146,7 +146,7 @@ func TestBucketCheckpointCLI(t *testing.T) {
 // cowfs gc --remote s3://... keeps what the published version reaches and
 // says so; a bad URL is a usage error.
 func TestBucketGCCLI(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	bucket := srv.Bucket(t)
 	srv.Env(t)
 	e := newEnv(t)

@@ -53,7 +53,7 @@ func publishJSON(t *testing.T, args ...string) ([]map[string]any, string, int) {
 // version's key; a bad URL, a missing bucket and wrong credentials each
 // fail with their message.
 func TestPublishCLI(t *testing.T) {
-	srv := s3test.Run(t)
+	srv := s3test.Shared(t)
 	bucket := srv.Bucket(t)
 	srv.Env(t)
 	e := newEnv(t)
