@@ -8,6 +8,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The bucket tests name their server's endpoint and run in parallel.
+	s3test.SetCredentialEnv()
 	code := m.Run()
 	s3test.StopShared()
 	os.Exit(code)
