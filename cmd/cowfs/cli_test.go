@@ -43,9 +43,19 @@ func TestMain(m *testing.M) {
 // exit code.
 func run(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	return runEnv(t, nil, args...)
+}
+
+// runEnv is run with env ("KEY=value") added to the test's environment:
+// t.Setenv is not allowed in a parallel test.
+func runEnv(t *testing.T, env []string, args ...string) (string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
