@@ -36,7 +36,7 @@ import (
 func buildCrawldb(t *testing.T) string {
 	t.Helper()
 	crawldbBuild.once.Do(func() {
-		// Next to the cowfs binary, in the directory TestMain removes.
+		// Next to the cowfs binary, where go build finds it up to date.
 		out := filepath.Join(filepath.Dir(bin), "crawldb")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

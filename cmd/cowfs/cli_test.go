@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -23,10 +25,7 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "cowfs-cli")
-	if err != nil {
-		panic(err)
-	}
+	dir, cached := binDir()
 	bin = filepath.Join(dir, "cowfs")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {
@@ -35,8 +34,33 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	s3test.StopShared()
-	os.RemoveAll(dir)
+	if !cached {
+		os.RemoveAll(dir)
+	}
 	os.Exit(code)
+}
+
+// binDir returns where TestMain builds the binaries the tests run: a
+// directory in the user's cache kept for this source directory, where go
+// build finds the binary of unchanged sources up to date and links
+// nothing, or else a temporary one (cached false) for TestMain to remove.
+// Keyed by the source directory, so that worktrees of the repository
+// tested at once do not replace each other's binaries.
+func binDir() (dir string, cached bool) {
+	if cache, err := os.UserCacheDir(); err == nil {
+		if src, err := os.Getwd(); err == nil {
+			sum := sha256.Sum256([]byte(src))
+			dir = filepath.Join(cache, "cowfs", "test-bin", hex.EncodeToString(sum[:8]))
+			if err := os.MkdirAll(dir, 0o755); err == nil {
+				return dir, true
+			}
+		}
+	}
+	dir, err := os.MkdirTemp("", "cowfs-cli")
+	if err != nil {
+		panic(err)
+	}
+	return dir, false
 }
 
 // run runs cowfs with a deadline and returns its combined output and
