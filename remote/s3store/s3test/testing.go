@@ -159,8 +159,7 @@ func Shared(t testing.TB) *Server {
 	defer cancel()
 	s, err := Start(ctx, bin, dir)
 	if err != nil {
-		os.RemoveAll(dir)
-		t.Fatal(err)
+		t.Fatal(err) // dir stays, with the weed.log the error names
 	}
 	shared.srv, shared.dir = s, dir
 	return s
