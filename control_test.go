@@ -21,6 +21,7 @@ import (
 // up, is not made: the caller was told it failed, and a retry must not
 // find the name taken.
 func TestSnapshotCallerGivesUp(t *testing.T) {
+	t.Parallel()
 	base := t.TempDir()
 	state, lower, mnt := filepath.Join(base, "state"), filepath.Join(base, "lower"), filepath.Join(base, "mnt")
 	os.Mkdir(lower, 0o755)

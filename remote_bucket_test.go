@@ -127,8 +127,8 @@ func sameSums(t *testing.T, what string, got, want map[string]string) {
 // a remount of its mountpoint too, while a new mount gets the new one;
 // --path mounts a subtree; bad input is refused with nothing mounted.
 func TestBucketMount(t *testing.T) {
-	srv := s3test.Run(t)
-	srv.Env(t)
+	t.Parallel()
+	srv := s3test.Shared(t)
 	url := "s3://" + srv.Bucket(t) + "/spiders"
 	exp := bucketExport(t)
 	v1 := publishTo(t, srv, url, exp)
@@ -246,8 +246,8 @@ func restoreBucket(t *testing.T, srv *s3test.Server, url, name string) (*cowfs.W
 // sends nothing; another under the name is refused; a missing name is
 // not found.
 func TestBucketCheckpoint(t *testing.T) {
-	srv := s3test.Run(t)
-	srv.Env(t)
+	t.Parallel()
+	srv := s3test.Shared(t)
 	url := "s3://" + srv.Bucket(t) + "/spiders"
 	exp := bucketExport(t)
 	publishTo(t, srv, url, exp)
@@ -400,8 +400,8 @@ func bucketMountRefused(t *testing.T, srv *s3test.Server) {
 // reads; what it did not fails with EIO within --io-timeout, never
 // hangs; once the storage is back, it reads again.
 func TestBucketStorageStopped(t *testing.T) {
-	srv := s3test.Run(t)
-	srv.Env(t)
+	t.Parallel()
+	srv := s3test.Run(t) // its own: the test stops it
 	url := "s3://" + srv.Bucket(t) + "/p"
 	exp := t.TempDir()
 	writeFile(t, filepath.Join(exp, "cached"), randBytes(2<<20), 0o644)

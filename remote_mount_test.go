@@ -136,6 +136,7 @@ func TestNestedProject(t *testing.T) {
 // Two workers, four mounts at once: all complete and identical, and the
 // master sends each chunk at most once per worker.
 func TestTwoWorkersFourMounts(t *testing.T) {
+	t.Parallel()
 	exp := t.TempDir()
 	want := map[string][]byte{}
 	for i := range 12 {
@@ -178,6 +179,7 @@ func TestTwoWorkersFourMounts(t *testing.T) {
 // A 64 MiB+ file reads back whole; a small read at a random place fetches
 // about one chunk.
 func TestBigFileSmallRead(t *testing.T) {
+	t.Parallel()
 	exp := t.TempDir()
 	big := randBytes(65<<20 + 12345)
 	writeFile(t, filepath.Join(exp, "big"), big, 0o644)

@@ -93,6 +93,11 @@ func runTestsInUserNS(t *testing.T, tests []string, skip string, env ...string) 
 	if skip != "" {
 		args = append(args, "-test.skip", skip)
 	}
+	if testing.Short() {
+		// The child runs its tests as this binary runs its own: what
+		// they leave out under -short, the full suite runs in both.
+		args = append(args, "-test.short")
+	}
 	cmd := exec.CommandContext(ctx, os.Args[0], args...)
 	cmd.SysProcAttr = userNSAttr()
 	cmd.Env = append(append(os.Environ(), userNSEnv+"=1"), env...)

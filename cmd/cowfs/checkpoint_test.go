@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,16 +31,32 @@ import (
 	"github.com/cowfs/cowfs/cow/statedir"
 )
 
-// buildCrawldb builds testdata/crawldb into a temporary directory.
+// buildCrawldb builds testdata/crawldb, once per test binary, and returns
+// its path.
 func buildCrawldb(t *testing.T) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "crawldb")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if b, err := exec.CommandContext(ctx, "go", "build", "-o", out, "./testdata/crawldb").CombinedOutput(); err != nil {
-		t.Fatalf("build crawldb: %v\n%s", err, b)
+	crawldbBuild.once.Do(func() {
+		// Next to the cowfs binary, where go build finds it up to date.
+		out := filepath.Join(filepath.Dir(bin), "crawldb")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if b, err := exec.CommandContext(ctx, "go", "build", "-o", out, "./testdata/crawldb").CombinedOutput(); err != nil {
+			crawldbBuild.err = fmt.Errorf("%w\n%s", err, b)
+			return
+		}
+		crawldbBuild.path = out
+	})
+	if crawldbBuild.err != nil {
+		t.Fatalf("build crawldb: %v", crawldbBuild.err)
 	}
-	return out
+	return crawldbBuild.path
+}
+
+// crawldbBuild is the one build of crawldb the tests of the binary share.
+var crawldbBuild struct {
+	once sync.Once
+	path string
+	err  error
 }
 
 // crawl is a crawldb process writing until killed.

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -16,16 +18,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
 
 // bin is the cowfs binary built once for all tests in this package.
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "cowfs-cli")
-	if err != nil {
-		panic(err)
-	}
+	dir, cached := binDir()
 	bin = filepath.Join(dir, "cowfs")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {
@@ -33,17 +33,53 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	s3test.StopShared()
+	if !cached {
+		os.RemoveAll(dir)
+	}
 	os.Exit(code)
+}
+
+// binDir returns where TestMain builds the binaries the tests run: a
+// directory in the user's cache kept for this source directory, where go
+// build finds the binary of unchanged sources up to date and links
+// nothing, or else a temporary one (cached false) for TestMain to remove.
+// Keyed by the source directory, so that worktrees of the repository
+// tested at once do not replace each other's binaries.
+func binDir() (dir string, cached bool) {
+	if cache, err := os.UserCacheDir(); err == nil {
+		if src, err := os.Getwd(); err == nil {
+			sum := sha256.Sum256([]byte(src))
+			dir = filepath.Join(cache, "cowfs", "test-bin", hex.EncodeToString(sum[:8]))
+			if err := os.MkdirAll(dir, 0o755); err == nil {
+				return dir, true
+			}
+		}
+	}
+	dir, err := os.MkdirTemp("", "cowfs-cli")
+	if err != nil {
+		panic(err)
+	}
+	return dir, false
 }
 
 // run runs cowfs with a deadline and returns its combined output and
 // exit code.
 func run(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	return runEnv(t, nil, args...)
+}
+
+// runEnv is run with env ("KEY=value") added to the test's environment:
+// t.Setenv is not allowed in a parallel test.
+func runEnv(t *testing.T, env []string, args ...string) (string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -24,6 +24,7 @@ func mountSource(t *testing.T, mnt string) string {
 // findmnt tells a spider's workspace, a master's export and a restore
 // apart by their source.
 func TestMountSources(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	addr := startServe(t, e.lower)
 	sub := filepath.Join(t.TempDir(), "sub")

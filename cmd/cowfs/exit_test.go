@@ -9,6 +9,7 @@ import (
 
 // Each exit code docs/cli.md promises, from the command that gives it.
 func TestExitCodes(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	tok := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tok, []byte("s3cret\n"), 0o600)

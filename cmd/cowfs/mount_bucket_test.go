@@ -9,14 +9,26 @@ import (
 	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
 
+// sharedS3 returns the test binary's SeaweedFS, with the AWS environment
+// the cowfs processes of the tests use to reach it set for the whole
+// process: the same for every bucket test, and t.Setenv is not allowed in
+// a parallel test.
+func sharedS3(t *testing.T) *s3test.Server {
+	t.Helper()
+	srv := s3test.Shared(t)
+	s3test.SetCredentialEnv()
+	os.Setenv("AWS_ENDPOINT_URL_S3", srv.Endpoint)
+	return srv
+}
+
 // cowfs publish, then cowfs mount --remote s3://... on another state
 // directory reads the published files with no master, and unmounts; a
 // missing bucket, a bad URL and a token for a bucket are refused with
 // their message and nothing mounted.
 func TestMountBucketCLI(t *testing.T) {
-	srv := s3test.Run(t)
+	t.Parallel()
+	srv := sharedS3(t)
 	bucket := srv.Bucket(t)
-	srv.Env(t)
 	e := newEnv(t)
 	url := "s3://" + bucket + "/spiders"
 	if _, stderr, code := publishJSON(t, "--state", e.state, "publish", e.lower, url); code != 0 {
@@ -73,9 +85,9 @@ func TestMountBucketCLI(t *testing.T) {
 // restore of it on another state directory; another snapshot under the
 // name and a missing name are refused with their message.
 func TestBucketCheckpointCLI(t *testing.T) {
-	srv := s3test.Run(t)
+	t.Parallel()
+	srv := sharedS3(t)
 	bucket := srv.Bucket(t)
-	srv.Env(t)
 	e := newEnv(t)
 	url := "s3://" + bucket + "/spiders"
 	if _, stderr, code := publishJSON(t, "--state", e.state, "publish", e.lower, url); code != 0 {
@@ -146,9 +158,9 @@ func TestBucketCheckpointCLI(t *testing.T) {
 // cowfs gc --remote s3://... keeps what the published version reaches and
 // says so; a bad URL is a usage error.
 func TestBucketGCCLI(t *testing.T) {
-	srv := s3test.Run(t)
+	t.Parallel()
+	srv := sharedS3(t)
 	bucket := srv.Bucket(t)
-	srv.Env(t)
 	e := newEnv(t)
 	url := "s3://" + bucket + "/spiders"
 	if _, stderr, code := publishJSON(t, "--state", e.state, "publish", e.lower, url); code != 0 {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs/remote/s3store"
-	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
 
 // publishJSON runs cowfs publish with stdout apart, and returns its JSON
@@ -53,9 +52,9 @@ func publishJSON(t *testing.T, args ...string) ([]map[string]any, string, int) {
 // version's key; a bad URL, a missing bucket and wrong credentials each
 // fail with their message.
 func TestPublishCLI(t *testing.T) {
-	srv := s3test.Run(t)
+	t.Parallel()
+	srv := sharedS3(t)
 	bucket := srv.Bucket(t)
-	srv.Env(t)
 	e := newEnv(t)
 	url := "s3://" + bucket + "/spiders/spider1"
 
@@ -95,13 +94,10 @@ func TestPublishCLI(t *testing.T) {
 		{"not a URL", nil, []string{e.lower, bucket}, "is not an s3://BUCKET/PREFIX URL"},
 		{"missing dir", nil, []string{filepath.Join(e.lower, "nope"), url}, "no such file or directory"},
 		{"missing bucket", nil, []string{e.lower, "s3://no-such-bucket/p"}, `bucket "no-such-bucket" does not exist`},
-		{"wrong secret", []string{"AWS_SECRET_ACCESS_KEY", "wrong"}, []string{e.lower, url}, "refused the credentials"},
+		{"wrong secret", []string{"AWS_SECRET_ACCESS_KEY=wrong"}, []string{e.lower, url}, "refused the credentials"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.env != nil {
-				t.Setenv(tc.env[0], tc.env[1])
-			}
-			out, code := run(t, append([]string{"--state", t.TempDir(), "publish"}, tc.args...)...)
+			out, code := runEnv(t, tc.env, append([]string{"--state", t.TempDir(), "publish"}, tc.args...)...)
 			if code == 0 || !strings.Contains(out, tc.says) {
 				t.Fatalf("exit %d, %q; want non-zero, saying %q", code, out, tc.says)
 			}

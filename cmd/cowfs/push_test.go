@@ -11,6 +11,7 @@ import (
 // snapshot whose push failed (or was never asked for) is pushed later,
 // through its live mount or straight from the state directory.
 func TestPushCommand(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	tok := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(tok, []byte("s3cret\n"), 0o600)

@@ -34,6 +34,7 @@ func snapshotOf(t *testing.T, local *object.DirStore, dir, name string) refs.Sna
 // snapshot pushed again sends nothing; another under the name is refused
 // with nothing sent; a missing name is refs.ErrNotFound.
 func TestPushCheckpoint(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	dst, _ := open(t, srv)
 	ctx := ctxT(t, 2*time.Minute)
@@ -115,6 +116,7 @@ func TestPushCheckpoint(t *testing.T) {
 // Two workers pushing different snapshots under one name at once: one
 // wins, the other is refused, and the key names a whole snapshot.
 func TestPushCheckpointRacing(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	dst, _ := open(t, srv)
 	ctx := ctxT(t, 2*time.Minute)

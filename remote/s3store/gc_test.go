@@ -20,6 +20,7 @@ import (
 // the grace period; --dry-run only counts; every version and checkpoint
 // still reads whole after it.
 func TestGC(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	dst, _ := open(t, srv)
 	ctx := ctxT(t, 2*time.Minute)
@@ -81,6 +82,7 @@ func TestGC(t *testing.T) {
 // every version and checkpoint reads whole afterwards. Without the
 // locks, the objects a publish uploaded before its key would be removed.
 func TestGCRacingPublish(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	dst, _ := open(t, srv)
 	ctx := ctxT(t, 4*time.Minute)
@@ -151,6 +153,7 @@ func TestGCRacingPublish(t *testing.T) {
 // nothing; a publish waits while a gc's lock is there and goes on once it
 // is gone.
 func TestGCLocks(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	dst, bucket := open(t, srv)
 	ctx := ctxT(t, 2*time.Minute)

@@ -8,6 +8,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// Tests that name their server's endpoint need no t.Setenv, which
+	// t.Parallel forbids.
+	s3test.SetCredentialEnv()
 	code := m.Run()
 	s3test.StopShared()
 	os.Exit(code)

@@ -79,6 +79,7 @@ func localStore(t *testing.T) *object.DirStore {
 // the newest and reads whole; publishing again after a change uploads the
 // changed chunk and the objects above it, and nothing else.
 func TestPublishUploadsOnlyChanges(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	dst, _ := open(t, srv)
 	dir := t.TempDir()
@@ -144,6 +145,7 @@ func TestPublishUploadsOnlyChanges(t *testing.T) {
 
 // Two publishers racing each leave a whole version, never a broken one.
 func TestPublishRacing(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	dst, _ := open(t, srv)
 	ctx := ctxT(t, 2*time.Minute)
@@ -180,6 +182,7 @@ func TestPublishRacing(t *testing.T) {
 
 // An empty prefix has no newest version, and says so.
 func TestNewestNone(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	dst, _ := open(t, srv)
 	if _, err := dst.Newest(context.Background()); err == nil {
@@ -192,6 +195,7 @@ func TestNewestNone(t *testing.T) {
 // whole, each object fetched from the bucket once per worker, and read
 // again from the worker's own store.
 func TestWorkersReadThroughCache(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	dst, bucket := open(t, srv)
 	dir := t.TempDir()
@@ -209,7 +213,7 @@ func TestWorkersReadThroughCache(t *testing.T) {
 	}
 	for w := range 2 {
 		// A worker knows the bucket, not the version: it finds the newest.
-		st, err := s3store.Open(ctxT(t, time.Minute), s3store.Config{Bucket: bucket, Prefix: "spiders/one"})
+		st, err := s3store.Open(ctxT(t, time.Minute), s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
 		if err != nil {
 			t.Fatal(err)
 		}

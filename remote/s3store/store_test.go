@@ -31,8 +31,7 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 func open(t *testing.T, srv *s3test.Server) (*s3store.Store, string) {
 	t.Helper()
 	bucket := srv.Bucket(t)
-	srv.Env(t)
-	st, err := s3store.Open(ctxT(t, time.Minute), s3store.Config{Bucket: bucket, Prefix: "spiders/one"})
+	st, err := s3store.Open(ctxT(t, time.Minute), s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +70,7 @@ func read(t *testing.T, srv *s3test.Server, bucket, key string) []byte {
 // The bucket store passes the suite every object store runs, against a
 // real SeaweedFS, with objects damaged in the bucket.
 func TestS3Conformance(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	objecttest.Run(t, func(t *testing.T) objecttest.Subject {
 		st, bucket := open(t, srv)
@@ -85,6 +85,7 @@ func TestS3Conformance(t *testing.T) {
 // Truncated and missing objects in the bucket are told apart from good
 // ones and never served.
 func TestS3TruncatedAndMissing(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	st, bucket := open(t, srv)
 	ctx := ctxT(t, time.Minute)
@@ -108,6 +109,7 @@ func TestS3TruncatedAndMissing(t *testing.T) {
 // Put never overwrites: an object already in the bucket keeps its bytes
 // (here, damaged ones, so that an overwrite would show).
 func TestS3PutDoesNotOverwrite(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	st, bucket := open(t, srv)
 	ctx := ctxT(t, time.Minute)
@@ -213,6 +215,7 @@ func TestParseURL(t *testing.T) {
 // caches damaged on the worker's disk: what a mount from a bucket reads
 // through.
 func TestS3CacheConformance(t *testing.T) {
+	t.Parallel()
 	srv := s3test.Shared(t)
 	objecttest.Run(t, func(t *testing.T) objecttest.Subject {
 		bucketStore, _ := open(t, srv)

@@ -229,6 +229,26 @@ func StartTLS(ctx context.Context, bin, dir string, f TLSFiles) (*Server, error)
 	if err := os.WriteFile(cfgPath, identityConfig(), 0o600); err != nil {
 		return nil, err
 	}
+	// A port found free may be taken before weed binds it (by another
+	// server starting, or any connection's local port): weed then exits
+	// while starting, and new ports are tried, on fresh data: the failed
+	// start may have left some.
+	for tries := 1; ; tries++ {
+		s, err := start(ctx, bin, dir, cfgPath)
+		if err == nil || tries == 3 || !errors.Is(err, errExited) {
+			return s, err
+		}
+		data := filepath.Join(dir, "data")
+		if err := os.RemoveAll(data); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func start(ctx context.Context, bin, dir, cfgPath string) (*Server, error) {
 	p, err := freePorts()
 	if err != nil {
 		return nil, err
@@ -285,6 +305,9 @@ func (s *Server) Restart(ctx context.Context) error {
 	return nil
 }
 
+// errExited is waitReady's error when weed exits before S3 answers.
+var errExited = errors.New("weed exited while starting")
+
 // waitReady polls the S3 gateway until it answers an S3 request: an
 // unsigned ListBuckets gets an S3 error document (AccessDenied) once the
 // gateway and the filer behind it are up.
@@ -297,7 +320,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 	for {
 		select {
 		case <-s.done:
-			return errors.New("weed exited while starting")
+			return errExited
 		default:
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Endpoint+"/", nil)
@@ -312,7 +335,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 		case <-ctx.Done():
 			return fmt.Errorf("S3 at %s did not answer: %w", s.Endpoint, ctx.Err())
 		case <-s.done:
-			return errors.New("weed exited while starting")
+			return errExited
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

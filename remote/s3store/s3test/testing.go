@@ -129,17 +129,36 @@ func (s *Server) Bucket(t testing.TB) string {
 	return ""
 }
 
+// credentialEnv is the AWS environment, all but the endpoint, that the
+// standard credential chain reads to sign as the identity of every
+// server started here, and nothing from this machine's AWS files.
+var credentialEnv = [][2]string{
+	{"AWS_ACCESS_KEY_ID", AccessKey},
+	{"AWS_SECRET_ACCESS_KEY", SecretKey},
+	{"AWS_REGION", Region},
+	{"AWS_CONFIG_FILE", os.DevNull},
+	{"AWS_SHARED_CREDENTIALS_FILE", os.DevNull},
+	{"AWS_EC2_METADATA_DISABLED", "true"},
+}
+
 // Env sets the AWS environment a process started by the test (or the
 // standard credential chain in it) uses to reach the server, for the
 // test's duration.
 func (s *Server) Env(t *testing.T) {
-	t.Setenv("AWS_ACCESS_KEY_ID", AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", SecretKey)
-	t.Setenv("AWS_REGION", Region)
+	for _, kv := range credentialEnv {
+		t.Setenv(kv[0], kv[1])
+	}
 	t.Setenv("AWS_ENDPOINT_URL_S3", s.Endpoint)
-	t.Setenv("AWS_CONFIG_FILE", os.DevNull)
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+}
+
+// SetCredentialEnv sets the credential part of Env for the whole
+// process, for a TestMain whose tests name their server's endpoint
+// themselves: t.Setenv forbids t.Parallel, and the identity is the same
+// for every server.
+func SetCredentialEnv() {
+	for _, kv := range credentialEnv {
+		os.Setenv(kv[0], kv[1])
+	}
 }
 
 var shared struct {
@@ -168,8 +187,7 @@ func Shared(t testing.TB) *Server {
 	defer cancel()
 	s, err := Start(ctx, bin, dir)
 	if err != nil {
-		os.RemoveAll(dir)
-		t.Fatal(err)
+		t.Fatal(err) // dir stays, with the weed.log the error names
 	}
 	shared.srv, shared.dir = s, dir
 	return s
