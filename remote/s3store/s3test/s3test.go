@@ -234,7 +234,7 @@ func StartTLS(ctx context.Context, bin, dir string, f TLSFiles) (*Server, error)
 	// while starting, and new ports are tried, on fresh data: the failed
 	// start may have left some.
 	for tries := 1; ; tries++ {
-		s, err := start(ctx, bin, dir, cfgPath)
+		s, err := start(ctx, bin, dir, cfgPath, f)
 		if err == nil || tries == 3 || !errors.Is(err, errExited) {
 			return s, err
 		}
@@ -248,7 +248,7 @@ func StartTLS(ctx context.Context, bin, dir string, f TLSFiles) (*Server, error)
 	}
 }
 
-func start(ctx context.Context, bin, dir, cfgPath string) (*Server, error) {
+func start(ctx context.Context, bin, dir, cfgPath string, f TLSFiles) (*Server, error) {
 	p, err := freePorts()
 	if err != nil {
 		return nil, err
