@@ -126,27 +126,37 @@ func (w *Sweep) Remove(d Digest) (removed bool, size int64, err error) {
 }
 
 func (w *Sweep) remove(d Digest, before *time.Time) (removed bool, size int64, err error) {
+	count := func() error {
+		if !w.counted {
+			if err := w.s.countRemoval(); err != nil {
+				return err
+			}
+			w.counted = true
+		}
+		return nil
+	}
+	removed, size, err = w.s.packs.remove(d, before, count)
+	if err != nil {
+		return removed, size, err
+	}
 	p := w.s.path(d)
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, 0, nil
+		return removed, size, nil
 	}
 	if err != nil {
-		return false, 0, err
+		return removed, size, err
 	}
 	if before != nil && !fi.ModTime().Before(*before) {
-		return false, 0, nil
+		return removed, size, nil
 	}
-	if !w.counted {
-		if err := w.s.countRemoval(); err != nil {
-			return false, 0, err
-		}
-		w.counted = true
+	if err := count(); err != nil {
+		return removed, size, err
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, 0, err
+		return removed, size, err
 	}
-	return true, fi.Size(), nil
+	return true, size + fi.Size(), nil
 }
 
 // Removals counts the sweeps (and other removals) that took objects out of
