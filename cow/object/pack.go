@@ -108,6 +108,9 @@ type packs struct {
 	removals uint64
 	all      map[string]*pack
 	index    map[Digest][]loc // live copies, oldest first
+	// dirTime is the packs directory's time at the last listing, which
+	// began at listedAt.
+	dirTime, listedAt time.Time
 
 	wmu  sync.Mutex
 	w    *pack // the pack this store appends to, or nil
@@ -136,19 +139,12 @@ func (ps *packs) refreshLocked(dead bool) error {
 	if !ps.loaded || n != ps.removals {
 		dead = true
 	}
-	ents, err := os.ReadDir(ps.dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		ents, err = nil, nil
-	}
+	names, listed, err := ps.list(dead)
 	if err != nil {
-		return fmt.Errorf("object store packs: %w", err)
+		return err
 	}
 	seen := map[string]bool{}
-	for _, de := range ents {
-		name, ok := strings.CutSuffix(de.Name(), ".idx")
-		if !ok {
-			continue
-		}
+	for _, name := range names {
 		seen[name] = true
 		p := ps.all[name]
 		if p == nil {
@@ -167,7 +163,7 @@ func (ps *packs) refreshLocked(dead bool) error {
 		}
 		// A writer that died leaves its pack unsealed and unlocked:
 		// read it once more, then no more.
-		idle := p != ps.w && unix.Flock(int(p.f.Fd()), unix.LOCK_SH|unix.LOCK_NB) == nil
+		idle := unix.Flock(int(p.f.Fd()), unix.LOCK_SH|unix.LOCK_NB) == nil
 		if idle {
 			unix.Flock(int(p.f.Fd()), unix.LOCK_UN)
 		}
@@ -178,9 +174,11 @@ func (ps *packs) refreshLocked(dead bool) error {
 			p.sealed = true
 		}
 	}
-	for name, p := range ps.all {
-		if !seen[name] && p != ps.w {
-			ps.forget(p)
+	if listed {
+		for name, p := range ps.all {
+			if !seen[name] && p != ps.w {
+				ps.forget(p)
+			}
 		}
 	}
 	if dead {
@@ -193,6 +191,40 @@ func (ps *packs) refreshLocked(dead bool) error {
 	}
 	ps.loaded = true
 	return nil
+}
+
+// list returns the packs to read: every pack in the directory (listed),
+// or, when the directory has not changed since a listing made well after
+// its last change, the packs known. A miss asks on every object fetched,
+// and the listing is most of what it costs.
+func (ps *packs) list(full bool) (names []string, listed bool, err error) {
+	start := time.Now()
+	fi, err := os.Stat(ps.dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("object store packs: %w", err)
+	}
+	// A file made after the last listing began dates after it, less
+	// the coarse clock's lag: then the directory's time moved.
+	if !full && ps.loaded && fi.ModTime().Equal(ps.dirTime) && ps.listedAt.Sub(ps.dirTime) > coarseMargin {
+		for name := range ps.all {
+			names = append(names, name)
+		}
+		return names, false, nil
+	}
+	ents, err := os.ReadDir(ps.dir)
+	if err != nil {
+		return nil, false, fmt.Errorf("object store packs: %w", err)
+	}
+	for _, de := range ents {
+		if name, ok := strings.CutSuffix(de.Name(), ".idx"); ok {
+			names = append(names, name)
+		}
+	}
+	ps.dirTime, ps.listedAt = fi.ModTime(), start
+	return names, true, nil
 }
 
 // readIndex reads p's index from where it was read up to.
@@ -233,6 +265,9 @@ func (ps *packs) readDead(p *pack) error {
 // readFrom returns file p's whole entries from off on; a missing file
 // has none.
 func readFrom(p string, off int64) ([]byte, error) {
+	if fi, err := os.Stat(p); err == nil && fi.Size() < off+entrySize {
+		return nil, nil // nothing new: one call, not three
+	}
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -697,6 +732,26 @@ func (ps *packs) keepLocked(keep []loc) error {
 		return fmt.Errorf("object store pack %s: %w", w.name, err)
 	}
 	return syncFile(ps.path(w.name, ".idx"))
+}
+
+// Close seals the pack this store appends to and closes the packs'
+// descriptors. The store stays usable: what it reads or stores after
+// opens them again.
+func (s *DirStore) Close() error {
+	ps := s.packs
+	ps.wmu.Lock()
+	defer ps.wmu.Unlock()
+	var err error
+	if ps.w != nil {
+		err = ps.seal()
+	}
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	for _, p := range ps.all {
+		p.f.Close()
+	}
+	ps.all, ps.index, ps.loaded = map[string]*pack{}, map[Digest][]loc{}, false
+	return err
 }
 
 // Locate returns where the bytes of object d are on disk: a file of its
