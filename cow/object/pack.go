@@ -448,6 +448,9 @@ func (ps *packs) markDead(l loc) error {
 func (ps *packs) has(d Digest, fresh bool) (bool, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	if !fresh && ps.loaded && len(ps.all) == 0 {
+		return false, nil // no pack to look in: a store of files
+	}
 	n, err := ps.s.Removals()
 	if err != nil {
 		return false, err
@@ -616,11 +619,10 @@ func (ps *packs) each() ([]StoredObject, error) {
 }
 
 // remove marks d's packed copies dead, those in packs last used before
-// *before if before is set, and returns the bytes they held. A pack left
-// with nothing live is removed; one left mostly dead is compacted. The
-// caller has counted a removal first (count is called before the first
-// copy goes).
-func (ps *packs) remove(d Digest, before *time.Time, count func() error) (removed bool, size int64, err error) {
+// *before if before is set, and returns the bytes they held. count is
+// called before the first copy goes; each pack a copy left is added to
+// left, for reclaim once the sweep's batch is done.
+func (ps *packs) remove(d Digest, before *time.Time, count func() error, left map[*pack]bool) (removed bool, size int64, err error) {
 	ls, err := ps.locs(d, false)
 	if err != nil {
 		return false, 0, err
@@ -639,9 +641,7 @@ func (ps *packs) remove(d Digest, before *time.Time, count func() error) (remove
 			return removed, size, err
 		}
 		removed, size = true, size+int64(l.e.n)
-		if err := ps.reclaim(l.p); err != nil {
-			return removed, size, err
-		}
+		left[l.p] = true
 	}
 	return removed, size, nil
 }

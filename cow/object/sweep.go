@@ -81,6 +81,9 @@ type Sweep struct {
 	s       *DirStore
 	unlock  func()
 	counted bool
+	// left holds the packs this sweep removed copies from: reclaimed
+	// (removed, or compacted) at Unlock, once, not after each copy.
+	left map[*pack]bool
 }
 
 // LockSweep takes the store's lock exclusively, for RemoveIfOlder: it
@@ -91,11 +94,21 @@ func (s *DirStore) LockSweep(ctx context.Context) (*Sweep, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sweep{s: s, unlock: unlock}, nil
+	return &Sweep{s: s, unlock: unlock, left: map[*pack]bool{}}, nil
 }
 
-// Unlock lets writers in again.
-func (w *Sweep) Unlock() { w.unlock() }
+// Unlock lets writers in again, once the packs the batch left with
+// nothing live are removed and those it left mostly dead compacted
+// (pack.go).
+func (w *Sweep) Unlock() {
+	for p := range w.left {
+		if err := w.s.packs.reclaim(p); err != nil {
+			slog.Error("object store: reclaim a pack", "store", w.s.dir, "pack", p.name, "err", err)
+		}
+	}
+	w.left = nil
+	w.unlock()
+}
 
 // Quiesce waits until no writer holds the store's lock and returns a time
 // before which nothing stored or freshened since counts: an object a
@@ -135,7 +148,7 @@ func (w *Sweep) remove(d Digest, before *time.Time) (removed bool, size int64, e
 		}
 		return nil
 	}
-	removed, size, err = w.s.packs.remove(d, before, count)
+	removed, size, err = w.s.packs.remove(d, before, count, w.left)
 	if err != nil {
 		return removed, size, err
 	}
