@@ -468,6 +468,17 @@ func TestEviction(t *testing.T) {
 	if size := storeSize(t, w.State); size > limit {
 		t.Errorf("store holds %d bytes; limit %d", size, limit)
 	}
+	// What eviction removed from the cache's packs left the disk too.
+	packs, _ := filepath.Glob(filepath.Join(w.State, "objects", "packs", "*.pack"))
+	var onDisk int64
+	for _, p := range packs {
+		if fi, err := os.Stat(p); err == nil {
+			onDisk += fi.Size()
+		}
+	}
+	if onDisk > limit {
+		t.Errorf("the cache's packs take %d bytes on disk; limit %d", onDisk, limit)
+	}
 	// Evicted chunks come back from the master.
 	dropCaches(t, rm.dir)
 	readAll()

@@ -39,7 +39,8 @@ import (
 // copy that does not hash to its digest (an index written before a crash
 // that lost its pack's bytes) is marked dead and reported damaged, and
 // the cache fetches it again. A pack whose entries are all dead goes
-// whole; one mostly dead is copied into the current pack first.
+// whole; from one partly dead, what is live is copied into the current
+// pack first, so that a cache's size on disk is what it holds.
 
 const (
 	packsDirName = "packs"
@@ -150,7 +151,13 @@ func (ps *packs) refreshLocked(dead bool) error {
 		if p == nil {
 			f, err := os.Open(ps.path(name, ".pack"))
 			if errors.Is(err, fs.ErrNotExist) {
-				continue // being dropped
+				// A pack is made before its index and removed
+				// after it: this one was lost, or removed by hand.
+				// Its index names nothing that can be read.
+				slog.Warn("object store: pack index without its pack; removing it", "store", ps.s.dir, "pack", name)
+				os.Remove(ps.path(name, ".idx"))
+				os.Remove(ps.path(name, ".dead"))
+				continue
 			}
 			if err != nil {
 				return fmt.Errorf("object store packs: %w", err)
@@ -646,17 +653,19 @@ func (ps *packs) remove(d Digest, before *time.Time, count func() error, left ma
 	return removed, size, nil
 }
 
-// reclaim removes pack p if nothing in it is live, or copies what is live
-// into this store's pack and then removes it if less than half of it is,
-// unless p is still being written.
+// reclaim removes pack p, once a sweep left dead copies in it: at once if
+// nothing in it is live, else after copying what is live into this
+// store's pack; not while another process writes it. An eviction takes
+// the least recently used packs whole, so it copies little: the live part
+// of the one pack where it stopped, and what snapshots keep.
 func (ps *packs) reclaim(p *pack) error {
 	ps.wmu.Lock()
 	defer ps.wmu.Unlock()
 	ps.mu.Lock()
 	live, end := p.liveBytes, p.end
 	ps.mu.Unlock()
-	if live*2 >= end {
-		return nil
+	if live >= end {
+		return nil // nothing dead
 	}
 	if p == ps.w {
 		if err := ps.seal(); err != nil {

@@ -293,12 +293,15 @@ func TestPackCrash(t *testing.T) {
 					}
 				}
 			}
+			if _, err := os.Stat(idx); c.name == "index of a pack that is gone" && err == nil {
+				t.Error("the index of a pack that is gone was kept")
+			}
 		})
 	}
 }
 
 // A sweep (gc, eviction) removes packed objects one by one as before;
-// a pack with nothing live goes whole, one mostly dead has its live
+// a pack with nothing live goes whole, one partly dead has its live
 // objects copied out first, and every process stops seeing what went.
 func TestPackSweep(t *testing.T) {
 	smallPacks(t, 100<<10)

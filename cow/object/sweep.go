@@ -97,9 +97,8 @@ func (s *DirStore) LockSweep(ctx context.Context) (*Sweep, error) {
 	return &Sweep{s: s, unlock: unlock, left: map[*pack]bool{}}, nil
 }
 
-// Unlock lets writers in again, once the packs the batch left with
-// nothing live are removed and those it left mostly dead compacted
-// (pack.go).
+// Unlock lets writers in again, once the packs the batch removed copies
+// from are reclaimed (pack.go).
 func (w *Sweep) Unlock() {
 	for p := range w.left {
 		if err := w.s.packs.reclaim(p); err != nil {
