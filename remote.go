@@ -96,7 +96,7 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	if err := rl.dial(ctx); err != nil {
 		return nil, err
 	}
-	closeAll := func() { rl.cache.Close(); rl.src.Close() }
+	closeAll := func() { rl.cache.Close(); rl.store.Close(); rl.src.Close() }
 	defer func() {
 		if err != nil {
 			closeAll()

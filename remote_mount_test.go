@@ -470,6 +470,17 @@ func TestEviction(t *testing.T) {
 	if size := storeSize(t, w.State); size > limit {
 		t.Errorf("store holds %d bytes; limit %d", size, limit)
 	}
+	// What eviction removed from the cache's packs left the disk too.
+	packs, _ := filepath.Glob(filepath.Join(w.State, "objects", "packs", "*.pack"))
+	var onDisk int64
+	for _, p := range packs {
+		if fi, err := os.Stat(p); err == nil {
+			onDisk += fi.Size()
+		}
+	}
+	if onDisk > limit {
+		t.Errorf("the cache's packs take %d bytes on disk; limit %d", onDisk, limit)
+	}
 	// Evicted chunks come back from the master.
 	dropCaches(t, rm.dir)
 	readAll()
@@ -766,8 +777,20 @@ func TestCacheDamageRefetched(t *testing.T) {
 	damaged := 0
 	store.Each(func(o object.StoredObject) error {
 		if k, err := store.Kind(o.Digest); err == nil && k == object.KindBlob {
-			h := strings.TrimPrefix(o.Digest.String(), "sha256-")
-			if err := os.Truncate(filepath.Join(store.Dir(), h[:2], h[2:]), 100); err == nil {
+			// Cut short, as a crash can leave it: all but its first
+			// 100 bytes zeroed, in the pack that holds it.
+			p, off, size, err := store.Locate(o.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(p, 0o600)
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = f.WriteAt(make([]byte, size-100), off+100)
+			f.Close()
+			if err == nil {
 				damaged++
 			}
 		}

@@ -145,6 +145,7 @@ func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
 	if o.Store, err = object.OpenDirStore(statedir.ObjectsDir(s.State)); err != nil {
 		return o, err
 	}
+	w.onRelease(func() { o.Store.Close() })
 	if o.Refs, err = refs.Open(statedir.RefsDir(s.State)); err != nil {
 		return o, err
 	}

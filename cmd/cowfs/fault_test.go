@@ -90,11 +90,12 @@ func faultTree(t *testing.T, dir string) map[string][]byte {
 	return want
 }
 
-// objectFiles lists the object files of the store under state: not its
-// temporary files, locks or quarantine.
+// objectFiles lists the object files of the store under state, and the
+// packs of a worker's cache: not its temporary files, locks or
+// quarantine.
 func objectFiles(state string) []string {
-	var out []string
 	dir := statedir.ObjectsDir(state)
+	out, _ := filepath.Glob(filepath.Join(dir, "packs", "*.pack"))
 	fans, _ := os.ReadDir(dir)
 	for _, fan := range fans {
 		if !fan.IsDir() || len(fan.Name()) != 2 {
@@ -113,6 +114,25 @@ func objectFiles(state string) []string {
 func damage(p string, r *rand.Rand) (string, error) {
 	switch r.IntN(3) {
 	case 0:
+		if strings.HasSuffix(p, ".pack") {
+			// Many objects: one byte of one, in place.
+			fi, err := os.Stat(p)
+			if err != nil || fi.Size() == 0 {
+				return "", err
+			}
+			os.Chmod(p, 0o600)
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				return "", err
+			}
+			defer f.Close()
+			var b [1]byte
+			at := r.Int64N(fi.Size())
+			f.ReadAt(b[:], at)
+			b[0] ^= byte(1 + r.IntN(255))
+			_, err = f.WriteAt(b[:], at)
+			return "flip", err
+		}
 		b, err := os.ReadFile(p)
 		if err != nil || len(b) == 0 {
 			return "", err

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/object/objecttest"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/cow/statedir"
 )
@@ -201,7 +202,8 @@ func TestVerifyRepairRemote(t *testing.T) {
 	unmountCLI(t, e.mnt)
 
 	_, f := snapshotEntry(t, e.state, "s", "big")
-	flipByte(t, objectFile(e.state, f.Chunks[1]))
+	// The chunks came through the worker's cache: they are in its packs.
+	objecttest.DamageFile(t, statedir.ObjectsDir(e.state), f.Chunks[1])
 	verifyFails(t, e.state, "s", f.Chunks[1].String(), "--repair")
 	out := cli(t, e.state, "verify", "s", "--repair", "--remote", addr)
 	if want := "REPAIRED " + f.Chunks[1].String() + " (chunk, used by big) from master " + addr; !strings.Contains(out, want) {
@@ -216,6 +218,12 @@ func TestVerifyRepairRemote(t *testing.T) {
 	}
 	down := l.Addr().String()
 	l.Close()
-	os.Remove(objectFile(e.state, f.Chunks[0]))
+	store, err := object.OpenDirStore(statedir.ObjectsDir(e.state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Remove(f.Chunks[0]); err != nil {
+		t.Fatal(err)
+	}
 	verifyFails(t, e.state, "s", "master unreachable", "--repair", "--remote", down, "--io-timeout", "2s")
 }

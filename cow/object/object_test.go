@@ -249,57 +249,64 @@ func TestDirStoreShortObjectRepaired(t *testing.T) {
 // nothing goes on trusting it.
 func TestDirStoreDamagedObjectReplaced(t *testing.T) {
 	ctx := context.Background()
-	s, err := OpenDirStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	blob, _ := EncodeBlob(bytes.Repeat([]byte("chunk bytes "), 1000))
-	flip := func(d Digest) {
-		t.Helper()
-		p := s.path(d)
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b[len(b)/2] ^= 1
-		os.Chmod(p, 0o600)
-		if err := os.WriteFile(p, b, 0o400); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, put := range []func([]byte) (Digest, error){
-		func(b []byte) (Digest, error) { return s.Put(ctx, b) },
-		func(b []byte) (Digest, error) { return s.PutCached(ctx, b) },
-		func(b []byte) (Digest, error) { d := Sum(b); return d, s.PutCachedAs(d, b) },
+	for _, put := range []struct {
+		name string
+		fn   func(s *DirStore, b []byte) (Digest, error)
+	}{
+		{"Put", func(s *DirStore, b []byte) (Digest, error) { return s.Put(ctx, b) }},
+		{"PutCached", func(s *DirStore, b []byte) (Digest, error) { return s.PutCached(ctx, b) }},
+		{"PutCachedAs", func(s *DirStore, b []byte) (Digest, error) { d := Sum(b); return d, s.PutCachedAs(d, b) }},
 	} {
-		d, err := put(blob)
-		if err != nil {
-			t.Fatal(err)
-		}
-		flip(d)
-		if _, err := put(blob); err != nil {
-			t.Fatal(err)
-		}
-		if got, err := s.Get(ctx, d); err != nil || !bytes.Equal(got, blob) {
-			t.Fatalf("after a put of the same bytes over a damaged object: %d bytes, %v", len(got), err)
-		}
-	}
+		t.Run(put.name, func(t *testing.T) {
+			s, err := OpenDirStore(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			flip := func(d Digest) {
+				t.Helper()
+				p, off, size, err := s.Locate(d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b[off+size/2] ^= 1
+				os.Chmod(p, 0o600)
+				if err := os.WriteFile(p, b, 0o400); err != nil {
+					t.Fatal(err)
+				}
+			}
+			d, err := put.fn(s, blob)
+			if err != nil {
+				t.Fatal(err)
+			}
+			flip(d)
+			if _, err := put.fn(s, blob); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.Get(ctx, d); err != nil || !bytes.Equal(got, blob) {
+				t.Fatalf("after a put of the same bytes over a damaged object: %d bytes, %v", len(got), err)
+			}
 
-	d := Sum(blob)
-	flip(d)
-	before, _ := s.Removals()
-	if _, err := s.Get(ctx, d); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("get of a damaged object: %v, want ErrCorrupt", err)
-	}
-	if ok, _ := s.Has(ctx, d); ok {
-		t.Fatal("a damaged object is still in the store after a Get found it")
-	}
-	if after, _ := s.Removals(); after == before {
-		t.Fatal("quarantine did not count as a removal")
-	}
-	q := filepath.Join(s.Dir(), QuarantineDir, d.String()[len(digestPrefix):])
-	if _, err := os.Stat(q); err != nil {
-		t.Fatalf("the damaged object was not kept in quarantine: %v", err)
+			flip(d)
+			before, _ := s.Removals()
+			if _, err := s.Get(ctx, d); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("get of a damaged object: %v, want ErrCorrupt", err)
+			}
+			if ok, _ := s.Has(ctx, d); ok {
+				t.Fatal("a damaged object is still in the store after a Get found it")
+			}
+			if after, _ := s.Removals(); after == before {
+				t.Fatal("quarantine did not count as a removal")
+			}
+			q := filepath.Join(s.Dir(), QuarantineDir, d.String()[len(digestPrefix):])
+			if _, err := os.Stat(q); err != nil {
+				t.Fatalf("the damaged object was not kept in quarantine: %v", err)
+			}
+		})
 	}
 }
 

@@ -22,9 +22,11 @@ import (
 // rename and never opened for writing again. Plain files, not a database,
 // because every mount process on a machine shares the store, and a file
 // rename needs no lock between processes (git keeps loose objects the same
-// way). Every Get verifies the bytes against the digest.
+// way). Objects a cache fetched go to packs instead (pack.go): many
+// objects to a file. Every Get verifies the bytes against the digest.
 type DirStore struct {
-	dir string
+	dir   string
+	packs *packs
 
 	marginOnce  sync.Once
 	sweepMargin time.Duration // see margin
@@ -35,7 +37,9 @@ func OpenDirStore(dir string) (*DirStore, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("object store %s: %w", dir, err)
 	}
-	return &DirStore{dir: dir}, nil
+	s := &DirStore{dir: dir}
+	s.packs = newPacks(s)
+	return s, nil
 }
 
 func (s *DirStore) path(d Digest) string {
@@ -45,18 +49,30 @@ func (s *DirStore) path(d Digest) string {
 
 // Has reports whether the store holds d.
 func (s *DirStore) Has(_ context.Context, d Digest) (bool, error) {
+	if ok, err := s.packs.has(d, false); ok || err != nil {
+		return ok, err
+	}
 	_, err := os.Lstat(s.path(d))
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		// Another process may have packed it since.
+		return s.packs.has(d, true)
 	}
 	return err == nil, err
 }
 
 // Get returns the encoded object d, verified.
 func (s *DirStore) Get(_ context.Context, d Digest) ([]byte, error) {
+	b, perr := s.packs.get(d, false)
+	if perr == nil || !errors.Is(perr, ErrNotFound) && !errors.Is(perr, ErrCorrupt) {
+		return b, perr
+	}
 	b, err := os.ReadFile(s.path(d))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", d, ErrNotFound)
+		if errors.Is(perr, ErrCorrupt) {
+			return nil, perr
+		}
+		// Another process may have packed it since.
+		return s.packs.get(d, true)
 	}
 	if err != nil {
 		return nil, err
@@ -81,11 +97,21 @@ func (s *DirStore) Quarantine(d Digest) error {
 	if err := s.countRemoval(); err != nil {
 		return err
 	}
+	ls, err := s.packs.locs(d, false)
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		b, _ := l.read()
+		if err := s.packs.quarantine(l, b); err != nil {
+			return err
+		}
+	}
 	q := filepath.Join(s.dir, QuarantineDir)
 	if err := os.Mkdir(q, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("quarantine %s: %w", d.Short(), err)
 	}
-	err := os.Rename(s.path(d), filepath.Join(q, d.String()[len(digestPrefix):]))
+	err = os.Rename(s.path(d), filepath.Join(q, d.String()[len(digestPrefix):]))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("quarantine %s: %w", d.Short(), err)
 	}
@@ -138,13 +164,17 @@ func (s *DirStore) Sync() error {
 // Kind reads the kind of object d from its first bytes, without reading or
 // verifying the rest.
 func (s *DirStore) Kind(d Digest) (Kind, error) {
-	f, err := os.Open(s.path(d))
+	path, off, _, err := s.Locate(d)
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
 	var b [2]byte
-	if _, err := f.ReadAt(b[:], 0); err != nil {
+	if _, err := f.ReadAt(b[:], off); err != nil {
 		return 0, err
 	}
 	return KindOf(b[:])
@@ -153,6 +183,9 @@ func (s *DirStore) Kind(d Digest) (Kind, error) {
 // Touch marks d as just used, for a cache that evicts the least recently
 // used objects first.
 func (s *DirStore) Touch(d Digest) {
+	if s.packs.touch(d, false) {
+		return
+	}
 	now := time.Now()
 	os.Chtimes(s.path(d), now, now)
 }
@@ -161,7 +194,13 @@ func (s *DirStore) Touch(d Digest) {
 // holds it: one call for both.
 func (s *DirStore) Freshen(d Digest) bool {
 	now := time.Now()
-	return os.Chtimes(s.path(d), now, now) == nil
+	if os.Chtimes(s.path(d), now, now) == nil {
+		return true
+	}
+	if ok, _ := s.packs.has(d, true); !ok {
+		return false
+	}
+	return s.packs.touch(d, true)
 }
 
 // Dir returns the directory the store keeps its objects in.
@@ -178,11 +217,34 @@ func (s *DirStore) put(ctx context.Context, encoded []byte, sync bool) (Digest, 
 // PutCachedAs is PutCached for bytes the caller has already checked hash
 // to d (a cache that verified what it fetched): hashing twice costs as
 // much as the rest of storing.
+//
+// The object goes to a pack (pack.go), not a file of its own: a cache
+// stores many objects, each of which it can fetch again.
 func (s *DirStore) PutCachedAs(d Digest, encoded []byte) error {
 	if _, err := Check(encoded); err != nil {
 		return fmt.Errorf("store object %s: %w", d.Short(), err)
 	}
-	return s.putAs(d, encoded, false)
+	ls, err := s.packs.locs(d, false)
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		b, err := l.read()
+		if err == nil && bytes.Equal(b, encoded) {
+			// Freshened, as putAs does for a file.
+			s.packs.touch(d, true)
+			return nil
+		}
+		if !errors.Is(err, os.ErrClosed) {
+			if err := s.packs.quarantine(l, b); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.packs.put([]Digest{d}, [][]byte{encoded}); err != nil {
+		return fmt.Errorf("store %s: %w", d, err)
+	}
+	return nil
 }
 
 // tmpSeq numbers this process's temporary files; with the pid it makes
@@ -286,7 +348,7 @@ func (s *DirStore) holds(p string, b []byte) (bool, error) {
 func (s *DirStore) ReadUnverified(d Digest) ([]byte, error) {
 	b, err := os.ReadFile(s.path(d))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", d, ErrNotFound)
+		return s.packs.get(d, true)
 	}
 	return b, err
 }
@@ -326,16 +388,22 @@ func (s *DirStore) Each(fn func(StoredObject) error) error {
 			}
 		}
 	}
+	packed, err := s.packs.each()
+	if err != nil {
+		return err
+	}
+	for _, o := range packed {
+		if err := fn(o); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 // Size returns the stored size of object d.
 func (s *DirStore) Size(d Digest) (int64, error) {
-	fi, err := os.Lstat(s.path(d))
-	if err != nil {
-		return 0, err
-	}
-	return fi.Size(), nil
+	_, _, size, err := s.Locate(d)
+	return size, err
 }
 
 // Remove deletes object d: one a cache found damaged, which it fetches
@@ -344,7 +412,16 @@ func (s *DirStore) Remove(d Digest) error {
 	if err := s.countRemoval(); err != nil {
 		return err
 	}
-	err := os.Remove(s.path(d))
+	ls, err := s.packs.locs(d, false)
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		if err := s.packs.markDead(l); err != nil {
+			return err
+		}
+	}
+	err = os.Remove(s.path(d))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

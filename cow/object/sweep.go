@@ -81,6 +81,9 @@ type Sweep struct {
 	s       *DirStore
 	unlock  func()
 	counted bool
+	// left holds the packs this sweep removed copies from: reclaimed
+	// (removed, or compacted) at Unlock, once, not after each copy.
+	left map[*pack]bool
 }
 
 // LockSweep takes the store's lock exclusively, for RemoveIfOlder: it
@@ -91,11 +94,20 @@ func (s *DirStore) LockSweep(ctx context.Context) (*Sweep, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sweep{s: s, unlock: unlock}, nil
+	return &Sweep{s: s, unlock: unlock, left: map[*pack]bool{}}, nil
 }
 
-// Unlock lets writers in again.
-func (w *Sweep) Unlock() { w.unlock() }
+// Unlock lets writers in again, once the packs the batch removed copies
+// from are reclaimed (pack.go).
+func (w *Sweep) Unlock() {
+	for p := range w.left {
+		if err := w.s.packs.reclaim(p); err != nil {
+			slog.Error("object store: reclaim a pack", "store", w.s.dir, "pack", p.name, "err", err)
+		}
+	}
+	w.left = nil
+	w.unlock()
+}
 
 // Quiesce waits until no writer holds the store's lock and returns a time
 // before which nothing stored or freshened since counts: an object a
@@ -126,27 +138,37 @@ func (w *Sweep) Remove(d Digest) (removed bool, size int64, err error) {
 }
 
 func (w *Sweep) remove(d Digest, before *time.Time) (removed bool, size int64, err error) {
+	count := func() error {
+		if !w.counted {
+			if err := w.s.countRemoval(); err != nil {
+				return err
+			}
+			w.counted = true
+		}
+		return nil
+	}
+	removed, size, err = w.s.packs.remove(d, before, count, w.left)
+	if err != nil {
+		return removed, size, err
+	}
 	p := w.s.path(d)
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, 0, nil
+		return removed, size, nil
 	}
 	if err != nil {
-		return false, 0, err
+		return removed, size, err
 	}
 	if before != nil && !fi.ModTime().Before(*before) {
-		return false, 0, nil
+		return removed, size, nil
 	}
-	if !w.counted {
-		if err := w.s.countRemoval(); err != nil {
-			return false, 0, err
-		}
-		w.counted = true
+	if err := count(); err != nil {
+		return removed, size, err
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, 0, err
+		return removed, size, err
 	}
-	return true, fi.Size(), nil
+	return true, size + fi.Size(), nil
 }
 
 // Removals counts the sweeps (and other removals) that took objects out of

@@ -249,21 +249,53 @@ func testHas(t *testing.T, s Subject) {
 }
 
 // DamageFile flips a byte in the middle of object d of the DirStore in
-// dir, as bit rot would.
+// dir, as bit rot would: in its own file, or in the pack that holds it.
 func DamageFile(t testing.TB, dir string, d object.Digest) {
 	t.Helper()
-	h := strings.TrimPrefix(d.String(), "sha256-")
-	p := filepath.Join(dir, h[:2], h[2:])
-	b, err := os.ReadFile(p)
+	store, err := object.OpenDirStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b[len(b)/2] ^= 0x10
-	// Objects are read-only: the damaged bytes go in place as a new file.
-	if err := os.Remove(p); err != nil {
+	p, off, size, err := store.Locate(d)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p, b, 0o400); err != nil {
+	h := strings.TrimPrefix(d.String(), "sha256-")
+	if p == filepath.Join(dir, h[:2], h[2:]) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x10
+		// Objects are read-only: the damaged bytes go in place as a
+		// new file.
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o400); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	// A pack is read-only on disk too: its mode goes back after.
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, 0o600)
+	defer os.Chmod(p, fi.Mode().Perm())
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var b [1]byte
+	at := off + size/2
+	if _, err := f.ReadAt(b[:], at); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x10
+	if _, err := f.WriteAt(b[:], at); err != nil {
 		t.Fatal(err)
 	}
 }

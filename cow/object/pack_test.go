@@ -1,0 +1,491 @@
+package object
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testBlob returns an encoded blob of n bytes, different for each seed.
+func testBlob(seed, n int) []byte {
+	r := rand.New(rand.NewPCG(uint64(seed), 7))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	enc, _ := EncodeBlob(b)
+	return enc
+}
+
+func packFiles(t *testing.T, dir, ext string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, packsDirName, "*"+ext))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func smallPacks(t *testing.T, n int64) {
+	old := packTarget
+	packTarget = n
+	t.Cleanup(func() { packTarget = old })
+}
+
+// What a cache stores goes to a pack, not a file per object; it is read
+// back verified, by this store and by another one on the same directory
+// (another mount process), and an existing store's files are still read.
+func TestPackPutGet(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loose, err := a.Put(ctx, testBlob(0, 1000)) // as an older cowfs stored it
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds []Digest
+	for i := 1; i <= 20; i++ {
+		b := testBlob(i, 10000+i)
+		d := Sum(b)
+		if err := a.PutCachedAs(d, b); err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	h := ds[0].String()[len(digestPrefix):]
+	if _, err := os.Stat(filepath.Join(dir, h[:2], h[2:])); err == nil {
+		t.Fatal("a cached object was stored in a file of its own")
+	}
+	if n := len(packFiles(t, dir, ".pack")); n != 1 {
+		t.Fatalf("%d packs for 20 small objects", n)
+	}
+	b, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range append(ds, loose) {
+		for _, s := range []*DirStore{a, b} {
+			got, err := s.Get(ctx, d)
+			if err != nil || Sum(got) != d {
+				t.Fatalf("object %d: %d bytes, %v", i, len(got), err)
+			}
+			if ok, err := s.Has(ctx, d); !ok || err != nil {
+				t.Fatalf("object %d: has %v, %v", i, ok, err)
+			}
+			if k, err := s.Kind(d); k != KindBlob || err != nil {
+				t.Fatalf("object %d: kind %c, %v", i, k, err)
+			}
+		}
+	}
+	// Stored by b after a loaded its packs: a finds it on its miss.
+	late := testBlob(99, 5000)
+	if err := b.PutCachedAs(Sum(late), late); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Get(ctx, Sum(late)); err != nil || !bytes.Equal(got, late) {
+		t.Fatalf("object another store packed: %d bytes, %v", len(got), err)
+	}
+	n := 0
+	a.Each(func(o StoredObject) error { n++; return nil })
+	if n != 22 {
+		t.Fatalf("Each listed %d objects, want 22", n)
+	}
+}
+
+// A writer seals its pack once it is full and starts another.
+func TestPackSeals(t *testing.T) {
+	smallPacks(t, 64<<10)
+	dir := t.TempDir()
+	s, _ := OpenDirStore(dir)
+	for i := range 20 {
+		b := testBlob(i, 10000)
+		if err := s.PutCachedAs(Sum(b), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(packFiles(t, dir, ".pack")); n < 3 {
+		t.Fatalf("%d packs for 200 KB with packs of 64 KiB", n)
+	}
+	other, _ := OpenDirStore(dir)
+	if err := other.packs.refresh(false); err != nil {
+		t.Fatal(err)
+	}
+	sealed := 0
+	for _, p := range other.packs.all {
+		if p.sealed {
+			sealed++
+		}
+	}
+	if sealed != len(other.packs.all)-1 {
+		t.Fatalf("%d of %d packs sealed; all but the one being written should be", sealed, len(other.packs.all))
+	}
+}
+
+// A damaged byte in a pack is caught by the read that meets it: the copy
+// is quarantined and never read again, the store no longer has the
+// object (a cache fetches it again), and storing it again serves it.
+func TestPackDamagedByte(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, _ := OpenDirStore(dir)
+	blob := testBlob(1, 100000)
+	other := testBlob(2, 100000)
+	d := Sum(blob)
+	for _, b := range [][]byte{blob, other} {
+		if err := s.PutCachedAs(Sum(b), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damage(t, s, d)
+	reader, _ := OpenDirStore(dir) // another process, which loaded the index before
+	if _, err := reader.Has(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, d); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("get of a damaged packed object: %v, want ErrCorrupt", err)
+	}
+	for _, st := range []*DirStore{s, reader} {
+		if ok, _ := st.Has(ctx, d); ok {
+			t.Fatal("the damaged object is still in the store")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, QuarantineDir, d.String()[len(digestPrefix):])); err != nil {
+		t.Fatalf("not quarantined: %v", err)
+	}
+	if got, err := reader.Get(ctx, Sum(other)); err != nil || !bytes.Equal(got, other) {
+		t.Fatalf("the object beside it: %d bytes, %v", len(got), err)
+	}
+	if err := reader.PutCachedAs(d, blob); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*DirStore{s, reader} {
+		if got, err := st.Get(ctx, d); err != nil || !bytes.Equal(got, blob) {
+			t.Fatalf("after storing it again: %d bytes, %v", len(got), err)
+		}
+	}
+}
+
+// damage flips a byte in the middle of d's stored bytes.
+func damage(t *testing.T, s *DirStore, d Digest) {
+	t.Helper()
+	p, off, size, err := s.Locate(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, 0o600)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var b [1]byte
+	f.ReadAt(b[:], off+size/2)
+	b[0] ^= 0x40
+	if _, err := f.WriteAt(b[:], off+size/2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A crash can leave a pack's index ahead of its bytes (the index reached
+// the disk, the bytes did not), or the bytes without their index entry,
+// or a torn entry at the index's end. Nothing synced before is lost, and
+// nothing wrong is served: a copy whose bytes are missing or zeroed is
+// reported damaged, and storing it again serves it.
+func TestPackCrash(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name string
+		// crash does to the pack and index files what a crash could,
+		// after synced objects of syncedLen bytes, and returns which
+		// unsynced objects may be missing (all of them may).
+		crash func(t *testing.T, pack, idx string, syncedLen, syncedIdx int64)
+	}{
+		{"bytes cut off", func(t *testing.T, pack, idx string, n, _ int64) {
+			if err := os.Truncate(pack, n+100); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"bytes zeroed", func(t *testing.T, pack, idx string, n, _ int64) {
+			fi, _ := os.Stat(pack)
+			os.Truncate(pack, n)
+			os.Truncate(pack, fi.Size())
+		}},
+		{"index entries lost", func(t *testing.T, pack, idx string, _, n int64) {
+			if err := os.Truncate(idx, n); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"index torn", func(t *testing.T, pack, idx string, _, n int64) {
+			if err := os.Truncate(idx, n+entrySize+20); err != nil {
+				t.Fatal(err)
+			}
+			f, _ := os.OpenFile(idx, os.O_WRONLY|os.O_APPEND, 0)
+			f.Write(bytes.Repeat([]byte{0xee}, entrySize))
+			f.Close()
+		}},
+		{"index of a pack that is gone", func(t *testing.T, pack, idx string, _, _ int64) {
+			os.Remove(pack)
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, _ := OpenDirStore(dir)
+			var synced, unsynced [][]byte
+			for i := range 5 {
+				b := testBlob(i, 30000)
+				if err := s.PutCachedAs(Sum(b), b); err != nil {
+					t.Fatal(err)
+				}
+				synced = append(synced, b)
+			}
+			if err := s.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			pack, idx := packFiles(t, dir, ".pack")[0], packFiles(t, dir, ".idx")[0]
+			pfi, _ := os.Stat(pack)
+			ifi, _ := os.Stat(idx)
+			for i := 5; i < 10; i++ {
+				b := testBlob(i, 30000)
+				if err := s.PutCachedAs(Sum(b), b); err != nil {
+					t.Fatal(err)
+				}
+				unsynced = append(unsynced, b)
+			}
+			if c.name == "index of a pack that is gone" {
+				synced, unsynced = nil, append(synced, unsynced...)
+			}
+			c.crash(t, pack, idx, pfi.Size(), ifi.Size())
+
+			after, _ := OpenDirStore(dir) // the process after the crash
+			for i, b := range synced {
+				if got, err := after.Get(ctx, Sum(b)); err != nil || !bytes.Equal(got, b) {
+					t.Fatalf("synced object %d: %d bytes, %v", i, len(got), err)
+				}
+			}
+			for i, b := range unsynced {
+				got, err := after.Get(ctx, Sum(b))
+				switch {
+				case err == nil && !bytes.Equal(got, b):
+					t.Fatalf("unsynced object %d: wrong bytes served", i)
+				case err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrNotFound):
+					t.Fatalf("unsynced object %d: %v", i, err)
+				case err != nil:
+					if ok, _ := after.Has(ctx, Sum(b)); ok {
+						t.Fatalf("unsynced object %d: unreadable (%v) but the store has it", i, err)
+					}
+					// The cache fetches it again.
+					if err := after.PutCachedAs(Sum(b), b); err != nil {
+						t.Fatal(err)
+					}
+					if got, err := after.Get(ctx, Sum(b)); err != nil || !bytes.Equal(got, b) {
+						t.Fatalf("unsynced object %d stored again: %d bytes, %v", i, len(got), err)
+					}
+				}
+			}
+			if _, err := os.Stat(idx); c.name == "index of a pack that is gone" && err == nil {
+				t.Error("the index of a pack that is gone was kept")
+			}
+		})
+	}
+}
+
+// A sweep (gc, eviction) removes packed objects one by one as before;
+// a pack with nothing live goes whole, one partly dead has its live
+// objects copied out first, and every process stops seeing what went.
+func TestPackSweep(t *testing.T) {
+	smallPacks(t, 100<<10)
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, _ := OpenDirStore(dir)
+	var blobs [][]byte
+	for i := range 12 {
+		b := testBlob(i, 30000)
+		if err := s.PutCachedAs(Sum(b), b); err != nil {
+			t.Fatal(err)
+		}
+		blobs = append(blobs, b)
+	}
+	// Four objects of 30 KB to a pack of 100 KiB: three sealed packs.
+	if n := len(packFiles(t, dir, ".pack")); n != 3 {
+		t.Fatalf("%d packs", n)
+	}
+	other, _ := OpenDirStore(dir)
+	for _, b := range blobs {
+		if ok, _ := other.Has(ctx, Sum(b)); !ok {
+			t.Fatal("other store misses an object")
+		}
+	}
+	sweep := func(ds ...Digest) {
+		t.Helper()
+		w, err := s.LockSweep(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Unlock()
+		for _, d := range ds {
+			if ok, size, err := w.Remove(d); !ok || size != 30000+2 || err != nil {
+				t.Fatalf("remove: %v %d %v", ok, size, err)
+			}
+		}
+	}
+	// Too young for a sweep with a cutoff in the past.
+	w, _ := s.LockSweep(ctx)
+	if ok, _, err := w.RemoveIfOlder(Sum(blobs[0]), time.Now().Add(-time.Hour)); ok || err != nil {
+		t.Fatalf("removed an object younger than the cutoff: %v", err)
+	}
+	w.Unlock()
+
+	// The first pack entirely: it goes.
+	sweep(Sum(blobs[0]), Sum(blobs[1]), Sum(blobs[2]), Sum(blobs[3]))
+	if n := len(packFiles(t, dir, ".pack")); n != 2 {
+		t.Fatalf("%d packs after one was emptied", n)
+	}
+	// Three of the second's four: the last is copied out, the pack goes.
+	sweep(Sum(blobs[4]), Sum(blobs[5]), Sum(blobs[6]))
+	for _, st := range []*DirStore{s, other} {
+		for i, b := range blobs {
+			ok, _ := st.Has(ctx, Sum(b))
+			got, err := st.Get(ctx, Sum(b))
+			if i < 7 && (ok || err == nil) {
+				t.Fatalf("object %d still there after its removal: %v", i, err)
+			}
+			if i >= 7 && (!ok || !bytes.Equal(got, b)) {
+				t.Fatalf("object %d: has %v, %v", i, ok, err)
+			}
+		}
+	}
+	var total int64
+	other.Each(func(o StoredObject) error { total += o.Size; return nil })
+	if total != 5*30002 {
+		t.Fatalf("Each counts %d bytes, want %d", total, 5*30002)
+	}
+	var onDisk int64
+	for _, p := range packFiles(t, dir, ".pack") {
+		fi, _ := os.Stat(p)
+		onDisk += fi.Size()
+	}
+	if onDisk > 6*30002 {
+		t.Fatalf("packs hold %d bytes on disk for 5 live objects", onDisk)
+	}
+}
+
+// A pack another process still appends to is not removed, however dead:
+// its writer would go on appending to a file that is gone.
+func TestPackSweepSparesWritersPack(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	writer, _ := OpenDirStore(dir)
+	b := testBlob(1, 1000)
+	if err := writer.PutCachedAs(Sum(b), b); err != nil {
+		t.Fatal(err)
+	}
+	sweeper, _ := OpenDirStore(dir)
+	w, _ := sweeper.LockSweep(ctx)
+	if ok, _, err := w.Remove(Sum(b)); !ok || err != nil {
+		t.Fatalf("remove: %v, %v", ok, err)
+	}
+	w.Unlock()
+	if n := len(packFiles(t, dir, ".pack")); n != 1 {
+		t.Fatal("the writer's pack was removed")
+	}
+	c := testBlob(2, 1000)
+	if err := writer.PutCachedAs(Sum(c), c); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := sweeper.Get(ctx, Sum(c)); err != nil || !bytes.Equal(got, c) {
+		t.Fatalf("appended after the sweep: %v", err)
+	}
+	if ok, _ := writer.Has(ctx, Sum(b)); ok {
+		t.Fatal("the writer still has what the sweep removed")
+	}
+}
+
+// Readers and writers on two stores over one directory, with sweeps,
+// under -race: every read is whole or not found, never wrong.
+func TestPackConcurrent(t *testing.T) {
+	smallPacks(t, 256<<10)
+	ctx := context.Background()
+	dir := t.TempDir()
+	stores := make([]*DirStore, 2)
+	for i := range stores {
+		stores[i], _ = OpenDirStore(dir)
+	}
+	const n = 200
+	blobs := make([][]byte, n)
+	for i := range blobs {
+		blobs[i] = testBlob(i, 2000+i*50)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	deadline := time.Now().Add(3 * time.Second)
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := stores[g%2]
+			r := rand.New(rand.NewPCG(uint64(g), 1))
+			for i := 0; time.Now().Before(deadline) && i < 2000; i++ {
+				b := blobs[r.IntN(n)]
+				d := Sum(b)
+				switch r.IntN(4) {
+				case 0:
+					if err := s.PutCachedAs(d, b); err != nil {
+						errs <- err
+						return
+					}
+				case 1:
+					if g%3 != 0 {
+						continue
+					}
+					w, err := s.LockSweep(ctx)
+					if err != nil {
+						errs <- err
+						return
+					}
+					_, _, err = w.Remove(d)
+					w.Unlock()
+					if err != nil {
+						errs <- err
+						return
+					}
+				default:
+					got, err := s.Get(ctx, d)
+					if err == nil && !bytes.Equal(got, b) {
+						errs <- fmt.Errorf("wrong bytes for object %s", d.Short())
+						return
+					}
+					if err != nil && !errors.Is(err, ErrNotFound) {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Whatever is listed is whole.
+	stores[0].Each(func(o StoredObject) error {
+		if _, err := stores[0].Get(ctx, o.Digest); err != nil {
+			t.Errorf("listed but unreadable: %v", err)
+		}
+		return nil
+	})
+	if q, _ := os.ReadDir(filepath.Join(dir, QuarantineDir)); len(q) > 0 {
+		t.Errorf("%d objects quarantined with nothing damaged", len(q))
+	}
+}
