@@ -12,6 +12,7 @@ import (
 	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/scan"
 )
 
 // SnapshotResult describes a snapshot just taken; the workspace's control
@@ -111,16 +112,21 @@ const captureTries = 3
 // does, and returns how long it held them. Over a local directory, the
 // lower is taken in first, holding nothing (cow.FS.PrepareLower), so that
 // the hold lasts as long as what changed in the upper takes, not a read of
-// the whole lower. Over a remote lower, nothing
-// held may wait on the master: what the capture will read from the lower
-// is fetched first, holding nothing (cow.FS.PrepareCapture), and the
-// capture reads the lower from the local store alone. What it still lacks
-// (the workspace changed in between) makes it let go, fetch and try
-// again. With the master gone, the snapshot fails at that fetch, having
-// held nothing for it.
+// the whole lower; and at a lower priority (lowPriority), so that the
+// requests served meanwhile wait neither for its CPU nor its P. Over a
+// remote lower, nothing held may wait on the master: what the capture
+// will read from the lower is fetched first, holding nothing
+// (cow.FS.PrepareCapture), and the capture reads the lower from the local
+// store alone. What it still lacks (the workspace changed in between)
+// makes it let go, fetch and try again. With the master gone, the
+// snapshot fails at that fetch, having held nothing for it.
 func (m *Mount) capture(ctx context.Context, store object.GetPutter) (object.Digest, object.Entry, cow.CaptureStats, time.Duration, error) {
 	if m.fetch == nil {
-		prep, err := m.fs.PrepareLower(ctx, store)
+		// Behind the mount's requests: it holds nothing, so nothing
+		// waits for it.
+		var prep *scan.Prep
+		var err error
+		lowPriority(func() { prep, err = m.fs.PrepareLower(ctx, store) })
 		if err != nil {
 			if ctx.Err() != nil {
 				return object.Zero, object.Entry{}, cow.CaptureStats{}, 0, err

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -330,7 +331,7 @@ type oneObject struct {
 func (o *oneObject) Put(_ context.Context, b []byte) (object.Digest, error) {
 	d := object.Sum(b)
 	if d == o.want {
-		o.b = b
+		o.b = bytes.Clone(b) // the scanner reuses b (object.Putter)
 	}
 	return d, nil
 }

@@ -32,13 +32,17 @@ const versionLinks = 2
 
 // EncodeBlob encodes file content of at most ChunkSize bytes.
 func EncodeBlob(data []byte) ([]byte, error) {
+	return AppendBlob(make([]byte, 0, 2+len(data)), data)
+}
+
+// AppendBlob appends the encoding of data, as EncodeBlob, to dst, so that
+// a caller storing blob after blob can reuse one buffer.
+func AppendBlob(dst, data []byte) ([]byte, error) {
 	if len(data) > ChunkSize {
 		return nil, fmt.Errorf("blob of %d bytes: more than a chunk", len(data))
 	}
-	out := make([]byte, 2+len(data))
-	out[0], out[1] = byte(KindBlob), version
-	copy(out[2:], data)
-	return out, nil
+	dst = append(dst, byte(KindBlob), version)
+	return append(dst, data...), nil
 }
 
 // File is a regular file's content: its size and its chunks in order.

@@ -30,7 +30,8 @@ type Getter interface {
 // Putter stores an encoded object durably and returns its digest. Storing
 // an object the store has is a no-op; an object that does not decode
 // (Check) is refused with an error wrapping ErrCorrupt, and nothing is
-// stored.
+// stored. Put keeps nothing of encoded once it returns: the caller may
+// reuse it.
 type Putter interface {
 	Put(ctx context.Context, encoded []byte) (Digest, error)
 }

@@ -103,8 +103,12 @@ type Scanner struct {
 	// object, which was a third of a repeated snapshot's time over a
 	// lower of many small files, and of a master's re-scan.
 	whole *object.KnownSet
-	buf   []byte
-	stats Stats
+	// buf and blob are reused for every chunk (Chunk): a snapshot's
+	// prepare runs in the mount process, and a chunk's worth of
+	// garbage per chunk read made the collector stop the mount's
+	// requests every few chunks.
+	buf, blob []byte
+	stats     Stats
 	// prep, if set, gets the tree of every directory scanned
 	// (Prepare).
 	prep *Prep
@@ -530,9 +534,10 @@ func (s *Scanner) Chunk(read func([]byte, int64) (int, error), cs, ce int64) (ob
 	if fsio.AllZero(buf) {
 		return object.Zero, nil
 	}
-	blob, err := object.EncodeBlob(buf)
+	blob, err := object.AppendBlob(s.blob[:0], buf)
 	if err != nil {
 		return object.Zero, err
 	}
+	s.blob = blob
 	return s.store.Put(s.ctx, blob)
 }

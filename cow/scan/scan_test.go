@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -250,4 +251,37 @@ func inLoop(change func()) (stop func()) {
 	}()
 	var once sync.Once
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}
+
+// Hashing a big lower file must not allocate a chunk's worth of memory per
+// chunk: a snapshot's prepare shares the mount process with the requests
+// it serves, and garbage at the rate the lower is read made the collector
+// stop them all about once every ten chunks.
+func TestChunkReusesBuffers(t *testing.T) {
+	exp := t.TempDir()
+	const chunks = 16
+	data := make([]byte, chunks*object.ChunkSize)
+	for i := range data {
+		data[i] = byte(i*7 + i/object.ChunkSize)
+	}
+	if err := os.WriteFile(filepath.Join(exp, "big"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lo, store, ctx := scanSetup(t, exp)
+	s := New(ctx, lo, cowtest.PutCached{DirStore: store}, nil)
+	read := func(b []byte, off int64) (int, error) { return copy(b, data[off:]), nil }
+	if _, err := s.Chunk(read, 0, object.ChunkSize); err != nil { // the buffers, once
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for i := int64(1); i < chunks; i++ {
+		if _, err := s.Chunk(read, i*object.ChunkSize, (i+1)*object.ChunkSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > object.ChunkSize {
+		t.Errorf("hashing %d chunks allocated %d bytes; want less than one chunk (%d)", chunks-1, got, object.ChunkSize)
+	}
 }
