@@ -178,6 +178,13 @@ func (c *Cache) fetchMany(ctx context.Context, ds []object.Digest) error {
 // fetchManyFor is fetchMany; with ahead, what it fetches is also kept in
 // memory for the reader it was fetched ahead of (freshObjects).
 func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool) error {
+	return c.fetchManyOpt(ctx, ds, ahead, true)
+}
+
+// fetchManyOpt is fetchManyFor; without wait, the objects another fetch
+// is working on, and those that came damaged, are left to their readers
+// rather than waited for or fetched one by one (PrefetchDir).
+func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wait bool) error {
 	var want []object.Digest
 	var unlocks []func()
 	defer func() {
@@ -239,6 +246,9 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 		u()
 	}
 	unlocks = nil
+	if !wait {
+		return first
+	}
 	for _, d := range later {
 		if _, err := c.get(ctx, d); err != nil && first == nil {
 			first = err

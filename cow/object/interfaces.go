@@ -76,6 +76,14 @@ type Prefetcher interface {
 	Prefetch(ds []Digest)
 }
 
+// DirPrefetcher is a Getter that can start fetching, in the background,
+// what a directory's entries lead to once the directory is first looked
+// into (a remote cache): a crawl opens its files next, one by one. It
+// never waits, and what it fetches is verified as any Get's.
+type DirPrefetcher interface {
+	PrefetchDir(t *Tree)
+}
+
 // PrefetchProgress is how far fetching every object of a version got
 // (remote.Cache.PrefetchVersion); a mount's status carries it as is.
 type PrefetchProgress struct {

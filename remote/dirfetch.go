@@ -1,0 +1,166 @@
+package remote
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// Bounds of what looking into a directory fetches in the background
+// (decision 0059). A crawl of a spider's small files made two round trips
+// per file, one after the other; these bring a directory's worth in a few
+// batched calls, and cap what a big directory, or one of big files, costs
+// a task that opens a single file in it.
+const (
+	// dirFiles bounds the file objects fetched per directory (the
+	// first, in name order): a file object is a few hundred bytes.
+	dirFiles = 512
+	// dirSmallFile is the largest file whose chunks are fetched: a
+	// source file, a config; a bigger one is a data file, which a task
+	// reads, if at all, through read-ahead.
+	dirSmallFile = 64 << 10
+	// dirBytes and dirChunks bound the chunks fetched per directory.
+	dirBytes  = 4 << 20
+	dirChunks = 512
+	// dirBatch is the objects of one call: 64 are one round trip to a
+	// master; a reader waiting on an unrelated object whose lock stripe
+	// a batch holds waits for that call at most.
+	dirBatch = 64
+	// dirQueue directories wait for dirWorkers; more are dropped (they
+	// are read as before, one object at a time).
+	dirQueue   = 64
+	dirWorkers = 2
+)
+
+// dirFetch is a cache's background fetching of directories' files.
+type dirFetch struct {
+	on    atomic.Bool
+	once  sync.Once
+	queue chan []object.Digest
+	errs  atomic.Int64
+}
+
+// SetDirPrefetch turns on (or off) PrefetchDir, off by default: a mount
+// turns it on unless told not to (Remote.NoDirPrefetch).
+func (c *Cache) SetDirPrefetch(on bool) { c.dir.on.Store(on) }
+
+// PrefetchDir starts fetching, in the background, the file objects of
+// the regular files of t and then the chunks of its small ones, in
+// batched calls, unless they are cached. A read of an object being
+// fetched so waits for that fetch (its lock), and does not ask again.
+// What it fetches is verified and counted against the cache's limit as
+// any fetch; a failure is logged at debug and counted, and a reader that
+// needs the object then fetches it itself.
+func (c *Cache) PrefetchDir(t *object.Tree) {
+	if !c.dir.on.Load() || c.ctx.Err() != nil {
+		return
+	}
+	var ds []object.Digest
+	for _, e := range t.Entries {
+		if e.Mode&unix.S_IFMT == unix.S_IFREG && e.Size > 0 && !e.Object.IsZero() {
+			ds = append(ds, e.Object)
+			if len(ds) == dirFiles {
+				break
+			}
+		}
+	}
+	if len(ds) == 0 {
+		return
+	}
+	c.dir.once.Do(func() {
+		c.dir.queue = make(chan []object.Digest, dirQueue)
+		for range dirWorkers {
+			go func() {
+				for {
+					select {
+					case <-c.ctx.Done():
+						return
+					case ds := <-c.dir.queue:
+						c.fetchDir(ds)
+					}
+				}
+			}()
+		}
+	})
+	select {
+	case c.dir.queue <- ds:
+	default:
+	}
+}
+
+// fetchDir fetches the file objects files and then the chunks of the
+// small ones among them, within the bounds above.
+func (c *Cache) fetchDir(files []object.Digest) {
+	if !c.fetchBackground(files) {
+		return
+	}
+	var chunks []object.Digest
+	var bytes int64
+	for _, d := range files {
+		b, err := c.store.Get(c.ctx, d)
+		if err != nil {
+			continue // evicted meanwhile, or damaged: left to its reader
+		}
+		f, err := object.DecodeFile(b)
+		if err != nil || f.Size > dirSmallFile {
+			continue
+		}
+		if bytes+f.Size > dirBytes || len(chunks)+len(f.Chunks) > dirChunks {
+			break
+		}
+		bytes += f.Size
+		for _, ch := range f.Chunks {
+			if !ch.IsZero() {
+				chunks = append(chunks, ch)
+			}
+		}
+	}
+	c.fetchBackground(chunks)
+}
+
+// fetchBackground fetches ds in batches of dirBatch, each bounded by the
+// fetcher's Timeout, and stops at the first failure (a master that does
+// not answer one batch would not answer the next), reporting whether all
+// went well. Objects another fetch is working on are left to it.
+func (c *Cache) fetchBackground(ds []object.Digest) bool {
+	timeout := 30 * time.Second
+	if t, ok := c.f.(boundedFetcher); ok {
+		timeout = t.Timeout()
+	}
+	for len(ds) > 0 {
+		// One object per lock stripe in a batch: a batch takes the
+		// stripes of its objects, and one it holds already would be
+		// taken for another fetch's and skipped.
+		var batch, rest []object.Digest
+		var taken [lockStripes]bool
+		for _, d := range ds {
+			i := stripeOf(d)
+			if len(batch) == dirBatch || taken[i] {
+				rest = append(rest, d)
+				continue
+			}
+			taken[i] = true
+			batch = append(batch, d)
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, timeout)
+		err := c.fetchManyOpt(ctx, batch, false, false)
+		cancel()
+		if err != nil {
+			if c.ctx.Err() == nil {
+				c.dir.errs.Add(1)
+				c.log.Debug("background fetch of a directory's files failed", "objects", len(batch), "err", err)
+			}
+			return false
+		}
+		ds = rest
+	}
+	return true
+}
+
+// stripeOf is the lock stripe of d (Cache.lock).
+func stripeOf(d object.Digest) int { return (int(d[0])<<8 | int(d[1])) % lockStripes }
