@@ -151,6 +151,7 @@ func (c *Cache) ObserveFetches(f func(batch bool, took time.Duration, err error)
 // deadline in ctx, the fetcher's Timeout (the mount's --io-timeout) is
 // the bound, from now: waiting for another fetch of d counts against it.
 func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	c.dir.read(d)
 	c.demand.Add(1)
 	defer c.demand.Add(-1)
 	if _, ok := ctx.Deadline(); !ok {

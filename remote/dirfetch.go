@@ -41,8 +41,31 @@ const (
 type dirFetch struct {
 	on    atomic.Bool
 	once  sync.Once
-	queue chan []object.Digest
+	queue chan dirJob
 	errs  atomic.Int64
+
+	// waiting maps the file objects of directories whose chunks are
+	// not fetched yet to their directory, until a second of them is
+	// read (at most dirQueue directories, the oldest dropped).
+	mu      sync.Mutex
+	waiting map[object.Digest]*dirWait
+	order   []*dirWait
+}
+
+// dirJob is a directory's file objects to fetch, or, with chunks, the
+// chunks of its small files.
+type dirJob struct {
+	files  []object.Digest
+	chunks bool
+}
+
+// dirWait is a directory whose file objects are fetched, and how many of
+// them were read since.
+type dirWait struct {
+	files  []object.Digest
+	opened int
+	// fetched: the file objects are; want: two were read before.
+	fetched, want bool
 }
 
 // SetDirPrefetch turns on (or off) PrefetchDir, off by default: a mount
@@ -50,8 +73,8 @@ type dirFetch struct {
 func (c *Cache) SetDirPrefetch(on bool) { c.dir.on.Store(on) }
 
 // PrefetchDir starts fetching, in the background, the file objects of
-// the regular files of t and then the chunks of its small ones, in
-// batched calls, unless they are cached. A read of an object being
+// the regular files of t and, once a second of them is read, the chunks
+// of its small ones, in batched calls, unless they are cached. A read of an object being
 // fetched so waits for that fetch (its lock), and does not ask again.
 // What it fetches is verified and counted against the cache's limit as
 // any fetch; a failure is logged at debug and counted, and a reader that
@@ -73,32 +96,109 @@ func (c *Cache) PrefetchDir(t *object.Tree) {
 		return
 	}
 	c.dir.once.Do(func() {
-		c.dir.queue = make(chan []object.Digest, dirQueue)
+		c.dir.queue = make(chan dirJob, dirQueue)
 		for range dirWorkers {
 			go func() {
 				for {
 					select {
 					case <-c.ctx.Done():
 						return
-					case ds := <-c.dir.queue:
-						c.fetchDir(ds)
+					case j := <-c.dir.queue:
+						if j.chunks {
+							c.fetchDirChunks(j.files)
+						} else {
+							c.fetchDirFiles(j.files)
+						}
 					}
 				}
 			}()
 		}
 	})
+	c.dir.enqueue(dirJob{files: ds})
+}
+
+func (f *dirFetch) enqueue(j dirJob) {
 	select {
-	case c.dir.queue <- ds:
+	case f.queue <- j:
 	default:
 	}
 }
 
-// fetchDir fetches the file objects files and then the chunks of the
-// small ones among them, within the bounds above.
-func (c *Cache) fetchDir(files []object.Digest) {
-	if !c.fetchBackground(files) {
+// fetchDirFiles fetches the file objects files of a directory, and the
+// chunks of its small files once a second of its files is read (as soon
+// as the file objects are here, if two were read before): a crawl reads
+// them all, and a task that reads one file of each of many directories
+// does not pay for the rest of their bytes.
+func (c *Cache) fetchDirFiles(files []object.Digest) {
+	f := &c.dir
+	f.mu.Lock()
+	if f.waiting == nil {
+		f.waiting = map[object.Digest]*dirWait{}
+	}
+	w := &dirWait{files: files}
+	for _, d := range files {
+		f.waiting[d] = w
+	}
+	f.order = append(f.order, w)
+	if len(f.order) > dirQueue {
+		f.forget(f.order[0])
+	}
+	f.mu.Unlock()
+	ok := c.fetchBackground(files)
+	f.mu.Lock()
+	w.fetched = true
+	if !ok {
+		f.forget(w)
+	}
+	want := ok && w.want
+	f.mu.Unlock()
+	if want {
+		c.fetchDirChunks(files)
+	}
+}
+
+// forget drops w from waiting; f.mu is held.
+func (f *dirFetch) forget(w *dirWait) {
+	for _, d := range w.files {
+		if f.waiting[d] == w {
+			delete(f.waiting, d)
+		}
+	}
+	for i, o := range f.order {
+		if o == w {
+			f.order = append(f.order[:i], f.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// read notes that a reader asked for object d: the second file object of
+// a waiting directory read starts the fetch of its chunks.
+func (f *dirFetch) read(d object.Digest) {
+	if !f.on.Load() {
 		return
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.waiting[d]
+	if w == nil {
+		return
+	}
+	delete(f.waiting, d)
+	if w.opened++; w.opened < 2 {
+		return
+	}
+	f.forget(w)
+	if w.fetched {
+		f.enqueue(dirJob{files: w.files, chunks: true})
+	} else {
+		w.want = true
+	}
+}
+
+// fetchDirChunks fetches the chunks of the small files among the file
+// objects files, within the bounds above.
+func (c *Cache) fetchDirChunks(files []object.Digest) {
 	var chunks []object.Digest
 	var bytes int64
 	for _, d := range files {
@@ -133,6 +233,9 @@ func (c *Cache) fetchBackground(ds []object.Digest) bool {
 		timeout = t.Timeout()
 	}
 	for len(ds) > 0 {
+		if c.ctx.Err() != nil {
+			return false // closed: the lock files with it
+		}
 		// One object per lock stripe in a batch: a batch takes the
 		// stripes of its objects, and one it holds already would be
 		// taken for another fetch's and skipped.
