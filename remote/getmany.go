@@ -186,7 +186,10 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 // rather than waited for or fetched one by one (PrefetchDir).
 func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wait bool) error {
 	var want []object.Digest
-	var unlocks []func()
+	// unlocks holds the lock of each object wanted until it is stored:
+	// a reader waiting for one goes on as soon as it is there, not once
+	// the whole batch is.
+	unlocks := map[object.Digest]func(){}
 	defer func() {
 		for _, u := range unlocks {
 			u()
@@ -202,11 +205,12 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 			later = append(later, d)
 			continue
 		}
-		unlocks = append(unlocks, unlock)
 		// Fetched by another process before the lock was had?
 		if ok, _ := c.store.Has(ctx, d); ok {
+			unlock()
 			continue
 		}
+		unlocks[d] = unlock
 		want = append(want, d)
 	}
 	var first error
@@ -229,6 +233,10 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 					if ahead {
 						c.fresh.put(d, b)
 					}
+					if u := unlocks[d]; u != nil {
+						u()
+						delete(unlocks, d)
+					}
 				}
 			}
 			if err != nil && first == nil {
@@ -242,10 +250,10 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 			first = err
 		}
 	}
-	for _, u := range unlocks {
+	for d, u := range unlocks {
 		u()
+		delete(unlocks, d)
 	}
-	unlocks = nil
 	if !wait {
 		return first
 	}
