@@ -75,7 +75,7 @@ func TestRemoteMountDirPrefetch(t *testing.T) {
 	crawl(mnt)
 	gets, manys := get.Load()-get0, many.Load()-many0
 	t.Logf("listing and reading %d files: %d Get, %d GetMany calls", n, gets, manys)
-	if gets > 6 || manys > 8 {
+	if gets > 8 || manys > 8 {
 		t.Errorf("listing and reading %d small files made %d Get and %d GetMany calls; want a few batches", n, gets, manys)
 	}
 
@@ -143,18 +143,12 @@ func crawlFiles(t *testing.T, mnt string, files map[string][]byte, n int) {
 	}
 }
 
-// listAndRead2 lists spider, waits for its file objects to be fetched in
-// the background, and reads two files: what starts the background fetch
-// of its small files' chunks.
+// listAndRead2 lists spider and reads two of its files: what starts the
+// background fetch of its files.
 func listAndRead2(t *testing.T, ws *cowfs.Workspace, files map[string][]byte) {
 	t.Helper()
 	if _, err := os.ReadDir(filepath.Join(ws.Dir(), "spider")); err != nil {
 		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(30 * time.Second); ws.Status().Remote.Misses < int64(len(files)); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("listing fetched %d objects in 30 s; want the %d file objects, in the background", ws.Status().Remote.Misses, len(files))
-		}
 	}
 	crawlFiles(t, ws.Dir(), files, 2)
 }

@@ -11,11 +11,11 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-// Bounds of what looking into a directory fetches in the background
-// (decision 0059). A crawl of a spider's small files made two round trips
-// per file, one after the other; these bring a directory's worth in a few
-// batched calls, and cap what a big directory, or one of big files, costs
-// a task that opens a single file in it.
+// Bounds of what a crawled directory fetches in the background (decision
+// 0059). A crawl of a spider's small files made two round trips per file,
+// one after the other; these bring a directory's worth in a few batched
+// calls, and cap what a big directory, or one of big files, costs a task
+// that reads two files of it.
 const (
 	// dirFiles bounds the file objects fetched per directory (the
 	// first, in name order): a file object is a few hundred bytes.
@@ -41,44 +41,43 @@ const (
 type dirFetch struct {
 	on    atomic.Bool
 	once  sync.Once
-	queue chan dirJob
+	queue chan []object.Digest
 	errs  atomic.Int64
 
-	// waiting maps the file objects of directories whose chunks are
-	// not fetched yet to their directory, until a second of them is
-	// read (at most dirQueue directories, the oldest dropped).
+	// waiting maps the file objects of directories looked into to their
+	// directory, until a second of them is read (at most dirWaiting
+	// file objects, the oldest directories forgotten).
 	mu      sync.Mutex
 	waiting map[object.Digest]*dirWait
 	order   []*dirWait
+	held    int
 }
 
-// dirJob is a directory's file objects to fetch, or, with chunks, the
-// chunks of its small files.
-type dirJob struct {
-	files  []object.Digest
-	chunks bool
-}
+// dirWaiting bounds the file objects of directories waiting for a second
+// read: a crawl lists a whole tree before it reads (find), and each is a
+// map entry of some 50 bytes.
+const dirWaiting = 64 << 10
 
-// dirWait is a directory whose file objects are fetched, and how many of
-// them were read since.
+// dirWait is a directory looked into, and whether one of its files was
+// read since.
 type dirWait struct {
 	files  []object.Digest
-	opened int
-	// fetched: the file objects are; want: two were read before.
-	fetched, want bool
+	opened bool
 }
 
 // SetDirPrefetch turns on (or off) PrefetchDir, off by default: a mount
 // turns it on unless told not to (Remote.NoDirPrefetch).
 func (c *Cache) SetDirPrefetch(on bool) { c.dir.on.Store(on) }
 
-// PrefetchDir starts fetching, in the background, the file objects of
-// the regular files of t and, once a second of them is read, the chunks
-// of its small ones, in batched calls, unless they are cached. A read of an object being
-// fetched so waits for that fetch (its lock), and does not ask again.
-// What it fetches is verified and counted against the cache's limit as
-// any fetch; a failure is logged at debug and counted, and a reader that
-// needs the object then fetches it itself.
+// PrefetchDir notes the files of the directory t; once a second of them
+// is read (a crawl, not a task that reads one file here and there), it
+// fetches in the background the file objects of its regular files and
+// then the chunks of its small ones, in batched calls, unless they are
+// cached. A read of an object being fetched so waits for that fetch (its
+// lock), and does not ask again. What it fetches is verified and counted
+// against the cache's limit as any fetch; a failure is logged at debug
+// and counted, and a reader that needs the object then fetches it
+// itself.
 func (c *Cache) PrefetchDir(t *object.Tree) {
 	if !c.dir.on.Load() || c.ctx.Err() != nil {
 		return
@@ -92,68 +91,40 @@ func (c *Cache) PrefetchDir(t *object.Tree) {
 			}
 		}
 	}
-	if len(ds) == 0 {
+	if len(ds) < 2 {
 		return
 	}
 	c.dir.once.Do(func() {
-		c.dir.queue = make(chan dirJob, dirQueue)
+		c.dir.queue = make(chan []object.Digest, dirQueue)
 		for range dirWorkers {
 			go func() {
 				for {
 					select {
 					case <-c.ctx.Done():
 						return
-					case j := <-c.dir.queue:
-						if j.chunks {
-							c.fetchDirChunks(j.files)
-						} else {
-							c.fetchDirFiles(j.files)
+					case files := <-c.dir.queue:
+						if c.fetchBackground(files) {
+							c.fetchDirChunks(files)
 						}
 					}
 				}
 			}()
 		}
 	})
-	c.dir.enqueue(dirJob{files: ds})
-}
-
-func (f *dirFetch) enqueue(j dirJob) {
-	select {
-	case f.queue <- j:
-	default:
-	}
-}
-
-// fetchDirFiles fetches the file objects files of a directory, and the
-// chunks of its small files once a second of its files is read (as soon
-// as the file objects are here, if two were read before): a crawl reads
-// them all, and a task that reads one file of each of many directories
-// does not pay for the rest of their bytes.
-func (c *Cache) fetchDirFiles(files []object.Digest) {
 	f := &c.dir
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.waiting == nil {
 		f.waiting = map[object.Digest]*dirWait{}
 	}
-	w := &dirWait{files: files}
-	for _, d := range files {
+	w := &dirWait{files: ds}
+	for _, d := range ds {
 		f.waiting[d] = w
 	}
 	f.order = append(f.order, w)
-	if len(f.order) > dirQueue {
+	f.held += len(ds)
+	for f.held > dirWaiting {
 		f.forget(f.order[0])
-	}
-	f.mu.Unlock()
-	ok := c.fetchBackground(files)
-	f.mu.Lock()
-	w.fetched = true
-	if !ok {
-		f.forget(w)
-	}
-	want := ok && w.want
-	f.mu.Unlock()
-	if want {
-		c.fetchDirChunks(files)
 	}
 }
 
@@ -167,13 +138,14 @@ func (f *dirFetch) forget(w *dirWait) {
 	for i, o := range f.order {
 		if o == w {
 			f.order = append(f.order[:i], f.order[i+1:]...)
+			f.held -= len(w.files)
 			break
 		}
 	}
 }
 
 // read notes that a reader asked for object d: the second file object of
-// a waiting directory read starts the fetch of its chunks.
+// a directory read starts the background fetch of its files.
 func (f *dirFetch) read(d object.Digest) {
 	if !f.on.Load() {
 		return
@@ -185,14 +157,14 @@ func (f *dirFetch) read(d object.Digest) {
 		return
 	}
 	delete(f.waiting, d)
-	if w.opened++; w.opened < 2 {
+	if !w.opened {
+		w.opened = true
 		return
 	}
 	f.forget(w)
-	if w.fetched {
-		f.enqueue(dirJob{files: w.files, chunks: true})
-	} else {
-		w.want = true
+	select {
+	case f.queue <- w.files:
+	default:
 	}
 }
 

@@ -55,7 +55,7 @@ func (r *remoteFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&r.tokenFile, "token-file", "", "with --remote: file holding the master's bearer token")
 	fl.StringVar(&r.tlsCA, "tls-ca", "", "with --remote: use TLS, checking the master's certificate against this CA (PEM)")
 	fl.BoolVar(&r.prefetch, "prefetch", false, "with --remote: fetch the whole version in the background (reads go first); see cowfs status")
-	fl.BoolVar(&r.noDirPrefetch, "no-dir-prefetch", false, "with --remote: do not fetch, in the background, a directory's file objects when it is first listed or looked into, and its small files (64K and less) once two of its files are read")
+	fl.BoolVar(&r.noDirPrefetch, "no-dir-prefetch", false, "with --remote: do not fetch a directory's small files (64K and less) in the background once two of its files are read")
 	fl.StringVar(&r.cacheSize, "cache-size", "", "with --remote: evict cached chunks the master can give again beyond this size (e.g. 20G; default: no limit; "+sizeHelp+")")
 	fl.DurationVar(&r.ioTimeout, "io-timeout", cowfs.DefaultIOTimeout, "with --remote: a read the master cannot serve in this time fails with EIO")
 	fl.StringVar(&r.s3Endpoint, "s3-endpoint", "", "with --remote s3://...: the object store's URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS S3)")

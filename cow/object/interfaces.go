@@ -76,10 +76,10 @@ type Prefetcher interface {
 	Prefetch(ds []Digest)
 }
 
-// DirPrefetcher is a Getter that can start fetching, in the background,
-// what a directory's entries lead to once the directory is first looked
-// into (a remote cache): a crawl opens its files next, one by one. It
-// never waits, and what it fetches is verified as any Get's.
+// DirPrefetcher is a Getter told of a directory when it is first looked
+// into (a remote cache), so that it can fetch in the background what its
+// entries lead to once a crawl of them begins. It never waits, and what
+// it fetches is verified as any Get's.
 type DirPrefetcher interface {
 	PrefetchDir(t *Tree)
 }
