@@ -258,6 +258,7 @@ func (rl *remoteLower) openCache(src remote.Fetcher) error {
 	if rl.r.CacheSize > 0 {
 		cache.SetLimit(rl.r.CacheSize, rd)
 	}
+	cache.SetDirPrefetch(!rl.r.NoDirPrefetch)
 	rl.store, rl.cache = store, cache
 	return nil
 }

@@ -109,6 +109,10 @@ type Remote struct {
 	CacheSize int64 `json:"cache_size,omitempty"`
 	// Prefetch fetches the whole version in the background.
 	Prefetch bool `json:"prefetch,omitempty"`
+	// NoDirPrefetch keeps a first look into a directory from fetching
+	// its files' objects and small files' chunks in the background
+	// (remote.Cache.PrefetchDir).
+	NoDirPrefetch bool `json:"no_dir_prefetch,omitempty"`
 	// IOTimeout bounds a read of the lower: past it the read gets EIO.
 	// 0: DefaultIOTimeout.
 	IOTimeout time.Duration `json:"io_timeout,omitempty"`

@@ -57,6 +57,9 @@ type CacheStats struct {
 	// Errors counts reads that could not be served.
 	Errors  int64
 	Evicted int64
+	// DirPrefetchErrors counts background fetches of a directory's
+	// files (PrefetchDir) that failed; no read saw them.
+	DirPrefetchErrors int64
 }
 
 // Cache is a worker's view of a master's objects: the machine's object
@@ -87,6 +90,8 @@ type Cache struct {
 	stripes   [lockStripes]stripe
 	ctx       context.Context // ended by Close: stops background work
 	cancel    context.CancelFunc
+
+	dir dirFetch // see dirfetch.go
 
 	// Eviction: see evict.go.
 	evict     atomic.Pointer[evictConfig]
@@ -133,6 +138,7 @@ func (c *Cache) Stats() CacheStats {
 	return CacheStats{
 		Hits: c.hits.Load(), Misses: c.misses.Load(), BytesFetched: c.bytes.Load(),
 		Corrupt: c.corrupt.Load(), Errors: c.errs.Load(), Evicted: c.evicted.Load(),
+		DirPrefetchErrors: c.dir.errs.Load(),
 	}
 }
 
@@ -145,6 +151,7 @@ func (c *Cache) ObserveFetches(f func(batch bool, took time.Duration, err error)
 // deadline in ctx, the fetcher's Timeout (the mount's --io-timeout) is
 // the bound, from now: waiting for another fetch of d counts against it.
 func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	c.dir.read(d)
 	c.demand.Add(1)
 	defer c.demand.Add(-1)
 	if _, ok := ctx.Deadline(); !ok {

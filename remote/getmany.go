@@ -178,8 +178,18 @@ func (c *Cache) fetchMany(ctx context.Context, ds []object.Digest) error {
 // fetchManyFor is fetchMany; with ahead, what it fetches is also kept in
 // memory for the reader it was fetched ahead of (freshObjects).
 func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool) error {
+	return c.fetchManyOpt(ctx, ds, ahead, true)
+}
+
+// fetchManyOpt is fetchManyFor; without wait, the objects another fetch
+// is working on, and those that came damaged, are left to their readers
+// rather than waited for or fetched one by one (PrefetchDir).
+func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wait bool) error {
 	var want []object.Digest
-	var unlocks []func()
+	// unlocks holds the lock of each object wanted until it is stored:
+	// a reader waiting for one goes on as soon as it is there, not once
+	// the whole batch is.
+	unlocks := map[object.Digest]func(){}
 	defer func() {
 		for _, u := range unlocks {
 			u()
@@ -195,11 +205,12 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 			later = append(later, d)
 			continue
 		}
-		unlocks = append(unlocks, unlock)
 		// Fetched by another process before the lock was had?
 		if ok, _ := c.store.Has(ctx, d); ok {
+			unlock()
 			continue
 		}
+		unlocks[d] = unlock
 		want = append(want, d)
 	}
 	var first error
@@ -222,6 +233,10 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 					if ahead {
 						c.fresh.put(d, b)
 					}
+					if u := unlocks[d]; u != nil {
+						u()
+						delete(unlocks, d)
+					}
 				}
 			}
 			if err != nil && first == nil {
@@ -235,10 +250,13 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 			first = err
 		}
 	}
-	for _, u := range unlocks {
+	for d, u := range unlocks {
 		u()
+		delete(unlocks, d)
 	}
-	unlocks = nil
+	if !wait {
+		return first
+	}
 	for _, d := range later {
 		if _, err := c.get(ctx, d); err != nil && first == nil {
 			first = err

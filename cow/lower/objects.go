@@ -124,8 +124,14 @@ func (l *Objects) TreeFrom(g object.Getter, d object.Digest) (*object.Tree, erro
 		}
 	}
 	l.mu.Lock()
+	_, had := l.trees[d]
 	l.trees[d] = t
 	l.mu.Unlock()
+	// The first look into a directory: what a crawl opens next is its
+	// files. Not while a capture reads locally (g is then not store).
+	if p, ok := g.(object.DirPrefetcher); ok && !had && g == l.store {
+		p.PrefetchDir(t)
+	}
 	return t, nil
 }
 

@@ -77,6 +77,14 @@ type Prefetcher interface {
 	Prefetch(ds []Digest)
 }
 
+// DirPrefetcher is a Getter told of a directory when it is first looked
+// into (a remote cache), so that it can fetch in the background what its
+// entries lead to once a crawl of them begins. It never waits, and what
+// it fetches is verified as any Get's.
+type DirPrefetcher interface {
+	PrefetchDir(t *Tree)
+}
+
 // PrefetchProgress is how far fetching every object of a version got
 // (remote.Cache.PrefetchVersion); a mount's status carries it as is.
 type PrefetchProgress struct {

@@ -1,0 +1,241 @@
+package remote
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// Bounds of what a crawled directory fetches in the background (decision
+// 0059). A crawl of a spider's small files made two round trips per file,
+// one after the other; these bring a directory's worth in a few batched
+// calls, and cap what a big directory, or one of big files, costs a task
+// that reads two files of it.
+const (
+	// dirFiles bounds the file objects fetched per directory (the
+	// first, in name order): a file object is a few hundred bytes.
+	dirFiles = 512
+	// dirSmallFile is the largest file whose chunks are fetched: a
+	// source file, a config; a bigger one is a data file, which a task
+	// reads, if at all, through read-ahead.
+	dirSmallFile = 64 << 10
+	// dirBytes and dirChunks bound the chunks fetched per directory.
+	dirBytes  = 4 << 20
+	dirChunks = 512
+	// dirBatch is the objects of one call: 64 are one round trip to a
+	// master; a reader waiting on an unrelated object whose lock stripe
+	// a batch holds waits for that call at most.
+	dirBatch = 64
+	// dirQueue directories wait for dirWorkers; more are dropped (they
+	// are read as before, one object at a time).
+	dirQueue   = 64
+	dirWorkers = 2
+)
+
+// dirFetch is a cache's background fetching of directories' files.
+type dirFetch struct {
+	on    atomic.Bool
+	once  sync.Once
+	queue chan []object.Digest
+	errs  atomic.Int64
+
+	// waiting maps the file objects of directories looked into to their
+	// directory, until a second of them is read (at most dirWaiting
+	// file objects, the oldest directories forgotten).
+	mu      sync.Mutex
+	waiting map[object.Digest]*dirWait
+	order   []*dirWait
+	held    int
+}
+
+// dirWaiting bounds the file objects of directories waiting for a second
+// read: a crawl lists a whole tree before it reads (find), and each is a
+// map entry of some 50 bytes.
+const dirWaiting = 64 << 10
+
+// dirWait is a directory looked into, and whether one of its files was
+// read since.
+type dirWait struct {
+	files  []object.Digest
+	opened bool
+}
+
+// SetDirPrefetch turns on (or off) PrefetchDir, off by default: a mount
+// turns it on unless told not to (Remote.NoDirPrefetch).
+func (c *Cache) SetDirPrefetch(on bool) { c.dir.on.Store(on) }
+
+// PrefetchDir notes the files of the directory t; once a second of them
+// is read (a crawl, not a task that reads one file here and there), it
+// fetches in the background the file objects of its regular files and
+// then the chunks of its small ones, in batched calls, unless they are
+// cached. A read of an object being fetched so waits for that fetch (its
+// lock), and does not ask again. What it fetches is verified and counted
+// against the cache's limit as any fetch; a failure is logged at debug
+// and counted, and a reader that needs the object then fetches it
+// itself.
+func (c *Cache) PrefetchDir(t *object.Tree) {
+	if !c.dir.on.Load() || c.ctx.Err() != nil {
+		return
+	}
+	var ds []object.Digest
+	for _, e := range t.Entries {
+		if e.Mode&unix.S_IFMT == unix.S_IFREG && e.Size > 0 && !e.Object.IsZero() {
+			ds = append(ds, e.Object)
+			if len(ds) == dirFiles {
+				break
+			}
+		}
+	}
+	if len(ds) < 2 {
+		return
+	}
+	c.dir.once.Do(func() {
+		c.dir.queue = make(chan []object.Digest, dirQueue)
+		for range dirWorkers {
+			go func() {
+				for {
+					select {
+					case <-c.ctx.Done():
+						return
+					case files := <-c.dir.queue:
+						if c.fetchBackground(files) {
+							c.fetchDirChunks(files)
+						}
+					}
+				}
+			}()
+		}
+	})
+	f := &c.dir
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.waiting == nil {
+		f.waiting = map[object.Digest]*dirWait{}
+	}
+	w := &dirWait{files: ds}
+	for _, d := range ds {
+		f.waiting[d] = w
+	}
+	f.order = append(f.order, w)
+	f.held += len(ds)
+	for f.held > dirWaiting {
+		f.forget(f.order[0])
+	}
+}
+
+// forget drops w from waiting; f.mu is held.
+func (f *dirFetch) forget(w *dirWait) {
+	for _, d := range w.files {
+		if f.waiting[d] == w {
+			delete(f.waiting, d)
+		}
+	}
+	for i, o := range f.order {
+		if o == w {
+			f.order = append(f.order[:i], f.order[i+1:]...)
+			f.held -= len(w.files)
+			break
+		}
+	}
+}
+
+// read notes that a reader asked for object d: the second file object of
+// a directory read starts the background fetch of its files.
+func (f *dirFetch) read(d object.Digest) {
+	if !f.on.Load() {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	w := f.waiting[d]
+	if w == nil {
+		return
+	}
+	delete(f.waiting, d)
+	if !w.opened {
+		w.opened = true
+		return
+	}
+	f.forget(w)
+	select {
+	case f.queue <- w.files:
+	default:
+	}
+}
+
+// fetchDirChunks fetches the chunks of the small files among the file
+// objects files, within the bounds above.
+func (c *Cache) fetchDirChunks(files []object.Digest) {
+	var chunks []object.Digest
+	var bytes int64
+	for _, d := range files {
+		b, err := c.store.Get(c.ctx, d)
+		if err != nil {
+			continue // evicted meanwhile, or damaged: left to its reader
+		}
+		f, err := object.DecodeFile(b)
+		if err != nil || f.Size > dirSmallFile {
+			continue
+		}
+		if bytes+f.Size > dirBytes || len(chunks)+len(f.Chunks) > dirChunks {
+			break
+		}
+		bytes += f.Size
+		for _, ch := range f.Chunks {
+			if !ch.IsZero() {
+				chunks = append(chunks, ch)
+			}
+		}
+	}
+	c.fetchBackground(chunks)
+}
+
+// fetchBackground fetches ds in batches of dirBatch, each bounded by the
+// fetcher's Timeout, and stops at the first failure (a master that does
+// not answer one batch would not answer the next), reporting whether all
+// went well. Objects another fetch is working on are left to it.
+func (c *Cache) fetchBackground(ds []object.Digest) bool {
+	timeout := 30 * time.Second
+	if t, ok := c.f.(boundedFetcher); ok {
+		timeout = t.Timeout()
+	}
+	for len(ds) > 0 {
+		if c.ctx.Err() != nil {
+			return false // closed: the lock files with it
+		}
+		// One object per lock stripe in a batch: a batch takes the
+		// stripes of its objects, and one it holds already would be
+		// taken for another fetch's and skipped.
+		var batch, rest []object.Digest
+		var taken [lockStripes]bool
+		for _, d := range ds {
+			i := stripeOf(d)
+			if len(batch) == dirBatch || taken[i] {
+				rest = append(rest, d)
+				continue
+			}
+			taken[i] = true
+			batch = append(batch, d)
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, timeout)
+		err := c.fetchManyOpt(ctx, batch, false, false)
+		cancel()
+		if err != nil {
+			if c.ctx.Err() == nil {
+				c.dir.errs.Add(1)
+				c.log.Debug("background fetch of a directory's files failed", "objects", len(batch), "err", err)
+			}
+			return false
+		}
+		ds = rest
+	}
+	return true
+}
+
+// stripeOf is the lock stripe of d (Cache.lock).
+func stripeOf(d object.Digest) int { return (int(d[0])<<8 | int(d[1])) % lockStripes }

@@ -1,0 +1,291 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
+)
+
+// callCounter counts a master's streaming calls by method (Get, GetMany),
+// and holds GetMany calls while hold is set.
+type callCounter struct {
+	get, getMany atomic.Int64
+	mu           sync.Mutex
+	hold         chan struct{} // nil: none held
+}
+
+func (c *callCounter) option() grpc.ServerOption {
+	return grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		switch {
+		case strings.HasSuffix(info.FullMethod, "/GetMany"):
+			c.getMany.Add(1)
+			c.mu.Lock()
+			hold := c.hold
+			c.mu.Unlock()
+			if hold != nil {
+				select {
+				case <-hold:
+				case <-ss.Context().Done():
+					return ss.Context().Err()
+				}
+			}
+		case strings.HasSuffix(info.FullMethod, "/Get"):
+			c.get.Add(1)
+		}
+		return h(srv, ss)
+	})
+}
+
+// smallFiles writes n files of a few KiB, each its own bytes, in dir
+// beneath root, and returns their contents by name.
+func smallFiles(t *testing.T, root, dir string, n int) map[string][]byte {
+	files := map[string][]byte{}
+	for i := range n {
+		b := append([]byte(fmt.Sprintf("%s file %d\n", dir, i)), remotetest.RandBytes(1000+i*7)...)
+		name := fmt.Sprintf("f%04d.py", i)
+		remotetest.WriteFile(t, filepath.Join(root, dir, name), b, 0o644)
+		files[name] = b
+	}
+	return files
+}
+
+// held reports whether the store holds every file object and chunk of
+// the files of dir.
+func held(t *testing.T, v *remotetest.View, dir string, names map[string][]byte) bool {
+	for name := range names {
+		f, _, err := v.Lower.FileObjectFrom(v.Store, dir+"/"+name)
+		if err != nil {
+			return false
+		}
+		for _, d := range f.Chunks {
+			if ok, _ := v.Store.Has(context.Background(), d); !ok {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// listAndCrawl lists dir and reads two of its files: what starts the
+// background fetch of its files. It returns the names it read.
+func listAndCrawl(t *testing.T, v *remotetest.View, dir string, files map[string][]byte) map[string]bool {
+	t.Helper()
+	if _, err := v.Lower.ReadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	read := map[string]bool{}
+	for name, want := range files {
+		b, err := readAll(t, v.Lower, dir+"/"+name, 30*time.Second)
+		if err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("%s: %d bytes, %v; want its %d bytes", name, len(b), err, len(want))
+		}
+		if read[name] = true; len(read) == 2 {
+			break
+		}
+	}
+	return read
+}
+
+func waitHeld(t *testing.T, v *remotetest.View, dir string, names map[string][]byte) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !held(t, v, dir, names) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the files of %s were not fetched in the background within 30 s (%+v)", dir, v.Cache.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Listing a directory of small files fetches their file objects in the
+// background, and reading two of them their chunks, in a few batched
+// calls: the crawl that opens them finds them cached, where it made two
+// calls a file before.
+func TestDirPrefetchBatches(t *testing.T) {
+	const n = 200
+	exp := t.TempDir()
+	files := smallFiles(t, exp, "spider", n)
+	var cc callCounter
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{ServerOptions: []grpc.ServerOption{cc.option()}})
+	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	v.Cache.SetDirPrefetch(true)
+	get0, many0 := cc.get.Load(), cc.getMany.Load()
+
+	listAndCrawl(t, v, "spider", files)
+	waitHeld(t, v, "spider", files)
+	for name, want := range files {
+		b, err := readAll(t, v.Lower, "spider/"+name, 30*time.Second)
+		if err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("%s: %d bytes, %v; want its %d bytes", name, len(b), err, len(want))
+		}
+	}
+	gets, manys := cc.get.Load()-get0, cc.getMany.Load()-many0
+	t.Logf("listing and reading %d files: %d Get and %d GetMany calls", n, gets, manys)
+	// The tree itself is one Get, and the chunks of the first two files
+	// read; the other objects come in batches of 64.
+	if gets > 6 || manys > 2*((n+63)/64)+2 {
+		t.Errorf("listing and reading %d small files made %d Get and %d GetMany calls; want them in a few batches", n, gets, manys)
+	}
+	if st := v.Cache.Stats(); st.DirPrefetchErrors != 0 {
+		t.Errorf("%d background errors", st.DirPrefetchErrors)
+	}
+}
+
+// Without dir prefetch (a cache's default, a mount's --dir-prefetch=false)
+// listing a directory fetches nothing but its tree.
+func TestDirPrefetchOff(t *testing.T) {
+	exp := t.TempDir()
+	smallFiles(t, exp, "spider", 20)
+	var cc callCounter
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{ServerOptions: []grpc.ServerOption{cc.option()}})
+	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	if _, err := v.Lower.ReadDir("spider"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := cc.getMany.Load(); n != 0 {
+		t.Errorf("listing with dir prefetch off made %d GetMany calls", n)
+	}
+}
+
+// A crawl reading the files while they are fetched in the background gets
+// their bytes, and the master sends each object once: a read of an object
+// under way waits for that fetch instead of asking again.
+func TestDirPrefetchReadDuring(t *testing.T) {
+	const n = 300
+	exp := t.TempDir()
+	files := smallFiles(t, exp, "spider", n)
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	v.Cache.SetDirPrefetch(true)
+	ents, err := v.Lower.ReadDir("spider")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(ents); i += 4 {
+				name := ents[i].Name
+				b, err := readAll(t, v.Lower, "spider/"+name, 30*time.Second)
+				if err != nil || !bytes.Equal(b, files[name]) {
+					errs <- fmt.Errorf("%s: %d bytes, %v; want its %d bytes", name, len(b), err, len(files[name]))
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for name := range files {
+		f, _, err := v.Lower.FileObjectFrom(v.Store, "spider/"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, _ := v.Lower.Entry("spider/" + name)
+		for _, d := range append([]object.Digest{e.Object}, f.Chunks...) {
+			if g := ms.Server.Gets(d); g != 1 {
+				t.Errorf("%s: object %s sent %d times; want once", name, d.Short(), g)
+			}
+		}
+	}
+}
+
+// The master gone while a directory is fetched in the background: files
+// fetched before read on, the others fail within the read timeout.
+func TestDirPrefetchMasterGone(t *testing.T) {
+	exp := t.TempDir()
+	a := smallFiles(t, exp, "a", 20)
+	b := smallFiles(t, exp, "b", 20)
+	var cc callCounter
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{ServerOptions: []grpc.ServerOption{cc.option()}})
+	const timeout = 5 * time.Second
+	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{Timeout: timeout})
+	v.Cache.SetDirPrefetch(true)
+	listAndCrawl(t, v, "a", a)
+	waitHeld(t, v, "a", a)
+	// b's background fetch is held on the master, which then goes.
+	hold := make(chan struct{})
+	cc.mu.Lock()
+	cc.hold = hold
+	cc.mu.Unlock()
+	many := cc.getMany.Load()
+	readB := listAndCrawl(t, v, "b", b)
+	if err := remotetest.Within(t, 10*time.Second, "the background fetch of b", func() error {
+		for cc.getMany.Load() == many {
+			time.Sleep(5 * time.Millisecond)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ms.Stop()
+	close(hold)
+	for name, want := range a {
+		got, err := readAll(t, v.Lower, "a/"+name, 30*time.Second)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("a/%s with the master gone: %d bytes, %v; want its %d bytes", name, len(got), err, len(want))
+		}
+	}
+	for name := range b {
+		if readB[name] {
+			continue
+		}
+		start := time.Now()
+		_, err := readAll(t, v.Lower, "b/"+name, timeout+3*time.Second)
+		took := time.Since(start)
+		if !errors.Is(err, remote.ErrUnavailable) {
+			t.Fatalf("b/%s with the master gone: %v; want ErrUnavailable", name, err)
+		}
+		if took > timeout+3*time.Second {
+			t.Fatalf("b/%s failed after %v; want within the %v timeout", name, took, timeout)
+		}
+		break
+	}
+}
+
+// A task that reads one file of a directory pays for nothing else: the
+// directory's files are fetched once a second one is read.
+func TestDirPrefetchOneFile(t *testing.T) {
+	exp := t.TempDir()
+	files := smallFiles(t, exp, "spider", 50)
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	v.Cache.SetDirPrefetch(true)
+	if _, err := v.Lower.ReadDir("spider"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readAll(t, v.Lower, "spider/f0000.py", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	n := 0
+	for name := range files {
+		e, _ := v.Lower.Entry("spider/" + name)
+		if ok, _ := v.Store.Has(context.Background(), e.Object); ok {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("reading one of 50 files fetched %d file objects; want its own", n)
+	}
+}

@@ -1,0 +1,154 @@
+package cowfs_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/cowfs/cowfs"
+	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
+	"github.com/cowfs/cowfs/remote/s3store/s3test"
+)
+
+// A crawl of a mount --remote: listing a directory of small files brings
+// their file objects and chunks in a few batched calls, where reading
+// them one by one made two calls a file; --no-dir-prefetch
+// (Remote.NoDirPrefetch) keeps the old way.
+func TestRemoteMountDirPrefetch(t *testing.T) {
+	const n = 100
+	exp := t.TempDir()
+	files := map[string][]byte{}
+	var total int64
+	for i := range n {
+		b := append([]byte(fmt.Sprintf("file %d\n", i)), randBytes(4000+i)...)
+		name := fmt.Sprintf("m%03d.py", i)
+		writeFile(t, filepath.Join(exp, "spider", name), b, 0o644)
+		files[name] = b
+		total += int64(len(b))
+	}
+	var get, many atomic.Int64
+	count := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		switch {
+		case strings.HasSuffix(info.FullMethod, "/GetMany"):
+			many.Add(1)
+		case strings.HasSuffix(info.FullMethod, "/Get"):
+			get.Add(1)
+		}
+		return h(srv, ss)
+	})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{ServerOptions: []grpc.ServerOption{count}})
+	open := func(off bool) (*cowfs.Workspace, string) {
+		mnt := filepath.Join(t.TempDir(), "mnt")
+		os.Mkdir(mnt, 0o755)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),
+			Lower: cowfs.Lower{Remote: &cowfs.Remote{Addr: ms.Addr, NoDirPrefetch: off, IOTimeout: 10 * time.Second}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return ws, mnt
+	}
+	crawl := func(mnt string) {
+		t.Helper()
+		crawlFiles(t, mnt, files, len(files))
+	}
+
+	ws, mnt := open(false)
+	get0, many0 := get.Load(), many.Load()
+	listAndRead2(t, ws, files)
+	for deadline := time.Now().Add(30 * time.Second); ws.Status().Remote.BytesFetched < total; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("listing fetched %d bytes in 30 s; want the %d of its files, in the background", ws.Status().Remote.BytesFetched, total)
+		}
+	}
+	crawl(mnt)
+	gets, manys := get.Load()-get0, many.Load()-many0
+	t.Logf("listing and reading %d files: %d Get, %d GetMany calls", n, gets, manys)
+	if gets > 8 || manys > 8 {
+		t.Errorf("listing and reading %d small files made %d Get and %d GetMany calls; want a few batches", n, gets, manys)
+	}
+
+	_, mnt = open(true)
+	get0, many0 = get.Load(), many.Load()
+	if _, err := os.ReadDir(filepath.Join(mnt, "spider")); err != nil {
+		t.Fatal(err)
+	}
+	crawl(mnt)
+	if gets, manys := get.Load()-get0, many.Load()-many0; manys != 0 || gets < 2*n {
+		t.Errorf("with NoDirPrefetch, reading %d files made %d Get and %d GetMany calls; want them one by one", n, gets, manys)
+	}
+}
+
+// The same from a bucket (real SeaweedFS): listing a directory brings its
+// small files in the background, verified, and the crawl reads them from
+// the cache.
+func TestBucketMountDirPrefetch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts SeaweedFS")
+	}
+	srv := s3test.Run(t)
+	srv.Env(t)
+	url := "s3://" + srv.Bucket(t) + "/spiders"
+	exp := t.TempDir()
+	files := map[string][]byte{}
+	var total int64
+	for i := range 60 {
+		b := append([]byte(fmt.Sprintf("file %d\n", i)), randBytes(4000+i)...)
+		name := fmt.Sprintf("m%03d.py", i)
+		writeFile(t, filepath.Join(exp, "spider", name), b, 0o644)
+		files[name] = b
+		total += int64(len(b))
+	}
+	publishTo(t, srv, url, exp)
+	ws, err := mountBucket(t, srv, url, "", "", "", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listAndRead2(t, ws, files)
+	for deadline := time.Now().Add(30 * time.Second); ws.Status().Remote.BytesFetched < total; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("listing fetched %d bytes in 30 s; want the %d of its files, in the background", ws.Status().Remote.BytesFetched, total)
+		}
+	}
+	misses := ws.Status().Remote.Misses
+	crawlFiles(t, ws.Dir(), files, len(files))
+	if n := ws.Status().Remote.Misses - misses; n != 0 {
+		t.Errorf("reading %d files listed before made %d more GETs; want none", len(files), n)
+	}
+}
+
+// crawlFiles reads n of files in spider beneath mnt and checks their bytes.
+func crawlFiles(t *testing.T, mnt string, files map[string][]byte, n int) {
+	t.Helper()
+	for name, want := range files {
+		if n == 0 {
+			return
+		}
+		n--
+		b, err := os.ReadFile(filepath.Join(mnt, "spider", name))
+		if err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("%s: %d bytes, %v; want its %d bytes", name, len(b), err, len(want))
+		}
+	}
+}
+
+// listAndRead2 lists spider and reads two of its files: what starts the
+// background fetch of its files.
+func listAndRead2(t *testing.T, ws *cowfs.Workspace, files map[string][]byte) {
+	t.Helper()
+	if _, err := os.ReadDir(filepath.Join(ws.Dir(), "spider")); err != nil {
+		t.Fatal(err)
+	}
+	crawlFiles(t, ws.Dir(), files, 2)
+}
