@@ -66,8 +66,8 @@ func TestBucketMountsFetchOnce(t *testing.T) {
 	if testing.Short() {
 		n = 4
 	}
-	srv := s3test.Run(t)
-	srv.Env(t)
+	t.Parallel()
+	srv := s3test.Shared(t)
 	u := "s3://" + srv.Bucket(t) + "/spiders"
 	exp := bucketExport(t)
 	for i := range 20 {

@@ -227,6 +227,13 @@ func TestMasterDamageUnrepairable(t *testing.T) {
 // A repair whose scan of the export failed (a file kept changing) fails
 // the read, saying why, and a later read tries again.
 func TestMasterDamageScanFails(t *testing.T) {
+	if testing.Short() {
+		// It needs the writer below to append during each of the
+		// scanner's six reads of the log; beside -short's other packages
+		// on a loaded machine a read can see it hold still, and the
+		// repair then succeeds. The full suite runs it.
+		t.Skip("needs a writer scheduled during every scan of the log; run without -short")
+	}
 	t.Cleanup(func() { remote.SetRepairRetry(remote.SetRepairRetry(0)) })
 	remote.SetRepairRetry(200 * time.Millisecond)
 	exp := t.TempDir()

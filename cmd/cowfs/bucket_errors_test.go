@@ -22,9 +22,9 @@ import (
 // does not answer (4), a damaged object (5), wrong credentials or an
 // identity that may not write (6). Nothing is mounted.
 func TestBucketExitCodes(t *testing.T) {
-	srv := s3test.Run(t)
+	t.Parallel()
+	srv := sharedS3(t)
 	bucket := srv.Bucket(t)
-	srv.Env(t)
 	e := newEnv(t)
 	url := "s3://" + bucket + "/spiders"
 	if _, stderr, code := publishJSON(t, "--state", e.state, "publish", e.lower, url); code != 0 {
@@ -78,10 +78,11 @@ func TestBucketExitCodes(t *testing.T) {
 		{"reader mounts", reader, []string{"mount", e.mnt, "--remote", url}, exitOK, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			var env []string
 			for _, kv := range c.env {
-				t.Setenv(kv[0], kv[1])
+				env = append(env, kv[0]+"="+kv[1])
 			}
-			out, code := run(t, append([]string{"--state", t.TempDir()}, c.args...)...)
+			out, code := runEnv(t, env, append([]string{"--state", t.TempDir()}, c.args...)...)
 			t.Log(out)
 			if code != c.want {
 				t.Errorf("cowfs %v: exit %d, want %d: %s", c.args, code, c.want, out)
@@ -109,10 +110,12 @@ func TestBucketExitCodes(t *testing.T) {
 // CA, or with http:// they fail with exit 6, saying what is wrong with
 // TLS and which flag to change, and nothing is mounted.
 func TestBucketTLSCLI(t *testing.T) {
+	// Its own server, serving https; every command names it with
+	// --s3-endpoint, which wins over the environment sharedS3 sets.
+	t.Parallel()
+	s3test.SetCredentialEnv()
 	srv := s3test.RunTLS(t)
 	bucket := srv.Bucket(t)
-	srv.Env(t)
-	t.Setenv("AWS_ENDPOINT_URL_S3", "")
 	e := newEnv(t)
 	url := "s3://" + bucket + "/spiders"
 	other, err := s3test.NewTLSFiles(t.TempDir())
