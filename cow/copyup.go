@@ -63,31 +63,7 @@ func (f *FS) copyUpOne(p Path) error {
 	id := newID()
 	isDir := n.Type == unix.S_IFDIR
 	mode := st.Mode & 07777
-	var fm *fileMeta
-	switch n.Type {
-	case unix.S_IFDIR:
-		err = unix.Mkdirat(f.up.work, tmp, 0700)
-	case unix.S_IFREG:
-		var fd int
-		fd, err = unix.Openat(f.up.work, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0600)
-		if err == nil {
-			// The upper file is a hole the size of the lower one;
-			// chunks get bytes only when they are written.
-			err = unix.Ftruncate(fd, st.Size)
-			unix.Close(fd)
-		}
-		if st.Size > 0 {
-			fm = &fileMeta{Origin: n.lower, LowerLimit: st.Size}
-		}
-	case unix.S_IFLNK:
-		var target string
-		target, err = f.lo.Readlink(n.lower)
-		if err == nil {
-			err = unix.Symlinkat(target, f.up.work, tmp)
-		}
-	default:
-		err = unix.Mknodat(f.up.work, tmp, st.Mode, int(st.Rdev))
-	}
+	fm, err := f.makeCopy(n, st, tmp)
 	if err != nil {
 		return fmt.Errorf("prepare: %w", err)
 	}
@@ -164,6 +140,40 @@ func (f *FS) copyUpOne(p Path) error {
 		}
 	}
 	return nil
+}
+
+// makeCopy creates tmp in the work directory as an upper copy of n's
+// lower inode st, without its owner, mode, xattrs or times yet; a
+// regular file's copy is a hole of the lower's size, and its metadata
+// (returned, nil for an empty file) says where its bytes still are.
+func (f *FS) makeCopy(n *Node, st unix.Stat_t, tmp string) (*fileMeta, error) {
+	var fm *fileMeta
+	var err error
+	switch n.Type {
+	case unix.S_IFDIR:
+		err = unix.Mkdirat(f.up.work, tmp, 0700)
+	case unix.S_IFREG:
+		var fd int
+		fd, err = unix.Openat(f.up.work, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0600)
+		if err == nil {
+			// The upper file is a hole the size of the lower one;
+			// chunks get bytes only when they are written.
+			err = unix.Ftruncate(fd, st.Size)
+			unix.Close(fd)
+		}
+		if st.Size > 0 {
+			fm = &fileMeta{Origin: n.lower, LowerLimit: st.Size}
+		}
+	case unix.S_IFLNK:
+		var target string
+		target, err = f.lo.Readlink(n.lower)
+		if err == nil {
+			err = unix.Symlinkat(target, f.up.work, tmp)
+		}
+	default:
+		err = unix.Mknodat(f.up.work, tmp, st.Mode, int(st.Rdev))
+	}
+	return fm, err
 }
 
 // indexName is the index entry, under the work directory, of the upper

@@ -417,21 +417,7 @@ func TestUserNSSymlinkFifo(t *testing.T) {
 	checkUserNSChild(t)
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
-	lower := filepath.Join(base, "lower")
-	writeT(t, filepath.Join(lower, "spider.py"), []byte("print(1)\n"))
-	for name, target := range map[string]string{"link": "spider.py", "touched": "x", "dir/moved": "../spider.py", "gone": "y"} {
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(lower, name)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(target, filepath.Join(lower, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, name := range []string{"fifo", "gonefifo"} {
-		if err := unix.Mkfifo(filepath.Join(lower, name), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	lower := symlinkFifoLower(t, filepath.Join(base, "lower"))
 	must := func(what string, err error) {
 		t.Helper()
 		if err != nil {
@@ -533,4 +519,26 @@ func TestUserNSSymlinkFifo(t *testing.T) {
 		t.Errorf("restore: fifo mode %o", st.Mode)
 	}
 	wantGone(t, rp("touched"))
+}
+
+// symlinkFifoLower makes the lower TestUserNSSymlinkFifo copies up from:
+// a file, symlinks to it and to nothing, one in a subdirectory, and two
+// fifos.
+func symlinkFifoLower(t *testing.T, lower string) string {
+	t.Helper()
+	writeT(t, filepath.Join(lower, "spider.py"), []byte("print(1)\n"))
+	for name, target := range map[string]string{"link": "spider.py", "touched": "x", "dir/moved": "../spider.py", "gone": "y"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(lower, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, filepath.Join(lower, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"fifo", "gonefifo"} {
+		if err := unix.Mkfifo(filepath.Join(lower, name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return lower
 }
