@@ -25,9 +25,6 @@ func TestCopyFileRange(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			lower := filepath.Join(t.TempDir(), "lower")
-			if err := os.Mkdir(lower, 0o755); err != nil {
-				t.Fatal(err)
-			}
 			src := randBytes(3 << 20)
 			writeT(t, filepath.Join(lower, "f"), src)
 			tm := mountT(t, lower, c.o)

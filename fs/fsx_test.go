@@ -53,9 +53,6 @@ func TestFsx(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			lower := filepath.Join(t.TempDir(), "lower")
-			if err := os.Mkdir(lower, 0o755); err != nil {
-				t.Fatal(err)
-			}
 			writeT(t, filepath.Join(lower, "f"), randBytes(size))
 			tm := mountT(t, lower, c.o)
 			logs := t.TempDir()
