@@ -47,6 +47,12 @@ func readVersion(t *testing.T, g object.Getter, v object.Digest) map[string][]by
 		}
 		var data []byte
 		for _, c := range f.Chunks {
+			if c.IsZero() {
+				// A hole, or a chunk of zeros (a random last chunk of
+				// one byte is one in 256 times).
+				data = append(data, make([]byte, min(object.ChunkSize, f.Size-int64(len(data))))...)
+				continue
+			}
 			b, err := g.Get(ctx, c)
 			if err != nil {
 				return err
