@@ -3,7 +3,9 @@ package remote_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -12,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
@@ -227,13 +231,6 @@ func TestMasterDamageUnrepairable(t *testing.T) {
 // A repair whose scan of the export failed (a file kept changing) fails
 // the read, saying why, and a later read tries again.
 func TestMasterDamageScanFails(t *testing.T) {
-	if testing.Short() {
-		// It needs the writer below to append during each of the
-		// scanner's six reads of the log; beside -short's other packages
-		// on a loaded machine a read can see it hold still, and the
-		// repair then succeeds. The full suite runs it.
-		t.Skip("needs a writer scheduled during every scan of the log; run without -short")
-	}
 	t.Cleanup(func() { remote.SetRepairRetry(remote.SetRepairRetry(0)) })
 	remote.SetRepairRetry(200 * time.Millisecond)
 	exp := t.TempDir()
@@ -251,27 +248,11 @@ func TestMasterDamageScanFails(t *testing.T) {
 	d := object.Sum(blob)
 	objecttest.DamageFile(t, ms.Config.Objects, d)
 
-	// A writer that never stops while the repair scans: every read of
-	// the log sees its size change.
-	stop, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		f, err := os.OpenFile(filepath.Join(exp, "a.log"), os.O_WRONLY|os.O_APPEND, 0)
-		if err != nil {
-			return
-		}
-		defer f.Close()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				f.Write([]byte("line\n"))
-				time.Sleep(100 * time.Microsecond)
-			}
-		}
-	}()
-	stopWriter := sync.OnceFunc(func() { close(stop); <-stopped })
+	// From here every read of the log sees it grow, so every scan of it
+	// the repair makes fails; its first line is written now, so that
+	// the repair's scan does not find the log as the first scan left it
+	// and reads it.
+	stopWriter := appendOnRead(t, filepath.Join(exp, "a.log"))
 	t.Cleanup(stopWriter)
 
 	_, err = readAll(t, lo, "f", time.Minute)
@@ -282,10 +263,87 @@ func TestMasterDamageScanFails(t *testing.T) {
 		t.Errorf("the master did not log why it could not restore %s:\n%s", d, mlog.String())
 	}
 	stopWriter()
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // past the failed repair's repairRetry
 	if b, err := readAll(t, lo, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("read once the export held still: %d bytes, %v", len(b), err)
 	}
+}
+
+// appendOnRead appends a line to the file at path now, and again during
+// every read of it until the returned stop (which may be called more
+// than once): each read waits, before it reads, until its line is
+// written, so a scan of the file sees it change every time, whatever the
+// scheduling. A fanotify permission event holds each read until the
+// listener here answers it.
+func appendOnRead(t *testing.T, path string) (stop func()) {
+	t.Helper()
+	w, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := []byte("line\n")
+	if _, err := w.Write(line); err != nil {
+		w.Close()
+		t.Fatal(err)
+	}
+	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_LARGEFILE|unix.O_CLOEXEC)
+	if err != nil {
+		w.Close()
+		t.Fatalf("fanotify_init: %v", err)
+	}
+	fan := os.NewFile(uintptr(fd), "fanotify")
+	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD, unix.FAN_ACCESS_PERM, unix.AT_FDCWD, path); err != nil {
+		fan.Close()
+		w.Close()
+		t.Fatalf("fanotify_mark %s: %v", path, err)
+	}
+	var (
+		wg     sync.WaitGroup
+		failed error
+	)
+	wg.Go(func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := fan.Read(buf)
+			if err != nil {
+				if !errors.Is(err, os.ErrClosed) {
+					failed = fmt.Errorf("read fanotify events: %w", err)
+				}
+				return
+			}
+			for b := buf[:n]; len(b) >= unix.FAN_EVENT_METADATA_LEN; {
+				var ev unix.FanotifyEventMetadata
+				if _, err := binary.Decode(b, binary.NativeEndian, &ev); err != nil || ev.Event_len < unix.FAN_EVENT_METADATA_LEN || int(ev.Event_len) > len(b) {
+					failed = fmt.Errorf("fanotify event %x: %v", b, err)
+					return
+				}
+				b = b[ev.Event_len:]
+				if ev.Fd < 0 {
+					continue // the queue overflowed: no read waits on this
+				}
+				if _, err := w.Write(line); err != nil && failed == nil {
+					failed = fmt.Errorf("append to %s: %w", path, err)
+				}
+				// Answered even when the append failed: the read must
+				// not wait forever.
+				resp := binary.NativeEndian.AppendUint32(binary.NativeEndian.AppendUint32(nil, uint32(ev.Fd)), unix.FAN_ALLOW)
+				if _, err := fan.Write(resp); err != nil && failed == nil {
+					failed = fmt.Errorf("answer fanotify: %w", err)
+				}
+				unix.Close(int(ev.Fd))
+			}
+		}
+	})
+	return sync.OnceFunc(func() {
+		// Closing the group answers the reads still waiting, allowing
+		// them.
+		fan.Close()
+		wg.Wait()
+		w.Close()
+		if failed != nil {
+			t.Error(failed)
+		}
+	})
 }
 
 // Asking the master to verify an object it holds whole costs it a hash,
