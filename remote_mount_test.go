@@ -305,7 +305,7 @@ func TestMasterGone(t *testing.T) {
 	writeFile(t, filepath.Join(exp, "cached"), randBytes(2<<20), 0o644)
 	writeFile(t, filepath.Join(exp, "sub/uncached"), randBytes(2<<20), 0o644)
 	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
-	rm := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{Timeout: 2 * time.Second})
+	rm := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{Timeout: 5 * time.Second})
 	want := sha(t, filepath.Join(rm.dir, "cached"))
 	if _, err := os.Stat(filepath.Join(rm.dir, "sub/uncached")); err != nil {
 		t.Fatal(err)
@@ -516,7 +516,7 @@ func TestSnapshotOfRemoteMount(t *testing.T) {
 	writeFile(t, filepath.Join(exp, "log"), []byte("line 1\n"), 0o644)
 	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
 	w := remotetest.NewWorker(t)
-	rm := mountRemote(w, ms.Addr, remotetest.ViewOptions{Timeout: 2 * time.Second})
+	rm := mountRemote(w, ms.Addr, remotetest.ViewOptions{Timeout: 10 * time.Second})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	res := appendAndSnapshot(t, ctx, rm)
@@ -695,7 +695,7 @@ func TestUnreachableRemembered(t *testing.T) {
 	data := randBytes(2 << 20)
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
 	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
-	rm := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{Timeout: time.Second})
+	rm := mountRemote(remotetest.NewWorker(t), ms.Addr, remotetest.ViewOptions{Timeout: 5 * time.Second})
 	f, err := os.Open(filepath.Join(rm.dir, "f"))
 	if err != nil {
 		t.Fatal(err)

@@ -43,7 +43,7 @@ func TestWarmupSubtree(t *testing.T) {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	const ioTimeout = 2 * time.Second
+	const ioTimeout = 5 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: state,

@@ -106,9 +106,10 @@ func TestGetManySlowLink(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// 4 MiB at 1 MiB/s: four seconds, twice Timeout.
+	// 4 MiB at 1 MiB/s: four seconds, more than Timeout; a piece every
+	// quarter second, well within CallTimeout on a loaded machine.
 	addr := slowLink(t, ms.Addr, 1<<20)
-	c, err := remote.Dial(remote.ClientConfig{Addr: addr, CallTimeout: time.Second, Timeout: 2 * time.Second})
+	c, err := remote.Dial(remote.ClientConfig{Addr: addr, CallTimeout: 2 * time.Second, Timeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -242,7 +242,7 @@ func TestFaultInjection(t *testing.T) {
 	fresh := filepath.Join(base, "fresh")
 	os.Mkdir(fresh, 0o755)
 	unmountOnCleanup(t, fresh)
-	cli(t, filepath.Join(base, "worker2"), "mount", fresh, "--remote", addr, "--io-timeout", "5s")
+	cli(t, filepath.Join(base, "worker2"), "mount", fresh, "--remote", addr, "--io-timeout", "20s")
 	readAll(t, "after the master's restart", want, wmnt, fresh)
 }
 

@@ -103,7 +103,7 @@ func TestPushRetriedAfterMasterDown(t *testing.T) {
 	mstate := t.TempDir()
 	logPath := filepath.Join(t.TempDir(), "serve.log")
 	addr, stop := serveAt(t, mstate, e.lower, "", logPath)
-	cli(t, e.state, "mount", e.mnt, "--remote", addr, "--io-timeout", "2s")
+	cli(t, e.state, "mount", e.mnt, "--remote", addr, "--io-timeout", "10s")
 	if err := os.WriteFile(filepath.Join(e.mnt, "crawl.db"), []byte("records 1-100"), 0o644); err != nil {
 		t.Fatal(err)
 	}
