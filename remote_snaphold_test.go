@@ -16,8 +16,11 @@ import (
 )
 
 // stallBound is the most a snapshot may hold up the workspace while the
-// master is away: a snapshot holds writes for local work only.
-const stallBound = time.Second
+// master is away: a snapshot holds writes for local work only. One that
+// held them while it waited for the master would stall them for the
+// I/O timeout (8 s below); the rest is slack for a loaded machine, where
+// a step of the loops can wait a second for a CPU.
+const stallBound = 3 * time.Second
 
 // A snapshot of a remote mount whose master is down does not freeze the
 // workspace: it needs the part of a lower chunk that an append left in the
