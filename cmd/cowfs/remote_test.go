@@ -171,9 +171,6 @@ func mountProcs(mnt string) []int {
 // mount process: left running, it mounted later, after its caller had
 // been told the mount failed.
 func TestInterruptedMountStops(t *testing.T) {
-	// Not parallel: it signals the mount half a second into the mount
-	// process's first call to the master, a moment other tests' load
-	// would move.
 	e := newEnv(t)
 	// A master that takes connections and never answers.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -213,13 +210,19 @@ func TestInterruptedMountStops(t *testing.T) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
-	// Wait for the mount process (the parent's child) to be started.
-	for deadline := time.Now().Add(20 * time.Second); len(mountProcs(e.mnt)) < 2; time.Sleep(20 * time.Millisecond) {
+	// Wait for the mount process (the parent's child) to be in its
+	// first call to the master: connected to it. The parent watches for
+	// signals from before it starts the child.
+	calling := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(held) > 0
+	}
+	for deadline := time.Now().Add(20 * time.Second); len(mountProcs(e.mnt)) < 2 || !calling(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no mount process after 20s: %s", out.String())
+			t.Fatalf("no mount process calling the master after 20s: %s", out.String())
 		}
 	}
-	time.Sleep(500 * time.Millisecond) // well into its first call to the master
 	cmd.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
