@@ -32,7 +32,7 @@ func TestRemoteWorkspaceMetrics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),
-		Lower:   cowfs.Lower{Remote: &cowfs.Remote{Addr: ms.Addr, CacheSize: 1 << 20, IOTimeout: 5 * time.Second}},
+		Lower:   cowfs.Lower{Remote: &cowfs.Remote{Addr: ms.Addr, CacheSize: 1 << 20, IOTimeout: 10 * time.Second}},
 		Options: cowfs.Options{Metrics: reg}})
 	if err != nil {
 		t.Fatal(err)
