@@ -91,7 +91,7 @@ func failOpen(t *testing.T, base string, s cowfs.Spec, want string) {
 		t.Errorf("%s is left a mountpoint (%v)", s.Mountpoint, err)
 	}
 	// An unmounted server closes /dev/fuse as its loops stop.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		nowFiles, nowFuses := openFiles(t, base)
 		if slices.Equal(nowFiles, files) && nowFuses == fuses {

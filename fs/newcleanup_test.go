@@ -78,7 +78,7 @@ func failNew(t *testing.T, base, dir string, o Options, want string) {
 		t.Errorf("%s is left a mountpoint (%v)", dir, err)
 	}
 	// An unmounted server closes /dev/fuse as its loops stop.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		nowFiles, nowFuses := openFiles(t, base)
 		if slices.Equal(nowFiles, files) && nowFuses == fuses {

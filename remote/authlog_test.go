@@ -70,7 +70,7 @@ func TestHandshakeFailureLogged(t *testing.T) {
 	// The client can give up before the master has finished failing the
 	// handshake on its side: wait for the master's line.
 	var lines []string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if lines = log.Lines("TLS"); len(lines) > 0 || time.Now().After(deadline) {
 			break
 		}

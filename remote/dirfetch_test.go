@@ -230,7 +230,7 @@ func TestDirPrefetchMasterGone(t *testing.T) {
 	cc.mu.Unlock()
 	many := cc.getMany.Load()
 	readB := listAndCrawl(t, v, "b", b)
-	if err := remotetest.Within(t, 10*time.Second, "the background fetch of b", func() error {
+	if err := remotetest.Within(t, 30*time.Second, "the background fetch of b", func() error {
 		for cc.getMany.Load() == many {
 			time.Sleep(5 * time.Millisecond)
 		}

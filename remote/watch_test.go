@@ -217,10 +217,10 @@ func TestRescanFindsUnreportedChange(t *testing.T) {
 	if want == v0 {
 		t.Fatal("the change made no new version")
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for resolve(t, m.Addr, "") != want {
 		if time.Now().After(deadline) {
-			t.Fatal("the change was not served 10 s after it")
+			t.Fatal("the change was not served 30 s after it")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -265,10 +265,10 @@ func TestRescanForgetsRemovedPath(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(root, "spider1")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for remote.KnownPaths(m.Server) != 1 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d paths kept 10 s after one was removed, want 1", remote.KnownPaths(m.Server))
+			t.Fatalf("%d paths kept 30 s after one was removed, want 1", remote.KnownPaths(m.Server))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

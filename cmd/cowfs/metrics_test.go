@@ -24,10 +24,10 @@ func freeAddr(t *testing.T) string {
 }
 
 // waitClosed fails the test unless addr stops accepting connections
-// within 10 s: a metrics server goes with its process.
+// within 30 s: a metrics server goes with its process.
 func waitClosed(t *testing.T, addr string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
 			return

@@ -52,7 +52,7 @@ func TestSignalReopensLog(t *testing.T) {
 		if err := syscall.Kill(pid, sig); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "a new log after "+sig.String(), func() bool { return fileHas(logPath, "reopened the log") })
+		waitFor(t, 30*time.Second, "a new log after "+sig.String(), func() bool { return fileHas(logPath, "reopened the log") })
 		if !alive(pid) || !mounted(t, e.mnt) {
 			t.Fatalf("%v stopped the mount", sig)
 		}
@@ -88,7 +88,7 @@ func TestServeSignalReopensLog(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a new log after SIGHUP", func() bool { return fileHas(logPath, "reopened the log") })
+	waitFor(t, 30*time.Second, "a new log after SIGHUP", func() bool { return fileHas(logPath, "reopened the log") })
 	if !alive(pid) {
 		t.Fatal("SIGHUP stopped cowfs serve")
 	}
