@@ -117,6 +117,26 @@ func sha(t testing.TB, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// warmSha is sha of a file read through a remote mount while its master
+// is up, for a test that gives the mount a short --io-timeout for what
+// it does once the master is gone: on a loaded machine, under -race, a
+// fetch can take longer than that timeout with the master up, so a read
+// that fails is tried again, for up to two minutes.
+func warmSha(t testing.TB, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil {
+			h := sha256.Sum256(b)
+			return hex.EncodeToString(h[:])
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read %s with the master up: %v", path, err)
+		}
+	}
+}
+
 // blobGets sums, over every blob in m's store, how often it was sent, and
 // returns the most any one blob was sent.
 func blobGets(t testing.TB, m *remotetest.Master) (total, most int64) {

@@ -108,7 +108,7 @@ func (r *tcpRelay) silence() {
 // shares the one deadline.
 func TestReadBoundByIOTimeout(t *testing.T) {
 	t.Parallel()
-	const timeout = 5 * time.Second
+	const timeout = 10 * time.Second
 	// Slack for a loaded machine, short of the 2x a second wait would take.
 	bound := timeout*3/2 + time.Second
 	for _, how := range []string{"stopped", "silent"} {
