@@ -679,7 +679,7 @@ func fifoLower(t *testing.T, l string) {
 // step: a fifo open that blocks would hang the test.
 func pipeThrough(t *testing.T, p string) {
 	t.Helper()
-	within(t, 10*time.Second, "fifo round trip "+p, func() {
+	within(t, 30*time.Second, "fifo round trip "+p, func() {
 		r, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Errorf("open fifo for reading: %v", err)
@@ -1035,7 +1035,7 @@ func testLocks(t *testing.T, tm *testMount) {
 	if err := unix.FcntlFlock(uintptr(c), unix.F_SETLK, lk(unix.F_WRLCK, 1000, 10)); err != nil {
 		t.Errorf("F_SETLK: %v", err)
 	}
-	within(t, 10*time.Second, "F_SETLKW", func() {
+	within(t, 30*time.Second, "F_SETLKW", func() {
 		if err := unix.FcntlFlock(uintptr(c), unix.F_SETLKW, lk(unix.F_UNLCK, 1000, 10)); err != nil {
 			t.Errorf("F_SETLKW unlock: %v", err)
 		}
