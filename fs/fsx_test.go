@@ -41,7 +41,8 @@ func fsxBinary(t *testing.T) string {
 func TestFsx(t *testing.T) {
 	fsx := fsxBinary(t)
 	ops, size := 10000, 16<<20
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
+		// The suite's -race stage too: its plain stage runs it all.
 		ops, size = 1000, 4<<20
 	}
 	for _, c := range []struct {

@@ -159,9 +159,10 @@ func runFileModel(t *testing.T, seed int64, mk func(*rand.Rand) []byte, mount fu
 		}
 	})
 	ops := *modelOps
-	if testing.Short() {
-		// The fast loop runs a fifth of the sequence; the full suite
-		// (scripts/test) runs it all.
+	if testing.Short() || raceEnabled {
+		// The fast loop runs a fifth of the sequence, and so does the
+		// suite's -race stage, which must end within its timeout on a
+		// loaded machine; the suite's plain stage runs it all.
 		ops /= 5
 	}
 	for i := 0; i < ops; i++ {

@@ -88,6 +88,10 @@ func TestModelTree(t *testing.T) {
 	}
 	m.checkAll("at start")
 	ops := *modelOps * 4 / 3
+	if raceEnabled {
+		// As the file model: the suite's plain stage runs it all.
+		ops /= 5
+	}
 	for i := 0; i < ops; i++ {
 		m.step()
 		if i%100 == 99 {
