@@ -18,14 +18,15 @@ import (
 )
 
 // scanT scans path of dir into a fresh store and returns the store and
-// the entry.
+// the entry. Its deadline only bounds a hang: a scan under a rename loop
+// retries, and under -race on a loaded machine that takes a while.
 func scanT(t *testing.T, lo lower.Layer, path string) (*object.DirStore, object.Entry, error) {
 	t.Helper()
 	store, err := object.OpenDirStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	e, _, err := Tree(ctx, lo, path, store, nil)
 	return store, e, err
@@ -44,7 +45,7 @@ func scanSetup(t *testing.T, exp string) (*lower.Dir, *object.DirStore, context.
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	return lo, store, ctx
 }
