@@ -446,7 +446,7 @@ func TestEviction(t *testing.T) {
 	}
 	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
 	w := remotetest.NewWorker(t)
-	rm := mountRemote(w, ms.Addr, remotetest.ViewOptions{Timeout: 30 * time.Second})
+	rm := mountRemote(w, ms.Addr, remotetest.ViewOptions{Timeout: 10 * time.Second})
 	rd, err := refs.Open(filepath.Join(w.State, "refs"))
 	if err != nil {
 		t.Fatal(err)
