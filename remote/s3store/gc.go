@@ -195,7 +195,7 @@ func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCSta
 	}); err != nil {
 		return st, err
 	}
-	if err := s.reloadPacks(ctx, false, true); err != nil {
+	if err := s.reloadPacks(ctx, true); err != nil {
 		return st, fmt.Errorf("%w: nothing removed", err)
 	}
 	live := map[object.Digest]bool{}

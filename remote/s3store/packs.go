@@ -26,8 +26,8 @@ import (
 // asks about with a HEAD) end to end into packs/<hex>, hex the SHA-256
 // of the pack's bytes, of about packTarget bytes, and beside each the
 // index indexes/<hex>: which object lies at which offset of it. A reader
-// loads every index once (a list request per thousand packs and a GET
-// per pack), and then reads a packed object with one ranged GET, and
+// loads every index once (a listing of indexes/ and of packs/, a request
+// per thousand keys, and a GET per index), and then reads a packed object with one ranged GET, and
 // the objects of one pack that a GetMany asks for together with one GET
 // of the range that covers them. Every object read from a pack is still
 // checked against its digest; the index has a checksum of its own.
@@ -118,21 +118,22 @@ func decodeIndex(pack string, b []byte) ([]indexEntryT, error) {
 	return es, nil
 }
 
-// reloadPacks lists indexes/ (and, if needPacks, packs/) and reads the
-// indexes not read before: afterwards the Store knows every object
-// packed under an index listed now, and of those only the ones whose
-// pack was listed too if needPacks (a publish, which reuses what it
-// finds, must not count on an index whose pack is gone). An index that
-// cannot be read is an error if strict, else logged and left out (its
-// objects then read as missing, or are uploaded again).
-func (s *Store) reloadPacks(ctx context.Context, needPacks, strict bool) error {
+// reloadPacks lists indexes/ and packs/ and reads the indexes not read
+// before: afterwards the Store knows every object packed in a pack
+// listed now under an index listed now. An index whose pack is gone (a
+// damaged pack deleted by hand, a gc that stopped between the two) is
+// left out: a publish must not count on its objects, nor a reader look
+// for them there. An index that cannot be read is an error if strict,
+// else logged and left out (its objects then read as missing, or are
+// uploaded again).
+func (s *Store) reloadPacks(ctx context.Context, strict bool) error {
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return s.reloadLocked(ctx, needPacks, strict)
+	return s.reloadLocked(ctx, strict)
 }
 
-func (s *Store) reloadLocked(ctx context.Context, needPacks, strict bool) error {
+func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	p := s.packs
 	var listed []string
 	if err := s.listKeys(ctx, indexesDir, 0, func(name string) bool {
@@ -141,15 +142,12 @@ func (s *Store) reloadLocked(ctx context.Context, needPacks, strict bool) error 
 	}); err != nil {
 		return err
 	}
-	var packs map[string]bool
-	if needPacks {
-		packs = map[string]bool{}
-		if err := s.listKeys(ctx, packsDir, 0, func(name string) bool {
-			packs[name] = true
-			return true
-		}); err != nil {
-			return err
-		}
+	packs := map[string]bool{}
+	if err := s.listKeys(ctx, packsDir, 0, func(name string) bool {
+		packs[name] = true
+		return true
+	}); err != nil {
+		return err
 	}
 	if p.indexes == nil {
 		p.indexes = map[string][]indexEntryT{}
@@ -184,7 +182,7 @@ func (s *Store) reloadLocked(ctx context.Context, needPacks, strict bool) error 
 	}
 	locs := make(map[object.Digest]packLoc, len(p.locs))
 	for _, name := range listed {
-		if needPacks && !packs[name] {
+		if !packs[name] {
 			continue
 		}
 		for _, e := range p.indexes[name] {
@@ -216,7 +214,7 @@ func (s *Store) locate(ctx context.Context, d object.Digest, again bool) (packLo
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.loaded || (again && time.Since(p.lastAt) > time.Second && p.locs[d] == (packLoc{})) {
-		if err := s.reloadLocked(ctx, false, false); err != nil {
+		if err := s.reloadLocked(ctx, false); err != nil {
 			return packLoc{}, false, err
 		}
 	}

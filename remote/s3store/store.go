@@ -405,7 +405,7 @@ func (s *Store) listKeys(ctx context.Context, rel string, pageSize int32, fn fun
 // or in a pack that is there (by name and index: what it lists is not
 // read, nor verified). An object in two places is called twice.
 func (s *Store) List(ctx context.Context, fn func(object.Digest)) error {
-	if err := s.reloadPacks(ctx, true, false); err != nil {
+	if err := s.reloadPacks(ctx, false); err != nil {
 		return err
 	}
 	s.packs.mu.Lock()
