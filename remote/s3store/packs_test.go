@@ -354,3 +354,55 @@ func TestGCPacks(t *testing.T) {
 	}
 	sameFiles(t, "v3 published again", readVersion(t, worker2, v3again.Version), d3files)
 }
+
+// A pack deleted by hand (as the message for a damaged one says to)
+// leaves its index behind: a publish sends its objects again rather than
+// count on them, readers find them in the new pack, never in the gone
+// one, and gc removes the index left alone (once the version that was
+// broken with it is gone too).
+func TestPackDeletedByHand(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	want := smallTree(t, dir, 10)
+	if _, err := s3store.Publish(ctx, dst, localStore(t), dir, s3store.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	packs := keysUnder(t, srv, bucket, "packs/")
+	if len(packs) != 1 {
+		t.Fatalf("%d packs, want 1", len(packs))
+	}
+	removeKey(t, srv, bucket, packs[0])
+	// The version that reached it is broken now: gc would stop on it.
+	removeKey(t, srv, bucket, keysUnder(t, srv, bucket, "versions/")[0])
+	// Another machine publishes the tree again, with a file more (so
+	// that its pack is another).
+	writeFile(t, filepath.Join(dir, "d0", "extra.html"), []byte("extra"))
+	want["d0/extra.html"] = []byte("extra")
+	other, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s3store.Publish(ctx, other, localStore(t), dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Everything but big's two chunks, loose.
+	if res.Uploaded != res.Objects-2 {
+		t.Errorf("republish after a pack was deleted: %d of %d objects sent, want all but 2", res.Uploaded, res.Objects)
+	}
+	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, "after the republish", readVersion(t, worker, res.Version), want)
+	if _, err := worker.GC(ctx, time.Hour, false); err != nil {
+		t.Fatal(err)
+	}
+	idx, now := keysUnder(t, srv, bucket, "indexes/"), keysUnder(t, srv, bucket, "packs/")
+	if len(idx) != 1 || len(now) != 1 || strings.TrimPrefix(idx[0], "spiders/one/indexes/") != strings.TrimPrefix(now[0], "spiders/one/packs/") {
+		t.Errorf("after gc: indexes %v, packs %v; want only the new pack and its index", idx, now)
+	}
+}
