@@ -80,6 +80,9 @@ type RemoteStatus struct {
 	Errors       int64 `json:"errors"`
 	Corrupt      int64 `json:"corrupt_refetched"`
 	Evicted      int64 `json:"evicted"`
+	// BucketGets counts the GET requests a mount of a bucket made (a
+	// ranged GET of a pack is one, whatever it brings).
+	BucketGets int64 `json:"bucket_gets,omitempty"`
 	// Prefetch is nil unless the workspace prefetches.
 	Prefetch *object.PrefetchProgress `json:"prefetch,omitempty"`
 }

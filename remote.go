@@ -391,6 +391,9 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 			Hits: s.Hits, Misses: s.Misses, BytesFetched: s.BytesFetched,
 			Retries: src.Retries(), Errors: s.Errors, Corrupt: s.Corrupt, Evicted: s.Evicted,
 		}
+		if rl.bucket != nil {
+			rs.BucketGets = rl.bucket.Stats().Gets
+		}
 		rs.Prefetch = cache.Progress()
 		return rs
 	}

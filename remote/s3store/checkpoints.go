@@ -106,7 +106,7 @@ func (s *Store) Push(ctx context.Context, local object.GetPutter, snap refs.Snap
 		return 0, err
 	}
 	defer unlock()
-	prog, err := uploadMissing(ctx, s, local, reached, 16, func(PublishProgress) {})
+	prog, err := uploadMissing(ctx, s, local, reached, 16, 0, func(PublishProgress) {})
 	if err != nil {
 		return 0, fmt.Errorf("push %s: %w", snap.Name, err)
 	}

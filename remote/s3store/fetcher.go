@@ -35,14 +35,17 @@ func (f Fetcher) limit() int {
 // bucket that does not answer is remote.ErrUnavailable, which the cache
 // remembers for a while instead of asking again for every read.
 func (f Fetcher) Get(ctx context.Context, d object.Digest) ([]byte, error) {
-	b, err := f.S.getKey(ctx, f.S.objectKey(d))
+	b, _, err := f.S.fetch(ctx, d)
+	return b, unavailable(err)
+}
+
+// unavailable marks a bucket that does not answer as
+// remote.ErrUnavailable.
+func unavailable(err error) error {
 	if errors.Is(err, ErrUnreachable) {
-		err = errors.Join(err, remote.ErrUnavailable)
+		return errors.Join(err, remote.ErrUnavailable)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("object %s: %w", d.Short(), err)
-	}
-	return b, nil
+	return err
 }
 
 // GetVerified gets d again, after the cache found it damaged, and checks
@@ -51,24 +54,53 @@ func (f Fetcher) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 // object's key and what to do.
 func (f Fetcher) GetVerified(ctx context.Context, d object.Digest) ([]byte, error) {
 	b, err := f.S.Get(ctx, d)
-	if errors.Is(err, ErrUnreachable) {
-		err = errors.Join(err, remote.ErrUnavailable)
-	}
-	return b, err
+	return b, unavailable(err)
 }
 
 // GetMany gets objects concurrently, and hands each to got as it
-// completes, one at a time.
+// completes, one at a time. The packed objects of one pack are read
+// together, a ranged GET for each run of them (runs).
 func (f Fetcher) GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
 	var mu sync.Mutex
+	hand := func(i int, b []byte, err error) {
+		mu.Lock()
+		got(i, b, err)
+		mu.Unlock()
+	}
+	where := map[int]packLoc{}
+	var loose []int
+	for i, d := range ds {
+		l, ok, err := f.S.locate(ctx, d, false)
+		if err != nil {
+			return unavailable(err)
+		}
+		if ok {
+			where[i] = l
+		} else {
+			loose = append(loose, i)
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(f.limit())
-	for i, d := range ds {
+	for _, r := range runs(ds, where) {
 		g.Go(func() error {
-			b, err := f.Get(gctx, d)
-			mu.Lock()
-			got(i, b, err)
-			mu.Unlock()
+			b, err := f.S.getRange(gctx, r.pack, r.off, r.end-r.off)
+			for _, i := range r.members {
+				if err != nil {
+					hand(i, nil, unavailable(fmt.Errorf("object %s: %w", ds[i].Short(), err)))
+					continue
+				}
+				l := where[i]
+				at := int64(l.off) - r.off
+				hand(i, b[at:at+int64(l.n):at+int64(l.n)], nil)
+			}
+			return nil
+		})
+	}
+	for _, i := range loose {
+		g.Go(func() error {
+			b, err := f.Get(gctx, ds[i])
+			hand(i, b, err)
 			return nil
 		})
 	}

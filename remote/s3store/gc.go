@@ -145,7 +145,12 @@ type GCStats struct {
 	Checkpoints int `json:"checkpoints"`
 	Live        int `json:"live"`
 	Removed     int `json:"removed"`
-	// Young counts unreached objects kept for being younger than grace.
+	// Packs counts the packs kept for holding a reached object, and
+	// PacksRemoved those removed (with their indexes).
+	Packs        int `json:"packs"`
+	PacksRemoved int `json:"packs_removed"`
+	// Young counts unreached objects and packs kept for being younger
+	// than grace.
 	Young  int  `json:"young"`
 	DryRun bool `json:"dry_run"`
 }
@@ -153,7 +158,11 @@ type GCStats struct {
 // GC removes the objects no version and no checkpoint reaches, except
 // those younger than grace. It runs only while no publish or push does
 // (locks), and reads every version and checkpoint whole first: one it
-// cannot read whole stops it before anything is removed. dryRun only
+// cannot read whole stops it before anything is removed, as does an
+// index it cannot read. A pack is kept whole while any object in it is
+// reached (what else it holds is dead weight until all of it is dead);
+// one with nothing reached, older than grace, goes with its index, the
+// index first, so that no index names a missing pack. dryRun only
 // counts.
 func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCStats, error) {
 	st := GCStats{DryRun: dryRun}
@@ -178,6 +187,16 @@ func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCSta
 		return true
 	}); err != nil {
 		return st, err
+	}
+	packMods := map[string]time.Time{}
+	if err := s.listObjects(ctx, packsDir, func(name string, mod time.Time) bool {
+		packMods[name] = mod
+		return true
+	}); err != nil {
+		return st, err
+	}
+	if err := s.reloadPacks(ctx, true); err != nil {
+		return st, fmt.Errorf("%w: nothing removed", err)
 	}
 	live := map[object.Digest]bool{}
 	vs, err := s.Versions(ctx)
@@ -219,5 +238,61 @@ func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCSta
 			st.Removed++
 		}
 	}
-	return st, nil
+	return st, s.gcPacks(ctx, &st, live, packMods, start, grace)
+}
+
+// gcPacks removes the packs nothing reached holds, and the indexes
+// whose pack is gone.
+func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest]bool, packMods map[string]time.Time, start time.Time, grace time.Duration) error {
+	s.packs.mu.Lock()
+	indexes := make(map[string][]indexEntryT, len(s.packs.indexes))
+	for name, es := range s.packs.indexes {
+		indexes[name] = es
+	}
+	s.packs.mu.Unlock()
+	remove := func(pack string, keys ...string) error {
+		s.forgetPack(pack)
+		for _, k := range keys {
+			if err := s.deleteKey(ctx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for pack, mod := range packMods {
+		reached := false
+		for _, e := range indexes[pack] {
+			if live[e.d] {
+				reached = true
+				break
+			}
+		}
+		switch {
+		case reached:
+			st.Packs++
+		case start.Sub(mod) < grace:
+			st.Young++
+		case st.DryRun:
+			st.PacksRemoved++
+		default:
+			keys := []string{s.packKey(pack)}
+			if _, ok := indexes[pack]; ok {
+				keys = []string{s.indexKey(pack), s.packKey(pack)}
+			}
+			if err := remove(pack, keys...); err != nil {
+				return err
+			}
+			st.PacksRemoved++
+		}
+	}
+	for pack := range indexes {
+		if _, ok := packMods[pack]; !ok && !st.DryRun {
+			// A pack removed by hand, or a gc that stopped between the
+			// two: the index would name what is not there.
+			if err := remove(pack, s.indexKey(pack)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -38,6 +38,9 @@ type PublishOptions struct {
 	Concurrency int
 	// Source says where the version came from, in its key's body.
 	Source string
+	// PackMax is the largest object sent in a pack; 0: PackObjectMax;
+	// below 0: none, every object loose (as before packs).
+	PackMax int
 }
 
 // PublishResult is what a publish did.
@@ -110,7 +113,7 @@ func Publish(ctx context.Context, dst *Store, local *object.DirStore, dir string
 		return PublishResult{}, err
 	}
 	defer unlock()
-	prog, err := uploadMissing(ctx, dst, local, reached, opts.Concurrency, report)
+	prog, err := uploadMissing(ctx, dst, local, reached, opts.Concurrency, opts.PackMax, report)
 	if err != nil {
 		return PublishResult{}, err
 	}
@@ -130,10 +133,16 @@ func Publish(ctx context.Context, dst *Store, local *object.DirStore, dir string
 }
 
 // uploadMissing lists objects/ once (a page per thousand objects, not a
-// request per object) and uploads those of reached the bucket lacks,
-// read from local, concurrency at a time. It returns the "uploading"
-// progress with what was sent.
-func uploadMissing(ctx context.Context, dst *Store, local object.Getter, reached []object.Digest, concurrency int, report func(PublishProgress)) (PublishProgress, error) {
+// request per object) and the packs' indexes, and uploads those of
+// reached the bucket lacks, read from local, concurrency at a time: each
+// of at most PackObjectMax bytes into packs, in reached's order (a
+// directory's objects together), the others loose. reached[0], the
+// version object, stays loose; packMax is PublishOptions.PackMax. It returns the "uploading" progress with
+// what was sent.
+func uploadMissing(ctx context.Context, dst *Store, local object.Getter, reached []object.Digest, concurrency, packMax int, report func(PublishProgress)) (PublishProgress, error) {
+	if packMax == 0 {
+		packMax = PackObjectMax
+	}
 	have := make(map[object.Digest]bool)
 	if err := dst.List(ctx, func(d object.Digest) { have[d] = true }); err != nil {
 		return PublishProgress{}, err
@@ -148,25 +157,42 @@ func uploadMissing(ctx context.Context, dst *Store, local object.Getter, reached
 	report(prog)
 	var done, doneBytes atomic.Int64
 	var progMu sync.Mutex
+	sent := func(objects int, bytes int64) {
+		p := prog
+		p.Uploaded, p.UploadedBytes = done.Add(int64(objects)), doneBytes.Add(bytes)
+		progMu.Lock()
+		report(p)
+		progMu.Unlock()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(concurrency)
+	packs := &packWriter{s: dst, g: g, ctx: gctx, sent: sent}
 	for _, d := range upload {
-		g.Go(func() error {
-			b, err := local.Get(gctx, d)
-			if err != nil {
-				return fmt.Errorf("read %s from the local store: %w", d.Short(), err)
+		if gctx.Err() != nil {
+			break
+		}
+		b, err := local.Get(gctx, d)
+		if err != nil {
+			g.Go(func() error { return fmt.Errorf("read %s from the local store: %w", d.Short(), err) })
+			break
+		}
+		if len(b) <= packMax && d != reached[0] {
+			if _, err := object.Check(b); err != nil {
+				g.Go(func() error { return fmt.Errorf("object %s in the local store: %w", d.Short(), err) })
+				break
 			}
+			packs.add(d, b)
+			continue
+		}
+		g.Go(func() error {
 			if _, err := dst.Put(gctx, b); err != nil {
 				return err
 			}
-			p := prog
-			p.Uploaded, p.UploadedBytes = done.Add(1), doneBytes.Add(int64(len(b)))
-			progMu.Lock()
-			report(p)
-			progMu.Unlock()
+			sent(1, int64(len(b)))
 			return nil
 		})
 	}
+	packs.flush()
 	if err := g.Wait(); err != nil {
 		return PublishProgress{}, err
 	}

@@ -118,6 +118,8 @@ type Store struct {
 
 	gets, puts, heads, lists, bytesIn, bytesOut atomic.Int64
 	retries                                     *atomic.Int64
+	// packs is what the Store knows of the bucket's packs (packs.go).
+	packs *packIndex
 }
 
 var _ object.Store = (*Store)(nil)
@@ -204,7 +206,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if endpoint == "" {
 		endpoint = "AWS S3 in " + awsCfg.Region
 	}
-	s := &Store{cfg: cfg, client: client, endpoint: endpoint, retries: retries, creds: awsCfg.Credentials}
+	s := &Store{cfg: cfg, client: client, endpoint: endpoint, retries: retries, creds: awsCfg.Credentials, packs: &packIndex{}}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	s.lists.Add(1)
@@ -265,20 +267,21 @@ func (s *Store) callCtx(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithTimeout(ctx, s.cfg.Timeout)
 }
 
-// Get returns object d, verified: bytes that do not hash to d are an
-// error wrapping object.ErrCorrupt, never returned.
+// Get returns object d, loose or packed, verified: bytes that do not
+// hash to d are an error wrapping object.ErrCorrupt, never returned,
+// that names the key (and the range of a pack) they came from.
 func (s *Store) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	if d.IsZero() {
 		return nil, fmt.Errorf("get of the zero digest: %w", object.ErrNotFound)
 	}
-	b, err := s.getKey(ctx, s.objectKey(d))
+	b, where, err := s.fetch(ctx, d)
 	if err != nil {
-		return nil, fmt.Errorf("object %s: %w", d.Short(), err)
+		return nil, err
 	}
 	if got := object.Sum(b); got != d {
-		s.cfg.Log.Error("damaged object in the bucket", "store", s.URL(), "digest", d.String(), "bytes", len(b))
-		return nil, fmt.Errorf("object %s in bucket %s is damaged: its %d bytes hash to %s: delete it, then publish (or push) again what holds it: %w",
-			s.objectKey(d), s.cfg.Bucket, len(b), got.Short(), object.ErrCorrupt)
+		s.cfg.Log.Error("damaged object in the bucket", "store", s.URL(), "digest", d.String(), "bytes", len(b), "key", where)
+		return nil, fmt.Errorf("object %s in bucket %s is damaged: its %d bytes in %s hash to %s: delete that key, then publish (or push) again what holds it: %w",
+			d.Short(), s.cfg.Bucket, len(b), where, got.Short(), object.ErrCorrupt)
 	}
 	return b, nil
 }
@@ -349,8 +352,12 @@ func (s *Store) putOnce(ctx context.Context, key string, b []byte) error {
 	return nil
 }
 
-// Has reports whether the bucket holds object d (one HEAD).
+// Has reports whether the bucket holds object d: in a pack its indexes
+// name, or loose (one HEAD).
 func (s *Store) Has(ctx context.Context, d object.Digest) (bool, error) {
+	if _, ok, err := s.locate(ctx, d, false); err != nil || ok {
+		return ok, err
+	}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	s.heads.Add(1)
@@ -394,9 +401,18 @@ func (s *Store) listKeys(ctx context.Context, rel string, pageSize int32, fn fun
 	}
 }
 
-// List calls fn with the digest of every object the bucket holds (by
-// name: what it lists is not read, nor verified).
+// List calls fn with the digest of every object the bucket holds, loose
+// or in a pack that is there (by name and index: what it lists is not
+// read, nor verified). An object in two places is called twice.
 func (s *Store) List(ctx context.Context, fn func(object.Digest)) error {
+	if err := s.reloadPacks(ctx, false); err != nil {
+		return err
+	}
+	s.packs.mu.Lock()
+	for d := range s.packs.locs {
+		fn(d)
+	}
+	s.packs.mu.Unlock()
 	return s.listKeys(ctx, objectsDir, 0, func(name string) bool {
 		if d, err := object.ParseDigest("sha256-" + name); err == nil {
 			fn(d)

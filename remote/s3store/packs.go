@@ -1,0 +1,405 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// Small objects travel in packs, as restic's blobs do: a publish or push
+// writes the objects it uploads of at most PackObjectMax bytes (trees,
+// file objects, small chunks; never a version object, which a remount
+// asks about with a HEAD) end to end into packs/<hex>, hex the SHA-256
+// of the pack's bytes, of about packTarget bytes, and beside each the
+// index indexes/<hex>: which object lies at which offset of it. A reader
+// loads every index once (a listing of indexes/ and of packs/, a request
+// per thousand keys, and a GET per index), and then reads a packed object with one ranged GET, and
+// the objects of one pack that a GetMany asks for together with one GET
+// of the range that covers them. Every object read from a pack is still
+// checked against its digest; the index has a checksum of its own.
+//
+// A pack is written before its index, and both before the key of the
+// version or checkpoint that reaches their objects: an index found names
+// a pack that was whole. gc keeps a pack whole while any object in it is
+// reached (see GC).
+const (
+	packsDir   = "packs/"
+	indexesDir = "indexes/"
+	// PackObjectMax is the largest object a publish packs.
+	PackObjectMax = 64 << 10
+	// packTarget is the size at which a pack is closed and sent.
+	packTarget = 4 << 20
+	// mergeGap is how many bytes between two objects of one pack a
+	// GetMany reads and drops rather than make another request.
+	mergeGap = 64 << 10
+	// maxRun bounds the range one GET of a GetMany covers.
+	maxRun = 16 << 20
+	// indexMagic starts every index.
+	indexMagic = "cowfsix1"
+	indexEntry = sha256.Size + 4 + 4
+)
+
+// packLoc is where an object lies in a pack.
+type packLoc struct {
+	pack   string // hex of the pack's digest
+	off, n uint32
+}
+
+// packIndex is what a Store knows of the bucket's packs: each index
+// loaded (immutable, so read once), and the objects of the packs listed
+// at the last reload.
+type packIndex struct {
+	mu      sync.Mutex
+	loaded  bool
+	lastAt  time.Time
+	indexes map[string][]indexEntryT // by pack hex
+	locs    map[object.Digest]packLoc
+}
+
+type indexEntryT struct {
+	d      object.Digest
+	off, n uint32
+}
+
+func (s *Store) packKey(pack string) string  { return s.key(packsDir + pack) }
+func (s *Store) indexKey(pack string) string { return s.key(indexesDir + pack) }
+
+// encodeIndex is the index of the objects of pack, in their order:
+// magic, the pack's digest, 40 bytes an object (digest, offset, length,
+// big-endian), and the SHA-256 of all that.
+func encodeIndex(pack object.Digest, es []indexEntryT) []byte {
+	b := make([]byte, 0, len(indexMagic)+sha256.Size+len(es)*indexEntry+sha256.Size)
+	b = append(b, indexMagic...)
+	b = append(b, pack[:]...)
+	for _, e := range es {
+		b = append(b, e.d[:]...)
+		b = binary.BigEndian.AppendUint32(b, e.off)
+		b = binary.BigEndian.AppendUint32(b, e.n)
+	}
+	sum := sha256.Sum256(b)
+	return append(b, sum[:]...)
+}
+
+// decodeIndex checks and reads the index of pack.
+func decodeIndex(pack string, b []byte) ([]indexEntryT, error) {
+	head := len(indexMagic) + sha256.Size
+	if len(b) < head+sha256.Size || (len(b)-head-sha256.Size)%indexEntry != 0 || string(b[:len(indexMagic)]) != indexMagic {
+		return nil, fmt.Errorf("not an index of %d bytes: %w", len(b), object.ErrCorrupt)
+	}
+	body, sum := b[:len(b)-sha256.Size], b[len(b)-sha256.Size:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+		return nil, fmt.Errorf("its checksum does not match: %w", object.ErrCorrupt)
+	}
+	if hex.EncodeToString(b[len(indexMagic):head]) != pack {
+		return nil, fmt.Errorf("it is the index of another pack: %w", object.ErrCorrupt)
+	}
+	var es []indexEntryT
+	for p := body[head:]; len(p) > 0; p = p[indexEntry:] {
+		var e indexEntryT
+		copy(e.d[:], p)
+		e.off = binary.BigEndian.Uint32(p[sha256.Size:])
+		e.n = binary.BigEndian.Uint32(p[sha256.Size+4:])
+		es = append(es, e)
+	}
+	return es, nil
+}
+
+// reloadPacks lists indexes/ and packs/ and reads the indexes not read
+// before: afterwards the Store knows every object packed in a pack
+// listed now under an index listed now. An index whose pack is gone (a
+// damaged pack deleted by hand, a gc that stopped between the two) is
+// left out: a publish must not count on its objects, nor a reader look
+// for them there. An index that cannot be read is an error if strict,
+// else logged and left out (its objects then read as missing, or are
+// uploaded again).
+func (s *Store) reloadPacks(ctx context.Context, strict bool) error {
+	p := s.packs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return s.reloadLocked(ctx, strict)
+}
+
+func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
+	p := s.packs
+	var listed []string
+	if err := s.listKeys(ctx, indexesDir, 0, func(name string) bool {
+		listed = append(listed, name)
+		return true
+	}); err != nil {
+		return err
+	}
+	packs := map[string]bool{}
+	if err := s.listKeys(ctx, packsDir, 0, func(name string) bool {
+		packs[name] = true
+		return true
+	}); err != nil {
+		return err
+	}
+	if p.indexes == nil {
+		p.indexes = map[string][]indexEntryT{}
+	}
+	var todo []string
+	for _, name := range listed {
+		if _, ok := p.indexes[name]; !ok {
+			todo = append(todo, name)
+		}
+	}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, name := range todo {
+		g.Go(func() error {
+			es, err := s.readIndex(gctx, name)
+			if err != nil {
+				if strict || !errors.Is(err, object.ErrCorrupt) {
+					return err
+				}
+				s.cfg.Log.Error("an index of the bucket is damaged; its pack's objects are left out", "store", s.URL(), "err", err)
+				return nil
+			}
+			mu.Lock()
+			p.indexes[name] = es
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	locs := make(map[object.Digest]packLoc, len(p.locs))
+	for _, name := range listed {
+		if !packs[name] {
+			continue
+		}
+		for _, e := range p.indexes[name] {
+			locs[e.d] = packLoc{pack: name, off: e.off, n: e.n}
+		}
+	}
+	p.locs, p.loaded, p.lastAt = locs, true, time.Now()
+	return nil
+}
+
+// readIndex GETs and checks the index of pack.
+func (s *Store) readIndex(ctx context.Context, pack string) ([]indexEntryT, error) {
+	b, err := s.getKey(ctx, s.indexKey(pack))
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", s.indexKey(pack), err)
+	}
+	es, err := decodeIndex(pack, b)
+	if err != nil {
+		return nil, fmt.Errorf("index %s in bucket %s is damaged: %w: delete it and publish (or push) again", s.indexKey(pack), s.cfg.Bucket, err)
+	}
+	return es, nil
+}
+
+// locate says in which pack d lies, loading the indexes on first use.
+// With again, a d not found makes the Store look for indexes written
+// since, at most once a second.
+func (s *Store) locate(ctx context.Context, d object.Digest, again bool) (packLoc, bool, error) {
+	p := s.packs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.loaded || (again && time.Since(p.lastAt) > time.Second && p.locs[d] == (packLoc{})) {
+		if err := s.reloadLocked(ctx, false); err != nil {
+			return packLoc{}, false, err
+		}
+	}
+	l, ok := p.locs[d]
+	return l, ok, nil
+}
+
+// learnPack adds a pack this Store wrote to what it knows.
+func (s *Store) learnPack(pack string, es []indexEntryT) {
+	p := s.packs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.indexes == nil {
+		p.indexes = map[string][]indexEntryT{}
+	}
+	if p.locs == nil {
+		p.locs = map[object.Digest]packLoc{}
+	}
+	p.indexes[pack] = es
+	for _, e := range es {
+		p.locs[e.d] = packLoc{pack: pack, off: e.off, n: e.n}
+	}
+}
+
+// forgetPack drops a pack gc removed.
+func (s *Store) forgetPack(pack string) {
+	p := s.packs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.indexes[pack] {
+		if p.locs[e.d].pack == pack {
+			delete(p.locs, e.d)
+		}
+	}
+	delete(p.indexes, pack)
+}
+
+// getRange reads n bytes at off of pack with one ranged GET. A pack
+// shorter than that (truncated) is object.ErrCorrupt; a missing one
+// object.ErrNotFound; both name the pack's key.
+func (s *Store) getRange(ctx context.Context, pack string, off, n int64) ([]byte, error) {
+	key := s.packKey(pack)
+	ctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	s.gets.Add(1)
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key),
+		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1))})
+	if err != nil {
+		if status(err) == 416 {
+			return nil, fmt.Errorf("pack %s in bucket %s is shorter than its index says (truncated): %w", key, s.cfg.Bucket, object.ErrCorrupt)
+		}
+		return nil, s.wrap("get", key, err)
+	}
+	defer out.Body.Close()
+	b := make([]byte, n+1)
+	got, err := readFull(out.Body, b)
+	s.bytesIn.Add(int64(got))
+	if err != nil {
+		return nil, s.wrap("get", key, err)
+	}
+	if int64(got) != n {
+		return nil, fmt.Errorf("pack %s in bucket %s: %d bytes at %d, its index says %d (truncated?): %w", key, s.cfg.Bucket, got, off, n, object.ErrCorrupt)
+	}
+	return b[:n], nil
+}
+
+// getPacked reads the object at l, unverified.
+func (s *Store) getPacked(ctx context.Context, d object.Digest, l packLoc) ([]byte, error) {
+	b, err := s.getRange(ctx, l.pack, int64(l.off), int64(l.n))
+	if err != nil {
+		return nil, fmt.Errorf("object %s: %w", d.Short(), err)
+	}
+	return b, nil
+}
+
+// fetch returns the bytes stored as d, packed or loose, unverified.
+func (s *Store) fetch(ctx context.Context, d object.Digest) ([]byte, string, error) {
+	l, ok, err := s.locate(ctx, d, false)
+	if err != nil {
+		return nil, "", fmt.Errorf("object %s: %w", d.Short(), err)
+	}
+	if ok {
+		b, err := s.getPacked(ctx, d, l)
+		if !errors.Is(err, object.ErrNotFound) {
+			return b, fmt.Sprintf("pack %s (bytes %d-%d)", s.packKey(l.pack), l.off, l.off+l.n-1), err
+		}
+		// The pack is gone: the object may be loose too.
+	}
+	b, err := s.getKey(ctx, s.objectKey(d))
+	if errors.Is(err, object.ErrNotFound) {
+		// Packed since the indexes were loaded?
+		if l, ok, lerr := s.locate(ctx, d, true); lerr == nil && ok {
+			b, err := s.getPacked(ctx, d, l)
+			return b, fmt.Sprintf("pack %s (bytes %d-%d)", s.packKey(l.pack), l.off, l.off+l.n-1), err
+		}
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("object %s: %w", d.Short(), err)
+	}
+	return b, s.objectKey(d), nil
+}
+
+// packRun is one ranged GET of a GetMany: the objects of one pack that
+// lie in [off, end).
+type packRun struct {
+	pack     string
+	off, end int64
+	members  []int // indexes into the GetMany's digests
+}
+
+// runs groups the packed objects of ds by pack, in offset order, into
+// ranges no longer than maxRun with no gap over mergeGap.
+func runs(ds []object.Digest, where map[int]packLoc) []packRun {
+	byPack := map[string][]int{}
+	for i, l := range where {
+		byPack[l.pack] = append(byPack[l.pack], i)
+	}
+	var out []packRun
+	for pack, is := range byPack {
+		sort.Slice(is, func(a, b int) bool { return where[is[a]].off < where[is[b]].off })
+		var cur *packRun
+		for _, i := range is {
+			l := where[i]
+			off, end := int64(l.off), int64(l.off)+int64(l.n)
+			if cur != nil && off <= cur.end+mergeGap && max(end, cur.end)-cur.off <= maxRun {
+				cur.end = max(cur.end, end)
+				cur.members = append(cur.members, i)
+				continue
+			}
+			out = append(out, packRun{pack: pack, off: off, end: end, members: []int{i}})
+			cur = &out[len(out)-1]
+		}
+	}
+	return out
+}
+
+// packWriter gathers small objects into packs and sends each, with its
+// index, as it fills.
+type packWriter struct {
+	s    *Store
+	g    *errgroup.Group
+	ctx  context.Context
+	buf  []byte
+	es   []indexEntryT
+	sent func(objects int, bytes int64)
+}
+
+// add appends an object; a pack that reaches packTarget is sent.
+func (w *packWriter) add(d object.Digest, b []byte) {
+	w.es = append(w.es, indexEntryT{d: d, off: uint32(len(w.buf)), n: uint32(len(b))})
+	w.buf = append(w.buf, b...)
+	if len(w.buf) >= packTarget {
+		w.flush()
+	}
+}
+
+// flush sends the pack being gathered, if any: the pack, then its
+// index, each written once.
+func (w *packWriter) flush() {
+	if len(w.es) == 0 {
+		return
+	}
+	buf, es := w.buf, w.es
+	w.buf, w.es = nil, nil
+	w.g.Go(func() error {
+		sum := object.Digest(sha256.Sum256(buf))
+		name := hex.EncodeToString(sum[:])
+		if err := w.s.putKey(w.ctx, w.s.packKey(name), buf); err != nil {
+			return fmt.Errorf("pack %s: %w", name[:12], err)
+		}
+		if err := w.s.putKey(w.ctx, w.s.indexKey(name), encodeIndex(sum, es)); err != nil {
+			return fmt.Errorf("index of pack %s: %w", name[:12], err)
+		}
+		w.s.learnPack(name, es)
+		w.sent(len(es), int64(len(buf)))
+		return nil
+	})
+}
+
+// readFull reads into b until it is full or the body ends, and returns
+// how much it read.
+func readFull(r io.Reader, b []byte) (int, error) {
+	n, err := io.ReadFull(r, b)
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return n, err
+}

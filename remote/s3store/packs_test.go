@@ -1,0 +1,408 @@
+package s3store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/s3store"
+	"github.com/cowfs/cowfs/remote/s3store/s3test"
+)
+
+// keysUnder lists the bucket's keys under the prefix's dir (objects/,
+// packs/, ...), behind the store's back.
+func keysUnder(t *testing.T, srv *s3test.Server, bucket, dir string) []string {
+	t.Helper()
+	var keys []string
+	p := s3.NewListObjectsV2Paginator(srv.Client(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("spiders/one/" + dir)})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctxT(t, time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range out.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+	}
+	return keys
+}
+
+// recording is a Getter that notes every object read through it, in
+// order.
+type recording struct {
+	g    object.Getter
+	seen map[object.Digest]bool
+	list []object.Digest
+}
+
+func (r *recording) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	if !r.seen[d] {
+		r.seen[d] = true
+		r.list = append(r.list, d)
+	}
+	return r.g.Get(ctx, d)
+}
+
+// objectsOf lists every object version v reaches but v, from g.
+func objectsOf(t *testing.T, g object.Getter, v object.Digest) []object.Digest {
+	t.Helper()
+	r := &recording{g: g, seen: map[object.Digest]bool{v: true}}
+	readVersion(t, r, v)
+	return r.list
+}
+
+// smallTree writes n small files in four directories, and one file of
+// two whole chunks, and returns them by path.
+func smallTree(t *testing.T, dir string, n int) map[string][]byte {
+	t.Helper()
+	files := map[string][]byte{}
+	for i := range n {
+		p := fmt.Sprintf("d%d/page%03d.html", i%4, i)
+		files[p] = append([]byte(p+"\n"), randBytes(3000+i)...)
+	}
+	files["big"] = randBytes(2 * object.ChunkSize)
+	for p, b := range files {
+		writeFile(t, filepath.Join(dir, p), b)
+	}
+	return files
+}
+
+func sameFiles(t *testing.T, what string, got, want map[string][]byte) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d files, want %d", what, len(got), len(want))
+	}
+	for p, b := range want {
+		if !bytes.Equal(got[p], b) {
+			t.Fatalf("%s: %s differs", what, p)
+		}
+	}
+}
+
+// A publish writes its small objects into packs, with their indexes, and
+// only the version object and whole chunks loose; a worker with its own
+// store reads everything whole, and a GetMany of every object (what the
+// directory prefetch and warmup ask for) makes a GET per run of a pack,
+// not one per object. Before packs it made one per object.
+func TestPublishPacksSmallObjects(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	want := smallTree(t, dir, 200)
+	local := localStore(t)
+	res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loose, packs, indexes := keysUnder(t, srv, bucket, "objects/"), keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/")
+	// The version object and big's two chunks.
+	if len(loose) != 3 || len(packs) == 0 || len(indexes) != len(packs) {
+		t.Fatalf("after a publish of %d objects: %d loose, %d packs, %d indexes; want 3 loose, the rest packed", res.Objects, len(loose), len(packs), len(indexes))
+	}
+
+	all := objectsOf(t, local, res.Version)
+	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	err = s3store.Fetcher{S: worker}.GetMany(ctx, all, func(i int, b []byte, err error) {
+		if err != nil || object.Sum(b) != all[i] {
+			t.Errorf("GetMany: object %s: %d bytes, %v", all[i].Short(), len(b), err)
+			return
+		}
+		got++
+	})
+	if err != nil || got != len(all) {
+		t.Fatalf("GetMany: %d of %d objects, %v", got, len(all), err)
+	}
+	gets := worker.Stats().Gets
+	t.Logf("GetMany of %d objects (%d packs): %d GETs", len(all), len(packs), gets)
+	if gets > int64(len(packs))*2+int64(len(indexes))+int64(len(loose)) {
+		t.Errorf("GetMany of %d objects made %d GETs; want one per pack and index, and one per loose object", len(all), gets)
+	}
+	cache, err := remote.NewCache(localStore(t), s3store.Fetcher{S: worker}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	sameFiles(t, "a worker's cache", readVersion(t, cache, res.Version), want)
+}
+
+// A byte damaged inside a pack is found (the object it falls in does not
+// hash to its digest) and never served, by the store or through a
+// worker's cache, and the error names the pack; the pack's other objects
+// still read. A truncated pack is found too.
+func TestPackDamaged(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	smallTree(t, dir, 40)
+	local := localStore(t)
+	res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	packs := keysUnder(t, srv, bucket, "packs/")
+	if len(packs) != 1 {
+		t.Fatalf("%d packs, want 1", len(packs))
+	}
+	all := objectsOf(t, local, res.Version)
+	pack := read(t, srv, bucket, packs[0])
+	damaged := append([]byte(nil), pack...)
+	damaged[len(damaged)/2] ^= 0x20
+	overwrite(t, srv, bucket, packs[0], damaged)
+
+	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad object.Digest
+	for _, d := range all {
+		_, err := worker.Get(ctx, d)
+		switch {
+		case err == nil:
+		case errors.Is(err, object.ErrCorrupt) && strings.Contains(err.Error(), packs[0]):
+			if !bad.IsZero() {
+				t.Errorf("a second object damaged by one byte: %v", err)
+			}
+			bad = d
+		default:
+			t.Errorf("get %s: %v; want it whole, or ErrCorrupt naming %s", d.Short(), err, packs[0])
+		}
+	}
+	if bad.IsZero() {
+		t.Fatal("a byte damaged in the middle of a pack: every object read")
+	}
+	cache, err := remote.NewCache(localStore(t), s3store.Fetcher{S: worker}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	cache.Prefetch(all)
+	if b, err := cache.Get(ctx, bad); !errors.Is(err, object.ErrCorrupt) {
+		t.Errorf("cache get of the damaged object: %d bytes, %v; want ErrCorrupt", len(b), err)
+	}
+
+	overwrite(t, srv, bucket, packs[0], pack[:len(pack)/2])
+	truncated := 0
+	worker2, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range all {
+		b, err := worker2.Get(ctx, d)
+		switch {
+		case err == nil && object.Sum(b) == d:
+		case errors.Is(err, object.ErrCorrupt) && strings.Contains(err.Error(), packs[0]):
+			truncated++
+		default:
+			t.Errorf("get %s of a truncated pack: %d bytes, %v", d.Short(), len(b), err)
+		}
+	}
+	if truncated == 0 {
+		t.Error("a pack cut in half: every object read")
+	}
+}
+
+// A bucket of loose objects only (as written before packs) reads as it
+// did, and a publish into it packs only what it adds.
+func TestLooseBucketStillWorks(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	want := smallTree(t, dir, 20)
+	res1, err := s3store.Publish(ctx, dst, localStore(t), dir, s3store.PublishOptions{PackMax: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(keysUnder(t, srv, bucket, "packs/")); n != 0 || len(keysUnder(t, srv, bucket, "objects/")) != int(res1.Objects) {
+		t.Fatalf("a publish with no packs wrote %d packs", n)
+	}
+	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := remote.NewCache(localStore(t), s3store.Fetcher{S: worker}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	local := localStore(t)
+	sameFiles(t, "the loose bucket", readVersion(t, cache, res1.Version), want)
+
+	writeFile(t, filepath.Join(dir, "d1", "new.html"), []byte("new page"))
+	want["d1/new.html"] = []byte("new page")
+	res2, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new blob and file object, trees d1 and root, the version.
+	if res2.Uploaded != 5 {
+		t.Errorf("publish into a loose bucket uploaded %d objects, want 5", res2.Uploaded)
+	}
+	if n := len(keysUnder(t, srv, bucket, "packs/")); n != 1 {
+		t.Errorf("publish into a loose bucket: %d packs, want 1", n)
+	}
+	worker2, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, "the version published into a loose bucket", readVersion(t, worker2, res2.Version), want)
+	delete(want, "d1/new.html")
+	sameFiles(t, "the loose version", readVersion(t, worker2, res1.Version), want)
+}
+
+// gc keeps a pack while any object in it is reached, even when the rest
+// is dead, and removes one nothing reaches, with its index, once it is
+// older than the grace period; a publish afterwards sends again what it
+// held.
+func TestGCPacks(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	// v1: a, b, c in pack P1.
+	d1 := t.TempDir()
+	shared := randBytes(3000)
+	writeFile(t, filepath.Join(d1, "a"), shared)
+	writeFile(t, filepath.Join(d1, "b"), randBytes(3001))
+	writeFile(t, filepath.Join(d1, "c"), randBytes(3002))
+	v1, err := s3store.Publish(ctx, dst, localStore(t), d1, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// v2 reuses a's blob, in P1.
+	d2 := t.TempDir()
+	writeFile(t, filepath.Join(d2, "a2"), shared)
+	writeFile(t, filepath.Join(d2, "d"), randBytes(3003))
+	v2, err := s3store.Publish(ctx, dst, localStore(t), d2, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// v3: its own pack, which dies with v3's key.
+	d3 := t.TempDir()
+	d3files := map[string][]byte{"x": randBytes(3004), "y": randBytes(3005)}
+	for p, b := range d3files {
+		writeFile(t, filepath.Join(d3, p), b)
+	}
+	v3, err := s3store.Publish(ctx, dst, localStore(t), d3, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(keysUnder(t, srv, bucket, "packs/")); n != 3 {
+		t.Fatalf("%d packs, want 3", n)
+	}
+	for _, v := range []s3store.PublishResult{v1, v3} {
+		for _, k := range keysUnder(t, srv, bucket, "versions/") {
+			if strings.HasSuffix(k, strings.TrimPrefix(v.VersionString, "sha256-")) {
+				removeKey(t, srv, bucket, k)
+			}
+		}
+	}
+
+	st, err := dst.GC(ctx, time.Hour, false)
+	if err != nil || st.PacksRemoved != 0 || st.Packs != 2 {
+		t.Errorf("gc --grace 1h: %+v, %v; want the dead pack kept as young", st, err)
+	}
+	st, err = dst.GC(ctx, 0, true)
+	if err != nil || st.PacksRemoved != 1 || len(keysUnder(t, srv, bucket, "packs/")) != 3 {
+		t.Errorf("gc --dry-run: %+v, %v; want 1 pack counted, none removed", st, err)
+	}
+	st, err = dst.GC(ctx, 0, false)
+	if err != nil || st.PacksRemoved != 1 || st.Packs != 2 {
+		t.Errorf("gc: %+v, %v; want P1 (partly live) and P2 kept, P3 removed", st, err)
+	}
+	if p, i := keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/"); len(p) != 2 || len(i) != 2 {
+		t.Errorf("after gc: packs %v, indexes %v; want 2 of each", p, i)
+	}
+	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files := readVersion(t, worker, v2.Version); !bytes.Equal(files["a2"], shared) || len(files) != 2 {
+		t.Errorf("v2 after gc: %d files", len(files))
+	}
+	// What P3 held is sent again, by this store (which saw it go) and
+	// read whole by a new one.
+	v3again, err := s3store.Publish(ctx, dst, localStore(t), d3, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v3again.Uploaded != v3again.Objects {
+		t.Errorf("republish of what gc removed: %d of %d objects sent", v3again.Uploaded, v3again.Objects)
+	}
+	worker2, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, "v3 published again", readVersion(t, worker2, v3again.Version), d3files)
+}
+
+// A pack deleted by hand (as the message for a damaged one says to)
+// leaves its index behind: a publish sends its objects again rather than
+// count on them, readers find them in the new pack, never in the gone
+// one, and gc removes the index left alone (once the version that was
+// broken with it is gone too).
+func TestPackDeletedByHand(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	want := smallTree(t, dir, 10)
+	if _, err := s3store.Publish(ctx, dst, localStore(t), dir, s3store.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	packs := keysUnder(t, srv, bucket, "packs/")
+	if len(packs) != 1 {
+		t.Fatalf("%d packs, want 1", len(packs))
+	}
+	removeKey(t, srv, bucket, packs[0])
+	// The version that reached it is broken now: gc would stop on it.
+	removeKey(t, srv, bucket, keysUnder(t, srv, bucket, "versions/")[0])
+	// Another machine publishes the tree again, with a file more (so
+	// that its pack is another).
+	writeFile(t, filepath.Join(dir, "d0", "extra.html"), []byte("extra"))
+	want["d0/extra.html"] = []byte("extra")
+	other, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s3store.Publish(ctx, other, localStore(t), dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Everything but big's two chunks, loose.
+	if res.Uploaded != res.Objects-2 {
+		t.Errorf("republish after a pack was deleted: %d of %d objects sent, want all but 2", res.Uploaded, res.Objects)
+	}
+	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameFiles(t, "after the republish", readVersion(t, worker, res.Version), want)
+	if _, err := worker.GC(ctx, time.Hour, false); err != nil {
+		t.Fatal(err)
+	}
+	idx, now := keysUnder(t, srv, bucket, "indexes/"), keysUnder(t, srv, bucket, "packs/")
+	if len(idx) != 1 || len(now) != 1 || strings.TrimPrefix(idx[0], "spiders/one/indexes/") != strings.TrimPrefix(now[0], "spiders/one/packs/") {
+		t.Errorf("after gc: indexes %v, packs %v; want only the new pack and its index", idx, now)
+	}
+}
