@@ -92,6 +92,10 @@ func TestBucketExitCodes(t *testing.T) {
 					t.Errorf("the output does not say %q: %s", w, out)
 				}
 			}
+			// The bucket's URL is named once, beside the command to run.
+			if u := c.args[len(c.args)-1]; c.name == "nothing published" && strings.Count(out, u) != 2 {
+				t.Errorf("the output names %s %d times; want once, and once in the command to run: %s", u, strings.Count(out, u), out)
+			}
 			if c.want == exitOK {
 				if _, err := os.Stat(filepath.Join(e.mnt, "run.sh")); err != nil {
 					t.Errorf("run.sh through the mount: %v", err)
@@ -160,6 +164,10 @@ func TestBucketTLSCLI(t *testing.T) {
 				if !strings.Contains(out, w) {
 					t.Errorf("the output does not say %q: %s", w, out)
 				}
+			}
+			// The bucket's URL is named once, beside the command to run.
+			if u := c.args[len(c.args)-1]; c.name == "nothing published" && strings.Count(out, u) != 2 {
+				t.Errorf("the output names %s %d times; want once, and once in the command to run: %s", u, strings.Count(out, u), out)
 			}
 			if mounted(t, e.mnt) {
 				t.Fatal("mounted after a refused mount")
