@@ -85,7 +85,7 @@ func (rl *remoteLower) name() string {
 // named puts the source's name before err, unless it is a bucket's and
 // err names it already, as s3store's errors do.
 func (rl *remoteLower) named(err error) error {
-	if rl.r.IsBucket() && strings.Contains(err.Error(), rl.r.Addr) {
+	if b := rl.bucket; b != nil && strings.Contains(err.Error(), b.URL()) {
 		return err
 	}
 	return fmt.Errorf("%s: %w", rl.name(), err)
