@@ -80,11 +80,24 @@ type RemoteStatus struct {
 	Errors       int64 `json:"errors"`
 	Corrupt      int64 `json:"corrupt_refetched"`
 	Evicted      int64 `json:"evicted"`
-	// BucketGets counts the GET requests a mount of a bucket made (a
-	// ranged GET of a pack is one, whatever it brings).
-	BucketGets int64 `json:"bucket_gets,omitempty"`
+	// DirPrefetchErrors counts background fetches of a crawled
+	// directory's files that failed; a read then fetched for itself.
+	DirPrefetchErrors int64 `json:"dir_prefetch_errors"`
+	// Bucket is nil unless the lower is a bucket.
+	Bucket *BucketRequests `json:"bucket,omitempty"`
 	// Prefetch is nil unless the workspace prefetches.
 	Prefetch *object.PrefetchProgress `json:"prefetch,omitempty"`
+}
+
+// BucketRequests counts what a mount asked of its bucket, by the
+// store's own count (s3store.Stats): requests made, the SDK's attempts
+// again not among them (those are RemoteStatus.Retries), from opening
+// the bucket and finding its newest version on.
+type BucketRequests struct {
+	Gets    int64 `json:"gets"`
+	Heads   int64 `json:"heads"`
+	Lists   int64 `json:"lists"`
+	BytesIn int64 `json:"bytes_in"`
 }
 
 // controlServer listens on a workspace's socket until Close.

@@ -61,7 +61,7 @@ func (rl *remoteLower) count(mx *metrics.Workspace) error {
 		s := rl.cache.Stats()
 		return metrics.RemoteCounts{
 			Hits: s.Hits, Misses: s.Misses, FetchedBytes: s.BytesFetched, Retries: rl.src.Retries(),
-			Corrupt: s.Corrupt, Errors: s.Errors, Evicted: s.Evicted,
+			Corrupt: s.Corrupt, Errors: s.Errors, Evicted: s.Evicted, DirPrefetchErrors: s.DirPrefetchErrors,
 		}
 	})
 	if err != nil {

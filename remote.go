@@ -82,6 +82,15 @@ func (rl *remoteLower) name() string {
 	return "master " + rl.r.Addr
 }
 
+// named puts the source's name before err, unless it is a bucket's and
+// err names it already, as s3store's errors do.
+func (rl *remoteLower) named(err error) error {
+	if b := rl.bucket; b != nil && strings.Contains(err.Error(), b.URL()) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", rl.name(), err)
+}
+
 // openRemote opens the spec's remote lower and fills in its part of o
 // and w (the lower, its version, its source, the push and the status
 // counters). It returns once the export's root was fetched and verified,
@@ -110,7 +119,7 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	var v object.Digest
 	if snap := s.Lower.Snapshot; snap != "" {
 		if v, err = rl.getRef(ctx, snap); err != nil {
-			return nil, fmt.Errorf("%s: %w", rl.name(), err)
+			return nil, rl.named(err)
 		}
 		o.Parent = snap
 	} else if v, err = rl.pin(ctx); err != nil {
@@ -121,7 +130,7 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 		lower, root, err = descend(ctx, rl.cache, v, root, rl.within)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", rl.name(), err)
+		return nil, rl.named(err)
 	}
 	if err := rl.keepRecord(); err != nil {
 		return nil, err
@@ -337,7 +346,7 @@ func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 		}
 		var err error
 		if v, err = rl.src.Resolve(ctx, ask); err != nil {
-			return object.Zero, fmt.Errorf("%s: %w", rl.name(), err)
+			return object.Zero, rl.named(err)
 		}
 	}
 	rl.record = &remoteRecord{Addr: r.Addr, Path: sub, Version: v.String()}
@@ -390,9 +399,11 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 		rs := &RemoteStatus{
 			Hits: s.Hits, Misses: s.Misses, BytesFetched: s.BytesFetched,
 			Retries: src.Retries(), Errors: s.Errors, Corrupt: s.Corrupt, Evicted: s.Evicted,
+			DirPrefetchErrors: s.DirPrefetchErrors,
 		}
-		if rl.bucket != nil {
-			rs.BucketGets = rl.bucket.Stats().Gets
+		if b := rl.bucket; b != nil {
+			bs := b.Stats()
+			rs.Bucket = &BucketRequests{Gets: bs.Gets, Heads: bs.Heads, Lists: bs.Lists, BytesIn: bs.BytesIn}
 		}
 		rs.Prefetch = cache.Progress()
 		return rs

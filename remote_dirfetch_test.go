@@ -141,7 +141,7 @@ func TestBucketMountDirPrefetch(t *testing.T) {
 	// pack bring a batch each, not one GET an object (over 120 before
 	// packs); the version, its trees, the index and the two files read
 	// before the listing's fetch are a GET each.
-	gets := ws.Status().Remote.BucketGets
+	gets := ws.Status().Remote.Bucket.Gets
 	t.Logf("a crawl of %d small files: %d GETs", len(files), gets)
 	if gets == 0 || gets > 25 {
 		t.Errorf("a crawl of %d small files made %d GETs of the bucket; want a few", len(files), gets)

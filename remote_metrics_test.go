@@ -3,13 +3,18 @@ package cowfs_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/remote"
@@ -81,6 +86,63 @@ func TestRemoteWorkspaceMetrics(t *testing.T) {
 	}
 	if v := value("cowfs_remote_read_errors_total"); v == 0 {
 		t.Error("a failed read was not counted")
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+}
+
+// TestRemoteDirPrefetchErrors: a master that refuses every batched fetch
+// fails the background fetch of a crawled directory's files; the reads
+// still work, one object at a time, and the failures are counted in the
+// status and in the metrics.
+func TestRemoteDirPrefetchErrors(t *testing.T) {
+	exp := t.TempDir()
+	files := map[string][]byte{}
+	for i := range 20 {
+		name := fmt.Sprintf("m%03d.py", i)
+		b := append([]byte(name+"\n"), randBytes(4000)...)
+		writeFile(t, filepath.Join(exp, "spider", name), b, 0o644)
+		files[name] = b
+	}
+	refuse := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if strings.HasSuffix(info.FullMethod, "/GetMany") {
+			return status.Error(codes.Internal, "test: no batches")
+		}
+		return h(srv, ss)
+	})
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{ServerOptions: []grpc.ServerOption{refuse}})
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	os.Mkdir(mnt, 0o755)
+	reg := prometheus.NewRegistry()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),
+		Lower:   cowfs.Lower{Remote: &cowfs.Remote{Addr: ms.Addr, IOTimeout: 10 * time.Second}},
+		Options: cowfs.Options{Metrics: reg}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	listAndRead2(t, ws, files)
+	for deadline := time.Now().Add(30 * time.Second); ws.Status().Remote.DirPrefetchErrors == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed directory prefetch counted in the status in 30 s")
+		}
+	}
+	crawlFiles(t, mnt, files, len(files))
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got float64
+	for _, f := range fams {
+		if f.GetName() == "cowfs_remote_dir_prefetch_errors_total" {
+			got = f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if got == 0 {
+		t.Error("cowfs_remote_dir_prefetch_errors_total: none counted")
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Errorf("lint: %v %v", problems, err)

@@ -124,6 +124,9 @@ type RemoteCounts struct {
 	// Evicted counts objects removed from the cache to keep it under
 	// its limit.
 	Evicted int64
+	// DirPrefetchErrors counts background fetches of a crawled
+	// directory's files that failed.
+	DirPrefetchErrors int64
 }
 
 // CountRemote registers the remote lower's counters, read from read at
@@ -144,6 +147,8 @@ func (w *Workspace) CountRemote(read func() RemoteCounts) error {
 			prometheus.CounterValue, func(c RemoteCounts) float64 { return float64(c.Errors) }},
 		{"cowfs_cache_evicted_objects_total", "Objects evicted from the machine's cache to keep it under --cache-size.", nil,
 			prometheus.CounterValue, func(c RemoteCounts) float64 { return float64(c.Evicted) }},
+		{"cowfs_remote_dir_prefetch_errors_total", "Background fetches of a crawled directory's files that failed; a read then fetched what it needed itself.", nil,
+			prometheus.CounterValue, func(c RemoteCounts) float64 { return float64(c.DirPrefetchErrors) }},
 	}})
 }
 

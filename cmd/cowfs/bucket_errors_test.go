@@ -65,6 +65,8 @@ func TestBucketExitCodes(t *testing.T) {
 			[]string{`bucket "no-such-bucket" does not exist`}},
 		{"nothing published", nil, []string{"mount", e.mnt, "--remote", "s3://" + bucket + "/empty"}, exitNotFound,
 			[]string{"no version published", "cowfs publish DIR s3://" + bucket + "/empty"}},
+		{"nothing published, a trailing slash", nil, []string{"mount", e.mnt, "--remote", "s3://" + bucket + "/empty/"}, exitNotFound,
+			[]string{"no version published", "cowfs publish DIR s3://" + bucket + "/empty"}},
 		{"unreachable", nil, []string{"mount", e.mnt, "--remote", url, "--s3-endpoint", closed, "--io-timeout", "5s"}, exitUnreachable,
 			[]string{"cannot reach " + closed, "--s3-endpoint"}},
 		{"publish unreachable", nil, []string{"publish", e.lower, url, "--s3-endpoint", closed, "--s3-timeout", "5s"}, exitUnreachable,
@@ -91,6 +93,10 @@ func TestBucketExitCodes(t *testing.T) {
 				if !strings.Contains(out, w) {
 					t.Errorf("the output does not say %q: %s", w, out)
 				}
+			}
+			// The bucket's URL is named once, beside the command to run.
+			if u := strings.TrimSuffix(c.args[len(c.args)-1], "/"); strings.HasPrefix(c.name, "nothing published") && strings.Count(out, u) != 2 {
+				t.Errorf("the output names %s %d times; want once, and once in the command to run: %s", u, strings.Count(out, u), out)
 			}
 			if c.want == exitOK {
 				if _, err := os.Stat(filepath.Join(e.mnt, "run.sh")); err != nil {
@@ -160,6 +166,10 @@ func TestBucketTLSCLI(t *testing.T) {
 				if !strings.Contains(out, w) {
 					t.Errorf("the output does not say %q: %s", w, out)
 				}
+			}
+			// The bucket's URL is named once, beside the command to run.
+			if u := strings.TrimSuffix(c.args[len(c.args)-1], "/"); strings.HasPrefix(c.name, "nothing published") && strings.Count(out, u) != 2 {
+				t.Errorf("the output names %s %d times; want once, and once in the command to run: %s", u, strings.Count(out, u), out)
 			}
 			if mounted(t, e.mnt) {
 				t.Fatal("mounted after a refused mount")

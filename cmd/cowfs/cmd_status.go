@@ -115,8 +115,11 @@ func printStatus(st *cowfs.Status) {
 	if r == nil {
 		return
 	}
-	fmt.Printf("  cache:   %d hits, %d misses, %s fetched, %d retries, %d errors, %d corrupt refetched, %d evicted\n",
-		r.Hits, r.Misses, humanBytes(r.BytesFetched), r.Retries, r.Errors, r.Corrupt, r.Evicted)
+	fmt.Printf("  cache:   %d hits, %d misses, %s fetched, %d retries, %d errors, %d corrupt refetched, %d evicted, %d dir prefetch errors\n",
+		r.Hits, r.Misses, humanBytes(r.BytesFetched), r.Retries, r.Errors, r.Corrupt, r.Evicted, r.DirPrefetchErrors)
+	if b := r.Bucket; b != nil {
+		fmt.Printf("  bucket:  %d GET, %d HEAD, %d LIST, %s in\n", b.Gets, b.Heads, b.Lists, humanBytes(b.BytesIn))
+	}
 	if p := r.Prefetch; p != nil {
 		var b strings.Builder
 		fmt.Fprintf(&b, "  prefetch: %s, %d files, %d/%d chunks, %s/%s", p.State, p.Files, p.ChunksDone, p.Chunks,

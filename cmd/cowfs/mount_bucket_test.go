@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,8 +48,28 @@ func TestMountBucketCLI(t *testing.T) {
 			t.Errorf("%s through the mount: %q, %v; want %q", p, got, err, want)
 		}
 	}
-	if out, code := run(t, "--state", state, "status", e.mnt); code != 0 || !strings.Contains(out, url) {
-		t.Errorf("status: exit %d: %s; want the bucket named", code, out)
+	if out, code := run(t, "--state", state, "status", e.mnt); code != 0 || !strings.Contains(out, url) ||
+		!strings.Contains(out, "0 dir prefetch errors") || !strings.Contains(out, "bucket:") {
+		t.Errorf("status: exit %d: %s; want the bucket named, the directory prefetch's errors and the bucket's requests", code, out)
+	}
+	// The requests the mount made (a list to open, one for the newest
+	// version, GETs of what it read) and the bytes, by the store's count.
+	out, code = run(t, "--state", state, "status", e.mnt, "--json")
+	var st struct {
+		Remote struct {
+			DirPrefetchErrors *int64 `json:"dir_prefetch_errors"`
+			BytesFetched      int64  `json:"bytes_fetched"`
+			Bucket            *struct {
+				Gets, Lists int64
+				BytesIn     int64 `json:"bytes_in"`
+			} `json:"bucket"`
+		} `json:"remote"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
+		t.Fatalf("status --json: exit %d, %v: %s", code, err, out)
+	}
+	if r := st.Remote; r.DirPrefetchErrors == nil || r.Bucket == nil || r.Bucket.Gets == 0 || r.Bucket.Lists < 2 || r.Bucket.BytesIn < r.BytesFetched {
+		t.Errorf("status --json: %s; want dir_prefetch_errors, and the bucket's GETs, lists and bytes in (at least what was fetched)", out)
 	}
 	if out, code := run(t, "unmount", e.mnt); code != 0 {
 		t.Fatalf("unmount: exit %d: %s", code, out)
