@@ -288,11 +288,12 @@ func (c *Cache) tryLock(d object.Digest) (func(), bool) {
 }
 
 // freshObjects holds the last objects fetched ahead of a sequential
-// reader, verified, until the reader takes them: the reader then does not
-// read each 1 MiB chunk back from the store and hash it a second time,
-// which was a third of the worker's CPU on a cold read of a big file. At
-// most freshBytes; the oldest go first, as a reader that has not come for
-// them by then is not reading in order.
+// reader, verified, for the reader: the reader then does not read each
+// 1 MiB chunk back from the store and hash it a second time, which was a
+// third of the worker's CPU on a cold read of a big file. An object read
+// stays until newer ones push it out: the kernel's read-ahead asks for
+// the end of one chunk after the start of the next, and each such read
+// went back to the store. At most freshBytes; the oldest go first.
 type freshObjects struct {
 	mu    sync.Mutex
 	m     map[object.Digest][]byte
@@ -325,21 +326,10 @@ func (f *freshObjects) put(d object.Digest, b []byte) {
 	f.size += len(b)
 }
 
-// take returns d's bytes if they are held, and lets go of them.
-func (f *freshObjects) take(d object.Digest) ([]byte, bool) {
+// get returns d's bytes if they are held.
+func (f *freshObjects) get(d object.Digest) ([]byte, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	b, ok := f.m[d]
-	if !ok {
-		return nil, false
-	}
-	delete(f.m, d)
-	f.size -= len(b)
-	for i, o := range f.order {
-		if o == d {
-			f.order = append(f.order[:i], f.order[i+1:]...)
-			break
-		}
-	}
-	return b, true
+	return b, ok
 }
