@@ -25,12 +25,15 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 	if len(req.GetDigests()) > maxMany {
 		return status.Errorf(codes.InvalidArgument, "more than %d digests in one call", maxMany)
 	}
+	// One buffer for the call's objects: Send has copied a piece into
+	// its message by the time it returns.
+	var buf []byte
 	for i, raw := range req.GetDigests() {
 		d, err := digestOf(raw)
 		if err != nil {
 			return status.Errorf(codes.InvalidArgument, "digest %d: %v", i, err)
 		}
-		b, err := s.store.ReadUnverified(d)
+		b, err := s.store.ReadUnverifiedInto(d, buf)
 		if errors.Is(err, object.ErrNotFound) {
 			if err := stream.Send(&pb.GetManyResponse{Index: int32(i), Missing: true}); err != nil {
 				return err
@@ -40,6 +43,7 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 		if err != nil {
 			return status.Errorf(codes.Internal, "object %s: %v", d.Short(), err)
 		}
+		buf = b
 		n, _ := s.gets.LoadOrStore(d, new(counter))
 		n.(*counter).Add(1)
 		for off := 0; ; {
