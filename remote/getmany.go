@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -117,14 +118,34 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 	var idle atomic.Bool
 	watchdog := time.AfterFunc(c.cfg.CallTimeout, func() { idle.Store(true); cancel() })
 	defer watchdog.Stop()
-	st, err := c.ex.GetMany(ctx, req)
+	st, err := c.ex.GetMany(ctx, req, grpc.ForceCodecV2(pieceCodec{}))
 	if err != nil {
 		return idleErr(&idle, err)
 	}
 	cur, want := -1, int64(0)
 	var buf []byte
+	// into places a piece's data at the end of the object it continues
+	// or begins, when it fits there; the checks below refuse any other.
+	into := func(p *piece, n int) []byte {
+		k := int(p.index)
+		if k < 0 || k >= len(idx) || p.missing || (cur >= 0 && k != cur) {
+			return nil
+		}
+		if cur < 0 {
+			if p.size > maxObject || p.size < 0 {
+				return nil
+			}
+			cur, want, buf = k, p.size, make([]byte, 0, p.size)
+		}
+		if int64(len(buf)+n) > want {
+			return nil
+		}
+		buf = buf[:len(buf)+n]
+		return buf[len(buf)-n:]
+	}
+	r := piece{into: into}
 	for {
-		r, err := st.Recv()
+		err := st.RecvMsg(&r)
 		if err == io.EOF {
 			return nil
 		}
@@ -135,23 +156,25 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 			return idleErr(&idle, context.Canceled)
 		}
 		watchdog.Reset(c.cfg.CallTimeout)
-		k := int(r.GetIndex())
+		k := int(r.index)
 		if k < 0 || k >= len(idx) || (cur >= 0 && k != cur && int64(len(buf)) != want) {
 			return status.Errorf(codes.Internal, "GetMany: piece out of order")
 		}
 		i := idx[k]
-		if r.GetMissing() {
+		if r.missing {
 			done[i] = true
 			got(i, nil, fmt.Errorf("%s: %w", ds[i].Short(), object.ErrNotFound))
 			continue
 		}
-		if k != cur {
-			if r.GetSize() > maxObject {
-				return status.Errorf(codes.Internal, "object of %d bytes", r.GetSize())
+		if !r.placed {
+			if k != cur {
+				if r.size > maxObject {
+					return status.Errorf(codes.Internal, "object of %d bytes", r.size)
+				}
+				cur, want, buf = k, r.size, make([]byte, 0, r.size)
 			}
-			cur, want, buf = k, r.GetSize(), make([]byte, 0, r.GetSize())
+			buf = append(buf, r.data...)
 		}
-		buf = append(buf, r.GetData()...)
 		if int64(len(buf)) > want {
 			return status.Errorf(codes.Internal, "object longer than its size")
 		}
