@@ -169,6 +169,16 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 		c.hits.Add(1)
 		return b, nil
 	}
+	if ch := c.fresh.waiter(d); ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		if b, ok := c.fresh.get(d); ok {
+			c.hits.Add(1)
+			return b, nil
+		}
+	}
 	b, err := c.store.Get(ctx, d)
 	if err == nil {
 		c.hits.Add(1)

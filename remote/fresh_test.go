@@ -55,3 +55,31 @@ func TestFreshObjectsReadAgain(t *testing.T) {
 		}
 	}
 }
+
+// A reader of an object fetched ahead is let go once it is held, or once
+// the fetch gave up on it; an object no fetch expects has no waiter.
+func TestFreshObjectsWaiter(t *testing.T) {
+	var f freshObjects
+	b := []byte("held")
+	d, gone := object.Sum(b), object.Sum([]byte("given up"))
+	if f.waiter(d) != nil {
+		t.Fatal("a waiter for an object no fetch expects")
+	}
+	f.expect([]object.Digest{d, gone})
+	held, given := f.waiter(d), f.waiter(gone)
+	if held == nil || given == nil {
+		t.Fatal("no waiter for an object expected")
+	}
+	f.put(d, b)
+	f.drop([]object.Digest{d, gone})
+	for name, ch := range map[string]<-chan struct{}{"held": held, "given up": given} {
+		select {
+		case <-ch:
+		default:
+			t.Errorf("a reader of the object %s still waits", name)
+		}
+	}
+	if f.waiter(d) != nil || f.waiter(gone) != nil {
+		t.Error("waiters kept after the fetch")
+	}
+}

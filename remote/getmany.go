@@ -241,6 +241,11 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 		want = append(want, d)
 	}
 	var first error
+	if ahead {
+		// A reader of one of these waits for it to be verified, not
+		// for its lock, which is held until the chunk is in the pack.
+		c.fresh.expect(want)
+	}
 	if len(want) > 0 {
 		c.misses.Add(int64(len(want)))
 		start := time.Now()
@@ -254,12 +259,15 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 				return
 			}
 			if err == nil {
+				// Verified: its reader may have it now. The pack write
+				// that follows can only fail to keep it, and a crash
+				// before it costs a fetch, never a wrong byte.
+				if ahead {
+					c.fresh.put(d, b)
+				}
 				if err = c.store.PutCachedAs(d, b); err == nil {
 					c.bytes.Add(int64(len(b)))
 					c.fetched(int64(len(b)))
-					if ahead {
-						c.fresh.put(d, b)
-					}
 					if u := unlocks[d]; u != nil {
 						u()
 						delete(unlocks, d)
@@ -276,6 +284,11 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 		if err != nil && first == nil {
 			first = err
 		}
+	}
+	if ahead {
+		// Before later: fetching one of those again, this goroutine
+		// must not wait for itself.
+		c.fresh.drop(want)
 	}
 	for d, u := range unlocks {
 		u()
@@ -326,16 +339,64 @@ type freshObjects struct {
 	m     map[object.Digest][]byte
 	order []object.Digest
 	size  int
+	// wait holds a channel for each object read-ahead is fetching,
+	// closed once it is verified and held, or the fetch gave up on it.
+	wait map[object.Digest]chan struct{}
+}
+
+// expect notes that ds are being fetched ahead.
+func (f *freshObjects) expect(ds []object.Digest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range ds {
+		if _, ok := f.m[d]; ok {
+			continue
+		}
+		if _, ok := f.wait[d]; !ok {
+			if f.wait == nil {
+				f.wait = map[object.Digest]chan struct{}{}
+			}
+			f.wait[d] = make(chan struct{})
+		}
+	}
+}
+
+// drop lets readers of ds stop waiting: the fetch ahead is over.
+func (f *freshObjects) drop(ds []object.Digest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range ds {
+		f.release(d)
+	}
+}
+
+func (f *freshObjects) release(d object.Digest) {
+	if ch, ok := f.wait[d]; ok {
+		close(ch)
+		delete(f.wait, d)
+	}
+}
+
+// waiter returns what closes once d, fetched ahead, is held or given up
+// on; nil if no fetch ahead has it.
+func (f *freshObjects) waiter(d object.Digest) <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ch, ok := f.wait[d]; ok {
+		return ch
+	}
+	return nil
 }
 
 const freshBytes = 16 << 20
 
 func (f *freshObjects) put(d object.Digest, b []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	defer f.release(d)
 	if len(b) > freshBytes {
 		return
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	if _, ok := f.m[d]; ok {
 		return
 	}
