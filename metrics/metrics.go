@@ -18,6 +18,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +43,12 @@ type Server struct {
 	done chan struct{}
 }
 
+// PprofEnv, set to 1 in a process's environment, has its metrics server
+// also serve Go's profiles on /debug/pprof/: for profiling a mount or a
+// master under a real load (docs/benchmarks.md). Off by default, as a
+// profile shows the process's code paths and costs its CPU.
+const PprofEnv = "COWFS_PPROF"
+
 // Listen starts serving g on addr (HOST:PORT; port 0 picks a free one).
 // It returns once the address is bound, so a scrape right after finds it.
 func Listen(addr string, g prometheus.Gatherer, log *slog.Logger) (*Server, error) {
@@ -61,6 +69,14 @@ func Listen(addr string, g prometheus.Gatherer, log *slog.Logger) (*Server, erro
 		MaxRequestsInFlight: 4,
 		Timeout:             30 * time.Second,
 	}))
+	if os.Getenv(PprofEnv) == "1" {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		log.Warn("serving Go profiles on /debug/pprof/ beside the metrics", "env", PprofEnv)
+	}
 	s := &Server{
 		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)},
 		ln:   ln,

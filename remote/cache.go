@@ -165,9 +165,19 @@ func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 }
 
 func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
-	if b, ok := c.fresh.take(d); ok {
+	if b, ok := c.fresh.get(d); ok {
 		c.hits.Add(1)
 		return b, nil
+	}
+	if ch := c.fresh.waiter(d); ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		if b, ok := c.fresh.get(d); ok {
+			c.hits.Add(1)
+			return b, nil
+		}
 	}
 	b, err := c.store.Get(ctx, d)
 	if err == nil {
@@ -230,9 +240,8 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) (_ []byte, err error
 		return nil, err
 	}
 	defer unlock()
-	// Read-ahead may have fetched it while this waited for the lock:
-	// take it, so it does not stay in memory unread.
-	if b, ok := c.fresh.take(d); ok {
+	// Read-ahead may have fetched it while this waited for the lock.
+	if b, ok := c.fresh.get(d); ok {
 		return b, nil
 	}
 	b, err := c.store.Get(ctx, d)

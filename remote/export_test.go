@@ -3,6 +3,8 @@ package remote
 import (
 	"errors"
 	"time"
+
+	"github.com/cowfs/cowfs/cow/object"
 )
 
 // SetRepairRetry sets how long a failed repair scan stands, for a test,
@@ -25,4 +27,11 @@ func KnownPaths(s *Server) int {
 	s.knownMu.Lock()
 	defer s.knownMu.Unlock()
 	return len(s.known)
+}
+
+// FreshHolds reports whether c holds d in memory, fetched ahead of a
+// reader.
+func FreshHolds(c *Cache, d object.Digest) bool {
+	_, ok := c.fresh.get(d)
+	return ok
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -25,12 +26,15 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 	if len(req.GetDigests()) > maxMany {
 		return status.Errorf(codes.InvalidArgument, "more than %d digests in one call", maxMany)
 	}
+	// One buffer for the call's objects: Send has copied a piece into
+	// its message by the time it returns.
+	var buf []byte
 	for i, raw := range req.GetDigests() {
 		d, err := digestOf(raw)
 		if err != nil {
 			return status.Errorf(codes.InvalidArgument, "digest %d: %v", i, err)
 		}
-		b, err := s.store.ReadUnverified(d)
+		b, err := s.store.ReadUnverifiedInto(d, buf)
 		if errors.Is(err, object.ErrNotFound) {
 			if err := stream.Send(&pb.GetManyResponse{Index: int32(i), Missing: true}); err != nil {
 				return err
@@ -40,6 +44,7 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 		if err != nil {
 			return status.Errorf(codes.Internal, "object %s: %v", d.Short(), err)
 		}
+		buf = b
 		n, _ := s.gets.LoadOrStore(d, new(counter))
 		n.(*counter).Add(1)
 		for off := 0; ; {
@@ -113,14 +118,34 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 	var idle atomic.Bool
 	watchdog := time.AfterFunc(c.cfg.CallTimeout, func() { idle.Store(true); cancel() })
 	defer watchdog.Stop()
-	st, err := c.ex.GetMany(ctx, req)
+	st, err := c.ex.GetMany(ctx, req, grpc.ForceCodecV2(pieceCodec{}))
 	if err != nil {
 		return idleErr(&idle, err)
 	}
 	cur, want := -1, int64(0)
 	var buf []byte
+	// into places a piece's data at the end of the object it continues
+	// or begins, when it fits there; the checks below refuse any other.
+	into := func(p *piece, n int) []byte {
+		k := int(p.index)
+		if k < 0 || k >= len(idx) || p.missing || (cur >= 0 && k != cur) {
+			return nil
+		}
+		if cur < 0 {
+			if p.size > maxObject || p.size < 0 {
+				return nil
+			}
+			cur, want, buf = k, p.size, make([]byte, 0, p.size)
+		}
+		if int64(len(buf)+n) > want {
+			return nil
+		}
+		buf = buf[:len(buf)+n]
+		return buf[len(buf)-n:]
+	}
+	r := piece{into: into}
 	for {
-		r, err := st.Recv()
+		err := st.RecvMsg(&r)
 		if err == io.EOF {
 			return nil
 		}
@@ -131,23 +156,25 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 			return idleErr(&idle, context.Canceled)
 		}
 		watchdog.Reset(c.cfg.CallTimeout)
-		k := int(r.GetIndex())
+		k := int(r.index)
 		if k < 0 || k >= len(idx) || (cur >= 0 && k != cur && int64(len(buf)) != want) {
 			return status.Errorf(codes.Internal, "GetMany: piece out of order")
 		}
 		i := idx[k]
-		if r.GetMissing() {
+		if r.missing {
 			done[i] = true
 			got(i, nil, fmt.Errorf("%s: %w", ds[i].Short(), object.ErrNotFound))
 			continue
 		}
-		if k != cur {
-			if r.GetSize() > maxObject {
-				return status.Errorf(codes.Internal, "object of %d bytes", r.GetSize())
+		if !r.placed {
+			if k != cur {
+				if r.size > maxObject {
+					return status.Errorf(codes.Internal, "object of %d bytes", r.size)
+				}
+				cur, want, buf = k, r.size, make([]byte, 0, r.size)
 			}
-			cur, want, buf = k, r.GetSize(), make([]byte, 0, r.GetSize())
+			buf = append(buf, r.data...)
 		}
-		buf = append(buf, r.GetData()...)
 		if int64(len(buf)) > want {
 			return status.Errorf(codes.Internal, "object longer than its size")
 		}
@@ -214,6 +241,11 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 		want = append(want, d)
 	}
 	var first error
+	if ahead {
+		// A reader of one of these waits for it to be verified, not
+		// for its lock, which is held until the chunk is in the pack.
+		c.fresh.expect(want)
+	}
 	if len(want) > 0 {
 		c.misses.Add(int64(len(want)))
 		start := time.Now()
@@ -227,12 +259,15 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 				return
 			}
 			if err == nil {
+				// Verified: its reader may have it now. The pack write
+				// that follows can only fail to keep it, and a crash
+				// before it costs a fetch, never a wrong byte.
+				if ahead {
+					c.fresh.put(d, b)
+				}
 				if err = c.store.PutCachedAs(d, b); err == nil {
 					c.bytes.Add(int64(len(b)))
 					c.fetched(int64(len(b)))
-					if ahead {
-						c.fresh.put(d, b)
-					}
 					if u := unlocks[d]; u != nil {
 						u()
 						delete(unlocks, d)
@@ -249,6 +284,11 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 		if err != nil && first == nil {
 			first = err
 		}
+	}
+	if ahead {
+		// Before later: fetching one of those again, this goroutine
+		// must not wait for itself.
+		c.fresh.drop(want)
 	}
 	for d, u := range unlocks {
 		u()
@@ -288,26 +328,75 @@ func (c *Cache) tryLock(d object.Digest) (func(), bool) {
 }
 
 // freshObjects holds the last objects fetched ahead of a sequential
-// reader, verified, until the reader takes them: the reader then does not
-// read each 1 MiB chunk back from the store and hash it a second time,
-// which was a third of the worker's CPU on a cold read of a big file. At
-// most freshBytes; the oldest go first, as a reader that has not come for
-// them by then is not reading in order.
+// reader, verified, for the reader: the reader then does not read each
+// 1 MiB chunk back from the store and hash it a second time, which was a
+// third of the worker's CPU on a cold read of a big file. An object read
+// stays until newer ones push it out: the kernel's read-ahead asks for
+// the end of one chunk after the start of the next, and each such read
+// went back to the store. At most freshBytes; the oldest go first.
 type freshObjects struct {
 	mu    sync.Mutex
 	m     map[object.Digest][]byte
 	order []object.Digest
 	size  int
+	// wait holds a channel for each object read-ahead is fetching,
+	// closed once it is verified and held, or the fetch gave up on it.
+	wait map[object.Digest]chan struct{}
+}
+
+// expect notes that ds are being fetched ahead.
+func (f *freshObjects) expect(ds []object.Digest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range ds {
+		if _, ok := f.m[d]; ok {
+			continue
+		}
+		if _, ok := f.wait[d]; !ok {
+			if f.wait == nil {
+				f.wait = map[object.Digest]chan struct{}{}
+			}
+			f.wait[d] = make(chan struct{})
+		}
+	}
+}
+
+// drop lets readers of ds stop waiting: the fetch ahead is over.
+func (f *freshObjects) drop(ds []object.Digest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range ds {
+		f.release(d)
+	}
+}
+
+func (f *freshObjects) release(d object.Digest) {
+	if ch, ok := f.wait[d]; ok {
+		close(ch)
+		delete(f.wait, d)
+	}
+}
+
+// waiter returns what closes once d, fetched ahead, is held or given up
+// on; nil if no fetch ahead has it.
+func (f *freshObjects) waiter(d object.Digest) <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ch, ok := f.wait[d]; ok {
+		return ch
+	}
+	return nil
 }
 
 const freshBytes = 16 << 20
 
 func (f *freshObjects) put(d object.Digest, b []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	defer f.release(d)
 	if len(b) > freshBytes {
 		return
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	if _, ok := f.m[d]; ok {
 		return
 	}
@@ -325,21 +414,10 @@ func (f *freshObjects) put(d object.Digest, b []byte) {
 	f.size += len(b)
 }
 
-// take returns d's bytes if they are held, and lets go of them.
-func (f *freshObjects) take(d object.Digest) ([]byte, bool) {
+// get returns d's bytes if they are held.
+func (f *freshObjects) get(d object.Digest) ([]byte, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	b, ok := f.m[d]
-	if !ok {
-		return nil, false
-	}
-	delete(f.m, d)
-	f.size -= len(b)
-	for i, o := range f.order {
-		if o == d {
-			f.order = append(f.order[:i], f.order[i+1:]...)
-			break
-		}
-	}
-	return b, true
+	return b, ok
 }

@@ -365,3 +365,40 @@ func TestDirStorePutRefusesUndecodable(t *testing.T) {
 		}
 	}
 }
+
+// ReadUnverifiedInto reads into the buffer it is given when the object
+// fits, allocates when not, and reads a packed object too.
+func TestDirStoreReadUnverifiedInto(t *testing.T) {
+	s, err := OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, _ := EncodeBlob([]byte("small object"))
+	big, _ := EncodeBlob(bytes.Repeat([]byte("big "), 1000))
+	packed, _ := EncodeBlob([]byte("packed object"))
+	var ds []Digest
+	for _, b := range [][]byte{small, big} {
+		d, err := s.Put(context.Background(), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	if err := s.PutCachedAs(Sum(packed), packed); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	got, err := s.ReadUnverifiedInto(ds[0], buf)
+	if err != nil || !bytes.Equal(got, small) || &got[0] != &buf[0] {
+		t.Fatalf("small object: %q, %v (in the buffer given: %v)", got, err, err == nil && &got[0] == &buf[0])
+	}
+	if got, err := s.ReadUnverifiedInto(ds[1], buf); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("object bigger than the buffer: %v", err)
+	}
+	if got, err := s.ReadUnverifiedInto(Sum(packed), buf); err != nil || !bytes.Equal(got, packed) {
+		t.Fatalf("packed object: %q, %v", got, err)
+	}
+	if _, err := s.ReadUnverifiedInto(Sum([]byte("nope")), buf); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("missing object: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -351,6 +352,35 @@ func (s *DirStore) ReadUnverified(d Digest) ([]byte, error) {
 		return s.packs.get(d, true)
 	}
 	return b, err
+}
+
+// ReadUnverifiedInto is ReadUnverified reading a plain file into buf
+// when it fits buf's capacity, so that a master sending one object after
+// another reads them all into one buffer instead of allocating (and
+// clearing) one per send. What it returns is valid until buf is used
+// again. A file shorter than it was when opened gives what it holds, as
+// ReadUnverified would: the reader checks the bytes.
+func (s *DirStore) ReadUnverifiedInto(d Digest, buf []byte) ([]byte, error) {
+	f, err := os.Open(s.path(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return s.packs.get(d, true)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if int64(cap(buf)) < fi.Size() {
+		buf = make([]byte, fi.Size())
+	}
+	n, err := io.ReadFull(f, buf[:fi.Size()])
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, fmt.Errorf("read object %s: %w", d.Short(), err)
+	}
+	return buf[:n], nil
 }
 
 // StoredObject describes one object on disk.

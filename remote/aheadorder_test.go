@@ -1,0 +1,88 @@
+package remote_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
+)
+
+// A chunk read ahead reaches its reader once verified, before its pack
+// write and whatever becomes of it. Here no pack can be written, as if the
+// process died before the write: the reader still gets the right bytes,
+// the store holds nothing, and a later cache over it fetches the chunk
+// again. What came damaged never reaches memory (TestFaultInjection).
+func TestReadAheadBeforePackWrite(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ms := remotetest.StartMaster(t, t.TempDir(), remote.ServerConfig{})
+	master, err := object.OpenDirStore(ms.Config.Objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := object.EncodeBlob(bytes.Repeat([]byte("read ahead "), 50000))
+	d, err := master.Put(ctx, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+
+	dir := filepath.Join(t.TempDir(), "objects")
+	store, err := object.OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A file where the packs go: every pack write fails.
+	if err := os.WriteFile(filepath.Join(dir, "packs"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := remote.NewCache(store, client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Prefetch([]object.Digest{d})
+	within(t, 20*time.Second, "the chunk fetched ahead, held for its reader", func() error {
+		for !remote.FreshHolds(c, d) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		return nil
+	})
+	b, err := c.Get(ctx, d)
+	if err != nil || !bytes.Equal(b, enc) {
+		t.Fatalf("read of the chunk fetched ahead: %d bytes, %v", len(b), err)
+	}
+	if ok, _ := store.Has(ctx, d); ok {
+		t.Fatal("the store holds a chunk whose pack write failed")
+	}
+
+	// The next process: packs can be written again; it fetches the chunk.
+	if err := os.Remove(filepath.Join(dir, "packs")); err != nil {
+		t.Fatal(err)
+	}
+	store2, err := object.OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := remote.NewCache(store2, client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if b, err := c2.Get(ctx, d); err != nil || !bytes.Equal(b, enc) {
+		t.Fatalf("a later cache: %d bytes, %v", len(b), err)
+	}
+	if st := c2.Stats(); st.BytesFetched != int64(len(enc)) {
+		t.Fatalf("a later cache fetched %d bytes, want %d", st.BytesFetched, len(enc))
+	}
+}

@@ -1,0 +1,151 @@
+package remote
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote/pb"
+)
+
+// piecesServer answers GetMany with its objects cut in pieces of piece
+// bytes: a master of any piece size.
+type piecesServer struct {
+	pb.UnimplementedExportServer
+	objs  map[object.Digest][]byte
+	piece int
+}
+
+func (s *piecesServer) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer) error {
+	for i, raw := range req.GetDigests() {
+		b, ok := s.objs[object.Digest(raw)]
+		if !ok {
+			if err := stream.Send(&pb.GetManyResponse{Index: int32(i), Missing: true}); err != nil {
+				return err
+			}
+			continue
+		}
+		for off := 0; off < len(b); off += s.piece {
+			end := min(off+s.piece, len(b))
+			if err := stream.Send(&pb.GetManyResponse{Index: int32(i), Size: int64(len(b)), Data: b[off:end]}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// A client puts each object together from its pieces, whatever their
+// size, straight from the wire (pieceCodec), and hears of a missing one.
+func TestGetManyPieces(t *testing.T) {
+	objs := map[object.Digest][]byte{}
+	var ds []object.Digest
+	for i := range 4 {
+		b, _ := object.EncodeBlob(bytes.Repeat([]byte{byte(i + 1)}, 300<<10+i))
+		objs[object.Sum(b)] = b
+		ds = append(ds, object.Sum(b))
+	}
+	ds = append(ds[:2], append([]object.Digest{object.Sum([]byte("missing"))}, ds[2:]...)...)
+	for _, size := range []int{1000, 64 << 10, getPiece, 4 << 20} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer()
+		pb.RegisterExportServer(srv, &piecesServer{objs: objs, piece: size})
+		go srv.Serve(ln)
+		t.Cleanup(srv.Stop)
+		c, err := Dial(ClientConfig{Addr: ln.Addr().String(), Timeout: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		got := map[int][]byte{}
+		err = c.GetMany(ctx, ds, func(i int, b []byte, err error) {
+			if (err != nil) != (i == 2) {
+				t.Errorf("pieces of %d: object %d: %v", size, i, err)
+			}
+			got[i] = b
+		})
+		if err != nil {
+			t.Fatalf("pieces of %d: %v", size, err)
+		}
+		for i, d := range ds {
+			if i != 2 && !bytes.Equal(got[i], objs[d]) {
+				t.Errorf("pieces of %d: object %d differs (%d bytes, want %d)", size, i, len(got[i]), len(objs[d]))
+			}
+		}
+	}
+}
+
+// pieceCodec reads what proto wrote, fields in any order, unknown ones
+// skipped; data it is not told where to put get a slice of their own.
+func TestPieceDecode(t *testing.T) {
+	for _, m := range []*pb.GetManyResponse{
+		{Index: 3, Size: 10, Data: []byte("0123456789")},
+		{Index: 0, Size: 1 << 20, Data: []byte("start")},
+		{Index: 7, Missing: true},
+		{},
+	} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p piece
+		if err := (pieceCodec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, &p); err != nil {
+			t.Fatalf("%v: %v", m, err)
+		}
+		if p.index != m.Index || p.size != m.Size || p.missing != m.Missing || !bytes.Equal(p.data, m.Data) || p.placed {
+			t.Errorf("%v: decoded as %+v", m, p)
+		}
+	}
+
+	// Data first, then index and size, then a field proto does not know:
+	// the data cannot be placed before its object is known.
+	var b []byte
+	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	b = protowire.AppendBytes(b, []byte("abc"))
+	b = protowire.AppendTag(b, 1, protowire.VarintType)
+	b = protowire.AppendVarint(b, 2)
+	b = protowire.AppendTag(b, 2, protowire.VarintType)
+	b = protowire.AppendVarint(b, 3)
+	b = protowire.AppendTag(b, 9, protowire.Fixed64Type)
+	b = protowire.AppendFixed64(b, 1)
+	placed := 0
+	p := piece{into: func(*piece, int) []byte { placed++; return make([]byte, 3) }}
+	// Split across buffers, as gRPC hands a message over.
+	if err := p.decode(mem.BufferSlice{mem.SliceBuffer(b[:2]), mem.SliceBuffer(b[2:])}); err != nil {
+		t.Fatal(err)
+	}
+	if p.index != 2 || p.size != 3 || string(p.data) != "abc" || p.placed || placed != 0 {
+		t.Errorf("data first: %+v, placed %d times", p, placed)
+	}
+
+	// In proto's order, the data go where into says.
+	dst := make([]byte, 5)
+	p = piece{into: func(q *piece, n int) []byte {
+		if q.index != 3 || q.size != 10 || n != 5 {
+			t.Errorf("into(%d, %d, %d)", q.index, q.size, n)
+		}
+		return dst
+	}}
+	m, _ := proto.Marshal(&pb.GetManyResponse{Index: 3, Size: 10, Data: []byte("hello")})
+	if err := p.decode(mem.BufferSlice{mem.SliceBuffer(m)}); err != nil || !p.placed || p.data != nil || string(dst) != "hello" {
+		t.Errorf("placed: %+v, %q, %v", p, dst, err)
+	}
+
+	// Cut short: an error, not a piece.
+	if err := p.decode(mem.BufferSlice{mem.SliceBuffer(m[:len(m)-1])}); err == nil {
+		t.Error("a piece cut short decoded")
+	}
+}
