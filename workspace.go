@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -70,6 +71,7 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 			w.release()
 		}
 	}()
+	step := stepTimer(s.Options.Logger)
 	instrument, err := w.startMetrics(s)
 	if err != nil {
 		return nil, err
@@ -78,6 +80,7 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	if err != nil {
 		return nil, err
 	}
+	step("lower opened")
 	o.Instrument = instrument
 	// Nothing is mounted yet: a caller that gave up gets no mount.
 	if err := ctx.Err(); err != nil {
@@ -86,6 +89,7 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	if w.m, err = fs.New(s.Mountpoint, o); err != nil {
 		return nil, err
 	}
+	step("mounted")
 	// Last: the CLI reaches the workspace through its socket only once
 	// it serves requests.
 	if w.mx != nil {
@@ -100,7 +104,20 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 		}
 		return nil, err
 	}
+	step("control socket listening")
 	return w, nil
+}
+
+// stepTimer returns a function that logs, at debug level, each step of
+// an open with how long it took since the one before: where a mount's
+// start goes, for scripts/bench-mount and for an operator.
+func stepTimer(log *slog.Logger) func(step string) {
+	last := time.Now()
+	return func(step string) {
+		now := time.Now()
+		log.Debug("open step", "step", step, "took", now.Sub(last))
+		last = now
+	}
 }
 
 // onRelease adds what undoes a step of Open.
