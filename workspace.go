@@ -169,11 +169,31 @@ func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
 	w.store, w.refs = o.Store, o.Refs
 	switch {
 	case s.Lower.Remote != nil:
+		// The work directory and the upper's metadata open while the
+		// source resolves the version and the root is fetched: neither
+		// needs the other, and each is a good part of a mount's start
+		// (fs.OpenWork). The source's error comes first, as when they
+		// ran in turn.
+		opened := make(chan workOpened, 1)
+		go func(o fs.Options) {
+			step := stepTimer(s.Options.Logger)
+			wk, err := fs.OpenWork(o)
+			step("work and metadata opened, beside the remote")
+			opened <- workOpened{wk, err}
+		}(o)
 		closeRemote, err := w.openRemote(ctx, &o, w.mx)
+		wk := <-opened
 		if err != nil {
+			wk.w.Close()
 			return o, err
 		}
 		w.onRelease(closeRemote)
+		if wk.err != nil {
+			return o, wk.err
+		}
+		// fs.New takes it over; this releases it if New is not reached.
+		o.Opened = wk.w
+		w.onRelease(wk.w.Close)
 		// The version's objects stay in the store while it is mounted:
 		// the pin keeps cowfs gc and eviction off them.
 		key := statedir.RemotePinKey(s.Mountpoint)
@@ -199,6 +219,12 @@ func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
 		o.Lower, o.LowerDir, w.source = dl, s.Lower.Dir, s.Lower.Dir
 	}
 	return o, nil
+}
+
+// workOpened is what fs.OpenWork returned.
+type workOpened struct {
+	w   *fs.Work
+	err error
 }
 
 // pinSnapshot reads snapshot name and pins its root under key, which
