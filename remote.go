@@ -102,9 +102,11 @@ func (rl *remoteLower) named(err error) error {
 func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.Workspace) (cleanup func(), err error) {
 	s := w.spec
 	rl := &remoteLower{s: s, r: s.Lower.Remote, log: s.Options.Logger}
+	step := stepTimer(rl.log)
 	if err := rl.dial(ctx); err != nil {
 		return nil, err
 	}
+	step("remote: source and cache opened")
 	closeAll := func() { rl.cache.Close(); rl.store.Close(); rl.src.Close() }
 	defer func() {
 		if err != nil {
@@ -125,6 +127,7 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	} else if v, err = rl.pin(ctx); err != nil {
 		return nil, err
 	}
+	step("remote: version resolved")
 	lower, root, err := remote.OpenVersion(ctx, rl.cache, v)
 	if err == nil && rl.within != "" {
 		lower, root, err = descend(ctx, rl.cache, v, root, rl.within)
@@ -132,9 +135,11 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	if err != nil {
 		return nil, rl.named(err)
 	}
+	step("remote: root fetched")
 	if err := rl.keepRecord(); err != nil {
 		return nil, err
 	}
+	step("remote: version recorded")
 	rl.fill(w, o, lower, v)
 	if rl.r.Prefetch {
 		rl.cache.PrefetchVersion(root.Object)

@@ -1,11 +1,14 @@
 package cowfs_test
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/remotetest"
 )
@@ -45,6 +48,47 @@ func BenchmarkColdSeqRead(b *testing.B) {
 		r.Close()
 		if err != nil || n != size {
 			b.Fatalf("read %d bytes: %v", n, err)
+		}
+	}
+}
+
+// BenchmarkOpenRemote opens a workspace over a master's export of 1,000
+// small files at a new mountpoint, as cowfs mount --remote does in its
+// mount process (process starts aside: scripts/bench-mount), until the
+// mount serves, and closes it outside the timing. The master has its
+// version already.
+func BenchmarkOpenRemote(b *testing.B) {
+	exp := b.TempDir()
+	for i := range 1000 {
+		d := filepath.Join(exp, fmt.Sprintf("d%02d", i%10))
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%04d", i)), []byte{byte(i), 1}, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ms := remotetest.StartMaster(b, exp, remote.ServerConfig{})
+	state := b.TempDir()
+	ctx := context.Background()
+	for i := range b.N + 1 {
+		mnt := filepath.Join(b.TempDir(), "mnt")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if i == 1 {
+			// The first open warmed the master.
+			b.ResetTimer()
+		}
+		b.StartTimer()
+		ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: state,
+			Lower: cowfs.Lower{Remote: &cowfs.Remote{Addr: ms.Addr}}})
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := ws.Close(); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -70,6 +71,7 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 			w.release()
 		}
 	}()
+	step := stepTimer(s.Options.Logger)
 	instrument, err := w.startMetrics(s)
 	if err != nil {
 		return nil, err
@@ -78,6 +80,7 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	if err != nil {
 		return nil, err
 	}
+	step("lower opened")
 	o.Instrument = instrument
 	// Nothing is mounted yet: a caller that gave up gets no mount.
 	if err := ctx.Err(); err != nil {
@@ -86,6 +89,7 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 	if w.m, err = fs.New(s.Mountpoint, o); err != nil {
 		return nil, err
 	}
+	step("mounted")
 	// Last: the CLI reaches the workspace through its socket only once
 	// it serves requests.
 	if w.mx != nil {
@@ -100,7 +104,20 @@ func Open(ctx context.Context, s Spec) (_ *Workspace, err error) {
 		}
 		return nil, err
 	}
+	step("control socket listening")
 	return w, nil
+}
+
+// stepTimer returns a function that logs, at debug level, each step of
+// an open with how long it took since the one before: where a mount's
+// start goes, for scripts/bench-mount and for an operator.
+func stepTimer(log *slog.Logger) func(step string) {
+	last := time.Now()
+	return func(step string) {
+		now := time.Now()
+		log.Debug("open step", "step", step, "took", now.Sub(last))
+		last = now
+	}
 }
 
 // onRelease adds what undoes a step of Open.
@@ -152,11 +169,31 @@ func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
 	w.store, w.refs = o.Store, o.Refs
 	switch {
 	case s.Lower.Remote != nil:
+		// The work directory and the upper's metadata open while the
+		// source resolves the version and the root is fetched: neither
+		// needs the other, and each is a good part of a mount's start
+		// (fs.OpenWork). The source's error comes first, as when they
+		// ran in turn.
+		opened := make(chan workOpened, 1)
+		go func(o fs.Options) {
+			step := stepTimer(s.Options.Logger)
+			wk, err := fs.OpenWork(o)
+			step("work and metadata opened, beside the remote")
+			opened <- workOpened{wk, err}
+		}(o)
 		closeRemote, err := w.openRemote(ctx, &o, w.mx)
+		wk := <-opened
 		if err != nil {
+			wk.w.Close()
 			return o, err
 		}
 		w.onRelease(closeRemote)
+		if wk.err != nil {
+			return o, wk.err
+		}
+		// fs.New takes it over; this releases it if New is not reached.
+		o.Opened = wk.w
+		w.onRelease(wk.w.Close)
 		// The version's objects stay in the store while it is mounted:
 		// the pin keeps cowfs gc and eviction off them.
 		key := statedir.RemotePinKey(s.Mountpoint)
@@ -182,6 +219,12 @@ func (w *Workspace) openLower(ctx context.Context) (fs.Options, error) {
 		o.Lower, o.LowerDir, w.source = dl, s.Lower.Dir, s.Lower.Dir
 	}
 	return o, nil
+}
+
+// workOpened is what fs.OpenWork returned.
+type workOpened struct {
+	w   *fs.Work
+	err error
 }
 
 // pinSnapshot reads snapshot name and pins its root under key, which

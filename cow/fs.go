@@ -40,6 +40,10 @@ type Options struct {
 	// filesystem for the metadata database (see space): 0 means
 	// DefaultReserve, a negative value none.
 	Reserve int64
+	// Work, if set, is the work directory and metadata OpenWork opened
+	// from these options ahead of the lower; New takes it over, and
+	// closes it if it fails.
+	Work *Work
 }
 
 // FS is the merged view of a lower layer under an upper layer.
@@ -86,21 +90,36 @@ type Cred struct{ Uid, Gid uint32 }
 
 // New opens the layers described by opts.
 func New(opts Options) (*FS, error) {
+	work := opts.Work
 	if opts.Lower == nil {
+		work.Close()
 		return nil, errors.New("cow: no lower layer")
 	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	up, err := openUpper(opts.UpperDir, opts.WorkDir)
+	workLock := -1
+	if work != nil {
+		workLock = work.lock
+	}
+	up, err := openUpper(opts.UpperDir, opts.WorkDir, workLock)
 	if err != nil {
+		work.Close()
 		return nil, err
 	}
-	// Before the metadata is made: its presence tells an upper that a
-	// mount has had from one that is new.
-	_, metaErr := os.Stat(opts.MetaDir)
-	if err := up.choosePrefix(metaErr == nil); err != nil {
+	// The work directory's lock is the upper's now.
+	var mounted bool
+	if work != nil {
+		work.lock, mounted = -1, work.mounted
+	} else {
+		// Before the metadata is made: its presence tells an upper
+		// that a mount has had from one that is new.
+		_, metaErr := os.Stat(opts.MetaDir)
+		mounted = metaErr == nil
+	}
+	if err := up.choosePrefix(mounted); err != nil {
+		work.Close()
 		up.close()
 		return nil, err
 	}
@@ -108,43 +127,18 @@ func New(opts Options) (*FS, error) {
 	// needs to know when one mount of an upper refuses what another made.
 	log.Info("upper xattr namespace", "upper", opts.UpperDir, "prefix", up.prefix, "why", up.prefixFrom)
 	if err := up.cleanWork(); err != nil {
+		work.Close()
 		up.close()
 		return nil, fmt.Errorf("clean work dir: %w", err)
 	}
-	reserve := opts.Reserve
-	if reserve == 0 {
-		reserve = DefaultReserve
-	}
-	// Metadata-only changes (whiteouts, redirects, dropped records) may
-	// use half of the reserve, so that removing lower files still works
-	// once cowfs's own writes have filled the disk up to it; below that
-	// the database is kept off the disk (metaStore.keepFree).
-	var room *space
-	if reserve > 0 {
-		if err := os.MkdirAll(opts.MetaDir, 0o700); err != nil {
-			up.close()
-			return nil, err
-		}
-		if room, err = openSpace(opts.MetaDir, metaFloor(reserve)); err != nil {
-			up.close()
-			return nil, err
-		}
-		// Opening the database writes to it: on a full disk that is a
-		// SIGBUS, so say what is wrong first.
-		if err := room.need(0); err != nil {
-			room.close()
-			up.close()
-			return nil, fmt.Errorf("the filesystem of %s has less than %d KiB free, which the metadata needs (half the reserve): free some space there first: %w",
-				opts.MetaDir, metaFloor(reserve)>>10, err)
-		}
-	}
-	meta, err := openMeta(opts.MetaDir)
-	if err != nil {
-		room.close()
+	reserve := reserveOf(opts)
+	var meta *metaStore
+	if work != nil {
+		meta, work.meta = work.meta, nil
+	} else if meta, err = openMetaRoom(opts.MetaDir, reserve); err != nil {
 		up.close()
 		return nil, err
 	}
-	meta.room = room
 	lst, err := opts.Lower.Lstat("")
 	if err != nil {
 		meta.close()

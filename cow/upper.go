@@ -41,7 +41,11 @@ type identity struct {
 	ID uint64
 }
 
-func openUpper(upperDir, workDir string) (*upperLayer, error) {
+// openUpper opens and locks the upper and work directories. workLock, if
+// not -1, is the work directory's flock, already held (OpenWork);
+// openUpper then takes the upper's alone, and keeps workLock only if it
+// succeeds.
+func openUpper(upperDir, workDir string, workLock int) (*upperLayer, error) {
 	root, err := unix.Open(upperDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open upper %s: %w", upperDir, err)
@@ -73,8 +77,11 @@ func openUpper(upperDir, workDir string) (*upperLayer, error) {
 	// progress) before the metadata's own lock stopped it
 	// (TestUpperInUseUntouched); two mounts with one upper and two work
 	// directories would each keep metadata of their own for it.
-	var locks [2]int
+	locks := [2]int{-1, workLock}
 	for i, dir := range []string{upperDir, workDir} {
+		if locks[i] != -1 {
+			continue
+		}
 		if locks[i], err = lockDir(dir); err != nil {
 			if i == 1 {
 				unix.Close(locks[0])

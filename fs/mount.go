@@ -33,6 +33,10 @@ type Options struct {
 	// the work directory (on the same filesystem; cowfs keeps its
 	// metadata there too), made when missing. Required.
 	Upper, Work string
+	// Opened, if set, is Work opened by OpenWork with these options
+	// while the lower was being opened; New takes it over, and closes
+	// it if it fails.
+	Opened *Work
 	// Store and Refs, when set, keep the mount's snapshots; without
 	// them Snapshot and Push refuse.
 	Store *object.DirStore
@@ -168,6 +172,12 @@ type mount struct {
 // had set up, newest first: nothing it opened or mounted outlives the
 // error. The lower stays its caller's to close.
 func New(dir string, o Options) (_ *Mount, err error) {
+	opened := o.Opened.take()
+	defer func() {
+		if err != nil {
+			opened.Close()
+		}
+	}()
 	switch {
 	case o.Lower == nil:
 		return nil, errors.New("no lower layer given")
@@ -190,6 +200,13 @@ func New(dir string, o Options) (_ *Mount, err error) {
 	if m.log == nil {
 		m.log = slog.Default()
 	}
+	// Where a mount's start goes, at debug level (scripts/bench-mount).
+	last := time.Now()
+	step := func(step string) {
+		now := time.Now()
+		m.log.Debug("open step", "step", step, "took", now.Sub(last))
+		last = now
+	}
 	if err := makeUpper(o.Lower, o.Upper, o.Work); err != nil {
 		return nil, err
 	}
@@ -202,13 +219,17 @@ func New(dir string, o Options) (_ *Mount, err error) {
 		// With the writeback cache the kernel owns mtimes.
 		WritesKeepMtime: o.WritebackCache,
 		Reserve:         o.Reserve,
+		Work:            opened,
 	})
+	// cow.New took it over, or closed it.
+	opened = nil
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil, fmt.Errorf("upper %s is in use by another cowfs mount: %w", o.Upper, err)
 	} else if err != nil {
 		return nil, err
 	}
 	undo.push(func() { cfs.Close() })
+	step("upper and metadata opened")
 	m.fs = cfs
 	m.ms = &mount{fs: cfs, log: m.log, passthrough: o.Passthrough, passthroughLower: o.PassthroughLower, writeback: o.WritebackCache, ioTimeout: o.IOTimeout}
 	root := &node{c: cfs.Root(), m: m.ms}
@@ -216,6 +237,7 @@ func New(dir string, o Options) (_ *Mount, err error) {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
 	undo.push(func() { unmountServer(m.server, dir) })
+	step("kernel mount serves")
 	if err := setReadAhead(dir, o.ReadAhead); err != nil {
 		m.log.Info("kernel read-ahead left at its default", "err", err)
 	}

@@ -349,6 +349,7 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 	// place (a restore's log, a journal, a container's output).
 	log := slog.New(h).With("mountpoint", s.Mountpoint)
 	setDefault(log, s.Options.Debug)
+	log.Debug("open step", "step", "log set up", "took", time.Since(started))
 	s.Options.Logger = log
 	runtime.GOMAXPROCS(s.Options.Procs)
 	// Before the mount appears: a signal sent as soon as it is visible
@@ -366,7 +367,7 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 		}
 		return err
 	}
-	log.Info("mounted", "lower", s.Lower.Dir, "source", ws.Status().Source)
+	log.Info("mounted", "lower", s.Lower.Dir, "source", ws.Status().Source, "took", time.Since(started))
 	if unrecord, err := recordState(s.Mountpoint, s.State); err != nil {
 		// Commands find the mount with --state still.
 		log.Warn("commands will need --state for this mount", "err", err)
