@@ -165,7 +165,7 @@ func (rl *remoteLower) learn(v object.Digest) {
 	t, err := remote.ReadTrace(path)
 	switch {
 	case err == nil:
-		rl.log.Debug("fetching what the last mount of this export read", "trace", path, "objects", len(t.Entries), "recorded_over", t.Version.String())
+		rl.log.Info("fetching what the last mount of this export read, in its order", "trace", path, "objects", len(t.Entries), "recorded_over", t.Version.String())
 		rl.cache.ReplayTrace(t.Entries)
 	case !errors.Is(err, os.ErrNotExist):
 		rl.log.Warn("ignoring the trace of what the last mount read", "err", err)

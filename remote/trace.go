@@ -211,14 +211,6 @@ type traceReplay struct {
 	fetched, errs atomic.Int64
 }
 
-// TraceStats counts what a replay did.
-type TraceStats struct {
-	// Entries is the trace's length; Fetched the objects the replay
-	// asked for (those the store lacked); Errors the batches that
-	// failed (the replay ends at one).
-	Entries, Fetched, Errors int64
-}
-
 // ReplayTrace fetches the trace's objects that the store lacks in the
 // background, in its order, traceWorkers batches at a time, until the
 // end, the cache closes, a batch fails (a master that does not answer
@@ -270,12 +262,6 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 		p.on.Store(false)
 		c.log.Debug("trace replay ended", "entries", len(entries), "fetched", p.fetched.Load(), "errors", p.errs.Load())
 	}()
-}
-
-// TraceStats returns what ReplayTrace did so far.
-func (c *Cache) TraceStats() TraceStats {
-	p := &c.replay
-	return TraceStats{Entries: int64(len(p.entries)), Fetched: p.fetched.Load(), Errors: p.errs.Load()}
 }
 
 // nextTraceBatch takes the next entries that the store lacks, in order,
