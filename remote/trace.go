@@ -43,6 +43,8 @@ const (
 	// trace is of another task, and what it would fetch is waste.
 	traceStray      = 256
 	traceStrayRatio = 4
+	// traceLook bounds the entries a worker looks at for one batch.
+	traceLook = 1024
 )
 
 // TraceEntry is one object of a trace and its size in bytes.
@@ -242,7 +244,9 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 					return
 				}
 				if len(batch) == 0 {
-					time.Sleep(time.Millisecond) // the other worker's batch holds the next stripe
+					// The other worker's batch holds the next
+					// stripe, or all looked at was held already.
+					time.Sleep(time.Millisecond)
 					continue
 				}
 				ok := c.fetchTraceBatch(batch)
@@ -274,7 +278,9 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var size int64
-	for p.next < len(p.entries) && len(batch) < traceBatch && size < traceBatchBytes {
+	// At most traceLook entries looked at under p.mu, which readers
+	// take: a trace mostly held already is gone through a part at a time.
+	for look := 0; p.next < len(p.entries) && len(batch) < traceBatch && size < traceBatchBytes && look < traceLook; look++ {
 		e := p.entries[p.next]
 		i := stripeOf(e.Object)
 		if p.busy[i] {
