@@ -2,6 +2,8 @@ package cowfs
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,6 +73,8 @@ type remoteLower struct {
 	store  *object.DirStore
 	cache  *remote.Cache
 	log    *slog.Logger
+	// version is what the mount reads, once pinned: the trace records it.
+	version object.Digest
 }
 
 // name names the source in messages: "master HOST:PORT" or the bucket's
@@ -107,7 +111,7 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 		return nil, err
 	}
 	step("remote: source and cache opened")
-	closeAll := func() { rl.cache.Close(); rl.store.Close(); rl.src.Close() }
+	closeAll := func() { rl.keepTrace(); rl.cache.Close(); rl.store.Close(); rl.src.Close() }
 	defer func() {
 		if err != nil {
 			closeAll()
@@ -141,6 +145,7 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	}
 	step("remote: version recorded")
 	rl.fill(w, o, lower, v)
+	rl.learn(v)
 	if rl.r.Prefetch {
 		rl.cache.PrefetchVersion(root.Object)
 	}
@@ -148,6 +153,54 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 		return rl.cache.Warm(ctx, root.Object, paths)
 	}
 	return closeAll, nil
+}
+
+// tracePath is where the trace of what mounts of this export read is
+// kept, beside the machine's cache (decision 0064): one per source,
+// subtree and snapshot, whatever the version, as objects are named by
+// their content and a new version of a spider shares most of its
+// objects with the last.
+func (rl *remoteLower) tracePath() string {
+	sub, _ := names.CleanRel(rl.r.Path)
+	h := sha256.Sum256([]byte(rl.r.Addr + "\x00" + sub + "\x00" + rl.s.Lower.Snapshot))
+	return filepath.Join(statedir.TracesDir(rl.s.State), hex.EncodeToString(h[:16]))
+}
+
+// learn starts fetching what the last mount of this export read, in its
+// order, and records what this one's tasks read, for the next; unless
+// the spec says not to. A trace that cannot be read is logged and left
+// alone: the mount goes on without it, and replaces it at unmount.
+func (rl *remoteLower) learn(v object.Digest) {
+	if rl.r.NoLearnedPrefetch {
+		return
+	}
+	rl.version = v
+	path := rl.tracePath()
+	t, err := remote.ReadTrace(path)
+	switch {
+	case err == nil:
+		rl.log.Info("fetching what the last mount of this export read, in its order", "trace", path, "objects", len(t.Entries), "recorded_over", t.Version.String())
+		rl.cache.ReplayTrace(t.Entries)
+	case !errors.Is(err, os.ErrNotExist):
+		rl.log.Warn("ignoring the trace of what the last mount read", "err", err)
+	}
+	rl.cache.RecordTrace(remote.TraceObjects, remote.TraceBytes)
+}
+
+// keepTrace writes what this mount's tasks read, if they read anything,
+// for the next mount of the export; a failure is logged, and never fails
+// the unmount.
+func (rl *remoteLower) keepTrace() {
+	if rl.version.IsZero() {
+		return
+	}
+	entries := rl.cache.Trace()
+	if len(entries) == 0 {
+		return // the last mount's trace may serve the next better
+	}
+	if err := remote.WriteTrace(rl.tracePath(), &remote.Trace{Version: rl.version, Entries: entries}); err != nil {
+		rl.log.Warn("could not keep the trace of what this mount read", "err", err)
+	}
 }
 
 // getRef returns the version of snapshot name the source keeps: a

@@ -113,6 +113,11 @@ type Remote struct {
 	// its files' objects and small files' chunks in the background
 	// (remote.Cache.PrefetchDir).
 	NoDirPrefetch bool `json:"no_dir_prefetch,omitempty"`
+	// NoLearnedPrefetch keeps the mount from fetching in the background
+	// what the last mount of the same export read, in its order, and
+	// from recording what its own tasks read for the next
+	// (remote.Cache.ReplayTrace, RecordTrace; decision 0064).
+	NoLearnedPrefetch bool `json:"no_learned_prefetch,omitempty"`
 	// IOTimeout bounds a read of the lower: past it the read gets EIO.
 	// 0: DefaultIOTimeout.
 	IOTimeout time.Duration `json:"io_timeout,omitempty"`

@@ -93,6 +93,10 @@ type Cache struct {
 
 	dir dirFetch // see dirfetch.go
 
+	// Learned prefetch: see trace.go.
+	rec    traceRecorder
+	replay traceReplay
+
 	// Eviction: see evict.go.
 	evict     atomic.Pointer[evictConfig]
 	sinceEvic atomic.Int64
@@ -152,6 +156,7 @@ func (c *Cache) ObserveFetches(f func(batch bool, took time.Duration, err error)
 // the bound, from now: waiting for another fetch of d counts against it.
 func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	c.dir.read(d)
+	c.replay.read(d)
 	c.demand.Add(1)
 	defer c.demand.Add(-1)
 	if _, ok := ctx.Deadline(); !ok {
@@ -161,7 +166,11 @@ func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 			defer cancel()
 		}
 	}
-	return c.get(ctx, d)
+	b, err := c.get(ctx, d)
+	if err == nil {
+		c.rec.note(d, len(b))
+	}
+	return b, err
 }
 
 func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {

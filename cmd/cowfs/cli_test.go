@@ -194,6 +194,7 @@ func TestMountBadInput(t *testing.T) {
 		{"remote flag without remote", []string{"mount", e.mnt, "--lower", e.lower, "--token-file", file}, "--token-file applies only with --remote"},
 		{"cache size without remote", []string{"mount", e.mnt, "--lower", e.lower, "--cache-size", "1G"}, "--cache-size applies only with --remote"},
 		{"dir prefetch without remote", []string{"mount", e.mnt, "--lower", e.lower, "--no-dir-prefetch"}, "--no-dir-prefetch applies only with --remote"},
+		{"learned prefetch without remote", []string{"mount", e.mnt, "--lower", e.lower, "--no-learned-prefetch"}, "--no-learned-prefetch applies only with --remote"},
 		{"remote without port", []string{"mount", e.mnt, "--remote", "127.0.0.1"}, "want HOST:PORT"},
 		{"no args", []string{"mount"}, "accepts 1 arg"},
 		{"unmount not mounted", []string{"unmount", e.mnt}, "not mounted"},

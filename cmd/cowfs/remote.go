@@ -24,8 +24,10 @@ type remoteFlags struct {
 	prefetch  bool
 	// noDirPrefetch is --no-dir-prefetch.
 	noDirPrefetch bool
-	cacheSize     string
-	ioTimeout     time.Duration
+	// noLearnedPrefetch is --no-learned-prefetch.
+	noLearnedPrefetch bool
+	cacheSize         string
+	ioTimeout         time.Duration
 	// s3Endpoint and s3CA reach a bucket (--remote s3://BUCKET/PREFIX).
 	s3Endpoint, s3CA string
 	// changed reports whether a flag was given (nil: none was).
@@ -33,7 +35,7 @@ type remoteFlags struct {
 }
 
 // remoteOnly are the flags that mean something only with --remote.
-var remoteOnly = []string{"path", "token-file", "tls-ca", "prefetch", "no-dir-prefetch", "cache-size", "io-timeout", "s3-endpoint", "s3-ca"}
+var remoteOnly = []string{"path", "token-file", "tls-ca", "prefetch", "no-dir-prefetch", "no-learned-prefetch", "cache-size", "io-timeout", "s3-endpoint", "s3-ca"}
 
 // checkLocal refuses, for a mount without --remote, the flags that would
 // have no effect there: someone who gives --token-file meant a remote.
@@ -56,6 +58,7 @@ func (r *remoteFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&r.tlsCA, "tls-ca", "", "with --remote: use TLS, checking the master's certificate against this CA (PEM)")
 	fl.BoolVar(&r.prefetch, "prefetch", false, "with --remote: fetch the whole version in the background (reads go first); see cowfs status")
 	fl.BoolVar(&r.noDirPrefetch, "no-dir-prefetch", false, "with --remote: do not fetch a directory's small files (64K and less) in the background once two of its files are read")
+	fl.BoolVar(&r.noLearnedPrefetch, "no-learned-prefetch", false, "with --remote: do not fetch in the background what the last mount of the same export read, nor record what this one reads")
 	fl.StringVar(&r.cacheSize, "cache-size", "", "with --remote: evict cached chunks the master can give again beyond this size (e.g. 20G; default: no limit; "+sizeHelp+")")
 	fl.DurationVar(&r.ioTimeout, "io-timeout", cowfs.DefaultIOTimeout, "with --remote: a read the master cannot serve in this time fails with EIO")
 	fl.StringVar(&r.s3Endpoint, "s3-endpoint", "", "with --remote s3://...: the object store's URL (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS S3)")
@@ -71,7 +74,7 @@ func (r *remoteFlags) spec() (*cowfs.Remote, error) {
 	}
 	return &cowfs.Remote{
 		Addr: r.addr, Path: r.path, TokenFile: r.tokenFile, TLSCA: r.tlsCA,
-		CacheSize: cacheSize, Prefetch: r.prefetch, NoDirPrefetch: r.noDirPrefetch, IOTimeout: r.ioTimeout,
+		CacheSize: cacheSize, Prefetch: r.prefetch, NoDirPrefetch: r.noDirPrefetch, NoLearnedPrefetch: r.noLearnedPrefetch, IOTimeout: r.ioTimeout,
 		S3Endpoint: r.s3Endpoint, S3CA: r.s3CA,
 	}, nil
 }

@@ -61,6 +61,10 @@ func ControlSocket(state, mountpoint string) string {
 func ObjectsDir(state string) string { return filepath.Join(state, "objects") }
 func RefsDir(state string) string    { return filepath.Join(state, "refs") }
 
+// TracesDir returns where a worker keeps what its remote mounts read, one
+// trace per export (remote.Trace, decision 0064).
+func TracesDir(state string) string { return filepath.Join(state, "traces") }
+
 // RemotePinKey is the key of the pin a mount at mountpoint holds on the
 // remote version beneath it; RestorePinKey that of a restore's snapshot.
 func RemotePinKey(mountpoint string) string { return refs.RemotePinPrefix + Key(mountpoint) }

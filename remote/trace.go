@@ -1,0 +1,347 @@
+package remote
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// Learned prefetch (decision 0064): a mount records the objects its tasks
+// read, in the order first read; a later mount of the same export fetches
+// them in that order in the background, ahead of its task. A trace names
+// objects by digest, so it never changes what a read returns: a stale or
+// wrong one costs only what it fetches.
+
+// Bounds of a recorded trace: the first objects read, up to TraceObjects
+// of them and TraceBytes of their bytes. A spider's import of its package
+// tree is a few objects a file; its data files a chunk a MiB.
+const (
+	TraceObjects = 64 << 10
+	TraceBytes   = 1 << 30
+)
+
+// Bounds of a replay. traceWorkers batches are in flight at a time, each
+// of at most traceBatch objects and traceBatchBytes: a read of an object
+// not in the trace shares the link with at most that much.
+const (
+	traceWorkers    = 2
+	traceBatch      = 64
+	traceBatchBytes = 8 << 20
+	// A replay stops once its task has read traceStray objects the trace
+	// does not list and traceStrayRatio times as many as it lists: the
+	// trace is of another task, and what it would fetch is waste.
+	traceStray      = 256
+	traceStrayRatio = 4
+	// traceLook bounds the entries a worker looks at for one batch.
+	traceLook = 1024
+)
+
+// TraceEntry is one object of a trace and its size in bytes.
+type TraceEntry struct {
+	Object object.Digest
+	Size   int64
+}
+
+// A Trace is the objects a mount's tasks read, in the order first read.
+type Trace struct {
+	// Version is the version the trace was recorded over, for people
+	// reading it: a replay fetches the same objects whatever the
+	// version mounted.
+	Version object.Digest
+	Entries []TraceEntry
+}
+
+const traceMagic = "cowfs-trace 1"
+
+// ReadTrace reads the trace at path. A file that is not a whole trace
+// (cut short, damaged, of another format) is an error: its caller mounts
+// without it.
+func ReadTrace(path string) (*Trace, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	bad := func(why string) (*Trace, error) {
+		return nil, fmt.Errorf("trace %s: %s: %w", path, why, object.ErrCorrupt)
+	}
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 4 || lines[0] != traceMagic || lines[len(lines)-1] != "" {
+		return bad("not a trace, or cut short")
+	}
+	lines = lines[:len(lines)-1]
+	t := &Trace{}
+	v, ok := strings.CutPrefix(lines[1], "version ")
+	if !ok {
+		return bad("no version line")
+	}
+	if t.Version, err = object.ParseDigest(v); err != nil {
+		return bad(err.Error())
+	}
+	end, ok := strings.CutPrefix(lines[len(lines)-1], "end ")
+	n, err := strconv.Atoi(end)
+	if !ok || err != nil || n != len(lines)-3 || n > TraceObjects {
+		return bad("entries missing, or too many")
+	}
+	t.Entries = make([]TraceEntry, 0, n)
+	for i, l := range lines[2 : len(lines)-1] {
+		ds, ss, ok := strings.Cut(l, " ")
+		d, err := object.ParseDigest(ds)
+		size, serr := strconv.ParseInt(ss, 10, 64)
+		if !ok || err != nil || serr != nil || size < 0 || size > maxObject {
+			return bad(fmt.Sprintf("entry %d", i))
+		}
+		t.Entries = append(t.Entries, TraceEntry{d, size})
+	}
+	return t, nil
+}
+
+// WriteTrace writes t to path, whole or not at all: a new file renamed
+// over the old, so that two mounts closing at once leave one of theirs.
+func WriteTrace(path string, t *Trace) error {
+	var b bytes.Buffer
+	w := bufio.NewWriter(&b)
+	fmt.Fprintf(w, "%s\nversion %s\n", traceMagic, t.Version)
+	for _, e := range t.Entries {
+		fmt.Fprintf(w, "%s %d\n", e.Object, e.Size)
+	}
+	fmt.Fprintf(w, "end %d\n", len(t.Entries))
+	w.Flush()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("write trace: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".trace-*")
+	if err != nil {
+		return fmt.Errorf("write trace: %w", err)
+	}
+	_, err = f.Write(b.Bytes())
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write trace %s: %w", path, err)
+	}
+	return nil
+}
+
+// traceRecorder keeps the objects readers asked for, each once, in the
+// order first asked, within its bounds.
+type traceRecorder struct {
+	on         atomic.Bool
+	mu         sync.Mutex
+	seen       map[object.Digest]bool
+	entries    []TraceEntry
+	bytes      int64
+	maxObjects int
+	maxBytes   int64
+}
+
+// RecordTrace starts recording the objects readers get (Get), in the
+// order first read, the first maxObjects of them and maxBytes of their
+// bytes; Trace returns them. Off by default: a mount turns it on unless
+// told not to (Remote.NoLearnedPrefetch).
+func (c *Cache) RecordTrace(maxObjects int, maxBytes int64) {
+	r := &c.rec
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.maxObjects, r.maxBytes = maxObjects, maxBytes
+	if r.seen == nil {
+		r.seen = map[object.Digest]bool{}
+	}
+	r.on.Store(true)
+}
+
+// Trace returns what RecordTrace recorded so far.
+func (c *Cache) Trace() []TraceEntry {
+	r := &c.rec
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]TraceEntry(nil), r.entries...)
+}
+
+// note records that a reader got object d of size bytes.
+func (r *traceRecorder) note(d object.Digest, size int) {
+	if !r.on.Load() {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen[d] {
+		return
+	}
+	if len(r.entries) >= r.maxObjects || r.bytes+int64(size) > r.maxBytes {
+		r.on.Store(false) // full: the first of a task's reads are kept
+		return
+	}
+	r.seen[d] = true
+	r.entries = append(r.entries, TraceEntry{d, int64(size)})
+	r.bytes += int64(size)
+}
+
+// traceReplay is a cache's background fetching of a trace.
+type traceReplay struct {
+	on      atomic.Bool
+	entries []TraceEntry
+	at      map[object.Digest]int // entries' positions
+
+	mu sync.Mutex
+	// next is the first entry not yet handed to a worker; a reader that
+	// asks for a later one moves it past that: the replay keeps ahead
+	// of its task, which fetches what it reached itself.
+	next          int
+	listed, stray int
+	// busy are the lock stripes of the objects of batches in flight.
+	busy [lockStripes]bool
+
+	fetched, errs atomic.Int64
+}
+
+// ReplayTrace fetches the trace's objects that the store lacks in the
+// background, in its order, traceWorkers batches at a time, until the
+// end, the cache closes, a batch fails (a master that does not answer
+// one would not answer the next) or the reads show the trace is of
+// another task. It never fails a read: a reader that asks for an object
+// a batch is fetching waits for that fetch (its lock), as for
+// PrefetchDir; one it does not list is fetched as ever.
+func (c *Cache) ReplayTrace(entries []TraceEntry) {
+	p := &c.replay
+	if len(entries) == 0 || p.on.Load() {
+		return
+	}
+	p.entries = entries
+	p.at = make(map[object.Digest]int, len(entries))
+	for i, e := range entries {
+		if _, ok := p.at[e.Object]; !ok {
+			p.at[e.Object] = i
+		}
+	}
+	p.on.Store(true)
+	var wg sync.WaitGroup
+	for range traceWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p.on.Load() && c.ctx.Err() == nil {
+				batch, end := c.nextTraceBatch()
+				if end {
+					return
+				}
+				if len(batch) == 0 {
+					// The other worker's batch holds the next
+					// stripe, or all looked at was held already.
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				ok := c.fetchTraceBatch(batch)
+				p.mu.Lock()
+				for _, d := range batch {
+					p.busy[stripeOf(d)] = false
+				}
+				p.mu.Unlock()
+				if !ok {
+					p.on.Store(false)
+				}
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		p.on.Store(false)
+		c.log.Debug("trace replay ended", "entries", len(entries), "fetched", p.fetched.Load(), "errors", p.errs.Load())
+	}()
+}
+
+// nextTraceBatch takes the next entries that the store lacks, in order,
+// at most one per lock stripe and none of a stripe the other worker's
+// batch holds: a batch holds the stripes of its objects, and leaves an
+// object whose stripe is held to whoever holds it. end is true once the
+// trace is done.
+func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool) {
+	p := &c.replay
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var size int64
+	// At most traceLook entries looked at under p.mu, which readers
+	// take: a trace mostly held already is gone through a part at a time.
+	for look := 0; p.next < len(p.entries) && len(batch) < traceBatch && size < traceBatchBytes && look < traceLook; look++ {
+		e := p.entries[p.next]
+		i := stripeOf(e.Object)
+		if p.busy[i] {
+			break
+		}
+		p.next++
+		if e.Object.IsZero() {
+			continue
+		}
+		if ok, _ := c.store.Has(c.ctx, e.Object); ok {
+			continue
+		}
+		p.busy[i] = true
+		batch = append(batch, e.Object)
+		size += e.Size
+	}
+	return batch, len(batch) == 0 && p.next >= len(p.entries)
+}
+
+// fetchTraceBatch fetches ds in one call, bounded by the fetcher's
+// Timeout, and reports whether the replay may go on: objects the source
+// lacks (a trace of an older version) are skipped; any other failure ends
+// it, logged at debug and counted.
+func (c *Cache) fetchTraceBatch(ds []object.Digest) bool {
+	timeout := 30 * time.Second
+	if t, ok := c.f.(boundedFetcher); ok {
+		timeout = t.Timeout()
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, timeout)
+	defer cancel()
+	err := c.fetchManyOpt(ctx, ds, false, false)
+	if err == nil || errors.Is(err, object.ErrNotFound) {
+		c.replay.fetched.Add(int64(len(ds)))
+		return true
+	}
+	if c.ctx.Err() == nil {
+		c.replay.errs.Add(1)
+		c.log.Debug("background fetch of a learned trace failed; the rest of it is left to the task", "objects", len(ds), "err", err)
+	}
+	return false
+}
+
+// read notes that a reader asked for object d: the replay moves past a
+// listed one, and stops once most of what the reader asks for is not
+// listed.
+func (p *traceReplay) read(d object.Digest) {
+	if !p.on.Load() {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i, ok := p.at[d]
+	if !ok {
+		p.stray++
+		if p.stray >= traceStray && p.stray > traceStrayRatio*p.listed {
+			p.on.Store(false)
+		}
+		return
+	}
+	p.listed++
+	if i >= p.next {
+		p.next = i + 1
+	}
+}
