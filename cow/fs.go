@@ -67,6 +67,9 @@ type FS struct {
 	// umask is the process's, read once at New: what it masks from a
 	// new inode's mode, own puts back.
 	umask uint32
+	// euid and egid are the process's, read once at New: own asks for
+	// them on every create, and each is a system call.
+	euid, egid int
 	// keepMtime: see Options.WritesKeepMtime.
 	keepMtime bool
 	space     *space
@@ -156,7 +159,7 @@ func New(opts Options) (*FS, error) {
 		up.close()
 		return nil, fmt.Errorf("lower root is not a directory")
 	}
-	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev, umask: processUmask(), keepMtime: opts.WritesKeepMtime}
+	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev, umask: processUmask(), euid: os.Geteuid(), egid: os.Getegid(), keepMtime: opts.WritesKeepMtime}
 	if reserve > 0 {
 		f.space = &space{fd: up.root, reserve: reserve}
 	}
