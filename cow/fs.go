@@ -385,7 +385,12 @@ func (f *FS) readDir(p Path) ([]lower.DirEntry, error) { return f.readDirKnown(p
 func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool)) ([]lower.DirEntry, error) {
 	d := p.node()
 	var out []lower.DirEntry
-	seen := map[string]bool{}
+	// Names the upper listed, which the lower's listing must not repeat:
+	// only a merged directory has both.
+	var seen map[string]bool
+	if d.upper && d.hasLower {
+		seen = map[string]bool{}
+	}
 	if d.upper {
 		fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
@@ -400,7 +405,9 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool)) ([]lower.Di
 			if known != nil {
 				if ino, ok := known(e.Name); ok {
 					e.Ino = ino
-					seen[e.Name] = true
+					if seen != nil {
+						seen[e.Name] = true
+					}
 					out = append(out, e)
 					continue
 				}
@@ -415,7 +422,9 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool)) ([]lower.Di
 			} else {
 				e.Ino = f.upperIno(e.Ino)
 			}
-			seen[e.Name] = true
+			if seen != nil {
+				seen[e.Name] = true
+			}
 			out = append(out, e)
 		}
 		unix.Close(fd)
@@ -439,6 +448,11 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool)) ([]lower.Di
 		}
 		if err != nil {
 			return nil, err
+		}
+		if out == nil && len(wh) == 0 {
+			// A directory only the lower has, with nothing removed:
+			// its listing as it is.
+			return ents, nil
 		}
 		for _, e := range ents {
 			if !seen[e.Name] && !wh[e.Name] {
