@@ -71,6 +71,9 @@ type FS struct {
 	// umask is the process's, read once at New: what it masks from a
 	// new inode's mode, own puts back.
 	umask uint32
+	// euid and egid are the process's, read once at New: own asks for
+	// them on every create, and each is a system call.
+	euid, egid int
 	// keepMtime: see Options.WritesKeepMtime.
 	keepMtime bool
 	space     *space
@@ -150,7 +153,7 @@ func New(opts Options) (*FS, error) {
 		up.close()
 		return nil, fmt.Errorf("lower root is not a directory")
 	}
-	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev, umask: processUmask(), keepMtime: opts.WritesKeepMtime}
+	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev, umask: processUmask(), euid: os.Geteuid(), egid: os.Getegid(), keepMtime: opts.WritesKeepMtime}
 	if reserve > 0 {
 		f.space = &space{fd: up.root, reserve: reserve}
 	}
@@ -376,7 +379,12 @@ func (f *FS) readDir(p Path) ([]lower.DirEntry, error) { return f.readDirKnown(p
 func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool)) ([]lower.DirEntry, error) {
 	d := p.node()
 	var out []lower.DirEntry
-	seen := map[string]bool{}
+	// Names the upper listed, which the lower's listing must not repeat:
+	// only a merged directory has both.
+	var seen map[string]bool
+	if d.upper && d.hasLower {
+		seen = map[string]bool{}
+	}
 	if d.upper {
 		fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
@@ -391,7 +399,9 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool)) ([]lower.Di
 			if known != nil {
 				if ino, ok := known(e.Name); ok {
 					e.Ino = ino
-					seen[e.Name] = true
+					if seen != nil {
+						seen[e.Name] = true
+					}
 					out = append(out, e)
 					continue
 				}
@@ -406,7 +416,9 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool)) ([]lower.Di
 			} else {
 				e.Ino = f.upperIno(e.Ino)
 			}
-			seen[e.Name] = true
+			if seen != nil {
+				seen[e.Name] = true
+			}
 			out = append(out, e)
 		}
 		unix.Close(fd)
@@ -430,6 +442,11 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool)) ([]lower.Di
 		}
 		if err != nil {
 			return nil, err
+		}
+		if out == nil && len(wh) == 0 {
+			// A directory only the lower has, with nothing removed:
+			// its listing as it is.
+			return ents, nil
 		}
 		for _, e := range ents {
 			if !seen[e.Name] && !wh[e.Name] {

@@ -7,13 +7,18 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"github.com/cowfs/cowfs/cow/names"
 )
 
 // prepareCreate checks that name may be created in dir and copies dir up.
 // It returns whether the lower has an entry of that name (hidden by a
-// whiteout, or the create would not be allowed).
-func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
+// whiteout, or the create would not be allowed). With excl set, the caller
+// makes the entry with a call that fails with EEXIST where the upper has
+// the name already (open O_EXCL, mkdirat, mknodat, symlinkat), and changes
+// nothing before it: the upper is not asked here, a stat saved on every
+// create.
+func (f *FS) prepareCreate(dir Path, name string, excl bool) (overLower bool, err error) {
 	if err := names.Valid(name); err != nil {
 		return false, err
 	}
@@ -21,10 +26,8 @@ func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
 	// both "does the name exist" (unless whited out) and overLower.
 	d := dir.node()
 	p := names.Join(dir.Rel(), name)
-	if d.upper {
-		if _, _, err := f.up.stat(p); err == nil {
-			return false, fmt.Errorf("create %q: %w", p, syscall.EEXIST)
-		} else if !isNotExist(err) {
+	if d.upper && !excl {
+		if err := f.upperAbsent(p); err != nil {
 			return false, err
 		}
 	}
@@ -46,15 +49,31 @@ func (f *FS) prepareCreate(dir Path, name string) (overLower bool, err error) {
 	return overLower, nil
 }
 
+// upperAbsent returns EEXIST if the upper has an entry at p.
+func (f *FS) upperAbsent(p string) error {
+	if _, _, err := f.up.stat(p); err == nil {
+		return fmt.Errorf("create %q: %w", p, syscall.EEXIST)
+	} else if !isNotExist(err) {
+		return err
+	}
+	return nil
+}
+
 // newUpperNode builds the node of an entry just created in the upper.
 func (f *FS) newUpperNode(p string) (*Node, unix.Stat_t, error) {
 	st, gen, err := f.up.stat(p)
 	if err != nil {
 		return nil, st, err
 	}
+	return f.newUpperNodeOf(&st, gen), st, nil
+}
+
+// newUpperNodeOf builds the node of an entry just created in the upper
+// from its attributes, and puts its merged inode number in st.
+func (f *FS) newUpperNodeOf(st *unix.Stat_t, gen uint64) *Node {
 	n := &Node{Type: st.Mode & unix.S_IFMT, Ino: f.upperIno(st.Ino), Gen: gen, upper: true}
 	st.Ino = n.Ino
-	return n, st, nil
+	return n
 }
 
 // owner returns the owner of a new inode in directory dirfd: the caller,
@@ -67,6 +86,14 @@ func owner(dirfd int, c Cred) (int, int) {
 	return int(c.Uid), int(c.Gid)
 }
 
+// chowns reports whether own changes the owner of an inode made for c.
+// With the caller's own uid and gid, the kernel already gave the inode the
+// owner owner() would: two syscalls saved on every create by root, the
+// common case in worker containers.
+func (f *FS) chowns(c Cred) bool {
+	return f.euid == 0 && (int(c.Uid) != f.euid || int(c.Gid) != f.egid)
+}
+
 // own gives an inode just made in the upper, dirfd/name, the owner and
 // permission bits (perm, with set-ID bits) the caller asked for. cowfs
 // makes inodes as itself, so two things can differ from what the kernel
@@ -77,10 +104,7 @@ func owner(dirfd int, c Cred) (int, int) {
 // may not have. Symlinks have no mode: pass perm 0.
 func (f *FS) own(dirfd int, name string, c Cred, perm uint32, isDir bool) error {
 	chowned := false
-	if euid := os.Geteuid(); euid == 0 && (int(c.Uid) != euid || int(c.Gid) != os.Getegid()) {
-		// With the caller's own uid and gid, the kernel already gave
-		// the inode the owner owner() would: two syscalls saved on
-		// every create by root, the common case in worker containers.
+	if f.chowns(c) {
 		uid, gid := owner(dirfd, c)
 		if err := unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return err
@@ -110,35 +134,54 @@ func (f *FS) own(dirfd int, name string, c Cred, perm uint32, isDir bool) error 
 func (f *FS) Create(dir Path, name string, flags int, mode uint32, c Cred) (*Node, unix.Stat_t, *Handle, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, err := f.prepareCreate(dir, name); err != nil {
+	if _, err := f.prepareCreate(dir, name, true); err != nil {
 		return nil, unix.Stat_t{}, nil, err
 	}
 	if err := f.space.need(0); err != nil {
 		return nil, unix.Stat_t{}, nil, err
 	}
 	p := names.Join(dir.Rel(), name)
-	var fd int
-	err := f.up.at(p, func(dirfd int, name string) error {
-		var err error
-		fd, err = unix.Openat(dirfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode&07777)
-		if err != nil {
-			return err
+	perm := mode & 07777
+	const oflags = unix.O_CREAT | unix.O_EXCL | unix.O_RDWR | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	fd := -1
+	var err error
+	if f.chowns(c) {
+		// own needs the parent's descriptor: the owner is set by name
+		// and the parent's set-group-ID bit decides the group.
+		err = f.up.at(p, func(dirfd int, name string) error {
+			var err error
+			fd, err = unix.Openat(dirfd, name, oflags, perm)
+			if err != nil {
+				return err
+			}
+			if err := f.own(dirfd, name, c, perm, false); err != nil {
+				unix.Close(fd)
+				unix.Unlinkat(dirfd, name, 0)
+				return err
+			}
+			return nil
+		})
+	} else {
+		// One call instead of opening the parent, creating in it and
+		// closing it; what own would do is a chmod of the new file's
+		// descriptor, and only when the process umask masked a bit.
+		fd, err = fsio.OpenBeneath(f.up.root, p, oflags, uint64(perm))
+		if err == nil && perm&f.umask != 0 {
+			if err = unix.Fchmod(fd, perm); err != nil {
+				unix.Close(fd)
+				f.up.at(p, func(dirfd int, name string) error { return unix.Unlinkat(dirfd, name, 0) })
+			}
 		}
-		if err := f.own(dirfd, name, c, mode&07777, false); err != nil {
-			unix.Close(fd)
-			unix.Unlinkat(dirfd, name, 0)
-			return err
-		}
-		return nil
-	})
+	}
 	if err != nil {
 		return nil, unix.Stat_t{}, nil, fmt.Errorf("create %q: %w", p, err)
 	}
-	n, st, err := f.newUpperNode(p)
+	st, gen, err := statx(fd, "")
 	if err != nil {
 		unix.Close(fd)
-		return nil, st, nil, err
+		return nil, st, nil, fmt.Errorf("stat new %q: %w", p, err)
 	}
+	n := f.newUpperNodeOf(&st, gen)
 	n.data = &fileData{upper: os.NewFile(uintptr(fd), p), refs: 1}
 	return n, st, &Handle{n: n, fs: f, flags: flags}, nil
 }
@@ -149,11 +192,19 @@ func (f *FS) Create(dir Path, name string, flags int, mode uint32, c Cred) (*Nod
 func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat_t, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	overLower, err := f.prepareCreate(dir, name)
+	overLower, err := f.prepareCreate(dir, name, true)
 	if err != nil {
 		return nil, unix.Stat_t{}, err
 	}
 	p := names.Join(dir.Rel(), name)
+	if overLower && dir.node().upper {
+		// Made in the work directory and renamed into place, with
+		// records written before the rename fails on a name the upper
+		// has: ask first.
+		if err := f.upperAbsent(p); err != nil {
+			return nil, unix.Stat_t{}, err
+		}
+	}
 	if !overLower {
 		err = f.up.at(p, func(dirfd int, name string) error {
 			if err := unix.Mkdirat(dirfd, name, mode&07777); err != nil {
@@ -183,7 +234,7 @@ func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat
 		if err != nil {
 			return err
 		}
-		if os.Geteuid() == 0 {
+		if f.euid == 0 {
 			if err := unix.Fchownat(f.up.work, tmp, uid, gid, 0); err != nil {
 				return err
 			}
@@ -233,7 +284,7 @@ func (f *FS) Symlink(dir Path, name, target string, c Cred) (*Node, unix.Stat_t,
 func (f *FS) createWith(dir Path, name string, c Cred, perm uint32, mk func(dirfd int, name string) error) (*Node, unix.Stat_t, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, err := f.prepareCreate(dir, name); err != nil {
+	if _, err := f.prepareCreate(dir, name, true); err != nil {
 		return nil, unix.Stat_t{}, err
 	}
 	if err := f.space.need(0); err != nil {
@@ -259,7 +310,9 @@ func (f *FS) Link(target Path, dir Path, name string) (unix.Stat_t, error) {
 	if target.node().Type == unix.S_IFDIR {
 		return unix.Stat_t{}, syscall.EPERM
 	}
-	if _, err := f.prepareCreate(dir, name); err != nil {
+	// Not excl: the target's copy-up comes before the linkat that
+	// would find the name taken.
+	if _, err := f.prepareCreate(dir, name, false); err != nil {
 		return unix.Stat_t{}, err
 	}
 	if err := f.copyUpLocked(target); err != nil {

@@ -533,7 +533,70 @@ var engineCases = []struct {
 		e.reopen(t)
 		check("after reopen")
 	}},
+	{"CreateOverTakenName", func(t *testing.T, l string) {
+		writeFile(t, filepath.Join(l, "d", "low"), smallData)
+		writeFile(t, filepath.Join(l, "d", "gone"), otherData)
+	}, func(t *testing.T, e *engine) {
+		// A name the upper has (new, and made again over a whiteout)
+		// or the lower shows: every kind of create refuses it with
+		// EEXIST and changes nothing, also where the engine leaves
+		// the check to the create call itself.
+		d := e.path(t, "d")
+		if err := e.f.Unlink(d, "gone", e.path(t, "d/gone").node()); err != nil {
+			t.Fatalf("unlink: %v", err)
+		}
+		for _, name := range []string{"up", "gone"} {
+			_, _, h, err := e.f.Create(d, name, unix.O_RDWR, 0o644, Cred{})
+			if err != nil {
+				t.Fatalf("create %s: %v", name, err)
+			}
+			h.Release()
+		}
+		e.write(t, "d/up", 0, childData)
+		e.write(t, "d/gone", 0, nestedData)
+		check := func(when string) {
+			t.Helper()
+			d := e.path(t, "d")
+			low := e.path(t, "d/low")
+			for _, name := range []string{"up", "gone", "low"} {
+				for op, err := range map[string]error{
+					"create": func() error {
+						_, _, h, err := e.f.Create(d, name, unix.O_RDWR, 0o644, Cred{})
+						if err == nil {
+							h.Release()
+						}
+						return err
+					}(),
+					"mkdir":   second(e.f.Mkdir(d, name, 0o755, Cred{})),
+					"mknod":   second(e.f.Mknod(d, name, unix.S_IFIFO|0o644, 0, Cred{})),
+					"symlink": second(e.f.Symlink(d, name, "target", Cred{})),
+					"link":    func() error { _, err := e.f.Link(low, d, name); return err }(),
+				} {
+					if !errors.Is(err, syscall.EEXIST) {
+						t.Errorf("%s: %s of taken name %q: got %v, want EEXIST", when, op, name, err)
+					}
+				}
+			}
+			e.wantNames(t, "d", "gone", "low", "up")
+			e.wantContent(t, "d/up", childData)
+			e.wantContent(t, "d/gone", nestedData)
+			e.wantContent(t, "d/low", smallData)
+			if _, err := os.Lstat(filepath.Join(e.upper, "d", "low")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s: a refused link copied its target up: %v", when, err)
+			}
+			if tmps, err := filepath.Glob(filepath.Join(e.work, "tmp.*")); err != nil || len(tmps) != 0 {
+				t.Errorf("%s: work directory holds %v (%v), want no inode in preparation", when, tmps, err)
+			}
+		}
+		check("before reopen")
+		e.reopen(t)
+		check("after reopen")
+	}},
 }
+
+// second returns the error of a call that returns a node, attributes and
+// an error.
+func second(_ *Node, _ unix.Stat_t, err error) error { return err }
 
 // TestEngineOverlay runs each overlay semantic on the engine, with no
 // mount, in parallel.

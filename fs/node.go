@@ -96,8 +96,9 @@ func (n *node) withPath(fn func(cow.Path) error) error {
 // last name (unlinked while open) has no path; operations on it go through
 // its open handles.
 func (n *node) path() cow.Path {
-	var nodes []*cow.Node
-	var names []string
+	// Room for most paths: a READDIRPLUS takes one per entry.
+	nodes := make([]*cow.Node, 0, 8)
+	names := make([]string, 0, 8)
 	cur := &n.Inode
 	for {
 		name, parent := cur.Parent()

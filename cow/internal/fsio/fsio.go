@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -259,7 +260,9 @@ func SplitPath(path string) (dir, name string) {
 // numbers and types that os.ReadDir would drop or fetch with extra stats.
 func ReadDir(fd int) ([]DirEntry, error) {
 	var out []DirEntry
-	buf := make([]byte, 32<<10)
+	bp := direntBufs.Get().(*[]byte)
+	defer direntBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {
@@ -294,6 +297,11 @@ func ReadDir(fd int) ([]DirEntry, error) {
 		}
 	}
 }
+
+// direntBufs keeps getdents buffers between listings: a walk lists a
+// directory per READDIR(PLUS) of one the kernel had not seen, and a fresh
+// 32 KiB buffer is zeroed each time.
+var direntBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func dtToMode(t uint8) uint32 {
 	switch t {
