@@ -17,6 +17,32 @@ var skipPosix = map[string]string{
 	// as well (checked by running the test on a plain directory); go-fuse's
 	// own posixtest run skips it for the same reason.
 	"FcntlFlockLocksFile": "expects a conflict POSIX does not define; fails on native ext4 too",
+	// FdLeak counts the descriptors of the whole test process, which the
+	// other tests running in parallel open and close: TestPosixFdLeak
+	// runs it alone.
+	"FdLeak": "counts the process's descriptors; TestPosixFdLeak runs it alone",
+}
+
+// TestPosixFdLeak runs posixtest's FdLeak in each configuration the
+// parallel posix tests use. It must not call t.Parallel: a top-level test
+// that does not runs before every parallel one starts, so no other test's
+// descriptors come and go while it counts.
+func TestPosixFdLeak(t *testing.T) {
+	for name, o := range map[string]Options{
+		"default":     {},
+		"writeback":   {WritebackCache: true},
+		"passthrough": {Passthrough: true, PassthroughLower: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			lower := filepath.Join(t.TempDir(), "lower")
+			if err := os.Mkdir(lower, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			populatePosix(t, lower)
+			tm := mountT(t, lower, o)
+			posixtest.FdLeak(t, tm.Dir)
+		})
+	}
 }
 
 func runPosix(t *testing.T, populate func(t *testing.T, lower string)) {
