@@ -178,10 +178,14 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 		c.hits.Add(1)
 		return b, nil
 	}
-	if ch := c.fresh.waiter(d); ch != nil {
+	// A read-ahead fetch of d still under way is waited for, unless a
+	// reader already waited out its deadline on d: the kernel asks again
+	// at once after a failed read, and must not wait a second time.
+	if ch := c.fresh.waiter(d); ch != nil && !c.recentlyFailed(d) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			return nil, c.waitedOut(ctx, d)
 		}
 		if b, ok := c.fresh.get(d); ok {
 			c.hits.Add(1)
@@ -214,18 +218,24 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 		}
 		return r.Val.([]byte), nil
 	case <-ctx.Done():
-		c.errs.Add(1)
-		err := fmt.Errorf("wait for the fetch of %s from %s: %w (%w)", d.Short(), c.f.Addr(), ErrUnavailable, ctx.Err())
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			// A whole --io-timeout went by with the fetch still under
-			// way (begun by read-ahead, with a later deadline): the
-			// kernel asks for the page again at once, and that ask
-			// must not wait the fetch out a second time. A fetch that
-			// lands meanwhile is found in the store first.
-			c.failed.Store(d, failure{at: time.Now(), err: err})
-		}
-		return nil, err
+		return nil, c.waitedOut(ctx, d)
 	}
+}
+
+// waitedOut is the error of a reader whose ctx ended while another fetch
+// of d was under way.
+func (c *Cache) waitedOut(ctx context.Context, d object.Digest) error {
+	c.errs.Add(1)
+	err := fmt.Errorf("wait for the fetch of %s from %s: %w (%w)", d.Short(), c.f.Addr(), ErrUnavailable, ctx.Err())
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// A whole --io-timeout went by with the fetch still under way
+		// (begun by read-ahead, with a later deadline): the kernel asks
+		// for the page again at once, and that ask must not wait the
+		// fetch out a second time. A fetch that lands meanwhile is
+		// found in memory or the store first.
+		c.failed.Store(d, failure{at: time.Now(), err: err})
+	}
+	return err
 }
 
 // failMemory is how long a fetch that found the master unreachable is
@@ -239,6 +249,13 @@ const failMemory = 2 * time.Second
 type failure struct {
 	at  time.Time
 	err error
+}
+
+// recentlyFailed reports whether a fetch of d found the master
+// unreachable less than failMemory ago.
+func (c *Cache) recentlyFailed(d object.Digest) bool {
+	f, ok := c.failed.Load(d)
+	return ok && time.Since(f.(failure).at) < failMemory
 }
 
 // fetch gets d from the master, unless another process stored it while
