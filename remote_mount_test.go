@@ -437,6 +437,9 @@ func TestNoEscape(t *testing.T) {
 // The cache stays near its limit, and never evicts what the master can no
 // longer give.
 func TestEviction(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out --io-timeout with the master down; the full suite runs it")
+	}
 	exp := t.TempDir()
 	want := map[string][]byte{}
 	for i := range 16 {
@@ -691,6 +694,9 @@ func TestRemoteHardLinks(t *testing.T) {
 // again right after its read-ahead failed, and each ask waited out the
 // timeout. Once the moment is over, a master that is back is asked.
 func TestUnreachableRemembered(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out --io-timeout with the master down; the full suite runs it")
+	}
 	exp := t.TempDir()
 	data := randBytes(2 << 20)
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)

@@ -99,6 +99,9 @@ func TestPushCommand(t *testing.T) {
 // with exit 4, through the mount's control socket too, and cowfs push
 // sends it once the master is back.
 func TestPushRetriedAfterMasterDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out --io-timeout with the master down; the full suite runs it")
+	}
 	e := newEnv(t)
 	mstate := t.TempDir()
 	logPath := filepath.Join(t.TempDir(), "serve.log")
