@@ -122,6 +122,22 @@ func openLearn(t *testing.T, addr, state string, off bool) *cowfs.Workspace {
 }
 
 // traceOf returns the path of the one trace kept under state, "" if none.
+// recordTrace mounts the export on a fresh state, reads its files and
+// unmounts, and returns that state and the path of the trace it kept.
+func recordTrace(t *testing.T, addr string, e *learnExport) (state, path string) {
+	t.Helper()
+	state = t.TempDir()
+	ws := openLearn(t, addr, state, false)
+	e.read(t, ws.Dir())
+	if err := ws.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if path = traceOf(t, state); path == "" {
+		t.Fatal("no trace kept after a mount's task read its files")
+	}
+	return state, path
+}
+
 func traceOf(t *testing.T, state string) string {
 	t.Helper()
 	ents, err := os.ReadDir(statedir.TracesDir(state))
@@ -155,16 +171,7 @@ func copyTrace(t *testing.T, from, state string) {
 func TestLearnedPrefetch(t *testing.T) {
 	e := newLearnExport(t)
 	ms, gets := learnMaster(t, e.dir)
-	first := t.TempDir()
-	ws := openLearn(t, ms.Addr, first, false)
-	e.read(t, ws.Dir())
-	if err := ws.Close(); err != nil {
-		t.Fatal(err)
-	}
-	path := traceOf(t, first)
-	if path == "" {
-		t.Fatal("no trace kept after a mount's task read its files")
-	}
+	_, path := recordTrace(t, ms.Addr, e)
 	tr, err := remote.ReadTrace(path)
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +200,7 @@ func TestLearnedPrefetch(t *testing.T) {
 
 	second := t.TempDir()
 	copyTrace(t, path, second)
-	ws = openLearn(t, ms.Addr, second, false)
+	ws := openLearn(t, ms.Addr, second, false)
 	store, err := object.OpenDirStore(statedir.ObjectsDir(second))
 	if err != nil {
 		t.Fatal(err)
@@ -227,16 +234,7 @@ func TestLearnedPrefetch(t *testing.T) {
 func TestLearnedPrefetchBadTrace(t *testing.T) {
 	e := newLearnExport(t)
 	ms, _ := learnMaster(t, e.dir)
-	rec := t.TempDir()
-	ws := openLearn(t, ms.Addr, rec, false)
-	e.read(t, ws.Dir())
-	if err := ws.Close(); err != nil {
-		t.Fatal(err)
-	}
-	good := traceOf(t, rec)
-	if good == "" {
-		t.Fatal("no trace kept")
-	}
+	_, good := recordTrace(t, ms.Addr, e)
 	whole, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +290,7 @@ func TestLearnedPrefetchBadTrace(t *testing.T) {
 	e.set(t, "spider/data.bin", randBytes(2<<20+100))
 	state := t.TempDir()
 	copyTrace(t, good, state)
-	ws = openLearn(t, ms.Addr, state, false)
+	ws := openLearn(t, ms.Addr, state, false)
 	e.read(t, ws.Dir())
 }
 
@@ -301,16 +299,7 @@ func TestLearnedPrefetchBadTrace(t *testing.T) {
 func TestLearnedPrefetchOff(t *testing.T) {
 	e := newLearnExport(t)
 	ms, gets := learnMaster(t, e.dir)
-	rec := t.TempDir()
-	ws := openLearn(t, ms.Addr, rec, false)
-	e.read(t, ws.Dir())
-	if err := ws.Close(); err != nil {
-		t.Fatal(err)
-	}
-	good := traceOf(t, rec)
-	if good == "" {
-		t.Fatal("no trace kept")
-	}
+	_, good := recordTrace(t, ms.Addr, e)
 
 	state := t.TempDir()
 	copyTrace(t, good, state)
@@ -318,7 +307,7 @@ func TestLearnedPrefetchOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws = openLearn(t, ms.Addr, state, true)
+	ws := openLearn(t, ms.Addr, state, true)
 	g0 := gets.Load()
 	e.read(t, ws.Dir())
 	// The small files' chunks and file objects, one by one (read-ahead
