@@ -1,0 +1,86 @@
+package cowfs_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cowfs/cowfs"
+	"github.com/cowfs/cowfs/remote"
+	"github.com/cowfs/cowfs/remote/remotetest"
+)
+
+// Many mounts of one version on one worker (one state directory), all
+// reading everything at once, make the master send each object once: its
+// egress, by its own count, is at most 1.05x what one mount alone made it
+// send. The machine's cache serves every mount, and a mount that needs an
+// object another is fetching waits for that fetch.
+func TestMasterMountsFetchOnce(t *testing.T) {
+	n := 100
+	if testing.Short() {
+		n = 10
+	}
+	t.Parallel()
+	exp := bucketExport(t)
+	for i := range 20 {
+		writeFile(t, filepath.Join(exp, "items", fmt.Sprintf("page%02d.html", i)), randBytes(4096+i), 0o644)
+	}
+	writeFile(t, filepath.Join(exp, "items", "big.jsonl"), randBytes(5<<20+3), 0o644)
+	want := sums(t, exp)
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+
+	open := func(state string) string {
+		t.Helper()
+		mnt := filepath.Join(t.TempDir(), "mnt")
+		if err := os.Mkdir(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: state,
+			Lower: cowfs.Lower{Remote: &cowfs.Remote{Addr: ms.Addr, IOTimeout: 30 * time.Second}}})
+		if err != nil {
+			t.Fatalf("mount: %v", err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return ws.Dir()
+	}
+
+	// One mount alone, on a worker of its own: what the master sends
+	// for one mount, its start included, that reads everything.
+	before := ms.Server.BytesSent()
+	sameSums(t, "one mount", sums(t, open(t.TempDir())), want)
+	one := ms.Server.BytesSent() - before
+	if one == 0 {
+		t.Fatal("the master counted no bytes sent for a mount that read everything")
+	}
+
+	state := t.TempDir()
+	before = ms.Server.BytesSent()
+	mounts := make([]string, n)
+	for i := range mounts {
+		mounts[i] = open(state)
+	}
+	var wg sync.WaitGroup
+	got := make([]map[string]string, n)
+	for i, mnt := range mounts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = sums(t, mnt)
+		}()
+	}
+	wg.Wait()
+	for i := range got {
+		sameSums(t, fmt.Sprintf("mount %d", i), got[i], want)
+	}
+	many := ms.Server.BytesSent() - before
+	t.Logf("master egress: one mount %d bytes, %d mounts on one worker %d bytes (%.3fx)", one, n, many, float64(many)/float64(one))
+	if float64(many) > 1.05*float64(one) {
+		t.Errorf("%d mounts on one worker made the master send %d bytes, %.2fx one mount's %d; want at most 1.05x", n, many, float64(many)/float64(one), one)
+	}
+}
