@@ -46,6 +46,8 @@ type Workspace struct {
 	warm warmFunc
 	// mx holds the workspace's metrics; nil without them.
 	mx *metrics.Workspace
+	// ops are the calls running that Close must end first.
+	ops opGuard
 	// unmounted is set once Wait saw the mount go from outside.
 	unmounted atomic.Bool
 	once      sync.Once
@@ -279,6 +281,11 @@ func (w *Workspace) Spec() Spec { return w.spec }
 // Snapshot records the workspace's merged view, as it is at one instant,
 // as the snapshot name in the state directory.
 func (w *Workspace) Snapshot(ctx context.Context, name string) (*SnapshotResult, error) {
+	ctx, end, err := w.ops.begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", name, err)
+	}
+	defer end()
 	if w.mx == nil {
 		return w.m.Snapshot(ctx, name)
 	}
@@ -299,6 +306,11 @@ func (w *Workspace) Push(ctx context.Context, name string) (int, error) {
 	if w.push == nil {
 		return 0, errors.New("this mount has no master to push to: only a mount --remote can push")
 	}
+	ctx, end, err := w.ops.begin(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("push %s: %w", name, err)
+	}
+	defer end()
 	snap, err := w.refs.Get(name)
 	if err != nil {
 		return 0, err
@@ -320,6 +332,11 @@ func (w *Workspace) Warmup(ctx context.Context, paths []string, progress func(ob
 	if w.warm == nil {
 		return object.PrefetchProgress{}, errors.New("not a remote workspace: its lower is on this machine")
 	}
+	ctx, end, err := w.ops.begin(ctx)
+	if err != nil {
+		return object.PrefetchProgress{}, fmt.Errorf("warmup: %w", err)
+	}
+	defer end()
 	wu := w.warm(ctx, paths)
 	t := time.NewTicker(warmupTick)
 	defer t.Stop()
@@ -363,6 +380,9 @@ func (w *Workspace) Wait() {
 func (w *Workspace) Close() error {
 	w.once.Do(func() {
 		w.control.Close()
+		// Calls still running (a snapshot whose caller gave up) end
+		// before what they read is unmounted and released.
+		w.ops.close()
 		if w.unmounted.Load() {
 			w.err = w.m.Close()
 		} else {

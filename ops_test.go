@@ -1,0 +1,58 @@
+package cowfs
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// Close ends the calls still running (here a snapshot taking a big lower
+// in) and waits for them before it releases the lower's descriptor, and a
+// call after Close is refused: a snapshot whose caller gave up never
+// reads through a closed descriptor, which another open may have reused.
+func TestCloseEndsRunningSnapshot(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	state, lower, mnt := filepath.Join(base, "state"), filepath.Join(base, "lower"), filepath.Join(base, "mnt")
+	os.Mkdir(lower, 0o755)
+	os.Mkdir(mnt, 0o755)
+	// Enough lower bytes that taking them in lasts well past the Close.
+	big := make([]byte, 256<<20)
+	rand.Read(big)
+	if err := os.WriteFile(filepath.Join(lower, "big"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ws := openT(t, Spec{Mountpoint: mnt, State: state, Lower: Lower{Dir: lower}})
+
+	snapped := make(chan error, 1)
+	go func() {
+		_, err := ws.Snapshot(context.Background(), "s")
+		snapped <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	closed := make(chan error, 1)
+	go func() { closed <- ws.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("close: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Close did not return within a minute of a running snapshot")
+	}
+	select {
+	case err := <-snapped:
+		t.Logf("the running snapshot returned: %v", err)
+	default:
+		t.Fatal("Close returned while a snapshot was still running")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := ws.Snapshot(ctx, "after"); !errors.Is(err, ErrClosed) {
+		t.Errorf("snapshot after Close: %v; want ErrClosed", err)
+	}
+}
