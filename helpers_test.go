@@ -283,3 +283,30 @@ func dropCaches(t *testing.T, dir string) {
 		return nil
 	})
 }
+
+// newMountpoint makes an empty directory to mount on, removed on cleanup.
+func newMountpoint(t testing.TB) string {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return mnt
+}
+
+// sumsOfEach reads every file beneath each of dirs, all at once, and
+// returns their checksums (sums) by dir.
+func sumsOfEach(t *testing.T, dirs []string) []map[string]string {
+	t.Helper()
+	var wg sync.WaitGroup
+	got := make([]map[string]string, len(dirs))
+	for i, dir := range dirs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = sums(t, dir)
+		}()
+	}
+	wg.Wait()
+	return got
+}

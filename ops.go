@@ -15,10 +15,18 @@ var ErrClosed = errors.New("the workspace is closed")
 // releases, so that a call its caller gave up on, still running, never
 // reads a descriptor that was closed and perhaps reused for another file.
 type opGuard struct {
-	mu     sync.Mutex
-	closed bool
-	done   chan struct{} // closed by close; made when first needed
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	closed  bool
+	stopped context.Context // done once close starts; made when first needed
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// init makes stopped; g.mu is held.
+func (g *opGuard) init() {
+	if g.stopped == nil {
+		g.stopped, g.stop = context.WithCancel(context.Background())
+	}
 }
 
 // begin registers a call. It returns ctx, cancelled also once close
@@ -30,20 +38,12 @@ func (g *opGuard) begin(ctx context.Context) (context.Context, func(), error) {
 	if g.closed {
 		return nil, nil, ErrClosed
 	}
-	if g.done == nil {
-		g.done = make(chan struct{})
-	}
+	g.init()
 	g.wg.Add(1)
 	ctx, cancel := context.WithCancel(ctx)
-	done := g.done
-	go func() {
-		select {
-		case <-done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	unhook := context.AfterFunc(g.stopped, cancel)
 	return ctx, func() {
+		unhook()
 		cancel()
 		g.wg.Done()
 	}, nil
@@ -52,13 +52,9 @@ func (g *opGuard) begin(ctx context.Context) (context.Context, func(), error) {
 // close refuses new calls, cancels those running and waits for them.
 func (g *opGuard) close() {
 	g.mu.Lock()
-	if !g.closed {
-		g.closed = true
-		if g.done == nil {
-			g.done = make(chan struct{})
-		}
-		close(g.done)
-	}
+	g.closed = true
+	g.init()
+	g.stop()
 	g.mu.Unlock()
 	g.wg.Wait()
 }

@@ -7,8 +7,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -69,11 +67,7 @@ func TestBucketMountsFetchOnce(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
 	u := "s3://" + srv.Bucket(t) + "/spiders"
-	exp := bucketExport(t)
-	for i := range 20 {
-		writeFile(t, filepath.Join(exp, "items", fmt.Sprintf("page%02d.html", i)), randBytes(4096+i), 0o644)
-	}
-	writeFile(t, filepath.Join(exp, "items", "big.jsonl"), randBytes(5<<20+3), 0o644)
+	exp := fetchOnceExport(t)
 	publishTo(t, srv, u, exp)
 	want := sums(t, exp)
 
@@ -81,10 +75,7 @@ func TestBucketMountsFetchOnce(t *testing.T) {
 	state := t.TempDir()
 	var mounts []string
 	for i := range n {
-		mnt := filepath.Join(t.TempDir(), "mnt")
-		if err := os.Mkdir(mnt, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		mnt := newMountpoint(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: state,
 			Lower: cowfs.Lower{Remote: &cowfs.Remote{Addr: u, S3Endpoint: endpoint, IOTimeout: 30 * time.Second}}})
@@ -96,18 +87,8 @@ func TestBucketMountsFetchOnce(t *testing.T) {
 		mounts = append(mounts, ws.Dir())
 	}
 
-	var wg sync.WaitGroup
-	got := make([]map[string]string, n)
-	for i, mnt := range mounts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got[i] = sums(t, mnt)
-		}()
-	}
-	wg.Wait()
-	for i := range got {
-		sameSums(t, fmt.Sprintf("mount %d", i), got[i], want)
+	for i, got := range sumsOfEach(t, mounts) {
+		sameSums(t, fmt.Sprintf("mount %d", i), got, want)
 	}
 
 	gets := counter.snapshot()

@@ -71,10 +71,7 @@ func mountBucket(t *testing.T, srv *s3test.Server, url, sub, state, mnt string, 
 		state = t.TempDir()
 	}
 	if mnt == "" {
-		mnt = filepath.Join(t.TempDir(), "mnt")
-		if err := os.Mkdir(mnt, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		mnt = newMountpoint(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -197,10 +194,7 @@ func TestBucketMount(t *testing.T) {
 		}
 		// A refused path changes nothing: the same mountpoint then
 		// mounts another path.
-		state, mnt := t.TempDir(), filepath.Join(t.TempDir(), "mnt")
-		if err := os.Mkdir(mnt, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		state, mnt := t.TempDir(), newMountpoint(t)
 		for _, bad := range []string{"nope", "top", "spider/run.py"} {
 			if _, err := mountBucket(t, srv, url, bad, state, mnt, 10*time.Second); err == nil {
 				t.Errorf("--path %s mounted", bad)
@@ -223,10 +217,7 @@ func TestBucketMount(t *testing.T) {
 // on cleanup.
 func restoreBucket(t *testing.T, srv *s3test.Server, url, name string) (*cowfs.Workspace, error) {
 	t.Helper()
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	mnt := newMountpoint(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),
@@ -381,10 +372,7 @@ func bucketMountRefused(t *testing.T, srv *s3test.Server) {
 		{"s3://b/../x", "empty, . or .. part"},
 		{"s3://no-such-bucket-cowfs/p", "does not exist"},
 	} {
-		mnt := filepath.Join(t.TempDir(), "mnt")
-		if err := os.Mkdir(mnt, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		mnt := newMountpoint(t)
 		state := t.TempDir()
 		_, err := mountBucket(t, srv, c.url, "", state, mnt, 5*time.Second)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

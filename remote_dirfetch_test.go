@@ -47,8 +47,7 @@ func TestRemoteMountDirPrefetch(t *testing.T) {
 	})
 	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{ServerOptions: []grpc.ServerOption{count}})
 	open := func(off bool) (*cowfs.Workspace, string) {
-		mnt := filepath.Join(t.TempDir(), "mnt")
-		os.Mkdir(mnt, 0o755)
+		mnt := newMountpoint(t)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),

@@ -3,9 +3,7 @@ package cowfs_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,20 +23,13 @@ func TestMasterMountsFetchOnce(t *testing.T) {
 		n = 10
 	}
 	t.Parallel()
-	exp := bucketExport(t)
-	for i := range 20 {
-		writeFile(t, filepath.Join(exp, "items", fmt.Sprintf("page%02d.html", i)), randBytes(4096+i), 0o644)
-	}
-	writeFile(t, filepath.Join(exp, "items", "big.jsonl"), randBytes(5<<20+3), 0o644)
+	exp := fetchOnceExport(t)
 	want := sums(t, exp)
 	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
 
 	open := func(state string) string {
 		t.Helper()
-		mnt := filepath.Join(t.TempDir(), "mnt")
-		if err := os.Mkdir(mnt, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		mnt := newMountpoint(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: state,
@@ -65,22 +56,24 @@ func TestMasterMountsFetchOnce(t *testing.T) {
 	for i := range mounts {
 		mounts[i] = open(state)
 	}
-	var wg sync.WaitGroup
-	got := make([]map[string]string, n)
-	for i, mnt := range mounts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got[i] = sums(t, mnt)
-		}()
-	}
-	wg.Wait()
-	for i := range got {
-		sameSums(t, fmt.Sprintf("mount %d", i), got[i], want)
+	for i, got := range sumsOfEach(t, mounts) {
+		sameSums(t, fmt.Sprintf("mount %d", i), got, want)
 	}
 	many := ms.Server.BytesSent() - before
 	t.Logf("master egress: one mount %d bytes, %d mounts on one worker %d bytes (%.3fx)", one, n, many, float64(many)/float64(one))
 	if float64(many) > 1.05*float64(one) {
 		t.Errorf("%d mounts on one worker made the master send %d bytes, %.2fx one mount's %d; want at most 1.05x", n, many, float64(many)/float64(one), one)
 	}
+}
+
+// fetchOnceExport is bucketExport with a crawl's items beside it: small
+// pages and a multi-chunk file.
+func fetchOnceExport(t *testing.T) string {
+	t.Helper()
+	exp := bucketExport(t)
+	for i := range 20 {
+		writeFile(t, filepath.Join(exp, "items", fmt.Sprintf("page%02d.html", i)), randBytes(4096+i), 0o644)
+	}
+	writeFile(t, filepath.Join(exp, "items", "big.jsonl"), randBytes(5<<20+3), 0o644)
+	return exp
 }

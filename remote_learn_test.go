@@ -108,8 +108,7 @@ func learnMaster(t *testing.T, dir string) (*remotetest.Master, *atomic.Int64) {
 // (so that what comes ahead of the task is the trace's doing).
 func openLearn(t *testing.T, addr, state string, off bool) *cowfs.Workspace {
 	t.Helper()
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	os.Mkdir(mnt, 0o755)
+	mnt := newMountpoint(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: state,
