@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -199,6 +201,7 @@ func (p *proxy) GetMany(r *pb.GetManyRequest, s pb.Export_GetManyServer) error {
 	if err != nil {
 		return err
 	}
+	var d, followed object.Digest
 	for {
 		m, err := st.Recv()
 		if errors.Is(err, io.EOF) {
@@ -207,8 +210,17 @@ func (p *proxy) GetMany(r *pb.GetManyRequest, s pb.Export_GetManyServer) error {
 		if err != nil {
 			return err
 		}
-		var d object.Digest
-		copy(d[:], r.GetDigests()[m.GetIndex()])
+		// A chunk sent along with a file object names itself on its
+		// first piece; its other pieces follow it.
+		switch {
+		case len(m.GetDigest()) > 0:
+			copy(followed[:], m.GetDigest())
+			d = followed
+		case int(m.GetIndex()) < len(r.GetDigests()):
+			copy(d[:], r.GetDigests()[m.GetIndex()])
+		default:
+			d = followed
+		}
 		p.mu.Lock()
 		damage := !p.damaged[d] && len(m.Data) > 0
 		p.damaged[d] = true
@@ -309,4 +321,33 @@ func sumsOfEach(t *testing.T, dirs []string) []map[string]string {
 	}
 	wg.Wait()
 	return got
+}
+
+// readerFetches counts in n the fetches a reader makes for itself, one
+// object each: a Get, or the GetMany of an open, which asks for the file's
+// first chunk along (follow). Batches (read-ahead, prefetch) are not
+// counted.
+func readerFetches(n *atomic.Int64) grpc.ServerOption {
+	return grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		switch {
+		case strings.HasSuffix(info.FullMethod, "/Get"):
+			n.Add(1)
+		case strings.HasSuffix(info.FullMethod, "/GetMany"):
+			ss = followCounter{ss, n}
+		}
+		return h(srv, ss)
+	})
+}
+
+type followCounter struct {
+	grpc.ServerStream
+	n *atomic.Int64
+}
+
+func (s followCounter) RecvMsg(m any) error {
+	err := s.ServerStream.RecvMsg(m)
+	if r, ok := m.(*pb.GetManyRequest); ok && err == nil && r.GetFollow() > 0 {
+		s.n.Add(1)
+	}
+	return err
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,17 +90,11 @@ func (e *learnExport) fileChunks(t *testing.T, name string) []object.Digest {
 	return ds
 }
 
-// learnMaster serves dir and counts the Get calls (one object each) the
-// workers make.
+// learnMaster serves dir and counts the fetches of one object the workers'
+// readers make (readerFetches).
 func learnMaster(t *testing.T, dir string) (*remotetest.Master, *atomic.Int64) {
 	var gets atomic.Int64
-	count := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		if strings.HasSuffix(info.FullMethod, "/Get") {
-			gets.Add(1)
-		}
-		return h(srv, ss)
-	})
-	return remotetest.StartMaster(t, dir, remote.ServerConfig{ServerOptions: []grpc.ServerOption{count}}), &gets
+	return remotetest.StartMaster(t, dir, remote.ServerConfig{ServerOptions: []grpc.ServerOption{readerFetches(&gets)}}), &gets
 }
 
 // openLearn mounts the master at addr with state, directory prefetch off

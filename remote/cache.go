@@ -155,6 +155,22 @@ func (c *Cache) ObserveFetches(f func(batch bool, took time.Duration, err error)
 // deadline in ctx, the fetcher's Timeout (the mount's --io-timeout) is
 // the bound, from now: waiting for another fetch of d counts against it.
 func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	return c.getFor(ctx, d, false)
+}
+
+// GetForRead is Get for a file object whose file a reader opened: a master
+// that can sends the file's first chunk in the same round trip (see
+// getFollowing), where a read would otherwise wait for a second one.
+func (c *Cache) GetForRead(ctx context.Context, d object.Digest) ([]byte, error) {
+	return c.getFor(ctx, d, true)
+}
+
+// followBytes is how much of a file opened cold comes with its file
+// object: the first chunk, which a reader of any size of file needs, and
+// no more, which bounds what an open that reads little costs.
+const followBytes = object.ChunkSize
+
+func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool) ([]byte, error) {
 	c.dir.read(d)
 	c.replay.read(d)
 	c.demand.Add(1)
@@ -166,7 +182,7 @@ func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 			defer cancel()
 		}
 	}
-	b, err := c.get(ctx, d)
+	b, err := c.getFollow(ctx, d, follow)
 	if err == nil {
 		c.rec.note(d, len(b))
 	}
@@ -174,6 +190,10 @@ func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 }
 
 func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
+	return c.getFollow(ctx, d, false)
+}
+
+func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow bool) ([]byte, error) {
 	if b, ok := c.fresh.get(d); ok {
 		c.hits.Add(1)
 		return b, nil
@@ -209,7 +229,7 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 	}
 	// A reader that joins a fetch another started waits no longer than
 	// its own deadline.
-	ch := c.flight.DoChan(string(d[:]), func() (any, error) { return c.fetch(ctx, d) })
+	ch := c.flight.DoChan(string(d[:]), func() (any, error) { return c.fetch(ctx, d, follow) })
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -259,13 +279,20 @@ func (c *Cache) recentlyFailed(d object.Digest) bool {
 }
 
 // fetch gets d from the master, unless another process stored it while
-// this one waited for the lock.
-func (c *Cache) fetch(ctx context.Context, d object.Digest) (_ []byte, err error) {
+// this one waited for the lock; with follow, and a master that can, with
+// the chunks a reader of file object d reads first.
+func (c *Cache) fetch(ctx context.Context, d object.Digest, follow bool) (_ []byte, err error) {
 	unlock, err := c.lock(ctx, d)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	// The lock goes once this fetch, and the call that brings the chunks
+	// after d, if any, are done with it.
+	lk := &sharedUnlock{n: 1, unlock: unlock}
+	defer lk.done()
+	// storedBy is set when that call stores d itself, after the chunks:
+	// a process that finds d stored then finds them too.
+	storedBy := false
 	// Read-ahead may have fetched it while this waited for the lock.
 	if b, ok := c.fresh.get(d); ok {
 		return b, nil
@@ -288,6 +315,14 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) (_ []byte, err error
 			return nil, fmt.Errorf("fetch %s from %s: %w (%w)", d.Short(), c.f.Addr(), ErrUnavailable, err)
 		}
 		get := c.f.Get
+		if ff, ok := c.f.(followFetcher); ok && follow && try == 0 {
+			get = func(ctx context.Context, d object.Digest) ([]byte, error) {
+				lk.hold()
+				b, stores, err := c.getFollowing(ctx, ff, d, lk.done)
+				storedBy = stores
+				return b, err
+			}
+		}
 		if try > 0 {
 			// Damaged on the way, or in the master's store: asked so,
 			// the master checks its copy and restores a damaged one
@@ -311,8 +346,10 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest) (_ []byte, err error
 				"object", d.String(), "got", object.Sum(b).String(), "master", c.f.Addr())
 			continue
 		}
-		if err := c.store.PutCachedAs(d, b); err != nil {
-			return nil, fmt.Errorf("cache %s: %w", d.Short(), err)
+		if !storedBy {
+			if err := c.store.PutCachedAs(d, b); err != nil {
+				return nil, fmt.Errorf("cache %s: %w", d.Short(), err)
+			}
 		}
 		c.bytes.Add(int64(len(b)))
 		c.fetched(int64(len(b)))

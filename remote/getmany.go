@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 	// One buffer for the call's objects: Send has copied a piece into
 	// its message by the time it returns.
 	var buf []byte
+	n := len(req.GetDigests())
 	for i, raw := range req.GetDigests() {
 		d, err := digestOf(raw)
 		if err != nil {
@@ -45,20 +47,72 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 			return status.Errorf(codes.Internal, "object %s: %v", d.Short(), err)
 		}
 		buf = b
-		n, _ := s.gets.LoadOrStore(d, new(counter))
-		n.(*counter).Add(1)
-		for off := 0; ; {
-			end := min(off+getPiece, len(b))
-			if err := stream.Send(&pb.GetManyResponse{Index: int32(i), Size: int64(len(b)), Data: b[off:end]}); err != nil {
-				return err
+		if err := s.sendObject(stream, int32(i), nil, d, b); err != nil {
+			return err
+		}
+		// The chunks a reader of a file reads first: the client checks
+		// each against its digest, so a damaged one costs it a fetch of
+		// its own, and one this store lacks is left out.
+		for _, c := range followed(b, req.GetFollow()) {
+			cb, err := s.store.ReadUnverifiedInto(c, buf)
+			if err != nil {
+				continue
 			}
-			s.bytes.Add(int64(end - off))
-			if off = end; off == len(b) {
-				break
+			buf = cb
+			if err := s.sendObject(stream, int32(n), c[:], c, cb); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
+}
+
+// sendObject sends object d, b, in pieces of the call's index; digest, if
+// set, goes on the first.
+func (s *Server) sendObject(stream pb.Export_GetManyServer, index int32, digest []byte, d object.Digest, b []byte) error {
+	n, _ := s.gets.LoadOrStore(d, new(counter))
+	n.(*counter).Add(1)
+	for off := 0; ; {
+		end := min(off+getPiece, len(b))
+		m := &pb.GetManyResponse{Index: index, Size: int64(len(b)), Data: b[off:end]}
+		if off == 0 {
+			m.Digest = digest
+		}
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+		s.bytes.Add(int64(end - off))
+		if off = end; off == len(b) {
+			return nil
+		}
+	}
+}
+
+// followed returns the chunks holding the first n bytes of the file
+// object b, each once, holes left out; nil if b is no file object or n is
+// not above zero. Master and client both use it: the client waits, in
+// readers of these chunks, for the master to send them.
+func followed(b []byte, n int64) []object.Digest {
+	if n <= 0 {
+		return nil
+	}
+	if k, err := object.KindOf(b); err != nil || k != object.KindFile {
+		return nil
+	}
+	f, err := object.DecodeFile(b)
+	if err != nil {
+		return nil
+	}
+	var ds []object.Digest
+	for i, c := range f.Chunks {
+		if int64(i)*object.ChunkSize >= n {
+			break
+		}
+		if !c.IsZero() && !slices.Contains(ds, c) {
+			ds = append(ds, c)
+		}
+	}
+	return ds
 }
 
 // GetMany fetches objects in one call and hands each, unverified, to got
@@ -72,6 +126,14 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 // given up on within the usual bounds (or ctx's deadline, a reader's
 // --io-timeout).
 func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
+	return c.GetManyFollow(ctx, ds, 0, got, nil)
+}
+
+// GetManyFollow is GetMany, but the master sends, after each requested
+// file object, the chunks holding its first follow bytes (see followed),
+// and hands each, unverified, to fol as it completes. A master that
+// predates follow sends none; a follower must not count on them.
+func (c *Client) GetManyFollow(ctx context.Context, ds []object.Digest, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
 	done := make([]bool, len(ds))
 	what := fmt.Sprintf("get %d objects", len(ds))
 	last := time.Now() // the last whole object
@@ -83,10 +145,10 @@ func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int
 		// the next attempt); those bounds decide only whether to try
 		// again.
 		err := c.retryFor(ctx, what, c.cfg.Timeout, c.cfg.Timeout, func(context.Context) error {
-			return c.getManyAttempt(ctx, ds, done, func(i int, b []byte, err error) {
+			return c.getManyAttempt(ctx, ds, done, follow, func(i int, b []byte, err error) {
 				progressed, last = true, time.Now()
 				got(i, b, err)
-			})
+			}, fol)
 		})
 		// Another round only for a call that was moving: one that went
 		// silent has had its Timeout since the last object, and what
@@ -101,9 +163,9 @@ func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int
 }
 
 // getManyAttempt is one GetMany call for the objects not yet done.
-func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []bool, got func(i int, b []byte, err error)) error {
+func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []bool, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
 	var idx []int
-	req := &pb.GetManyRequest{}
+	req := &pb.GetManyRequest{Follow: follow}
 	for i := range ds {
 		if !done[i] {
 			idx = append(idx, i)
@@ -144,6 +206,11 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 		return buf[len(buf)-n:]
 	}
 	r := piece{into: into}
+	// A followed object, between two requested ones: its digest and
+	// bytes so far.
+	var fd object.Digest
+	var fbuf []byte
+	fwant := int64(-1)
 	for {
 		err := st.RecvMsg(&r)
 		if err == io.EOF {
@@ -157,6 +224,29 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 		}
 		watchdog.Reset(c.cfg.CallTimeout)
 		k := int(r.index)
+		if k == len(idx) && follow > 0 && cur < 0 {
+			if r.digest != nil {
+				if fwant >= 0 || len(r.digest) != len(fd) || r.size < 0 || r.size > maxObject {
+					return status.Errorf(codes.Internal, "GetMany: malformed followed object")
+				}
+				copy(fd[:], r.digest)
+				fwant, fbuf = r.size, make([]byte, 0, r.size)
+			}
+			if fwant < 0 || int64(len(fbuf)+len(r.data)) > fwant {
+				return status.Errorf(codes.Internal, "GetMany: followed piece out of order")
+			}
+			fbuf = append(fbuf, r.data...)
+			if int64(len(fbuf)) == fwant {
+				if fol != nil {
+					fol(fd, fbuf)
+				}
+				fwant, fbuf = -1, nil
+			}
+			continue
+		}
+		if fwant >= 0 {
+			return status.Errorf(codes.Internal, "GetMany: followed object cut short")
+		}
 		if k < 0 || k >= len(idx) || (cur >= 0 && k != cur && int64(len(buf)) != want) {
 			return status.Errorf(codes.Internal, "GetMany: piece out of order")
 		}

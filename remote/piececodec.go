@@ -40,6 +40,7 @@ type piece struct {
 	index   int32
 	size    int64
 	missing bool
+	digest  []byte // set on the first piece of a followed object
 	data    []byte
 	placed  bool // the data went where into said
 	into    func(p *piece, n int) []byte
@@ -48,7 +49,8 @@ type piece struct {
 var errPiece = errors.New("GetMany: malformed piece")
 
 // decode reads the fields of a GetManyResponse (pb/remote.proto: index 1,
-// size 2, data 3, missing 4), skipping any other, as proto would.
+// size 2, data 3, missing 4, digest 5), skipping any other, as proto
+// would.
 func (p *piece) decode(data mem.BufferSlice) error {
 	into := p.into
 	*p = piece{into: into}
@@ -88,8 +90,11 @@ func (p *piece) decode(data mem.BufferSlice) error {
 			}
 			if dst == nil {
 				dst = make([]byte, l)
-				if num == 3 {
+				switch num {
+				case 3:
 					p.data, p.placed = dst, false
+				case 5:
+					p.digest = dst
 				}
 			}
 			if _, err := io.ReadFull(r, dst); err != nil {

@@ -273,6 +273,13 @@ func (l *Objects) Getxattr(path, name string) ([]byte, error) {
 	return v, nil
 }
 
+// A readGetter fetches a file object for a reader that opened the file
+// and reads it next: a remote store may bring the file's first bytes
+// with it, in the same round trip (remote.Cache).
+type readGetter interface {
+	GetForRead(ctx context.Context, d object.Digest) ([]byte, error)
+}
+
 func (l *Objects) Open(path string) (File, error) {
 	e, err := l.Entry(path)
 	if err != nil {
@@ -286,7 +293,12 @@ func (l *Objects) Open(path string) (File, error) {
 		of.f = &object.File{}
 		return of, nil
 	}
-	b, err := l.getter().Get(context.Background(), e.Object)
+	g := l.getter()
+	get := g.Get
+	if r, ok := g.(readGetter); ok {
+		get = r.GetForRead
+	}
+	b, err := get(context.Background(), e.Object)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

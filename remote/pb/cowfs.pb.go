@@ -525,8 +525,13 @@ func (x *GetResponse) GetData() []byte {
 }
 
 type GetManyRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Digests       [][]byte               `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Digests [][]byte               `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	// follow, when above zero, asks for the chunks holding the first follow
+	// bytes of each requested object that is a file object, each right
+	// after that file object: what a reader that opens a file reads next,
+	// in the same round trip. A master that predates it sends none.
+	Follow        int64 `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -568,12 +573,22 @@ func (x *GetManyRequest) GetDigests() [][]byte {
 	return nil
 }
 
+func (x *GetManyRequest) GetFollow() int64 {
+	if x != nil {
+		return x.Follow
+	}
+	return 0
+}
+
 type GetManyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`     // which of the requested digests this piece is of
-	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`       // that object's whole size
-	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`        // its next bytes
-	Missing       bool                   `protobuf:"varint,4,opt,name=missing,proto3" json:"missing,omitempty"` // the master does not have it
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Index   int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`     // which of the requested digests this piece is of
+	Size    int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`       // that object's whole size
+	Data    []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`        // its next bytes
+	Missing bool                   `protobuf:"varint,4,opt,name=missing,proto3" json:"missing,omitempty"` // the master does not have it
+	// digest is set on the first piece of an object sent because of
+	// follow, whose index is then the number of requested digests.
+	Digest        []byte `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -634,6 +649,13 @@ func (x *GetManyResponse) GetMissing() bool {
 		return x.Missing
 	}
 	return false
+}
+
+func (x *GetManyResponse) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
 }
 
 type HasRequest struct {
@@ -756,14 +778,16 @@ const file_cowfs_proto_rawDesc = "" +
 	"\x06verify\x18\x03 \x01(\bR\x06verify\"5\n" +
 	"\vGetResponse\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"*\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"B\n" +
 	"\x0eGetManyRequest\x12\x18\n" +
-	"\adigests\x18\x01 \x03(\fR\adigests\"i\n" +
+	"\adigests\x18\x01 \x03(\fR\adigests\x12\x16\n" +
+	"\x06follow\x18\x02 \x01(\x03R\x06follow\"\x81\x01\n" +
 	"\x0fGetManyResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x18\n" +
-	"\amissing\x18\x04 \x01(\bR\amissing\"&\n" +
+	"\amissing\x18\x04 \x01(\bR\amissing\x12\x16\n" +
+	"\x06digest\x18\x05 \x01(\fR\x06digest\"&\n" +
 	"\n" +
 	"HasRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\fR\adigests\"\x1f\n" +
