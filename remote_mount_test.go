@@ -465,6 +465,14 @@ func TestEviction(t *testing.T) {
 		}
 	}
 	readAll()
+	// Each file's chunk came with its file object and reached its reader
+	// before the store: every one is stored once the call that brought
+	// it counted it.
+	for deadline := time.Now().Add(10 * time.Second); rm.cache.Stats().BytesFetched < int64(len(want))<<20; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes fetched 10 s after the reads; want the %d of the chunks", rm.cache.Stats().BytesFetched, len(want)<<20)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := rm.cache.Evict(ctx); err != nil {

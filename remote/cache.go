@@ -158,16 +158,19 @@ func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	return c.getFor(ctx, d, false)
 }
 
-// GetForRead is Get for a file object whose file a reader opened: a master
-// that can sends the file's first chunk in the same round trip (see
-// getFollowing), where a read would otherwise wait for a second one.
+// GetForRead is Get for an object a reader reads from next: the file
+// object of a file it opened, or the root tree of a version it mounts. A
+// master that can sends what that reader asks for next in the same round
+// trip (the file's first chunk, the trees beneath; see getFollowing),
+// where the reader would otherwise wait for more round trips.
 func (c *Cache) GetForRead(ctx context.Context, d object.Digest) ([]byte, error) {
 	return c.getFor(ctx, d, true)
 }
 
-// followBytes is how much of a file opened cold comes with its file
-// object: the first chunk, which a reader of any size of file needs, and
-// no more, which bounds what an open that reads little costs.
+// followBytes bounds what comes with an object got for reading: for a
+// file, its first chunk, which a reader of any size of file needs, and no
+// more, which bounds what an open that reads little costs; for a
+// version's root, its trees up to about ten thousand directory entries.
 const followBytes = object.ChunkSize
 
 func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool) ([]byte, error) {

@@ -4,32 +4,36 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-// A followFetcher sends, after a file object, the chunks its reader reads
-// first, in the same call (*Client, through GetMany's follow). A bucket
-// has no such call: its reads of small objects are batched by packs.
+// A followFetcher sends, after an object, what its reader asks for next,
+// in the same call (*Client, through GetMany's follow): after a file
+// object the chunks its reader reads first, after a tree the trees beneath
+// it. A bucket has no such call: its reads of small objects are batched
+// by packs.
 type followFetcher interface {
 	GetManyFollow(ctx context.Context, ds []object.Digest, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error
 }
 
 var _ followFetcher = (*Client)(nil)
 
-// getFollowing gets file object d, unverified, as soon as it is whole;
-// the call goes on in the background for the chunks holding the file's
-// first followBytes, which are verified, kept in memory for their reader
+// getFollowing gets object d, unverified, as soon as it is whole; the call
+// goes on in the background for what follows it: for a file object the
+// chunks holding the file's first followBytes, for a tree (a version's
+// root, at mount) the trees beneath it, breadth first, followBytes of
+// them. Those are verified, kept in memory for a reader waiting on them,
 // and stored as they come. A file opened cold is then one round trip
-// before its first read is served, not two. A reader of one of those
-// chunks meanwhile waits for it (freshObjects) rather than fetching it
-// again; so does another process sharing the store, which waits for d's
-// lock, held by the caller, and for d itself: when stores is true, d, which
-// came whole, is stored by getFollowing after those chunks, not by the
-// caller, so that a process that finds d in the store finds them too.
+// before its first read is served, not two, and a cold mount's lookups
+// need none. A reader of a chunk, or of a tree right beneath d, meanwhile
+// waits for it (freshObjects) rather than fetching it again; so does
+// another process sharing the store, which waits for d's lock, held by
+// the caller, and for d itself: when stores is true, d, which came whole,
+// is stored by getFollowing after what follows it, not by the caller, so
+// that a process that finds d in the store finds the rest too.
 // getFollowing calls release once it is done with d's lock. What does not
 // come, or comes damaged, its reader fetches itself.
 func (c *Cache) getFollowing(ctx context.Context, ff followFetcher, d object.Digest, release func()) (_ []byte, stores bool, _ error) {
@@ -50,24 +54,39 @@ func (c *Cache) getFollowing(ctx context.Context, ff followFetcher, d object.Dig
 		defer release()
 		defer cancel()
 		var (
-			want  []object.Digest
-			sent  bool
-			whole []byte // d, verified
+			want   []object.Digest // what its readers wait for
+			wanted = map[object.Digest]bool{}
+			tree   bool  // d is a tree: the trees beneath it come
+			took   int64 // bytes of those taken in
+			sent   bool
+			whole  []byte // d, verified
 		)
 		err := ff.GetManyFollow(bg, []object.Digest{d}, followBytes, func(_ int, b []byte, err error) {
 			if err == nil && object.Sum(b) == d {
 				whole = b
-				for _, ch := range followed(b, followBytes) {
-					if ok, _ := c.store.Has(bg, ch); !ok {
-						want = append(want, ch)
+				if k, _ := object.KindOf(b); k == object.KindTree {
+					// A mount's first look: nothing beneath is held yet,
+					// and asking the store a hundred times would delay
+					// the mount.
+					tree, want = true, subtrees(b)
+				} else {
+					for _, ch := range firstChunks(b, followBytes) {
+						if ok, _ := c.store.Has(bg, ch); !ok {
+							want = append(want, ch)
+						}
 					}
+				}
+				for _, w := range want {
+					wanted[w] = true
 				}
 				c.fresh.expect(want)
 			}
 			head <- result{b, whole != nil, err}
 			sent = true
 		}, func(fd object.Digest, b []byte) {
-			if !slices.Contains(want, fd) {
+			// A tree deeper down is taken in too, up to the bound: the
+			// master walks them breadth first.
+			if !wanted[fd] && (!tree || took >= followBytes) {
 				return
 			}
 			if object.Sum(b) != fd {
@@ -76,7 +95,13 @@ func (c *Cache) getFollowing(ctx context.Context, ff followFetcher, d object.Dig
 					"object", fd.String(), "master", c.f.Addr())
 				return
 			}
-			c.fresh.put(fd, b)
+			if k, _ := object.KindOf(b); tree && k != object.KindTree {
+				return
+			}
+			took += int64(len(b))
+			if wanted[fd] {
+				c.fresh.put(fd, b)
+			}
 			if c.store.PutCachedAs(fd, b) == nil {
 				c.bytes.Add(int64(len(b)))
 				c.fetched(int64(len(b)))

@@ -2,10 +2,12 @@ package remote_test
 
 import (
 	"bytes"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
 	"github.com/cowfs/cowfs/cow/object"
@@ -117,4 +119,77 @@ func mustEncodeBlob(t *testing.T, data []byte) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// heldTrees returns how many trees beneath root (root too) store holds,
+// and whether it holds all of them.
+func heldTrees(t *testing.T, store *object.DirStore, root object.Digest) (int, bool) {
+	t.Helper()
+	n, queue := 0, []object.Digest{root}
+	for len(queue) > 0 {
+		d := queue[0]
+		queue = queue[1:]
+		b, err := store.Get(t.Context(), d)
+		if err != nil {
+			return n, false
+		}
+		n++
+		tr, err := object.DecodeTree(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range tr.Entries {
+			if e.Mode&unix.S_IFMT == unix.S_IFDIR {
+				queue = append(queue, e.Object)
+			}
+		}
+	}
+	return n, true
+}
+
+// A cold mount's version root brings the trees beneath it: the lookups of
+// a task that reads a file here and there need no round trip for a
+// directory, and the master sends each tree once.
+func TestFollowTrees(t *testing.T) {
+	exp := t.TempDir()
+	for i := range 30 {
+		writeFile(t, filepath.Join(exp, fmt.Sprintf("d%02d/sub/f", i)), []byte{byte(i)}, 0o644)
+	}
+	var cc callCounter
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{ServerOptions: []grpc.ServerOption{cc.option()}})
+	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	n := 0
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var all bool
+		if n, all = heldTrees(t, v.Store, v.Lower.Root()); all {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d trees held 10 s after the mount; want all 61", n)
+		}
+	}
+	if n != 61 {
+		t.Fatalf("%d trees, want 61", n)
+	}
+	calls := cc.get.Load() + cc.getMany.Load()
+	for i := range 30 {
+		if _, err := v.Lower.ReadDir(fmt.Sprintf("d%02d/sub", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if more := cc.get.Load() + cc.getMany.Load() - calls; more != 0 {
+		t.Errorf("looking into every directory after a mount made %d calls; want none", more)
+	}
+	if calls != 1 {
+		t.Errorf("a mount's version root and its trees took %d calls, want 1", calls)
+	}
+	for i := range 30 {
+		e, err := v.Lower.Entry(fmt.Sprintf("d%02d/sub", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := ms.Server.Gets(e.Object); g != 1 {
+			t.Errorf("tree of d%02d/sub sent %d times, want 1", i, g)
+		}
+	}
 }

@@ -50,18 +50,52 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 		if err := s.sendObject(stream, int32(i), nil, d, b); err != nil {
 			return err
 		}
-		// The chunks a reader of a file reads first: the client checks
-		// each against its digest, so a damaged one costs it a fetch of
-		// its own, and one this store lacks is left out.
-		for _, c := range followed(b, req.GetFollow()) {
-			cb, err := s.store.ReadUnverifiedInto(c, buf)
-			if err != nil {
-				continue
-			}
-			buf = cb
-			if err := s.sendObject(stream, int32(n), c[:], c, cb); err != nil {
-				return err
-			}
+		if err := s.sendFollowed(stream, int32(n), b, req.GetFollow(), &buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendFollowed sends, after the requested object b, what its reader asks
+// for next, up to follow bytes (GetManyRequest.follow): for a file object
+// the chunks holding its first bytes, for a tree the trees beneath it,
+// breadth first. The client checks each against its digest, so a damaged
+// one costs it a fetch of its own; one this store lacks is left out.
+func (s *Server) sendFollowed(stream pb.Export_GetManyServer, index int32, b []byte, follow int64, buf *[]byte) error {
+	if follow <= 0 {
+		return nil
+	}
+	k, err := object.KindOf(b)
+	if err != nil {
+		return nil
+	}
+	var queue []object.Digest
+	switch k {
+	case object.KindFile:
+		queue = firstChunks(b, follow)
+	case object.KindTree:
+		queue = subtrees(b)
+	}
+	seen := map[object.Digest]bool{}
+	for sent := int64(0); len(queue) > 0 && sent < follow; {
+		d := queue[0]
+		queue = queue[1:]
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		ob, err := s.store.ReadUnverifiedInto(d, *buf)
+		if err != nil {
+			continue
+		}
+		*buf = ob
+		if err := s.sendObject(stream, index, d[:], d, ob); err != nil {
+			return err
+		}
+		sent += int64(len(ob))
+		if k == object.KindTree {
+			queue = append(queue, subtrees(ob)...)
 		}
 	}
 	return nil
@@ -88,14 +122,11 @@ func (s *Server) sendObject(stream pb.Export_GetManyServer, index int32, digest 
 	}
 }
 
-// followed returns the chunks holding the first n bytes of the file
-// object b, each once, holes left out; nil if b is no file object or n is
-// not above zero. Master and client both use it: the client waits, in
-// readers of these chunks, for the master to send them.
-func followed(b []byte, n int64) []object.Digest {
-	if n <= 0 {
-		return nil
-	}
+// firstChunks returns the chunks holding the first n bytes of the file
+// object b, each once, holes left out; nil if b is no file object. Master
+// and client both use it: the client waits, in readers of these chunks,
+// for the master to send them.
+func firstChunks(b []byte, n int64) []object.Digest {
 	if k, err := object.KindOf(b); err != nil || k != object.KindFile {
 		return nil
 	}
@@ -110,6 +141,25 @@ func followed(b []byte, n int64) []object.Digest {
 		}
 		if !c.IsZero() && !slices.Contains(ds, c) {
 			ds = append(ds, c)
+		}
+	}
+	return ds
+}
+
+// subtrees returns the trees of the directories in tree b, in its order;
+// nil if b is no tree.
+func subtrees(b []byte) []object.Digest {
+	if k, err := object.KindOf(b); err != nil || k != object.KindTree {
+		return nil
+	}
+	t, err := object.DecodeTree(b)
+	if err != nil {
+		return nil
+	}
+	var ds []object.Digest
+	for _, e := range t.Entries {
+		if e.Mode&unix.S_IFMT == unix.S_IFDIR && !e.Object.IsZero() {
+			ds = append(ds, e.Object)
 		}
 	}
 	return ds

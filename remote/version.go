@@ -30,7 +30,13 @@ func putVersion(ctx context.Context, store object.Putter, root object.Entry) (ob
 // OpenVersion fetches and checks version v and returns it as a lower layer
 // with the root directory's entry.
 func OpenVersion(ctx context.Context, g object.Getter, v object.Digest) (*lower.Objects, object.Entry, error) {
-	b, err := g.Get(ctx, v)
+	// The trees beneath may come with the version object, in the same
+	// round trip, for the root's fetch below and the lookups that follow.
+	get := g.Get
+	if r, ok := g.(readGetter); ok {
+		get = r.GetForRead
+	}
+	b, err := get(ctx, v)
 	if err != nil {
 		return nil, object.Entry{}, fmt.Errorf("version %s: %w", v.Short(), err)
 	}
@@ -47,6 +53,12 @@ func OpenVersion(ctx context.Context, g object.Getter, v object.Digest) (*lower.
 		return nil, object.Entry{}, fmt.Errorf("version %s root tree: %w", v.Short(), err)
 	}
 	return lower.NewObjects(g, root.Object, root), root, nil
+}
+
+// A readGetter fetches an object for a reader that reads from it next:
+// Cache.GetForRead.
+type readGetter interface {
+	GetForRead(ctx context.Context, d object.Digest) ([]byte, error)
 }
 
 // Held reports whether store holds every object of version v (its trees,

@@ -527,10 +527,11 @@ func (x *GetResponse) GetData() []byte {
 type GetManyRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Digests [][]byte               `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
-	// follow, when above zero, asks for the chunks holding the first follow
-	// bytes of each requested object that is a file object, each right
-	// after that file object: what a reader that opens a file reads next,
-	// in the same round trip. A master that predates it sends none.
+	// follow, when above zero, asks for what a reader of each requested
+	// object reads next, in the same round trip, right after that object:
+	// for a file object the chunks holding the file's first follow bytes,
+	// for a tree the trees beneath it, breadth first, about follow bytes of
+	// them. A master that predates it sends none.
 	Follow        int64 `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
