@@ -70,8 +70,11 @@ func (c *Cache) getFollowing(ctx context.Context, ff followFetcher, d object.Dig
 					// the mount.
 					tree, want = true, subtrees(b)
 				} else {
+					// The master sends these whether or not they are
+					// held; what this process knows it holds is left
+					// to the store, at no cost to the open.
 					for _, ch := range firstChunks(b, followBytes) {
-						if ok, _ := c.store.Has(bg, ch); !ok {
+						if !c.store.HasKnown(ch) {
 							want = append(want, ch)
 						}
 					}

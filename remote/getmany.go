@@ -364,7 +364,9 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 	}()
 	var later []object.Digest
 	for _, d := range ds {
-		if ok, _ := c.store.Has(ctx, d); ok {
+		// What this process knows it holds is skipped at no cost; the
+		// rest is looked for in earnest once its lock is had.
+		if c.store.HasKnown(d) {
 			continue
 		}
 		unlock, ok := c.tryLock(d)

@@ -452,6 +452,14 @@ func (ps *packs) markDead(l loc) error {
 }
 
 // has reports whether a pack holds d, as of the store's last removal.
+// known reports whether d is in a pack as far as this store last looked,
+// without looking again.
+func (ps *packs) known(d Digest) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return len(ps.index[d]) > 0
+}
+
 func (ps *packs) has(d Digest, fresh bool) (bool, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()

@@ -102,6 +102,44 @@ func TestPackPutGet(t *testing.T) {
 	}
 }
 
+// HasKnown answers from what this store last read of the packs: yes for
+// what it packed, no for what another store packed since, until a look
+// (Has) reads that; never yes for what is not there.
+func TestPackHasKnown(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, theirs := testBlob(1, 3000), testBlob(2, 3000)
+	if a.HasKnown(Sum(mine)) {
+		t.Fatal("known before it was stored")
+	}
+	if err := a.PutCachedAs(Sum(mine), mine); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.PutCachedAs(Sum(theirs), theirs); err != nil {
+		t.Fatal(err)
+	}
+	if !a.HasKnown(Sum(mine)) {
+		t.Error("an object this store packed is not known")
+	}
+	if a.HasKnown(Sum(theirs)) {
+		t.Error("an object another store packed is known without a look")
+	}
+	if ok, err := a.Has(ctx, Sum(theirs)); !ok || err != nil {
+		t.Fatalf("has: %v, %v", ok, err)
+	}
+	if !a.HasKnown(Sum(theirs)) {
+		t.Error("not known after a look found it")
+	}
+}
+
 // A writer seals its pack once it is full and starts another.
 func TestPackSeals(t *testing.T) {
 	smallPacks(t, 64<<10)

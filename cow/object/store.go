@@ -61,6 +61,12 @@ func (s *DirStore) Has(_ context.Context, d Digest) (bool, error) {
 	return err == nil, err
 }
 
+// HasKnown reports whether d is in one of the store's packs as far as
+// this process last looked: no system call, so a batch can skip, cheaply,
+// what it certainly fetched before. False says nothing: d may be a file,
+// or in a pack another process wrote since (Has looks).
+func (s *DirStore) HasKnown(d Digest) bool { return s.packs.known(d) }
+
 // Get returns the encoded object d, verified.
 func (s *DirStore) Get(_ context.Context, d Digest) ([]byte, error) {
 	b, perr := s.packs.get(d, false)
