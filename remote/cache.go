@@ -283,7 +283,7 @@ func (c *Cache) recentlyFailed(d object.Digest) bool {
 
 // fetch gets d from the master, unless another process stored it while
 // this one waited for the lock; with follow, and a master that can, with
-// the chunks a reader of file object d reads first.
+// what a reader of d reads next (getFollowing).
 func (c *Cache) fetch(ctx context.Context, d object.Digest, follow bool) (_ []byte, err error) {
 	unlock, err := c.lock(ctx, d)
 	if err != nil {
@@ -293,8 +293,9 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest, follow bool) (_ []by
 	// after d, if any, are done with it.
 	lk := &sharedUnlock{n: 1, unlock: unlock}
 	defer lk.done()
-	// storedBy is set when that call stores d itself, after the chunks:
-	// a process that finds d stored then finds them too.
+	// storedBy is set when that call verified d and stores it itself,
+	// after what follows it: a process that finds d stored then finds
+	// the rest too.
 	storedBy := false
 	// Read-ahead may have fetched it while this waited for the lock.
 	if b, ok := c.fresh.get(d); ok {
@@ -343,7 +344,7 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest, follow bool) (_ []by
 			}
 			return nil, fmt.Errorf("fetch %s from %s: %w", d.Short(), c.f.Addr(), err)
 		}
-		if object.Sum(b) != d {
+		if !storedBy && object.Sum(b) != d { // storedBy: getFollowing verified it
 			c.corrupt.Add(1)
 			c.log.Error("object from master does not match its digest; fetching it again",
 				"object", d.String(), "got", object.Sum(b).String(), "master", c.f.Addr())

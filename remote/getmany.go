@@ -127,9 +127,6 @@ func (s *Server) sendObject(stream pb.Export_GetManyServer, index int32, digest 
 // and client both use it: the client waits, in readers of these chunks,
 // for the master to send them.
 func firstChunks(b []byte, n int64) []object.Digest {
-	if k, err := object.KindOf(b); err != nil || k != object.KindFile {
-		return nil
-	}
 	f, err := object.DecodeFile(b)
 	if err != nil {
 		return nil
@@ -149,9 +146,6 @@ func firstChunks(b []byte, n int64) []object.Digest {
 // subtrees returns the trees of the directories in tree b, in its order;
 // nil if b is no tree.
 func subtrees(b []byte) []object.Digest {
-	if k, err := object.KindOf(b); err != nil || k != object.KindTree {
-		return nil
-	}
 	t, err := object.DecodeTree(b)
 	if err != nil {
 		return nil
@@ -180,8 +174,9 @@ func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int
 }
 
 // GetManyFollow is GetMany, but the master sends, after each requested
-// file object, the chunks holding its first follow bytes (see followed),
-// and hands each, unverified, to fol as it completes. A master that
+// object, what its reader asks for next, about follow bytes of it (see
+// Server.sendFollowed), and GetManyFollow hands each, unverified, to fol
+// as it completes. A master that
 // predates follow sends none; a follower must not count on them.
 func (c *Client) GetManyFollow(ctx context.Context, ds []object.Digest, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
 	done := make([]bool, len(ds))

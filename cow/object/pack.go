@@ -451,7 +451,6 @@ func (ps *packs) markDead(l loc) error {
 	return nil
 }
 
-// has reports whether a pack holds d, as of the store's last removal.
 // known reports whether d is in a pack as far as this store last looked,
 // without looking again.
 func (ps *packs) known(d Digest) bool {
@@ -460,6 +459,7 @@ func (ps *packs) known(d Digest) bool {
 	return len(ps.index[d]) > 0
 }
 
+// has reports whether a pack holds d, as of the store's last removal.
 func (ps *packs) has(d Digest, fresh bool) (bool, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
