@@ -2,6 +2,7 @@ package fs
 
 import (
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -41,8 +42,23 @@ type ioModes struct {
 // with ESTALE; the kernel then looks the path up again (LOOKUP_REVAL), gets
 // a node with the new generation, and opens that. st_ino does not change.
 type regens struct {
-	mu sync.Mutex
-	m  map[uint64]uint64
+	// bumped is set by the first bump: until then every node is of the
+	// current generation, and current need not look.
+	bumped atomic.Bool
+	mu     sync.Mutex
+	m      map[uint64]uint64
+}
+
+// current reports whether the kernel inode in was made with its inode
+// number's current generation. Until the first bump it need not look at
+// in, whose memory a listing of a large directory would otherwise touch
+// for each entry.
+func (r *regens) current(in *gofs.Inode) bool {
+	if !r.bumped.Load() {
+		return true
+	}
+	n := in.Operations().(*node)
+	return n.regen == r.get(n.c.Ino)
 }
 
 func (r *regens) get(ino uint64) uint64 {
@@ -59,6 +75,7 @@ func (r *regens) bump(ino, gen uint64) {
 		r.m = map[uint64]uint64{}
 	}
 	if r.m[ino] == gen {
+		r.bumped.Store(true)
 		r.m[ino] = gen + 1
 	}
 }
@@ -84,7 +101,7 @@ func isWrite(flags uint32) bool {
 // retired generation, or it is passed through to a lower file and this
 // open cannot be (it writes). It retires n in the second case.
 func (n *node) stale(write bool) bool {
-	if n.regen != n.m.regen.get(n.c.Ino) {
+	if !n.m.regen.current(n.EmbeddedInode()) {
 		return true
 	}
 	n.io.mu.Lock()

@@ -229,33 +229,108 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 }
 
 func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	l, errno := n.list(ctx)
+	if errno != 0 {
+		return nil, errno
+	}
+	return l, 0
+}
+
+// list builds the listing of n. An upper entry whose inode the kernel
+// holds is marked held; the tree follows every change made through the
+// mount, and nothing else changes the upper.
+func (n *node) list(ctx context.Context) (*listing, syscall.Errno) {
 	p := n.path()
-	ents, err := n.m.fs.ReadDirKnown(p, n.knownIno)
+	var held []string
+	ents, err := n.m.fs.ReadDirKnown(p, func(name string) (uint64, bool) {
+		ch := n.GetChild(name)
+		if ch == nil {
+			return 0, false
+		}
+		if n.m.regen.current(ch) {
+			held = append(held, name)
+		}
+		return ch.StableAttr().Ino, true
+	})
 	if err != nil {
 		return nil, n.errno(ctx, "readdir", p, err)
 	}
-	list := make([]fuse.DirEntry, 0, len(ents)+2)
+	l := &listing{
+		ents: make([]fuse.DirEntry, 0, len(ents)+2),
+		held: make([]bool, 0, len(ents)+2),
+	}
 	parentIno := n.StableAttr().Ino
 	if _, parent := n.Parent(); parent != nil {
 		parentIno = parent.StableAttr().Ino
 	}
-	list = append(list,
+	l.ents = append(l.ents,
 		fuse.DirEntry{Name: ".", Ino: n.StableAttr().Ino, Mode: fuse.S_IFDIR},
 		fuse.DirEntry{Name: "..", Ino: parentIno, Mode: fuse.S_IFDIR})
+	l.held = append(l.held, false, false)
+	// ReadDirKnown asks about the upper entries in the order it returns
+	// them, so held is a subsequence of ents, matched by name. Were the
+	// order ever to differ, an entry would only lose its mark and be
+	// looked up as any other.
 	for _, e := range ents {
-		list = append(list, fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode})
+		h := len(held) > 0 && held[0] == e.Name
+		if h {
+			held = held[1:]
+		}
+		l.ents = append(l.ents, fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode})
+		l.held = append(l.held, h)
 	}
-	return gofs.NewListDirStream(list), 0
+	return l, 0
 }
 
-// knownIno returns the inode number of the entry name of n if the kernel
-// has its inode: the tree follows every change made through the mount,
-// and nothing else changes the upper.
-func (n *node) knownIno(name string) (uint64, bool) {
-	if ch := n.GetChild(name); ch != nil {
-		return ch.StableAttr().Ino, true
+// listing is a directory handle's entries, fixed at its first read so
+// that offsets stay valid for seekdir and telldir. held[i] says that the
+// kernel had entry i's inode, of the current generation, when the listing
+// was built: READDIRPLUS answers it without a lookup.
+type listing struct {
+	ents []fuse.DirEntry
+	held []bool
+	next int
+}
+
+var (
+	_ = (gofs.DirStream)((*listing)(nil))
+	_ = (gofs.FileReaddirenter)((*listing)(nil))
+	_ = (gofs.FileSeekdirer)((*listing)(nil))
+)
+
+func (l *listing) HasNext() bool { return l.next < len(l.ents) }
+
+func (l *listing) Next() (fuse.DirEntry, syscall.Errno) {
+	e := l.ents[l.next]
+	l.next++
+	e.Off = uint64(l.next)
+	return e, 0
+}
+
+func (l *listing) Close() {}
+
+func (l *listing) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if !l.HasNext() {
+		return nil, 0
 	}
-	return 0, false
+	e, _ := l.Next()
+	return &e, 0
+}
+
+func (l *listing) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off > uint64(len(l.ents)) {
+		return syscall.EINVAL
+	}
+	l.next = int(off)
+	return 0
+}
+
+// lastHeld reports whether the entry Readdirent returned last is name and
+// was held: go-fuse answers READDIRPLUS by asking Lookup about each entry
+// right after reading it.
+func (l *listing) lastHeld(name string) bool {
+	i := l.next - 1
+	return i >= 0 && l.held[i] && l.ents[i].Name == name
 }
 
 // OpendirHandle lets the kernel cache the listing (FOPEN_CACHE_DIR): a
@@ -272,10 +347,7 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 // so offsets stay valid for seekdir and telldir, until a rewinddir.
 type dirHandle struct {
 	n    *node
-	list interface {
-		gofs.FileReaddirenter
-		gofs.FileSeekdirer
-	}
+	list *listing
 }
 
 var (
@@ -294,14 +366,11 @@ func (d *dirHandle) load(ctx context.Context) syscall.Errno {
 	if d.list != nil {
 		return 0
 	}
-	ds, errno := d.n.Readdir(ctx)
+	l, errno := d.n.list(ctx)
 	if errno != 0 {
 		return errno
 	}
-	d.list = ds.(interface {
-		gofs.FileReaddirenter
-		gofs.FileSeekdirer
-	})
+	d.list = l
 	return 0
 }
 
@@ -322,10 +391,11 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 // stat and no new kernel inode per entry. An entry the kernel does not have
 // is looked up, so that a walk that stats what it lists asks nothing more.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if ch := d.n.GetChild(name); ch != nil {
-		if c := ch.Operations().(*node); c.regen == d.n.m.regen.get(c.c.Ino) {
-			return nil, syscall.EEXIST
-		}
+	if d.list != nil && d.list.lastHeld(name) {
+		return nil, syscall.EEXIST
+	}
+	if ch := d.n.GetChild(name); ch != nil && d.n.m.regen.current(ch) {
+		return nil, syscall.EEXIST
 	}
 	return d.n.Lookup(ctx, name, out)
 }

@@ -129,3 +129,63 @@ func TestReaddirInodes(t *testing.T) {
 	check("after a remount, listed first")
 	check("listed again")
 }
+
+// TestReaddirSeekHeld: a listing whose entries the kernel partly holds
+// (files made through the mount, lower files looked up) and partly does
+// not, read in small batches so that every READDIRPLUS ends with an entry
+// that did not fit, then again from an offset in its middle, gives each
+// name once, in the same order, with d_ino equal to st_ino.
+func TestReaddirSeekHeld(t *testing.T) {
+	lower := t.TempDir()
+	const n = 300
+	for i := range n {
+		writeT(t, filepath.Join(lower, "d", fmt.Sprintf("lower%03d", i)), nil)
+	}
+	tm := mountT(t, lower, Options{})
+	d := filepath.Join(tm.Dir, "d")
+	for i := range n {
+		writeT(t, filepath.Join(d, fmt.Sprintf("upper%03d", i)), nil)
+		if i%2 == 0 {
+			lstatT(t, filepath.Join(d, fmt.Sprintf("lower%03d", i)))
+		}
+	}
+	fd, err := unix.Open(d, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var all []dirent
+	for {
+		ds := getdents(t, fd, 1024)
+		if len(ds) == 0 {
+			break
+		}
+		all = append(all, ds...)
+	}
+	if got := direntNames(all); len(got) != 2*n || len(slices.Compact(got)) != 2*n {
+		t.Fatalf("listing has %d names, %d distinct; want %d", len(got), len(slices.Compact(got)), 2*n)
+	}
+	mid := len(all) / 2
+	if _, err := unix.Seek(fd, all[mid].Off, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	var rest []dirent
+	for {
+		ds := getdents(t, fd, 4096)
+		if len(ds) == 0 {
+			break
+		}
+		rest = append(rest, ds...)
+	}
+	if !slices.Equal(rest, all[mid+1:]) {
+		t.Errorf("after seekdir to entry %d: %d entries, want the %d after it", mid, len(rest), len(all)-mid-1)
+	}
+	for _, e := range all {
+		if e.Name == "." || e.Name == ".." {
+			continue
+		}
+		if st := lstatT(t, filepath.Join(d, e.Name)); e.Ino != st.Ino {
+			t.Errorf("%s: d_ino %d, st_ino %d", e.Name, e.Ino, st.Ino)
+		}
+	}
+}
