@@ -82,6 +82,10 @@ type FS struct {
 	lowerGone atomic.Bool
 	// counts: see Counters.
 	copyUps, chunksUp atomic.Uint64
+	// kept counts the entries directories keep (dirlist.go). It is an
+	// object of its own: the cleanup that gives back a directory's share
+	// must not keep f, and so the root directory, alive.
+	kept *atomic.Int64
 	// closeOnce makes Close release the descriptors once: a second
 	// close by number would close whatever was given the number since.
 	closeOnce sync.Once
@@ -153,7 +157,7 @@ func New(opts Options) (*FS, error) {
 		up.close()
 		return nil, fmt.Errorf("lower root is not a directory")
 	}
-	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev, umask: processUmask(), euid: os.Geteuid(), egid: os.Getegid(), keepMtime: opts.WritesKeepMtime}
+	f := &FS{lo: opts.Lower, up: up, meta: meta, log: log, sameDev: lst.Dev == up.dev, umask: processUmask(), euid: os.Geteuid(), egid: os.Getegid(), keepMtime: opts.WritesKeepMtime, kept: new(atomic.Int64)}
 	if reserve > 0 {
 		f.space = &space{fd: up.root, reserve: reserve}
 	}
@@ -362,22 +366,36 @@ func (f *FS) attr(p Path) (unix.Stat_t, error) {
 // order is fixed for the life of the listing, so directory offsets stay
 // valid.
 func (f *FS) ReadDir(p Path) ([]lower.DirEntry, error) {
-	return f.ReadDirKnown(p, nil)
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.readDir(p)
 }
 
-// ReadDirKnown is ReadDir for a caller that already knows the inode numbers
-// of some entries: known returns the inode number of the entry name when it
-// knows it, and the upper entry's own is then not read (an xattr each).
+// ReadDirKnown is ReadDir for a caller that keeps one Node per directory
+// for as long as it uses it (package fs), and already knows the inode
+// numbers of some entries: known returns the inode number of the entry
+// name when it knows it, and the upper entry's own is then not read (an
+// xattr each). A directory only the upper has keeps its listing on its
+// Node (dirlist.go).
 func (f *FS) ReadDirKnown(p Path, known func(name string) (ino uint64, ok bool)) ([]lower.DirEntry, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.readDirKnown(p, known)
+	return f.readDirKnown(p, known, true)
 }
 
-func (f *FS) readDir(p Path) ([]lower.DirEntry, error) { return f.readDirKnown(p, nil) }
+// readDir lists p without keeping the listing: its callers walk Nodes of
+// their own, which no change goes through.
+func (f *FS) readDir(p Path) ([]lower.DirEntry, error) { return f.readDirKnown(p, nil, false) }
 
-func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool)) ([]lower.DirEntry, error) {
+func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool), keep bool) ([]lower.DirEntry, error) {
 	d := p.node()
+	if d.upper && !d.hasLower {
+		if out := f.keptList(d); out != nil {
+			return out, nil
+		}
+	} else {
+		keep = false
+	}
 	var out []lower.DirEntry
 	// Names the upper listed, which the lower's listing must not repeat:
 	// only a merged directory has both.
@@ -422,6 +440,9 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool)) ([]lower.Di
 			out = append(out, e)
 		}
 		unix.Close(fd)
+		if keep {
+			f.keepList(d, out)
+		}
 	}
 	if d.hasLower {
 		wh, err := f.meta.whiteouts(d.id)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -31,6 +32,8 @@ type Node struct {
 	// mu guards data.
 	mu   sync.Mutex
 	data *fileData
+	// list is a directory's kept listing (dirlist.go).
+	list atomic.Pointer[dirList]
 }
 
 // Upper reports whether the node exists in the upper layer.

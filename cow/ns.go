@@ -134,6 +134,12 @@ func (f *FS) own(dirfd int, name string, c Cred, perm uint32, isDir bool) error 
 func (f *FS) Create(dir Path, name string, flags int, mode uint32, c Cred) (*Node, unix.Stat_t, *Handle, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	n, st, h, err := f.create(dir, name, flags, mode, c)
+	f.editList(dir.node(), err, func(l *dirList) { l.add(name, n) })
+	return n, st, h, err
+}
+
+func (f *FS) create(dir Path, name string, flags int, mode uint32, c Cred) (*Node, unix.Stat_t, *Handle, error) {
 	if _, err := f.prepareCreate(dir, name, true); err != nil {
 		return nil, unix.Stat_t{}, nil, err
 	}
@@ -192,6 +198,12 @@ func (f *FS) Create(dir Path, name string, flags int, mode uint32, c Cred) (*Nod
 func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat_t, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	n, st, err := f.mkdir(dir, name, mode, c)
+	f.editList(dir.node(), err, func(l *dirList) { l.add(name, n) })
+	return n, st, err
+}
+
+func (f *FS) mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat_t, error) {
 	overLower, err := f.prepareCreate(dir, name, true)
 	if err != nil {
 		return nil, unix.Stat_t{}, err
@@ -284,6 +296,12 @@ func (f *FS) Symlink(dir Path, name, target string, c Cred) (*Node, unix.Stat_t,
 func (f *FS) createWith(dir Path, name string, c Cred, perm uint32, mk func(dirfd int, name string) error) (*Node, unix.Stat_t, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	n, st, err := f.createWithLocked(dir, name, c, perm, mk)
+	f.editList(dir.node(), err, func(l *dirList) { l.add(name, n) })
+	return n, st, err
+}
+
+func (f *FS) createWithLocked(dir Path, name string, c Cred, perm uint32, mk func(dirfd int, name string) error) (*Node, unix.Stat_t, error) {
 	if _, err := f.prepareCreate(dir, name, true); err != nil {
 		return nil, unix.Stat_t{}, err
 	}
@@ -307,6 +325,12 @@ func (f *FS) createWith(dir Path, name string, c Cred, perm uint32, mk func(dirf
 func (f *FS) Link(target Path, dir Path, name string) (unix.Stat_t, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	st, err := f.link(target, dir, name)
+	f.editList(dir.node(), err, func(l *dirList) { l.add(name, target.node()) })
+	return st, err
+}
+
+func (f *FS) link(target Path, dir Path, name string) (unix.Stat_t, error) {
 	if target.node().Type == unix.S_IFDIR {
 		return unix.Stat_t{}, syscall.EPERM
 	}
@@ -334,6 +358,12 @@ func (f *FS) Link(target Path, dir Path, name string) (unix.Stat_t, error) {
 func (f *FS) Unlink(dir Path, name string, n *Node) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	err := f.unlink(dir, name, n)
+	f.editList(dir.node(), err, func(l *dirList) { l.remove(name) })
+	return err
+}
+
+func (f *FS) unlink(dir Path, name string, n *Node) error {
 	if n.Type == unix.S_IFDIR {
 		return syscall.EISDIR
 	}
@@ -432,6 +462,15 @@ func (f *FS) upLinked(p Path) error {
 func (f *FS) Rmdir(dir Path, name string, n *Node) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	err := f.rmdir(dir, name, n)
+	f.editList(dir.node(), err, func(l *dirList) { l.remove(name) })
+	if err == nil {
+		f.dropList(n)
+	}
+	return err
+}
+
+func (f *FS) rmdir(dir Path, name string, n *Node) error {
 	if n.Type != unix.S_IFDIR {
 		return syscall.ENOTDIR
 	}
@@ -474,6 +513,20 @@ func (f *FS) Rename(oldDir Path, name string, n *Node, newDir Path, newName stri
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	err := f.rename(oldDir, name, n, newDir, newName, target, flags)
+	if flags&unix.RENAME_EXCHANGE != 0 || (target != nil && target == n) {
+		// Rare enough to read both directories again. (A rename
+		// between two names of one file leaves both, as POSIX says.)
+		f.dropList(oldDir.node())
+		f.dropList(newDir.node())
+		return err
+	}
+	f.editList(oldDir.node(), err, func(l *dirList) { l.remove(name) })
+	f.editList(newDir.node(), err, func(l *dirList) { l.add(newName, n) })
+	return err
+}
+
+func (f *FS) rename(oldDir Path, name string, n *Node, newDir Path, newName string, target *Node, flags uint32) error {
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 {
 		return syscall.EINVAL
 	}

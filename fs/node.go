@@ -236,22 +236,12 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return l, 0
 }
 
-// list builds the listing of n. An upper entry whose inode the kernel
-// holds is marked held; the tree follows every change made through the
-// mount, and nothing else changes the upper.
+// list builds the listing of n. An entry whose inode the kernel holds is
+// marked held; the tree follows every change made through the mount, and
+// nothing else changes the upper.
 func (n *node) list(ctx context.Context) (*listing, syscall.Errno) {
 	p := n.path()
-	var held []string
-	ents, err := n.m.fs.ReadDirKnown(p, func(name string) (uint64, bool) {
-		ch := n.GetChild(name)
-		if ch == nil {
-			return 0, false
-		}
-		if n.m.regen.current(ch) {
-			held = append(held, name)
-		}
-		return ch.StableAttr().Ino, true
-	})
+	ents, err := n.m.fs.ReadDirKnown(p, n.knownIno)
 	if err != nil {
 		return nil, n.errno(ctx, "readdir", p, err)
 	}
@@ -267,19 +257,21 @@ func (n *node) list(ctx context.Context) (*listing, syscall.Errno) {
 		fuse.DirEntry{Name: ".", Ino: n.StableAttr().Ino, Mode: fuse.S_IFDIR},
 		fuse.DirEntry{Name: "..", Ino: parentIno, Mode: fuse.S_IFDIR})
 	l.held = append(l.held, false, false)
-	// ReadDirKnown asks about the upper entries in the order it returns
-	// them, so held is a subsequence of ents, matched by name. Were the
-	// order ever to differ, an entry would only lose its mark and be
-	// looked up as any other.
 	for _, e := range ents {
-		h := len(held) > 0 && held[0] == e.Name
-		if h {
-			held = held[1:]
-		}
+		ch := n.GetChild(e.Name)
 		l.ents = append(l.ents, fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode})
-		l.held = append(l.held, h)
+		l.held = append(l.held, ch != nil && n.m.regen.current(ch))
 	}
 	return l, 0
+}
+
+// knownIno returns the inode number of the entry name of n if the kernel
+// has its inode.
+func (n *node) knownIno(name string) (uint64, bool) {
+	if ch := n.GetChild(name); ch != nil {
+		return ch.StableAttr().Ino, true
+	}
+	return 0, false
 }
 
 // listing is a directory handle's entries, fixed at its first read so
