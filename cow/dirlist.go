@@ -29,6 +29,7 @@ const (
 // dirList is a directory's kept listing.
 type dirList struct {
 	ents []lower.DirEntry
+	held []bool         // see ReadDirKnown; nil when not known
 	at   map[string]int // index of each name in ents
 	// counted is this listing's share of FS.kept; atomic because a
 	// cleanup reads it once the directory's node is gone.
@@ -37,7 +38,7 @@ type dirList struct {
 
 // keepList keeps ents as the listing of the upper-only directory d, unless
 // it already has one or the bounds say no. It holds f.mu shared.
-func (f *FS) keepList(d *Node, ents []lower.DirEntry) {
+func (f *FS) keepList(d *Node, ents []lower.DirEntry, held []bool) {
 	n := int64(len(ents))
 	if n > keptPerDir || d.list.Load() != nil {
 		return
@@ -46,7 +47,10 @@ func (f *FS) keepList(d *Node, ents []lower.DirEntry) {
 		f.kept.Add(-n)
 		return
 	}
-	l := &dirList{ents: append([]lower.DirEntry(nil), ents...), at: make(map[string]int, len(ents))}
+	if held == nil {
+		held = make([]bool, len(ents))
+	}
+	l := &dirList{ents: append([]lower.DirEntry(nil), ents...), held: append([]bool(nil), held...), at: make(map[string]int, len(ents))}
 	for i, e := range l.ents {
 		l.at[e.Name] = i
 	}
@@ -62,12 +66,12 @@ func (f *FS) keepList(d *Node, ents []lower.DirEntry) {
 }
 
 // keptList returns a copy of d's kept listing, or nil.
-func (f *FS) keptList(d *Node) []lower.DirEntry {
+func (f *FS) keptList(d *Node) ([]lower.DirEntry, []bool) {
 	l := d.list.Load()
 	if l == nil {
-		return nil
+		return nil, nil
 	}
-	return append(make([]lower.DirEntry, 0, len(l.ents)), l.ents...)
+	return append(make([]lower.DirEntry, 0, len(l.ents)), l.ents...), append([]bool(nil), l.held...)
 }
 
 // editList applies a change FS made to directory d to its kept listing:
@@ -99,14 +103,17 @@ func (f *FS) dropList(d *Node) {
 	f.kept.Add(-l.counted.Swap(0))
 }
 
-// add records a new name of node n.
+// add records a new name of node n, which the caller holds: it made the
+// change with it, or was handed it.
 func (l *dirList) add(name string, n *Node) {
 	if i, ok := l.at[name]; ok {
 		l.ents[i] = lower.DirEntry{Name: name, Ino: n.Ino, Mode: n.Type}
+		l.held[i] = true
 		return
 	}
 	l.at[name] = len(l.ents)
 	l.ents = append(l.ents, lower.DirEntry{Name: name, Ino: n.Ino, Mode: n.Type})
+	l.held = append(l.held, true)
 }
 
 // remove forgets name; the last entry takes its place.
@@ -117,9 +124,9 @@ func (l *dirList) remove(name string) {
 	}
 	last := len(l.ents) - 1
 	if i != last {
-		l.ents[i] = l.ents[last]
+		l.ents[i], l.held[i] = l.ents[last], l.held[last]
 		l.at[l.ents[i].Name] = i
 	}
-	l.ents = l.ents[:last]
+	l.ents, l.held = l.ents[:last], l.held[:last]
 	delete(l.at, name)
 }

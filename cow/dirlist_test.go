@@ -5,12 +5,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/lower"
 )
 
 // TestKeptListing: the kept listing of a directory only the upper has
@@ -30,7 +33,7 @@ func TestKeptListing(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := root.child("d", dn) // the directory's one Node, as package fs keeps it
-	check := func(step string) {
+	check := func(step string, added ...string) {
 		t.Helper()
 		// An exchange, and a change that failed (it may have changed
 		// the upper part way), drop the listing; any other edits it.
@@ -38,7 +41,7 @@ func TestKeptListing(t *testing.T) {
 		if got := d.node().list.Load() == nil; got != dropped && step != "empty" {
 			t.Errorf("%s: listing dropped %v, want %v", step, got, dropped)
 		}
-		kept, err := f.ReadDirKnown(d, nil)
+		kept, held, err := f.ReadDirKnown(d, nil)
 		if err != nil {
 			t.Fatalf("%s: listing: %v", step, err)
 		}
@@ -65,6 +68,17 @@ func TestKeptListing(t *testing.T) {
 				t.Errorf("%s: %s kept as %v (present %v), fresh %v", step, name, g, ok, w)
 			}
 		}
+		// Listed with nothing known: an entry is marked held once
+		// made or moved here through FS.
+		if held != nil && len(held) != len(kept) {
+			t.Errorf("%s: %d held marks for %d entries", step, len(held), len(kept))
+		}
+		for _, name := range added {
+			i := slices.IndexFunc(kept, func(x lower.DirEntry) bool { return x.Name == name })
+			if i < 0 || i >= len(held) || !held[i] {
+				t.Errorf("%s: %s, made through FS, not marked held", step, name)
+			}
+		}
 		if n := f.kept.Load(); n != int64(len(kept)) {
 			t.Errorf("%s: FS.kept %d, kept entries %d", step, n, len(kept))
 		}
@@ -84,24 +98,24 @@ func TestKeptListing(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Release()
-	check("create")
+	check("create", "a")
 	sub, _, err := f.Mkdir(d, "sub", 0o755, Cred{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	check("mkdir")
+	check("mkdir", "sub")
 	if _, _, err := f.Symlink(d, "s", "a", Cred{}); err != nil {
 		t.Fatal(err)
 	}
-	check("symlink")
+	check("symlink", "s")
 	if _, _, err := f.Mknod(d, "p", unix.S_IFIFO|0o644, 0, Cred{}); err != nil {
 		t.Fatal(err)
 	}
-	check("mknod")
+	check("mknod", "p")
 	if _, err := f.Link(d.child("a", a), d, "a2"); err != nil {
 		t.Fatal(err)
 	}
-	check("link")
+	check("link", "a2")
 	if err := f.Unlink(d, "a", a); err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +123,7 @@ func TestKeptListing(t *testing.T) {
 	if err := f.Rename(d, "a2", a, d, "b", nil, 0); err != nil {
 		t.Fatal(err)
 	}
-	check("rename within")
+	check("rename within", "b")
 	if err := f.Rename(d, "b", a, root, "moved", nil, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -117,11 +131,11 @@ func TestKeptListing(t *testing.T) {
 	if err := f.Rename(root, "lowerfile", lookup(root, "lowerfile"), d, "in", nil, 0); err != nil {
 		t.Fatal(err)
 	}
-	check("rename in from the lower")
+	check("rename in from the lower", "in")
 	if err := f.Rename(d, "s", lookup(d, "s"), d, "p", lookup(d, "p"), 0); err != nil {
 		t.Fatal(err)
 	}
-	check("rename over")
+	check("rename over", "p")
 	if err := f.Rename(d, "in", lookup(d, "in"), d, "p", lookup(d, "p"), unix.RENAME_EXCHANGE); err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +179,7 @@ func TestKeptListingGivenBack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := f.ReadDirKnown(d, nil); err != nil {
+	if _, _, err := f.ReadDirKnown(d, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.kept.Load(); n != 3 {
@@ -184,7 +198,7 @@ func TestKeptListingGivenBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.ReadDirKnown(root.child("d", other), nil); err != nil {
+	if _, _, err := f.ReadDirKnown(root.child("d", other), nil); err != nil {
 		t.Fatal(err)
 	}
 	if n := f.kept.Load(); n != 3 {

@@ -377,7 +377,12 @@ func (f *FS) ReadDir(p Path) ([]lower.DirEntry, error) {
 // name when it knows it, and the upper entry's own is then not read (an
 // xattr each). A directory only the upper has keeps its listing on its
 // Node (dirlist.go).
-func (f *FS) ReadDirKnown(p Path, known func(name string) (ino uint64, ok bool)) ([]lower.DirEntry, error) {
+//
+// held[i] says that the caller holds entry i's node, as far as FS can
+// tell: known said so when the upper directory was read, or the entry was
+// made or moved here through FS since. A node the caller let go of since
+// stays marked; an entry not marked may be held all the same.
+func (f *FS) ReadDirKnown(p Path, known func(name string) (ino uint64, ok bool)) (ents []lower.DirEntry, held []bool, err error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.readDirKnown(p, known, true)
@@ -385,18 +390,22 @@ func (f *FS) ReadDirKnown(p Path, known func(name string) (ino uint64, ok bool))
 
 // readDir lists p without keeping the listing: its callers walk Nodes of
 // their own, which no change goes through.
-func (f *FS) readDir(p Path) ([]lower.DirEntry, error) { return f.readDirKnown(p, nil, false) }
+func (f *FS) readDir(p Path) ([]lower.DirEntry, error) {
+	ents, _, err := f.readDirKnown(p, nil, false)
+	return ents, err
+}
 
-func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool), keep bool) ([]lower.DirEntry, error) {
+func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool), keep bool) ([]lower.DirEntry, []bool, error) {
 	d := p.node()
 	if d.upper && !d.hasLower {
-		if out := f.keptList(d); out != nil {
-			return out, nil
+		if out, held := f.keptList(d); out != nil {
+			return out, held, nil
 		}
 	} else {
 		keep = false
 	}
 	var out []lower.DirEntry
+	var held []bool // of the upper's entries, when known is set
 	// Names the upper listed, which the lower's listing must not repeat:
 	// only a merged directory has both.
 	var seen map[string]bool
@@ -406,16 +415,18 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool), keep bool) 
 	if d.upper {
 		fd, err := fsio.OpenBeneath(f.up.root, p.Rel(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if err != nil {
-			return nil, fmt.Errorf("open upper dir %q: %w", p.Rel(), err)
+			return nil, nil, fmt.Errorf("open upper dir %q: %w", p.Rel(), err)
 		}
 		ents, err := fsio.ReadDir(fd)
 		if err != nil {
 			unix.Close(fd)
-			return nil, fmt.Errorf("read upper dir %q: %w", p.Rel(), err)
+			return nil, nil, fmt.Errorf("read upper dir %q: %w", p.Rel(), err)
 		}
 		for _, e := range ents {
 			if known != nil {
-				if ino, ok := known(e.Name); ok {
+				ino, ok := known(e.Name)
+				held = append(held, ok)
+				if ok {
 					e.Ino = ino
 					if seen != nil {
 						seen[e.Name] = true
@@ -427,7 +438,7 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool), keep bool) 
 			ident, err := f.identityAt(fd, e.Name, e.Mode&unix.S_IFMT, e.Ino, 0)
 			if err != nil && !isNotExist(err) {
 				unix.Close(fd)
-				return nil, fmt.Errorf("identity of %q: %w", names.Join(p.Rel(), e.Name), err)
+				return nil, nil, fmt.Errorf("identity of %q: %w", names.Join(p.Rel(), e.Name), err)
 			}
 			if ident.Ino != 0 {
 				e.Ino = ident.Ino
@@ -441,13 +452,13 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool), keep bool) 
 		}
 		unix.Close(fd)
 		if keep {
-			f.keepList(d, out)
+			f.keepList(d, out, held)
 		}
 	}
 	if d.hasLower {
 		wh, err := f.meta.whiteouts(d.id)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		ents, err := f.lo.ReadDir(d.lower)
 		if err != nil && d.upper && isNotExist(err) {
@@ -462,12 +473,12 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool), keep bool) 
 			ents, err = nil, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if out == nil && len(wh) == 0 {
 			// A directory only the lower has, with nothing removed:
 			// its listing as it is.
-			return ents, nil
+			return ents, nil, nil
 		}
 		for _, e := range ents {
 			if !seen[e.Name] && !wh[e.Name] {
@@ -475,7 +486,7 @@ func (f *FS) readDirKnown(p Path, known func(string) (uint64, bool), keep bool) 
 			}
 		}
 	}
-	return out, nil
+	return out, held, nil
 }
 
 // Readlink returns the target of the symlink at p.

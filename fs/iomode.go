@@ -49,6 +49,10 @@ type regens struct {
 	m      map[uint64]uint64
 }
 
+// none reports that no generation was ever retired: every node is of its
+// inode number's current generation.
+func (r *regens) none() bool { return !r.bumped.Load() }
+
 // current reports whether the kernel inode in was made with its inode
 // number's current generation. Until the first bump it need not look at
 // in, whose memory a listing of a large directory would otherwise touch

@@ -238,10 +238,12 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 
 // list builds the listing of n. An entry whose inode the kernel holds is
 // marked held; the tree follows every change made through the mount, and
-// nothing else changes the upper.
+// nothing else changes the upper. An entry the kernel has let go of since
+// cow marked it may stay marked: it then goes out without attributes all
+// the same, and a stat of it costs a LOOKUP.
 func (n *node) list(ctx context.Context) (*listing, syscall.Errno) {
 	p := n.path()
-	ents, err := n.m.fs.ReadDirKnown(p, n.knownIno)
+	ents, held, err := n.m.fs.ReadDirKnown(p, n.knownIno)
 	if err != nil {
 		return nil, n.errno(ctx, "readdir", p, err)
 	}
@@ -257,10 +259,18 @@ func (n *node) list(ctx context.Context) (*listing, syscall.Errno) {
 		fuse.DirEntry{Name: ".", Ino: n.StableAttr().Ino, Mode: fuse.S_IFDIR},
 		fuse.DirEntry{Name: "..", Ino: parentIno, Mode: fuse.S_IFDIR})
 	l.held = append(l.held, false, false)
-	for _, e := range ents {
-		ch := n.GetChild(e.Name)
+	for i, e := range ents {
+		// An entry cow marks held is taken at its word (a tree lookup
+		// for each entry of a large directory costs a quarter of its
+		// listing), unless a generation was ever retired; any other is
+		// looked for in the tree.
+		h := i < len(held) && held[i]
+		if !h || !n.m.regen.none() {
+			ch := n.GetChild(e.Name)
+			h = ch != nil && n.m.regen.current(ch)
+		}
 		l.ents = append(l.ents, fuse.DirEntry{Name: e.Name, Ino: e.Ino, Mode: e.Mode})
-		l.held = append(l.held, ch != nil && n.m.regen.current(ch))
+		l.held = append(l.held, h)
 	}
 	return l, 0
 }
@@ -301,12 +311,17 @@ func (l *listing) Next() (fuse.DirEntry, syscall.Errno) {
 
 func (l *listing) Close() {}
 
+// Readdirent returns the next entry in place: go-fuse copies what it
+// keeps, and a copy on the heap for each entry of a large listing costs
+// more than the rest of the listing.
 func (l *listing) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	if !l.HasNext() {
 		return nil, 0
 	}
-	e, _ := l.Next()
-	return &e, 0
+	e := &l.ents[l.next]
+	l.next++
+	e.Off = uint64(l.next)
+	return e, 0
 }
 
 func (l *listing) Seekdir(ctx context.Context, off uint64) syscall.Errno {

@@ -189,3 +189,66 @@ func TestReaddirSeekHeld(t *testing.T) {
 		}
 	}
 }
+
+// TestReaddirKeptAfterForget: a directory only the upper has lists from
+// the listing cow keeps, which marks the entries made through the mount
+// as held by the kernel. Once the kernel has let go of them (drop_caches),
+// they still list with the right inode numbers and stat as before; and
+// the listing follows creates, renames and unlinks made after, as the
+// upper directory shows them.
+func TestReaddirKeptAfterForget(t *testing.T) {
+	tm := mountT(t, "", Options{})
+	d := filepath.Join(tm.Dir, "d")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		writeT(t, filepath.Join(d, fmt.Sprintf("f%02d", i)), nil)
+	}
+	check := func(when string) {
+		t.Helper()
+		ds := readDirents(t, d)
+		ents, err := os.ReadDir(filepath.Join(tm.Upper, "d"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, e := range ents {
+			want = append(want, e.Name())
+		}
+		slices.Sort(want)
+		if got := direntNames(ds); !slices.Equal(got, want) {
+			t.Fatalf("%s: listing %q, upper %q", when, got, want)
+		}
+		for _, e := range ds {
+			if e.Name == "." || e.Name == ".." {
+				continue
+			}
+			if st := lstatT(t, filepath.Join(d, e.Name)); e.Ino != st.Ino {
+				t.Errorf("%s: %s: d_ino %d, st_ino %d", when, e.Name, e.Ino, st.Ino)
+			}
+		}
+	}
+	check("made through the mount")
+	dropCaches(t)
+	check("after the kernel let go")
+	writeT(t, filepath.Join(d, "new"), nil)
+	if err := os.Rename(filepath.Join(d, "f00"), filepath.Join(d, "renamed")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(d, "f01"), filepath.Join(d, "f02")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(d, "f03")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(d, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(d, "f04"), filepath.Join(d, "sub", "f04")); err != nil {
+		t.Fatal(err)
+	}
+	check("after changes")
+	dropCaches(t)
+	check("after changes, once the kernel let go")
+}
