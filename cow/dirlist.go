@@ -8,7 +8,8 @@ import (
 )
 
 // A directory only the upper has keeps its listing on its Node once listed
-// through ReadDirKnown, and every change FS makes to the directory changes
+// through ReadDirKnown, or from birth when made through Mkdir, and every
+// change FS makes to the directory changes
 // the kept listing with it, so that the next listing reads no directory and
 // no identity. Nothing else changes the upper, and such a directory has no
 // lower beneath it, so the kept listing is the directory's. It is kept only
@@ -37,7 +38,7 @@ type dirList struct {
 }
 
 // keepList keeps ents as the listing of the upper-only directory d, unless
-// it already has one or the bounds say no. It holds f.mu shared.
+// it already has one or the bounds say no. It holds f.mu, shared or not.
 func (f *FS) keepList(d *Node, ents []lower.DirEntry, held []bool) {
 	n := int64(len(ents))
 	if n > keptPerDir || d.list.Load() != nil {

@@ -19,7 +19,7 @@ import (
 // TestKeptListing: the kept listing of a directory only the upper has
 // follows every change made through FS, failed ones included, so that it
 // always equals a listing read from the upper anew (names, inode numbers
-// and types); FS.kept counts what is kept.
+// and types), and counts what it keeps.
 func TestKeptListing(t *testing.T) {
 	e := newEngine(t, func(t *testing.T, lower string) {
 		if err := os.WriteFile(filepath.Join(lower, "lowerfile"), []byte("x"), 0o644); err != nil {
@@ -79,8 +79,8 @@ func TestKeptListing(t *testing.T) {
 				t.Errorf("%s: %s, made through FS, not marked held", step, name)
 			}
 		}
-		if n := f.kept.Load(); n != int64(len(kept)) {
-			t.Errorf("%s: FS.kept %d, kept entries %d", step, n, len(kept))
+		if n := d.node().list.Load().counted.Load(); n != int64(len(kept)) {
+			t.Errorf("%s: counted %d, kept entries %d", step, n, len(kept))
 		}
 	}
 	lookup := func(dir Path, name string) *Node {
@@ -163,8 +163,9 @@ func TestKeptListing(t *testing.T) {
 	check("failed rmdir")
 }
 
-// TestKeptListingGivenBack: a kept listing's share of FS.kept comes back
-// when it is dropped, and when its directory's Node is gone.
+// TestKeptListingGivenBack: a directory made through Mkdir keeps its
+// listing from birth; a kept listing's share of FS.kept comes back when it
+// is dropped, and when its directory's Node is gone.
 func TestKeptListingGivenBack(t *testing.T) {
 	e := newEngine(t, nil)
 	f := e.f
@@ -174,6 +175,9 @@ func TestKeptListingGivenBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := root.child("d", dn)
+	if dn.list.Load() == nil {
+		t.Fatal("a directory made through Mkdir keeps no listing")
+	}
 	for _, name := range []string{"a", "b", "c"} {
 		if _, _, err := f.Mknod(d, name, unix.S_IFREG|0o644, 0, Cred{}); err != nil {
 			t.Fatal(err)

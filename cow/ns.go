@@ -200,6 +200,10 @@ func (f *FS) Mkdir(dir Path, name string, mode uint32, c Cred) (*Node, unix.Stat
 	defer f.mu.Unlock()
 	n, st, err := f.mkdir(dir, name, mode, c)
 	f.editList(dir.node(), err, func(l *dirList) { l.add(name, n) })
+	if err == nil && n.upper && !n.hasLower {
+		// Kept from birth: its first listing reads nothing either.
+		f.keepList(n, nil, nil)
+	}
 	return n, st, err
 }
 
