@@ -286,8 +286,9 @@ func (n *node) knownIno(name string) (uint64, bool) {
 
 // listing is a directory handle's entries, fixed at its first read so
 // that offsets stay valid for seekdir and telldir. held[i] says that the
-// kernel had entry i's inode, of the current generation, when the listing
-// was built: READDIRPLUS answers it without a lookup.
+// kernel had entry i's inode, of the current generation, as far as cow
+// and the tree could tell when the listing was built: READDIRPLUS answers
+// it without a lookup.
 type listing struct {
 	ents []fuse.DirEntry
 	held []bool
@@ -302,12 +303,7 @@ var (
 
 func (l *listing) HasNext() bool { return l.next < len(l.ents) }
 
-func (l *listing) Next() (fuse.DirEntry, syscall.Errno) {
-	e := l.ents[l.next]
-	l.next++
-	e.Off = uint64(l.next)
-	return e, 0
-}
+func (l *listing) Next() (fuse.DirEntry, syscall.Errno) { return *l.advance(), 0 }
 
 func (l *listing) Close() {}
 
@@ -318,10 +314,15 @@ func (l *listing) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno
 	if !l.HasNext() {
 		return nil, 0
 	}
+	return l.advance(), 0
+}
+
+// advance returns the next entry, with its offset, and moves past it.
+func (l *listing) advance() *fuse.DirEntry {
 	e := &l.ents[l.next]
 	l.next++
 	e.Off = uint64(l.next)
-	return e, 0
+	return e
 }
 
 func (l *listing) Seekdir(ctx context.Context, off uint64) syscall.Errno {

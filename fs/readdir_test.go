@@ -11,12 +11,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// readFd reads the rest of the directory open at fd.
-func readFd(t *testing.T, fd int) []dirent {
+// readFd reads the rest of the directory open at fd, size bytes a call.
+func readFd(t *testing.T, fd, size int) []dirent {
 	t.Helper()
 	var all []dirent
 	for {
-		ds := getdents(t, fd, 8192)
+		ds := getdents(t, fd, size)
 		if len(ds) == 0 {
 			return all
 		}
@@ -50,7 +50,7 @@ func TestReaddirRewind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	first := direntNames(readFd(t, fd))
+	first := direntNames(readFd(t, fd, 8192))
 	if len(first) != 20 {
 		t.Fatalf("first listing: %q", first)
 	}
@@ -64,7 +64,7 @@ func TestReaddirRewind(t *testing.T) {
 	if _, err := unix.Seek(fd, 0, io.SeekStart); err != nil {
 		t.Fatal(err)
 	}
-	got := direntNames(readFd(t, fd))
+	got := direntNames(readFd(t, fd, 8192))
 	want := direntNames(readDirents(t, d))
 	if !slices.Equal(got, want) {
 		t.Fatalf("after rewinddir: %q\nwant (a new opendir's): %q", got, want)
@@ -154,14 +154,7 @@ func TestReaddirSeekHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	var all []dirent
-	for {
-		ds := getdents(t, fd, 1024)
-		if len(ds) == 0 {
-			break
-		}
-		all = append(all, ds...)
-	}
+	all := readFd(t, fd, 1024)
 	if got := direntNames(all); len(got) != 2*n || len(slices.Compact(got)) != 2*n {
 		t.Fatalf("listing has %d names, %d distinct; want %d", len(got), len(slices.Compact(got)), 2*n)
 	}
@@ -169,14 +162,7 @@ func TestReaddirSeekHeld(t *testing.T) {
 	if _, err := unix.Seek(fd, all[mid].Off, io.SeekStart); err != nil {
 		t.Fatal(err)
 	}
-	var rest []dirent
-	for {
-		ds := getdents(t, fd, 4096)
-		if len(ds) == 0 {
-			break
-		}
-		rest = append(rest, ds...)
-	}
+	rest := readFd(t, fd, 4096)
 	if !slices.Equal(rest, all[mid+1:]) {
 		t.Errorf("after seekdir to entry %d: %d entries, want the %d after it", mid, len(rest), len(all)-mid-1)
 	}
