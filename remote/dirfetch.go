@@ -198,12 +198,45 @@ func (c *Cache) fetchDirChunks(files []object.Digest) {
 // fetchBackground fetches ds in batches of dirBatch, each bounded by the
 // fetcher's Timeout, and stops at the first failure (a master that does
 // not answer one batch would not answer the next), reporting whether all
-// went well. Objects another fetch is working on are left to it.
+// went well. An object whose lock another fetch holds is tried again
+// after the rest, up to busyRetries times, a pause before each: the
+// fetch may be another object's that shares its lock stripe (a reader's
+// open holds its stripe until the chunk that came with the file object
+// is stored), and then nothing else would fetch it. One whose own fetch
+// holds it is stored by then, and skipped.
 func (c *Cache) fetchBackground(ds []object.Digest) bool {
 	timeout := 30 * time.Second
 	if t, ok := c.f.(boundedFetcher); ok {
 		timeout = t.Timeout()
 	}
+	var busy []object.Digest
+	for retry := 0; ; retry++ {
+		if !c.fetchBatches(ds, timeout, &busy) {
+			return false
+		}
+		if len(busy) == 0 || retry == busyRetries {
+			return true
+		}
+		select {
+		case <-c.ctx.Done():
+			return false
+		case <-time.After(busyPause << retry):
+		}
+		ds, busy = busy, nil
+	}
+}
+
+// busyRetries and busyPause bound fetchBackground's second tries: pauses
+// of 25, 50, 100 and 200 ms, long enough for a reader's fetch of a chunk
+// on a busy machine, short beside a crawl.
+const (
+	busyRetries = 4
+	busyPause   = 25 * time.Millisecond
+)
+
+// fetchBatches is one pass of fetchBackground over ds; the objects whose
+// lock was taken go to busy.
+func (c *Cache) fetchBatches(ds []object.Digest, timeout time.Duration, busy *[]object.Digest) bool {
 	for len(ds) > 0 {
 		if c.ctx.Err() != nil {
 			return false // closed: the lock files with it
@@ -223,8 +256,9 @@ func (c *Cache) fetchBackground(ds []object.Digest) bool {
 			batch = append(batch, d)
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)
-		err := c.fetchManyOpt(ctx, batch, false, false)
+		b, err := c.fetchManyOpt(ctx, batch, false, false)
 		cancel()
+		*busy = append(*busy, b...)
 		if err != nil {
 			if c.ctx.Err() == nil {
 				c.dir.errs.Add(1)

@@ -320,3 +320,49 @@ func TestDirPrefetchOneFile(t *testing.T) {
 		t.Errorf("reading one of 50 files fetched %d file objects; want its own", n)
 	}
 }
+
+// TestDirPrefetchStripeBusy: an object whose lock stripe another fetch
+// holds, one of an object that shares the stripe, is fetched in the
+// background once the stripe is free; left to its reader, it was never
+// fetched at all when that fetch was not its own.
+func TestDirPrefetchStripeBusy(t *testing.T) {
+	exp := t.TempDir()
+	files := smallFiles(t, exp, "spider", 20)
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	var chunks []object.Digest
+	for name := range files {
+		// Through the cache: the tree and the file object, no chunk.
+		f, _, err := v.Lower.FileObjectFrom(v.Cache, "spider/"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunks = append(chunks, f.Chunks...)
+	}
+	// Another object in the first chunk's stripe, fetched meanwhile.
+	other := chunks[0]
+	other[31] ^= 1
+	release := remote.HoldStripe(v.Cache, other)
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		release()
+		close(released)
+	}()
+	done := make(chan bool, 1)
+	go func() { done <- remote.FetchBackground(v.Cache, chunks) }()
+	select {
+	case ok := <-done:
+		if !ok {
+			t.Fatal("background fetch failed")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("background fetch still running after 30 s")
+	}
+	<-released
+	for i, d := range chunks {
+		if ok, _ := v.Store.Has(context.Background(), d); !ok {
+			t.Errorf("chunk %d (%s) not fetched", i, d.Short())
+		}
+	}
+}

@@ -35,3 +35,17 @@ func FreshHolds(c *Cache, d object.Digest) bool {
 	_, ok := c.fresh.get(d)
 	return ok
 }
+
+// HoldStripe takes the lock stripe d falls in, as a fetch of d (or of any
+// object sharing its stripe) would, until release is called.
+func HoldStripe(c *Cache, d object.Digest) (release func()) {
+	for {
+		if unlock, ok := c.tryLock(d); ok {
+			return unlock
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// FetchBackground runs c's background fetch of ds (directory prefetch).
+func FetchBackground(c *Cache, ds []object.Digest) bool { return c.fetchBackground(ds) }

@@ -340,13 +340,16 @@ func (c *Cache) fetchMany(ctx context.Context, ds []object.Digest) error {
 // fetchManyFor is fetchMany; with ahead, what it fetches is also kept in
 // memory for the reader it was fetched ahead of (freshObjects).
 func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool) error {
-	return c.fetchManyOpt(ctx, ds, ahead, true)
+	_, err := c.fetchManyOpt(ctx, ds, ahead, true)
+	return err
 }
 
 // fetchManyOpt is fetchManyFor; without wait, the objects another fetch
 // is working on, and those that came damaged, are left to their readers
-// rather than waited for or fetched one by one (PrefetchDir).
-func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wait bool) error {
+// rather than waited for or fetched one by one (PrefetchDir), and it
+// returns those whose lock was taken (busy): a lock stripe is shared, so
+// the fetch that holds it may be another object's.
+func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wait bool) (busy []object.Digest, err error) {
 	var want []object.Digest
 	// unlocks holds the lock of each object wanted until it is stored:
 	// a reader waiting for one goes on as soon as it is there, not once
@@ -367,6 +370,7 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 		unlock, ok := c.tryLock(d)
 		if !ok {
 			later = append(later, d)
+			busy = append(busy, d)
 			continue
 		}
 		// Fetched by another process before the lock was had?
@@ -432,14 +436,14 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 		delete(unlocks, d)
 	}
 	if !wait {
-		return first
+		return busy, first
 	}
 	for _, d := range later {
 		if _, err := c.get(ctx, d); err != nil && first == nil {
 			first = err
 		}
 	}
-	return first
+	return nil, first
 }
 
 // tryLock takes d's stripe lock if it is free now.

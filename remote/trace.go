@@ -311,7 +311,7 @@ func (c *Cache) fetchTraceBatch(ds []object.Digest) bool {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, timeout)
 	defer cancel()
-	err := c.fetchManyOpt(ctx, ds, false, false)
+	_, err := c.fetchManyOpt(ctx, ds, false, false)
 	if err == nil || errors.Is(err, object.ErrNotFound) {
 		c.replay.fetched.Add(int64(len(ds)))
 		return true
