@@ -63,7 +63,6 @@ var (
 	_ = (gofs.NodeLookuper)((*node)(nil))
 	_ = (gofs.NodeGetattrer)((*node)(nil))
 	_ = (gofs.NodeSetattrer)((*node)(nil))
-	_ = (gofs.NodeReaddirer)((*node)(nil))
 	_ = (gofs.NodeOpendirHandler)((*node)(nil))
 	_ = (gofs.NodeOpener)((*node)(nil))
 	_ = (gofs.NodeCreater)((*node)(nil))
@@ -228,14 +227,6 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	return 0
 }
 
-func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
-	l, errno := n.list(ctx)
-	if errno != 0 {
-		return nil, errno
-	}
-	return l, 0
-}
-
 // list builds the listing of n. An entry whose inode the kernel holds is
 // marked held; the tree follows every change made through the mount, and
 // nothing else changes the upper. An entry the kernel has let go of since
@@ -296,33 +287,21 @@ type listing struct {
 }
 
 var (
-	_ = (gofs.DirStream)((*listing)(nil))
 	_ = (gofs.FileReaddirenter)((*listing)(nil))
 	_ = (gofs.FileSeekdirer)((*listing)(nil))
 )
-
-func (l *listing) HasNext() bool { return l.next < len(l.ents) }
-
-func (l *listing) Next() (fuse.DirEntry, syscall.Errno) { return *l.advance(), 0 }
-
-func (l *listing) Close() {}
 
 // Readdirent returns the next entry in place: go-fuse copies what it
 // keeps, and a copy on the heap for each entry of a large listing costs
 // more than the rest of the listing.
 func (l *listing) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	if !l.HasNext() {
+	if l.next == len(l.ents) {
 		return nil, 0
 	}
-	return l.advance(), 0
-}
-
-// advance returns the next entry, with its offset, and moves past it.
-func (l *listing) advance() *fuse.DirEntry {
 	e := &l.ents[l.next]
 	l.next++
 	e.Off = uint64(l.next)
-	return e
+	return e, 0
 }
 
 func (l *listing) Seekdir(ctx context.Context, off uint64) syscall.Errno {
