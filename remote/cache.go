@@ -75,7 +75,7 @@ type Cache struct {
 
 	flight singleflight.Group
 	// failed remembers, for failMemory, fetches that failed because the
-	// master did not answer (object.Digest -> failure).
+	// master did not answer (object.Digest -> *failure).
 	failed sync.Map
 	// demand counts fetches a reader waits for; prefetching yields to
 	// them.
@@ -119,7 +119,11 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 		return nil, fmt.Errorf("cache locks: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{store: store, f: f, log: log, locks: locks, ahead: make(chan []object.Digest, 64), ctx: ctx, cancel: cancel}, nil
+	c := &Cache{store: store, f: f, log: log, locks: locks, ahead: make(chan []object.Digest, 64), ctx: ctx, cancel: cancel}
+	for i := range c.stripes {
+		c.stripes[i].sem = make(chan struct{}, 1)
+	}
+	return c, nil
 }
 
 // Close stops read-ahead, prefetching and eviction, and closes the lock
@@ -128,12 +132,12 @@ func (c *Cache) Close() {
 	c.cancel()
 	for i := range c.stripes {
 		st := &c.stripes[i]
-		st.mu.Lock()
+		st.sem <- struct{}{}
 		if st.fd != 0 {
 			unix.Close(st.fd)
 			st.fd = 0
 		}
-		st.mu.Unlock()
+		<-st.sem
 	}
 }
 
@@ -208,7 +212,7 @@ func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow bool) ([]
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return nil, c.waitedOut(ctx, d)
+			return nil, c.waitedOut(ctx, d, ch)
 		}
 		if b, ok := c.fresh.get(d); ok {
 			c.hits.Add(1)
@@ -224,11 +228,11 @@ func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow bool) ([]
 	c.misses.Add(1)
 	c.noteDamage(d, err)
 	if f, ok := c.failed.Load(d); ok {
-		if f := f.(failure); time.Since(f.at) < failMemory {
+		if f := f.(*failure); f.current() {
 			c.errs.Add(1)
 			return nil, f.err
 		}
-		c.failed.Delete(d)
+		c.failed.CompareAndDelete(d, f)
 	}
 	// A reader that joins a fetch another started waits no longer than
 	// its own deadline.
@@ -241,22 +245,34 @@ func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow bool) ([]
 		}
 		return r.Val.([]byte), nil
 	case <-ctx.Done():
-		return nil, c.waitedOut(ctx, d)
+		// The fetch goes on under its own deadline; it is over when
+		// its result is sent.
+		over := make(chan struct{})
+		go func() { <-ch; close(over) }()
+		return nil, c.waitedOut(ctx, d, over)
 	}
 }
 
 // waitedOut is the error of a reader whose ctx ended while another fetch
-// of d was under way.
-func (c *Cache) waitedOut(ctx context.Context, d object.Digest) error {
+// of d was under way; over is closed when that fetch is.
+func (c *Cache) waitedOut(ctx context.Context, d object.Digest, over <-chan struct{}) error {
 	c.errs.Add(1)
 	err := fmt.Errorf("wait for the fetch of %s from %s: %w (%w)", d.Short(), c.f.Addr(), ErrUnavailable, ctx.Err())
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		// A whole --io-timeout went by with the fetch still under way
 		// (begun by read-ahead, with a later deadline): the kernel asks
 		// for the page again at once, and that ask must not wait the
-		// fetch out a second time. A fetch that lands meanwhile is
-		// found in memory or the store first.
-		c.failed.Store(d, failure{at: time.Now(), err: err})
+		// fetch out a second time, however long the fetch goes on. A
+		// fetch that lands meanwhile is found in memory or the store
+		// first.
+		c.remember(d, &failure{at: time.Now(), err: err, pending: func() bool {
+			select {
+			case <-over:
+				return false
+			default:
+				return true
+			}
+		}})
 	}
 	return err
 }
@@ -272,13 +288,23 @@ const failMemory = 2 * time.Second
 type failure struct {
 	at  time.Time
 	err error
+	// pending, if set, reports whether what a reader waited out (a
+	// fetch of the object, or the lock another fetch held) is still
+	// under way: until it ends, another read would wait for the same
+	// thing again, so the failure stands past failMemory.
+	pending func() bool
 }
 
-// recentlyFailed reports whether a fetch of d found the master
-// unreachable less than failMemory ago.
+// current reports whether f still answers reads.
+func (f failure) current() bool {
+	return time.Since(f.at) < failMemory || f.pending != nil && f.pending()
+}
+
+// recentlyFailed reports whether a read of d failed so recently, or on a
+// wait still under way, that another must not wait again.
 func (c *Cache) recentlyFailed(d object.Digest) bool {
 	f, ok := c.failed.Load(d)
-	return ok && time.Since(f.(failure).at) < failMemory
+	return ok && f.(*failure).current()
 }
 
 // fetch gets d from the master, unless another process stored it while
@@ -340,7 +366,7 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest, follow bool) (_ []by
 		}
 		if err != nil {
 			if errors.Is(err, ErrUnavailable) {
-				c.failed.Store(d, failure{at: time.Now(), err: err})
+				c.failed.Store(d, &failure{at: time.Now(), err: err})
 			}
 			return nil, fmt.Errorf("fetch %s from %s: %w", d.Short(), c.f.Addr(), err)
 		}
@@ -377,12 +403,43 @@ func (c *Cache) noteDamage(d object.Digest, err error) {
 // enough that unrelated fetches of one process rarely wait for each other.
 const lockStripes = 1024
 
-// stripe is one lock file, opened once: a fetch takes the mutex (other
-// goroutines of this process) and then flock (other processes).
+// stripe is one lock file, opened once: a fetch takes sem (other
+// goroutines of this process; a channel, so that a wait for it ends with
+// the waiter's deadline) and then flock (other processes).
 type stripe struct {
-	mu sync.Mutex
-	fd int // 0 until opened
+	sem chan struct{}
+	fd  int // 0 until opened
+	// taken counts the times sem was taken: a reader that waited out
+	// one holder tells it from the next.
+	taken atomic.Uint64
 }
+
+// take takes st's sem, waiting no longer than ctx allows.
+func (st *stripe) take(ctx context.Context) bool {
+	select {
+	case st.sem <- struct{}{}:
+	default:
+		select {
+		case st.sem <- struct{}{}:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	st.taken.Add(1)
+	return true
+}
+
+func (st *stripe) tryTake() bool {
+	select {
+	case st.sem <- struct{}{}:
+		st.taken.Add(1)
+		return true
+	default:
+		return false
+	}
+}
+
+func (st *stripe) give() { <-st.sem }
 
 func (c *Cache) lockPath(i int) string { return filepath.Join(c.locks, fmt.Sprintf("%03x", i)) }
 
@@ -390,32 +447,79 @@ func (c *Cache) lockPath(i int) string { return filepath.Join(c.locks, fmt.Sprin
 // fetch an object once. It waits no longer than ctx allows, or a minute:
 // the holder is itself bounded by the client's deadlines.
 func (c *Cache) lock(ctx context.Context, d object.Digest) (func(), error) {
-	i := (int(d[0])<<8 | int(d[1])) % lockStripes
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+	}
+	i := stripeOf(d)
 	st := &c.stripes[i]
-	st.mu.Lock()
+	if !st.take(ctx) {
+		return nil, c.lockWaitedOut(ctx, d, st)
+	}
 	if st.fd == 0 {
 		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 		if err != nil {
-			st.mu.Unlock()
+			st.give()
 			return nil, fmt.Errorf("cache lock: %w", err)
 		}
 		st.fd = fd
 	}
-	deadline := time.Now().Add(time.Minute)
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
 		err := unix.Flock(st.fd, unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			return func() { unix.Flock(st.fd, unix.LOCK_UN); st.mu.Unlock() }, nil
+			return func() { unix.Flock(st.fd, unix.LOCK_UN); st.give() }, nil
 		}
 		if err != unix.EWOULDBLOCK && err != unix.EINTR {
-			st.mu.Unlock()
+			st.give()
 			return nil, fmt.Errorf("cache lock: %w", err)
 		}
-		if ctx.Err() != nil || time.Now().After(deadline) {
-			st.mu.Unlock()
-			return nil, fmt.Errorf("cache lock for %s: %w", d.Short(), ErrUnavailable)
+		if ctx.Err() != nil {
+			st.give()
+			// Another process holds it: this one cannot tell when
+			// that ends, so failMemory bounds what is remembered.
+			return nil, c.lockWaitedOut(ctx, d, nil)
 		}
 		time.Sleep(wait)
+	}
+}
+
+// lockWaitedOut is the error of a fetch of d whose ctx ended while
+// another fetch held d's lock: in this process, with st its stripe.
+// Like waitedOut, it is remembered while that holder goes on, so that the
+// kernel's next ask does not wait for the same holder again: the holder
+// may be a batch fetch (read-ahead, a directory's prefetch) with a later
+// deadline than the reader's.
+func (c *Cache) lockWaitedOut(ctx context.Context, d object.Digest, st *stripe) error {
+	err := fmt.Errorf("wait for the lock of %s, held by another fetch: %w (%w)", d.Short(), ErrUnavailable, ctx.Err())
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return err
+	}
+	f := &failure{at: time.Now(), err: err}
+	if st != nil {
+		held := st.taken.Load()
+		f.pending = func() bool { return st.taken.Load() == held && len(st.sem) == 1 }
+	}
+	c.remember(d, f)
+	return err
+}
+
+// remember keeps f as d's failure, unless a failure still current is
+// kept: a reader gives up on the fetch it joined at the deadline at
+// which that fetch gives up on the lock, and either may note it first;
+// the one whose wait is still under way must stand.
+func (c *Cache) remember(d object.Digest, f *failure) {
+	for {
+		old, loaded := c.failed.LoadOrStore(d, f)
+		if !loaded {
+			return
+		}
+		if old := old.(*failure); old.pending != nil && old.pending() {
+			return
+		}
+		if c.failed.CompareAndSwap(d, old, f) {
+			return
+		}
 	}
 }
 

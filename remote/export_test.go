@@ -36,6 +36,9 @@ func FreshHolds(c *Cache, d object.Digest) bool {
 	return ok
 }
 
+// FailMemory is how long a failed fetch is remembered at least.
+const FailMemory = failMemory
+
 // HoldStripe takes the lock stripe d falls in, as a fetch of d (or of any
 // object sharing its stripe) would, until release is called.
 func HoldStripe(c *Cache, d object.Digest) (release func()) {

@@ -448,24 +448,24 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 
 // tryLock takes d's stripe lock if it is free now.
 func (c *Cache) tryLock(d object.Digest) (func(), bool) {
-	i := (int(d[0])<<8 | int(d[1])) % lockStripes
+	i := stripeOf(d)
 	st := &c.stripes[i]
-	if !st.mu.TryLock() {
+	if !st.tryTake() {
 		return nil, false
 	}
 	if st.fd == 0 {
 		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 		if err != nil {
-			st.mu.Unlock()
+			st.give()
 			return nil, false
 		}
 		st.fd = fd
 	}
 	if unix.Flock(st.fd, unix.LOCK_EX|unix.LOCK_NB) != nil {
-		st.mu.Unlock()
+		st.give()
 		return nil, false
 	}
-	return func() { unix.Flock(st.fd, unix.LOCK_UN); st.mu.Unlock() }, true
+	return func() { unix.Flock(st.fd, unix.LOCK_UN); st.give() }, true
 }
 
 // freshObjects holds the last objects fetched ahead of a sequential

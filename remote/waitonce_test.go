@@ -13,16 +13,22 @@ import (
 )
 
 // stuckFetcher is a master whose calls never answer, whatever their
-// deadline: a link that went silent mid-transfer.
+// deadline, until gone is closed: a link that went silent mid-transfer.
+// Then GetMany fails and Get answers with body.
 type stuckFetcher struct {
 	timeout time.Duration
 	many    atomic.Int64
 	gone    chan struct{}
+	body    []byte
 }
 
 func (f *stuckFetcher) Get(ctx context.Context, d object.Digest) ([]byte, error) {
-	<-ctx.Done()
-	return nil, ctx.Err()
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-f.gone:
+		return f.body, nil
+	}
 }
 
 func (f *stuckFetcher) GetVerified(ctx context.Context, d object.Digest) ([]byte, error) {
@@ -77,4 +83,124 @@ func TestWaitForReadAheadOnce(t *testing.T) {
 	if took := time.Since(start); !errors.Is(err, remote.ErrUnavailable) || took >= timeout/2 {
 		t.Fatalf("read again at once: %v after %v; want ErrUnavailable without a second wait of %v", err, took, timeout)
 	}
+}
+
+// A reader that waited out a fetch ahead is answered at once for as long
+// as that fetch goes on, not only for failMemory: the fetch may be a batch
+// with a later deadline, and a read(2) may ask the kernel's FUSE requests
+// for the page again seconds later.
+func TestWaitedOutWhileFetchAheadGoesOn(t *testing.T) {
+	const timeout = time.Second
+	body := blob(t, "a chunk the master sends once its link is back")
+	d := object.Sum(body)
+	f := &stuckFetcher{timeout: timeout, gone: make(chan struct{}), body: body}
+	c := newStuckCache(t, f)
+	c.Prefetch([]object.Digest{d})
+	within(t, 20*time.Second, "read-ahead's call to the master", func() error {
+		for f.many.Load() == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		return nil
+	})
+	if _, err := c.Get(context.Background(), d); !errors.Is(err, remote.ErrUnavailable) {
+		t.Fatalf("first read: %v; want ErrUnavailable", err)
+	}
+	time.Sleep(remote.FailMemory + timeout/4)
+	start := time.Now()
+	_, err := c.Get(context.Background(), d)
+	if took := time.Since(start); !errors.Is(err, remote.ErrUnavailable) || took >= timeout/2 {
+		t.Fatalf("read %v after the first failed, read-ahead still under way: %v after %v; want ErrUnavailable at once",
+			remote.FailMemory+timeout/4, err, took)
+	}
+	// The link is back and read-ahead's call over: a read asks again.
+	close(f.gone)
+	within(t, 20*time.Second, "a read once the fetch ahead ended", func() error {
+		for {
+			b, err := c.Get(context.Background(), d)
+			if err == nil {
+				if string(b) != string(body) {
+					t.Fatalf("read %q; want %q", b, body)
+				}
+				return nil
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+}
+
+// A fetch waits for its object's lock no longer than its deadline, even
+// while another fetch of this process holds the lock (the lock's stripe
+// is shared by many objects; the holder may be a batch with a later
+// deadline); and the next read is answered at once while that holder
+// goes on.
+func TestLockWaitBoundedByDeadline(t *testing.T) {
+	const timeout = time.Second
+	body := blob(t, "an object whose lock stripe a batch holds")
+	d := object.Sum(body)
+	f := &stuckFetcher{timeout: timeout, gone: make(chan struct{}), body: body}
+	close(f.gone) // the master answers at once
+	c := newStuckCache(t, f)
+	release := remote.HoldStripe(c, d)
+	released := false
+	defer func() {
+		if !released {
+			release()
+		}
+	}()
+	start := time.Now()
+	within(t, 20*time.Second, "a read while another fetch holds the lock", func() error {
+		_, err := c.Get(context.Background(), d)
+		if !errors.Is(err, remote.ErrUnavailable) {
+			t.Fatalf("read: %v; want ErrUnavailable", err)
+		}
+		return nil
+	})
+	if took := time.Since(start); took > 3*timeout {
+		t.Fatalf("read failed after %v; want within its %v deadline", took, timeout)
+	}
+	time.Sleep(remote.FailMemory + timeout/4)
+	start = time.Now()
+	_, err := c.Get(context.Background(), d)
+	if took := time.Since(start); !errors.Is(err, remote.ErrUnavailable) || took >= timeout/2 {
+		t.Fatalf("read again, the lock still held: %v after %v; want ErrUnavailable at once", err, took)
+	}
+	release()
+	released = true
+	b, err := c.Get(context.Background(), d)
+	if err != nil || string(b) != string(body) {
+		t.Fatalf("read once the lock was given back: %q, %v; want %q", b, err, body)
+	}
+}
+
+// newStuckCache returns a cache over a fresh store that fetches from f,
+// closed when the test ends, after f's calls are let go.
+func newStuckCache(t *testing.T, f *stuckFetcher) *remote.Cache {
+	t.Helper()
+	store, err := object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := remote.NewCache(store, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		select {
+		case <-f.gone:
+		default:
+			close(f.gone)
+		}
+		c.Close()
+	})
+	return c
+}
+
+// blob returns s encoded as a blob object.
+func blob(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := object.EncodeBlob([]byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
