@@ -1,14 +1,18 @@
 package remote
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -102,4 +106,132 @@ func BenchmarkSHA256(b *testing.B) {
 			sha256.Sum256(blob)
 		}
 	}
+}
+
+// BenchmarkRoundTripFloor is one GetMany call for one object of each
+// size, answered from memory: the least a cold open of a small file can
+// cost, one round trip over gRPC on loopback with no store on either
+// side. "process" has the server in a process of its own, as a master
+// is; "inproc" shares the client's Go runtime, which leaves out the
+// wakeups of a second process.
+func BenchmarkRoundTripFloor(b *testing.B) {
+	for _, where := range []string{"inproc", "process"} {
+		for _, size := range []int{64, 100 << 10} {
+			b.Run(fmt.Sprintf("%s/%dB", where, size), func(b *testing.B) {
+				var addr string
+				if where == "inproc" {
+					addr = serveFloor(b, size)
+				} else {
+					addr = serveFloorProcess(b, size)
+				}
+				cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer cc.Close()
+				ex := pb.NewExportClient(cc)
+				req := &pb.GetManyRequest{Digests: make([][]byte, 1)}
+				for b.Loop() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					st, err := ex.GetMany(ctx, req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for {
+						if _, err := st.Recv(); err == io.EOF {
+							break
+						} else if err != nil {
+							b.Fatal(err)
+						}
+					}
+					cancel()
+				}
+			})
+		}
+	}
+}
+
+// serveFloor serves the floor's objects of size bytes in this process
+// until the benchmark ends, and returns the address.
+func serveFloor(b *testing.B, size int) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	pb.RegisterExportServer(srv, &floorServer{blob: append([]byte{'b', 1}, make([]byte, size)...)})
+	go srv.Serve(ln)
+	b.Cleanup(srv.Stop)
+	return ln.Addr().String()
+}
+
+// serveFloorProcess runs this test binary again as the floor's server
+// (TestMain), until the benchmark ends, and returns its address.
+func serveFloorProcess(b *testing.B, size int) string {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), fmt.Sprintf("COWFS_FLOOR_SERVE=%d", size))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close() // the server's cue to stop
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if a, ok := strings.CutPrefix(sc.Text(), "floor-server "); ok {
+				addr <- a
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		return a
+	case <-time.After(20 * time.Second):
+		b.Fatal("the floor's server process did not start within 20 s")
+		return ""
+	}
+}
+
+// TestMain runs the tests, or, with COWFS_FLOOR_SERVE set to an object
+// size, serves BenchmarkRoundTripFloor's objects from this process until
+// stdin closes.
+func TestMain(m *testing.M) {
+	if v, ok := os.LookupEnv("COWFS_FLOOR_SERVE"); ok {
+		size, err := strconv.Atoi(v)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "COWFS_FLOOR_SERVE=%q: not an object size\n", v)
+			os.Exit(2)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		srv := grpc.NewServer()
+		pb.RegisterExportServer(srv, &floorServer{blob: append([]byte{'b', 1}, make([]byte, size)...)})
+		go srv.Serve(ln)
+		fmt.Printf("floor-server %s\n", ln.Addr())
+		io.Copy(io.Discard, os.Stdin)
+		srv.Stop()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
 }
