@@ -189,7 +189,7 @@ func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool) ([]byt
 			defer cancel()
 		}
 	}
-	b, err := c.getFollow(ctx, d, follow)
+	b, err := c.getFollow(ctx, d, follow, true)
 	if err == nil {
 		c.rec.note(d, len(b))
 	}
@@ -197,10 +197,12 @@ func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool) ([]byt
 }
 
 func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
-	return c.getFollow(ctx, d, false)
+	return c.getFollow(ctx, d, false, false)
 }
 
-func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow bool) ([]byte, error) {
+// getFollow is get, with follow as for GetForRead; reader is set for a
+// reader's get (Get, GetForRead), not for the cache's own work.
+func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow, reader bool) ([]byte, error) {
 	if b, ok := c.fresh.get(d); ok {
 		c.hits.Add(1)
 		return b, nil
@@ -236,7 +238,7 @@ func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow bool) ([]
 	}
 	// A reader that joins a fetch another started waits no longer than
 	// its own deadline.
-	ch := c.flight.DoChan(string(d[:]), func() (any, error) { return c.fetch(ctx, d, follow) })
+	ch := c.flight.DoChan(string(d[:]), func() (any, error) { return c.fetch(ctx, d, follow, reader) })
 	select {
 	case r := <-ch:
 		if r.Err != nil {
@@ -310,8 +312,8 @@ func (c *Cache) recentlyFailed(d object.Digest) bool {
 // fetch gets d from the master, unless another process stored it while
 // this one waited for the lock; with follow, and a master that can, with
 // what a reader of d reads next (getFollowing).
-func (c *Cache) fetch(ctx context.Context, d object.Digest, follow bool) (_ []byte, err error) {
-	unlock, err := c.lock(ctx, d)
+func (c *Cache) fetch(ctx context.Context, d object.Digest, follow, reader bool) (_ []byte, err error) {
+	unlock, err := c.lock(ctx, d, reader)
 	if err != nil {
 		return nil, err
 	}
@@ -445,8 +447,10 @@ func (c *Cache) lockPath(i int) string { return filepath.Join(c.locks, fmt.Sprin
 
 // lock takes the lock of d's stripe, so that processes sharing the store
 // fetch an object once. It waits no longer than ctx allows, or a minute:
-// the holder is itself bounded by the client's deadlines.
-func (c *Cache) lock(ctx context.Context, d object.Digest) (func(), error) {
+// the holder is itself bounded by the client's deadlines. A reader's wait
+// that ctx's deadline ended is remembered (lockWaitedOut); the cache's
+// own work's is not, since no read waited.
+func (c *Cache) lock(ctx context.Context, d object.Digest, reader bool) (func(), error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Minute)
@@ -455,7 +459,7 @@ func (c *Cache) lock(ctx context.Context, d object.Digest) (func(), error) {
 	i := stripeOf(d)
 	st := &c.stripes[i]
 	if !st.take(ctx) {
-		return nil, c.lockWaitedOut(ctx, d, st)
+		return nil, c.lockWaitedOut(ctx, d, st, reader)
 	}
 	if st.fd == 0 {
 		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
@@ -478,7 +482,7 @@ func (c *Cache) lock(ctx context.Context, d object.Digest) (func(), error) {
 			st.give()
 			// Another process holds it: this one cannot tell when
 			// that ends, so failMemory bounds what is remembered.
-			return nil, c.lockWaitedOut(ctx, d, nil)
+			return nil, c.lockWaitedOut(ctx, d, nil, reader)
 		}
 		time.Sleep(wait)
 	}
@@ -490,9 +494,9 @@ func (c *Cache) lock(ctx context.Context, d object.Digest) (func(), error) {
 // kernel's next ask does not wait for the same holder again: the holder
 // may be a batch fetch (read-ahead, a directory's prefetch) with a later
 // deadline than the reader's.
-func (c *Cache) lockWaitedOut(ctx context.Context, d object.Digest, st *stripe) error {
+func (c *Cache) lockWaitedOut(ctx context.Context, d object.Digest, st *stripe, reader bool) error {
 	err := fmt.Errorf("wait for the lock of %s, held by another fetch: %w (%w)", d.Short(), ErrUnavailable, ctx.Err())
-	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if !reader || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return err
 	}
 	f := &failure{at: time.Now(), err: err}
@@ -504,20 +508,23 @@ func (c *Cache) lockWaitedOut(ctx context.Context, d object.Digest, st *stripe) 
 	return err
 }
 
-// remember keeps f as d's failure, unless a failure still current is
-// kept: a reader gives up on the fetch it joined at the deadline at
-// which that fetch gives up on the lock, and either may note it first;
-// the one whose wait is still under way must stand.
+// remember keeps f as d's failure. A failure still pending that it
+// replaces goes on standing in it: a reader gives up on the fetch it
+// joined at the deadline at which that fetch gives up on the lock, either
+// may be noted first, and the failure stands while either wait's holder
+// goes on.
 func (c *Cache) remember(d object.Digest, f *failure) {
 	for {
 		old, loaded := c.failed.LoadOrStore(d, f)
 		if !loaded {
 			return
 		}
-		if old := old.(*failure); old.pending != nil && old.pending() {
-			return
+		g := f
+		if o := old.(*failure); o.pending != nil && o.pending() {
+			was, now := o.pending, f.pending
+			g = &failure{at: f.at, err: f.err, pending: func() bool { return was() || now != nil && now() }}
 		}
-		if c.failed.CompareAndSwap(d, old, f) {
+		if c.failed.CompareAndSwap(d, old, g) {
 			return
 		}
 	}
