@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"context"
 	"errors"
 	"time"
 
@@ -52,3 +53,10 @@ func HoldStripe(c *Cache, d object.Digest) (release func()) {
 
 // FetchBackground runs c's background fetch of ds (directory prefetch).
 func FetchBackground(c *Cache, ds []object.Digest) bool { return c.fetchBackground(ds) }
+
+// FetchMany runs c's batch fetch of ds, waiting for what other fetches
+// hold (prefetch, read-ahead).
+func FetchMany(c *Cache, ds []object.Digest) error { return c.fetchMany(context.Background(), ds) }
+
+// StripeOf is the lock stripe of d.
+func StripeOf(d object.Digest) int { return stripeOf(d) }

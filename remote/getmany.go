@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -346,57 +347,94 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 
 // fetchManyOpt is fetchManyFor; without wait, the objects another fetch
 // is working on, and those that came damaged, are left to their readers
-// rather than waited for or fetched one by one (PrefetchDir), and it
-// returns those whose lock was taken (busy): a lock stripe is shared, so
-// the fetch that holds it may be another object's.
+// rather than waited for or fetched again (PrefetchDir), and it returns
+// those whose lock was taken (busy): a lock stripe is shared, so the
+// fetch that holds it may be another object's. With wait, those are
+// fetched in a second call once their locks are had, and the damaged
+// ones one by one (Get, which asks the master to check its copy).
 func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wait bool) (busy []object.Digest, err error) {
-	var want []object.Digest
-	// unlocks holds the lock of each object wanted until it is stored:
-	// a reader waiting for one goes on as soon as it is there, not once
-	// the whole batch is.
-	unlocks := map[object.Digest]func(){}
-	defer func() {
-		for _, u := range unlocks {
-			u()
+	busy, damaged, err := c.fetchBatch(ctx, ds, ahead, false)
+	if !wait {
+		return busy, err
+	}
+	first := err
+	if len(busy) > 0 && ctx.Err() == nil {
+		// Another batch (prefetch runs several), a reader or another
+		// process holds their stripes: wait for each, then one call
+		// for all, where one call each cost a round trip apiece.
+		_, more, err := c.fetchBatch(ctx, busy, ahead, true)
+		damaged = append(damaged, more...)
+		if err != nil && first == nil {
+			first = err
 		}
-	}()
-	var later []object.Digest
+	}
+	for _, d := range damaged {
+		if _, err := c.get(ctx, d); err != nil && first == nil {
+			first = err
+		}
+	}
+	return nil, first
+}
+
+// fetchBatch fetches in one call the objects of ds that the store lacks,
+// each once. It takes the lock stripe of each first; a stripe shared by
+// several of them is taken once. Without wait, an object whose stripe
+// another fetch holds is left out and returned in busy; with wait, the
+// stripes are waited for in their order (so that two waiting batches
+// never hold what the other waits for), within ctx. damaged are those
+// that came not matching their digest.
+func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait bool) (busy, damaged []object.Digest, err error) {
+	if wait {
+		ds = slices.Clone(ds)
+		slices.SortFunc(ds, func(a, b object.Digest) int { return cmp.Compare(stripeOf(a), stripeOf(b)) })
+	}
+	var want []object.Digest
+	// locks holds each stripe taken until the last of the batch's
+	// objects in it is stored: a reader waiting for one goes on as soon
+	// as it is there, not once the whole batch is.
+	locks := batchLocks{c: c}
+	defer locks.release()
+	wanted := map[object.Digest]bool{}
 	for _, d := range ds {
 		// What this process knows it holds is skipped at no cost; the
 		// rest is looked for in earnest once its lock is had.
-		if c.store.HasKnown(d) {
+		if wanted[d] || c.store.HasKnown(d) {
 			continue
 		}
-		unlock, ok := c.tryLock(d)
-		if !ok {
-			later = append(later, d)
+		if wait {
+			if lerr := locks.wait(ctx, d); lerr != nil {
+				// ctx ended: what is left is not fetched.
+				err = lerr
+				break
+			}
+		} else if !locks.try(d) {
 			busy = append(busy, d)
 			continue
 		}
 		// Fetched by another process before the lock was had?
 		if ok, _ := c.store.Has(ctx, d); ok {
-			unlock()
+			locks.done(d)
 			continue
 		}
-		unlocks[d] = unlock
+		wanted[d] = true
 		want = append(want, d)
 	}
-	var first error
 	if ahead {
 		// A reader of one of these waits for it to be verified, not
 		// for its lock, which is held until the chunk is in the pack.
 		c.fresh.expect(want)
 	}
+	var first error
 	if len(want) > 0 {
 		c.misses.Add(int64(len(want)))
 		start := time.Now()
-		err := c.f.GetMany(ctx, want, func(i int, b []byte, err error) {
+		gerr := c.f.GetMany(ctx, want, func(i int, b []byte, err error) {
 			d := want[i]
 			if err == nil && object.Sum(b) != d {
 				c.corrupt.Add(1)
 				c.log.Error("object from master does not match its digest; fetching it again",
 					"object", d.String(), "master", c.f.Addr())
-				later = append(later, d)
+				damaged = append(damaged, d)
 				return
 			}
 			if err == nil {
@@ -409,10 +447,7 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 				if err = c.store.PutCachedAs(d, b); err == nil {
 					c.bytes.Add(int64(len(b)))
 					c.fetched(int64(len(b)))
-					if u := unlocks[d]; u != nil {
-						u()
-						delete(unlocks, d)
-					}
+					locks.done(d)
 				}
 			}
 			if err != nil && first == nil {
@@ -420,30 +455,92 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 			}
 		})
 		if c.onFetch != nil {
-			c.onFetch(true, time.Since(start), err)
+			c.onFetch(true, time.Since(start), gerr)
 		}
-		if err != nil && first == nil {
-			first = err
+		if gerr != nil && first == nil {
+			first = gerr
 		}
 	}
 	if ahead {
-		// Before later: fetching one of those again, this goroutine
-		// must not wait for itself.
+		// Before the damaged are fetched again: fetching one of those,
+		// this goroutine must not wait for itself.
 		c.fresh.drop(want)
 	}
-	for d, u := range unlocks {
-		u()
-		delete(unlocks, d)
+	if err == nil {
+		err = first
 	}
-	if !wait {
-		return busy, first
+	return busy, damaged, err
+}
+
+// batchLocks are the lock stripes one batch holds, each with the number
+// of the batch's objects in it not yet stored.
+type batchLocks struct {
+	c    *Cache
+	held map[int]*heldStripe
+}
+
+type heldStripe struct {
+	unlock func()
+	n      int
+}
+
+// try takes d's stripe for the batch, or counts d in it if the batch
+// holds it already; false if another fetch holds it.
+func (l *batchLocks) try(d object.Digest) bool {
+	if l.count(d) {
+		return true
 	}
-	for _, d := range later {
-		if _, err := c.get(ctx, d); err != nil && first == nil {
-			first = err
+	unlock, ok := l.c.tryLock(d)
+	if ok {
+		l.add(d, unlock)
+	}
+	return ok
+}
+
+// wait is try that waits, within ctx, for a stripe another fetch holds.
+func (l *batchLocks) wait(ctx context.Context, d object.Digest) error {
+	if l.count(d) {
+		return nil
+	}
+	unlock, err := l.c.lock(ctx, d, false)
+	if err == nil {
+		l.add(d, unlock)
+	}
+	return err
+}
+
+func (l *batchLocks) count(d object.Digest) bool {
+	if h := l.held[stripeOf(d)]; h != nil {
+		h.n++
+		return true
+	}
+	return false
+}
+
+func (l *batchLocks) add(d object.Digest, unlock func()) {
+	if l.held == nil {
+		l.held = map[int]*heldStripe{}
+	}
+	l.held[stripeOf(d)] = &heldStripe{unlock: unlock, n: 1}
+}
+
+// done notes that d, taken with try or wait, needs its stripe no more.
+func (l *batchLocks) done(d object.Digest) {
+	i := stripeOf(d)
+	if h := l.held[i]; h != nil {
+		if h.n--; h.n == 0 {
+			h.unlock()
+			delete(l.held, i)
 		}
 	}
-	return nil, first
+}
+
+// release gives back every stripe still held.
+func (l *batchLocks) release() {
+	for i, h := range l.held {
+		h.unlock()
+		delete(l.held, i)
+	}
 }
 
 // tryLock takes d's stripe lock if it is free now.

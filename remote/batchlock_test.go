@@ -1,0 +1,164 @@
+package remote_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote"
+)
+
+// memFetcher is a master that answers from a map at once, counting its
+// calls.
+type memFetcher struct {
+	mu        sync.Mutex
+	objs      map[object.Digest][]byte
+	get, many atomic.Int64
+}
+
+func (f *memFetcher) Get(ctx context.Context, d object.Digest) ([]byte, error) {
+	f.get.Add(1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if b, ok := f.objs[d]; ok {
+		return b, nil
+	}
+	return nil, fmt.Errorf("%s: %w", d.Short(), object.ErrNotFound)
+}
+
+func (f *memFetcher) GetVerified(ctx context.Context, d object.Digest) ([]byte, error) {
+	return f.Get(ctx, d)
+}
+
+func (f *memFetcher) GetMany(ctx context.Context, ds []object.Digest, got func(int, []byte, error)) error {
+	f.many.Add(1)
+	for i, d := range ds {
+		f.mu.Lock()
+		b, ok := f.objs[d]
+		f.mu.Unlock()
+		if !ok {
+			got(i, nil, fmt.Errorf("%s: %w", d.Short(), object.ErrNotFound))
+			continue
+		}
+		got(i, b, nil)
+	}
+	return nil
+}
+
+func (f *memFetcher) Has(ctx context.Context, ds []object.Digest) ([]bool, error) {
+	return make([]bool, len(ds)), nil
+}
+
+func (f *memFetcher) Addr() string { return "memory" }
+
+// stripeMates returns blobs, served by f, of which the first two share a
+// lock stripe and the rest each have a stripe of their own, n in all.
+func stripeMates(t *testing.T, f *memFetcher, n int) []object.Digest {
+	t.Helper()
+	f.objs = map[object.Digest][]byte{}
+	byStripe := map[int]object.Digest{}
+	var ds []object.Digest
+	for i := 0; len(ds) < n; i++ {
+		b := blob(t, fmt.Sprintf("object %d", i))
+		d := object.Sum(b)
+		s := remote.StripeOf(d)
+		if first, ok := byStripe[s]; ok {
+			if len(ds) == 0 {
+				f.objs[d] = b
+				ds = append(ds, first, d)
+			}
+			continue
+		}
+		byStripe[s] = d
+		f.objs[d] = b
+		if len(ds) > 0 {
+			ds = append(ds, d)
+		}
+	}
+	return ds
+}
+
+func newMemCache(t *testing.T, f *memFetcher) (*remote.Cache, *object.DirStore) {
+	t.Helper()
+	store, err := object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := remote.NewCache(store, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c, store
+}
+
+// A batch whose objects share a lock stripe fetches them all in its one
+// call: the stripe is the batch's once taken, for each of them.
+func TestBatchTakesSharedStripeOnce(t *testing.T) {
+	f := &memFetcher{}
+	ds := stripeMates(t, f, 8)
+	c, store := newMemCache(t, f)
+	within(t, 20*time.Second, "the batch", func() error { return remote.FetchMany(c, ds) })
+	if g, m := f.get.Load(), f.many.Load(); g != 0 || m != 1 {
+		t.Errorf("%d Get and %d GetMany calls; want one GetMany for all", g, m)
+	}
+	for i, d := range ds {
+		if ok, _ := store.Has(context.Background(), d); !ok {
+			t.Errorf("object %d not stored", i)
+		}
+	}
+	// Every stripe was given back: a fetch of each takes it at once.
+	for i, d := range ds {
+		release, ok := tryHold(c, d)
+		if !ok {
+			t.Fatalf("object %d's stripe still held after the batch", i)
+		}
+		release()
+	}
+}
+
+// Objects whose stripe another fetch holds are waited for and fetched in
+// one more call, not one call each.
+func TestBatchWaitsForBusyStripes(t *testing.T) {
+	f := &memFetcher{}
+	ds := stripeMates(t, f, 8)
+	c, store := newMemCache(t, f)
+	// Another fetch holds the stripes of the first three objects.
+	var releases []func()
+	for _, d := range ds[1:4] {
+		releases = append(releases, remote.HoldStripe(c, d))
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		for _, r := range releases {
+			r()
+		}
+	}()
+	within(t, 20*time.Second, "the batch", func() error { return remote.FetchMany(c, ds) })
+	if g, m := f.get.Load(), f.many.Load(); g != 0 || m != 2 {
+		t.Errorf("%d Get and %d GetMany calls; want two GetMany: the free objects, then the busy ones", g, m)
+	}
+	for i, d := range ds {
+		if ok, _ := store.Has(context.Background(), d); !ok {
+			t.Errorf("object %d not stored", i)
+		}
+	}
+}
+
+// tryHold takes d's stripe if it is free now.
+func tryHold(c *remote.Cache, d object.Digest) (func(), bool) {
+	done := make(chan func(), 1)
+	go func() { done <- remote.HoldStripe(c, d) }()
+	select {
+	case r := <-done:
+		return r, true
+	case <-time.After(time.Second):
+		go func() { (<-done)() }()
+		return nil, false
+	}
+}
