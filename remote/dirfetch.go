@@ -241,20 +241,10 @@ func (c *Cache) fetchBatches(ds []object.Digest, timeout time.Duration, busy *[]
 		if c.ctx.Err() != nil {
 			return false // closed: the lock files with it
 		}
-		// One object per lock stripe in a batch: a batch takes the
-		// stripes of its objects, and one it holds already would be
-		// taken for another fetch's and skipped.
-		var batch, rest []object.Digest
-		var taken [lockStripes]bool
-		for _, d := range ds {
-			i := stripeOf(d)
-			if len(batch) == dirBatch || taken[i] {
-				rest = append(rest, d)
-				continue
-			}
-			taken[i] = true
-			batch = append(batch, d)
-		}
+		// A batch takes a stripe once for all its objects in it
+		// (batchLocks).
+		n := min(len(ds), dirBatch)
+		batch, rest := ds[:n], ds[n:]
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)
 		b, err := c.fetchManyOpt(ctx, batch, false, false)
 		cancel()

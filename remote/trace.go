@@ -269,21 +269,22 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 }
 
 // nextTraceBatch takes the next entries that the store lacks, in order,
-// at most one per lock stripe and none of a stripe the other worker's
-// batch holds: a batch holds the stripes of its objects, and leaves an
-// object whose stripe is held to whoever holds it. end is true once the
-// trace is done.
+// none of a stripe the other worker's batch holds: a batch holds the
+// stripes of its objects (each once, however many of them share it), and
+// leaves an object whose stripe is held to whoever holds it. end is true
+// once the trace is done.
 func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool) {
 	p := &c.replay
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var size int64
+	mine := map[int]bool{}
 	// At most traceLook entries looked at under p.mu, which readers
 	// take: a trace mostly held already is gone through a part at a time.
 	for look := 0; p.next < len(p.entries) && len(batch) < traceBatch && size < traceBatchBytes && look < traceLook; look++ {
 		e := p.entries[p.next]
 		i := stripeOf(e.Object)
-		if p.busy[i] {
+		if p.busy[i] && !mine[i] {
 			break
 		}
 		p.next++
@@ -293,7 +294,7 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool) {
 		if ok, _ := c.store.Has(c.ctx, e.Object); ok {
 			continue
 		}
-		p.busy[i] = true
+		p.busy[i], mine[i] = true, true
 		batch = append(batch, e.Object)
 		size += e.Size
 	}
