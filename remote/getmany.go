@@ -388,19 +388,20 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 		ds = slices.Clone(ds)
 		slices.SortFunc(ds, func(a, b object.Digest) int { return cmp.Compare(stripeOf(a), stripeOf(b)) })
 	}
-	var want []object.Digest
 	// locks holds each stripe taken until the last of the batch's
 	// objects in it is stored: a reader waiting for one goes on as soon
 	// as it is there, not once the whole batch is.
 	locks := batchLocks{c: c}
 	defer locks.release()
-	wanted := map[object.Digest]bool{}
+	var taken []object.Digest
+	seen := map[object.Digest]bool{}
 	for _, d := range ds {
 		// What this process knows it holds is skipped at no cost; the
 		// rest is looked for in earnest once its lock is had.
-		if wanted[d] || c.store.HasKnown(d) {
+		if seen[d] || c.store.HasKnown(d) {
 			continue
 		}
+		seen[d] = true
 		if wait {
 			if lerr := locks.wait(ctx, d); lerr != nil {
 				// ctx ended: what is left is not fetched.
@@ -411,12 +412,17 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 			busy = append(busy, d)
 			continue
 		}
-		// Fetched by another process before the lock was had?
-		if ok, _ := c.store.Has(ctx, d); ok {
+		taken = append(taken, d)
+	}
+	// Fetched by another process before the locks were had? One look at
+	// the store for all of them.
+	var want []object.Digest
+	has, herr := c.store.HasMany(taken)
+	for i, d := range taken {
+		if herr == nil && has[i] {
 			locks.done(d)
 			continue
 		}
-		wanted[d] = true
 		want = append(want, d)
 	}
 	if ahead {

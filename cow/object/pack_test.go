@@ -140,6 +140,56 @@ func TestPackHasKnown(t *testing.T) {
 	}
 }
 
+// HasMany answers as Has would for each object: in this store's pack, in
+// another store's pack on the same directory (another mount process)
+// written after this one last looked, in a file of its own, or missing.
+func TestPackHasMany(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, theirs, loose, missing := testBlob(1, 3000), testBlob(2, 3000), testBlob(3, 3000), testBlob(4, 3000)
+	if err := a.PutCachedAs(Sum(mine), mine); err != nil {
+		t.Fatal(err)
+	}
+	// a looks once, then b packs theirs: only a fresh look finds it.
+	if ok, err := a.Has(ctx, Sum(missing)); ok || err != nil {
+		t.Fatalf("has missing: %v, %v", ok, err)
+	}
+	if err := b.PutCachedAs(Sum(theirs), theirs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Put(ctx, loose); err != nil {
+		t.Fatal(err)
+	}
+	ds := []Digest{Sum(missing), Sum(mine), Sum(theirs), Sum(loose), Sum(missing)}
+	got, err := a.HasMany(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range ds {
+		want, err := a.Has(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[i] != want {
+			t.Errorf("object %d: HasMany says %v, Has %v", i, got[i], want)
+		}
+	}
+	if want := []bool{false, true, true, true, false}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("HasMany = %v; want %v", got, want)
+	}
+	if got, err := a.HasMany(nil); err != nil || len(got) != 0 {
+		t.Errorf("HasMany(nil) = %v, %v", got, err)
+	}
+}
+
 // A writer seals its pack once it is full and starts another.
 func TestPackSeals(t *testing.T) {
 	smallPacks(t, 64<<10)
