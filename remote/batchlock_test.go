@@ -2,6 +2,7 @@ package remote_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -161,4 +162,43 @@ func tryHold(c *remote.Cache, d object.Digest) (func(), bool) {
 		go func() { (<-done)() }()
 		return nil, false
 	}
+}
+
+// Two caches on one store (two mount processes) exclude each other per
+// stripe: while one holds d's stripe, the other's fetch of d waits, up to
+// its deadline, and goes on once the stripe is given back.
+func TestStripeLockAcrossCaches(t *testing.T) {
+	f := &memFetcher{}
+	ds := stripeMates(t, f, 2)
+	store, err := object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs [2]*remote.Cache
+	for i := range cs {
+		if cs[i], err = remote.NewCache(store, f, nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cs[i].Close)
+	}
+	release := remote.HoldStripe(cs[0], ds[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	within(t, 20*time.Second, "a fetch while the other cache holds the stripe", func() error {
+		if _, err := cs[1].Get(ctx, ds[1]); !errors.Is(err, remote.ErrUnavailable) {
+			t.Errorf("fetch of a stripe-mate while the other cache holds the stripe: %v; want ErrUnavailable", err)
+		}
+		return nil
+	})
+	if f.get.Load() != 0 {
+		t.Errorf("the master was asked %d times while the stripe was held", f.get.Load())
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := cs[1].Get(context.Background(), ds[0])
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	release()
+	within(t, 20*time.Second, "the fetch once the stripe is given back", func() error { return <-got })
 }

@@ -68,10 +68,10 @@ type CacheStats struct {
 // finds it. One fetch per object: concurrent reads of it in this process
 // wait for one call, and other processes wait on a lock file for it.
 type Cache struct {
-	store *object.DirStore
-	f     Fetcher
-	log   *slog.Logger
-	locks string
+	store  *object.DirStore
+	f      Fetcher
+	log    *slog.Logger
+	lockFd int // the stripes file (stripesFile)
 
 	flight singleflight.Group
 	// failed remembers, for failMemory, fetches that failed because the
@@ -118,8 +118,12 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 	if err := os.MkdirAll(locks, 0o700); err != nil {
 		return nil, fmt.Errorf("cache locks: %w", err)
 	}
+	fd, err := unix.Open(filepath.Join(locks, stripesFile), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cache locks: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Cache{store: store, f: f, log: log, locks: locks, ahead: make(chan []object.Digest, 64), ctx: ctx, cancel: cancel}
+	c := &Cache{store: store, f: f, log: log, lockFd: fd, ahead: make(chan []object.Digest, 64), ctx: ctx, cancel: cancel}
 	for i := range c.stripes {
 		c.stripes[i].sem = make(chan struct{}, 1)
 	}
@@ -131,13 +135,11 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 func (c *Cache) Close() {
 	c.cancel()
 	for i := range c.stripes {
-		st := &c.stripes[i]
-		st.sem <- struct{}{}
-		if st.fd != 0 {
-			unix.Close(st.fd)
-			st.fd = 0
-		}
-		<-st.sem
+		c.stripes[i].sem <- struct{}{}
+	}
+	unix.Close(c.lockFd)
+	for i := range c.stripes {
+		<-c.stripes[i].sem
 	}
 }
 
@@ -405,12 +407,11 @@ func (c *Cache) noteDamage(d object.Digest, err error) {
 // enough that unrelated fetches of one process rarely wait for each other.
 const lockStripes = 1024
 
-// stripe is one lock file, opened once: a fetch takes sem (other
+// stripe is one byte of the stripes file: a fetch takes sem (other
 // goroutines of this process; a channel, so that a wait for it ends with
-// the waiter's deadline) and then flock (other processes).
+// the waiter's deadline) and then the byte's lock (other processes).
 type stripe struct {
 	sem chan struct{}
-	fd  int // 0 until opened
 	// taken counts the times sem was taken: a reader that waited out
 	// one holder tells it from the next.
 	taken atomic.Uint64
@@ -443,7 +444,36 @@ func (st *stripe) tryTake() bool {
 
 func (st *stripe) give() { <-st.sem }
 
-func (c *Cache) lockPath(i int) string { return filepath.Join(c.locks, fmt.Sprintf("%03x", i)) }
+// stripesFile, in the store's locks directory, holds one byte for each
+// stripe, locked with open file description locks (fcntl F_OFD_SETLK):
+// one file made once, where a file per stripe cost each new worker a
+// thousand file creations, which on a busy ext4 wait for the journal.
+// The locks of one process share its description, so they never exclude
+// each other; sem does that.
+const stripesFile = "stripes"
+
+// lockByte takes (or with unlock, gives back) stripe i's byte without
+// waiting.
+func (c *Cache) lockByte(i int, unlock bool) error {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0 /* SEEK_SET */, Start: int64(i), Len: 1}
+	if unlock {
+		lk.Type = unix.F_UNLCK
+	}
+	for {
+		err := unix.FcntlFlock(uintptr(c.lockFd), unix.F_OFD_SETLK, &lk)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// unlocker gives back stripe i: its byte, then its sem.
+func (c *Cache) unlocker(i int) func() {
+	return func() {
+		c.lockByte(i, true)
+		c.stripes[i].give()
+	}
+}
 
 // lock takes the lock of d's stripe, so that processes sharing the store
 // fetch an object once. It waits no longer than ctx allows, or a minute:
@@ -461,20 +491,12 @@ func (c *Cache) lock(ctx context.Context, d object.Digest, reader bool) (func(),
 	if !st.take(ctx) {
 		return nil, c.lockWaitedOut(ctx, d, st, reader)
 	}
-	if st.fd == 0 {
-		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			st.give()
-			return nil, fmt.Errorf("cache lock: %w", err)
-		}
-		st.fd = fd
-	}
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		err := unix.Flock(st.fd, unix.LOCK_EX|unix.LOCK_NB)
+		err := c.lockByte(i, false)
 		if err == nil {
-			return func() { unix.Flock(st.fd, unix.LOCK_UN); st.give() }, nil
+			return c.unlocker(i), nil
 		}
-		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+		if err != unix.EAGAIN && err != unix.EACCES {
 			st.give()
 			return nil, fmt.Errorf("cache lock: %w", err)
 		}

@@ -556,19 +556,11 @@ func (c *Cache) tryLock(d object.Digest) (func(), bool) {
 	if !st.tryTake() {
 		return nil, false
 	}
-	if st.fd == 0 {
-		fd, err := unix.Open(c.lockPath(i), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			st.give()
-			return nil, false
-		}
-		st.fd = fd
-	}
-	if unix.Flock(st.fd, unix.LOCK_EX|unix.LOCK_NB) != nil {
+	if c.lockByte(i, false) != nil {
 		st.give()
 		return nil, false
 	}
-	return func() { unix.Flock(st.fd, unix.LOCK_UN); st.give() }, true
+	return c.unlocker(i), true
 }
 
 // freshObjects holds the last objects fetched ahead of a sequential
