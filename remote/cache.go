@@ -137,7 +137,11 @@ func (c *Cache) Close() {
 	for i := range c.stripes {
 		c.stripes[i].sem <- struct{}{}
 	}
+	// Under every sem: no lock is taken or given back meanwhile, and
+	// one asked for after finds no descriptor (whose number the
+	// process may give another file).
 	unix.Close(c.lockFd)
+	c.lockFd = -1
 	for i := range c.stripes {
 		<-c.stripes[i].sem
 	}
@@ -453,11 +457,14 @@ func (st *stripe) give() { <-st.sem }
 const stripesFile = "stripes"
 
 // lockByte takes (or with unlock, gives back) stripe i's byte without
-// waiting.
+// waiting. The caller holds stripe i's sem.
 func (c *Cache) lockByte(i int, unlock bool) error {
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0 /* SEEK_SET */, Start: int64(i), Len: 1}
 	if unlock {
 		lk.Type = unix.F_UNLCK
+	}
+	if c.lockFd < 0 {
+		return fmt.Errorf("cache closed: %w", unix.EBADF)
 	}
 	for {
 		err := unix.FcntlFlock(uintptr(c.lockFd), unix.F_OFD_SETLK, &lk)
