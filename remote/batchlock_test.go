@@ -84,7 +84,9 @@ func stripeMates(t *testing.T, f *memFetcher, n int) []object.Digest {
 	return ds
 }
 
-func newMemCache(t *testing.T, f *memFetcher) (*remote.Cache, *object.DirStore) {
+// newTestCache returns a cache over a fresh store that fetches from f,
+// closed when the test ends.
+func newTestCache(t *testing.T, f remote.Fetcher) (*remote.Cache, *object.DirStore) {
 	t.Helper()
 	store, err := object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
 	if err != nil {
@@ -103,7 +105,7 @@ func newMemCache(t *testing.T, f *memFetcher) (*remote.Cache, *object.DirStore) 
 func TestBatchTakesSharedStripeOnce(t *testing.T) {
 	f := &memFetcher{}
 	ds := stripeMates(t, f, 8)
-	c, store := newMemCache(t, f)
+	c, store := newTestCache(t, f)
 	within(t, 20*time.Second, "the batch", func() error { return remote.FetchMany(c, ds) })
 	if g, m := f.get.Load(), f.many.Load(); g != 0 || m != 1 {
 		t.Errorf("%d Get and %d GetMany calls; want one GetMany for all", g, m)
@@ -128,7 +130,7 @@ func TestBatchTakesSharedStripeOnce(t *testing.T) {
 func TestBatchWaitsForBusyStripes(t *testing.T) {
 	f := &memFetcher{}
 	ds := stripeMates(t, f, 8)
-	c, store := newMemCache(t, f)
+	c, store := newTestCache(t, f)
 	// Another fetch holds the stripes of the first three objects.
 	var releases []func()
 	for _, d := range ds[1:4] {

@@ -76,22 +76,29 @@ func BenchmarkStreamFloor(b *testing.B) {
 			for b.Loop() {
 				for done := 0; done < chunks; {
 					n := min(batch, chunks-done)
-					req := &pb.GetManyRequest{Digests: make([][]byte, n)}
-					st, err := ex.GetMany(context.Background(), req)
-					if err != nil {
-						b.Fatal(err)
-					}
-					for {
-						if _, err := st.Recv(); err == io.EOF {
-							break
-						} else if err != nil {
-							b.Fatal(err)
-						}
-					}
+					getMany(b, ex, n)
 					done += n
 				}
 			}
 		})
+	}
+}
+
+// getMany makes one GetMany call for n objects and receives all of it,
+// within 10 s.
+func getMany(b *testing.B, ex pb.ExportClient, n int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := ex.GetMany(ctx, &pb.GetManyRequest{Digests: make([][]byte, n)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for {
+		if _, err := st.Recv(); err == io.EOF {
+			return
+		} else if err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -130,21 +137,8 @@ func BenchmarkRoundTripFloor(b *testing.B) {
 				}
 				defer cc.Close()
 				ex := pb.NewExportClient(cc)
-				req := &pb.GetManyRequest{Digests: make([][]byte, 1)}
 				for b.Loop() {
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					st, err := ex.GetMany(ctx, req)
-					if err != nil {
-						b.Fatal(err)
-					}
-					for {
-						if _, err := st.Recv(); err == io.EOF {
-							break
-						} else if err != nil {
-							b.Fatal(err)
-						}
-					}
-					cancel()
+					getMany(b, ex, 1)
 				}
 			})
 		}
@@ -154,15 +148,24 @@ func BenchmarkRoundTripFloor(b *testing.B) {
 // serveFloor serves the floor's objects of size bytes in this process
 // until the benchmark ends, and returns the address.
 func serveFloor(b *testing.B, size int) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, addr, err := startFloor(size)
 	if err != nil {
 		b.Fatal(err)
+	}
+	b.Cleanup(srv.Stop)
+	return addr
+}
+
+// startFloor serves objects of size bytes from memory on a loopback port.
+func startFloor(size int) (*grpc.Server, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
 	}
 	srv := grpc.NewServer()
 	pb.RegisterExportServer(srv, &floorServer{blob: append([]byte{'b', 1}, make([]byte, size)...)})
 	go srv.Serve(ln)
-	b.Cleanup(srv.Stop)
-	return ln.Addr().String()
+	return srv, ln.Addr().String(), nil
 }
 
 // serveFloorProcess runs this test binary again as the floor's server
@@ -220,15 +223,12 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "COWFS_FLOOR_SERVE=%q: not an object size\n", v)
 			os.Exit(2)
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		srv, addr, err := startFloor(size)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		srv := grpc.NewServer()
-		pb.RegisterExportServer(srv, &floorServer{blob: append([]byte{'b', 1}, make([]byte, size)...)})
-		go srv.Serve(ln)
-		fmt.Printf("floor-server %s\n", ln.Addr())
+		fmt.Printf("floor-server %s\n", addr)
 		io.Copy(io.Discard, os.Stdin)
 		srv.Stop()
 		os.Exit(0)

@@ -3,7 +3,6 @@ package remote_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,30 +55,14 @@ func (f *stuckFetcher) Timeout() time.Duration { return f.timeout }
 func TestWaitForReadAheadOnce(t *testing.T) {
 	const timeout = 2 * time.Second
 	f := &stuckFetcher{timeout: timeout, gone: make(chan struct{})}
-	store, err := object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := remote.NewCache(store, f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Close waits for read-ahead's call: end it first.
-	defer c.Close()
-	defer close(f.gone)
+	c := newStuckCache(t, f)
 	d := object.Sum([]byte("a chunk the master never sends"))
-	c.Prefetch([]object.Digest{d})
-	within(t, 20*time.Second, "read-ahead's call to the master", func() error {
-		for f.many.Load() == 0 {
-			time.Sleep(5 * time.Millisecond)
-		}
-		return nil
-	})
+	stuckAhead(t, c, f, d)
 	if _, err := c.Get(context.Background(), d); !errors.Is(err, remote.ErrUnavailable) {
 		t.Fatalf("first read: %v; want ErrUnavailable", err)
 	}
 	start := time.Now()
-	_, err = c.Get(context.Background(), d)
+	_, err := c.Get(context.Background(), d)
 	if took := time.Since(start); !errors.Is(err, remote.ErrUnavailable) || took >= timeout/2 {
 		t.Fatalf("read again at once: %v after %v; want ErrUnavailable without a second wait of %v", err, took, timeout)
 	}
@@ -95,13 +78,7 @@ func TestWaitedOutWhileFetchAheadGoesOn(t *testing.T) {
 	d := object.Sum(body)
 	f := &stuckFetcher{timeout: timeout, gone: make(chan struct{}), body: body}
 	c := newStuckCache(t, f)
-	c.Prefetch([]object.Digest{d})
-	within(t, 20*time.Second, "read-ahead's call to the master", func() error {
-		for f.many.Load() == 0 {
-			time.Sleep(5 * time.Millisecond)
-		}
-		return nil
-	})
+	stuckAhead(t, c, f, d)
 	if _, err := c.Get(context.Background(), d); !errors.Is(err, remote.ErrUnavailable) {
 		t.Fatalf("first read: %v; want ErrUnavailable", err)
 	}
@@ -176,23 +153,29 @@ func TestLockWaitBoundedByDeadline(t *testing.T) {
 // closed when the test ends, after f's calls are let go.
 func newStuckCache(t *testing.T, f *stuckFetcher) *remote.Cache {
 	t.Helper()
-	store, err := object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := remote.NewCache(store, f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _ := newTestCache(t, f)
+	// Before Close, which waits for read-ahead's call.
 	t.Cleanup(func() {
 		select {
 		case <-f.gone:
 		default:
 			close(f.gone)
 		}
-		c.Close()
 	})
 	return c
+}
+
+// stuckAhead starts read-ahead of d, which f never answers, and returns
+// once its call reached f.
+func stuckAhead(t *testing.T, c *remote.Cache, f *stuckFetcher, d object.Digest) {
+	t.Helper()
+	c.Prefetch([]object.Digest{d})
+	within(t, 20*time.Second, "read-ahead's call to the master", func() error {
+		for f.many.Load() == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		return nil
+	})
 }
 
 // blob returns s encoded as a blob object.

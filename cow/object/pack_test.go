@@ -39,6 +39,20 @@ func smallPacks(t *testing.T, n int64) {
 	t.Cleanup(func() { packTarget = old })
 }
 
+// twoStores opens two stores on one new directory: two mount processes.
+func twoStores(t *testing.T) (a, b *DirStore) {
+	t.Helper()
+	dir := t.TempDir()
+	var err error
+	if a, err = OpenDirStore(dir); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = OpenDirStore(dir); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
 // What a cache stores goes to a pack, not a file per object; it is read
 // back verified, by this store and by another one on the same directory
 // (another mount process), and an existing store's files are still read.
@@ -107,15 +121,7 @@ func TestPackPutGet(t *testing.T) {
 // (Has) reads that; never yes for what is not there.
 func TestPackHasKnown(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	a, err := OpenDirStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := OpenDirStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := twoStores(t)
 	mine, theirs := testBlob(1, 3000), testBlob(2, 3000)
 	if a.HasKnown(Sum(mine)) {
 		t.Fatal("known before it was stored")
@@ -145,15 +151,7 @@ func TestPackHasKnown(t *testing.T) {
 // written after this one last looked, in a file of its own, or missing.
 func TestPackHasMany(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	a, err := OpenDirStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := OpenDirStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := twoStores(t)
 	mine, theirs, loose, missing := testBlob(1, 3000), testBlob(2, 3000), testBlob(3, 3000), testBlob(4, 3000)
 	if err := a.PutCachedAs(Sum(mine), mine); err != nil {
 		t.Fatal(err)
