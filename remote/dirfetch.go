@@ -58,11 +58,12 @@ type dirFetch struct {
 // map entry of some 50 bytes.
 const dirWaiting = 64 << 10
 
-// dirWait is a directory looked into, and whether one of its files was
-// read since.
+// dirWait is a directory looked into, whether one of its files was read
+// since, and whether it is fetched ahead of a crawl (see read).
 type dirWait struct {
 	files  []object.Digest
 	opened bool
+	ahead  bool
 }
 
 // SetDirPrefetch turns on (or off) PrefetchDir, off by default: a mount
@@ -145,7 +146,12 @@ func (f *dirFetch) forget(w *dirWait) {
 }
 
 // read notes that a reader asked for object d: the second file object of
-// a directory read starts the background fetch of its files.
+// a directory read starts the background fetch of its files, and of the
+// next directory looked into after it, which a crawl (find, an import of
+// a package tree) reads next; the first read in a directory so fetched
+// ahead starts the one after it. A crawl then finds a directory's files
+// fetched, or being fetched, when it gets there, where it used to race
+// its own directory's fetch for them.
 func (f *dirFetch) read(d object.Digest) {
 	if !f.on.Load() {
 		return
@@ -157,13 +163,36 @@ func (f *dirFetch) read(d object.Digest) {
 		return
 	}
 	delete(f.waiting, d)
-	if !w.opened {
+	if !w.opened && !w.ahead {
 		w.opened = true
 		return
 	}
+	next := f.after(w)
 	f.forget(w)
+	if !w.ahead {
+		f.enqueue(w.files)
+	}
+	if next != nil && !next.ahead {
+		next.ahead = true
+		f.enqueue(next.files)
+	}
+}
+
+// after returns the directory looked into next after w, if one waits;
+// f.mu is held.
+func (f *dirFetch) after(w *dirWait) *dirWait {
+	for i, o := range f.order {
+		if o == w && i+1 < len(f.order) {
+			return f.order[i+1]
+		}
+	}
+	return nil
+}
+
+// enqueue hands files to the workers, or drops them if too many wait.
+func (f *dirFetch) enqueue(files []object.Digest) {
 	select {
-	case f.queue <- w.files:
+	case f.queue <- files:
 	default:
 	}
 }

@@ -366,3 +366,41 @@ func TestDirPrefetchStripeBusy(t *testing.T) {
 		}
 	}
 }
+
+// A crawl's directory fetches keep one directory ahead of it: reading two
+// files of the first directory listed fetches the next one's files too,
+// and the first read there the one after; a directory two ahead is not
+// fetched.
+func TestDirPrefetchAhead(t *testing.T) {
+	exp := t.TempDir()
+	dirs := []string{"a", "b", "c", "d"}
+	files := map[string]map[string][]byte{}
+	for _, dir := range dirs {
+		files[dir] = smallFiles(t, exp, dir, 20)
+	}
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	v.Cache.SetDirPrefetch(true)
+	for _, dir := range dirs {
+		if _, err := v.Lower.ReadDir(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listAndCrawl(t, v, "a", files["a"])
+	waitHeld(t, v, "a", files["a"])
+	waitHeld(t, v, "b", files["b"])
+	if held(t, v, "c", files["c"]) {
+		t.Fatal("c, two directories ahead of the crawl, was fetched")
+	}
+	for name, want := range files["b"] {
+		b, err := readAll(t, v.Lower, "b/"+name, 30*time.Second)
+		if err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("b/%s: %d bytes, %v; want its %d bytes", name, len(b), err, len(want))
+		}
+		break
+	}
+	waitHeld(t, v, "c", files["c"])
+	if held(t, v, "d", files["d"]) {
+		t.Fatal("d, two directories ahead of the crawl, was fetched")
+	}
+}
