@@ -102,13 +102,11 @@ func (c *Cache) getFollowing(ctx context.Context, ff followFetcher, d object.Dig
 				return
 			}
 			took += int64(len(b))
-			// Counted before its reader may have it: a read that
-			// returned finds what it fetched counted.
-			c.bytes.Add(int64(len(b)))
 			if wanted[fd] {
 				c.fresh.put(fd, b)
 			}
 			if c.store.PutCachedAs(fd, b) == nil {
+				c.bytes.Add(int64(len(b)))
 				c.fetched(int64(len(b)))
 			}
 		})

@@ -444,15 +444,14 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 				return
 			}
 			if err == nil {
-				// Verified: counted, and its reader may have it now.
-				// The pack write that follows can only fail to keep
-				// it, and a crash before it costs a fetch, never a
-				// wrong byte.
-				c.bytes.Add(int64(len(b)))
+				// Verified: its reader may have it now. The pack write
+				// that follows can only fail to keep it, and a crash
+				// before it costs a fetch, never a wrong byte.
 				if ahead {
 					c.fresh.put(d, b)
 				}
 				if err = c.store.PutCachedAs(d, b); err == nil {
+					c.bytes.Add(int64(len(b)))
 					c.fetched(int64(len(b)))
 					locks.done(d)
 				}
