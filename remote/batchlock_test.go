@@ -110,11 +110,7 @@ func TestBatchTakesSharedStripeOnce(t *testing.T) {
 	if g, m := f.get.Load(), f.many.Load(); g != 0 || m != 1 {
 		t.Errorf("%d Get and %d GetMany calls; want one GetMany for all", g, m)
 	}
-	for i, d := range ds {
-		if ok, _ := store.Has(context.Background(), d); !ok {
-			t.Errorf("object %d not stored", i)
-		}
-	}
+	allStored(t, store, ds)
 	// Every stripe was given back: a fetch of each takes it at once.
 	for i, d := range ds {
 		release, ok := tryHold(c, d)
@@ -146,6 +142,12 @@ func TestBatchWaitsForBusyStripes(t *testing.T) {
 	if g, m := f.get.Load(), f.many.Load(); g != 0 || m != 2 {
 		t.Errorf("%d Get and %d GetMany calls; want two GetMany: the free objects, then the busy ones", g, m)
 	}
+	allStored(t, store, ds)
+}
+
+// allStored fails the test for each of ds that store lacks.
+func allStored(t *testing.T, store *object.DirStore, ds []object.Digest) {
+	t.Helper()
 	for i, d := range ds {
 		if ok, _ := store.Has(context.Background(), d); !ok {
 			t.Errorf("object %d not stored", i)

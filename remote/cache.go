@@ -422,20 +422,21 @@ type stripe struct {
 }
 
 // take takes st's sem, waiting no longer than ctx allows.
+// A free sem is taken even when ctx has ended.
 func (st *stripe) take(ctx context.Context) bool {
+	if st.tryTake() {
+		return true
+	}
 	select {
 	case st.sem <- struct{}{}:
-	default:
-		select {
-		case st.sem <- struct{}{}:
-		case <-ctx.Done():
-			return false
-		}
+		st.taken.Add(1)
+		return true
+	case <-ctx.Done():
+		return false
 	}
-	st.taken.Add(1)
-	return true
 }
 
+// tryTake takes st's sem if it is free now.
 func (st *stripe) tryTake() bool {
 	select {
 	case st.sem <- struct{}{}:
