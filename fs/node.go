@@ -26,6 +26,10 @@ type node struct {
 	regen   uint64
 	ptLower bool
 	caps    capsCache
+	// changed says a directory changed through the mount since it was
+	// last listed: OpendirHandle's guess at whether
+	// its next listing will be read again before it changes.
+	changed atomic.Bool
 }
 
 // capsXattr is the attribute the kernel asks for before every write (it
@@ -320,13 +324,24 @@ func (l *listing) lastHeld(name string) bool {
 	return i >= 0 && l.held[i] && l.ents[i].Name == name
 }
 
-// OpendirHandle lets the kernel cache the listing (FOPEN_CACHE_DIR): a
-// warm walk then costs no READDIR at all. The kernel drops the cache when
-// the directory changes through the mount (every change does: cowfs is the
-// only writer of its upper, and the lower does not change while mounted).
-// The listing is built on the first read, so an opendir the kernel answers
-// from its cache builds nothing.
+// OpendirHandle lets the kernel cache the listing (FOPEN_CACHE_DIR) of a
+// directory that has not changed since it was last listed: a warm walk
+// then costs no READDIR at all. The kernel fills its cache by copying each
+// entry as it goes out, a cost on the listing that pays only if the
+// directory is listed again before it changes, and a directory being
+// written (a crawl's output) changes first. So a listing that follows a
+// change goes uncached, with neither flag (go-fuse turns FOPEN_KEEP_CACHE
+// alone into both), and the next one, if nothing changed between, fills
+// the cache. The kernel drops its cache when the directory changes
+// through the mount (every change does: cowfs is the only writer of its
+// upper, and the lower does not change while mounted), so after a change
+// there is nothing worth keeping; changed is only the guess of what comes
+// next. The listing is built on the first read, so an opendir the kernel
+// answers from its cache builds nothing.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if n.changed.Load() {
+		return &dirHandle{n: n}, 0, 0
+	}
 	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
@@ -353,6 +368,9 @@ func (d *dirHandle) load(ctx context.Context) syscall.Errno {
 	if d.list != nil {
 		return 0
 	}
+	// Before the listing is read, so that a change made while it is
+	// read marks it again.
+	d.n.changed.Store(false)
 	l, errno := d.n.list(ctx)
 	if errno != 0 {
 		return errno
@@ -422,6 +440,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	p := n.path()
+	n.changed.Store(true)
 	c, st, h, err := n.m.fs.Create(p, name, int(flags), mode, caller(ctx))
 	if err != nil {
 		return nil, nil, 0, n.errno(ctx, "create", p, err)
@@ -443,6 +462,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	p := n.path()
+	n.changed.Store(true)
 	c, st, err := n.m.fs.Mkdir(p, name, mode, caller(ctx))
 	if err != nil {
 		return nil, n.errno(ctx, "mkdir", p, err)
@@ -452,6 +472,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	p := n.path()
+	n.changed.Store(true)
 	c, st, err := n.m.fs.Mknod(p, name, mode, rdev, caller(ctx))
 	if err != nil {
 		return nil, n.errno(ctx, "mknod", p, err)
@@ -461,6 +482,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	p := n.path()
+	n.changed.Store(true)
 	c, st, err := n.m.fs.Symlink(p, name, target, caller(ctx))
 	if err != nil {
 		return nil, n.errno(ctx, "symlink", p, err)
@@ -471,6 +493,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	t := target.(*node)
 	p := n.path()
+	n.changed.Store(true)
 	st, err := n.m.fs.Link(t.path(), p, name)
 	if err != nil {
 		return nil, n.errno(ctx, "link", p, err)
@@ -494,6 +517,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	p := n.path()
+	n.changed.Store(true)
 	return n.errno(ctx, "unlink", p, n.m.fs.Unlink(p, name, ch.c))
 }
 
@@ -503,6 +527,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	p := n.path()
+	n.changed.Store(true)
 	return n.errno(ctx, "rmdir", p, n.m.fs.Rmdir(p, name, ch.c))
 }
 
@@ -516,6 +541,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if t := np.GetChild(newName); t != nil {
 		target = t.Operations().(*node).c
 	}
+	n.changed.Store(true)
+	np.changed.Store(true)
 	p := n.path()
 	return n.errno(ctx, "rename", p, n.m.fs.Rename(p, name, src.c, np.path(), newName, target, flags))
 }

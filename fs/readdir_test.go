@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
@@ -237,4 +239,112 @@ func TestReaddirKeptAfterForget(t *testing.T) {
 	check("after changes")
 	dropCaches(t)
 	check("after changes, once the kernel let go")
+}
+
+// listingCounter counts the OPENDIRs that let the kernel cache their
+// listing and the READDIRPLUS requests that reach the mount.
+type listingCounter struct {
+	fuse.RawFileSystem
+	cacheable, uncached, plus atomic.Int64
+}
+
+func (c *listingCounter) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	st := c.RawFileSystem.OpenDir(cancel, in, out)
+	if out.OpenFlags&fuse.FOPEN_CACHE_DIR != 0 {
+		c.cacheable.Add(1)
+	} else {
+		c.uncached.Add(1)
+	}
+	return st
+}
+
+func (c *listingCounter) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	c.plus.Add(1)
+	return c.RawFileSystem.ReadDirPlus(cancel, in, out)
+}
+
+// TestListingCachedOnceUnchanged: the kernel caches a directory's listing
+// only once the directory was listed and did not change since. A lower
+// directory lists from the kernel's cache from its second listing on; a
+// directory changed through the mount, by any kind of change, is listed
+// once without the cache, then cached, and every listing shows the
+// directory as it is.
+func TestListingCachedOnceUnchanged(t *testing.T) {
+	lower := t.TempDir()
+	if err := os.Mkdir(filepath.Join(lower, "l"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		writeT(t, filepath.Join(lower, "l", fmt.Sprintf("f%02d", i)), nil)
+	}
+	c := &listingCounter{}
+	tm := mountT(t, lower, Options{Instrument: func(raw fuse.RawFileSystem) fuse.RawFileSystem {
+		c.RawFileSystem = raw
+		return c
+	}})
+	names := func(dir string) []string {
+		t.Helper()
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w []string
+		for _, e := range ents {
+			w = append(w, e.Name())
+		}
+		return w
+	}
+	// expect lists dir, checks its names and whether the opendir let the
+	// kernel cache and the listing came from the kernel's cache.
+	expect := func(when, dir string, want []string, cacheable, fromCache bool) {
+		t.Helper()
+		c0, p0 := c.cacheable.Load(), c.plus.Load()
+		if got := direntNames(readDirents(t, filepath.Join(tm.Dir, dir))); !slices.Equal(got, want) {
+			t.Fatalf("%s: %s lists %q, want %q", when, dir, got, want)
+		}
+		ca, plus := c.cacheable.Load() > c0, c.plus.Load()-p0
+		if ca != cacheable {
+			t.Errorf("%s: %s opened cacheable %v, want %v", when, dir, ca, cacheable)
+		}
+		if fromCache && plus != 0 {
+			t.Errorf("%s: %s: %d READDIRPLUS, want the kernel's cache", when, dir, plus)
+		}
+		if !fromCache && plus == 0 {
+			t.Errorf("%s: %s: no READDIRPLUS, want a listing from the mount", when, dir)
+		}
+	}
+	inLower := names(filepath.Join(lower, "l"))
+	expect("lower, first", "l", inLower, true, false)
+	expect("lower, second", "l", inLower, true, true)
+
+	d := filepath.Join(tm.Dir, "d")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	up := filepath.Join(tm.Upper, "d")
+	changes := []struct {
+		what string
+		do   func() error
+	}{
+		{"create", func() error { return os.WriteFile(filepath.Join(d, "a"), nil, 0o644) }},
+		{"mkdir", func() error { return os.Mkdir(filepath.Join(d, "sub"), 0o755) }},
+		{"symlink", func() error { return os.Symlink("a", filepath.Join(d, "s")) }},
+		{"link", func() error { return os.Link(filepath.Join(d, "a"), filepath.Join(d, "h")) }},
+		{"mknod", func() error { return unix.Mkfifo(filepath.Join(d, "p"), 0o644) }},
+		{"rename within", func() error { return os.Rename(filepath.Join(d, "h"), filepath.Join(d, "h2")) }},
+		{"rename in", func() error { return os.Rename(filepath.Join(tm.Dir, "l", "f00"), filepath.Join(d, "f00")) }},
+		{"unlink", func() error { return os.Remove(filepath.Join(d, "s")) }},
+		{"rmdir", func() error { return os.Remove(filepath.Join(d, "sub")) }},
+	}
+	for _, ch := range changes {
+		if err := ch.do(); err != nil {
+			t.Fatalf("%s: %v", ch.what, err)
+		}
+		w := names(up)
+		expect("after "+ch.what, "d", w, false, false)
+		expect("after "+ch.what+", unchanged since", "d", w, true, false)
+		expect("after "+ch.what+", cached", "d", w, true, true)
+	}
+	// The rename out of l changed l too.
+	expect("l after a rename out", "l", inLower[1:], false, false)
 }
