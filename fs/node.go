@@ -27,8 +27,10 @@ type node struct {
 	ptLower bool
 	caps    capsCache
 	// changed says a directory changed through the mount since it was
-	// last listed: OpendirHandle's guess at whether
-	// its next listing will be read again before it changes.
+	// last listed: OpendirHandle's guess at whether its next listing will
+	// be read again before it changes. A change marks it once done, so
+	// that a listing read while the change was made is not taken for one
+	// that follows it.
 	changed atomic.Bool
 }
 
@@ -440,7 +442,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 
 func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	p := n.path()
-	n.changed.Store(true)
+	defer n.changed.Store(true)
 	c, st, h, err := n.m.fs.Create(p, name, int(flags), mode, caller(ctx))
 	if err != nil {
 		return nil, nil, 0, n.errno(ctx, "create", p, err)
@@ -462,7 +464,7 @@ func (n *node) Create(ctx context.Context, name string, flags, mode uint32, out 
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	p := n.path()
-	n.changed.Store(true)
+	defer n.changed.Store(true)
 	c, st, err := n.m.fs.Mkdir(p, name, mode, caller(ctx))
 	if err != nil {
 		return nil, n.errno(ctx, "mkdir", p, err)
@@ -472,7 +474,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 
 func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	p := n.path()
-	n.changed.Store(true)
+	defer n.changed.Store(true)
 	c, st, err := n.m.fs.Mknod(p, name, mode, rdev, caller(ctx))
 	if err != nil {
 		return nil, n.errno(ctx, "mknod", p, err)
@@ -482,7 +484,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	p := n.path()
-	n.changed.Store(true)
+	defer n.changed.Store(true)
 	c, st, err := n.m.fs.Symlink(p, name, target, caller(ctx))
 	if err != nil {
 		return nil, n.errno(ctx, "symlink", p, err)
@@ -493,7 +495,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	t := target.(*node)
 	p := n.path()
-	n.changed.Store(true)
+	defer n.changed.Store(true)
 	st, err := n.m.fs.Link(t.path(), p, name)
 	if err != nil {
 		return nil, n.errno(ctx, "link", p, err)
@@ -517,7 +519,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	p := n.path()
-	n.changed.Store(true)
+	defer n.changed.Store(true)
 	return n.errno(ctx, "unlink", p, n.m.fs.Unlink(p, name, ch.c))
 }
 
@@ -527,7 +529,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 		return errno
 	}
 	p := n.path()
-	n.changed.Store(true)
+	defer n.changed.Store(true)
 	return n.errno(ctx, "rmdir", p, n.m.fs.Rmdir(p, name, ch.c))
 }
 
@@ -541,8 +543,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if t := np.GetChild(newName); t != nil {
 		target = t.Operations().(*node).c
 	}
-	n.changed.Store(true)
-	np.changed.Store(true)
+	defer n.changed.Store(true)
+	defer np.changed.Store(true)
 	p := n.path()
 	return n.errno(ctx, "rename", p, n.m.fs.Rename(p, name, src.c, np.path(), newName, target, flags))
 }
