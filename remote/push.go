@@ -31,7 +31,7 @@ func (s *Server) Put(stream pb.Export_PutServer) error {
 		}
 		// The store refuses an object that does not decode (a blob
 		// over a chunk, a garbage tree): the worker sent it wrong.
-		if _, err := s.store.PutCached(stream.Context(), r.GetObject()); errors.Is(err, object.ErrCorrupt) {
+		if _, err := s.store.PutPacked(stream.Context(), r.GetObject()); errors.Is(err, object.ErrCorrupt) {
 			return status.Errorf(codes.InvalidArgument, "object %d: %v", n, err)
 		} else if err != nil {
 			return status.Errorf(codes.Internal, "store: %v", err)

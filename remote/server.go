@@ -342,12 +342,15 @@ func (s *Server) rescanKnown() {
 	}
 }
 
-// cachedPuts stores scanned objects without an fsync each: the scan ends
-// with one Sync before the version is handed out.
+// cachedPuts stores scanned objects without an fsync each (the scan ends
+// with one Sync before the version is handed out), in packs: a worker's
+// cold open reads a file object and its chunk, which a scan stores side
+// by side, and from files of their own each read would also cost their
+// directory entries and inodes (docs/decisions/0068).
 type cachedPuts struct{ *object.DirStore }
 
 func (c cachedPuts) Put(ctx context.Context, b []byte) (object.Digest, error) {
-	return c.PutCached(ctx, b)
+	return c.PutPacked(ctx, b)
 }
 
 func (s *Server) resolve(sub string) (_ *pb.ResolveResponse, err error) {

@@ -340,11 +340,19 @@ func (ps *packs) forget(p *pack) {
 	p.f.Close()
 }
 
-// locs returns d's live copies, newest first; with fresh, after reading
-// what other processes wrote and removed since.
+// locs returns d's live copies, newest first: none that a removal counted
+// before the call took out (as a file removed is gone at once); with
+// fresh, after reading what other processes wrote since, too.
 func (ps *packs) locs(d Digest, fresh bool) ([]loc, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	if !fresh && ps.loaded {
+		n, err := ps.s.Removals()
+		if err != nil {
+			return nil, err
+		}
+		fresh = n != ps.removals
+	}
 	if fresh || !ps.loaded {
 		if err := ps.refreshLocked(false); err != nil {
 			return nil, err
@@ -368,6 +376,33 @@ func (l loc) read() ([]byte, error) {
 		err = io.ErrUnexpectedEOF
 	}
 	return b[:n], err
+}
+
+// readInto reads d's newest live copy into buf (or a new slice, if it
+// does not fit), unverified, and reports whether a pack holds d; with
+// fresh, after reading what other processes wrote and removed since.
+func (ps *packs) readInto(d Digest, buf []byte, fresh bool) ([]byte, bool, error) {
+	ls, err := ps.locs(d, fresh)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, l := range ls {
+		if uint32(cap(buf)) < l.e.n {
+			buf = make([]byte, l.e.n)
+		}
+		b := buf[:l.e.n]
+		n, err := l.p.f.ReadAt(b, l.e.off)
+		if errors.Is(err, os.ErrClosed) {
+			continue // its pack was dropped meanwhile
+		}
+		if n == len(b) || err == nil || errors.Is(err, io.EOF) {
+			// Short is what a reader's check finds, as for a file
+			// shorter than it was.
+			return b[:n], true, nil
+		}
+		return nil, true, fmt.Errorf("read object %s: %w", d.Short(), err)
+	}
+	return nil, false, nil
 }
 
 // get returns d from a pack, verified. A copy that is short or does not

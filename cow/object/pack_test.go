@@ -575,3 +575,114 @@ func TestPackConcurrent(t *testing.T) {
 		t.Errorf("%d objects quarantined with nothing damaged", len(q))
 	}
 }
+
+// PutPacked (a master's scans and pushes) packs a new object and leaves
+// an object an older store kept as a file, whole, where it is, with no
+// second copy; a damaged file is quarantined and the object packed. The
+// unverified reads a master serves from find both kinds, into the
+// caller's buffer when it fits.
+func TestPutPacked(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileObj := func(d Digest) string {
+		h := d.String()[len(digestPrefix):]
+		return filepath.Join(dir, h[:2], h[2:])
+	}
+	loose, err := s.Put(ctx, testBlob(0, 3000)) // as an older cowfs stored it
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged, err := s.Put(ctx, testBlob(1, 3000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(fileObj(damaged), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fileObj(damaged), testBlob(2, 3000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	for i := range 3 {
+		d, err := s.PutPacked(ctx, testBlob(i, 3000))
+		if err != nil || d != Sum(testBlob(i, 3000)) {
+			t.Fatalf("PutPacked %d: %s, %v", i, d.Short(), err)
+		}
+	}
+	packed := Sum(testBlob(2, 3000))
+	if _, err := os.Stat(fileObj(packed)); err == nil {
+		t.Error("PutPacked stored a file of its own")
+	}
+	if _, err := os.Stat(fileObj(loose)); err != nil {
+		t.Errorf("the object stored as a file before: %v", err)
+	}
+	if ls, _ := s.packs.locs(loose, true); len(ls) != 0 {
+		t.Error("an object held whole as a file was packed again")
+	}
+	if _, err := os.Stat(fileObj(damaged)); err == nil {
+		t.Error("the damaged file is still in the store")
+	}
+	if _, err := os.Stat(filepath.Join(dir, QuarantineDir, damaged.String()[len(digestPrefix):])); err != nil {
+		t.Errorf("the damaged file was not quarantined: %v", err)
+	}
+	if _, err := s.PutPacked(ctx, []byte("not an object")); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("PutPacked of garbage: %v, want ErrCorrupt", err)
+	}
+
+	other, err := OpenDirStore(dir) // another process: the packs not loaded yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*DirStore{s, other} {
+		buf := make([]byte, 0, 4096)
+		for _, d := range []Digest{loose, damaged, packed} {
+			got, err := st.ReadUnverifiedInto(d, buf)
+			if err != nil || Sum(got) != d {
+				t.Fatalf("ReadUnverifiedInto %s: %d bytes, %v", d.Short(), len(got), err)
+			}
+			if &got[0] != &buf[:1][0] {
+				t.Errorf("ReadUnverifiedInto %s did not read into the buffer that fits", d.Short())
+			}
+			if got, err := st.ReadUnverified(d); err != nil || Sum(got) != d {
+				t.Fatalf("ReadUnverified %s: %d bytes, %v", d.Short(), len(got), err)
+			}
+		}
+		if _, err := st.ReadUnverifiedInto(Sum(testBlob(9, 10)), buf); !errors.Is(err, ErrNotFound) {
+			t.Errorf("ReadUnverifiedInto of a missing object: %v, want ErrNotFound", err)
+		}
+	}
+}
+
+// A copy another process removed is not read by a store that loaded the
+// packs before (a master serving while `cowfs gc` runs), even while its
+// bytes are still in a pack that store writes: a removal is seen at the
+// next look, as a removed file is.
+func TestPackRemovalSeen(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoStores(t)
+	d, err := a.PutPacked(ctx, testBlob(1, 3000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ReadUnverified(d); err != nil {
+		t.Fatal(err)
+	}
+	w, err := b.LockSweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed, _, err := w.Remove(d); !removed || err != nil {
+		t.Fatalf("remove: %v, %v", removed, err)
+	}
+	w.Unlock()
+	if got, err := a.ReadUnverified(d); !errors.Is(err, ErrNotFound) {
+		t.Errorf("read of a removed copy: %d bytes, %v; want ErrNotFound", len(got), err)
+	}
+	if _, err := a.Get(ctx, d); !errors.Is(err, ErrNotFound) {
+		t.Errorf("verified read of a removed copy: %v; want ErrNotFound", err)
+	}
+}

@@ -253,6 +253,37 @@ func (s *DirStore) PutCachedAs(d Digest, encoded []byte) error {
 	if _, err := Check(encoded); err != nil {
 		return fmt.Errorf("store object %s: %w", d.Short(), err)
 	}
+	return s.pack(d, encoded)
+}
+
+// PutPacked is PutCached into a pack, as PutCachedAs: for a store that
+// keeps many objects it reads back cold, one after another (a master's
+// scans and pushes), where a file per object costs a directory entry,
+// an inode and their disk reads on every cold read of it. An object the
+// store already holds as a file, whole, stays there (a store written
+// before packs), freshened.
+func (s *DirStore) PutPacked(_ context.Context, encoded []byte) (Digest, error) {
+	if _, err := Check(encoded); err != nil {
+		return Zero, fmt.Errorf("store object: %w", err)
+	}
+	d := Sum(encoded)
+	if !s.packs.known(d) {
+		p := s.path(d)
+		switch same, err := s.holds(p, encoded); {
+		case err != nil:
+			return Zero, err
+		case same:
+			now := time.Now()
+			os.Chtimes(p, now, now)
+			return d, nil
+		}
+	}
+	return d, s.pack(d, encoded)
+}
+
+// pack stores d, whose encoding the caller checked, in a pack, unless a
+// pack holds it whole already.
+func (s *DirStore) pack(d Digest, encoded []byte) error {
 	ls, err := s.packs.locs(d, false)
 	if err != nil {
 		return err
@@ -375,11 +406,7 @@ func (s *DirStore) holds(p string, b []byte) (bool, error) {
 // a server whose every client checks what it gets (cowfs serve), where a
 // second hash per send would cost the master a CPU for nothing.
 func (s *DirStore) ReadUnverified(d Digest) ([]byte, error) {
-	b, err := os.ReadFile(s.path(d))
-	if errors.Is(err, fs.ErrNotExist) {
-		return s.packs.get(d, true)
-	}
-	return b, err
+	return s.ReadUnverifiedInto(d, nil)
 }
 
 // ReadUnverifiedInto is ReadUnverified reading a plain file into buf
@@ -389,12 +416,22 @@ func (s *DirStore) ReadUnverified(d Digest) ([]byte, error) {
 // again. A file shorter than it was when opened gives what it holds, as
 // ReadUnverified would: the reader checks the bytes.
 func (s *DirStore) ReadUnverifiedInto(d Digest, buf []byte) ([]byte, error) {
+	// Packed first, as far as this process knows (no system call to
+	// ask): a master packs what it scans (PutPacked).
+	if b, ok, err := s.packs.readInto(d, buf, false); ok || err != nil {
+		return b, err
+	}
 	// Plain system calls, not os.Open: a master reads an object per
 	// file object and chunk it sends, and os.File would also try, and
 	// fail, to put each regular file in the poller (five more calls).
 	fd, err := unix.Open(s.path(d), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err == unix.ENOENT {
-		return s.packs.get(d, true)
+		// Another process may have packed it since.
+		b, ok, err := s.packs.readInto(d, buf, true)
+		if !ok && err == nil {
+			err = fmt.Errorf("%s: %w", d, ErrNotFound)
+		}
+		return b, err
 	}
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: s.path(d), Err: err}
