@@ -32,11 +32,17 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 	// its message by the time it returns.
 	var buf []byte
 	n := len(req.GetDigests())
+	ds := make([]object.Digest, n)
 	for i, raw := range req.GetDigests() {
 		d, err := digestOf(raw)
 		if err != nil {
 			return status.Errorf(codes.InvalidArgument, "digest %d: %v", i, err)
 		}
+		ds[i] = d
+	}
+	ahead := &sendAhead{willNeed: s.store.WillNeed}
+	for i, d := range ds {
+		ahead.upTo(ds, i)
 		b, err := s.store.ReadUnverifiedInto(d, buf)
 		if errors.Is(err, object.ErrNotFound) {
 			if err := stream.Send(&pb.GetManyResponse{Index: int32(i), Missing: true}); err != nil {
@@ -48,14 +54,65 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 			return status.Errorf(codes.Internal, "object %s: %v", d.Short(), err)
 		}
 		buf = b
+		next := followed(b, req.GetFollow())
+		// The object's reader waits for what follows it: its disk
+		// read starts before the object is sent.
+		ahead.all(next)
 		if err := s.sendObject(stream, int32(i), nil, d, b); err != nil {
 			return err
 		}
-		if err := s.sendFollowed(stream, int32(n), b, req.GetFollow(), &buf); err != nil {
+		if err := s.sendFollowed(stream, int32(n), b, next, req.GetFollow(), &buf); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// aheadBytes bounds what a GetMany call asks the disk to read ahead of the
+// object it sends: enough to keep a cold disk busy while it sends, little
+// enough that a call of many chunks does not fill the page cache with
+// what it sends much later.
+const aheadBytes = 8 << 20
+
+// sendAhead asks the store's disk for a call's next objects while the
+// call sends the one before (object.DirStore.WillNeed).
+type sendAhead struct {
+	// willNeed starts the read of one object and returns its size.
+	willNeed func(object.Digest) int64
+	// next is the first of the call's objects not yet asked for; bytes
+	// what was asked for beyond the object being sent.
+	next  int
+	bytes int64
+	sizes []int64
+}
+
+// upTo asks for ds's objects after i, up to aheadBytes, as ds[i] is about
+// to be read.
+func (a *sendAhead) upTo(ds []object.Digest, i int) {
+	if a.sizes == nil {
+		a.sizes = make([]int64, len(ds))
+	}
+	if i < a.next {
+		a.bytes -= a.sizes[i]
+	} else {
+		a.next = i + 1 // read now, not ahead
+	}
+	for a.next < len(ds) && a.bytes < aheadBytes {
+		a.sizes[a.next] = a.willNeed(ds[a.next])
+		a.bytes += a.sizes[a.next]
+		a.next++
+	}
+}
+
+// all asks for ds, outside the call's own list (what follows an object).
+func (a *sendAhead) all(ds []object.Digest) {
+	var n int64
+	for _, d := range ds {
+		if n >= aheadBytes {
+			return
+		}
+		n += a.willNeed(d)
+	}
 }
 
 // sendFollowed sends, after the requested object b, what its reader asks
@@ -63,21 +120,11 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 // the chunks holding its first bytes, for a tree the trees beneath it,
 // breadth first. The client checks each against its digest, so a damaged
 // one costs it a fetch of its own; one this store lacks is left out.
-func (s *Server) sendFollowed(stream pb.Export_GetManyServer, index int32, b []byte, follow int64, buf *[]byte) error {
-	if follow <= 0 {
+func (s *Server) sendFollowed(stream pb.Export_GetManyServer, index int32, b []byte, queue []object.Digest, follow int64, buf *[]byte) error {
+	if len(queue) == 0 {
 		return nil
 	}
-	k, err := object.KindOf(b)
-	if err != nil {
-		return nil
-	}
-	var queue []object.Digest
-	switch k {
-	case object.KindFile:
-		queue = firstChunks(b, follow)
-	case object.KindTree:
-		queue = subtrees(b)
-	}
+	k, _ := object.KindOf(b)
 	seen := map[object.Digest]bool{}
 	for sent := int64(0); len(queue) > 0 && sent < follow; {
 		d := queue[0]
@@ -98,6 +145,22 @@ func (s *Server) sendFollowed(stream pb.Export_GetManyServer, index int32, b []b
 		if k == object.KindTree {
 			queue = append(queue, subtrees(ob)...)
 		}
+	}
+	return nil
+}
+
+// followed returns what follows object b, up to follow bytes, to be sent
+// after it (sendFollowed): the chunks of a file object, the trees beneath
+// a tree.
+func followed(b []byte, follow int64) []object.Digest {
+	if follow <= 0 {
+		return nil
+	}
+	switch k, _ := object.KindOf(b); k {
+	case object.KindFile:
+		return firstChunks(b, follow)
+	case object.KindTree:
+		return subtrees(b)
 	}
 	return nil
 }

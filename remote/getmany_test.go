@@ -149,3 +149,41 @@ func TestPieceDecode(t *testing.T) {
 		t.Error("a piece cut short decoded")
 	}
 }
+
+// A GetMany call asks the disk for each object once, before it is read,
+// and never for more than aheadBytes past the one it reads.
+func TestSendAheadWindow(t *testing.T) {
+	const size = 3 << 20
+	ds := make([]object.Digest, 20)
+	for i := range ds {
+		ds[i][0] = byte(i + 1)
+	}
+	asked := map[object.Digest]int{}
+	a := &sendAhead{willNeed: func(d object.Digest) int64 {
+		asked[d]++
+		if d[0] == 5 {
+			return 0 // a file, not packed: nothing asked
+		}
+		return size
+	}}
+	for i, d := range ds {
+		a.upTo(ds, i)
+		var beyond int64
+		for j, d := range ds[i+1:] {
+			if n := asked[d]; n > 1 {
+				t.Fatalf("object %d asked for %d times", i+1+j, n)
+			} else if n == 1 && d[0] != 5 {
+				beyond += size
+			}
+		}
+		if beyond > aheadBytes+size-1 {
+			t.Fatalf("at object %d, %d bytes asked for ahead, over %d", i, beyond, aheadBytes)
+		}
+		if i+1 < len(ds) && asked[ds[i+1]] == 0 {
+			t.Fatalf("at object %d, the next one was not asked for", i)
+		}
+		if i > 0 && asked[d] == 0 {
+			t.Fatalf("object %d was read without being asked for ahead", i)
+		}
+	}
+}

@@ -825,3 +825,21 @@ func (s *DirStore) Locate(d Digest) (path string, off, size int64, err error) {
 	}
 	return "", 0, 0, fmt.Errorf("%s: %w", d, ErrNotFound)
 }
+
+// WillNeed tells the kernel that d's packed copy will be read soon, so
+// that its disk read starts now, beside the caller's other work, and
+// returns the copy's size; 0 for an object this process knows in no
+// pack (a file, or missing), for which it does nothing. A master about to
+// send several objects read cold asks for the next ones while it sends
+// the first: one disk read after another would otherwise each wait.
+func (s *DirStore) WillNeed(d Digest) int64 {
+	ls, err := s.packs.locs(d, false)
+	if err != nil || len(ls) == 0 {
+		return 0
+	}
+	l := ls[0]
+	// Advice only: a pack dropped meanwhile, or a kernel that ignores
+	// it, costs the read its wait, as without it.
+	unix.Fadvise(int(l.p.f.Fd()), l.e.off, int64(l.e.n), unix.FADV_WILLNEED)
+	return int64(l.e.n)
+}

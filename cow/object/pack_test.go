@@ -654,6 +654,12 @@ func TestPutPacked(t *testing.T) {
 		if _, err := st.ReadUnverifiedInto(Sum(testBlob(9, 10)), buf); !errors.Is(err, ErrNotFound) {
 			t.Errorf("ReadUnverifiedInto of a missing object: %v, want ErrNotFound", err)
 		}
+		// WillNeed knows a packed copy's size, and nothing else.
+		for d, want := range map[Digest]int64{packed: int64(len(testBlob(2, 3000))), loose: 0, Sum(testBlob(9, 10)): 0} {
+			if n := st.WillNeed(d); n != want {
+				t.Errorf("WillNeed %s: %d, want %d", d.Short(), n, want)
+			}
+		}
 	}
 }
 
@@ -684,5 +690,8 @@ func TestPackRemovalSeen(t *testing.T) {
 	}
 	if _, err := a.Get(ctx, d); !errors.Is(err, ErrNotFound) {
 		t.Errorf("verified read of a removed copy: %v; want ErrNotFound", err)
+	}
+	if n := a.WillNeed(d); n != 0 {
+		t.Errorf("WillNeed of a removed copy: %d", n)
 	}
 }
