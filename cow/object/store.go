@@ -409,12 +409,12 @@ func (s *DirStore) ReadUnverified(d Digest) ([]byte, error) {
 	return s.ReadUnverifiedInto(d, nil)
 }
 
-// ReadUnverifiedInto is ReadUnverified reading a plain file into buf
-// when it fits buf's capacity, so that a master sending one object after
-// another reads them all into one buffer instead of allocating (and
-// clearing) one per send. What it returns is valid until buf is used
-// again. A file shorter than it was when opened gives what it holds, as
-// ReadUnverified would: the reader checks the bytes.
+// ReadUnverifiedInto is ReadUnverified reading into buf when the object
+// fits buf's capacity, so that a master sending one object after another
+// reads them all into one buffer instead of allocating (and clearing) one
+// per send. What it returns is valid until buf is used again. A file or
+// packed copy shorter than it should be gives what it holds: the reader
+// checks the bytes.
 func (s *DirStore) ReadUnverifiedInto(d Digest, buf []byte) ([]byte, error) {
 	// Packed first, as far as this process knows (no system call to
 	// ask): a master packs what it scans (PutPacked).
