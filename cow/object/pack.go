@@ -786,10 +786,13 @@ func (ps *packs) keepLocked(keep []loc) error {
 	return syncFile(ps.path(w.name, ".idx"))
 }
 
-// Close seals the pack this store appends to and closes the packs'
-// descriptors. The store stays usable: what it reads or stores after
-// opens them again.
+// Close seals the pack this store appends to and closes the packs' and
+// the removal count's descriptors. The store stays usable: what it reads
+// or stores after opens them again.
 func (s *DirStore) Close() error {
+	if f := s.removals.Swap(nil); f != nil {
+		f.Close()
+	}
 	ps := s.packs
 	ps.wmu.Lock()
 	defer ps.wmu.Unlock()

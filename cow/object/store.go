@@ -30,6 +30,8 @@ type DirStore struct {
 
 	marginOnce  sync.Once
 	sweepMargin time.Duration // see margin
+	// removals is removalsName, open for Removals once it was asked.
+	removals atomic.Pointer[os.File]
 }
 
 // OpenDirStore opens (creating if needed) a store in dir.

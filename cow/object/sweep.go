@@ -177,6 +177,32 @@ func (w *Sweep) remove(d Digest, before *time.Time) (removed bool, size int64, e
 // the store only when the count moved (scan.Scanner). Read it holding the
 // store (Hold): a sweep counts before it removes anything.
 func (s *DirStore) Removals() (uint64, error) {
+	// The count is asked for on every look into the packs: from a file
+	// kept open, a stat without a path to walk. The file is only ever
+	// appended to, never replaced, so the descriptor stays its.
+	f := s.removals.Load()
+	if f == nil {
+		nf, err := os.OpenFile(filepath.Join(s.dir, removalsName), os.O_RDONLY|os.O_CREATE, 0o600)
+		if err != nil {
+			return s.removalsByPath() // a store this process may not write
+		}
+		if s.removals.CompareAndSwap(nil, nf) {
+			f = nf
+		} else {
+			nf.Close()
+			if f = s.removals.Load(); f == nil {
+				return s.removalsByPath()
+			}
+		}
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return s.removalsByPath() // closed meanwhile (Close)
+	}
+	return uint64(fi.Size()), nil
+}
+
+func (s *DirStore) removalsByPath() (uint64, error) {
 	fi, err := os.Stat(filepath.Join(s.dir, removalsName))
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
