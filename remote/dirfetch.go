@@ -41,7 +41,7 @@ const (
 type dirFetch struct {
 	on    atomic.Bool
 	once  sync.Once
-	queue chan []object.Digest
+	queue chan *dirWait
 	errs  atomic.Int64
 
 	// waiting maps the file objects of directories looked into to their
@@ -62,6 +62,7 @@ const dirWaiting = 64 << 10
 // since, and whether it is fetched ahead of a crawl (see read).
 type dirWait struct {
 	files  []object.Digest
+	sizes  []int64 // the files' sizes, from the tree
 	opened bool
 	ahead  bool
 }
@@ -84,9 +85,11 @@ func (c *Cache) PrefetchDir(t *object.Tree) {
 		return
 	}
 	var ds []object.Digest
+	var sizes []int64
 	for _, e := range t.Entries {
 		if e.Mode&unix.S_IFMT == unix.S_IFREG && e.Size > 0 && !e.Object.IsZero() {
 			ds = append(ds, e.Object)
+			sizes = append(sizes, e.Size)
 			if len(ds) == dirFiles {
 				break
 			}
@@ -96,17 +99,15 @@ func (c *Cache) PrefetchDir(t *object.Tree) {
 		return
 	}
 	c.dir.once.Do(func() {
-		c.dir.queue = make(chan []object.Digest, dirQueue)
+		c.dir.queue = make(chan *dirWait, dirQueue)
 		for range dirWorkers {
 			go func() {
 				for {
 					select {
 					case <-c.ctx.Done():
 						return
-					case files := <-c.dir.queue:
-						if c.fetchBackground(files) {
-							c.fetchDirChunks(files)
-						}
+					case w := <-c.dir.queue:
+						c.fetchDir(w)
 					}
 				}
 			}()
@@ -118,7 +119,7 @@ func (c *Cache) PrefetchDir(t *object.Tree) {
 	if f.waiting == nil {
 		f.waiting = map[object.Digest]*dirWait{}
 	}
-	w := &dirWait{files: ds}
+	w := &dirWait{files: ds, sizes: sizes}
 	for _, d := range ds {
 		f.waiting[d] = w
 	}
@@ -170,11 +171,11 @@ func (f *dirFetch) read(d object.Digest) {
 	next := f.after(w)
 	f.forget(w)
 	if !w.ahead {
-		f.enqueue(w.files)
+		f.enqueue(w)
 	}
 	if next != nil && !next.ahead {
 		next.ahead = true
-		f.enqueue(next.files)
+		f.enqueue(next)
 	}
 }
 
@@ -189,12 +190,48 @@ func (f *dirFetch) after(w *dirWait) *dirWait {
 	return nil
 }
 
-// enqueue hands files to the workers, or drops them if too many wait.
-func (f *dirFetch) enqueue(files []object.Digest) {
+// enqueue hands w's files to the workers, or drops them if too many wait.
+func (f *dirFetch) enqueue(w *dirWait) {
 	select {
-	case f.queue <- files:
+	case f.queue <- w:
 	default:
 	}
+}
+
+// fetchDir fetches the file objects of w's files and the chunks of the
+// small ones, within the bounds above. From a master, a small file's
+// chunks come right after its file object, in the same call
+// (fetchBatch's follow): a crawl reading the directory's files in order
+// finds each whole as it gets there, where fetching all the file objects
+// first and then their chunks made it wait for both passes.
+func (c *Cache) fetchDir(w *dirWait) {
+	if _, ok := c.f.(followFetcher); !ok {
+		if c.fetchBackground(w.files, 0) {
+			c.fetchDirChunks(w.files)
+		}
+		return
+	}
+	var small, rest []object.Digest
+	var bytes int64
+	chunks := 0
+	for i, d := range w.files {
+		n := w.sizes[i]
+		k := int((n + object.ChunkSize - 1) / object.ChunkSize)
+		if len(rest) == 0 && n <= dirSmallFile && bytes+n <= dirBytes && chunks+k <= dirChunks {
+			small = append(small, d)
+			bytes += n
+			chunks += k
+			continue
+		}
+		rest = append(rest, d)
+	}
+	if !c.fetchBackground(small, dirSmallFile) {
+		return
+	}
+	// The chunks of small files whose file objects were held already
+	// (and so not asked for): none, unless some were evicted since.
+	c.fetchDirChunks(small)
+	c.fetchBackground(rest, 0)
 }
 
 // fetchDirChunks fetches the chunks of the small files among the file
@@ -221,7 +258,7 @@ func (c *Cache) fetchDirChunks(files []object.Digest) {
 			}
 		}
 	}
-	c.fetchBackground(chunks)
+	c.fetchBackground(chunks, 0)
 }
 
 // fetchBackground fetches ds in batches of dirBatch, each bounded by the
@@ -233,14 +270,14 @@ func (c *Cache) fetchDirChunks(files []object.Digest) {
 // open holds its stripe until the chunk that came with the file object
 // is stored), and then nothing else would fetch it. One whose own fetch
 // holds it is stored by then, and skipped.
-func (c *Cache) fetchBackground(ds []object.Digest) bool {
+func (c *Cache) fetchBackground(ds []object.Digest, follow int64) bool {
 	timeout := 30 * time.Second
 	if t, ok := c.f.(boundedFetcher); ok {
 		timeout = t.Timeout()
 	}
 	var busy []object.Digest
 	for retry := 0; ; retry++ {
-		if !c.fetchBatches(ds, timeout, &busy) {
+		if !c.fetchBatches(ds, follow, timeout, &busy) {
 			return false
 		}
 		if len(busy) == 0 || retry == busyRetries {
@@ -265,7 +302,7 @@ const (
 
 // fetchBatches is one pass of fetchBackground over ds; the objects whose
 // lock was taken go to busy.
-func (c *Cache) fetchBatches(ds []object.Digest, timeout time.Duration, busy *[]object.Digest) bool {
+func (c *Cache) fetchBatches(ds []object.Digest, follow int64, timeout time.Duration, busy *[]object.Digest) bool {
 	for len(ds) > 0 {
 		if c.ctx.Err() != nil {
 			return false // closed: the lock files with it
@@ -275,7 +312,7 @@ func (c *Cache) fetchBatches(ds []object.Digest, timeout time.Duration, busy *[]
 		n := min(len(ds), dirBatch)
 		batch, rest := ds[:n], ds[n:]
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)
-		b, err := c.fetchManyOpt(ctx, batch, false, false)
+		b, _, err := c.fetchBatch(ctx, batch, false, false, follow)
 		cancel()
 		*busy = append(*busy, b...)
 		if err != nil {

@@ -110,10 +110,10 @@ func waitHeld(t *testing.T, v *remotetest.View, dir string, names map[string][]b
 	}
 }
 
-// Listing a directory of small files fetches their file objects in the
-// background, and reading two of them their chunks, in a few batched
-// calls: the crawl that opens them finds them cached, where it made two
-// calls a file before.
+// Listing a directory of small files and reading two of them fetches
+// their file objects in the background, each with its chunk, in a few
+// batched calls: the crawl that opens them finds them cached, where it
+// made two calls a file before.
 func TestDirPrefetchBatches(t *testing.T) {
 	const n = 200
 	exp := t.TempDir()
@@ -134,10 +134,10 @@ func TestDirPrefetchBatches(t *testing.T) {
 	}
 	gets, manys := cc.get.Load()-get0, cc.getMany.Load()-many0
 	t.Logf("listing and reading %d files: %d Get and %d GetMany calls", n, gets, manys)
-	// The tree itself is one Get, and the first two files read a call
-	// each, their file object and chunk (or Gets, from a master without
-	// follow); the other objects come in batches of 64.
-	if gets+manys > 6+2*((n+63)/64)+2 {
+	// The first two files read make a call each, their file object and
+	// chunk; the other file objects come in batches of 64, each small
+	// file's chunk right after its file object in the same call.
+	if gets+manys > 2+(n+63)/64+1 {
 		t.Errorf("listing and reading %d small files made %d Get and %d GetMany calls; want them in a few batches", n, gets, manys)
 	}
 	if st := v.Cache.Stats(); st.DirPrefetchErrors != 0 {

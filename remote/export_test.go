@@ -52,7 +52,7 @@ func HoldStripe(c *Cache, d object.Digest) (release func()) {
 }
 
 // FetchBackground runs c's background fetch of ds (directory prefetch).
-func FetchBackground(c *Cache, ds []object.Digest) bool { return c.fetchBackground(ds) }
+func FetchBackground(c *Cache, ds []object.Digest) bool { return c.fetchBackground(ds, 0) }
 
 // FetchMany runs c's batch fetch of ds, waiting for what other fetches
 // hold (prefetch, read-ahead).

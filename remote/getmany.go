@@ -416,7 +416,7 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 // fetched in a second call once their locks are had, and the damaged
 // ones one by one (Get, which asks the master to check its copy).
 func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wait bool) (busy []object.Digest, err error) {
-	busy, damaged, err := c.fetchBatch(ctx, ds, ahead, false)
+	busy, damaged, err := c.fetchBatch(ctx, ds, ahead, false, 0)
 	if !wait {
 		return busy, err
 	}
@@ -425,7 +425,7 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 		// Another batch (prefetch runs several), a reader or another
 		// process holds their stripes: wait for each, then one call
 		// for all, where one call each cost a round trip apiece.
-		_, more, err := c.fetchBatch(ctx, busy, ahead, true)
+		_, more, err := c.fetchBatch(ctx, busy, ahead, true, 0)
 		damaged = append(damaged, more...)
 		if err != nil && first == nil {
 			first = err
@@ -445,8 +445,11 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 // another fetch holds is left out and returned in busy; with wait, the
 // stripes are waited for in their order (so that two waiting batches
 // never hold what the other waits for), within ctx. damaged are those
-// that came not matching their digest.
-func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait bool) (busy, damaged []object.Digest, err error) {
+// that came not matching their digest. With follow, a master that can
+// sends after each file object the chunks of its first follow bytes
+// (GetManyFollow), which are verified and stored as they come; a reader
+// of one of those waits for it rather than fetching it again.
+func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait bool, follow int64) (busy, damaged []object.Digest, err error) {
 	if wait {
 		ds = slices.Clone(ds)
 		slices.SortFunc(ds, func(a, b object.Digest) int { return cmp.Compare(stripeOf(a), stripeOf(b)) })
@@ -497,7 +500,14 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 	if len(want) > 0 {
 		c.misses.Add(int64(len(want)))
 		start := time.Now()
-		gerr := c.f.GetMany(ctx, want, func(i int, b []byte, err error) {
+		ff, _ := c.f.(followFetcher)
+		if ff == nil {
+			follow = 0
+		}
+		// expected are the chunks coming after the file objects
+		// (follow), which their readers wait for until the call ends.
+		var expected []object.Digest
+		got := func(i int, b []byte, err error) {
 			d := want[i]
 			if err == nil && object.Sum(b) != d {
 				c.corrupt.Add(1)
@@ -505,6 +515,18 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 					"object", d.String(), "master", c.f.Addr())
 				damaged = append(damaged, d)
 				return
+			}
+			if err == nil && follow > 0 {
+				// Before the file object can be read: its reader's
+				// next read finds the chunk expected.
+				var chs []object.Digest
+				for _, ch := range firstChunks(b, follow) {
+					if !c.store.HasKnown(ch) {
+						chs = append(chs, ch)
+					}
+				}
+				c.fresh.expect(chs)
+				expected = append(expected, chs...)
 			}
 			if err == nil {
 				// Verified: its reader may have it now. The pack write
@@ -522,7 +544,26 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 			if err != nil && first == nil {
 				first = err
 			}
-		})
+		}
+		var gerr error
+		if follow > 0 {
+			gerr = ff.GetManyFollow(ctx, want, follow, got, func(fd object.Digest, b []byte) {
+				// Held in no lock stripe: another process may fetch
+				// one too, and the pack then holds it twice.
+				if object.Sum(b) != fd {
+					c.corrupt.Add(1)
+					c.log.Error("object from master does not match its digest; its reader fetches it again",
+						"object", fd.String(), "master", c.f.Addr())
+				} else if c.store.PutCachedAs(fd, b) == nil {
+					c.bytes.Add(int64(len(b)))
+					c.fetched(int64(len(b)))
+				}
+				c.fresh.drop([]object.Digest{fd})
+			})
+			c.fresh.drop(expected)
+		} else {
+			gerr = c.f.GetMany(ctx, want, got)
+		}
 		if c.onFetch != nil {
 			c.onFetch(true, time.Since(start), gerr)
 		}
