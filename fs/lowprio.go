@@ -10,9 +10,29 @@ import (
 // lowPriorityNice is how much nicer than the mount lowPriority's work runs.
 const lowPriorityNice = 10
 
-// extraProcs serializes lowPriority's changes of GOMAXPROCS, so that
+// extraProcs serializes ExtraProc's changes of GOMAXPROCS, so that
 // overlapping calls each add one P and take one back.
 var extraProcs sync.Mutex
+
+// ExtraProc gives the Go runtime one P more than it has, until release is
+// called: for a while in which the mount process has more to run at once
+// than the few Ps it is given (Spec.Procs, one by default), such as its
+// start, where a background goroutine (badger's, gRPC's, the version's
+// trees coming in) holding the only P delays the mount. Overlapping
+// calls each add one and take one back.
+func ExtraProc() (release func()) {
+	extraProcs.Lock()
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
+	extraProcs.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			extraProcs.Lock()
+			runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)-1))
+			extraProcs.Unlock()
+		})
+	}
+}
 
 // lowPriority runs f, work that holds nothing up but takes a CPU for a
 // while (a snapshot's prepare: reading and hashing the whole lower), so
@@ -28,14 +48,7 @@ var extraProcs sync.Mutex
 // off the CPU. f should allocate little: a garbage collection stops every
 // thread, f's too, so it waits for f's thread to get a CPU.
 func lowPriority(f func()) {
-	extraProcs.Lock()
-	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
-	extraProcs.Unlock()
-	defer func() {
-		extraProcs.Lock()
-		runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)-1))
-		extraProcs.Unlock()
-	}()
+	defer ExtraProc()()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -62,3 +62,23 @@ func TestLowPriority(t *testing.T) {
 		t.Errorf("the caller's thread has nice %d after, want %d as before", got, nice)
 	}
 }
+
+// ExtraProc adds one P until released; overlapping calls each add one and
+// take one back, and a release called twice takes back one.
+func TestExtraProc(t *testing.T) {
+	procs := runtime.GOMAXPROCS(0)
+	a := ExtraProc()
+	b := ExtraProc()
+	if n := runtime.GOMAXPROCS(0); n != procs+2 {
+		t.Fatalf("GOMAXPROCS %d with two extra Ps, want %d", n, procs+2)
+	}
+	a()
+	a()
+	if n := runtime.GOMAXPROCS(0); n != procs+1 {
+		t.Fatalf("GOMAXPROCS %d after one release (called twice), want %d", n, procs+1)
+	}
+	b()
+	if n := runtime.GOMAXPROCS(0); n != procs {
+		t.Fatalf("GOMAXPROCS %d after both releases, want %d", n, procs)
+	}
+}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/cow/statedir"
+	"github.com/cowfs/cowfs/fs"
 )
 
 type mountFlags struct {
@@ -352,6 +353,11 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 	log.Debug("open step", "step", "log set up", "took", time.Since(started))
 	s.Options.Logger = log
 	runtime.GOMAXPROCS(s.Options.Procs)
+	// Until the mount serves and its caller is told: the start runs
+	// badger's, gRPC's and go-fuse's goroutines at once, and with the
+	// one P a mount has by default the mount waited for them.
+	startDone := fs.ExtraProc()
+	defer startDone()
 	// Before the mount appears: a signal sent as soon as it is visible
 	// must unmount it (or reopen the log), not kill the process and
 	// leave the mount dead.
@@ -388,6 +394,7 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 			return fmt.Errorf("mount abandoned by its caller: %w", werr)
 		}
 	}
+	startDone()
 	sdNotify(log, daemon.SdNotifyReady)
 	done := make(chan struct{})
 	go func() {
