@@ -126,6 +126,7 @@ func TestWireServesOnlyExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	agePacks(t, ms.Config.Objects)
 	if _, err := refs.GC(ctx, store, rd, 0, false); err != nil {
 		t.Fatal(err)
 	}
