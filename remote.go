@@ -326,6 +326,9 @@ func (rl *remoteLower) openCache(src remote.Fetcher) error {
 		cache.SetLimit(rl.r.CacheSize, rd)
 	}
 	cache.SetDirPrefetch(!rl.r.NoDirPrefetch)
+	if f := rl.s.Options.Fetching; f != nil {
+		cache.SetFetching(f)
+	}
 	rl.store, rl.cache = store, cache
 	return nil
 }

@@ -149,6 +149,12 @@ type Options struct {
 	Debug bool `json:"debug,omitempty"`
 	// Logger receives the workspace's logs; nil: slog.Default().
 	Logger *slog.Logger `json:"-"`
+	// Fetching, when set, is called when a remote lower starts fetching
+	// after a pause, and what it returns once the fetches pause again
+	// (remote.Cache.SetFetching): the mount process gives its runtime a
+	// P more meanwhile (fs.ExtraProc), since what comes in is verified,
+	// stored and handed to readers beside the requests it serves.
+	Fetching func() (end func()) `json:"-"`
 	// MetricsAddr, when set, serves the workspace's metrics for
 	// Prometheus on http://MetricsAddr/metrics while it is mounted.
 	MetricsAddr string `json:"metrics_addr,omitempty"`

@@ -107,6 +107,8 @@ type Cache struct {
 	// onFetch, when set, is told of every call that fetched from the
 	// master (ObserveFetches).
 	onFetch func(batch bool, took time.Duration, err error)
+	// activity is whether fetches are under way (SetFetching).
+	activity activity
 }
 
 // NewCache returns a cache over store that fetches from f.
@@ -134,6 +136,7 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 // files. Nothing may use the cache after.
 func (c *Cache) Close() {
 	c.cancel()
+	defer c.activity.close()
 	for i := range c.stripes {
 		c.stripes[i].sem <- struct{}{}
 	}
@@ -340,6 +343,7 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest, follow, reader bool)
 		return b, nil
 	}
 	c.noteDamage(d, err)
+	defer c.activity.start()()
 	if c.onFetch != nil {
 		start := time.Now()
 		defer func() { c.onFetch(false, time.Since(start), err) }()

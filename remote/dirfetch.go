@@ -261,8 +261,8 @@ func (c *Cache) fetchDirChunks(files []object.Digest) {
 	c.fetchBackground(chunks, 0)
 }
 
-// fetchBackground fetches ds in batches of dirBatch, each bounded by the
-// fetcher's Timeout, and stops at the first failure (a master that does
+// fetchBackground fetches ds in batches of dirBatch (with follow as for
+// fetchBatch), each bounded by the fetcher's Timeout, and stops at the first failure (a master that does
 // not answer one batch would not answer the next), reporting whether all
 // went well. An object whose lock another fetch holds is tried again
 // after the rest, up to busyRetries times, a pause before each: the

@@ -50,7 +50,9 @@ func (c *Cache) getFollowing(ctx context.Context, ff followFetcher, d object.Dig
 	// The caller stops waiting once it has d; the chunks after it are
 	// fetched under the cache's life, bounded as any fetch.
 	bg, cancel := context.WithTimeout(c.ctx, timeout)
+	busy := c.activity.start()
 	go func() {
+		defer busy()
 		defer release()
 		defer cancel()
 		var (

@@ -499,6 +499,7 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 	var first error
 	if len(want) > 0 {
 		c.misses.Add(int64(len(want)))
+		busy := c.activity.start()
 		start := time.Now()
 		ff, _ := c.f.(followFetcher)
 		if ff == nil {
@@ -564,6 +565,7 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 		} else {
 			gerr = c.f.GetMany(ctx, want, got)
 		}
+		busy()
 		if c.onFetch != nil {
 			c.onFetch(true, time.Since(start), gerr)
 		}

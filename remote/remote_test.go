@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,5 +73,53 @@ func TestPrefetch(t *testing.T) {
 		if b, err := readAll(t, rm.Lower, p, 20*time.Second); err != nil || !bytes.Equal(b, c) {
 			t.Errorf("%s with the master gone after prefetch: %d bytes, %v", p, len(b), err)
 		}
+	}
+}
+
+// A cache told what to call while it fetches (the mount process's extra
+// P) calls it for a cold read and ends it once the reads have paused; a
+// read of what it holds begins nothing.
+func TestFetchingHook(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3<<20 + 1)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	var mu sync.Mutex
+	var begun, ended int
+	v.Cache.SetFetching(func() func() {
+		mu.Lock()
+		defer mu.Unlock()
+		begun++
+		return func() {
+			mu.Lock()
+			defer mu.Unlock()
+			ended++
+		}
+	})
+	counts := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return begun, ended
+	}
+	if b, err := readAll(t, v.Lower, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("cold read: %d bytes, %v", len(b), err)
+	}
+	if b, _ := counts(); b == 0 {
+		t.Fatal("a cold read began no fetching")
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if b, e := counts(); b == e {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("fetching began %d times and ended %d times 10 s after the read", b, e)
+		}
+	}
+	b0, _ := counts()
+	if b, err := readAll(t, v.Lower, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
+		t.Fatalf("warm read: %d bytes, %v", len(b), err)
+	}
+	if b, _ := counts(); b != b0 {
+		t.Errorf("a read of held chunks began fetching")
 	}
 }

@@ -44,7 +44,7 @@ with no master involved.`,
 	fl.BoolVar(&f.foreground, "foreground", false, "stay attached until unmounted (the default as PID 1, a container's entrypoint)")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 	fl.DurationVar(&f.timeout, "timeout", cowfs.DefaultStartTimeout, "how long to wait for the mount to become ready (with --remote, unless set: 5m plus --io-timeout, as the master may scan a big export first)")
-	fl.IntVar(&f.procs, "procs", cowfs.DefaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS)")
+	fl.IntVar(&f.procs, "procs", cowfs.DefaultProcs(), "CPUs the mount process may use at once (GOMAXPROCS); one more while it starts, fetches from its remote, or takes in a snapshot's lower")
 	registerReadAhead(fl, f)
 	registerWriteback(fl, f)
 	registerMetricsAddr(fl, &f.metricsAddr)
