@@ -26,9 +26,8 @@ func (c *Cache) SetFetching(begin func() (end func())) {
 
 // activity tracks whether a cache is fetching, for SetFetching.
 type activity struct {
-	begin func() func()
-
 	mu    sync.Mutex
+	begin func() func()
 	n     int    // fetches under way
 	end   func() // what begin returned, until it is called
 	timer *time.Timer

@@ -359,8 +359,8 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 	startDone := fs.ExtraProc()
 	defer startDone()
 	// And while a remote lower fetches: verifying, storing and handing
-	// over what comes in took the one P from the requests (a cold read
-	// of a big file ran at 0.8x its speed with a second P).
+	// over what comes in otherwise takes turns with the requests on the
+	// one P.
 	s.Options.Fetching = fs.ExtraProc
 	// Before the mount appears: a signal sent as soon as it is visible
 	// must unmount it (or reopen the log), not kill the process and
