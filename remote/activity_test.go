@@ -1,7 +1,6 @@
 package remote
 
 import (
-	"sync"
 	"testing"
 	"time"
 )
@@ -10,23 +9,9 @@ import (
 // all stopped for fetchLinger, begins again with the next fetch, and
 // ends at close whatever is under way.
 func TestActivity(t *testing.T) {
-	var mu sync.Mutex
-	begun, ended := 0, 0
-	a := &activity{begin: func() func() {
-		mu.Lock()
-		defer mu.Unlock()
-		begun++
-		return func() {
-			mu.Lock()
-			defer mu.Unlock()
-			ended++
-		}
-	}}
-	counts := func() (int, int) {
-		mu.Lock()
-		defer mu.Unlock()
-		return begun, ended
-	}
+	var h HookCounter
+	a := &activity{begin: h.Begin}
+	counts := h.Counts
 	waitEnded := func(want int) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)

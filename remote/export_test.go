@@ -3,6 +3,7 @@ package remote
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/cowfs/cowfs/cow/object"
@@ -60,3 +61,28 @@ func FetchMany(c *Cache, ds []object.Digest) error { return c.fetchMany(context.
 
 // StripeOf is the lock stripe of d.
 func StripeOf(d object.Digest) int { return stripeOf(d) }
+
+// HookCounter counts the begins and ends of a SetFetching hook.
+type HookCounter struct {
+	mu           sync.Mutex
+	begun, ended int
+}
+
+// Begin is the hook.
+func (h *HookCounter) Begin() func() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.begun++
+	return func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.ended++
+	}
+}
+
+// Counts returns how often the hook began and ended.
+func (h *HookCounter) Counts() (begun, ended int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.begun, h.ended
+}

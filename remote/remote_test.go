@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -85,23 +84,9 @@ func TestFetchingHook(t *testing.T) {
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
 	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
 	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
-	var mu sync.Mutex
-	var begun, ended int
-	v.Cache.SetFetching(func() func() {
-		mu.Lock()
-		defer mu.Unlock()
-		begun++
-		return func() {
-			mu.Lock()
-			defer mu.Unlock()
-			ended++
-		}
-	})
-	counts := func() (int, int) {
-		mu.Lock()
-		defer mu.Unlock()
-		return begun, ended
-	}
+	var h remote.HookCounter
+	v.Cache.SetFetching(h.Begin)
+	counts := h.Counts
 	if b, err := readAll(t, v.Lower, "f", time.Minute); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("cold read: %d bytes, %v", len(b), err)
 	}
