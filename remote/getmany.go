@@ -40,7 +40,17 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 		}
 		ds[i] = d
 	}
-	ahead := &sendAhead{willNeed: s.store.WillNeed}
+	willNeed := s.store.WillNeed
+	if follow := req.GetFollow(); follow > 0 {
+		// Read cold, a file object waits for its own read, then its
+		// chunk's: one read for both, where the scan stored the chunk
+		// right before it.
+		willNeed = func(d object.Digest) int64 { return s.store.WillNeedWithBefore(d, follow) }
+		if len(ds) > 0 {
+			willNeed(ds[0])
+		}
+	}
+	ahead := &sendAhead{willNeed: willNeed}
 	for i, d := range ds {
 		ahead.upTo(ds, i)
 		b, err := s.store.ReadUnverifiedInto(d, buf)

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,10 @@ type pack struct {
 	live              map[int64]entry
 	liveBytes, end    int64 // bytes of live entries; end of the last entry
 	touched           atomic.Int64
+	// offs are the offsets of the entries added, ascending (a pack is
+	// appended to in order), live or not: what lies before an object
+	// (WillNeed).
+	offs []int64
 }
 
 type loc struct {
@@ -307,6 +312,20 @@ func (ps *packs) add(p *pack, e entry) {
 	p.liveBytes += int64(e.n)
 	p.end = max(p.end, e.off+int64(e.n))
 	ps.index[e.d] = append(ps.index[e.d], loc{p, e})
+	if len(p.offs) == 0 || e.off > p.offs[len(p.offs)-1] {
+		p.offs = append(p.offs, e.off)
+	}
+}
+
+// before returns the live entry that ends where off begins in p, if one
+// does (ps.mu held).
+func (p *pack) before(off int64) (entry, bool) {
+	i, found := slices.BinarySearch(p.offs, off)
+	if !found || i == 0 {
+		return entry{}, false
+	}
+	e, ok := p.live[p.offs[i-1]]
+	return e, ok && e.off+int64(e.n) == off
 }
 
 // kill forgets the copy at off in p (ps.mu held).
@@ -836,13 +855,34 @@ func (s *DirStore) Locate(d Digest) (path string, off, size int64, err error) {
 // send several objects read cold asks for the next ones while it sends
 // the first: one disk read after another would otherwise each wait.
 func (s *DirStore) WillNeed(d Digest) int64 {
+	return s.willNeed(d, 0)
+}
+
+// WillNeedWithBefore is WillNeed that also asks for the object stored
+// right before d in its pack, in the same read, if that is at most max
+// bytes: a scan stores a small file's chunk right before its file
+// object, and a master that reads the file object cold sends that chunk
+// next.
+func (s *DirStore) WillNeedWithBefore(d Digest, max int64) int64 {
+	return s.willNeed(d, max)
+}
+
+func (s *DirStore) willNeed(d Digest, before int64) int64 {
 	ls, err := s.packs.locs(d, false)
 	if err != nil || len(ls) == 0 {
 		return 0
 	}
 	l := ls[0]
+	off, n := l.e.off, int64(l.e.n)
+	if before > 0 {
+		s.packs.mu.Lock()
+		if e, ok := l.p.before(off); ok && int64(e.n) <= before {
+			off, n = e.off, n+int64(e.n)
+		}
+		s.packs.mu.Unlock()
+	}
 	// Advice only: a pack dropped meanwhile, or a kernel that ignores
 	// it, costs the read its wait, as without it.
-	unix.Fadvise(int(l.p.f.Fd()), l.e.off, int64(l.e.n), unix.FADV_WILLNEED)
+	unix.Fadvise(int(l.p.f.Fd()), off, n, unix.FADV_WILLNEED)
 	return int64(l.e.n)
 }

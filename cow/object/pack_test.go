@@ -695,3 +695,52 @@ func TestPackRemovalSeen(t *testing.T) {
 		t.Errorf("WillNeed of a removed copy: %d", n)
 	}
 }
+
+// What lies right before an object in its pack is found from the
+// offsets this store knows, live copies only (WillNeedWithBefore).
+func TestPackBefore(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoStores(t)
+	var ds []Digest
+	for i := range 3 {
+		d, err := a.PutPacked(ctx, testBlob(i, 1000+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, d)
+	}
+	before := func(s *DirStore, d Digest) (Digest, bool) {
+		ls, err := s.packs.locs(d, false)
+		if err != nil || len(ls) == 0 {
+			t.Fatalf("%s not packed: %v", d.Short(), err)
+		}
+		s.packs.mu.Lock()
+		defer s.packs.mu.Unlock()
+		e, ok := ls[0].p.before(ls[0].e.off)
+		return e.d, ok
+	}
+	for _, s := range []*DirStore{a, b} { // the writer, and a store that read the index
+		if d, ok := before(s, ds[1]); !ok || d != ds[0] {
+			t.Errorf("before the second object: %s, %v; want the first", d.Short(), ok)
+		}
+		if _, ok := before(s, ds[0]); ok {
+			t.Error("something before the first object of a pack")
+		}
+	}
+	w, err := a.LockSweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed, _, err := w.Remove(ds[1]); !removed || err != nil {
+		t.Fatalf("remove: %v, %v", removed, err)
+	}
+	w.Unlock()
+	// The sweep may have copied what is live into a new pack, side by
+	// side: whatever is before the third object now, it is live.
+	if d, ok := before(a, ds[2]); ok && d == ds[1] {
+		t.Error("a removed copy found before the third object")
+	}
+	if n := a.WillNeedWithBefore(ds[2], 1<<20); n != int64(len(testBlob(2, 1002))) {
+		t.Errorf("WillNeedWithBefore: %d", n)
+	}
+}
