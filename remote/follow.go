@@ -94,10 +94,7 @@ func (c *Cache) getFollowing(ctx context.Context, ff followFetcher, d object.Dig
 			if !wanted[fd] && (!tree || took >= followBytes) {
 				return
 			}
-			if object.Sum(b) != fd {
-				c.corrupt.Add(1)
-				c.log.Error("object from master does not match its digest; its reader fetches it again",
-					"object", fd.String(), "master", c.f.Addr())
+			if !c.followedWhole(fd, b) {
 				return
 			}
 			if k, _ := object.KindOf(b); tree && k != object.KindTree {
@@ -107,10 +104,7 @@ func (c *Cache) getFollowing(ctx context.Context, ff followFetcher, d object.Dig
 			if wanted[fd] {
 				c.fresh.put(fd, b)
 			}
-			if c.store.PutCachedAs(fd, b) == nil {
-				c.bytes.Add(int64(len(b)))
-				c.fetched(int64(len(b)))
-			}
+			c.keep(fd, b)
 		})
 		c.fresh.drop(want)
 		if whole != nil {
@@ -158,4 +152,28 @@ func (s *sharedUnlock) done() {
 	if last {
 		s.unlock()
 	}
+}
+
+// followedWhole reports whether b, sent after what was asked for, hashes
+// to fd; one that does not is counted and logged, and left to its reader
+// to fetch itself.
+func (c *Cache) followedWhole(fd object.Digest, b []byte) bool {
+	if object.Sum(b) == fd {
+		return true
+	}
+	c.corrupt.Add(1)
+	c.log.Error("object from master does not match its digest; its reader fetches it again",
+		"object", fd.String(), "master", c.f.Addr())
+	return false
+}
+
+// keep stores b, fetched and verified as d, in the cache, and counts it:
+// the bytes fetched, and eviction's tally.
+func (c *Cache) keep(d object.Digest, b []byte) error {
+	if err := c.store.PutCachedAs(d, b); err != nil {
+		return err
+	}
+	c.bytes.Add(int64(len(b)))
+	c.fetched(int64(len(b)))
+	return nil
 }

@@ -40,17 +40,11 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 		}
 		ds[i] = d
 	}
-	willNeed := s.store.WillNeed
-	if follow := req.GetFollow(); follow > 0 {
-		// Read cold, a file object waits for its own read, then its
-		// chunk's: one read for both, where the scan stored the chunk
-		// right before it.
-		willNeed = func(d object.Digest) int64 { return s.store.WillNeedWithBefore(d, follow) }
-		if len(ds) > 0 {
-			willNeed(ds[0])
-		}
-	}
-	ahead := &sendAhead{willNeed: willNeed}
+	// With follow, an object comes off the disk with what lies right
+	// before it: read cold, a file object waits for its own read, then
+	// its chunk's, which the scan stored right before it.
+	follow := req.GetFollow()
+	ahead := &sendAhead{willNeed: func(d object.Digest) int64 { return s.store.WillNeed(d, follow) }}
 	for i, d := range ds {
 		ahead.upTo(ds, i)
 		b, err := s.store.ReadUnverifiedInto(d, buf)
@@ -96,8 +90,8 @@ type sendAhead struct {
 	sizes []int64
 }
 
-// upTo asks for ds's objects after i, up to aheadBytes, as ds[i] is about
-// to be read.
+// upTo asks for ds[i], about to be read, unless it was asked for ahead,
+// and for the objects after it, up to aheadBytes.
 func (a *sendAhead) upTo(ds []object.Digest, i int) {
 	if a.sizes == nil {
 		a.sizes = make([]int64, len(ds))
@@ -105,7 +99,8 @@ func (a *sendAhead) upTo(ds []object.Digest, i int) {
 	if i < a.next {
 		a.bytes -= a.sizes[i]
 	} else {
-		a.next = i + 1 // read now, not ahead
+		a.willNeed(ds[i]) // not ahead: with what lies before it
+		a.next = i + 1
 	}
 	for a.next < len(ds) && a.bytes < aheadBytes {
 		a.sizes[a.next] = a.willNeed(ds[a.next])
@@ -509,7 +504,7 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 	var first error
 	if len(want) > 0 {
 		c.misses.Add(int64(len(want)))
-		busy := c.activity.start()
+		stop := c.activity.start()
 		start := time.Now()
 		ff, _ := c.f.(followFetcher)
 		if ff == nil {
@@ -546,9 +541,7 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 				if ahead {
 					c.fresh.put(d, b)
 				}
-				if err = c.store.PutCachedAs(d, b); err == nil {
-					c.bytes.Add(int64(len(b)))
-					c.fetched(int64(len(b)))
+				if err = c.keep(d, b); err == nil {
 					locks.done(d)
 				}
 			}
@@ -561,13 +554,8 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 			gerr = ff.GetManyFollow(ctx, want, follow, got, func(fd object.Digest, b []byte) {
 				// Held in no lock stripe: another process may fetch
 				// one too, and the pack then holds it twice.
-				if object.Sum(b) != fd {
-					c.corrupt.Add(1)
-					c.log.Error("object from master does not match its digest; its reader fetches it again",
-						"object", fd.String(), "master", c.f.Addr())
-				} else if c.store.PutCachedAs(fd, b) == nil {
-					c.bytes.Add(int64(len(b)))
-					c.fetched(int64(len(b)))
+				if c.followedWhole(fd, b) {
+					c.keep(fd, b)
 				}
 				c.fresh.drop([]object.Digest{fd})
 			})
@@ -575,7 +563,7 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 		} else {
 			gerr = c.f.GetMany(ctx, want, got)
 		}
-		busy()
+		stop()
 		if c.onFetch != nil {
 			c.onFetch(true, time.Since(start), gerr)
 		}

@@ -359,23 +359,33 @@ func (ps *packs) forget(p *pack) {
 	p.f.Close()
 }
 
+// lookLocked brings this process's view of the packs up to date for a
+// look (ps.mu held): the dead lists once the removal count moved, so that
+// no copy a removal counted before the look is trusted (as a file removed
+// is gone at once); with fresh, or before the first look, what other
+// processes wrote since too.
+func (ps *packs) lookLocked(fresh bool) error {
+	if !fresh && ps.loaded {
+		n, err := ps.s.Removals()
+		if err != nil {
+			return err
+		}
+		fresh = n != ps.removals
+	}
+	if fresh || !ps.loaded {
+		return ps.refreshLocked(false)
+	}
+	return nil
+}
+
 // locs returns d's live copies, newest first: none that a removal counted
 // before the call took out (as a file removed is gone at once); with
 // fresh, after reading what other processes wrote since, too.
 func (ps *packs) locs(d Digest, fresh bool) ([]loc, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if !fresh && ps.loaded {
-		n, err := ps.s.Removals()
-		if err != nil {
-			return nil, err
-		}
-		fresh = n != ps.removals
-	}
-	if fresh || !ps.loaded {
-		if err := ps.refreshLocked(false); err != nil {
-			return nil, err
-		}
+	if err := ps.lookLocked(fresh); err != nil {
+		return nil, err
 	}
 	ls := ps.index[d]
 	out := make([]loc, len(ls))
@@ -520,14 +530,8 @@ func (ps *packs) has(d Digest, fresh bool) (bool, error) {
 	if !fresh && ps.loaded && len(ps.all) == 0 {
 		return false, nil // no pack to look in: a store of files
 	}
-	n, err := ps.s.Removals()
-	if err != nil {
+	if err := ps.lookLocked(fresh); err != nil {
 		return false, err
-	}
-	if fresh || !ps.loaded || n != ps.removals {
-		if err := ps.refreshLocked(false); err != nil {
-			return false, err
-		}
 	}
 	return len(ps.index[d]) > 0, nil
 }
@@ -854,20 +858,12 @@ func (s *DirStore) Locate(d Digest) (path string, off, size int64, err error) {
 // pack (a file, or missing), for which it does nothing. A master about to
 // send several objects read cold asks for the next ones while it sends
 // the first: one disk read after another would otherwise each wait.
-func (s *DirStore) WillNeed(d Digest) int64 {
-	return s.willNeed(d, 0)
-}
-
-// WillNeedWithBefore is WillNeed that also asks for the object stored
-// right before d in its pack, in the same read, if that is at most max
-// bytes: a scan stores a small file's chunk right before its file
-// object, and a master that reads the file object cold sends that chunk
-// next.
-func (s *DirStore) WillNeedWithBefore(d Digest, max int64) int64 {
-	return s.willNeed(d, max)
-}
-
-func (s *DirStore) willNeed(d Digest, before int64) int64 {
+//
+// With before > 0 the object stored right before d in its pack comes in
+// the same read, if it is at most before bytes: a scan stores a small
+// file's chunk right before its file object, and a master that reads the
+// file object cold sends that chunk next.
+func (s *DirStore) WillNeed(d Digest, before int64) int64 {
 	ls, err := s.packs.locs(d, false)
 	if err != nil || len(ls) == 0 {
 		return 0

@@ -656,7 +656,7 @@ func TestPutPacked(t *testing.T) {
 		}
 		// WillNeed knows a packed copy's size, and nothing else.
 		for d, want := range map[Digest]int64{packed: int64(len(testBlob(2, 3000))), loose: 0, Sum(testBlob(9, 10)): 0} {
-			if n := st.WillNeed(d); n != want {
+			if n := st.WillNeed(d, 0); n != want {
 				t.Errorf("WillNeed %s: %d, want %d", d.Short(), n, want)
 			}
 		}
@@ -691,13 +691,13 @@ func TestPackRemovalSeen(t *testing.T) {
 	if _, err := a.Get(ctx, d); !errors.Is(err, ErrNotFound) {
 		t.Errorf("verified read of a removed copy: %v; want ErrNotFound", err)
 	}
-	if n := a.WillNeed(d); n != 0 {
+	if n := a.WillNeed(d, 0); n != 0 {
 		t.Errorf("WillNeed of a removed copy: %d", n)
 	}
 }
 
 // What lies right before an object in its pack is found from the
-// offsets this store knows, live copies only (WillNeedWithBefore).
+// offsets this store knows, live copies only (WillNeed's before).
 func TestPackBefore(t *testing.T) {
 	ctx := context.Background()
 	a, b := twoStores(t)
@@ -740,7 +740,7 @@ func TestPackBefore(t *testing.T) {
 	if d, ok := before(a, ds[2]); ok && d == ds[1] {
 		t.Error("a removed copy found before the third object")
 	}
-	if n := a.WillNeedWithBefore(ds[2], 1<<20); n != int64(len(testBlob(2, 1002))) {
-		t.Errorf("WillNeedWithBefore: %d", n)
+	if n := a.WillNeed(ds[2], 1<<20); n != int64(len(testBlob(2, 1002))) {
+		t.Errorf("WillNeed with what lies before: %d", n)
 	}
 }
