@@ -365,6 +365,9 @@ func (ps *packs) forget(p *pack) {
 // is gone at once); with fresh, or before the first look, what other
 // processes wrote since too.
 func (ps *packs) lookLocked(fresh bool) error {
+	if !fresh && ps.loaded && len(ps.all) == 0 {
+		return nil // no pack to look in: a store of files
+	}
 	if !fresh && ps.loaded {
 		n, err := ps.s.Removals()
 		if err != nil {
@@ -527,9 +530,6 @@ func (ps *packs) known(d Digest) bool {
 func (ps *packs) has(d Digest, fresh bool) (bool, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if !fresh && ps.loaded && len(ps.all) == 0 {
-		return false, nil // no pack to look in: a store of files
-	}
 	if err := ps.lookLocked(fresh); err != nil {
 		return false, err
 	}
