@@ -1,6 +1,7 @@
 package object
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -61,6 +62,8 @@ type entry struct {
 	d   Digest
 	off int64
 	n   uint32
+	// dead is kept in memory only: the copy left the store.
+	dead bool
 }
 
 func (e entry) put(b []byte) {
@@ -89,19 +92,37 @@ type pack struct {
 	f    *os.File // read, and written by its writer
 	// idxSeen and deadSeen are how far its index and dead list were read.
 	idxSeen, deadSeen int64
-	sealed            bool // nothing more is appended
-	live              map[int64]entry
+	sealed            bool  // nothing more is appended
 	liveBytes, end    int64 // bytes of live entries; end of the last entry
 	touched           atomic.Int64
-	// offs are the offsets of the entries added, ascending (a pack is
-	// appended to in order), live or not: what lies before an object
-	// (WillNeed).
-	offs []int64
+	// ents are the entries added, live and dead, by ascending offset (a
+	// pack is appended to in order): where each copy is, and what lies
+	// before an object (WillNeed). A slice, not a map by offset: a
+	// process holds every pack's entries, and loads them all before its
+	// first look, so each costs it memory and time at its start.
+	ents []entry
+}
+
+// find returns the position of the entry at off in p.ents, or where it
+// would go.
+func (p *pack) find(off int64) (int, bool) {
+	return slices.BinarySearchFunc(p.ents, off, func(e entry, off int64) int { return cmp.Compare(e.off, off) })
 }
 
 type loc struct {
 	p *pack
 	e entry
+}
+
+// ref names a live copy in the index: p.ents holds its entry.
+type ref struct {
+	p   *pack
+	off int64
+}
+
+func (r ref) loc() loc {
+	i, _ := r.p.find(r.off)
+	return loc{r.p, r.p.ents[i]}
 }
 
 // packs is a DirStore's view of its packs, and its writer.
@@ -113,7 +134,11 @@ type packs struct {
 	loaded   bool
 	removals uint64
 	all      map[string]*pack
-	index    map[Digest][]loc // live copies, oldest first
+	// index has each packed object's oldest live copy, more the others,
+	// oldest first (few objects have two copies: a sweep's copy of what
+	// is live, or two processes that fetched one object at once).
+	index map[Digest]ref
+	more  map[Digest][]ref
 	// dirTime is the packs directory's time at the last listing, which
 	// began at listedAt.
 	dirTime, listedAt time.Time
@@ -124,7 +149,7 @@ type packs struct {
 }
 
 func newPacks(s *DirStore) *packs {
-	return &packs{s: s, dir: filepath.Join(s.dir, packsDirName), all: map[string]*pack{}, index: map[Digest][]loc{}}
+	return &packs{s: s, dir: filepath.Join(s.dir, packsDirName), all: map[string]*pack{}, index: map[Digest]ref{}, more: map[Digest][]ref{}}
 }
 
 func (ps *packs) path(name, ext string) string { return filepath.Join(ps.dir, name+ext) }
@@ -150,6 +175,13 @@ func (ps *packs) refreshLocked(dead bool) error {
 		return err
 	}
 	seen := map[string]bool{}
+	type newEntries struct {
+		p    *pack
+		b    []byte
+		idle bool
+	}
+	var news []newEntries
+	total := 0
 	for _, name := range names {
 		seen[name] = true
 		p := ps.all[name]
@@ -167,7 +199,7 @@ func (ps *packs) refreshLocked(dead bool) error {
 			if err != nil {
 				return fmt.Errorf("object store packs: %w", err)
 			}
-			p = &pack{name: name, f: f, live: map[int64]entry{}}
+			p = &pack{name: name, f: f}
 			ps.all[name] = p
 		}
 		if p.sealed || p == ps.w {
@@ -179,11 +211,22 @@ func (ps *packs) refreshLocked(dead bool) error {
 		if idle {
 			unix.Flock(int(p.f.Fd()), unix.LOCK_UN)
 		}
-		if err := ps.readIndex(p); err != nil {
-			return err
+		b, err := readFrom(ps.path(p.name, ".idx"), p.idxSeen)
+		if err != nil {
+			return fmt.Errorf("object store pack %s: %w", p.name, err)
 		}
-		if idle {
-			p.sealed = true
+		news = append(news, newEntries{p, b, idle})
+		total += len(b) / entrySize
+	}
+	if len(ps.index) == 0 && total > 0 {
+		// The first load: one map of the right size, not one grown
+		// by doubling, which allocated three times what it kept.
+		ps.index = make(map[Digest]ref, total)
+	}
+	for _, n := range news {
+		ps.addIndex(n.p, n.b)
+		if n.idle {
+			n.p.sealed = true
 		}
 	}
 	if listed {
@@ -239,12 +282,10 @@ func (ps *packs) list(full bool) (names []string, listed bool, err error) {
 	return names, true, nil
 }
 
-// readIndex reads p's index from where it was read up to.
-func (ps *packs) readIndex(p *pack) error {
-	b, err := readFrom(ps.path(p.name, ".idx"), p.idxSeen)
-	if err != nil {
-		return fmt.Errorf("object store pack %s: %w", p.name, err)
-	}
+// addIndex adds the entries b read from p's index from where it was read
+// up to.
+func (ps *packs) addIndex(p *pack, b []byte) {
+	p.ents = slices.Grow(p.ents, len(b)/entrySize)
 	for i := 0; i+entrySize <= len(b); i += entrySize {
 		e, ok := decodeEntry(b[i : i+entrySize])
 		p.idxSeen += entrySize
@@ -256,7 +297,6 @@ func (ps *packs) readIndex(p *pack) error {
 			ps.add(p, e)
 		}
 	}
-	return nil
 }
 
 // readDead reads p's dead list from where it was read up to.
@@ -305,55 +345,67 @@ func readFrom(p string, off int64) ([]byte, error) {
 
 // add records a live copy (ps.mu held).
 func (ps *packs) add(p *pack, e entry) {
-	if _, ok := p.live[e.off]; ok {
-		return
+	e.dead = false
+	if n := len(p.ents); n == 0 || e.off > p.ents[n-1].off {
+		p.ents = append(p.ents, e)
+	} else {
+		i, found := p.find(e.off)
+		if found {
+			return // known, live or dead
+		}
+		p.ents = slices.Insert(p.ents, i, e)
 	}
-	p.live[e.off] = e
 	p.liveBytes += int64(e.n)
 	p.end = max(p.end, e.off+int64(e.n))
-	ps.index[e.d] = append(ps.index[e.d], loc{p, e})
-	if len(p.offs) == 0 || e.off > p.offs[len(p.offs)-1] {
-		p.offs = append(p.offs, e.off)
+	r := ref{p, e.off}
+	if _, ok := ps.index[e.d]; !ok {
+		ps.index[e.d] = r
+	} else {
+		ps.more[e.d] = append(ps.more[e.d], r)
 	}
 }
 
 // before returns the live entry that ends where off begins in p, if one
 // does (ps.mu held).
 func (p *pack) before(off int64) (entry, bool) {
-	i, found := slices.BinarySearch(p.offs, off)
+	i, found := p.find(off)
 	if !found || i == 0 {
 		return entry{}, false
 	}
-	e, ok := p.live[p.offs[i-1]]
-	return e, ok && e.off+int64(e.n) == off
+	e := p.ents[i-1]
+	return e, !e.dead && e.off+int64(e.n) == off
 }
 
 // kill forgets the copy at off in p (ps.mu held).
 func (ps *packs) kill(p *pack, off int64) {
-	e, ok := p.live[off]
-	if !ok {
+	i, ok := p.find(off)
+	if !ok || p.ents[i].dead {
 		return
 	}
-	delete(p.live, off)
+	e := &p.ents[i]
+	e.dead = true
 	p.liveBytes -= int64(e.n)
-	ls := ps.index[e.d]
-	for i, l := range ls {
-		if l.p == p && l.e.off == off {
-			ls = append(ls[:i:i], ls[i+1:]...)
-			break
-		}
-	}
-	if len(ls) == 0 {
+	r, m := ref{p, off}, ps.more[e.d]
+	switch {
+	case ps.index[e.d] != r:
+		m = slices.DeleteFunc(m, func(x ref) bool { return x == r })
+	case len(m) == 0:
 		delete(ps.index, e.d)
+		return
+	default:
+		ps.index[e.d], m = m[0], m[1:]
+	}
+	if len(m) == 0 {
+		delete(ps.more, e.d)
 	} else {
-		ps.index[e.d] = ls
+		ps.more[e.d] = m
 	}
 }
 
 // forget drops everything known of p, whose index is gone (ps.mu held).
 func (ps *packs) forget(p *pack) {
-	for off := range p.live {
-		ps.kill(p, off)
+	for _, e := range p.ents {
+		ps.kill(p, e.off)
 	}
 	delete(ps.all, p.name)
 	p.f.Close()
@@ -390,12 +442,16 @@ func (ps *packs) locs(d Digest, fresh bool) ([]loc, error) {
 	if err := ps.lookLocked(fresh); err != nil {
 		return nil, err
 	}
-	ls := ps.index[d]
-	out := make([]loc, len(ls))
-	for i, l := range ls {
-		out[len(ls)-1-i] = l
+	r, ok := ps.index[d]
+	if !ok {
+		return nil, nil
 	}
-	return out, nil
+	m := ps.more[d]
+	out := make([]loc, 0, 1+len(m))
+	for i := len(m) - 1; i >= 0; i-- {
+		out = append(out, m[i].loc())
+	}
+	return append(out, r.loc()), nil
 }
 
 func (l loc) read() ([]byte, error) {
@@ -523,7 +579,8 @@ func (ps *packs) markDead(l loc) error {
 func (ps *packs) known(d Digest) bool {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	return len(ps.index[d]) > 0
+	_, ok := ps.index[d]
+	return ok
 }
 
 // has reports whether a pack holds d, as of the store's last removal.
@@ -533,7 +590,8 @@ func (ps *packs) has(d Digest, fresh bool) (bool, error) {
 	if err := ps.lookLocked(fresh); err != nil {
 		return false, err
 	}
-	return len(ps.index[d]) > 0, nil
+	_, ok := ps.index[d]
+	return ok, nil
 }
 
 // touch sets the time of the pack holding d's newest copy, once a second
@@ -629,7 +687,7 @@ func (ps *packs) create() error {
 		os.Remove(f.Name())
 		return fmt.Errorf("object store packs: %w", err)
 	}
-	p := &pack{name: name, f: f, live: map[int64]entry{}}
+	p := &pack{name: name, f: f}
 	ps.mu.Lock()
 	ps.all[name] = p
 	ps.w, ps.widx = p, idx
@@ -672,8 +730,10 @@ func (ps *packs) each() ([]StoredObject, error) {
 	var all []one
 	for _, p := range ps.all {
 		o := one{name: p.name}
-		for _, e := range p.live {
-			o.es = append(o.es, e)
+		for _, e := range p.ents {
+			if !e.dead {
+				o.es = append(o.es, e)
+			}
 		}
 		all = append(all, o)
 	}
@@ -746,8 +806,10 @@ func (ps *packs) reclaim(p *pack) error {
 	defer unix.Flock(int(p.f.Fd()), unix.LOCK_UN)
 	ps.mu.Lock()
 	var keep []loc
-	for _, e := range p.live {
-		keep = append(keep, loc{p, e})
+	for _, e := range p.ents {
+		if !e.dead {
+			keep = append(keep, loc{p, e})
+		}
 	}
 	ps.mu.Unlock()
 	if err := ps.keepLocked(keep); err != nil {
@@ -828,7 +890,7 @@ func (s *DirStore) Close() error {
 	for _, p := range ps.all {
 		p.f.Close()
 	}
-	ps.all, ps.index, ps.loaded = map[string]*pack{}, map[Digest][]loc{}, false
+	ps.all, ps.index, ps.more, ps.loaded = map[string]*pack{}, map[Digest]ref{}, map[Digest][]ref{}, false
 	return err
 }
 

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -742,5 +743,132 @@ func TestPackBefore(t *testing.T) {
 	}
 	if n := a.WillNeed(ds[2], 1<<20); n != int64(len(testBlob(2, 1002))) {
 		t.Errorf("WillNeed with what lies before: %d", n)
+	}
+}
+
+// BenchmarkPackIndexLoad is what a process opening a store of 100,000
+// packed objects pays before its first look: every pack's index read into
+// memory. A mount pays it at its start, in proportion to the cache.
+func BenchmarkPackIndexLoad(b *testing.B) {
+	const objects = 100_000
+	old := packTarget
+	packTarget = 1 << 20
+	b.Cleanup(func() { packTarget = old })
+	dir := b.TempDir()
+	s, err := OpenDirStore(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var last Digest
+	ds := make([]Digest, 0, 1000)
+	bs := make([][]byte, 0, 1000)
+	for i := range objects {
+		enc := testBlob(i, 64)
+		last = Sum(enc)
+		ds, bs = append(ds, last), append(bs, enc)
+		if len(ds) == cap(ds) || i == objects-1 {
+			if err := s.packs.put(ds, bs); err != nil {
+				b.Fatal(err)
+			}
+			ds, bs = ds[:0], bs[:0]
+		}
+	}
+	if err := s.Close(); err != nil {
+		b.Fatal(err)
+	}
+	load := func() *DirStore {
+		s, err := OpenDirStore(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ok, err := s.Has(context.Background(), last); !ok || err != nil {
+			b.Fatal("last object not found", err)
+		}
+		return s
+	}
+	// What a loaded index keeps in memory, per object.
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	held := load()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	heldBytes := float64(after.HeapAlloc-before.HeapAlloc) / objects
+	held.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		s := load()
+		b.StopTimer()
+		s.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(heldBytes, "held-B/object")
+}
+
+// The in-memory index keeps every live copy of an object, newest first
+// for a reader, whichever copy dies first; a dead copy stays dead when
+// its entry is read again; an entry out of offset order (never written so,
+// but not trusted) still finds its place.
+func TestPackIndexCopies(t *testing.T) {
+	ps := newPacks(&DirStore{dir: t.TempDir()})
+	ps.loaded = true // what is added here is all there is: no packs on disk to read
+	open := func(name string) *pack {
+		f, err := os.Create(filepath.Join(t.TempDir(), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &pack{name: name, f: f}
+		ps.all[name] = p
+		return p
+	}
+	a, b := open("a"), open("b")
+	d, other := Sum([]byte("d")), Sum([]byte("other"))
+	ps.add(a, entry{d: d, off: 0, n: 10})
+	ps.add(a, entry{d: other, off: 10, n: 5})
+	ps.add(b, entry{d: d, off: 0, n: 10})
+	ps.add(a, entry{d: d, off: 15, n: 10})
+	where := func() []string {
+		ls, err := ps.locs(d, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, l := range ls {
+			out = append(out, fmt.Sprintf("%s@%d", l.p.name, l.e.off))
+		}
+		return out
+	}
+	check := func(what string, want ...string) {
+		t.Helper()
+		if got := where(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: copies %v, want %v", what, got, want)
+		}
+		if got := ps.known(d); got != (len(want) > 0) {
+			t.Errorf("%s: known %v with copies %v", what, got, want)
+		}
+	}
+	check("three copies", "a@15", "b@0", "a@0")
+	ps.kill(b, 0)
+	check("the middle one killed", "a@15", "a@0")
+	ps.kill(a, 0)
+	check("the oldest killed", "a@15")
+	ps.add(a, entry{d: d, off: 0, n: 10})
+	check("a dead copy's entry read again", "a@15")
+	if a.liveBytes != 15 {
+		t.Errorf("pack a: %d live bytes, want 15", a.liveBytes)
+	}
+	ps.add(b, entry{d: d, off: 40, n: 10})
+	ps.add(b, entry{d: other, off: 20, n: 20})
+	if e, ok := b.before(40); !ok || e.d != other {
+		t.Errorf("before b@40: %v %v, want the entry added out of order", e, ok)
+	}
+	check("a copy in b again", "b@40", "a@15")
+	ps.forget(a)
+	check("pack a forgotten", "b@40")
+	ps.forget(b)
+	check("pack b forgotten")
+	if len(ps.index) != 0 || len(ps.more) != 0 {
+		t.Errorf("index %v, more %v left after every pack was forgotten", ps.index, ps.more)
 	}
 }
