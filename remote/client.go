@@ -100,6 +100,13 @@ func Dial(cfg ClientConfig) (*Client, error) {
 		grpc.WithTransportCredentials(handshakeWatch{TransportCredentials: creds, caFile: cfg.CAFile, last: &c.handshake}),
 		// A chunk is 1 MiB; pieces are 256 KiB.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20), grpc.MaxCallSendMsgSize(maxObject+1<<10)),
+		// A cold read streams chunks: reads of the socket a piece at a
+		// time, not 32 KiB, and a window that a batch of read-ahead
+		// (8 MiB) fills without waiting on gRPC's estimate of the link,
+		// which starts at 64 KiB. The window bounds only what arrives
+		// ahead of its reader, and a call asks for no more than that.
+		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithReadBufferSize(getPiece), grpc.WithWriteBufferSize(getPiece),
 		// gRPC waits up to 2 minutes between reconnects by default, and
 		// fails calls meanwhile with the last error: a master back after
 		// an outage of minutes went unused for half a minute or more.

@@ -165,7 +165,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.log.Error("snapshots pushed before pushed snapshots had a namespace of their own are not served", "err", adoptErr)
 	}
 	// Pushed objects arrive whole: up to the largest object a client accepts.
-	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxObject + 1<<10)}, cfg.ServerOptions...)
+	// The socket written a piece at a time, not 32 KiB (the worker's side
+	// of it: client.go). The receive windows stay gRPC's: what a master
+	// takes in (pushes) waits on its disk, and a worker's window is what
+	// bounds what the master sends ahead.
+	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxObject + 1<<10),
+		grpc.ReadBufferSize(getPiece), grpc.WriteBufferSize(getPiece)}, cfg.ServerOptions...)
 	peers := newPeerLog(s.log)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(handshakeLog{TransportCredentials: credentials.NewTLS(cfg.TLS), log: peers, failed: &s.refused.tls}))
@@ -478,6 +483,13 @@ func (s *Server) pin(v object.Digest) error {
 // getPiece is the most a GetResponse carries: small enough that a broken
 // transfer loses little, big enough that a 1 MiB chunk is four messages.
 const getPiece = 256 << 10
+
+// A worker's receive windows: a stream's holds a read-ahead batch, the
+// connection's four of them.
+const (
+	streamWindow = 8 << 20
+	connWindow   = 4 * streamWindow
+)
 
 // Get streams an object from the requested offset on.
 func (s *Server) Get(req *pb.GetRequest, stream pb.Export_GetServer) error {
