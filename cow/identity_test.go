@@ -42,7 +42,7 @@ func newUserEngine(t *testing.T, fill func(t *testing.T, lower string)) *engine 
 func (e *engine) inodeRecords(t *testing.T) int {
 	t.Helper()
 	n := 0
-	err := e.f.meta.db.View(func(txn *badger.Txn) error {
+	err := e.f.meta.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'i'}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

@@ -6,10 +6,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/scan"
@@ -30,7 +35,18 @@ import (
 // and, for an upper inode whose identity cannot be an xattr, by its
 // number: "i" ino -> its birth time and identity (identity.go).
 type metaStore struct {
-	db *badger.DB
+	// db is the database once it exists. An upper that has had no record
+	// has none: opening one is most of a mount's start, with fsyncs, and
+	// its memtables and goroutines stay for the mount's life, where a
+	// task that only reads its workspace never writes a record. made
+	// makes it at the first write; until then every record reads as
+	// absent, which it is.
+	db   atomic.Pointer[badger.DB]
+	path string     // the database's directory
+	mk   sync.Mutex // held while made opens the database, and by close
+	// closed is set by close (under mk): a write after it is refused,
+	// not given a database of its own.
+	closed bool
 	// room, when set, refuses a write that would leave its filesystem
 	// with less than its floor free (see keepFree).
 	room *space
@@ -80,8 +96,70 @@ type dirMeta struct {
 
 const metaVersion = 1
 
-// openMeta opens (creating if needed) the badger database in dir.
+// openMeta opens the badger database in dir if one was made there; one
+// that was not is made at the first write (made).
 func openMeta(dir string) (*metaStore, error) {
+	m := &metaStore{path: dir}
+	// badger writes its manifest before anything else, and reads a
+	// database without one as new.
+	if _, err := os.Stat(filepath.Join(dir, badger.ManifestFilename)); errors.Is(err, fs.ErrNotExist) {
+		return m, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("open metadata %s: %w", dir, err)
+	}
+	db, err := openBadger(dir)
+	if err != nil {
+		return nil, err
+	}
+	m.db.Store(db)
+	return m, nil
+}
+
+// made returns the database, made now if it was not: for a write.
+func (m *metaStore) made() (*badger.DB, error) {
+	if db := m.db.Load(); db != nil {
+		return db, nil
+	}
+	m.mk.Lock()
+	defer m.mk.Unlock()
+	if db := m.db.Load(); db != nil {
+		return db, nil
+	}
+	if m.closed {
+		return nil, fmt.Errorf("metadata %s: %w", m.path, os.ErrClosed)
+	}
+	// Opening the database writes to it: on a full disk that is a
+	// SIGBUS (see keepFree).
+	if err := m.room.need(0); err != nil {
+		return nil, fmt.Errorf("metadata: %w", err)
+	}
+	db, err := openBadger(m.path)
+	if err != nil {
+		return nil, err
+	}
+	// badger syncs its files and their directory as it makes them, not
+	// the directory's own entry: made durable before a record in it can
+	// be.
+	if err := syncDir(filepath.Dir(m.path)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open metadata %s: %w", m.path, err)
+	}
+	m.db.Store(db)
+	return db, nil
+}
+
+// syncDir makes the entries of directory dir durable.
+func syncDir(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fsync(fd)
+}
+
+// openBadger opens (creating if needed) the badger database in dir.
+func openBadger(dir string) (*badger.DB, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{}).
 		// Upper metadata is small; keep the footprint of each mount small
@@ -100,7 +178,7 @@ func openMeta(dir string) (*metaStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open metadata %s: %w", dir, err)
 	}
-	return &metaStore{db: db}, nil
+	return db, nil
 }
 
 // keepFree makes every later write fail with ENOSPC, and change nothing,
@@ -130,12 +208,19 @@ func (m *metaStore) keepFree(dir string, floor int64) error {
 // replayed from its log at the next open: the flush writes a table
 // through a mapping, and on a full disk that is a SIGBUS.
 func (m *metaStore) close() error {
+	m.mk.Lock()
+	defer m.mk.Unlock()
 	defer m.room.close()
+	m.closed = true
+	db := m.db.Swap(nil)
+	if db == nil {
+		return nil
+	}
 	if err := m.room.need(0); err != nil {
 		slog.Warn("metadata not flushed at close: the disk is full; the next mount replays its log", "err", err)
 		return nil
 	}
-	return m.db.Close()
+	return db.Close()
 }
 
 // update runs fn in a write transaction, once the filesystem has room
@@ -146,7 +231,11 @@ func (m *metaStore) update(size int, fn func(txn *badger.Txn) error) error {
 	if err := m.room.need(int64(2*size + 64)); err != nil {
 		return fmt.Errorf("metadata: %w", err)
 	}
-	err := m.db.Update(fn)
+	db, err := m.made()
+	if err != nil {
+		return err
+	}
+	err = db.Update(fn)
 	m.written.Add(1)
 	return err
 }
@@ -166,7 +255,8 @@ func (m *metaStore) sync() error {
 		return nil
 	}
 	m.syncs.Add(1)
-	if err := m.db.Sync(); err != nil {
+	// w > 0: a write made the database.
+	if err := m.db.Load().Sync(); err != nil {
 		return err
 	}
 	for {
@@ -198,9 +288,21 @@ func key(kind byte, id uint64, name string) []byte {
 	return append(k, name...)
 }
 
+// view runs fn in a read transaction; with no database, not at all:
+// every record is absent.
+func (m *metaStore) view(fn func(txn *badger.Txn) error) error {
+	db := m.db.Load()
+	if db == nil {
+		return nil
+	}
+	return db.View(fn)
+}
+
 func (m *metaStore) get(k []byte) ([]byte, error) {
 	var v []byte
-	err := m.db.View(func(txn *badger.Txn) error {
+	found := false
+	err := m.view(func(txn *badger.Txn) error {
+		found = true
 		item, err := txn.Get(k)
 		if err != nil {
 			return err
@@ -208,7 +310,7 @@ func (m *metaStore) get(k []byte) ([]byte, error) {
 		v, err = item.ValueCopy(nil)
 		return err
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	if !found || errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, errNotFound
 	}
 	return v, err
@@ -297,7 +399,7 @@ func (m *metaStore) whiteouts(dir uint64) (map[string]bool, error) {
 		return out, nil
 	}
 	prefix := key('w', dir, "")
-	err := m.db.View(func(txn *badger.Txn) error {
+	err := m.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -412,7 +514,7 @@ func (m *metaStore) index(ino uint64) (linkIndex, bool, error) {
 // are in the upper and some not yet (LowerLeft > 0).
 func (m *metaStore) pendingLinks() (map[uint64]bool, error) {
 	out := map[uint64]bool{}
-	err := m.db.View(func(txn *badger.Txn) error {
+	err := m.view(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{'h'}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
@@ -507,15 +609,26 @@ type scanView struct {
 
 // scanView opens a view; Discard it when done.
 func (m *metaStore) scanView() *scanView {
-	return &scanView{m: m, txn: m.db.NewTransaction(false)}
+	v := &scanView{m: m}
+	if db := m.db.Load(); db != nil {
+		v.txn = db.NewTransaction(false)
+	}
+	return v
 }
 
 // Discard ends the view's transaction.
-func (v *scanView) Discard() { v.txn.Discard() }
+func (v *scanView) Discard() {
+	if v.txn != nil {
+		v.txn.Discard()
+	}
+}
 
 func (v *scanView) Scanned(dev, ino uint64) (scan.Entry, bool) {
 	if e, ok := v.put[[2]uint64{dev, ino}]; ok {
 		return e, true
+	}
+	if v.txn == nil {
+		return scan.Entry{}, false // no database when the view began
 	}
 	item, err := v.txn.Get(scanKey(dev, ino))
 	if err != nil {

@@ -310,6 +310,37 @@ var engineCases = []struct {
 		e.reopen(t)
 		check("after reopen")
 	}},
+	{"MetadataMadeAtFirstRecord", func(t *testing.T, l string) {
+		writeFile(t, filepath.Join(l, "d", "a"), smallData)
+		writeFile(t, filepath.Join(l, "d", "b"), otherData)
+	}, func(t *testing.T, e *engine) {
+		made := func() bool {
+			_, err := os.Stat(filepath.Join(e.meta, "MANIFEST"))
+			return err == nil
+		}
+		// A workspace only read has no record to keep, and no database.
+		e.wantNames(t, "d", "a", "b")
+		e.wantContent(t, "d/a", smallData)
+		e.reopen(t)
+		e.wantContent(t, "d/b", otherData)
+		if made() {
+			t.Fatal("the metadata database was made for a workspace only read")
+		}
+		// The first record makes it, and it outlives the mount.
+		d := e.path(t, "d")
+		if err := e.f.Unlink(d, "a", e.path(t, "d/a").node()); err != nil {
+			t.Fatalf("unlink: %v", err)
+		}
+		if !made() {
+			t.Fatal("no metadata database after a whiteout was recorded")
+		}
+		if err := e.f.Sync(); err != nil {
+			t.Fatalf("sync: %v", err)
+		}
+		e.reopen(t)
+		e.wantGone(t, "d/a")
+		e.wantNames(t, "d", "b")
+	}},
 	{"RenameLowerDirKeepsChildren", func(t *testing.T, l string) {
 		writeFile(t, filepath.Join(l, "src", "x"), childData)
 		writeFile(t, filepath.Join(l, "src", "sub", "y"), nestedData)
