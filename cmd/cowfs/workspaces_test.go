@@ -113,7 +113,7 @@ func TestWorkspacesPrune(t *testing.T) {
 		t.Fatalf("dry run removed %s: %v", oldDir, err)
 	}
 	out, code = run(t, "--state", e.state, "workspaces", "prune", "--older-than", "24h")
-	if code != 0 || !strings.Contains(out, "removed "+oldDir) || !strings.Contains(out, "removed 1 workspaces, 1") {
+	if code != 0 || !strings.Contains(out, "removed "+oldDir) || !strings.Contains(out, "removed 1 workspaces, ") {
 		t.Fatalf("prune: exit %d: %s", code, out)
 	}
 	if _, err := os.Stat(oldDir); !os.IsNotExist(err) {
