@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 
 	"github.com/dgraph-io/badger/v4"
-	"golang.org/x/sys/unix"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/scan"
 )
@@ -140,22 +140,12 @@ func (m *metaStore) made() (*badger.DB, error) {
 	// badger syncs its files and their directory as it makes them, not
 	// the directory's own entry: made durable before a record in it can
 	// be.
-	if err := syncDir(filepath.Dir(m.path)); err != nil {
+	if err := fsio.SyncDir(filepath.Dir(m.path)); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open metadata %s: %w", m.path, err)
 	}
 	m.db.Store(db)
 	return db, nil
-}
-
-// syncDir makes the entries of directory dir durable.
-func syncDir(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return unix.Fsync(fd)
 }
 
 // openBadger opens (creating if needed) the badger database in dir.

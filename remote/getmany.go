@@ -58,14 +58,14 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 			return status.Errorf(codes.Internal, "object %s: %v", d.Short(), err)
 		}
 		buf = b
-		next := followed(b, req.GetFollow())
+		next := followed(b, follow)
 		// The object's reader waits for what follows it: its disk
 		// read starts before the object is sent.
 		ahead.all(next)
 		if err := s.sendObject(stream, int32(i), nil, d, b); err != nil {
 			return err
 		}
-		if err := s.sendFollowed(stream, int32(n), b, next, req.GetFollow(), &buf); err != nil {
+		if err := s.sendFollowed(stream, int32(n), b, next, follow, &buf); err != nil {
 			return err
 		}
 	}

@@ -454,8 +454,15 @@ func (ps *packs) locs(d Digest, fresh bool) ([]loc, error) {
 	return append(out, r.loc()), nil
 }
 
-func (l loc) read() ([]byte, error) {
-	b := make([]byte, l.e.n)
+func (l loc) read() ([]byte, error) { return l.readInto(nil) }
+
+// readInto reads l's bytes into buf, or a new slice if they do not fit;
+// short is io.ErrUnexpectedEOF, with what was read.
+func (l loc) readInto(buf []byte) ([]byte, error) {
+	if uint32(cap(buf)) < l.e.n {
+		buf = make([]byte, l.e.n)
+	}
+	b := buf[:l.e.n]
 	n, err := l.p.f.ReadAt(b, l.e.off)
 	if n == len(b) {
 		return b, nil
@@ -475,18 +482,14 @@ func (ps *packs) readInto(d Digest, buf []byte, fresh bool) ([]byte, bool, error
 		return nil, false, err
 	}
 	for _, l := range ls {
-		if uint32(cap(buf)) < l.e.n {
-			buf = make([]byte, l.e.n)
-		}
-		b := buf[:l.e.n]
-		n, err := l.p.f.ReadAt(b, l.e.off)
+		b, err := l.readInto(buf)
 		if errors.Is(err, os.ErrClosed) {
 			continue // its pack was dropped meanwhile
 		}
-		if n == len(b) || err == nil || errors.Is(err, io.EOF) {
+		if err == nil || errors.Is(err, io.ErrUnexpectedEOF) {
 			// Short is what a reader's check finds, as for a file
 			// shorter than it was.
-			return b[:n], true, nil
+			return b, true, nil
 		}
 		return nil, true, fmt.Errorf("read object %s: %w", d.Short(), err)
 	}

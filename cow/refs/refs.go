@@ -24,6 +24,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/cowfs/cowfs/cow/internal/fsio"
 	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
 )
@@ -118,13 +119,13 @@ func (d *Dir) AdoptPushed() ([]string, error) {
 			continue
 		}
 		if err == nil {
-			err = syncDir(d.pushed.dir)
+			err = fsio.SyncDir(d.pushed.dir)
 		}
 		if err == nil {
 			err = os.Remove(filepath.Join(d.dir, s.Name))
 		}
 		if err == nil {
-			err = syncDir(d.dir)
+			err = fsio.SyncDir(d.dir)
 		}
 		if err != nil {
 			return moved, fmt.Errorf("move pushed snapshot %s to %s: %w", s.Name, d.pushed.dir, err)
@@ -197,16 +198,7 @@ func (d *Dir) Create(s Snapshot) error {
 		}
 		return err
 	}
-	return syncDir(d.dir)
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
+	return fsio.SyncDir(d.dir)
 }
 
 // Get returns the snapshot called name; "pushed/NAME" is the pushed

@@ -330,6 +330,17 @@ func fdPath(dirfd int, name string) string {
 	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
 }
 
+// SyncDir makes the entries of directory dir durable: a file made, renamed
+// or linked in it, or removed from it.
+func SyncDir(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fsync(fd)
+}
+
 // ReadFullAt is r.ReadAt, with io.EOF at the end of the file not an
 // error: dest past the end is left as it was.
 func ReadFullAt(r io.ReaderAt, dest []byte, off int64) (int, error) {
