@@ -43,6 +43,9 @@ type dirFetch struct {
 	once  sync.Once
 	queue chan *dirWait
 	errs  atomic.Int64
+	// again counts fetchBackground's second tries of busy objects: each
+	// is one more call.
+	again atomic.Int64
 
 	// waiting maps the file objects of directories looked into to their
 	// directory, until a second of them is read (at most dirWaiting
@@ -288,6 +291,7 @@ func (c *Cache) fetchBackground(ds []object.Digest, follow int64) bool {
 			return false
 		case <-time.After(busyPause << retry):
 		}
+		c.dir.again.Add(1)
 		ds, busy = busy, nil
 	}
 }

@@ -133,12 +133,16 @@ func TestDirPrefetchBatches(t *testing.T) {
 		}
 	}
 	gets, manys := cc.get.Load()-get0, cc.getMany.Load()-many0
-	t.Logf("listing and reading %d files: %d Get and %d GetMany calls", n, gets, manys)
+	again := remote.DirFetchedAgain(v.Cache)
+	t.Logf("listing and reading %d files: %d Get and %d GetMany calls, %d second tries", n, gets, manys, again)
 	// The first two files read make a call each, their file object and
 	// chunk; the other file objects come in batches of 64, each small
-	// file's chunk right after its file object in the same call.
-	if gets+manys > 2+(n+63)/64+1 {
-		t.Errorf("listing and reading %d small files made %d Get and %d GetMany calls; want them in a few batches", n, gets, manys)
+	// file's chunk right after its file object in the same call. The
+	// second reader races the batches for one object (one more call),
+	// and a batch that finds an object's lock stripe held by that reader
+	// asks for it again after a pause (one more call each time).
+	if gets+manys > 2+(n+63)/64+1+again {
+		t.Errorf("listing and reading %d small files made %d Get and %d GetMany calls (%d second tries); want them in a few batches", n, gets, manys, again)
 	}
 	if st := v.Cache.Stats(); st.DirPrefetchErrors != 0 {
 		t.Errorf("%d background errors", st.DirPrefetchErrors)

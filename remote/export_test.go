@@ -86,3 +86,7 @@ func (h *HookCounter) Counts() (begun, ended int) {
 	defer h.mu.Unlock()
 	return h.begun, h.ended
 }
+
+// DirFetchedAgain reports how many times c's background fetch of a
+// directory asked again for objects whose lock a reader held.
+func DirFetchedAgain(c *Cache) int64 { return c.dir.again.Load() }
