@@ -38,7 +38,7 @@ import (
 const (
 	// DefaultReadAhead is how far the kernel reads ahead of a sequential
 	// reader.
-	DefaultReadAhead = 1 << 20
+	DefaultReadAhead = fs.DefaultReadAhead
 	// DefaultReserve is the space kept free on the upper's filesystem
 	// for cowfs's metadata.
 	DefaultReserve = 64 << 20

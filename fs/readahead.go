@@ -8,14 +8,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultReadAhead is the read-ahead a mount gets unless told otherwise.
-// The kernel gives a FUSE mount 128 KiB, so a cold sequential reader costs
-// one READ round trip per 128 KiB. At 1 MiB a read-ahead window is one
-// READ of the largest size cowfs accepts (MaxWrite). Measured on a cold
-// 1 GiB lower file (fio, 1 MiB reads, 3 runs each): 501-546 MiB/s at
-// 128 KiB, 724-769 at 1 MiB, 615-680 at 512 KiB; cold 4 KiB random reads,
-// buffered and mmap, did not change beyond the runs' spread.
-const DefaultReadAhead = 1 << 20
+// DefaultReadAhead is the read-ahead a mount gets unless told otherwise
+// (decision 0069). The kernel gives a FUSE mount 128 KiB, which leaves a
+// cold sequential reader waiting on one READ round trip per 128 KiB; at
+// 256 KiB the kernel keeps the next window in flight while cowfs answers
+// the last, and a sequential read is as fast as with bigger windows. A
+// bigger window costs every page fault of a mapped file whose pages were
+// dropped (a punch, a truncate, memory pressure): the kernel reads the
+// whole window around the fault.
+const DefaultReadAhead = 256 << 10
 
 // setReadAhead sets the read-ahead of the FUSE mount at dir: the kernel
 // keeps it on the mount's backing device info, named by the device number

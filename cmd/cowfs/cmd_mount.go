@@ -282,7 +282,7 @@ func registerWriteback(fl *pflag.FlagSet, f *mountFlags) {
 // registerReadAhead adds --readahead and --reserve, which mount and
 // restore share.
 func registerReadAhead(fl *pflag.FlagSet, f *mountFlags) {
-	fl.StringVar(&f.readAhead, "readahead", fmt.Sprintf("%dM", cowfs.DefaultReadAhead>>20), "how far the kernel reads ahead of a sequential reader (e.g. 512K, 4M; 0 keeps the kernel's 128K; "+sizeHelp+"); needs root")
+	fl.StringVar(&f.readAhead, "readahead", fmt.Sprintf("%dK", cowfs.DefaultReadAhead>>10), "how far the kernel reads ahead of a sequential reader (e.g. 512K, 1M; 0 keeps the kernel's 128K; "+sizeHelp+"); needs root")
 	fl.StringVar(&f.reserve, "reserve", fmt.Sprintf("%dM", cowfs.DefaultReserve>>20), "space kept free on the upper's filesystem for cowfs's metadata: writes get ENOSPC below it (0: none, and a full disk can then crash the mount; "+sizeHelp+")")
 }
 

@@ -1,11 +1,11 @@
 // Command gofuse-loopback mounts go-fuse's own loopback filesystem, the
 // simplest passthrough filesystem go-fuse offers, with the kernel settings
-// cowfs mounts with (cache timeouts, default_permissions, 1 MiB writes and
-// read-ahead, explicit data cache control, one CPU per two). scripts/bench
+// cowfs mounts with (cache timeouts, default_permissions, 1 MiB writes,
+// 256 KiB read-ahead, explicit data cache control, one CPU per two). scripts/bench
 // runs it as a baseline column: what any go-fuse filesystem that serves
 // a directory pays on this machine before it does any work of its own.
 //
-//	gofuse-loopback DIR MNT
+//	gofuse-loopback [-passthrough] [-readahead KB] DIR MNT
 //
 // go-fuse's loopback passes every open file through to the kernel when it
 // can. Here, as with cowfs's defaults, it does not (-passthrough turns it
@@ -38,9 +38,10 @@ func main() {
 	log.SetFlags(0)
 	log.SetPrefix("gofuse-loopback: ")
 	passthrough := flag.Bool("passthrough", false, "pass open files through to the kernel")
+	readahead := flag.Int("readahead", 256, "the mount's read-ahead, KiB (cowfs's default; the kernel's own is 128)")
 	flag.Parse()
-	if flag.NArg() != 2 {
-		log.Fatal("usage: gofuse-loopback [-passthrough] DIR MNT")
+	if flag.NArg() != 2 || *readahead < 0 {
+		log.Fatal("usage: gofuse-loopback [-passthrough] [-readahead KB] DIR MNT")
 	}
 	dir, mnt := flag.Arg(0), flag.Arg(1)
 	// As cowfs's default --procs.
@@ -74,10 +75,10 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	// The 1 MiB read-ahead cowfs sets (fs.DefaultReadAhead).
+	// By default the read-ahead cowfs sets (fs.DefaultReadAhead).
 	if err := unix.Stat(mnt, &st); err == nil {
 		p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-		if err := os.WriteFile(p, []byte(strconv.Itoa(1024)), 0); err != nil {
+		if err := os.WriteFile(p, []byte(strconv.Itoa(*readahead)), 0); err != nil {
 			log.Printf("read-ahead left at its default: %v", err)
 		}
 	}
