@@ -9,13 +9,12 @@ import (
 )
 
 // DefaultReadAhead is the read-ahead a mount gets unless told otherwise
-// (decision 0069). The kernel gives a FUSE mount 128 KiB, which leaves a
-// cold sequential reader waiting on one READ round trip per 128 KiB; at
-// 256 KiB the kernel keeps the next window in flight while cowfs answers
-// the last, and a sequential read is as fast as with bigger windows. A
-// bigger window costs every page fault of a mapped file whose pages were
-// dropped (a punch, a truncate, memory pressure): the kernel reads the
-// whole window around the fault.
+// (decision 0069). The kernel gives a FUSE mount 128 KiB, and a cold
+// sequential reader then waits on a READ round trip per 128 KiB; from
+// 256 KiB up a cold sequential read measures as fast as with any bigger
+// window. A bigger window costs every page fault of a mapped file whose
+// pages were dropped (a punch, a truncate, memory pressure): the kernel
+// reads the whole window around the fault.
 const DefaultReadAhead = 256 << 10
 
 // setReadAhead sets the read-ahead of the FUSE mount at dir: the kernel
