@@ -245,8 +245,12 @@ func (m *metaStore) sync() error {
 		return nil
 	}
 	m.syncs.Add(1)
-	// w > 0: a write made the database.
-	if err := m.db.Load().Sync(); err != nil {
+	// w > 0: a write made the database, and only close takes it away.
+	db := m.db.Load()
+	if db == nil {
+		return fmt.Errorf("sync metadata %s: %w", m.path, os.ErrClosed)
+	}
+	if err := db.Sync(); err != nil {
 		return err
 	}
 	for {
