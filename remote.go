@@ -1,6 +1,7 @@
 package cowfs
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -75,6 +77,9 @@ type remoteLower struct {
 	log    *slog.Logger
 	// version is what the mount reads, once pinned: the trace records it.
 	version object.Digest
+	// fromMaster is the trace the master gave this mount, encoded, once
+	// it came: one the mount would put back unchanged is not sent.
+	fromMaster atomic.Pointer[[]byte]
 }
 
 // name names the source in messages: "master HOST:PORT" or the bucket's
@@ -168,8 +173,10 @@ func (rl *remoteLower) tracePath() string {
 
 // learn starts fetching what the last mount of this export read, in its
 // order, and records what this one's tasks read, for the next; unless
-// the spec says not to. A trace that cannot be read is logged and left
-// alone: the mount goes on without it, and replaces it at unmount.
+// the spec says not to. The last mount is this worker's, or else, from a
+// master, any worker's (decision 0070): that trace is asked for in the
+// background. A trace that cannot be read is logged and left alone: the
+// mount goes on without it, and replaces it at unmount.
 func (rl *remoteLower) learn(v object.Digest) {
 	if rl.r.NoLearnedPrefetch {
 		return
@@ -183,13 +190,30 @@ func (rl *remoteLower) learn(v object.Digest) {
 		rl.cache.ReplayTrace(t.Entries)
 	case !errors.Is(err, os.ErrNotExist):
 		rl.log.Warn("ignoring the trace of what the last mount read", "err", err)
+	case rl.master != nil:
+		rl.cache.ReplayTraceFrom(rl.masterTrace)
 	}
 	rl.cache.RecordTrace(remote.TraceObjects, remote.TraceBytes)
 }
 
+// masterTrace gets the master's trace of this export, for a worker that
+// has none of its own.
+func (rl *remoteLower) masterTrace(ctx context.Context) (*remote.Trace, error) {
+	sub, _ := names.CleanRel(rl.r.Path)
+	t, err := rl.master.GetTrace(ctx, sub, rl.s.Lower.Snapshot)
+	if err != nil {
+		return nil, err
+	}
+	b := remote.EncodeTrace(t)
+	rl.fromMaster.Store(&b)
+	rl.log.Info("fetching what another worker's mount of this export read, in its order", "objects", len(t.Entries), "recorded_over", t.Version.String())
+	return t, nil
+}
+
 // keepTrace writes what this mount's tasks read, if they read anything,
-// for the next mount of the export; a failure is logged, and never fails
-// the unmount.
+// for the next mount of the export, and gives it to a master for other
+// workers' first mounts; a failure is logged, and never fails the
+// unmount.
 func (rl *remoteLower) keepTrace() {
 	if rl.version.IsZero() {
 		return
@@ -198,8 +222,19 @@ func (rl *remoteLower) keepTrace() {
 	if len(entries) == 0 {
 		return // the last mount's trace may serve the next better
 	}
-	if err := remote.WriteTrace(rl.tracePath(), &remote.Trace{Version: rl.version, Entries: entries}); err != nil {
+	t := &remote.Trace{Version: rl.version, Entries: entries}
+	if err := remote.WriteTrace(rl.tracePath(), t); err != nil {
 		rl.log.Warn("could not keep the trace of what this mount read", "err", err)
+	}
+	if rl.master == nil {
+		return
+	}
+	if had := rl.fromMaster.Load(); had != nil && bytes.Equal(*had, remote.EncodeTrace(t)) {
+		return
+	}
+	sub, _ := names.CleanRel(rl.r.Path)
+	if err := rl.master.PutTrace(context.Background(), sub, rl.s.Lower.Snapshot, t); err != nil {
+		rl.log.Warn("could not give the master the trace of what this mount read", "err", err)
 	}
 }
 

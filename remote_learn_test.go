@@ -322,3 +322,73 @@ func TestLearnedPrefetchOff(t *testing.T) {
 		t.Errorf("a mount with the trace off kept a trace, %s", p)
 	}
 }
+
+// A worker with no trace of its own starts from the one another worker's
+// mount gave the master at unmount (decision 0070): all of it is fetched
+// before its task asks, which then asks the master for nothing one by
+// one. With the trace off, a fresh worker neither takes the master's
+// trace nor gives one.
+func TestLearnedPrefetchFromMaster(t *testing.T) {
+	e := newLearnExport(t)
+	ms, gets := learnMaster(t, e.dir)
+	_, path := recordTrace(t, ms.Addr, e)
+	local, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := filepath.Join(ms.Config.Traces, remote.TraceKey("", ""))
+	if b, err := os.ReadFile(kept); err != nil || !bytes.Equal(b, local) {
+		t.Fatalf("the master's trace after a worker's unmount: %d bytes, %v; want the worker's, %d bytes", len(b), err, len(local))
+	}
+
+	fresh := t.TempDir()
+	ws := openLearn(t, ms.Addr, fresh, false)
+	store, err := object.OpenDirStore(statedir.ObjectsDir(fresh))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	want := e.chunks(t)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n := 0
+		for _, d := range want {
+			if ok, _ := store.Has(context.Background(), d); ok {
+				n++
+			}
+		}
+		if n == len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a fresh worker holds %d of the %d chunks another worker's task read 30 s after mounting; want all, fetched by the master's trace", n, len(want))
+		}
+	}
+	g0 := gets.Load()
+	e.read(t, ws.Dir())
+	if n := gets.Load() - g0; n != 0 {
+		t.Errorf("the task of a mount that replayed the master's trace asked the master for %d objects one by one; want none", n)
+	}
+	if err := ws.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	st0, err := os.Stat(kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(kept)
+	off := openLearn(t, ms.Addr, t.TempDir(), true)
+	g0 = gets.Load()
+	e.read(t, off.Dir())
+	if n := gets.Load() - g0; n < int64(len(e.names)) {
+		t.Errorf("with the trace off, a fresh worker reading %d files asked for %d objects one by one; want each fetched as read, none ahead", len(e.names), n)
+	}
+	if err := off.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st1, err := os.Stat(kept)
+	after, _ := os.ReadFile(kept)
+	if err != nil || !os.SameFile(st0, st1) || !bytes.Equal(before, after) {
+		t.Errorf("a mount with the trace off changed the master's trace (%v)", err)
+	}
+}

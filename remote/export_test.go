@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote/pb"
 )
 
 // SetRepairRetry sets how long a failed repair scan stands, for a test,
@@ -90,3 +91,17 @@ func (h *HookCounter) Counts() (begun, ended int) {
 // DirFetchedAgain reports how many times c's background fetch of a
 // directory asked again for objects whose lock a reader held.
 func DirFetchedAgain(c *Cache) int64 { return c.dir.again.Load() }
+
+// PutTraceBytes puts b as a trace as it is, whole or not (PutTrace sends
+// only whole traces).
+func PutTraceBytes(ctx context.Context, c *Client, sub, snapshot string, b []byte) error {
+	_, err := c.ex.PutTrace(ctx, &pb.PutTraceRequest{Path: sub, Snapshot: snapshot, Trace: b})
+	return err
+}
+
+// SetMaxTraces sets how many traces a master keeps, for a test, and
+// returns what it was. Call it with no server running.
+func SetMaxTraces(n int) (old int) {
+	old, maxTraces = maxTraces, n
+	return old
+}

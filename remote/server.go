@@ -44,6 +44,9 @@ type ServerConfig struct {
 	// after the files it came from changed. Snapshots workers push go to
 	// the ref directory's pushed namespace (refs.Dir.Pushed).
 	Objects, Refs string
+	// Traces is where the master keeps what workers' mounts read
+	// (PutTrace; decision 0070); none are kept when empty.
+	Traces string
 	// Token, when set, is the bearer token every call but health checks
 	// must carry.
 	Token string
@@ -86,6 +89,9 @@ type Server struct {
 	keep  int
 	log   *slog.Logger
 	grpc  *grpc.Server
+	// traces: ServerConfig.Traces; traceMu makes puts one at a time.
+	traces  string
+	traceMu sync.Mutex
 
 	// serveSnapshots: GetRef answers from the master's own snapshots
 	// too (ServerConfig.ServeSnapshots).
@@ -142,7 +148,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// Not fatal: the export and what was pushed since are served all the
 	// same, and the next start tries again.
 	moved, adoptErr := rd.AdoptPushed()
-	s := &Server{lo: lo, store: store, refs: rd, keep: cfg.KeepVersions, serveSnapshots: cfg.ServeSnapshots, log: cfg.Logger, scanDone: cfg.ScanDone,
+	s := &Server{lo: lo, store: store, refs: rd, traces: cfg.Traces, keep: cfg.KeepVersions, serveSnapshots: cfg.ServeSnapshots, log: cfg.Logger, scanDone: cfg.ScanDone,
 		known: map[string]knownVersion{}, rescanEvery: cfg.Rescan}
 	s.scanCtx, s.stopScan = context.WithCancel(context.Background())
 	if s.keep <= 0 {

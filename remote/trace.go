@@ -72,8 +72,14 @@ func ReadTrace(path string) (*Trace, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ParseTrace(b, path)
+}
+
+// ParseTrace decodes a trace's text (WriteTrace's, EncodeTrace's), which
+// must be whole; name says where it came from, in errors.
+func ParseTrace(b []byte, name string) (*Trace, error) {
 	bad := func(why string) (*Trace, error) {
-		return nil, fmt.Errorf("trace %s: %s: %w", path, why, object.ErrCorrupt)
+		return nil, fmt.Errorf("trace %s: %s: %w", name, why, object.ErrCorrupt)
 	}
 	lines := strings.Split(string(b), "\n")
 	if len(lines) < 4 || lines[0] != traceMagic || lines[len(lines)-1] != "" {
@@ -85,6 +91,7 @@ func ReadTrace(path string) (*Trace, error) {
 	if !ok {
 		return bad("no version line")
 	}
+	var err error
 	if t.Version, err = object.ParseDigest(v); err != nil {
 		return bad(err.Error())
 	}
@@ -106,9 +113,8 @@ func ReadTrace(path string) (*Trace, error) {
 	return t, nil
 }
 
-// WriteTrace writes t to path, whole or not at all: a new file renamed
-// over the old, so that two mounts closing at once leave one of theirs.
-func WriteTrace(path string, t *Trace) error {
+// EncodeTrace returns t as the text ParseTrace reads.
+func EncodeTrace(t *Trace) []byte {
 	var b bytes.Buffer
 	w := bufio.NewWriter(&b)
 	fmt.Fprintf(w, "%s\nversion %s\n", traceMagic, t.Version)
@@ -117,6 +123,18 @@ func WriteTrace(path string, t *Trace) error {
 	}
 	fmt.Fprintf(w, "end %d\n", len(t.Entries))
 	w.Flush()
+	return b.Bytes()
+}
+
+// WriteTrace writes t to path, whole or not at all: a new file renamed
+// over the old, so that two mounts closing at once leave one of theirs.
+func WriteTrace(path string, t *Trace) error {
+	return writeWhole(path, EncodeTrace(t))
+}
+
+// writeWhole writes b to path through a new file renamed over the old,
+// synced first, so that path holds the old bytes or all of b.
+func writeWhole(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("write trace: %w", err)
 	}
@@ -124,7 +142,7 @@ func WriteTrace(path string, t *Trace) error {
 	if err != nil {
 		return fmt.Errorf("write trace: %w", err)
 	}
-	_, err = f.Write(b.Bytes())
+	_, err = f.Write(b)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -265,6 +283,25 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 		wg.Wait()
 		p.on.Store(false)
 		c.log.Debug("trace replay ended", "entries", len(entries), "fetched", p.fetched.Load(), "errors", p.errs.Load())
+	}()
+}
+
+// ReplayTraceFrom is ReplayTrace of the trace load returns, asked for
+// in the background: a mount does not wait for it. What load fails with
+// is logged at debug (ErrNoTrace not at all); a read meanwhile is served
+// as ever.
+func (c *Cache) ReplayTraceFrom(load func(ctx context.Context) (*Trace, error)) {
+	go func() {
+		t, err := load(c.ctx)
+		if err != nil {
+			if !errors.Is(err, ErrNoTrace) && c.ctx.Err() == nil {
+				c.log.Debug("no trace to fetch ahead by", "err", err)
+			}
+			return
+		}
+		if c.ctx.Err() == nil {
+			c.ReplayTrace(t.Entries)
+		}
 	}()
 }
 

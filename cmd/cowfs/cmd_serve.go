@@ -115,7 +115,7 @@ func runServe(g *globals, f *serveFlags) error {
 		}
 	}
 	cfg := remote.ServerConfig{
-		Root: root, Objects: statedir.ObjectsDir(g.state), Refs: statedir.RefsDir(g.state),
+		Root: root, Objects: statedir.ObjectsDir(g.state), Refs: statedir.RefsDir(g.state), Traces: statedir.TracesDir(g.state),
 		KeepVersions: f.keepVersions, ServeSnapshots: f.serveSnapshots,
 	}
 	if f.tokenFile != "" {

@@ -28,6 +28,198 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PutTraceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"` // as ResolveRequest's
+	Snapshot      string                 `protobuf:"bytes,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Trace         []byte                 `protobuf:"bytes,3,opt,name=trace,proto3" json:"trace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutTraceRequest) Reset() {
+	*x = PutTraceRequest{}
+	mi := &file_cowfs_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutTraceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutTraceRequest) ProtoMessage() {}
+
+func (x *PutTraceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutTraceRequest.ProtoReflect.Descriptor instead.
+func (*PutTraceRequest) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PutTraceRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *PutTraceRequest) GetSnapshot() string {
+	if x != nil {
+		return x.Snapshot
+	}
+	return ""
+}
+
+func (x *PutTraceRequest) GetTrace() []byte {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
+type PutTraceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutTraceResponse) Reset() {
+	*x = PutTraceResponse{}
+	mi := &file_cowfs_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutTraceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutTraceResponse) ProtoMessage() {}
+
+func (x *PutTraceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutTraceResponse.ProtoReflect.Descriptor instead.
+func (*PutTraceResponse) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{1}
+}
+
+type GetTraceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Snapshot      string                 `protobuf:"bytes,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTraceRequest) Reset() {
+	*x = GetTraceRequest{}
+	mi := &file_cowfs_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTraceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTraceRequest) ProtoMessage() {}
+
+func (x *GetTraceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTraceRequest.ProtoReflect.Descriptor instead.
+func (*GetTraceRequest) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetTraceRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *GetTraceRequest) GetSnapshot() string {
+	if x != nil {
+		return x.Snapshot
+	}
+	return ""
+}
+
+type GetTraceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Trace         []byte                 `protobuf:"bytes,1,opt,name=trace,proto3" json:"trace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTraceResponse) Reset() {
+	*x = GetTraceResponse{}
+	mi := &file_cowfs_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTraceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTraceResponse) ProtoMessage() {}
+
+func (x *GetTraceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cowfs_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTraceResponse.ProtoReflect.Descriptor instead.
+func (*GetTraceResponse) Descriptor() ([]byte, []int) {
+	return file_cowfs_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetTraceResponse) GetTrace() []byte {
+	if x != nil {
+		return x.Trace
+	}
+	return nil
+}
+
 type PutRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Object        []byte                 `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"` // one whole encoded object
@@ -37,7 +229,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_cowfs_proto_msgTypes[0]
+	mi := &file_cowfs_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +241,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[0]
+	mi := &file_cowfs_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +254,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{0}
+	return file_cowfs_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PutRequest) GetObject() []byte {
@@ -81,7 +273,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_cowfs_proto_msgTypes[1]
+	mi := &file_cowfs_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -93,7 +285,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[1]
+	mi := &file_cowfs_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -106,7 +298,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{1}
+	return file_cowfs_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutResponse) GetStored() int64 {
@@ -127,7 +319,7 @@ type PutRefRequest struct {
 
 func (x *PutRefRequest) Reset() {
 	*x = PutRefRequest{}
-	mi := &file_cowfs_proto_msgTypes[2]
+	mi := &file_cowfs_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -139,7 +331,7 @@ func (x *PutRefRequest) String() string {
 func (*PutRefRequest) ProtoMessage() {}
 
 func (x *PutRefRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[2]
+	mi := &file_cowfs_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -152,7 +344,7 @@ func (x *PutRefRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRefRequest.ProtoReflect.Descriptor instead.
 func (*PutRefRequest) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{2}
+	return file_cowfs_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PutRefRequest) GetName() string {
@@ -184,7 +376,7 @@ type PutRefResponse struct {
 
 func (x *PutRefResponse) Reset() {
 	*x = PutRefResponse{}
-	mi := &file_cowfs_proto_msgTypes[3]
+	mi := &file_cowfs_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -196,7 +388,7 @@ func (x *PutRefResponse) String() string {
 func (*PutRefResponse) ProtoMessage() {}
 
 func (x *PutRefResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[3]
+	mi := &file_cowfs_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -209,7 +401,7 @@ func (x *PutRefResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRefResponse.ProtoReflect.Descriptor instead.
 func (*PutRefResponse) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{3}
+	return file_cowfs_proto_rawDescGZIP(), []int{7}
 }
 
 type GetRefRequest struct {
@@ -221,7 +413,7 @@ type GetRefRequest struct {
 
 func (x *GetRefRequest) Reset() {
 	*x = GetRefRequest{}
-	mi := &file_cowfs_proto_msgTypes[4]
+	mi := &file_cowfs_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +425,7 @@ func (x *GetRefRequest) String() string {
 func (*GetRefRequest) ProtoMessage() {}
 
 func (x *GetRefRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[4]
+	mi := &file_cowfs_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +438,7 @@ func (x *GetRefRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRefRequest.ProtoReflect.Descriptor instead.
 func (*GetRefRequest) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{4}
+	return file_cowfs_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetRefRequest) GetName() string {
@@ -265,7 +457,7 @@ type GetRefResponse struct {
 
 func (x *GetRefResponse) Reset() {
 	*x = GetRefResponse{}
-	mi := &file_cowfs_proto_msgTypes[5]
+	mi := &file_cowfs_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +469,7 @@ func (x *GetRefResponse) String() string {
 func (*GetRefResponse) ProtoMessage() {}
 
 func (x *GetRefResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[5]
+	mi := &file_cowfs_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +482,7 @@ func (x *GetRefResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRefResponse.ProtoReflect.Descriptor instead.
 func (*GetRefResponse) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{5}
+	return file_cowfs_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetRefResponse) GetVersion() []byte {
@@ -312,7 +504,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_cowfs_proto_msgTypes[6]
+	mi := &file_cowfs_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +516,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[6]
+	mi := &file_cowfs_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +529,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{6}
+	return file_cowfs_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResolveRequest) GetPath() string {
@@ -358,7 +550,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_cowfs_proto_msgTypes[7]
+	mi := &file_cowfs_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +562,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[7]
+	mi := &file_cowfs_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +575,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{7}
+	return file_cowfs_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResolveResponse) GetVersion() []byte {
@@ -423,7 +615,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_cowfs_proto_msgTypes[8]
+	mi := &file_cowfs_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +627,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[8]
+	mi := &file_cowfs_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +640,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{8}
+	return file_cowfs_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetRequest) GetDigest() []byte {
@@ -482,7 +674,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_cowfs_proto_msgTypes[9]
+	mi := &file_cowfs_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +686,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[9]
+	mi := &file_cowfs_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +699,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{9}
+	return file_cowfs_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetResponse) GetSize() int64 {
@@ -539,7 +731,7 @@ type GetManyRequest struct {
 
 func (x *GetManyRequest) Reset() {
 	*x = GetManyRequest{}
-	mi := &file_cowfs_proto_msgTypes[10]
+	mi := &file_cowfs_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +743,7 @@ func (x *GetManyRequest) String() string {
 func (*GetManyRequest) ProtoMessage() {}
 
 func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[10]
+	mi := &file_cowfs_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +756,7 @@ func (x *GetManyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManyRequest.ProtoReflect.Descriptor instead.
 func (*GetManyRequest) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{10}
+	return file_cowfs_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetManyRequest) GetDigests() [][]byte {
@@ -596,7 +788,7 @@ type GetManyResponse struct {
 
 func (x *GetManyResponse) Reset() {
 	*x = GetManyResponse{}
-	mi := &file_cowfs_proto_msgTypes[11]
+	mi := &file_cowfs_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +800,7 @@ func (x *GetManyResponse) String() string {
 func (*GetManyResponse) ProtoMessage() {}
 
 func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[11]
+	mi := &file_cowfs_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +813,7 @@ func (x *GetManyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetManyResponse.ProtoReflect.Descriptor instead.
 func (*GetManyResponse) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{11}
+	return file_cowfs_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetManyResponse) GetIndex() int32 {
@@ -668,7 +860,7 @@ type HasRequest struct {
 
 func (x *HasRequest) Reset() {
 	*x = HasRequest{}
-	mi := &file_cowfs_proto_msgTypes[12]
+	mi := &file_cowfs_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +872,7 @@ func (x *HasRequest) String() string {
 func (*HasRequest) ProtoMessage() {}
 
 func (x *HasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[12]
+	mi := &file_cowfs_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +885,7 @@ func (x *HasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasRequest.ProtoReflect.Descriptor instead.
 func (*HasRequest) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{12}
+	return file_cowfs_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HasRequest) GetDigests() [][]byte {
@@ -712,7 +904,7 @@ type HasResponse struct {
 
 func (x *HasResponse) Reset() {
 	*x = HasResponse{}
-	mi := &file_cowfs_proto_msgTypes[13]
+	mi := &file_cowfs_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +916,7 @@ func (x *HasResponse) String() string {
 func (*HasResponse) ProtoMessage() {}
 
 func (x *HasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cowfs_proto_msgTypes[13]
+	mi := &file_cowfs_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +929,7 @@ func (x *HasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HasResponse.ProtoReflect.Descriptor instead.
 func (*HasResponse) Descriptor() ([]byte, []int) {
-	return file_cowfs_proto_rawDescGZIP(), []int{13}
+	return file_cowfs_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HasResponse) GetHas() []bool {
@@ -751,7 +943,17 @@ var File_cowfs_proto protoreflect.FileDescriptor
 
 const file_cowfs_proto_rawDesc = "" +
 	"\n" +
-	"\vcowfs.proto\x12\x0fcowfs.remote.v1\"$\n" +
+	"\vcowfs.proto\x12\x0fcowfs.remote.v1\"W\n" +
+	"\x0fPutTraceRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1a\n" +
+	"\bsnapshot\x18\x02 \x01(\tR\bsnapshot\x12\x14\n" +
+	"\x05trace\x18\x03 \x01(\fR\x05trace\"\x12\n" +
+	"\x10PutTraceResponse\"A\n" +
+	"\x0fGetTraceRequest\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x1a\n" +
+	"\bsnapshot\x18\x02 \x01(\tR\bsnapshot\"(\n" +
+	"\x10GetTraceResponse\x12\x14\n" +
+	"\x05trace\x18\x01 \x01(\fR\x05trace\"$\n" +
 	"\n" +
 	"PutRequest\x12\x16\n" +
 	"\x06object\x18\x01 \x01(\fR\x06object\"%\n" +
@@ -793,7 +995,7 @@ const file_cowfs_proto_rawDesc = "" +
 	"HasRequest\x12\x18\n" +
 	"\adigests\x18\x01 \x03(\fR\adigests\"\x1f\n" +
 	"\vHasResponse\x12\x10\n" +
-	"\x03has\x18\x01 \x03(\bR\x03has2\x86\x04\n" +
+	"\x03has\x18\x01 \x03(\bR\x03has2\xa8\x05\n" +
 	"\x06Export\x12L\n" +
 	"\aResolve\x12\x1f.cowfs.remote.v1.ResolveRequest\x1a .cowfs.remote.v1.ResolveResponse\x12B\n" +
 	"\x03Get\x12\x1b.cowfs.remote.v1.GetRequest\x1a\x1c.cowfs.remote.v1.GetResponse0\x01\x12N\n" +
@@ -801,7 +1003,9 @@ const file_cowfs_proto_rawDesc = "" +
 	"\x03Has\x12\x1b.cowfs.remote.v1.HasRequest\x1a\x1c.cowfs.remote.v1.HasResponse\x12B\n" +
 	"\x03Put\x12\x1b.cowfs.remote.v1.PutRequest\x1a\x1c.cowfs.remote.v1.PutResponse(\x01\x12I\n" +
 	"\x06PutRef\x12\x1e.cowfs.remote.v1.PutRefRequest\x1a\x1f.cowfs.remote.v1.PutRefResponse\x12I\n" +
-	"\x06GetRef\x12\x1e.cowfs.remote.v1.GetRefRequest\x1a\x1f.cowfs.remote.v1.GetRefResponseB\"Z github.com/cowfs/cowfs/remote/pbb\x06proto3"
+	"\x06GetRef\x12\x1e.cowfs.remote.v1.GetRefRequest\x1a\x1f.cowfs.remote.v1.GetRefResponse\x12O\n" +
+	"\bPutTrace\x12 .cowfs.remote.v1.PutTraceRequest\x1a!.cowfs.remote.v1.PutTraceResponse\x12O\n" +
+	"\bGetTrace\x12 .cowfs.remote.v1.GetTraceRequest\x1a!.cowfs.remote.v1.GetTraceResponseB\"Z github.com/cowfs/cowfs/remote/pbb\x06proto3"
 
 var (
 	file_cowfs_proto_rawDescOnce sync.Once
@@ -815,40 +1019,48 @@ func file_cowfs_proto_rawDescGZIP() []byte {
 	return file_cowfs_proto_rawDescData
 }
 
-var file_cowfs_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_cowfs_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_cowfs_proto_goTypes = []any{
-	(*PutRequest)(nil),      // 0: cowfs.remote.v1.PutRequest
-	(*PutResponse)(nil),     // 1: cowfs.remote.v1.PutResponse
-	(*PutRefRequest)(nil),   // 2: cowfs.remote.v1.PutRefRequest
-	(*PutRefResponse)(nil),  // 3: cowfs.remote.v1.PutRefResponse
-	(*GetRefRequest)(nil),   // 4: cowfs.remote.v1.GetRefRequest
-	(*GetRefResponse)(nil),  // 5: cowfs.remote.v1.GetRefResponse
-	(*ResolveRequest)(nil),  // 6: cowfs.remote.v1.ResolveRequest
-	(*ResolveResponse)(nil), // 7: cowfs.remote.v1.ResolveResponse
-	(*GetRequest)(nil),      // 8: cowfs.remote.v1.GetRequest
-	(*GetResponse)(nil),     // 9: cowfs.remote.v1.GetResponse
-	(*GetManyRequest)(nil),  // 10: cowfs.remote.v1.GetManyRequest
-	(*GetManyResponse)(nil), // 11: cowfs.remote.v1.GetManyResponse
-	(*HasRequest)(nil),      // 12: cowfs.remote.v1.HasRequest
-	(*HasResponse)(nil),     // 13: cowfs.remote.v1.HasResponse
+	(*PutTraceRequest)(nil),  // 0: cowfs.remote.v1.PutTraceRequest
+	(*PutTraceResponse)(nil), // 1: cowfs.remote.v1.PutTraceResponse
+	(*GetTraceRequest)(nil),  // 2: cowfs.remote.v1.GetTraceRequest
+	(*GetTraceResponse)(nil), // 3: cowfs.remote.v1.GetTraceResponse
+	(*PutRequest)(nil),       // 4: cowfs.remote.v1.PutRequest
+	(*PutResponse)(nil),      // 5: cowfs.remote.v1.PutResponse
+	(*PutRefRequest)(nil),    // 6: cowfs.remote.v1.PutRefRequest
+	(*PutRefResponse)(nil),   // 7: cowfs.remote.v1.PutRefResponse
+	(*GetRefRequest)(nil),    // 8: cowfs.remote.v1.GetRefRequest
+	(*GetRefResponse)(nil),   // 9: cowfs.remote.v1.GetRefResponse
+	(*ResolveRequest)(nil),   // 10: cowfs.remote.v1.ResolveRequest
+	(*ResolveResponse)(nil),  // 11: cowfs.remote.v1.ResolveResponse
+	(*GetRequest)(nil),       // 12: cowfs.remote.v1.GetRequest
+	(*GetResponse)(nil),      // 13: cowfs.remote.v1.GetResponse
+	(*GetManyRequest)(nil),   // 14: cowfs.remote.v1.GetManyRequest
+	(*GetManyResponse)(nil),  // 15: cowfs.remote.v1.GetManyResponse
+	(*HasRequest)(nil),       // 16: cowfs.remote.v1.HasRequest
+	(*HasResponse)(nil),      // 17: cowfs.remote.v1.HasResponse
 }
 var file_cowfs_proto_depIdxs = []int32{
-	6,  // 0: cowfs.remote.v1.Export.Resolve:input_type -> cowfs.remote.v1.ResolveRequest
-	8,  // 1: cowfs.remote.v1.Export.Get:input_type -> cowfs.remote.v1.GetRequest
-	10, // 2: cowfs.remote.v1.Export.GetMany:input_type -> cowfs.remote.v1.GetManyRequest
-	12, // 3: cowfs.remote.v1.Export.Has:input_type -> cowfs.remote.v1.HasRequest
-	0,  // 4: cowfs.remote.v1.Export.Put:input_type -> cowfs.remote.v1.PutRequest
-	2,  // 5: cowfs.remote.v1.Export.PutRef:input_type -> cowfs.remote.v1.PutRefRequest
-	4,  // 6: cowfs.remote.v1.Export.GetRef:input_type -> cowfs.remote.v1.GetRefRequest
-	7,  // 7: cowfs.remote.v1.Export.Resolve:output_type -> cowfs.remote.v1.ResolveResponse
-	9,  // 8: cowfs.remote.v1.Export.Get:output_type -> cowfs.remote.v1.GetResponse
-	11, // 9: cowfs.remote.v1.Export.GetMany:output_type -> cowfs.remote.v1.GetManyResponse
-	13, // 10: cowfs.remote.v1.Export.Has:output_type -> cowfs.remote.v1.HasResponse
-	1,  // 11: cowfs.remote.v1.Export.Put:output_type -> cowfs.remote.v1.PutResponse
-	3,  // 12: cowfs.remote.v1.Export.PutRef:output_type -> cowfs.remote.v1.PutRefResponse
-	5,  // 13: cowfs.remote.v1.Export.GetRef:output_type -> cowfs.remote.v1.GetRefResponse
-	7,  // [7:14] is the sub-list for method output_type
-	0,  // [0:7] is the sub-list for method input_type
+	10, // 0: cowfs.remote.v1.Export.Resolve:input_type -> cowfs.remote.v1.ResolveRequest
+	12, // 1: cowfs.remote.v1.Export.Get:input_type -> cowfs.remote.v1.GetRequest
+	14, // 2: cowfs.remote.v1.Export.GetMany:input_type -> cowfs.remote.v1.GetManyRequest
+	16, // 3: cowfs.remote.v1.Export.Has:input_type -> cowfs.remote.v1.HasRequest
+	4,  // 4: cowfs.remote.v1.Export.Put:input_type -> cowfs.remote.v1.PutRequest
+	6,  // 5: cowfs.remote.v1.Export.PutRef:input_type -> cowfs.remote.v1.PutRefRequest
+	8,  // 6: cowfs.remote.v1.Export.GetRef:input_type -> cowfs.remote.v1.GetRefRequest
+	0,  // 7: cowfs.remote.v1.Export.PutTrace:input_type -> cowfs.remote.v1.PutTraceRequest
+	2,  // 8: cowfs.remote.v1.Export.GetTrace:input_type -> cowfs.remote.v1.GetTraceRequest
+	11, // 9: cowfs.remote.v1.Export.Resolve:output_type -> cowfs.remote.v1.ResolveResponse
+	13, // 10: cowfs.remote.v1.Export.Get:output_type -> cowfs.remote.v1.GetResponse
+	15, // 11: cowfs.remote.v1.Export.GetMany:output_type -> cowfs.remote.v1.GetManyResponse
+	17, // 12: cowfs.remote.v1.Export.Has:output_type -> cowfs.remote.v1.HasResponse
+	5,  // 13: cowfs.remote.v1.Export.Put:output_type -> cowfs.remote.v1.PutResponse
+	7,  // 14: cowfs.remote.v1.Export.PutRef:output_type -> cowfs.remote.v1.PutRefResponse
+	9,  // 15: cowfs.remote.v1.Export.GetRef:output_type -> cowfs.remote.v1.GetRefResponse
+	1,  // 16: cowfs.remote.v1.Export.PutTrace:output_type -> cowfs.remote.v1.PutTraceResponse
+	3,  // 17: cowfs.remote.v1.Export.GetTrace:output_type -> cowfs.remote.v1.GetTraceResponse
+	9,  // [9:18] is the sub-list for method output_type
+	0,  // [0:9] is the sub-list for method input_type
 	0,  // [0:0] is the sub-list for extension type_name
 	0,  // [0:0] is the sub-list for extension extendee
 	0,  // [0:0] is the sub-list for field type_name
@@ -865,7 +1077,7 @@ func file_cowfs_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cowfs_proto_rawDesc), len(file_cowfs_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

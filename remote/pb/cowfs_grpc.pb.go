@@ -26,13 +26,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Export_Resolve_FullMethodName = "/cowfs.remote.v1.Export/Resolve"
-	Export_Get_FullMethodName     = "/cowfs.remote.v1.Export/Get"
-	Export_GetMany_FullMethodName = "/cowfs.remote.v1.Export/GetMany"
-	Export_Has_FullMethodName     = "/cowfs.remote.v1.Export/Has"
-	Export_Put_FullMethodName     = "/cowfs.remote.v1.Export/Put"
-	Export_PutRef_FullMethodName  = "/cowfs.remote.v1.Export/PutRef"
-	Export_GetRef_FullMethodName  = "/cowfs.remote.v1.Export/GetRef"
+	Export_Resolve_FullMethodName  = "/cowfs.remote.v1.Export/Resolve"
+	Export_Get_FullMethodName      = "/cowfs.remote.v1.Export/Get"
+	Export_GetMany_FullMethodName  = "/cowfs.remote.v1.Export/GetMany"
+	Export_Has_FullMethodName      = "/cowfs.remote.v1.Export/Has"
+	Export_Put_FullMethodName      = "/cowfs.remote.v1.Export/Put"
+	Export_PutRef_FullMethodName   = "/cowfs.remote.v1.Export/PutRef"
+	Export_GetRef_FullMethodName   = "/cowfs.remote.v1.Export/GetRef"
+	Export_PutTrace_FullMethodName = "/cowfs.remote.v1.Export/PutTrace"
+	Export_GetTrace_FullMethodName = "/cowfs.remote.v1.Export/GetTrace"
 )
 
 // ExportClient is the client API for Export service.
@@ -64,6 +66,14 @@ type ExportClient interface {
 	PutRef(ctx context.Context, in *PutRefRequest, opts ...grpc.CallOption) (*PutRefResponse, error)
 	// GetRef returns the version object of a snapshot on the master.
 	GetRef(ctx context.Context, in *GetRefRequest, opts ...grpc.CallOption) (*GetRefResponse, error)
+	// PutTrace keeps what a worker's mount of path (restoring snapshot, if
+	// named) read, in the order read, for other workers' first mounts of it
+	// (decision 0070); the last one put wins. trace is the text a worker
+	// keeps beside its cache (remote.Trace), whole.
+	PutTrace(ctx context.Context, in *PutTraceRequest, opts ...grpc.CallOption) (*PutTraceResponse, error)
+	// GetTrace returns the trace last put for path and snapshot; NotFound
+	// when there is none.
+	GetTrace(ctx context.Context, in *GetTraceRequest, opts ...grpc.CallOption) (*GetTraceResponse, error)
 }
 
 type exportClient struct {
@@ -165,6 +175,26 @@ func (c *exportClient) GetRef(ctx context.Context, in *GetRefRequest, opts ...gr
 	return out, nil
 }
 
+func (c *exportClient) PutTrace(ctx context.Context, in *PutTraceRequest, opts ...grpc.CallOption) (*PutTraceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutTraceResponse)
+	err := c.cc.Invoke(ctx, Export_PutTrace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *exportClient) GetTrace(ctx context.Context, in *GetTraceRequest, opts ...grpc.CallOption) (*GetTraceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTraceResponse)
+	err := c.cc.Invoke(ctx, Export_GetTrace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ExportServer is the server API for Export service.
 // All implementations must embed UnimplementedExportServer
 // for forward compatibility.
@@ -194,6 +224,14 @@ type ExportServer interface {
 	PutRef(context.Context, *PutRefRequest) (*PutRefResponse, error)
 	// GetRef returns the version object of a snapshot on the master.
 	GetRef(context.Context, *GetRefRequest) (*GetRefResponse, error)
+	// PutTrace keeps what a worker's mount of path (restoring snapshot, if
+	// named) read, in the order read, for other workers' first mounts of it
+	// (decision 0070); the last one put wins. trace is the text a worker
+	// keeps beside its cache (remote.Trace), whole.
+	PutTrace(context.Context, *PutTraceRequest) (*PutTraceResponse, error)
+	// GetTrace returns the trace last put for path and snapshot; NotFound
+	// when there is none.
+	GetTrace(context.Context, *GetTraceRequest) (*GetTraceResponse, error)
 	mustEmbedUnimplementedExportServer()
 }
 
@@ -224,6 +262,12 @@ func (UnimplementedExportServer) PutRef(context.Context, *PutRefRequest) (*PutRe
 }
 func (UnimplementedExportServer) GetRef(context.Context, *GetRefRequest) (*GetRefResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetRef not implemented")
+}
+func (UnimplementedExportServer) PutTrace(context.Context, *PutTraceRequest) (*PutTraceResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PutTrace not implemented")
+}
+func (UnimplementedExportServer) GetTrace(context.Context, *GetTraceRequest) (*GetTraceResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetTrace not implemented")
 }
 func (UnimplementedExportServer) mustEmbedUnimplementedExportServer() {}
 func (UnimplementedExportServer) testEmbeddedByValue()                {}
@@ -347,6 +391,42 @@ func _Export_GetRef_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Export_PutTrace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutTraceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ExportServer).PutTrace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Export_PutTrace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ExportServer).PutTrace(ctx, req.(*PutTraceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Export_GetTrace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTraceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ExportServer).GetTrace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Export_GetTrace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ExportServer).GetTrace(ctx, req.(*GetTraceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Export_ServiceDesc is the grpc.ServiceDesc for Export service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -369,6 +449,14 @@ var Export_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetRef",
 			Handler:    _Export_GetRef_Handler,
+		},
+		{
+			MethodName: "PutTrace",
+			Handler:    _Export_PutTrace_Handler,
+		},
+		{
+			MethodName: "GetTrace",
+			Handler:    _Export_GetTrace_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
