@@ -83,10 +83,26 @@ type RemoteStatus struct {
 	// DirPrefetchErrors counts background fetches of a crawled
 	// directory's files that failed; a read then fetched for itself.
 	DirPrefetchErrors int64 `json:"dir_prefetch_errors"`
+	// Trace is nil unless the mount replays a trace of what an earlier
+	// mount of the export read (decisions 0064, 0070).
+	Trace *TraceStatus `json:"trace,omitempty"`
 	// Bucket is nil unless the lower is a bucket.
 	Bucket *BucketRequests `json:"bucket,omitempty"`
 	// Prefetch is nil unless the workspace prefetches.
 	Prefetch *object.PrefetchProgress `json:"prefetch,omitempty"`
+}
+
+// TraceStatus is the trace a remote mount replays.
+type TraceStatus struct {
+	// Source is where it came from: "worker" (this worker's last mount
+	// of the export) or "master" (the last any worker gave the master).
+	Source string `json:"source"`
+	// Objects is how many objects it lists; Fetched how many of those
+	// its batches asked for (the rest were held, or the task got there
+	// first); Errors how many batches failed, which ends the replay.
+	Objects int64 `json:"objects"`
+	Fetched int64 `json:"fetched"`
+	Errors  int64 `json:"errors"`
 }
 
 // BucketRequests counts what a mount asked of its bucket, by the

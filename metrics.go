@@ -62,6 +62,7 @@ func (rl *remoteLower) count(mx *metrics.Workspace) error {
 		return metrics.RemoteCounts{
 			Hits: s.Hits, Misses: s.Misses, FetchedBytes: s.BytesFetched, Retries: rl.src.Retries(),
 			Corrupt: s.Corrupt, Errors: s.Errors, Evicted: s.Evicted, DirPrefetchErrors: s.DirPrefetchErrors,
+			TraceObjects: s.TraceObjects, TraceFetched: s.TraceFetched, TraceErrors: s.TraceErrors,
 		}
 	})
 	if err != nil {

@@ -80,6 +80,8 @@ type remoteLower struct {
 	// fromMaster is the trace the master gave this mount, encoded, once
 	// it came: one the mount would put back unchanged is not sent.
 	fromMaster atomic.Pointer[[]byte]
+	// traceFrom is TraceStatus.Source once a replay started.
+	traceFrom atomic.Pointer[string]
 }
 
 // name names the source in messages: "master HOST:PORT" or the bucket's
@@ -187,6 +189,7 @@ func (rl *remoteLower) learn(v object.Digest) {
 	switch {
 	case err == nil:
 		rl.log.Info("fetching what the last mount of this export read, in its order", "trace", path, "objects", len(t.Entries), "recorded_over", t.Version.String())
+		rl.traceFrom.Store(ptr("worker"))
 		rl.cache.ReplayTrace(t.Entries)
 	case !errors.Is(err, os.ErrNotExist):
 		rl.log.Warn("ignoring the trace of what the last mount read", "err", err)
@@ -206,9 +209,12 @@ func (rl *remoteLower) masterTrace(ctx context.Context) (*remote.Trace, error) {
 	}
 	b := remote.EncodeTrace(t)
 	rl.fromMaster.Store(&b)
+	rl.traceFrom.Store(ptr("master"))
 	rl.log.Info("fetching what another worker's mount of this export read, in its order", "objects", len(t.Entries), "recorded_over", t.Version.String())
 	return t, nil
 }
+
+func ptr[T any](v T) *T { return &v }
 
 // keepTrace writes what this mount's tasks read, if they read anything,
 // for the next mount of the export, and gives it to a master for other
@@ -496,6 +502,9 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 			Hits: s.Hits, Misses: s.Misses, BytesFetched: s.BytesFetched,
 			Retries: src.Retries(), Errors: s.Errors, Corrupt: s.Corrupt, Evicted: s.Evicted,
 			DirPrefetchErrors: s.DirPrefetchErrors,
+		}
+		if from := rl.traceFrom.Load(); from != nil && s.TraceObjects > 0 {
+			rs.Trace = &TraceStatus{Source: *from, Objects: s.TraceObjects, Fetched: s.TraceFetched, Errors: s.TraceErrors}
 		}
 		if b := rl.bucket; b != nil {
 			bs := b.Stats()

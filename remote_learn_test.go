@@ -213,6 +213,7 @@ func TestLearnedPrefetch(t *testing.T) {
 			t.Fatalf("a fresh worker with the trace holds %d of the %d chunks the last task read 30 s after mounting; want all, fetched ahead of its task", n, len(want))
 		}
 	}
+	checkTraceStatus(t, ws, "worker")
 	g0 := gets.Load()
 	e.read(t, ws.Dir())
 	if n := gets.Load() - g0; n != 0 {
@@ -363,6 +364,7 @@ func TestLearnedPrefetchFromMaster(t *testing.T) {
 			t.Fatalf("a fresh worker holds %d of the %d chunks another worker's task read 30 s after mounting; want all, fetched by the master's trace", n, len(want))
 		}
 	}
+	checkTraceStatus(t, ws, "master")
 	g0 := gets.Load()
 	e.read(t, ws.Dir())
 	if n := gets.Load() - g0; n != 0 {
@@ -383,6 +385,9 @@ func TestLearnedPrefetchFromMaster(t *testing.T) {
 	if n := gets.Load() - g0; n < int64(len(e.names)) {
 		t.Errorf("with the trace off, a fresh worker reading %d files asked for %d objects one by one; want each fetched as read, none ahead", len(e.names), n)
 	}
+	if tr := off.Status().Remote.Trace; tr != nil {
+		t.Errorf("status of a mount with the trace off: trace %+v; want none", *tr)
+	}
 	if err := off.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -390,5 +395,15 @@ func TestLearnedPrefetchFromMaster(t *testing.T) {
 	after, _ := os.ReadFile(kept)
 	if err != nil || !os.SameFile(st0, st1) || !bytes.Equal(before, after) {
 		t.Errorf("a mount with the trace off changed the master's trace (%v)", err)
+	}
+}
+
+// checkTraceStatus checks that ws's status says it replays a trace from
+// source that fetched objects without a failed batch.
+func checkTraceStatus(t *testing.T, ws *cowfs.Workspace, source string) {
+	t.Helper()
+	tr := ws.Status().Remote.Trace
+	if tr == nil || tr.Source != source || tr.Objects == 0 || tr.Fetched == 0 || tr.Fetched > tr.Objects || tr.Errors != 0 {
+		t.Errorf("status of a mount replaying a trace: %+v; want one from the %s, objects fetched, no errors", tr, source)
 	}
 }

@@ -84,6 +84,12 @@ func TestRemoteWorkspaceMetrics(t *testing.T) {
 	if v := value("cowfs_remote_read_errors_total"); v != 0 {
 		t.Errorf("%v read errors with the master up", v)
 	}
+	// A fresh worker of a master that has no trace: none replayed.
+	for _, name := range []string{"cowfs_remote_trace_objects", "cowfs_remote_trace_fetched_objects_total", "cowfs_remote_trace_errors_total"} {
+		if v := value(name); v != 0 {
+			t.Errorf("%s %v with no trace anywhere; want 0", name, v)
+		}
+	}
 	ms.Stop()
 	if _, err := os.ReadFile(filepath.Join(mnt, "small")); err == nil {
 		t.Fatal("read a file never fetched with the master gone")

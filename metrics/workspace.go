@@ -127,6 +127,10 @@ type RemoteCounts struct {
 	// DirPrefetchErrors counts background fetches of a crawled
 	// directory's files that failed.
 	DirPrefetchErrors int64
+	// TraceObjects is how many objects the trace the mount replays lists,
+	// 0 without one; TraceFetched counts those its batches asked for,
+	// TraceErrors the batches that failed.
+	TraceObjects, TraceFetched, TraceErrors int64
 }
 
 // CountRemote registers the remote lower's counters, read from read at
@@ -149,6 +153,12 @@ func (w *Workspace) CountRemote(read func() RemoteCounts) error {
 			prometheus.CounterValue, func(c RemoteCounts) float64 { return float64(c.Evicted) }},
 		{"cowfs_remote_dir_prefetch_errors_total", "Background fetches of a crawled directory's files that failed; a read then fetched what it needed itself.", nil,
 			prometheus.CounterValue, func(c RemoteCounts) float64 { return float64(c.DirPrefetchErrors) }},
+		{"cowfs_remote_trace_objects", "Objects the trace of an earlier mount of the export lists, which this mount fetches ahead of its task; 0 without one.", nil,
+			prometheus.GaugeValue, func(c RemoteCounts) float64 { return float64(c.TraceObjects) }},
+		{"cowfs_remote_trace_fetched_objects_total", "Objects of the trace asked for by its background batches.", nil,
+			prometheus.CounterValue, func(c RemoteCounts) float64 { return float64(c.TraceFetched) }},
+		{"cowfs_remote_trace_errors_total", "Background batches of the trace that failed, which ends its replay; reads then fetch for themselves.", nil,
+			prometheus.CounterValue, func(c RemoteCounts) float64 { return float64(c.TraceErrors) }},
 	}})
 }
 

@@ -60,6 +60,10 @@ type CacheStats struct {
 	// DirPrefetchErrors counts background fetches of a directory's
 	// files (PrefetchDir) that failed; no read saw them.
 	DirPrefetchErrors int64
+	// TraceObjects is how many objects the trace being replayed lists
+	// (ReplayTrace), 0 without one; TraceFetched counts those its
+	// batches asked for, TraceErrors the batches that failed.
+	TraceObjects, TraceFetched, TraceErrors int64
 }
 
 // Cache is a worker's view of a master's objects: the machine's object
@@ -156,6 +160,7 @@ func (c *Cache) Stats() CacheStats {
 		Hits: c.hits.Load(), Misses: c.misses.Load(), BytesFetched: c.bytes.Load(),
 		Corrupt: c.corrupt.Load(), Errors: c.errs.Load(), Evicted: c.evicted.Load(),
 		DirPrefetchErrors: c.dir.errs.Load(),
+		TraceObjects:      c.replay.objects.Load(), TraceFetched: c.replay.fetched.Load(), TraceErrors: c.replay.errs.Load(),
 	}
 }
 

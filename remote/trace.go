@@ -228,7 +228,8 @@ type traceReplay struct {
 	// busy are the lock stripes of the objects of batches in flight.
 	busy [lockStripes]bool
 
-	fetched, errs atomic.Int64
+	// objects is len(entries) once the replay started, for Stats.
+	fetched, errs, objects atomic.Int64
 }
 
 // ReplayTrace fetches the trace's objects that the store lacks in the
@@ -250,6 +251,7 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 			p.at[e.Object] = i
 		}
 	}
+	p.objects.Store(int64(len(entries)))
 	p.on.Store(true)
 	var wg sync.WaitGroup
 	for range traceWorkers {

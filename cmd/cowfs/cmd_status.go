@@ -117,6 +117,9 @@ func printStatus(st *cowfs.Status) {
 	}
 	fmt.Printf("  cache:   %d hits, %d misses, %s fetched, %d retries, %d errors, %d corrupt refetched, %d evicted, %d dir prefetch errors\n",
 		r.Hits, r.Misses, humanBytes(r.BytesFetched), r.Retries, r.Errors, r.Corrupt, r.Evicted, r.DirPrefetchErrors)
+	if tr := r.Trace; tr != nil {
+		fmt.Printf("  trace:   from the %s, %d objects, %d fetched, %d errors\n", tr.Source, tr.Objects, tr.Fetched, tr.Errors)
+	}
 	if b := r.Bucket; b != nil {
 		fmt.Printf("  bucket:  %d GET, %d HEAD, %d LIST, %s in\n", b.Gets, b.Heads, b.Lists, humanBytes(b.BytesIn))
 	}
