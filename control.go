@@ -95,7 +95,8 @@ type RemoteStatus struct {
 // TraceStatus is the trace a remote mount replays.
 type TraceStatus struct {
 	// Source is where it came from: "worker" (this worker's last mount
-	// of the export) or "master" (the last any worker gave the master).
+	// of the export), or "master" or "bucket" (the last any worker gave
+	// the source).
 	Source string `json:"source"`
 	// Objects is how many objects it lists; Fetched how many of those
 	// its batches asked for (the rest were held, or the task got there

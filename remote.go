@@ -77,9 +77,10 @@ type remoteLower struct {
 	log    *slog.Logger
 	// version is what the mount reads, once pinned: the trace records it.
 	version object.Digest
-	// fromMaster is the trace the master gave this mount, encoded, once
-	// it came: one the mount would put back unchanged is not sent.
-	fromMaster atomic.Pointer[[]byte]
+	// fromShared is the trace the source (its traceKeeper) gave this
+	// mount, encoded, once it came: one the mount would put back
+	// unchanged is not sent.
+	fromShared atomic.Pointer[[]byte]
 	// traceFrom is TraceStatus.Source once a replay started.
 	traceFrom atomic.Pointer[string]
 }
@@ -175,9 +176,9 @@ func (rl *remoteLower) tracePath() string {
 
 // learn starts fetching what the last mount of this export read, in its
 // order, and records what this one's tasks read, for the next; unless
-// the spec says not to. The last mount is this worker's, or else, from a
-// master, any worker's (decision 0070): that trace is asked for in the
-// background. A trace that cannot be read is logged and left alone: the
+// the spec says not to. The last mount is this worker's, or else any
+// worker's, as the source (a master or a bucket) kept it (decision
+// 0070): that trace is asked for in the background. A trace that cannot be read is logged and left alone: the
 // mount goes on without it, and replaces it at unmount.
 func (rl *remoteLower) learn(v object.Digest) {
 	if rl.r.NoLearnedPrefetch {
@@ -193,33 +194,63 @@ func (rl *remoteLower) learn(v object.Digest) {
 		rl.cache.ReplayTrace(t.Entries)
 	case !errors.Is(err, os.ErrNotExist):
 		rl.log.Warn("ignoring the trace of what the last mount read", "err", err)
-	case rl.master != nil:
-		rl.cache.ReplayTraceFrom(rl.masterTrace)
+	case rl.keeper() != nil:
+		rl.cache.ReplayTraceFrom(rl.sharedTrace)
 	}
 	rl.cache.RecordTrace(remote.TraceObjects, remote.TraceBytes)
 }
 
-// masterTrace gets the master's trace of this export, for a worker that
+// A traceKeeper keeps the last trace any worker's mount of an export
+// gave it, for other workers' first mounts (decision 0070): a master
+// (*remote.Client) or a bucket (*s3store.Store).
+type traceKeeper interface {
+	GetTrace(ctx context.Context, sub, snapshot string) (*remote.Trace, error)
+	PutTrace(ctx context.Context, sub, snapshot string, t *remote.Trace) error
+}
+
+// keeper returns the source as a traceKeeper, and what it is called in
+// the status (TraceStatus.Source).
+func (rl *remoteLower) keeper() traceKeeper {
+	switch {
+	case rl.master != nil:
+		return rl.master
+	case rl.bucket != nil:
+		return rl.bucket
+	}
+	return nil
+}
+
+// keeperName is what the status calls the keeper.
+func (rl *remoteLower) keeperName() string {
+	if rl.bucket != nil {
+		return "bucket"
+	}
+	return "master"
+}
+
+// sharedTrace gets the source's trace of this export, for a worker that
 // has none of its own.
-func (rl *remoteLower) masterTrace(ctx context.Context) (*remote.Trace, error) {
+func (rl *remoteLower) sharedTrace(ctx context.Context) (*remote.Trace, error) {
 	sub, _ := names.CleanRel(rl.r.Path)
-	t, err := rl.master.GetTrace(ctx, sub, rl.s.Lower.Snapshot)
+	ctx, cancel := context.WithTimeout(ctx, remote.TraceCallTimeout)
+	defer cancel()
+	t, err := rl.keeper().GetTrace(ctx, sub, rl.s.Lower.Snapshot)
 	if err != nil {
 		return nil, err
 	}
 	b := remote.EncodeTrace(t)
-	rl.fromMaster.Store(&b)
-	rl.traceFrom.Store(ptr("master"))
-	rl.log.Info("fetching what another worker's mount of this export read, in its order", "objects", len(t.Entries), "recorded_over", t.Version.String())
+	rl.fromShared.Store(&b)
+	rl.traceFrom.Store(ptr(rl.keeperName()))
+	rl.log.Info("fetching what another worker's mount of this export read, in its order", "from", rl.keeperName(), "objects", len(t.Entries), "recorded_over", t.Version.String())
 	return t, nil
 }
 
 func ptr[T any](v T) *T { return &v }
 
 // keepTrace writes what this mount's tasks read, if they read anything,
-// for the next mount of the export, and gives it to a master for other
-// workers' first mounts; a failure is logged, and never fails the
-// unmount.
+// for the next mount of the export, and gives it to the source (a master
+// or a bucket) for other workers' first mounts; a failure is logged, and
+// never fails the unmount.
 func (rl *remoteLower) keepTrace() {
 	if rl.version.IsZero() {
 		return
@@ -232,15 +263,18 @@ func (rl *remoteLower) keepTrace() {
 	if err := remote.WriteTrace(rl.tracePath(), t); err != nil {
 		rl.log.Warn("could not keep the trace of what this mount read", "err", err)
 	}
-	if rl.master == nil {
+	k := rl.keeper()
+	if k == nil {
 		return
 	}
-	if had := rl.fromMaster.Load(); had != nil && bytes.Equal(*had, remote.EncodeTrace(t)) {
+	if had := rl.fromShared.Load(); had != nil && bytes.Equal(*had, remote.EncodeTrace(t)) {
 		return
 	}
 	sub, _ := names.CleanRel(rl.r.Path)
-	if err := rl.master.PutTrace(context.Background(), sub, rl.s.Lower.Snapshot, t); err != nil {
-		rl.log.Warn("could not give the master the trace of what this mount read", "err", err)
+	ctx, cancel := context.WithTimeout(context.Background(), remote.TraceCallTimeout)
+	defer cancel()
+	if err := k.PutTrace(ctx, sub, rl.s.Lower.Snapshot, t); err != nil {
+		rl.log.Warn("could not give the "+rl.keeperName()+" the trace of what this mount read", "err", err)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/cowfs/cowfs/cow/statedir"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/remotetest"
+	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
 
 // learnExport is a small spider for the learned-prefetch tests: a
@@ -405,5 +406,62 @@ func checkTraceStatus(t *testing.T, ws *cowfs.Workspace, source string) {
 	tr := ws.Status().Remote.Trace
 	if tr == nil || tr.Source != source || tr.Objects == 0 || tr.Fetched == 0 || tr.Fetched > tr.Objects || tr.Errors != 0 {
 		t.Errorf("status of a mount replaying a trace: %+v; want one from the %s, objects fetched, no errors", tr, source)
+	}
+}
+
+// A bucket keeps traces as a master does (decision 0070): a fresh
+// worker's mount of a bucket replays the one another worker's mount put
+// at unmount, and its task then asks the bucket for nothing.
+func TestLearnedPrefetchFromBucket(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	url := "s3://" + srv.Bucket(t) + "/spiders"
+	e := newLearnExport(t)
+	publishTo(t, srv, url, e.dir)
+	open := func(state string) *cowfs.Workspace {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: newMountpoint(t), State: state,
+			Lower: cowfs.Lower{Remote: &cowfs.Remote{Addr: url, S3Endpoint: srv.Endpoint, NoDirPrefetch: true, IOTimeout: 30 * time.Second}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		return ws
+	}
+	first := open(t.TempDir())
+	e.read(t, first.Dir())
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	fresh := t.TempDir()
+	ws := open(fresh)
+	store, err := object.OpenDirStore(statedir.ObjectsDir(fresh))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	want := e.chunks(t)
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n := 0
+		for _, d := range want {
+			if ok, _ := store.Has(context.Background(), d); ok {
+				n++
+			}
+		}
+		if n == len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a fresh worker of the bucket holds %d of the %d chunks another worker's task read 60 s after mounting; want all, fetched by the bucket's trace", n, len(want))
+		}
+	}
+	checkTraceStatus(t, ws, "bucket")
+	g0 := ws.Status().Remote.Bucket.Gets
+	e.read(t, ws.Dir())
+	if n := ws.Status().Remote.Bucket.Gets - g0; n != 0 {
+		t.Errorf("the task of a mount that replayed the bucket's trace made %d GETs; want none", n)
 	}
 }

@@ -129,14 +129,15 @@ func (s *Server) GetTrace(ctx context.Context, r *pb.GetTraceRequest) (*pb.GetTr
 	return &pb.GetTraceResponse{Trace: b}, nil
 }
 
-// traceCallTimeout bounds a worker's calls about traces: they are never
-// retried, and a mount neither waits for nor fails on them.
-const traceCallTimeout = 2 * time.Second
+// TraceCallTimeout bounds a worker's calls about traces, to a master or
+// a bucket: a mount neither waits for nor fails on them, and an unmount
+// puts its trace before it ends.
+const TraceCallTimeout = 2 * time.Second
 
 // PutTrace sends t to the master as the trace of subtree sub restoring
-// snapshot, in one call within traceCallTimeout.
+// snapshot, in one call within TraceCallTimeout.
 func (c *Client) PutTrace(ctx context.Context, sub, snapshot string, t *Trace) error {
-	ctx, cancel := context.WithTimeout(ctx, traceCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, TraceCallTimeout)
 	defer cancel()
 	_, err := c.ex.PutTrace(ctx, &pb.PutTraceRequest{Path: sub, Snapshot: snapshot, Trace: EncodeTrace(t)})
 	if err != nil {
@@ -150,9 +151,9 @@ func (c *Client) PutTrace(ctx context.Context, sub, snapshot string, t *Trace) e
 var ErrNoTrace = errors.New("the master has no trace")
 
 // GetTrace returns the master's trace of subtree sub restoring snapshot,
-// parsed, in one call within traceCallTimeout.
+// parsed, in one call within TraceCallTimeout.
 func (c *Client) GetTrace(ctx context.Context, sub, snapshot string) (*Trace, error) {
-	ctx, cancel := context.WithTimeout(ctx, traceCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, TraceCallTimeout)
 	defer cancel()
 	r, err := c.ex.GetTrace(ctx, &pb.GetTraceRequest{Path: sub, Snapshot: snapshot})
 	switch status.Code(err) {

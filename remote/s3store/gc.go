@@ -151,8 +151,11 @@ type GCStats struct {
 	PacksRemoved int `json:"packs_removed"`
 	// Young counts unreached objects and packs kept for being younger
 	// than grace.
-	Young  int  `json:"young"`
-	DryRun bool `json:"dry_run"`
+	Young int `json:"young"`
+	// TracesRemoved counts the traces removed for not being put for
+	// traceAge (decision 0070).
+	TracesRemoved int  `json:"traces_removed"`
+	DryRun        bool `json:"dry_run"`
 }
 
 // GC removes the objects no version and no checkpoint reaches, except
@@ -238,7 +241,10 @@ func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCSta
 			st.Removed++
 		}
 	}
-	return st, s.gcPacks(ctx, &st, live, packMods, start, grace)
+	if err := s.gcPacks(ctx, &st, live, packMods, start, grace); err != nil {
+		return st, err
+	}
+	return st, s.gcTraces(ctx, &st, start, dryRun)
 }
 
 // gcPacks removes the packs nothing reached holds, and the indexes
