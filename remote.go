@@ -178,8 +178,9 @@ func (rl *remoteLower) tracePath() string {
 // order, and records what this one's tasks read, for the next; unless
 // the spec says not to. The last mount is this worker's, or else any
 // worker's, as the source (a master or a bucket) kept it (decision
-// 0070): that trace is asked for in the background. A trace that cannot be read is logged and left alone: the
-// mount goes on without it, and replaces it at unmount.
+// 0070): that trace is asked for in the background. A trace that cannot
+// be read is logged and left alone: the mount goes on without it, and
+// replaces it at unmount.
 func (rl *remoteLower) learn(v object.Digest) {
 	if rl.r.NoLearnedPrefetch {
 		return
@@ -208,8 +209,7 @@ type traceKeeper interface {
 	PutTrace(ctx context.Context, sub, snapshot string, t *remote.Trace) error
 }
 
-// keeper returns the source as a traceKeeper, and what it is called in
-// the status (TraceStatus.Source).
+// keeper returns the source as a traceKeeper.
 func (rl *remoteLower) keeper() traceKeeper {
 	switch {
 	case rl.master != nil:
@@ -220,7 +220,8 @@ func (rl *remoteLower) keeper() traceKeeper {
 	return nil
 }
 
-// keeperName is what the status calls the keeper.
+// keeperName names the keeper in the status (TraceStatus.Source) and
+// the log.
 func (rl *remoteLower) keeperName() string {
 	if rl.bucket != nil {
 		return "bucket"
@@ -274,7 +275,7 @@ func (rl *remoteLower) keepTrace() {
 	ctx, cancel := context.WithTimeout(context.Background(), remote.TraceCallTimeout)
 	defer cancel()
 	if err := k.PutTrace(ctx, sub, rl.s.Lower.Snapshot, t); err != nil {
-		rl.log.Warn("could not give the "+rl.keeperName()+" the trace of what this mount read", "err", err)
+		rl.log.Warn("could not give the source the trace of what this mount read", "source", rl.keeperName(), "err", err)
 	}
 }
 
