@@ -589,6 +589,7 @@ func (c *Cache) Prefetch(ds []object.Digest) {
 	})
 	select {
 	case c.ahead <- ds:
+		c.replay.passed(ds)
 	default:
 	}
 }

@@ -45,6 +45,14 @@ const (
 	traceStrayRatio = 4
 	// traceLook bounds the entries a worker looks at for one batch.
 	traceLook = 1024
+	// traceLead bounds how far, in the trace's bytes, the replay runs
+	// ahead of the furthest entry its task reached. What it fetches is
+	// held in memory for the task (freshObjects, as read-ahead's is), so
+	// that the task does not read it back from the store and hash it
+	// again; held no further than the task will soon read, it is not
+	// pushed out first. Half of freshBytes: the other half is
+	// read-ahead's.
+	traceLead = freshBytes / 2
 )
 
 // TraceEntry is one object of a trace and its size in bytes.
@@ -225,6 +233,10 @@ type traceReplay struct {
 	// of its task, which fetches what it reached itself.
 	next          int
 	listed, stray int
+	// reached is one past the furthest entry the task got to; cum[i]
+	// is the bytes of the entries before entry i (traceLead).
+	reached int
+	cum     []int64
 	// busy are the lock stripes of the objects of batches in flight.
 	busy [lockStripes]bool
 
@@ -246,10 +258,12 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 	}
 	p.entries = entries
 	p.at = make(map[object.Digest]int, len(entries))
+	p.cum = make([]int64, len(entries)+1)
 	for i, e := range entries {
 		if _, ok := p.at[e.Object]; !ok {
 			p.at[e.Object] = i
 		}
+		p.cum[i+1] = p.cum[i] + e.Size
 	}
 	p.objects.Store(int64(len(entries)))
 	p.on.Store(true)
@@ -265,7 +279,8 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 				}
 				if len(batch) == 0 {
 					// The other worker's batch holds the next
-					// stripe, or all looked at was held already.
+					// stripe, all looked at was held already, or
+					// the replay is traceLead ahead of its task.
 					time.Sleep(time.Millisecond)
 					continue
 				}
@@ -320,7 +335,8 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool) {
 	mine := map[int]bool{}
 	// At most traceLook entries looked at under p.mu, which readers
 	// take: a trace mostly held already is gone through a part at a time.
-	for look := 0; p.next < len(p.entries) && len(batch) < traceBatch && size < traceBatchBytes && look < traceLook; look++ {
+	for look := 0; p.next < len(p.entries) && len(batch) < traceBatch && size < traceBatchBytes && look < traceLook &&
+		p.cum[p.next]-p.cum[p.reached] < traceLead; look++ {
 		e := p.entries[p.next]
 		i := stripeOf(e.Object)
 		if p.busy[i] && !mine[i] {
@@ -341,7 +357,8 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool) {
 }
 
 // fetchTraceBatch fetches ds in one call, bounded by the fetcher's
-// Timeout, and reports whether the replay may go on: objects the source
+// Timeout, holding what comes for the task as read-ahead does (see
+// traceLead), and reports whether the replay may go on: objects the source
 // lacks (a trace of an older version) are skipped; any other failure ends
 // it, logged at debug and counted.
 func (c *Cache) fetchTraceBatch(ds []object.Digest) bool {
@@ -351,7 +368,7 @@ func (c *Cache) fetchTraceBatch(ds []object.Digest) bool {
 	}
 	ctx, cancel := context.WithTimeout(c.ctx, timeout)
 	defer cancel()
-	_, err := c.fetchManyOpt(ctx, ds, false, false)
+	_, err := c.fetchManyOpt(ctx, ds, true, false)
 	if err == nil || errors.Is(err, object.ErrNotFound) {
 		c.replay.fetched.Add(int64(len(ds)))
 		return true
@@ -366,6 +383,30 @@ func (c *Cache) fetchTraceBatch(ds []object.Digest) bool {
 // read notes that a reader asked for object d: the replay moves past a
 // listed one, and stops once most of what the reader asks for is not
 // listed.
+// passed notes that read-ahead fetches ds (Cache.Prefetch): the replay
+// moves past those it lists, as past what a reader asks for. A file read
+// in order is fetched by its read-ahead; a replay that went on fetching
+// the same chunks would only race it for them, and for the master.
+func (p *traceReplay) passed(ds []object.Digest) {
+	if !p.on.Load() {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range ds {
+		if i, ok := p.at[d]; ok {
+			p.reach(i)
+		}
+	}
+}
+
+// reach notes that the task got to entry i, fetched by itself or by
+// read-ahead (p.mu held).
+func (p *traceReplay) reach(i int) {
+	p.next = max(p.next, i+1)
+	p.reached = max(p.reached, i+1)
+}
+
 func (p *traceReplay) read(d object.Digest) {
 	if !p.on.Load() {
 		return
@@ -381,7 +422,5 @@ func (p *traceReplay) read(d object.Digest) {
 		return
 	}
 	p.listed++
-	if i >= p.next {
-		p.next = i + 1
-	}
+	p.reach(i)
 }
