@@ -346,7 +346,10 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool) {
 		if e.Object.IsZero() {
 			continue
 		}
-		if ok, _ := c.store.Has(c.ctx, e.Object); ok {
+		// What this process knows it holds: a miss of Has would look
+		// on disk for what other processes stored, under p.mu, which
+		// readers take; the batch's fetch looks once for all of them.
+		if c.store.HasKnown(e.Object) {
 			continue
 		}
 		p.busy[i], mine[i] = true, true
