@@ -194,26 +194,7 @@ func TestLearnedPrefetch(t *testing.T) {
 	second := t.TempDir()
 	copyTrace(t, path, second)
 	ws := openLearn(t, ms.Addr, second, false)
-	store, err := object.OpenDirStore(statedir.ObjectsDir(second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	want := e.chunks(t)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		n := 0
-		for _, d := range want {
-			if ok, _ := store.Has(context.Background(), d); ok {
-				n++
-			}
-		}
-		if n == len(want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a fresh worker with the trace holds %d of the %d chunks the last task read 30 s after mounting; want all, fetched ahead of its task", n, len(want))
-		}
-	}
+	waitChunks(t, second, e.chunks(t), 30*time.Second, "a fresh worker with the trace", "the last task", "fetched ahead of its task")
 	checkTraceStatus(t, ws, "worker")
 	g0 := gets.Load()
 	e.read(t, ws.Dir())
@@ -345,26 +326,7 @@ func TestLearnedPrefetchFromMaster(t *testing.T) {
 
 	fresh := t.TempDir()
 	ws := openLearn(t, ms.Addr, fresh, false)
-	store, err := object.OpenDirStore(statedir.ObjectsDir(fresh))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	want := e.chunks(t)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		n := 0
-		for _, d := range want {
-			if ok, _ := store.Has(context.Background(), d); ok {
-				n++
-			}
-		}
-		if n == len(want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a fresh worker holds %d of the %d chunks another worker's task read 30 s after mounting; want all, fetched by the master's trace", n, len(want))
-		}
-	}
+	waitChunks(t, fresh, e.chunks(t), 30*time.Second, "a fresh worker", "another worker's task", "fetched by the master's trace")
 	checkTraceStatus(t, ws, "master")
 	g0 := gets.Load()
 	e.read(t, ws.Dir())
@@ -438,30 +400,37 @@ func TestLearnedPrefetchFromBucket(t *testing.T) {
 
 	fresh := t.TempDir()
 	ws := open(fresh)
-	store, err := object.OpenDirStore(statedir.ObjectsDir(fresh))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	want := e.chunks(t)
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		n := 0
-		for _, d := range want {
-			if ok, _ := store.Has(context.Background(), d); ok {
-				n++
-			}
-		}
-		if n == len(want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a fresh worker of the bucket holds %d of the %d chunks another worker's task read 60 s after mounting; want all, fetched by the bucket's trace", n, len(want))
-		}
-	}
+	waitChunks(t, fresh, e.chunks(t), 60*time.Second, "a fresh worker of the bucket", "another worker's task", "fetched by the bucket's trace")
 	checkTraceStatus(t, ws, "bucket")
 	g0 := ws.Status().Remote.Bucket.Gets
 	e.read(t, ws.Dir())
 	if n := ws.Status().Remote.Bucket.Gets - g0; n != 0 {
 		t.Errorf("the task of a mount that replayed the bucket's trace made %d GETs; want none", n)
+	}
+}
+
+// waitChunks waits up to d for the store of state to hold every chunk of
+// want, fetched in the background; who holds them, whose task read
+// them, and why they should all be there say what failed.
+func waitChunks(t *testing.T, state string, want []object.Digest, d time.Duration, who, whose, why string) {
+	t.Helper()
+	store, err := object.OpenDirStore(statedir.ObjectsDir(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
+		n := 0
+		for _, c := range want {
+			if ok, _ := store.Has(context.Background(), c); ok {
+				n++
+			}
+		}
+		if n == len(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d of the %d chunks %s read %v after mounting; want all, %s", who, n, len(want), whose, d, why)
+		}
 	}
 }

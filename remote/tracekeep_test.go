@@ -20,12 +20,7 @@ import (
 func TestMasterKeepsTraces(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ms := remotetest.StartMaster(t, t.TempDir(), remote.ServerConfig{})
-	c, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: 20 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ms, c := dialedMaster(t)
 
 	if _, err := c.GetTrace(ctx, "", ""); !errors.Is(err, remote.ErrNoTrace) {
 		t.Fatalf("GetTrace before any was put: %v; want ErrNoTrace", err)
@@ -120,12 +115,7 @@ func TestMasterTracesBounded(t *testing.T) {
 	defer remote.SetMaxTraces(remote.SetMaxTraces(3))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ms := remotetest.StartMaster(t, t.TempDir(), remote.ServerConfig{})
-	c, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: 20 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ms, c := dialedMaster(t)
 	tr := &remote.Trace{Version: object.Sum([]byte("v")), Entries: []remote.TraceEntry{{Object: object.Sum([]byte("o")), Size: 1}}}
 	subs := []string{"a", "b", "c", "d", "e"}
 	for i, sub := range subs {
@@ -147,4 +137,17 @@ func TestMasterTracesBounded(t *testing.T) {
 	if err != nil || len(ents) != 3 {
 		t.Errorf("%d files kept (%v); want the 3 traces put last, nothing else", len(ents), err)
 	}
+}
+
+// dialedMaster starts a master of an empty export and dials it; both
+// stop on cleanup.
+func dialedMaster(t *testing.T) (*remotetest.Master, *remote.Client) {
+	t.Helper()
+	ms := remotetest.StartMaster(t, t.TempDir(), remote.ServerConfig{})
+	c, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ms, c
 }

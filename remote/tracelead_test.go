@@ -18,7 +18,7 @@ import (
 func TestReplayLead(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ms := remotetest.StartMaster(t, t.TempDir(), remote.ServerConfig{})
+	ms, client := dialedMaster(t)
 	master, err := object.OpenDirStore(ms.Config.Objects)
 	if err != nil {
 		t.Fatal(err)
@@ -35,11 +35,6 @@ func TestReplayLead(t *testing.T) {
 		}
 		entries = append(entries, remote.TraceEntry{Object: d, Size: int64(len(enc))})
 	}
-	client, err := remote.Dial(remote.ClientConfig{Addr: ms.Addr, Timeout: 20 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
 	store, err := object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
 	if err != nil {
 		t.Fatal(err)
