@@ -234,13 +234,16 @@ type traceReplay struct {
 	next          int
 	listed, stray int
 	// reached is one past the furthest entry the task got to; cum[i]
-	// is the bytes of the entries before entry i (traceLead).
+	// is the bytes of the entries before entry i (traceLead). moved,
+	// while workers wait for the task to read on, is closed when it does.
 	reached int
 	cum     []int64
+	moved   chan struct{}
 	// busy are the lock stripes of the objects of batches in flight.
 	busy [lockStripes]bool
 
-	// objects is len(entries) once the replay started, for Stats.
+	// For Stats: what the batches asked for, the batches that failed,
+	// and len(entries) once the replay started.
 	fetched, errs, objects atomic.Int64
 }
 
@@ -273,14 +276,22 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 		go func() {
 			defer wg.Done()
 			for p.on.Load() && c.ctx.Err() == nil {
-				batch, end := c.nextTraceBatch()
+				batch, end, moved := c.nextTraceBatch()
 				if end {
 					return
 				}
+				if moved != nil {
+					// traceLead ahead of the task: until it reads
+					// on (or the replay stops), however long.
+					select {
+					case <-moved:
+					case <-c.ctx.Done():
+					}
+					continue
+				}
 				if len(batch) == 0 {
 					// The other worker's batch holds the next
-					// stripe, all looked at was held already, or
-					// the replay is traceLead ahead of its task.
+					// stripe, or all looked at was held already.
 					time.Sleep(time.Millisecond)
 					continue
 				}
@@ -289,10 +300,11 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 				for _, d := range batch {
 					p.busy[stripeOf(d)] = false
 				}
-				p.mu.Unlock()
 				if !ok {
 					p.on.Store(false)
+					p.wake() // the other worker, if it waits
 				}
+				p.mu.Unlock()
 			}
 		}()
 	}
@@ -327,7 +339,7 @@ func (c *Cache) ReplayTraceFrom(load func(ctx context.Context) (*Trace, error)) 
 // stripes of its objects (each once, however many of them share it), and
 // leaves an object whose stripe is held to whoever holds it. end is true
 // once the trace is done.
-func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool) {
+func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan struct{}) {
 	p := &c.replay
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -356,7 +368,13 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool) {
 		batch = append(batch, e.Object)
 		size += e.Size
 	}
-	return batch, len(batch) == 0 && p.next >= len(p.entries)
+	if len(batch) == 0 && p.next < len(p.entries) && p.cum[p.next]-p.cum[p.reached] >= traceLead {
+		if p.moved == nil {
+			p.moved = make(chan struct{})
+		}
+		return nil, false, p.moved
+	}
+	return batch, len(batch) == 0 && p.next >= len(p.entries), nil
 }
 
 // fetchTraceBatch fetches ds in one call, bounded by the fetcher's
@@ -383,9 +401,6 @@ func (c *Cache) fetchTraceBatch(ds []object.Digest) bool {
 	return false
 }
 
-// read notes that a reader asked for object d: the replay moves past a
-// listed one, and stops once most of what the reader asks for is not
-// listed.
 // passed notes that read-ahead fetches ds (Cache.Prefetch): the replay
 // moves past those it lists, as past what a reader asks for. A file read
 // in order is fetched by its read-ahead; a replay that went on fetching
@@ -404,12 +419,26 @@ func (p *traceReplay) passed(ds []object.Digest) {
 }
 
 // reach notes that the task got to entry i, fetched by itself or by
-// read-ahead (p.mu held).
+// read-ahead (p.mu held), and wakes the workers waiting for it.
 func (p *traceReplay) reach(i int) {
 	p.next = max(p.next, i+1)
-	p.reached = max(p.reached, i+1)
+	if i+1 > p.reached {
+		p.reached = i + 1
+		p.wake()
+	}
 }
 
+// wake lets the workers waiting for the task go on (p.mu held).
+func (p *traceReplay) wake() {
+	if p.moved != nil {
+		close(p.moved)
+		p.moved = nil
+	}
+}
+
+// read notes that a reader asked for object d: the replay moves past a
+// listed one, and stops once most of what the reader asks for is not
+// listed.
 func (p *traceReplay) read(d object.Digest) {
 	if !p.on.Load() {
 		return
@@ -421,6 +450,7 @@ func (p *traceReplay) read(d object.Digest) {
 		p.stray++
 		if p.stray >= traceStray && p.stray > traceStrayRatio*p.listed {
 			p.on.Store(false)
+			p.wake()
 		}
 		return
 	}
