@@ -45,8 +45,10 @@ const (
 	traceStrayRatio = 4
 	// traceLook bounds the entries a worker looks at for one batch.
 	traceLook = 1024
-	// traceLead bounds how far, in the trace's bytes, the replay runs
-	// ahead of the furthest entry its task reached. What it fetches is
+	// traceLead bounds the bytes the replay fetched of entries past the
+	// furthest one its task reached (what it found held does not
+	// count: a warm worker's replay goes through its trace at once, and
+	// waits for nothing). What it fetches is
 	// held in memory for the task (freshObjects, as read-ahead's is), so
 	// that the task does not read it back from the store and hash it
 	// again; held no further than the task will soon read, it is not
@@ -233,11 +235,13 @@ type traceReplay struct {
 	// of its task, which fetches what it reached itself.
 	next          int
 	listed, stray int
-	// reached is one past the furthest entry the task got to; cum[i]
-	// is the bytes of the entries before entry i (traceLead). moved,
-	// while workers wait for the task to read on, is closed when it does.
+	// reached is one past the furthest entry the task got to; lead is
+	// the bytes of entries from there on that batches took (batched),
+	// bounded by traceLead. moved, while workers wait for the task to
+	// read on, is closed when it does.
 	reached int
-	cum     []int64
+	lead    int64
+	batched []bool
 	moved   chan struct{}
 	// busy are the lock stripes of the objects of batches in flight.
 	busy [lockStripes]bool
@@ -261,12 +265,11 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 	}
 	p.entries = entries
 	p.at = make(map[object.Digest]int, len(entries))
-	p.cum = make([]int64, len(entries)+1)
+	p.batched = make([]bool, len(entries))
 	for i, e := range entries {
 		if _, ok := p.at[e.Object]; !ok {
 			p.at[e.Object] = i
 		}
-		p.cum[i+1] = p.cum[i] + e.Size
 	}
 	p.objects.Store(int64(len(entries)))
 	p.on.Store(true)
@@ -348,7 +351,7 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan 
 	// At most traceLook entries looked at under p.mu, which readers
 	// take: a trace mostly held already is gone through a part at a time.
 	for look := 0; p.next < len(p.entries) && len(batch) < traceBatch && size < traceBatchBytes && look < traceLook &&
-		p.cum[p.next]-p.cum[p.reached] < traceLead; look++ {
+		p.lead < traceLead; look++ {
 		e := p.entries[p.next]
 		i := stripeOf(e.Object)
 		if p.busy[i] && !mine[i] {
@@ -365,10 +368,12 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan 
 			continue
 		}
 		p.busy[i], mine[i] = true, true
+		p.batched[p.next-1] = true
+		p.lead += e.Size
 		batch = append(batch, e.Object)
 		size += e.Size
 	}
-	if len(batch) == 0 && p.next < len(p.entries) && p.cum[p.next]-p.cum[p.reached] >= traceLead {
+	if len(batch) == 0 && p.next < len(p.entries) && p.lead >= traceLead {
 		if p.moved == nil {
 			p.moved = make(chan struct{})
 		}
@@ -423,6 +428,11 @@ func (p *traceReplay) passed(ds []object.Digest) {
 func (p *traceReplay) reach(i int) {
 	p.next = max(p.next, i+1)
 	if i+1 > p.reached {
+		for j := p.reached; j <= i; j++ {
+			if p.batched[j] {
+				p.lead -= p.entries[j].Size
+			}
+		}
 		p.reached = i + 1
 		p.wake()
 	}
