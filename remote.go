@@ -154,6 +154,10 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	step("remote: version recorded")
 	rl.fill(w, o, lower, v)
 	rl.learn(v)
+	if rl.bucket != nil && !rl.r.Prefetch && !rl.r.NoDirPrefetch {
+		// A bucket sends no trees with the version (a master does).
+		rl.cache.FetchTrees(root.Object)
+	}
 	if rl.r.Prefetch {
 		rl.cache.PrefetchVersion(root.Object)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,10 +16,13 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/cow/statedir"
+	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/s3store"
 	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
@@ -468,4 +472,90 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// A bucket sends no trees with the version, as a master does: a mount of
+// one fetches them in the background, a level at a time in batched
+// ranged GETs, before any lookup asks (FetchTrees), and reads as ever.
+func TestBucketMountFetchesTrees(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	url := "s3://" + srv.Bucket(t) + "/spiders"
+	exp := t.TempDir()
+	for d := range 30 {
+		for f := range 3 {
+			writeFile(t, filepath.Join(exp, fmt.Sprintf("d%02d/sub/f%d", d, f)), randBytes(100+f), 0o644)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	bucket, prefix, err := s3store.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: prefix, Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s3store.Publish(ctx, st, local, exp, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The version's trees, from the publisher's own store.
+	_, root, err := remote.OpenVersion(ctx, local, res.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trees := []object.Digest{root.Object}
+	for i := 0; i < len(trees); i++ {
+		b, err := local.Get(ctx, trees[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := object.DecodeTree(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range tr.Entries {
+			if e.Mode&unix.S_IFMT == unix.S_IFDIR {
+				trees = append(trees, e.Object)
+			}
+		}
+	}
+	if len(trees) != 1+30+30 {
+		t.Fatalf("%d trees in the version; want 61", len(trees))
+	}
+
+	state := t.TempDir()
+	ws, err := mountBucket(t, srv, url, "", state, "", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := object.OpenDirStore(statedir.ObjectsDir(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n := 0
+		for _, d := range trees {
+			if ok, _ := store.Has(ctx, d); ok {
+				n++
+			}
+		}
+		if n == len(trees) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a bucket mount holds %d of the version's %d trees 30 s after mounting, with nothing looked up; want all", n, len(trees))
+		}
+	}
+	if gets := ws.Status().Remote.Bucket.Gets; gets > 10 {
+		t.Errorf("a bucket mount made %d GETs to fetch 61 trees in a few packs; want them batched", gets)
+	}
+	sameSums(t, "the mount", sums(t, ws.Dir()), sums(t, exp))
 }
