@@ -1,7 +1,6 @@
 package cowfs
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -78,9 +78,9 @@ type remoteLower struct {
 	// version is what the mount reads, once pinned: the trace records it.
 	version object.Digest
 	// fromShared is the trace the source (its traceKeeper) gave this
-	// mount, encoded, once it came: one the mount would put back
-	// unchanged is not sent.
-	fromShared atomic.Pointer[[]byte]
+	// mount, once it came: one the mount would put back unchanged is
+	// not sent.
+	fromShared atomic.Pointer[remote.Trace]
 	// traceFrom is TraceStatus.Source once a replay started.
 	traceFrom atomic.Pointer[string]
 }
@@ -243,8 +243,7 @@ func (rl *remoteLower) sharedTrace(ctx context.Context) (*remote.Trace, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := remote.EncodeTrace(t)
-	rl.fromShared.Store(&b)
+	rl.fromShared.Store(t)
 	rl.traceFrom.Store(ptr(rl.keeperName()))
 	rl.log.Info("fetching what another worker's mount of this export read, in its order", "from", rl.keeperName(), "objects", len(t.Entries), "recorded_over", t.Version.String())
 	return t, nil
@@ -272,7 +271,7 @@ func (rl *remoteLower) keepTrace() {
 	if k == nil {
 		return
 	}
-	if had := rl.fromShared.Load(); had != nil && bytes.Equal(*had, remote.EncodeTrace(t)) {
+	if had := rl.fromShared.Load(); had != nil && had.Version == t.Version && slices.Equal(had.Entries, t.Entries) {
 		return
 	}
 	sub, _ := names.CleanRel(rl.r.Path)

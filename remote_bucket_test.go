@@ -45,6 +45,17 @@ func bucketExport(t *testing.T) string {
 // returns the new version.
 func publishTo(t *testing.T, srv *s3test.Server, url, dir string) object.Digest {
 	t.Helper()
+	local, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return publishFrom(t, srv, url, dir, local)
+}
+
+// publishFrom is publishTo through the local store local, which keeps
+// the version's objects.
+func publishFrom(t *testing.T, srv *s3test.Server, url, dir string, local *object.DirStore) object.Digest {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	bucket, prefix, err := s3store.ParseURL(url)
@@ -52,10 +63,6 @@ func publishTo(t *testing.T, srv *s3test.Server, url, dir string) object.Digest 
 		t.Fatal(err)
 	}
 	st, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: prefix, Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
-	local, err := object.OpenDirStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -489,24 +496,13 @@ func TestBucketMountFetchesTrees(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	bucket, prefix, err := s3store.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: prefix, Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
 	local, err := object.OpenDirStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := s3store.Publish(ctx, st, local, exp, s3store.PublishOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := publishFrom(t, srv, url, exp, local)
 	// The version's trees, from the publisher's own store.
-	_, root, err := remote.OpenVersion(ctx, local, res.Version)
+	_, root, err := remote.OpenVersion(ctx, local, v)
 	if err != nil {
 		t.Fatal(err)
 	}

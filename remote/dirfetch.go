@@ -274,10 +274,7 @@ func (c *Cache) fetchDirChunks(files []object.Digest) {
 // is stored), and then nothing else would fetch it. One whose own fetch
 // holds it is stored by then, and skipped.
 func (c *Cache) fetchBackground(ds []object.Digest, follow int64) bool {
-	timeout := 30 * time.Second
-	if t, ok := c.f.(boundedFetcher); ok {
-		timeout = t.Timeout()
-	}
+	timeout := c.bound()
 	var busy []object.Digest
 	for retry := 0; ; retry++ {
 		if !c.fetchBatches(ds, follow, timeout, &busy) {
@@ -294,6 +291,15 @@ func (c *Cache) fetchBackground(ds []object.Digest, follow int64) bool {
 		c.dir.again.Add(1)
 		ds, busy = busy, nil
 	}
+}
+
+// bound is how long one background call may take: the fetcher's
+// Timeout (a mount's --io-timeout), 30 s for one without.
+func (c *Cache) bound() time.Duration {
+	if t, ok := c.f.(boundedFetcher); ok {
+		return t.Timeout()
+	}
+	return 30 * time.Second
 }
 
 // busyRetries and busyPause bound fetchBackground's second tries: pauses

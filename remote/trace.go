@@ -388,10 +388,7 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan 
 // lacks (a trace of an older version) are skipped; any other failure ends
 // it, logged at debug and counted.
 func (c *Cache) fetchTraceBatch(ds []object.Digest) bool {
-	timeout := 30 * time.Second
-	if t, ok := c.f.(boundedFetcher); ok {
-		timeout = t.Timeout()
-	}
+	timeout := c.bound()
 	ctx, cancel := context.WithTimeout(c.ctx, timeout)
 	defer cancel()
 	_, err := c.fetchManyOpt(ctx, ds, true, false)

@@ -3,7 +3,6 @@ package remote
 import (
 	"context"
 	"slices"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -26,10 +25,7 @@ const treeFetchMax = 16 << 10
 // before holds its trees.
 func (c *Cache) FetchTrees(root object.Digest) {
 	go func() {
-		timeout := 30 * time.Second
-		if t, ok := c.f.(boundedFetcher); ok {
-			timeout = t.Timeout()
-		}
+		timeout := c.bound()
 		level := []object.Digest{root}
 		seen := map[object.Digest]bool{root: true}
 		for depth, walked := 0, 0; len(level) > 0 && walked < treeFetchMax && c.ctx.Err() == nil; depth++ {
