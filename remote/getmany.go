@@ -372,8 +372,8 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 		}
 		if !r.placed {
 			if k != cur {
-				if r.size > maxObject {
-					return status.Errorf(codes.Internal, "object of %d bytes", r.size)
+				if r.size < 0 || r.size > maxObject {
+					return status.Errorf(codes.Internal, "GetMany: object of %d bytes", r.size)
 				}
 				cur, want, buf = k, r.size, make([]byte, 0, r.size)
 			}

@@ -113,6 +113,11 @@ func decodeIndex(pack string, b []byte) ([]indexEntryT, error) {
 		copy(e.d[:], p)
 		e.off = binary.BigEndian.Uint32(p[sha256.Size:])
 		e.n = binary.BigEndian.Uint32(p[sha256.Size+4:])
+		// A reader reads n bytes into memory at once: an index that
+		// claims more than any object holds must not make it try.
+		if e.n == 0 || e.n > maxObject {
+			return nil, fmt.Errorf("an object of %d bytes: %w", e.n, object.ErrCorrupt)
+		}
 		es = append(es, e)
 	}
 	return es, nil
