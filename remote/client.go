@@ -272,6 +272,7 @@ func (c *Client) GetVerified(ctx context.Context, d object.Digest) ([]byte, erro
 
 func (c *Client) get(ctx context.Context, d object.Digest, verify bool) ([]byte, error) {
 	var buf []byte
+	want := int64(-1) // the size the first message gave, which the rest must give too
 	lost, missing := false, false
 	err := c.retry(ctx, "get "+d.Short(), func(ctx context.Context) error {
 		st, err := c.ex.Get(ctx, &pb.GetRequest{Digest: d[:], Offset: int64(len(buf)), Verify: verify})
@@ -288,13 +289,18 @@ func (c *Client) get(ctx context.Context, d object.Digest, verify bool) ([]byte,
 				missing = status.Code(err) == codes.NotFound
 				return err
 			}
-			if buf == nil {
-				if r.GetSize() > maxObject {
-					return status.Errorf(codes.Internal, "object of %d bytes", r.GetSize())
+			switch size := r.GetSize(); {
+			case want < 0:
+				if size < 0 || size > maxObject {
+					return status.Errorf(codes.Internal, "get: object of %d bytes", size)
 				}
-				buf = make([]byte, 0, r.GetSize())
+				want, buf = size, make([]byte, 0, size)
+			case size != want:
+				// Else a master could grow the object past any bound
+				// by raising the size as it sends.
+				return status.Errorf(codes.Internal, "get: object of %d bytes, then %d", want, size)
 			}
-			if int64(len(buf)+len(r.GetData())) > r.GetSize() {
+			if int64(len(buf)+len(r.GetData())) > want {
 				return status.Errorf(codes.Internal, "object longer than its size")
 			}
 			buf = append(buf, r.GetData()...)

@@ -18,11 +18,21 @@ import (
 	"github.com/cowfs/cowfs/remote/pb"
 )
 
-// scriptedServer answers every GetMany with the same responses, whatever
-// was asked: a master that is broken or hostile.
+// scriptedServer answers every GetMany, and every Get, with the same
+// responses, whatever was asked: a master that is broken or hostile.
 type scriptedServer struct {
 	pb.UnimplementedExportServer
 	send []*pb.GetManyResponse
+	gets []*pb.GetResponse
+}
+
+func (s *scriptedServer) Get(_ *pb.GetRequest, stream pb.Export_GetServer) error {
+	for _, m := range s.gets {
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *scriptedServer) GetMany(_ *pb.GetManyRequest, stream pb.Export_GetManyServer) error {
@@ -32,6 +42,43 @@ func (s *scriptedServer) GetMany(_ *pb.GetManyRequest, stream pb.Export_GetManyS
 		}
 	}
 	return nil
+}
+
+// Get checks what a master sends as GetMany does: a size that no object
+// has, or one that changes as the object comes, fails the call.
+func TestGetHostile(t *testing.T) {
+	d := object.Sum([]byte("x"))
+	big := make([]byte, 1<<20)
+	for _, tc := range []struct {
+		name string
+		gets []*pb.GetResponse
+	}{
+		{"negative size", []*pb.GetResponse{{Size: -1, Data: []byte("x")}}},
+		{"size past the bound", []*pb.GetResponse{{Size: maxObject + 1}}},
+		{"longer than its size", []*pb.GetResponse{{Size: 1, Data: []byte("xy")}}},
+		{"size raised as it comes", []*pb.GetResponse{{Size: 1 << 20, Data: big}, {Size: 2 << 20, Data: big}, {Size: 3 << 20, Data: big}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := grpc.NewServer()
+			pb.RegisterExportServer(srv, &scriptedServer{gets: tc.gets})
+			go srv.Serve(ln)
+			t.Cleanup(srv.Stop)
+			c, err := Dial(ClientConfig{Addr: ln.Addr().String(), Timeout: 2 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if b, err := c.Get(ctx, d); err == nil {
+				t.Fatalf("took %d bytes from a hostile master", len(b))
+			}
+		})
+	}
 }
 
 // A master's pieces are checked before they are used: sizes that do not
