@@ -28,6 +28,11 @@ import (
 // directory with a million entries, or the file object of a 4 TiB file.
 const maxObject = 256 << 20
 
+// objectSize reports whether n, a size a master or a trace gives, is one
+// an object may have: every size read off the wire is checked with it
+// before anything is allocated for it.
+func objectSize(n int64) bool { return n >= 0 && n <= maxObject }
+
 // ResolveTimeout bounds a Resolve, which waits for the master's scan: the
 // first scan of a 100k-file export reads every file.
 const ResolveTimeout = 5 * time.Minute
@@ -291,7 +296,7 @@ func (c *Client) get(ctx context.Context, d object.Digest, verify bool) ([]byte,
 			}
 			switch size := r.GetSize(); {
 			case want < 0:
-				if size < 0 || size > maxObject {
+				if !objectSize(size) {
 					return status.Errorf(codes.Internal, "get: object of %d bytes", size)
 				}
 				want, buf = size, make([]byte, 0, size)

@@ -308,7 +308,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 			return nil
 		}
 		if cur < 0 {
-			if p.size > maxObject || p.size < 0 {
+			if !objectSize(p.size) {
 				return nil
 			}
 			cur, want, buf = k, p.size, make([]byte, 0, p.size)
@@ -340,7 +340,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 		k := int(r.index)
 		if k == len(idx) && follow > 0 && cur < 0 {
 			if r.digest != nil {
-				if fwant >= 0 || len(r.digest) != len(fd) || r.size < 0 || r.size > maxObject {
+				if fwant >= 0 || len(r.digest) != len(fd) || !objectSize(r.size) {
 					return status.Errorf(codes.Internal, "GetMany: malformed followed object")
 				}
 				copy(fd[:], r.digest)
@@ -372,7 +372,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 		}
 		if !r.placed {
 			if k != cur {
-				if r.size < 0 || r.size > maxObject {
+				if !objectSize(r.size) {
 					return status.Errorf(codes.Internal, "GetMany: object of %d bytes", r.size)
 				}
 				cur, want, buf = k, r.size, make([]byte, 0, r.size)

@@ -115,7 +115,7 @@ func ParseTrace(b []byte, name string) (*Trace, error) {
 		ds, ss, ok := strings.Cut(l, " ")
 		d, err := object.ParseDigest(ds)
 		size, serr := strconv.ParseInt(ss, 10, 64)
-		if !ok || err != nil || serr != nil || size < 0 || size > maxObject {
+		if !ok || err != nil || serr != nil || !objectSize(size) {
 			return bad(fmt.Sprintf("entry %d", i))
 		}
 		t.Entries = append(t.Entries, TraceEntry{d, size})
