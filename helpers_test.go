@@ -165,6 +165,10 @@ type proxy struct {
 	addr    string
 	mu      sync.Mutex
 	damaged map[object.Digest]bool
+	// lie, when set, makes every piece forwarded claim a negative
+	// size, intact otherwise: a master broken in its framing, not its
+	// bytes.
+	lie atomic.Bool
 }
 
 func startProxy(t testing.TB, upstream string) *proxy {
@@ -221,12 +225,16 @@ func (p *proxy) GetMany(r *pb.GetManyRequest, s pb.Export_GetManyServer) error {
 		default:
 			d = followed
 		}
-		p.mu.Lock()
-		damage := !p.damaged[d] && len(m.Data) > 0
-		p.damaged[d] = true
-		p.mu.Unlock()
-		if damage {
-			m.Data[len(m.Data)/2] ^= 0x40
+		if p.lie.Load() {
+			m.Size = -1
+		} else {
+			p.mu.Lock()
+			damage := !p.damaged[d] && len(m.Data) > 0
+			p.damaged[d] = true
+			p.mu.Unlock()
+			if damage {
+				m.Data[len(m.Data)/2] ^= 0x40
+			}
 		}
 		if err := s.Send(m); err != nil {
 			return err
@@ -254,7 +262,9 @@ func (p *proxy) Get(r *pb.GetRequest, s pb.Export_GetServer) error {
 		if err != nil {
 			return err
 		}
-		if damage && len(m.Data) > 0 {
+		if p.lie.Load() {
+			m.Size = -1
+		} else if damage && len(m.Data) > 0 {
 			m.Data[len(m.Data)/2] ^= 0x40
 			damage = false
 		}

@@ -367,6 +367,56 @@ func TestCorruptObjectRefetched(t *testing.T) {
 	}
 }
 
+// A master whose framing lies (a negative size on every piece) fails the
+// reads that need it with EIO, within the I/O timeout, and never the
+// worker: the mount serves on, and once the master answers honestly
+// again the same reads return the right bytes.
+func TestHostileMasterFailsReads(t *testing.T) {
+	exp := t.TempDir()
+	data := randBytes(3<<20 + 5)
+	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
+	writeFile(t, filepath.Join(exp, "d/small"), []byte("small"), 0o644)
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	px := startProxy(t, ms.Addr)
+	rm := mountRemote(remotetest.NewWorker(t), px.addr, remotetest.ViewOptions{Timeout: 3 * time.Second})
+	px.lie.Store(true)
+	for _, name := range []string{"f", "d/small"} {
+		err := within(t, 20*time.Second, "read "+name, func() error {
+			_, err := os.ReadFile(filepath.Join(rm.dir, name))
+			return err
+		})
+		if !errors.Is(err, syscall.EIO) {
+			t.Errorf("read %s from a lying master: %v, want EIO", name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(rm.dir, "d")); err != nil {
+		t.Fatalf("the mount after a lying master: %v", err)
+	}
+	px.lie.Store(false)
+	// Past the failure memory (2 s), the next read asks again.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var b []byte
+		err := within(t, 20*time.Second, "read f", func() (err error) {
+			b, err = os.ReadFile(filepath.Join(rm.dir, "f"))
+			return err
+		})
+		if err == nil {
+			if !bytes.Equal(b, data) {
+				t.Fatalf("read once the master is honest: %d bytes, not the file's", len(b))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read once the master is honest: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if b, err := os.ReadFile(filepath.Join(rm.dir, "d/small")); err != nil || string(b) != "small" {
+		t.Fatalf("read d/small once the master is honest: %q, %v", b, err)
+	}
+}
+
 // No request reaches outside the export, and no tree from a master leads
 // outside the mount.
 func TestNoEscape(t *testing.T) {
