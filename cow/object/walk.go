@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 )
 
 // WalkFunc is called for every entry under a root, parents before children.
@@ -13,28 +14,52 @@ type WalkFunc func(path string, e *Entry, file *File) error
 
 // Walk visits every entry of the tree root, fetching (and so verifying)
 // every tree and file object on the way. Blobs are not fetched.
+//
+// Walk, as Reachable, keeps a frame per directory it is in on a stack of
+// its own and the path in one buffer: a tree nests as deep as its objects
+// make it (a version from a hostile master can be a chain of a million
+// directories), and a recursive walk that held each directory's path
+// grew with the square of the depth until the process was killed.
 func Walk(ctx context.Context, g Getter, root Digest, fn WalkFunc) error {
-	return walkTree(ctx, g, "", root, fn)
-}
-
-func walkTree(ctx context.Context, g Getter, dir string, d Digest, fn WalkFunc) error {
-	if err := ctx.Err(); err != nil {
+	type frame struct {
+		t    *Tree
+		next int
+		dir  int // len(path) of this directory's path
+	}
+	var path []byte
+	var stack []frame
+	enter := func(d Digest) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		b, err := g.Get(ctx, d)
+		if err != nil {
+			return fmt.Errorf("tree of %q: %w", path, err)
+		}
+		t, err := DecodeTree(b)
+		if err != nil {
+			return fmt.Errorf("tree of %q: %w", path, err)
+		}
+		stack = append(stack, frame{t: t, dir: len(path)})
+		return nil
+	}
+	if err := enter(root); err != nil {
 		return err
 	}
-	b, err := g.Get(ctx, d)
-	if err != nil {
-		return fmt.Errorf("tree of %q: %w", dir, err)
-	}
-	t, err := DecodeTree(b)
-	if err != nil {
-		return fmt.Errorf("tree of %q: %w", dir, err)
-	}
-	for i := range t.Entries {
-		e := &t.Entries[i]
-		p := e.Name
-		if dir != "" {
-			p = dir + "/" + e.Name
+	for len(stack) > 0 {
+		top := &stack[len(stack)-1]
+		if top.next == len(top.t.Entries) {
+			stack = stack[:len(stack)-1]
+			continue
 		}
+		e := &top.t.Entries[top.next]
+		top.next++
+		path = path[:top.dir]
+		if top.dir > 0 {
+			path = append(path, '/')
+		}
+		path = append(path, e.Name...)
+		p := string(path)
 		var f *File
 		if isReg(e.Mode) && e.Size > 0 {
 			b, err := g.Get(ctx, e.Object)
@@ -52,7 +77,7 @@ func walkTree(ctx context.Context, g Getter, dir string, d Digest, fn WalkFunc) 
 			return err
 		}
 		if isDir(e.Mode) {
-			if err := walkTree(ctx, g, p, e.Object, fn); err != nil {
+			if err := enter(e.Object); err != nil {
 				return err
 			}
 		}
@@ -83,26 +108,64 @@ func ReachablePresent(ctx context.Context, g Getter, root Digest, set map[Digest
 }
 
 func reachable(ctx context.Context, g Getter, root Digest, set map[Digest]bool, partial bool) error {
+	type frame struct {
+		t    *Tree
+		next int
+	}
+	var stack []frame
+	// names are those of the directories below root the walk is in, for
+	// an error's path, joined only if there is one.
+	var names []string
+	in := func(err error, name string) error {
+		return fmt.Errorf("%s: %w", strings.Join(append(names, name), "/"), err)
+	}
+	// enter adds tree d to set and, unless partial and missing, steps
+	// into it.
+	enter := func(d Digest) (bool, error) {
+		set[d] = true
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		b, err := g.Get(ctx, d)
+		if partial && errors.Is(err, ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		t, err := DecodeTree(b)
+		if err != nil {
+			return false, err
+		}
+		stack = append(stack, frame{t: t})
+		return true, nil
+	}
 	if set[root] {
 		return nil
 	}
-	set[root] = true
-	b, err := g.Get(ctx, root)
-	if partial && errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	if _, err := enter(root); err != nil {
 		return err
 	}
-	t, err := DecodeTree(b)
-	if err != nil {
-		return err
-	}
-	for _, e := range t.Entries {
+	for len(stack) > 0 {
+		top := &stack[len(stack)-1]
+		if top.next == len(top.t.Entries) {
+			stack = stack[:len(stack)-1]
+			names = names[:max(0, len(stack)-1)]
+			continue
+		}
+		e := &top.t.Entries[top.next]
+		top.next++
 		switch {
 		case isDir(e.Mode):
-			if err := reachable(ctx, g, e.Object, set, partial); err != nil {
-				return fmt.Errorf("%s: %w", e.Name, err)
+			if set[e.Object] {
+				continue
+			}
+			entered, err := enter(e.Object)
+			if err != nil {
+				return in(err, e.Name)
+			}
+			if entered {
+				names = append(names, e.Name)
 			}
 		case isReg(e.Mode) && e.Size > 0 && !set[e.Object]:
 			set[e.Object] = true
@@ -111,11 +174,11 @@ func reachable(ctx context.Context, g Getter, root Digest, set map[Digest]bool, 
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("%s: %w", e.Name, err)
+				return in(err, e.Name)
 			}
 			f, err := DecodeFile(b)
 			if err != nil {
-				return fmt.Errorf("%s: %w", e.Name, err)
+				return in(err, e.Name)
 			}
 			for _, c := range f.Chunks {
 				if !c.IsZero() {

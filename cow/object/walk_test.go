@@ -3,8 +3,11 @@ package object
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"runtime"
 	"sort"
+	"strings"
 	"testing"
 )
 
@@ -121,5 +124,91 @@ func TestWalkDiffVerify(t *testing.T) {
 	}
 	if !set[b] || len(set) < 8 {
 		t.Fatalf("reachable: %d objects", len(set))
+	}
+}
+
+// mapGetter serves objects from memory.
+type mapGetter map[Digest][]byte
+
+func (m mapGetter) Get(_ context.Context, d Digest) ([]byte, error) {
+	if b, ok := m[d]; ok {
+		return b, nil
+	}
+	return nil, fmt.Errorf("%s: %w", d.Short(), ErrNotFound)
+}
+
+// deepChain stores a chain of depth directories named "a", the last
+// holding a file "f" whose object is stored only if withFile, and returns
+// the root.
+func deepChain(t *testing.T, m mapGetter, depth int, withFile bool) Digest {
+	t.Helper()
+	blob, _ := EncodeBlob([]byte("end"))
+	bd := Sum(blob)
+	m[bd] = blob
+	file, err := EncodeFile(&File{Size: 3, Chunks: []Digest{bd}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := Sum(file)
+	if withFile {
+		m[fd] = file
+	}
+	tr, err := EncodeTree(&Tree{Entries: []Entry{{Name: "f", Mode: 0o100644, Size: 3, Object: fd}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Sum(tr)
+	m[d] = tr
+	for range depth {
+		tr, err := EncodeTree(&Tree{Entries: []Entry{{Name: "a", Mode: 0o040755, Object: d}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d = Sum(tr)
+		m[d] = tr
+	}
+	return d
+}
+
+// A tree as deep as its objects make it (a hostile master's version) is
+// walked in memory in proportion to its depth, not its square, and
+// without the goroutine stack: a recursive walk held every directory's
+// path at once, 400 MB at this depth, and was killed at ten times it.
+func TestWalkDeepChain(t *testing.T) {
+	const depth = 20000
+	m := mapGetter{}
+	root := deepChain(t, m, depth, true)
+	ctx := context.Background()
+	var peak uint64
+	var ms runtime.MemStats
+	n := 0
+	var last string
+	err := Walk(ctx, m, root, func(p string, e *Entry, f *File) error {
+		if n++; n%1000 == 0 {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+		}
+		last = p
+		return nil
+	})
+	if err != nil || n != depth+1 || last != strings.Repeat("a/", depth)+"f" {
+		t.Fatalf("walk: %d entries, last %.20q..., %v", n, last, err)
+	}
+	if peak > 128<<20 {
+		t.Errorf("walk of a chain of %d directories: %d MiB of heap in use", depth, peak>>20)
+	}
+	set := map[Digest]bool{}
+	if err := Reachable(ctx, m, root, set); err != nil || len(set) != depth+3 {
+		t.Fatalf("reachable: %d objects, %v", len(set), err)
+	}
+	// A missing object at the bottom: the error names its path once.
+	m2 := mapGetter{}
+	root2 := deepChain(t, m2, depth, false)
+	err = Reachable(ctx, m2, root2, map[Digest]bool{})
+	if !errors.Is(err, ErrNotFound) || !strings.HasPrefix(err.Error(), strings.Repeat("a/", depth)+"f: ") {
+		t.Fatalf("reachable of a chain lacking its file: %.80v", err)
+	}
+	if set := (map[Digest]bool{}); ReachablePresent(ctx, m2, root2, set) != nil || len(set) != depth+2 {
+		t.Fatalf("reachable present of a chain lacking its file: %d objects", len(set))
 	}
 }
