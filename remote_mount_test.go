@@ -331,14 +331,20 @@ func TestMasterGone(t *testing.T) {
 	}
 }
 
-// Damaged bytes on the wire are caught, fetched again and never served.
-func TestCorruptObjectRefetched(t *testing.T) {
+// proxiedExport starts a master of an export holding f (data, 3 MiB and
+// some) and d/small ("small"), and a proxy in front of it.
+func proxiedExport(t *testing.T) (data []byte, ms *remotetest.Master, px *proxy) {
 	exp := t.TempDir()
-	data := randBytes(3<<20 + 5)
+	data = randBytes(3<<20 + 5)
 	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
 	writeFile(t, filepath.Join(exp, "d/small"), []byte("small"), 0o644)
-	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
-	px := startProxy(t, ms.Addr)
+	ms = remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	return data, ms, startProxy(t, ms.Addr)
+}
+
+// Damaged bytes on the wire are caught, fetched again and never served.
+func TestCorruptObjectRefetched(t *testing.T) {
+	data, ms, px := proxiedExport(t)
 	rm := mountRemote(remotetest.NewWorker(t), px.addr, remotetest.ViewOptions{})
 	if b, err := os.ReadFile(filepath.Join(rm.dir, "f")); err != nil || !bytes.Equal(b, data) {
 		t.Fatalf("read through a damaging link: %d bytes, %v", len(b), err)
@@ -372,12 +378,7 @@ func TestCorruptObjectRefetched(t *testing.T) {
 // worker: the mount serves on, and once the master answers honestly
 // again the same reads return the right bytes.
 func TestHostileMasterFailsReads(t *testing.T) {
-	exp := t.TempDir()
-	data := randBytes(3<<20 + 5)
-	writeFile(t, filepath.Join(exp, "f"), data, 0o644)
-	writeFile(t, filepath.Join(exp, "d/small"), []byte("small"), 0o644)
-	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
-	px := startProxy(t, ms.Addr)
+	data, _, px := proxiedExport(t)
 	rm := mountRemote(remotetest.NewWorker(t), px.addr, remotetest.ViewOptions{Timeout: 3 * time.Second})
 	px.lie.Store(true)
 	for _, name := range []string{"f", "d/small"} {

@@ -18,6 +18,26 @@ import (
 	"github.com/cowfs/cowfs/remote/pb"
 )
 
+// dialScripted serves impl on loopback, as a master would, and returns a
+// client of it that gives up on a silent call within two seconds.
+func dialScripted(tb testing.TB, impl pb.ExportServer, opts ...grpc.ServerOption) *Client {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := grpc.NewServer(opts...)
+	pb.RegisterExportServer(srv, impl)
+	go srv.Serve(ln)
+	tb.Cleanup(srv.Stop)
+	c, err := Dial(ClientConfig{Addr: ln.Addr().String(), Timeout: 2 * time.Second})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
 // scriptedServer answers every GetMany, and every Get, with the same
 // responses, whatever was asked: a master that is broken or hostile.
 type scriptedServer struct {
@@ -59,19 +79,7 @@ func TestGetHostile(t *testing.T) {
 		{"size raised as it comes", []*pb.GetResponse{{Size: 1 << 20, Data: big}, {Size: 2 << 20, Data: big}, {Size: 3 << 20, Data: big}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := grpc.NewServer()
-			pb.RegisterExportServer(srv, &scriptedServer{gets: tc.gets})
-			go srv.Serve(ln)
-			t.Cleanup(srv.Stop)
-			c, err := Dial(ClientConfig{Addr: ln.Addr().String(), Timeout: 2 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
+			c := dialScripted(t, &scriptedServer{gets: tc.gets})
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			if b, err := c.Get(ctx, d); err == nil {
@@ -99,23 +107,11 @@ func TestGetManyHostilePieces(t *testing.T) {
 		{"cut short", []*pb.GetManyResponse{{Index: 0, Size: 10, Data: []byte("x")}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := grpc.NewServer()
-			pb.RegisterExportServer(srv, &scriptedServer{send: tc.send})
-			go srv.Serve(ln)
-			t.Cleanup(srv.Stop)
-			c, err := Dial(ClientConfig{Addr: ln.Addr().String(), Timeout: 10 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close() })
+			c := dialScripted(t, &scriptedServer{send: tc.send})
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			var got []byte
-			err = c.GetMany(ctx, []object.Digest{d}, func(i int, b []byte, err error) {
+			err := c.GetMany(ctx, []object.Digest{d}, func(i int, b []byte, err error) {
 				if err == nil {
 					got = b
 				}
@@ -212,20 +208,8 @@ func FuzzGetManyWire(f *testing.F) {
 	f.Add(msgs(piece(2, -7, []byte("x"), d[:], false)))
 	f.Add(msgs(piece(0, 4, []byte("ab"), nil, false), piece(1, 1, []byte("c"), nil, false)))
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		f.Fatal(err)
-	}
 	s := &rawServer{}
-	srv := grpc.NewServer(grpc.ForceServerCodecV2(rawCodec{}))
-	pb.RegisterExportServer(srv, s)
-	go srv.Serve(ln)
-	f.Cleanup(srv.Stop)
-	c, err := Dial(ClientConfig{Addr: ln.Addr().String(), Timeout: 2 * time.Second})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { c.Close() })
+	c := dialScripted(f, s, grpc.ForceServerCodecV2(rawCodec{}))
 	ds := []object.Digest{object.Sum([]byte("a")), object.Sum([]byte("b"))}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		script := splitMessages(b)
