@@ -66,7 +66,7 @@ type readGetter interface {
 // from the master.
 func Held(ctx context.Context, store *object.DirStore, v object.Digest) (bool, error) {
 	errLacking := errors.New("lacking")
-	err := object.Walk(ctx, store, v, func(_ string, _ *object.Entry, f *object.File) error {
+	err := object.WalkEntries(ctx, store, v, func(_ *object.Entry, f *object.File) error {
 		if f == nil {
 			return nil
 		}

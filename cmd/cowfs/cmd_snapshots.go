@@ -112,7 +112,7 @@ func listSnapshots(cmd *cobra.Command, state string, asJSON bool) error {
 	users := map[object.Digest]int{}
 	for i, s := range list {
 		chunks[i] = map[object.Digest]bool{}
-		err := object.Walk(ctx, store, s.Root.Object, func(_ string, e *object.Entry, f *object.File) error {
+		err := object.WalkEntries(ctx, store, s.Root.Object, func(e *object.Entry, f *object.File) error {
 			if f != nil {
 				logical[i] += f.Size
 				for _, c := range f.Chunks {

@@ -174,6 +174,7 @@ func deepChain(t *testing.T, m mapGetter, depth int, withFile bool) Digest {
 // walked in memory in proportion to its depth, not its square, and
 // without the goroutine stack: a recursive walk held every directory's
 // path at once, 400 MB at this depth, and was killed at ten times it.
+// WalkEntries, which makes no paths, allocates in proportion to it too.
 func TestWalkDeepChain(t *testing.T) {
 	const depth = 20000
 	m := mapGetter{}
@@ -196,6 +197,18 @@ func TestWalkDeepChain(t *testing.T) {
 	}
 	if peak > 128<<20 {
 		t.Errorf("walk of a chain of %d directories: %d MiB of heap in use", depth, peak>>20)
+	}
+	// Without paths, what the walk allocates is in proportion to the
+	// depth too (Walk makes 400 MB of paths here, one at a time).
+	runtime.ReadMemStats(&ms)
+	before := ms.TotalAlloc
+	n = 0
+	if err := WalkEntries(ctx, m, root, func(e *Entry, f *File) error { n++; return nil }); err != nil || n != depth+1 {
+		t.Fatalf("walk entries: %d entries, %v", n, err)
+	}
+	runtime.ReadMemStats(&ms)
+	if got := ms.TotalAlloc - before; got > 64<<20 {
+		t.Errorf("walk entries of a chain of %d directories: %d MiB allocated", depth, got>>20)
 	}
 	set := map[Digest]bool{}
 	if err := Reachable(ctx, m, root, set); err != nil || len(set) != depth+3 {

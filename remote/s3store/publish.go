@@ -228,7 +228,7 @@ func reachedBy(ctx context.Context, g object.Getter, v object.Digest) ([]object.
 	if err != nil {
 		return nil, err
 	}
-	err = object.Walk(ctx, r, root.Object, func(_ string, _ *object.Entry, f *object.File) error {
+	err = object.WalkEntries(ctx, r, root.Object, func(_ *object.Entry, f *object.File) error {
 		if f != nil {
 			for _, c := range f.Chunks {
 				r.note(c)
