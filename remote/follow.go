@@ -113,6 +113,12 @@ func (c *Cache) getFollowing(ctx context.Context, ff followFetcher, d object.Dig
 			}
 		}
 		if !sent {
+			if err == nil {
+				// The call ended well without d: a master that breaks
+				// the protocol, not one that sent d damaged. Its Get,
+				// below, gives d or says why not.
+				err = fmt.Errorf("GetMany of %s ended without it", d.Short())
+			}
 			head <- result{nil, false, err}
 		}
 	}()

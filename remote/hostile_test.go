@@ -1,6 +1,7 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -86,6 +87,32 @@ func TestGetHostile(t *testing.T) {
 				t.Fatalf("took %d bytes from a hostile master", len(b))
 			}
 		})
+	}
+}
+
+// A master whose GetMany ends well without the object asked for is asked
+// with Get, and that is not taken for damage on the wire.
+func TestGetManyEndsWithout(t *testing.T) {
+	obj, _ := object.EncodeBlob([]byte("the object"))
+	d := object.Sum(obj)
+	c := dialScripted(t, &scriptedServer{gets: []*pb.GetResponse{{Size: int64(len(obj)), Data: obj}}})
+	store, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := NewCache(store, c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cache.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	b, err := cache.GetForRead(ctx, d)
+	if err != nil || !bytes.Equal(b, obj) {
+		t.Fatalf("get: %q, %v", b, err)
+	}
+	if n := cache.Stats().Corrupt; n != 0 {
+		t.Errorf("%d objects counted damaged; the master sent none", n)
 	}
 }
 
