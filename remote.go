@@ -79,10 +79,9 @@ type remoteLower struct {
 	version object.Digest
 	// fromShared is the trace the source (its traceKeeper) gave this
 	// mount, once it came: one the mount would put back unchanged is
-	// not sent.
+	// not sent. ownTrace is set once the mount replays this worker's.
 	fromShared atomic.Pointer[remote.Trace]
-	// traceFrom is TraceStatus.Source once a replay started.
-	traceFrom atomic.Pointer[string]
+	ownTrace   atomic.Bool
 }
 
 // name names the source in messages: "master HOST:PORT" or the bucket's
@@ -173,8 +172,7 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 // their content and a new version of a spider shares most of its
 // objects with the last.
 func (rl *remoteLower) tracePath() string {
-	sub, _ := names.CleanRel(rl.r.Path)
-	h := sha256.Sum256([]byte(rl.r.Addr + "\x00" + sub + "\x00" + rl.s.Lower.Snapshot))
+	h := sha256.Sum256([]byte(rl.r.Addr + "\x00" + rl.sub() + "\x00" + rl.s.Lower.Snapshot))
 	return filepath.Join(statedir.TracesDir(rl.s.State), hex.EncodeToString(h[:16]))
 }
 
@@ -195,7 +193,7 @@ func (rl *remoteLower) learn(v object.Digest) {
 	switch {
 	case err == nil:
 		rl.log.Info("fetching what the last mount of this export read, in its order", "trace", path, "objects", len(t.Entries), "recorded_over", t.Version.String())
-		rl.traceFrom.Store(ptr("worker"))
+		rl.ownTrace.Store(true)
 		rl.cache.ReplayTrace(t.Entries)
 	case !errors.Is(err, os.ErrNotExist):
 		rl.log.Warn("ignoring the trace of what the last mount read", "err", err)
@@ -233,23 +231,38 @@ func (rl *remoteLower) keeperName() string {
 	return "master"
 }
 
+// traceFrom is TraceStatus.Source: where the trace the mount replays came
+// from, "" if none.
+func (rl *remoteLower) traceFrom() string {
+	switch {
+	case rl.ownTrace.Load():
+		return "worker"
+	case rl.fromShared.Load() != nil:
+		return rl.keeperName()
+	}
+	return ""
+}
+
+// sub is the mount's subtree of the export, clean (the spec's was
+// checked when the workspace was opened).
+func (rl *remoteLower) sub() string {
+	sub, _ := names.CleanRel(rl.r.Path)
+	return sub
+}
+
 // sharedTrace gets the source's trace of this export, for a worker that
 // has none of its own.
 func (rl *remoteLower) sharedTrace(ctx context.Context) (*remote.Trace, error) {
-	sub, _ := names.CleanRel(rl.r.Path)
 	ctx, cancel := context.WithTimeout(ctx, remote.TraceCallTimeout)
 	defer cancel()
-	t, err := rl.keeper().GetTrace(ctx, sub, rl.s.Lower.Snapshot)
+	t, err := rl.keeper().GetTrace(ctx, rl.sub(), rl.s.Lower.Snapshot)
 	if err != nil {
 		return nil, err
 	}
 	rl.fromShared.Store(t)
-	rl.traceFrom.Store(ptr(rl.keeperName()))
 	rl.log.Info("fetching what another worker's mount of this export read, in its order", "from", rl.keeperName(), "objects", len(t.Entries), "recorded_over", t.Version.String())
 	return t, nil
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // keepTrace writes what this mount's tasks read, if they read anything,
 // for the next mount of the export, and gives it to the source (a master
@@ -274,10 +287,9 @@ func (rl *remoteLower) keepTrace() {
 	if had := rl.fromShared.Load(); had != nil && had.Version == t.Version && slices.Equal(had.Entries, t.Entries) {
 		return
 	}
-	sub, _ := names.CleanRel(rl.r.Path)
 	ctx, cancel := context.WithTimeout(context.Background(), remote.TraceCallTimeout)
 	defer cancel()
-	if err := k.PutTrace(ctx, sub, rl.s.Lower.Snapshot, t); err != nil {
+	if err := k.PutTrace(ctx, rl.sub(), rl.s.Lower.Snapshot, t); err != nil {
 		rl.log.Warn("could not give the source the trace of what this mount read", "source", rl.keeperName(), "err", err)
 	}
 }
@@ -334,7 +346,7 @@ func (rl *remoteLower) dial(ctx context.Context) error {
 			return err
 		}
 		src, rl.bucket = s, s.S
-		rl.within, _ = names.CleanRel(rl.r.Path)
+		rl.within = rl.sub()
 	} else {
 		client, err := rl.dialMaster()
 		if err != nil {
@@ -541,8 +553,8 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 			Retries: src.Retries(), Errors: s.Errors, Corrupt: s.Corrupt, Evicted: s.Evicted,
 			DirPrefetchErrors: s.DirPrefetchErrors,
 		}
-		if from := rl.traceFrom.Load(); from != nil && s.TraceObjects > 0 {
-			rs.Trace = &TraceStatus{Source: *from, Objects: s.TraceObjects, Fetched: s.TraceFetched, Errors: s.TraceErrors}
+		if from := rl.traceFrom(); from != "" && s.TraceObjects > 0 {
+			rs.Trace = &TraceStatus{Source: from, Objects: s.TraceObjects, Fetched: s.TraceFetched, Errors: s.TraceErrors}
 		}
 		if b := rl.bucket; b != nil {
 			bs := b.Stats()

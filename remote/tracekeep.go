@@ -30,24 +30,35 @@ func (s *Server) traceFile(path, snapshot string) (string, error) {
 	if s.traces == "" {
 		return "", status.Error(codes.Unimplemented, "this master keeps no traces")
 	}
-	sub, err := names.CleanRel(path)
+	key, err := TraceName(path, snapshot)
 	if err != nil {
 		return "", status.Errorf(codes.InvalidArgument, "%v", err)
 	}
-	if snapshot != "" {
-		if err := refs.ValidName(snapshot); err != nil {
-			return "", status.Errorf(codes.InvalidArgument, "%v", err)
-		}
-	}
-	return filepath.Join(s.traces, TraceKey(sub, snapshot)), nil
+	return filepath.Join(s.traces, key), nil
 }
 
 // TraceKey names the trace of a mount of subtree sub (clean, relative)
-// restoring snapshot ("" for the export itself): where it is kept, on a
-// master and beside a worker's cache.
+// restoring snapshot ("" for the export itself): where a master or a
+// bucket keeps it.
 func TraceKey(sub, snapshot string) string {
 	h := sha256.Sum256([]byte(sub + "\x00" + snapshot))
 	return hex.EncodeToString(h[:16])
+}
+
+// TraceName is TraceKey of a subtree path and a snapshot a worker sent,
+// or an error if the path is not a clean relative one, or the snapshot
+// not a valid name: what a master and a bucket refuse to keep.
+func TraceName(path, snapshot string) (string, error) {
+	sub, err := names.CleanRel(path)
+	if err != nil {
+		return "", err
+	}
+	if snapshot != "" {
+		if err := refs.ValidName(snapshot); err != nil {
+			return "", err
+		}
+	}
+	return TraceKey(sub, snapshot), nil
 }
 
 // PutTrace keeps a worker's trace, once it parses whole: what a master
@@ -129,16 +140,14 @@ func (s *Server) GetTrace(ctx context.Context, r *pb.GetTraceRequest) (*pb.GetTr
 	return &pb.GetTraceResponse{Trace: b}, nil
 }
 
-// TraceCallTimeout bounds a worker's calls about traces, to a master or
-// a bucket: a mount neither waits for nor fails on them, and an unmount
-// puts its trace before it ends.
+// TraceCallTimeout is how long a worker's mount gives a call about
+// traces, to a master or a bucket: a mount neither waits for nor fails on
+// them, and an unmount puts its trace before it ends.
 const TraceCallTimeout = 2 * time.Second
 
 // PutTrace sends t to the master as the trace of subtree sub restoring
-// snapshot, in one call within TraceCallTimeout.
+// snapshot, in one call, within ctx.
 func (c *Client) PutTrace(ctx context.Context, sub, snapshot string, t *Trace) error {
-	ctx, cancel := context.WithTimeout(ctx, TraceCallTimeout)
-	defer cancel()
 	_, err := c.ex.PutTrace(ctx, &pb.PutTraceRequest{Path: sub, Snapshot: snapshot, Trace: EncodeTrace(t)})
 	if err != nil {
 		return fmt.Errorf("put trace: %s", status.Convert(err).Message())
@@ -151,10 +160,8 @@ func (c *Client) PutTrace(ctx context.Context, sub, snapshot string, t *Trace) e
 var ErrNoTrace = errors.New("the master has no trace")
 
 // GetTrace returns the master's trace of subtree sub restoring snapshot,
-// parsed, in one call within TraceCallTimeout.
+// parsed, in one call, within ctx.
 func (c *Client) GetTrace(ctx context.Context, sub, snapshot string) (*Trace, error) {
-	ctx, cancel := context.WithTimeout(ctx, TraceCallTimeout)
-	defer cancel()
 	r, err := c.ex.GetTrace(ctx, &pb.GetTraceRequest{Path: sub, Snapshot: snapshot})
 	switch status.Code(err) {
 	case codes.OK:

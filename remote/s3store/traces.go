@@ -10,9 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/cowfs/cowfs/cow/names"
 	"github.com/cowfs/cowfs/cow/object"
-	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/remote"
 )
 
@@ -24,21 +22,18 @@ import (
 // for traceAge.
 const tracesDir = "traces/"
 
-// traceAge is how long gc keeps a trace no one put again. A variable for
-// tests.
-var traceAge = 30 * 24 * time.Hour
+// TraceAge is how long gc keeps a trace no one put again.
+const TraceAge = 30 * 24 * time.Hour
+
+// traceAge is TraceAge, a variable for tests.
+var traceAge = TraceAge
 
 func (s *Store) traceKey(sub, snapshot string) (string, error) {
-	sub, err := names.CleanRel(sub)
+	name, err := remote.TraceName(sub, snapshot)
 	if err != nil {
 		return "", err
 	}
-	if snapshot != "" {
-		if err := refs.ValidName(snapshot); err != nil {
-			return "", err
-		}
-	}
-	return s.key(tracesDir + remote.TraceKey(sub, snapshot)), nil
+	return s.key(tracesDir + name), nil
 }
 
 // PutTrace keeps t as the trace of subtree sub restoring snapshot ("" for
