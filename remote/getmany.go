@@ -300,10 +300,28 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 	}
 	cur, want := -1, int64(0)
 	var buf []byte
+	// A followed object, between two requested ones: its digest and
+	// bytes so far; fnew says into began it with the piece being read.
+	var fd object.Digest
+	var fbuf []byte
+	fwant := int64(-1)
+	fnew := false
 	// into places a piece's data at the end of the object it continues
 	// or begins, when it fits there; the checks below refuse any other.
 	into := func(p *piece, n int) []byte {
 		k := int(p.index)
+		if k == len(idx) && follow > 0 && cur < 0 && !p.missing {
+			if fwant < 0 {
+				if !objectSize(p.size) || int64(n) > p.size {
+					return nil
+				}
+				fwant, fbuf, fnew = p.size, make([]byte, 0, p.size), true
+			} else if int64(len(fbuf)+n) > fwant {
+				return nil
+			}
+			fbuf = fbuf[:len(fbuf)+n]
+			return fbuf[len(fbuf)-n:]
+		}
 		if k < 0 || k >= len(idx) || p.missing || (cur >= 0 && k != cur) {
 			return nil
 		}
@@ -320,11 +338,6 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 		return buf[len(buf)-n:]
 	}
 	r := piece{into: into}
-	// A followed object, between two requested ones: its digest and
-	// bytes so far.
-	var fd object.Digest
-	var fbuf []byte
-	fwant := int64(-1)
 	for {
 		err := st.RecvMsg(&r)
 		if err == io.EOF {
@@ -339,17 +352,27 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 		watchdog.Reset(c.cfg.CallTimeout)
 		k := int(r.index)
 		if k == len(idx) && follow > 0 && cur < 0 {
+			// The first piece of a followed object, and only it, has
+			// its digest, whether into began the object with it or not.
+			began := fnew
+			fnew = false
 			if r.digest != nil {
-				if fwant >= 0 || len(r.digest) != len(fd) || !objectSize(r.size) {
+				if (fwant >= 0 && !began) || len(r.digest) != len(fd) || !objectSize(r.size) {
 					return status.Errorf(codes.Internal, "GetMany: malformed followed object")
 				}
 				copy(fd[:], r.digest)
-				fwant, fbuf = r.size, make([]byte, 0, r.size)
+				if !began {
+					fwant, fbuf = r.size, make([]byte, 0, r.size)
+				}
+			} else if began {
+				return status.Errorf(codes.Internal, "GetMany: followed object without its digest")
 			}
-			if fwant < 0 || int64(len(fbuf)+len(r.data)) > fwant {
-				return status.Errorf(codes.Internal, "GetMany: followed piece out of order")
+			if !r.placed {
+				if fwant < 0 || int64(len(fbuf)+len(r.data)) > fwant {
+					return status.Errorf(codes.Internal, "GetMany: followed piece out of order")
+				}
+				fbuf = append(fbuf, r.data...)
 			}
-			fbuf = append(fbuf, r.data...)
 			if int64(len(fbuf)) == fwant {
 				if fol != nil {
 					fol(fd, fbuf)

@@ -148,6 +148,87 @@ func TestPieceDecode(t *testing.T) {
 	if err := p.decode(mem.BufferSlice{mem.SliceBuffer(m[:len(m)-1])}); err == nil {
 		t.Error("a piece cut short decoded")
 	}
+
+	// Index 0, which proto leaves out: placed as well.
+	p = piece{into: func(q *piece, n int) []byte {
+		if q.index != 0 || q.size != 10 || n != 5 {
+			t.Errorf("into(%d, %d, %d)", q.index, q.size, n)
+		}
+		return dst
+	}}
+	m, _ = proto.Marshal(&pb.GetManyResponse{Index: 0, Size: 10, Data: []byte("olleh")})
+	if err := p.decode(mem.BufferSlice{mem.SliceBuffer(m)}); err != nil || !p.placed || p.data != nil || string(dst) != "olleh" {
+		t.Errorf("index 0 placed: %+v, %q, %v", p, dst, err)
+	}
+
+	// An index or a size after data placed would make them another
+	// object's: refused.
+	for _, field := range []protowire.Number{1, 2} {
+		b = protowire.AppendTag(nil, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, 5)
+		b = protowire.AppendTag(b, 3, protowire.BytesType)
+		b = protowire.AppendBytes(b, []byte("hello"))
+		b = protowire.AppendTag(b, field, protowire.VarintType)
+		b = protowire.AppendVarint(b, 1)
+		p = piece{into: func(*piece, int) []byte { return dst }}
+		if err := p.decode(mem.BufferSlice{mem.SliceBuffer(b)}); err == nil {
+			t.Errorf("field %d after placed data decoded: %+v", field, p)
+		}
+	}
+}
+
+// Objects come whole however the master cuts them, the first requested
+// one (index 0, which proto leaves out) and the followed ones too, which
+// go into their objects as they come; a followed object's pieces that do
+// not make one fail the call.
+func TestGetManyFollowedPieces(t *testing.T) {
+	a, b, f := object.Sum([]byte("hello")), object.Sum([]byte("abc")), object.Sum([]byte("follow"))
+	good := []*pb.GetManyResponse{
+		{Index: 0, Size: 5, Data: []byte("hel")},
+		{Index: 0, Size: 5, Data: []byte("lo")},
+		{Index: 2, Size: 6, Data: []byte("fol"), Digest: f[:]},
+		{Index: 2, Size: 6, Data: []byte("low")},
+		{Index: 2, Size: 3, Data: []byte("abc"), Digest: b[:]},
+		{Index: 1, Size: 3, Data: []byte("abc")},
+	}
+	c := dialScripted(t, &scriptedServer{send: good})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got := map[int]string{}
+	fol := map[object.Digest]string{}
+	err := c.GetManyFollow(ctx, []object.Digest{a, b}, 1<<20, func(i int, b []byte, err error) {
+		if err != nil {
+			t.Errorf("object %d: %v", i, err)
+		}
+		got[i] = string(b)
+	}, func(d object.Digest, b []byte) { fol[d] = string(b) })
+	if err != nil || got[0] != "hello" || got[1] != "abc" || fol[f] != "follow" || fol[b] != "abc" || len(fol) != 2 {
+		t.Fatalf("got %v, followed %v, err %v", got, fol, err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		send []*pb.GetManyResponse
+	}{
+		{"no digest", []*pb.GetManyResponse{{Index: 1, Size: 2, Data: []byte("ab")}}},
+		{"no digest, then one", []*pb.GetManyResponse{{Index: 1, Size: 4, Data: []byte("ab")}, {Index: 1, Size: 4, Data: []byte("cd"), Digest: f[:]}}},
+		{"a digest on its second piece", []*pb.GetManyResponse{{Index: 1, Size: 4, Data: []byte("ab"), Digest: f[:]}, {Index: 1, Size: 4, Data: []byte("cd"), Digest: f[:]}}},
+		{"longer than its size", []*pb.GetManyResponse{{Index: 1, Size: 3, Data: []byte("ab"), Digest: f[:]}, {Index: 1, Size: 3, Data: []byte("cd")}}},
+		{"a short digest", []*pb.GetManyResponse{{Index: 1, Size: 2, Data: []byte("ab"), Digest: f[:5]}}},
+		{"cut short by a requested one", []*pb.GetManyResponse{{Index: 1, Size: 4, Data: []byte("ab"), Digest: f[:]}, {Index: 0, Size: 5, Data: []byte("hello")}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialScripted(t, &scriptedServer{send: tc.send})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := c.GetManyFollow(ctx, []object.Digest{a}, 1<<20, func(int, []byte, error) {}, func(d object.Digest, b []byte) {
+				t.Errorf("took a followed object of %q", b)
+			})
+			if err == nil {
+				t.Error("no error")
+			}
+		})
+	}
 }
 
 // A GetMany call asks the disk for each object once, before it is read,

@@ -34,8 +34,11 @@ func (pieceCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 // piece is one pb.GetManyResponse as pieceCodec decodes it. Its data go
-// where into says, once the piece's index and size are known; where into
-// returns nil (or the data come first), into data, a slice of their own.
+// where into says, once the piece's size is known: proto writes fields in
+// their numbers' order and leaves out an index of 0, so an index not seen
+// before the data is 0, and one that comes after data placed is refused.
+// Where into returns nil (or the data come first), into data, a slice of
+// their own.
 type piece struct {
 	index   int32
 	size    int64
@@ -56,7 +59,7 @@ func (p *piece) decode(data mem.BufferSlice) error {
 	*p = piece{into: into}
 	r := data.Reader()
 	defer r.Close()
-	sawIndex, sawSize := false, false
+	sawSize := false
 	for r.Remaining() > 0 {
 		tag, err := binary.ReadUvarint(r)
 		if err != nil {
@@ -69,9 +72,13 @@ func (p *piece) decode(data mem.BufferSlice) error {
 			if err != nil {
 				return fmt.Errorf("%w: %v", errPiece, err)
 			}
+			if (num == 1 || num == 2) && p.placed {
+				// The data went to the object these name.
+				return fmt.Errorf("%w: field %d after the data", errPiece, num)
+			}
 			switch num {
 			case 1:
-				p.index, sawIndex = int32(v), true
+				p.index = int32(v)
 			case 2:
 				p.size, sawSize = int64(v), true
 			case 4:
@@ -83,7 +90,7 @@ func (p *piece) decode(data mem.BufferSlice) error {
 				return fmt.Errorf("%w: field %d of %d bytes", errPiece, num, l)
 			}
 			var dst []byte
-			if num == 3 && p.data == nil && !p.placed && sawIndex && sawSize && into != nil {
+			if num == 3 && p.data == nil && !p.placed && sawSize && into != nil {
 				if dst = into(p, int(l)); dst != nil {
 					p.placed = true
 				}
