@@ -87,8 +87,8 @@ func (c *Cache) PrefetchDir(t *object.Tree) {
 	if !c.dir.on.Load() || c.ctx.Err() != nil {
 		return
 	}
-	var ds []object.Digest
-	var sizes []int64
+	n := min(len(t.Entries), dirFiles)
+	ds, sizes := make([]object.Digest, 0, n), make([]int64, 0, n)
 	for _, e := range t.Entries {
 		if e.Mode&unix.S_IFMT == unix.S_IFREG && e.Size > 0 && !e.Object.IsZero() {
 			ds = append(ds, e.Object)

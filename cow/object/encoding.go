@@ -306,10 +306,18 @@ func (r *reader) uint32() uint32 {
 	return uint32(v)
 }
 
+// minEntrySize is the fewest bytes an entry of a tree is encoded in: a
+// name of one byte and its length, a byte for each number and for the
+// empty target and xattr count, and the object's digest.
+const minEntrySize = 2 + 6 + 1 + 1 + len(Digest{})
+
 // DecodeTree decodes a tree object and checks that it is canonical: a
 // tree that decodes re-encodes to the same bytes.
 func DecodeTree(encoded []byte) (*Tree, error) {
-	t := &Tree{}
+	// Room for as many entries as the bytes could hold, so that a
+	// directory's entries are not copied each time the slice grows: a
+	// mount decodes a tree at the first look into each directory.
+	t := &Tree{Entries: make([]Entry, 0, len(encoded)/minEntrySize)}
 	err := eachEntry(encoded, func(e *Entry) { t.Entries = append(t.Entries, *e) })
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -132,10 +133,15 @@ func FuzzDecodeTree(f *testing.F) {
 	f.Add(enc)
 	f.Add([]byte{byte(KindTree), version})
 	f.Add([]byte{byte(KindTree), version, 1, 'a'})
+	small, _ := EncodeTree(&Tree{Entries: []Entry{{Name: "a"}, {Name: "b"}, {Name: "c"}}})
+	f.Add(small)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tree, err := DecodeTree(b)
 		if err != nil {
 			return
+		}
+		if len(tree.Entries) > len(b)/minEntrySize {
+			t.Fatalf("%d entries in %d bytes: minEntrySize %d is not the least an entry takes", len(tree.Entries), len(b), minEntrySize)
 		}
 		again, err := EncodeTree(tree)
 		if err != nil || !bytes.Equal(again, b) {
@@ -400,5 +406,24 @@ func TestDirStoreReadUnverifiedInto(t *testing.T) {
 	}
 	if _, err := s.ReadUnverifiedInto(Sum([]byte("nope")), buf); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing object: %v", err)
+	}
+}
+
+// BenchmarkDecodeTree decodes a directory of 100 files, as a mount does at
+// its first look into each directory.
+func BenchmarkDecodeTree(b *testing.B) {
+	t := &Tree{}
+	for i := range 100 {
+		t.Entries = append(t.Entries, Entry{Name: fmt.Sprintf("f%06d", i), Mode: 0o100644, Size: 107374, Mtime: 1764900000000000000, Object: Sum([]byte{byte(i)})})
+	}
+	enc, err := EncodeTree(t)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeTree(enc); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
