@@ -210,6 +210,15 @@ func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool) ([]byt
 	return b, err
 }
 
+// held returns d if it is held in memory (freshObjects); a reader takes
+// what was held for one reader.
+func (c *Cache) held(d object.Digest, reader bool) ([]byte, bool) {
+	if reader {
+		return c.fresh.take(d)
+	}
+	return c.fresh.get(d)
+}
+
 func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 	return c.getFollow(ctx, d, false, false)
 }
@@ -217,7 +226,7 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 // getFollow is get, with follow as for GetForRead; reader is set for a
 // reader's get (Get, GetForRead), not for the cache's own work.
 func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow, reader bool) ([]byte, error) {
-	if b, ok := c.fresh.get(d); ok {
+	if b, ok := c.held(d, reader); ok {
 		c.hits.Add(1)
 		return b, nil
 	}
@@ -230,7 +239,7 @@ func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow, reader b
 		case <-ctx.Done():
 			return nil, c.waitedOut(ctx, d, ch)
 		}
-		if b, ok := c.fresh.get(d); ok {
+		if b, ok := c.held(d, reader); ok {
 			c.hits.Add(1)
 			return b, nil
 		}
@@ -340,7 +349,7 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest, follow, reader bool)
 	// the rest too.
 	storedBy := false
 	// Read-ahead may have fetched it while this waited for the lock.
-	if b, ok := c.fresh.get(d); ok {
+	if b, ok := c.held(d, reader); ok {
 		return b, nil
 	}
 	b, err := c.store.Get(ctx, d)

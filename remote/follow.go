@@ -102,9 +102,11 @@ func (c *Cache) getFollowing(ctx context.Context, ff followFetcher, d object.Dig
 			}
 			took += int64(len(b))
 			if wanted[fd] {
-				c.fresh.put(fd, b)
+				c.fresh.putOnce(fd, b)
 			}
-			c.keep(fd, b)
+			if c.keep(fd, b) == nil {
+				c.fresh.stored(fd)
+			}
 		})
 		c.fresh.drop(want)
 		if whole != nil {

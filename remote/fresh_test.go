@@ -83,3 +83,63 @@ func TestFreshObjectsWaiter(t *testing.T) {
 		t.Error("waiters kept after the fetch")
 	}
 }
+
+// What came after a file object is held for its one reader: it goes once
+// taken and stored, in either order, and not before both, so that a
+// second reader that comes before the store has it finds it in memory.
+func TestFreshObjectsOnce(t *testing.T) {
+	var f freshObjects
+	b := []byte("chunk")
+	d := object.Sum(b)
+	held := func() bool { _, ok := f.get(d); return ok }
+
+	f.putOnce(d, b)
+	if got, ok := f.take(d); !ok || !bytes.Equal(got, b) || !held() {
+		t.Fatalf("taken before it is stored: %v, held %v", ok, held())
+	}
+	if _, ok := f.take(d); !ok {
+		t.Fatal("a second reader before the store has it found nothing")
+	}
+	f.stored(d)
+	if held() || f.size != 0 {
+		t.Fatalf("taken and stored, still held (%d bytes)", f.size)
+	}
+
+	f.putOnce(d, b)
+	f.stored(d)
+	if !held() {
+		t.Fatal("stored, not yet taken: let go")
+	}
+	if _, ok := f.take(d); !ok || held() {
+		t.Fatalf("stored, then taken: %v, held %v", ok, held())
+	}
+
+	// Read-ahead's objects stay for every reader, also one held for a
+	// reader first and then fetched ahead.
+	f.put(d, b)
+	f.take(d)
+	f.stored(d)
+	if !held() {
+		t.Fatal("an object fetched ahead went at its first take")
+	}
+	f.remove(d)
+	f.putOnce(d, b)
+	f.put(d, b)
+	f.take(d)
+	f.stored(d)
+	if !held() {
+		t.Fatal("an object held once and then fetched ahead went at its first take")
+	}
+
+	// Many taken: the order list keeps about what is held.
+	for i := range 10000 {
+		b := []byte{byte(i), byte(i >> 8)}
+		d := object.Sum(b)
+		f.putOnce(d, b)
+		f.take(d)
+		f.stored(d)
+	}
+	if len(f.order) > 2*len(f.m)+65 {
+		t.Fatalf("%d in order for %d held", len(f.order), len(f.m))
+	}
+}

@@ -697,9 +697,20 @@ func (c *Cache) tryLock(d object.Digest) (func(), bool) {
 // stays until newer ones push it out: the kernel's read-ahead asks for
 // the end of one chunk after the start of the next, and each such read
 // went back to the store. At most freshBytes; the oldest go first.
+//
+// What came after a file object or a tree (getFollowing: a file's first
+// chunk, the trees beneath a version's root) is held for one reader only
+// (putOnce): it takes the bytes and keeps them (a file's last chunk, a
+// tree decoded), and held on they were the larger part of a mount's
+// memory, to its end, and each a new piece of memory the process had to
+// fault in, where bytes let go are used again.
 type freshObjects struct {
-	mu    sync.Mutex
-	m     map[object.Digest][]byte
+	mu sync.Mutex
+	m  map[object.Digest][]byte
+	// once marks what goes at its first take, once stored.
+	once map[object.Digest]onceState
+	// order is oldest first; an object taken leaves m and stays here
+	// until the front reaches it or the list is compacted.
 	order []object.Digest
 	size  int
 	// wait holds a channel for each object read-ahead is fetching,
@@ -753,7 +764,37 @@ func (f *freshObjects) waiter(d object.Digest) <-chan struct{} {
 
 const freshBytes = 16 << 20
 
-func (f *freshObjects) put(d object.Digest, b []byte) {
+func (f *freshObjects) put(d object.Digest, b []byte) { f.add(d, b, false) }
+
+// onceState is where an object held for one reader is: it goes once
+// both taken and in the store, so that a second reader that comes before
+// the store has it finds it here, not at the master.
+type onceState uint8
+
+const (
+	onceHeld onceState = iota + 1
+	onceTaken
+	onceStored
+)
+
+// putOnce is put, for one reader: b goes once a reader took it and
+// stored says the store has it.
+func (f *freshObjects) putOnce(d object.Digest, b []byte) { f.add(d, b, true) }
+
+// stored notes that the store has d: held for one reader and taken, it
+// goes.
+func (f *freshObjects) stored(d object.Digest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch f.once[d] {
+	case onceTaken:
+		f.remove(d)
+	case onceHeld:
+		f.once[d] = onceStored
+	}
+}
+
+func (f *freshObjects) add(d object.Digest, b []byte, once bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.release(d)
@@ -761,20 +802,46 @@ func (f *freshObjects) put(d object.Digest, b []byte) {
 		return
 	}
 	if _, ok := f.m[d]; ok {
+		if !once {
+			delete(f.once, d) // held for every reader now
+		}
 		return
 	}
 	for f.size+len(b) > freshBytes && len(f.order) > 0 {
 		old := f.order[0]
 		f.order = f.order[1:]
-		f.size -= len(f.m[old])
-		delete(f.m, old)
+		f.remove(old)
 	}
 	if f.m == nil {
 		f.m = map[object.Digest][]byte{}
+		f.once = map[object.Digest]onceState{}
+	}
+	if len(f.order) > 2*len(f.m)+64 {
+		// Mostly taken: the list keeps only what is held.
+		kept := f.order[:0]
+		for _, o := range f.order {
+			if _, ok := f.m[o]; ok {
+				kept = append(kept, o)
+			}
+		}
+		clear(f.order[len(kept):])
+		f.order = kept
 	}
 	f.m[d] = b
+	if once {
+		f.once[d] = onceHeld
+	}
 	f.order = append(f.order, d)
 	f.size += len(b)
+}
+
+// remove lets d go, if held.
+func (f *freshObjects) remove(d object.Digest) {
+	if b, ok := f.m[d]; ok {
+		f.size -= len(b)
+		delete(f.m, d)
+		delete(f.once, d)
+	}
 }
 
 // get returns d's bytes if they are held.
@@ -782,5 +849,19 @@ func (f *freshObjects) get(d object.Digest) ([]byte, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	b, ok := f.m[d]
+	return b, ok
+}
+
+// take is get for a reader: what was held for one reader goes.
+func (f *freshObjects) take(d object.Digest) ([]byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.m[d]
+	switch f.once[d] {
+	case onceStored:
+		f.remove(d)
+	case onceHeld:
+		f.once[d] = onceTaken
+	}
 	return b, ok
 }
