@@ -3,6 +3,7 @@ package remote
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/cowfs/cowfs/cow/object"
 )
@@ -141,5 +142,39 @@ func TestFreshObjectsOnce(t *testing.T) {
 	}
 	if len(f.order) > 2*len(f.m)+65 {
 		t.Fatalf("%d in order for %d held", len(f.order), len(f.m))
+	}
+}
+
+// Held objects go once none was put or taken for freshIdle: a mount that
+// went quiet gives its memory back. Taking one keeps them.
+func TestFreshObjectsIdle(t *testing.T) {
+	f := freshObjects{idleAfter: 100 * time.Millisecond}
+	a, b := []byte("a"), []byte("b")
+	da, db := object.Sum(a), object.Sum(b)
+	f.put(da, a)
+	f.putOnce(db, b)
+	for range 6 {
+		time.Sleep(f.idleAfter / 2)
+		if _, ok := f.take(da); !ok {
+			t.Fatal("let go while read")
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.mu.Lock()
+		n, size := len(f.m), f.size
+		f.mu.Unlock()
+		if n == 0 && size == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d objects, %d bytes held after %s idle", n, size, 10*time.Second)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// And held again after.
+	f.put(da, a)
+	if _, ok := f.get(da); !ok {
+		t.Fatal("not held after an idle spell")
 	}
 }

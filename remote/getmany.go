@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -713,6 +714,12 @@ type freshObjects struct {
 	// until the front reaches it or the list is compacted.
 	order []object.Digest
 	size  int
+	// last is when an object was last put or taken; idle, while objects
+	// are held, lets them all go once that is freshIdle ago.
+	last time.Time
+	idle *time.Timer
+	// idleAfter, if set, is freshIdle for a test.
+	idleAfter time.Duration
 	// wait holds a channel for each object read-ahead is fetching,
 	// closed once it is verified and held, or the fetch gave up on it.
 	wait map[object.Digest]chan struct{}
@@ -763,6 +770,37 @@ func (f *freshObjects) waiter(d object.Digest) <-chan struct{} {
 }
 
 const freshBytes = 16 << 20
+
+// freshIdle is how long held objects stay once nothing is put or taken:
+// a mount that went quiet after a sequential read gives its memory back,
+// and a reader that comes later reads from the store.
+const freshIdle = 5 * time.Second
+
+// idleFor is freshIdle, or what a test set.
+func (f *freshObjects) idleFor() time.Duration {
+	if f.idleAfter > 0 {
+		return f.idleAfter
+	}
+	return freshIdle
+}
+
+// expire lets every held object go if none was put or taken for
+// freshIdle; else it looks again when that will be so.
+func (f *freshObjects) expire() {
+	f.mu.Lock()
+	if wait := f.idleFor() - time.Since(f.last); wait > 0 {
+		f.idle.Reset(wait)
+		f.mu.Unlock()
+		return
+	}
+	// New maps: clearing keeps a map's buckets.
+	f.m, f.once = nil, nil
+	f.order, f.size, f.idle = nil, 0, nil
+	f.mu.Unlock()
+	// The runtime would give the pages back to the system over minutes;
+	// a quiet mount has time for one collection now.
+	debug.FreeOSMemory()
+}
 
 func (f *freshObjects) put(d object.Digest, b []byte) { f.add(d, b, false) }
 
@@ -833,6 +871,10 @@ func (f *freshObjects) add(d object.Digest, b []byte, once bool) {
 	}
 	f.order = append(f.order, d)
 	f.size += len(b)
+	f.last = time.Now()
+	if f.idle == nil {
+		f.idle = time.AfterFunc(f.idleFor(), f.expire)
+	}
 }
 
 // remove lets d go, if held.
@@ -857,6 +899,9 @@ func (f *freshObjects) take(d object.Digest) ([]byte, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	b, ok := f.m[d]
+	if ok {
+		f.last = time.Now()
+	}
 	switch f.once[d] {
 	case onceStored:
 		f.remove(d)
