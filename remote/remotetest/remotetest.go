@@ -142,14 +142,20 @@ func (w *Worker) View(addr string, o ViewOptions) *View {
 		w.T.Fatal(err)
 	}
 	w.T.Cleanup(func() { cache.Close(); client.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	v := o.Version
 	if v.IsZero() {
-		if v, err = client.Resolve(ctx, o.Path); err != nil {
+		// The master's first scan hashes its whole export, which a
+		// loaded machine under -race has taken over 20 s to do for
+		// 40 MiB: its own bound, not the open's.
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		v, err = client.Resolve(rctx, o.Path)
+		cancel()
+		if err != nil {
 			w.T.Fatalf("resolve: %v", err)
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	lower, root, err := remote.OpenVersion(ctx, cache, v)
 	if err != nil {
 		w.T.Fatalf("open version: %v", err)
