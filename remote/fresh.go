@@ -1,0 +1,230 @@
+package remote
+
+import (
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// freshObjects holds the last objects fetched ahead of a sequential
+// reader, verified, for the reader: the reader then does not read each
+// 1 MiB chunk back from the store and hash it a second time, which was a
+// third of the worker's CPU on a cold read of a big file. An object read
+// stays until newer ones push it out: the kernel's read-ahead asks for
+// the end of one chunk after the start of the next, and each such read
+// went back to the store. At most freshBytes; the oldest go first, and
+// all of them once none was put or taken for freshIdle.
+//
+// What came after a file object or a tree (getFollowing: a file's first
+// chunk, the trees beneath a version's root) is held for one reader only
+// (putOnce): it takes the bytes and keeps them (a file's last chunk, a
+// tree decoded), and held on they were the larger part of a mount's
+// memory, to its end, and each a new piece of memory the process had to
+// fault in, where bytes let go are used again.
+type freshObjects struct {
+	mu sync.Mutex
+	m  map[object.Digest][]byte
+	// once marks what goes at its first take, once stored.
+	once map[object.Digest]onceState
+	// order is oldest first; an object taken leaves m and stays here
+	// until the front reaches it or the list is compacted.
+	order []object.Digest
+	size  int
+	// last is when an object was last put or taken; idle, while objects
+	// are held, lets them all go once that is freshIdle ago.
+	last time.Time
+	idle *time.Timer
+	// idleAfter, if set, is freshIdle for a test.
+	idleAfter time.Duration
+	// wait holds a channel for each object read-ahead is fetching,
+	// closed once it is verified and held, or the fetch gave up on it.
+	wait map[object.Digest]chan struct{}
+}
+
+// expect notes that ds are being fetched ahead.
+func (f *freshObjects) expect(ds []object.Digest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range ds {
+		if _, ok := f.m[d]; ok {
+			continue
+		}
+		if _, ok := f.wait[d]; !ok {
+			if f.wait == nil {
+				f.wait = map[object.Digest]chan struct{}{}
+			}
+			f.wait[d] = make(chan struct{})
+		}
+	}
+}
+
+// drop lets readers of ds stop waiting: the fetch ahead is over.
+func (f *freshObjects) drop(ds []object.Digest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range ds {
+		f.release(d)
+	}
+}
+
+func (f *freshObjects) release(d object.Digest) {
+	if ch, ok := f.wait[d]; ok {
+		close(ch)
+		delete(f.wait, d)
+	}
+}
+
+// waiter returns what closes once d, fetched ahead, is held or given up
+// on; nil if no fetch ahead has it.
+func (f *freshObjects) waiter(d object.Digest) <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ch, ok := f.wait[d]; ok {
+		return ch
+	}
+	return nil
+}
+
+const freshBytes = 16 << 20
+
+// freshIdle is how long held objects stay once nothing is put or taken:
+// a mount that went quiet after a sequential read gives its memory back,
+// and a reader that comes later reads from the store.
+const freshIdle = 5 * time.Second
+
+// idleFor is freshIdle, or what a test set.
+func (f *freshObjects) idleFor() time.Duration {
+	if f.idleAfter > 0 {
+		return f.idleAfter
+	}
+	return freshIdle
+}
+
+// expire lets every held object go if none was put or taken for
+// freshIdle; else it looks again when that will be so.
+func (f *freshObjects) expire() {
+	f.mu.Lock()
+	if wait := f.idleFor() - time.Since(f.last); wait > 0 {
+		f.idle.Reset(wait)
+		f.mu.Unlock()
+		return
+	}
+	// New maps: clearing keeps a map's buckets.
+	f.m, f.once = nil, nil
+	f.order, f.size, f.idle = nil, 0, nil
+	f.mu.Unlock()
+	// The runtime would give the pages back to the system over minutes;
+	// a quiet mount has time for one collection now.
+	debug.FreeOSMemory()
+}
+
+func (f *freshObjects) put(d object.Digest, b []byte) { f.add(d, b, false) }
+
+// onceState is where an object held for one reader is: it goes once
+// both taken and in the store, so that a second reader that comes before
+// the store has it finds it here, not at the master.
+type onceState uint8
+
+const (
+	onceHeld onceState = iota + 1
+	onceTaken
+	onceStored
+)
+
+// putOnce is put, for one reader: b goes once a reader took it and
+// stored says the store has it.
+func (f *freshObjects) putOnce(d object.Digest, b []byte) { f.add(d, b, true) }
+
+// stored notes that the store has d: held for one reader and taken, it
+// goes.
+func (f *freshObjects) stored(d object.Digest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch f.once[d] {
+	case onceTaken:
+		f.remove(d)
+	case onceHeld:
+		f.once[d] = onceStored
+	}
+}
+
+func (f *freshObjects) add(d object.Digest, b []byte, once bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	defer f.release(d)
+	if len(b) > freshBytes {
+		return
+	}
+	if _, ok := f.m[d]; ok {
+		if !once {
+			delete(f.once, d) // held for every reader now
+		}
+		return
+	}
+	for f.size+len(b) > freshBytes && len(f.order) > 0 {
+		old := f.order[0]
+		f.order = f.order[1:]
+		f.remove(old)
+	}
+	if f.m == nil {
+		f.m = map[object.Digest][]byte{}
+		f.once = map[object.Digest]onceState{}
+	}
+	if len(f.order) > 2*len(f.m)+64 {
+		// Mostly taken: the list keeps only what is held.
+		kept := f.order[:0]
+		for _, o := range f.order {
+			if _, ok := f.m[o]; ok {
+				kept = append(kept, o)
+			}
+		}
+		clear(f.order[len(kept):])
+		f.order = kept
+	}
+	f.m[d] = b
+	if once {
+		f.once[d] = onceHeld
+	}
+	f.order = append(f.order, d)
+	f.size += len(b)
+	f.last = time.Now()
+	if f.idle == nil {
+		f.idle = time.AfterFunc(f.idleFor(), f.expire)
+	}
+}
+
+// remove lets d go, if held.
+func (f *freshObjects) remove(d object.Digest) {
+	if b, ok := f.m[d]; ok {
+		f.size -= len(b)
+		delete(f.m, d)
+		delete(f.once, d)
+	}
+}
+
+// get returns d's bytes if they are held.
+func (f *freshObjects) get(d object.Digest) ([]byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.m[d]
+	return b, ok
+}
+
+// take is get for a reader: what was held for one reader goes.
+func (f *freshObjects) take(d object.Digest) ([]byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.m[d]
+	if ok {
+		f.last = time.Now()
+	}
+	switch f.once[d] {
+	case onceStored:
+		f.remove(d)
+	case onceHeld:
+		f.once[d] = onceTaken
+	}
+	return b, ok
+}
