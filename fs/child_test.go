@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/internal/childproc"
 )
 
 // childMountEnv carries a childMount's settings to the child process.
@@ -83,10 +85,6 @@ func (c *childMount) start(t testing.TB) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMountChild$", "-test.timeout=10m")
 	cmd.Env = append(os.Environ(), childMountEnv+"="+string(cfg))
-	// The child dies with the test binary; the stop in the test's
-	// cleanup, or the kernel when the server's descriptor closes, then
-	// ends the connection.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	c.stderr = &bytes.Buffer{}
 	cmd.Stderr = c.stderr
 	out, err := cmd.StdoutPipe()
@@ -96,7 +94,10 @@ func (c *childMount) start(t testing.TB) {
 	if c.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	// The child dies with the test binary; the stop in the test's
+	// cleanup, or the kernel when the server's descriptor closes, then
+	// ends the connection.
+	if err := childproc.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	c.cmd = cmd

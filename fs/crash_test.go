@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/internal/childproc"
 )
 
 // The crash test runs its write workload in a child process (this test
@@ -295,14 +297,13 @@ func crashOnce(t *testing.T, base string, it int, seed int64, want int, extra ti
 	if writeback {
 		cmd.Env = append(cmd.Env, crashWBEnv+"=1")
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := childproc.Start(cmd); err != nil { // dies with the test binary
 		t.Fatal(err)
 	}
 	waited := make(chan error, 1)

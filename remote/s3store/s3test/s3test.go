@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/internal/childproc"
 )
 
 // Module and Version are the SeaweedFS source weed is built from.
@@ -291,9 +293,10 @@ func (s *Server) Restart(ctx context.Context) error {
 	cmd.Dir = s.Dir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so that Stop ends whatever it started, and
-	// a signal to the test's group does not reach it half way.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// a signal to the test's group does not reach it half way; it dies
+	// with the test binary.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := childproc.Start(cmd); err != nil {
 		return fmt.Errorf("start weed: %w", err)
 	}
 	s.cmd, s.done = cmd, make(chan struct{})
