@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"encoding/binary"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,9 +50,14 @@ type dirFetch struct {
 
 	// waiting maps the file objects of directories looked into to their
 	// directory, until a second of them is read (at most dirWaiting
-	// file objects, the oldest directories forgotten).
+	// file objects, the oldest directories forgotten). Keyed by a
+	// digest's first 8 bytes (waitKey): a mount notes every file of
+	// each directory it looks into, most never read, and a word is
+	// cheaper to hash and hold than a digest. Two digests that share
+	// the key cost at worst a directory fetched for a read of another's
+	// file.
 	mu      sync.Mutex
-	waiting map[object.Digest]*dirWait
+	waiting map[uint64]*dirWait
 	order   []*dirWait
 	held    int
 }
@@ -89,16 +95,25 @@ func (c *Cache) PrefetchDir(t *object.Tree) {
 	}
 	n := min(len(t.Entries), dirFiles)
 	ds, sizes := make([]object.Digest, 0, n), make([]int64, 0, n)
-	for _, e := range t.Entries {
+	cached := true
+	for i := range t.Entries {
+		e := &t.Entries[i]
 		if e.Mode&unix.S_IFMT == unix.S_IFREG && e.Size > 0 && !e.Object.IsZero() {
 			ds = append(ds, e.Object)
 			sizes = append(sizes, e.Size)
+			cached = cached && c.store.HasKnown(e.Object)
 			if len(ds) == dirFiles {
 				break
 			}
 		}
 	}
-	if len(ds) < 2 {
+	// A directory whose file objects the store holds was read before:
+	// its small files' chunks came with them (an open's follow, or this
+	// fetch), so there is nothing to wait for a second read for, and a
+	// warm mount's walk notes nothing. One whose chunks alone went
+	// (evicted, or never read: a snapshot reads file objects only) is
+	// read as its files are opened.
+	if len(ds) < 2 || cached {
 		return
 	}
 	c.dir.once.Do(func() {
@@ -120,11 +135,11 @@ func (c *Cache) PrefetchDir(t *object.Tree) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.waiting == nil {
-		f.waiting = map[object.Digest]*dirWait{}
+		f.waiting = map[uint64]*dirWait{}
 	}
 	w := &dirWait{files: ds, sizes: sizes}
 	for _, d := range ds {
-		f.waiting[d] = w
+		f.waiting[waitKey(d)] = w
 	}
 	f.order = append(f.order, w)
 	f.held += len(ds)
@@ -136,8 +151,8 @@ func (c *Cache) PrefetchDir(t *object.Tree) {
 // forget drops w from waiting; f.mu is held.
 func (f *dirFetch) forget(w *dirWait) {
 	for _, d := range w.files {
-		if f.waiting[d] == w {
-			delete(f.waiting, d)
+		if k := waitKey(d); f.waiting[k] == w {
+			delete(f.waiting, k)
 		}
 	}
 	for i, o := range f.order {
@@ -162,11 +177,12 @@ func (f *dirFetch) read(d object.Digest) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	w := f.waiting[d]
+	k := waitKey(d)
+	w := f.waiting[k]
 	if w == nil {
 		return
 	}
-	delete(f.waiting, d)
+	delete(f.waiting, k)
 	if !w.opened && !w.ahead {
 		w.opened = true
 		return
@@ -181,6 +197,9 @@ func (f *dirFetch) read(d object.Digest) {
 		f.enqueue(next)
 	}
 }
+
+// waitKey is d's key in dirFetch.waiting.
+func waitKey(d object.Digest) uint64 { return binary.LittleEndian.Uint64(d[:8]) }
 
 // after returns the directory looked into next after w, if one waits;
 // f.mu is held.

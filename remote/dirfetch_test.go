@@ -149,6 +149,43 @@ func TestDirPrefetchBatches(t *testing.T) {
 	}
 }
 
+// A directory whose files a worker fetched before is noted by no later
+// mount that looks into it: a warm walk has nothing to fetch ahead.
+func TestDirPrefetchWarmNotesNothing(t *testing.T) {
+	exp := t.TempDir()
+	files := smallFiles(t, exp, "spider", 50)
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
+	v := w.View(ms.Addr, remotetest.ViewOptions{})
+	v.Cache.SetDirPrefetch(true)
+	if _, err := v.Lower.ReadDir("spider"); err != nil {
+		t.Fatal(err)
+	}
+	if n := remote.DirWaiting(v.Cache); n != len(files) {
+		t.Fatalf("a cold listing noted %d file objects, want %d", n, len(files))
+	}
+	listAndCrawl(t, v, "spider", files)
+	waitHeld(t, v, "spider", files)
+
+	warm := w.View(ms.Addr, remotetest.ViewOptions{})
+	warm.Cache.SetDirPrefetch(true)
+	if _, err := warm.Lower.ReadDir("spider"); err != nil {
+		t.Fatal(err)
+	}
+	if n := remote.DirWaiting(warm.Cache); n != 0 {
+		t.Errorf("a warm listing noted %d file objects, want none", n)
+	}
+	for name, want := range files {
+		b, err := readAll(t, warm.Lower, "spider/"+name, 30*time.Second)
+		if err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("%s: %d bytes, %v; want its %d bytes", name, len(b), err, len(want))
+		}
+	}
+	if st := warm.Cache.Stats(); st.Misses != 0 {
+		t.Errorf("the warm crawl missed the cache %d times", st.Misses)
+	}
+}
+
 // Without dir prefetch (a cache's default, a mount's --dir-prefetch=false)
 // listing a directory fetches nothing but its tree.
 func TestDirPrefetchOff(t *testing.T) {

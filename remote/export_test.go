@@ -105,3 +105,11 @@ func SetMaxTraces(n int) (old int) {
 	old, maxTraces = maxTraces, n
 	return old
 }
+
+// DirWaiting is how many file objects c's directory prefetch holds,
+// waiting for a second read in their directory.
+func DirWaiting(c *Cache) int {
+	c.dir.mu.Lock()
+	defer c.dir.mu.Unlock()
+	return len(c.dir.waiting)
+}
