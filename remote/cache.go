@@ -173,7 +173,16 @@ func (c *Cache) ObserveFetches(f func(batch bool, took time.Duration, err error)
 // deadline in ctx, the fetcher's Timeout (the mount's --io-timeout) is
 // the bound, from now: waiting for another fetch of d counts against it.
 func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
-	return c.getFor(ctx, d, false)
+	return c.getFor(ctx, d, false, nil)
+}
+
+// GetInto is Get for a reader that owns buf and reads object after object
+// (a lower file's chunks): an object the store holds is read into buf
+// when it fits (object.DirStore.GetInto). What it returns is buf's bytes
+// or bytes nobody writes (held in memory, fetched); the caller reads it
+// and may use buf again once done with it.
+func (c *Cache) GetInto(ctx context.Context, d object.Digest, buf []byte) ([]byte, error) {
+	return c.getFor(ctx, d, false, buf)
 }
 
 // GetForRead is Get for an object a reader reads from next: the file
@@ -182,7 +191,7 @@ func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 // trip (the file's first chunk, the trees beneath; see getFollowing),
 // where the reader would otherwise wait for more round trips.
 func (c *Cache) GetForRead(ctx context.Context, d object.Digest) ([]byte, error) {
-	return c.getFor(ctx, d, true)
+	return c.getFor(ctx, d, true, nil)
 }
 
 // followBytes bounds what comes with an object got for reading: for a
@@ -191,7 +200,7 @@ func (c *Cache) GetForRead(ctx context.Context, d object.Digest) ([]byte, error)
 // version's root, its trees up to about ten thousand directory entries.
 const followBytes = object.ChunkSize
 
-func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool) ([]byte, error) {
+func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool, buf []byte) ([]byte, error) {
 	c.dir.read(d)
 	c.replay.read(d)
 	c.demand.Add(1)
@@ -203,7 +212,7 @@ func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool) ([]byt
 			defer cancel()
 		}
 	}
-	b, err := c.getFollow(ctx, d, follow, true)
+	b, err := c.getFollow(ctx, d, follow, true, buf)
 	if err == nil {
 		c.rec.note(d, len(b))
 	}
@@ -220,12 +229,13 @@ func (c *Cache) held(d object.Digest, reader bool) ([]byte, bool) {
 }
 
 func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
-	return c.getFollow(ctx, d, false, false)
+	return c.getFollow(ctx, d, false, false, nil)
 }
 
 // getFollow is get, with follow as for GetForRead; reader is set for a
-// reader's get (Get, GetForRead), not for the cache's own work.
-func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow, reader bool) ([]byte, error) {
+// reader's get (Get, GetForRead, GetInto), not for the cache's own work;
+// buf, if set, is what a store hit is read into (GetInto).
+func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow, reader bool, buf []byte) ([]byte, error) {
 	if b, ok := c.held(d, reader); ok {
 		c.hits.Add(1)
 		return b, nil
@@ -244,7 +254,7 @@ func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow, reader b
 			return b, nil
 		}
 	}
-	b, err := c.store.Get(ctx, d)
+	b, err := c.store.GetInto(ctx, d, buf)
 	if err == nil {
 		c.hits.Add(1)
 		c.store.Touch(d)

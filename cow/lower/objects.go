@@ -343,16 +343,29 @@ type objectFile struct {
 	path  string
 	f     *object.File
 
+	// mu is held across a read: the chunk it reads into buf, and the
+	// copy out of it, so that no read overwrites buf while another
+	// copies from it.
 	mu   sync.Mutex
 	last int64
 	data []byte
+	// buf is this file's chunk buffer (chunkBufs), while the store can
+	// read into it (intoGetter); data may be in it.
+	buf *[]byte
 	// ahead is the last chunk read-ahead asked for.
 	ahead int64
 }
 
-func (o *objectFile) chunk(ctx context.Context, i int64) ([]byte, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+// An intoGetter reads an object the caller owns a buffer for into that
+// buffer: remote.Cache, object.DirStore. What it returns is either in
+// buf or bytes nobody writes.
+type intoGetter interface {
+	GetInto(ctx context.Context, d object.Digest, buf []byte) ([]byte, error)
+}
+
+// chunkLocked returns the data of chunk i, valid until the next
+// chunkLocked or Close; o.mu is held.
+func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 	if o.data != nil && o.last == i {
 		return o.data, nil
 	}
@@ -378,7 +391,24 @@ func (o *objectFile) chunk(ctx context.Context, i int64) ([]byte, error) {
 	if d.IsZero() {
 		return nil, nil // a hole
 	}
-	b, err := o.store.Get(ctx, d)
+	// The data about to be replaced may be in buf.
+	o.data = nil
+	var b []byte
+	var err error
+	if g, ok := o.store.(intoGetter); ok {
+		// Room for the chunk as the file's size says it is; one that
+		// is bigger (a damaged file object) gets memory of its own.
+		n := 2 + min(object.ChunkSize, o.f.Size-i*object.ChunkSize)
+		if o.buf == nil || int64(cap(*o.buf)) < n {
+			if o.buf != nil {
+				putChunkBuf(o.buf)
+			}
+			o.buf = getChunkBuf(int(n))
+		}
+		b, err = g.GetInto(ctx, d, *o.buf)
+	} else {
+		b, err = o.store.Get(ctx, d)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s chunk %d: %w", o.path, i, err)
 	}
@@ -399,12 +429,14 @@ func (o *objectFile) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 	if off >= o.f.Size {
 		return 0, io.EOF
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	end := min(off+int64(len(p)), o.f.Size)
 	for pos := off; pos < end; {
 		i := pos / object.ChunkSize
 		cs := i * object.ChunkSize
 		ce := min(cs+object.ChunkSize, end)
-		data, err := o.chunk(ctx, i)
+		data, err := o.chunkLocked(ctx, i)
 		if err != nil {
 			return int(pos - off), err
 		}
@@ -423,7 +455,18 @@ func (o *objectFile) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 	return n, nil
 }
 
-func (o *objectFile) Close() error { return nil }
+// Close gives the file's chunk buffer back for another file to read
+// into. A read after Close reads as before, into a buffer of its own.
+func (o *objectFile) Close() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.buf != nil {
+		o.data = nil
+		putChunkBuf(o.buf)
+		o.buf = nil
+	}
+	return nil
+}
 
 // Size is the file's size.
 func (o *objectFile) Size() int64 { return o.f.Size }

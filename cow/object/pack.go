@@ -496,17 +496,18 @@ func (ps *packs) readInto(d Digest, buf []byte, fresh bool) ([]byte, bool, error
 	return nil, false, nil
 }
 
-// get returns d from a pack, verified. A copy that is short or does not
-// hash to d is marked dead, kept in quarantine, and reported with an
-// error wrapping ErrCorrupt, unless another copy is whole.
-func (ps *packs) get(d Digest, fresh bool) ([]byte, error) {
+// get returns d from a pack, verified, read into buf if it fits (else a
+// new slice). A copy that is short or does not hash to d is marked dead,
+// kept in quarantine, and reported with an error wrapping ErrCorrupt,
+// unless another copy is whole.
+func (ps *packs) get(d Digest, fresh bool, buf []byte) ([]byte, error) {
 	ls, err := ps.locs(d, fresh)
 	if err != nil {
 		return nil, err
 	}
 	var bad error
 	for _, l := range ls {
-		b, err := l.read()
+		b, err := l.readInto(buf)
 		if errors.Is(err, os.ErrClosed) {
 			continue // its pack was dropped meanwhile
 		}

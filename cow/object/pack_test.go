@@ -262,6 +262,46 @@ func TestPackDamagedByte(t *testing.T) {
 	}
 }
 
+// GetInto reads a packed object into the caller's buffer when it fits,
+// into new memory when it does not or the object is a file of its own,
+// and checks it either way: a damaged copy read into the buffer is
+// refused and quarantined as Get's is.
+func TestGetInto(t *testing.T) {
+	ctx := context.Background()
+	s, _ := OpenDirStore(t.TempDir())
+	packed, loose, bad := testBlob(1, 100000), testBlob(2, 5000), testBlob(3, 7000)
+	for _, b := range [][]byte{packed, bad} {
+		if err := s.PutCachedAs(Sum(b), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Put(ctx, loose); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 200000)
+	got, err := s.GetInto(ctx, Sum(packed), buf)
+	if err != nil || !bytes.Equal(got, packed) {
+		t.Fatalf("packed: %d bytes, %v", len(got), err)
+	}
+	if &got[0] != &buf[0] {
+		t.Error("a packed object that fits was not read into the buffer")
+	}
+	small := make([]byte, 10)
+	if got, err := s.GetInto(ctx, Sum(packed), small); err != nil || !bytes.Equal(got, packed) || &got[0] == &small[0] {
+		t.Errorf("packed, buffer too small: %d bytes, %v", len(got), err)
+	}
+	if got, err := s.GetInto(ctx, Sum(loose), buf); err != nil || !bytes.Equal(got, loose) {
+		t.Errorf("loose: %d bytes, %v", len(got), err)
+	}
+	damage(t, s, Sum(bad))
+	if _, err := s.GetInto(ctx, Sum(bad), buf); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("damaged: %v, want ErrCorrupt", err)
+	}
+	if ok, _ := s.Has(ctx, Sum(bad)); ok {
+		t.Error("the damaged object is still in the store")
+	}
+}
+
 // damage flips a byte in the middle of d's stored bytes.
 func damage(t *testing.T, s *DirStore, d Digest) {
 	t.Helper()

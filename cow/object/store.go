@@ -92,8 +92,15 @@ func (s *DirStore) HasMany(ds []Digest) ([]bool, error) {
 func (s *DirStore) HasKnown(d Digest) bool { return s.packs.known(d) }
 
 // Get returns the encoded object d, verified.
-func (s *DirStore) Get(_ context.Context, d Digest) ([]byte, error) {
-	b, perr := s.packs.get(d, false)
+func (s *DirStore) Get(ctx context.Context, d Digest) ([]byte, error) {
+	return s.GetInto(ctx, d, nil)
+}
+
+// GetInto is Get, reading d into buf when it is in a pack and fits (else
+// into a new slice): for a reader that reads object after object and
+// owns buf, which it may use again once done with what GetInto returned.
+func (s *DirStore) GetInto(_ context.Context, d Digest, buf []byte) ([]byte, error) {
+	b, perr := s.packs.get(d, false, buf)
 	if perr == nil || !errors.Is(perr, ErrNotFound) && !errors.Is(perr, ErrCorrupt) {
 		return b, perr
 	}
@@ -103,7 +110,7 @@ func (s *DirStore) Get(_ context.Context, d Digest) ([]byte, error) {
 			return nil, perr
 		}
 		// Another process may have packed it since.
-		return s.packs.get(d, true)
+		return s.packs.get(d, true, buf)
 	}
 	if err != nil {
 		return nil, err

@@ -1,0 +1,220 @@
+package lower
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+func TestBufClass(t *testing.T) {
+	for _, c := range []struct{ n, class, size int }{
+		{1, 0, 4096}, {4096, 0, 4096}, {4097, 1, 8192}, {100 << 10, 5, 128 << 10},
+		{512 << 10, 7, 512 << 10}, {512<<10 + 1, 8, wholeChunk}, {wholeChunk, 8, wholeChunk},
+	} {
+		if class, size := bufClass(c.n); class != c.class || size != c.size {
+			t.Errorf("bufClass(%d) = %d, %d; want %d, %d", c.n, class, size, c.class, c.size)
+		}
+	}
+	for n := 1; n <= wholeChunk; n = n*3 + 1 {
+		if b := getChunkBuf(n); cap(*b) < n {
+			t.Errorf("getChunkBuf(%d): a buffer of %d", n, cap(*b))
+		}
+	}
+}
+
+// chunkFile stores a file of the given bytes in store, its chunks packed
+// (or, with loose, each in a file of its own), an all-zero chunk as a
+// hole, and returns its entry.
+func chunkFile(t *testing.T, store *object.DirStore, name string, data []byte, loose bool) object.Entry {
+	t.Helper()
+	ctx := context.Background()
+	f := &object.File{Size: int64(len(data))}
+	for off := 0; off < len(data); off += object.ChunkSize {
+		c := data[off:min(off+object.ChunkSize, len(data))]
+		if !bytes.ContainsFunc(c, func(r rune) bool { return r != 0 }) {
+			f.Chunks = append(f.Chunks, object.Digest{})
+			continue
+		}
+		enc, err := object.EncodeBlob(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put := store.PutPacked
+		if loose {
+			put = store.Put
+		}
+		d, err := put(ctx, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Chunks = append(f.Chunks, d)
+	}
+	enc, err := object.EncodeFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := store.Put(ctx, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return object.Entry{Name: name, Mode: unix.S_IFREG | 0o644, Size: f.Size, Object: d}
+}
+
+// Object files read their chunks into buffers they hand on when closed:
+// however reads, opens and closes of many files interleave, each read
+// returns its own file's bytes.
+func TestObjectFilesShareBuffers(t *testing.T) {
+	store, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	rng := rand.New(rand.NewSource(1))
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		rng.Read(b)
+		return b
+	}
+	hole := append(random(object.ChunkSize), make([]byte, object.ChunkSize)...)
+	hole = append(hole, random(300<<10)...)
+	files := map[string][]byte{
+		"small": random(3000), "medium": random(100 << 10), "chunk": random(object.ChunkSize),
+		"big": random(2*object.ChunkSize + 12345), "hole": hole, "loose": random(200 << 10),
+	}
+	for i := range 8 {
+		files[fmt.Sprintf("f%d", i)] = random(1000 + i*37000)
+	}
+	var entries []object.Entry
+	for name, data := range files {
+		entries = append(entries, chunkFile(t, store, name, data, name == "loose"))
+	}
+	tree := &object.Tree{Entries: entries}
+	slices.SortFunc(tree.Entries, func(a, b object.Entry) int { return strings.Compare(a.Name, b.Name) })
+	enc, err := object.EncodeTree(tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := store.Put(context.Background(), enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewObjects(store, root, object.Entry{})
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewSource(int64(w)))
+			names := make([]string, 0, len(files))
+			for name := range files {
+				names = append(names, name)
+			}
+			for range 30 {
+				name := names[rng.Intn(len(names))]
+				want := files[name]
+				f, err := l.Open(name)
+				if err != nil {
+					errs <- err
+					return
+				}
+				// Two readers of one open file, in pieces of the
+				// kernel's sizes, from random places.
+				var rw sync.WaitGroup
+				for r := range 2 {
+					rw.Add(1)
+					rng := rand.New(rand.NewSource(rng.Int63() + int64(r)))
+					go func() {
+						defer rw.Done()
+						for range 4 {
+							off := rng.Int63n(int64(len(want)))
+							p := make([]byte, []int{4096, 128 << 10, 1 << 20}[rng.Intn(3)])
+							n, err := f.ReadAt(p, off)
+							if err != nil && err != io.EOF {
+								errs <- fmt.Errorf("%s at %d: %v", name, off, err)
+								return
+							}
+							if !bytes.Equal(p[:n], want[off:off+int64(n)]) {
+								errs <- fmt.Errorf("%s at %d: %d bytes not the file's", name, off, n)
+								return
+							}
+						}
+					}()
+				}
+				rw.Wait()
+				if err := f.Close(); err != nil {
+					errs <- err
+					return
+				}
+				// A read after Close still reads the file.
+				if rng.Intn(10) == 0 {
+					p := make([]byte, 100)
+					if n, _ := f.ReadAt(p, 0); !bytes.Equal(p[:n], want[:n]) {
+						errs <- fmt.Errorf("%s after close: not the file's bytes", name)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// A file read after Close, its buffer meanwhile another file's, still
+// reads its own bytes.
+func TestObjectFileReadAfterClose(t *testing.T) {
+	store, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	a, b := bytes.Repeat([]byte("a"), 50<<10), bytes.Repeat([]byte("b"), 50<<10)
+	entries := []object.Entry{chunkFile(t, store, "a", a, false), chunkFile(t, store, "b", b, false)}
+	enc, err := object.EncodeTree(&object.Tree{Entries: entries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := store.Put(context.Background(), enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewObjects(store, root, object.Entry{})
+	read := func(f File, want []byte) {
+		t.Helper()
+		p := make([]byte, len(want))
+		if n, err := f.ReadAt(p, 0); n != len(want) || !bytes.Equal(p, want) {
+			t.Fatalf("read %d bytes (%v), %q...; want %q...", n, err, p[:4], want[:4])
+		}
+	}
+	for range 20 {
+		fa, err := l.Open("a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		read(fa, a)
+		fa.Close()
+		fb, err := l.Open("b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		read(fb, b)
+		read(fa, a)
+		fb.Close()
+		fa.Close()
+	}
+}
