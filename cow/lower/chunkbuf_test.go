@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -216,5 +217,78 @@ func TestObjectFileReadAfterClose(t *testing.T) {
 		read(fa, a)
 		fb.Close()
 		fa.Close()
+	}
+}
+
+// gatedStore is a store whose reads wait for gate, once entered says so.
+type gatedStore struct {
+	*object.DirStore
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedStore) GetInto(ctx context.Context, d object.Digest, buf []byte) ([]byte, error) {
+	g.entered <- struct{}{}
+	<-g.gate
+	return g.DirStore.GetInto(ctx, d, buf)
+}
+
+// Close does not wait for a read whose chunk is on its way (from a
+// master, perhaps for long), and that read still returns the file's
+// bytes.
+func TestObjectFileCloseDuringRead(t *testing.T) {
+	store, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	data := bytes.Repeat([]byte("x"), 70<<10)
+	e := chunkFile(t, store, "f", data, false)
+	enc, err := object.EncodeTree(&object.Tree{Entries: []object.Entry{e}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := store.Put(context.Background(), enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gatedStore{DirStore: store, entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	f, err := NewObjects(g, root, object.Entry{}).Open("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		p := make([]byte, len(data))
+		n, err := f.ReadAt(p, 0)
+		if err == nil && !bytes.Equal(p[:n], data) {
+			err = fmt.Errorf("%d bytes, not the file's", n)
+		}
+		read <- err
+	}()
+	select {
+	case <-g.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read did not reach the store")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- f.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(g.gate)
+		t.Fatal("Close waited for the read under way")
+	}
+	close(g.gate)
+	select {
+	case err := <-read:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read did not finish")
 	}
 }

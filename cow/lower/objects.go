@@ -457,8 +457,13 @@ func (o *objectFile) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 
 // Close gives the file's chunk buffer back for another file to read
 // into. A read after Close reads as before, into a buffer of its own.
+// Close does not wait for a read under way (its fetch may wait on the
+// network for a while): that read keeps the buffer, and the collector
+// takes it.
 func (o *objectFile) Close() error {
-	o.mu.Lock()
+	if !o.mu.TryLock() {
+		return nil
+	}
 	defer o.mu.Unlock()
 	if o.buf != nil {
 		o.data = nil
