@@ -292,3 +292,50 @@ func TestObjectFileCloseDuringRead(t *testing.T) {
 		t.Fatal("the read did not finish")
 	}
 }
+
+// ownStore reads every object into memory of its own, as a remote
+// cache does for what it fetches or holds.
+type ownStore struct{ *object.DirStore }
+
+func (s ownStore) GetInto(ctx context.Context, d object.Digest, _ []byte) ([]byte, error) {
+	return s.DirStore.Get(ctx, d)
+}
+
+// A file holds a buffer only while its chunk is in it: one whose chunk
+// came in memory of its own (fetched, held) hands the buffer back at
+// once rather than hold both.
+func TestObjectFileHoldsBufferOnlyInUse(t *testing.T) {
+	store, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	data := bytes.Repeat([]byte("y"), 30<<10)
+	e := chunkFile(t, store, "f", data, false)
+	enc, err := object.EncodeTree(&object.Tree{Entries: []object.Entry{e}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := store.Put(context.Background(), enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		g    object.Getter
+		held bool
+	}{{"packed", store, true}, {"own memory", ownStore{store}, false}} {
+		f, err := NewObjects(c.g, root, object.Entry{}).Open("f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := make([]byte, len(data))
+		if n, err := f.ReadAt(p, 0); n != len(data) || !bytes.Equal(p, data) {
+			t.Fatalf("%s: read %d bytes, %v", c.name, n, err)
+		}
+		if held := f.(*objectFile).buf != nil; held != c.held {
+			t.Errorf("%s: holds a buffer: %v, want %v", c.name, held, c.held)
+		}
+		f.Close()
+	}
+}

@@ -406,6 +406,12 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 			o.buf = getChunkBuf(int(n))
 		}
 		b, err = g.GetInto(ctx, d, *o.buf)
+		if err != nil || len(b) == 0 || &b[0] != &(*o.buf)[0] {
+			// Not read into the buffer (fetched, or held in memory):
+			// handed back, not held beside what came instead.
+			putChunkBuf(o.buf)
+			o.buf = nil
+		}
 	} else {
 		b, err = o.store.Get(ctx, d)
 	}
