@@ -71,15 +71,36 @@ func chunkFile(t *testing.T, store *object.DirStore, name string, data []byte, l
 	return object.Entry{Name: name, Mode: unix.S_IFREG | 0o644, Size: f.Size, Object: d}
 }
 
-// Object files read their chunks into buffers they hand on when closed:
-// however reads, opens and closes of many files interleave, each read
-// returns its own file's bytes.
-func TestObjectFilesShareBuffers(t *testing.T) {
+// filesTree stores files in a new store, their chunks packed but for
+// those named in loose, and returns the store and the tree of a directory
+// holding them.
+func filesTree(t *testing.T, files map[string][]byte, loose ...string) (*object.DirStore, object.Digest) {
+	t.Helper()
 	store, err := object.OpenDirStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
+	var entries []object.Entry
+	for name, data := range files {
+		entries = append(entries, chunkFile(t, store, name, data, slices.Contains(loose, name)))
+	}
+	slices.SortFunc(entries, func(a, b object.Entry) int { return strings.Compare(a.Name, b.Name) })
+	enc, err := object.EncodeTree(&object.Tree{Entries: entries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := store.Put(context.Background(), enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, root
+}
+
+// Object files read their chunks into buffers they hand on when closed:
+// however reads, opens and closes of many files interleave, each read
+// returns its own file's bytes.
+func TestObjectFilesShareBuffers(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	random := func(n int) []byte {
 		b := make([]byte, n)
@@ -95,20 +116,7 @@ func TestObjectFilesShareBuffers(t *testing.T) {
 	for i := range 8 {
 		files[fmt.Sprintf("f%d", i)] = random(1000 + i*37000)
 	}
-	var entries []object.Entry
-	for name, data := range files {
-		entries = append(entries, chunkFile(t, store, name, data, name == "loose"))
-	}
-	tree := &object.Tree{Entries: entries}
-	slices.SortFunc(tree.Entries, func(a, b object.Entry) int { return strings.Compare(a.Name, b.Name) })
-	enc, err := object.EncodeTree(tree)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := store.Put(context.Background(), enc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, root := filesTree(t, files, "loose")
 	l := NewObjects(store, root, object.Entry{})
 
 	var wg sync.WaitGroup
@@ -179,21 +187,8 @@ func TestObjectFilesShareBuffers(t *testing.T) {
 // A file read after Close, its buffer meanwhile another file's, still
 // reads its own bytes.
 func TestObjectFileReadAfterClose(t *testing.T) {
-	store, err := object.OpenDirStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
 	a, b := bytes.Repeat([]byte("a"), 50<<10), bytes.Repeat([]byte("b"), 50<<10)
-	entries := []object.Entry{chunkFile(t, store, "a", a, false), chunkFile(t, store, "b", b, false)}
-	enc, err := object.EncodeTree(&object.Tree{Entries: entries})
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := store.Put(context.Background(), enc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, root := filesTree(t, map[string][]byte{"a": a, "b": b})
 	l := NewObjects(store, root, object.Entry{})
 	read := func(f File, want []byte) {
 		t.Helper()
@@ -237,21 +232,8 @@ func (g *gatedStore) GetInto(ctx context.Context, d object.Digest, buf []byte) (
 // master, perhaps for long), and that read still returns the file's
 // bytes.
 func TestObjectFileCloseDuringRead(t *testing.T) {
-	store, err := object.OpenDirStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
 	data := bytes.Repeat([]byte("x"), 70<<10)
-	e := chunkFile(t, store, "f", data, false)
-	enc, err := object.EncodeTree(&object.Tree{Entries: []object.Entry{e}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := store.Put(context.Background(), enc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, root := filesTree(t, map[string][]byte{"f": data})
 	g := &gatedStore{DirStore: store, entered: make(chan struct{}, 1), gate: make(chan struct{})}
 	f, err := NewObjects(g, root, object.Entry{}).Open("f")
 	if err != nil {
@@ -305,21 +287,8 @@ func (s ownStore) GetInto(ctx context.Context, d object.Digest, _ []byte) ([]byt
 // came in memory of its own (fetched, held) hands the buffer back at
 // once rather than hold both.
 func TestObjectFileHoldsBufferOnlyInUse(t *testing.T) {
-	store, err := object.OpenDirStore(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
 	data := bytes.Repeat([]byte("y"), 30<<10)
-	e := chunkFile(t, store, "f", data, false)
-	enc, err := object.EncodeTree(&object.Tree{Entries: []object.Entry{e}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := store.Put(context.Background(), enc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, root := filesTree(t, map[string][]byte{"f": data})
 	for _, c := range []struct {
 		name string
 		g    object.Getter
