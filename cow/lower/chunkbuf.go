@@ -25,37 +25,30 @@ const (
 
 var chunkBufs [bufClasses]sync.Pool
 
-// bufClass returns the class of a buffer of n bytes and that class's
-// size.
+// bufClass returns the class of a buffer of n bytes, at most
+// wholeChunk, and that class's size.
 func bufClass(n int) (int, int) {
 	if n > 1<<maxBufShift {
-		return bufClasses - 1, max(n, wholeChunk)
+		return bufClasses - 1, wholeChunk
 	}
 	shift := max(minBufShift, bits.Len(uint(n-1)))
 	return shift - minBufShift, 1 << shift
 }
 
-// getChunkBuf returns a buffer of at least n bytes (n at most
-// wholeChunk, or the buffer is made for n alone and never kept).
+// getChunkBuf returns a buffer of at least n bytes, at most wholeChunk:
+// its class's size, so that putChunkBuf finds the class again.
 func getChunkBuf(n int) *[]byte {
 	c, size := bufClass(n)
-	if b, ok := chunkBufs[c].Get().(*[]byte); ok && cap(*b) >= n {
+	if b, ok := chunkBufs[c].Get().(*[]byte); ok {
 		return b
 	}
 	b := make([]byte, size)
 	return &b
 }
 
-// putChunkBuf keeps b for another reader; the caller reads nothing of it
-// after.
+// putChunkBuf keeps b, which getChunkBuf returned, for another reader;
+// the caller reads nothing of it after.
 func putChunkBuf(b *[]byte) {
-	if cap(*b) > wholeChunk {
-		return
-	}
-	c, size := bufClass(cap(*b))
-	if size != cap(*b) {
-		return // not one of ours
-	}
-	*b = (*b)[:cap(*b)]
+	c, _ := bufClass(cap(*b))
 	chunkBufs[c].Put(b)
 }
