@@ -423,30 +423,19 @@ func idleErr(idle *atomic.Bool, err error) error {
 
 // fetchMany brings the objects of ds that the store lacks into it, in one
 // call for all those no other fetch (in this process or another) is
-// working on; those it leaves to Get, one by one.
+// working on, and in a second for the rest once those fetches let go.
 func (c *Cache) fetchMany(ctx context.Context, ds []object.Digest) error {
 	return c.fetchManyFor(ctx, ds, false)
 }
 
 // fetchManyFor is fetchMany; with ahead, what it fetches is also kept in
-// memory for the reader it was fetched ahead of (freshObjects).
+// memory for the reader it was fetched ahead of (freshObjects). The
+// objects whose lock another fetch held (a lock stripe is shared, so the
+// fetch that holds it may be another object's) are fetched in a second
+// call once their locks are had, and those that came damaged one by one
+// (Get, which asks the master to check its copy).
 func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool) error {
-	_, err := c.fetchManyOpt(ctx, ds, ahead, true)
-	return err
-}
-
-// fetchManyOpt is fetchManyFor; without wait, the objects another fetch
-// is working on, and those that came damaged, are left to their readers
-// rather than waited for or fetched again (PrefetchDir), and it returns
-// those whose lock was taken (busy): a lock stripe is shared, so the
-// fetch that holds it may be another object's. With wait, those are
-// fetched in a second call once their locks are had, and the damaged
-// ones one by one (Get, which asks the master to check its copy).
-func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wait bool) (busy []object.Digest, err error) {
 	busy, damaged, err := c.fetchBatch(ctx, ds, ahead, false, 0)
-	if !wait {
-		return busy, err
-	}
 	first := err
 	if len(busy) > 0 && ctx.Err() == nil {
 		// Another batch (prefetch runs several), a reader or another
@@ -463,7 +452,7 @@ func (c *Cache) fetchManyOpt(ctx context.Context, ds []object.Digest, ahead, wai
 			first = err
 		}
 	}
-	return nil, first
+	return first
 }
 
 // fetchBatch fetches in one call the objects of ds that the store lacks,

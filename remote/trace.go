@@ -386,12 +386,15 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan 
 // Timeout, holding what comes for the task as read-ahead does (see
 // traceLead), and reports whether the replay may go on: objects the source
 // lacks (a trace of an older version) are skipped; any other failure ends
-// it, logged at debug and counted.
+// it, logged at debug and counted. An object whose lock stripe another
+// fetch holds (a reader's, of it or of an object sharing its stripe) is
+// waited for and then fetched if still missing: the replay has moved past
+// it, so nothing would come back for it.
 func (c *Cache) fetchTraceBatch(ds []object.Digest) bool {
 	timeout := c.bound()
 	ctx, cancel := context.WithTimeout(c.ctx, timeout)
 	defer cancel()
-	_, err := c.fetchManyOpt(ctx, ds, true, false)
+	err := c.fetchManyFor(ctx, ds, true)
 	if err == nil || errors.Is(err, object.ErrNotFound) {
 		c.replay.fetched.Add(int64(len(ds)))
 		return true

@@ -16,14 +16,74 @@ import (
 // the task, which would read it back from the store and hash it again
 // had the replay run further. A read further on moves the lead with it.
 func TestReplayLead(t *testing.T) {
+	r := newLeadReplay(t)
+	r.c.ReplayTrace(r.entries)
+	which := r.settled(8)
+	for i, ok := range which {
+		if ok != (i < 8) {
+			t.Fatalf("entry %d held: %v before the task read anything; want the first 8 held", i, ok)
+		}
+	}
+	if _, err := r.c.Get(r.ctx, r.entries[15].Object); err != nil {
+		t.Fatal(err)
+	}
+	which = r.settled(8 + 1 + 8)
+	for i, ok := range which {
+		if want := i < 8 || i >= 15; ok != want {
+			t.Fatalf("entry %d held: %v after the task read entry 15; want entries 0-7 and 15-23", i, ok)
+		}
+	}
+}
+
+// An entry whose lock stripe another fetch holds (a reader's, of the same
+// object or of one sharing its stripe) when the replay's batch comes to
+// it is fetched once that fetch lets go, not left out of the replay.
+func TestReplayWaitsForBusyStripe(t *testing.T) {
+	r := newLeadReplay(t)
+	release := remote.HoldStripe(r.c, r.entries[3].Object)
+	released := false
+	defer func() {
+		if !released {
+			release()
+		}
+	}()
+	r.c.ReplayTrace(r.entries)
+	// All of the first lead but entry 3, whose stripe is held; then,
+	// once it is let go, entry 3 too.
+	which := r.settled(7)
+	if which[3] {
+		t.Fatal("entry 3 held while its stripe was")
+	}
+	release()
+	released = true
+	which = r.settled(8)
+	for i, ok := range which {
+		if ok != (i < 8) {
+			t.Fatalf("entry %d held: %v; want the first 8 held", i, ok)
+		}
+	}
+}
+
+// leadReplay is a cache on a master whose store holds 24 chunk-sized
+// objects, the entries of a trace to replay.
+type leadReplay struct {
+	t       *testing.T
+	ctx     context.Context
+	c       *remote.Cache
+	store   *object.DirStore
+	entries []remote.TraceEntry
+}
+
+func newLeadReplay(t *testing.T) *leadReplay {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	ms, client := dialedMaster(t)
 	master, err := object.OpenDirStore(ms.Config.Objects)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var entries []remote.TraceEntry
+	r := &leadReplay{t: t, ctx: ctx}
 	for range 24 {
 		enc, err := object.EncodeBlob(remotetest.RandBytes(object.ChunkSize))
 		if err != nil {
@@ -33,60 +93,47 @@ func TestReplayLead(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		entries = append(entries, remote.TraceEntry{Object: d, Size: int64(len(enc))})
+		r.entries = append(r.entries, remote.TraceEntry{Object: d, Size: int64(len(enc))})
 	}
-	store, err := object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
+	r.store, err = object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := remote.NewCache(store, client, nil)
+	r.c, err = remote.NewCache(r.store, client, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	held := func() (n int, which []bool) {
-		for _, e := range entries {
-			ok, _ := store.Has(ctx, e.Object)
-			which = append(which, ok)
-			if ok {
-				n++
-			}
-		}
-		return n, which
-	}
-	// settled waits until want entries are held and nothing more comes
-	// for a while, and returns which are held.
-	settled := func(want int) []bool {
-		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for n, _ := held(); n < want; n, _ = held() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d of the trace's entries held 20 s after the replay began; want %d", n, want)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		time.Sleep(300 * time.Millisecond)
-		n, which := held()
-		if n != want {
-			t.Fatalf("%d of the trace's entries held; want %d, the replay's lead", n, want)
-		}
-		return which
-	}
+	t.Cleanup(func() { r.c.Close() })
+	return r
+}
 
-	c.ReplayTrace(entries)
-	which := settled(8)
-	for i, ok := range which {
-		if ok != (i < 8) {
-			t.Fatalf("entry %d held: %v before the task read anything; want the first 8 held", i, ok)
+// held returns how many of the entries the store holds, and which.
+func (r *leadReplay) held() (n int, which []bool) {
+	for _, e := range r.entries {
+		ok, _ := r.store.Has(r.ctx, e.Object)
+		which = append(which, ok)
+		if ok {
+			n++
 		}
 	}
-	if _, err := c.Get(ctx, entries[15].Object); err != nil {
-		t.Fatal(err)
-	}
-	which = settled(8 + 1 + 8)
-	for i, ok := range which {
-		if want := i < 8 || i >= 15; ok != want {
-			t.Fatalf("entry %d held: %v after the task read entry 15; want entries 0-7 and 15-23", i, ok)
+	return n, which
+}
+
+// settled waits until want entries are held and nothing more comes for a
+// while, and returns which are held.
+func (r *leadReplay) settled(want int) []bool {
+	r.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for n, _ := r.held(); n < want; n, _ = r.held() {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("%d of the trace's entries held 20 s after the replay began; want %d", n, want)
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
+	time.Sleep(300 * time.Millisecond)
+	n, which := r.held()
+	if n != want {
+		r.t.Fatalf("%d of the trace's entries held; want %d, the replay's lead", n, want)
+	}
+	return which
 }

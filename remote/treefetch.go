@@ -41,7 +41,7 @@ func (c *Cache) FetchTrees(root object.Digest) {
 			}
 			for part := range slices.Chunk(missing, maxMany) {
 				ctx, cancel := context.WithTimeout(c.ctx, timeout)
-				_, err := c.fetchManyOpt(ctx, part, false, true)
+				err := c.fetchManyFor(ctx, part, false)
 				cancel()
 				if err != nil {
 					if c.ctx.Err() == nil {
