@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 
 	"github.com/cowfs/cowfs/cow/object"
@@ -27,9 +28,6 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 	if len(req.GetDigests()) > maxMany {
 		return status.Errorf(codes.InvalidArgument, "more than %d digests in one call", maxMany)
 	}
-	// One buffer for the call's objects: Send has copied a piece into
-	// its message by the time it returns.
-	var buf []byte
 	n := len(req.GetDigests())
 	ds := make([]object.Digest, n)
 	for i, raw := range req.GetDigests() {
@@ -46,7 +44,7 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 	ahead := &sendAhead{willNeed: func(d object.Digest) int64 { return s.store.WillNeed(d, follow) }}
 	for i, d := range ds {
 		ahead.upTo(ds, i)
-		b, err := s.store.ReadUnverifiedInto(d, buf)
+		mb, b, err := s.readSend(d)
 		if errors.Is(err, object.ErrNotFound) {
 			if err := stream.Send(&pb.GetManyResponse{Index: int32(i), Missing: true}); err != nil {
 				return err
@@ -56,15 +54,16 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 		if err != nil {
 			return status.Errorf(codes.Internal, "object %s: %v", d.Short(), err)
 		}
-		buf = b
 		next := followed(b, follow)
 		// The object's reader waits for what follows it: its disk
 		// read starts before the object is sent.
 		ahead.all(next)
-		if err := s.sendObject(stream, int32(i), nil, d, b); err != nil {
-			return err
+		err = s.sendObject(stream, int32(i), nil, d, mb)
+		if err == nil {
+			err = s.sendFollowed(stream, int32(n), b, next, follow)
 		}
-		if err := s.sendFollowed(stream, int32(n), b, next, follow, &buf); err != nil {
+		mb.Free()
+		if err != nil {
 			return err
 		}
 	}
@@ -124,7 +123,7 @@ func (a *sendAhead) all(ds []object.Digest) {
 // the chunks holding its first bytes, for a tree the trees beneath it,
 // breadth first. The client checks each against its digest, so a damaged
 // one costs it a fetch of its own; one this store lacks is left out.
-func (s *Server) sendFollowed(stream pb.Export_GetManyServer, index int32, b []byte, queue []object.Digest, follow int64, buf *[]byte) error {
+func (s *Server) sendFollowed(stream pb.Export_GetManyServer, index int32, b []byte, queue []object.Digest, follow int64) error {
 	if len(queue) == 0 {
 		return nil
 	}
@@ -137,17 +136,18 @@ func (s *Server) sendFollowed(stream pb.Export_GetManyServer, index int32, b []b
 			continue
 		}
 		seen[d] = true
-		ob, err := s.store.ReadUnverifiedInto(d, *buf)
+		mb, ob, err := s.readSend(d)
 		if err != nil {
 			continue
 		}
-		*buf = ob
-		if err := s.sendObject(stream, index, d[:], d, ob); err != nil {
-			return err
-		}
+		err = s.sendObject(stream, index, d[:], d, mb)
 		sent += int64(len(ob))
-		if k == object.KindTree {
+		if err == nil && k == object.KindTree {
 			queue = append(queue, subtrees(ob)...)
+		}
+		mb.Free()
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -169,22 +169,24 @@ func followed(b []byte, follow int64) []object.Digest {
 	return nil
 }
 
-// sendObject sends object d, b, in pieces of the call's index; digest, if
-// set, goes on the first.
-func (s *Server) sendObject(stream pb.Export_GetManyServer, index int32, digest []byte, d object.Digest, b []byte) error {
+// sendObject sends object d, held by b, in pieces of the call's index;
+// digest, if set, goes on the first. Each piece is a reference to b of
+// its own, which gRPC frees once it has written it (outPiece).
+func (s *Server) sendObject(stream pb.Export_GetManyServer, index int32, digest []byte, d object.Digest, b mem.Buffer) error {
 	n, _ := s.gets.LoadOrStore(d, new(counter))
 	n.(*counter).Add(1)
+	size := b.Len()
 	for off := 0; ; {
-		end := min(off+getPiece, len(b))
-		m := &pb.GetManyResponse{Index: index, Size: int64(len(b)), Data: b[off:end]}
+		end := min(off+getPiece, size)
+		p := &outPiece{index: index, size: int64(size), data: b.Slice(off, end)}
 		if off == 0 {
-			m.Digest = digest
+			p.digest = digest
 		}
-		if err := stream.Send(m); err != nil {
+		if err := stream.SendMsg(p); err != nil {
 			return err
 		}
 		s.bytes.Add(int64(end - off))
-		if off = end; off == len(b) {
+		if off = end; off == size {
 			return nil
 		}
 	}

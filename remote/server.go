@@ -176,7 +176,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// takes in (pushes) waits on its disk, and a worker's window is what
 	// bounds what the master sends ahead.
 	opts := append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxObject + 1<<10),
-		grpc.ReadBufferSize(getPiece), grpc.WriteBufferSize(getPiece)}, cfg.ServerOptions...)
+		grpc.ReadBufferSize(getPiece), grpc.WriteBufferSize(getPiece),
+		grpc.ForceServerCodecV2(sendCodec{})}, cfg.ServerOptions...)
 	peers := newPeerLog(s.log)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(handshakeLog{TransportCredentials: credentials.NewTLS(cfg.TLS), log: peers, failed: &s.refused.tls}))

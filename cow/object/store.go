@@ -419,9 +419,8 @@ func (s *DirStore) ReadUnverified(d Digest) ([]byte, error) {
 }
 
 // ReadUnverifiedInto is ReadUnverified reading into buf when the object
-// fits buf's capacity, so that a master sending one object after another
-// reads them all into one buffer instead of allocating (and clearing) one
-// per send. What it returns is valid until buf is used again. A file or
+// fits buf's capacity, so that a master reads what it sends into buffers
+// it reuses instead of allocating (and clearing) one per send. What it returns is valid until buf is used again. A file or
 // packed copy shorter than it should be gives what it holds: the reader
 // checks the bytes.
 func (s *DirStore) ReadUnverifiedInto(d Digest, buf []byte) ([]byte, error) {

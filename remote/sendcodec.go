@@ -1,0 +1,112 @@
+package remote
+
+import (
+	"fmt"
+	"unsafe"
+
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// sendCodec is gRPC's proto codec on the master, but for the pieces a
+// GetMany call sends (outPiece): their data go to the transport as the
+// buffer the object was read into, framed by a few bytes of message
+// around it, where proto copied every piece into a message of its own
+// first. Any other message goes through the proto codec.
+type sendCodec struct{}
+
+// Name is the proto codec's: clients decode what it sends as ever.
+func (sendCodec) Name() string { return "proto" }
+
+func (sendCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if p, ok := v.(*outPiece); ok {
+		return p.marshal(), nil
+	}
+	return encoding.GetCodecV2("proto").Marshal(v)
+}
+
+func (sendCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return encoding.GetCodecV2("proto").Unmarshal(data, v)
+}
+
+// outPiece is one pb.GetManyResponse whose data a mem.Buffer holds. The
+// reference in data is the message's: marshal hands it to gRPC, which
+// frees it once the transport has written it, after SendMsg returns, so
+// the memory must not be written again until then; a pooled buffer goes
+// back to its pool only when its last piece is written.
+type outPiece struct {
+	index  int32
+	size   int64
+	data   mem.Buffer
+	digest []byte
+}
+
+// marshal lays the piece out as proto would (pb/remote.proto: index 1,
+// size 2, data 3, digest 5; fields in their numbers' order, zero ones
+// left out), the data as its own buffer.
+func (p *outPiece) marshal() mem.BufferSlice {
+	n := p.data.Len()
+	hdr := make([]byte, 0, 3*binaryVarintMax)
+	if p.index != 0 {
+		hdr = protowire.AppendTag(hdr, 1, protowire.VarintType)
+		hdr = protowire.AppendVarint(hdr, uint64(p.index))
+	}
+	if p.size != 0 {
+		hdr = protowire.AppendTag(hdr, 2, protowire.VarintType)
+		hdr = protowire.AppendVarint(hdr, uint64(p.size))
+	}
+	out := mem.BufferSlice{}
+	if n > 0 {
+		hdr = protowire.AppendTag(hdr, 3, protowire.BytesType)
+		hdr = protowire.AppendVarint(hdr, uint64(n))
+		out = append(out, mem.SliceBuffer(hdr), p.data)
+	} else {
+		p.data.Free()
+		out = append(out, mem.SliceBuffer(hdr))
+	}
+	if len(p.digest) > 0 {
+		tr := protowire.AppendTag(nil, 5, protowire.BytesType)
+		tr = protowire.AppendBytes(tr, p.digest)
+		out = append(out, mem.SliceBuffer(tr))
+	}
+	p.data = nil
+	return out
+}
+
+// String keeps gRPC's tracing, should it print a piece, off its data,
+// which may be freed by then.
+func (p *outPiece) String() string {
+	return fmt.Sprintf("GetMany piece of object %d, %d bytes", p.index, p.size)
+}
+
+// binaryVarintMax is the longest a varint is, with its tag.
+const binaryVarintMax = 1 + 10
+
+// sendBufs are the buffers a master reads the objects it sends into: big
+// enough for a whole chunk (most of what it sends), which a smaller object
+// uses too for the moments it is in flight.
+var sendBufs = mem.NewTieredBufferPool(sendBufSize)
+
+const sendBufSize = object.ChunkSize + 2
+
+// readSend reads object d for sending: into a buffer of sendBufs where it
+// fits, returned as a buffer with one reference, the caller's, and the
+// bytes it holds (valid until that reference and the pieces' are freed).
+func (s *Server) readSend(d object.Digest) (mem.Buffer, []byte, error) {
+	bp := sendBufs.Get(sendBufSize)
+	b, err := s.store.ReadUnverifiedInto(d, (*bp)[:0])
+	if err != nil {
+		sendBufs.Put(bp)
+		return nil, nil, err
+	}
+	if len(b) > 0 && unsafe.SliceData(b) == unsafe.SliceData(*bp) {
+		*bp = b
+		return mem.NewBuffer(bp, sendBufs), b, nil
+	}
+	// Bigger than a chunk: memory of its own, for the collector.
+	sendBufs.Put(bp)
+	return mem.SliceBuffer(b), b, nil
+}
