@@ -79,34 +79,36 @@ func (p *outPiece) marshal() mem.BufferSlice {
 // String keeps gRPC's tracing, should it print a piece, off its data,
 // which may be freed by then.
 func (p *outPiece) String() string {
-	return fmt.Sprintf("GetMany piece of object %d, %d bytes", p.index, p.size)
+	return fmt.Sprintf("GetMany piece of the call's object %d, of %d bytes", p.index, p.size)
 }
 
 // binaryVarintMax is the longest a varint is, with its tag.
 const binaryVarintMax = 1 + 10
 
-// sendBufs are the buffers a master reads the objects it sends into: big
-// enough for a whole chunk (most of what it sends), which a smaller object
-// uses too for the moments it is in flight.
-var sendBufs = mem.NewTieredBufferPool(sendBufSize)
-
-const sendBufSize = object.ChunkSize + 2
-
-// readSend reads object d for sending: into a buffer of sendBufs where it
-// fits, returned as a buffer with one reference, the caller's, and the
+// readSend reads object d for sending, into a buffer of gRPC's pool
+// (cowfs's: package bufpool) of its size when the store knows d packed,
+// and returns it as a buffer with one reference, the caller's, and the
 // bytes it holds (valid until that reference and the pieces' are freed).
+// An object the store holds as a file of its own comes in memory of its
+// own, for the collector.
 func (s *Server) readSend(d object.Digest) (mem.Buffer, []byte, error) {
-	bp := sendBufs.Get(sendBufSize)
+	n, ok := s.store.PackedSize(d)
+	if !ok {
+		b, err := s.store.ReadUnverifiedInto(d, nil)
+		return mem.SliceBuffer(b), b, err
+	}
+	pool := mem.DefaultBufferPool()
+	bp := pool.Get(n)
 	b, err := s.store.ReadUnverifiedInto(d, (*bp)[:0])
 	if err != nil {
-		sendBufs.Put(bp)
+		pool.Put(bp)
 		return nil, nil, err
 	}
 	if len(b) > 0 && unsafe.SliceData(b) == unsafe.SliceData(*bp) {
 		*bp = b
-		return mem.NewBuffer(bp, sendBufs), b, nil
+		return mem.NewBuffer(bp, pool), b, nil
 	}
-	// Bigger than a chunk: memory of its own, for the collector.
-	sendBufs.Put(bp)
+	// Read elsewhere (its pack dropped meanwhile): not the pool's.
+	pool.Put(bp)
 	return mem.SliceBuffer(b), b, nil
 }

@@ -517,6 +517,18 @@ func (s *DirStore) Each(fn func(StoredObject) error) error {
 	return nil
 }
 
+// PackedSize returns the size of d as a pack holds it, as far as this
+// process knows (packs other processes wrote since are not read), and
+// false if it knows of none: a master reads what it sends into a buffer
+// of that size.
+func (s *DirStore) PackedSize(d Digest) (int, bool) {
+	ls, err := s.packs.locs(d, false)
+	if err != nil || len(ls) == 0 {
+		return 0, false
+	}
+	return int(ls[0].e.n), true
+}
+
 // Size returns the stored size of object d.
 func (s *DirStore) Size(d Digest) (int64, error) {
 	_, _, size, err := s.Locate(d)
