@@ -49,7 +49,7 @@ type outPiece struct {
 // left out), the data as its own buffer.
 func (p *outPiece) marshal() mem.BufferSlice {
 	n := p.data.Len()
-	hdr := make([]byte, 0, 3*binaryVarintMax)
+	hdr := make([]byte, 0, 3*varintFieldMax)
 	if p.index != 0 {
 		hdr = protowire.AppendTag(hdr, 1, protowire.VarintType)
 		hdr = protowire.AppendVarint(hdr, uint64(p.index))
@@ -82,8 +82,9 @@ func (p *outPiece) String() string {
 	return fmt.Sprintf("GetMany piece of the call's object %d, of %d bytes", p.index, p.size)
 }
 
-// binaryVarintMax is the longest a varint is, with its tag.
-const binaryVarintMax = 1 + 10
+// varintFieldMax is the most bytes a varint field of a small number
+// takes: its tag and its value.
+const varintFieldMax = 1 + 10
 
 // readSend reads object d for sending, into a buffer of gRPC's pool
 // (cowfs's: package bufpool) of its size when the store knows d packed,

@@ -420,9 +420,10 @@ func (s *DirStore) ReadUnverified(d Digest) ([]byte, error) {
 
 // ReadUnverifiedInto is ReadUnverified reading into buf when the object
 // fits buf's capacity, so that a master reads what it sends into buffers
-// it reuses instead of allocating (and clearing) one per send. What it returns is valid until buf is used again. A file or
-// packed copy shorter than it should be gives what it holds: the reader
-// checks the bytes.
+// it reuses instead of allocating (and clearing) one per send. What it
+// returns is valid until buf is used again. A file or packed copy
+// shorter than it should be gives what it holds: the reader checks the
+// bytes.
 func (s *DirStore) ReadUnverifiedInto(d Digest, buf []byte) ([]byte, error) {
 	// Packed first, as far as this process knows (no system call to
 	// ask): a master packs what it scans (PutPacked).
