@@ -62,6 +62,18 @@ func smallFiles(t *testing.T, root, dir string, n int) map[string][]byte {
 	return files
 }
 
+// servedSmallFiles writes n small files in dir of a fresh export, serves
+// it, and returns the files, the master, a fresh worker and its view of
+// the export.
+func servedSmallFiles(t *testing.T, dir string, n int) (map[string][]byte, *remotetest.Master, *remotetest.Worker, *remotetest.View) {
+	t.Helper()
+	exp := t.TempDir()
+	files := smallFiles(t, exp, dir, n)
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
+	return files, ms, w, w.View(ms.Addr, remotetest.ViewOptions{})
+}
+
 // held reports whether the store holds every file object and chunk of
 // the files of dir.
 func held(t *testing.T, v *remotetest.View, dir string, names map[string][]byte) bool {
@@ -152,11 +164,7 @@ func TestDirPrefetchBatches(t *testing.T) {
 // A directory whose files a worker fetched before is noted by no later
 // mount that looks into it: a warm walk has nothing to fetch ahead.
 func TestDirPrefetchWarmNotesNothing(t *testing.T) {
-	exp := t.TempDir()
-	files := smallFiles(t, exp, "spider", 50)
-	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
-	w := remotetest.NewWorker(t)
-	v := w.View(ms.Addr, remotetest.ViewOptions{})
+	files, ms, w, v := servedSmallFiles(t, "spider", 50)
 	v.Cache.SetDirPrefetch(true)
 	if _, err := v.Lower.ReadDir("spider"); err != nil {
 		t.Fatal(err)
@@ -209,10 +217,7 @@ func TestDirPrefetchOff(t *testing.T) {
 // under way waits for that fetch instead of asking again.
 func TestDirPrefetchReadDuring(t *testing.T) {
 	const n = 300
-	exp := t.TempDir()
-	files := smallFiles(t, exp, "spider", n)
-	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
-	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	files, ms, _, v := servedSmallFiles(t, "spider", n)
 	v.Cache.SetDirPrefetch(true)
 	ents, err := v.Lower.ReadDir("spider")
 	if err != nil {
@@ -338,10 +343,7 @@ func TestDirPrefetchMasterGone(t *testing.T) {
 // A task that reads one file of a directory pays for nothing else: the
 // directory's files are fetched once a second one is read.
 func TestDirPrefetchOneFile(t *testing.T) {
-	exp := t.TempDir()
-	files := smallFiles(t, exp, "spider", 50)
-	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
-	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	files, _, _, v := servedSmallFiles(t, "spider", 50)
 	v.Cache.SetDirPrefetch(true)
 	if _, err := v.Lower.ReadDir("spider"); err != nil {
 		t.Fatal(err)
@@ -367,10 +369,7 @@ func TestDirPrefetchOneFile(t *testing.T) {
 // background once the stripe is free; left to its reader, it was never
 // fetched at all when that fetch was not its own.
 func TestDirPrefetchStripeBusy(t *testing.T) {
-	exp := t.TempDir()
-	files := smallFiles(t, exp, "spider", 20)
-	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
-	v := remotetest.NewWorker(t).View(ms.Addr, remotetest.ViewOptions{})
+	files, _, _, v := servedSmallFiles(t, "spider", 20)
 	var chunks []object.Digest
 	for name := range files {
 		// Through the cache: the tree and the file object, no chunk.

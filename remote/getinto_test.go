@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs/cow/object"
-	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/remotetest"
 )
 
@@ -15,11 +14,7 @@ import (
 // what it lacks into memory of its own, and keeps nothing of the buffer:
 // the caller may write over it at once.
 func TestCacheGetInto(t *testing.T) {
-	exp := t.TempDir()
-	files := smallFiles(t, exp, "d", 2)
-	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
-	w := remotetest.NewWorker(t)
-	v := w.View(ms.Addr, remotetest.ViewOptions{})
+	files, ms, w, v := servedSmallFiles(t, "d", 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var chunks []object.Digest
