@@ -2,7 +2,6 @@ package remote
 
 import (
 	"fmt"
-	"unsafe"
 
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
@@ -86,30 +85,26 @@ func (p *outPiece) String() string {
 // takes: its tag and its value.
 const varintFieldMax = 1 + 10
 
-// readSend reads object d for sending, into a buffer of gRPC's pool
-// (cowfs's: package bufpool) of its size when the store knows d packed,
-// and returns it as a buffer with one reference, the caller's, and the
-// bytes it holds (valid until that reference and the pieces' are freed).
-// An object the store holds as a file of its own comes in memory of its
-// own, for the collector.
+// readSend reads object d for sending, into a buffer of its size from
+// gRPC's pool (cowfs's: package bufpool), and returns it as a buffer with
+// one reference, the caller's, and the bytes it holds (valid until that
+// reference and the pieces' are freed).
 func (s *Server) readSend(d object.Digest) (mem.Buffer, []byte, error) {
-	n, ok := s.store.PackedSize(d)
-	if !ok {
-		b, err := s.store.ReadUnverifiedInto(d, nil)
-		return mem.SliceBuffer(b), b, err
-	}
 	pool := mem.DefaultBufferPool()
-	bp := pool.Get(n)
-	b, err := s.store.ReadUnverifiedInto(d, (*bp)[:0])
+	var bp *[]byte
+	b, err := s.store.ReadUnverifiedWith(d, func(n int) []byte {
+		if bp != nil {
+			pool.Put(bp) // a read that failed: nothing of it is used
+		}
+		bp = pool.Get(n)
+		return *bp
+	})
 	if err != nil {
-		pool.Put(bp)
+		if bp != nil {
+			pool.Put(bp)
+		}
 		return nil, nil, err
 	}
-	if len(b) > 0 && unsafe.SliceData(b) == unsafe.SliceData(*bp) {
-		*bp = b
-		return mem.NewBuffer(bp, pool), b, nil
-	}
-	// Read elsewhere (its pack dropped meanwhile): not the pool's.
-	pool.Put(bp)
-	return mem.SliceBuffer(b), b, nil
+	*bp = b
+	return mem.NewBuffer(bp, pool), b, nil
 }

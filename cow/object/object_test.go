@@ -409,6 +409,41 @@ func TestDirStoreReadUnverifiedInto(t *testing.T) {
 	}
 }
 
+// ReadUnverifiedWith asks for one buffer of the object's size, packed or
+// stored as a file of its own, and reads the object into it.
+func TestDirStoreReadUnverifiedWith(t *testing.T) {
+	s, err := OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	loose, _ := EncodeBlob(bytes.Repeat([]byte("loose "), 500))
+	packed, _ := EncodeBlob([]byte("packed object"))
+	if _, err := s.Put(context.Background(), loose); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutCachedAs(Sum(packed), packed); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string][]byte{"loose": loose, "packed": packed} {
+		var asked []int
+		var buf []byte
+		got, err := s.ReadUnverifiedWith(Sum(want), func(n int) []byte {
+			asked = append(asked, n)
+			buf = make([]byte, n)
+			return buf
+		})
+		if err != nil || !bytes.Equal(got, want) || &got[0] != &buf[0] {
+			t.Errorf("%s: %d bytes, %v (in the buffer asked for: %v)", name, len(got), err, err == nil && &got[0] == &buf[0])
+		}
+		if len(asked) != 1 || asked[0] != len(want) {
+			t.Errorf("%s: buffers of %v asked for; want one of %d", name, asked, len(want))
+		}
+	}
+	if _, err := s.ReadUnverifiedWith(Sum([]byte("nope")), func(n int) []byte { return make([]byte, n) }); !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing object: %v", err)
+	}
+}
+
 // BenchmarkDecodeTree decodes a directory of 100 files, as a mount does at
 // its first look into each directory.
 func BenchmarkDecodeTree(b *testing.B) {

@@ -473,16 +473,16 @@ func (l loc) readInto(buf []byte) ([]byte, error) {
 	return b[:n], err
 }
 
-// readInto reads d's newest live copy into buf (or a new slice, if it
-// does not fit), unverified, and reports whether a pack holds d; with
-// fresh, after reading what other processes wrote and removed since.
-func (ps *packs) readInto(d Digest, buf []byte, fresh bool) ([]byte, bool, error) {
+// readInto reads d's newest live copy into the buffer get returns for its
+// size, unverified, and reports whether a pack holds d; with fresh, after
+// reading what other processes wrote and removed since.
+func (ps *packs) readInto(d Digest, get func(n int) []byte, fresh bool) ([]byte, bool, error) {
 	ls, err := ps.locs(d, fresh)
 	if err != nil {
 		return nil, false, err
 	}
 	for _, l := range ls {
-		b, err := l.readInto(buf)
+		b, err := l.readInto(get(int(l.e.n)))
 		if errors.Is(err, os.ErrClosed) {
 			continue // its pack was dropped meanwhile
 		}

@@ -302,27 +302,6 @@ func TestGetInto(t *testing.T) {
 	}
 }
 
-// PackedSize knows the packed objects' sizes, and not a loose object's or
-// one the store lacks.
-func TestPackedSize(t *testing.T) {
-	s, _ := OpenDirStore(t.TempDir())
-	packed, loose := testBlob(1, 100000), testBlob(2, 5000)
-	if err := s.PutCachedAs(Sum(packed), packed); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Put(context.Background(), loose); err != nil {
-		t.Fatal(err)
-	}
-	if n, ok := s.PackedSize(Sum(packed)); !ok || n != len(packed) {
-		t.Errorf("packed: %d, %v; want %d, true", n, ok, len(packed))
-	}
-	for name, d := range map[string]Digest{"loose": Sum(loose), "absent": Sum([]byte("none"))} {
-		if n, ok := s.PackedSize(d); ok {
-			t.Errorf("%s: %d, true; want false", name, n)
-		}
-	}
-}
-
 // damage flips a byte in the middle of d's stored bytes.
 func damage(t *testing.T, s *DirStore, d Digest) {
 	t.Helper()

@@ -419,15 +419,27 @@ func (s *DirStore) ReadUnverified(d Digest) ([]byte, error) {
 }
 
 // ReadUnverifiedInto is ReadUnverified reading into buf when the object
-// fits buf's capacity, so that a master reads what it sends into buffers
-// it reuses instead of allocating (and clearing) one per send. What it
-// returns is valid until buf is used again. A file or packed copy
-// shorter than it should be gives what it holds: the reader checks the
-// bytes.
+// fits buf's capacity, else into a new slice. What it returns is valid
+// until buf is used again. A file or packed copy shorter than it should
+// be gives what it holds: the reader checks the bytes.
 func (s *DirStore) ReadUnverifiedInto(d Digest, buf []byte) ([]byte, error) {
+	return s.ReadUnverifiedWith(d, func(n int) []byte {
+		if cap(buf) >= n {
+			return buf[:n]
+		}
+		return make([]byte, n)
+	})
+}
+
+// ReadUnverifiedWith is ReadUnverified reading into the buffer get
+// returns once the object's size n is known (at least n bytes long), so
+// that a master reads what it sends into pooled buffers of each object's
+// size with one look at the store. get may be called again if a pack is
+// dropped under the read; what it returned then is not used.
+func (s *DirStore) ReadUnverifiedWith(d Digest, get func(n int) []byte) ([]byte, error) {
 	// Packed first, as far as this process knows (no system call to
 	// ask): a master packs what it scans (PutPacked).
-	if b, ok, err := s.packs.readInto(d, buf, false); ok || err != nil {
+	if b, ok, err := s.packs.readInto(d, get, false); ok || err != nil {
 		return b, err
 	}
 	// Plain system calls, not os.Open: a master reads an object per
@@ -436,7 +448,7 @@ func (s *DirStore) ReadUnverifiedInto(d Digest, buf []byte) ([]byte, error) {
 	fd, err := unix.Open(s.path(d), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err == unix.ENOENT {
 		// Another process may have packed it since.
-		b, ok, err := s.packs.readInto(d, buf, true)
+		b, ok, err := s.packs.readInto(d, get, true)
 		if !ok && err == nil {
 			err = fmt.Errorf("%s: %w", d, ErrNotFound)
 		}
@@ -450,10 +462,7 @@ func (s *DirStore) ReadUnverifiedInto(d Digest, buf []byte) ([]byte, error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, &fs.PathError{Op: "stat", Path: s.path(d), Err: err}
 	}
-	if int64(cap(buf)) < st.Size {
-		buf = make([]byte, st.Size)
-	}
-	buf = buf[:st.Size]
+	buf := get(int(st.Size))[:st.Size]
 	n := 0
 	for n < len(buf) {
 		m, err := unix.Pread(fd, buf[n:], int64(n))
@@ -516,18 +525,6 @@ func (s *DirStore) Each(fn func(StoredObject) error) error {
 		}
 	}
 	return nil
-}
-
-// PackedSize returns the size of d as a pack holds it, as far as this
-// process knows (packs other processes wrote since are not read), and
-// false if it knows of none: a master reads what it sends into a buffer
-// of that size.
-func (s *DirStore) PackedSize(d Digest) (int, bool) {
-	ls, err := s.packs.locs(d, false)
-	if err != nil || len(ls) == 0 {
-		return 0, false
-	}
-	return int(ls[0].e.n), true
 }
 
 // Size returns the stored size of object d.
