@@ -262,8 +262,8 @@ func (ps *packs) list(full bool) (names []string, listed bool, err error) {
 		return nil, false, fmt.Errorf("object store packs: %w", err)
 	}
 	// A file made after the last listing began dates after it, less
-	// the coarse clock's lag: then the directory's time moved.
-	if !full && ps.loaded && fi.ModTime().Equal(ps.dirTime) && ps.listedAt.Sub(ps.dirTime) > coarseMargin {
+	// the clock's lag: then the directory's time moved.
+	if !full && ps.loaded && fi.ModTime().Equal(ps.dirTime) && ps.listedAt.Sub(ps.dirTime) > lagOf(ps.dirTime) {
 		for name := range ps.all {
 			names = append(names, name)
 		}

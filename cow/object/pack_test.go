@@ -912,3 +912,52 @@ func TestPackIndexCopies(t *testing.T) {
 		t.Errorf("index %v, more %v left after every pack was forgotten", ps.index, ps.more)
 	}
 }
+
+// A miss lists the packs directory only while a pack made since the last
+// listing could have left the directory's time as it was: a time with
+// nanoseconds lags the clock by a tick, one on a whole second (a
+// filesystem that keeps no more) by up to a second. A pack another store
+// makes after that is still found.
+func TestPackMissListing(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoStores(t)
+	if err := a.PutCachedAs(Sum(testBlob(1, 3000)), testBlob(1, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	missing := Sum(testBlob(2, 3000))
+	listedAt := func() time.Time {
+		a.packs.mu.Lock()
+		defer a.packs.mu.Unlock()
+		return a.packs.listedAt
+	}
+	time.Sleep(fineMargin + 20*time.Millisecond) // the pack's making, a lag ago
+	if _, err := a.Get(ctx, missing); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get of an object nowhere: %v", err)
+	}
+	first := listedAt()
+	if _, err := a.Get(ctx, missing); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get of an object nowhere: %v", err)
+	}
+	a.packs.mu.Lock()
+	lag := lagOf(a.packs.dirTime)
+	a.packs.mu.Unlock()
+	if again := !listedAt().Equal(first); again != (lag == coarseMargin) {
+		t.Errorf("second miss listed the directory: %v; want %v (directory time lags by %v)", again, !again, lag)
+	}
+	late := testBlob(3, 3000)
+	if err := b.PutCachedAs(Sum(late), late); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Get(ctx, Sum(late)); err != nil || !bytes.Equal(got, late) {
+		t.Fatalf("object another store packed after the listing: %d bytes, %v", len(got), err)
+	}
+}
+
+func TestLagOf(t *testing.T) {
+	if got := lagOf(time.Unix(1700000000, 0)); got != coarseMargin {
+		t.Errorf("a whole second lags by %v, want %v", got, coarseMargin)
+	}
+	if got := lagOf(time.Unix(1700000000, 1)); got != fineMargin {
+		t.Errorf("a time with nanoseconds lags by %v, want %v", got, fineMargin)
+	}
+}

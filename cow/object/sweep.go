@@ -49,6 +49,18 @@ const (
 	coarseMargin = 2 * time.Second
 )
 
+// lagOf returns how far the filesystem time t, read from a file, may run
+// behind the wall clock when it was set: a tick of the coarse clock where
+// the filesystem keeps nanoseconds, a second where it keeps whole ones. A
+// time on a whole second is taken for the latter, which costs only
+// caution: one in a billion from the former lands there.
+func lagOf(t time.Time) time.Duration {
+	if t.Nanosecond() == 0 {
+		return coarseMargin
+	}
+	return fineMargin
+}
+
 // margin returns how far back Quiesce dates its result for this store's
 // filesystem: it sets the lock file's time to one with nanoseconds and
 // reads back whether they were kept.
