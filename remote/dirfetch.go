@@ -93,28 +93,35 @@ func (c *Cache) PrefetchDir(t *object.Tree) {
 	if !c.dir.on.Load() || c.ctx.Err() != nil {
 		return
 	}
-	n := min(len(t.Entries), dirFiles)
-	ds, sizes := make([]object.Digest, 0, n), make([]int64, 0, n)
-	cached := true
-	for i := range t.Entries {
-		e := &t.Entries[i]
-		if e.Mode&unix.S_IFMT == unix.S_IFREG && e.Size > 0 && !e.Object.IsZero() {
-			ds = append(ds, e.Object)
-			sizes = append(sizes, e.Size)
-			cached = cached && c.store.HasKnown(e.Object)
-			if len(ds) == dirFiles {
-				break
+	files := func(yield func(d object.Digest, size int64) bool) {
+		n := 0
+		for i := range t.Entries {
+			e := &t.Entries[i]
+			if e.Mode&unix.S_IFMT == unix.S_IFREG && e.Size > 0 && !e.Object.IsZero() {
+				if n++; n > dirFiles || !yield(e.Object, e.Size) {
+					return
+				}
 			}
 		}
 	}
 	// A directory whose file objects the store holds was read before:
 	// its small files' chunks came with them (an open's follow, or this
 	// fetch), so there is nothing to wait for a second read for, and a
-	// warm mount's walk notes nothing. One whose chunks alone went
-	// (evicted, or never read: a snapshot reads file objects only) is
-	// read as its files are opened.
-	if len(ds) < 2 || cached {
+	// warm mount's walk notes nothing, nor allocates for it. One whose
+	// chunks alone went (evicted, or never read: a snapshot reads file
+	// objects only) is read as its files are opened.
+	n, cached := 0, true
+	for d := range files {
+		n++
+		cached = cached && c.store.HasKnown(d)
+	}
+	if n < 2 || cached {
 		return
+	}
+	ds, sizes := make([]object.Digest, 0, n), make([]int64, 0, n)
+	for d, size := range files {
+		ds = append(ds, d)
+		sizes = append(sizes, size)
 	}
 	c.dir.once.Do(func() {
 		c.dir.queue = make(chan *dirWait, dirQueue)

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -215,16 +217,20 @@ func TestObjectFileReadAfterClose(t *testing.T) {
 	}
 }
 
-// gatedStore is a store whose reads wait for gate, once entered says so.
+// gatedStore is a store whose reads, once armed, wait for gate, once
+// entered says so.
 type gatedStore struct {
 	*object.DirStore
+	armed   atomic.Bool
 	entered chan struct{}
 	gate    chan struct{}
 }
 
 func (g *gatedStore) GetInto(ctx context.Context, d object.Digest, buf []byte) ([]byte, error) {
-	g.entered <- struct{}{}
-	<-g.gate
+	if g.armed.Load() {
+		g.entered <- struct{}{}
+		<-g.gate
+	}
 	return g.DirStore.GetInto(ctx, d, buf)
 }
 
@@ -239,6 +245,7 @@ func TestObjectFileCloseDuringRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	g.armed.Store(true) // the chunk's read, not the trees' on the way
 	read := make(chan error, 1)
 	go func() {
 		p := make([]byte, len(data))
@@ -306,5 +313,63 @@ func TestObjectFileHoldsBufferOnlyInUse(t *testing.T) {
 			t.Errorf("%s: holds a buffer: %v, want %v", c.name, held, c.held)
 		}
 		f.Close()
+	}
+}
+
+// Trees are read into a buffer kept between them and decoded out of it:
+// a tree decoded before another was read into the same buffer keeps its
+// names, targets and xattrs.
+func TestTreesOutOfOneBuffer(t *testing.T) {
+	ctx := context.Background()
+	store, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	dir := func(prefix string) (*object.Tree, object.Digest) {
+		tr := &object.Tree{}
+		for i := range 50 {
+			tr.Entries = append(tr.Entries, object.Entry{
+				Name: fmt.Sprintf("%s%02d", prefix, i), Mode: unix.S_IFLNK | 0o777,
+				Target: strings.Repeat(prefix, i+1),
+				Xattrs: map[string][]byte{"user." + prefix: []byte(prefix + "value")},
+			})
+		}
+		enc, err := object.EncodeTree(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := store.PutPacked(ctx, enc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr, d
+	}
+	wantA, a := dir("a")
+	wantB, b := dir("b")
+	root, err := object.EncodeTree(&object.Tree{Entries: []object.Entry{
+		{Name: "a", Mode: unix.S_IFDIR | 0o755, Object: a},
+		{Name: "b", Mode: unix.S_IFDIR | 0o755, Object: b},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := store.PutPacked(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewObjects(store, r, object.Entry{})
+	gotA, err := l.Tree(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotB, err := l.Tree(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ got, want *object.Tree }{{gotA, wantA}, {gotB, wantB}} {
+		if !reflect.DeepEqual(c.got.Entries, c.want.Entries) {
+			t.Errorf("tree of %s... decoded as %+v", c.want.Entries[0].Name, c.got.Entries[:2])
+		}
 	}
 }

@@ -108,11 +108,7 @@ func (l *Objects) TreeFrom(g object.Getter, d object.Digest) (*object.Tree, erro
 	if ok {
 		return t, nil
 	}
-	b, err := g.Get(context.Background(), d)
-	if err != nil {
-		return nil, fmt.Errorf("tree %s: %w", d.Short(), err)
-	}
-	t, err = object.DecodeTree(b)
+	t, err := decodeTreeFrom(g, d)
 	if err != nil {
 		return nil, fmt.Errorf("tree %s: %w", d.Short(), err)
 	}
@@ -133,6 +129,33 @@ func (l *Objects) TreeFrom(g object.Getter, d object.Digest) (*object.Tree, erro
 		p.PrefetchDir(t)
 	}
 	return t, nil
+}
+
+// treeBuf is the buffer a tree is read into before it is decoded: room
+// for a directory of a few hundred entries; a bigger tree comes in memory
+// of its own.
+const treeBuf = 16 << 10
+
+// decodeTreeFrom reads tree d from g and decodes it: into a buffer kept
+// between trees where g can read into one, since the decoded tree copies
+// out all it keeps, so that a mount's first look into each directory
+// does not put the tree's bytes in new memory.
+func decodeTreeFrom(g object.Getter, d object.Digest) (*object.Tree, error) {
+	ig, ok := g.(intoGetter)
+	if !ok {
+		b, err := g.Get(context.Background(), d)
+		if err != nil {
+			return nil, err
+		}
+		return object.DecodeTree(b)
+	}
+	buf := getChunkBuf(treeBuf)
+	defer putChunkBuf(buf)
+	b, err := ig.GetInto(context.Background(), d, *buf)
+	if err != nil {
+		return nil, err
+	}
+	return object.DecodeTree(b)
 }
 
 // Entry walks from the root to path and returns the entry there: a
