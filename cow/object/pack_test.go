@@ -681,7 +681,7 @@ func TestPutPacked(t *testing.T) {
 	for _, st := range []*DirStore{s, other} {
 		buf := make([]byte, 0, 4096)
 		for _, d := range []Digest{loose, damaged, packed} {
-			got, err := st.ReadUnverifiedInto(d, buf)
+			got, err := readUnverifiedInto(st, d, buf)
 			if err != nil || Sum(got) != d {
 				t.Fatalf("ReadUnverifiedInto %s: %d bytes, %v", d.Short(), len(got), err)
 			}
@@ -692,7 +692,7 @@ func TestPutPacked(t *testing.T) {
 				t.Fatalf("ReadUnverified %s: %d bytes, %v", d.Short(), len(got), err)
 			}
 		}
-		if _, err := st.ReadUnverifiedInto(Sum(testBlob(9, 10)), buf); !errors.Is(err, ErrNotFound) {
+		if _, err := readUnverifiedInto(st, Sum(testBlob(9, 10)), buf); !errors.Is(err, ErrNotFound) {
 			t.Errorf("ReadUnverifiedInto of a missing object: %v, want ErrNotFound", err)
 		}
 		// WillNeed knows a packed copy's size, and nothing else.

@@ -413,22 +413,11 @@ func (s *DirStore) holds(p string, b []byte) (bool, error) {
 
 // ReadUnverified returns the bytes stored as d without checking them: for
 // a server whose every client checks what it gets (cowfs serve), where a
-// second hash per send would cost the master a CPU for nothing.
+// second hash per send would cost the master a CPU for nothing. A file or
+// packed copy shorter than it should be gives what it holds: the reader
+// checks the bytes.
 func (s *DirStore) ReadUnverified(d Digest) ([]byte, error) {
-	return s.ReadUnverifiedInto(d, nil)
-}
-
-// ReadUnverifiedInto is ReadUnverified reading into buf when the object
-// fits buf's capacity, else into a new slice. What it returns is valid
-// until buf is used again. A file or packed copy shorter than it should
-// be gives what it holds: the reader checks the bytes.
-func (s *DirStore) ReadUnverifiedInto(d Digest, buf []byte) ([]byte, error) {
-	return s.ReadUnverifiedWith(d, func(n int) []byte {
-		if cap(buf) >= n {
-			return buf[:n]
-		}
-		return make([]byte, n)
-	})
+	return s.ReadUnverifiedWith(d, func(n int) []byte { return make([]byte, n) })
 }
 
 // ReadUnverifiedWith is ReadUnverified reading into the buffer get
