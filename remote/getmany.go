@@ -240,7 +240,16 @@ func subtrees(b []byte) []object.Digest {
 // given up on within the usual bounds (or ctx's deadline, a reader's
 // --io-timeout).
 func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
-	return c.GetManyFollow(ctx, ds, 0, got, nil)
+	return c.getMany(ctx, ds, 0, false, got, nil)
+}
+
+// GetManyLent is GetMany, but lends each object to got: b is valid only
+// until got returns, and its memory receives a later object. For a
+// caller that stores what it fetches and keeps no reference (a warmup):
+// an object in new memory costs a page fault for every page it fills,
+// and the collector's sweep, more than its copy from the wire.
+func (c *Client) GetManyLent(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
+	return c.getMany(ctx, ds, 0, true, got, nil)
 }
 
 // GetManyFollow is GetMany, but the master sends, after each requested
@@ -249,6 +258,12 @@ func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int
 // as it completes. A master that
 // predates follow sends none; a follower must not count on them.
 func (c *Client) GetManyFollow(ctx context.Context, ds []object.Digest, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
+	return c.getMany(ctx, ds, follow, false, got, fol)
+}
+
+// getMany is GetManyFollow; with lend, what it hands to got is lent
+// (GetManyLent).
+func (c *Client) getMany(ctx context.Context, ds []object.Digest, follow int64, lend bool, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
 	done := make([]bool, len(ds))
 	what := fmt.Sprintf("get %d objects", len(ds))
 	last := time.Now() // the last whole object
@@ -260,7 +275,7 @@ func (c *Client) GetManyFollow(ctx context.Context, ds []object.Digest, follow i
 		// the next attempt); those bounds decide only whether to try
 		// again.
 		err := c.retryFor(ctx, what, c.cfg.Timeout, c.cfg.Timeout, func(context.Context) error {
-			return c.getManyAttempt(ctx, ds, done, follow, func(i int, b []byte, err error) {
+			return c.getManyAttempt(ctx, ds, done, follow, lend, func(i int, b []byte, err error) {
 				progressed, last = true, time.Now()
 				got(i, b, err)
 			}, fol)
@@ -278,7 +293,7 @@ func (c *Client) GetManyFollow(ctx context.Context, ds []object.Digest, follow i
 }
 
 // getManyAttempt is one GetMany call for the objects not yet done.
-func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []bool, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
+func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []bool, follow int64, lend bool, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
 	var idx []int
 	req := &pb.GetManyRequest{Follow: follow}
 	for i := range ds {
@@ -301,6 +316,18 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 	}
 	cur, want := -1, int64(0)
 	var buf []byte
+	// A lent object is read into a buffer of gRPC's pool, which goes
+	// back to it once got returns; one cut short is left to the
+	// collector.
+	pool := mem.DefaultBufferPool()
+	var bp *[]byte
+	newBuf := func(n int64) []byte {
+		if !lend {
+			return make([]byte, 0, n)
+		}
+		bp = pool.Get(int(n))
+		return (*bp)[:0]
+	}
 	// A followed object, between two requested ones: its digest and
 	// bytes so far; fnew says into began it with the piece being read.
 	var fd object.Digest
@@ -330,7 +357,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 			if !objectSize(p.size) {
 				return nil
 			}
-			cur, want, buf = k, p.size, make([]byte, 0, p.size)
+			cur, want, buf = k, p.size, newBuf(p.size)
 		}
 		if int64(len(buf)+n) > want {
 			return nil
@@ -399,7 +426,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 				if !objectSize(r.size) {
 					return status.Errorf(codes.Internal, "GetMany: object of %d bytes", r.size)
 				}
-				cur, want, buf = k, r.size, make([]byte, 0, r.size)
+				cur, want, buf = k, r.size, newBuf(r.size)
 			}
 			buf = append(buf, r.data...)
 		}
@@ -409,6 +436,10 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 		if int64(len(buf)) == want {
 			done[i] = true
 			got(i, buf, nil)
+			if lend {
+				pool.Put(bp)
+				bp = nil
+			}
 			cur = -1
 		}
 	}
@@ -573,6 +604,9 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 				c.fresh.drop([]object.Digest{fd})
 			})
 			c.fresh.drop(expected)
+		} else if lf, ok := c.f.(lendingFetcher); ok && !ahead {
+			// What got keeps goes to the pack, not to a reader.
+			gerr = lf.GetManyLent(ctx, want, got)
 		} else {
 			gerr = c.f.GetMany(ctx, want, got)
 		}
@@ -593,6 +627,12 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 		err = first
 	}
 	return busy, damaged, err
+}
+
+// lendingFetcher is a Fetcher that can lend what it fetches
+// (Client.GetManyLent).
+type lendingFetcher interface {
+	GetManyLent(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error
 }
 
 // batchLocks are the lock stripes one batch holds, each with the number
