@@ -41,10 +41,15 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 	// before it: read cold, a file object waits for its own read, then
 	// its chunk's, which the scan stored right before it.
 	follow := req.GetFollow()
-	ahead := &sendAhead{willNeed: func(d object.Digest) int64 { return s.store.WillNeed(d, follow) }}
+	// One look at what gc removed, for the whole call.
+	rd, err := s.store.Reads()
+	if err != nil {
+		return status.Errorf(codes.Internal, "object store: %v", err)
+	}
+	ahead := &sendAhead{willNeed: func(d object.Digest) int64 { return rd.WillNeed(d, follow) }}
 	for i, d := range ds {
 		ahead.upTo(ds, i)
-		mb, b, err := s.readSend(d)
+		mb, b, err := s.readSend(rd, d)
 		if errors.Is(err, object.ErrNotFound) {
 			if err := stream.Send(&pb.GetManyResponse{Index: int32(i), Missing: true}); err != nil {
 				return err
@@ -60,7 +65,7 @@ func (s *Server) GetMany(req *pb.GetManyRequest, stream pb.Export_GetManyServer)
 		ahead.all(next)
 		err = s.sendObject(stream, int32(i), nil, d, mb)
 		if err == nil {
-			err = s.sendFollowed(stream, int32(n), b, next, follow)
+			err = s.sendFollowed(stream, rd, int32(n), b, next, follow)
 		}
 		mb.Free()
 		if err != nil {
@@ -123,7 +128,7 @@ func (a *sendAhead) all(ds []object.Digest) {
 // the chunks holding its first bytes, for a tree the trees beneath it,
 // breadth first. The client checks each against its digest, so a damaged
 // one costs it a fetch of its own; one this store lacks is left out.
-func (s *Server) sendFollowed(stream pb.Export_GetManyServer, index int32, b []byte, queue []object.Digest, follow int64) error {
+func (s *Server) sendFollowed(stream pb.Export_GetManyServer, rd object.Reads, index int32, b []byte, queue []object.Digest, follow int64) error {
 	if len(queue) == 0 {
 		return nil
 	}
@@ -136,7 +141,7 @@ func (s *Server) sendFollowed(stream pb.Export_GetManyServer, index int32, b []b
 			continue
 		}
 		seen[d] = true
-		mb, ob, err := s.readSend(d)
+		mb, ob, err := s.readSend(rd, d)
 		if err != nil {
 			continue
 		}

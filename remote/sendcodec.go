@@ -89,10 +89,10 @@ const varintFieldMax = 1 + 10
 // gRPC's pool (cowfs's: package bufpool), and returns it as a buffer with
 // one reference, the caller's, and the bytes it holds (valid until that
 // reference and the pieces' are freed).
-func (s *Server) readSend(d object.Digest) (mem.Buffer, []byte, error) {
+func (s *Server) readSend(rd object.Reads, d object.Digest) (mem.Buffer, []byte, error) {
 	pool := mem.DefaultBufferPool()
 	var bp *[]byte
-	b, err := s.store.ReadUnverifiedWith(d, func(n int) []byte {
+	b, err := rd.ReadUnverifiedWith(d, func(n int) []byte {
 		if bp != nil {
 			pool.Put(bp) // a read that failed: nothing of it is used
 		}

@@ -417,6 +417,38 @@ func (ps *packs) forget(p *pack) {
 // is gone at once); with fresh, or before the first look, what other
 // processes wrote since too.
 func (ps *packs) lookLocked(fresh bool) error {
+	return ps.lookAsLocked(lookOf(fresh))
+}
+
+// look is how much of what other processes did a look into the packs
+// reads first.
+type look int
+
+const (
+	// lookKnown trusts what this process knows, packs loaded once: no
+	// system call. Only for a read whose reader checks the bytes: a copy
+	// another process removed since may be read, whose bytes are still
+	// in its pack (packs are only appended to), or are found damaged.
+	lookKnown look = iota
+	// lookRemovals reads the removals counted since, if any.
+	lookRemovals
+	// lookFresh reads the packs other processes wrote since, too.
+	lookFresh
+)
+
+func lookOf(fresh bool) look {
+	if fresh {
+		return lookFresh
+	}
+	return lookRemovals
+}
+
+// lookAsLocked is lookLocked for any look (ps.mu held).
+func (ps *packs) lookAsLocked(how look) error {
+	if how == lookKnown && ps.loaded {
+		return nil
+	}
+	fresh := how == lookFresh
 	if !fresh && ps.loaded && len(ps.all) == 0 {
 		return nil // no pack to look in: a store of files
 	}
@@ -437,9 +469,14 @@ func (ps *packs) lookLocked(fresh bool) error {
 // before the call took out (as a file removed is gone at once); with
 // fresh, after reading what other processes wrote since, too.
 func (ps *packs) locs(d Digest, fresh bool) ([]loc, error) {
+	return ps.locsAs(d, lookOf(fresh))
+}
+
+// locsAs is locs after a look of any kind.
+func (ps *packs) locsAs(d Digest, how look) ([]loc, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if err := ps.lookLocked(fresh); err != nil {
+	if err := ps.lookAsLocked(how); err != nil {
 		return nil, err
 	}
 	r, ok := ps.index[d]
@@ -473,11 +510,11 @@ func (l loc) readInto(buf []byte) ([]byte, error) {
 	return b[:n], err
 }
 
-// readInto reads d's newest live copy into the buffer get returns for its
-// size, unverified, and reports whether a pack holds d; with fresh, after
-// reading what other processes wrote and removed since.
-func (ps *packs) readInto(d Digest, get func(n int) []byte, fresh bool) ([]byte, bool, error) {
-	ls, err := ps.locs(d, fresh)
+// readInto reads d's newest live copy, after a look of how, into the
+// buffer get returns for its size, unverified, and reports whether a
+// pack holds d.
+func (ps *packs) readInto(d Digest, get func(n int) []byte, how look) ([]byte, bool, error) {
+	ls, err := ps.locsAs(d, how)
 	if err != nil {
 		return nil, false, err
 	}
@@ -930,7 +967,11 @@ func (s *DirStore) Locate(d Digest) (path string, off, size int64, err error) {
 // file's chunk right before its file object, and a master that reads the
 // file object cold sends that chunk next.
 func (s *DirStore) WillNeed(d Digest, before int64) int64 {
-	ls, err := s.packs.locs(d, false)
+	return s.willNeed(d, before, lookRemovals)
+}
+
+func (s *DirStore) willNeed(d Digest, before int64, how look) int64 {
+	ls, err := s.packs.locsAs(d, how)
 	if err != nil || len(ls) == 0 {
 		return 0
 	}

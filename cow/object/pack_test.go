@@ -718,6 +718,10 @@ func TestPackRemovalSeen(t *testing.T) {
 	if _, err := a.ReadUnverified(d); err != nil {
 		t.Fatal(err)
 	}
+	before, err := a.Reads()
+	if err != nil {
+		t.Fatal(err)
+	}
 	w, err := b.LockSweep(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -734,6 +738,68 @@ func TestPackRemovalSeen(t *testing.T) {
 	}
 	if n := a.WillNeed(d, 0); n != 0 {
 		t.Errorf("WillNeed of a removed copy: %d", n)
+	}
+	// Reads looked once: those from before the removal may read the
+	// copy, whole (its bytes are still in the pack); those from after
+	// do not.
+	if got, err := before.ReadUnverifiedWith(d, func(n int) []byte { return make([]byte, n) }); err == nil && Sum(got) != d {
+		t.Errorf("read of a removed copy, looked for before: %d bytes not the object's", len(got))
+	}
+	after, err := a.Reads()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := after.ReadUnverifiedWith(d, func(n int) []byte { return make([]byte, n) }); !errors.Is(err, ErrNotFound) {
+		t.Errorf("read of a removed copy, looked for after: %d bytes, %v; want ErrNotFound", len(got), err)
+	}
+	if n := after.WillNeed(d, 0); n != 0 {
+		t.Errorf("WillNeed of a removed copy, looked for after: %d", n)
+	}
+}
+
+// Reads look at the removal count once, when taken, not at every read:
+// another process's removal is seen by the next Reads.
+func TestReadsLookOnce(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoStores(t)
+	d1, err := a.PutPacked(ctx, testBlob(1, 3000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := a.PutPacked(ctx, testBlob(2, 3000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := a.Reads()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := b.LockSweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed, _, err := w.Remove(d1); !removed || err != nil {
+		t.Fatalf("remove: %v, %v", removed, err)
+	}
+	w.Unlock()
+	get := func(n int) []byte { return make([]byte, n) }
+	for _, d := range []Digest{d1, d2} {
+		if got, err := rd.ReadUnverifiedWith(d, get); err != nil || Sum(got) != d {
+			t.Errorf("read of %s after one look: %d bytes, %v", d.Short(), len(got), err)
+		}
+		if n := rd.WillNeed(d, 0); n != 3000+2 {
+			t.Errorf("WillNeed of %s after one look: %d", d.Short(), n)
+		}
+	}
+	rd, err = a.Reads()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd.ReadUnverifiedWith(d1, get); !errors.Is(err, ErrNotFound) {
+		t.Errorf("read of the removed copy after a second look: %v, want ErrNotFound", err)
+	}
+	if got, err := rd.ReadUnverifiedWith(d2, get); err != nil || Sum(got) != d2 {
+		t.Errorf("read of the kept copy after a second look: %d bytes, %v", len(got), err)
 	}
 }
 

@@ -426,9 +426,44 @@ func (s *DirStore) ReadUnverified(d Digest) ([]byte, error) {
 // size with one look at the store. get may be called again if a pack is
 // dropped under the read; what it returned then is not used.
 func (s *DirStore) ReadUnverifiedWith(d Digest, get func(n int) []byte) ([]byte, error) {
+	return s.readUnverified(d, get, lookRemovals)
+}
+
+// Reads are unverified reads (ReadUnverifiedWith, WillNeed) that share
+// the look at the removals other processes counted that Reads took: a
+// master sending a call's many objects stats the count once for the call,
+// not twice an object. A copy removed since that look may still be read,
+// as it may by a read that began just before the removal: its bytes stay
+// in its pack (packs are only appended to) and its reader checks them.
+type Reads struct{ s *DirStore }
+
+// Reads looks at the removals counted so far, for the reads that follow.
+func (s *DirStore) Reads() (Reads, error) {
+	s.packs.mu.Lock()
+	defer s.packs.mu.Unlock()
+	if err := s.packs.lookAsLocked(lookRemovals); err != nil {
+		return Reads{}, err
+	}
+	return Reads{s}, nil
+}
+
+// ReadUnverifiedWith is DirStore.ReadUnverifiedWith after r's look.
+func (r Reads) ReadUnverifiedWith(d Digest, get func(n int) []byte) ([]byte, error) {
+	return r.s.readUnverified(d, get, lookKnown)
+}
+
+// WillNeed is DirStore.WillNeed after r's look.
+func (r Reads) WillNeed(d Digest, before int64) int64 {
+	return r.s.willNeed(d, before, lookKnown)
+}
+
+// readUnverified is ReadUnverifiedWith, the packs it knows looked at as
+// how says.
+func (s *DirStore) readUnverified(d Digest, get func(n int) []byte, how look) ([]byte, error) {
 	// Packed first, as far as this process knows (no system call to
-	// ask): a master packs what it scans (PutPacked).
-	if b, ok, err := s.packs.readInto(d, get, false); ok || err != nil {
+	// ask but the removal count's, if that): a master packs what it
+	// scans (PutPacked).
+	if b, ok, err := s.packs.readInto(d, get, how); ok || err != nil {
 		return b, err
 	}
 	// Plain system calls, not os.Open: a master reads an object per
@@ -437,7 +472,7 @@ func (s *DirStore) ReadUnverifiedWith(d Digest, get func(n int) []byte) ([]byte,
 	fd, err := unix.Open(s.path(d), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err == unix.ENOENT {
 		// Another process may have packed it since.
-		b, ok, err := s.packs.readInto(d, get, true)
+		b, ok, err := s.packs.readInto(d, get, lookFresh)
 		if !ok && err == nil {
 			err = fmt.Errorf("%s: %w", d, ErrNotFound)
 		}
