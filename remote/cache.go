@@ -600,7 +600,7 @@ func (c *Cache) Prefetch(ds []object.Digest) {
 					case <-c.ctx.Done():
 						return
 					case batch := <-c.ahead:
-						c.fetchManyFor(c.ctx, batch, true)
+						c.fetchManyFor(c.ctx, batch, true, nil)
 					}
 				}
 			}()

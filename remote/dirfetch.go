@@ -348,7 +348,7 @@ func (c *Cache) fetchBatches(ds []object.Digest, follow int64, timeout time.Dura
 		n := min(len(ds), dirBatch)
 		batch, rest := ds[:n], ds[n:]
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)
-		b, _, err := c.fetchBatch(ctx, batch, false, false, follow)
+		b, _, err := c.fetchBatch(ctx, batch, false, false, follow, nil)
 		cancel()
 		*busy = append(*busy, b...)
 		if err != nil {

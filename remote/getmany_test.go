@@ -119,6 +119,24 @@ func TestFetchManyLent(t *testing.T) {
 		objs[object.Sum(b)] = b
 		ds = append(ds, object.Sum(b))
 	}
+	c, store := piecesCache(t, objs)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.fetchMany(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range ds {
+		b, err := store.Get(ctx, d)
+		if err != nil || !bytes.Equal(b, objs[d]) {
+			t.Errorf("object %d (%d bytes) read back: %d bytes, %v", i, len(objs[d]), len(b), err)
+		}
+	}
+}
+
+// piecesCache is a cache in a new store over a master of objs
+// (piecesServer).
+func piecesCache(t *testing.T, objs map[object.Digest][]byte) (*Cache, *object.DirStore) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -141,15 +159,45 @@ func TestFetchManyLent(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	return c, store
+}
+
+// fetchManyEach hands each object it fetched to its caller once, whole
+// and stored, and none the store had before.
+func TestFetchManyEach(t *testing.T) {
+	objs := map[object.Digest][]byte{}
+	var ds []object.Digest
+	for i := range 20 {
+		b, err := object.EncodeBlob(bytes.Repeat([]byte{byte(i + 1)}, 1000*i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs[object.Sum(b)] = b
+		ds = append(ds, object.Sum(b))
+	}
+	c, store := piecesCache(t, objs)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := c.fetchMany(ctx, ds); err != nil {
+	// The first five, and one asked for twice, are there before.
+	if err := c.fetchMany(ctx, ds[:5]); err != nil {
+		t.Fatal(err)
+	}
+	handed := map[object.Digest]int{}
+	err := c.fetchManyEach(ctx, append(ds, ds[7]), func(d object.Digest, b []byte) {
+		handed[d]++
+		if !bytes.Equal(b, objs[d]) {
+			t.Errorf("%s handed as %d bytes not its own", d.Short(), len(b))
+		}
+		if has, err := store.HasMany([]object.Digest{d}); err != nil || !has[0] {
+			t.Errorf("%s handed before it was stored: %v, %v", d.Short(), has, err)
+		}
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	for i, d := range ds {
-		b, err := store.Get(ctx, d)
-		if err != nil || !bytes.Equal(b, objs[d]) {
-			t.Errorf("object %d (%d bytes) read back: %d bytes, %v", i, len(objs[d]), len(b), err)
+		if want := min(i/5, 1); handed[d] != want {
+			t.Errorf("object %d handed %d times, want %d", i, handed[d], want)
 		}
 	}
 }

@@ -270,12 +270,8 @@ func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkR
 			queue = append(queue, j)
 		}
 	}
-	// expand decodes one fetched object and queues what it leads to.
-	expand := func(j job) error {
-		b, err := c.get(ctx, j.d)
-		if err != nil {
-			return err
-		}
+	// expand decodes object b of job j and queues what it leads to.
+	expand := func(j job, b []byte) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if j.tree {
@@ -306,18 +302,37 @@ func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkR
 		return nil
 	}
 	// do fetches a batch of objects in one call and queues what they
-	// lead to.
+	// lead to: those fetched as they come, those the store had after.
 	do := func(jobs []job) error {
 		c.yield(ctx)
 		ds := make([]object.Digest, len(jobs))
+		byDigest := make(map[object.Digest]job, len(jobs))
 		for i, j := range jobs {
 			ds[i] = j.d
+			byDigest[j.d] = j
 		}
-		if err := c.fetchMany(ctx, ds); err != nil {
+		var eerr error
+		err := c.fetchManyEach(ctx, ds, func(d object.Digest, b []byte) {
+			if j, ok := byDigest[d]; ok && eerr == nil {
+				delete(byDigest, d)
+				eerr = expand(j, b)
+			}
+		})
+		if err == nil {
+			err = eerr
+		}
+		if err != nil {
 			return err
 		}
 		for _, j := range jobs {
-			if err := expand(j); err != nil {
+			if _, ok := byDigest[j.d]; !ok {
+				continue
+			}
+			b, err := c.get(ctx, j.d)
+			if err != nil {
+				return err
+			}
+			if err := expand(j, b); err != nil {
 				return err
 			}
 		}
