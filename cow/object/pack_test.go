@@ -1027,3 +1027,34 @@ func TestLagOf(t *testing.T) {
 		t.Errorf("a time with nanoseconds lags by %v, want %v", got, fineMargin)
 	}
 }
+
+// PutPacked (a master's pushes) looks for the removals counted before it
+// takes a packed copy for the object: an object another process swept
+// and that is put again is stored again, not taken for the copy swept.
+// (PutCachedAs does not look: a cache's copy taken out under it costs a
+// fetch.)
+func TestPutPackedAfterRemoval(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoStores(t)
+	blob := testBlob(9, 3000)
+	d, err := a.PutPacked(ctx, blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := b.LockSweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if removed, _, err := w.Remove(d); !removed || err != nil {
+		t.Fatalf("remove: %v, %v", removed, err)
+	}
+	w.Unlock()
+	if _, err := a.PutPacked(ctx, blob); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*DirStore{a, b} {
+		if got, err := s.Get(ctx, d); err != nil || !bytes.Equal(got, blob) {
+			t.Errorf("put again after its removal: %d bytes, %v", len(got), err)
+		}
+	}
+}

@@ -257,12 +257,17 @@ func (s *DirStore) put(ctx context.Context, encoded []byte, sync bool) (Digest, 
 // much as the rest of storing.
 //
 // The object goes to a pack (pack.go), not a file of its own: a cache
-// stores many objects, each of which it can fetch again.
+// stores many objects, each of which it can fetch again. For the same
+// reason the copy it may find already is looked for in the packs as this
+// process last saw them, with no look at the removals counted since (a
+// cache asks HasMany, which looks, before it fetches): a copy a sweep
+// took out since, taken for the object, costs the cache a fetch, not an
+// object anything refers to.
 func (s *DirStore) PutCachedAs(d Digest, encoded []byte) error {
 	if _, err := Check(encoded); err != nil {
 		return fmt.Errorf("store object %s: %w", d.Short(), err)
 	}
-	return s.pack(d, encoded)
+	return s.pack(d, encoded, lookKnown)
 }
 
 // PutPacked is PutCached into a pack, as PutCachedAs: for a store that
@@ -287,13 +292,13 @@ func (s *DirStore) PutPacked(_ context.Context, encoded []byte) (Digest, error) 
 			return d, nil
 		}
 	}
-	return d, s.pack(d, encoded)
+	return d, s.pack(d, encoded, lookRemovals)
 }
 
 // pack stores d, whose encoding the caller checked, in a pack, unless a
-// pack holds it whole already.
-func (s *DirStore) pack(d Digest, encoded []byte) error {
-	ls, err := s.packs.locs(d, false)
+// pack holds it whole already, as a look of how finds.
+func (s *DirStore) pack(d Digest, encoded []byte, how look) error {
+	ls, err := s.packs.locsAs(d, how)
 	if err != nil {
 		return err
 	}
