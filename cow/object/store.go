@@ -261,8 +261,8 @@ func (s *DirStore) put(ctx context.Context, encoded []byte, sync bool) (Digest, 
 // reason the copy it may find already is looked for in the packs as this
 // process last saw them, with no look at the removals counted since (a
 // cache asks HasMany, which looks, before it fetches): a copy a sweep
-// took out since, taken for the object, costs the cache a fetch, not an
-// object anything refers to.
+// took out since, taken for the object, costs a later read a fetch. What
+// must keep a copy (a snapshot) asks Has under its hold, which looks.
 func (s *DirStore) PutCachedAs(d Digest, encoded []byte) error {
 	if _, err := Check(encoded); err != nil {
 		return fmt.Errorf("store object %s: %w", d.Short(), err)
