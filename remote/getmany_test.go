@@ -55,19 +55,7 @@ func TestGetManyPieces(t *testing.T) {
 	}
 	ds = append(ds[:2], append([]object.Digest{object.Sum([]byte("missing"))}, ds[2:]...)...)
 	for _, size := range []int{1000, 64 << 10, getPiece, 4 << 20} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := grpc.NewServer()
-		pb.RegisterExportServer(srv, &piecesServer{objs: objs, piece: size})
-		go srv.Serve(ln)
-		t.Cleanup(srv.Stop)
-		c, err := Dial(ClientConfig{Addr: ln.Addr().String(), Timeout: time.Minute})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
+		c := piecesClient(t, objs, size)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		// Lent, an object is whole while got runs; got keeps a copy.
@@ -77,7 +65,7 @@ func TestGetManyPieces(t *testing.T) {
 			if lent {
 				call = c.GetManyLent
 			}
-			err = call(ctx, ds, func(i int, b []byte, err error) {
+			err := call(ctx, ds, func(i int, b []byte, err error) {
 				if (err != nil) != (i == 2) {
 					t.Errorf("pieces of %d, lent %v: object %d: %v", size, lent, i, err)
 				}
@@ -133,28 +121,35 @@ func TestFetchManyLent(t *testing.T) {
 	}
 }
 
-// piecesCache is a cache in a new store over a master of objs
-// (piecesServer).
-func piecesCache(t *testing.T, objs map[object.Digest][]byte) (*Cache, *object.DirStore) {
+// piecesClient is a client of a master of objs that sends pieces of
+// piece bytes (piecesServer).
+func piecesClient(t *testing.T, objs map[object.Digest][]byte, piece int) *Client {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	pb.RegisterExportServer(srv, &piecesServer{objs: objs, piece: getPiece})
+	pb.RegisterExportServer(srv, &piecesServer{objs: objs, piece: piece})
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)
-	client, err := Dial(ClientConfig{Addr: ln.Addr().String(), Timeout: time.Minute})
+	c, err := Dial(ClientConfig{Addr: ln.Addr().String(), Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { client.Close() })
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// piecesCache is a cache in a new store over a master of objs
+// (piecesServer).
+func piecesCache(t *testing.T, objs map[object.Digest][]byte) (*Cache, *object.DirStore) {
+	t.Helper()
 	store, err := object.OpenDirStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := NewCache(store, client, nil)
+	c, err := NewCache(store, piecesClient(t, objs, getPiece), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

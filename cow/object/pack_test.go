@@ -722,14 +722,7 @@ func TestPackRemovalSeen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := b.LockSweep(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if removed, _, err := w.Remove(d); !removed || err != nil {
-		t.Fatalf("remove: %v, %v", removed, err)
-	}
-	w.Unlock()
+	removeOne(t, b, d)
 	if got, err := a.ReadUnverified(d); !errors.Is(err, ErrNotFound) {
 		t.Errorf("read of a removed copy: %d bytes, %v; want ErrNotFound", len(got), err)
 	}
@@ -774,14 +767,7 @@ func TestReadsLookOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := b.LockSweep(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if removed, _, err := w.Remove(d1); !removed || err != nil {
-		t.Fatalf("remove: %v, %v", removed, err)
-	}
-	w.Unlock()
+	removeOne(t, b, d1)
 	get := func(n int) []byte { return make([]byte, n) }
 	for _, d := range []Digest{d1, d2} {
 		if got, err := rd.ReadUnverifiedWith(d, get); err != nil || Sum(got) != d {
@@ -1041,14 +1027,7 @@ func TestPutPackedAfterRemoval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := b.LockSweep(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if removed, _, err := w.Remove(d); !removed || err != nil {
-		t.Fatalf("remove: %v, %v", removed, err)
-	}
-	w.Unlock()
+	removeOne(t, b, d)
 	if _, err := a.PutPacked(ctx, blob); err != nil {
 		t.Fatal(err)
 	}
@@ -1056,5 +1035,18 @@ func TestPutPackedAfterRemoval(t *testing.T) {
 		if got, err := s.Get(ctx, d); err != nil || !bytes.Equal(got, blob) {
 			t.Errorf("put again after its removal: %d bytes, %v", len(got), err)
 		}
+	}
+}
+
+// removeOne sweeps d out of s, as another process's gc would.
+func removeOne(t *testing.T, s *DirStore, d Digest) {
+	t.Helper()
+	w, err := s.LockSweep(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Unlock()
+	if removed, _, err := w.Remove(d); !removed || err != nil {
+		t.Fatalf("remove %s: %v, %v", d.Short(), removed, err)
 	}
 }
