@@ -123,7 +123,7 @@ func TestFetchManyLent(t *testing.T) {
 
 // piecesClient is a client of a master of objs that sends pieces of
 // piece bytes (piecesServer).
-func piecesClient(t *testing.T, objs map[object.Digest][]byte, piece int) *Client {
+func piecesClient(t testing.TB, objs map[object.Digest][]byte, piece int) *Client {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -375,5 +375,48 @@ func TestSendAheadWindow(t *testing.T) {
 		if i > 0 && asked[d] == 0 {
 			t.Fatalf("object %d was read without being asked for ahead", i)
 		}
+	}
+}
+
+// BenchmarkGetMany receives a call of 64 objects of 100 KiB, each into
+// memory of its own (GetMany, a reader's fetch) and lent (GetManyLent, a
+// warmup's): what each costs the client in allocations.
+func BenchmarkGetMany(b *testing.B) {
+	objs := map[object.Digest][]byte{}
+	var ds []object.Digest
+	var total int64
+	for i := range 64 {
+		enc, err := object.EncodeBlob(bytes.Repeat([]byte{byte(i)}, 100<<10))
+		if err != nil {
+			b.Fatal(err)
+		}
+		objs[object.Sum(enc)] = enc
+		ds = append(ds, object.Sum(enc))
+		total += int64(len(enc))
+	}
+	c := piecesClient(b, objs, getPiece)
+	for _, lent := range []bool{false, true} {
+		name, call := "owned", c.GetMany
+		if lent {
+			name, call = "lent", c.GetManyLent
+		}
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(total)
+			b.ReportAllocs()
+			var sum byte
+			for b.Loop() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				err := call(ctx, ds, func(i int, buf []byte, err error) {
+					if err == nil {
+						sum ^= buf[len(buf)-1]
+					}
+				})
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			_ = sum
+		})
 	}
 }
