@@ -411,15 +411,6 @@ func (ps *packs) forget(p *pack) {
 	p.f.Close()
 }
 
-// lookLocked brings this process's view of the packs up to date for a
-// look (ps.mu held): the dead lists once the removal count moved, so that
-// no copy a removal counted before the look is trusted (as a file removed
-// is gone at once); with fresh, or before the first look, what other
-// processes wrote since too.
-func (ps *packs) lookLocked(fresh bool) error {
-	return ps.lookAsLocked(lookOf(fresh))
-}
-
 // look is how much of what other processes did a look into the packs
 // reads first.
 type look int
@@ -436,15 +427,12 @@ const (
 	lookFresh
 )
 
-func lookOf(fresh bool) look {
-	if fresh {
-		return lookFresh
-	}
-	return lookRemovals
-}
-
-// lookAsLocked is lookLocked for any look (ps.mu held).
-func (ps *packs) lookAsLocked(how look) error {
+// lookLocked brings this process's view of the packs up to date for a
+// look (ps.mu held): the dead lists once the removal count moved, so that
+// no copy a removal counted before the look is trusted (as a file removed
+// is gone at once); with lookFresh, or before the first look, what other
+// processes wrote since too; with lookKnown, once loaded, nothing.
+func (ps *packs) lookLocked(how look) error {
 	if how == lookKnown && ps.loaded {
 		return nil
 	}
@@ -465,18 +453,22 @@ func (ps *packs) lookAsLocked(how look) error {
 	return nil
 }
 
-// locs returns d's live copies, newest first: none that a removal counted
-// before the call took out (as a file removed is gone at once); with
-// fresh, after reading what other processes wrote since, too.
-func (ps *packs) locs(d Digest, fresh bool) ([]loc, error) {
-	return ps.locsAs(d, lookOf(fresh))
-}
-
-// locsAs is locs after a look of any kind.
-func (ps *packs) locsAs(d Digest, how look) ([]loc, error) {
+// look brings this process's view of the packs up to date as how says
+// (lookLocked), for lookups that follow.
+func (ps *packs) look(how look) error {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if err := ps.lookAsLocked(how); err != nil {
+	return ps.lookLocked(how)
+}
+
+// locs returns d's live copies, newest first, after a look of how: with
+// lookRemovals none that a removal counted before the call took out (as
+// a file removed is gone at once); with lookFresh, after reading what
+// other processes wrote since, too.
+func (ps *packs) locs(d Digest, how look) ([]loc, error) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if err := ps.lookLocked(how); err != nil {
 		return nil, err
 	}
 	r, ok := ps.index[d]
@@ -514,7 +506,7 @@ func (l loc) readInto(buf []byte) ([]byte, error) {
 // buffer get returns for its size, unverified, and reports whether a
 // pack holds d.
 func (ps *packs) readInto(d Digest, get func(n int) []byte, how look) ([]byte, bool, error) {
-	ls, err := ps.locsAs(d, how)
+	ls, err := ps.locs(d, how)
 	if err != nil {
 		return nil, false, err
 	}
@@ -536,9 +528,9 @@ func (ps *packs) readInto(d Digest, get func(n int) []byte, how look) ([]byte, b
 // get returns d from a pack, verified, read into buf if it fits (else a
 // new slice). A copy that is short or does not hash to d is marked dead,
 // kept in quarantine, and reported with an error wrapping ErrCorrupt,
-// unless another copy is whole.
-func (ps *packs) get(d Digest, fresh bool, buf []byte) ([]byte, error) {
-	ls, err := ps.locs(d, fresh)
+// unless another copy is whole. It looks as how says first.
+func (ps *packs) get(d Digest, how look, buf []byte) ([]byte, error) {
+	ls, err := ps.locs(d, how)
 	if err != nil {
 		return nil, err
 	}
@@ -624,11 +616,11 @@ func (ps *packs) known(d Digest) bool {
 	return ok
 }
 
-// has reports whether a pack holds d, as of the store's last removal.
-func (ps *packs) has(d Digest, fresh bool) (bool, error) {
+// has reports whether a pack holds d, after a look of how.
+func (ps *packs) has(d Digest, how look) (bool, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if err := ps.lookLocked(fresh); err != nil {
+	if err := ps.lookLocked(how); err != nil {
 		return false, err
 	}
 	_, ok := ps.index[d]
@@ -638,7 +630,7 @@ func (ps *packs) has(d Digest, fresh bool) (bool, error) {
 // touch sets the time of the pack holding d's newest copy, once a second
 // at most unless exact, and reports whether a pack holds d.
 func (ps *packs) touch(d Digest, exact bool) bool {
-	ls, err := ps.locs(d, false)
+	ls, err := ps.locs(d, lookRemovals)
 	if err != nil || len(ls) == 0 {
 		return false
 	}
@@ -797,7 +789,7 @@ func (ps *packs) each() ([]StoredObject, error) {
 // called before the first copy goes; each pack a copy left is added to
 // left, for reclaim once the sweep's batch is done.
 func (ps *packs) remove(d Digest, before *time.Time, count func() error, left map[*pack]bool) (removed bool, size int64, err error) {
-	ls, err := ps.locs(d, false)
+	ls, err := ps.locs(d, lookRemovals)
 	if err != nil {
 		return false, 0, err
 	}
@@ -940,8 +932,8 @@ func (s *DirStore) Close() error {
 // look at, or damage, what is stored.
 // A packed copy comes first, as Get reads it first.
 func (s *DirStore) Locate(d Digest) (path string, off, size int64, err error) {
-	for _, fresh := range []bool{false, true} {
-		ls, err := s.packs.locs(d, fresh)
+	for _, how := range []look{lookRemovals, lookFresh} {
+		ls, err := s.packs.locs(d, how)
 		if err != nil {
 			return "", 0, 0, err
 		}
@@ -971,7 +963,7 @@ func (s *DirStore) WillNeed(d Digest, before int64) int64 {
 }
 
 func (s *DirStore) willNeed(d Digest, before int64, how look) int64 {
-	ls, err := s.packs.locsAs(d, how)
+	ls, err := s.packs.locs(d, how)
 	if err != nil || len(ls) == 0 {
 		return 0
 	}

@@ -661,7 +661,7 @@ func TestPutPacked(t *testing.T) {
 	if _, err := os.Stat(fileObj(loose)); err != nil {
 		t.Errorf("the object stored as a file before: %v", err)
 	}
-	if ls, _ := s.packs.locs(loose, true); len(ls) != 0 {
+	if ls, _ := s.packs.locs(loose, lookFresh); len(ls) != 0 {
 		t.Error("an object held whole as a file was packed again")
 	}
 	if _, err := os.Stat(fileObj(damaged)); err == nil {
@@ -803,7 +803,7 @@ func TestPackBefore(t *testing.T) {
 		ds = append(ds, d)
 	}
 	before := func(s *DirStore, d Digest) (Digest, bool) {
-		ls, err := s.packs.locs(d, false)
+		ls, err := s.packs.locs(d, lookRemovals)
 		if err != nil || len(ls) == 0 {
 			t.Fatalf("%s not packed: %v", d.Short(), err)
 		}
@@ -921,7 +921,7 @@ func TestPackIndexCopies(t *testing.T) {
 	ps.add(b, entry{d: d, off: 0, n: 10})
 	ps.add(a, entry{d: d, off: 15, n: 10})
 	where := func() []string {
-		ls, err := ps.locs(d, false)
+		ls, err := ps.locs(d, lookRemovals)
 		if err != nil {
 			t.Fatal(err)
 		}

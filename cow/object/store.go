@@ -51,13 +51,13 @@ func (s *DirStore) path(d Digest) string {
 
 // Has reports whether the store holds d.
 func (s *DirStore) Has(_ context.Context, d Digest) (bool, error) {
-	if ok, err := s.packs.has(d, false); ok || err != nil {
+	if ok, err := s.packs.has(d, lookRemovals); ok || err != nil {
 		return ok, err
 	}
 	_, err := os.Lstat(s.path(d))
 	if errors.Is(err, fs.ErrNotExist) {
 		// Another process may have packed it since.
-		return s.packs.has(d, true)
+		return s.packs.has(d, lookFresh)
 	}
 	return err == nil, err
 }
@@ -100,7 +100,7 @@ func (s *DirStore) Get(ctx context.Context, d Digest) ([]byte, error) {
 // into a new slice): for a reader that reads object after object and
 // owns buf, which it may use again once done with what GetInto returned.
 func (s *DirStore) GetInto(_ context.Context, d Digest, buf []byte) ([]byte, error) {
-	b, perr := s.packs.get(d, false, buf)
+	b, perr := s.packs.get(d, lookRemovals, buf)
 	if perr == nil || !errors.Is(perr, ErrNotFound) && !errors.Is(perr, ErrCorrupt) {
 		return b, perr
 	}
@@ -110,7 +110,7 @@ func (s *DirStore) GetInto(_ context.Context, d Digest, buf []byte) ([]byte, err
 			return nil, perr
 		}
 		// Another process may have packed it since.
-		return s.packs.get(d, true, buf)
+		return s.packs.get(d, lookFresh, buf)
 	}
 	if err != nil {
 		return nil, err
@@ -135,7 +135,7 @@ func (s *DirStore) Quarantine(d Digest) error {
 	if err := s.countRemoval(); err != nil {
 		return err
 	}
-	ls, err := s.packs.locs(d, false)
+	ls, err := s.packs.locs(d, lookRemovals)
 	if err != nil {
 		return err
 	}
@@ -235,7 +235,7 @@ func (s *DirStore) Freshen(d Digest) bool {
 	if os.Chtimes(s.path(d), now, now) == nil {
 		return true
 	}
-	if ok, _ := s.packs.has(d, true); !ok {
+	if ok, _ := s.packs.has(d, lookFresh); !ok {
 		return false
 	}
 	return s.packs.touch(d, true)
@@ -298,7 +298,7 @@ func (s *DirStore) PutPacked(_ context.Context, encoded []byte) (Digest, error) 
 // pack stores d, whose encoding the caller checked, in a pack, unless a
 // pack holds it whole already, as a look of how finds.
 func (s *DirStore) pack(d Digest, encoded []byte, how look) error {
-	ls, err := s.packs.locsAs(d, how)
+	ls, err := s.packs.locs(d, how)
 	if err != nil {
 		return err
 	}
@@ -444,9 +444,7 @@ type Reads struct{ s *DirStore }
 
 // Reads looks at the removals counted so far, for the reads that follow.
 func (s *DirStore) Reads() (Reads, error) {
-	s.packs.mu.Lock()
-	defer s.packs.mu.Unlock()
-	if err := s.packs.lookAsLocked(lookRemovals); err != nil {
+	if err := s.packs.look(lookRemovals); err != nil {
 		return Reads{}, err
 	}
 	return Reads{s}, nil
@@ -568,7 +566,7 @@ func (s *DirStore) Remove(d Digest) error {
 	if err := s.countRemoval(); err != nil {
 		return err
 	}
-	ls, err := s.packs.locs(d, false)
+	ls, err := s.packs.locs(d, lookRemovals)
 	if err != nil {
 		return err
 	}
