@@ -3,6 +3,7 @@ package remote_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -84,5 +85,51 @@ func TestReadAheadBeforePackWrite(t *testing.T) {
 	}
 	if st := c2.Stats(); st.BytesFetched != int64(len(enc)) {
 		t.Fatalf("a later cache fetched %d bytes, want %d", st.BytesFetched, len(enc))
+	}
+}
+
+// Chunks read ahead come in the pool's memory and go back to it once
+// pushed out: readers of several big files at once each read every byte
+// right, and so does a later cache reading what the store kept of them,
+// though the memory each chunk came in held other chunks since.
+func TestReadAheadGivesBack(t *testing.T) {
+	exp := t.TempDir()
+	files := map[string][]byte{}
+	for _, name := range []string{"a", "b", "c"} {
+		files[name] = remotetest.RandBytes(12<<20 + 777)
+		remotetest.WriteFile(t, filepath.Join(exp, name), files[name], 0o644)
+	}
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
+	v := w.View(ms.Addr, remotetest.ViewOptions{})
+	given := remote.CountGivenBack(v.Cache)
+
+	errs := make(chan error, len(files))
+	for name, want := range files {
+		go func() {
+			errs <- remotetest.Within(t, time.Minute, "read "+name, func() error {
+				got, err := readLower(v.Lower, name)
+				if err == nil && !bytes.Equal(got, want) {
+					err = fmt.Errorf("%s: read %d bytes unlike the file's %d", name, len(got), len(want))
+				}
+				return err
+			})
+		}()
+	}
+	for range files {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if given() == 0 {
+		t.Fatal("no chunk read ahead went back to the pool")
+	}
+
+	// What the store kept, read by another mount of the worker.
+	again := w.View(ms.Addr, remotetest.ViewOptions{})
+	for name, want := range files {
+		if got, err := readAll(t, again.Lower, name, time.Minute); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s from the store: %d bytes, %v", name, len(got), err)
+		}
 	}
 }

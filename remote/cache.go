@@ -220,10 +220,10 @@ func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool, buf []
 }
 
 // held returns d if it is held in memory (freshObjects); a reader takes
-// what was held for one reader.
-func (c *Cache) held(d object.Digest, reader bool) ([]byte, bool) {
+// what was held for one reader, into buf if it has one (take).
+func (c *Cache) held(d object.Digest, reader bool, buf []byte) ([]byte, bool) {
 	if reader {
-		return c.fresh.take(d)
+		return c.fresh.take(d, buf)
 	}
 	return c.fresh.get(d)
 }
@@ -236,7 +236,7 @@ func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
 // reader's get (Get, GetForRead, GetInto), not for the cache's own work;
 // buf, if set, is what a store hit is read into (GetInto).
 func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow, reader bool, buf []byte) ([]byte, error) {
-	if b, ok := c.held(d, reader); ok {
+	if b, ok := c.held(d, reader, buf); ok {
 		c.hits.Add(1)
 		return b, nil
 	}
@@ -249,7 +249,7 @@ func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow, reader b
 		case <-ctx.Done():
 			return nil, c.waitedOut(ctx, d, ch)
 		}
-		if b, ok := c.held(d, reader); ok {
+		if b, ok := c.held(d, reader, buf); ok {
 			c.hits.Add(1)
 			return b, nil
 		}
@@ -359,7 +359,7 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest, follow, reader bool)
 	// the rest too.
 	storedBy := false
 	// Read-ahead may have fetched it while this waited for the lock.
-	if b, ok := c.held(d, reader); ok {
+	if b, ok := c.held(d, reader, nil); ok {
 		return b, nil
 	}
 	b, err := c.store.Get(ctx, d)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cowfs/cowfs/cow/object"
@@ -34,9 +35,16 @@ func KnownPaths(s *Server) int {
 
 // FreshHolds reports whether c holds d in memory, fetched ahead of a
 // reader.
-func FreshHolds(c *Cache, d object.Digest) bool {
-	_, ok := c.fresh.get(d)
-	return ok
+func FreshHolds(c *Cache, d object.Digest) bool { return c.fresh.holds(d) }
+
+// CountGivenBack counts the buffers c's read-ahead gives back to the pool
+// from now on; c has fetched nothing yet.
+func CountGivenBack(c *Cache) (n func() int64) {
+	var given atomic.Int64
+	c.fresh.mu.Lock()
+	defer c.fresh.mu.Unlock()
+	c.fresh.free = func(b []byte) { given.Add(1); giveBack(b) }
+	return given.Load
 }
 
 // FailMemory is how long a failed fetch is remembered at least.

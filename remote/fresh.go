@@ -23,9 +23,15 @@ import (
 // tree decoded), and held on they were the larger part of a mount's
 // memory, to its end, and each a new piece of memory the process had to
 // fault in, where bytes let go are used again.
+//
+// An object fetched into a buffer of the pool (Client.GetManyGiven) goes
+// back to the pool once let go, unless someone was handed it: a reader
+// with a buffer of its own (GetInto) gets a copy, which costs less than
+// the new memory each chunk otherwise came in (a page fault for every
+// page, then the collector's sweep).
 type freshObjects struct {
 	mu sync.Mutex
-	m  map[object.Digest][]byte
+	m  map[object.Digest]*freshObject
 	// once marks what goes at its first take, once stored.
 	once map[object.Digest]onceState
 	// order is oldest first; an object taken leaves m and stays here
@@ -41,6 +47,21 @@ type freshObjects struct {
 	// wait holds a channel for each object read-ahead is fetching,
 	// closed once it is verified and held, or the fetch gave up on it.
 	wait map[object.Digest]chan struct{}
+	// free, if set, is giveBack for a test.
+	free func(b []byte)
+}
+
+// A freshObject is one object held.
+type freshObject struct {
+	b []byte
+	// pins counts those reading b outside f.mu: readers copying it
+	// out, and the fetch that put it until it is stored.
+	pins int
+	// pooled says b goes back to the pool once let go and unpinned;
+	// cleared once b is handed to anyone, who may keep it.
+	pooled bool
+	// gone says b was let go while pinned: the last unpin gives it back.
+	gone bool
 }
 
 // expect notes that ds are being fetched ahead.
@@ -111,6 +132,10 @@ func (f *freshObjects) expire() {
 		f.mu.Unlock()
 		return
 	}
+	for _, e := range f.m {
+		// To the collector, which gives memory back, not to the pool.
+		e.pooled = false
+	}
 	// New maps: clearing keeps a map's buckets.
 	f.m, f.once = nil, nil
 	f.order, f.size, f.idle = nil, 0, nil
@@ -120,7 +145,39 @@ func (f *freshObjects) expire() {
 	debug.FreeOSMemory()
 }
 
-func (f *freshObjects) put(d object.Digest, b []byte) { f.add(d, b, false) }
+func (f *freshObjects) put(d object.Digest, b []byte) { f.add(d, b, false, false) }
+
+// hold is put for b from the pool, pinned for the caller until it calls
+// unpin; nil if b is not held (too big, or d held already), and then b
+// is still the caller's.
+func (f *freshObjects) hold(d object.Digest, b []byte) *freshObject {
+	return f.add(d, b, false, true)
+}
+
+// unpin ends a pin of e; b goes back to the pool if e was let go and
+// nobody else reads it.
+func (f *freshObjects) unpin(e *freshObject) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e.pins--
+	if e.gone && e.pins == 0 {
+		f.giveBack(e)
+	}
+}
+
+// giveBack returns e's bytes to the pool if they are the pool's and
+// nobody was handed them; e.pins is 0.
+func (f *freshObjects) giveBack(e *freshObject) {
+	if !e.pooled {
+		return
+	}
+	if f.free != nil {
+		f.free(e.b)
+	} else {
+		giveBack(e.b)
+	}
+	e.pooled, e.b = false, nil
+}
 
 // onceState is where an object held for one reader is: it goes once
 // both taken and in the store, so that a second reader that comes before
@@ -135,7 +192,7 @@ const (
 
 // putOnce is put, for one reader: b goes once a reader took it and
 // stored says the store has it.
-func (f *freshObjects) putOnce(d object.Digest, b []byte) { f.add(d, b, true) }
+func (f *freshObjects) putOnce(d object.Digest, b []byte) { f.add(d, b, true, false) }
 
 // stored notes that the store has d: held for one reader and taken, it
 // goes.
@@ -150,18 +207,20 @@ func (f *freshObjects) stored(d object.Digest) {
 	}
 }
 
-func (f *freshObjects) add(d object.Digest, b []byte, once bool) {
+// add holds b as d; with pooled, b is the pool's and what add returns is
+// pinned (hold).
+func (f *freshObjects) add(d object.Digest, b []byte, once, pooled bool) *freshObject {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.release(d)
 	if len(b) > freshBytes {
-		return
+		return nil
 	}
 	if _, ok := f.m[d]; ok {
 		if !once {
 			delete(f.once, d) // held for every reader now
 		}
-		return
+		return nil
 	}
 	for f.size+len(b) > freshBytes && len(f.order) > 0 {
 		old := f.order[0]
@@ -169,7 +228,7 @@ func (f *freshObjects) add(d object.Digest, b []byte, once bool) {
 		f.remove(old)
 	}
 	if f.m == nil {
-		f.m = map[object.Digest][]byte{}
+		f.m = map[object.Digest]*freshObject{}
 		f.once = map[object.Digest]onceState{}
 	}
 	if len(f.order) > 2*len(f.m)+64 {
@@ -183,7 +242,11 @@ func (f *freshObjects) add(d object.Digest, b []byte, once bool) {
 		clear(f.order[len(kept):])
 		f.order = kept
 	}
-	f.m[d] = b
+	e := &freshObject{b: b, pooled: pooled}
+	if pooled {
+		e.pins = 1
+	}
+	f.m[d] = e
 	if once {
 		f.once[d] = onceHeld
 	}
@@ -193,32 +256,58 @@ func (f *freshObjects) add(d object.Digest, b []byte, once bool) {
 	if f.idle == nil {
 		f.idle = time.AfterFunc(f.idleFor(), f.expire)
 	}
+	return e
 }
 
 // remove lets d go, if held.
 func (f *freshObjects) remove(d object.Digest) {
-	if b, ok := f.m[d]; ok {
-		f.size -= len(b)
+	if e, ok := f.m[d]; ok {
+		f.size -= len(e.b)
 		delete(f.m, d)
 		delete(f.once, d)
+		e.gone = true
+		if e.pins == 0 {
+			f.giveBack(e)
+		}
 	}
 }
 
-// get returns d's bytes if they are held.
+// holds reports whether d is held.
+func (f *freshObjects) holds(d object.Digest) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.m[d]
+	return ok
+}
+
+// get returns d's bytes if they are held; the caller may keep them.
 func (f *freshObjects) get(d object.Digest) ([]byte, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	b, ok := f.m[d]
-	return b, ok
+	e, ok := f.m[d]
+	if !ok {
+		return nil, false
+	}
+	e.pooled = false
+	return e.b, true
 }
 
-// take is get for a reader: what was held for one reader goes.
-func (f *freshObjects) take(d object.Digest) ([]byte, bool) {
+// take is get for a reader: what was held for one reader goes. An object
+// from the pool that fits in buf is copied into it, and what take
+// returns is in buf.
+func (f *freshObjects) take(d object.Digest, buf []byte) ([]byte, bool) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	b, ok := f.m[d]
-	if ok {
-		f.last = time.Now()
+	e, ok := f.m[d]
+	if !ok {
+		f.mu.Unlock()
+		return nil, false
+	}
+	f.last = time.Now()
+	copied := e.pooled && buf != nil && len(e.b) <= cap(buf)
+	if copied {
+		e.pins++
+	} else {
+		e.pooled = false
 	}
 	switch f.once[d] {
 	case onceStored:
@@ -226,5 +315,11 @@ func (f *freshObjects) take(d object.Digest) ([]byte, bool) {
 	case onceHeld:
 		f.once[d] = onceTaken
 	}
-	return b, ok
+	f.mu.Unlock()
+	if !copied {
+		return e.b, true
+	}
+	buf = buf[:copy(buf[:len(e.b)], e.b)]
+	f.unpin(e)
+	return buf, true
 }

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 	"time"
 
@@ -95,10 +96,10 @@ func TestFreshObjectsOnce(t *testing.T) {
 	held := func() bool { _, ok := f.get(d); return ok }
 
 	f.putOnce(d, b)
-	if got, ok := f.take(d); !ok || !bytes.Equal(got, b) || !held() {
+	if got, ok := f.take(d, nil); !ok || !bytes.Equal(got, b) || !held() {
 		t.Fatalf("taken before it is stored: %v, held %v", ok, held())
 	}
-	if _, ok := f.take(d); !ok {
+	if _, ok := f.take(d, nil); !ok {
 		t.Fatal("a second reader before the store has it found nothing")
 	}
 	f.stored(d)
@@ -111,14 +112,14 @@ func TestFreshObjectsOnce(t *testing.T) {
 	if !held() {
 		t.Fatal("stored, not yet taken: let go")
 	}
-	if _, ok := f.take(d); !ok || held() {
+	if _, ok := f.take(d, nil); !ok || held() {
 		t.Fatalf("stored, then taken: %v, held %v", ok, held())
 	}
 
 	// Read-ahead's objects stay for every reader, also one held for a
 	// reader first and then fetched ahead.
 	f.put(d, b)
-	f.take(d)
+	f.take(d, nil)
 	f.stored(d)
 	if !held() {
 		t.Fatal("an object fetched ahead went at its first take")
@@ -126,7 +127,7 @@ func TestFreshObjectsOnce(t *testing.T) {
 	f.remove(d)
 	f.putOnce(d, b)
 	f.put(d, b)
-	f.take(d)
+	f.take(d, nil)
 	f.stored(d)
 	if !held() {
 		t.Fatal("an object held once and then fetched ahead went at its first take")
@@ -137,7 +138,7 @@ func TestFreshObjectsOnce(t *testing.T) {
 		b := []byte{byte(i), byte(i >> 8)}
 		d := object.Sum(b)
 		f.putOnce(d, b)
-		f.take(d)
+		f.take(d, nil)
 		f.stored(d)
 	}
 	if len(f.order) > 2*len(f.m)+65 {
@@ -155,7 +156,7 @@ func TestFreshObjectsIdle(t *testing.T) {
 	f.putOnce(db, b)
 	for range 6 {
 		time.Sleep(f.idleAfter / 2)
-		if _, ok := f.take(da); !ok {
+		if _, ok := f.take(da, nil); !ok {
 			t.Fatal("let go while read")
 		}
 	}
@@ -176,5 +177,89 @@ func TestFreshObjectsIdle(t *testing.T) {
 	f.put(da, a)
 	if _, ok := f.get(da); !ok {
 		t.Fatal("not held after an idle spell")
+	}
+}
+
+// An object fetched into the pool's memory goes back to the pool once
+// pushed out, and only if nobody can still read it: not while the fetch
+// that put it stores it, never once a reader was handed it rather than a
+// copy, and not when the mount goes idle (that memory goes to the
+// system). A reader with a buffer gets a copy in it.
+func TestFreshObjectsGiveBack(t *testing.T) {
+	var freed []*byte
+	f := freshObjects{idleAfter: time.Hour}
+	f.free = func(b []byte) { freed = append(freed, &b[0]) }
+	wasFreed := func(b []byte) bool { return slices.Contains(freed, &b[0]) }
+	obj := func(i int) (object.Digest, []byte) {
+		b := bytes.Repeat([]byte{byte(i)}, 1<<20)
+		return object.Sum(b), b
+	}
+	// pushOut fills the memory with objects put by reference.
+	pushOut := func(from int) {
+		for i := range freshBytes >> 20 {
+			d, b := obj(from + i)
+			f.put(d, b)
+		}
+	}
+
+	d1, b1 := obj(1)
+	h := f.hold(d1, b1)
+	if h == nil {
+		t.Fatal("an object from the pool was not held")
+	}
+	if again := f.hold(d1, bytes.Clone(b1)); again != nil {
+		t.Fatal("a second copy of a held object was held")
+	}
+	buf := make([]byte, 1<<20+2)
+	got, ok := f.take(d1, buf)
+	if !ok || !bytes.Equal(got, b1) || &got[0] != &buf[0] {
+		t.Fatalf("a reader with a buffer: held %v, equal %v, in its buffer %v", ok, bytes.Equal(got, b1), ok && &got[0] == &buf[0])
+	}
+	f.unpin(h)
+	if len(freed) != 0 {
+		t.Fatal("given back while held")
+	}
+
+	// Handed to a reader without a buffer, or with one too small: the
+	// reader may keep it.
+	d2, b2 := obj(2)
+	h2 := f.hold(d2, b2)
+	f.unpin(h2)
+	if got, _ := f.take(d2, nil); &got[0] != &b2[0] {
+		t.Fatal("a reader without a buffer was not handed the object")
+	}
+	d3, b3 := obj(3)
+	h3 := f.hold(d3, b3)
+	f.unpin(h3)
+	if got, _ := f.take(d3, make([]byte, 10)); &got[0] != &b3[0] {
+		t.Fatal("a reader with too small a buffer was not handed the object")
+	}
+	pushOut(100)
+	if !wasFreed(b1) || wasFreed(b2) || wasFreed(b3) || len(freed) != 1 {
+		t.Fatalf("pushed out: %d given back, the copied one %v, the two handed out %v %v", len(freed), wasFreed(b1), wasFreed(b2), wasFreed(b3))
+	}
+
+	// Pushed out while its fetch still stores it: given back once that
+	// is done.
+	d4, b4 := obj(4)
+	h4 := f.hold(d4, b4)
+	pushOut(200)
+	if f.holds(d4) || wasFreed(b4) {
+		t.Fatalf("pushed out while pinned: held %v, given back %v", f.holds(d4), wasFreed(b4))
+	}
+	f.unpin(h4)
+	if !wasFreed(b4) {
+		t.Fatal("not given back at the last unpin")
+	}
+
+	// Idle: to the collector, not to the pool.
+	f.idleAfter = time.Millisecond
+	d5, b5 := obj(5)
+	f.unpin(f.hold(d5, b5))
+	time.Sleep(2 * time.Millisecond)
+	f.idle.Stop()
+	f.expire()
+	if f.holds(d5) || wasFreed(b5) {
+		t.Fatalf("idle: held %v, given back %v", f.holds(d5), wasFreed(b5))
 	}
 }

@@ -245,7 +245,7 @@ func subtrees(b []byte) []object.Digest {
 // given up on within the usual bounds (or ctx's deadline, a reader's
 // --io-timeout).
 func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
-	return c.getMany(ctx, ds, 0, false, got, nil)
+	return c.getMany(ctx, ds, 0, bufsOwned, got, nil)
 }
 
 // GetManyLent is GetMany, but lends each object to got: b is valid only
@@ -254,8 +254,26 @@ func (c *Client) GetMany(ctx context.Context, ds []object.Digest, got func(i int
 // an object in new memory costs a page fault for every page it fills,
 // and the collector's sweep, more than its copy from the wire.
 func (c *Client) GetManyLent(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
-	return c.getMany(ctx, ds, 0, true, got, nil)
+	return c.getMany(ctx, ds, 0, bufsLent, got, nil)
 }
+
+// GetManyGiven is GetMany, but each object comes in a buffer of the
+// process's buffer pool (package bufpool), which got may give back with
+// giveBack once nothing reads it, or keep: for a caller that holds
+// objects a while and then lets them go (freshObjects), whose objects
+// would otherwise each come in new memory.
+func (c *Client) GetManyGiven(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
+	return c.getMany(ctx, ds, 0, bufsGiven, got, nil)
+}
+
+// bufUse is whose the buffer an object is received into is.
+type bufUse uint8
+
+const (
+	bufsOwned bufUse = iota // new memory, the caller's (GetMany)
+	bufsLent                // the pool's, back once got returns (GetManyLent)
+	bufsGiven               // the pool's, the caller's (GetManyGiven)
+)
 
 // GetManyFollow is GetMany, but the master sends, after each requested
 // object, what its reader asks for next, about follow bytes of it (see
@@ -263,12 +281,11 @@ func (c *Client) GetManyLent(ctx context.Context, ds []object.Digest, got func(i
 // as it completes. A master that
 // predates follow sends none; a follower must not count on them.
 func (c *Client) GetManyFollow(ctx context.Context, ds []object.Digest, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
-	return c.getMany(ctx, ds, follow, false, got, fol)
+	return c.getMany(ctx, ds, follow, bufsOwned, got, fol)
 }
 
-// getMany is GetManyFollow; with lend, what it hands to got is lent
-// (GetManyLent).
-func (c *Client) getMany(ctx context.Context, ds []object.Digest, follow int64, lend bool, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
+// getMany is GetManyFollow; bufs says whose what it hands to got is.
+func (c *Client) getMany(ctx context.Context, ds []object.Digest, follow int64, bufs bufUse, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
 	done := make([]bool, len(ds))
 	what := fmt.Sprintf("get %d objects", len(ds))
 	last := time.Now() // the last whole object
@@ -280,7 +297,7 @@ func (c *Client) getMany(ctx context.Context, ds []object.Digest, follow int64, 
 		// the next attempt); those bounds decide only whether to try
 		// again.
 		err := c.retryFor(ctx, what, c.cfg.Timeout, c.cfg.Timeout, func(context.Context) error {
-			return c.getManyAttempt(ctx, ds, done, follow, lend, func(i int, b []byte, err error) {
+			return c.getManyAttempt(ctx, ds, done, follow, bufs, func(i int, b []byte, err error) {
 				progressed, last = true, time.Now()
 				got(i, b, err)
 			}, fol)
@@ -298,7 +315,7 @@ func (c *Client) getMany(ctx context.Context, ds []object.Digest, follow int64, 
 }
 
 // getManyAttempt is one GetMany call for the objects not yet done.
-func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []bool, follow int64, lend bool, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
+func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []bool, follow int64, bufs bufUse, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
 	var idx []int
 	req := &pb.GetManyRequest{Follow: follow}
 	for i := range ds {
@@ -321,13 +338,13 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 	}
 	cur, want := -1, int64(0)
 	var buf []byte
-	// A lent object is read into a buffer of gRPC's pool, which goes
-	// back to it once got returns; one cut short is left to the
-	// collector.
+	// A lent or given object is read into a buffer of gRPC's pool; a
+	// lent one goes back to it once got returns. One cut short is left
+	// to the collector.
 	pool := mem.DefaultBufferPool()
 	var bp *[]byte
 	newBuf := func(n int64) []byte {
-		if !lend {
+		if bufs == bufsOwned {
 			return make([]byte, 0, n)
 		}
 		bp = pool.Get(int(n))
@@ -441,10 +458,10 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 		if int64(len(buf)) == want {
 			done[i] = true
 			got(i, buf, nil)
-			if lend {
+			if bufs == bufsLent {
 				pool.Put(bp)
-				bp = nil
 			}
+			bp = nil
 			cur = -1
 		}
 	}
@@ -573,6 +590,11 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 		// expected are the chunks coming after the file objects
 		// (follow), which their readers wait for until the call ends.
 		var expected []object.Digest
+		// given: what got is handed is the pool's (GetManyGiven), held
+		// for the reader it was fetched ahead of until pushed out, and
+		// then back to the pool.
+		gf, given := c.f.(givingFetcher)
+		given = given && ahead && follow == 0
 		got := func(i int, b []byte, err error) {
 			d := want[i]
 			if err == nil && object.Sum(b) != d {
@@ -580,6 +602,9 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 				c.log.Error("object from master does not match its digest; fetching it again",
 					"object", d.String(), "master", c.f.Addr())
 				damaged = append(damaged, d)
+				if given {
+					giveBack(b)
+				}
 				return
 			}
 			if err == nil && follow > 0 {
@@ -598,7 +623,10 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 				// Verified: its reader may have it now. The pack write
 				// that follows can only fail to keep it, and a crash
 				// before it costs a fetch, never a wrong byte.
-				if ahead {
+				var h *freshObject
+				if given {
+					h = c.fresh.hold(d, b)
+				} else if ahead {
 					c.fresh.put(d, b)
 				}
 				if err = c.keep(d, b); err == nil {
@@ -606,6 +634,11 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 					if each != nil {
 						each(d, b)
 					}
+				}
+				if h != nil {
+					c.fresh.unpin(h)
+				} else if given {
+					giveBack(b)
 				}
 			}
 			if err != nil && first == nil {
@@ -626,6 +659,8 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 		} else if lf, ok := c.f.(lendingFetcher); ok && !ahead {
 			// What got keeps goes to the pack, not to a reader.
 			gerr = lf.GetManyLent(ctx, want, got)
+		} else if given {
+			gerr = gf.GetManyGiven(ctx, want, got)
 		} else {
 			gerr = c.f.GetMany(ctx, want, got)
 		}
@@ -652,6 +687,12 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 // (Client.GetManyLent).
 type lendingFetcher interface {
 	GetManyLent(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error
+}
+
+// givingFetcher is a Fetcher that can give what it fetches in buffers of
+// the pool (Client.GetManyGiven).
+type givingFetcher interface {
+	GetManyGiven(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error
 }
 
 // batchLocks are the lock stripes one batch holds, each with the number
