@@ -55,6 +55,12 @@ const (
 	// pushed out first. Half of freshBytes: the other half is
 	// read-ahead's.
 	traceLead = freshBytes / 2
+	// traceRoom is how far the task must read into the lead before a
+	// replay that reached it goes on: woken at every object the task
+	// reads, it went on one file at a time, a call of two objects each
+	// (a file object and its chunk), where each call costs both ends
+	// more than its objects.
+	traceRoom = traceLead / 4
 )
 
 // TraceEntry is one object of a trace and its size in bytes.
@@ -424,7 +430,8 @@ func (p *traceReplay) passed(ds []object.Digest) {
 }
 
 // reach notes that the task got to entry i, fetched by itself or by
-// read-ahead (p.mu held), and wakes the workers waiting for it.
+// read-ahead (p.mu held), and wakes the workers waiting for it once
+// there is traceRoom to fetch.
 func (p *traceReplay) reach(i int) {
 	p.next = max(p.next, i+1)
 	if i+1 > p.reached {
@@ -434,7 +441,9 @@ func (p *traceReplay) reach(i int) {
 			}
 		}
 		p.reached = i + 1
-		p.wake()
+		if p.lead <= traceLead-traceRoom {
+			p.wake()
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package remote_test
 import (
 	"context"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 // the task, which would read it back from the store and hash it again
 // had the replay run further. A read further on moves the lead with it.
 func TestReplayLead(t *testing.T) {
-	r := newLeadReplay(t)
+	r := newLeadReplay(t, 24, object.ChunkSize)
 	r.c.ReplayTrace(r.entries)
 	which := r.settled(8)
 	for i, ok := range which {
@@ -35,11 +36,40 @@ func TestReplayLead(t *testing.T) {
 	}
 }
 
+// A task that reads a trace's small objects one by one, once the replay
+// is its lead ahead, lets the replay go on in calls of many objects, not
+// a call each time it reads one more: a call costs both ends more than a
+// few small objects, and a crawl replaying its trace went 1.5x slower
+// for it.
+func TestReplayCallsStayFull(t *testing.T) {
+	const n = 2048 // twice the lead
+	r := newLeadReplay(t, n, 8<<10)
+	var calls atomic.Int64
+	r.c.ObserveFetches(func(batch bool, _ time.Duration, _ error) {
+		if batch {
+			calls.Add(1)
+		}
+	})
+	r.c.ReplayTrace(r.entries)
+	for i, e := range r.entries {
+		if _, err := r.c.Get(r.ctx, e.Object); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		// A task does something with what it reads (a crawl's FUSE
+		// requests): slower than the replay's calls, it moved the
+		// replay on an object at a time.
+		time.Sleep(100 * time.Microsecond)
+	}
+	if got := calls.Load(); got > n/16 {
+		t.Fatalf("the replay made %d calls for %d entries; want at most %d", got, n, n/16)
+	}
+}
+
 // An entry whose lock stripe another fetch holds (a reader's, of the same
 // object or of one sharing its stripe) when the replay's batch comes to
 // it is fetched once that fetch lets go, not left out of the replay.
 func TestReplayWaitsForBusyStripe(t *testing.T) {
-	r := newLeadReplay(t)
+	r := newLeadReplay(t, 24, object.ChunkSize)
 	release := remote.HoldStripe(r.c, r.entries[3].Object)
 	released := false
 	defer func() {
@@ -64,8 +94,8 @@ func TestReplayWaitsForBusyStripe(t *testing.T) {
 	}
 }
 
-// leadReplay is a cache on a master whose store holds 24 chunk-sized
-// objects, the entries of a trace to replay.
+// leadReplay is a cache on a master whose store holds n objects of size
+// bytes, the entries of a trace to replay.
 type leadReplay struct {
 	t       *testing.T
 	ctx     context.Context
@@ -74,7 +104,7 @@ type leadReplay struct {
 	entries []remote.TraceEntry
 }
 
-func newLeadReplay(t *testing.T) *leadReplay {
+func newLeadReplay(t *testing.T, n, size int) *leadReplay {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
@@ -84,8 +114,8 @@ func newLeadReplay(t *testing.T) *leadReplay {
 		t.Fatal(err)
 	}
 	r := &leadReplay{t: t, ctx: ctx}
-	for range 24 {
-		enc, err := object.EncodeBlob(remotetest.RandBytes(object.ChunkSize))
+	for range n {
+		enc, err := object.EncodeBlob(remotetest.RandBytes(size))
 		if err != nil {
 			t.Fatal(err)
 		}
