@@ -27,8 +27,8 @@ import (
 // An object fetched into a buffer of the pool (Client.GetManyGiven) goes
 // back to the pool once let go, unless someone was handed it: a reader
 // with a buffer of its own (GetInto) gets a copy, which costs less than
-// the new memory each chunk otherwise came in (a page fault for every
-// page, then the collector's sweep).
+// new memory for each chunk would (a page fault for every page, then the
+// collector's sweep).
 type freshObjects struct {
 	mu sync.Mutex
 	m  map[object.Digest]*freshObject

@@ -57,9 +57,9 @@ const (
 	traceLead = freshBytes / 2
 	// traceRoom is how far the task must read into the lead before a
 	// replay that reached it goes on: woken at every object the task
-	// reads, it went on one file at a time, a call of two objects each
-	// (a file object and its chunk), where each call costs both ends
-	// more than its objects.
+	// reads, it would go on a file at a time, a call of two small
+	// objects each (a file object and its chunk), and a call costs both
+	// ends more than that.
 	traceRoom = traceLead / 4
 )
 
