@@ -178,8 +178,7 @@ func followed(b []byte, follow int64) []object.Digest {
 // digest, if set, goes on the first. Each piece is a reference to b of
 // its own, which gRPC frees once it has written it (outPiece).
 func (s *Server) sendObject(stream pb.Export_GetManyServer, index int32, digest []byte, d object.Digest, b mem.Buffer) error {
-	n, _ := s.gets.LoadOrStore(d, new(counter))
-	n.(*counter).Add(1)
+	s.countGet(d)
 	size := b.Len()
 	for off := 0; ; {
 		end := min(off+getPiece, size)

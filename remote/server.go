@@ -61,6 +61,12 @@ type ServerConfig struct {
 	// well as pushed ones. Those may be of any tree, not only Root.
 	ServeSnapshots bool
 
+	// CountGets counts how many times each object is sent whole, for
+	// Gets: a test's check that workers fetch each object once. Off in
+	// a master that serves: it keeps an entry for every object it ever
+	// sent.
+	CountGets bool
+
 	// ServerOptions are added to the gRPC server's before its own
 	// interceptors: an interceptor among them sees every call, refused
 	// ones included (metrics).
@@ -112,7 +118,7 @@ type Server struct {
 	scanCtx  context.Context
 	stopScan context.CancelFunc
 
-	gets  sync.Map // object.Digest -> *counter, whole-object gets
+	gets  *sync.Map // object.Digest -> *counter, whole-object gets; nil unless CountGets
 	bytes atomic.Int64
 	// refused counts calls refused for their token, and connections
 	// whose TLS handshake failed.
@@ -150,6 +156,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	moved, adoptErr := rd.AdoptPushed()
 	s := &Server{lo: lo, store: store, refs: rd, traces: cfg.Traces, keep: cfg.KeepVersions, serveSnapshots: cfg.ServeSnapshots, log: cfg.Logger, scanDone: cfg.ScanDone,
 		known: map[string]knownVersion{}, rescanEvery: cfg.Rescan}
+	if cfg.CountGets {
+		s.gets = new(sync.Map)
+	}
 	s.scanCtx, s.stopScan = context.WithCancel(context.Background())
 	if s.keep <= 0 {
 		s.keep = 32
@@ -217,12 +226,23 @@ func (s *Server) GracefulStop() {
 }
 
 // Gets returns how many times object d was sent whole (a resumed transfer
-// is not counted again).
+// is not counted again); 0 unless ServerConfig.CountGets.
 func (s *Server) Gets(d object.Digest) int64 {
+	if s.gets == nil {
+		return 0
+	}
 	if n, ok := s.gets.Load(d); ok {
 		return n.(*counter).Load()
 	}
 	return 0
+}
+
+// countGet counts a whole send of d, if counting (CountGets).
+func (s *Server) countGet(d object.Digest) {
+	if s.gets != nil {
+		n, _ := s.gets.LoadOrStore(d, new(counter))
+		n.(*counter).Add(1)
+	}
 }
 
 // BytesSent returns the object bytes sent so far.
@@ -520,8 +540,7 @@ func (s *Server) Get(req *pb.GetRequest, stream pb.Export_GetServer) error {
 		return status.Errorf(codes.OutOfRange, "offset %d of an object of %d bytes", off, len(b))
 	}
 	if off == 0 {
-		n, _ := s.gets.LoadOrStore(d, new(counter))
-		n.(*counter).Add(1)
+		s.countGet(d)
 	}
 	for {
 		end := min(off+getPiece, int64(len(b)))

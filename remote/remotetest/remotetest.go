@@ -42,6 +42,7 @@ func StartMaster(t testing.TB, root string, cfg remote.ServerConfig) *Master {
 	cfg.Root = root
 	cfg.Objects, cfg.Refs = filepath.Join(state, "objects"), filepath.Join(state, "refs")
 	cfg.Traces = filepath.Join(state, "traces")
+	cfg.CountGets = true // the tests' checks of one fetch per object
 	m := &Master{t: t, Config: cfg}
 	m.Start("127.0.0.1:0")
 	t.Cleanup(m.Stop)
