@@ -592,8 +592,8 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 		// given: what got is handed is the pool's (GetManyGiven), held
 		// for the reader it was fetched ahead of until pushed out, and
 		// then back to the pool.
-		gf, given := c.f.(givingFetcher)
-		given = given && ahead && follow == 0
+		pf, pooled := c.f.(poolFetcher)
+		given := pooled && ahead && follow == 0
 		got := func(i int, b []byte, err error) {
 			d := want[i]
 			if err == nil && object.Sum(b) != d {
@@ -655,11 +655,11 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 				c.fresh.drop([]object.Digest{fd})
 			})
 			c.fresh.drop(expected)
-		} else if lf, ok := c.f.(lendingFetcher); ok && !ahead {
+		} else if pooled && !ahead {
 			// What got keeps goes to the pack, not to a reader.
-			gerr = lf.GetManyLent(ctx, want, got)
+			gerr = pf.GetManyLent(ctx, want, got)
 		} else if given {
-			gerr = gf.GetManyGiven(ctx, want, got)
+			gerr = pf.GetManyGiven(ctx, want, got)
 		} else {
 			gerr = c.f.GetMany(ctx, want, got)
 		}
@@ -682,15 +682,10 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 	return busy, damaged, err
 }
 
-// lendingFetcher is a Fetcher that can lend what it fetches
-// (Client.GetManyLent).
-type lendingFetcher interface {
+// poolFetcher is a Fetcher that can fetch into buffers of the pool,
+// lent (Client.GetManyLent) or given (Client.GetManyGiven).
+type poolFetcher interface {
 	GetManyLent(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error
-}
-
-// givingFetcher is a Fetcher that can give what it fetches in buffers of
-// the pool (Client.GetManyGiven).
-type givingFetcher interface {
 	GetManyGiven(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error
 }
 
