@@ -22,11 +22,15 @@ func TestMasterMountsFetchOnce(t *testing.T) {
 	if testing.Short() {
 		n = 10
 	}
-	t.Parallel()
+	// Not in parallel with the package's other tests: under their load
+	// a call of the 100 mounts' went silent for the client's call
+	// timeout and was tried again, which sends what it had sent again
+	// (a slow link's cost, not a second fetch of one object).
 	exp := fetchOnceExport(t)
 	want := sums(t, exp)
 	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
 
+	var all []*cowfs.Workspace
 	open := func(state string) string {
 		t.Helper()
 		mnt := newMountpoint(t)
@@ -38,6 +42,7 @@ func TestMasterMountsFetchOnce(t *testing.T) {
 			t.Fatalf("mount: %v", err)
 		}
 		t.Cleanup(func() { ws.Close() })
+		all = append(all, ws)
 		return ws.Dir()
 	}
 
@@ -62,7 +67,13 @@ func TestMasterMountsFetchOnce(t *testing.T) {
 	many := ms.Server.BytesSent() - before
 	t.Logf("master egress: one mount %d bytes, %d mounts on one worker %d bytes (%.3fx)", one, n, many, float64(many)/float64(one))
 	if float64(many) > 1.05*float64(one) {
-		t.Errorf("%d mounts on one worker made the master send %d bytes, %.2fx one mount's %d; want at most 1.05x", n, many, float64(many)/float64(one), one)
+		var retries int64
+		for _, ws := range all {
+			if st := ws.Status(); st.Remote != nil {
+				retries += st.Remote.Retries
+			}
+		}
+		t.Errorf("%d mounts on one worker made the master send %d bytes, %.2fx one mount's %d; want at most 1.05x (calls tried again: %d)", n, many, float64(many)/float64(one), one, retries)
 	}
 }
 
