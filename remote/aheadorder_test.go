@@ -133,3 +133,77 @@ func TestReadAheadGivesBack(t *testing.T) {
 		}
 	}
 }
+
+// A chunk read ahead is read in place (GetPinned) and pinned there for
+// its reader: pushed out by another file's read-ahead while the reader
+// is halfway through it, its memory does not go back to the pool (where
+// the next fetch would overwrite it) until the reader moves on.
+func TestPinnedChunkOutlivesPushOut(t *testing.T) {
+	exp := t.TempDir()
+	slow := remotetest.RandBytes(4 << 20)
+	fast := remotetest.RandBytes(40 << 20)
+	remotetest.WriteFile(t, filepath.Join(exp, "slow"), slow, 0o644)
+	remotetest.WriteFile(t, filepath.Join(exp, "fast"), fast, 0o644)
+	ms := remotetest.StartMaster(t, exp, remote.ServerConfig{})
+	w := remotetest.NewWorker(t)
+	v := w.View(ms.Addr, remotetest.ViewOptions{})
+	given := remote.CountGivenBack(v.Cache)
+
+	f, err := v.Lower.Open("slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	readAt := func(p []byte, off int64) {
+		t.Helper()
+		err := remotetest.Within(t, time.Minute, "read slow", func() error {
+			_, err := f.ReadAt(p, off)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := slow[off : off+int64(len(p))]; !bytes.Equal(p, want) {
+			t.Fatalf("slow at %d: %d bytes unlike the file's", off, len(p))
+		}
+	}
+	// In order, so that read-ahead brings chunk 2, held, then read in
+	// place: its first bytes only.
+	readAt(make([]byte, 1<<20), 0)
+	readAt(make([]byte, 4096), 1<<20)
+	enc, err := object.EncodeBlob(slow[2<<20 : 3<<20])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch2 := object.Sum(enc)
+	deadline := time.Now().Add(time.Minute)
+	for !remote.FreshHolds(v.Cache, ch2) {
+		if time.Now().After(deadline) {
+			t.Fatal("chunk 2 was not read ahead")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	readAt(make([]byte, 4096), 2<<20)
+
+	// Another file's read-ahead pushes every chunk held out.
+	err = remotetest.Within(t, time.Minute, "read fast", func() error {
+		got, err := readLower(v.Lower, "fast")
+		if err == nil && !bytes.Equal(got, fast) {
+			err = fmt.Errorf("fast: %d bytes unlike the file's", len(got))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if remote.FreshHolds(v.Cache, ch2) {
+		t.Fatal("chunk 2 still held after 40 MiB read ahead")
+	}
+	// The rest of chunk 2, from the memory it was pinned in.
+	readAt(make([]byte, 1<<20-4096), 2<<20+4096)
+	before := given()
+	readAt(make([]byte, 4096), 3<<20)
+	if given() == before {
+		t.Fatal("chunk 2 did not go back to the pool once its reader moved on")
+	}
+}

@@ -173,7 +173,7 @@ func (c *Cache) ObserveFetches(f func(batch bool, took time.Duration, err error)
 // deadline in ctx, the fetcher's Timeout (the mount's --io-timeout) is
 // the bound, from now: waiting for another fetch of d counts against it.
 func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
-	return c.getFor(ctx, d, false, nil)
+	return c.getFor(ctx, d, false, nil, nil)
 }
 
 // GetInto is Get for a reader that owns buf and reads object after object
@@ -182,7 +182,18 @@ func (c *Cache) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 // or bytes nobody writes (held in memory, fetched); the caller reads it
 // and may use buf again once done with it.
 func (c *Cache) GetInto(ctx context.Context, d object.Digest, buf []byte) ([]byte, error) {
-	return c.getFor(ctx, d, false, buf)
+	return c.getFor(ctx, d, false, buf, nil)
+}
+
+// GetPinned is GetInto for a reader that reads what it gets in place and
+// is done with it before its next get (a lower file's chunk): an object
+// read-ahead holds in the pool's memory is handed as it is held, not
+// copied into buf, and pinned there until the reader calls release,
+// which it must do once. release is nil when nothing was pinned: what
+// GetPinned returns is then as for GetInto.
+func (c *Cache) GetPinned(ctx context.Context, d object.Digest, buf []byte) (_ []byte, release func(), _ error) {
+	b, err := c.getFor(ctx, d, false, buf, &release)
+	return b, release, err
 }
 
 // GetForRead is Get for an object a reader reads from next: the file
@@ -191,7 +202,7 @@ func (c *Cache) GetInto(ctx context.Context, d object.Digest, buf []byte) ([]byt
 // trip (the file's first chunk, the trees beneath; see getFollowing),
 // where the reader would otherwise wait for more round trips.
 func (c *Cache) GetForRead(ctx context.Context, d object.Digest) ([]byte, error) {
-	return c.getFor(ctx, d, true, nil)
+	return c.getFor(ctx, d, true, nil, nil)
 }
 
 // followBytes bounds what comes with an object got for reading: for a
@@ -200,7 +211,9 @@ func (c *Cache) GetForRead(ctx context.Context, d object.Digest) ([]byte, error)
 // version's root, its trees up to about ten thousand directory entries.
 const followBytes = object.ChunkSize
 
-func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool, buf []byte) ([]byte, error) {
+// getFor is a reader's get: follow as for GetForRead, buf as for GetInto,
+// pin, if set, as for GetPinned.
+func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool, buf []byte, pin *func()) ([]byte, error) {
 	c.dir.read(d)
 	c.replay.read(d)
 	c.demand.Add(1)
@@ -212,7 +225,7 @@ func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool, buf []
 			defer cancel()
 		}
 	}
-	b, err := c.getFollow(ctx, d, follow, true, buf)
+	b, err := c.getFollow(ctx, d, follow, true, buf, pin)
 	if err == nil {
 		c.rec.note(d, len(b))
 	}
@@ -220,23 +233,32 @@ func (c *Cache) getFor(ctx context.Context, d object.Digest, follow bool, buf []
 }
 
 // held returns d if it is held in memory (freshObjects); a reader takes
-// what was held for one reader, into buf if it has one (take).
-func (c *Cache) held(d object.Digest, reader bool, buf []byte) ([]byte, bool) {
-	if reader {
+// what was held for one reader, into buf if it has one (take), or pinned
+// where it is held if it asks for that (pin set; takePinned).
+func (c *Cache) held(d object.Digest, reader bool, buf []byte, pin *func()) ([]byte, bool) {
+	switch {
+	case reader && pin != nil:
+		b, e, ok := c.fresh.takePinned(d)
+		if e != nil {
+			*pin = func() { c.fresh.unpin(e) }
+		}
+		return b, ok
+	case reader:
 		return c.fresh.take(d, buf)
 	}
 	return c.fresh.get(d)
 }
 
 func (c *Cache) get(ctx context.Context, d object.Digest) ([]byte, error) {
-	return c.getFollow(ctx, d, false, false, nil)
+	return c.getFollow(ctx, d, false, false, nil, nil)
 }
 
 // getFollow is get, with follow as for GetForRead; reader is set for a
-// reader's get (Get, GetForRead, GetInto), not for the cache's own work;
-// buf, if set, is what a store hit is read into (GetInto).
-func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow, reader bool, buf []byte) ([]byte, error) {
-	if b, ok := c.held(d, reader, buf); ok {
+// reader's get (Get, GetForRead, GetInto, GetPinned), not for the cache's
+// own work; buf, if set, is what a store hit is read into (GetInto); pin
+// as for held.
+func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow, reader bool, buf []byte, pin *func()) ([]byte, error) {
+	if b, ok := c.held(d, reader, buf, pin); ok {
 		c.hits.Add(1)
 		return b, nil
 	}
@@ -249,7 +271,7 @@ func (c *Cache) getFollow(ctx context.Context, d object.Digest, follow, reader b
 		case <-ctx.Done():
 			return nil, c.waitedOut(ctx, d, ch)
 		}
-		if b, ok := c.held(d, reader, buf); ok {
+		if b, ok := c.held(d, reader, buf, pin); ok {
 			c.hits.Add(1)
 			return b, nil
 		}
@@ -359,7 +381,7 @@ func (c *Cache) fetch(ctx context.Context, d object.Digest, follow, reader bool)
 	// the rest too.
 	storedBy := false
 	// Read-ahead may have fetched it while this waited for the lock.
-	if b, ok := c.held(d, reader, nil); ok {
+	if b, ok := c.held(d, reader, nil, nil); ok {
 		return b, nil
 	}
 	b, err := c.store.Get(ctx, d)

@@ -38,12 +38,19 @@ func KnownPaths(s *Server) int {
 func FreshHolds(c *Cache, d object.Digest) bool { return c.fresh.holds(d) }
 
 // CountGivenBack counts the buffers c's read-ahead gives back to the pool
-// from now on; c has fetched nothing yet.
+// from now on; c has fetched nothing yet. Each is overwritten first, so
+// that a reader still reading one reads bytes no file has.
 func CountGivenBack(c *Cache) (n func() int64) {
 	var given atomic.Int64
 	c.fresh.mu.Lock()
 	defer c.fresh.mu.Unlock()
-	c.fresh.free = func(b []byte) { given.Add(1); giveBack(b) }
+	c.fresh.free = func(b []byte) {
+		given.Add(1)
+		for i := range b {
+			b[i] = 0xa5
+		}
+		giveBack(b)
+	}
 	return given.Load
 }
 

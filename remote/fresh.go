@@ -26,9 +26,10 @@ import (
 //
 // An object fetched into a buffer of the pool (Client.GetManyGiven) goes
 // back to the pool once let go, unless someone was handed it: a reader
-// with a buffer of its own (GetInto) gets a copy, which costs less than
-// new memory for each chunk would (a page fault for every page, then the
-// collector's sweep).
+// that reads it in place (GetPinned) pins it until it is done, which
+// costs no copy; a reader with a buffer of its own (GetInto) gets a copy,
+// which costs less than new memory for each chunk would (a page fault
+// for every page, then the collector's sweep).
 type freshObjects struct {
 	mu sync.Mutex
 	m  map[object.Digest]*freshObject
@@ -296,15 +297,29 @@ func (f *freshObjects) get(d object.Digest) ([]byte, bool) {
 // from the pool that fits in buf is copied into it, and what take
 // returns is in buf.
 func (f *freshObjects) take(d object.Digest, buf []byte) ([]byte, bool) {
+	b, _, ok := f.takeFor(d, buf, false)
+	return b, ok
+}
+
+// takePinned is take for a reader that reads the bytes where they are
+// held instead of copying them out: an object from the pool comes pinned
+// (e is set), and stays the pool's once the reader calls unpin(e), which
+// it must do once, when it reads no more of them. With e nil, the bytes
+// are the reader's to keep.
+func (f *freshObjects) takePinned(d object.Digest) (b []byte, e *freshObject, ok bool) {
+	return f.takeFor(d, nil, true)
+}
+
+func (f *freshObjects) takeFor(d object.Digest, buf []byte, pin bool) ([]byte, *freshObject, bool) {
 	f.mu.Lock()
 	e, ok := f.m[d]
 	if !ok {
 		f.mu.Unlock()
-		return nil, false
+		return nil, nil, false
 	}
 	f.last = time.Now()
-	copied := e.pooled && buf != nil && len(e.b) <= cap(buf)
-	if copied {
+	pinned := e.pooled && (pin || (buf != nil && len(e.b) <= cap(buf)))
+	if pinned {
 		e.pins++
 	} else {
 		e.pooled = false
@@ -316,10 +331,13 @@ func (f *freshObjects) take(d object.Digest, buf []byte) ([]byte, bool) {
 		f.once[d] = onceTaken
 	}
 	f.mu.Unlock()
-	if !copied {
-		return e.b, true
+	switch {
+	case !pinned:
+		return e.b, nil, true
+	case pin:
+		return e.b, e, true
 	}
 	buf = buf[:copy(buf[:len(e.b)], e.b)]
 	f.unpin(e)
-	return buf, true
+	return buf, nil, true
 }

@@ -252,6 +252,41 @@ func TestFreshObjectsGiveBack(t *testing.T) {
 		t.Fatal("not given back at the last unpin")
 	}
 
+	// Taken pinned, where it is held: not copied, and given back only
+	// once both pushed out and let go by its reader, whichever is last.
+	for _, readerLast := range []bool{true, false} {
+		d6, b6 := obj(6)
+		f.unpin(f.hold(d6, b6))
+		got, e, ok := f.takePinned(d6)
+		if !ok || e == nil || &got[0] != &b6[0] {
+			t.Fatalf("taken pinned: held %v, pinned %v, in place %v", ok, e != nil, ok && &got[0] == &b6[0])
+		}
+		if !readerLast {
+			f.unpin(e)
+			if wasFreed(b6) {
+				t.Fatal("given back by its reader while still held")
+			}
+		}
+		pushOut(300)
+		if wasFreed(b6) != !readerLast {
+			t.Fatalf("pushed out, its reader done %v: given back %v", !readerLast, wasFreed(b6))
+		}
+		if readerLast {
+			f.unpin(e)
+			if !wasFreed(b6) {
+				t.Fatal("not given back once its reader let go")
+			}
+		}
+		freed = slices.DeleteFunc(freed, func(p *byte) bool { return p == &b6[0] })
+	}
+	// Handed out before (get): a pinned take pins nothing.
+	d7, b7 := obj(7)
+	f.unpin(f.hold(d7, b7))
+	f.get(d7)
+	if got, e, _ := f.takePinned(d7); e != nil || &got[0] != &b7[0] {
+		t.Fatalf("an object handed out before was pinned (%v) or not handed", e != nil)
+	}
+
 	// Idle: to the collector, not to the pool.
 	f.idleAfter = time.Millisecond
 	d5, b5 := obj(5)

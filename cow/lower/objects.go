@@ -375,6 +375,9 @@ type objectFile struct {
 	// buf is this file's chunk buffer (chunkBufs), while the store can
 	// read into it (intoGetter); data may be in it.
 	buf *[]byte
+	// release, if set, lets go of data, which the store pinned where
+	// it holds it (pinGetter): called once, before data is dropped.
+	release func()
 	// ahead is the last chunk read-ahead asked for.
 	ahead int64
 }
@@ -384,6 +387,23 @@ type objectFile struct {
 // buf or bytes nobody writes.
 type intoGetter interface {
 	GetInto(ctx context.Context, d object.Digest, buf []byte) ([]byte, error)
+}
+
+// A pinGetter is an intoGetter that may hand over an object it holds in
+// memory as it is, not copied into buf, pinned there until the caller
+// calls release (once): remote.Cache, whose read-ahead holds the chunks
+// a sequential reader reads next.
+type pinGetter interface {
+	GetPinned(ctx context.Context, d object.Digest, buf []byte) (_ []byte, release func(), _ error)
+}
+
+// dropLocked drops the last chunk read; o.mu is held.
+func (o *objectFile) dropLocked() {
+	o.data = nil
+	if o.release != nil {
+		o.release()
+		o.release = nil
+	}
 }
 
 // chunkLocked returns the data of chunk i, valid until the next
@@ -414,8 +434,8 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 	if d.IsZero() {
 		return nil, nil // a hole
 	}
-	// The data about to be replaced may be in buf.
-	o.data = nil
+	// The data about to be replaced may be in buf, or pinned.
+	o.dropLocked()
 	var b []byte
 	var err error
 	if g, ok := o.store.(intoGetter); ok {
@@ -428,7 +448,11 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 			}
 			o.buf = getChunkBuf(int(n))
 		}
-		b, err = g.GetInto(ctx, d, *o.buf)
+		if pg, ok := g.(pinGetter); ok {
+			b, o.release, err = pg.GetPinned(ctx, d, *o.buf)
+		} else {
+			b, err = g.GetInto(ctx, d, *o.buf)
+		}
 		if err != nil || len(b) == 0 || &b[0] != &(*o.buf)[0] {
 			// Not read into the buffer (fetched, or held in memory):
 			// handed back, not held beside what came instead.
@@ -443,6 +467,7 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 	}
 	data, err := object.DecodeBlob(b)
 	if err != nil {
+		o.dropLocked()
 		return nil, fmt.Errorf("%s chunk %d: %w", o.path, i, err)
 	}
 	o.last, o.data = i, data
@@ -494,8 +519,8 @@ func (o *objectFile) Close() error {
 		return nil
 	}
 	defer o.mu.Unlock()
+	o.dropLocked()
 	if o.buf != nil {
-		o.data = nil
 		putChunkBuf(o.buf)
 		o.buf = nil
 	}
