@@ -240,6 +240,29 @@ func (h *Handle) ReadAtContext(ctx context.Context, dest []byte, off int64) (int
 	return n.data.readAtContext(ctx, dest, off)
 }
 
+// ReadSlices is ReadAtContext for a reader that sends the bytes on from
+// where they are: while every byte of the file comes from a lower that
+// holds its bytes in memory (lower.SliceReader: a remote mount's or a
+// restored snapshot's), ok is true and the bytes at off come as views
+// of that memory, which stay as they are until the caller calls release
+// (if set) once. Otherwise ok is false and nothing was read: the caller
+// reads with ReadAtContext.
+func (h *Handle) ReadSlices(ctx context.Context, off int64, n int) (vecs [][]byte, release func(), ok bool, err error) {
+	nd := h.n
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	d := nd.data
+	if d == nil || d.upper != nil || d.meta != nil || d.lower == nil {
+		return nil, nil, false, nil
+	}
+	sr, ok := d.lower.(lower.SliceReader)
+	if !ok {
+		return nil, nil, false, nil
+	}
+	vecs, release, err = sr.ReadSlices(ctx, off, n)
+	return vecs, release, true, err
+}
+
 // readAt reads the file's current bytes from whichever layers hold them.
 func (d *fileData) readAt(dest []byte, off int64) (int, error) {
 	return d.readAtContext(context.Background(), dest, off)

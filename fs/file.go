@@ -45,11 +45,58 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
+	vecs, release, ok, err := h.h.ReadSlices(ctx, off, len(dest))
+	switch {
+	case ok && err != nil:
+		return nil, h.errno(ctx, "read", err)
+	case ok && release == nil:
+		// Memory nobody writes, or nothing: no copy, and nothing to
+		// let go of.
+		return fuse.ReadResultVector(vecs), 0
+	case ok:
+		return &sliceResult{vecs: vecs, release: release}, 0
+	}
 	k, err := h.h.ReadAtContext(ctx, dest, off)
 	if err != nil {
 		return nil, h.errno(ctx, "read", err)
 	}
 	return fuse.ReadResultData(dest[:k]), 0
+}
+
+// sliceResult is a READ's reply sent from where its bytes are held
+// (cow.Handle.ReadSlices), not copied into the request's buffer: go-fuse
+// writes the slices to the kernel with the reply's header in one writev
+// (Slices) and calls Done once it has, which lets go of them.
+type sliceResult struct {
+	vecs    [][]byte
+	release func()
+}
+
+func (r *sliceResult) Size() int {
+	n := 0
+	for _, v := range r.vecs {
+		n += len(v)
+	}
+	return n
+}
+
+// Bytes is the reply in one slice, for a writer that cannot take them
+// apart.
+func (r *sliceResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	buf = buf[:0]
+	for _, v := range r.vecs {
+		buf = append(buf, v...)
+	}
+	return buf, fuse.OK
+}
+
+func (r *sliceResult) Slices() ([][]byte, fuse.Status) { return r.vecs, fuse.OK }
+
+func (r *sliceResult) Done() {
+	if r.release != nil {
+		r.release()
+		r.release = nil
+	}
 }
 
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {

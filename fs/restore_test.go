@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"testing"
@@ -178,6 +180,66 @@ func TestRootXattrs(t *testing.T) {
 	for name, want := range map[string]string{"user.lowerroot": "L", "user.mountroot": "M"} {
 		if v := get(r.Dir, name); v != want {
 			t.Errorf("restore root: %s = %q, want %q", name, v, want)
+		}
+	}
+}
+
+// A restore's files are read by the kernel from the chunks the engine
+// holds, sent as they are (cow.Handle.ReadSlices): readers at random
+// places of one file at once, their pages dropped before each read so
+// that each is a READ, each get the file's bytes, holes included.
+func TestRestoreReadsConcurrently(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	state := filepath.Join(base, "state")
+	lower := filepath.Join(base, "lower")
+	os.MkdirAll(lower, 0o755)
+	data := randBytes(5<<20 + 4321)
+	clear(data[2<<20 : 3<<20]) // a hole of a whole chunk
+	writeT(t, filepath.Join(lower, "data"), data)
+	m := mountState(t, filepath.Join(base, "mnt"), testSpec{Lower: lower, State: state})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := m.Snapshot(ctx, "ckpt"); err != nil {
+		t.Fatal(err)
+	}
+	r := mountState(t, filepath.Join(base, "r"), testSpec{Snapshot: "ckpt", State: state})
+	p := filepath.Join(r.Dir, "data")
+
+	errs := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			errs <- func() error {
+				f, err := os.Open(p)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				rng := rand.New(rand.NewSource(int64(w)))
+				for range 60 {
+					unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+					off := rng.Int63n(int64(len(data)))
+					buf := make([]byte, []int{4096, 100 << 10, 1 << 20, 3 << 20}[rng.Intn(4)])
+					n, err := f.ReadAt(buf, off)
+					if err != nil && err != io.EOF {
+						return fmt.Errorf("read at %d: %v", off, err)
+					}
+					if want := data[off : off+int64(n)]; n == 0 || !bytes.Equal(buf[:n], want) {
+						return fmt.Errorf("read at %d: %d bytes, first difference at %d", off, n, diffOffset(buf[:n], want))
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range 4 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatal("readers did not finish")
 		}
 	}
 }

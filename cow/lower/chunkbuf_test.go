@@ -123,6 +123,13 @@ func TestObjectFilesShareBuffers(t *testing.T) {
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
+	// The first few errors are enough; a reader never waits to say one.
+	fail := func(err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}
 	for w := range 8 {
 		wg.Add(1)
 		go func() {
@@ -137,7 +144,7 @@ func TestObjectFilesShareBuffers(t *testing.T) {
 				want := files[name]
 				f, err := l.Open(name)
 				if err != nil {
-					errs <- err
+					fail(err)
 					return
 				}
 				// Two readers of one open file, in pieces of the
@@ -150,14 +157,24 @@ func TestObjectFilesShareBuffers(t *testing.T) {
 						defer rw.Done()
 						for range 4 {
 							off := rng.Int63n(int64(len(want)))
-							p := make([]byte, []int{4096, 128 << 10, 1 << 20}[rng.Intn(3)])
+							size := []int{4096, 128 << 10, 1 << 20}[rng.Intn(3)]
+							if r == 1 {
+								// Views, held while the other
+								// reader moves the file on.
+								if err := checkSlices(f, want, off, size, func() { time.Sleep(time.Duration(rng.Intn(200)) * time.Microsecond) }); err != nil {
+									fail(fmt.Errorf("%s: %v", name, err))
+									return
+								}
+								continue
+							}
+							p := make([]byte, size)
 							n, err := f.ReadAt(p, off)
 							if err != nil && err != io.EOF {
-								errs <- fmt.Errorf("%s at %d: %v", name, off, err)
+								fail(fmt.Errorf("%s at %d: %v", name, off, err))
 								return
 							}
 							if !bytes.Equal(p[:n], want[off:off+int64(n)]) {
-								errs <- fmt.Errorf("%s at %d: %d bytes not the file's", name, off, n)
+								fail(fmt.Errorf("%s at %d: %d bytes not the file's", name, off, n))
 								return
 							}
 						}
@@ -165,14 +182,14 @@ func TestObjectFilesShareBuffers(t *testing.T) {
 				}
 				rw.Wait()
 				if err := f.Close(); err != nil {
-					errs <- err
+					fail(err)
 					return
 				}
 				// A read after Close still reads the file.
 				if rng.Intn(10) == 0 {
 					p := make([]byte, 100)
 					if n, _ := f.ReadAt(p, 0); !bytes.Equal(p[:n], want[:n]) {
-						errs <- fmt.Errorf("%s after close: not the file's bytes", name)
+						fail(fmt.Errorf("%s after close: not the file's bytes", name))
 						return
 					}
 				}
@@ -183,6 +200,94 @@ func TestObjectFilesShareBuffers(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// checkSlices reads n bytes at off of f as views (ReadSlices), runs meanwhile
+// while holding them, and checks them against the file's bytes, want.
+func checkSlices(f File, want []byte, off int64, n int, meanwhile func()) error {
+	vecs, release, err := f.(SliceReader).ReadSlices(context.Background(), off, n)
+	if err != nil {
+		return fmt.Errorf("views at %d: %v", off, err)
+	}
+	meanwhile()
+	got := bytes.Join(vecs, nil)
+	if release != nil {
+		release()
+	}
+	end := min(off+int64(n), int64(len(want)))
+	if !bytes.Equal(got, want[off:end]) {
+		return fmt.Errorf("views at %d: %d bytes not the file's %d", off, len(got), end-off)
+	}
+	return nil
+}
+
+// Views of a file's bytes (ReadSlices) are its bytes, holes and chunk
+// ends included, and stay so while the file reads on and other files
+// read into the buffers of the pool: the memory of a chunk viewed goes
+// back only once the view is released, and then is used again.
+func TestObjectFileSlices(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		rng.Read(b)
+		return b
+	}
+	big := append(random(object.ChunkSize), make([]byte, object.ChunkSize)...)
+	big = append(big, random(object.ChunkSize+5000)...)
+	files := map[string][]byte{"big": big, "empty": nil}
+	for i := range 6 {
+		files[fmt.Sprintf("o%d", i)] = random(2 * object.ChunkSize)
+	}
+	store, root := filesTree(t, files)
+	l := NewObjects(store, root, object.Entry{})
+	f, err := l.Open("big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const cs = object.ChunkSize
+	for _, c := range []struct {
+		off int64
+		n   int
+	}{{0, 4096}, {cs - 100, 200}, {cs, 4096}, {cs - 10, cs + 20}, {2*cs + 4000, cs}, {3*cs + 4999, 100}, {3*cs + 5000, 10}, {0, len(big)}} {
+		if err := checkSlices(f, big, c.off, c.n, func() {}); err != nil {
+			t.Error(err)
+		}
+	}
+	if e, err := l.Open("empty"); err != nil {
+		t.Fatal(err)
+	} else if vecs, release, err := e.(SliceReader).ReadSlices(context.Background(), 0, 4096); len(vecs) != 0 || release != nil || err != nil {
+		t.Errorf("an empty file: %d views, %v", len(vecs), err)
+	}
+
+	// A view of chunk 0, held while the file reads chunk 2 and other
+	// files read whole chunks into the pool's buffers.
+	err = checkSlices(f, big, 1000, 128<<10, func() {
+		p := make([]byte, 4096)
+		if _, err := f.ReadAt(p, 2*cs); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 6 {
+			o, err := l.Open(fmt.Sprintf("o%d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, io.NewSectionReader(o, 0, 2*cs))
+			o.Close()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Released, it is the file's buffer again, or the pool's: not
+	// kept by the file beside its last chunk.
+	if m := f.(*objectFile).mem; m == nil || m.refs.Load() != 1 {
+		refs := int32(0)
+		if m != nil {
+			refs = m.refs.Load()
+		}
+		t.Fatalf("after the views' release: the last chunk's memory has %d references, want the file's 1", refs)
 	}
 }
 
@@ -309,7 +414,8 @@ func TestObjectFileHoldsBufferOnlyInUse(t *testing.T) {
 		if n, err := f.ReadAt(p, 0); n != len(data) || !bytes.Equal(p, data) {
 			t.Fatalf("%s: read %d bytes, %v", c.name, n, err)
 		}
-		if held := f.(*objectFile).buf != nil; held != c.held {
+		m := f.(*objectFile).mem
+		if held := m != nil && m.buf != nil; held != c.held {
 			t.Errorf("%s: holds a buffer: %v, want %v", c.name, held, c.held)
 		}
 		f.Close()

@@ -39,6 +39,17 @@ type ContextReaderAt interface {
 	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
 }
 
+// A SliceReader is a File that can hand over its bytes where they are in
+// memory instead of copying them (objectFile: a chunk it holds). A reader
+// that sends them on (a FUSE reply) saves a copy of each byte it reads.
+type SliceReader interface {
+	// ReadSlices returns the n bytes at off, fewer at the end of the
+	// file, as slices that stay as they are until the caller calls
+	// release (if not nil), which it must do once, and write nothing
+	// to.
+	ReadSlices(ctx context.Context, off int64, n int) (vecs [][]byte, release func(), err error)
+}
+
 // DirEntry is one entry of a directory listing.
 type DirEntry = fsio.DirEntry
 
@@ -46,4 +57,5 @@ var (
 	_ Layer           = (*Dir)(nil)
 	_ Layer           = (*Objects)(nil)
 	_ ContextReaderAt = (*objectFile)(nil)
+	_ SliceReader     = (*objectFile)(nil)
 )

@@ -366,20 +366,50 @@ type objectFile struct {
 	path  string
 	f     *object.File
 
-	// mu is held across a read: the chunk it reads into buf, and the
-	// copy out of it, so that no read overwrites buf while another
-	// copies from it.
+	// mu is held across a read: the chunk it reads, and the copy out of
+	// it or the references to it handed out (ReadSlices).
 	mu   sync.Mutex
 	last int64
 	data []byte
-	// buf is this file's chunk buffer (chunkBufs), while the store can
-	// read into it (intoGetter); data may be in it.
-	buf *[]byte
-	// release, if set, lets go of data, which the store pinned where
-	// it holds it (pinGetter): called once, before data is dropped.
-	release func()
+	// mem is the memory data is in when it goes back to someone once
+	// nobody reads it (chunkMem); nil when data is memory nobody
+	// writes (fetched, or held and handed over).
+	mem *chunkMem
 	// ahead is the last chunk read-ahead asked for.
 	ahead int64
+}
+
+// chunkMem is the memory a file's last chunk is in, when it goes back to
+// someone once read no more: the file's chunk buffer (chunkBufs), or
+// memory the store pinned for it (pinGetter). The file holds a reference
+// while the chunk is its last, and each view of it handed out
+// (ReadSlices) one until it is released; the last reference gives the
+// memory back. A reference never released only keeps the memory from
+// being used again: the collector takes it.
+type chunkMem struct {
+	refs atomic.Int32
+	// buf is the chunk buffer the chunk was read into; release lets go
+	// of the store's pin. One or the other.
+	buf     *[]byte
+	release func()
+}
+
+func newChunkMem(buf *[]byte, release func()) *chunkMem {
+	m := &chunkMem{buf: buf, release: release}
+	m.refs.Store(1)
+	return m
+}
+
+func (m *chunkMem) unref() {
+	if m.refs.Add(-1) != 0 {
+		return
+	}
+	if m.buf != nil {
+		putChunkBuf(m.buf)
+	}
+	if m.release != nil {
+		m.release()
+	}
 }
 
 // An intoGetter reads an object the caller owns a buffer for into that
@@ -397,13 +427,23 @@ type pinGetter interface {
 	GetPinned(ctx context.Context, d object.Digest, buf []byte) (_ []byte, release func(), _ error)
 }
 
-// dropLocked drops the last chunk read; o.mu is held.
-func (o *objectFile) dropLocked() {
+// dropLocked drops the last chunk read; o.mu is held. It returns the
+// chunk buffer the chunk was in if nobody else reads it, for the next
+// chunk: nil if there is none.
+func (o *objectFile) dropLocked() *[]byte {
 	o.data = nil
-	if o.release != nil {
-		o.release()
-		o.release = nil
+	m := o.mem
+	o.mem = nil
+	switch {
+	case m == nil:
+		return nil
+	case m.buf != nil && m.refs.Load() == 1:
+		// Only this file's reference: views are handed out under
+		// o.mu, so none can be taken now.
+		return m.buf
 	}
+	m.unref()
+	return nil
 }
 
 // chunkLocked returns the data of chunk i, valid until the next
@@ -434,32 +474,42 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 	if d.IsZero() {
 		return nil, nil // a hole
 	}
-	// The data about to be replaced may be in buf, or pinned.
-	o.dropLocked()
+	// The data about to be replaced: its buffer is used again if
+	// nobody reads it.
+	buf := o.dropLocked()
 	var b []byte
 	var err error
 	if g, ok := o.store.(intoGetter); ok {
 		// Room for the chunk as the file's size says it is; one that
 		// is bigger (a damaged file object) gets memory of its own.
 		n := 2 + min(object.ChunkSize, o.f.Size-i*object.ChunkSize)
-		if o.buf == nil || int64(cap(*o.buf)) < n {
-			if o.buf != nil {
-				putChunkBuf(o.buf)
+		if buf == nil || int64(cap(*buf)) < n {
+			if buf != nil {
+				putChunkBuf(buf)
 			}
-			o.buf = getChunkBuf(int(n))
+			buf = getChunkBuf(int(n))
 		}
+		var release func()
 		if pg, ok := g.(pinGetter); ok {
-			b, o.release, err = pg.GetPinned(ctx, d, *o.buf)
+			b, release, err = pg.GetPinned(ctx, d, *buf)
 		} else {
-			b, err = g.GetInto(ctx, d, *o.buf)
+			b, err = g.GetInto(ctx, d, *buf)
 		}
-		if err != nil || len(b) == 0 || &b[0] != &(*o.buf)[0] {
+		switch {
+		case err == nil && len(b) > 0 && &b[0] == &(*buf)[0]:
+			o.mem = newChunkMem(buf, nil)
+		default:
 			// Not read into the buffer (fetched, or held in memory):
 			// handed back, not held beside what came instead.
-			putChunkBuf(o.buf)
-			o.buf = nil
+			putChunkBuf(buf)
+			if release != nil {
+				o.mem = newChunkMem(nil, release)
+			}
 		}
 	} else {
+		if buf != nil {
+			putChunkBuf(buf)
+		}
 		b, err = o.store.Get(ctx, d)
 	}
 	if err != nil {
@@ -467,7 +517,9 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 	}
 	data, err := object.DecodeBlob(b)
 	if err != nil {
-		o.dropLocked()
+		if buf := o.dropLocked(); buf != nil {
+			putChunkBuf(buf)
+		}
 		return nil, fmt.Errorf("%s chunk %d: %w", o.path, i, err)
 	}
 	o.last, o.data = i, data
@@ -509,6 +561,56 @@ func (o *objectFile) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 	return n, nil
 }
 
+// zeros is what ReadSlices hands for a hole, or the end of a chunk stored
+// short: nobody writes it.
+var zeros = make([]byte, object.ChunkSize)
+
+// ReadSlices implements SliceReader.
+func (o *objectFile) ReadSlices(ctx context.Context, off int64, n int) (_ [][]byte, release func(), _ error) {
+	if off >= o.f.Size || n <= 0 {
+		return nil, nil, nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var vecs [][]byte
+	var refs []*chunkMem
+	end := min(off+int64(n), o.f.Size)
+	for pos := off; pos < end; {
+		i := pos / object.ChunkSize
+		cs := i * object.ChunkSize
+		ce := min(cs+object.ChunkSize, end)
+		data, err := o.chunkLocked(ctx, i)
+		if err != nil {
+			for _, m := range refs {
+				m.unref()
+			}
+			return nil, nil, err
+		}
+		k := int64(0)
+		if int64(len(data)) > pos-cs {
+			seg := data[pos-cs : min(int64(len(data)), ce-cs)]
+			vecs = append(vecs, seg)
+			k = int64(len(seg))
+			if o.mem != nil {
+				o.mem.refs.Add(1)
+				refs = append(refs, o.mem)
+			}
+		}
+		if k < ce-pos {
+			vecs = append(vecs, zeros[:ce-pos-k])
+		}
+		pos = ce
+	}
+	if len(refs) == 0 {
+		return vecs, nil, nil
+	}
+	return vecs, func() {
+		for _, m := range refs {
+			m.unref()
+		}
+	}, nil
+}
+
 // Close gives the file's chunk buffer back for another file to read
 // into. A read after Close reads as before, into a buffer of its own.
 // Close does not wait for a read under way (its fetch may wait on the
@@ -519,10 +621,8 @@ func (o *objectFile) Close() error {
 		return nil
 	}
 	defer o.mu.Unlock()
-	o.dropLocked()
-	if o.buf != nil {
-		putChunkBuf(o.buf)
-		o.buf = nil
+	if buf := o.dropLocked(); buf != nil {
+		putChunkBuf(buf)
 	}
 	return nil
 }

@@ -1,0 +1,102 @@
+package cow
+
+import (
+	"bytes"
+	"context"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/cow/internal/cowtest"
+	"github.com/cowfs/cowfs/cow/lower"
+	"github.com/cowfs/cowfs/cow/object"
+)
+
+// A file read from an object lower is handed out as views of the lower's
+// memory (ReadSlices) while every byte of it is the lower's: the views
+// are the file's bytes, and stay the bytes that were read though the
+// file is written (copied up) before they are released; a written file,
+// and any file of a directory lower, is read by copy instead.
+func TestReadSlicesFollowsTheLayers(t *testing.T) {
+	t.Parallel()
+	big := make([]byte, 3*ChunkSize+100)
+	rand.New(rand.NewSource(9)).Read(big)
+	src := newTestFS(t, map[string][]byte{"big": big})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	store, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	root, rootE, _, err := src.Capture(ctx, cowtest.PutCached{DirStore: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := t.TempDir()
+	for _, s := range []string{"upper", "work", "meta"} {
+		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := New(Options{Lower: lower.NewObjects(store, root, rootE),
+		UpperDir: filepath.Join(d, "upper"), WorkDir: filepath.Join(d, "work"), MetaDir: filepath.Join(d, "meta")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+
+	p := lookupT(t, f, "big")
+	h, err := f.Open(p, unix.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	off := int64(ChunkSize - 4096)
+	vecs, release, ok, err := h.ReadSlices(ctx, off, 128<<10)
+	if !ok || err != nil {
+		t.Fatalf("a file all in the object lower: views %v, %v", ok, err)
+	}
+	if got := bytes.Join(vecs, nil); !bytes.Equal(got, big[off:off+128<<10]) {
+		t.Fatal("the views are not the file's bytes")
+	}
+
+	// Written while the views are held: they stay what was read.
+	w, err := f.Open(p, unix.O_WRONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(bytes.Repeat([]byte{'w'}, 8192), off); err != nil {
+		t.Fatal(err)
+	}
+	w.Release()
+	if got := bytes.Join(vecs, nil); !bytes.Equal(got, big[off:off+128<<10]) {
+		t.Fatal("views held across a write changed")
+	}
+	if release != nil {
+		release()
+	}
+	if _, _, ok, _ := h.ReadSlices(ctx, 0, 4096); ok {
+		t.Fatal("a written file was read as views of its lower")
+	}
+	want := bytes.Clone(big[off : off+16384])
+	copy(want, bytes.Repeat([]byte{'w'}, 8192))
+	got := make([]byte, len(want))
+	if n, err := h.ReadAtContext(ctx, got, off); n != len(got) || err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read after the write: %d bytes, %v, written bytes there %v", n, err, bytes.Equal(got, want))
+	}
+
+	// A directory lower copies.
+	dh, err := src.Open(lookupT(t, src, "big"), unix.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dh.Release()
+	if _, _, ok, _ := dh.ReadSlices(ctx, 0, 4096); ok {
+		t.Fatal("a directory lower's file was read as views")
+	}
+}
