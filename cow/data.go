@@ -243,24 +243,26 @@ func (h *Handle) ReadAtContext(ctx context.Context, dest []byte, off int64) (int
 // ReadSlices is ReadAtContext for a reader that sends the bytes on from
 // where they are: while every byte of the file comes from a lower that
 // holds its bytes in memory (lower.SliceReader: a remote mount's or a
-// restored snapshot's), ok is true and the bytes at off come as views
-// of that memory, which stay as they are until the caller calls release
-// (if set) once. Otherwise ok is false and nothing was read: the caller
-// reads with ReadAtContext.
-func (h *Handle) ReadSlices(ctx context.Context, off int64, n int) (vecs [][]byte, release func(), ok bool, err error) {
+// restored snapshot's), the bytes at off come as views of that memory,
+// which stay as they are until the caller calls release (if set) once;
+// otherwise they are read into dest, and vecs holds the part of dest
+// read. One hold of the node for either: reads queue in the order they
+// came, which a cold disk beneath a local lower reads ahead by.
+func (h *Handle) ReadSlices(ctx context.Context, dest []byte, off int64) (vecs [][]byte, release func(), err error) {
 	nd := h.n
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
 	d := nd.data
-	if d == nil || d.upper != nil || d.meta != nil || d.lower == nil {
-		return nil, nil, false, nil
+	if d != nil && d.upper == nil && d.meta == nil && d.lower != nil {
+		if sr, ok := d.lower.(lower.SliceReader); ok {
+			return sr.ReadSlices(ctx, off, len(dest))
+		}
 	}
-	sr, ok := d.lower.(lower.SliceReader)
-	if !ok {
-		return nil, nil, false, nil
+	k, err := d.readAtContext(ctx, dest, off)
+	if err != nil {
+		return nil, nil, err
 	}
-	vecs, release, err = sr.ReadSlices(ctx, off, n)
-	return vecs, release, true, err
+	return [][]byte{dest[:k]}, nil, nil
 }
 
 // readAt reads the file's current bytes from whichever layers hold them.

@@ -20,7 +20,7 @@ import (
 // memory (ReadSlices) while every byte of it is the lower's: the views
 // are the file's bytes, and stay the bytes that were read though the
 // file is written (copied up) before they are released; a written file,
-// and any file of a directory lower, is read by copy instead.
+// and any file of a directory lower, is read into the caller's buffer.
 func TestReadSlicesFollowsTheLayers(t *testing.T) {
 	t.Parallel()
 	big := make([]byte, 3*ChunkSize+100)
@@ -57,9 +57,10 @@ func TestReadSlicesFollowsTheLayers(t *testing.T) {
 	}
 	defer h.Release()
 	off := int64(ChunkSize - 4096)
-	vecs, release, ok, err := h.ReadSlices(ctx, off, 128<<10)
-	if !ok || err != nil {
-		t.Fatalf("a file all in the object lower: views %v, %v", ok, err)
+	dest := make([]byte, 128<<10)
+	vecs, release, err := h.ReadSlices(ctx, dest, off)
+	if err != nil || inDest(vecs, dest) {
+		t.Fatalf("a file all in the object lower: read into the buffer %v, %v", inDest(vecs, dest), err)
 	}
 	if got := bytes.Join(vecs, nil); !bytes.Equal(got, big[off:off+128<<10]) {
 		t.Fatal("the views are not the file's bytes")
@@ -80,14 +81,13 @@ func TestReadSlicesFollowsTheLayers(t *testing.T) {
 	if release != nil {
 		release()
 	}
-	if _, _, ok, _ := h.ReadSlices(ctx, 0, 4096); ok {
-		t.Fatal("a written file was read as views of its lower")
-	}
 	want := bytes.Clone(big[off : off+16384])
 	copy(want, bytes.Repeat([]byte{'w'}, 8192))
 	got := make([]byte, len(want))
-	if n, err := h.ReadAtContext(ctx, got, off); n != len(got) || err != nil || !bytes.Equal(got, want) {
-		t.Fatalf("read after the write: %d bytes, %v, written bytes there %v", n, err, bytes.Equal(got, want))
+	vecs, release, err = h.ReadSlices(ctx, got, off)
+	if err != nil || release != nil || !inDest(vecs, got) || !bytes.Equal(bytes.Join(vecs, nil), want) {
+		t.Fatalf("read after the write: %v, into the buffer %v, released by the caller %v, written bytes there %v",
+			err, inDest(vecs, got), release != nil, bytes.Equal(bytes.Join(vecs, nil), want))
 	}
 
 	// A directory lower copies.
@@ -96,7 +96,13 @@ func TestReadSlicesFollowsTheLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dh.Release()
-	if _, _, ok, _ := dh.ReadSlices(ctx, 0, 4096); ok {
-		t.Fatal("a directory lower's file was read as views")
+	dest = make([]byte, 4096)
+	if vecs, release, err := dh.ReadSlices(ctx, dest, 0); err != nil || release != nil || !inDest(vecs, dest) || !bytes.Equal(dest, big[:4096]) {
+		t.Fatalf("a directory lower's file: %v, into the buffer %v", err, inDest(vecs, dest))
 	}
+}
+
+// inDest reports whether vecs is the one slice at the start of dest.
+func inDest(vecs [][]byte, dest []byte) bool {
+	return len(vecs) == 1 && len(vecs[0]) > 0 && &vecs[0][0] == &dest[0]
 }

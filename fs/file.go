@@ -45,22 +45,15 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
-	vecs, release, ok, err := h.h.ReadSlices(ctx, off, len(dest))
+	vecs, release, err := h.h.ReadSlices(ctx, dest, off)
 	switch {
-	case ok && err != nil:
+	case err != nil:
 		return nil, h.errno(ctx, "read", err)
-	case ok && release == nil:
-		// Memory nobody writes, or nothing: no copy, and nothing to
-		// let go of.
+	case release == nil:
+		// In dest, or in memory nobody writes: nothing to let go of.
 		return fuse.ReadResultVector(vecs), 0
-	case ok:
-		return &sliceResult{vecs: vecs, release: release}, 0
 	}
-	k, err := h.h.ReadAtContext(ctx, dest, off)
-	if err != nil {
-		return nil, h.errno(ctx, "read", err)
-	}
-	return fuse.ReadResultData(dest[:k]), 0
+	return &sliceResult{vecs: vecs, release: release}, 0
 }
 
 // sliceResult is a READ's reply sent from where its bytes are held
