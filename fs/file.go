@@ -49,8 +49,12 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	switch {
 	case err != nil:
 		return nil, h.errno(ctx, "read", err)
+	case release == nil && len(vecs) == 1:
+		// Read into dest (or one view of memory nobody writes): the
+		// reply of a copy, as ever.
+		return fuse.ReadResultData(vecs[0]), 0
 	case release == nil:
-		// In dest, or in memory nobody writes: nothing to let go of.
+		// Views of memory nobody writes: nothing to let go of.
 		return fuse.ReadResultVector(vecs), 0
 	}
 	return &sliceResult{vecs: vecs, release: release}, 0
