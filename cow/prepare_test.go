@@ -36,6 +36,25 @@ func (g *fetchInto) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	return b, g.to.PutCachedAs(d, b)
 }
 
+// newObjectsFS returns an engine over the object lower of root, read
+// through g, with an upper and work of its own.
+func newObjectsFS(t *testing.T, g object.Getter, root object.Digest, rootE object.Entry) *FS {
+	t.Helper()
+	d := t.TempDir()
+	for _, s := range []string{"upper", "work", "meta"} {
+		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := New(Options{Lower: lower.NewObjects(g, root, rootE),
+		UpperDir: filepath.Join(d, "upper"), WorkDir: filepath.Join(d, "work"), MetaDir: filepath.Join(d, "meta")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
 // A capture over an object lower that reads from the local store alone
 // fails on what the store lacks instead of fetching it, and lets go;
 // after PrepareCapture it fetches nothing and makes the snapshot a plain
@@ -61,18 +80,7 @@ func TestCaptureLocalAfterPrepare(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := &fetchInto{from: far, to: local}
-	d := t.TempDir()
-	for _, s := range []string{"upper", "work", "meta"} {
-		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f, err := New(Options{Lower: lower.NewObjects(g, root, rootE),
-		UpperDir: filepath.Join(d, "upper"), WorkDir: filepath.Join(d, "work"), MetaDir: filepath.Join(d, "meta")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
+	f := newObjectsFS(t, g, root, rootE)
 
 	p := lookupT(t, f, "big")
 	h, err := f.Open(p, unix.O_WRONLY|unix.O_APPEND)

@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"context"
 	"math/rand"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/cow/internal/cowtest"
-	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -37,18 +34,7 @@ func TestReadSlicesFollowsTheLayers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := t.TempDir()
-	for _, s := range []string{"upper", "work", "meta"} {
-		if err := os.Mkdir(filepath.Join(d, s), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f, err := New(Options{Lower: lower.NewObjects(store, root, rootE),
-		UpperDir: filepath.Join(d, "upper"), WorkDir: filepath.Join(d, "work"), MetaDir: filepath.Join(d, "meta")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
+	f := newObjectsFS(t, store, root, rootE)
 
 	p := lookupT(t, f, "big")
 	h, err := f.Open(p, unix.O_RDONLY)

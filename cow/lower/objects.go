@@ -538,27 +538,42 @@ func (o *objectFile) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	end := min(off+int64(len(p)), o.f.Size)
-	for pos := off; pos < end; {
-		i := pos / object.ChunkSize
-		cs := i * object.ChunkSize
-		ce := min(cs+object.ChunkSize, end)
-		data, err := o.chunkLocked(ctx, i)
-		if err != nil {
-			return int(pos - off), err
-		}
+	if pos, err := o.spansLocked(ctx, off, end, func(pos, ce int64, data []byte) {
 		dst := p[pos-off : ce-off]
-		k := 0
-		if int64(len(data)) > pos-cs {
-			k = copy(dst, data[pos-cs:])
-		}
-		clear(dst[k:])
-		pos = ce
+		clear(dst[copy(dst, data):])
+	}); err != nil {
+		return int(pos - off), err
 	}
 	n := int(end - off)
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// spansLocked calls span for each chunk that bytes [off, end) of the file
+// fall in, in order, with the part of them in it, [pos, ce), and the
+// chunk's data from pos on (shorter than that part, or nil, where the
+// chunk was stored short or is a hole); o.mu is held. It returns where it
+// stopped if a chunk could not be read.
+func (o *objectFile) spansLocked(ctx context.Context, off, end int64, span func(pos, ce int64, data []byte)) (int64, error) {
+	for pos := off; pos < end; {
+		i := pos / object.ChunkSize
+		cs := i * object.ChunkSize
+		ce := min(cs+object.ChunkSize, end)
+		data, err := o.chunkLocked(ctx, i)
+		if err != nil {
+			return pos, err
+		}
+		if int64(len(data)) > pos-cs {
+			data = data[pos-cs : min(int64(len(data)), ce-cs)]
+		} else {
+			data = nil
+		}
+		span(pos, ce, data)
+		pos = ce
+	}
+	return end, nil
 }
 
 // zeros is what ReadSlices hands for a hole, or the end of a chunk stored
@@ -575,31 +590,22 @@ func (o *objectFile) ReadSlices(ctx context.Context, off int64, n int) (_ [][]by
 	var vecs [][]byte
 	var refs []*chunkMem
 	end := min(off+int64(n), o.f.Size)
-	for pos := off; pos < end; {
-		i := pos / object.ChunkSize
-		cs := i * object.ChunkSize
-		ce := min(cs+object.ChunkSize, end)
-		data, err := o.chunkLocked(ctx, i)
-		if err != nil {
-			for _, m := range refs {
-				m.unref()
-			}
-			return nil, nil, err
-		}
-		k := int64(0)
-		if int64(len(data)) > pos-cs {
-			seg := data[pos-cs : min(int64(len(data)), ce-cs)]
-			vecs = append(vecs, seg)
-			k = int64(len(seg))
+	if _, err := o.spansLocked(ctx, off, end, func(pos, ce int64, data []byte) {
+		if len(data) > 0 {
+			vecs = append(vecs, data)
 			if o.mem != nil {
 				o.mem.refs.Add(1)
 				refs = append(refs, o.mem)
 			}
 		}
-		if k < ce-pos {
+		if k := int64(len(data)); k < ce-pos {
 			vecs = append(vecs, zeros[:ce-pos-k])
 		}
-		pos = ce
+	}); err != nil {
+		for _, m := range refs {
+			m.unref()
+		}
+		return nil, nil, err
 	}
 	if len(refs) == 0 {
 		return vecs, nil, nil
