@@ -245,7 +245,17 @@ func TestDirPrefetchReadDuring(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name := range files {
-		f, _, err := v.Lower.FileObjectFrom(v.Store, "spider/"+name)
+		// A file object that came with its first chunk is stored once
+		// the chunk is (getFollowing), in the background: its reader
+		// may be done before.
+		var f *object.File
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if f, _, err = v.Lower.FileObjectFrom(v.Store, "spider/"+name); err == nil || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
