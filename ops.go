@@ -20,6 +20,7 @@ type opGuard struct {
 	stopped context.Context // done once close starts; made when first needed
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
+	n       int // calls running
 }
 
 // init makes stopped; g.mu is held.
@@ -40,13 +41,24 @@ func (g *opGuard) begin(ctx context.Context) (context.Context, func(), error) {
 	}
 	g.init()
 	g.wg.Add(1)
+	g.n++
 	ctx, cancel := context.WithCancel(ctx)
 	unhook := context.AfterFunc(g.stopped, cancel)
 	return ctx, func() {
 		unhook()
 		cancel()
+		g.mu.Lock()
+		g.n--
+		g.mu.Unlock()
 		g.wg.Done()
 	}, nil
+}
+
+// running reports how many calls are running.
+func (g *opGuard) running() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.n
 }
 
 // close refuses new calls, cancels those running and waits for them.

@@ -33,6 +33,15 @@ func TestCloseEndsRunningSnapshot(t *testing.T) {
 		_, err := ws.Snapshot(context.Background(), "s")
 		snapped <- err
 	}()
+	// Close once the snapshot runs: on a loaded machine, 50 ms after
+	// its goroutine started it may not have begun.
+	deadline := time.Now().Add(time.Minute)
+	for ws.ops.running() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the snapshot did not begin within a minute")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	time.Sleep(50 * time.Millisecond)
 	closed := make(chan error, 1)
 	go func() { closed <- ws.Close() }()
