@@ -526,6 +526,10 @@ func TestEviction(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Each file object is stored after the chunk that came with it:
+	// until it is, eviction cannot tell the chunk is the version's, and
+	// keeps it as young and local.
+	waitFileObjects(ctx, t, ms.Config.Objects, filepath.Join(w.State, "objects"))
 	if _, err := rm.cache.Evict(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -920,4 +924,38 @@ func TestSnapshotAfterRemoval(t *testing.T) {
 	}
 	ms.Stop()
 	verifyAlone(t, ctx, w.State, res.Root)
+}
+
+// waitFileObjects waits until the store in dir holds every file object
+// the master's store in masterDir holds.
+func waitFileObjects(ctx context.Context, t *testing.T, masterDir, dir string) {
+	t.Helper()
+	master, err := object.OpenDirStore(masterDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	var files []object.Digest
+	master.Each(func(o object.StoredObject) error {
+		if k, err := master.Kind(o.Digest); err == nil && k == object.KindFile {
+			files = append(files, o.Digest)
+		}
+		return nil
+	})
+	store, err := object.OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for _, d := range files {
+		for {
+			if ok, _ := store.Has(ctx, d); ok {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("file object %s not stored: %v", d.Short(), ctx.Err())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }
