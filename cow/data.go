@@ -244,25 +244,23 @@ func (h *Handle) ReadAtContext(ctx context.Context, dest []byte, off int64) (int
 // where they are: while every byte of the file comes from a lower that
 // holds its bytes in memory (lower.SliceReader: a remote mount's or a
 // restored snapshot's), the bytes at off come as views of that memory,
-// which stay as they are until the caller calls release (if set) once;
-// otherwise they are read into dest, and vecs holds the part of dest
-// read. One hold of the node for either: reads queue in the order they
-// came, which a cold disk beneath a local lower reads ahead by.
-func (h *Handle) ReadSlices(ctx context.Context, dest []byte, off int64) (vecs [][]byte, release func(), err error) {
+// vecs, which stay as they are until the caller calls release (if set)
+// once; otherwise vecs is nil and the first n bytes of dest are read.
+// One hold of the node for either: reads queue in the order they came,
+// which a cold disk beneath a local lower reads ahead by.
+func (h *Handle) ReadSlices(ctx context.Context, dest []byte, off int64) (vecs [][]byte, n int, release func(), err error) {
 	nd := h.n
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
 	d := nd.data
 	if d != nil && d.upper == nil && d.meta == nil && d.lower != nil {
 		if sr, ok := d.lower.(lower.SliceReader); ok {
-			return sr.ReadSlices(ctx, off, len(dest))
+			vecs, release, err = sr.ReadSlices(ctx, off, len(dest))
+			return vecs, 0, release, err
 		}
 	}
-	k, err := d.readAtContext(ctx, dest, off)
-	if err != nil {
-		return nil, nil, err
-	}
-	return [][]byte{dest[:k]}, nil, nil
+	n, err = d.readAtContext(ctx, dest, off)
+	return nil, n, nil, err
 }
 
 // readAt reads the file's current bytes from whichever layers hold them.

@@ -45,14 +45,12 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 		ctx, cancel = context.WithTimeout(ctx, t)
 		defer cancel()
 	}
-	vecs, release, err := h.h.ReadSlices(ctx, dest, off)
+	vecs, n, release, err := h.h.ReadSlices(ctx, dest, off)
 	switch {
 	case err != nil:
 		return nil, h.errno(ctx, "read", err)
-	case release == nil && len(vecs) == 1:
-		// Read into dest (or one view of memory nobody writes): the
-		// reply of a copy, as ever.
-		return fuse.ReadResultData(vecs[0]), 0
+	case vecs == nil:
+		return fuse.ReadResultData(dest[:n]), 0
 	case release == nil:
 		// Views of memory nobody writes: nothing to let go of.
 		return fuse.ReadResultVector(vecs), 0

@@ -495,10 +495,9 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 		} else {
 			b, err = g.GetInto(ctx, d, *buf)
 		}
-		switch {
-		case err == nil && len(b) > 0 && &b[0] == &(*buf)[0]:
+		if err == nil && len(b) > 0 && &b[0] == &(*buf)[0] {
 			o.mem = newChunkMem(buf, nil)
-		default:
+		} else {
 			// Not read into the buffer (fetched, or held in memory):
 			// handed back, not held beside what came instead.
 			putChunkBuf(buf)
