@@ -35,7 +35,7 @@ func (f Fetcher) limit() int {
 // bucket that does not answer is remote.ErrUnavailable, which the cache
 // remembers for a while instead of asking again for every read.
 func (f Fetcher) Get(ctx context.Context, d object.Digest) ([]byte, error) {
-	b, _, err := f.S.fetch(ctx, d)
+	b, _, err := f.S.fetch(ctx, d, false)
 	return b, unavailable(err)
 }
 
@@ -61,12 +61,40 @@ func (f Fetcher) GetVerified(ctx context.Context, d object.Digest) ([]byte, erro
 // completes, one at a time. The packed objects of one pack are read
 // together, a ranged GET for each run of them (runs).
 func (f Fetcher) GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
+	return f.getMany(ctx, ds, bufsOwned, got)
+}
+
+// GetManyLent is GetMany, but lends each object to got: b is valid only
+// until got returns, and its memory, the process's buffer pool's,
+// receives a later object (remote.Client.GetManyLent).
+func (f Fetcher) GetManyLent(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
+	return f.getMany(ctx, ds, bufsLent, got)
+}
+
+// GetManyGiven is GetMany, but each object comes in a buffer of its own
+// from the process's buffer pool, which got may give back to it or keep
+// (remote.Client.GetManyGiven).
+func (f Fetcher) GetManyGiven(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
+	return f.getMany(ctx, ds, bufsGiven, got)
+}
+
+// bufUse is whose the memory an object is read into is.
+type bufUse uint8
+
+const (
+	bufsOwned bufUse = iota // new memory, got's
+	bufsLent                // the pool's, back to it once got returns
+	bufsGiven               // the pool's, got's
+)
+
+func (f Fetcher) getMany(ctx context.Context, ds []object.Digest, bufs bufUse, got func(i int, b []byte, err error)) error {
 	var mu sync.Mutex
 	hand := func(i int, b []byte, err error) {
 		mu.Lock()
 		got(i, b, err)
 		mu.Unlock()
 	}
+	pooled := bufs != bufsOwned
 	where := map[int]packLoc{}
 	var loose []int
 	for i, d := range ds {
@@ -84,23 +112,40 @@ func (f Fetcher) GetMany(ctx context.Context, ds []object.Digest, got func(i int
 	g.SetLimit(f.limit())
 	for _, r := range runs(ds, where) {
 		g.Go(func() error {
-			b, err := f.S.getRange(gctx, r.pack, r.off, r.end-r.off)
-			for _, i := range r.members {
-				if err != nil {
+			b, err := f.S.getRange(gctx, r.pack, r.off, r.end-r.off, pooled)
+			if err != nil {
+				for _, i := range r.members {
 					hand(i, nil, unavailable(fmt.Errorf("object %s: %w", ds[i].Short(), err)))
-					continue
 				}
+				return nil
+			}
+			for _, i := range r.members {
 				l := where[i]
 				at := int64(l.off) - r.off
-				hand(i, b[at:at+int64(l.n):at+int64(l.n)], nil)
+				m := b[at : at+int64(l.n) : at+int64(l.n)]
+				if bufs == bufsGiven {
+					// Each given object is a buffer of its own: one
+					// given back while the run's buffer or another of
+					// its objects is still read would be handed out
+					// again.
+					own := newBuf(len(m), true)
+					copy(own, m)
+					m = own
+				}
+				hand(i, m, nil)
 			}
+			freeBuf(b, pooled)
 			return nil
 		})
 	}
 	for _, i := range loose {
 		g.Go(func() error {
-			b, err := f.Get(gctx, ds[i])
+			b, _, err := f.S.fetch(gctx, ds[i], pooled)
+			err = unavailable(err)
 			hand(i, b, err)
+			if err == nil && bufs == bufsLent {
+				freeBuf(b, true)
+			}
 			return nil
 		})
 	}

@@ -260,7 +260,7 @@ func (s *Store) forgetPack(pack string) {
 // getRange reads n bytes at off of pack with one ranged GET. A pack
 // shorter than that (truncated) is object.ErrCorrupt; a missing one
 // object.ErrNotFound; both name the pack's key.
-func (s *Store) getRange(ctx context.Context, pack string, off, n int64) ([]byte, error) {
+func (s *Store) getRange(ctx context.Context, pack string, off, n int64, pooled bool) ([]byte, error) {
 	key := s.packKey(pack)
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
@@ -274,45 +274,49 @@ func (s *Store) getRange(ctx context.Context, pack string, off, n int64) ([]byte
 		return nil, s.wrap("get", key, err)
 	}
 	defer out.Body.Close()
-	b := make([]byte, n+1)
+	b := newBuf(int(n)+1, pooled)
 	got, err := readFull(out.Body, b)
 	s.bytesIn.Add(int64(got))
 	if err != nil {
+		freeBuf(b, pooled)
 		return nil, s.wrap("get", key, err)
 	}
 	if int64(got) != n {
+		freeBuf(b, pooled)
 		return nil, fmt.Errorf("pack %s in bucket %s: %d bytes at %d, its index says %d (truncated?): %w", key, s.cfg.Bucket, got, off, n, object.ErrCorrupt)
 	}
 	return b[:n], nil
 }
 
-// getPacked reads the object at l, unverified.
-func (s *Store) getPacked(ctx context.Context, d object.Digest, l packLoc) ([]byte, error) {
-	b, err := s.getRange(ctx, l.pack, int64(l.off), int64(l.n))
+// getPacked reads the object at l, unverified, into the pool's memory
+// when pooled.
+func (s *Store) getPacked(ctx context.Context, d object.Digest, l packLoc, pooled bool) ([]byte, error) {
+	b, err := s.getRange(ctx, l.pack, int64(l.off), int64(l.n), pooled)
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", d.Short(), err)
 	}
 	return b, nil
 }
 
-// fetch returns the bytes stored as d, packed or loose, unverified.
-func (s *Store) fetch(ctx context.Context, d object.Digest) ([]byte, string, error) {
+// fetch returns the bytes stored as d, packed or loose, unverified, in
+// the pool's memory when pooled (newBuf).
+func (s *Store) fetch(ctx context.Context, d object.Digest, pooled bool) ([]byte, string, error) {
 	l, ok, err := s.locate(ctx, d, false)
 	if err != nil {
 		return nil, "", fmt.Errorf("object %s: %w", d.Short(), err)
 	}
 	if ok {
-		b, err := s.getPacked(ctx, d, l)
+		b, err := s.getPacked(ctx, d, l, pooled)
 		if !errors.Is(err, object.ErrNotFound) {
 			return b, fmt.Sprintf("pack %s (bytes %d-%d)", s.packKey(l.pack), l.off, l.off+l.n-1), err
 		}
 		// The pack is gone: the object may be loose too.
 	}
-	b, err := s.getKey(ctx, s.objectKey(d))
+	b, err := s.getKeyInto(ctx, s.objectKey(d), pooled)
 	if errors.Is(err, object.ErrNotFound) {
 		// Packed since the indexes were loaded?
 		if l, ok, lerr := s.locate(ctx, d, true); lerr == nil && ok {
-			b, err := s.getPacked(ctx, d, l)
+			b, err := s.getPacked(ctx, d, l, pooled)
 			return b, fmt.Sprintf("pack %s (bytes %d-%d)", s.packKey(l.pack), l.off, l.off+l.n-1), err
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"google.golang.org/grpc/mem"
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote"
@@ -139,6 +140,82 @@ func TestPublishPacksSmallObjects(t *testing.T) {
 	}
 	t.Cleanup(cache.Close)
 	sameFiles(t, "a worker's cache", readVersion(t, cache, res.Version), want)
+}
+
+// A GetMany into the pool's buffers hands the same bytes as one into new
+// memory, packed or loose. A lent object is good while got runs; a given
+// one stays good after the call, while later calls read into the pool's
+// buffers, and once given back its buffer serves a later call: an object
+// of a pack is copied out of its run's buffer, which goes back to the
+// pool once the run is handed.
+func TestGetManyIntoThePool(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	local := localStore(t)
+	// Two versions of different bytes: the later calls read the second's
+	// into the buffers the first's went through.
+	var vs [2][]object.Digest
+	for k := range vs {
+		dir := t.TempDir()
+		smallTree(t, dir, 120)
+		res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs[k] = objectsOf(t, local, res.Version)
+	}
+	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := s3store.Fetcher{S: worker}
+	// check runs one GetMany of ds; keep says what got does with a good
+	// object's bytes once checked.
+	check := func(what string, ds []object.Digest, getMany func(context.Context, []object.Digest, func(int, []byte, error)) error, keep func(i int, b []byte)) {
+		t.Helper()
+		n := 0
+		err := getMany(ctx, ds, func(i int, b []byte, err error) {
+			if err != nil || object.Sum(b) != ds[i] {
+				t.Errorf("%s: object %s: %d bytes, %v", what, ds[i].Short(), len(b), err)
+				return
+			}
+			n++
+			if keep != nil {
+				keep(i, b)
+			}
+		})
+		if err != nil || n != len(ds) {
+			t.Fatalf("%s: %d of %d objects, %v", what, n, len(ds), err)
+		}
+	}
+	all := vs[0]
+	check("GetMany", all, f.GetMany, nil)
+	check("GetManyLent", all, f.GetManyLent, nil)
+	given := make([][]byte, len(all))
+	check("GetManyGiven", all, f.GetManyGiven, func(i int, b []byte) { given[i] = b })
+	for range 3 {
+		check("GetManyLent of other objects", vs[1], f.GetManyLent, nil)
+		check("GetManyGiven of other objects", vs[1], f.GetManyGiven, func(i int, b []byte) { giveBack(b) })
+	}
+	for i, b := range given {
+		if object.Sum(b) != all[i] {
+			t.Fatalf("a given object (%s, %d bytes) changed once later calls read into the pool", all[i].Short(), len(b))
+		}
+	}
+	for _, b := range given {
+		giveBack(b)
+	}
+	check("GetManyGiven once given back", vs[1], f.GetManyGiven, nil)
+	check("GetManyGiven once given back", all, f.GetManyGiven, nil)
+}
+
+// giveBack returns b to the process's buffer pool, as remote.Cache does
+// with what it was given.
+func giveBack(b []byte) {
+	b = b[:cap(b)]
+	mem.DefaultBufferPool().Put(&b)
 }
 
 // A byte damaged inside a pack is found (the object it falls in does not

@@ -33,6 +33,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"google.golang.org/grpc/mem"
 
 	"github.com/cowfs/cowfs/cow/object"
 )
@@ -274,7 +275,7 @@ func (s *Store) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	if d.IsZero() {
 		return nil, fmt.Errorf("get of the zero digest: %w", object.ErrNotFound)
 	}
-	b, where, err := s.fetch(ctx, d)
+	b, where, err := s.fetch(ctx, d, false)
 	if err != nil {
 		return nil, err
 	}
@@ -287,6 +288,15 @@ func (s *Store) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 }
 
 func (s *Store) getKey(ctx context.Context, key string) ([]byte, error) {
+	return s.getKeyInto(ctx, key, false)
+}
+
+// getKeyInto is getKey, into a buffer of the pool (remote's GetManyLent
+// and GetManyGiven) when pooled. A body of known length is read into a
+// buffer of that length: read to its end in growing buffers, a chunk
+// cost as much in copies, clearing and collection as the rest of its
+// fetch.
+func (s *Store) getKeyInto(ctx context.Context, key string, pooled bool) ([]byte, error) {
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	s.gets.Add(1)
@@ -295,15 +305,59 @@ func (s *Store) getKey(ctx context.Context, key string) ([]byte, error) {
 		return nil, s.wrap("get", key, err)
 	}
 	defer out.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(out.Body, maxObject+1))
-	s.bytesIn.Add(int64(len(b)))
+	n := aws.ToInt64(out.ContentLength)
+	if out.ContentLength == nil || n < 0 {
+		b, err := io.ReadAll(io.LimitReader(out.Body, maxObject+1))
+		s.bytesIn.Add(int64(len(b)))
+		if err != nil {
+			return nil, s.wrap("get", key, err)
+		}
+		if len(b) > maxObject {
+			return nil, fmt.Errorf("%s: longer than any object: %w", key, object.ErrCorrupt)
+		}
+		return b, nil
+	}
+	if n > maxObject {
+		return nil, fmt.Errorf("%s: longer than any object (%d bytes): %w", key, n, object.ErrCorrupt)
+	}
+	// HTTP fails a body that ends before the length the answer gave, and
+	// reads none past it: the read after the last byte only sees the end,
+	// which lets the connection be used again.
+	b := newBuf(int(n)+1, pooled)
+	got, err := io.ReadFull(out.Body, b[:n])
+	if err == nil {
+		var k int
+		if k, err = out.Body.Read(b[n:]); k > 0 {
+			err = errors.New("body longer than its Content-Length")
+		} else if err == io.EOF {
+			err = nil
+		}
+		got += k
+	}
+	s.bytesIn.Add(int64(got))
 	if err != nil {
+		freeBuf(b, pooled)
 		return nil, s.wrap("get", key, err)
 	}
-	if len(b) > maxObject {
-		return nil, fmt.Errorf("%s: longer than any object: %w", key, object.ErrCorrupt)
+	return b[:n], nil
+}
+
+// newBuf returns n bytes of new memory, or of the process's buffer pool
+// (remote's, which gRPC uses too) when pooled. A pool's buffer holds
+// whatever it held: it must be filled before anything reads it.
+func newBuf(n int, pooled bool) []byte {
+	if !pooled {
+		return make([]byte, n)
 	}
-	return b, nil
+	return *mem.DefaultBufferPool().Get(n)
+}
+
+// freeBuf gives b, from newBuf, back to the pool if it came from it.
+func freeBuf(b []byte, pooled bool) {
+	if pooled {
+		b = b[:cap(b)]
+		mem.DefaultBufferPool().Put(&b)
+	}
 }
 
 // Put stores an encoded object under its digest, unless the bucket has
