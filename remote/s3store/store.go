@@ -293,9 +293,9 @@ func (s *Store) getKey(ctx context.Context, key string) ([]byte, error) {
 
 // getKeyInto is getKey, into a buffer of the pool (remote's GetManyLent
 // and GetManyGiven) when pooled. A body of known length is read into a
-// buffer of that length: read to its end in growing buffers, a chunk
-// cost as much in copies, clearing and collection as the rest of its
-// fetch.
+// buffer of that length: read to its end in buffers that grow, a chunk
+// would cost as much in copies, clearing and collection as the rest of
+// its fetch.
 func (s *Store) getKeyInto(ctx context.Context, key string, pooled bool) ([]byte, error) {
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
