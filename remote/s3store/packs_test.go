@@ -211,6 +211,13 @@ func TestGetManyIntoThePool(t *testing.T) {
 	check("GetManyGiven once given back", all, f.GetManyGiven, nil)
 }
 
+// A bucket, as a mount hands it to remote.Cache, fetches into the pool
+// as a master's client does (the cache's poolFetcher).
+var _ interface {
+	GetManyLent(context.Context, []object.Digest, func(int, []byte, error)) error
+	GetManyGiven(context.Context, []object.Digest, func(int, []byte, error)) error
+} = s3store.Source{}
+
 // giveBack returns b to the process's buffer pool, as remote.Cache does
 // with what it was given.
 func giveBack(b []byte) {
