@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -302,20 +303,40 @@ func (u *upperLayer) close() {
 	unix.Close(u.locks[1])
 }
 
-// lockDir takes an exclusive flock of dir, without waiting: EWOULDBLOCK
-// if another open upper holds it. The lock goes with the descriptor,
-// so a mount process that dies lets go of it.
+// lockDir takes an exclusive flock of dir: EWOULDBLOCK if another open
+// upper holds it. The lock goes with the descriptor, so a mount process
+// that dies lets go of it.
+//
+// A lock is also held, for a moment, by a child that another thread of
+// this process forks: its copy of the descriptor lives until it execs
+// (close-on-exec acts only then). An upper closed and opened again in a
+// process that starts other programs (a platform that embeds cowfs and
+// runs its spiders, a test binary) may find it held so; lockDir tries
+// again for up to lockWait before it says another upper holds it.
 func lockDir(dir string) (int, error) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("lock %s: %w", dir, err)
 	}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	deadline := time.Now().Add(lockWait)
+	for pause := time.Millisecond; ; pause = min(2*pause, 50*time.Millisecond) {
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EWOULDBLOCK || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(pause)
+	}
+	if err != nil {
 		unix.Close(fd)
 		return -1, fmt.Errorf("lock %s: %w", dir, err)
 	}
 	return fd, nil
 }
+
+// lockWait bounds how long lockDir waits out a forked child's copy of a
+// lock: far longer than a fork takes to exec, short enough that a
+// second mount of an upper in use is told so at once to a person.
+const lockWait = time.Second
 
 // statx returns the entry's attributes and a generation for it: its birth
 // time, which tells a reused inode number from the one it replaced.

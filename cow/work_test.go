@@ -1,10 +1,13 @@
 package cow
 
 import (
+	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -98,5 +101,44 @@ func TestOpenWorkAbandonedUpperStaysNew(t *testing.T) {
 	defer f.Close()
 	if want := "new upper; "; len(f.up.prefixFrom) < len(want) || f.up.prefixFrom[:len(want)] != want {
 		t.Fatalf("namespace chosen as %q, want a new upper's", f.up.prefixFrom)
+	}
+}
+
+// A lock held only by a child's copy of the descriptor (as a child that
+// another thread forked holds it until it execs) is waited out; one held
+// past lockWait is another upper's, EWOULDBLOCK.
+func TestLockDirWaitsOutAChildsCopy(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	child := exec.CommandContext(ctx, "sleep", "0.2")
+	child.ExtraFiles = []*os.File{f}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close() // the child's copy holds the lock now, until it exits
+	fd, err := lockDir(dir)
+	if werr := child.Wait(); werr != nil {
+		t.Fatal(werr)
+	}
+	if err != nil {
+		t.Fatalf("lock held by a child's copy for a moment: %v; want it taken once the child let go", err)
+	}
+	unix.Close(fd)
+
+	held, err := lockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(held)
+	if _, err := lockDir(dir); !errors.Is(err, unix.EWOULDBLOCK) {
+		t.Fatalf("lock held by another open upper: %v; want EWOULDBLOCK", err)
 	}
 }
