@@ -60,8 +60,13 @@ func TestReplayCallsStayFull(t *testing.T) {
 		// replay on an object at a time.
 		time.Sleep(100 * time.Microsecond)
 	}
-	if got := calls.Load(); got > n/16 {
-		t.Fatalf("the replay made %d calls for %d entries; want at most %d", got, n, n/16)
+	// A replay moved on an object at a time makes a call for each entry
+	// past its lead (over a thousand here); in calls of many, about 75
+	// alone, and more where a loaded machine lets the task overtake the
+	// replay now and then (150 seen under a full test suite).
+	t.Logf("the replay made %d calls for %d entries", calls.Load(), n)
+	if got := calls.Load(); got > n/8 {
+		t.Fatalf("the replay made %d calls for %d entries; want at most %d", got, n, n/8)
 	}
 }
 
