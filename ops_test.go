@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -43,6 +44,19 @@ func TestCloseEndsRunningSnapshot(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond)
+	// A call that takes a while to end once cancelled, as a call deep in
+	// a read does: Close must be seen to wait for it.
+	slowCtx, end, err := ws.ops.begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slowEnded atomic.Bool
+	go func() {
+		<-slowCtx.Done()
+		time.Sleep(200 * time.Millisecond)
+		slowEnded.Store(true)
+		end()
+	}()
 	closed := make(chan error, 1)
 	go func() { closed <- ws.Close() }()
 	select {
@@ -53,11 +67,19 @@ func TestCloseEndsRunningSnapshot(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("Close did not return within a minute of a running snapshot")
 	}
+	if !slowEnded.Load() {
+		t.Fatal("Close returned before a call it cancelled had ended")
+	}
+	// The snapshot's call ended before Close returned; the goroutine
+	// that made it may not have taken its result yet.
+	if n := ws.ops.running(); n != 0 {
+		t.Fatalf("Close returned while %d call(s) were still running", n)
+	}
 	select {
 	case err := <-snapped:
 		t.Logf("the running snapshot returned: %v", err)
-	default:
-		t.Fatal("Close returned while a snapshot was still running")
+	case <-time.After(time.Minute):
+		t.Fatal("the snapshot's call did not return within a minute of Close")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
