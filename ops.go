@@ -19,14 +19,15 @@ type opGuard struct {
 	closed  bool
 	stopped context.Context // done once close starts; made when first needed
 	stop    context.CancelFunc
-	wg      sync.WaitGroup
-	n       int // calls running
+	n       int       // calls running
+	idle    sync.Cond // broadcast when n comes to 0; its L is mu, set by init
 }
 
-// init makes stopped; g.mu is held.
+// init makes stopped and ties idle to mu; g.mu is held.
 func (g *opGuard) init() {
 	if g.stopped == nil {
 		g.stopped, g.stop = context.WithCancel(context.Background())
+		g.idle.L = &g.mu
 	}
 }
 
@@ -40,7 +41,6 @@ func (g *opGuard) begin(ctx context.Context) (context.Context, func(), error) {
 		return nil, nil, ErrClosed
 	}
 	g.init()
-	g.wg.Add(1)
 	g.n++
 	ctx, cancel := context.WithCancel(ctx)
 	unhook := context.AfterFunc(g.stopped, cancel)
@@ -48,9 +48,10 @@ func (g *opGuard) begin(ctx context.Context) (context.Context, func(), error) {
 		unhook()
 		cancel()
 		g.mu.Lock()
-		g.n--
+		if g.n--; g.n == 0 {
+			g.idle.Broadcast()
+		}
 		g.mu.Unlock()
-		g.wg.Done()
 	}, nil
 }
 
@@ -67,6 +68,8 @@ func (g *opGuard) close() {
 	g.closed = true
 	g.init()
 	g.stop()
+	for g.n > 0 {
+		g.idle.Wait()
+	}
 	g.mu.Unlock()
-	g.wg.Wait()
 }

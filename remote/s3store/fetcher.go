@@ -35,7 +35,12 @@ func (f Fetcher) limit() int {
 // bucket that does not answer is remote.ErrUnavailable, which the cache
 // remembers for a while instead of asking again for every read.
 func (f Fetcher) Get(ctx context.Context, d object.Digest) ([]byte, error) {
-	b, _, err := f.S.fetch(ctx, d, false)
+	return f.get(ctx, d, false)
+}
+
+// get is Get, into the pool's memory when pooled.
+func (f Fetcher) get(ctx context.Context, d object.Digest, pooled bool) ([]byte, error) {
+	b, _, err := f.S.fetch(ctx, d, pooled)
 	return b, unavailable(err)
 }
 
@@ -140,8 +145,7 @@ func (f Fetcher) getMany(ctx context.Context, ds []object.Digest, bufs bufUse, g
 	}
 	for _, i := range loose {
 		g.Go(func() error {
-			b, _, err := f.S.fetch(gctx, ds[i], pooled)
-			err = unavailable(err)
+			b, err := f.get(gctx, ds[i], pooled)
 			hand(i, b, err)
 			if err == nil && bufs == bufsLent {
 				freeBuf(b, true)
