@@ -358,6 +358,8 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 	// one P a mount has by default the mount waited for them.
 	startDone := fs.ExtraProc()
 	defer startDone()
+	gcDone := holdGC()
+	defer gcDone()
 	// And while a remote lower fetches: verifying, storing and handing
 	// over what comes in otherwise takes turns with the requests on the
 	// one P.
@@ -399,6 +401,7 @@ func serveMount(s cowfs.Spec, lf logFlags, pipe io.WriteCloser) error {
 		}
 	}
 	startDone()
+	gcDone()
 	sdNotify(log, daemon.SdNotifyReady)
 	done := make(chan struct{})
 	go func() {
