@@ -595,6 +595,12 @@ func checkKept(ctx context.Context, src remote.Fetcher, what string, store *obje
 	return nil
 }
 
+// writeFileAtomic replaces path with b, whole and durably: b is synced
+// before the rename, and the directory after it. Without the second sync
+// a crash could keep what a task synced in the upper beside it and lose
+// the record of which version that upper was made over (a filesystem
+// with a log per file, as btrfs's fsync, owes the rename nothing), and
+// the next mount would put those changes over the newest version.
 func writeFileAtomic(path string, b []byte) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -612,5 +618,19 @@ func writeFileAtomic(path string, b []byte) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes the entries of directory dir durable. A variable, so that
+// a test sees when it is called.
+var syncDir = func(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
