@@ -15,8 +15,8 @@ func TestWriteFileAtomicSyncsTheDirectory(t *testing.T) {
 	if err := os.WriteFile(path, []byte("old\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	real := syncDir
-	t.Cleanup(func() { syncDir = real })
+	orig := syncDir
+	t.Cleanup(func() { syncDir = orig })
 	var synced []string
 	syncDir = func(d string) error {
 		b, err := os.ReadFile(path)
@@ -27,7 +27,7 @@ func TestWriteFileAtomicSyncsTheDirectory(t *testing.T) {
 			t.Errorf("directory synced with the temporary file still there (%v)", err)
 		}
 		synced = append(synced, d)
-		return real(d)
+		return orig(d)
 	}
 	if err := writeFileAtomic(path, []byte("new\n")); err != nil {
 		t.Fatal(err)
