@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -133,7 +134,13 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 	// the mount's log.
 	pipe := readyPipe()
 	if pipe != nil {
-		s, err := specFromParent()
+		s, logFile, err := specFromParent()
+		if errors.Is(err, errNotHandedOver) {
+			// Started ahead (internal/prestart) for a command that
+			// ended without a mount to hand over.
+			pipe.Close()
+			return nil
+		}
 		if err == nil {
 			err = s.Validate()
 		}
@@ -142,7 +149,11 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 			pipe.Close()
 			return err
 		}
-		return serveMount(s, f.log, pipe)
+		lf := f.log
+		if logFile != "" {
+			lf.file = logFile
+		}
+		return serveMount(s, lf, pipe)
 	}
 	if err := f.log.check(); err != nil {
 		return err

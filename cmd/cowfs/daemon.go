@@ -14,55 +14,62 @@ import (
 	"time"
 
 	"github.com/cowfs/cowfs"
+	"github.com/cowfs/cowfs/internal/prestart"
 )
 
-// The mount command without --foreground starts itself again in the
-// background and waits for it to report that the mount serves requests (or
-// why it could not), so that "cowfs mount" returning 0 means the workspace
-// is ready. The child reports on a pipe passed as fd 3.
-const readyEnv = "COWFS_READY_FD"
+// The mount command without --foreground hands the mount to a process
+// of its own, the same binary run again with --foreground, and waits for
+// it to report that the mount serves requests (or why it could not), so
+// that "cowfs mount" returning 0 means the workspace is ready. The
+// process is usually the one internal/prestart started while this one
+// was still initializing; it reports on a pipe passed as fd 3.
+//
+// It reads its workspace's spec, as JSON, from a second pipe passed as
+// fd 4 (a handoff): every option reaches it as the parent validated it,
+// with no argv to rebuild, and a token read from a file passes in
+// memory, seen by neither ps, the environment nor a file left in the
+// state directory.
+const (
+	readyEnv = prestart.ReadyEnv
+	specEnv  = prestart.SpecEnv
+)
 
-// The child reads its workspace's spec, as JSON, from a second pipe passed
-// as fd 4: every option reaches it as the parent validated it, with no
-// argv to rebuild, and a token read from a file passes in memory, seen by
-// neither ps, the environment nor a file left in the state directory.
-const specEnv = "COWFS_SPEC_FD"
+// A handoff is what the command sends its mount process on the spec
+// pipe: the spec, and the log the process writes to (its stdout and
+// stderr too, so that a crash's trace lands there).
+type handoff struct {
+	Spec    cowfs.Spec `json:"spec"`
+	LogFile string     `json:"log_file"`
+}
 
-// spawnDaemon re-executes the mount command in the background with args,
-// hands it spec, and waits up to timeout for it to become ready.
+// errNotHandedOver is what a mount process started ahead finds when the
+// command ended without handing it a spec: it exits, having done
+// nothing.
+var errNotHandedOver = errors.New("the command handed over no mount")
+
+// spawnDaemon hands spec to a mount process, the one started ahead if
+// any, else one started now with args, and waits up to timeout for it
+// to become ready.
 func spawnDaemon(args []string, spec cowfs.Spec, logPath string, timeout time.Duration) error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	specR, err := specPipe(spec)
-	if err != nil {
-		return err
-	}
-	defer specR.Close()
-	r, w, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		w.Close()
 		return fmt.Errorf("open log %s: %w", logPath, err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(self, args...)
-	cmd.Env = append(os.Environ(), readyEnv+"=3", specEnv+"=4")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{w, specR}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		w.Close()
-		return err
+	mp := prestart.Take()
+	if mp == nil {
+		if mp, err = startMountProcess(args, logf); err != nil {
+			return err
+		}
 	}
-	w.Close()
+	r := mp.Ready
+	defer r.Close()
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { exited <- waitProcess(mp.P) }()
+	if err := sendHandoff(mp.Spec, handoff{Spec: spec, LogFile: logPath}); err != nil {
+		stopChild(mp.P, r, exited)
+		return fmt.Errorf("hand the spec to the mount process: %w", err)
+	}
 	msg := make(chan string, 1)
 	go func() {
 		line, _ := bufio.NewReader(r).ReadString('\n')
@@ -77,7 +84,7 @@ func spawnDaemon(args []string, spec cowfs.Spec, logPath string, timeout time.Du
 	select {
 	case m := <-msg:
 		if m == "ok" {
-			cmd.Process.Release()
+			mp.P.Release()
 			return nil
 		}
 		if m == "" {
@@ -88,12 +95,67 @@ func spawnDaemon(args []string, spec cowfs.Spec, logPath string, timeout time.Du
 		<-exited
 		return parseFailure(m)
 	case s := <-sigs:
-		stopChild(cmd, r, exited)
+		stopChild(mp.P, r, exited)
 		return fmt.Errorf("mount stopped by %s", s)
 	case <-time.After(timeout):
-		stopChild(cmd, r, exited)
+		stopChild(mp.P, r, exited)
 		return fmt.Errorf("mount not ready after %s; see %s", timeout, logPath)
 	}
+}
+
+// startMountProcess starts the mount process with args, its output to
+// logf, when none was started ahead.
+func startMountProcess(args []string, logf *os.File) (*prestart.Proc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer readyW.Close()
+	specR, specW, err := os.Pipe()
+	if err != nil {
+		readyR.Close()
+		return nil, err
+	}
+	defer specR.Close()
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), readyEnv+"=3", specEnv+"=4")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{readyW, specR}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		readyR.Close()
+		specW.Close()
+		return nil, err
+	}
+	return &prestart.Proc{P: cmd.Process, Ready: readyR, Spec: specW}, nil
+}
+
+// waitProcess waits for p to exit; an exit other than 0 is an error that
+// says how it ended.
+func waitProcess(p *os.Process) error {
+	st, err := p.Wait()
+	if err == nil && !st.Success() {
+		err = errors.New(st.String())
+	}
+	return err
+}
+
+// sendHandoff writes h to the spec pipe w as JSON and closes it. A spec
+// is far smaller than a pipe's buffer, so the write does not wait for
+// the reader.
+func sendHandoff(w *os.File, h handoff) error {
+	b, err := json.Marshal(h)
+	if err == nil {
+		_, err = w.Write(b)
+	}
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // stopChild stops a mount process nobody will wait for. With the ready
@@ -101,13 +163,13 @@ func spawnDaemon(args []string, spec cowfs.Spec, logPath string, timeout time.Du
 // unmounts (serveMount); SIGTERM makes one that has mounted unmount
 // cleanly. SIGKILL, after a while, is for one stuck before mounting,
 // where killing leaves nothing behind.
-func stopChild(cmd *exec.Cmd, ready *os.File, exited <-chan error) {
+func stopChild(p *os.Process, ready *os.File, exited <-chan error) {
 	ready.Close()
-	cmd.Process.Signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	select {
 	case <-exited:
 	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
+		p.Kill()
 		<-exited
 	}
 }
@@ -122,40 +184,42 @@ func readyPipe() io.WriteCloser {
 	return os.NewFile(3, "ready")
 }
 
-// specPipe returns a pipe's read end that yields spec as JSON, then EOF.
-// A spec is far smaller than a pipe's buffer, so the write does not wait
-// for a reader.
-func specPipe(spec cowfs.Spec) (*os.File, error) {
-	b, err := json.Marshal(spec)
-	if err != nil {
-		return nil, err
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	_, err = w.Write(b)
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		r.Close()
-		return nil, fmt.Errorf("hand the spec to the mount process: %w", err)
-	}
-	return r, nil
-}
-
-// specFromParent reads the spec spawnDaemon handed this process.
-func specFromParent() (cowfs.Spec, error) {
-	var s cowfs.Spec
+// specFromParent reads what spawnDaemon handed this process: the spec,
+// and the log, which becomes its stdout and stderr. errNotHandedOver:
+// the pipe closed with nothing in it.
+func specFromParent() (cowfs.Spec, string, error) {
 	if os.Getenv(specEnv) == "" {
-		return s, errors.New("started to serve a mount, but given no spec (" + specEnv + ")")
+		return cowfs.Spec{}, "", errors.New("started to serve a mount, but given no spec (" + specEnv + ")")
 	}
 	os.Unsetenv(specEnv)
 	f := os.NewFile(4, "spec")
 	defer f.Close()
-	if err := json.NewDecoder(f).Decode(&s); err != nil {
-		return s, fmt.Errorf("read the spec from the parent: %w", err)
+	var h handoff
+	if err := json.NewDecoder(f).Decode(&h); errors.Is(err, io.EOF) {
+		return h.Spec, "", errNotHandedOver
+	} else if err != nil {
+		return h.Spec, "", fmt.Errorf("read the spec from the parent: %w", err)
 	}
-	return s, nil
+	if h.LogFile != "" {
+		if err := outputTo(h.LogFile); err != nil {
+			return h.Spec, "", err
+		}
+	}
+	return h.Spec, h.LogFile, nil
+}
+
+// outputTo makes the file at path, appended to, this process's stdout
+// and stderr.
+func outputTo(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open log %s: %w", path, err)
+	}
+	defer f.Close()
+	for _, fd := range []int{1, 2} {
+		if err := syscall.Dup3(int(f.Fd()), fd, 0); err != nil {
+			return fmt.Errorf("log %s: %w", path, err)
+		}
+	}
+	return nil
 }

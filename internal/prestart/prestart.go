@@ -1,0 +1,134 @@
+// Package prestart starts the mount process of a background `cowfs mount`
+// or `cowfs restore` while the command itself is still starting.
+//
+// The command hands a mount to a process of its own (a Go process cannot
+// fork without exec), and each start of the binary, the runtime's and its
+// packages' initialization, is a good part of a mount's time. Started
+// when the command's packages begin to initialize, the mount process
+// initializes beside the command instead of after it. It waits, doing
+// nothing, for the spec the command sends once it has parsed and checked
+// its command line; a command that ends without sending one (bad input,
+// --help, a foreground mount after all) closes the pipe, and the process
+// exits having done nothing. This package imports little, so that it is
+// initialized among the first.
+package prestart
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// The mount process reports on a pipe passed as fd 3 that the mount
+// serves, or why it could not; it reads its spec from a second pipe,
+// fd 4. These variables name them.
+const (
+	ReadyEnv = "COWFS_READY_FD"
+	SpecEnv  = "COWFS_SPEC_FD"
+)
+
+// A Proc is a mount process started before the command knew its spec.
+type Proc struct {
+	P *os.Process
+	// Ready is the read end of the pipe the process reports on.
+	Ready *os.File
+	// Spec is the write end of the pipe it reads its spec from.
+	Spec *os.File
+}
+
+var started *Proc
+
+func init() {
+	if os.Getenv(ReadyEnv) != "" || os.Getpid() == 1 || !Background(os.Args) {
+		return
+	}
+	started = start(os.Args)
+}
+
+// Take returns the mount process started at init, once: nil if none was
+// started (or it could not be), and the command starts one itself.
+func Take() *Proc {
+	p := started
+	started = nil
+	return p
+}
+
+// Background says whether args (os.Args) are a cowfs mount or restore
+// that the command will hand to a mount process of its own: the
+// subcommand after any --state, no --foreground, no help or version
+// asked for. It may say yes to a command line the command then refuses
+// (the process started for it exits unused), never no to one it hands
+// over, except what it cannot tell without the command's own parsing
+// (an abbreviation, an unknown flag before the subcommand): those start
+// their mount process the usual way, later.
+func Background(args []string) bool {
+	if len(args) < 2 || strings.HasPrefix(filepath.Base(args[0]), "mount.fuse.cowfs") {
+		return false
+	}
+	rest := args[1:]
+	for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
+		switch {
+		case rest[0] == "--state" && len(rest) > 1:
+			rest = rest[2:]
+		case strings.HasPrefix(rest[0], "--state="):
+			rest = rest[1:]
+		default:
+			return false
+		}
+	}
+	if len(rest) == 0 || (rest[0] != "mount" && rest[0] != "restore") {
+		return false
+	}
+	for _, a := range rest[1:] {
+		switch {
+		case a == "--":
+			return false
+		case a == "-h" || a == "--help" || a == "--version" || a == "--foreground":
+			return false
+		case strings.HasPrefix(a, "--foreground="):
+			if fg, err := strconv.ParseBool(strings.TrimPrefix(a, "--foreground=")); err != nil || fg {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// start starts this binary again with args and --foreground, its output
+// to /dev/null until the spec names its log, in a session of its own.
+func start(args []string) *Proc {
+	self, err := os.Executable()
+	if err != nil {
+		return nil
+	}
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil
+	}
+	defer null.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return nil
+	}
+	defer readyW.Close()
+	specR, specW, err := os.Pipe()
+	if err != nil {
+		readyR.Close()
+		return nil
+	}
+	defer specR.Close()
+	argv := append(append([]string{self}, args[1:]...), "--foreground")
+	p, err := os.StartProcess(self, argv, &os.ProcAttr{
+		Env:   append(os.Environ(), ReadyEnv+"=3", SpecEnv+"=4"),
+		Files: []*os.File{null, null, null, readyW, specR},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	})
+	if err != nil {
+		readyR.Close()
+		specW.Close()
+		return nil
+	}
+	return &Proc{P: p, Ready: readyR, Spec: specW}
+}
