@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -58,7 +57,7 @@ func spawnDaemon(args []string, spec cowfs.Spec, logPath string, timeout time.Du
 	defer logf.Close()
 	mp := prestart.Take()
 	if mp == nil {
-		if mp, err = startMountProcess(args, logf); err != nil {
+		if mp, err = prestart.Start(args, logf); err != nil {
 			return err
 		}
 	}
@@ -101,37 +100,6 @@ func spawnDaemon(args []string, spec cowfs.Spec, logPath string, timeout time.Du
 		stopChild(mp.P, r, exited)
 		return fmt.Errorf("mount not ready after %s; see %s", timeout, logPath)
 	}
-}
-
-// startMountProcess starts the mount process with args, its output to
-// logf, when none was started ahead.
-func startMountProcess(args []string, logf *os.File) (*prestart.Proc, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	readyR, readyW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	defer readyW.Close()
-	specR, specW, err := os.Pipe()
-	if err != nil {
-		readyR.Close()
-		return nil, err
-	}
-	defer specR.Close()
-	cmd := exec.Command(self, args...)
-	cmd.Env = append(os.Environ(), readyEnv+"=3", specEnv+"=4")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.ExtraFiles = []*os.File{readyW, specR}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		readyR.Close()
-		specW.Close()
-		return nil, err
-	}
-	return &prestart.Proc{P: cmd.Process, Ready: readyR, Spec: specW}, nil
 }
 
 // waitProcess waits for p to exit; an exit other than 0 is an error that

@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cowfs/cowfs/fs"
 )
 
 // processesWith returns the command lines of the processes whose
@@ -85,5 +92,54 @@ func TestMountProcessStartedAhead(t *testing.T) {
 		if left := processesWith(t, mnt); len(left) > 0 {
 			t.Errorf("%s: processes left after the command ended: %q", c.name, left)
 		}
+	}
+}
+
+// A mount process that is never handed a mount (the command refused its
+// line) changes nothing, not even the state directory's mode, which the
+// command itself tightens and reports, and exits 0 once the spec pipe
+// closes empty.
+func TestMountProcessNotHandedOver(t *testing.T) {
+	e := newEnv(t)
+	if err := os.Mkdir(e.state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(e.state, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readyR.Close()
+	specR, specW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--state", e.state, "mount", e.mnt, "--lower", e.lower, "--foreground")
+	cmd.Env = append(os.Environ(), readyEnv+"=3", specEnv+"=4")
+	cmd.ExtraFiles = []*os.File{readyW, specR}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	readyW.Close()
+	specR.Close()
+	specW.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("mount process handed nothing: %v: %s", err, out.String())
+	}
+	if st, err := os.Stat(e.state); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("state directory after: %v (%v), want 0755 untouched", st.Mode().Perm(), err)
+	}
+	if ok, _ := fs.IsMountpoint(e.mnt); ok {
+		unix.Unmount(e.mnt, unix.MNT_DETACH)
+		t.Errorf("%s mounted by a process handed nothing", e.mnt)
+	}
+	if out.Len() > 0 {
+		t.Errorf("a process handed nothing said: %s", out.String())
 	}
 }

@@ -8,9 +8,12 @@
 // initializes beside the command instead of after it. It waits, doing
 // nothing, for the spec the command sends once it has parsed and checked
 // its command line; a command that ends without sending one (bad input,
-// --help, a foreground mount after all) closes the pipe, and the process
-// exits having done nothing. This package imports little, so that it is
-// initialized among the first.
+// a usage error) closes the pipe, and the process exits having done
+// nothing. A command that serves in the foreground would hold the pipe
+// open for as long as it serves, so Background says no wherever the
+// command serves in the foreground (--foreground, PID 1), as
+// chooseForeground in cmd/cowfs decides. This package imports little, so
+// that it is initialized among the first.
 package prestart
 
 import (
@@ -44,7 +47,10 @@ func init() {
 	if os.Getenv(ReadyEnv) != "" || os.Getpid() == 1 || !Background(os.Args) {
 		return
 	}
-	started = start(os.Args)
+	// Its output goes nowhere until the spec names its log. Where the
+	// start fails, the command starts the process itself, later.
+	args := append(os.Args[1:len(os.Args):len(os.Args)], "--foreground")
+	started, _ = Start(args, nil)
 }
 
 // Take returns the mount process started at init, once: nil if none was
@@ -96,39 +102,43 @@ func Background(args []string) bool {
 	return true
 }
 
-// start starts this binary again with args and --foreground, its output
-// to /dev/null until the spec names its log, in a session of its own.
-func start(args []string) *Proc {
+// Start starts this binary with args (its name left out), stdin from
+// /dev/null, stdout and stderr to out (nil: /dev/null too), in a session
+// of its own, with the write end of the ready pipe as fd 3 and the read
+// end of the spec pipe as fd 4.
+func Start(args []string, out *os.File) (*Proc, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	defer null.Close()
+	if out == nil {
+		out = null
+	}
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	defer readyW.Close()
 	specR, specW, err := os.Pipe()
 	if err != nil {
 		readyR.Close()
-		return nil
+		return nil, err
 	}
 	defer specR.Close()
-	argv := append(append([]string{self}, args[1:]...), "--foreground")
-	p, err := os.StartProcess(self, argv, &os.ProcAttr{
+	p, err := os.StartProcess(self, append([]string{self}, args...), &os.ProcAttr{
 		Env:   append(os.Environ(), ReadyEnv+"=3", SpecEnv+"=4"),
-		Files: []*os.File{null, null, null, readyW, specR},
+		Files: []*os.File{null, out, out, readyW, specR},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
 	if err != nil {
 		readyR.Close()
 		specW.Close()
-		return nil
+		return nil, err
 	}
-	return &Proc{P: p, Ready: readyR, Spec: specW}
+	return &Proc{P: p, Ready: readyR, Spec: specW}, nil
 }
