@@ -50,14 +50,10 @@ var errNotHandedOver = errors.New("the command handed over no mount")
 // any, else one started now with args, and waits up to timeout for it
 // to become ready.
 func spawnDaemon(args []string, spec cowfs.Spec, logPath string, timeout time.Duration) error {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("open log %s: %w", logPath, err)
-	}
-	defer logf.Close()
 	mp := prestart.Take()
 	if mp == nil {
-		if mp, err = prestart.Start(args, logf); err != nil {
+		var err error
+		if mp, err = prestart.Start(args); err != nil {
 			return err
 		}
 	}
@@ -176,12 +172,14 @@ func specFromParent() (cowfs.Spec, string, error) {
 	return h.Spec, h.LogFile, nil
 }
 
-// outputTo makes the file at path, appended to, this process's stdout
-// and stderr.
+// outputTo makes the log at path this process's stdout and stderr, which
+// were /dev/null until the spec named it (a failure to open it reaches
+// the command on the ready pipe). openLogOutput finds them there and
+// moves them too when the log is reopened.
 func outputTo(path string) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := openLogFile(path)
 	if err != nil {
-		return fmt.Errorf("open log %s: %w", path, err)
+		return err
 	}
 	defer f.Close()
 	for _, fd := range []int{1, 2} {

@@ -47,10 +47,9 @@ func init() {
 	if os.Getenv(ReadyEnv) != "" || os.Getpid() == 1 || !Background(os.Args) {
 		return
 	}
-	// Its output goes nowhere until the spec names its log. Where the
-	// start fails, the command starts the process itself, later.
-	args := append(os.Args[1:len(os.Args):len(os.Args)], "--foreground")
-	started, _ = Start(args, nil)
+	// Where the start fails, the command starts the process itself,
+	// later.
+	started, _ = Start(append(os.Args[1:len(os.Args):len(os.Args)], "--foreground"))
 }
 
 // Take returns the mount process started at init, once: nil if none was
@@ -102,11 +101,11 @@ func Background(args []string) bool {
 	return true
 }
 
-// Start starts this binary with args (its name left out), stdin from
-// /dev/null, stdout and stderr to out (nil: /dev/null too), in a session
-// of its own, with the write end of the ready pipe as fd 3 and the read
-// end of the spec pipe as fd 4.
-func Start(args []string, out *os.File) (*Proc, error) {
+// Start starts this binary with args (its name left out), stdin, stdout
+// and stderr on /dev/null until the spec it is sent names its log, in a
+// session of its own, with the write end of the ready pipe as fd 3 and
+// the read end of the spec pipe as fd 4.
+func Start(args []string) (*Proc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -116,9 +115,6 @@ func Start(args []string, out *os.File) (*Proc, error) {
 		return nil, err
 	}
 	defer null.Close()
-	if out == nil {
-		out = null
-	}
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -132,7 +128,7 @@ func Start(args []string, out *os.File) (*Proc, error) {
 	defer specR.Close()
 	p, err := os.StartProcess(self, append([]string{self}, args...), &os.ProcAttr{
 		Env:   append(os.Environ(), ReadyEnv+"=3", SpecEnv+"=4"),
-		Files: []*os.File{null, out, out, readyW, specR},
+		Files: []*os.File{null, null, null, readyW, specR},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
 	if err != nil {
