@@ -12,15 +12,18 @@
 // nothing. A command that serves in the foreground would hold the pipe
 // open for as long as it serves, so Background says no wherever the
 // command serves in the foreground (--foreground, PID 1), as
-// chooseForeground in cmd/cowfs decides. This package imports little, so
-// that it is initialized among the first.
+// chooseForeground in cmd/cowfs decides.
+//
+// This package imports os and syscall only, so that Go initializes it
+// among the first packages. Go initializes packages in the order of their
+// import paths, each once its imports are: an import such as strings or
+// path/filepath, whose paths sort after those of the modules cowfs links,
+// would wait for most of them, and the mount process would start only
+// once most of the command's own initialization was done.
 package prestart
 
 import (
 	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -69,15 +72,15 @@ func Take() *Proc {
 // (an abbreviation, an unknown flag before the subcommand): those start
 // their mount process the usual way, later.
 func Background(args []string) bool {
-	if len(args) < 2 || strings.HasPrefix(filepath.Base(args[0]), "mount.fuse.cowfs") {
+	if len(args) < 2 || hasPrefix(base(args[0]), "mount.fuse.cowfs") {
 		return false
 	}
 	rest := args[1:]
-	for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
+	for len(rest) > 0 && hasPrefix(rest[0], "-") {
 		switch {
 		case rest[0] == "--state" && len(rest) > 1:
 			rest = rest[2:]
-		case strings.HasPrefix(rest[0], "--state="):
+		case hasPrefix(rest[0], "--state="):
 			rest = rest[1:]
 		default:
 			return false
@@ -92,13 +95,31 @@ func Background(args []string) bool {
 			return false
 		case a == "-h" || a == "--help" || a == "--version" || a == "--foreground":
 			return false
-		case strings.HasPrefix(a, "--foreground="):
-			if fg, err := strconv.ParseBool(strings.TrimPrefix(a, "--foreground=")); err != nil || fg {
+		case hasPrefix(a, "--foreground="):
+			// The values strconv.ParseBool (pflag's) takes for false;
+			// any other value serves in the foreground or is refused.
+			switch a[len("--foreground="):] {
+			case "0", "f", "F", "false", "FALSE", "False":
+			default:
 				return false
 			}
 		}
 	}
 	return true
+}
+
+func hasPrefix(s, prefix string) bool {
+	return len(s) >= len(prefix) && s[:len(prefix)] == prefix
+}
+
+// base is filepath.Base for a program name: what follows its last slash.
+func base(name string) string {
+	for i := len(name) - 1; i >= 0; i-- {
+		if name[i] == '/' {
+			return name[i+1:]
+		}
+	}
+	return name
 }
 
 // Start starts this binary with args (its name left out), stdin, stdout
