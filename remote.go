@@ -139,6 +139,14 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 		return nil, err
 	}
 	step("remote: version resolved")
+	if rl.bucket != nil {
+		if held, _ := rl.store.Has(ctx, v); !held {
+			// The version object is loose, the root tree beneath it
+			// packed: the pack indexes load beside the one, for the
+			// other.
+			rl.bucket.LoadIndexes(ctx)
+		}
+	}
 	lower, root, err := remote.OpenVersion(ctx, rl.cache, v)
 	if err == nil && rl.within != "" {
 		lower, root, err = descend(ctx, rl.cache, v, root, rl.within)
@@ -363,17 +371,23 @@ func (rl *remoteLower) dial(ctx context.Context) error {
 }
 
 // openBucket opens the bucket, which says at once whether it is there
-// and takes the credentials. Each request with its retries is bounded by
-// --io-timeout, which the cache bounds a read by.
+// and takes the credentials: with a request of its own, unless the mount
+// lists the newest version next (no version given, no snapshot, no
+// record of one), which says the same. A remount that finds the
+// version's objects held needs no other request, and would otherwise
+// mount over a bucket it cannot read. Each request with its retries is
+// bounded by --io-timeout, which the cache bounds a read by.
 func (rl *remoteLower) openBucket(ctx context.Context) (s3store.Source, error) {
 	r := rl.r
 	bucket, prefix, err := s3store.ParseURL(r.Addr)
 	if err != nil {
 		return s3store.Source{}, err
 	}
+	_, statErr := os.Stat(rl.recordPath())
+	resolves := r.Version == "" && rl.s.Lower.Snapshot == "" && errors.Is(statErr, os.ErrNotExist)
 	st, err := s3store.Open(ctx, s3store.Config{
 		Bucket: bucket, Prefix: prefix, Endpoint: r.S3Endpoint, CAFile: r.S3CA,
-		Timeout: r.IOTimeout, Log: rl.log,
+		Timeout: r.IOTimeout, NoCheck: resolves, Log: rl.log,
 	})
 	if err != nil {
 		return s3store.Source{}, err

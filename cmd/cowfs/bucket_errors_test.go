@@ -111,6 +111,37 @@ func TestBucketExitCodes(t *testing.T) {
 	}
 }
 
+// A fresh mount of a bucket lets the newest version's listing check the
+// bucket and the credentials; a remount, which lists nothing and may
+// find every object it needs held, checks them with a request of its
+// own: with a wrong secret it is refused too, and nothing is mounted.
+func TestBucketRemountChecksCredentials(t *testing.T) {
+	t.Parallel()
+	srv := sharedS3(t)
+	e := newEnv(t)
+	url := "s3://" + srv.Bucket(t) + "/spiders"
+	if _, stderr, code := publishJSON(t, "--state", e.state, "publish", e.lower, url); code != 0 {
+		t.Fatalf("publish: exit %d: %s", code, stderr)
+	}
+	state := t.TempDir()
+	if out, code := runEnv(t, nil, "--state", state, "mount", e.mnt, "--remote", url); code != exitOK {
+		t.Fatalf("mount: exit %d: %s", code, out)
+	}
+	if _, err := os.ReadFile(filepath.Join(e.mnt, "run.sh")); err != nil {
+		t.Errorf("run.sh through the mount: %v", err)
+	}
+	unmountCLI(t, e.mnt)
+	out, code := runEnv(t, []string{"AWS_SECRET_ACCESS_KEY=wrong"}, "--state", state, "mount", e.mnt, "--remote", url)
+	t.Log(out)
+	if code != exitDenied || !strings.Contains(out, "refused the credentials") {
+		t.Errorf("a remount with a wrong secret: exit %d, want %d, saying the credentials were refused: %s", code, exitDenied, out)
+	}
+	if mounted(t, e.mnt) {
+		unmountCLI(t, e.mnt)
+		t.Fatal("mounted with a wrong secret")
+	}
+}
+
 // cowfs publish and cowfs mount --remote s3:// to a SeaweedFS serving
 // https with a test CA: with --s3-ca they work; without it, with another
 // CA, or with http:// they fail with exit 6, saying what is wrong with

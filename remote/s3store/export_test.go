@@ -8,3 +8,10 @@ func SetTraceAge(d time.Duration) (old time.Duration) {
 	old, traceAge = traceAge, d
 	return old
 }
+
+// HoldPacks takes the lock of s's pack indexes, which a load of them
+// takes, until release is called.
+func HoldPacks(s *Store) (release func()) {
+	s.packs.mu.Lock()
+	return s.packs.mu.Unlock
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -63,6 +64,8 @@ type packLoc struct {
 // loaded (immutable, so read once), and the objects of the packs listed
 // at the last reload.
 type packIndex struct {
+	// loading is set while LoadIndexes loads the indexes ahead of use.
+	loading atomic.Bool
 	mu      sync.Mutex
 	loaded  bool
 	lastAt  time.Time
@@ -198,6 +201,33 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	return nil
 }
 
+// LoadIndexes loads the pack indexes in the background, unless they are
+// loaded or loading: for a mount once it knows its version, so that the
+// indexes come beside the version object, which is never packed, not
+// before it, as they would at the object's first fetch. Not earlier:
+// indexes listed before the version was resolved could miss the packs
+// of a version published in between, and those objects would be missing
+// until a reload (at most once a second, locate). Until the load ends,
+// fetch tries an object's loose key before waiting for it. A load that
+// fails is the first fetch's to do again.
+func (s *Store) LoadIndexes(ctx context.Context) {
+	p := s.packs
+	if !p.loading.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer p.loading.Store(false)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.loaded {
+			return
+		}
+		if err := s.reloadLocked(ctx, false); err != nil {
+			s.cfg.Log.Debug("loading the pack indexes ahead of use", "store", s.URL(), "err", err)
+		}
+	}()
+}
+
 // readIndex GETs and checks the index of pack.
 func (s *Store) readIndex(ctx context.Context, pack string) ([]indexEntryT, error) {
 	b, err := s.getKey(ctx, s.indexKey(pack))
@@ -301,6 +331,17 @@ func (s *Store) getPacked(ctx context.Context, d object.Digest, l packLoc, poole
 // fetch returns the bytes stored as d, packed or loose, unverified, in
 // the pool's memory when pooled (newBuf).
 func (s *Store) fetch(ctx context.Context, d object.Digest, pooled bool) ([]byte, string, error) {
+	if s.packs.loading.Load() {
+		// The indexes are on their way (LoadIndexes): a loose object,
+		// a mount's version object first, need not wait for them.
+		b, err := s.getKeyInto(ctx, s.objectKey(d), pooled)
+		if err == nil {
+			return b, s.objectKey(d), nil
+		}
+		if !errors.Is(err, object.ErrNotFound) {
+			return nil, "", fmt.Errorf("object %s: %w", d.Short(), err)
+		}
+	}
 	l, ok, err := s.locate(ctx, d, false)
 	if err != nil {
 		return nil, "", fmt.Errorf("object %s: %w", d.Short(), err)

@@ -490,3 +490,84 @@ func TestPackDeletedByHand(t *testing.T) {
 		t.Errorf("after gc: indexes %v, packs %v; want only the new pack and its index", idx, now)
 	}
 }
+
+// A mount that knows its version loads the pack indexes ahead
+// (LoadIndexes), and the version object, which is never packed, does not
+// wait for them: here the load is held up and the version object still
+// comes. The root tree, packed, comes once the load ends.
+func TestVersionBesideTheIndexes(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	smallTree(t, dir, 40)
+	res, err := s3store.Publish(ctx, dst, localStore(t), dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := s3store.Fetcher{S: worker}
+	v, err := s3store.Source{Fetcher: f}.Resolve(ctx, "")
+	if err != nil || v != res.Version {
+		t.Fatalf("Resolve: %s, %v; want %s", v.Short(), err, res.Version.Short())
+	}
+	release := s3store.HoldPacks(worker)
+	held := true
+	defer func() {
+		if held {
+			release()
+		}
+	}()
+	worker.LoadIndexes(ctx)
+
+	type got struct {
+		b   []byte
+		err error
+	}
+	get := func(d object.Digest) <-chan got {
+		c := make(chan got, 1)
+		go func() {
+			b, err := f.Get(ctx, d)
+			c <- got{b, err}
+		}()
+		return c
+	}
+	var b []byte
+	select {
+	case g := <-get(v):
+		if g.err != nil || object.Sum(g.b) != v {
+			t.Fatalf("the version object while the indexes load: %d bytes, %v", len(g.b), g.err)
+		}
+		b = g.b
+	case <-time.After(20 * time.Second):
+		t.Fatal("the version object waited for the indexes' load")
+	}
+	tr, err := object.DecodeTree(b)
+	if err != nil || len(tr.Entries) != 1 {
+		t.Fatalf("version object: %v", err)
+	}
+	root := tr.Entries[0].Object
+	rootc := get(root)
+	select {
+	case g := <-rootc:
+		t.Fatalf("the packed root came before the indexes were loaded: %d bytes, %v", len(g.b), g.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	held = false
+	select {
+	case g := <-rootc:
+		if g.err != nil || object.Sum(g.b) != root {
+			t.Fatalf("the root tree after the load: %d bytes, %v", len(g.b), g.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the root tree did not come within 30 s of the indexes' load")
+	}
+	if lists := worker.Stats().Lists; lists != 4 {
+		t.Errorf("%d LISTs; want 4: Open's check, the newest version, indexes/ and packs/ once", lists)
+	}
+}

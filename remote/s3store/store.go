@@ -80,7 +80,11 @@ type Config struct {
 	Timeout time.Duration
 	// MaxAttempts bounds the tries of one request.
 	MaxAttempts int
-	Log         *slog.Logger
+	// NoCheck leaves out Open's check, for a caller whose first request
+	// follows at once and fails the same ways with the same errors (a
+	// mount listing the newest version).
+	NoCheck bool
+	Log     *slog.Logger
 }
 
 // ParseURL splits s3://BUCKET/PREFIX.
@@ -127,7 +131,9 @@ var _ object.Store = (*Store)(nil)
 
 // Open makes a Store and checks, with one list request, that the bucket
 // is there and takes the credentials: each way of failing gets its own
-// error (ErrCredentials, ErrNoBucket, ErrUnreachable).
+// error (ErrCredentials, ErrNoBucket, ErrUnreachable). With cfg.NoCheck
+// it makes no request, and the first one the caller makes fails with
+// those errors instead.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Bucket == "" {
 		return nil, errors.New("no bucket given")
@@ -208,6 +214,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		endpoint = "AWS S3 in " + awsCfg.Region
 	}
 	s := &Store{cfg: cfg, client: client, endpoint: endpoint, retries: retries, creds: awsCfg.Credentials, packs: &packIndex{}}
+	if cfg.NoCheck {
+		return s, nil
+	}
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	s.lists.Add(1)
