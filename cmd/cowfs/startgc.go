@@ -10,11 +10,11 @@ import (
 const startHeapLimit = 256 << 20
 
 // holdGC holds garbage collection off until release is called, unless
-// the runtime's memory reaches startHeapLimit (or a lower GOMEMLIMIT):
-// for a mount's start, which allocates several MiB at once (badger's
-// tables, the version's trees as they come in) on a heap whose first goal
-// is 4 MiB, so that a collection, its stops of the world and its marking
-// on the mount's few Ps, falls on the way to the mount's first request.
+// the runtime's memory reaches startHeapLimit (or a lower GOMEMLIMIT).
+// A mount's start allocates several MiB at once (badger's tables, the
+// version's trees as they come in) on a heap whose first goal is 4 MiB:
+// left alone, it would run a collection, its stops of the world and its
+// marking on the mount's few Ps, on the way to the mount's first request.
 // The Go compiler starts with a larger heap goal for the same reason.
 func holdGC() (release func()) {
 	pct := debug.SetGCPercent(-1)
