@@ -141,9 +141,9 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	step("remote: version resolved")
 	if rl.bucket != nil {
 		if held, _ := rl.store.Has(ctx, v); !held {
-			// The version object is loose, the root tree beneath it
-			// packed: the pack indexes load beside the one, for the
-			// other.
+			// The version object and its root tree are loose, the
+			// trees beneath packed: the pack indexes load beside the
+			// two, for the rest.
 			rl.bucket.LoadIndexes(ctx)
 		}
 	}

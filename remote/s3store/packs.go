@@ -24,13 +24,14 @@ import (
 // Small objects travel in packs, as restic's blobs do: a publish or push
 // writes the objects it uploads of at most PackObjectMax bytes (trees,
 // file objects, small chunks; never a version object, which a remount
-// asks about with a HEAD) end to end into packs/<hex>, hex the SHA-256
-// of the pack's bytes, of about packTarget bytes, and beside each the
-// index indexes/<hex>: which object lies at which offset of it. A reader
-// loads every index once (a listing of indexes/ and of packs/, a request
-// per thousand keys, and a GET per index), and then reads a packed object with one ranged GET, and
-// the objects of one pack that a GetMany asks for together with one GET
-// of the range that covers them. Every object read from a pack is still
+// asks about with a HEAD, nor its root tree: see mountReads) end to end
+// into packs/<hex>, hex the SHA-256 of the pack's bytes, of about
+// packTarget bytes, and beside each the index indexes/<hex>: which object
+// lies at which offset of it. A reader loads every index once (a listing
+// of indexes/ and of packs/, a request per thousand keys, and a GET per
+// index), and then reads a packed object with one ranged GET, and the
+// objects of one pack that a GetMany asks for together with one GET of
+// the range that covers them. Every object read from a pack is still
 // checked against its digest; the index has a checksum of its own.
 //
 // A pack is written before its index, and both before the key of the
@@ -143,18 +144,29 @@ func (s *Store) reloadPacks(ctx context.Context, strict bool) error {
 
 func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	p := s.packs
+	// The two listings run together. One of indexes/ that finds an index
+	// whose pack the other missed (written meanwhile, or removed) leaves
+	// that index out below, as it does one whose pack is gone. A reader
+	// loses nothing by it: the packs and indexes of the version it
+	// resolved were written before that version's key, so before either
+	// listing began. A publish's listing that leaves out a pack written
+	// meanwhile uploads its objects again.
 	var listed []string
-	if err := s.listKeys(ctx, indexesDir, 0, func(name string) bool {
-		listed = append(listed, name)
-		return true
-	}); err != nil {
-		return err
-	}
 	packs := map[string]bool{}
-	if err := s.listKeys(ctx, packsDir, 0, func(name string) bool {
-		packs[name] = true
-		return true
-	}); err != nil {
+	lg, lctx := errgroup.WithContext(ctx)
+	lg.Go(func() error {
+		return s.listKeys(lctx, indexesDir, 0, func(name string) bool {
+			listed = append(listed, name)
+			return true
+		})
+	})
+	lg.Go(func() error {
+		return s.listKeys(lctx, packsDir, 0, func(name string) bool {
+			packs[name] = true
+			return true
+		})
+	})
+	if err := lg.Wait(); err != nil {
 		return err
 	}
 	if p.indexes == nil {
@@ -203,13 +215,13 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 
 // LoadIndexes loads the pack indexes in the background, unless they are
 // loaded or loading: for a mount once it knows its version, so that the
-// indexes come beside the version object, which is never packed, not
-// before it, as they would at the object's first fetch. Not earlier:
-// indexes listed before the version was resolved could miss the packs
-// of a version published in between, and those objects would be missing
-// until a reload (at most once a second, locate). Until the load ends,
-// fetch tries an object's loose key before waiting for it. A load that
-// fails is the first fetch's to do again.
+// indexes come beside the version object and its root tree, which a
+// publish leaves loose (mountReads), not before them, as they would at
+// their first fetch. Not earlier: indexes listed before the version was
+// resolved could miss the packs of a version published in between, and
+// those objects would be missing until a reload (at most once a second,
+// locate). Until the load ends, fetch tries an object's loose key before
+// waiting for it. A load that fails is the first fetch's to do again.
 func (s *Store) LoadIndexes(ctx context.Context) {
 	p := s.packs
 	if !p.loading.CompareAndSwap(false, true) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,20 @@ func objectsOf(t *testing.T, g object.Getter, v object.Digest) []object.Digest {
 	return r.list
 }
 
+// rootOf returns the root tree of version v, read from g.
+func rootOf(t *testing.T, g object.Getter, v object.Digest) object.Digest {
+	t.Helper()
+	b, err := g.Get(ctxT(t, time.Minute), v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := object.DecodeTree(b)
+	if err != nil || len(tr.Entries) != 1 {
+		t.Fatalf("version object %s: %d entries, %v", v.Short(), len(tr.Entries), err)
+	}
+	return tr.Entries[0].Object
+}
+
 // smallTree writes n small files in four directories, and one file of
 // two whole chunks, and returns them by path.
 func smallTree(t *testing.T, dir string, n int) map[string][]byte {
@@ -108,9 +123,12 @@ func TestPublishPacksSmallObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	loose, packs, indexes := keysUnder(t, srv, bucket, "objects/"), keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/")
-	// The version object and big's two chunks.
-	if len(loose) != 3 || len(packs) == 0 || len(indexes) != len(packs) {
-		t.Fatalf("after a publish of %d objects: %d loose, %d packs, %d indexes; want 3 loose, the rest packed", res.Objects, len(loose), len(packs), len(indexes))
+	// The version object, its root tree and big's two chunks.
+	if len(loose) != 4 || len(packs) == 0 || len(indexes) != len(packs) {
+		t.Fatalf("after a publish of %d objects: %d loose, %d packs, %d indexes; want 4 loose, the rest packed", res.Objects, len(loose), len(packs), len(indexes))
+	}
+	if root := rootOf(t, local, res.Version); !slices.Contains(loose, rawKey(root)) {
+		t.Fatalf("the root tree %s is not loose: %q", root.Short(), loose)
 	}
 
 	all := objectsOf(t, local, res.Version)
@@ -492,9 +510,10 @@ func TestPackDeletedByHand(t *testing.T) {
 }
 
 // A mount that knows its version loads the pack indexes ahead
-// (LoadIndexes), and the version object, which is never packed, does not
-// wait for them: here the load is held up and the version object still
-// comes. The root tree, packed, comes once the load ends.
+// (LoadIndexes), and what it reads before it serves, the version object
+// and the root tree, which a publish leaves loose, does not wait for
+// them: here the load is held up and both still come. A tree beneath
+// the root, packed, comes once the load ends.
 func TestVersionBesideTheIndexes(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
@@ -536,38 +555,93 @@ func TestVersionBesideTheIndexes(t *testing.T) {
 		}()
 		return c
 	}
-	var b []byte
-	select {
-	case g := <-get(v):
-		if g.err != nil || object.Sum(g.b) != v {
-			t.Fatalf("the version object while the indexes load: %d bytes, %v", len(g.b), g.err)
+	// first reads d while the load is held, and returns it.
+	first := func(what string, d object.Digest) []byte {
+		t.Helper()
+		select {
+		case g := <-get(d):
+			if g.err != nil || object.Sum(g.b) != d {
+				t.Fatalf("%s while the indexes load: %d bytes, %v", what, len(g.b), g.err)
+			}
+			return g.b
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s waited for the indexes' load", what)
 		}
-		b = g.b
-	case <-time.After(20 * time.Second):
-		t.Fatal("the version object waited for the indexes' load")
+		return nil
 	}
-	tr, err := object.DecodeTree(b)
+	tr, err := object.DecodeTree(first("the version object", v))
 	if err != nil || len(tr.Entries) != 1 {
 		t.Fatalf("version object: %v", err)
 	}
-	root := tr.Entries[0].Object
-	rootc := get(root)
+	rt, err := object.DecodeTree(first("the root tree", tr.Entries[0].Object))
+	if err != nil {
+		t.Fatalf("root tree: %v", err)
+	}
+	var sub object.Digest
+	for _, e := range rt.Entries {
+		if e.Name == "d0" {
+			sub = e.Object
+		}
+	}
+	if sub.IsZero() {
+		t.Fatal("no d0 in the root tree")
+	}
+	subc := get(sub)
 	select {
-	case g := <-rootc:
-		t.Fatalf("the packed root came before the indexes were loaded: %d bytes, %v", len(g.b), g.err)
+	case g := <-subc:
+		t.Fatalf("the packed tree of d0 came before the indexes were loaded: %d bytes, %v", len(g.b), g.err)
 	case <-time.After(200 * time.Millisecond):
 	}
 	release()
 	held = false
 	select {
-	case g := <-rootc:
-		if g.err != nil || object.Sum(g.b) != root {
-			t.Fatalf("the root tree after the load: %d bytes, %v", len(g.b), g.err)
+	case g := <-subc:
+		if g.err != nil || object.Sum(g.b) != sub {
+			t.Fatalf("the tree of d0 after the load: %d bytes, %v", len(g.b), g.err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("the root tree did not come within 30 s of the indexes' load")
+		t.Fatal("the tree of d0 did not come within 30 s of the indexes' load")
 	}
 	if lists := worker.Stats().Lists; lists != 4 {
 		t.Errorf("%d LISTs; want 4: Open's check, the newest version, indexes/ and packs/ once", lists)
 	}
+}
+
+// A publish whose root tree a pack holds already (here: a directory
+// published before as part of a larger tree) still uploads it loose, for
+// a mount of the new version to read beside the indexes' load.
+func TestRootLooseWherePacked(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	want := smallTree(t, dir, 40)
+	local := localStore(t)
+	if _, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := keysUnder(t, srv, bucket, "objects/")
+	res, err := s3store.Publish(ctx, dst, local, filepath.Join(dir, "d1"), s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new version object and its root, d1's tree, packed before.
+	root := rootOf(t, local, res.Version)
+	after := keysUnder(t, srv, bucket, "objects/")
+	if slices.Contains(before, rawKey(root)) || !slices.Contains(after, rawKey(root)) || len(after) != len(before)+2 || res.Uploaded != 2 {
+		t.Fatalf("d1's tree %s loose before: %v, after: %v; %d loose keys before, %d after, %d objects uploaded; want it loose after only, 2 uploaded",
+			root.Short(), slices.Contains(before, rawKey(root)), slices.Contains(after, rawKey(root)), len(before), len(after), res.Uploaded)
+	}
+	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1 := map[string][]byte{}
+	for p, b := range want {
+		if rel, ok := strings.CutPrefix(p, "d1/"); ok {
+			d1[rel] = b
+		}
+	}
+	sameFiles(t, "the version of d1", readVersion(t, s3store.Fetcher{S: worker}, res.Version), d1)
 }

@@ -132,24 +132,39 @@ func Publish(ctx context.Context, dst *Store, local *object.DirStore, dir string
 	return res, nil
 }
 
+// mountReads is how many of reachedBy's objects a mount reads before it
+// serves: the version object and its root tree. They stay loose, so that
+// a mount reads each with one GET of its own key while the pack indexes
+// load beside them (LoadIndexes), not after that load.
+const mountReads = 2
+
 // uploadMissing lists objects/ once (a page per thousand objects, not a
 // request per object) and the packs' indexes, and uploads those of
 // reached the bucket lacks, read from local, concurrency at a time: each
 // of at most PackObjectMax bytes into packs, in reached's order (a
-// directory's objects together), the others loose. reached[0], the
-// version object, stays loose; packMax is PublishOptions.PackMax. It returns the "uploading" progress with
-// what was sent.
+// directory's objects together), the others loose. The first mountReads
+// of reached (reachedBy's order) are uploaded loose, also where a pack
+// holds them already; packMax is PublishOptions.PackMax. It returns the
+// "uploading" progress with what was sent.
 func uploadMissing(ctx context.Context, dst *Store, local object.Getter, reached []object.Digest, concurrency, packMax int, report func(PublishProgress)) (PublishProgress, error) {
 	if packMax == 0 {
 		packMax = PackObjectMax
 	}
 	have := make(map[object.Digest]bool)
-	if err := dst.List(ctx, func(d object.Digest) { have[d] = true }); err != nil {
+	haveLoose := make(map[object.Digest]bool)
+	if err := dst.list(ctx, func(d object.Digest, loose bool) {
+		have[d] = true
+		haveLoose[d] = haveLoose[d] || loose
+	}); err != nil {
 		return PublishProgress{}, err
+	}
+	first := make(map[object.Digest]bool, mountReads)
+	for _, d := range reached[:min(mountReads, len(reached))] {
+		first[d] = true
 	}
 	var upload []object.Digest
 	for _, d := range reached {
-		if !have[d] {
+		if !have[d] || (first[d] && !haveLoose[d]) {
 			upload = append(upload, d)
 		}
 	}
@@ -176,7 +191,7 @@ func uploadMissing(ctx context.Context, dst *Store, local object.Getter, reached
 			g.Go(func() error { return fmt.Errorf("read %s from the local store: %w", d.Short(), err) })
 			break
 		}
-		if len(b) <= packMax && d != reached[0] {
+		if len(b) <= packMax && !first[d] {
 			if _, err := object.Check(b); err != nil {
 				g.Go(func() error { return fmt.Errorf("object %s in the local store: %w", d.Short(), err) })
 				break
@@ -219,7 +234,9 @@ func (r recorder) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	return r.g.Get(ctx, d)
 }
 
-// reachedBy lists every object version v reaches, v included, once.
+// reachedBy lists every object version v reaches, v included, once: v
+// first, its root tree second (OpenVersion reads them in that order),
+// then the rest as a walk of the tree meets them.
 func reachedBy(ctx context.Context, g object.Getter, v object.Digest) ([]object.Digest, error) {
 	var list []object.Digest
 	r := recorder{g: g, seen: map[object.Digest]bool{}, list: &list}

@@ -468,17 +468,22 @@ func (s *Store) listKeys(ctx context.Context, rel string, pageSize int32, fn fun
 // or in a pack that is there (by name and index: what it lists is not
 // read, nor verified). An object in two places is called twice.
 func (s *Store) List(ctx context.Context, fn func(object.Digest)) error {
+	return s.list(ctx, func(d object.Digest, _ bool) { fn(d) })
+}
+
+// list is List, saying of each object whether it is loose or packed.
+func (s *Store) list(ctx context.Context, fn func(d object.Digest, loose bool)) error {
 	if err := s.reloadPacks(ctx, false); err != nil {
 		return err
 	}
 	s.packs.mu.Lock()
 	for d := range s.packs.locs {
-		fn(d)
+		fn(d, false)
 	}
 	s.packs.mu.Unlock()
 	return s.listKeys(ctx, objectsDir, 0, func(name string) bool {
 		if d, err := object.ParseDigest("sha256-" + name); err == nil {
-			fn(d)
+			fn(d, true)
 		}
 		return true
 	})
