@@ -172,3 +172,47 @@ func listAndRead2(t *testing.T, ws *cowfs.Workspace, files map[string][]byte) {
 	}
 	crawlFiles(t, ws.Dir(), files, 2)
 }
+
+// A cold small file of a bucket mount is one GET: its open asks for the
+// file object (GetManyFollow), and the ranged GET of it reaches the chunk
+// the publish packed right after it, which the first read then finds.
+// Directory prefetch is off, so that each file is read on its own.
+func TestBucketColdFileOneGet(t *testing.T) {
+	srv := s3test.Shared(t)
+	url := "s3://" + srv.Bucket(t) + "/spiders"
+	exp := t.TempDir()
+	files := map[string][]byte{}
+	for i := range 8 {
+		b := append([]byte(fmt.Sprintf("file %d\n", i)), randBytes(3000+i)...)
+		name := fmt.Sprintf("m%03d.py", i)
+		writeFile(t, filepath.Join(exp, "spider", name), b, 0o644)
+		files[name] = b
+	}
+	publishTo(t, srv, url, exp)
+	mnt := newMountpoint(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),
+		Lower: cowfs.Lower{Remote: &cowfs.Remote{Addr: url, S3Endpoint: srv.Endpoint, NoDirPrefetch: true, IOTimeout: 10 * time.Second}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	if _, err := os.ReadDir(filepath.Join(mnt, "spider")); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range files {
+		gets := ws.Status().Remote.Bucket.Gets
+		var b []byte
+		err := within(t, time.Minute, "read "+name, func() (err error) {
+			b, err = os.ReadFile(filepath.Join(mnt, "spider", name))
+			return err
+		})
+		if err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("%s: %d bytes, %v; want its %d bytes", name, len(b), err, len(want))
+		}
+		if n := ws.Status().Remote.Bucket.Gets - gets; n != 1 {
+			t.Errorf("reading %s cold made %d GETs of the bucket; want 1", name, n)
+		}
+	}
+}

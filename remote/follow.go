@@ -75,7 +75,7 @@ func (c *Cache) getFollowing(ctx context.Context, ff followFetcher, d object.Dig
 					// The master sends these whether or not they are
 					// held; what this process knows it holds is left
 					// to the store, at no cost to the open.
-					for _, ch := range firstChunks(b, followBytes) {
+					for _, ch := range FirstChunks(b, followBytes) {
 						if !c.store.HasKnown(ch) {
 							want = append(want, ch)
 						}

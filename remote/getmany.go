@@ -167,7 +167,7 @@ func followed(b []byte, follow int64) []object.Digest {
 	}
 	switch k, _ := object.KindOf(b); k {
 	case object.KindFile:
-		return firstChunks(b, follow)
+		return FirstChunks(b, follow)
 	case object.KindTree:
 		return subtrees(b)
 	}
@@ -196,11 +196,12 @@ func (s *Server) sendObject(stream pb.Export_GetManyServer, index int32, digest 
 	}
 }
 
-// firstChunks returns the chunks holding the first n bytes of the file
+// FirstChunks returns the chunks holding the first n bytes of the file
 // object b, each once, holes left out; nil if b is no file object. Master
 // and client both use it: the client waits, in readers of these chunks,
-// for the master to send them.
-func firstChunks(b []byte, n int64) []object.Digest {
+// for the master to send them; a bucket's fetcher (s3store) sends those
+// it has at hand.
+func FirstChunks(b []byte, n int64) []object.Digest {
 	f, err := object.DecodeFile(b)
 	if err != nil {
 		return nil
@@ -610,7 +611,7 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 				// Before the file object can be read: its reader's
 				// next read finds the chunk expected.
 				var chs []object.Digest
-				for _, ch := range firstChunks(b, follow) {
+				for _, ch := range FirstChunks(b, follow) {
 					if !c.store.HasKnown(ch) {
 						chs = append(chs, ch)
 					}

@@ -1,9 +1,11 @@
 package s3store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -66,21 +68,34 @@ func (f Fetcher) GetVerified(ctx context.Context, d object.Digest) ([]byte, erro
 // completes, one at a time. The packed objects of one pack are read
 // together, a ranged GET for each run of them (runs).
 func (f Fetcher) GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
-	return f.getMany(ctx, ds, bufsOwned, got)
+	return f.getMany(ctx, ds, bufsOwned, got, 0, nil)
+}
+
+// GetManyFollow is GetMany for objects whose readers read on from them
+// (a file opened, a directory's small files prefetched): a file object's
+// chunks that hold its first follow bytes and that the bucket packed
+// right after it, as a publish packs a small file, come in the same
+// ranged GET and are handed, unverified, to fol after the file object.
+// The range of each packed object asked for reaches to the end of the
+// object after it, at most PackObjectMax more bytes, and a reader's first
+// read then costs no request of its own. Chunks packed elsewhere or loose
+// are left to their readers, as is everything beneath a tree.
+func (f Fetcher) GetManyFollow(ctx context.Context, ds []object.Digest, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
+	return f.getMany(ctx, ds, bufsOwned, got, follow, fol)
 }
 
 // GetManyLent is GetMany, but lends each object to got: b is valid only
 // until got returns, and its memory, the process's buffer pool's,
 // receives a later object (remote.Client.GetManyLent).
 func (f Fetcher) GetManyLent(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
-	return f.getMany(ctx, ds, bufsLent, got)
+	return f.getMany(ctx, ds, bufsLent, got, 0, nil)
 }
 
 // GetManyGiven is GetMany, but each object comes in a buffer of its own
 // from the process's buffer pool, which got may give back to it or keep
 // (remote.Client.GetManyGiven).
 func (f Fetcher) GetManyGiven(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
-	return f.getMany(ctx, ds, bufsGiven, got)
+	return f.getMany(ctx, ds, bufsGiven, got, 0, nil)
 }
 
 // bufUse is whose the memory an object is read into is.
@@ -92,7 +107,11 @@ const (
 	bufsGiven               // the pool's, got's
 )
 
-func (f Fetcher) getMany(ctx context.Context, ds []object.Digest, bufs bufUse, got func(i int, b []byte, err error)) error {
+// getMany is GetManyFollow, bufs saying whose the memory handed to got
+// is; follow is 0 where nothing follows (fol nil).
+func (f Fetcher) getMany(ctx context.Context, ds []object.Digest, bufs bufUse, got func(i int, b []byte, err error), follow int64, fol func(d object.Digest, b []byte)) error {
+	// got and fol are called one at a time, as a master's stream calls
+	// them.
 	var mu sync.Mutex
 	hand := func(i int, b []byte, err error) {
 		mu.Lock()
@@ -113,21 +132,53 @@ func (f Fetcher) getMany(ctx context.Context, ds []object.Digest, bufs bufUse, g
 			loose = append(loose, i)
 		}
 	}
+	// all is ds, then (with follow) the objects packed right after those
+	// asked for: where numbers them on from len(ds).
+	all := ds
+	if follow > 0 {
+		asked := make(map[object.Digest]bool, len(ds))
+		for _, d := range ds {
+			asked[d] = true
+		}
+		for i := range ds {
+			l, ok := where[i]
+			if !ok {
+				continue
+			}
+			if nd, nl, ok := f.S.nextPacked(l); ok && !asked[nd] {
+				asked[nd] = true
+				where[len(all)] = nl
+				all = append(all[:len(all):len(all)], nd)
+			}
+		}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(f.limit())
-	for _, r := range runs(ds, where) {
+	for _, r := range runs(all, where) {
+		if !slices.ContainsFunc(r.members, func(i int) bool { return i < len(ds) }) {
+			continue // only what would have followed: a run of its own is not worth a GET
+		}
 		g.Go(func() error {
 			b, err := f.S.getRange(gctx, r.pack, r.off, r.end-r.off, pooled)
 			if err != nil {
 				for _, i := range r.members {
-					hand(i, nil, unavailable(fmt.Errorf("object %s: %w", ds[i].Short(), err)))
+					if i < len(ds) {
+						hand(i, nil, unavailable(fmt.Errorf("object %s: %w", ds[i].Short(), err)))
+					}
 				}
 				return nil
 			}
+			var ahead []object.Digest // first chunks of the file objects handed
 			for _, i := range r.members {
+				if i >= len(ds) {
+					continue
+				}
 				l := where[i]
 				at := int64(l.off) - r.off
 				m := b[at : at+int64(l.n) : at+int64(l.n)]
+				if follow > 0 {
+					ahead = append(ahead, remote.FirstChunks(m, follow)...)
+				}
 				if bufs == bufsGiven {
 					// Each given object is a buffer of its own: one
 					// given back while the run's buffer or another of
@@ -138,6 +189,16 @@ func (f Fetcher) getMany(ctx context.Context, ds []object.Digest, bufs bufUse, g
 					m = own
 				}
 				hand(i, m, nil)
+			}
+			for _, i := range r.members {
+				if i >= len(ds) && slices.Contains(ahead, all[i]) {
+					l := where[i]
+					at := int64(l.off) - r.off
+					c := bytes.Clone(b[at : at+int64(l.n)])
+					mu.Lock()
+					fol(all[i], c)
+					mu.Unlock()
+				}
 			}
 			freeBuf(b, pooled)
 			return nil

@@ -269,6 +269,20 @@ func (s *Store) locate(ctx context.Context, d object.Digest, again bool) (packLo
 	return l, ok, nil
 }
 
+// nextPacked returns the object packed right after the one at l, if one
+// is.
+func (s *Store) nextPacked(l packLoc) (object.Digest, packLoc, bool) {
+	p := s.packs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	es := p.indexes[l.pack]
+	i := sort.Search(len(es), func(i int) bool { return es[i].off > l.off })
+	if i == len(es) || es[i].off != l.off+l.n {
+		return object.Digest{}, packLoc{}, false
+	}
+	return es[i].d, packLoc{pack: l.pack, off: es[i].off, n: es[i].n}, true
+}
+
 // learnPack adds a pack this Store wrote to what it knows.
 func (s *Store) learnPack(pack string, es []indexEntryT) {
 	p := s.packs

@@ -645,3 +645,84 @@ func TestRootLooseWherePacked(t *testing.T) {
 	}
 	sameFiles(t, "the version of d1", readVersion(t, s3store.Fetcher{S: worker}, res.Version), d1)
 }
+
+// entryIn returns the entry name of the tree d, read from g.
+func entryIn(t *testing.T, g object.Getter, d object.Digest, name string) object.Entry {
+	t.Helper()
+	b, err := g.Get(ctxT(t, time.Minute), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := object.DecodeTree(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range tr.Entries {
+		if e.Name == name {
+			return e
+		}
+	}
+	t.Fatalf("no %s in tree %s", name, d.Short())
+	return object.Entry{}
+}
+
+// A file opened or prefetched from a bucket (GetManyFollow) brings the
+// chunk a publish packed right after its file object in the same ranged
+// GET: a small file is one request, not two. A file whose chunks are
+// loose brings none, and costs no more than the file object.
+func TestFollowPackedChunk(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	smallTree(t, dir, 40)
+	local := localStore(t)
+	res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := rootOf(t, local, res.Version)
+	small := entryIn(t, local, entryIn(t, local, root, "d2").Object, "page002.html").Object
+	big := entryIn(t, local, root, "big").Object
+
+	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := s3store.Fetcher{S: worker}
+	if _, err := f.Get(ctx, root); err != nil { // the indexes load
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		file object.Digest
+		want int // chunks followed
+	}{{"small", small, 1}, {"big", big, 0}} {
+		b, err := local.Get(ctx, c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunks := remote.FirstChunks(b, object.ChunkSize)
+		gets := worker.Stats().Gets
+		var gotFile bool
+		var followed []object.Digest
+		err = f.GetManyFollow(ctx, []object.Digest{c.file}, object.ChunkSize, func(i int, b []byte, err error) {
+			gotFile = err == nil && object.Sum(b) == c.file
+		}, func(d object.Digest, b []byte) {
+			if !gotFile {
+				t.Errorf("%s: chunk %s handed before its file object", c.name, d.Short())
+			}
+			if object.Sum(b) != d || !slices.Contains(chunks, d) {
+				t.Errorf("%s: followed %s, %d bytes: not a first chunk of the file, or damaged", c.name, d.Short(), len(b))
+			}
+			followed = append(followed, d)
+		})
+		if err != nil || !gotFile {
+			t.Fatalf("%s: GetManyFollow: file object whole: %v, %v", c.name, gotFile, err)
+		}
+		if n := worker.Stats().Gets - gets; len(followed) != c.want || n != 1 {
+			t.Errorf("%s: %d chunks followed in %d GETs; want %d in 1", c.name, len(followed), n, c.want)
+		}
+	}
+}
