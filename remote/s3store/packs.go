@@ -24,8 +24,7 @@ import (
 // Small objects travel in packs, as restic's blobs do: a publish or push
 // writes the objects it uploads of at most PackObjectMax bytes (trees,
 // file objects, small chunks; never a version object, which a remount
-// asks about with a HEAD, nor its root tree: see mountReads), and each
-// file's first chunk right after its file object, end to end
+// asks about with a HEAD, nor its root tree: see mountReads) end to end
 // into packs/<hex>, hex the SHA-256 of the pack's bytes, of about
 // packTarget bytes, and beside each the index indexes/<hex>: which object
 // lies at which offset of it. A reader loads every index once (a listing
