@@ -77,6 +77,22 @@ func rootOf(t *testing.T, g object.Getter, v object.Digest) object.Digest {
 	return tr.Entries[0].Object
 }
 
+// publishedSmall publishes smallTree(n) to a fresh bucket of the shared
+// server and returns the bucket's store and name, the local store the
+// publish went through, and what it did.
+func publishedSmall(t *testing.T, n int) (*s3store.Store, string, *object.DirStore, s3store.PublishResult) {
+	t.Helper()
+	dst, bucket := open(t, s3test.Shared(t))
+	dir := t.TempDir()
+	smallTree(t, dir, n)
+	local := localStore(t)
+	res, err := s3store.Publish(ctxT(t, 2*time.Minute), dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst, bucket, local, res
+}
+
 // smallTree writes n small files in four directories, and one file of
 // two whole chunks, and returns them by path.
 func smallTree(t *testing.T, dir string, n int) map[string][]byte {
@@ -250,15 +266,8 @@ func giveBack(b []byte) {
 func TestPackDamaged(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
-	dst, bucket := open(t, srv)
+	_, bucket, local, res := publishedSmall(t, 40)
 	ctx := ctxT(t, 2*time.Minute)
-	dir := t.TempDir()
-	smallTree(t, dir, 40)
-	local := localStore(t)
-	res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	packs := keysUnder(t, srv, bucket, "packs/")
 	if len(packs) != 1 {
 		t.Fatalf("%d packs, want 1", len(packs))
@@ -517,14 +526,8 @@ func TestPackDeletedByHand(t *testing.T) {
 func TestVersionBesideTheIndexes(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
-	dst, bucket := open(t, srv)
+	_, bucket, _, res := publishedSmall(t, 40)
 	ctx := ctxT(t, 2*time.Minute)
-	dir := t.TempDir()
-	smallTree(t, dir, 40)
-	res, err := s3store.Publish(ctx, dst, localStore(t), dir, s3store.PublishOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
 	if err != nil {
 		t.Fatal(err)
@@ -673,15 +676,8 @@ func entryIn(t *testing.T, g object.Getter, d object.Digest, name string) object
 func TestFollowPackedChunk(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
-	dst, bucket := open(t, srv)
+	_, bucket, local, res := publishedSmall(t, 40)
 	ctx := ctxT(t, 2*time.Minute)
-	dir := t.TempDir()
-	smallTree(t, dir, 40)
-	local := localStore(t)
-	res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	root := rootOf(t, local, res.Version)
 	small := entryIn(t, local, entryIn(t, local, root, "d2").Object, "page002.html").Object
 	big := entryIn(t, local, root, "big").Object
