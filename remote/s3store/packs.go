@@ -65,13 +65,14 @@ type packLoc struct {
 // loaded (immutable, so read once), and the objects of the packs listed
 // at the last reload.
 type packIndex struct {
-	// loading is set while LoadIndexes loads the indexes ahead of use.
-	loading atomic.Bool
-	mu      sync.Mutex
-	loaded  bool
-	lastAt  time.Time
-	indexes map[string][]indexEntryT // by pack hex
-	locs    map[object.Digest]packLoc
+	// loading is set while LoadIndexes loads the indexes ahead of use;
+	// everLoaded once they were loaded (loaded, without mu).
+	loading, everLoaded atomic.Bool
+	mu                  sync.Mutex
+	loaded              bool
+	lastAt              time.Time
+	indexes             map[string][]indexEntryT // by pack hex
+	locs                map[object.Digest]packLoc
 }
 
 type indexEntryT struct {
@@ -210,6 +211,7 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 		}
 	}
 	p.locs, p.loaded, p.lastAt = locs, true, time.Now()
+	p.everLoaded.Store(true)
 	return nil
 }
 

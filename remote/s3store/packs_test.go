@@ -722,3 +722,36 @@ func TestFollowPackedChunk(t *testing.T) {
 		}
 	}
 }
+
+// Has asks for an object loose before loading the indexes: a remount's
+// question about its version object (never packed) is one HEAD, and a
+// packed object is still found, in the indexes loaded then.
+func TestHasLooseFirst(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	_, bucket, local, res := publishedSmall(t, 40)
+	ctx := ctxT(t, 2*time.Minute)
+	worker := func() *s3store.Store {
+		t.Helper()
+		w, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint, NoCheck: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	w := worker()
+	if ok, err := w.Has(ctx, res.Version); err != nil || !ok {
+		t.Fatalf("Has(version): %v, %v", ok, err)
+	}
+	if st := w.Stats(); st.Heads != 1 || st.Lists != 0 || st.Gets != 0 {
+		t.Errorf("Has(version) made %d HEADs, %d LISTs, %d GETs; want one HEAD", st.Heads, st.Lists, st.Gets)
+	}
+	sub := entryIn(t, local, rootOf(t, local, res.Version), "d1").Object // packed
+	w = worker()
+	if ok, err := w.Has(ctx, sub); err != nil || !ok {
+		t.Fatalf("Has(a packed tree): %v, %v", ok, err)
+	}
+	if ok, err := w.Has(ctx, object.Sum([]byte("not there"))); err != nil || ok {
+		t.Fatalf("Has(an object nowhere): %v, %v", ok, err)
+	}
+}

@@ -416,11 +416,26 @@ func (s *Store) putOnce(ctx context.Context, key string, b []byte) error {
 }
 
 // Has reports whether the bucket holds object d: in a pack its indexes
-// name, or loose (one HEAD).
+// name, or loose (one HEAD). Until the indexes have been loaded it asks
+// for d loose first, and loads them only if d is not: a remount asking
+// whether its version object, never packed, is still there makes one
+// request, not the listings and index reads of a load.
 func (s *Store) Has(ctx context.Context, d object.Digest) (bool, error) {
+	if !s.packs.everLoaded.Load() {
+		if ok, err := s.hasLoose(ctx, d); err != nil || ok {
+			return ok, err
+		}
+		_, ok, err := s.locate(ctx, d, false)
+		return ok, err
+	}
 	if _, ok, err := s.locate(ctx, d, false); err != nil || ok {
 		return ok, err
 	}
+	return s.hasLoose(ctx, d)
+}
+
+// hasLoose asks for d's loose key with one HEAD.
+func (s *Store) hasLoose(ctx context.Context, d object.Digest) (bool, error) {
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	s.heads.Add(1)
