@@ -169,14 +169,18 @@ func (f Fetcher) getMany(ctx context.Context, ds []object.Digest, bufs bufUse, g
 				}
 				return nil
 			}
+			// piece is object i of the run, in the run's buffer.
+			piece := func(i int) []byte {
+				l := where[i]
+				at := int64(l.off) - r.off
+				return b[at : at+int64(l.n) : at+int64(l.n)]
+			}
 			var ahead []object.Digest // first chunks of the file objects handed
 			for _, i := range r.members {
 				if i >= len(ds) {
 					continue
 				}
-				l := where[i]
-				at := int64(l.off) - r.off
-				m := b[at : at+int64(l.n) : at+int64(l.n)]
+				m := piece(i)
 				if follow > 0 {
 					ahead = append(ahead, remote.FirstChunks(m, follow)...)
 				}
@@ -193,9 +197,7 @@ func (f Fetcher) getMany(ctx context.Context, ds []object.Digest, bufs bufUse, g
 			}
 			for _, i := range r.members {
 				if i >= len(ds) && slices.Contains(ahead, all[i]) {
-					l := where[i]
-					at := int64(l.off) - r.off
-					c := bytes.Clone(b[at : at+int64(l.n)])
+					c := bytes.Clone(piece(i))
 					mu.Lock()
 					fol(all[i], c)
 					mu.Unlock()

@@ -77,20 +77,27 @@ func rootOf(t *testing.T, g object.Getter, v object.Digest) object.Digest {
 	return tr.Entries[0].Object
 }
 
-// publishedSmall publishes smallTree(n) to a fresh bucket of the shared
-// server and returns the bucket's store and name, the local store the
-// publish went through, and what it did.
-func publishedSmall(t *testing.T, n int) (*s3store.Store, string, *object.DirStore, s3store.PublishResult) {
+// published is a tree published to a fresh bucket of the shared server.
+type published struct {
+	dst    *s3store.Store // the bucket's store
+	bucket string
+	local  *object.DirStore // the store the publish went through
+	dir    string           // the tree
+	files  map[string][]byte
+	res    s3store.PublishResult
+}
+
+// publishedSmall publishes smallTree(n).
+func publishedSmall(t *testing.T, n int) published {
 	t.Helper()
-	dst, bucket := open(t, s3test.Shared(t))
-	dir := t.TempDir()
-	smallTree(t, dir, n)
-	local := localStore(t)
-	res, err := s3store.Publish(ctxT(t, 2*time.Minute), dst, local, dir, s3store.PublishOptions{})
-	if err != nil {
+	p := published{dir: t.TempDir(), local: localStore(t)}
+	p.dst, p.bucket = open(t, s3test.Shared(t))
+	p.files = smallTree(t, p.dir, n)
+	var err error
+	if p.res, err = s3store.Publish(ctxT(t, 2*time.Minute), p.dst, p.local, p.dir, s3store.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	return dst, bucket, local, res
+	return p
 }
 
 // smallTree writes n small files in four directories, and one file of
@@ -122,22 +129,16 @@ func sameFiles(t *testing.T, what string, got, want map[string][]byte) {
 }
 
 // A publish writes its small objects into packs, with their indexes, and
-// only the version object and whole chunks loose; a worker with its own
+// only the version object, its root tree and whole chunks loose; a worker with its own
 // store reads everything whole, and a GetMany of every object (what the
 // directory prefetch and warmup ask for) makes a GET per run of a pack,
 // not one per object. Before packs it made one per object.
 func TestPublishPacksSmallObjects(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
-	dst, bucket := open(t, srv)
+	p := publishedSmall(t, 200)
+	bucket, want, local, res := p.bucket, p.files, p.local, p.res
 	ctx := ctxT(t, 2*time.Minute)
-	dir := t.TempDir()
-	want := smallTree(t, dir, 200)
-	local := localStore(t)
-	res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	loose, packs, indexes := keysUnder(t, srv, bucket, "objects/"), keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/")
 	// The version object, its root tree and big's two chunks.
 	if len(loose) != 4 || len(packs) == 0 || len(indexes) != len(packs) {
@@ -266,7 +267,8 @@ func giveBack(b []byte) {
 func TestPackDamaged(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
-	_, bucket, local, res := publishedSmall(t, 40)
+	p := publishedSmall(t, 40)
+	bucket, local, res := p.bucket, p.local, p.res
 	ctx := ctxT(t, 2*time.Minute)
 	packs := keysUnder(t, srv, bucket, "packs/")
 	if len(packs) != 1 {
@@ -526,7 +528,8 @@ func TestPackDeletedByHand(t *testing.T) {
 func TestVersionBesideTheIndexes(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
-	_, bucket, _, res := publishedSmall(t, 40)
+	p := publishedSmall(t, 40)
+	bucket, res := p.bucket, p.res
 	ctx := ctxT(t, 2*time.Minute)
 	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
 	if err != nil {
@@ -616,14 +619,9 @@ func TestVersionBesideTheIndexes(t *testing.T) {
 func TestRootLooseWherePacked(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
-	dst, bucket := open(t, srv)
+	p := publishedSmall(t, 40)
+	dst, bucket, dir, want, local := p.dst, p.bucket, p.dir, p.files, p.local
 	ctx := ctxT(t, 2*time.Minute)
-	dir := t.TempDir()
-	want := smallTree(t, dir, 40)
-	local := localStore(t)
-	if _, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	before := keysUnder(t, srv, bucket, "objects/")
 	res, err := s3store.Publish(ctx, dst, local, filepath.Join(dir, "d1"), s3store.PublishOptions{})
 	if err != nil {
@@ -676,7 +674,8 @@ func entryIn(t *testing.T, g object.Getter, d object.Digest, name string) object
 func TestFollowPackedChunk(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
-	_, bucket, local, res := publishedSmall(t, 40)
+	p := publishedSmall(t, 40)
+	bucket, local, res := p.bucket, p.local, p.res
 	ctx := ctxT(t, 2*time.Minute)
 	root := rootOf(t, local, res.Version)
 	small := entryIn(t, local, entryIn(t, local, root, "d2").Object, "page002.html").Object
@@ -729,7 +728,8 @@ func TestFollowPackedChunk(t *testing.T) {
 func TestHasLooseFirst(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
-	_, bucket, local, res := publishedSmall(t, 40)
+	p := publishedSmall(t, 40)
+	bucket, local, res := p.bucket, p.local, p.res
 	ctx := ctxT(t, 2*time.Minute)
 	worker := func() *s3store.Store {
 		t.Helper()
