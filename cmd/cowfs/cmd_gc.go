@@ -99,6 +99,10 @@ func gcBucket(cmd *cobra.Command, f *s3Flags, url string, grace time.Duration, d
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "gc of %s: %d versions and %d checkpoints reach %d objects, %s %d, kept %d younger than %s\n",
 		url, st.Versions, st.Checkpoints, st.Live, verb, st.Removed, st.Young, grace)
+	if st.Packs > 0 || st.PacksRemoved > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "gc of %s: %d packs hold a reached object, %s %d packs; %d indexes written anew without them\n",
+			url, st.Packs, verb, st.PacksRemoved, st.IndexesRewritten)
+	}
 	if st.TracesRemoved > 0 {
 		fmt.Fprintf(cmd.OutOrStdout(), "gc of %s: %s %d traces no mount put for %d days\n", url, verb, st.TracesRemoved, int(s3store.TraceAge.Hours()/24))
 	}

@@ -190,18 +190,19 @@ func TestBucketGCCLI(t *testing.T) {
 	for _, dry := range []string{"--dry-run", "--grace=0s"} {
 		out := cli(t, e.state, "gc", "--remote", url, "--grace", "0s", dry, "--json")
 		res := jsonLines[struct {
-			Versions      int  `json:"versions"`
-			Checkpoints   int  `json:"checkpoints"`
-			Live          int  `json:"live"`
-			Removed       int  `json:"removed"`
-			Packs         int  `json:"packs"`
-			PacksRemoved  int  `json:"packs_removed"`
-			Young         int  `json:"young"`
-			TracesRemoved int  `json:"traces_removed"`
-			DryRun        bool `json:"dry_run"`
-			GraceSeconds  int  `json:"grace_seconds"`
+			Versions         int  `json:"versions"`
+			Checkpoints      int  `json:"checkpoints"`
+			Live             int  `json:"live"`
+			Removed          int  `json:"removed"`
+			Packs            int  `json:"packs"`
+			PacksRemoved     int  `json:"packs_removed"`
+			IndexesRewritten int  `json:"indexes_rewritten"`
+			Young            int  `json:"young"`
+			TracesRemoved    int  `json:"traces_removed"`
+			DryRun           bool `json:"dry_run"`
+			GraceSeconds     int  `json:"grace_seconds"`
 		}](t, out)
-		if len(res) != 1 || res[0].Versions != 1 || res[0].Live == 0 || res[0].Removed != 0 || res[0].Packs != 1 || res[0].PacksRemoved != 0 || res[0].TracesRemoved != 0 {
+		if len(res) != 1 || res[0].Versions != 1 || res[0].Live == 0 || res[0].Removed != 0 || res[0].Packs != 1 || res[0].PacksRemoved != 0 || res[0].IndexesRewritten != 0 || res[0].TracesRemoved != 0 {
 			t.Errorf("gc %s --json: %s", dry, out)
 		}
 	}

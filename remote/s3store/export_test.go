@@ -1,6 +1,12 @@
 package s3store
 
-import "time"
+import (
+	"context"
+	"maps"
+	"time"
+
+	"github.com/cowfs/cowfs/cow/object"
+)
 
 // SetTraceAge sets how long gc keeps a trace, for a test that runs alone
 // (not in parallel), and returns what it was.
@@ -14,4 +20,41 @@ func SetTraceAge(d time.Duration) (old time.Duration) {
 func HoldPacks(s *Store) (release func()) {
 	s.packs.mu.Lock()
 	return s.packs.mu.Unlock
+}
+
+// SetIndexObjectsMax sets how many objects a publish's index names before
+// it is written, for a test that runs alone, and returns what it was.
+func SetIndexObjectsMax(n int) (old int) {
+	old, indexObjectsMax = indexObjectsMax, n
+	return old
+}
+
+// SplitIndexes rewrites s's bucket's indexes as publishes wrote them
+// before set indexes: one a pack, named by it.
+func SplitIndexes(ctx context.Context, s *Store) error {
+	if err := s.reloadPacks(ctx, true); err != nil {
+		return err
+	}
+	s.packs.mu.Lock()
+	indexes := maps.Clone(s.packs.indexes)
+	s.packs.mu.Unlock()
+	for name, ps := range indexes {
+		if len(ps) == 1 && ps[0].pack == name {
+			continue
+		}
+		for _, po := range ps {
+			d, err := object.ParseDigest("sha256-" + po.pack)
+			if err != nil {
+				return err
+			}
+			if err := s.putKey(ctx, s.indexKey(po.pack), encodeIndex(d, po.es)); err != nil {
+				return err
+			}
+		}
+		if err := s.deleteKey(ctx, s.indexKey(name)); err != nil {
+			return err
+		}
+		s.forgetIndex(name)
+	}
+	return nil
 }

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -146,9 +148,11 @@ type GCStats struct {
 	Live        int `json:"live"`
 	Removed     int `json:"removed"`
 	// Packs counts the packs kept for holding a reached object, and
-	// PacksRemoved those removed (with their indexes).
-	Packs        int `json:"packs"`
-	PacksRemoved int `json:"packs_removed"`
+	// PacksRemoved those removed. IndexesRewritten counts the indexes
+	// that named a pack removed and others kept, written anew without it.
+	Packs            int `json:"packs"`
+	PacksRemoved     int `json:"packs_removed"`
+	IndexesRewritten int `json:"indexes_rewritten"`
 	// Young counts unreached objects and packs kept for being younger
 	// than grace.
 	Young int `json:"young"`
@@ -164,9 +168,9 @@ type GCStats struct {
 // cannot read whole stops it before anything is removed, as does an
 // index it cannot read. A pack is kept whole while any object in it is
 // reached (what else it holds is dead weight until all of it is dead);
-// one with nothing reached, older than grace, goes with its index, the
-// index first, so that no index names a missing pack. dryRun only
-// counts.
+// one with nothing reached, older than grace, is removed after its
+// indexes are, or written anew without it, so that no index names a
+// missing pack. dryRun only counts.
 func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCStats, error) {
 	st := GCStats{DryRun: dryRun}
 	key, err := s.lock(ctx, lockGC)
@@ -247,32 +251,19 @@ func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCSta
 	return st, s.gcTraces(ctx, &st, start, dryRun)
 }
 
-// gcPacks removes the packs nothing reached holds, and the indexes
-// whose pack is gone.
+// gcPacks removes the packs nothing reached holds, and the indexes of
+// packs that are gone: an index that names packs kept too is written
+// anew without the others, before it is removed. Indexes go before
+// packs: one that stopped in between leaves packs no index names, which
+// nothing reaches, and the next gc removes them.
 func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest]bool, packMods map[string]time.Time, start time.Time, grace time.Duration) error {
 	s.packs.mu.Lock()
-	indexes := make(map[string][]indexEntryT, len(s.packs.indexes))
-	for name, es := range s.packs.indexes {
-		indexes[name] = es
-	}
+	indexes := maps.Clone(s.packs.indexes)
+	byPack := maps.Clone(s.packs.byPack)
 	s.packs.mu.Unlock()
-	remove := func(pack string, keys ...string) error {
-		s.forgetPack(pack)
-		for _, k := range keys {
-			if err := s.deleteKey(ctx, k); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	gone := map[string]bool{}
 	for pack, mod := range packMods {
-		reached := false
-		for _, e := range indexes[pack] {
-			if live[e.d] {
-				reached = true
-				break
-			}
-		}
+		reached := slices.ContainsFunc(byPack[pack], func(e indexEntryT) bool { return live[e.d] })
 		switch {
 		case reached:
 			st.Packs++
@@ -281,24 +272,37 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 		case st.DryRun:
 			st.PacksRemoved++
 		default:
-			keys := []string{s.packKey(pack)}
-			if _, ok := indexes[pack]; ok {
-				keys = []string{s.indexKey(pack), s.packKey(pack)}
-			}
-			if err := remove(pack, keys...); err != nil {
-				return err
-			}
-			st.PacksRemoved++
+			gone[pack] = true
 		}
 	}
-	for pack := range indexes {
-		if _, ok := packMods[pack]; !ok && !st.DryRun {
-			// A pack removed by hand, or a gc that stopped between the
-			// two: the index would name what is not there.
-			if err := remove(pack, s.indexKey(pack)); err != nil {
+	if st.DryRun {
+		return nil
+	}
+	for name, ps := range indexes {
+		keep := slices.DeleteFunc(slices.Clone(ps), func(po packObjects) bool {
+			_, listed := packMods[po.pack]
+			return !listed || gone[po.pack]
+		})
+		if len(keep) == len(ps) {
+			continue
+		}
+		if len(keep) > 0 {
+			if err := s.putIndex(ctx, keep); err != nil {
 				return err
 			}
+			st.IndexesRewritten++
 		}
+		if err := s.deleteKey(ctx, s.indexKey(name)); err != nil {
+			return err
+		}
+		s.forgetIndex(name)
+	}
+	for pack := range gone {
+		s.forgetPack(pack)
+		if err := s.deleteKey(ctx, s.packKey(pack)); err != nil {
+			return err
+		}
+		st.PacksRemoved++
 	}
 	return nil
 }

@@ -26,18 +26,24 @@ import (
 // file objects, small chunks; never a version object, which a remount
 // asks about with a HEAD, nor its root tree: see mountReads) end to end
 // into packs/<hex>, hex the SHA-256 of the pack's bytes, of about
-// packTarget bytes, and beside each the index indexes/<hex>: which object
-// lies at which offset of it. A reader loads every index once (a listing
-// of indexes/ and of packs/, a request per thousand keys, and a GET per
-// index), and then reads a packed object with one ranged GET, and the
-// objects of one pack that a GetMany asks for together with one GET of
-// the range that covers them. Every object read from a pack is still
-// checked against its digest; the index has a checksum of its own.
+// packTarget bytes, and once its packs are written an index,
+// indexes/<hex>, hex the SHA-256 of the index: which object lies at which
+// offset of which of them. An index names the packs of one publish or
+// push, or of as many of them as hold indexObjectsMax objects, so that a
+// reader's GETs of indexes do not grow with the packs an export fills.
+// Indexes written before these name one pack each, and are named by it.
+// A reader loads every index once (a listing of indexes/ and of packs/, a
+// request per thousand keys, and a GET per index), and then reads a
+// packed object with one ranged GET, and the objects of one pack that a
+// GetMany asks for together with one GET of the range that covers them.
+// Every object read from a pack is still checked against its digest; the
+// index has a checksum of its own.
 //
-// A pack is written before its index, and both before the key of the
+// Packs are written before their index, and both before the key of the
 // version or checkpoint that reaches their objects: an index found names
-// a pack that was whole. gc keeps a pack whole while any object in it is
-// reached (see GC).
+// packs that were whole. gc keeps a pack whole while any object in it is
+// reached, and writes an index anew without the packs it removes (see
+// GC).
 const (
 	packsDir   = "packs/"
 	indexesDir = "indexes/"
@@ -50,10 +56,19 @@ const (
 	mergeGap = 64 << 10
 	// maxRun bounds the range one GET of a GetMany covers.
 	maxRun = 16 << 20
-	// indexMagic starts every index.
+	// indexMagic starts the index of one pack, which indexes were
+	// before setIndexMagic's.
 	indexMagic = "cowfsix1"
 	indexEntry = sha256.Size + 4 + 4
+	// setIndexMagic starts the index of a set of packs.
+	setIndexMagic = "cowfsix2"
+	setIndexEntry = sha256.Size + 4 + 4 + 4
 )
+
+// indexObjectsMax is how many objects a publish's index names before it
+// is written and another begun: 2.75 MiB of index, which a reader GETs
+// whole. A variable for tests.
+var indexObjectsMax = 1 << 16
 
 // packLoc is where an object lies in a pack.
 type packLoc struct {
@@ -71,7 +86,8 @@ type packIndex struct {
 	mu                  sync.Mutex
 	loaded              bool
 	lastAt              time.Time
-	indexes             map[string][]indexEntryT // by pack hex
+	indexes             map[string][]packObjects // by the index's name
+	byPack              map[string][]indexEntryT // by pack hex
 	locs                map[object.Digest]packLoc
 }
 
@@ -80,27 +96,110 @@ type indexEntryT struct {
 	off, n uint32
 }
 
-func (s *Store) packKey(pack string) string  { return s.key(packsDir + pack) }
-func (s *Store) indexKey(pack string) string { return s.key(indexesDir + pack) }
-
-// encodeIndex is the index of the objects of pack, in their order:
-// magic, the pack's digest, 40 bytes an object (digest, offset, length,
-// big-endian), and the SHA-256 of all that.
-func encodeIndex(pack object.Digest, es []indexEntryT) []byte {
-	b := make([]byte, 0, len(indexMagic)+sha256.Size+len(es)*indexEntry+sha256.Size)
-	b = append(b, indexMagic...)
-	b = append(b, pack[:]...)
-	for _, e := range es {
-		b = append(b, e.d[:]...)
-		b = binary.BigEndian.AppendUint32(b, e.off)
-		b = binary.BigEndian.AppendUint32(b, e.n)
-	}
-	sum := sha256.Sum256(b)
-	return append(b, sum[:]...)
+// packObjects is what an index says of one pack: the objects in it, in
+// offset order.
+type packObjects struct {
+	pack string // hex of the pack's digest
+	es   []indexEntryT
 }
 
-// decodeIndex checks and reads the index of pack.
-func decodeIndex(pack string, b []byte) ([]indexEntryT, error) {
+func (s *Store) packKey(pack string) string  { return s.key(packsDir + pack) }
+func (s *Store) indexKey(name string) string { return s.key(indexesDir + name) }
+
+// encodeSetIndex is the index of the packs ps and its name: magic, the
+// number of packs, each pack's digest, 44 bytes an object (digest, the
+// pack's place in that list, offset, length, big-endian) in the order of
+// ps and of each pack's objects, and the SHA-256 of all that, whose hex
+// names it.
+func encodeSetIndex(ps []packObjects) (string, []byte) {
+	n := 0
+	for _, p := range ps {
+		n += len(p.es)
+	}
+	b := make([]byte, 0, len(setIndexMagic)+4+len(ps)*sha256.Size+n*setIndexEntry+sha256.Size)
+	b = append(b, setIndexMagic...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(ps)))
+	for _, p := range ps {
+		d, _ := hex.DecodeString(p.pack)
+		b = append(b, d...)
+	}
+	for i, p := range ps {
+		for _, e := range p.es {
+			b = append(b, e.d[:]...)
+			b = binary.BigEndian.AppendUint32(b, uint32(i))
+			b = binary.BigEndian.AppendUint32(b, e.off)
+			b = binary.BigEndian.AppendUint32(b, e.n)
+		}
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), append(b, sum[:]...)
+}
+
+// decodeIndex checks and reads the index named name: of a set of packs,
+// or of one pack, named by it.
+func decodeIndex(name string, b []byte) ([]packObjects, error) {
+	if len(b) >= len(setIndexMagic) && string(b[:len(setIndexMagic)]) == setIndexMagic {
+		return decodeSetIndex(name, b)
+	}
+	es, err := decodePackIndex(name, b)
+	if err != nil {
+		return nil, err
+	}
+	return []packObjects{{pack: name, es: es}}, nil
+}
+
+// decodeSetIndex checks and reads an index encodeSetIndex made. Its
+// objects must come in the order it writes them, each pack's by offset:
+// an index read is one it could have written.
+func decodeSetIndex(name string, b []byte) ([]packObjects, error) {
+	head := len(setIndexMagic) + 4
+	if len(b) < head+sha256.Size {
+		return nil, fmt.Errorf("not an index of %d bytes: %w", len(b), object.ErrCorrupt)
+	}
+	body, sum := b[:len(b)-sha256.Size], b[len(b)-sha256.Size:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+		return nil, fmt.Errorf("its checksum does not match: %w", object.ErrCorrupt)
+	}
+	if hex.EncodeToString(sum) != name {
+		return nil, fmt.Errorf("it is another index than its name says: %w", object.ErrCorrupt)
+	}
+	np := uint64(binary.BigEndian.Uint32(body[len(setIndexMagic):]))
+	if np == 0 || np*sha256.Size > uint64(len(body)-head) || (uint64(len(body)-head)-np*sha256.Size)%setIndexEntry != 0 {
+		return nil, fmt.Errorf("an index of %d packs in %d bytes: %w", np, len(b), object.ErrCorrupt)
+	}
+	ps := make([]packObjects, np)
+	seen := make(map[string]bool, np)
+	for i := range ps {
+		ps[i].pack = hex.EncodeToString(body[head+i*sha256.Size : head+(i+1)*sha256.Size])
+		if seen[ps[i].pack] {
+			return nil, fmt.Errorf("it names pack %s twice: %w", ps[i].pack, object.ErrCorrupt)
+		}
+		seen[ps[i].pack] = true
+	}
+	last, lastOff := uint32(0), int64(-1)
+	for p := body[head+int(np)*sha256.Size:]; len(p) > 0; p = p[setIndexEntry:] {
+		var e indexEntryT
+		copy(e.d[:], p)
+		at := binary.BigEndian.Uint32(p[sha256.Size:])
+		e.off = binary.BigEndian.Uint32(p[sha256.Size+4:])
+		e.n = binary.BigEndian.Uint32(p[sha256.Size+8:])
+		if e.n == 0 || e.n > maxObject {
+			return nil, fmt.Errorf("an object of %d bytes: %w", e.n, object.ErrCorrupt)
+		}
+		if uint64(at) >= np || at < last || (at == last && int64(e.off) <= lastOff) {
+			return nil, fmt.Errorf("its objects are out of order: %w", object.ErrCorrupt)
+		}
+		last, lastOff = at, int64(e.off)
+		ps[at].es = append(ps[at].es, e)
+	}
+	return ps, nil
+}
+
+// decodePackIndex checks and reads the index of one pack, as publishes
+// wrote them before set indexes: magic, the pack's digest, 40 bytes an
+// object (digest, offset, length, big-endian), and the SHA-256 of all
+// that.
+func decodePackIndex(pack string, b []byte) ([]indexEntryT, error) {
 	head := len(indexMagic) + sha256.Size
 	if len(b) < head+sha256.Size || (len(b)-head-sha256.Size)%indexEntry != 0 || string(b[:len(indexMagic)]) != indexMagic {
 		return nil, fmt.Errorf("not an index of %d bytes: %w", len(b), object.ErrCorrupt)
@@ -130,12 +229,12 @@ func decodeIndex(pack string, b []byte) ([]indexEntryT, error) {
 
 // reloadPacks lists indexes/ and packs/ and reads the indexes not read
 // before: afterwards the Store knows every object packed in a pack
-// listed now under an index listed now. An index whose pack is gone (a
-// damaged pack deleted by hand, a gc that stopped between the two) is
-// left out: a publish must not count on its objects, nor a reader look
-// for them there. An index that cannot be read is an error if strict,
-// else logged and left out (its objects then read as missing, or are
-// uploaded again).
+// listed now under an index listed now. What an index says of a pack
+// that is gone (a damaged pack deleted by hand, a gc that stopped
+// between the two) is left out: a publish must not count on those
+// objects, nor a reader look for them there. An index that cannot be
+// read is an error if strict, else logged and left out (its objects then
+// read as missing, or are uploaded again).
 func (s *Store) reloadPacks(ctx context.Context, strict bool) error {
 	p := s.packs
 	p.mu.Lock()
@@ -146,8 +245,8 @@ func (s *Store) reloadPacks(ctx context.Context, strict bool) error {
 func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	p := s.packs
 	// The two listings run together. One of indexes/ that finds an index
-	// whose pack the other missed (written meanwhile, or removed) leaves
-	// that index out below, as it does one whose pack is gone. A reader
+	// naming a pack the other missed (written meanwhile, or removed)
+	// leaves that pack out below, as it does one that is gone. A reader
 	// loses nothing by it: the packs and indexes of the version it
 	// resolved were written before that version's key, so before either
 	// listing began. A publish's listing that leaves out a pack written
@@ -171,7 +270,7 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 		return err
 	}
 	if p.indexes == nil {
-		p.indexes = map[string][]indexEntryT{}
+		p.indexes = map[string][]packObjects{}
 	}
 	var todo []string
 	for _, name := range listed {
@@ -179,21 +278,33 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 			todo = append(todo, name)
 		}
 	}
+	if len(p.indexes) > len(listed)-len(todo) {
+		// Some were removed (gc): forget them.
+		now := make(map[string]bool, len(listed))
+		for _, name := range listed {
+			now[name] = true
+		}
+		for name := range p.indexes {
+			if !now[name] {
+				delete(p.indexes, name)
+			}
+		}
+	}
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, name := range todo {
 		g.Go(func() error {
-			es, err := s.readIndex(gctx, name)
+			ps, err := s.readIndex(gctx, name)
 			if err != nil {
 				if strict || !errors.Is(err, object.ErrCorrupt) {
 					return err
 				}
-				s.cfg.Log.Error("an index of the bucket is damaged; its pack's objects are left out", "store", s.URL(), "err", err)
+				s.cfg.Log.Error("an index of the bucket is damaged; the objects of its packs are left out", "store", s.URL(), "err", err)
 				return nil
 			}
 			mu.Lock()
-			p.indexes[name] = es
+			p.indexes[name] = ps
 			mu.Unlock()
 			return nil
 		})
@@ -202,15 +313,19 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 		return err
 	}
 	locs := make(map[object.Digest]packLoc, len(p.locs))
+	byPack := make(map[string][]indexEntryT, len(p.byPack))
 	for _, name := range listed {
-		if !packs[name] {
-			continue
-		}
-		for _, e := range p.indexes[name] {
-			locs[e.d] = packLoc{pack: name, off: e.off, n: e.n}
+		for _, po := range p.indexes[name] {
+			if !packs[po.pack] {
+				continue
+			}
+			byPack[po.pack] = po.es
+			for _, e := range po.es {
+				locs[e.d] = packLoc{pack: po.pack, off: e.off, n: e.n}
+			}
 		}
 	}
-	p.locs, p.loaded, p.lastAt = locs, true, time.Now()
+	p.locs, p.byPack, p.loaded, p.lastAt = locs, byPack, true, time.Now()
 	p.everLoaded.Store(true)
 	return nil
 }
@@ -242,17 +357,17 @@ func (s *Store) LoadIndexes(ctx context.Context) {
 	}()
 }
 
-// readIndex GETs and checks the index of pack.
-func (s *Store) readIndex(ctx context.Context, pack string) ([]indexEntryT, error) {
-	b, err := s.getKey(ctx, s.indexKey(pack))
+// readIndex GETs and checks the index name.
+func (s *Store) readIndex(ctx context.Context, name string) ([]packObjects, error) {
+	b, err := s.getKey(ctx, s.indexKey(name))
 	if err != nil {
-		return nil, fmt.Errorf("index %s: %w", s.indexKey(pack), err)
+		return nil, fmt.Errorf("index %s: %w", s.indexKey(name), err)
 	}
-	es, err := decodeIndex(pack, b)
+	ps, err := decodeIndex(name, b)
 	if err != nil {
-		return nil, fmt.Errorf("index %s in bucket %s is damaged: %w: delete it and publish (or push) again", s.indexKey(pack), s.cfg.Bucket, err)
+		return nil, fmt.Errorf("index %s in bucket %s is damaged: %w: delete it and publish (or push) again", s.indexKey(name), s.cfg.Bucket, err)
 	}
-	return es, nil
+	return ps, nil
 }
 
 // locate says in which pack d lies, loading the indexes on first use.
@@ -277,7 +392,7 @@ func (s *Store) nextPacked(l packLoc) (object.Digest, packLoc, bool) {
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	es := p.indexes[l.pack]
+	es := p.byPack[l.pack]
 	i := sort.Search(len(es), func(i int) bool { return es[i].off > l.off })
 	if i == len(es) || es[i].off != l.off+l.n {
 		return object.Digest{}, packLoc{}, false
@@ -285,21 +400,36 @@ func (s *Store) nextPacked(l packLoc) (object.Digest, packLoc, bool) {
 	return es[i].d, packLoc{pack: l.pack, off: es[i].off, n: es[i].n}, true
 }
 
-// learnPack adds a pack this Store wrote to what it knows.
-func (s *Store) learnPack(pack string, es []indexEntryT) {
+// learnIndex adds an index this Store wrote, and its packs, to what it
+// knows.
+func (s *Store) learnIndex(name string, ps []packObjects) {
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.indexes == nil {
-		p.indexes = map[string][]indexEntryT{}
+		p.indexes = map[string][]packObjects{}
+	}
+	if p.byPack == nil {
+		p.byPack = map[string][]indexEntryT{}
 	}
 	if p.locs == nil {
 		p.locs = map[object.Digest]packLoc{}
 	}
-	p.indexes[pack] = es
-	for _, e := range es {
-		p.locs[e.d] = packLoc{pack: pack, off: e.off, n: e.n}
+	p.indexes[name] = ps
+	for _, po := range ps {
+		p.byPack[po.pack] = po.es
+		for _, e := range po.es {
+			p.locs[e.d] = packLoc{pack: po.pack, off: e.off, n: e.n}
+		}
 	}
+}
+
+// forgetIndex drops an index gc removed.
+func (s *Store) forgetIndex(name string) {
+	p := s.packs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.indexes, name)
 }
 
 // forgetPack drops a pack gc removed.
@@ -307,12 +437,12 @@ func (s *Store) forgetPack(pack string) {
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, e := range p.indexes[pack] {
+	for _, e := range p.byPack[pack] {
 		if p.locs[e.d].pack == pack {
 			delete(p.locs, e.d)
 		}
 	}
-	delete(p.indexes, pack)
+	delete(p.byPack, pack)
 }
 
 // getRange reads n bytes at off of pack with one ranged GET. A pack
@@ -429,8 +559,9 @@ func runs(ds []object.Digest, where map[int]packLoc) []packRun {
 	return out
 }
 
-// packWriter gathers small objects into packs and sends each, with its
-// index, as it fills.
+// packWriter gathers small objects into packs and sends each as it
+// fills, and an index of the packs sent once they name indexObjectsMax
+// objects, or at finish.
 type packWriter struct {
 	s    *Store
 	g    *errgroup.Group
@@ -438,6 +569,10 @@ type packWriter struct {
 	buf  []byte
 	es   []indexEntryT
 	sent func(objects int, bytes int64)
+
+	mu        sync.Mutex
+	unindexed []packObjects // packs sent, not yet in an index
+	objects   int           // in unindexed
 }
 
 // add appends an object; a pack that reaches packTarget is sent.
@@ -449,8 +584,8 @@ func (w *packWriter) add(d object.Digest, b []byte) {
 	}
 }
 
-// flush sends the pack being gathered, if any: the pack, then its
-// index, each written once.
+// flush sends the pack being gathered, if any, and, once the packs sent
+// name indexObjectsMax objects, their index.
 func (w *packWriter) flush() {
 	if len(w.es) == 0 {
 		return
@@ -458,18 +593,44 @@ func (w *packWriter) flush() {
 	buf, es := w.buf, w.es
 	w.buf, w.es = nil, nil
 	w.g.Go(func() error {
-		sum := object.Digest(sha256.Sum256(buf))
+		sum := sha256.Sum256(buf)
 		name := hex.EncodeToString(sum[:])
 		if err := w.s.putKey(w.ctx, w.s.packKey(name), buf); err != nil {
 			return fmt.Errorf("pack %s: %w", name[:12], err)
 		}
-		if err := w.s.putKey(w.ctx, w.s.indexKey(name), encodeIndex(sum, es)); err != nil {
-			return fmt.Errorf("index of pack %s: %w", name[:12], err)
-		}
-		w.s.learnPack(name, es)
 		w.sent(len(es), int64(len(buf)))
-		return nil
+		w.mu.Lock()
+		w.unindexed = append(w.unindexed, packObjects{pack: name, es: es})
+		w.objects += len(es)
+		var ps []packObjects
+		if w.objects >= indexObjectsMax {
+			ps, w.unindexed, w.objects = w.unindexed, nil, 0
+		}
+		w.mu.Unlock()
+		return w.s.putIndex(w.ctx, ps)
 	})
+}
+
+// finish writes the index of the packs sent and not yet in one, once
+// every pack was sent (the group waited for).
+func (w *packWriter) finish(ctx context.Context) error {
+	ps := w.unindexed
+	w.unindexed, w.objects = nil, 0
+	return w.s.putIndex(ctx, ps)
+}
+
+// putIndex writes the index of ps, packs already written, if there are
+// any.
+func (s *Store) putIndex(ctx context.Context, ps []packObjects) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	name, b := encodeSetIndex(ps)
+	if err := s.putKey(ctx, s.indexKey(name), b); err != nil {
+		return fmt.Errorf("index of %d packs: %w", len(ps), err)
+	}
+	s.learnIndex(name, ps)
+	return nil
 }
 
 // readFull reads into b until it is full or the body ends, and returns

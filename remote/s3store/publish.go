@@ -211,6 +211,9 @@ func uploadMissing(ctx context.Context, dst *Store, local object.Getter, reached
 	if err := g.Wait(); err != nil {
 		return PublishProgress{}, err
 	}
+	if err := packs.finish(ctx); err != nil {
+		return PublishProgress{}, err
+	}
 	prog.Uploaded, prog.UploadedBytes = done.Load(), doneBytes.Load()
 	return prog, nil
 }

@@ -1,0 +1,202 @@
+package s3store_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cowfs/cowfs/remote/s3store"
+	"github.com/cowfs/cowfs/remote/s3store/s3test"
+)
+
+// wideFiles writes n files of 60 KiB under dir/sub, each packed with its
+// chunk (about 70 files a pack), and returns them by path under dir.
+func wideFiles(t *testing.T, dir, sub string, n int, files map[string][]byte) {
+	t.Helper()
+	for i := range n {
+		p := fmt.Sprintf("%s/f%03d", sub, i)
+		files[p] = randBytes(60 << 10)
+		writeFile(t, filepath.Join(dir, p), files[p])
+	}
+}
+
+// worker opens the bucket anew, as a worker that has read nothing of it.
+func worker(t *testing.T, srv *s3test.Server, bucket string) *s3store.Store {
+	t.Helper()
+	w, err := s3store.Open(ctxT(t, time.Minute), s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// A publish that fills several packs writes one index for them all, so a
+// reader's first packed object costs the GET of that index and its own,
+// not a GET for every pack's index.
+func TestPublishOneIndex(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir, files := t.TempDir(), map[string][]byte{}
+	wideFiles(t, dir, "d", 200, files)
+	local := localStore(t)
+	res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	packs, indexes := keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/")
+	if len(packs) < 3 || len(indexes) != 1 {
+		t.Fatalf("a publish of %d objects: %d packs, %d indexes; want 3 or more packs and one index", res.Objects, len(packs), len(indexes))
+	}
+	sub := entryIn(t, local, rootOf(t, local, res.Version), "d").Object
+	w := worker(t, srv, bucket)
+	before := w.Stats().Gets
+	if _, err := w.Get(ctx, sub); err != nil {
+		t.Fatal(err)
+	}
+	if gets := w.Stats().Gets - before; gets != 2 {
+		t.Errorf("a packed object read first: %d GETs; want 2, the index's and its own", gets)
+	}
+	sameFiles(t, "a worker", readVersion(t, w, res.Version), files)
+}
+
+// gc that removes some of the packs one index names writes that index
+// anew without them before it removes the old one; a gc that stopped in
+// between (the old index back) leaves nothing a reader misses, and the
+// next gc finishes the job.
+func TestGCRewritesIndex(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	// v1: a's files and b's, in packs under one index.
+	d1, files := t.TempDir(), map[string][]byte{}
+	wideFiles(t, d1, "a", 150, files)
+	wideFiles(t, d1, "b", 150, files)
+	v1, err := s3store.Publish(ctx, dst, localStore(t), d1, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := keysUnder(t, srv, bucket, "indexes/")
+	packs := keysUnder(t, srv, bucket, "packs/")
+	if len(old) != 1 || len(packs) < 4 {
+		t.Fatalf("v1: %d indexes, %d packs; want 1 index of 4 or more packs", len(old), len(packs))
+	}
+	oldIndex := read(t, srv, bucket, old[0])
+	// v2: b alone, nothing new packed; then v1 goes, and a's packs die.
+	d2, bFiles := t.TempDir(), map[string][]byte{}
+	for p, b := range files {
+		if strings.HasPrefix(p, "b/") {
+			bFiles[p] = b
+			writeFile(t, filepath.Join(d2, p), b)
+		}
+	}
+	v2, err := s3store.Publish(ctx, dst, localStore(t), d2, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keysUnder(t, srv, bucket, "versions/") {
+		if strings.HasSuffix(k, strings.TrimPrefix(v1.VersionString, "sha256-")) {
+			removeKey(t, srv, bucket, k)
+		}
+	}
+	// v2's own pack and index hold its tree of b, whose time differs
+	// from v1's.
+	both, packs := keysUnder(t, srv, bucket, "indexes/"), keysUnder(t, srv, bucket, "packs/")
+
+	st, err := dst.GC(ctx, 0, true)
+	if err != nil || st.PacksRemoved == 0 || st.IndexesRewritten != 0 || !slices.Equal(keysUnder(t, srv, bucket, "indexes/"), both) {
+		t.Fatalf("gc --dry-run: %+v, %v; want packs counted, nothing written or removed", st, err)
+	}
+	st, err = dst.GC(ctx, 0, false)
+	if err != nil || st.PacksRemoved == 0 || st.Packs == 0 || st.IndexesRewritten != 1 {
+		t.Fatalf("gc: %+v, %v; want a's packs removed, b's kept, the index written anew", st, err)
+	}
+	now := keysUnder(t, srv, bucket, "indexes/")
+	if len(now) != len(both) || slices.Contains(now, old[0]) {
+		t.Fatalf("indexes after gc: %q; want %d, not %s", now, len(both), old[0])
+	}
+	if n := len(keysUnder(t, srv, bucket, "packs/")); n != len(packs)-st.PacksRemoved {
+		t.Errorf("%d packs after gc; want %d", n, len(packs)-st.PacksRemoved)
+	}
+	sameFiles(t, "v2 after gc", readVersion(t, worker(t, srv, bucket), v2.Version), bFiles)
+
+	// A gc that stopped after writing the new index: the old one, which
+	// names packs that are gone, is still there.
+	overwrite(t, srv, bucket, old[0], oldIndex)
+	sameFiles(t, "v2 beside an index of packs gone", readVersion(t, worker(t, srv, bucket), v2.Version), bFiles)
+	st, err = dst.GC(ctx, 0, false)
+	if err != nil || st.PacksRemoved != 0 || st.IndexesRewritten != 1 {
+		t.Fatalf("gc again: %+v, %v; want the old index written anew (as it is) and removed", st, err)
+	}
+	if got := keysUnder(t, srv, bucket, "indexes/"); !slices.Equal(got, now) {
+		t.Errorf("indexes after the second gc: %q; want %q", got, now)
+	}
+	sameFiles(t, "v2 after the second gc", readVersion(t, worker(t, srv, bucket), v2.Version), bFiles)
+}
+
+// A bucket whose indexes name a pack each, as publishes wrote them
+// before set indexes, reads as it did; a publish into it reuses what its
+// packs hold, and gc removes the index of a dead pack with the pack.
+func TestIndexesOfOnePackStillRead(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir, files := t.TempDir(), map[string][]byte{}
+	wideFiles(t, dir, "a", 150, files)
+	v1, err := s3store.Publish(ctx, dst, localStore(t), dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s3store.SplitIndexes(ctx, dst); err != nil {
+		t.Fatal(err)
+	}
+	packs, indexes := keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/")
+	if len(packs) < 2 || len(indexes) != len(packs) {
+		t.Fatalf("split: %d packs, %d indexes; want an index a pack", len(packs), len(indexes))
+	}
+	sameFiles(t, "a bucket of an index a pack", readVersion(t, worker(t, srv, bucket), v1.Version), files)
+
+	wideFiles(t, dir, "b", 10, files)
+	v2, err := s3store.Publish(ctx, worker(t, srv, bucket), localStore(t), dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v2.Uploaded > 24 {
+		t.Errorf("a publish of 10 files more: %d objects uploaded; want what the 10 files add", v2.Uploaded)
+	}
+	sameFiles(t, "the version published on top", readVersion(t, worker(t, srv, bucket), v2.Version), files)
+	if st, err := dst.GC(ctx, 0, false); err != nil || st.PacksRemoved != 0 || st.IndexesRewritten != 0 {
+		t.Errorf("gc with everything reached: %+v, %v", st, err)
+	}
+	if n := len(keysUnder(t, srv, bucket, "indexes/")); n != len(indexes)+1 {
+		t.Errorf("%d indexes; want the %d of a pack each and the new publish's", n, len(indexes))
+	}
+}
+
+// A publish whose packs name more than indexObjectsMax objects writes an
+// index as they fill, each naming whole packs, every pack in one: a
+// reader finds everything.
+func TestIndexesAsPacksFill(t *testing.T) {
+	old := s3store.SetIndexObjectsMax(100)
+	t.Cleanup(func() { s3store.SetIndexObjectsMax(old) })
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir, files := t.TempDir(), map[string][]byte{}
+	wideFiles(t, dir, "a", 300, files)
+	res, err := s3store.Publish(ctx, dst, localStore(t), dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	packs, indexes := keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/")
+	if len(indexes) < 2 || len(indexes) > len(packs) {
+		t.Fatalf("%d packs, %d indexes; want an index for every pack or two", len(packs), len(indexes))
+	}
+	sameFiles(t, "a worker", readVersion(t, worker(t, srv, bucket), res.Version), files)
+}
