@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/cowfs/cowfs/cow/object"
@@ -93,6 +94,10 @@ func TestDecodeSetIndex(t *testing.T) {
 	}
 	if _, err := decodeIndex(hex.EncodeToString(p1[:]), b); !errors.Is(err, object.ErrCorrupt) {
 		t.Errorf("an index under another name: %v; want ErrCorrupt", err)
+	}
+	newer := append([]byte("cowfsix3"), b[len(setIndexMagic):]...)
+	if _, err := decodeIndex(name, newer); err == nil || errors.Is(err, object.ErrCorrupt) || !strings.Contains(err.Error(), "upgrade cowfs") {
+		t.Errorf("an index of a newer format: %v; want an error that says to upgrade, not damage", err)
 	}
 	for what, c := range map[string]struct {
 		packs []object.Digest

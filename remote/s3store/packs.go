@@ -70,6 +70,9 @@ const (
 // whole. A variable for tests.
 var indexObjectsMax = 1 << 16
 
+// errNewerIndex is an index in a format a later cowfs writes.
+var errNewerIndex = errors.New("an index in a newer format")
+
 // packLoc is where an object lies in a pack.
 type packLoc struct {
 	pack   string // hex of the pack's digest
@@ -140,6 +143,11 @@ func encodeSetIndex(ps []packObjects) (string, []byte) {
 func decodeIndex(name string, b []byte) ([]packObjects, error) {
 	if len(b) >= len(setIndexMagic) && string(b[:len(setIndexMagic)]) == setIndexMagic {
 		return decodeSetIndex(name, b)
+	}
+	if len(b) >= len(indexMagic) && string(b[:len(indexMagic)-1]) == indexMagic[:len(indexMagic)-1] && b[len(indexMagic)-1] > setIndexMagic[len(setIndexMagic)-1] {
+		// Not damage: a reader must not take it for that and serve a
+		// version without its objects, nor tell anyone to delete it.
+		return nil, fmt.Errorf("%w (%q): upgrade cowfs to read this bucket", errNewerIndex, b[:len(indexMagic)])
 	}
 	es, err := decodePackIndex(name, b)
 	if err != nil {
@@ -364,6 +372,9 @@ func (s *Store) readIndex(ctx context.Context, name string) ([]packObjects, erro
 		return nil, fmt.Errorf("index %s: %w", s.indexKey(name), err)
 	}
 	ps, err := decodeIndex(name, b)
+	if errors.Is(err, errNewerIndex) {
+		return nil, fmt.Errorf("index %s in bucket %s: %w", s.indexKey(name), s.cfg.Bucket, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("index %s in bucket %s is damaged: %w: delete it and publish (or push) again", s.indexKey(name), s.cfg.Bucket, err)
 	}

@@ -200,3 +200,18 @@ func TestIndexesAsPacksFill(t *testing.T) {
 	}
 	sameFiles(t, "a worker", readVersion(t, worker(t, srv, bucket), res.Version), files)
 }
+
+// An index in a format a later cowfs writes stops a reader with a
+// message that says to upgrade: it is not damage, whose objects would be
+// left out, and must not be deleted.
+func TestNewerIndexSaysUpgrade(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	p := publishedSmall(t, 10)
+	overwrite(t, srv, p.bucket, "spiders/one/indexes/"+strings.Repeat("ab", 32), []byte("cowfsix3 and what a later format holds"))
+	sub := entryIn(t, p.local, rootOf(t, p.local, p.res.Version), "d0").Object
+	_, err := worker(t, srv, p.bucket).Get(ctxT(t, time.Minute), sub)
+	if err == nil || !strings.Contains(err.Error(), "upgrade cowfs") || strings.Contains(err.Error(), "delete it") {
+		t.Errorf("a packed object beside an index of a newer format: %v; want an error that says to upgrade", err)
+	}
+}
