@@ -371,12 +371,14 @@ func (rl *remoteLower) dial(ctx context.Context) error {
 }
 
 // openBucket opens the bucket, which says at once whether it is there
-// and takes the credentials: with a request of its own, unless the mount
-// lists the newest version next (no version given, no snapshot, no
-// record of one), which says the same. A remount that finds the
-// version's objects held needs no other request, and would otherwise
-// mount over a bucket it cannot read. Each request with its retries is
-// bounded by --io-timeout, which the cache bounds a read by.
+// and takes the credentials: with a request of its own, unless the
+// mount's first request says the same: the newest version's listing (no
+// version given, no snapshot, no record of one) or, on a remount (a
+// record), the question whether the bucket still has the recorded
+// version, whose failure then fails the mount (checkKept, strict). A
+// remount that finds the version's objects held needs no other request,
+// and must not mount over a bucket it cannot read. Each request with its
+// retries is bounded by --io-timeout, which the cache bounds a read by.
 func (rl *remoteLower) openBucket(ctx context.Context) (s3store.Source, error) {
 	r := rl.r
 	bucket, prefix, err := s3store.ParseURL(r.Addr)
@@ -384,10 +386,11 @@ func (rl *remoteLower) openBucket(ctx context.Context) (s3store.Source, error) {
 		return s3store.Source{}, err
 	}
 	_, statErr := os.Stat(rl.recordPath())
-	resolves := r.Version == "" && rl.s.Lower.Snapshot == "" && errors.Is(statErr, os.ErrNotExist)
+	recorded := statErr == nil
+	asksFirst := rl.s.Lower.Snapshot == "" && (r.Version == "" || recorded)
 	st, err := s3store.Open(ctx, s3store.Config{
 		Bucket: bucket, Prefix: prefix, Endpoint: r.S3Endpoint, CAFile: r.S3CA,
-		Timeout: r.IOTimeout, NoCheck: resolves, Log: rl.log,
+		Timeout: r.IOTimeout, NoCheck: asksFirst, Log: rl.log,
 	})
 	if err != nil {
 		return s3store.Source{}, err
@@ -496,7 +499,10 @@ func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 				mnt, v.Short(), want.Short(), filepath.Dir(recPath))
 		}
 		rl.log.Info("remounting the version the upper was made over", "version", v.String())
-		if err := checkKept(ctx, rl.src, rl.name(), rl.store, v, r.IOTimeout, rl.log); err != nil {
+		if err := checkKept(ctx, rl.src, rl.name(), rl.store, v, r.IOTimeout, r.IsBucket(), rl.log); err != nil {
+			if errors.Is(err, errNotAsked) {
+				return object.Zero, rl.named(err)
+			}
 			return object.Zero, fmt.Errorf("%w: to mount the newest version, remove %s (this discards the changes in the upper) or mount another mountpoint",
 				err, filepath.Dir(recPath))
 		}
@@ -583,12 +589,17 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 // version v, which a remount pins: a master keeps only its newest
 // versions, and once it dropped v every read of what this machine has not
 // cached would fail. A version held here whole still mounts, with a
-// warning. A source that does not answer is left to the mount's own
-// fetches to report.
-func checkKept(ctx context.Context, src remote.Fetcher, what string, store *object.DirStore, v object.Digest, timeout time.Duration, log *slog.Logger) error {
+// warning. A master that does not answer is left to the mount's own
+// fetches to report; with strict (a bucket, which was opened without a
+// check of its own: openBucket) a source that cannot be asked fails the
+// mount with errNotAsked.
+func checkKept(ctx context.Context, src remote.Fetcher, what string, store *object.DirStore, v object.Digest, timeout time.Duration, strict bool, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	has, err := src.Has(ctx, []object.Digest{v})
+	if err != nil && strict {
+		return fmt.Errorf("%w whether it still keeps version %s: %w", errNotAsked, v.Short(), err)
+	}
 	if err != nil {
 		log.Warn("could not ask the master whether it still keeps the version", "version", v.String(), "err", err)
 		return nil
@@ -608,6 +619,9 @@ func checkKept(ctx context.Context, src remote.Fetcher, what string, store *obje
 		"version", v.String(), "source", src.Addr())
 	return nil
 }
+
+// errNotAsked: a remount could not ask its source about its version.
+var errNotAsked = errors.New("could not ask")
 
 // writeFileAtomic replaces path with b, whole and durably: b is synced
 // before the rename, and the directory after it. Without the second sync

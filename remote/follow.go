@@ -13,8 +13,8 @@ import (
 // A followFetcher sends, after an object, what its reader asks for next,
 // in the same call (*Client, through GetMany's follow): after a file
 // object the chunks its reader reads first, after a tree the trees beneath
-// it. A bucket has no such call: its reads of small objects are batched
-// by packs.
+// it. A bucket's Fetcher has one too: what follows an object there is what
+// a publish packed right after it, read in the same ranged GET.
 type followFetcher interface {
 	GetManyFollow(ctx context.Context, ds []object.Digest, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error
 }

@@ -114,7 +114,9 @@ func TestBucketExitCodes(t *testing.T) {
 // A fresh mount of a bucket lets the newest version's listing check the
 // bucket and the credentials; a remount, which lists nothing and may
 // find every object it needs held, checks them with a request of its
-// own: with a wrong secret it is refused too, and nothing is mounted.
+// own, its question whether the bucket still has its version: with a
+// wrong secret, or an endpoint that does not answer, it is refused too,
+// and nothing is mounted.
 func TestBucketRemountChecksCredentials(t *testing.T) {
 	t.Parallel()
 	srv := sharedS3(t)
@@ -140,6 +142,30 @@ func TestBucketRemountChecksCredentials(t *testing.T) {
 		unmountCLI(t, e.mnt)
 		t.Fatal("mounted with a wrong secret")
 	}
+	// The question whether the bucket still has the version is the
+	// remount's check: an endpoint that does not answer fails it too.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+	out, code = runEnv(t, nil, "--state", state, "mount", e.mnt, "--remote", url, "--s3-endpoint", closed, "--io-timeout", "5s")
+	t.Log(out)
+	if code != exitUnreachable || !strings.Contains(out, "cannot reach "+closed) {
+		t.Errorf("a remount of an endpoint that does not answer: exit %d, want %d: %s", code, exitUnreachable, out)
+	}
+	if mounted(t, e.mnt) {
+		unmountCLI(t, e.mnt)
+		t.Fatal("mounted over an endpoint that does not answer")
+	}
+	if out, code := runEnv(t, nil, "--state", state, "mount", e.mnt, "--remote", url); code != exitOK {
+		t.Fatalf("a remount with the right secret: exit %d: %s", code, out)
+	}
+	if _, err := os.ReadFile(filepath.Join(e.mnt, "run.sh")); err != nil {
+		t.Errorf("run.sh through the remount: %v", err)
+	}
+	unmountCLI(t, e.mnt)
 }
 
 // cowfs publish and cowfs mount --remote s3:// to a SeaweedFS serving
