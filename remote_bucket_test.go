@@ -339,13 +339,14 @@ func sha256hex(s string) string {
 }
 
 // bucketChunkDamaged: a chunk damaged in the bucket at durl is never
-// served through a mount, and the damage is counted.
+// served through a mount, and the damage is counted. The damaged chunk
+// is the file's second, loose (a publish packs the first).
 func bucketChunkDamaged(t *testing.T, srv *s3test.Server, durl string) {
 	dir := t.TempDir()
-	content := randBytes(100 << 10)
+	content := randBytes(object.ChunkSize + 100<<10)
 	writeFile(t, filepath.Join(dir, "f"), content, 0o644)
 	publishTo(t, srv, durl, dir)
-	blob, err := object.EncodeBlob(content)
+	blob, err := object.EncodeBlob(content[object.ChunkSize:])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -173,17 +173,22 @@ func listAndRead2(t *testing.T, ws *cowfs.Workspace, files map[string][]byte) {
 	crawlFiles(t, ws.Dir(), files, 2)
 }
 
-// A cold small file of a bucket mount is one GET: its open asks for the
-// file object (GetManyFollow), and the ranged GET of it reaches the chunk
-// the publish packed right after it, which the first read then finds.
-// Directory prefetch is off, so that each file is read on its own.
+// A cold file of a bucket mount, of one chunk, is one GET: its open asks
+// for the file object (GetManyFollow), and the ranged GET of it reaches
+// the chunk the publish packed right after it, which the first read then
+// finds. Small files and files of a chunk over the size of small objects
+// alike. Directory prefetch is off, so that each file is read on its own.
 func TestBucketColdFileOneGet(t *testing.T) {
 	srv := s3test.Shared(t)
 	url := "s3://" + srv.Bucket(t) + "/spiders"
 	exp := t.TempDir()
 	files := map[string][]byte{}
 	for i := range 8 {
-		b := append([]byte(fmt.Sprintf("file %d\n", i)), randBytes(3000+i)...)
+		n := 3000 + i
+		if i%2 == 1 {
+			n = 300<<10 + i
+		}
+		b := append([]byte(fmt.Sprintf("file %d\n", i)), randBytes(n)...)
 		name := fmt.Sprintf("m%03d.py", i)
 		writeFile(t, filepath.Join(exp, "spider", name), b, 0o644)
 		files[name] = b
@@ -214,5 +219,51 @@ func TestBucketColdFileOneGet(t *testing.T) {
 		if n := ws.Status().Remote.Bucket.Gets - gets; n != 1 {
 			t.Errorf("reading %s cold made %d GETs of the bucket; want 1", name, n)
 		}
+	}
+}
+
+// A warmup of a bucket mount reads a directory's files, each a file
+// object with its first chunk packed right after it, in long ranged GETs
+// of their packs: its listing asks for the file objects with follow
+// (packFollower), and the chunks come with them. Without, it made a GET
+// a chunk.
+func TestBucketWarmupFollows(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	url := "s3://" + srv.Bucket(t) + "/spiders"
+	exp := t.TempDir()
+	files := map[string][]byte{}
+	const n = 120
+	for i := range n {
+		name := fmt.Sprintf("d%d/f%03d", i%3, i)
+		files[name] = randBytes(100<<10 + i)
+		writeFile(t, filepath.Join(exp, "spider", name), files[name], 0o644)
+	}
+	publishTo(t, srv, url, exp)
+	mnt := newMountpoint(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),
+		Lower: cowfs.Lower{Remote: &cowfs.Remote{Addr: url, S3Endpoint: srv.Endpoint, NoDirPrefetch: true, IOTimeout: 10 * time.Second}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	gets := ws.Status().Remote.Bucket.Gets
+	p, err := ws.Warmup(ctx, nil, nil)
+	if err != nil || p.Files != n {
+		t.Fatalf("warmup: %+v, %v", p, err)
+	}
+	// 12 MiB of files in 4 MiB packs: a GET for each run of a pack a
+	// listing batch reaches, and the index.
+	got := ws.Status().Remote.Bucket.Gets - gets
+	t.Logf("a warmup of %d files: %d GETs", n, got)
+	if got > n/4 {
+		t.Errorf("a warmup of %d files made %d GETs of the bucket; want a few a pack, not one a file", n, got)
+	}
+	gets = ws.Status().Remote.Bucket.Gets
+	crawlFiles(t, mnt, files, len(files))
+	if got := ws.Status().Remote.Bucket.Gets - gets; got != 0 {
+		t.Errorf("reading everything after the warmup made %d GETs", got)
 	}
 }

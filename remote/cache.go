@@ -622,7 +622,7 @@ func (c *Cache) Prefetch(ds []object.Digest) {
 					case <-c.ctx.Done():
 						return
 					case batch := <-c.ahead:
-						c.fetchManyFor(c.ctx, batch, true, nil)
+						c.fetchManyFor(c.ctx, batch, true, 0, nil)
 					}
 				}
 			}()

@@ -21,6 +21,15 @@ type followFetcher interface {
 
 var _ followFetcher = (*Client)(nil)
 
+// A packFollower is a followFetcher whose follow reads what follows an
+// object in the request that reads the object (a bucket, where a publish
+// packs a file's first chunk right after its file object): a batch asked
+// for with follow costs no request more.
+type packFollower interface {
+	followFetcher
+	FollowsInPlace()
+}
+
 // getFollowing gets object d, unverified, as soon as it is whole; the call
 // goes on in the background for what follows it: for a file object the
 // chunks holding the file's first followBytes, for a tree (a version's

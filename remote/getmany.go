@@ -480,33 +480,35 @@ func idleErr(idle *atomic.Bool, err error) error {
 // call for all those no other fetch (in this process or another) is
 // working on, and in a second for the rest once those fetches let go.
 func (c *Cache) fetchMany(ctx context.Context, ds []object.Digest) error {
-	return c.fetchManyFor(ctx, ds, false, nil)
+	return c.fetchManyFor(ctx, ds, false, 0, nil)
 }
 
 // fetchManyEach is fetchMany that hands each object it fetches to each,
 // verified and stored, lent (valid only while each runs): a caller that
 // decodes what it fetches need not read it back. Objects the store had
 // already, and those fetched again one by one (damaged on the way), are
-// not handed to each; the caller reads them from the store.
-func (c *Cache) fetchManyEach(ctx context.Context, ds []object.Digest, each func(d object.Digest, b []byte)) error {
-	return c.fetchManyFor(ctx, ds, false, each)
+// not handed to each; the caller reads them from the store. With follow,
+// what follows each (fetchBatch) is stored too, not handed to each.
+func (c *Cache) fetchManyEach(ctx context.Context, ds []object.Digest, follow int64, each func(d object.Digest, b []byte)) error {
+	return c.fetchManyFor(ctx, ds, false, follow, each)
 }
 
 // fetchManyFor is fetchMany; with ahead, what it fetches is also kept in
 // memory for the reader it was fetched ahead of (freshObjects); each, if
-// set, is as for fetchManyEach (not with ahead). The
+// set, is as for fetchManyEach (not with ahead), follow as for
+// fetchBatch. The
 // objects whose lock another fetch held (a lock stripe is shared, so the
 // fetch that holds it may be another object's) are fetched in a second
 // call once their locks are had, and those that came damaged one by one
 // (Get, which asks the master to check its copy).
-func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool, each func(d object.Digest, b []byte)) error {
-	busy, damaged, err := c.fetchBatch(ctx, ds, ahead, false, 0, each)
+func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool, follow int64, each func(d object.Digest, b []byte)) error {
+	busy, damaged, err := c.fetchBatch(ctx, ds, ahead, false, follow, each)
 	first := err
 	if len(busy) > 0 && ctx.Err() == nil {
 		// Another batch (prefetch runs several), a reader or another
 		// process holds their stripes: wait for each, then one call
 		// for all, where one call each cost a round trip apiece.
-		_, more, err := c.fetchBatch(ctx, busy, ahead, true, 0, each)
+		_, more, err := c.fetchBatch(ctx, busy, ahead, true, follow, each)
 		damaged = append(damaged, more...)
 		if err != nil && first == nil {
 			first = err

@@ -178,7 +178,7 @@ func TestFetchManyEach(t *testing.T) {
 		t.Fatal(err)
 	}
 	handed := map[object.Digest]int{}
-	err := c.fetchManyEach(ctx, append(ds, ds[7]), func(d object.Digest, b []byte) {
+	err := c.fetchManyEach(ctx, append(ds, ds[7]), 0, func(d object.Digest, b []byte) {
 		handed[d]++
 		if !bytes.Equal(b, objs[d]) {
 			t.Errorf("%s handed as %d bytes not its own", d.Short(), len(b))

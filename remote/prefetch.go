@@ -301,6 +301,16 @@ func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkR
 		}
 		return nil
 	}
+	// Where the source's follow reads what lies after an object in the
+	// same request (packFollower), a file object's first chunk comes
+	// with it: the file objects of a directory and their chunks, packed
+	// side by side, are then read in long ranges, and the chunk fetches
+	// below find them held. A master's follow would stream them in the
+	// listing's calls instead of the chunk fetches' own: left out.
+	var follow int64
+	if _, ok := c.f.(packFollower); ok {
+		follow = followBytes
+	}
 	// do fetches a batch of objects in one call and queues what they
 	// lead to: those fetched as they come, those the store had after.
 	do := func(jobs []job) error {
@@ -312,7 +322,7 @@ func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkR
 			byDigest[j.d] = j
 		}
 		var eerr error
-		err := c.fetchManyEach(ctx, ds, func(d object.Digest, b []byte) {
+		err := c.fetchManyEach(ctx, ds, follow, func(d object.Digest, b []byte) {
 			if j, ok := byDigest[d]; ok && eerr == nil {
 				delete(byDigest, d)
 				eerr = expand(j, b)

@@ -400,7 +400,7 @@ func (c *Cache) fetchTraceBatch(ds []object.Digest) bool {
 	timeout := c.bound()
 	ctx, cancel := context.WithTimeout(c.ctx, timeout)
 	defer cancel()
-	err := c.fetchManyFor(ctx, ds, true, nil)
+	err := c.fetchManyFor(ctx, ds, true, 0, nil)
 	if err == nil || errors.Is(err, object.ErrNotFound) {
 		c.replay.fetched.Add(int64(len(ds)))
 		return true

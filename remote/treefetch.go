@@ -41,7 +41,7 @@ func (c *Cache) FetchTrees(root object.Digest) {
 			}
 			for part := range slices.Chunk(missing, maxMany) {
 				ctx, cancel := context.WithTimeout(c.ctx, timeout)
-				err := c.fetchManyFor(ctx, part, false, nil)
+				err := c.fetchManyFor(ctx, part, false, 0, nil)
 				cancel()
 				if err != nil {
 					if c.ctx.Err() == nil {

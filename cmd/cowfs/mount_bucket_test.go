@@ -202,7 +202,8 @@ func TestBucketGCCLI(t *testing.T) {
 			DryRun           bool `json:"dry_run"`
 			GraceSeconds     int  `json:"grace_seconds"`
 		}](t, out)
-		if len(res) != 1 || res[0].Versions != 1 || res[0].Live == 0 || res[0].Removed != 0 || res[0].Packs != 1 || res[0].PacksRemoved != 0 || res[0].IndexesRewritten != 0 || res[0].TracesRemoved != 0 {
+		// Two packs: the trees' and the files'.
+		if len(res) != 1 || res[0].Versions != 1 || res[0].Live == 0 || res[0].Removed != 0 || res[0].Packs != 2 || res[0].PacksRemoved != 0 || res[0].IndexesRewritten != 0 || res[0].TracesRemoved != 0 {
 			t.Errorf("gc %s --json: %s", dry, out)
 		}
 	}

@@ -72,18 +72,23 @@ func (f Fetcher) GetMany(ctx context.Context, ds []object.Digest, got func(i int
 }
 
 // GetManyFollow is GetMany for objects whose readers read on from them
-// (a file opened, a directory's small files prefetched): where the
-// bucket packed a file's first chunk right after its file object, as a
-// publish packs a small file's, the chunk comes in the file object's
-// ranged GET and is handed, unverified, to fol after it, if it lies in
-// the file's first follow bytes. The range of each packed object asked
-// for reaches to the end of the object after it, at most PackObjectMax
-// more bytes, and a reader's first read then costs no request of its
-// own. Chunks packed elsewhere or loose are left to their readers, as is
-// everything beneath a tree.
+// (a file opened, a directory's small files prefetched): a file object's
+// first chunk, when it holds the file's first follow bytes and the bucket
+// packed it right after the file object, as a publish does, comes in the
+// same ranged GET and is handed, unverified, to fol after the file
+// object. The range of each packed object asked for reaches to the end of
+// the object after it (at most a chunk more), and a reader's first read
+// then costs no request of its own. Chunks packed elsewhere or loose (a
+// version published before first chunks were packed, a chunk another
+// file packed first) are left to their readers, as is everything beneath
+// a tree.
 func (f Fetcher) GetManyFollow(ctx context.Context, ds []object.Digest, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
 	return f.getMany(ctx, ds, bufsOwned, got, follow, fol)
 }
+
+// FollowsInPlace says that GetManyFollow's follow costs no request
+// more: what follows an object is read in the ranged GET of the object.
+func (Fetcher) FollowsInPlace() {}
 
 // GetManyLent is GetMany, but lends each object to got: b is valid only
 // until got returns, and its memory, the process's buffer pool's,

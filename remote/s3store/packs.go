@@ -24,8 +24,9 @@ import (
 // Small objects travel in packs, as restic's blobs do: a publish or push
 // writes the objects it uploads of at most PackObjectMax bytes (trees,
 // file objects, small chunks; never a version object, which a remount
-// asks about with a HEAD, nor its root tree: see mountReads) end to end
-// into packs/<hex>, hex the SHA-256 of the pack's bytes, of about
+// asks about with a HEAD, nor its root tree: see mountReads), and each
+// file's first chunk right after its file object, end to end (trees in
+// packs of their own: packWriter) into packs/<hex>, hex the SHA-256 of the pack's bytes, of about
 // packTarget bytes, and once its packs are written an index,
 // indexes/<hex>, hex the SHA-256 of the index: which object lies at which
 // offset of which of them. An index names the packs of one publish or
@@ -572,37 +573,57 @@ func runs(ds []object.Digest, where map[int]packLoc) []packRun {
 
 // packWriter gathers small objects into packs and sends each as it
 // fills, and an index of the packs sent once they name indexObjectsMax
-// objects, or at finish.
+// objects, or at finish. Trees go into packs of their own: a mount's
+// lookups, a warmup's listing and a trace's batches read the trees of a
+// version together, which a file's chunks, packed after its file object,
+// would otherwise lie between.
 type packWriter struct {
 	s    *Store
 	g    *errgroup.Group
 	ctx  context.Context
-	buf  []byte
-	es   []indexEntryT
 	sent func(objects int, bytes int64)
+	open [2]gathered // trees, the rest
 
 	mu        sync.Mutex
 	unindexed []packObjects // packs sent, not yet in an index
 	objects   int           // in unindexed
 }
 
-// add appends an object; a pack that reaches packTarget is sent.
-func (w *packWriter) add(d object.Digest, b []byte) {
-	w.es = append(w.es, indexEntryT{d: d, off: uint32(len(w.buf)), n: uint32(len(b))})
-	w.buf = append(w.buf, b...)
-	if len(w.buf) >= packTarget {
-		w.flush()
+// gathered is a pack being gathered.
+type gathered struct {
+	buf []byte
+	es  []indexEntryT
+}
+
+// add appends an object, into the trees' pack if tree; a pack that
+// reaches packTarget is sent.
+func (w *packWriter) add(d object.Digest, b []byte, tree bool) {
+	p := &w.open[1]
+	if tree {
+		p = &w.open[0]
+	}
+	p.es = append(p.es, indexEntryT{d: d, off: uint32(len(p.buf)), n: uint32(len(b))})
+	p.buf = append(p.buf, b...)
+	if len(p.buf) >= packTarget {
+		w.send(p)
 	}
 }
 
-// flush sends the pack being gathered, if any, and, once the packs sent
-// name indexObjectsMax objects, their index.
+// flush sends the packs being gathered.
 func (w *packWriter) flush() {
-	if len(w.es) == 0 {
+	for i := range w.open {
+		w.send(&w.open[i])
+	}
+}
+
+// send sends pack p, if it holds anything, and, once the packs sent name
+// indexObjectsMax objects, their index.
+func (w *packWriter) send(p *gathered) {
+	if len(p.es) == 0 {
 		return
 	}
-	buf, es := w.buf, w.es
-	w.buf, w.es = nil, nil
+	buf, es := p.buf, p.es
+	p.buf, p.es = nil, nil
 	w.g.Go(func() error {
 		sum := sha256.Sum256(buf)
 		name := hex.EncodeToString(sum[:])

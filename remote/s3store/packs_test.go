@@ -140,9 +140,10 @@ func TestPublishPacksSmallObjects(t *testing.T) {
 	bucket, want, local, res := p.bucket, p.files, p.local, p.res
 	ctx := ctxT(t, 2*time.Minute)
 	loose, packs, indexes := keysUnder(t, srv, bucket, "objects/"), keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/")
-	// The version object, its root tree and big's two chunks.
-	if len(loose) != 4 || len(packs) == 0 || len(indexes) != 1 {
-		t.Fatalf("after a publish of %d objects: %d loose, %d packs, %d indexes; want 4 loose, the rest packed under one index", res.Objects, len(loose), len(packs), len(indexes))
+	// The version object, its root tree and big's second chunk (its
+	// first is packed after its file object).
+	if len(loose) != 3 || len(packs) == 0 || len(indexes) != 1 {
+		t.Fatalf("after a publish of %d objects: %d loose, %d packs, %d indexes; want 3 loose, the rest packed under one index", res.Objects, len(loose), len(packs), len(indexes))
 	}
 	if root := rootOf(t, local, res.Version); !slices.Contains(loose, rawKey(root)) {
 		t.Fatalf("the root tree %s is not loose: %q", root.Short(), loose)
@@ -271,14 +272,18 @@ func TestPackDamaged(t *testing.T) {
 	bucket, local, res := p.bucket, p.local, p.res
 	ctx := ctxT(t, 2*time.Minute)
 	packs := keysUnder(t, srv, bucket, "packs/")
-	if len(packs) != 1 {
-		t.Fatalf("%d packs, want 1", len(packs))
+	if len(packs) != 2 {
+		t.Fatalf("%d packs, want 2: the trees' and the files'", len(packs))
 	}
 	all := objectsOf(t, local, res.Version)
-	pack := read(t, srv, bucket, packs[0])
+	// The files' pack, the larger.
+	key, pack := packs[0], read(t, srv, bucket, packs[0])
+	if other := read(t, srv, bucket, packs[1]); len(other) > len(pack) {
+		key, pack = packs[1], other
+	}
 	damaged := append([]byte(nil), pack...)
 	damaged[len(damaged)/2] ^= 0x20
-	overwrite(t, srv, bucket, packs[0], damaged)
+	overwrite(t, srv, bucket, key, damaged)
 
 	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
 	if err != nil {
@@ -289,13 +294,13 @@ func TestPackDamaged(t *testing.T) {
 		_, err := worker.Get(ctx, d)
 		switch {
 		case err == nil:
-		case errors.Is(err, object.ErrCorrupt) && strings.Contains(err.Error(), packs[0]):
+		case errors.Is(err, object.ErrCorrupt) && strings.Contains(err.Error(), key):
 			if !bad.IsZero() {
 				t.Errorf("a second object damaged by one byte: %v", err)
 			}
 			bad = d
 		default:
-			t.Errorf("get %s: %v; want it whole, or ErrCorrupt naming %s", d.Short(), err, packs[0])
+			t.Errorf("get %s: %v; want it whole, or ErrCorrupt naming %s", d.Short(), err, key)
 		}
 	}
 	if bad.IsZero() {
@@ -311,7 +316,7 @@ func TestPackDamaged(t *testing.T) {
 		t.Errorf("cache get of the damaged object: %d bytes, %v; want ErrCorrupt", len(b), err)
 	}
 
-	overwrite(t, srv, bucket, packs[0], pack[:len(pack)/2])
+	overwrite(t, srv, bucket, key, pack[:len(pack)/2])
 	truncated := 0
 	worker2, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
 	if err != nil {
@@ -321,7 +326,7 @@ func TestPackDamaged(t *testing.T) {
 		b, err := worker2.Get(ctx, d)
 		switch {
 		case err == nil && object.Sum(b) == d:
-		case errors.Is(err, object.ErrCorrupt) && strings.Contains(err.Error(), packs[0]):
+		case errors.Is(err, object.ErrCorrupt) && strings.Contains(err.Error(), key):
 			truncated++
 		default:
 			t.Errorf("get %s of a truncated pack: %d bytes, %v", d.Short(), len(b), err)
@@ -370,8 +375,9 @@ func TestLooseBucketStillWorks(t *testing.T) {
 	if res2.Uploaded != 5 {
 		t.Errorf("publish into a loose bucket uploaded %d objects, want 5", res2.Uploaded)
 	}
-	if n := len(keysUnder(t, srv, bucket, "packs/")); n != 1 {
-		t.Errorf("publish into a loose bucket: %d packs, want 1", n)
+	// One of the trees, one of the file object.
+	if n := len(keysUnder(t, srv, bucket, "packs/")); n != 2 {
+		t.Errorf("publish into a loose bucket: %d packs, want 2", n)
 	}
 	worker2, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
 	if err != nil {
@@ -468,11 +474,11 @@ func TestGCPacks(t *testing.T) {
 	sameFiles(t, "v3 published again", readVersion(t, worker2, v3again.Version), d3files)
 }
 
-// A pack deleted by hand (as the message for a damaged one says to)
-// leaves its index behind: a publish sends its objects again rather than
-// count on them, readers find them in the new pack, never in the gone
-// one, and gc removes the index left alone (once the version that was
-// broken with it is gone too).
+// Packs deleted by hand (as the message for a damaged one says to) leave
+// their index behind: a publish sends their objects again rather than
+// count on them, readers find them in the new packs, never in the gone
+// ones, and gc removes the index left alone (once the version that was
+// broken with them is gone too).
 func TestPackDeletedByHand(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
@@ -484,12 +490,14 @@ func TestPackDeletedByHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	packs := keysUnder(t, srv, bucket, "packs/")
-	if len(packs) != 1 {
-		t.Fatalf("%d packs, want 1", len(packs))
+	if len(packs) != 2 {
+		t.Fatalf("%d packs, want 2: the trees' and the files'", len(packs))
 	}
 	oldIndex := keysUnder(t, srv, bucket, "indexes/")
-	removeKey(t, srv, bucket, packs[0])
-	// The version that reached it is broken now: gc would stop on it.
+	for _, k := range packs {
+		removeKey(t, srv, bucket, k)
+	}
+	// The version that reached them is broken now: gc would stop on it.
 	removeKey(t, srv, bucket, keysUnder(t, srv, bucket, "versions/")[0])
 	// Another machine publishes the tree again, with a file more (so
 	// that its pack is another).
@@ -503,9 +511,9 @@ func TestPackDeletedByHand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Everything but big's two chunks, loose.
-	if res.Uploaded != res.Objects-2 {
-		t.Errorf("republish after a pack was deleted: %d of %d objects sent, want all but 2", res.Uploaded, res.Objects)
+	// Everything but big's second chunk, loose (its first was packed).
+	if res.Uploaded != res.Objects-1 {
+		t.Errorf("republish after a pack was deleted: %d of %d objects sent, want all but 1", res.Uploaded, res.Objects)
 	}
 	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
 	if err != nil {
@@ -516,8 +524,8 @@ func TestPackDeletedByHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	idx, now := keysUnder(t, srv, bucket, "indexes/"), keysUnder(t, srv, bucket, "packs/")
-	if len(idx) != 1 || len(now) != 1 || slices.Equal(idx, oldIndex) {
-		t.Errorf("after gc: indexes %v, packs %v; want only the new pack and its index, not %v", idx, now, oldIndex)
+	if len(idx) != 1 || len(now) != 2 || slices.Equal(idx, oldIndex) {
+		t.Errorf("after gc: indexes %v, packs %v; want only the new packs and their index, not %v", idx, now, oldIndex)
 	}
 }
 
@@ -669,9 +677,9 @@ func entryIn(t *testing.T, g object.Getter, d object.Digest, name string) object
 }
 
 // A file opened or prefetched from a bucket (GetManyFollow) brings the
-// chunk a publish packed right after its file object in the same ranged
-// GET: a small file is one request, not two. A file whose chunks are
-// loose brings none, and costs no more than the file object.
+// first chunk a publish packed right after its file object in the same
+// ranged GET: a file's open and first read are one request, not two,
+// whatever the chunk's size.
 func TestFollowPackedChunk(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
@@ -694,7 +702,7 @@ func TestFollowPackedChunk(t *testing.T) {
 		name string
 		file object.Digest
 		want int // chunks followed
-	}{{"small", small, 1}, {"big", big, 0}} {
+	}{{"small", small, 1}, {"big", big, 1}} {
 		b, err := local.Get(ctx, c.file)
 		if err != nil {
 			t.Fatal(err)

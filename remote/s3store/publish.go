@@ -106,7 +106,7 @@ func Publish(ctx context.Context, dst *Store, local *object.DirStore, dir string
 		return PublishResult{}, err
 	}
 
-	report(PublishProgress{Phase: "listing", Objects: int64(len(reached))})
+	report(PublishProgress{Phase: "listing", Objects: int64(len(reached.list))})
 	// From the listing to the key, no gc of the bucket runs (locks).
 	unlock, err := dst.lockForWrite(ctx)
 	if err != nil {
@@ -126,7 +126,7 @@ func Publish(ctx context.Context, dst *Store, local *object.DirStore, dir string
 		return PublishResult{}, err
 	}
 	res := PublishResult{Version: v, VersionString: v.String(), Files: st.Files, Bytes: st.Bytes,
-		Objects: int64(len(reached)), Uploaded: prog.Uploaded, UploadedBytes: prog.UploadedBytes, Took: time.Since(start)}
+		Objects: int64(len(reached.list)), Uploaded: prog.Uploaded, UploadedBytes: prog.UploadedBytes, Took: time.Since(start)}
 	prog.Phase, prog.Uploaded, prog.UploadedBytes = "done", res.Uploaded, res.UploadedBytes
 	report(prog)
 	return res, nil
@@ -142,14 +142,18 @@ const mountReads = 2
 // request per object) and the packs' indexes, and uploads those of
 // reached the bucket lacks, read from local, concurrency at a time: each
 // of at most PackObjectMax bytes into packs, in reached's order (a
-// directory's objects together), the others loose. The first mountReads
-// of reached (reachedBy's order) are uploaded loose, also where a pack
-// holds them already; packMax is PublishOptions.PackMax. It returns the
-// "uploading" progress with what was sent.
-func uploadMissing(ctx context.Context, dst *Store, local object.Getter, reached []object.Digest, concurrency, packMax int, report func(PublishProgress)) (PublishProgress, error) {
+// directory's objects together; trees in packs of their own), and the
+// first chunk of each file right after its file object whatever its
+// size, so that one ranged GET brings both to a reader who opens the
+// file (Fetcher.GetManyFollow); the others loose. The first mountReads of reached are uploaded loose, also where a
+// pack holds them already; packMax is PublishOptions.PackMax, below 0
+// packing nothing. It returns the "uploading" progress with what was
+// sent.
+func uploadMissing(ctx context.Context, dst *Store, local object.Getter, reach reachedObjects, concurrency, packMax int, report func(PublishProgress)) (PublishProgress, error) {
 	if packMax == 0 {
 		packMax = PackObjectMax
 	}
+	reached := reach.list
 	have := make(map[object.Digest]bool)
 	haveLoose := make(map[object.Digest]bool)
 	if err := dst.list(ctx, func(d object.Digest, loose bool) {
@@ -191,12 +195,13 @@ func uploadMissing(ctx context.Context, dst *Store, local object.Getter, reached
 			g.Go(func() error { return fmt.Errorf("read %s from the local store: %w", d.Short(), err) })
 			break
 		}
-		if len(b) <= packMax && !first[d] {
-			if _, err := object.Check(b); err != nil {
+		if packMax > 0 && (len(b) <= packMax || reach.leads[d]) && !first[d] {
+			kind, err := object.Check(b)
+			if err != nil {
 				g.Go(func() error { return fmt.Errorf("object %s in the local store: %w", d.Short(), err) })
 				break
 			}
-			packs.add(d, b)
+			packs.add(d, b, kind == object.KindTree)
 			continue
 		}
 		g.Go(func() error {
@@ -237,27 +242,42 @@ func (r recorder) Get(ctx context.Context, d object.Digest) ([]byte, error) {
 	return r.g.Get(ctx, d)
 }
 
-// reachedBy lists every object version v reaches, v included, once: v
-// first, its root tree second (OpenVersion reads them in that order),
-// then the rest as a walk of the tree meets them.
-func reachedBy(ctx context.Context, g object.Getter, v object.Digest) ([]object.Digest, error) {
+// reachedObjects is what a version reaches.
+type reachedObjects struct {
+	// list holds every object once: the version object first, its root
+	// tree second (OpenVersion reads them in that order), then the rest
+	// as a walk of the tree meets them, a file object right before its
+	// chunks.
+	list []object.Digest
+	// leads are the chunks that come right after their file object in
+	// list, each the first of its file.
+	leads map[object.Digest]bool
+}
+
+// reachedBy lists every object version v reaches, v included.
+func reachedBy(ctx context.Context, g object.Getter, v object.Digest) (reachedObjects, error) {
 	var list []object.Digest
+	leads := map[object.Digest]bool{}
 	r := recorder{g: g, seen: map[object.Digest]bool{}, list: &list}
 	r.note(v)
 	_, root, err := remote.OpenVersion(ctx, r, v)
 	if err != nil {
-		return nil, err
+		return reachedObjects{}, err
 	}
 	err = object.WalkEntries(ctx, r, root.Object, func(_ *object.Entry, f *object.File) error {
-		if f != nil {
-			for _, c := range f.Chunks {
-				r.note(c)
+		if f == nil {
+			return nil
+		}
+		for i, c := range f.Chunks {
+			if i == 0 && !c.IsZero() && !r.seen[c] {
+				leads[c] = true
 			}
+			r.note(c)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("version %s: %w", v.Short(), err)
+		return reachedObjects{}, fmt.Errorf("version %s: %w", v.Short(), err)
 	}
-	return list, nil
+	return reachedObjects{list: list, leads: leads}, nil
 }

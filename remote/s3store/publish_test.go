@@ -128,12 +128,12 @@ func TestPublishUploadsOnlyChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	puts := dst.Stats().Puts - before.Puts
-	// one blob (loose: a whole chunk), one pack and its index (big's
-	// file object and tree a), the root tree and the version object
+	// one blob (loose: a whole chunk), two packs (big's file object;
+	// tree a) and their index, the root tree and the version object
 	// (loose, for a mount to read first), the version's key, and the
 	// writer's lock against gc.
-	if puts != 7 || res2.Uploaded != 5 {
-		t.Errorf("second publish: %d PUTs, %d objects uploaded; want 7 and 5", puts, res2.Uploaded)
+	if puts != 8 || res2.Uploaded != 5 {
+		t.Errorf("second publish: %d PUTs, %d objects uploaded; want 8 and 5", puts, res2.Uploaded)
 	}
 	if sent := dst.Stats().BytesOut - before.BytesOut; sent > object.ChunkSize+4096 {
 		t.Errorf("second publish sent %d bytes, more than the changed chunk", sent)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote/s3store"
 	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
@@ -213,5 +214,46 @@ func TestNewerIndexSaysUpgrade(t *testing.T) {
 	_, err := worker(t, srv, p.bucket).Get(ctxT(t, time.Minute), sub)
 	if err == nil || !strings.Contains(err.Error(), "upgrade cowfs") || strings.Contains(err.Error(), "delete it") {
 		t.Errorf("a packed object beside an index of a newer format: %v; want an error that says to upgrade", err)
+	}
+}
+
+// A publish packs trees apart from the files' objects and chunks, so a
+// reader that asks for several directories at once (a mount's lookups, a
+// warmup's listing, a trace's batch) reads them with one GET, not one a
+// directory with its files' bytes between them.
+func TestTreesPackedTogether(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir, files := t.TempDir(), map[string][]byte{}
+	for _, sub := range []string{"a", "b", "c"} {
+		wideFiles(t, dir, sub, 30, files)
+	}
+	local := localStore(t)
+	res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := rootOf(t, local, res.Version)
+	var trees []object.Digest
+	for _, sub := range []string{"a", "b", "c"} {
+		trees = append(trees, entryIn(t, local, root, sub).Object)
+	}
+	w := worker(t, srv, bucket)
+	if _, err := w.Get(ctx, root); err != nil { // the indexes load
+		t.Fatal(err)
+	}
+	gets := w.Stats().Gets
+	err = s3store.Fetcher{S: w}.GetMany(ctx, trees, func(i int, b []byte, err error) {
+		if err != nil || object.Sum(b) != trees[i] {
+			t.Errorf("tree %s: %v", trees[i].Short(), err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := w.Stats().Gets - gets; n != 1 {
+		t.Errorf("a GetMany of three directories' trees: %d GETs; want 1", n)
 	}
 }
