@@ -173,6 +173,26 @@ func listAndRead2(t *testing.T, ws *cowfs.Workspace, files map[string][]byte) {
 	crawlFiles(t, ws.Dir(), files, 2)
 }
 
+// bucketMountNoDirFetch publishes exp to a fresh bucket of srv and
+// mounts it without directory prefetch, so that a file is fetched when
+// it is read, or as the test asks; it returns the workspace and its
+// mountpoint.
+func bucketMountNoDirFetch(t *testing.T, srv *s3test.Server, exp string) (*cowfs.Workspace, string) {
+	t.Helper()
+	url := "s3://" + srv.Bucket(t) + "/spiders"
+	publishTo(t, srv, url, exp)
+	mnt := newMountpoint(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),
+		Lower: cowfs.Lower{Remote: &cowfs.Remote{Addr: url, S3Endpoint: srv.Endpoint, NoDirPrefetch: true, IOTimeout: 10 * time.Second}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws, mnt
+}
+
 // A cold file of a bucket mount, of one chunk, is one GET: its open asks
 // for the file object (GetManyFollow), and the ranged GET of it reaches
 // the chunk the publish packed right after it, which the first read then
@@ -180,7 +200,6 @@ func listAndRead2(t *testing.T, ws *cowfs.Workspace, files map[string][]byte) {
 // alike. Directory prefetch is off, so that each file is read on its own.
 func TestBucketColdFileOneGet(t *testing.T) {
 	srv := s3test.Shared(t)
-	url := "s3://" + srv.Bucket(t) + "/spiders"
 	exp := t.TempDir()
 	files := map[string][]byte{}
 	for i := range 8 {
@@ -193,16 +212,7 @@ func TestBucketColdFileOneGet(t *testing.T) {
 		writeFile(t, filepath.Join(exp, "spider", name), b, 0o644)
 		files[name] = b
 	}
-	publishTo(t, srv, url, exp)
-	mnt := newMountpoint(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),
-		Lower: cowfs.Lower{Remote: &cowfs.Remote{Addr: url, S3Endpoint: srv.Endpoint, NoDirPrefetch: true, IOTimeout: 10 * time.Second}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ws.Close() })
+	ws, mnt := bucketMountNoDirFetch(t, srv, exp)
 	if _, err := os.ReadDir(filepath.Join(mnt, "spider")); err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +240,6 @@ func TestBucketColdFileOneGet(t *testing.T) {
 func TestBucketWarmupFollows(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
-	url := "s3://" + srv.Bucket(t) + "/spiders"
 	exp := t.TempDir()
 	files := map[string][]byte{}
 	const n = 120
@@ -239,17 +248,10 @@ func TestBucketWarmupFollows(t *testing.T) {
 		files[name] = randBytes(100<<10 + i)
 		writeFile(t, filepath.Join(exp, "spider", name), files[name], 0o644)
 	}
-	publishTo(t, srv, url, exp)
-	mnt := newMountpoint(t)
+	ws, mnt := bucketMountNoDirFetch(t, srv, exp)
+	gets := ws.Status().Remote.Bucket.Gets
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ws, err := cowfs.Open(ctx, cowfs.Spec{Mountpoint: mnt, State: t.TempDir(),
-		Lower: cowfs.Lower{Remote: &cowfs.Remote{Addr: url, S3Endpoint: srv.Endpoint, NoDirPrefetch: true, IOTimeout: 10 * time.Second}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ws.Close() })
-	gets := ws.Status().Remote.Bucket.Gets
 	p, err := ws.Warmup(ctx, nil, nil)
 	if err != nil || p.Files != n {
 		t.Fatalf("warmup: %+v, %v", p, err)
