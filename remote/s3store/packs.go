@@ -278,27 +278,18 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	if err := lg.Wait(); err != nil {
 		return err
 	}
-	if p.indexes == nil {
-		p.indexes = map[string][]packObjects{}
-	}
+	// The indexes listed, those read before kept; one no longer listed
+	// (removed by gc) is forgotten.
+	kept := make(map[string][]packObjects, len(listed))
 	var todo []string
 	for _, name := range listed {
-		if _, ok := p.indexes[name]; !ok {
+		if ps, ok := p.indexes[name]; ok {
+			kept[name] = ps
+		} else {
 			todo = append(todo, name)
 		}
 	}
-	if len(p.indexes) > len(listed)-len(todo) {
-		// Some were removed (gc): forget them.
-		now := make(map[string]bool, len(listed))
-		for _, name := range listed {
-			now[name] = true
-		}
-		for name := range p.indexes {
-			if !now[name] {
-				delete(p.indexes, name)
-			}
-		}
-	}
+	p.indexes = kept
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)

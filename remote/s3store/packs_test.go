@@ -150,12 +150,9 @@ func TestPublishPacksSmallObjects(t *testing.T) {
 	}
 
 	all := objectsOf(t, local, res.Version)
-	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker := openAgain(t, srv, bucket)
 	got := 0
-	err = s3store.Fetcher{S: worker}.GetMany(ctx, all, func(i int, b []byte, err error) {
+	err := s3store.Fetcher{S: worker}.GetMany(ctx, all, func(i int, b []byte, err error) {
 		if err != nil || object.Sum(b) != all[i] {
 			t.Errorf("GetMany: object %s: %d bytes, %v", all[i].Short(), len(b), err)
 			return
@@ -202,10 +199,7 @@ func TestGetManyIntoThePool(t *testing.T) {
 		}
 		vs[k] = objectsOf(t, local, res.Version)
 	}
-	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker := openAgain(t, srv, bucket)
 	f := s3store.Fetcher{S: worker}
 	// check runs one GetMany of ds; keep says what got does with a good
 	// object's bytes once checked.
@@ -285,10 +279,7 @@ func TestPackDamaged(t *testing.T) {
 	damaged[len(damaged)/2] ^= 0x20
 	overwrite(t, srv, bucket, key, damaged)
 
-	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker := openAgain(t, srv, bucket)
 	var bad object.Digest
 	for _, d := range all {
 		_, err := worker.Get(ctx, d)
@@ -318,10 +309,7 @@ func TestPackDamaged(t *testing.T) {
 
 	overwrite(t, srv, bucket, key, pack[:len(pack)/2])
 	truncated := 0
-	worker2, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker2 := openAgain(t, srv, bucket)
 	for _, d := range all {
 		b, err := worker2.Get(ctx, d)
 		switch {
@@ -353,10 +341,7 @@ func TestLooseBucketStillWorks(t *testing.T) {
 	if n := len(keysUnder(t, srv, bucket, "packs/")); n != 0 || len(keysUnder(t, srv, bucket, "objects/")) != int(res1.Objects) {
 		t.Fatalf("a publish with no packs wrote %d packs", n)
 	}
-	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker := openAgain(t, srv, bucket)
 	cache, err := remote.NewCache(localStore(t), s3store.Fetcher{S: worker}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -379,10 +364,7 @@ func TestLooseBucketStillWorks(t *testing.T) {
 	if n := len(keysUnder(t, srv, bucket, "packs/")); n != 2 {
 		t.Errorf("publish into a loose bucket: %d packs, want 2", n)
 	}
-	worker2, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker2 := openAgain(t, srv, bucket)
 	sameFiles(t, "the version published into a loose bucket", readVersion(t, worker2, res2.Version), want)
 	delete(want, "d1/new.html")
 	sameFiles(t, "the loose version", readVersion(t, worker2, res1.Version), want)
@@ -451,10 +433,7 @@ func TestGCPacks(t *testing.T) {
 	if p, i := keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/"); len(p) != 2 || len(i) != 2 {
 		t.Errorf("after gc: packs %v, indexes %v; want 2 of each", p, i)
 	}
-	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker := openAgain(t, srv, bucket)
 	if files := readVersion(t, worker, v2.Version); !bytes.Equal(files["a2"], shared) || len(files) != 2 {
 		t.Errorf("v2 after gc: %d files", len(files))
 	}
@@ -467,10 +446,7 @@ func TestGCPacks(t *testing.T) {
 	if v3again.Uploaded != v3again.Objects {
 		t.Errorf("republish of what gc removed: %d of %d objects sent", v3again.Uploaded, v3again.Objects)
 	}
-	worker2, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker2 := openAgain(t, srv, bucket)
 	sameFiles(t, "v3 published again", readVersion(t, worker2, v3again.Version), d3files)
 }
 
@@ -503,10 +479,7 @@ func TestPackDeletedByHand(t *testing.T) {
 	// that its pack is another).
 	writeFile(t, filepath.Join(dir, "d0", "extra.html"), []byte("extra"))
 	want["d0/extra.html"] = []byte("extra")
-	other, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := openAgain(t, srv, bucket)
 	res, err := s3store.Publish(ctx, other, localStore(t), dir, s3store.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -515,10 +488,7 @@ func TestPackDeletedByHand(t *testing.T) {
 	if res.Uploaded != res.Objects-1 {
 		t.Errorf("republish after a pack was deleted: %d of %d objects sent, want all but 1", res.Uploaded, res.Objects)
 	}
-	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker := openAgain(t, srv, bucket)
 	sameFiles(t, "after the republish", readVersion(t, worker, res.Version), want)
 	if _, err := worker.GC(ctx, time.Hour, false); err != nil {
 		t.Fatal(err)
@@ -540,10 +510,7 @@ func TestVersionBesideTheIndexes(t *testing.T) {
 	p := publishedSmall(t, 40)
 	bucket, res := p.bucket, p.res
 	ctx := ctxT(t, 2*time.Minute)
-	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker := openAgain(t, srv, bucket)
 	f := s3store.Fetcher{S: worker}
 	v, err := s3store.Source{Fetcher: f}.Resolve(ctx, "")
 	if err != nil || v != res.Version {
@@ -643,10 +610,7 @@ func TestRootLooseWherePacked(t *testing.T) {
 		t.Fatalf("d1's tree %s loose before: %v, after: %v; %d loose keys before, %d after, %d objects uploaded; want it loose after only, 2 uploaded",
 			root.Short(), slices.Contains(before, rawKey(root)), slices.Contains(after, rawKey(root)), len(before), len(after), res.Uploaded)
 	}
-	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker := openAgain(t, srv, bucket)
 	d1 := map[string][]byte{}
 	for p, b := range want {
 		if rel, ok := strings.CutPrefix(p, "d1/"); ok {
@@ -690,10 +654,7 @@ func TestFollowPackedChunk(t *testing.T) {
 	small := entryIn(t, local, entryIn(t, local, root, "d2").Object, "page002.html").Object
 	big := entryIn(t, local, root, "big").Object
 
-	worker, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
-	if err != nil {
-		t.Fatal(err)
-	}
+	worker := openAgain(t, srv, bucket)
 	f := s3store.Fetcher{S: worker}
 	if _, err := f.Get(ctx, root); err != nil { // the indexes load
 		t.Fatal(err)

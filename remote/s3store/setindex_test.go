@@ -24,8 +24,9 @@ func wideFiles(t *testing.T, dir, sub string, n int, files map[string][]byte) {
 	}
 }
 
-// worker opens the bucket anew, as a worker that has read nothing of it.
-func worker(t *testing.T, srv *s3test.Server, bucket string) *s3store.Store {
+// openAgain opens the bucket anew, as a worker that has read nothing of
+// it.
+func openAgain(t *testing.T, srv *s3test.Server, bucket string) *s3store.Store {
 	t.Helper()
 	w, err := s3store.Open(ctxT(t, time.Minute), s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint})
 	if err != nil {
@@ -54,7 +55,7 @@ func TestPublishOneIndex(t *testing.T) {
 		t.Fatalf("a publish of %d objects: %d packs, %d indexes; want 3 or more packs and one index", res.Objects, len(packs), len(indexes))
 	}
 	sub := entryIn(t, local, rootOf(t, local, res.Version), "d").Object
-	w := worker(t, srv, bucket)
+	w := openAgain(t, srv, bucket)
 	before := w.Stats().Gets
 	if _, err := w.Get(ctx, sub); err != nil {
 		t.Fatal(err)
@@ -124,12 +125,12 @@ func TestGCRewritesIndex(t *testing.T) {
 	if n := len(keysUnder(t, srv, bucket, "packs/")); n != len(packs)-st.PacksRemoved {
 		t.Errorf("%d packs after gc; want %d", n, len(packs)-st.PacksRemoved)
 	}
-	sameFiles(t, "v2 after gc", readVersion(t, worker(t, srv, bucket), v2.Version), bFiles)
+	sameFiles(t, "v2 after gc", readVersion(t, openAgain(t, srv, bucket), v2.Version), bFiles)
 
 	// A gc that stopped after writing the new index: the old one, which
 	// names packs that are gone, is still there.
 	overwrite(t, srv, bucket, old[0], oldIndex)
-	sameFiles(t, "v2 beside an index of packs gone", readVersion(t, worker(t, srv, bucket), v2.Version), bFiles)
+	sameFiles(t, "v2 beside an index of packs gone", readVersion(t, openAgain(t, srv, bucket), v2.Version), bFiles)
 	st, err = dst.GC(ctx, 0, false)
 	if err != nil || st.PacksRemoved != 0 || st.IndexesRewritten != 1 {
 		t.Fatalf("gc again: %+v, %v; want the old index written anew (as it is) and removed", st, err)
@@ -137,7 +138,7 @@ func TestGCRewritesIndex(t *testing.T) {
 	if got := keysUnder(t, srv, bucket, "indexes/"); !slices.Equal(got, now) {
 		t.Errorf("indexes after the second gc: %q; want %q", got, now)
 	}
-	sameFiles(t, "v2 after the second gc", readVersion(t, worker(t, srv, bucket), v2.Version), bFiles)
+	sameFiles(t, "v2 after the second gc", readVersion(t, openAgain(t, srv, bucket), v2.Version), bFiles)
 }
 
 // A bucket whose indexes name a pack each, as publishes wrote them
@@ -161,17 +162,17 @@ func TestIndexesOfOnePackStillRead(t *testing.T) {
 	if len(packs) < 2 || len(indexes) != len(packs) {
 		t.Fatalf("split: %d packs, %d indexes; want an index a pack", len(packs), len(indexes))
 	}
-	sameFiles(t, "a bucket of an index a pack", readVersion(t, worker(t, srv, bucket), v1.Version), files)
+	sameFiles(t, "a bucket of an index a pack", readVersion(t, openAgain(t, srv, bucket), v1.Version), files)
 
 	wideFiles(t, dir, "b", 10, files)
-	v2, err := s3store.Publish(ctx, worker(t, srv, bucket), localStore(t), dir, s3store.PublishOptions{})
+	v2, err := s3store.Publish(ctx, openAgain(t, srv, bucket), localStore(t), dir, s3store.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v2.Uploaded > 24 {
 		t.Errorf("a publish of 10 files more: %d objects uploaded; want what the 10 files add", v2.Uploaded)
 	}
-	sameFiles(t, "the version published on top", readVersion(t, worker(t, srv, bucket), v2.Version), files)
+	sameFiles(t, "the version published on top", readVersion(t, openAgain(t, srv, bucket), v2.Version), files)
 	if st, err := dst.GC(ctx, 0, false); err != nil || st.PacksRemoved != 0 || st.IndexesRewritten != 0 {
 		t.Errorf("gc with everything reached: %+v, %v", st, err)
 	}
@@ -199,7 +200,7 @@ func TestIndexesAsPacksFill(t *testing.T) {
 	if len(indexes) < 2 || len(indexes) > len(packs) {
 		t.Fatalf("%d packs, %d indexes; want an index for every pack or two", len(packs), len(indexes))
 	}
-	sameFiles(t, "a worker", readVersion(t, worker(t, srv, bucket), res.Version), files)
+	sameFiles(t, "a worker", readVersion(t, openAgain(t, srv, bucket), res.Version), files)
 }
 
 // An index in a format a later cowfs writes stops a reader with a
@@ -211,7 +212,7 @@ func TestNewerIndexSaysUpgrade(t *testing.T) {
 	p := publishedSmall(t, 10)
 	overwrite(t, srv, p.bucket, "spiders/one/indexes/"+strings.Repeat("ab", 32), []byte("cowfsix3 and what a later format holds"))
 	sub := entryIn(t, p.local, rootOf(t, p.local, p.res.Version), "d0").Object
-	_, err := worker(t, srv, p.bucket).Get(ctxT(t, time.Minute), sub)
+	_, err := openAgain(t, srv, p.bucket).Get(ctxT(t, time.Minute), sub)
 	if err == nil || !strings.Contains(err.Error(), "upgrade cowfs") || strings.Contains(err.Error(), "delete it") {
 		t.Errorf("a packed object beside an index of a newer format: %v; want an error that says to upgrade", err)
 	}
@@ -240,7 +241,7 @@ func TestTreesPackedTogether(t *testing.T) {
 	for _, sub := range []string{"a", "b", "c"} {
 		trees = append(trees, entryIn(t, local, root, sub).Object)
 	}
-	w := worker(t, srv, bucket)
+	w := openAgain(t, srv, bucket)
 	if _, err := w.Get(ctx, root); err != nil { // the indexes load
 		t.Fatal(err)
 	}
