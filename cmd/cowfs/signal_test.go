@@ -79,9 +79,12 @@ func TestServeSignalReopensLog(t *testing.T) {
 			pid = p
 		}
 	})
-	if pid == 0 || !fileHas(logPath, "serving") {
-		t.Fatalf("serve pid %d, log %s has no serving line", pid, logPath)
+	if pid == 0 {
+		t.Fatalf("no cowfs serve process listening on %s", addr)
 	}
+	// serve listens before it logs that it serves: a dial that succeeds can
+	// come before the line is written.
+	waitFor(t, 30*time.Second, "the serving line in "+logPath, func() bool { return fileHas(logPath, "serving") })
 	if err := os.Rename(logPath, logPath+".1"); err != nil {
 		t.Fatal(err)
 	}
