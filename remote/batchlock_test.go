@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -205,4 +206,103 @@ func TestStripeLockAcrossCaches(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	release()
 	within(t, 20*time.Second, "the fetch once the stripe is given back", func() error { return <-got })
+}
+
+// The stripes' bytes lie in several files (the kernel walks one list of
+// locks a file): two caches on one store exclude each other in every
+// file, and the same byte of two files is two stripes, not one.
+func TestStripesOverFiles(t *testing.T) {
+	f := &memFetcher{objs: map[object.Digest][]byte{}}
+	// Two objects at the same byte of different stripe files, and one
+	// in the first file (the one older cowfs locks).
+	byByte := map[int]object.Digest{}
+	var held, other, first object.Digest
+	for i := 0; held.IsZero() || first.IsZero(); i++ {
+		b := blob(t, fmt.Sprintf("object %d", i))
+		d := object.Sum(b)
+		s := remote.StripeOf(d)
+		f.objs[d] = b
+		if s/1024 == 0 && first.IsZero() {
+			first = d
+		}
+		if o, ok := byByte[s%1024]; ok && remote.StripeOf(o)/1024 != s/1024 && held.IsZero() {
+			held, other = o, d
+		}
+		byByte[s%1024] = d
+	}
+	dir := filepath.Join(t.TempDir(), "objects")
+	store, err := object.OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs [2]*remote.Cache
+	for i := range cs {
+		if cs[i], err = remote.NewCache(store, f, nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cs[i].Close)
+	}
+	for _, d := range []object.Digest{held, first} {
+		release := remote.HoldStripe(cs[0], d)
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		within(t, 20*time.Second, "a fetch while the other cache holds the stripe", func() error {
+			if _, err := cs[1].Get(ctx, d); !errors.Is(err, remote.ErrUnavailable) {
+				t.Errorf("fetch of stripe %d while the other cache holds it: %v; want ErrUnavailable", remote.StripeOf(d), err)
+			}
+			return nil
+		})
+		cancel()
+		release()
+	}
+	release := remote.HoldStripe(cs[0], held)
+	defer release()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	within(t, 20*time.Second, "a fetch at the held stripe's byte of another file", func() error {
+		_, err := cs[1].Get(ctx, other)
+		return err
+	})
+	if got := f.get.Load(); got != 1 {
+		t.Errorf("the master was asked %d times; want once, for the object of the other file", got)
+	}
+	for _, name := range []string{"stripes", fmt.Sprintf("stripes.%d", remote.StripeOf(held)/1024)} {
+		if _, err := os.Stat(filepath.Join(dir, "locks", name)); err != nil {
+			t.Errorf("stripe file: %v", err)
+		}
+	}
+}
+
+// Close waits for the stripes held to be given back before it closes the
+// stripe files; a fetch after fails, and asks the master nothing.
+func TestCloseWaitsForStripes(t *testing.T) {
+	f := &memFetcher{}
+	ds := stripeMates(t, f, 2)
+	c, _ := newTestCache(t, f)
+	release := remote.HoldStripe(c, ds[0])
+	closed := make(chan struct{})
+	go func() {
+		c.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a stripe was held")
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	within(t, 20*time.Second, "Close once the stripe is given back", func() error {
+		<-closed
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	within(t, 20*time.Second, "a fetch after Close", func() error {
+		if _, err := c.Get(ctx, ds[1]); err == nil {
+			t.Error("a fetch after Close succeeded")
+		}
+		return nil
+	})
+	if n := f.get.Load() + f.many.Load(); n != 0 {
+		t.Errorf("the master was asked %d times after Close", n)
+	}
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
-	"golang.org/x/sys/unix"
 
 	"github.com/cowfs/cowfs/cow/object"
 )
@@ -72,10 +71,9 @@ type CacheStats struct {
 // finds it. One fetch per object: concurrent reads of it in this process
 // wait for one call, and other processes wait on a lock file for it.
 type Cache struct {
-	store  *object.DirStore
-	f      Fetcher
-	log    *slog.Logger
-	lockFd int // the stripes file (stripesFile)
+	store *object.DirStore
+	f     Fetcher
+	log   *slog.Logger
 
 	flight singleflight.Group
 	// failed remembers, for failMemory, fetches that failed because the
@@ -91,7 +89,7 @@ type Cache struct {
 	ahead     chan []object.Digest
 	fresh     freshObjects // what read-ahead fetched, for its reader
 	aheadOnce sync.Once
-	stripes   [lockStripes]stripe
+	stripes   *stripeLocks
 	ctx       context.Context // ended by Close: stops background work
 	cancel    context.CancelFunc
 
@@ -124,16 +122,12 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 	if err := os.MkdirAll(locks, 0o700); err != nil {
 		return nil, fmt.Errorf("cache locks: %w", err)
 	}
-	fd, err := unix.Open(filepath.Join(locks, stripesFile), unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	stripes, err := openLocks(locks)
 	if err != nil {
-		return nil, fmt.Errorf("cache locks: %w", err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Cache{store: store, f: f, log: log, lockFd: fd, ahead: make(chan []object.Digest, 64), ctx: ctx, cancel: cancel}
-	for i := range c.stripes {
-		c.stripes[i].sem = make(chan struct{}, 1)
-	}
-	return c, nil
+	return &Cache{store: store, f: f, log: log, stripes: stripes, ahead: make(chan []object.Digest, 64), ctx: ctx, cancel: cancel}, nil
 }
 
 // Close stops read-ahead, prefetching and eviction, and closes the lock
@@ -141,17 +135,7 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 func (c *Cache) Close() {
 	c.cancel()
 	defer c.activity.close()
-	for i := range c.stripes {
-		c.stripes[i].sem <- struct{}{}
-	}
-	// Under every sem: no lock is taken or given back meanwhile, and
-	// one asked for after finds no descriptor (whose number the
-	// process may give another file).
-	unix.Close(c.lockFd)
-	c.lockFd = -1
-	for i := range c.stripes {
-		<-c.stripes[i].sem
-	}
+	c.stripes.close()
 }
 
 // Stats returns the counters.
@@ -457,132 +441,21 @@ func (c *Cache) noteDamage(d object.Digest, err error) {
 	}
 }
 
-// lockStripes is how many lock files the store's objects are spread over:
-// enough that unrelated fetches of one process rarely wait for each other.
-const lockStripes = 1024
-
-// stripe is one byte of the stripes file: a fetch takes sem (other
-// goroutines of this process; a channel, so that a wait for it ends with
-// the waiter's deadline) and then the byte's lock (other processes).
-type stripe struct {
-	sem chan struct{}
-	// taken counts the times sem was taken: a reader that waited out
-	// one holder tells it from the next.
-	taken atomic.Uint64
-}
-
-// take takes st's sem, waiting no longer than ctx allows.
-// A free sem is taken even when ctx has ended.
-func (st *stripe) take(ctx context.Context) bool {
-	if st.tryTake() {
-		return true
-	}
-	select {
-	case st.sem <- struct{}{}:
-		st.taken.Add(1)
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// tryTake takes st's sem if it is free now.
-func (st *stripe) tryTake() bool {
-	select {
-	case st.sem <- struct{}{}:
-		st.taken.Add(1)
-		return true
-	default:
-		return false
-	}
-}
-
-func (st *stripe) give() { <-st.sem }
-
-// stripesFile, in the store's locks directory, holds one byte for each
-// stripe, locked with open file description locks (fcntl F_OFD_SETLK):
-// one file made once, where a file per stripe cost each new worker a
-// thousand file creations, which on a busy ext4 wait for the journal.
-// The locks of one process share its description, so they never exclude
-// each other; sem does that.
-const stripesFile = "stripes"
-
-// lockByte takes (or with unlock, gives back) stripe i's byte without
-// waiting. The caller holds stripe i's sem.
-func (c *Cache) lockByte(i int, unlock bool) error {
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0 /* SEEK_SET */, Start: int64(i), Len: 1}
-	if unlock {
-		lk.Type = unix.F_UNLCK
-	}
-	if c.lockFd < 0 {
-		return fmt.Errorf("cache closed: %w", unix.EBADF)
-	}
-	for {
-		err := unix.FcntlFlock(uintptr(c.lockFd), unix.F_OFD_SETLK, &lk)
-		if err != unix.EINTR {
-			return err
-		}
-	}
-}
-
-// unlocker gives back stripe i: its byte, then its sem.
-func (c *Cache) unlocker(i int) func() {
-	return func() {
-		c.lockByte(i, true)
-		c.stripes[i].give()
-	}
-}
-
-// lock takes the lock of d's stripe, so that processes sharing the store
-// fetch an object once. It waits no longer than ctx allows, or a minute:
-// the holder is itself bounded by the client's deadlines. A reader's wait
-// that ctx's deadline ended is remembered (lockWaitedOut); the cache's
-// own work's is not, since no read waited.
-func (c *Cache) lock(ctx context.Context, d object.Digest, reader bool) (func(), error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-	}
-	i := stripeOf(d)
-	st := &c.stripes[i]
-	if !st.take(ctx) {
-		return nil, c.lockWaitedOut(ctx, d, st, reader)
-	}
-	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		err := c.lockByte(i, false)
-		if err == nil {
-			return c.unlocker(i), nil
-		}
-		if err != unix.EAGAIN && err != unix.EACCES {
-			st.give()
-			return nil, fmt.Errorf("cache lock: %w", err)
-		}
-		if ctx.Err() != nil {
-			st.give()
-			// Another process holds it: this one cannot tell when
-			// that ends, so failMemory bounds what is remembered.
-			return nil, c.lockWaitedOut(ctx, d, nil, reader)
-		}
-		time.Sleep(wait)
-	}
-}
-
 // lockWaitedOut is the error of a fetch of d whose ctx ended while
-// another fetch held d's lock: in this process, with st its stripe.
+// another fetch held d's lock: in this process, h that fetch's holding of
+// d's stripe i.
 // Like waitedOut, it is remembered while that holder goes on, so that the
 // kernel's next ask does not wait for the same holder again: the holder
 // may be a batch fetch (read-ahead, a directory's prefetch) with a later
 // deadline than the reader's.
-func (c *Cache) lockWaitedOut(ctx context.Context, d object.Digest, st *stripe, reader bool) error {
+func (c *Cache) lockWaitedOut(ctx context.Context, d object.Digest, i int, h *stripeHold, reader bool) error {
 	err := fmt.Errorf("wait for the lock of %s, held by another fetch: %w (%w)", d.Short(), ErrUnavailable, ctx.Err())
 	if !reader || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return err
 	}
 	f := &failure{at: time.Now(), err: err}
-	if st != nil {
-		held := st.taken.Load()
-		f.pending = func() bool { return st.taken.Load() == held && len(st.sem) == 1 }
+	if h != nil {
+		f.pending = func() bool { return c.stripes.holding(i) == h }
 	}
 	c.remember(d, f)
 	return err

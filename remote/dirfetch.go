@@ -362,6 +362,3 @@ func (c *Cache) fetchBatches(ds []object.Digest, follow int64, timeout time.Dura
 	}
 	return true
 }
-
-// stripeOf is the lock stripe of d (Cache.lock).
-func stripeOf(d object.Digest) int { return (int(d[0])<<8 | int(d[1])) % lockStripes }

@@ -762,17 +762,3 @@ func (l *batchLocks) release() {
 		delete(l.held, i)
 	}
 }
-
-// tryLock takes d's stripe lock if it is free now.
-func (c *Cache) tryLock(d object.Digest) (func(), bool) {
-	i := stripeOf(d)
-	st := &c.stripes[i]
-	if !st.tryTake() {
-		return nil, false
-	}
-	if c.lockByte(i, false) != nil {
-		st.give()
-		return nil, false
-	}
-	return c.unlocker(i), true
-}
