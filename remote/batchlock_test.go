@@ -102,7 +102,8 @@ func newTestCache(t *testing.T, f remote.Fetcher) (*remote.Cache, *object.DirSto
 }
 
 // A batch whose objects share a lock stripe fetches them all in its one
-// call: the stripe is the batch's once taken, for each of them.
+// call: each object's lock is its own, and the stripe's byte is locked
+// once for all of them.
 func TestBatchTakesSharedStripeOnce(t *testing.T) {
 	f := &memFetcher{}
 	ds := stripeMates(t, f, 8)
@@ -112,26 +113,27 @@ func TestBatchTakesSharedStripeOnce(t *testing.T) {
 		t.Errorf("%d Get and %d GetMany calls; want one GetMany for all", g, m)
 	}
 	allStored(t, store, ds)
-	// Every stripe was given back: a fetch of each takes it at once.
+	// Every lock was given back: a fetch of each takes it at once.
 	for i, d := range ds {
 		release, ok := tryHold(c, d)
 		if !ok {
-			t.Fatalf("object %d's stripe still held after the batch", i)
+			t.Fatalf("object %d's lock still held after the batch", i)
 		}
 		release()
 	}
 }
 
-// Objects whose stripe another fetch holds are waited for and fetched in
+// Objects whose lock another fetch holds are waited for and fetched in
 // one more call, not one call each.
 func TestBatchWaitsForBusyStripes(t *testing.T) {
 	f := &memFetcher{}
 	ds := stripeMates(t, f, 8)
 	c, store := newTestCache(t, f)
-	// Another fetch holds the stripes of the first three objects.
+	// Another fetch holds three of the objects; the first shares the
+	// stripe of one of them, and is fetched in the first call.
 	var releases []func()
 	for _, d := range ds[1:4] {
-		releases = append(releases, remote.HoldStripe(c, d))
+		releases = append(releases, remote.HoldLock(c, d))
 	}
 	go func() {
 		time.Sleep(100 * time.Millisecond)
@@ -156,10 +158,10 @@ func allStored(t *testing.T, store *object.DirStore, ds []object.Digest) {
 	}
 }
 
-// tryHold takes d's stripe if it is free now.
+// tryHold takes d's lock if it is free now.
 func tryHold(c *remote.Cache, d object.Digest) (func(), bool) {
 	done := make(chan func(), 1)
-	go func() { done <- remote.HoldStripe(c, d) }()
+	go func() { done <- remote.HoldLock(c, d) }()
 	select {
 	case r := <-done:
 		return r, true
@@ -186,7 +188,7 @@ func TestStripeLockAcrossCaches(t *testing.T) {
 		}
 		t.Cleanup(cs[i].Close)
 	}
-	release := remote.HoldStripe(cs[0], ds[0])
+	release := remote.HoldLock(cs[0], ds[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	within(t, 20*time.Second, "a fetch while the other cache holds the stripe", func() error {
@@ -243,7 +245,7 @@ func TestStripesOverFiles(t *testing.T) {
 		t.Cleanup(cs[i].Close)
 	}
 	for _, d := range []object.Digest{held, first} {
-		release := remote.HoldStripe(cs[0], d)
+		release := remote.HoldLock(cs[0], d)
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		within(t, 20*time.Second, "a fetch while the other cache holds the stripe", func() error {
 			if _, err := cs[1].Get(ctx, d); !errors.Is(err, remote.ErrUnavailable) {
@@ -254,14 +256,16 @@ func TestStripesOverFiles(t *testing.T) {
 		cancel()
 		release()
 	}
-	release := remote.HoldStripe(cs[0], held)
+	release := remote.HoldLock(cs[0], held)
 	defer release()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	within(t, 20*time.Second, "a fetch at the held stripe's byte of another file", func() error {
+	if err := within(t, 20*time.Second, "a fetch at the held stripe's byte of another file", func() error {
 		_, err := cs[1].Get(ctx, other)
 		return err
-	})
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if got := f.get.Load(); got != 1 {
 		t.Errorf("the master was asked %d times; want once, for the object of the other file", got)
 	}
@@ -278,7 +282,7 @@ func TestCloseWaitsForStripes(t *testing.T) {
 	f := &memFetcher{}
 	ds := stripeMates(t, f, 2)
 	c, _ := newTestCache(t, f)
-	release := remote.HoldStripe(c, ds[0])
+	release := remote.HoldLock(c, ds[0])
 	closed := make(chan struct{})
 	go func() {
 		c.Close()
@@ -304,5 +308,57 @@ func TestCloseWaitsForStripes(t *testing.T) {
 	})
 	if n := f.get.Load() + f.many.Load(); n != 0 {
 		t.Errorf("the master was asked %d times after Close", n)
+	}
+}
+
+// Within one process objects, not stripes, exclude each other: a fetch of
+// an object whose stripe-mate another fetch holds goes on at once, and the
+// stripe's byte stays locked against other processes until the last of
+// its objects held is given back.
+func TestStripeMatesInOneProcess(t *testing.T) {
+	f := &memFetcher{}
+	ds := stripeMates(t, f, 2)
+	store, err := object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs [2]*remote.Cache
+	for i := range cs {
+		if cs[i], err = remote.NewCache(store, f, nil); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cs[i].Close)
+	}
+	release := remote.HoldLock(cs[0], ds[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := within(t, 20*time.Second, "a fetch of a stripe-mate in the same process", func() error {
+		_, err := cs[0].Get(ctx, ds[1])
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Held again by the process, then its first holder lets go: the byte
+	// is still the process's.
+	second := remote.HoldLock(cs[0], ds[1])
+	release()
+	short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancelShort()
+	within(t, 20*time.Second, "another process's fetch while one object of the stripe is held", func() error {
+		if _, err := cs[1].Get(short, ds[0]); !errors.Is(err, remote.ErrUnavailable) {
+			t.Errorf("fetch by another cache while the stripe's last object is held: %v; want ErrUnavailable", err)
+		}
+		return nil
+	})
+	second()
+	// A batch's fetch: a reader's Get would meet the failure the wait
+	// above left for failMemory.
+	if err := within(t, 20*time.Second, "another process's fetch once the stripe is free", func() error {
+		return remote.FetchMany(cs[1], ds[:1])
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.get.Load() + f.many.Load(); got != 2 {
+		t.Errorf("the master was asked %d times; want twice, once for each object", got)
 	}
 }

@@ -89,7 +89,7 @@ type Cache struct {
 	ahead     chan []object.Digest
 	fresh     freshObjects // what read-ahead fetched, for its reader
 	aheadOnce sync.Once
-	stripes   *stripeLocks
+	locks     *fetchLocks
 	ctx       context.Context // ended by Close: stops background work
 	cancel    context.CancelFunc
 
@@ -122,12 +122,12 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 	if err := os.MkdirAll(locks, 0o700); err != nil {
 		return nil, fmt.Errorf("cache locks: %w", err)
 	}
-	stripes, err := openLocks(locks)
+	fl, err := openLocks(locks)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{store: store, f: f, log: log, stripes: stripes, ahead: make(chan []object.Digest, 64), ctx: ctx, cancel: cancel}, nil
+	return &Cache{store: store, f: f, log: log, locks: fl, ahead: make(chan []object.Digest, 64), ctx: ctx, cancel: cancel}, nil
 }
 
 // Close stops read-ahead, prefetching and eviction, and closes the lock
@@ -135,7 +135,7 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 func (c *Cache) Close() {
 	c.cancel()
 	defer c.activity.close()
-	c.stripes.close()
+	c.locks.close()
 }
 
 // Stats returns the counters.
@@ -443,19 +443,19 @@ func (c *Cache) noteDamage(d object.Digest, err error) {
 
 // lockWaitedOut is the error of a fetch of d whose ctx ended while
 // another fetch held d's lock: in this process, h that fetch's holding of
-// d's stripe i.
+// d.
 // Like waitedOut, it is remembered while that holder goes on, so that the
 // kernel's next ask does not wait for the same holder again: the holder
 // may be a batch fetch (read-ahead, a directory's prefetch) with a later
 // deadline than the reader's.
-func (c *Cache) lockWaitedOut(ctx context.Context, d object.Digest, i int, h *stripeHold, reader bool) error {
+func (c *Cache) lockWaitedOut(ctx context.Context, d object.Digest, h *fetchHold, reader bool) error {
 	err := fmt.Errorf("wait for the lock of %s, held by another fetch: %w (%w)", d.Short(), ErrUnavailable, ctx.Err())
 	if !reader || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return err
 	}
 	f := &failure{at: time.Now(), err: err}
 	if h != nil {
-		f.pending = func() bool { return c.stripes.holding(i) == h }
+		f.pending = func() bool { return c.locks.holding(d) == h }
 	}
 	c.remember(d, f)
 	return err

@@ -29,8 +29,8 @@ const (
 	dirBytes  = 4 << 20
 	dirChunks = 512
 	// dirBatch is the objects of one call: 64 are one round trip to a
-	// master; a reader waiting on an unrelated object whose lock stripe
-	// a batch holds waits for that call at most.
+	// master; a reader waiting on an object a batch holds waits for that
+	// call at most.
 	dirBatch = 64
 	// dirQueue directories wait for dirWorkers; more are dropped (they
 	// are read as before, one object at a time).
@@ -295,10 +295,10 @@ func (c *Cache) fetchDirChunks(files []object.Digest) {
 // not answer one batch would not answer the next), reporting whether all
 // went well. An object whose lock another fetch holds is tried again
 // after the rest, up to busyRetries times, a pause before each: the
-// fetch may be another object's that shares its lock stripe (a reader's
-// open holds its stripe until the chunk that came with the file object
-// is stored), and then nothing else would fetch it. One whose own fetch
-// holds it is stored by then, and skipped.
+// fetch may be another process's of an object that shares its lock
+// stripe, or a reader's open that holds the chunk coming with its file
+// object, and then nothing else would fetch it. One whose own fetch holds
+// it is stored by then, and skipped.
 func (c *Cache) fetchBackground(ds []object.Digest, follow int64) bool {
 	timeout := c.bound()
 	var busy []object.Digest
@@ -343,8 +343,6 @@ func (c *Cache) fetchBatches(ds []object.Digest, follow int64, timeout time.Dura
 		if c.ctx.Err() != nil {
 			return false // closed: the lock files with it
 		}
-		// A batch takes a stripe once for all its objects in it
-		// (batchLocks).
 		n := min(len(ds), dirBatch)
 		batch, rest := ds[:n], ds[n:]
 		ctx, cancel := context.WithTimeout(c.ctx, timeout)

@@ -374,8 +374,8 @@ func TestDirPrefetchOneFile(t *testing.T) {
 	}
 }
 
-// TestDirPrefetchStripeBusy: an object whose lock stripe another fetch
-// holds, one of an object that shares the stripe, is fetched in the
+// TestDirPrefetchStripeBusy: an object whose lock stripe another process
+// holds, fetching an object that shares the stripe, is fetched in the
 // background once the stripe is free; left to its reader, it was never
 // fetched at all when that fetch was not its own.
 func TestDirPrefetchStripeBusy(t *testing.T) {
@@ -389,10 +389,16 @@ func TestDirPrefetchStripeBusy(t *testing.T) {
 		}
 		chunks = append(chunks, f.Chunks...)
 	}
-	// Another object in the first chunk's stripe, fetched meanwhile.
+	// Another object in the first chunk's stripe, fetched meanwhile by
+	// another mount process on the same store.
 	other := chunks[0]
 	other[31] ^= 1
-	release := remote.HoldStripe(v.Cache, other)
+	c2, err := remote.NewCache(v.Store, &memFetcher{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c2.Close)
+	release := remote.HoldLock(c2, other)
 	released := make(chan struct{})
 	go func() {
 		time.Sleep(100 * time.Millisecond)

@@ -57,9 +57,9 @@ func CountGivenBack(c *Cache) (n func() int64) {
 // FailMemory is how long a failed fetch is remembered at least.
 const FailMemory = failMemory
 
-// HoldStripe takes the lock stripe d falls in, as a fetch of d (or of any
-// object sharing its stripe) would, until release is called.
-func HoldStripe(c *Cache, d object.Digest) (release func()) {
+// HoldLock takes d's lock as a fetch of d would (d in c, and the byte
+// of its stripe among caches on the store) until release is called.
+func HoldLock(c *Cache, d object.Digest) (release func()) {
 	for {
 		if unlock, ok := c.tryLock(d); ok {
 			return unlock

@@ -1,7 +1,7 @@
 package remote
 
 import (
-	"cmp"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -497,8 +497,8 @@ func (c *Cache) fetchManyEach(ctx context.Context, ds []object.Digest, follow in
 // memory for the reader it was fetched ahead of (freshObjects); each, if
 // set, is as for fetchManyEach (not with ahead), follow as for
 // fetchBatch. The
-// objects whose lock another fetch held (a lock stripe is shared, so the
-// fetch that holds it may be another object's) are fetched in a second
+// objects whose lock another fetch held (of this process, or another
+// process's of an object in the same stripe) are fetched in a second
 // call once their locks are had, and those that came damaged one by one
 // (Get, which asks the master to check its copy).
 func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool, follow int64, each func(d object.Digest, b []byte)) error {
@@ -506,7 +506,7 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 	first := err
 	if len(busy) > 0 && ctx.Err() == nil {
 		// Another batch (prefetch runs several), a reader or another
-		// process holds their stripes: wait for each, then one call
+		// process holds their locks: wait for each, then one call
 		// for all, where one call each cost a round trip apiece.
 		_, more, err := c.fetchBatch(ctx, busy, ahead, true, follow, each)
 		damaged = append(damaged, more...)
@@ -523,11 +523,12 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 }
 
 // fetchBatch fetches in one call the objects of ds that the store lacks,
-// each once. It takes the lock stripe of each first; a stripe shared by
-// several of them is taken once. Without wait, an object whose stripe
-// another fetch holds is left out and returned in busy; with wait, the
-// stripes are waited for in their order (so that two waiting batches
-// never hold what the other waits for), within ctx. damaged are those
+// each once. It takes the lock of each first (Cache.lock). Without wait,
+// an object whose lock another fetch holds is left out and returned in
+// busy; with wait, the locks are waited for in digest order, which is
+// their stripes' order (a stripe is a digest's first two bytes), so that
+// two waiting batches, of this process or of two, never hold what the
+// other waits for; within ctx. damaged are those
 // that came not matching their digest. With follow, a master that can
 // sends after each file object the chunks of its first follow bytes
 // (GetManyFollow), which are verified and stored as they come; a reader
@@ -536,11 +537,11 @@ func (c *Cache) fetchManyFor(ctx context.Context, ds []object.Digest, ahead bool
 func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait bool, follow int64, each func(d object.Digest, b []byte)) (busy, damaged []object.Digest, err error) {
 	if wait {
 		ds = slices.Clone(ds)
-		slices.SortFunc(ds, func(a, b object.Digest) int { return cmp.Compare(stripeOf(a), stripeOf(b)) })
+		slices.SortFunc(ds, func(a, b object.Digest) int { return bytes.Compare(a[:], b[:]) })
 	}
-	// locks holds each stripe taken until the last of the batch's
-	// objects in it is stored: a reader waiting for one goes on as soon
-	// as it is there, not once the whole batch is.
+	// locks holds each object's lock until it is stored: a reader
+	// waiting for one goes on as soon as it is there, not once the
+	// whole batch is.
 	locks := batchLocks{c: c}
 	defer locks.release()
 	var taken []object.Digest
@@ -692,22 +693,16 @@ type poolFetcher interface {
 	GetManyGiven(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error
 }
 
-// batchLocks are the lock stripes one batch holds, each with the number
-// of the batch's objects in it not yet stored.
+// batchLocks are the locks of the objects one batch holds and has not
+// stored yet.
 type batchLocks struct {
 	c    *Cache
-	held map[int]*heldStripe
+	held map[object.Digest]func()
 }
 
-type heldStripe struct {
-	unlock func()
-	n      int
-}
-
-// try takes d's stripe for the batch, or counts d in it if the batch
-// holds it already; false if another fetch holds it.
+// try takes d's lock for the batch; false if another fetch holds it.
 func (l *batchLocks) try(d object.Digest) bool {
-	if l.count(d) {
+	if l.held[d] != nil {
 		return true
 	}
 	unlock, ok := l.c.tryLock(d)
@@ -717,9 +712,9 @@ func (l *batchLocks) try(d object.Digest) bool {
 	return ok
 }
 
-// wait is try that waits, within ctx, for a stripe another fetch holds.
+// wait is try that waits, within ctx, for a lock another fetch holds.
 func (l *batchLocks) wait(ctx context.Context, d object.Digest) error {
-	if l.count(d) {
+	if l.held[d] != nil {
 		return nil
 	}
 	unlock, err := l.c.lock(ctx, d, false)
@@ -729,36 +724,25 @@ func (l *batchLocks) wait(ctx context.Context, d object.Digest) error {
 	return err
 }
 
-func (l *batchLocks) count(d object.Digest) bool {
-	if h := l.held[stripeOf(d)]; h != nil {
-		h.n++
-		return true
-	}
-	return false
-}
-
 func (l *batchLocks) add(d object.Digest, unlock func()) {
 	if l.held == nil {
-		l.held = map[int]*heldStripe{}
+		l.held = map[object.Digest]func(){}
 	}
-	l.held[stripeOf(d)] = &heldStripe{unlock: unlock, n: 1}
+	l.held[d] = unlock
 }
 
-// done notes that d, taken with try or wait, needs its stripe no more.
+// done gives back d's lock, taken with try or wait.
 func (l *batchLocks) done(d object.Digest) {
-	i := stripeOf(d)
-	if h := l.held[i]; h != nil {
-		if h.n--; h.n == 0 {
-			h.unlock()
-			delete(l.held, i)
-		}
+	if unlock := l.held[d]; unlock != nil {
+		unlock()
+		delete(l.held, d)
 	}
 }
 
-// release gives back every stripe still held.
+// release gives back every lock still held.
 func (l *batchLocks) release() {
-	for i, h := range l.held {
-		h.unlock()
-		delete(l.held, i)
+	for d, unlock := range l.held {
+		unlock()
+		delete(l.held, d)
 	}
 }

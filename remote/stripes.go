@@ -44,14 +44,20 @@ const (
 	stripesFile    = "stripes"
 )
 
-// stripeLocks are the stripes held by this process's fetches, one fetch
-// at a time each (the byte locks of one process share its file
-// descriptions and never exclude each other), and the stripes' files.
-type stripeLocks struct {
+// fetchLocks are what this process's fetches hold: each object one
+// fetch at a time, and each stripe's byte while any of them holds an
+// object of that stripe. Objects, not stripes, exclude each other within
+// the process (its byte locks share its file descriptions and never
+// exclude each other anyway): two batches of one warmup that share only
+// stripes do not wait for each other.
+type fetchLocks struct {
 	dir string // the store's locks directory
 	mu  sync.Mutex
-	// held are the stripes taken, each with its holding.
-	held map[int]*stripeHold
+	// held are the objects taken, each with its holding.
+	held map[object.Digest]*fetchHold
+	// locked counts, for each stripe whose byte this process locked,
+	// the objects of it held.
+	locked map[int]int
 	// closing is set while Close waits for the holders to give theirs
 	// back; closed, and set to nil, once the files are closed.
 	closing chan struct{}
@@ -63,36 +69,36 @@ type stripeLocks struct {
 	openMu sync.Mutex
 }
 
-// A stripeHold is one fetch's holding of a stripe; a reader that waited
+// A fetchHold is one fetch's holding of an object; a reader that waited
 // one out tells it from the next holding by its address.
-type stripeHold struct {
+type fetchHold struct {
 	freed chan struct{} // made by the first waiter; closed when given back
 }
 
 // openLocks opens the stripes' directory and its first file, so that a
 // cache whose locks cannot be had fails as it opens, not at its first
 // fetch.
-func openLocks(dir string) (*stripeLocks, error) {
-	l := &stripeLocks{dir: dir, held: map[int]*stripeHold{}}
+func openLocks(dir string) (*fetchLocks, error) {
+	l := &fetchLocks{dir: dir, held: map[object.Digest]*fetchHold{}, locked: map[int]int{}}
 	if _, err := l.file(0); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
-// take takes stripe i for this process, waiting no longer than ctx allows
-// for the fetch that holds it; that holding is returned when ctx ends
-// first. A free stripe is taken even when ctx has ended.
-func (l *stripeLocks) take(ctx context.Context, i int) (bool, *stripeHold) {
+// take takes object d for this process, waiting no longer than ctx
+// allows for the fetch that holds it; that holding is returned when ctx
+// ends first. A free object is taken even when ctx has ended.
+func (l *fetchLocks) take(ctx context.Context, d object.Digest) (bool, *fetchHold) {
 	for {
 		l.mu.Lock()
 		var wait chan struct{}
-		h := l.held[i]
+		h := l.held[d]
 		switch {
 		case l.closing != nil:
 			wait = l.closing
 		case h == nil:
-			l.held[i] = &stripeHold{}
+			l.held[d] = &fetchHold{}
 			l.mu.Unlock()
 			return true, nil
 		default:
@@ -110,23 +116,23 @@ func (l *stripeLocks) take(ctx context.Context, i int) (bool, *stripeHold) {
 	}
 }
 
-// tryTake takes stripe i if no fetch of this process holds it now.
-func (l *stripeLocks) tryTake(i int) bool {
+// tryTake takes object d if no fetch of this process holds it now.
+func (l *fetchLocks) tryTake(d object.Digest) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closing != nil || l.held[i] != nil {
+	if l.closing != nil || l.held[d] != nil {
 		return false
 	}
-	l.held[i] = &stripeHold{}
+	l.held[d] = &fetchHold{}
 	return true
 }
 
-// give gives stripe i back.
-func (l *stripeLocks) give(i int) {
+// give gives object d back.
+func (l *fetchLocks) give(d object.Digest) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	h := l.held[i]
-	delete(l.held, i)
+	h := l.held[d]
+	delete(l.held, d)
 	if h != nil && h.freed != nil {
 		close(h.freed)
 	}
@@ -136,15 +142,45 @@ func (l *stripeLocks) give(i int) {
 	}
 }
 
-// holding returns the holding of stripe i, nil if it is free.
-func (l *stripeLocks) holding(i int) *stripeHold {
+// holding returns the holding of object d, nil if it is free.
+func (l *fetchLocks) holding(d object.Digest) *fetchHold {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.held[i]
+	return l.held[d]
+}
+
+// join counts a held object in stripe i, locking the stripe's byte if
+// none of its objects was held: without waiting, EAGAIN (or EACCES) if
+// another process holds it.
+func (l *fetchLocks) join(i int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := l.locked[i]; n > 0 {
+		l.locked[i] = n + 1
+		return nil
+	}
+	if err := l.lockByte(i, false); err != nil {
+		return err
+	}
+	l.locked[i] = 1
+	return nil
+}
+
+// leave undoes a join: the last object of stripe i given back unlocks
+// its byte.
+func (l *fetchLocks) leave(i int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := l.locked[i]; n > 1 {
+		l.locked[i] = n - 1
+		return
+	}
+	delete(l.locked, i)
+	l.lockByte(i, true)
 }
 
 // file returns the descriptor of stripe file f, opening it the first time.
-func (l *stripeLocks) file(f int) (int, error) {
+func (l *fetchLocks) file(f int) (int, error) {
 	if fd := l.fds[f].Load(); fd > 0 {
 		return int(fd - 1), nil
 	}
@@ -169,8 +205,8 @@ func (l *stripeLocks) file(f int) (int, error) {
 }
 
 // lockByte takes (or with unlock, gives back) stripe i's byte without
-// waiting. The caller holds stripe i.
-func (l *stripeLocks) lockByte(i int, unlock bool) error {
+// waiting. The caller holds l.mu.
+func (l *fetchLocks) lockByte(i int, unlock bool) error {
 	fd, err := l.file(i / stripesPerFile)
 	if err != nil {
 		return err
@@ -187,11 +223,11 @@ func (l *stripeLocks) lockByte(i int, unlock bool) error {
 	}
 }
 
-// close waits for every stripe to be given back, holding off new takers,
+// close waits for every object to be given back, holding off new takers,
 // and closes the files: no byte is locked or unlocked meanwhile, and one
 // asked for after finds no descriptor (whose number the process may give
 // another file).
-func (l *stripeLocks) close() {
+func (l *fetchLocks) close() {
 	l.mu.Lock()
 	if l.closed || l.closing != nil {
 		l.mu.Unlock()
@@ -221,57 +257,58 @@ func (l *stripeLocks) close() {
 	l.mu.Unlock()
 }
 
-// unlocker gives back stripe i: its byte, then the process's holding.
-func (c *Cache) unlocker(i int) func() {
+// unlocker gives back d: its stripe's byte, if d was the last of the
+// stripe held, then d.
+func (c *Cache) unlocker(d object.Digest) func() {
 	return func() {
-		c.stripes.lockByte(i, true)
-		c.stripes.give(i)
+		c.locks.leave(stripeOf(d))
+		c.locks.give(d)
 	}
 }
 
-// lock takes the lock of d's stripe, so that processes sharing the store
-// fetch an object once. It waits no longer than ctx allows, or a minute:
-// the holder is itself bounded by the client's deadlines. A reader's wait
-// that ctx's deadline ended is remembered (lockWaitedOut); the cache's
-// own work's is not, since no read waited.
+// lock takes the lock of d, so that the fetches of this process and of
+// others sharing the store fetch an object once: d in this process, and
+// the byte of its stripe among processes. It waits no longer than ctx
+// allows, or a minute: the holder is itself bounded by the client's
+// deadlines. A reader's wait that ctx's deadline ended is remembered
+// (lockWaitedOut); the cache's own work's is not, since no read waited.
 func (c *Cache) lock(ctx context.Context, d object.Digest, reader bool) (func(), error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 	}
-	i := stripeOf(d)
-	if ok, h := c.stripes.take(ctx, i); !ok {
-		return nil, c.lockWaitedOut(ctx, d, i, h, reader)
+	if ok, h := c.locks.take(ctx, d); !ok {
+		return nil, c.lockWaitedOut(ctx, d, h, reader)
 	}
+	i := stripeOf(d)
 	for wait := time.Millisecond; ; wait = min(2*wait, 50*time.Millisecond) {
-		err := c.stripes.lockByte(i, false)
+		err := c.locks.join(i)
 		if err == nil {
-			return c.unlocker(i), nil
+			return c.unlocker(d), nil
 		}
 		if err != unix.EAGAIN && err != unix.EACCES {
-			c.stripes.give(i)
+			c.locks.give(d)
 			return nil, fmt.Errorf("cache lock: %w", err)
 		}
 		if ctx.Err() != nil {
-			c.stripes.give(i)
+			c.locks.give(d)
 			// Another process holds it: this one cannot tell when
 			// that ends, so failMemory bounds what is remembered.
-			return nil, c.lockWaitedOut(ctx, d, i, nil, reader)
+			return nil, c.lockWaitedOut(ctx, d, nil, reader)
 		}
 		time.Sleep(wait)
 	}
 }
 
-// tryLock takes d's stripe lock if it is free now.
+// tryLock takes d's lock if it is free now.
 func (c *Cache) tryLock(d object.Digest) (func(), bool) {
-	i := stripeOf(d)
-	if !c.stripes.tryTake(i) {
+	if !c.locks.tryTake(d) {
 		return nil, false
 	}
-	if c.stripes.lockByte(i, false) != nil {
-		c.stripes.give(i)
+	if c.locks.join(stripeOf(d)) != nil {
+		c.locks.give(d)
 		return nil, false
 	}
-	return c.unlocker(i), true
+	return c.unlocker(d), true
 }

@@ -249,8 +249,8 @@ type traceReplay struct {
 	lead    int64
 	batched []bool
 	moved   chan struct{}
-	// busy are the lock stripes of the objects of batches in flight.
-	busy [lockStripes]bool
+	// busy are the objects of batches in flight.
+	busy map[object.Digest]bool
 
 	// For Stats: what the batches asked for, the batches that failed,
 	// and len(entries) once the replay started.
@@ -300,14 +300,14 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 				}
 				if len(batch) == 0 {
 					// The other worker's batch holds the next
-					// stripe, or all looked at was held already.
+					// object, or all looked at was held already.
 					time.Sleep(time.Millisecond)
 					continue
 				}
 				ok := c.fetchTraceBatch(batch)
 				p.mu.Lock()
 				for _, d := range batch {
-					p.busy[stripeOf(d)] = false
+					delete(p.busy, d)
 				}
 				if !ok {
 					p.on.Store(false)
@@ -344,23 +344,21 @@ func (c *Cache) ReplayTraceFrom(load func(ctx context.Context) (*Trace, error)) 
 }
 
 // nextTraceBatch takes the next entries that the store lacks, in order,
-// none of a stripe the other worker's batch holds: a batch holds the
-// stripes of its objects (each once, however many of them share it), and
-// leaves an object whose stripe is held to whoever holds it. end is true
-// once the trace is done.
+// none that the other worker's batch holds: a batch stops at an object
+// the other one fetches, and leaves it to that batch. end is true once
+// the trace is done.
 func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan struct{}) {
 	p := &c.replay
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var size int64
-	mine := map[int]bool{}
+	mine := map[object.Digest]bool{}
 	// At most traceLook entries looked at under p.mu, which readers
 	// take: a trace mostly held already is gone through a part at a time.
 	for look := 0; p.next < len(p.entries) && len(batch) < traceBatch && size < traceBatchBytes && look < traceLook &&
 		p.lead < traceLead; look++ {
 		e := p.entries[p.next]
-		i := stripeOf(e.Object)
-		if p.busy[i] && !mine[i] {
+		if p.busy[e.Object] && !mine[e.Object] {
 			break
 		}
 		p.next++
@@ -373,7 +371,10 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan 
 		if c.store.HasKnown(e.Object) {
 			continue
 		}
-		p.busy[i], mine[i] = true, true
+		if p.busy == nil {
+			p.busy = map[object.Digest]bool{}
+		}
+		p.busy[e.Object], mine[e.Object] = true, true
 		p.batched[p.next-1] = true
 		p.lead += e.Size
 		batch = append(batch, e.Object)
@@ -392,10 +393,10 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan 
 // Timeout, holding what comes for the task as read-ahead does (see
 // traceLead), and reports whether the replay may go on: objects the source
 // lacks (a trace of an older version) are skipped; any other failure ends
-// it, logged at debug and counted. An object whose lock stripe another
-// fetch holds (a reader's, of it or of an object sharing its stripe) is
-// waited for and then fetched if still missing: the replay has moved past
-// it, so nothing would come back for it.
+// it, logged at debug and counted. An object whose lock another fetch
+// holds (a reader's, or another process's of an object sharing its
+// stripe) is waited for and then fetched if still missing: the replay has
+// moved past it, so nothing would come back for it.
 func (c *Cache) fetchTraceBatch(ds []object.Digest) bool {
 	timeout := c.bound()
 	ctx, cancel := context.WithTimeout(c.ctx, timeout)

@@ -75,7 +75,7 @@ func TestReplayCallsStayFull(t *testing.T) {
 // it is fetched once that fetch lets go, not left out of the replay.
 func TestReplayWaitsForBusyStripe(t *testing.T) {
 	r := newLeadReplay(t, 24, object.ChunkSize)
-	release := remote.HoldStripe(r.c, r.entries[3].Object)
+	release := remote.HoldLock(r.c, r.entries[3].Object)
 	released := false
 	defer func() {
 		if !released {

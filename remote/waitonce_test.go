@@ -117,7 +117,7 @@ func TestLockWaitBoundedByDeadline(t *testing.T) {
 	f := &stuckFetcher{timeout: timeout, gone: make(chan struct{}), body: body}
 	close(f.gone) // the master answers at once
 	c := newStuckCache(t, f)
-	release := remote.HoldStripe(c, d)
+	release := remote.HoldLock(c, d)
 	released := false
 	defer func() {
 		if !released {
