@@ -171,13 +171,11 @@ func tryHold(c *remote.Cache, d object.Digest) (func(), bool) {
 	}
 }
 
-// Two caches on one store (two mount processes) exclude each other per
-// stripe: while one holds d's stripe, the other's fetch of d waits, up to
-// its deadline, and goes on once the stripe is given back.
-func TestStripeLockAcrossCaches(t *testing.T) {
-	f := &memFetcher{}
-	ds := stripeMates(t, f, 2)
-	store, err := object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
+// twoCaches opens the store at dir and two caches on it, as two mount
+// processes of one worker would, closed when the test ends.
+func twoCaches(t *testing.T, f remote.Fetcher, dir string) [2]*remote.Cache {
+	t.Helper()
+	store, err := object.OpenDirStore(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,15 +186,32 @@ func TestStripeLockAcrossCaches(t *testing.T) {
 		}
 		t.Cleanup(cs[i].Close)
 	}
-	release := remote.HoldLock(cs[0], ds[0])
+	return cs
+}
+
+// lockedOut fails the test unless c's fetch of d, given 300 ms, ends
+// unavailable: another fetch holds its lock.
+func lockedOut(t *testing.T, c *remote.Cache, d object.Digest, what string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	within(t, 20*time.Second, "a fetch while the other cache holds the stripe", func() error {
-		if _, err := cs[1].Get(ctx, ds[1]); !errors.Is(err, remote.ErrUnavailable) {
-			t.Errorf("fetch of a stripe-mate while the other cache holds the stripe: %v; want ErrUnavailable", err)
+	within(t, 20*time.Second, what, func() error {
+		if _, err := c.Get(ctx, d); !errors.Is(err, remote.ErrUnavailable) {
+			t.Errorf("%s: %v; want ErrUnavailable", what, err)
 		}
 		return nil
 	})
+}
+
+// Two caches on one store (two mount processes) exclude each other per
+// stripe: while one holds d's stripe, the other's fetch of d waits, up to
+// its deadline, and goes on once the stripe is given back.
+func TestStripeLockAcrossCaches(t *testing.T) {
+	f := &memFetcher{}
+	ds := stripeMates(t, f, 2)
+	cs := twoCaches(t, f, filepath.Join(t.TempDir(), "objects"))
+	release := remote.HoldLock(cs[0], ds[0])
+	lockedOut(t, cs[1], ds[1], "a stripe-mate's fetch while the other cache holds the stripe")
 	if f.get.Load() != 0 {
 		t.Errorf("the master was asked %d times while the stripe was held", f.get.Load())
 	}
@@ -233,27 +248,10 @@ func TestStripesOverFiles(t *testing.T) {
 		byByte[s%1024] = d
 	}
 	dir := filepath.Join(t.TempDir(), "objects")
-	store, err := object.OpenDirStore(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cs [2]*remote.Cache
-	for i := range cs {
-		if cs[i], err = remote.NewCache(store, f, nil); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cs[i].Close)
-	}
+	cs := twoCaches(t, f, dir)
 	for _, d := range []object.Digest{held, first} {
 		release := remote.HoldLock(cs[0], d)
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		within(t, 20*time.Second, "a fetch while the other cache holds the stripe", func() error {
-			if _, err := cs[1].Get(ctx, d); !errors.Is(err, remote.ErrUnavailable) {
-				t.Errorf("fetch of stripe %d while the other cache holds it: %v; want ErrUnavailable", remote.StripeOf(d), err)
-			}
-			return nil
-		})
-		cancel()
+		lockedOut(t, cs[1], d, fmt.Sprintf("a fetch of stripe %d while the other cache holds it", remote.StripeOf(d)))
 		release()
 	}
 	release := remote.HoldLock(cs[0], held)
@@ -318,17 +316,7 @@ func TestCloseWaitsForStripes(t *testing.T) {
 func TestStripeMatesInOneProcess(t *testing.T) {
 	f := &memFetcher{}
 	ds := stripeMates(t, f, 2)
-	store, err := object.OpenDirStore(filepath.Join(t.TempDir(), "objects"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cs [2]*remote.Cache
-	for i := range cs {
-		if cs[i], err = remote.NewCache(store, f, nil); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(cs[i].Close)
-	}
+	cs := twoCaches(t, f, filepath.Join(t.TempDir(), "objects"))
 	release := remote.HoldLock(cs[0], ds[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -342,14 +330,7 @@ func TestStripeMatesInOneProcess(t *testing.T) {
 	// is still the process's.
 	second := remote.HoldLock(cs[0], ds[1])
 	release()
-	short, cancelShort := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancelShort()
-	within(t, 20*time.Second, "another process's fetch while one object of the stripe is held", func() error {
-		if _, err := cs[1].Get(short, ds[0]); !errors.Is(err, remote.ErrUnavailable) {
-			t.Errorf("fetch by another cache while the stripe's last object is held: %v; want ErrUnavailable", err)
-		}
-		return nil
-	})
+	lockedOut(t, cs[1], ds[0], "another cache's fetch while the stripe's last object is held")
 	second()
 	// A batch's fetch: a reader's Get would meet the failure the wait
 	// above left for failMemory.
