@@ -694,7 +694,7 @@ type poolFetcher interface {
 }
 
 // batchLocks are the locks of the objects one batch holds and has not
-// stored yet.
+// stored yet; a batch asks for each object once (fetchBatch's seen).
 type batchLocks struct {
 	c    *Cache
 	held map[object.Digest]func()
@@ -702,9 +702,6 @@ type batchLocks struct {
 
 // try takes d's lock for the batch; false if another fetch holds it.
 func (l *batchLocks) try(d object.Digest) bool {
-	if l.held[d] != nil {
-		return true
-	}
 	unlock, ok := l.c.tryLock(d)
 	if ok {
 		l.add(d, unlock)
@@ -714,9 +711,6 @@ func (l *batchLocks) try(d object.Digest) bool {
 
 // wait is try that waits, within ctx, for a lock another fetch holds.
 func (l *batchLocks) wait(ctx context.Context, d object.Digest) error {
-	if l.held[d] != nil {
-		return nil
-	}
 	unlock, err := l.c.lock(ctx, d, false)
 	if err == nil {
 		l.add(d, unlock)

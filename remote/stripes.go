@@ -116,21 +116,36 @@ func (l *fetchLocks) take(ctx context.Context, d object.Digest) (bool, *fetchHol
 	}
 }
 
-// tryTake takes object d if no fetch of this process holds it now.
-func (l *fetchLocks) tryTake(d object.Digest) bool {
+// tryLock takes object d and its stripe's byte if both are free now:
+// d in this process, the byte among processes.
+func (l *fetchLocks) tryLock(d object.Digest) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closing != nil || l.held[d] != nil {
+	if l.closing != nil || l.held[d] != nil || l.joinLocked(stripeOf(d)) != nil {
 		return false
 	}
 	l.held[d] = &fetchHold{}
 	return true
 }
 
-// give gives object d back.
+// give gives object d back, not its stripe's byte (a take whose join
+// failed).
 func (l *fetchLocks) give(d object.Digest) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.giveLocked(d)
+}
+
+// unlock gives back d's stripe's byte, if d was the last of the stripe
+// held, and then d.
+func (l *fetchLocks) unlock(d object.Digest) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.leaveLocked(stripeOf(d))
+	l.giveLocked(d)
+}
+
+func (l *fetchLocks) giveLocked(d object.Digest) {
 	h := l.held[d]
 	delete(l.held, d)
 	if h != nil && h.freed != nil {
@@ -155,6 +170,10 @@ func (l *fetchLocks) holding(d object.Digest) *fetchHold {
 func (l *fetchLocks) join(i int) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.joinLocked(i)
+}
+
+func (l *fetchLocks) joinLocked(i int) error {
 	if n := l.locked[i]; n > 0 {
 		l.locked[i] = n + 1
 		return nil
@@ -166,11 +185,9 @@ func (l *fetchLocks) join(i int) error {
 	return nil
 }
 
-// leave undoes a join: the last object of stripe i given back unlocks
-// its byte.
-func (l *fetchLocks) leave(i int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// leaveLocked undoes a join: the last object of stripe i given back
+// unlocks its byte.
+func (l *fetchLocks) leaveLocked(i int) {
 	if n := l.locked[i]; n > 1 {
 		l.locked[i] = n - 1
 		return
@@ -257,13 +274,10 @@ func (l *fetchLocks) close() {
 	l.mu.Unlock()
 }
 
-// unlocker gives back d: its stripe's byte, if d was the last of the
-// stripe held, then d.
+// unlocker gives back d and, if d was the last of its stripe held, the
+// stripe's byte.
 func (c *Cache) unlocker(d object.Digest) func() {
-	return func() {
-		c.locks.leave(stripeOf(d))
-		c.locks.give(d)
-	}
+	return func() { c.locks.unlock(d) }
 }
 
 // lock takes the lock of d, so that the fetches of this process and of
@@ -303,11 +317,7 @@ func (c *Cache) lock(ctx context.Context, d object.Digest, reader bool) (func(),
 
 // tryLock takes d's lock if it is free now.
 func (c *Cache) tryLock(d object.Digest) (func(), bool) {
-	if !c.locks.tryTake(d) {
-		return nil, false
-	}
-	if c.locks.join(stripeOf(d)) != nil {
-		c.locks.give(d)
+	if !c.locks.tryLock(d) {
 		return nil, false
 	}
 	return c.unlocker(d), true
