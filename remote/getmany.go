@@ -284,7 +284,15 @@ func (c *Client) GetManyFollow(ctx context.Context, ds []object.Digest, follow i
 	return c.getMany(ctx, ds, follow, bufsOwned, got, fol)
 }
 
-// getMany is GetManyFollow; bufs says whose what it hands to got is.
+// GetManyFollowLent is GetManyFollow, but lends got and fol what it
+// hands them, as GetManyLent lends got: for a caller that stores what
+// it fetches, followed objects too, and keeps no reference.
+func (c *Client) GetManyFollowLent(ctx context.Context, ds []object.Digest, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
+	return c.getMany(ctx, ds, follow, bufsLent, got, fol)
+}
+
+// getMany is GetManyFollow; bufs says whose what it hands to got and
+// fol is.
 func (c *Client) getMany(ctx context.Context, ds []object.Digest, follow int64, bufs bufUse, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
 	done := make([]bool, len(ds))
 	what := fmt.Sprintf("get %d objects", len(ds))
@@ -354,8 +362,16 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 	// bytes so far; fnew says into began it with the piece being read.
 	var fd object.Digest
 	var fbuf []byte
+	var fbp *[]byte
 	fwant := int64(-1)
 	fnew := false
+	newFol := func(n int64) []byte {
+		if bufs != bufsLent {
+			return make([]byte, 0, n)
+		}
+		fbp = pool.Get(int(n))
+		return (*fbp)[:0]
+	}
 	// into places a piece's data at the end of the object it continues
 	// or begins, when it fits there; the checks below refuse any other.
 	into := func(p *piece, n int) []byte {
@@ -365,7 +381,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 				if !objectSize(p.size) || int64(n) > p.size {
 					return nil
 				}
-				fwant, fbuf, fnew = p.size, make([]byte, 0, p.size), true
+				fwant, fbuf, fnew = p.size, newFol(p.size), true
 			} else if int64(len(fbuf)+n) > fwant {
 				return nil
 			}
@@ -412,7 +428,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 				}
 				copy(fd[:], r.digest)
 				if !began {
-					fwant, fbuf = r.size, make([]byte, 0, r.size)
+					fwant, fbuf = r.size, newFol(r.size)
 				}
 			} else if began {
 				return status.Errorf(codes.Internal, "GetMany: followed object without its digest")
@@ -427,7 +443,10 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 				if fol != nil {
 					fol(fd, fbuf)
 				}
-				fwant, fbuf = -1, nil
+				if fbp != nil {
+					pool.Put(fbp)
+				}
+				fwant, fbuf, fbp = -1, nil, nil
 			}
 			continue
 		}
@@ -650,14 +669,23 @@ func (c *Cache) fetchBatch(ctx context.Context, ds []object.Digest, ahead, wait 
 		}
 		var gerr error
 		if follow > 0 {
-			gerr = ff.GetManyFollow(ctx, want, follow, got, func(fd object.Digest, b []byte) {
+			fol := func(fd object.Digest, b []byte) {
 				// Held in no lock stripe: another process may fetch
 				// one too, and the pack then holds it twice.
 				if c.followedWhole(fd, b) {
 					c.keep(fd, b)
 				}
 				c.fresh.drop([]object.Digest{fd})
-			})
+			}
+			if lf, ok := c.f.(lentFollower); ok && !ahead {
+				// What got and fol keep goes to the pack and to each,
+				// which keep none of it: fetched into the pool's memory,
+				// not new memory each (and, from a bucket, not copied
+				// out of the run it was read in).
+				gerr = lf.GetManyFollowLent(ctx, want, follow, got, fol)
+			} else {
+				gerr = ff.GetManyFollow(ctx, want, follow, got, fol)
+			}
 			c.fresh.drop(expected)
 		} else if pooled && !ahead {
 			// What got keeps goes to the pack, not to a reader.
@@ -692,6 +720,14 @@ type poolFetcher interface {
 	GetManyLent(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error
 	GetManyGiven(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error
 }
+
+// lentFollower is a followFetcher that can lend what it fetches, the
+// objects asked for and those that follow them (Client.GetManyFollowLent).
+type lentFollower interface {
+	GetManyFollowLent(ctx context.Context, ds []object.Digest, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error
+}
+
+var _ lentFollower = (*Client)(nil)
 
 // batchLocks are the locks of the objects one batch holds and has not
 // stored yet; a batch asks for each object once (fetchBatch's seen).

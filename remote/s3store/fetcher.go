@@ -1,7 +1,6 @@
 package s3store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -86,6 +85,13 @@ func (f Fetcher) GetManyFollow(ctx context.Context, ds []object.Digest, follow i
 	return f.getMany(ctx, ds, bufsOwned, got, follow, fol)
 }
 
+// GetManyFollowLent is GetManyFollow, but lends got and fol what it
+// hands them, as GetManyLent lends got: valid only until the call
+// returns, read into the process's buffer pool (remote.lentFollower).
+func (f Fetcher) GetManyFollowLent(ctx context.Context, ds []object.Digest, follow int64, got func(i int, b []byte, err error), fol func(d object.Digest, b []byte)) error {
+	return f.getMany(ctx, ds, bufsLent, got, follow, fol)
+}
+
 // FollowsInPlace says that GetManyFollow's follow costs no request
 // more: what follows an object is read in the ranged GET of the object.
 func (Fetcher) FollowsInPlace() {}
@@ -165,50 +171,41 @@ func (f Fetcher) getMany(ctx context.Context, ds []object.Digest, bufs bufUse, g
 			continue // only what would have followed: a run of its own is not worth a GET
 		}
 		g.Go(func() error {
-			b, err := f.S.getRange(gctx, r.pack, r.off, r.end-r.off, pooled)
+			at := make([]packLoc, len(r.members))
+			for k, i := range r.members {
+				at[k] = where[i]
+			}
+			var ahead []object.Digest // first chunks of the file objects handed
+			// An object asked for is handed; one that follows it only if
+			// it is a first chunk of a file object handed before it.
+			wanted := func(k int) bool {
+				i := r.members[k]
+				return i < len(ds) || slices.Contains(ahead, all[i])
+			}
+			handed, err := f.S.readRun(gctx, r.pack, r.off, r.end-r.off, at, pooled, wanted, func(k int, b []byte) {
+				// b is the caller's when owned or given; lent, it goes
+				// back to the pool once handed.
+				if i := r.members[k]; i < len(ds) {
+					if follow > 0 {
+						ahead = append(ahead, remote.FirstChunks(b, follow)...)
+					}
+					hand(i, b, nil)
+				} else {
+					mu.Lock()
+					fol(all[i], b)
+					mu.Unlock()
+				}
+				if bufs == bufsLent {
+					freeBuf(b, true)
+				}
+			})
 			if err != nil {
-				for _, i := range r.members {
+				for _, i := range r.members[handed:] {
 					if i < len(ds) {
 						hand(i, nil, unavailable(fmt.Errorf("object %s: %w", ds[i].Short(), err)))
 					}
 				}
-				return nil
 			}
-			// piece is object i of the run, in the run's buffer.
-			piece := func(i int) []byte {
-				l := where[i]
-				at := int64(l.off) - r.off
-				return b[at : at+int64(l.n) : at+int64(l.n)]
-			}
-			var ahead []object.Digest // first chunks of the file objects handed
-			for _, i := range r.members {
-				if i >= len(ds) {
-					continue
-				}
-				m := piece(i)
-				if follow > 0 {
-					ahead = append(ahead, remote.FirstChunks(m, follow)...)
-				}
-				if bufs == bufsGiven {
-					// Each given object is a buffer of its own: one
-					// given back while the run's buffer or another of
-					// its objects is still read would be handed out
-					// again.
-					own := newBuf(len(m), true)
-					copy(own, m)
-					m = own
-				}
-				hand(i, m, nil)
-			}
-			for _, i := range r.members {
-				if i >= len(ds) && slices.Contains(ahead, all[i]) {
-					c := bytes.Clone(piece(i))
-					mu.Lock()
-					fol(all[i], c)
-					mu.Unlock()
-				}
-			}
-			freeBuf(b, pooled)
 			return nil
 		})
 	}

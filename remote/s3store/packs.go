@@ -448,10 +448,16 @@ func (s *Store) forgetPack(pack string) {
 	delete(p.byPack, pack)
 }
 
-// getRange reads n bytes at off of pack with one ranged GET. A pack
-// shorter than that (truncated) is object.ErrCorrupt; a missing one
-// object.ErrNotFound; both name the pack's key.
-func (s *Store) getRange(ctx context.Context, pack string, off, n int64, pooled bool) ([]byte, error) {
+// readRun reads n bytes at off of pack with one ranged GET, and the
+// objects at (of pack, in offset order, apart, within the range) one
+// at a time as they come: each wanted is read into memory of its own
+// (newBuf's) and handed to each, whose it is then; the bytes of the
+// others, and those between objects, are read and dropped. An object is
+// then in memory once, as it arrives, whatever the run's length. It
+// returns how many of at it got through; an error says why not the
+// rest: a pack shorter than the range is object.ErrCorrupt, a missing
+// one object.ErrNotFound, and both name the pack's key.
+func (s *Store) readRun(ctx context.Context, pack string, off, n int64, at []packLoc, pooled bool, wanted func(k int) bool, each func(k int, b []byte)) (int, error) {
 	key := s.packKey(pack)
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
@@ -460,29 +466,84 @@ func (s *Store) getRange(ctx context.Context, pack string, off, n int64, pooled 
 		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1))})
 	if err != nil {
 		if status(err) == 416 {
-			return nil, fmt.Errorf("pack %s in bucket %s is shorter than its index says (truncated): %w", key, s.cfg.Bucket, object.ErrCorrupt)
+			return 0, fmt.Errorf("pack %s in bucket %s is shorter than its index says (truncated): %w", key, s.cfg.Bucket, object.ErrCorrupt)
 		}
-		return nil, s.wrap("get", key, err)
+		return 0, s.wrap("get", key, err)
 	}
 	defer out.Body.Close()
-	b := newBuf(int(n)+1, pooled)
-	got, err := readFull(out.Body, b)
-	s.bytesIn.Add(int64(got))
-	if err != nil {
-		freeBuf(b, pooled)
-		return nil, s.wrap("get", key, err)
+	pos := off // the pack's offset the body is at
+	short := func(got int64) error {
+		return fmt.Errorf("pack %s in bucket %s: %d bytes at %d, its index says %d (truncated?): %w", key, s.cfg.Bucket, got, off, n, object.ErrCorrupt)
 	}
-	if int64(got) != n {
-		freeBuf(b, pooled)
-		return nil, fmt.Errorf("pack %s in bucket %s: %d bytes at %d, its index says %d (truncated?): %w", key, s.cfg.Bucket, got, off, n, object.ErrCorrupt)
+	// An answer of another range than the one asked for (a store that
+	// ignored the range and sent the whole pack, a pack shorter than its
+	// index says) would hand bytes of the wrong offsets: found before
+	// any is handed.
+	if cr := aws.ToString(out.ContentRange); cr != "" {
+		var from, to int64
+		if _, err := fmt.Sscanf(cr, "bytes %d-%d/", &from, &to); err != nil || from != off || to > off+n-1 {
+			return 0, fmt.Errorf("pack %s in bucket %s: asked for bytes %d-%d, sent %q: %w", key, s.cfg.Bucket, off, off+n-1, cr, object.ErrCorrupt)
+		}
+		if to < off+n-1 {
+			return 0, short(to + 1 - off)
+		}
+	} else if off != 0 {
+		return 0, fmt.Errorf("pack %s in bucket %s: asked for bytes %d-%d, sent the whole pack: %w", key, s.cfg.Bucket, off, off+n-1, object.ErrCorrupt)
 	}
-	return b[:n], nil
+	// A body that ends before the length its answer gave is a transfer
+	// cut short; one without a length that ends early, a short pack.
+	sized := out.ContentLength != nil && *out.ContentLength >= 0
+	fail := func(err error) error {
+		if !sized && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+			return short(pos - off)
+		}
+		return s.wrap("get", key, err)
+	}
+	skip := func(to int64) error {
+		m, err := io.CopyN(io.Discard, out.Body, to-pos)
+		pos += m
+		s.bytesIn.Add(m)
+		if err != nil {
+			return fail(err)
+		}
+		return nil
+	}
+	for k, l := range at {
+		start, end := int64(l.off), int64(l.off)+int64(l.n)
+		if start < pos || end > off+n {
+			return k, fmt.Errorf("pack %s in bucket %s: object at %d-%d outside the run read at %d-%d", key, s.cfg.Bucket, start, end, pos, off+n)
+		}
+		if !wanted(k) {
+			if err := skip(end); err != nil {
+				return k, err
+			}
+			continue
+		}
+		if err := skip(start); err != nil {
+			return k, err
+		}
+		b := newBuf(int(l.n), pooled)
+		got, err := io.ReadFull(out.Body, b)
+		pos += int64(got)
+		s.bytesIn.Add(int64(got))
+		if err != nil {
+			freeBuf(b, pooled)
+			return k, fail(err)
+		}
+		each(k, b)
+	}
+	// The rest of the range, if any, so that the connection goes back to
+	// the client's pool; every object is handed, whatever comes of it.
+	_ = skip(off + n)
+	return len(at), nil
 }
 
 // getPacked reads the object at l, unverified, into the pool's memory
 // when pooled.
 func (s *Store) getPacked(ctx context.Context, d object.Digest, l packLoc, pooled bool) ([]byte, error) {
-	b, err := s.getRange(ctx, l.pack, int64(l.off), int64(l.n), pooled)
+	var b []byte
+	_, err := s.readRun(ctx, l.pack, int64(l.off), int64(l.n), []packLoc{l}, pooled,
+		func(int) bool { return true }, func(_ int, got []byte) { b = got })
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", d.Short(), err)
 	}
@@ -537,7 +598,10 @@ type packRun struct {
 }
 
 // runs groups the packed objects of ds by pack, in offset order, into
-// ranges no longer than maxRun with no gap over mergeGap.
+// ranges no longer than maxRun with no gap over mergeGap, the objects of
+// a run apart (readRun reads each once, as it comes): an object asked
+// for twice, or one an index says overlaps the one before, starts a run
+// of its own.
 func runs(ds []object.Digest, where map[int]packLoc) []packRun {
 	byPack := map[string][]int{}
 	for i, l := range where {
@@ -550,8 +614,8 @@ func runs(ds []object.Digest, where map[int]packLoc) []packRun {
 		for _, i := range is {
 			l := where[i]
 			off, end := int64(l.off), int64(l.off)+int64(l.n)
-			if cur != nil && off <= cur.end+mergeGap && max(end, cur.end)-cur.off <= maxRun {
-				cur.end = max(cur.end, end)
+			if cur != nil && off >= cur.end && off <= cur.end+mergeGap && end-cur.off <= maxRun {
+				cur.end = end
 				cur.members = append(cur.members, i)
 				continue
 			}
@@ -654,14 +718,4 @@ func (s *Store) putIndex(ctx context.Context, ps []packObjects) error {
 	}
 	s.learnIndex(name, ps)
 	return nil
-}
-
-// readFull reads into b until it is full or the body ends, and returns
-// how much it read.
-func readFull(r io.Reader, b []byte) (int, error) {
-	n, err := io.ReadFull(r, b)
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		err = nil
-	}
-	return n, err
 }

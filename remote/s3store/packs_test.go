@@ -179,8 +179,7 @@ func TestPublishPacksSmallObjects(t *testing.T) {
 // memory, packed or loose. A lent object is good while got runs; a given
 // one stays good after the call, while later calls read into the pool's
 // buffers, and once given back its buffer serves a later call: an object
-// of a pack is copied out of its run's buffer, which goes back to the
-// pool once the run is handed.
+// of a pack is read into a buffer of its own as its run comes.
 func TestGetManyIntoThePool(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
@@ -223,6 +222,12 @@ func TestGetManyIntoThePool(t *testing.T) {
 	all := vs[0]
 	check("GetMany", all, f.GetMany, nil)
 	check("GetManyLent", all, f.GetManyLent, nil)
+	// An object asked for twice in a call comes twice, whole, though a
+	// run of a pack reads each of its objects once.
+	twice := append(slices.Clone(all), all[len(all)/2], all[len(all)/3])
+	check("GetMany, objects twice", twice, f.GetMany, nil)
+	check("GetManyLent, objects twice", twice, f.GetManyLent, nil)
+	check("GetManyGiven, objects twice", twice, f.GetManyGiven, nil)
 	given := make([][]byte, len(all))
 	check("GetManyGiven", all, f.GetManyGiven, func(i int, b []byte) { given[i] = b })
 	for range 3 {
@@ -242,10 +247,11 @@ func TestGetManyIntoThePool(t *testing.T) {
 }
 
 // A bucket, as a mount hands it to remote.Cache, fetches into the pool
-// as a master's client does (the cache's poolFetcher).
+// as a master's client does (the cache's poolFetcher and lentFollower).
 var _ interface {
 	GetManyLent(context.Context, []object.Digest, func(int, []byte, error)) error
 	GetManyGiven(context.Context, []object.Digest, func(int, []byte, error)) error
+	GetManyFollowLent(context.Context, []object.Digest, int64, func(int, []byte, error), func(object.Digest, []byte)) error
 } = s3store.Source{}
 
 // giveBack returns b to the process's buffer pool, as remote.Cache does
@@ -643,7 +649,8 @@ func entryIn(t *testing.T, g object.Getter, d object.Digest, name string) object
 // A file opened or prefetched from a bucket (GetManyFollow) brings the
 // first chunk a publish packed right after its file object in the same
 // ranged GET: a file's open and first read are one request, not two,
-// whatever the chunk's size.
+// whatever the chunk's size. Lent (GetManyFollowLent), the chunk comes
+// the same, read in the pool's memory, again and again.
 func TestFollowPackedChunk(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
@@ -659,11 +666,20 @@ func TestFollowPackedChunk(t *testing.T) {
 	if _, err := f.Get(ctx, root); err != nil { // the indexes load
 		t.Fatal(err)
 	}
+	type followFunc = func(context.Context, []object.Digest, int64, func(int, []byte, error), func(object.Digest, []byte)) error
 	for _, c := range []struct {
-		name string
-		file object.Digest
-		want int // chunks followed
-	}{{"small", small, 1}, {"big", big, 1}} {
+		name   string
+		file   object.Digest
+		want   int // chunks followed
+		follow followFunc
+	}{
+		{"small", small, 1, f.GetManyFollow},
+		{"big", big, 1, f.GetManyFollow},
+		{"small, lent", small, 1, f.GetManyFollowLent},
+		{"big, lent", big, 1, f.GetManyFollowLent},
+		{"small, lent again", small, 1, f.GetManyFollowLent},
+		{"big, lent again", big, 1, f.GetManyFollowLent},
+	} {
 		b, err := local.Get(ctx, c.file)
 		if err != nil {
 			t.Fatal(err)
@@ -672,7 +688,7 @@ func TestFollowPackedChunk(t *testing.T) {
 		gets := worker.Stats().Gets
 		var gotFile bool
 		var followed []object.Digest
-		err = f.GetManyFollow(ctx, []object.Digest{c.file}, object.ChunkSize, func(i int, b []byte, err error) {
+		err = c.follow(ctx, []object.Digest{c.file}, object.ChunkSize, func(i int, b []byte, err error) {
 			gotFile = err == nil && object.Sum(b) == c.file
 		}, func(d object.Digest, b []byte) {
 			if !gotFile {
