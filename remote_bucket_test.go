@@ -43,6 +43,26 @@ func bucketExport(t *testing.T) string {
 
 // publishTo publishes dir to url at srv, as cowfs publish does, and
 // returns the new version.
+// keysUnder lists the bucket's keys that start with prefix, behind the
+// mount's back.
+func keysUnder(t *testing.T, srv *s3test.Server, bucket, prefix string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var keys []string
+	p := s3.NewListObjectsV2Paginator(srv.Client(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range out.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+	}
+	return keys
+}
+
 func publishTo(t *testing.T, srv *s3test.Server, url, dir string) object.Digest {
 	t.Helper()
 	local, err := object.OpenDirStore(t.TempDir())

@@ -3,6 +3,7 @@ package remote
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -250,6 +251,64 @@ func splitRel(rel string) func(func(string, string) bool) {
 	}
 }
 
+// A packLocator knows, without asking, which pack of the source an
+// object lies in (a bucket's Fetcher, once its indexes are loaded).
+type packLocator interface {
+	PackOf(d object.Digest) (pack string, ok bool)
+}
+
+// warmQueue holds the objects a warmup's listing has yet to fetch. With
+// packOf, file objects wait by the pack they lie in, and a batch is the
+// objects of one pack: where the source reads a batch's objects of a
+// pack, and the chunks packed after them, in one ranged GET, batches cut
+// without regard to packs would split most packs between two calls.
+type warmQueue struct {
+	packOf func(object.Digest) (string, bool)
+	plain  []warmJob            // trees, and objects in no known pack
+	byPack map[string][]warmJob // the other file objects
+	packs  []string             // byPack's keys, in the order they came
+}
+
+func (q *warmQueue) push(j warmJob) {
+	if q.packOf != nil && !j.tree {
+		if p, ok := q.packOf(j.d); ok {
+			if q.byPack == nil {
+				q.byPack = map[string][]warmJob{}
+			}
+			if len(q.byPack[p]) == 0 {
+				q.packs = append(q.packs, p)
+			}
+			q.byPack[p] = append(q.byPack[p], j)
+			return
+		}
+	}
+	q.plain = append(q.plain, j)
+}
+
+func (q *warmQueue) empty() bool { return len(q.plain) == 0 && len(q.packs) == 0 }
+
+// take removes and returns up to n jobs of a non-empty queue: trees and
+// objects of no known pack first, the last queued first, since a tree
+// leads to more; then objects of one pack, the pack that came first,
+// whose objects are the likeliest to be all queued by now.
+func (q *warmQueue) take(n int) []warmJob {
+	if len(q.plain) > 0 {
+		k := max(0, len(q.plain)-n)
+		jobs := slices.Clone(q.plain[k:])
+		q.plain = q.plain[:k]
+		return jobs
+	}
+	p := q.packs[0]
+	js := q.byPack[p]
+	if len(js) > n {
+		q.byPack[p] = js[n:]
+		return slices.Clone(js[:n])
+	}
+	delete(q.byPack, p)
+	q.packs = q.packs[1:]
+	return js
+}
+
 // list fetches every tree and file object beneath start,
 // prefetchWorkers at a time (one at a time, a 10k-file tree is 10k round
 // trips in a row), and returns the chunks to fetch, each once.
@@ -258,16 +317,19 @@ func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkR
 	var (
 		mu      sync.Mutex
 		cond    = sync.NewCond(&mu)
-		queue   []job
+		queue   warmQueue
 		active  int
 		firstEr error
 		seen    = map[object.Digest]bool{}
 		chunks  []chunkRef
 	)
+	if pl, ok := c.f.(packLocator); ok {
+		queue.packOf = pl.PackOf
+	}
 	for _, j := range start {
 		if !seen[j.d] {
 			seen[j.d] = true
-			queue = append(queue, j)
+			queue.push(j)
 		}
 	}
 	// expand decodes object b of job j and queues what it leads to.
@@ -283,7 +345,7 @@ func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkR
 				dir, reg := e.Mode&unix.S_IFMT == unix.S_IFDIR, e.Mode&unix.S_IFMT == unix.S_IFREG
 				if (dir || (reg && e.Size > 0)) && !seen[e.Object] {
 					seen[e.Object] = true
-					queue = append(queue, job{e.Object, dir})
+					queue.push(job{e.Object, dir})
 				}
 			}
 			return nil
@@ -356,16 +418,14 @@ func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkR
 			mu.Lock()
 			defer mu.Unlock()
 			for {
-				for len(queue) == 0 && active > 0 && firstEr == nil {
+				for queue.empty() && active > 0 && firstEr == nil {
 					cond.Wait()
 				}
-				if len(queue) == 0 || firstEr != nil || ctx.Err() != nil {
+				if queue.empty() || firstEr != nil || ctx.Err() != nil {
 					cond.Broadcast()
 					return
 				}
-				k := max(0, len(queue)-64)
-				jobs := append([]job(nil), queue[k:]...)
-				queue = queue[:k]
+				jobs := queue.take(64)
 				active++
 				mu.Unlock()
 				err := do(jobs)

@@ -92,6 +92,11 @@ func (f Fetcher) GetManyFollowLent(ctx context.Context, ds []object.Digest, foll
 	return f.getMany(ctx, ds, bufsLent, got, follow, fol)
 }
 
+// PackOf returns the pack d lies in, from the indexes loaded; false if
+// it is in none of them, or they are not loaded yet: the caller then
+// asks without knowing.
+func (f Fetcher) PackOf(d object.Digest) (string, bool) { return f.S.packOf(d) }
+
 // FollowsInPlace says that GetManyFollow's follow costs no request
 // more: what follows an object is read in the ranged GET of the object.
 func (Fetcher) FollowsInPlace() {}

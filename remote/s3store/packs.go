@@ -389,6 +389,16 @@ func (s *Store) locate(ctx context.Context, d object.Digest, again bool) (packLo
 	return l, ok, nil
 }
 
+// packOf returns the pack d lies in, as the indexes last loaded say,
+// without loading them.
+func (s *Store) packOf(d object.Digest) (string, bool) {
+	p := s.packs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l, ok := p.locs[d]
+	return l.pack, ok
+}
+
 // nextPacked returns the object packed right after the one at l, if one
 // is.
 func (s *Store) nextPacked(l packLoc) (object.Digest, packLoc, bool) {
