@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
@@ -59,10 +57,8 @@ func serve(bin, dir string) error {
 		return err
 	}
 	defer srv.Stop()
-	// DIR may hold the data of an earlier serve, bucket and all: served
-	// again as it is.
 	_, err = srv.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String("cowfs")})
-	if owned := (*types.BucketAlreadyOwnedByYou)(nil); err != nil && !errors.As(err, &owned) {
+	if err != nil {
 		return fmt.Errorf("create bucket cowfs: %w", err)
 	}
 	fmt.Printf("export AWS_ACCESS_KEY_ID=%s AWS_SECRET_ACCESS_KEY=%s AWS_REGION=%s AWS_ENDPOINT_URL_S3=%s\n",
