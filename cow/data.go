@@ -41,9 +41,6 @@ type Handle struct {
 	flags int
 }
 
-// node returns the node the handle is open on.
-func (h *Handle) node() *Node { return h.n }
-
 // attachUpper switches an open file to its freshly copied-up upper file.
 // Caller holds n.mu.
 func (d *fileData) attachUpper(f *FS, rel string, id uint64, fm *fileMeta) error {

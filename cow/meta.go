@@ -544,15 +544,6 @@ func (m *metaStore) putIndex(ino uint64, li linkIndex) error {
 // from the store at the first snapshot after each mount.
 const scanChunksKept = 8
 
-// scanned returns the scan cache entry of lower inode (dev, ino).
-func (m *metaStore) scanned(dev, ino uint64) (scan.Entry, bool) {
-	v, err := m.get(scanKey(dev, ino))
-	if err != nil {
-		return scan.Entry{}, false
-	}
-	return decodeScanEntry(v)
-}
-
 // decodeScanEntry decodes what putScanned stored; it copies what it keeps.
 func decodeScanEntry(v []byte) (scan.Entry, bool) {
 	if len(v) < 24+32 || (len(v)-24-32)%32 != 0 {

@@ -107,7 +107,6 @@ func TestWritebackSnapshot(t *testing.T) {
 func TestFlushWriters(t *testing.T) {
 	t.Parallel()
 	tm := mountT(t, "", Options{WritebackCache: true})
-	var files []*os.File
 	want := map[string][]byte{}
 	for _, name := range []string{"a.log", "b.jsonl"} {
 		f, err := os.Create(filepath.Join(tm.Dir, name))
@@ -115,7 +114,6 @@ func TestFlushWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		files = append(files, f)
 		b := bytes.Repeat([]byte(name+" line\n"), 4000)
 		for i := 0; i < len(b); i += 100 {
 			if _, err := f.Write(b[i:min(i+100, len(b))]); err != nil {

@@ -171,7 +171,7 @@ func runMount(g *globals, f *mountFlags, mnt string) (err error) {
 	if s, err = s.WithDefaults(); err != nil {
 		return err
 	}
-	logDir := filepath.Join(s.State, "mounts")
+	var logDir string
 	switch {
 	case s.Upper != "":
 		logDir = s.Work

@@ -32,7 +32,7 @@ func (l logFlags) handler(w io.Writer, debug bool) (slog.Handler, error) {
 	if l.level == "" {
 		l.level = "info" // the mount(8) helper has no such flag
 	}
-	if err := level.UnmarshalText([]byte(l.level)); err != nil || strings.ToLower(l.level) != strings.ToLower(level.String()) {
+	if err := level.UnmarshalText([]byte(l.level)); err != nil || !strings.EqualFold(l.level, level.String()) {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", l.level)
 	}
 	if debug {
