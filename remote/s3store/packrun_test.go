@@ -26,8 +26,8 @@ import (
 // object is handed (ErrCorrupt), unless the range was the whole pack;
 // one that cuts the answer short (by cutShort) hands the objects that
 // came whole and an error for each of the rest, not ErrCorrupt: the
-// pack may well be whole. A proxy in front of SeaweedFS plays
-// the store, which does neither on purpose.
+// pack may well be whole. A proxy in front of SeaweedFS plays the store,
+// which does neither on purpose.
 func TestPackRunAnswers(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
