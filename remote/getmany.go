@@ -346,17 +346,18 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 	}
 	cur, want := -1, int64(0)
 	var buf []byte
-	// A lent or given object is read into a buffer of gRPC's pool; a
-	// lent one goes back to it once got returns. One cut short is left
-	// to the collector.
+	// A lent or given object, followed ones too, is read into a buffer
+	// of gRPC's pool (newBuf, which notes it in *p); a lent one goes back
+	// to it once got (or fol) returns. One cut short is left to the
+	// collector.
 	pool := mem.DefaultBufferPool()
 	var bp *[]byte
-	newBuf := func(n int64) []byte {
+	newBuf := func(n int64, p **[]byte) []byte {
 		if bufs == bufsOwned {
 			return make([]byte, 0, n)
 		}
-		bp = pool.Get(int(n))
-		return (*bp)[:0]
+		*p = pool.Get(int(n))
+		return (**p)[:0]
 	}
 	// A followed object, between two requested ones: its digest and
 	// bytes so far; fnew says into began it with the piece being read.
@@ -365,13 +366,6 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 	var fbp *[]byte
 	fwant := int64(-1)
 	fnew := false
-	newFol := func(n int64) []byte {
-		if bufs != bufsLent {
-			return make([]byte, 0, n)
-		}
-		fbp = pool.Get(int(n))
-		return (*fbp)[:0]
-	}
 	// into places a piece's data at the end of the object it continues
 	// or begins, when it fits there; the checks below refuse any other.
 	into := func(p *piece, n int) []byte {
@@ -381,7 +375,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 				if !objectSize(p.size) || int64(n) > p.size {
 					return nil
 				}
-				fwant, fbuf, fnew = p.size, newFol(p.size), true
+				fwant, fbuf, fnew = p.size, newBuf(p.size, &fbp), true
 			} else if int64(len(fbuf)+n) > fwant {
 				return nil
 			}
@@ -395,7 +389,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 			if !objectSize(p.size) {
 				return nil
 			}
-			cur, want, buf = k, p.size, newBuf(p.size)
+			cur, want, buf = k, p.size, newBuf(p.size, &bp)
 		}
 		if int64(len(buf)+n) > want {
 			return nil
@@ -428,7 +422,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 				}
 				copy(fd[:], r.digest)
 				if !began {
-					fwant, fbuf = r.size, newFol(r.size)
+					fwant, fbuf = r.size, newBuf(r.size, &fbp)
 				}
 			} else if began {
 				return status.Errorf(codes.Internal, "GetMany: followed object without its digest")
@@ -443,7 +437,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 				if fol != nil {
 					fol(fd, fbuf)
 				}
-				if fbp != nil {
+				if bufs == bufsLent {
 					pool.Put(fbp)
 				}
 				fwant, fbuf, fbp = -1, nil, nil
@@ -467,7 +461,7 @@ func (c *Client) getManyAttempt(ctx context.Context, ds []object.Digest, done []
 				if !objectSize(r.size) {
 					return status.Errorf(codes.Internal, "GetMany: object of %d bytes", r.size)
 				}
-				cur, want, buf = k, r.size, newBuf(r.size)
+				cur, want, buf = k, r.size, newBuf(r.size, &bp)
 			}
 			buf = append(buf, r.data...)
 		}

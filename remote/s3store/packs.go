@@ -459,11 +459,13 @@ func (s *Store) forgetPack(pack string) {
 }
 
 // readRun reads n bytes at off of pack with one ranged GET, and the
-// objects at (of pack, in offset order, apart, within the range) one
-// at a time as they come: each wanted is read into memory of its own
-// (newBuf's) and handed to each, whose it is then; the bytes of the
-// others, and those between objects, are read and dropped. An object is
-// then in memory once, as it arrives, whatever the run's length. It
+// objects at (of pack, in offset order, apart, the last ending the
+// range, as runs makes them) one at a time as they come: each wanted is
+// read into memory of its own (newBuf's) and handed to each, whose it is
+// then; the bytes of the others, and those between objects, are read and
+// dropped. An object is in memory once, as it arrives, whatever the
+// run's length; the body's last byte read ends it, so that the
+// connection goes back to the client's pool. It
 // returns how many of at it got through; an error says why not the
 // rest: a pack shorter than the range is object.ErrCorrupt, a missing
 // one object.ErrNotFound, and both name the pack's key.
@@ -542,9 +544,6 @@ func (s *Store) readRun(ctx context.Context, pack string, off, n int64, at []pac
 		}
 		each(k, b)
 	}
-	// The rest of the range, if any, so that the connection goes back to
-	// the client's pool; every object is handed, whatever comes of it.
-	_ = skip(off + n)
 	return len(at), nil
 }
 
