@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,8 +42,6 @@ func bucketExport(t *testing.T) string {
 	return exp
 }
 
-// publishTo publishes dir to url at srv, as cowfs publish does, and
-// returns the new version.
 // keysUnder lists the bucket's keys that start with prefix, behind the
 // mount's back.
 func keysUnder(t *testing.T, srv *s3test.Server, bucket, prefix string) []string {
@@ -63,6 +62,8 @@ func keysUnder(t *testing.T, srv *s3test.Server, bucket, prefix string) []string
 	return keys
 }
 
+// publishTo publishes dir to url at srv, as cowfs publish does, and
+// returns the new version.
 func publishTo(t *testing.T, srv *s3test.Server, url, dir string) object.Digest {
 	t.Helper()
 	local, err := object.OpenDirStore(t.TempDir())
@@ -360,7 +361,8 @@ func sha256hex(s string) string {
 
 // bucketChunkDamaged: a chunk damaged in the bucket at durl is never
 // served through a mount, and the damage is counted. The damaged chunk
-// is the file's second, loose (a publish packs the first).
+// is the file's second, in a pack of chunk groups (the first is packed
+// after the file object).
 func bucketChunkDamaged(t *testing.T, srv *s3test.Server, durl string) {
 	dir := t.TempDir()
 	content := randBytes(object.ChunkSize + 100<<10)
@@ -371,11 +373,28 @@ func bucketChunkDamaged(t *testing.T, srv *s3test.Server, durl string) {
 		t.Fatal(err)
 	}
 	bucket, prefix, _ := s3store.ParseURL(durl)
-	key := prefix + "/objects/" + strings.TrimPrefix(object.Sum(blob).String(), "sha256-")
-	damaged := append([]byte(nil), blob...)
-	damaged[len(damaged)-1] ^= 1
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	var key string
+	var damaged []byte
+	for _, k := range keysUnder(t, srv, bucket, prefix+"/packs/") {
+		out, err := srv.Client().GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(k)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(out.Body)
+		out.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if at := bytes.Index(b, blob); at >= 0 {
+			key, damaged = k, b
+			damaged[at+len(blob)-1] ^= 1
+		}
+	}
+	if key == "" {
+		t.Fatal("no pack holds the file's second chunk")
+	}
 	if _, err := srv.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key),
 		Body: bytes.NewReader(damaged)}); err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/cowfs/cowfs"
+	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/remotetest"
 	"github.com/cowfs/cowfs/remote/s3store/s3test"
@@ -230,6 +231,61 @@ func TestBucketColdFileOneGet(t *testing.T) {
 		if n := ws.Status().Remote.Bucket.Gets - gets; n != 1 {
 			t.Errorf("reading %s cold made %d GETs of the bucket; want 1", name, n)
 		}
+	}
+}
+
+// A big file of a bucket mount is read a chunk group at a time: a publish
+// packs a file's later chunks by their groups (object.ChunkGroup), and a
+// sequential reader's read-ahead asks for whole groups, so the cold read
+// makes about a GET a group, as a warmup of another such file does. With
+// each later chunk loose it made a GET a chunk.
+func TestBucketBigFileByGroups(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	exp := t.TempDir()
+	const chunks = 43 // the first, and groups 1 to 11, the last of two
+	files := map[string][]byte{}
+	for _, name := range []string{"read.db", "warm.db"} {
+		files[name] = randBytes((chunks-1)*object.ChunkSize + 1000)
+		writeFile(t, filepath.Join(exp, "spider", name), files[name], 0o644)
+	}
+	ws, mnt, _ := bucketMountNoDirFetch(t, srv, exp)
+	if _, err := os.ReadDir(filepath.Join(mnt, "spider")); err != nil {
+		t.Fatal(err)
+	}
+	groups := object.ChunkGroupOf(chunks - 1)
+
+	gets := ws.Status().Remote.Bucket.Gets
+	var b []byte
+	err := within(t, time.Minute, "read read.db", func() (err error) {
+		b, err = os.ReadFile(filepath.Join(mnt, "spider", "read.db"))
+		return err
+	})
+	if err != nil || !bytes.Equal(b, files["read.db"]) {
+		t.Fatalf("read.db: %d bytes, %v; want its %d bytes", len(b), err, len(files["read.db"]))
+	}
+	// The file object with the first chunk; the second, read before the
+	// read-ahead starts; the rest of its group, then a GET a group.
+	got := ws.Status().Remote.Bucket.Gets - gets
+	t.Logf("a cold read of %d chunks (%d groups): %d GETs", chunks, groups, got)
+	if got > groups+3 {
+		t.Errorf("a cold read of %d chunks in %d groups made %d GETs of the bucket; want about one a group", chunks, groups, got)
+	}
+
+	gets = ws.Status().Remote.Bucket.Gets
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := ws.Warmup(ctx, []string{"spider/warm.db"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got = ws.Status().Remote.Bucket.Gets - gets
+	t.Logf("a warmup of %d chunks (%d groups): %d GETs", chunks, groups, got)
+	if got > groups+1 {
+		t.Errorf("a warmup of %d chunks in %d groups made %d GETs of the bucket; want one a group and one for the file object", chunks, groups, got)
+	}
+	crawlFiles(t, mnt, map[string][]byte{"warm.db": files["warm.db"]}, 1)
+	if n := ws.Status().Remote.Bucket.Gets - gets - got; n != 0 {
+		t.Errorf("reading warm.db after its warmup made %d GETs; want none", n)
 	}
 }
 

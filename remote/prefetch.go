@@ -98,6 +98,9 @@ func (c *Cache) yield(ctx context.Context) {
 type chunkRef struct {
 	d    object.Digest
 	size int64
+	// last: the last chunk of its chunk group (object.ChunkGroup) in its
+	// file.
+	last bool
 }
 
 // warmJob is an object to fetch and, for a tree or a file, expand.
@@ -142,10 +145,13 @@ func (pf *Warmup) run(ctx context.Context, c *Cache, root object.Digest, paths [
 		}
 	feed:
 		for len(chunks) > 0 {
-			// Batches of up to 8 MiB: few round trips, and a reader
-			// never waits behind much.
+			// Batches of about 8 MiB: few round trips, and a reader
+			// never waits behind much. A batch ends where a chunk group
+			// does, which a bucket sends in one GET (a group's chunks
+			// lie side by side in a pack) where two batches would make
+			// two.
 			n, size := 0, int64(0)
-			for n < len(chunks) && n < maxMany && size < 8<<20 {
+			for n < len(chunks) && n < maxMany && (size < 8<<20 || !chunks[n-1].last) {
 				size += chunks[n].size
 				n++
 			}
@@ -358,7 +364,9 @@ func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkR
 		for i, d := range f.Chunks {
 			if !d.IsZero() && !seen[d] {
 				seen[d] = true
-				chunks = append(chunks, chunkRef{d, min(object.ChunkSize, f.Size-int64(i)*object.ChunkSize)})
+				i := int64(i)
+				last := i == int64(len(f.Chunks))-1 || object.ChunkGroupOf(i+1) != object.ChunkGroupOf(i)
+				chunks = append(chunks, chunkRef{d, min(object.ChunkSize, f.Size-i*object.ChunkSize), last})
 			}
 		}
 		return nil

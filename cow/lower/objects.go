@@ -355,10 +355,10 @@ func (l *Objects) FileObjectFrom(g object.Getter, path string) (*object.File, ob
 }
 
 // readAhead is how many chunks past a sequential read are kept in flight,
-// asked for in batches of at least half of it: a remote chunk costs a round
-// trip, and 8 MiB in flight keeps a loopback or LAN link busy without
-// fetching much a reader will not use.
-const readAhead = 8
+// asked for in batches of whole chunk groups (object.ChunkGroup, half of
+// it): a remote chunk costs a round trip, and 8 MiB in flight keeps a
+// loopback or LAN link busy without fetching much a reader will not use.
+const readAhead = 2 * object.ChunkGroup
 
 // objectFile reads a file object chunk by chunk, keeping the last chunk.
 type objectFile struct {
@@ -455,9 +455,12 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 	if p, ok := o.store.(object.Prefetcher); ok && o.data != nil && i == o.last+1 {
 		// Reads in order: keep the next chunks coming while these are
 		// used. Random reads fetch only what they read.
+		// A batch ends where a chunk group does: a store that keeps a
+		// group together (a bucket's packs) sends each in one request,
+		// where a batch across groups would split two of them.
 		start := max(i+1, o.ahead+1)
-		end := min(i+readAhead, int64(len(o.f.Chunks))-1)
-		if end-start+1 >= readAhead/2 || (end == int64(len(o.f.Chunks))-1 && start <= end) {
+		end := min((i+readAhead)/object.ChunkGroup*object.ChunkGroup, int64(len(o.f.Chunks))-1)
+		if end-start+1 >= object.ChunkGroup || (end == int64(len(o.f.Chunks))-1 && start <= end) {
 			var ds []object.Digest
 			for j := start; j <= end; j++ {
 				if d := o.f.Chunks[j]; !d.IsZero() {

@@ -23,6 +23,17 @@ const (
 // a chunk copied up in an upper is exactly one blob of a snapshot.
 const ChunkSize = 1 << 20
 
+// ChunkGroup is how many of a file's chunks after its first travel
+// together: chunks 1 to ChunkGroup, then the next ChunkGroup, and so on. A
+// sequential reader's read-ahead asks for them by these groups, and a
+// bucket packs each group side by side, so that a group is one request
+// (one GET of a range) however the two sides are built.
+const ChunkGroup = 4
+
+// ChunkGroupOf is the group chunk i of a file is in: 0 for the first
+// chunk, which travels with its file object, then 1, 2, ...
+func ChunkGroupOf(i int64) int64 { return (i + ChunkGroup - 1) / ChunkGroup }
+
 // version is the encoding version, the second byte of every object.
 const version = 1
 

@@ -58,3 +58,10 @@ func SplitIndexes(ctx context.Context, s *Store) error {
 	}
 	return nil
 }
+
+// PackPlace returns where s's indexes put object d: its pack, offset and
+// length; ok false if it is in none.
+func PackPlace(ctx context.Context, s *Store, d object.Digest) (pack string, off, n int64, ok bool, err error) {
+	l, ok, err := s.locate(ctx, d, false)
+	return l.pack, int64(l.off), int64(l.n), ok, err
+}

@@ -640,13 +640,19 @@ func runs(ds []object.Digest, where map[int]packLoc) []packRun {
 // objects, or at finish. Trees go into packs of their own: a mount's
 // lookups, a warmup's listing and a trace's batches read the trees of a
 // version together, which a file's chunks, packed after its file object,
-// would otherwise lie between.
+// would otherwise lie between. A file's later chunks go into packs of
+// their own too, a chunk group (object.ChunkGroup) never split between
+// two: a sequential reader's read-ahead asks for a group at a time, and
+// reads it with one GET; the file objects and first chunks a warmup or a
+// task that opens many files reads stay together.
 type packWriter struct {
 	s    *Store
 	g    *errgroup.Group
 	ctx  context.Context
 	sent func(objects int, bytes int64)
-	open [2]gathered // trees, the rest
+	open [3]gathered // trees, file objects and small objects, chunk groups
+	// group is the chunk group being added to open[2].
+	group int
 
 	mu        sync.Mutex
 	unindexed []packObjects // packs sent, not yet in an index
@@ -671,6 +677,21 @@ func (w *packWriter) add(d object.Digest, b []byte, tree bool) {
 	if len(p.buf) >= packTarget {
 		w.send(p)
 	}
+}
+
+// addGrouped appends a chunk of chunk group grp to the chunk groups'
+// pack; a group that may not fit in what is left of packTarget starts
+// another pack, so that a group lies in one.
+func (w *packWriter) addGrouped(d object.Digest, b []byte, grp chunkGroup) {
+	p := &w.open[2]
+	if grp.id != w.group {
+		w.group = grp.id
+		if len(p.buf) > 0 && int64(len(p.buf))+grp.bytes > packTarget {
+			w.send(p)
+		}
+	}
+	p.es = append(p.es, indexEntryT{d: d, off: uint32(len(p.buf)), n: uint32(len(b))})
+	p.buf = append(p.buf, b...)
 }
 
 // flush sends the packs being gathered.

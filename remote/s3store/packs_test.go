@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"google.golang.org/grpc/mem"
 
+	"github.com/cowfs/cowfs/cow/lower"
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/s3store"
@@ -128,9 +130,9 @@ func sameFiles(t *testing.T, what string, got, want map[string][]byte) {
 	}
 }
 
-// A publish writes its small objects into packs, with an index, and
-// only the version object, its root tree and whole chunks loose; a worker with its own
-// store reads everything whole, and a GetMany of every object (what the
+// A publish writes its objects into packs, with an index, and only the
+// version object and its root tree loose, a file's later chunks in a pack
+// of their own; a worker with its own store reads everything whole, and a GetMany of every object (what the
 // directory prefetch and warmup ask for) makes a GET per run of a pack,
 // not one per object. Before packs it made one per object.
 func TestPublishPacksSmallObjects(t *testing.T) {
@@ -140,13 +142,16 @@ func TestPublishPacksSmallObjects(t *testing.T) {
 	bucket, want, local, res := p.bucket, p.files, p.local, p.res
 	ctx := ctxT(t, 2*time.Minute)
 	loose, packs, indexes := keysUnder(t, srv, bucket, "objects/"), keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/")
-	// The version object, its root tree and big's second chunk (its
-	// first is packed after its file object).
-	if len(loose) != 3 || len(packs) == 0 || len(indexes) != 1 {
-		t.Fatalf("after a publish of %d objects: %d loose, %d packs, %d indexes; want 3 loose, the rest packed under one index", res.Objects, len(loose), len(packs), len(indexes))
+	// The version object and its root tree; the trees', the files' and
+	// the chunk groups' packs (big's second chunk).
+	if len(loose) != 2 || len(packs) != 3 || len(indexes) != 1 {
+		t.Fatalf("after a publish of %d objects: %d loose, %d packs, %d indexes; want 2 loose, the rest in 3 packs under one index", res.Objects, len(loose), len(packs), len(indexes))
 	}
 	if root := rootOf(t, local, res.Version); !slices.Contains(loose, rawKey(root)) {
 		t.Fatalf("the root tree %s is not loose: %q", root.Short(), loose)
+	}
+	if k := chunkGroupPack(t, srv, bucket, packs); k == "" {
+		t.Fatalf("no pack holds big's second chunk alone: %q", packs)
 	}
 
 	all := objectsOf(t, local, res.Version)
@@ -272,11 +277,13 @@ func TestPackDamaged(t *testing.T) {
 	bucket, local, res := p.bucket, p.local, p.res
 	ctx := ctxT(t, 2*time.Minute)
 	packs := keysUnder(t, srv, bucket, "packs/")
-	if len(packs) != 2 {
-		t.Fatalf("%d packs, want 2: the trees' and the files'", len(packs))
+	if len(packs) != 3 {
+		t.Fatalf("%d packs, want 3: the trees', the files' and the chunk groups'", len(packs))
 	}
 	all := objectsOf(t, local, res.Version)
-	// The files' pack, the larger.
+	// The files' pack, the larger of the two that are not the chunk
+	// groups'.
+	packs = slices.DeleteFunc(packs, func(k string) bool { return k == chunkGroupPack(t, srv, bucket, packs) })
 	key, pack := packs[0], read(t, srv, bucket, packs[0])
 	if other := read(t, srv, bucket, packs[1]); len(other) > len(pack) {
 		key, pack = packs[1], other
@@ -472,8 +479,8 @@ func TestPackDeletedByHand(t *testing.T) {
 		t.Fatal(err)
 	}
 	packs := keysUnder(t, srv, bucket, "packs/")
-	if len(packs) != 2 {
-		t.Fatalf("%d packs, want 2: the trees' and the files'", len(packs))
+	if len(packs) != 3 {
+		t.Fatalf("%d packs, want 3: the trees', the files' and the chunk groups'", len(packs))
 	}
 	oldIndex := keysUnder(t, srv, bucket, "indexes/")
 	for _, k := range packs {
@@ -490,18 +497,21 @@ func TestPackDeletedByHand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Everything but big's second chunk, loose (its first was packed).
-	if res.Uploaded != res.Objects-1 {
-		t.Errorf("republish after a pack was deleted: %d of %d objects sent, want all but 1", res.Uploaded, res.Objects)
+	// Everything: what is not loose was in the packs deleted.
+	if res.Uploaded != res.Objects {
+		t.Errorf("republish after the packs were deleted: %d of %d objects sent, want all", res.Uploaded, res.Objects)
 	}
 	worker := openAgain(t, srv, bucket)
 	sameFiles(t, "after the republish", readVersion(t, worker, res.Version), want)
-	if _, err := worker.GC(ctx, time.Hour, false); err != nil {
+	st, err := worker.GC(ctx, time.Hour, false)
+	if err != nil {
 		t.Fatal(err)
 	}
+	// The chunk groups' pack came back with the same bytes, so the same
+	// name: the old index is written anew naming it alone.
 	idx, now := keysUnder(t, srv, bucket, "indexes/"), keysUnder(t, srv, bucket, "packs/")
-	if len(idx) != 1 || len(now) != 2 || slices.Equal(idx, oldIndex) {
-		t.Errorf("after gc: indexes %v, packs %v; want only the new packs and their index, not %v", idx, now, oldIndex)
+	if len(idx) != 2 || st.IndexesRewritten != 1 || len(now) != 3 || slices.Contains(idx, oldIndex[0]) {
+		t.Errorf("after gc: indexes %v (%d written anew), packs %v; want the new packs, their index and the old one written anew, not %v", idx, st.IndexesRewritten, now, oldIndex)
 	}
 }
 
@@ -740,4 +750,178 @@ func TestHasLooseFirst(t *testing.T) {
 	if ok, err := w.Has(ctx, object.Sum([]byte("not there"))); err != nil || ok {
 		t.Fatalf("Has(an object nowhere): %v, %v", ok, err)
 	}
+}
+
+// chunkGroupPack returns the one of packs that holds nothing but
+// smallTree's big file's second chunk, a chunk group of one: "" if none
+// does.
+func chunkGroupPack(t *testing.T, srv *s3test.Server, bucket string, packs []string) string {
+	t.Helper()
+	for _, k := range packs {
+		b := read(t, srv, bucket, k)
+		if _, err := object.Check(b); len(b) == object.ChunkSize+2 && err == nil {
+			return k
+		}
+	}
+	return ""
+}
+
+// A publish packs a file's later chunks by chunk groups
+// (object.ChunkGroup): a group's chunks lie side by side, in order, in one
+// pack of about packTarget at most, never split between two, so that a
+// reader's read-ahead of a group is one GET. A republish of a file with
+// one chunk changed packs only that chunk; the file still reads whole.
+func TestPublishPacksChunkGroups(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	files := map[string][]byte{}
+	for i, chunks := range []float64{1.5, 2, 5, 9.01, 6, 3.3, 13} {
+		name := fmt.Sprintf("data/f%d.db", i)
+		files[name] = randBytes(int(chunks * object.ChunkSize))
+		writeFile(t, filepath.Join(dir, name), files[name])
+	}
+	local := localStore(t)
+	res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	worker := openAgain(t, srv, bucket)
+	groupPacks := map[string]bool{}
+	checkGroups := func(g object.Getter, v object.Digest) {
+		t.Helper()
+		for name := range files {
+			f := fileObject(t, g, v, name)
+			type place struct {
+				pack   string
+				off, n int64
+			}
+			var prev place
+			for i, c := range f.Chunks {
+				pack, off, n, ok, err := s3store.PackPlace(ctx, worker, c)
+				if err != nil || !ok {
+					t.Fatalf("%s chunk %d: packed %v, %v", name, i, ok, err)
+				}
+				cur := place{pack, off, n}
+				if i > 1 && object.ChunkGroupOf(int64(i)) == object.ChunkGroupOf(int64(i-1)) &&
+					(cur.pack != prev.pack || cur.off != prev.off+prev.n) {
+					t.Errorf("%s chunk %d at %v, chunk %d at %v: a chunk group split", name, i, cur, i-1, prev)
+				}
+				if i > 0 {
+					groupPacks[pack] = true
+				}
+				prev = cur
+			}
+		}
+	}
+	checkGroups(local, res.Version)
+	for p := range groupPacks {
+		if n := len(read(t, srv, bucket, "spiders/one/packs/"+p)); n > 4<<20+2*object.ChunkGroup {
+			t.Errorf("pack %s of chunk groups: %d bytes, over 4 MiB", p[:12], n)
+		}
+	}
+	// One group, one GET.
+	f := fileObject(t, local, res.Version, "data/f6.db")
+	gets := worker.Stats().Gets
+	if err := (s3store.Fetcher{S: worker}).GetMany(ctx, f.Chunks[5:9], func(i int, b []byte, err error) {
+		if err != nil || object.Sum(b) != f.Chunks[5+i] {
+			t.Errorf("GetMany: chunk %d: %v", 5+i, err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := worker.Stats().Gets - gets; n != 1 {
+		t.Errorf("a GetMany of chunk group 2 made %d GETs; want 1", n)
+	}
+	sameFiles(t, "a worker", readVersion(t, worker, res.Version), files)
+
+	// One chunk changed: it alone is sent, besides the objects above it.
+	files["data/f3.db"][6*object.ChunkSize] ^= 1
+	writeFile(t, filepath.Join(dir, "data/f3.db"), files["data/f3.db"])
+	res2, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The chunk, f3's file object, data's tree, the root and the version.
+	if res2.Uploaded != 5 {
+		t.Errorf("a republish with one chunk changed sent %d objects, want 5", res2.Uploaded)
+	}
+	sameFiles(t, "a worker, after the republish", readVersion(t, openAgain(t, srv, bucket), res2.Version), files)
+}
+
+// fileObject returns the file object of path in version v, read from g.
+func fileObject(t *testing.T, g object.Getter, v object.Digest, path string) *object.File {
+	t.Helper()
+	ctx := ctxT(t, time.Minute)
+	_, root, err := remote.OpenVersion(ctx, g, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := lower.NewObjects(g, root.Object, root).FileObject(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// gc decides chunk groups' packs as it does every pack: one a version
+// still reaches a chunk of is kept whole; one whose chunks no version
+// reaches any more (a file removed, a group's chunk changed) is removed,
+// and what is left reads whole.
+func TestGCChunkGroups(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	files := map[string][]byte{"log": randBytes(6 * object.ChunkSize), "old.db": randBytes(3 * object.ChunkSize)}
+	for p, b := range files {
+		writeFile(t, filepath.Join(dir, p), b)
+	}
+	local := localStore(t)
+	v1, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	packOf := func(path string, chunk int) string {
+		t.Helper()
+		f := fileObject(t, local, v1.Version, path)
+		pack, _, _, ok, err := s3store.PackPlace(ctx, dst, f.Chunks[chunk])
+		if err != nil || !ok {
+			t.Fatalf("%s chunk %d: packed %v, %v", path, chunk, ok, err)
+		}
+		return pack
+	}
+	// log's group 1 fills a pack; its group 2 and old.db's share one.
+	kept, dead := packOf("log", 1), packOf("log", 5)
+	if kept == dead || packOf("old.db", 1) != dead {
+		t.Fatalf("log's groups in %s and %s, old.db's in %s; want log's apart, old.db's beside log's second", kept[:12], dead[:12], packOf("old.db", 1)[:12])
+	}
+
+	// v2: old.db removed, log's chunk 5 changed.
+	if err := os.Remove(filepath.Join(dir, "old.db")); err != nil {
+		t.Fatal(err)
+	}
+	delete(files, "old.db")
+	files["log"][5*object.ChunkSize] ^= 1
+	writeFile(t, filepath.Join(dir, "log"), files["log"])
+	v2, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keysUnder(t, srv, bucket, "versions/") {
+		if strings.HasSuffix(k, strings.TrimPrefix(v1.VersionString, "sha256-")) {
+			removeKey(t, srv, bucket, k)
+		}
+	}
+	if _, err := dst.GC(ctx, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	packs := keysUnder(t, srv, bucket, "packs/")
+	if !slices.Contains(packs, "spiders/one/packs/"+kept) || slices.Contains(packs, "spiders/one/packs/"+dead) {
+		t.Errorf("after gc: packs %q; want %s kept (log's group 1), %s removed", packs, kept[:12], dead[:12])
+	}
+	sameFiles(t, "v2 after gc", readVersion(t, openAgain(t, srv, bucket), v2.Version), files)
 }

@@ -195,6 +195,14 @@ func uploadMissing(ctx context.Context, dst *Store, local object.Getter, reach r
 			g.Go(func() error { return fmt.Errorf("read %s from the local store: %w", d.Short(), err) })
 			break
 		}
+		if grp, ok := reach.groups[d]; ok && packMax > 0 {
+			if _, err := object.Check(b); err != nil {
+				g.Go(func() error { return fmt.Errorf("object %s in the local store: %w", d.Short(), err) })
+				break
+			}
+			packs.addGrouped(d, b, grp)
+			continue
+		}
 		if packMax > 0 && (len(b) <= packMax || reach.leads[d]) && !first[d] {
 			kind, err := object.Check(b)
 			if err != nil {
@@ -252,12 +260,28 @@ type reachedObjects struct {
 	// leads are the chunks that come right after their file object in
 	// list, each the first of its file.
 	leads map[object.Digest]bool
+	// groups places the other chunks a file reaches first (not reached
+	// before, by it or another file) in their chunk group
+	// (object.ChunkGroup): the chunks of one group come one after the
+	// other in list.
+	groups map[object.Digest]chunkGroup
+}
+
+// chunkGroup is one chunk group of one file.
+type chunkGroup struct {
+	// id numbers the groups of a version, one after the other.
+	id int
+	// bytes is about what the group's chunks weigh, encoded: the file's
+	// bytes the group covers.
+	bytes int64
 }
 
 // reachedBy lists every object version v reaches, v included.
 func reachedBy(ctx context.Context, g object.Getter, v object.Digest) (reachedObjects, error) {
 	var list []object.Digest
 	leads := map[object.Digest]bool{}
+	groups := map[object.Digest]chunkGroup{}
+	id := 0
 	r := recorder{g: g, seen: map[object.Digest]bool{}, list: &list}
 	r.note(v)
 	_, root, err := remote.OpenVersion(ctx, r, v)
@@ -268,9 +292,21 @@ func reachedBy(ctx context.Context, g object.Getter, v object.Digest) (reachedOb
 		if f == nil {
 			return nil
 		}
+		last := int64(0)
 		for i, c := range f.Chunks {
-			if i == 0 && !c.IsZero() && !r.seen[c] {
+			i := int64(i)
+			switch {
+			case c.IsZero() || r.seen[c]:
+			case i == 0:
 				leads[c] = true
+			default:
+				grp := object.ChunkGroupOf(i)
+				if grp != last {
+					id++
+					last = grp
+				}
+				from := (grp-1)*object.ChunkGroup + 1
+				groups[c] = chunkGroup{id: id, bytes: min(object.ChunkGroup*object.ChunkSize, f.Size-from*object.ChunkSize)}
 			}
 			r.note(c)
 		}
@@ -279,5 +315,5 @@ func reachedBy(ctx context.Context, g object.Getter, v object.Digest) (reachedOb
 	if err != nil {
 		return reachedObjects{}, fmt.Errorf("version %s: %w", v.Short(), err)
 	}
-	return reachedObjects{list: list, leads: leads}, nil
+	return reachedObjects{list: list, leads: leads, groups: groups}, nil
 }
