@@ -103,6 +103,14 @@ func gcBucket(cmd *cobra.Command, f *s3Flags, url string, grace time.Duration, d
 		fmt.Fprintf(cmd.OutOrStdout(), "gc of %s: %d packs hold a reached object, %s %d packs; %d indexes written anew without them\n",
 			url, st.Packs, verb, st.PacksRemoved, st.IndexesRewritten)
 	}
+	if st.PacksRepacked > 0 {
+		verb := "repacked"
+		if dryRun {
+			verb = "would repack"
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "gc of %s: %s %d packs more dead than live (%s kept, %s dead)\n",
+			url, verb, st.PacksRepacked, humanBytes(st.RepackedBytes), humanBytes(st.DeadBytes))
+	}
 	if st.TracesRemoved > 0 {
 		fmt.Fprintf(cmd.OutOrStdout(), "gc of %s: %s %d traces no mount put for %d days\n", url, verb, st.TracesRemoved, int(s3store.TraceAge.Hours()/24))
 	}

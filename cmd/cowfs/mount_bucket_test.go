@@ -197,13 +197,16 @@ func TestBucketGCCLI(t *testing.T) {
 			Packs            int  `json:"packs"`
 			PacksRemoved     int  `json:"packs_removed"`
 			IndexesRewritten int  `json:"indexes_rewritten"`
+			PacksRepacked    int  `json:"packs_repacked"`
+			RepackedBytes    int  `json:"repacked_bytes"`
+			DeadBytes        int  `json:"dead_bytes"`
 			Young            int  `json:"young"`
 			TracesRemoved    int  `json:"traces_removed"`
 			DryRun           bool `json:"dry_run"`
 			GraceSeconds     int  `json:"grace_seconds"`
 		}](t, out)
 		// Two packs: the trees' and the files'.
-		if len(res) != 1 || res[0].Versions != 1 || res[0].Live == 0 || res[0].Removed != 0 || res[0].Packs != 2 || res[0].PacksRemoved != 0 || res[0].IndexesRewritten != 0 || res[0].TracesRemoved != 0 {
+		if len(res) != 1 || res[0].Versions != 1 || res[0].Live == 0 || res[0].Removed != 0 || res[0].Packs != 2 || res[0].PacksRemoved != 0 || res[0].IndexesRewritten != 0 || res[0].PacksRepacked != 0 || res[0].DeadBytes != 0 || res[0].TracesRemoved != 0 {
 			t.Errorf("gc %s --json: %s", dry, out)
 		}
 	}

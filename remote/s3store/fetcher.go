@@ -204,11 +204,19 @@ func (f Fetcher) getMany(ctx context.Context, ds []object.Digest, bufs bufUse, g
 					freeBuf(b, true)
 				}
 			})
-			if err != nil {
-				for _, i := range r.members[handed:] {
-					if i < len(ds) {
-						hand(i, nil, unavailable(fmt.Errorf("object %s: %w", ds[i].Short(), err)))
+			for _, i := range r.members[handed:] {
+				switch {
+				case err == nil || i >= len(ds):
+				case errors.Is(err, object.ErrNotFound):
+					// The pack is gone (gc repacked it): each is looked
+					// for where the indexes now say.
+					b, err := f.get(gctx, ds[i], pooled)
+					hand(i, b, err)
+					if err == nil && bufs == bufsLent {
+						freeBuf(b, true)
 					}
+				default:
+					hand(i, nil, unavailable(fmt.Errorf("object %s: %w", ds[i].Short(), err)))
 				}
 			}
 			return nil

@@ -11,10 +11,12 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cowfs/cowfs/cow/object"
 )
@@ -153,6 +155,13 @@ type GCStats struct {
 	Packs            int `json:"packs"`
 	PacksRemoved     int `json:"packs_removed"`
 	IndexesRewritten int `json:"indexes_rewritten"`
+	// PacksRepacked counts the packs more dead than live whose live
+	// objects were written into new packs, and which were then removed;
+	// RepackedBytes what those new packs hold, DeadBytes what went with
+	// the old ones.
+	PacksRepacked int   `json:"packs_repacked"`
+	RepackedBytes int64 `json:"repacked_bytes"`
+	DeadBytes     int64 `json:"dead_bytes"`
 	// Young counts unreached objects and packs kept for being younger
 	// than grace.
 	Young int `json:"young"`
@@ -167,10 +176,11 @@ type GCStats struct {
 // (locks), and reads every version and checkpoint whole first: one it
 // cannot read whole stops it before anything is removed, as does an
 // index it cannot read. A pack is kept whole while any object in it is
-// reached (what else it holds is dead weight until all of it is dead);
-// one with nothing reached, older than grace, is removed after its
-// indexes are, or written anew without it, so that no index names a
-// missing pack. dryRun only counts.
+// reached and no more than half its bytes are dead; one more dead than
+// live, older than grace, is repacked: its live objects are written into
+// new packs, with their index, and it is then removed as one with nothing
+// reached is, older than grace: after its indexes are, or written anew
+// without it, so that no index names a missing pack. dryRun only counts.
 func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCStats, error) {
 	st := GCStats{DryRun: dryRun}
 	key, err := s.lock(ctx, lockGC)
@@ -262,11 +272,24 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 	byPack := maps.Clone(s.packs.byPack)
 	s.packs.mu.Unlock()
 	gone := map[string]bool{}
+	var repack []string
+	var repackLive, repackDead int64
 	for pack, mod := range packMods {
-		reached := slices.ContainsFunc(byPack[pack], func(e indexEntryT) bool { return live[e.d] })
+		var liveBytes, deadBytes int64
+		for _, e := range byPack[pack] {
+			if live[e.d] {
+				liveBytes += int64(e.n)
+			} else {
+				deadBytes += int64(e.n)
+			}
+		}
 		switch {
-		case reached:
+		case liveBytes > 0 && (deadBytes <= liveBytes || start.Sub(mod) < grace):
 			st.Packs++
+		case liveBytes > 0:
+			repack = append(repack, pack)
+			repackLive += liveBytes
+			repackDead += deadBytes
 		case start.Sub(mod) < grace:
 			st.Young++
 		case st.DryRun:
@@ -276,7 +299,12 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 		}
 	}
 	if st.DryRun {
+		st.PacksRepacked, st.RepackedBytes, st.DeadBytes = len(repack), repackLive, repackDead
+		st.Packs += len(repack)
 		return nil
+	}
+	if err := s.repack(ctx, st, repack, byPack, live, gone); err != nil {
+		return err
 	}
 	for name, ps := range indexes {
 		keep := slices.DeleteFunc(slices.Clone(ps), func(po packObjects) bool {
@@ -304,5 +332,86 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 		}
 		st.PacksRemoved++
 	}
+	return nil
+}
+
+// repack writes the live objects of each of packs, read whole and checked
+// against their digests, into new packs (in the order they lay: what lay
+// side by side, a chunk group, mostly does again) with an index of their
+// own, and marks
+// each pack gone once its objects are elsewhere, for gcPacks to remove
+// after the indexes that name it. The new packs and index are written
+// before anything is removed: a gc that stops in between leaves objects
+// in two packs, which read from either, and the next gc repacks the old
+// pack again into the same bytes, so the same names, and removes it. A
+// pack that cannot be read whole, or holds a damaged live object, is
+// kept as it is (logged); readers find that damage as before.
+func (s *Store) repack(ctx context.Context, st *GCStats, packs []string, byPack map[string][]indexEntryT, live map[object.Digest]bool, gone map[string]bool) error {
+	if len(packs) == 0 {
+		return nil
+	}
+	// One order, so that a gc run again writes the same packs.
+	slices.Sort(packs)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	var mu sync.Mutex
+	var written []packObjects
+	w := &packWriter{s: s, g: g, ctx: gctx, sent: func(int, int64) {}, noIndex: func(po packObjects) {
+		mu.Lock()
+		written = append(written, po)
+		mu.Unlock()
+	}}
+	var moved []string
+	for _, pack := range packs {
+		b, err := s.getKey(ctx, s.packKey(pack))
+		if err != nil {
+			s.cfg.Log.Warn("gc: a pack to repack could not be read; it is kept", "pack", s.packKey(pack), "err", err)
+			st.Packs++
+			continue
+		}
+		es := byPack[pack]
+		var keep []indexEntryT
+		ok := true
+		for _, e := range es {
+			if !live[e.d] {
+				continue
+			}
+			end := int64(e.off) + int64(e.n)
+			if end > int64(len(b)) || object.Sum(b[e.off:end]) != e.d {
+				s.cfg.Log.Warn("gc: a live object in a pack to repack is damaged; the pack is kept", "pack", s.packKey(pack), "object", e.d.String())
+				ok = false
+				break
+			}
+			keep = append(keep, e)
+		}
+		if !ok {
+			st.Packs++
+			continue
+		}
+		for _, e := range keep {
+			w.add(e.d, b[e.off:int64(e.off)+int64(e.n)], false)
+			st.RepackedBytes += int64(e.n)
+		}
+		st.DeadBytes += int64(len(b))
+		moved = append(moved, pack)
+	}
+	w.flush()
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("repack: %w: nothing removed", err)
+	}
+	if err := s.putIndex(ctx, written); err != nil {
+		return fmt.Errorf("repack: %w: nothing removed", err)
+	}
+	st.DeadBytes -= st.RepackedBytes
+	for _, po := range written {
+		// A new pack the same as one whose objects are all dead (the
+		// same bytes, so the same name) is kept.
+		delete(gone, po.pack)
+	}
+	for _, pack := range moved {
+		gone[pack] = true
+		st.PacksRepacked++
+	}
+	st.Packs += len(written)
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -203,4 +205,113 @@ func removeKey(t *testing.T, srv *s3test.Server, bucket, key string) {
 	if _, err := srv.Client().DeleteObject(ctxT(t, time.Minute), &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// gc repacks a pack more dead than live: its live objects go into a new
+// pack with an index of its own, and it is removed, as are its indexes'
+// entries for it. A reader that loaded the indexes before finds the
+// pack gone and looks again (Get and GetMany alike). A gc that stopped
+// after writing the new pack, before its removals (the old pack and
+// index put back), leaves everything readable, and the next gc writes
+// the same pack and index again and finishes.
+func TestGCRepacks(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	db := randBytes(5 * object.ChunkSize)
+	writeFile(t, filepath.Join(dir, "db"), db)
+	local := localStore(t)
+	v1, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f1 := fileObject(t, local, v1.Version, "db")
+	oldPack, _, _, ok, err := s3store.PackPlace(ctx, dst, f1.Chunks[1])
+	if err != nil || !ok {
+		t.Fatalf("chunk 1 packed: %v, %v", ok, err)
+	}
+	oldPackKey := "spiders/one/packs/" + oldPack
+	oldPackBytes := read(t, srv, bucket, oldPackKey)
+	oldIndexes := keysUnder(t, srv, bucket, "indexes/")
+	oldIndexBytes := map[string][]byte{}
+	for _, k := range oldIndexes {
+		oldIndexBytes[k] = read(t, srv, bucket, k)
+	}
+	// v2 changes three of the four chunks of group 1: its pack is then
+	// three quarters dead once v1 is gone.
+	for _, c := range []int{2, 3, 4} {
+		db[c*object.ChunkSize] ^= 1
+	}
+	writeFile(t, filepath.Join(dir, "db"), db)
+	v2, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keysUnder(t, srv, bucket, "versions/") {
+		if strings.HasSuffix(k, strings.TrimPrefix(v1.VersionString, "sha256-")) {
+			removeKey(t, srv, bucket, k)
+		}
+	}
+	// Two readers that place chunk 1 in the old pack.
+	stale, staleMany := openAgain(t, srv, bucket), openAgain(t, srv, bucket)
+	for _, w := range []*s3store.Store{stale, staleMany} {
+		if p, _, _, _, err := s3store.PackPlace(ctx, w, f1.Chunks[1]); err != nil || p != oldPack {
+			t.Fatalf("a reader places chunk 1 in %q, %v; want %s", p, err, oldPack[:12])
+		}
+	}
+
+	st, err := dst.GC(ctx, 0, true)
+	if err != nil || st.PacksRepacked != 1 || st.DeadBytes != 3*(object.ChunkSize+2) || !slices.Contains(keysUnder(t, srv, bucket, "packs/"), oldPackKey) {
+		t.Fatalf("gc --dry-run: %+v, %v; want one pack counted to repack, nothing changed", st, err)
+	}
+	st, err = dst.GC(ctx, time.Hour, false)
+	if err != nil || st.PacksRepacked != 0 {
+		t.Fatalf("gc --grace 1h: %+v, %v; want the young pack kept as it is", st, err)
+	}
+	st, err = dst.GC(ctx, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("gc: %+v", st)
+	packs, indexes := keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/")
+	if st.PacksRepacked != 1 || st.RepackedBytes != object.ChunkSize+2 || st.DeadBytes != 3*(object.ChunkSize+2) || slices.Contains(packs, oldPackKey) {
+		t.Fatalf("gc: %+v, packs %q; want %s repacked, one chunk kept of four, and removed", st, packs, oldPack[:12])
+	}
+	fresh := openAgain(t, srv, bucket)
+	if p, _, _, ok, err := s3store.PackPlace(ctx, fresh, f1.Chunks[1]); err != nil || !ok || p == oldPack {
+		t.Fatalf("after gc, chunk 1 in %q (%v), %v; want a new pack", p, ok, err)
+	}
+	sameFiles(t, "v2 after the repack", readVersion(t, fresh, v2.Version), map[string][]byte{"db": db})
+
+	// The readers that knew the old pack.
+	if b, err := stale.Get(ctx, f1.Chunks[1]); err != nil || object.Sum(b) != f1.Chunks[1] {
+		t.Errorf("a reader that placed chunk 1 in the removed pack: Get: %v", err)
+	}
+	var got int
+	if err := (s3store.Fetcher{S: staleMany}).GetMany(ctx, f1.Chunks[:2], func(i int, b []byte, err error) {
+		if err != nil || object.Sum(b) != f1.Chunks[i] {
+			t.Errorf("a reader that placed chunk 1 in the removed pack: GetMany: chunk %d: %v", i, err)
+			return
+		}
+		got++
+	}); err != nil || got != 2 {
+		t.Errorf("GetMany after the repack: %d of 2, %v", got, err)
+	}
+
+	// As a gc that stopped before its removals would leave the bucket.
+	overwrite(t, srv, bucket, oldPackKey, oldPackBytes)
+	for k, b := range oldIndexBytes {
+		overwrite(t, srv, bucket, k, b)
+	}
+	sameFiles(t, "v2 with the old pack back", readVersion(t, openAgain(t, srv, bucket), v2.Version), map[string][]byte{"db": db})
+	st, err = openAgain(t, srv, bucket).GC(ctx, 0, false)
+	if err != nil || st.PacksRepacked != 1 {
+		t.Fatalf("gc again: %+v, %v; want the old pack repacked again", st, err)
+	}
+	if p, i := keysUnder(t, srv, bucket, "packs/"), keysUnder(t, srv, bucket, "indexes/"); !slices.Equal(p, packs) || !slices.Equal(i, indexes) {
+		t.Errorf("after gc again: packs %q, indexes %q; want %q and %q, as the first gc left them", p, i, packs, indexes)
+	}
+	sameFiles(t, "v2 after gc again", readVersion(t, openAgain(t, srv, bucket), v2.Version), map[string][]byte{"db": db})
 }

@@ -389,6 +389,25 @@ func (s *Store) locate(ctx context.Context, d object.Digest, again bool) (packLo
 	return l, ok, nil
 }
 
+// relocate is locate for a d whose pack a GET found gone: the indexes
+// are loaded again, however recently they were, unless a load since has
+// placed d elsewhere; ok is false while they still place it in gone.
+func (s *Store) relocate(ctx context.Context, d object.Digest, gone string) (packLoc, bool, error) {
+	p := s.packs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l, ok := p.locs[d]; !ok || l.pack == gone {
+		if err := s.reloadLocked(ctx, false); err != nil {
+			return packLoc{}, false, err
+		}
+	}
+	l, ok := p.locs[d]
+	if ok && l.pack == gone {
+		return packLoc{}, false, nil
+	}
+	return l, ok, nil
+}
+
 // packOf returns the pack d lies in, as the indexes last loaded say,
 // without loading them.
 func (s *Store) packOf(d object.Digest) (string, bool) {
@@ -577,17 +596,25 @@ func (s *Store) fetch(ctx context.Context, d object.Digest, pooled bool) ([]byte
 	if err != nil {
 		return nil, "", fmt.Errorf("object %s: %w", d.Short(), err)
 	}
+	var gone string
 	if ok {
 		b, err := s.getPacked(ctx, d, l, pooled)
 		if !errors.Is(err, object.ErrNotFound) {
 			return b, fmt.Sprintf("pack %s (bytes %d-%d)", s.packKey(l.pack), l.off, l.off+l.n-1), err
 		}
-		// The pack is gone: the object may be loose too.
+		// The pack is gone (gc repacked what was live in it, or
+		// removed it): the object may be loose too, or in a pack
+		// written since.
+		gone = l.pack
 	}
 	b, err := s.getKeyInto(ctx, s.objectKey(d), pooled)
 	if errors.Is(err, object.ErrNotFound) {
 		// Packed since the indexes were loaded?
-		if l, ok, lerr := s.locate(ctx, d, true); lerr == nil && ok {
+		l, ok, lerr := s.locate(ctx, d, true)
+		if lerr == nil && gone != "" {
+			l, ok, lerr = s.relocate(ctx, d, gone)
+		}
+		if lerr == nil && ok {
 			b, err := s.getPacked(ctx, d, l, pooled)
 			return b, fmt.Sprintf("pack %s (bytes %d-%d)", s.packKey(l.pack), l.off, l.off+l.n-1), err
 		}
@@ -653,6 +680,10 @@ type packWriter struct {
 	open [3]gathered // trees, file objects and small objects, chunk groups
 	// group is the chunk group being added to open[2].
 	group int
+	// noIndex, if set, is handed each pack sent instead of its being
+	// put in an index the writer writes: gc's repack writes one index
+	// for what it wrote once it is all written.
+	noIndex func(packObjects)
 
 	mu        sync.Mutex
 	unindexed []packObjects // packs sent, not yet in an index
@@ -716,6 +747,10 @@ func (w *packWriter) send(p *gathered) {
 			return fmt.Errorf("pack %s: %w", name[:12], err)
 		}
 		w.sent(len(es), int64(len(buf)))
+		if w.noIndex != nil {
+			w.noIndex(packObjects{pack: name, es: es})
+			return nil
+		}
 		w.mu.Lock()
 		w.unindexed = append(w.unindexed, packObjects{pack: name, es: es})
 		w.objects += len(es)

@@ -383,8 +383,8 @@ func TestLooseBucketStillWorks(t *testing.T) {
 	sameFiles(t, "the loose version", readVersion(t, worker2, res1.Version), want)
 }
 
-// gc keeps a pack while any object in it is reached, even when the rest
-// is dead, and removes one nothing reaches, with its index, once it is
+// gc keeps a pack while any object in it is reached and no more of it is
+// dead than live (TestGCRepacks: more), and removes one nothing reaches, with its index, once it is
 // older than the grace period; a publish afterwards sends again what it
 // held.
 func TestGCPacks(t *testing.T) {
@@ -394,17 +394,18 @@ func TestGCPacks(t *testing.T) {
 	ctx := ctxT(t, 2*time.Minute)
 	// v1: a, b, c in pack P1.
 	d1 := t.TempDir()
-	shared := randBytes(3000)
+	shared, shared2 := randBytes(3000), randBytes(3001)
 	writeFile(t, filepath.Join(d1, "a"), shared)
-	writeFile(t, filepath.Join(d1, "b"), randBytes(3001))
+	writeFile(t, filepath.Join(d1, "b"), shared2)
 	writeFile(t, filepath.Join(d1, "c"), randBytes(3002))
 	v1, err := s3store.Publish(ctx, dst, localStore(t), d1, s3store.PublishOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// v2 reuses a's blob, in P1.
+	// v2 reuses a's and b's objects, two thirds of P1.
 	d2 := t.TempDir()
 	writeFile(t, filepath.Join(d2, "a2"), shared)
+	writeFile(t, filepath.Join(d2, "b2"), shared2)
 	writeFile(t, filepath.Join(d2, "d"), randBytes(3003))
 	v2, err := s3store.Publish(ctx, dst, localStore(t), d2, s3store.PublishOptions{})
 	if err != nil {
@@ -447,7 +448,7 @@ func TestGCPacks(t *testing.T) {
 		t.Errorf("after gc: packs %v, indexes %v; want 2 of each", p, i)
 	}
 	worker := openAgain(t, srv, bucket)
-	if files := readVersion(t, worker, v2.Version); !bytes.Equal(files["a2"], shared) || len(files) != 2 {
+	if files := readVersion(t, worker, v2.Version); !bytes.Equal(files["a2"], shared) || !bytes.Equal(files["b2"], shared2) || len(files) != 3 {
 		t.Errorf("v2 after gc: %d files", len(files))
 	}
 	// What P3 held is sent again, by this store (which saw it go) and
