@@ -5,6 +5,8 @@ import (
 	"maps"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cowfs/cowfs/cow/object"
 )
 
@@ -64,4 +66,24 @@ func SplitIndexes(ctx context.Context, s *Store) error {
 func PackPlace(ctx context.Context, s *Store, d object.Digest) (pack string, off, n int64, ok bool, err error) {
 	l, ok, err := s.locate(ctx, d, false)
 	return l.pack, int64(l.off), int64(l.n), ok, err
+}
+
+// PackAgain writes the objects ds, read from g, into a pack of their own
+// in the order given, with an index, as a publisher racing another
+// would: the objects are then in two packs.
+func PackAgain(ctx context.Context, s *Store, g object.Getter, ds []object.Digest) error {
+	eg, gctx := errgroup.WithContext(ctx)
+	w := &packWriter{s: s, g: eg, ctx: gctx, sent: func(int, int64) {}}
+	for _, d := range ds {
+		b, err := g.Get(ctx, d)
+		if err != nil {
+			return err
+		}
+		w.add(d, b, false)
+	}
+	w.flush()
+	if err := eg.Wait(); err != nil {
+		return err
+	}
+	return w.finish(ctx)
 }

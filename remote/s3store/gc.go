@@ -176,11 +176,12 @@ type GCStats struct {
 // (locks), and reads every version and checkpoint whole first: one it
 // cannot read whole stops it before anything is removed, as does an
 // index it cannot read. A pack is kept whole while any object in it is
-// reached and no more than half its bytes are dead; one more dead than
-// live, older than grace, is repacked: its live objects are written into
-// new packs, with their index, and it is then removed as one with nothing
-// reached is, older than grace: after its indexes are, or written anew
-// without it, so that no index names a missing pack. dryRun only counts.
+// reached and no more than half its bytes are dead (an object in two
+// packs is counted live in one); one more dead than live, older than
+// grace, is repacked: its live objects are written into new packs, with
+// their index, and it is then removed as one with nothing reached is,
+// older than grace: after its indexes are, or written anew without it,
+// so that no index names a missing pack. dryRun only counts.
 func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCStats, error) {
 	st := GCStats{DryRun: dryRun}
 	key, err := s.lock(ctx, lockGC)
@@ -271,13 +272,26 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 	indexes := maps.Clone(s.packs.indexes)
 	byPack := maps.Clone(s.packs.byPack)
 	s.packs.mu.Unlock()
+	// An object in two packs (racing publishers, a repack that stopped)
+	// is live in one of them, the first by name: the other may then go,
+	// and a reader that placed the object there finds it gone and looks
+	// again.
+	owner := map[object.Digest]string{}
+	for pack := range packMods {
+		for _, e := range byPack[pack] {
+			if o, ok := owner[e.d]; live[e.d] && (!ok || pack < o) {
+				owner[e.d] = pack
+			}
+		}
+	}
+	liveIn := func(pack string, d object.Digest) bool { return owner[d] == pack }
 	gone := map[string]bool{}
 	var repack []string
 	var repackLive, repackDead int64
 	for pack, mod := range packMods {
 		var liveBytes, deadBytes int64
 		for _, e := range byPack[pack] {
-			if live[e.d] {
+			if liveIn(pack, e.d) {
 				liveBytes += int64(e.n)
 			} else {
 				deadBytes += int64(e.n)
@@ -303,7 +317,7 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 		st.Packs += len(repack)
 		return nil
 	}
-	if err := s.repack(ctx, st, repack, byPack, live, gone); err != nil {
+	if err := s.repack(ctx, st, repack, byPack, liveIn, gone); err != nil {
 		return err
 	}
 	for name, ps := range indexes {
@@ -338,15 +352,15 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 // repack writes the live objects of each of packs, read whole and checked
 // against their digests, into new packs (in the order they lay: what lay
 // side by side, a chunk group, mostly does again) with an index of their
-// own, and marks
-// each pack gone once its objects are elsewhere, for gcPacks to remove
-// after the indexes that name it. The new packs and index are written
-// before anything is removed: a gc that stops in between leaves objects
-// in two packs, which read from either, and the next gc repacks the old
-// pack again into the same bytes, so the same names, and removes it. A
-// pack that cannot be read whole, or holds a damaged live object, is
-// kept as it is (logged); readers find that damage as before.
-func (s *Store) repack(ctx context.Context, st *GCStats, packs []string, byPack map[string][]indexEntryT, live map[object.Digest]bool, gone map[string]bool) error {
+// own, and marks each pack gone once its objects are elsewhere, for
+// gcPacks to remove after the indexes that name it. The new packs and
+// index are written before anything is removed: a gc that stops in
+// between leaves objects in two packs, which read from either, and the
+// next gc removes the old pack or repacks it again, and leaves one copy
+// of each object (gcPacks counts an object live in one pack). A pack that cannot be read whole, or holds a
+// damaged live object, is kept as it is (logged); readers find that
+// damage as before.
+func (s *Store) repack(ctx context.Context, st *GCStats, packs []string, byPack map[string][]indexEntryT, liveIn func(pack string, d object.Digest) bool, gone map[string]bool) error {
 	if len(packs) == 0 {
 		return nil
 	}
@@ -373,7 +387,7 @@ func (s *Store) repack(ctx context.Context, st *GCStats, packs []string, byPack 
 		var keep []indexEntryT
 		ok := true
 		for _, e := range es {
-			if !live[e.d] {
+			if !liveIn(pack, e.d) {
 				continue
 			}
 			end := int64(e.off) + int64(e.n)
