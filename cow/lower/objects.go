@@ -454,10 +454,10 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 	}
 	if p, ok := o.store.(object.Prefetcher); ok && o.data != nil && i == o.last+1 {
 		// Reads in order: keep the next chunks coming while these are
-		// used. Random reads fetch only what they read.
-		// A batch ends where a chunk group does: a store that keeps a
-		// group together (a bucket's packs) sends each in one request,
-		// where a batch across groups would split two of them.
+		// used. Random reads fetch only what they read. A batch ends
+		// where a chunk group does: a store that keeps a group together
+		// (a bucket's packs) sends each in one request, where a batch
+		// across groups would split two of them.
 		start := max(i+1, o.ahead+1)
 		end := min((i+readAhead)/object.ChunkGroup*object.ChunkGroup, int64(len(o.f.Chunks))-1)
 		if end-start+1 >= object.ChunkGroup || (end == int64(len(o.f.Chunks))-1 && start <= end) {

@@ -200,6 +200,17 @@ func TestGCLocks(t *testing.T) {
 	}
 }
 
+// removeVersion removes the key that publishes version v, behind the
+// store's back, as a version dropped by hand.
+func removeVersion(t *testing.T, srv *s3test.Server, bucket string, v s3store.PublishResult) {
+	t.Helper()
+	for _, k := range keysUnder(t, srv, bucket, "versions/") {
+		if strings.HasSuffix(k, strings.TrimPrefix(v.VersionString, "sha256-")) {
+			removeKey(t, srv, bucket, k)
+		}
+	}
+}
+
 func removeKey(t *testing.T, srv *s3test.Server, bucket, key string) {
 	t.Helper()
 	if _, err := srv.Client().DeleteObject(ctxT(t, time.Minute), &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}); err != nil {
@@ -249,11 +260,7 @@ func TestGCRepacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range keysUnder(t, srv, bucket, "versions/") {
-		if strings.HasSuffix(k, strings.TrimPrefix(v1.VersionString, "sha256-")) {
-			removeKey(t, srv, bucket, k)
-		}
-	}
+	removeVersion(t, srv, bucket, v1)
 	// Two readers that place chunk 1 in the old pack.
 	stale, staleMany := openAgain(t, srv, bucket), openAgain(t, srv, bucket)
 	for _, w := range []*s3store.Store{stale, staleMany} {

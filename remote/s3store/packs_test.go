@@ -424,13 +424,8 @@ func TestGCPacks(t *testing.T) {
 	if n := len(keysUnder(t, srv, bucket, "packs/")); n != 3 {
 		t.Fatalf("%d packs, want 3", n)
 	}
-	for _, v := range []s3store.PublishResult{v1, v3} {
-		for _, k := range keysUnder(t, srv, bucket, "versions/") {
-			if strings.HasSuffix(k, strings.TrimPrefix(v.VersionString, "sha256-")) {
-				removeKey(t, srv, bucket, k)
-			}
-		}
-	}
+	removeVersion(t, srv, bucket, v1)
+	removeVersion(t, srv, bucket, v3)
 
 	st, err := dst.GC(ctx, time.Hour, false)
 	if err != nil || st.PacksRemoved != 0 || st.Packs != 2 {
@@ -912,11 +907,7 @@ func TestGCChunkGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range keysUnder(t, srv, bucket, "versions/") {
-		if strings.HasSuffix(k, strings.TrimPrefix(v1.VersionString, "sha256-")) {
-			removeKey(t, srv, bucket, k)
-		}
-	}
+	removeVersion(t, srv, bucket, v1)
 	if _, err := dst.GC(ctx, 0, false); err != nil {
 		t.Fatal(err)
 	}
