@@ -262,9 +262,10 @@ func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCSta
 	return st, s.gcTraces(ctx, &st, start, dryRun)
 }
 
-// gcPacks removes the packs nothing reached holds, and the indexes of
-// packs that are gone: an index that names packs kept too is written
-// anew without the others, before it is removed. Indexes go before
+// gcPacks removes the packs nothing reached holds, repacks those more
+// dead than live (repack), and removes the indexes of packs that are
+// gone: an index that names packs kept too is written anew without the
+// others, before it is removed. Indexes go before
 // packs: one that stopped in between leaves packs no index names, which
 // nothing reaches, and the next gc removes them.
 func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest]bool, packMods map[string]time.Time, start time.Time, grace time.Duration) error {

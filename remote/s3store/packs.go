@@ -609,10 +609,15 @@ func (s *Store) fetch(ctx context.Context, d object.Digest, pooled bool) ([]byte
 	}
 	b, err := s.getKeyInto(ctx, s.objectKey(d), pooled)
 	if errors.Is(err, object.ErrNotFound) {
-		// Packed since the indexes were loaded?
-		l, ok, lerr := s.locate(ctx, d, true)
-		if lerr == nil && gone != "" {
+		// Packed since the indexes were loaded, or moved out of a pack
+		// that is gone?
+		var l packLoc
+		var ok bool
+		var lerr error
+		if gone != "" {
 			l, ok, lerr = s.relocate(ctx, d, gone)
+		} else {
+			l, ok, lerr = s.locate(ctx, d, true)
 		}
 		if lerr == nil && ok {
 			b, err := s.getPacked(ctx, d, l, pooled)
