@@ -82,6 +82,8 @@ type remoteLower struct {
 	// not sent. ownTrace is set once the mount replays this worker's.
 	fromShared atomic.Pointer[remote.Trace]
 	ownTrace   atomic.Bool
+	// hold is a bucket mount's lease on its version (decision 0078).
+	hold *versionHold
 }
 
 // name names the source in messages: "master HOST:PORT" or the bucket's
@@ -118,7 +120,15 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 		return nil, err
 	}
 	step("remote: source and cache opened")
-	closeAll := func() { rl.keepTrace(); rl.cache.Close(); rl.store.Close(); rl.src.Close() }
+	closeAll := func() {
+		rl.keepTrace()
+		if rl.hold != nil {
+			rl.hold.release()
+		}
+		rl.cache.Close()
+		rl.store.Close()
+		rl.src.Close()
+	}
 	defer func() {
 		if err != nil {
 			closeAll()
@@ -499,6 +509,9 @@ func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 				mnt, v.Short(), want.Short(), filepath.Dir(recPath))
 		}
 		rl.log.Info("remounting the version the upper was made over", "version", v.String())
+		if err := rl.holdVersion(ctx, v, true); err != nil {
+			return object.Zero, err
+		}
 		if err := checkKept(ctx, rl.src, rl.name(), rl.store, v, r.IOTimeout, r.IsBucket(), rl.log); err != nil {
 			if errors.Is(err, errNotAsked) {
 				return object.Zero, rl.named(err)
@@ -521,8 +534,25 @@ func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 			return object.Zero, rl.named(err)
 		}
 	}
+	if err := rl.holdVersion(ctx, v, !want.IsZero()); err != nil {
+		return object.Zero, err
+	}
 	rl.record = &remoteRecord{Addr: r.Addr, Path: sub, Version: v.String()}
 	return v, nil
+}
+
+// holdVersion puts a bucket mount's lease on version v (holdVersion,
+// the function); a master's mount holds nothing there.
+func (rl *remoteLower) holdVersion(ctx context.Context, v object.Digest, wait bool) error {
+	if rl.bucket == nil {
+		return nil
+	}
+	h, err := holdVersion(ctx, rl.bucket, v, rl.s.Mountpoint, wait, rl.log)
+	if err != nil {
+		return rl.named(fmt.Errorf("%w whether a gc removes version %s: %w", errNotAsked, v.Short(), err))
+	}
+	rl.hold = h
+	return nil
 }
 
 // keepRecord writes the record pin made of a version it resolved, once
@@ -612,8 +642,12 @@ func checkKept(ctx context.Context, src remote.Fetcher, what string, store *obje
 		return err
 	}
 	if !held {
-		return fmt.Errorf("%s no longer keeps version %s, which this mountpoint's upper was made over (a master keeps only its newest versions, cowfs serve --keep-versions), and this machine does not hold all of it",
-			what, v.Short())
+		keeps := "a master keeps only its newest versions, cowfs serve --keep-versions"
+		if strict {
+			keeps = "cowfs gc --keep-versions removed it"
+		}
+		return fmt.Errorf("%s no longer keeps version %s, which this mountpoint's upper was made over (%s), and this machine does not hold all of it",
+			what, v.Short(), keeps)
 	}
 	log.Warn("the source no longer keeps this version; every object of it is held here, so the mount works, but what is evicted from the cache cannot be fetched again",
 		"version", v.String(), "source", src.Addr())

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
@@ -187,24 +188,28 @@ func TestBucketGCCLI(t *testing.T) {
 	if _, stderr, code := publishJSON(t, "--state", e.state, "publish", e.lower, url); code != 0 {
 		t.Fatalf("publish: exit %d: %s", code, stderr)
 	}
+	type bucketGC struct {
+		Versions         int  `json:"versions"`
+		VersionsLeased   int  `json:"versions_leased"`
+		VersionsYoung    int  `json:"versions_young"`
+		VersionsRemoved  int  `json:"versions_removed"`
+		Checkpoints      int  `json:"checkpoints"`
+		Live             int  `json:"live"`
+		Removed          int  `json:"removed"`
+		Packs            int  `json:"packs"`
+		PacksRemoved     int  `json:"packs_removed"`
+		IndexesRewritten int  `json:"indexes_rewritten"`
+		PacksRepacked    int  `json:"packs_repacked"`
+		RepackedBytes    int  `json:"repacked_bytes"`
+		DeadBytes        int  `json:"dead_bytes"`
+		Young            int  `json:"young"`
+		TracesRemoved    int  `json:"traces_removed"`
+		DryRun           bool `json:"dry_run"`
+		GraceSeconds     int  `json:"grace_seconds"`
+	}
 	for _, dry := range []string{"--dry-run", "--grace=0s"} {
 		out := cli(t, e.state, "gc", "--remote", url, "--grace", "0s", dry, "--json")
-		res := jsonLines[struct {
-			Versions         int  `json:"versions"`
-			Checkpoints      int  `json:"checkpoints"`
-			Live             int  `json:"live"`
-			Removed          int  `json:"removed"`
-			Packs            int  `json:"packs"`
-			PacksRemoved     int  `json:"packs_removed"`
-			IndexesRewritten int  `json:"indexes_rewritten"`
-			PacksRepacked    int  `json:"packs_repacked"`
-			RepackedBytes    int  `json:"repacked_bytes"`
-			DeadBytes        int  `json:"dead_bytes"`
-			Young            int  `json:"young"`
-			TracesRemoved    int  `json:"traces_removed"`
-			DryRun           bool `json:"dry_run"`
-			GraceSeconds     int  `json:"grace_seconds"`
-		}](t, out)
+		res := jsonLines[bucketGC](t, out)
 		// Two packs: the trees' and the files'.
 		if len(res) != 1 || res[0].Versions != 1 || res[0].Live == 0 || res[0].Removed != 0 || res[0].Packs != 2 || res[0].PacksRemoved != 0 || res[0].IndexesRewritten != 0 || res[0].PacksRepacked != 0 || res[0].DeadBytes != 0 || res[0].TracesRemoved != 0 {
 			t.Errorf("gc %s --json: %s", dry, out)
@@ -216,11 +221,53 @@ func TestBucketGCCLI(t *testing.T) {
 	if out, code := run(t, "--state", e.state, "gc", "--remote", url, "--grace", "-1s"); code != exitUsage {
 		t.Errorf("gc --grace -1s: exit %d: %s", code, out)
 	}
-	// The mount reads the version whole after gc.
+	if out, code := run(t, "--state", e.state, "gc", "--remote", url, "--keep-versions", "-1"); code != exitUsage || !strings.Contains(out, "--keep-versions") {
+		t.Errorf("gc --keep-versions -1: exit %d: %s", code, out)
+	}
+	if out, code := run(t, "--state", e.state, "gc", "--keep-versions", "1"); code != exitUsage || !strings.Contains(out, "--remote") {
+		t.Errorf("gc --keep-versions without --remote: exit %d: %s", code, out)
+	}
+	// The mount reads the version whole after gc, and holds it: a gc
+	// --keep-versions 1 after a newer version is published keeps it
+	// while the mount runs, and removes it after.
 	state := t.TempDir()
 	cli(t, state, "mount", e.mnt, "--remote", url)
 	if got, err := os.ReadFile(filepath.Join(e.mnt, "run.sh")); err != nil || string(got) != "#!/bin/sh\necho ran\n" {
 		t.Errorf("run.sh after gc: %q, %v", got, err)
 	}
+	if err := os.WriteFile(filepath.Join(e.lower, "new.txt"), []byte("v2"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := publishJSON(t, "--state", e.state, "publish", e.lower, url); code != 0 {
+		t.Fatalf("publish: exit %d: %s", code, stderr)
+	}
+	type kept struct{ versions, leased, removed int }
+	gcKeep := func(args ...string) kept {
+		t.Helper()
+		res := jsonLines[bucketGC](t, cli(t, e.state, append([]string{"gc", "--remote", url, "--grace", "0s", "--keep-versions", "1", "--json"}, args...)...))
+		if len(res) != 1 {
+			t.Fatalf("gc --json: %d lines", len(res))
+		}
+		return kept{res[0].Versions, res[0].VersionsLeased, res[0].VersionsRemoved}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for gcKeep("--dry-run").leased != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the mount's lease on its version not seen by gc 30 s after the mount")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := gcKeep(); got != (kept{versions: 2, leased: 1}) {
+		t.Errorf("gc --keep-versions 1 beside the mount: %+v, want the mounted version kept for its lease", got)
+	}
+	if got, err := os.ReadFile(filepath.Join(e.mnt, "run.sh")); err != nil || string(got) != "#!/bin/sh\necho ran\n" {
+		t.Errorf("run.sh after gc --keep-versions: %q, %v", got, err)
+	}
 	unmountCLI(t, e.mnt)
+	if got := gcKeep(); got != (kept{versions: 1, removed: 1}) {
+		t.Errorf("gc --keep-versions 1 after the unmount: %+v, want the older version removed", got)
+	}
+	if out := cli(t, e.state, "gc", "--remote", url, "--keep-versions", "1"); !strings.Contains(out, "0 versions older than the newest 1") {
+		t.Errorf("gc --keep-versions 1, text: %s", out)
+	}
 }

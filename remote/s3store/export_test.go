@@ -87,3 +87,10 @@ func PackAgain(ctx context.Context, s *Store, g object.Getter, ds []object.Diges
 	}
 	return w.finish(ctx)
 }
+
+// SetLeaseTTL sets how long a lease holds its version, for a test that
+// runs alone, and returns what it was.
+func SetLeaseTTL(d time.Duration) (old time.Duration) {
+	old, leaseTTL = leaseTTL, d
+	return old
+}

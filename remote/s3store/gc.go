@@ -91,23 +91,11 @@ func (s *Store) lockForWrite(ctx context.Context) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	for {
-		n, err := s.liveLocks(ctx, lockGC, "")
-		if err == nil && n == 0 {
-			return func() { s.unlock(key) }, nil
-		}
-		if err != nil {
-			s.unlock(key)
-			return nil, err
-		}
-		s.cfg.Log.Info("waiting for a gc of the bucket to end", "store", s.URL())
-		select {
-		case <-ctx.Done():
-			s.unlock(key)
-			return nil, fmt.Errorf("waiting for a gc of %s to end: %w", s.URL(), ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
+	if err := s.WaitGC(ctx); err != nil {
+		s.unlock(key)
+		return nil, err
 	}
+	return func() { s.unlock(key) }, nil
 }
 
 func (s *Store) deleteKey(ctx context.Context, key string) error {
@@ -145,10 +133,17 @@ func (s *Store) listObjects(ctx context.Context, rel string, fn func(key string,
 
 // GCStats is what a gc found and did.
 type GCStats struct {
-	Versions    int `json:"versions"`
-	Checkpoints int `json:"checkpoints"`
-	Live        int `json:"live"`
-	Removed     int `json:"removed"`
+	// Versions counts the versions kept; of them VersionsLeased were
+	// kept beyond KeepVersions for a mount's lease, VersionsYoung for
+	// being superseded less than Grace ago. VersionsRemoved counts the
+	// versions whose keys were removed.
+	Versions        int `json:"versions"`
+	VersionsLeased  int `json:"versions_leased"`
+	VersionsYoung   int `json:"versions_young"`
+	VersionsRemoved int `json:"versions_removed"`
+	Checkpoints     int `json:"checkpoints"`
+	Live            int `json:"live"`
+	Removed         int `json:"removed"`
 	// Packs counts the packs kept for holding a reached object, and
 	// PacksRemoved those removed. IndexesRewritten counts the indexes
 	// that named a pack removed and others kept, written anew without it.
@@ -171,18 +166,85 @@ type GCStats struct {
 	DryRun        bool `json:"dry_run"`
 }
 
-// GC removes the objects no version and no checkpoint reaches, except
-// those younger than grace. It runs only while no publish or push does
-// (locks), and reads every version and checkpoint whole first: one it
+// GCOptions says what a gc keeps.
+type GCOptions struct {
+	// Grace: unreached objects and packs younger than this are kept, and
+	// so is a version superseded less than this ago (a mount that
+	// resolved it as the newest may not have put its lease yet).
+	Grace time.Duration
+	// KeepVersions is how many of the newest versions are kept; 0
+	// keeps all. An older one is removed unless a lease holds it or it
+	// was superseded less than Grace ago.
+	KeepVersions int
+	// DryRun only counts.
+	DryRun bool
+}
+
+// versionKey is a version's key in the listing: its name under
+// versionsDir and when it was written.
+type versionKey struct {
+	Version
+	name string
+	mod  time.Time
+}
+
+// versionKeys returns the published versions' keys, newest first.
+func (s *Store) versionKeys(ctx context.Context) ([]versionKey, error) {
+	var ks []versionKey
+	err := s.listObjects(ctx, versionsDir, func(name string, mod time.Time) bool {
+		if v, ok := parseVersionName(name); ok {
+			ks = append(ks, versionKey{Version: v, name: name, mod: mod})
+		}
+		return true
+	})
+	return ks, err
+}
+
+// retain returns the keys of the versions opts does not keep, of keys
+// (newest first), and counts what it keeps in st. A version is
+// superseded when the first key newer than it was written.
+func retain(keys []versionKey, leased map[object.Digest]int, opts GCOptions, start time.Time, st *GCStats) map[string]bool {
+	drop := map[string]bool{}
+	var superseded time.Time
+	for i, k := range keys {
+		switch {
+		case opts.KeepVersions == 0 || i < opts.KeepVersions:
+			st.Versions++
+		case leased[k.Digest] > 0:
+			st.Versions++
+			st.VersionsLeased++
+		case start.Sub(superseded) < opts.Grace:
+			st.Versions++
+			st.VersionsYoung++
+		default:
+			drop[k.name] = true
+			st.VersionsRemoved++
+		}
+		if i == 0 || k.mod.Before(superseded) {
+			superseded = k.mod
+		}
+	}
+	return drop
+}
+
+// GC removes the objects no kept version, no checkpoint and no mount's
+// lease reaches, except those younger than opts.Grace, after the keys of
+// the versions opts does not keep. It runs only while no publish or
+// push does (locks), and reads every kept version and checkpoint whole
+// first: one it
 // cannot read whole stops it before anything is removed, as does an
 // index it cannot read. A pack is kept whole while any object in it is
 // reached and no more than half its bytes are dead (an object in two
 // packs is counted live in one); one more dead than live, older than
-// grace, is repacked: its live objects are written into new packs, with
-// their index, and it is then removed as one with nothing reached is,
-// older than grace: after its indexes are, or written anew without it,
-// so that no index names a missing pack. dryRun only counts.
-func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCStats, error) {
+// the grace, is repacked: its live objects are written into new packs,
+// with their index, and it is then removed as one with nothing reached
+// is, older than the grace: after its indexes are, or written anew
+// without it, so that no index names a missing pack.
+func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
+	if opts.KeepVersions < 0 {
+		return GCStats{}, fmt.Errorf("keep versions %d: must not be negative", opts.KeepVersions)
+	}
+	grace, dryRun := opts.Grace, opts.DryRun
 	st := GCStats{DryRun: dryRun}
 	key, err := s.lock(ctx, lockGC)
 	if err != nil {
@@ -217,16 +279,31 @@ func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCSta
 		return st, fmt.Errorf("%w: nothing removed", err)
 	}
 	live := map[object.Digest]bool{}
-	vs, err := s.Versions(ctx)
+	keys, err := s.versionKeys(ctx)
 	if err != nil {
 		return st, err
 	}
-	for _, v := range vs {
-		if err := object.Reachable(ctx, s, v.Digest, live); err != nil {
-			return st, fmt.Errorf("version %s: %w: nothing removed", v.Digest.Short(), err)
+	leased, err := s.leased(ctx, start)
+	if err != nil {
+		return st, err
+	}
+	drop := retain(keys, leased, opts, start, &st)
+	for _, k := range keys {
+		if drop[k.name] {
+			continue
+		}
+		if err := object.Reachable(ctx, s, k.Digest, live); err != nil {
+			return st, fmt.Errorf("version %s: %w: nothing removed", k.Digest.Short(), err)
 		}
 	}
-	st.Versions = len(vs)
+	// A lease may hold a version no key names any more (one dropped by
+	// a gc that ran as the mount started, or one mounted by digest):
+	// what of it is left stays.
+	for d := range leased {
+		if err := object.ReachablePresent(ctx, s, d, live); err != nil {
+			return st, fmt.Errorf("version %s, held by a lease: %w: nothing removed", d.Short(), err)
+		}
+	}
 	names, err := s.Checkpoints(ctx)
 	if err != nil {
 		return st, err
@@ -241,6 +318,17 @@ func (s *Store) GC(ctx context.Context, grace time.Duration, dryRun bool) (GCSta
 		}
 	}
 	st.Checkpoints = len(names)
+	// A version's key goes before what it reaches: a gc stopped in
+	// between leaves objects nothing names, never a version that names
+	// missing objects.
+	for _, k := range keys {
+		if !drop[k.name] || opts.DryRun {
+			continue
+		}
+		if err := s.deleteKey(ctx, s.key(versionsDir+k.name)); err != nil {
+			return st, err
+		}
+	}
 	for d, mod := range mods {
 		switch {
 		case live[d]:

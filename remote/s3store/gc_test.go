@@ -46,18 +46,18 @@ func TestGC(t *testing.T) {
 		}
 		orphans = append(orphans, d)
 	}
-	st, err := dst.GC(ctx, time.Hour, false)
+	st, err := dst.GC(ctx, s3store.GCOptions{Grace: time.Hour})
 	if err != nil || st.Removed != 0 || st.Young != 3 || st.Versions != 1 || st.Checkpoints != 1 {
 		t.Errorf("gc --grace 1h: %+v, %v; want the 3 orphans kept as young", st, err)
 	}
-	st, err = dst.GC(ctx, 0, true)
+	st, err = dst.GC(ctx, s3store.GCOptions{DryRun: true})
 	if err != nil || st.Removed != 3 {
 		t.Errorf("gc --dry-run: %+v, %v; want 3 counted", st, err)
 	}
 	if has, _ := dst.Has(ctx, orphans[0]); !has {
 		t.Error("gc --dry-run removed an orphan")
 	}
-	st, err = dst.GC(ctx, 0, false)
+	st, err = dst.GC(ctx, s3store.GCOptions{})
 	if err != nil || st.Removed != 3 || st.Live == 0 {
 		t.Errorf("gc: %+v, %v; want 3 removed", st, err)
 	}
@@ -105,7 +105,7 @@ func TestGCRacingPublish(t *testing.T) {
 				return
 			default:
 			}
-			_, err := dst.GC(ctx, 0, false)
+			_, err := dst.GC(ctx, s3store.GCOptions{})
 			switch {
 			case errors.Is(err, s3store.ErrWriterRunning):
 				refused++
@@ -132,7 +132,7 @@ func TestGCRacingPublish(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	t.Logf("%d gc runs, %d refused for a writer", gcs, refused)
-	if _, err := dst.GC(ctx, 0, false); err != nil {
+	if _, err := dst.GC(ctx, s3store.GCOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	vs, err := dst.Versions(ctx)
@@ -165,7 +165,7 @@ func TestGCLocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	overwrite(t, srv, bucket, "spiders/one/locks/write-test", []byte("{}"))
-	if _, err := dst.GC(ctx, 0, false); !errors.Is(err, s3store.ErrWriterRunning) {
+	if _, err := dst.GC(ctx, s3store.GCOptions{}); !errors.Is(err, s3store.ErrWriterRunning) {
 		t.Errorf("gc with a writer's lock: %v, want ErrWriterRunning", err)
 	}
 	if has, _ := dst.Has(ctx, orphan); !has {
@@ -195,7 +195,7 @@ func TestGCLocks(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("publish still waiting a minute after the gc's lock went")
 	}
-	if st, err := dst.GC(ctx, 0, false); err != nil || st.Removed != 1 {
+	if st, err := dst.GC(ctx, s3store.GCOptions{}); err != nil || st.Removed != 1 {
 		t.Errorf("gc once no lock is left: %+v, %v; want the orphan removed", st, err)
 	}
 }
@@ -269,15 +269,15 @@ func TestGCRepacks(t *testing.T) {
 		}
 	}
 
-	st, err := dst.GC(ctx, 0, true)
+	st, err := dst.GC(ctx, s3store.GCOptions{DryRun: true})
 	if err != nil || st.PacksRepacked != 1 || st.DeadBytes != 3*(object.ChunkSize+2) || !slices.Contains(keysUnder(t, srv, bucket, "packs/"), oldPackKey) {
 		t.Fatalf("gc --dry-run: %+v, %v; want one pack counted to repack, nothing changed", st, err)
 	}
-	st, err = dst.GC(ctx, time.Hour, false)
+	st, err = dst.GC(ctx, s3store.GCOptions{Grace: time.Hour})
 	if err != nil || st.PacksRepacked != 0 {
 		t.Fatalf("gc --grace 1h: %+v, %v; want the young pack kept as it is", st, err)
 	}
-	st, err = dst.GC(ctx, 0, false)
+	st, err = dst.GC(ctx, s3store.GCOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +316,7 @@ func TestGCRepacks(t *testing.T) {
 	// The old pack goes again: repacked into the same pack, or taken for
 	// a copy of what the new pack holds (an object in two packs is live
 	// in one).
-	st, err = openAgain(t, srv, bucket).GC(ctx, 0, false)
+	st, err = openAgain(t, srv, bucket).GC(ctx, s3store.GCOptions{})
 	if err != nil || st.PacksRemoved != 1 {
 		t.Fatalf("gc again: %+v, %v; want the old pack removed again", st, err)
 	}
@@ -367,7 +367,7 @@ func TestGCOneCopy(t *testing.T) {
 	reader := openAgain(t, srv, bucket)
 	sameFiles(t, "with every object packed twice", readVersion(t, reader, res.Version), files)
 
-	st, err := dst.GC(ctx, 0, false)
+	st, err := dst.GC(ctx, s3store.GCOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

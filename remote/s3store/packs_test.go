@@ -427,15 +427,15 @@ func TestGCPacks(t *testing.T) {
 	removeVersion(t, srv, bucket, v1)
 	removeVersion(t, srv, bucket, v3)
 
-	st, err := dst.GC(ctx, time.Hour, false)
+	st, err := dst.GC(ctx, s3store.GCOptions{Grace: time.Hour})
 	if err != nil || st.PacksRemoved != 0 || st.Packs != 2 {
 		t.Errorf("gc --grace 1h: %+v, %v; want the dead pack kept as young", st, err)
 	}
-	st, err = dst.GC(ctx, 0, true)
+	st, err = dst.GC(ctx, s3store.GCOptions{DryRun: true})
 	if err != nil || st.PacksRemoved != 1 || len(keysUnder(t, srv, bucket, "packs/")) != 3 {
 		t.Errorf("gc --dry-run: %+v, %v; want 1 pack counted, none removed", st, err)
 	}
-	st, err = dst.GC(ctx, 0, false)
+	st, err = dst.GC(ctx, s3store.GCOptions{})
 	if err != nil || st.PacksRemoved != 1 || st.Packs != 2 {
 		t.Errorf("gc: %+v, %v; want P1 (partly live) and P2 kept, P3 removed", st, err)
 	}
@@ -499,7 +499,7 @@ func TestPackDeletedByHand(t *testing.T) {
 	}
 	worker := openAgain(t, srv, bucket)
 	sameFiles(t, "after the republish", readVersion(t, worker, res.Version), want)
-	st, err := worker.GC(ctx, time.Hour, false)
+	st, err := worker.GC(ctx, s3store.GCOptions{Grace: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -908,7 +908,7 @@ func TestGCChunkGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	removeVersion(t, srv, bucket, v1)
-	if _, err := dst.GC(ctx, 0, false); err != nil {
+	if _, err := dst.GC(ctx, s3store.GCOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	packs := keysUnder(t, srv, bucket, "packs/")

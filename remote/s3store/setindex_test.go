@@ -110,11 +110,11 @@ func TestGCRewritesIndex(t *testing.T) {
 	// from v1's.
 	both, packs := keysUnder(t, srv, bucket, "indexes/"), keysUnder(t, srv, bucket, "packs/")
 
-	st, err := dst.GC(ctx, 0, true)
+	st, err := dst.GC(ctx, s3store.GCOptions{DryRun: true})
 	if err != nil || st.PacksRemoved == 0 || st.IndexesRewritten != 0 || !slices.Equal(keysUnder(t, srv, bucket, "indexes/"), both) {
 		t.Fatalf("gc --dry-run: %+v, %v; want packs counted, nothing written or removed", st, err)
 	}
-	st, err = dst.GC(ctx, 0, false)
+	st, err = dst.GC(ctx, s3store.GCOptions{})
 	if err != nil || st.PacksRemoved == 0 || st.Packs == 0 || st.IndexesRewritten != 1 {
 		t.Fatalf("gc: %+v, %v; want a's packs removed, b's kept, the index written anew", st, err)
 	}
@@ -131,7 +131,7 @@ func TestGCRewritesIndex(t *testing.T) {
 	// names packs that are gone, is still there.
 	overwrite(t, srv, bucket, old[0], oldIndex)
 	sameFiles(t, "v2 beside an index of packs gone", readVersion(t, openAgain(t, srv, bucket), v2.Version), bFiles)
-	st, err = dst.GC(ctx, 0, false)
+	st, err = dst.GC(ctx, s3store.GCOptions{})
 	if err != nil || st.PacksRemoved != 0 || st.IndexesRewritten != 1 {
 		t.Fatalf("gc again: %+v, %v; want the old index written anew (as it is) and removed", st, err)
 	}
@@ -173,7 +173,7 @@ func TestIndexesOfOnePackStillRead(t *testing.T) {
 		t.Errorf("a publish of 10 files more: %d objects uploaded; want what the 10 files add", v2.Uploaded)
 	}
 	sameFiles(t, "the version published on top", readVersion(t, openAgain(t, srv, bucket), v2.Version), files)
-	if st, err := dst.GC(ctx, 0, false); err != nil || st.PacksRemoved != 0 || st.IndexesRewritten != 0 {
+	if st, err := dst.GC(ctx, s3store.GCOptions{}); err != nil || st.PacksRemoved != 0 || st.IndexesRewritten != 0 {
 		t.Errorf("gc with everything reached: %+v, %v", st, err)
 	}
 	if n := len(keysUnder(t, srv, bucket, "indexes/")); n != len(indexes)+1 {

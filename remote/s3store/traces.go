@@ -43,7 +43,15 @@ func (s *Store) PutTrace(ctx context.Context, sub, snapshot string, t *remote.Tr
 	if err != nil {
 		return fmt.Errorf("put trace: %w", err)
 	}
-	b := remote.EncodeTrace(t)
+	if err := s.putOver(ctx, key, remote.EncodeTrace(t)); err != nil {
+		return fmt.Errorf("put trace: %w", err)
+	}
+	return nil
+}
+
+// putOver writes b at key, over what is there, in one request within
+// the store's timeout.
+func (s *Store) putOver(ctx context.Context, key string, b []byte) error {
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	s.puts.Add(1)
@@ -51,7 +59,7 @@ func (s *Store) PutTrace(ctx context.Context, sub, snapshot string, t *remote.Tr
 		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key),
 		Body: bytes.NewReader(b), ContentLength: aws.Int64(int64(len(b))),
 	}); err != nil {
-		return fmt.Errorf("put trace: %w", s.wrap("put", key, err))
+		return s.wrap("put", key, err)
 	}
 	s.bytesOut.Add(int64(len(b)))
 	return nil

@@ -52,15 +52,15 @@ func TestBucketTraces(t *testing.T) {
 		}
 	}
 
-	if st, err := dst.GC(ctx, time.Hour, false); err != nil || st.TracesRemoved != 0 {
+	if st, err := dst.GC(ctx, s3store.GCOptions{Grace: time.Hour}); err != nil || st.TracesRemoved != 0 {
 		t.Errorf("gc of traces just put: %+v, %v; want none removed", st, err)
 	}
 	defer s3store.SetTraceAge(s3store.SetTraceAge(0))
-	if st, err := dst.GC(ctx, time.Hour, true); err != nil || st.TracesRemoved != 3 {
+	if st, err := dst.GC(ctx, s3store.GCOptions{Grace: time.Hour, DryRun: true}); err != nil || st.TracesRemoved != 3 {
 		t.Errorf("gc --dry-run past the traces' age: %+v, %v; want 3 counted", st, err)
 	}
 	same("", "", later)
-	if st, err := dst.GC(ctx, time.Hour, false); err != nil || st.TracesRemoved != 3 {
+	if st, err := dst.GC(ctx, s3store.GCOptions{Grace: time.Hour}); err != nil || st.TracesRemoved != 3 {
 		t.Errorf("gc past the traces' age: %+v, %v; want 3 removed", st, err)
 	}
 	if _, err := dst.GetTrace(ctx, "", ""); !errors.Is(err, remote.ErrNoTrace) {

@@ -1,0 +1,82 @@
+package cowfs
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote/s3store"
+	"github.com/cowfs/cowfs/remote/s3store/s3test"
+)
+
+// A mount's lease is put again while the mount runs, which keeps it
+// younger than the TTL gc ignores leases after, and removed at release;
+// release twice is harmless. Not parallel: it sets renewEvery.
+func TestVersionHoldRenews(t *testing.T) {
+	srv := s3test.Shared(t)
+	bucket := srv.Bucket(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "p", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(d time.Duration) { renewEvery = d }(renewEvery)
+	renewEvery = 300 * time.Millisecond
+	leases := func() []time.Time {
+		t.Helper()
+		out, err := srv.Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("p/leases/")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mods []time.Time
+		for _, o := range out.Contents {
+			mods = append(mods, aws.ToTime(o.LastModified))
+		}
+		return mods
+	}
+	v, err := object.ParseDigest("sha256-ab" + strings.Repeat("0", 62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := holdVersion(ctx, st, v, "/mnt/w", true, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := leases()
+	if len(first) != 1 {
+		t.Fatalf("%d leases after a waited hold, want 1", len(first))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if mods := leases(); len(mods) == 1 && mods[0].After(first[0]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lease was not put again within 30 s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	h.release()
+	h.release()
+	if n := len(leases()); n != 0 {
+		t.Errorf("%d leases after release, want 0", n)
+	}
+	// A hold released before its lease was put in the background leaves
+	// none behind.
+	h, err = holdVersion(ctx, st, v, "/mnt/w", false, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.release()
+	time.Sleep(time.Second)
+	if n := len(leases()); n != 0 {
+		t.Errorf("%d leases a second after a background hold was released, want 0", n)
+	}
+}
