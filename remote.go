@@ -644,7 +644,7 @@ func checkKept(ctx context.Context, src remote.Fetcher, what string, store *obje
 	if !held {
 		keeps := "a master keeps only its newest versions, cowfs serve --keep-versions"
 		if strict {
-			keeps = "cowfs gc --keep-versions removed it"
+			keeps = "a bucket keeps what cowfs gc --keep-versions leaves"
 		}
 		return fmt.Errorf("%s no longer keeps version %s, which this mountpoint's upper was made over (%s), and this machine does not hold all of it",
 			what, v.Short(), keeps)

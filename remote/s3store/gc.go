@@ -231,9 +231,8 @@ func retain(keys []versionKey, leased map[object.Digest]int, opts GCOptions, sta
 // lease reaches, except those younger than opts.Grace, after the keys of
 // the versions opts does not keep. It runs only while no publish or
 // push does (locks), and reads every kept version and checkpoint whole
-// first: one it
-// cannot read whole stops it before anything is removed, as does an
-// index it cannot read. A pack is kept whole while any object in it is
+// first: one it cannot read whole stops it before anything is removed,
+// as does an index it cannot read. A pack is kept whole while any object in it is
 // reached and no more than half its bytes are dead (an object in two
 // packs is counted live in one); one more dead than live, older than
 // the grace, is repacked: its live objects are written into new packs,
