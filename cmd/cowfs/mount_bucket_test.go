@@ -257,6 +257,21 @@ func TestBucketGCCLI(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	type versionLine struct {
+		Version   string    `json:"version"`
+		Published time.Time `json:"published"`
+		Files     int64     `json:"files"`
+		Bytes     int64     `json:"bytes"`
+		Source    string    `json:"source"`
+		Leases    int       `json:"leases"`
+	}
+	vs := jsonLines[versionLine](t, cli(t, e.state, "versions", url, "--json"))
+	if len(vs) != 2 || vs[0].Leases != 0 || vs[1].Leases != 1 || !vs[0].Published.After(vs[1].Published) || vs[0].Files != vs[1].Files+1 || !strings.HasSuffix(vs[1].Source, ":"+e.lower) {
+		t.Errorf("versions --json beside a mount of the older one: %+v; want 2, newest first, the older held by 1 lease", vs)
+	}
+	if out := cli(t, e.state, "versions", url); !strings.HasPrefix(out, "VERSION") || strings.Count(out, "\n") != 3 {
+		t.Errorf("versions: %q", out)
+	}
 	if got := gcKeep(); got != (kept{versions: 2, leased: 1}) {
 		t.Errorf("gc --keep-versions 1 beside the mount: %+v, want the mounted version kept for its lease", got)
 	}
@@ -269,5 +284,14 @@ func TestBucketGCCLI(t *testing.T) {
 	}
 	if out := cli(t, e.state, "gc", "--remote", url, "--keep-versions", "1"); !strings.Contains(out, "0 versions older than the newest 1") {
 		t.Errorf("gc --keep-versions 1, text: %s", out)
+	}
+	if vs := jsonLines[versionLine](t, cli(t, e.state, "versions", url, "--json")); len(vs) != 1 || vs[0].Leases != 0 {
+		t.Errorf("versions --json after gc --keep-versions 1: %+v", vs)
+	}
+	if out, code := run(t, "--state", e.state, "versions", "s3:///p"); code != exitUsage || !strings.Contains(out, "names no bucket") {
+		t.Errorf("versions of a bad URL: exit %d: %s", code, out)
+	}
+	if out, code := run(t, "--state", e.state, "versions", "s3://no-such-bucket/p"); code != exitNotFound {
+		t.Errorf("versions of a missing bucket: exit %d: %s", code, out)
 	}
 }

@@ -96,7 +96,7 @@ TLS refused); see docs/cli.md.`,
 	root.PersistentFlags().StringVar(&g.state, "state", defaultState(),
 		"state directory for uppers and metadata (env COWFS_STATE)")
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(newMountCmd(g), newServeCmd(g), newStatusCmd(g), newWarmupCmd(g), newUnmountCmd(g), newSnapshotCmd(g), newRestoreCmd(g), newSnapshotsCmd(g), newVerifyCmd(g), newGCCmd(g), newPushCmd(g), newPublishCmd(g), newWorkspacesCmd(g), newVersionCmd())
+	root.AddCommand(newMountCmd(g), newServeCmd(g), newStatusCmd(g), newWarmupCmd(g), newUnmountCmd(g), newSnapshotCmd(g), newRestoreCmd(g), newSnapshotsCmd(g), newVerifyCmd(g), newGCCmd(g), newPushCmd(g), newPublishCmd(g), newVersionsCmd(), newWorkspacesCmd(g), newVersionCmd())
 	registerCompletions(root, g)
 	return root
 }

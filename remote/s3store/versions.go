@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cowfs/cowfs/cow/object"
 )
@@ -107,4 +110,53 @@ func (s *Store) Versions(ctx context.Context) ([]Version, error) {
 		return true
 	})
 	return vs, err
+}
+
+// Published is a published version as its key describes it, with the
+// leases that hold it.
+type Published struct {
+	VersionInfo
+	Digest object.Digest
+	// Leases counts the running mounts that hold the version
+	// (decision 0078): leases put within LeaseTTL.
+	Leases int
+}
+
+// Published returns every published version, newest first, each with
+// the body of its key and its leases: a GET a version, a few at a time.
+func (s *Store) Published(ctx context.Context) ([]Published, error) {
+	vs, err := s.Versions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	leased, err := s.leased(ctx, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Published, len(vs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, v := range vs {
+		out[i] = Published{Digest: v.Digest, Leases: leased[v.Digest]}
+		g.Go(func() error {
+			key := versionsDir + versionName(v.Digest, v.Published)
+			b, err := s.getKey(gctx, s.key(key))
+			if errors.Is(err, object.ErrNotFound) {
+				return nil // removed since the listing (a gc)
+			}
+			if err != nil {
+				return fmt.Errorf("version %s: %w", v.Digest.Short(), err)
+			}
+			if err := json.Unmarshal(b, &out[i].VersionInfo); err != nil {
+				return fmt.Errorf("version %s: %s: %w", v.Digest.Short(), key, err)
+			}
+			// The key's name is what orders and names it.
+			out[i].Version, out[i].Published = v.Digest.String(), v.Published
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(out, func(p Published) bool { return p.Version == "" }), nil
 }
