@@ -24,6 +24,31 @@ type versionHold struct {
 	mu       sync.Mutex
 	l        *s3store.Lease
 	released bool
+	// renewed is when the lease was last put, err why the last put
+	// failed: the status says so.
+	renewed time.Time
+	err     error
+}
+
+// status is what cowfs status says of the hold.
+func (h *versionHold) status() *LeaseStatus {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := &LeaseStatus{Held: h.l != nil, Renewed: h.renewed}
+	if h.err != nil {
+		st.Error = h.err.Error()
+	}
+	return st
+}
+
+// note records the outcome of a put of the lease.
+func (h *versionHold) note(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.err = err
+	if err == nil {
+		h.renewed = time.Now()
+	}
 }
 
 // renewEvery is s3store.LeaseRenew, a variable for tests.
@@ -61,6 +86,7 @@ func holdVersion(ctx context.Context, store *s3store.Store, v object.Digest, mnt
 // release is removed at once.
 func (h *versionHold) take(ctx context.Context) bool {
 	l, err := h.store.TakeLease(ctx, h.v, h.mnt)
+	h.note(err)
 	if err != nil {
 		h.log.Warn("could not put a lease on the mounted version in the bucket: a gc with --keep-versions may remove the version while this mount reads it",
 			"version", h.v.String(), "err", err)
@@ -96,7 +122,9 @@ func (h *versionHold) renew() {
 			h.take(context.Background())
 			continue
 		}
-		if err := l.Renew(context.Background()); err != nil {
+		err := l.Renew(context.Background())
+		h.note(err)
+		if err != nil {
 			h.log.Warn("could not renew the lease on the mounted version; it is tried again", "version", h.v.String(), "err", err)
 		}
 	}

@@ -53,6 +53,9 @@ func TestVersionHoldRenews(t *testing.T) {
 	if len(first) != 1 {
 		t.Fatalf("%d leases after a waited hold, want 1", len(first))
 	}
+	if st := h.status(); !st.Held || st.Renewed.IsZero() || st.Error != "" {
+		t.Errorf("status of a hold whose lease was put: %+v", st)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if mods := leases(); len(mods) == 1 && mods[0].After(first[0]) {

@@ -88,6 +88,8 @@ type RemoteStatus struct {
 	Trace *TraceStatus `json:"trace,omitempty"`
 	// Bucket is nil unless the lower is a bucket.
 	Bucket *BucketRequests `json:"bucket,omitempty"`
+	// Lease is nil unless the lower is a bucket's published version.
+	Lease *LeaseStatus `json:"lease,omitempty"`
 	// Prefetch is nil unless the workspace prefetches.
 	Prefetch *object.PrefetchProgress `json:"prefetch,omitempty"`
 }
@@ -115,6 +117,15 @@ type BucketRequests struct {
 	Heads   int64 `json:"heads"`
 	Lists   int64 `json:"lists"`
 	BytesIn int64 `json:"bytes_in"`
+}
+
+// LeaseStatus is a bucket mount's hold on its version (decision 0078):
+// whether its lease is in the bucket, when it was last put, and why the
+// last put failed, if it did (a worker whose credentials only read).
+type LeaseStatus struct {
+	Held    bool      `json:"held"`
+	Renewed time.Time `json:"renewed,omitzero"`
+	Error   string    `json:"error,omitempty"`
 }
 
 // controlServer listens on a workspace's socket until Close.

@@ -610,6 +610,9 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 			bs := b.Stats()
 			rs.Bucket = &BucketRequests{Gets: bs.Gets, Heads: bs.Heads, Lists: bs.Lists, BytesIn: bs.BytesIn}
 		}
+		if h := rl.hold; h != nil {
+			rs.Lease = h.status()
+		}
 		rs.Prefetch = cache.Progress()
 		return rs
 	}

@@ -102,6 +102,23 @@ func TestBucketExitCodes(t *testing.T) {
 				if _, err := os.Stat(filepath.Join(e.mnt, "run.sh")); err != nil {
 					t.Errorf("run.sh through the mount: %v", err)
 				}
+				// Credentials that only read cannot put the mount's
+				// lease: the mount goes on, and its status says why
+				// it holds nothing.
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					out, code := run(t, "status", e.mnt, "--json")
+					if code != 0 {
+						t.Fatalf("status: exit %d: %s", code, out)
+					}
+					if strings.Contains(out, `"lease":{"held":false,"error":`) && strings.Contains(out, "AccessDenied") {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("status 30 s after a mount with credentials that only read does not say its lease failed: %s", out)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
 				unmountCLI(t, e.mnt)
 			}
 			if mounted(t, e.mnt) {

@@ -123,6 +123,18 @@ func printStatus(st *cowfs.Status) {
 	if b := r.Bucket; b != nil {
 		fmt.Printf("  bucket:  %d GET, %d HEAD, %d LIST, %s in\n", b.Gets, b.Heads, b.Lists, humanBytes(b.BytesIn))
 	}
+	if l := r.Lease; l != nil {
+		switch {
+		case l.Held && l.Error != "":
+			fmt.Printf("  lease:   held, put %s; the last renewal failed: %s\n", l.Renewed.Local().Format(time.DateTime), l.Error)
+		case l.Held:
+			fmt.Printf("  lease:   held, put %s\n", l.Renewed.Local().Format(time.DateTime))
+		case l.Error != "":
+			fmt.Printf("  lease:   not held (a gc --keep-versions may remove this version): %s\n", l.Error)
+		default:
+			fmt.Printf("  lease:   not held yet\n")
+		}
+	}
 	if p := r.Prefetch; p != nil {
 		var b strings.Builder
 		fmt.Fprintf(&b, "  prefetch: %s, %d files, %d/%d chunks, %s/%s", p.State, p.Files, p.ChunksDone, p.Chunks,

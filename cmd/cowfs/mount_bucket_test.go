@@ -257,6 +257,12 @@ func TestBucketGCCLI(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if out, code := run(t, "status", e.mnt, "--json"); code != 0 || !strings.Contains(out, `"lease":{"held":true,"renewed":"`) {
+		t.Errorf("status --json of a mount holding its version: exit %d: %s", code, out)
+	}
+	if out, code := run(t, "status", e.mnt); code != 0 || !strings.Contains(out, "lease:   held, put ") {
+		t.Errorf("status of a mount holding its version: exit %d: %s", code, out)
+	}
 	type versionLine struct {
 		Version   string    `json:"version"`
 		Published time.Time `json:"published"`
