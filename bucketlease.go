@@ -20,6 +20,9 @@ type versionHold struct {
 	log   *slog.Logger
 	every time.Duration
 	stop  chan struct{}
+	// done closes when the goroutine that puts the lease ends; nil
+	// until it starts.
+	done chan struct{}
 
 	mu       sync.Mutex
 	l        *s3store.Lease
@@ -65,25 +68,25 @@ var renewEvery = s3store.LeaseRenew
 // the mount goes on unheld.
 func holdVersion(ctx context.Context, store *s3store.Store, v object.Digest, mnt string, wait bool, log *slog.Logger) (*versionHold, error) {
 	h := &versionHold{store: store, v: v, mnt: mnt, log: log, every: renewEvery, stop: make(chan struct{})}
-	if !wait {
-		go func() {
-			h.take(context.Background())
-			h.renew()
-		}()
-		return h, nil
-	}
-	if h.take(ctx) {
+	if wait && h.take(ctx) {
 		if err := store.WaitGC(ctx); err != nil {
 			h.release()
 			return nil, err
 		}
 	}
-	go h.renew()
+	h.done = make(chan struct{})
+	go func() {
+		defer close(h.done)
+		if !wait {
+			h.take(context.Background())
+		}
+		h.renew()
+	}()
 	return h, nil
 }
 
 // take puts the lease and says whether it could. A lease put after
-// release is removed at once.
+// release began is removed at once.
 func (h *versionHold) take(ctx context.Context) bool {
 	l, err := h.store.TakeLease(ctx, h.v, h.mnt)
 	h.note(err)
@@ -130,7 +133,10 @@ func (h *versionHold) renew() {
 	}
 }
 
-// release stops the renewal and removes the lease.
+// release stops the renewal and removes the lease. A put under way ends
+// first (each is bounded by the store's timeout): one that ended after
+// the removal would put the lease back, to hold the version for
+// LeaseTTL after the mount ended.
 func (h *versionHold) release() {
 	h.mu.Lock()
 	if h.released {
@@ -138,10 +144,15 @@ func (h *versionHold) release() {
 		return
 	}
 	h.released = true
+	h.mu.Unlock()
+	close(h.stop)
+	if h.done != nil {
+		<-h.done
+	}
+	h.mu.Lock()
 	l := h.l
 	h.l = nil
 	h.mu.Unlock()
-	close(h.stop)
 	if l != nil {
 		h.drop(l)
 	}

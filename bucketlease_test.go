@@ -16,8 +16,9 @@ import (
 )
 
 // A mount's lease is put again while the mount runs, which keeps it
-// younger than the TTL gc ignores leases after, and removed at release;
-// release twice is harmless. Not parallel: it sets renewEvery.
+// younger than the TTL gc ignores leases after, and removed at release,
+// whenever release comes; release twice is harmless. Not parallel: it
+// sets renewEvery.
 func TestVersionHoldRenews(t *testing.T) {
 	srv := s3test.Shared(t)
 	bucket := srv.Bucket(t)
@@ -81,5 +82,20 @@ func TestVersionHoldRenews(t *testing.T) {
 	time.Sleep(time.Second)
 	if n := len(leases()); n != 0 {
 		t.Errorf("%d leases a second after a background hold was released, want 0", n)
+	}
+	// Released while a renewal is under way, it leaves none either: the
+	// renewal ends before the lease is removed.
+	renewEvery = time.Millisecond
+	for range 5 {
+		h, err = holdVersion(ctx, st, v, "/mnt/w", true, slog.Default())
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		h.release()
+	}
+	time.Sleep(time.Second)
+	if n := len(leases()); n != 0 {
+		t.Errorf("%d leases after holds released while renewing, want 0", n)
 	}
 }
