@@ -291,7 +291,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 		if drop[k.name] {
 			continue
 		}
-		if err := object.Reachable(ctx, s, k.Digest, live); err != nil {
+		if err := s.reach(ctx, k.Digest, live, false); err != nil {
 			return st, fmt.Errorf("version %s: %w: nothing removed", k.Digest.Short(), err)
 		}
 	}
@@ -299,7 +299,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 	// a gc that ran as the mount started, or one mounted by digest):
 	// what of it is left stays.
 	for d := range leased {
-		if err := object.ReachablePresent(ctx, s, d, live); err != nil {
+		if err := s.reach(ctx, d, live, true); err != nil {
 			return st, fmt.Errorf("version %s, held by a lease: %w: nothing removed", d.Short(), err)
 		}
 	}
@@ -310,7 +310,7 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 	for _, name := range names {
 		v, err := s.Checkpoint(ctx, name)
 		if err == nil {
-			err = object.Reachable(ctx, s, v, live)
+			err = s.reach(ctx, v, live, false)
 		}
 		if err != nil {
 			return st, fmt.Errorf("checkpoint %s: %w: nothing removed", name, err)

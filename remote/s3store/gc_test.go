@@ -378,3 +378,23 @@ func TestGCOneCopy(t *testing.T) {
 	sameFiles(t, "a reader that knew both packs", readVersion(t, reader, res.Version), files)
 	sameFiles(t, "a new reader", readVersion(t, openAgain(t, srv, bucket), res.Version), files)
 }
+
+// gc reads what a version reaches a level of trees at a time, with the
+// file objects beneath each in a few ranged GETs: not a request a file.
+func TestGCReadsInBatches(t *testing.T) {
+	t.Parallel()
+	const n = 400
+	p := publishedSmall(t, n)
+	ctx := ctxT(t, 2*time.Minute)
+	dst := openAgain(t, s3test.Shared(t), p.bucket)
+	before := dst.Stats().Gets
+	st, err := dst.GC(ctx, s3store.GCOptions{DryRun: true})
+	if err != nil || st.Versions != 1 || st.Removed != 0 {
+		t.Fatalf("gc --dry-run: %+v, %v", st, err)
+	}
+	if gets := dst.Stats().Gets - before; gets > n/10 {
+		t.Errorf("gc of a version of %d files made %d GETs; want them batched, at most %d", n, gets, n/10)
+	} else {
+		t.Logf("gc of a version of %d files: %d GETs", n, gets)
+	}
+}
