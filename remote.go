@@ -144,6 +144,19 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 		if v, err = rl.getRef(ctx, snap); err != nil {
 			return nil, rl.named(err)
 		}
+		if rl.bucket != nil {
+			// A restore holds its checkpoint's version as a mount
+			// holds its own: cowfs snapshots rm --remote may remove
+			// the checkpoint's key while the restore reads it. The
+			// key is read again once the lease is in and no gc runs:
+			// one removed meanwhile may have lost its objects.
+			if err := rl.holdVersion(ctx, v, true); err != nil {
+				return nil, err
+			}
+			if _, err := rl.getRef(ctx, snap); err != nil {
+				return nil, rl.named(err)
+			}
+		}
 		o.Parent = snap
 	} else if v, err = rl.pin(ctx); err != nil {
 		return nil, err

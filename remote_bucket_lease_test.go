@@ -1,7 +1,9 @@
 package cowfs_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/remote/s3store"
 	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
@@ -108,5 +111,68 @@ func TestBucketMountHoldsVersion(t *testing.T) {
 	}
 	if n := leases(); n != 0 {
 		t.Errorf("%d leases after a refused remount, want 0", n)
+	}
+}
+
+// A restore of a bucket's checkpoint holds its version with a lease, so
+// the checkpoint removed (cowfs snapshots rm --remote) and a gc after it
+// leave the restore reading on; once it is unmounted, the next gc removes
+// what the checkpoint alone reached, and a restore of the name is not
+// found.
+func TestBucketRestoreHoldsCheckpoint(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	bucket := srv.Bucket(t)
+	url := "s3://" + bucket + "/spiders"
+	publishTo(t, srv, url, bucketExport(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	a, err := mountBucket(t, srv, url, "", "", "", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := randBytes(300 << 10)
+	writeFile(t, filepath.Join(a.Dir(), "crawl.db"), db, 0o644)
+	if _, err := a.Snapshot(ctx, "ckpt"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Push(ctx, "ckpt"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := restoreBucket(t, srv, url, "ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders", Endpoint: srv.Endpoint})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := st.Checkpoint(ctx, "ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RemoveCheckpoint(ctx, "ckpt"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GC(ctx, s3store.GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustRead(t, filepath.Join(b.Dir(), "crawl.db")); !bytes.Equal(got, db) {
+		t.Error("crawl.db read through the restore after its checkpoint was removed and gc ran differs")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GC(ctx, s3store.GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if has, err := st.Has(ctx, v); err != nil || has {
+		t.Errorf("the removed checkpoint's version after its restore ended and gc ran: held %v, %v", has, err)
+	}
+	if _, err := restoreBucket(t, srv, url, "ckpt"); !errors.Is(err, refs.ErrNotFound) {
+		t.Errorf("restore of the removed checkpoint: %v, want not found", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
+	"github.com/cowfs/cowfs/remote/s3store"
 )
 
 // snapshotJSON is a line of cowfs snapshots --json.
@@ -24,8 +25,20 @@ type snapshotJSON struct {
 	Root    string    `json:"root"`
 }
 
+// checkpointJSON is a line of cowfs snapshots --remote URL --json.
+type checkpointJSON struct {
+	Name    string    `json:"name"`
+	Created time.Time `json:"created"`
+	Parent  string    `json:"parent"`
+	Source  string    `json:"source"`
+	Version string    `json:"version"`
+	Leases  int       `json:"leases"`
+}
+
 func newSnapshotsCmd(g *globals) *cobra.Command {
 	var asJSON bool
+	var bucket, rmBucket string
+	s3f, rmS3f := &s3Flags{}, &s3Flags{}
 	cmd := &cobra.Command{
 		Use:   "snapshots",
 		Short: "List snapshots",
@@ -35,27 +48,51 @@ its logical size (the bytes of its files) and the bytes stored for it alone
 
 On a master, snapshots workers pushed are listed as pushed/NAME: they are
 kept apart from the master's own, so NAME and pushed/NAME are two snapshots.
-rm, diff, verify and restore take pushed/NAME too.`,
+rm, diff, verify and restore take pushed/NAME too.
+
+With --remote s3://BUCKET/PREFIX it lists the checkpoints pushed to the
+bucket instead, oldest first, with how many running restores hold each with
+a lease; snapshots rm NAME --remote s3://BUCKET/PREFIX removes one (its
+objects go at the bucket's next gc, except what a running restore holds).`,
 		Example: "  cowfs snapshots\n  cowfs snapshots rm crawl-old\n  cowfs snapshots rm pushed/crawl-old\n  cowfs snapshots diff crawl-1 crawl-2",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if bucket != "" {
+				return listCheckpoints(cmd, s3f, bucket, asJSON)
+			}
 			return listSnapshots(cmd, g.state, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, jsonFlagHelp)
-	cmd.AddCommand(&cobra.Command{
+	cmd.Flags().StringVar(&bucket, "remote", "", "list the checkpoints pushed to the bucket s3://BUCKET/PREFIX instead")
+	s3f.register(cmd)
+	rm := &cobra.Command{
 		Use:     "rm NAME",
 		Short:   "Remove a snapshot's name (its objects go at the next gc)",
-		Example: "  cowfs snapshots rm crawl-old",
+		Example: "  cowfs snapshots rm crawl-old\n  cowfs snapshots rm crawl-old --remote s3://cowfs/spiders/spider1",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if rmBucket != "" {
+				if _, _, err := s3store.ParseURL(rmBucket); err != nil {
+					return usageError{fmt.Errorf("--remote: %w", err)}
+				}
+				ctx := context.Background()
+				st, err := rmS3f.open(ctx, rmBucket)
+				if err != nil {
+					return err
+				}
+				return st.RemoveCheckpoint(ctx, args[0])
+			}
 			_, d, err := openSnapshots(g.state)
 			if err != nil {
 				return err
 			}
 			return d.Remove(args[0])
 		},
-	}, &cobra.Command{
+	}
+	rm.Flags().StringVar(&rmBucket, "remote", "", "remove the checkpoint from the bucket s3://BUCKET/PREFIX instead")
+	rmS3f.register(rm)
+	cmd.AddCommand(rm, &cobra.Command{
 		Use:     "diff A B",
 		Short:   "List paths added (+), removed (-) and changed (M) from snapshot A to B",
 		Example: "  cowfs snapshots diff crawl-1 crawl-2",
@@ -84,6 +121,37 @@ rm, diff, verify and restore take pushed/NAME too.`,
 		},
 	})
 	return cmd
+}
+
+// listCheckpoints prints the checkpoints of the bucket url, as a table
+// or as JSON lines.
+func listCheckpoints(cmd *cobra.Command, f *s3Flags, url string, asJSON bool) error {
+	if _, _, err := s3store.ParseURL(url); err != nil {
+		return usageError{fmt.Errorf("--remote: %w", err)}
+	}
+	ctx := context.Background()
+	st, err := f.open(ctx, url)
+	if err != nil {
+		return err
+	}
+	cs, err := st.ListCheckpoints(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		for _, c := range cs {
+			if err := writeJSON(cmd.OutOrStdout(), checkpointJSON{c.Name, c.Created, c.Parent, c.Source, c.Version, c.Leases}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tCREATED\tPARENT\tRESTORES\tSOURCE")
+	for _, c := range cs {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", c.Name, c.Created.Local().Format(time.DateTime), c.Parent, c.Leases, c.Source)
+	}
+	return w.Flush()
 }
 
 // listSnapshots prints every snapshot of state with its logical size and

@@ -154,7 +154,34 @@ func TestBucketCheckpointCLI(t *testing.T) {
 	if code == 0 || !strings.Contains(out, "another snapshot holds the name") {
 		t.Errorf("push of another snapshot under a taken name: exit %d, %q", code, out)
 	}
+	// The bucket's checkpoints, the restore's lease on ckpt among them;
+	// one removed, and removed again.
+	type ckptLine struct {
+		Name    string    `json:"name"`
+		Created time.Time `json:"created"`
+		Parent  string    `json:"parent"`
+		Source  string    `json:"source"`
+		Version string    `json:"version"`
+		Leases  int       `json:"leases"`
+	}
+	cs := jsonLines[ckptLine](t, cli(t, other, "snapshots", "--remote", url, "--json"))
+	if len(cs) != 2 || cs[0].Name != "ckpt" || cs[0].Leases != 1 || cs[1].Name != "later" || cs[1].Leases != 0 || !strings.HasPrefix(cs[1].Version, "sha256-") {
+		t.Errorf("snapshots --remote --json beside a restore of ckpt: %+v", cs)
+	}
+	if out := cli(t, other, "snapshots", "--remote", url); !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "ckpt") {
+		t.Errorf("snapshots --remote: %q", out)
+	}
 	unmountCLI(t, mnt2)
+	cli(t, other, "snapshots", "rm", "ckpt", "--remote", url)
+	if cs := jsonLines[ckptLine](t, cli(t, other, "snapshots", "--remote", url, "--json")); len(cs) != 1 || cs[0].Name != "later" {
+		t.Errorf("snapshots --remote --json after ckpt was removed: %+v", cs)
+	}
+	if out, code := run(t, "--state", other, "snapshots", "rm", "ckpt", "--remote", url); code != exitNotFound || !strings.Contains(out, "no checkpoint ckpt") {
+		t.Errorf("snapshots rm of a checkpoint removed already: exit %d: %s", code, out)
+	}
+	if out, code := run(t, "--state", other, "snapshots", "--remote", "s3:///p"); code != exitUsage || !strings.Contains(out, "names no bucket") {
+		t.Errorf("snapshots --remote of a bad URL: exit %d: %s", code, out)
+	}
 
 	missing := filepath.Join(t.TempDir(), "m")
 	os.MkdirAll(missing, 0o755)

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
@@ -145,4 +148,62 @@ func (s *Store) pushedAlready(ctx context.Context, name string, v object.Digest)
 		return false, fmt.Errorf("push %s: %w (version %s, not %s)", name, ErrCheckpointExists, had.Short(), v.Short())
 	}
 	return true, nil
+}
+
+// Checkpointed is a checkpoint as its key describes it, with the leases
+// of running restores that hold it.
+type Checkpointed struct {
+	CheckpointInfo
+	Leases int
+}
+
+// ListCheckpoints returns every checkpoint, oldest first, each with the
+// body of its key (a GET a checkpoint, a few at a time) and the leases
+// that hold its version. One removed since the listing is left out.
+func (s *Store) ListCheckpoints(ctx context.Context) ([]Checkpointed, error) {
+	names, err := s.Checkpoints(ctx)
+	if err != nil {
+		return nil, err
+	}
+	leased, err := s.leased(ctx, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Checkpointed, len(names))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, name := range names {
+		g.Go(func() error {
+			info, err := s.checkpoint(gctx, name)
+			if errors.Is(err, refs.ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			d, _ := object.ParseDigest(info.Version)
+			out[i] = Checkpointed{CheckpointInfo: info, Leases: leased[d]}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out = slices.DeleteFunc(out, func(c Checkpointed) bool { return c.Name == "" })
+	slices.SortStableFunc(out, func(a, b Checkpointed) int { return a.Created.Compare(b.Created) })
+	return out, nil
+}
+
+// RemoveCheckpoint removes checkpoint name's key: the next gc removes
+// what only it reached, except what a running restore's lease holds
+// (decision 0078). A name the bucket does not hold is an error wrapping
+// refs.ErrNotFound.
+func (s *Store) RemoveCheckpoint(ctx context.Context, name string) error {
+	if _, err := s.checkpoint(ctx, name); err != nil {
+		return err
+	}
+	if err := s.deleteKey(ctx, s.checkpointKey(name)); err != nil {
+		return fmt.Errorf("remove checkpoint %s: %w", name, err)
+	}
+	return nil
 }

@@ -157,3 +157,72 @@ func TestPushCheckpointRacing(t *testing.T) {
 		t.Fatalf("the checkpoint that won is not whole: %d files", len(files))
 	}
 }
+
+// Checkpoints list oldest first with the leases that hold them; one
+// removed is gone from the list, its objects go at the next gc unless a
+// lease holds its version, and a name the bucket lacks is
+// refs.ErrNotFound, with nothing removed.
+func TestRemoveCheckpoint(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	local := localStore(t)
+	var vs []object.Digest
+	for i, name := range []string{"crawl-1", "crawl-2"} {
+		dir := t.TempDir()
+		writeFile(t, filepath.Join(dir, "crawl.db"), randBytes(100<<10+i))
+		snap := snapshotOf(t, local, dir, name)
+		snap.Created = time.Now().Add(time.Duration(i-2) * time.Hour)
+		if _, err := dst.Push(ctx, local, snap); err != nil {
+			t.Fatal(err)
+		}
+		v, err := dst.Checkpoint(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, v)
+	}
+	lease, err := dst.TakeLease(ctx, vs[0], "/mnt/resume")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := dst.ListCheckpoints(ctx)
+	if err != nil || len(cs) != 2 || cs[0].Name != "crawl-1" || cs[0].Leases != 1 || cs[1].Leases != 0 || cs[1].Version != vs[1].String() {
+		t.Fatalf("checkpoints: %+v, %v; want crawl-1 (held by a lease) then crawl-2", cs, err)
+	}
+	if err := dst.RemoveCheckpoint(ctx, "no-such"); !errors.Is(err, refs.ErrNotFound) {
+		t.Errorf("remove a checkpoint the bucket lacks: %v, want refs.ErrNotFound", err)
+	}
+	for _, name := range []string{"crawl-1", "crawl-2"} {
+		if err := dst.RemoveCheckpoint(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cs, err := dst.ListCheckpoints(ctx); err != nil || len(cs) != 0 {
+		t.Fatalf("checkpoints after both were removed: %+v, %v", cs, err)
+	}
+	if _, err := dst.GC(ctx, s3store.GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	has := func(v object.Digest) bool {
+		h, err := openAgain(t, srv, bucket).Has(ctx, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	if !has(vs[0]) || has(vs[1]) {
+		t.Errorf("after gc: crawl-1 (leased) held %v, crawl-2 held %v; want the leased one only", has(vs[0]), has(vs[1]))
+	}
+	readVersion(t, openAgain(t, srv, bucket), vs[0])
+	if err := lease.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.GC(ctx, s3store.GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if has(vs[0]) {
+		t.Error("a removed checkpoint's version still there after its lease went and gc ran")
+	}
+}

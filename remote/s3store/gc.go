@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/cow/refs"
 )
 
 // Locks keep gc apart from publishes and pushes, which reuse objects they
@@ -309,14 +310,17 @@ func (s *Store) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 	}
 	for _, name := range names {
 		v, err := s.Checkpoint(ctx, name)
+		if errors.Is(err, refs.ErrNotFound) {
+			continue // removed since the listing
+		}
 		if err == nil {
 			err = s.reach(ctx, v, live, false)
 		}
 		if err != nil {
 			return st, fmt.Errorf("checkpoint %s: %w: nothing removed", name, err)
 		}
+		st.Checkpoints++
 	}
-	st.Checkpoints = len(names)
 	// A version's key goes before what it reaches: a gc stopped in
 	// between leaves objects nothing names, never a version that names
 	// missing objects.
