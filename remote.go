@@ -82,8 +82,8 @@ type remoteLower struct {
 	// not sent. ownTrace is set once the mount replays this worker's.
 	fromShared atomic.Pointer[remote.Trace]
 	ownTrace   atomic.Bool
-	// hold is a bucket mount's lease on its version (decision 0078).
-	hold *versionHold
+	// held is a bucket mount's lease on its version (decision 0078).
+	held *versionHold
 }
 
 // name names the source in messages: "master HOST:PORT" or the bucket's
@@ -122,8 +122,8 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	step("remote: source and cache opened")
 	closeAll := func() {
 		rl.keepTrace()
-		if rl.hold != nil {
-			rl.hold.release()
+		if rl.held != nil {
+			rl.held.release()
 		}
 		rl.cache.Close()
 		rl.store.Close()
@@ -150,7 +150,7 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 			// the checkpoint's key while the restore reads it. The
 			// key is read again once the lease is in and no gc runs:
 			// one removed meanwhile may have lost its objects.
-			if err := rl.holdVersion(ctx, v, true); err != nil {
+			if err := rl.hold(ctx, v, true); err != nil {
 				return nil, err
 			}
 			if _, err := rl.getRef(ctx, snap); err != nil {
@@ -522,7 +522,7 @@ func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 				mnt, v.Short(), want.Short(), filepath.Dir(recPath))
 		}
 		rl.log.Info("remounting the version the upper was made over", "version", v.String())
-		if err := rl.holdVersion(ctx, v, true); err != nil {
+		if err := rl.hold(ctx, v, true); err != nil {
 			return object.Zero, err
 		}
 		if err := checkKept(ctx, rl.src, rl.name(), rl.store, v, r.IOTimeout, r.IsBucket(), rl.log); err != nil {
@@ -547,16 +547,16 @@ func (rl *remoteLower) pin(ctx context.Context) (object.Digest, error) {
 			return object.Zero, rl.named(err)
 		}
 	}
-	if err := rl.holdVersion(ctx, v, !want.IsZero()); err != nil {
+	if err := rl.hold(ctx, v, !want.IsZero()); err != nil {
 		return object.Zero, err
 	}
 	rl.record = &remoteRecord{Addr: r.Addr, Path: sub, Version: v.String()}
 	return v, nil
 }
 
-// holdVersion puts a bucket mount's lease on version v (holdVersion,
-// the function); a master's mount holds nothing there.
-func (rl *remoteLower) holdVersion(ctx context.Context, v object.Digest, wait bool) error {
+// hold puts a bucket mount's lease on version v (holdVersion); a
+// master's mount holds nothing there.
+func (rl *remoteLower) hold(ctx context.Context, v object.Digest, wait bool) error {
 	if rl.bucket == nil {
 		return nil
 	}
@@ -564,7 +564,7 @@ func (rl *remoteLower) holdVersion(ctx context.Context, v object.Digest, wait bo
 	if err != nil {
 		return rl.named(fmt.Errorf("%w whether a gc removes version %s: %w", errNotAsked, v.Short(), err))
 	}
-	rl.hold = h
+	rl.held = h
 	return nil
 }
 
@@ -623,7 +623,7 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 			bs := b.Stats()
 			rs.Bucket = &BucketRequests{Gets: bs.Gets, Heads: bs.Heads, Lists: bs.Lists, BytesIn: bs.BytesIn}
 		}
-		if h := rl.hold; h != nil {
+		if h := rl.held; h != nil {
 			rs.Lease = h.status()
 		}
 		rs.Prefetch = cache.Progress()

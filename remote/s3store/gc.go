@@ -449,9 +449,9 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 // index are written before anything is removed: a gc that stops in
 // between leaves objects in two packs, which read from either, and the
 // next gc removes the old pack or repacks it again, and leaves one copy
-// of each object (gcPacks counts an object live in one pack). A pack that cannot be read whole, or holds a
-// damaged live object, is kept as it is (logged); readers find that
-// damage as before.
+// of each object (gcPacks counts an object live in one pack). A pack
+// that cannot be read whole, or holds a damaged live object, is kept as
+// it is (logged); readers find that damage as before.
 func (s *Store) repack(ctx context.Context, st *GCStats, packs []string, byPack map[string][]indexEntryT, liveIn func(pack string, d object.Digest) bool, gone map[string]bool) error {
 	if len(packs) == 0 {
 		return nil

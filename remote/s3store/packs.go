@@ -611,15 +611,13 @@ func (s *Store) fetch(ctx context.Context, d object.Digest, pooled bool) ([]byte
 	if errors.Is(err, object.ErrNotFound) {
 		// Packed since the indexes were loaded, or moved out of a pack
 		// that is gone?
-		var l packLoc
-		var ok bool
-		var lerr error
-		if gone != "" {
-			l, ok, lerr = s.relocate(ctx, d, gone)
-		} else {
-			l, ok, lerr = s.locate(ctx, d, true)
+		lookAgain := func() (packLoc, bool, error) {
+			if gone != "" {
+				return s.relocate(ctx, d, gone)
+			}
+			return s.locate(ctx, d, true)
 		}
-		if lerr == nil && ok {
+		if l, ok, lerr := lookAgain(); lerr == nil && ok {
 			b, err := s.getPacked(ctx, d, l, pooled)
 			return b, fmt.Sprintf("pack %s (bytes %d-%d)", s.packKey(l.pack), l.off, l.off+l.n-1), err
 		}

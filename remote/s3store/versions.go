@@ -125,7 +125,7 @@ type Published struct {
 // Published returns every published version, newest first, each with
 // the body of its key and its leases: a GET a version, a few at a time.
 func (s *Store) Published(ctx context.Context) ([]Published, error) {
-	vs, err := s.Versions(ctx)
+	keys, err := s.versionKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -133,25 +133,24 @@ func (s *Store) Published(ctx context.Context) ([]Published, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Published, len(vs))
+	out := make([]Published, len(keys))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
-	for i, v := range vs {
-		out[i] = Published{Digest: v.Digest, Leases: leased[v.Digest]}
+	for i, k := range keys {
+		out[i] = Published{Digest: k.Digest, Leases: leased[k.Digest]}
 		g.Go(func() error {
-			key := versionsDir + versionName(v.Digest, v.Published)
-			b, err := s.getKey(gctx, s.key(key))
+			b, err := s.getKey(gctx, s.key(versionsDir+k.name))
 			if errors.Is(err, object.ErrNotFound) {
 				return nil // removed since the listing (a gc)
 			}
 			if err != nil {
-				return fmt.Errorf("version %s: %w", v.Digest.Short(), err)
+				return fmt.Errorf("version %s: %w", k.Digest.Short(), err)
 			}
 			if err := json.Unmarshal(b, &out[i].VersionInfo); err != nil {
-				return fmt.Errorf("version %s: %s: %w", v.Digest.Short(), key, err)
+				return fmt.Errorf("version %s: %s: %w", k.Digest.Short(), versionsDir+k.name, err)
 			}
 			// The key's name is what orders and names it.
-			out[i].Version, out[i].Published = v.Digest.String(), v.Published
+			out[i].Version, out[i].Published = k.Digest.String(), k.Published
 			return nil
 		})
 	}
