@@ -40,19 +40,28 @@ func OpenVersion(ctx context.Context, g object.Getter, v object.Digest) (*lower.
 	if err != nil {
 		return nil, object.Entry{}, fmt.Errorf("version %s: %w", v.Short(), err)
 	}
-	t, err := object.DecodeTree(b)
+	root, err := DecodeVersion(b)
 	if err != nil {
 		return nil, object.Entry{}, fmt.Errorf("version %s: %w", v.Short(), err)
 	}
-	if len(t.Entries) != 1 || t.Entries[0].Name != versionRoot || t.Entries[0].Mode&unix.S_IFMT != unix.S_IFDIR {
-		return nil, object.Entry{}, fmt.Errorf("version %s is not a version object: %w", v.Short(), object.ErrCorrupt)
-	}
-	root := t.Entries[0]
 	// The root tree itself must be there for the mount to show anything.
 	if _, err := g.Get(ctx, root.Object); err != nil {
 		return nil, object.Entry{}, fmt.Errorf("version %s root tree: %w", v.Short(), err)
 	}
 	return lower.NewObjects(g, root.Object, root), root, nil
+}
+
+// DecodeVersion decodes a version object and returns its one entry, the
+// root directory's.
+func DecodeVersion(b []byte) (object.Entry, error) {
+	t, err := object.DecodeTree(b)
+	if err != nil {
+		return object.Entry{}, err
+	}
+	if len(t.Entries) != 1 || t.Entries[0].Name != versionRoot || t.Entries[0].Mode&unix.S_IFMT != unix.S_IFDIR {
+		return object.Entry{}, fmt.Errorf("not a version object: %w", object.ErrCorrupt)
+	}
+	return t.Entries[0], nil
 }
 
 // A readGetter fetches an object for a reader that reads from it next:

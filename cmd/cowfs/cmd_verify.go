@@ -46,6 +46,9 @@ type verifyJSON struct {
 // problemJSON is one problem verify found: where, and with --repair which
 // object, of what kind, and where it was repaired from ("" if not).
 type problemJSON struct {
+	// Root is, for a bucket, the version or checkpoint the object was
+	// found beneath.
+	Root         string   `json:"root,omitempty"`
 	Paths        []string `json:"paths"`
 	Object       string   `json:"object"`
 	Kind         string   `json:"kind"`
@@ -55,10 +58,12 @@ type problemJSON struct {
 
 func newVerifyCmd(g *globals) *cobra.Command {
 	var repair, asJSON bool
+	var version string
 	r := &remoteFlags{}
+	s3f := &s3Flags{}
 	cmd := &cobra.Command{
-		Use:   "verify NAME [--repair [--remote ADDR]]",
-		Short: "Re-hash every object of a snapshot",
+		Use:   "verify NAME [--repair [--remote ADDR]] | verify [NAME | --version V] --remote s3://BUCKET/PREFIX",
+		Short: "Re-hash every object of a snapshot, or of what a bucket keeps",
 		Long: `Read every object snapshot NAME reaches (trees, file objects and every
 chunk) and check each against its digest. Exits non-zero and lists the bad
 paths if anything does not match or is missing. A damaged object is moved
@@ -71,11 +76,46 @@ mountpoint, while it is mounted; the lower directories of the snapshots it
 was restored from; and with --remote, that master. A chunk is read again at
 its offset in the file; a tree by reading all of its directory again. Exits
 non-zero and names every object it could not repair, with the paths that
-use it.`,
+use it.
+
+With --remote s3://BUCKET/PREFIX it reads what the bucket keeps instead:
+checkpoint NAME, the published version --version names (its digest, or
+the start of one, as cowfs versions shows it), or with neither every
+published version and checkpoint. Each object is read once, however many
+of them reach it, and a problem is named by the first path that reaches
+it. The bucket is not changed: what is damaged is every worker's, and is
+uploaded again by a publish or push of what it was made from. While it
+reads, verify holds what it reads with leases, as a mount does, so that a
+gc with --keep-versions beside it does not remove it.`,
 		Example: `  cowfs verify crawl-2026-11-23T10
-  cowfs verify crawl-2026-11-23T10 --repair --remote master:7420 --token-file /etc/cowfs/token`,
-		Args: cobra.ExactArgs(1),
+  cowfs verify crawl-2026-11-23T10 --repair --remote master:7420 --token-file /etc/cowfs/token
+  cowfs verify --remote s3://cowfs/spiders/spider1
+  cowfs verify --remote s3://cowfs/spiders/spider1 --version 3f9a2c41d0be`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+			}
+			if strings.HasPrefix(r.addr, "s3://") {
+				if repair {
+					return usagef("--repair stores again into a local snapshot; a bucket's objects are uploaded again by cowfs publish or cowfs push")
+				}
+				for _, n := range []string{"token-file", "tls-ca", "io-timeout"} {
+					if cmd.Flags().Changed(n) {
+						return usagef("--%s applies only with a master's --remote", n)
+					}
+				}
+				return verifyBucket(cmd, s3f, r.addr, name, version, asJSON)
+			}
+			for _, n := range []string{"version", "s3-endpoint", "s3-ca", "s3-timeout"} {
+				if cmd.Flags().Changed(n) {
+					return usagef("--%s applies only with --remote s3://BUCKET/PREFIX", n)
+				}
+			}
+			if name == "" {
+				return usagef("give the snapshot NAME to verify (or --remote s3://BUCKET/PREFIX)")
+			}
 			if r.addr != "" && !repair {
 				return usagef("--remote applies only with --repair")
 			}
@@ -88,7 +128,7 @@ use it.`,
 			if err != nil {
 				return err
 			}
-			s, err := d.Get(args[0])
+			s, err := d.Get(name)
 			if err != nil {
 				return err
 			}
@@ -121,10 +161,12 @@ use it.`,
 	fl := cmd.Flags()
 	fl.BoolVar(&asJSON, "json", false, jsonFlagHelp)
 	fl.BoolVar(&repair, "repair", false, "store damaged or missing objects again from where the snapshot was taken, or the --remote master")
-	fl.StringVar(&r.addr, "remote", "", "with --repair: also fetch what is damaged from the master at ADDR (host:port)")
+	fl.StringVar(&r.addr, "remote", "", "with --repair: also fetch what is damaged from the master at ADDR (host:port); s3://BUCKET/PREFIX: verify what the bucket keeps")
+	fl.StringVar(&version, "version", "", "with --remote s3://...: verify only this published version (its digest, or the start of one)")
 	fl.StringVar(&r.tokenFile, "token-file", "", "with --remote: file holding the master's bearer token")
 	fl.StringVar(&r.tlsCA, "tls-ca", "", "with --remote: use TLS, checking the master's certificate against this CA (PEM)")
 	fl.DurationVar(&r.ioTimeout, "io-timeout", 20*time.Second, "with --remote: give up on a master that does not answer in this time")
+	s3f.register(cmd)
 	return cmd
 }
 

@@ -171,6 +171,14 @@ func TestBucketCheckpointCLI(t *testing.T) {
 	if out := cli(t, other, "snapshots", "--remote", url); !strings.HasPrefix(out, "NAME") || !strings.Contains(out, "ckpt") {
 		t.Errorf("snapshots --remote: %q", out)
 	}
+	// verify reads a checkpoint by its name, or with every version the
+	// checkpoints too.
+	if out := cli(t, other, "verify", "ckpt", "--remote", url); !strings.Contains(out, ": ok: 0 versions and 1 checkpoints") {
+		t.Errorf("verify ckpt --remote: %s", out)
+	}
+	if out := cli(t, other, "verify", "--remote", url); !strings.Contains(out, ": ok: 1 versions and 2 checkpoints") {
+		t.Errorf("verify --remote: %s", out)
+	}
 	unmountCLI(t, mnt2)
 	cli(t, other, "snapshots", "rm", "ckpt", "--remote", url)
 	if cs := jsonLines[ckptLine](t, cli(t, other, "snapshots", "--remote", url, "--json")); len(cs) != 1 || cs[0].Name != "later" {

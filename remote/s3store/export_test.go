@@ -94,3 +94,10 @@ func SetLeaseTTL(d time.Duration) (old time.Duration) {
 	old, leaseTTL = leaseTTL, d
 	return old
 }
+
+// SetHoldRenew sets how often HoldVersions puts its leases again, for a
+// test that runs alone, and returns what it was.
+func SetHoldRenew(d time.Duration) (old time.Duration) {
+	old, holdRenew = holdRenew, d
+	return old
+}

@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cowfs/cowfs/cow/object"
 )
@@ -122,3 +125,75 @@ func (s *Store) WaitGC(ctx context.Context) error {
 		}
 	}
 }
+
+// HoldVersions puts a lease on each of vs for a reader that is not a
+// mount (cowfs verify, as who), a few at a time, then waits while a gc
+// runs that may not have seen them; the caller then checks which of vs
+// are still published. The leases are put again every LeaseRenew until
+// release, which removes them. An error (credentials that only read)
+// leaves none held.
+func (s *Store) HoldVersions(ctx context.Context, vs []object.Digest, who string) (release func(), err error) {
+	ls := make([]*Lease, len(vs))
+	releaseAll := func() {
+		g := new(errgroup.Group)
+		g.SetLimit(8)
+		for _, l := range ls {
+			if l != nil {
+				g.Go(func() error {
+					if err := l.Release(); err != nil {
+						s.cfg.Log.Warn("a lease stays until it ages out", "err", err)
+					}
+					return nil
+				})
+			}
+		}
+		g.Wait()
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, v := range vs {
+		g.Go(func() (err error) {
+			ls[i], err = s.TakeLease(gctx, v, who)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		releaseAll()
+		return nil, err
+	}
+	if err := s.WaitGC(ctx); err != nil {
+		releaseAll()
+		return nil, err
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(holdRenew)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			for _, l := range ls {
+				rctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+				if err := l.Renew(rctx); err != nil {
+					s.cfg.Log.Warn("could not renew a lease", "err", err)
+				}
+				cancel()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(stop)
+			<-done // a renewal under way would put a lease back after its removal
+			releaseAll()
+		})
+	}, nil
+}
+
+// holdRenew is LeaseRenew, a variable for tests.
+var holdRenew = LeaseRenew
