@@ -468,7 +468,7 @@ func (s *Store) repack(ctx context.Context, st *GCStats, packs []string, byPack 
 		mu.Unlock()
 	}}
 	var moved []string
-	for _, pack := range packs {
+	for n, pack := range packs {
 		b, err := s.getKey(ctx, s.packKey(pack))
 		if err != nil {
 			s.cfg.Log.Warn("gc: a pack to repack could not be read; it is kept", "pack", s.packKey(pack), "err", err)
@@ -494,8 +494,29 @@ func (s *Store) repack(ctx context.Context, st *GCStats, packs []string, byPack 
 			st.Packs++
 			continue
 		}
+		// What a pack held stays together, the trees apart, as a
+		// publish wrote it: a chunk group lies in one pack, and a run
+		// of file objects with their first chunks, and a reader reads
+		// each with one GET; a mount's lookups read trees with no data
+		// between them.
+		unit := chunkGroup{id: n + 1}
+		open := 2 // chunk groups, unless the pack held a file object
 		for _, e := range keep {
-			w.add(e.d, b[e.off:int64(e.off)+int64(e.n)], false)
+			switch k, _ := object.KindOf(b[e.off : int64(e.off)+int64(e.n)]); k {
+			case object.KindTree:
+				continue
+			case object.KindFile:
+				open = 1
+			}
+			unit.bytes += int64(e.n)
+		}
+		for _, e := range keep {
+			obj := b[e.off : int64(e.off)+int64(e.n)]
+			if k, _ := object.KindOf(obj); k == object.KindTree {
+				w.add(e.d, obj, true)
+			} else {
+				w.addTogether(open, e.d, obj, unit)
+			}
 			st.RepackedBytes += int64(e.n)
 		}
 		st.DeadBytes += int64(len(b))

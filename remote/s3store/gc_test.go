@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/s3store"
 	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
@@ -396,5 +398,109 @@ func TestGCReadsInBatches(t *testing.T) {
 		t.Errorf("gc of a version of %d files made %d GETs; want them batched, at most %d", n, gets, n/10)
 	} else {
 		t.Logf("gc of a version of %d files: %d GETs", n, gets)
+	}
+}
+
+// A repack keeps what a pack held together and the trees apart, as a
+// publish wrote them: after it, no pack holds both a tree and another
+// object, and a file's chunk group lies in one pack.
+func TestGCRepackKeepsTogether(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	files := map[string][]byte{}
+	write := func(from, to int) {
+		for d := from; d < to; d++ {
+			for f := range 20 {
+				p := fmt.Sprintf("d%d/f%02d", d, f)
+				files[p] = randBytes(2000 + f)
+				writeFile(t, filepath.Join(dir, p), files[p])
+			}
+		}
+	}
+	write(0, 10)
+	// Files whose one chunk group is 1.3 MiB (chunks 1 and 2): three
+	// groups a pack, which a repack into packs filled to the brim
+	// would split.
+	const tails = 24
+	for i := range tails {
+		p := fmt.Sprintf("tails/t%02d", i)
+		files[p] = randBytes(2*object.ChunkSize + 300<<10)
+		writeFile(t, filepath.Join(dir, p), files[p])
+	}
+	local := localStore(t)
+	v1, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nine of ten directories change, and chunk 1 of two tails in
+	// three: the packs of v1's trees, file objects and groups are then
+	// more dead than live. A group left whole is one a repack could
+	// split.
+	write(1, 10)
+	whole := map[string]bool{}
+	for i := range tails {
+		p := fmt.Sprintf("tails/t%02d", i)
+		if i%3 == 0 {
+			whole[p] = true
+			continue
+		}
+		files[p][object.ChunkSize] ^= 1
+		writeFile(t, filepath.Join(dir, p), files[p])
+	}
+	v2, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeVersion(t, srv, bucket, v1)
+	st, err := dst.GC(ctx, s3store.GCOptions{})
+	if err != nil || st.PacksRepacked == 0 {
+		t.Fatalf("gc: %+v, %v; want packs repacked", st, err)
+	}
+	t.Logf("gc: %+v", st)
+	fresh := openAgain(t, srv, bucket)
+	sameFiles(t, "v2 after the repack", readVersion(t, fresh, v2.Version), files)
+	packOf := func(d object.Digest) string {
+		p, _, _, ok, err := s3store.PackPlace(ctx, fresh, d)
+		if err != nil || !ok {
+			t.Fatalf("object %s packed: %v, %v", d.Short(), ok, err)
+		}
+		return p
+	}
+	treePacks, otherPacks := map[string]bool{}, map[string]bool{}
+	checked := 0
+	_, root, err := remote.OpenVersion(ctx, local, v2.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := object.Walk(ctx, local, root.Object, func(p string, e *object.Entry, f *object.File) error {
+		switch {
+		case e.Mode&syscall.S_IFMT == syscall.S_IFDIR:
+			treePacks[packOf(e.Object)] = true
+		case f != nil:
+			otherPacks[packOf(e.Object)] = true
+			for _, c := range f.Chunks {
+				otherPacks[packOf(c)] = true
+			}
+			if whole[p] {
+				checked++
+				if packOf(f.Chunks[1]) != packOf(f.Chunks[2]) {
+					t.Errorf("%s: the chunks of its group lie in two packs", p)
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if checked != len(whole) {
+		t.Fatalf("%d groups checked; want %d", checked, len(whole))
+	}
+	for p := range treePacks {
+		if otherPacks[p] {
+			t.Errorf("pack %s holds trees and other objects", p[:12])
+		}
 	}
 }

@@ -681,8 +681,9 @@ type packWriter struct {
 	ctx  context.Context
 	sent func(objects int, bytes int64)
 	open [3]gathered // trees, file objects and small objects, chunk groups
-	// group is the chunk group being added to open[2].
-	group int
+	// group is the group (a chunk group, or what a repacked pack held)
+	// being added to each of open.
+	group [3]int
 	// noIndex, if set, is handed each pack sent instead of its being
 	// put in an index the writer writes: gc's repack writes one index
 	// for what it wrote once it is all written.
@@ -717,9 +718,15 @@ func (w *packWriter) add(d object.Digest, b []byte, tree bool) {
 // pack; a group that may not fit in what is left of packTarget starts
 // another pack, so that a group lies in one.
 func (w *packWriter) addGrouped(d object.Digest, b []byte, grp chunkGroup) {
-	p := &w.open[2]
-	if grp.id != w.group {
-		w.group = grp.id
+	w.addTogether(2, d, b, grp)
+}
+
+// addTogether appends an object of group grp to open[i]; a group that may
+// not fit in what is left of packTarget starts another pack.
+func (w *packWriter) addTogether(i int, d object.Digest, b []byte, grp chunkGroup) {
+	p := &w.open[i]
+	if grp.id != w.group[i] {
+		w.group[i] = grp.id
 		if len(p.buf) > 0 && int64(len(p.buf))+grp.bytes > packTarget {
 			w.send(p)
 		}
