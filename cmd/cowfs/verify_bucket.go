@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
@@ -118,33 +117,18 @@ func bucketRoots(ctx context.Context, st *s3store.Store, name, version string) (
 		}
 		return []s3store.VerifyRoot{{Name: "checkpoint " + name, Version: d}}, nil
 	}
-	vs, err := st.Versions(ctx)
+	vs, err := distinctVersions(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	// A version published twice (the same tree again) is one root.
-	seen := map[object.Digest]bool{}
-	vs = slices.DeleteFunc(vs, func(v s3store.Version) bool {
-		dup := seen[v.Digest]
-		seen[v.Digest] = true
-		return dup
-	})
-	var roots []s3store.VerifyRoot
 	if version != "" {
-		want := strings.TrimPrefix(version, "sha256-")
-		for _, v := range vs {
-			if strings.HasPrefix(strings.TrimPrefix(v.Digest.String(), "sha256-"), want) {
-				roots = append(roots, s3store.VerifyRoot{Name: "version " + v.Digest.Short(), Version: v.Digest})
-			}
+		v, err := findVersion(st, vs, version)
+		if err != nil {
+			return nil, err
 		}
-		switch {
-		case len(roots) == 0:
-			return nil, fmt.Errorf("%s: %w matching %s (cowfs versions %s lists them)", st.URL(), s3store.ErrNoVersion, version, st.URL())
-		case len(roots) > 1:
-			return nil, usagef("--version %s names %d versions: give more of its digest", version, len(roots))
-		}
-		return roots, nil
+		return []s3store.VerifyRoot{{Name: "version " + v.Digest.Short(), Version: v.Digest}}, nil
 	}
+	var roots []s3store.VerifyRoot
 	for _, v := range vs {
 		roots = append(roots, s3store.VerifyRoot{Name: "version " + v.Digest.Short(), Version: v.Digest})
 	}

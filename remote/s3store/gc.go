@@ -203,13 +203,17 @@ func (s *Store) versionKeys(ctx context.Context) ([]versionKey, error) {
 
 // retain returns the keys of the versions opts does not keep, of keys
 // (newest first), and counts what it keeps in st. A version is
-// superseded when the first key newer than it was written.
+// superseded when the first key newer than it was written. A version
+// published more than once (the same tree again, a rollback) counts
+// once against opts.KeepVersions, and its older keys stay while it does.
 func retain(keys []versionKey, leased map[object.Digest]int, opts GCOptions, start time.Time, st *GCStats) map[string]bool {
 	drop := map[string]bool{}
 	var superseded time.Time
+	kept := map[object.Digest]bool{}
 	for i, k := range keys {
 		switch {
-		case opts.KeepVersions == 0 || i < opts.KeepVersions:
+		case opts.KeepVersions == 0 || kept[k.Digest] || len(kept) < opts.KeepVersions:
+			kept[k.Digest] = true
 			st.Versions++
 		case leased[k.Digest] > 0:
 			st.Versions++

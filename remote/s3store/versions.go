@@ -32,6 +32,9 @@ type VersionInfo struct {
 	Files     int64     `json:"files"`
 	Bytes     int64     `json:"bytes"`
 	Source    string    `json:"source,omitempty"`
+	// Again is when the version was first published, in the key of a
+	// rollback to it (Republish): the version is published again.
+	Again time.Time `json:"again,omitzero"`
 }
 
 // Version is one published version.
@@ -158,4 +161,56 @@ func (s *Store) Published(ctx context.Context) ([]Published, error) {
 		return nil, err
 	}
 	return slices.DeleteFunc(out, func(p Published) bool { return p.Version == "" }), nil
+}
+
+// Republish makes version v, which is published, the newest again: the
+// key of a rollback (cowfs versions rollback), one write, as a publish's
+// last, with every object v reaches in the bucket already. Fresh mounts
+// get v; running mounts keep the version they mounted. It takes a
+// writer's lock and waits out a running gc, as a publish does, then
+// finds v's newest key: one a gc with --keep-versions removed is gone,
+// and with it, maybe, what only v reached, so v is republished only
+// while a key of it stays. The new key's info is that key's, with Again
+// its first publish.
+func (s *Store) Republish(ctx context.Context, v object.Digest) (VersionInfo, error) {
+	unlock, err := s.lockForWrite(ctx)
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	defer unlock()
+	keys, err := s.versionKeys(ctx)
+	if err != nil {
+		return VersionInfo{}, err
+	}
+	var info VersionInfo
+	found := false
+	for _, k := range keys {
+		if k.Digest != v {
+			continue
+		}
+		b, err := s.getKey(ctx, s.key(versionsDir+k.name))
+		if errors.Is(err, object.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return VersionInfo{}, fmt.Errorf("version %s: %w", v.Short(), err)
+		}
+		if err := json.Unmarshal(b, &info); err != nil {
+			return VersionInfo{}, fmt.Errorf("version %s: %s: %v: %w", v.Short(), versionsDir+k.name, err, object.ErrCorrupt)
+		}
+		if info.Again.IsZero() {
+			info.Again = k.Published
+		}
+		found = true
+		break
+	}
+	if !found {
+		return VersionInfo{}, fmt.Errorf("%s: %w as %s", s.URL(), ErrNoVersion, v.Short())
+	}
+	info.Published = time.Now().UTC()
+	if err := s.PutVersion(ctx, v, info); err != nil {
+		return VersionInfo{}, err
+	}
+	info.Version = v.String()
+	return info, nil
 }
