@@ -32,11 +32,12 @@ func (f *s3Flags) register(cmd *cobra.Command) {
 	cmd.Flags().DurationVar(&f.timeout, "s3-timeout", s3store.DefaultTimeout, "a request to the object store, its retries included, fails after this")
 }
 
-// open opens the bucket prefix url names.
+// open opens the bucket prefix url names; a url that names none is a
+// usage error.
 func (f *s3Flags) open(ctx context.Context, url string) (*s3store.Store, error) {
 	bucket, prefix, err := s3store.ParseURL(url)
 	if err != nil {
-		return nil, err
+		return nil, usageError{err}
 	}
 	if f.timeout <= 0 {
 		return nil, fmt.Errorf("--s3-timeout must be positive")
@@ -74,7 +75,7 @@ on stdout, the last one the result.`,
 				return fmt.Errorf("%s is not a directory", dir)
 			}
 			if concurrency < 1 {
-				return fmt.Errorf("--concurrency must be at least 1")
+				return usagef("--concurrency must be at least 1")
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()

@@ -95,6 +95,9 @@ gc with --keep-versions beside it does not remove it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := ""
 			if len(args) == 1 {
+				if args[0] == "" {
+					return usageError{refs.ValidName("")}
+				}
 				name = args[0]
 			}
 			if strings.HasPrefix(r.addr, "s3://") {
@@ -117,7 +120,7 @@ gc with --keep-versions beside it does not remove it.`,
 				return usagef("give the snapshot NAME to verify (or --remote s3://BUCKET/PREFIX)")
 			}
 			if r.addr != "" && !repair {
-				return usagef("--remote applies only with --repair")
+				return usagef("--remote of a master applies only with --repair (--remote s3://BUCKET/PREFIX verifies a bucket)")
 			}
 			for _, n := range []string{"token-file", "tls-ca", "io-timeout"} {
 				if r.addr == "" && cmd.Flags().Changed(n) {

@@ -42,9 +42,6 @@ says when the version was first published.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			url := args[0]
-			if _, _, err := s3store.ParseURL(url); err != nil {
-				return usageError{err}
-			}
 			ctx := context.Background()
 			st, err := s3f.open(ctx, url)
 			if err != nil {
@@ -102,9 +99,6 @@ runs, as a publish does, and refuses a version gc --keep-versions removed.`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			url := args[0]
-			if _, _, err := s3store.ParseURL(url); err != nil {
-				return usageError{err}
-			}
 			ctx := context.Background()
 			st, err := s3f.open(ctx, url)
 			if err != nil {

@@ -89,17 +89,19 @@ func TestPublishCLI(t *testing.T) {
 		name string
 		env  []string
 		args []string
+		code int
 		says string
 	}{
-		{"not a URL", nil, []string{e.lower, bucket}, "is not an s3://BUCKET/PREFIX URL"},
-		{"missing dir", nil, []string{filepath.Join(e.lower, "nope"), url}, "no such file or directory"},
-		{"missing bucket", nil, []string{e.lower, "s3://no-such-bucket/p"}, `bucket "no-such-bucket" does not exist`},
-		{"wrong secret", []string{"AWS_SECRET_ACCESS_KEY=wrong"}, []string{e.lower, url}, "refused the credentials"},
+		{"not a URL", nil, []string{e.lower, bucket}, exitUsage, "is not an s3://BUCKET/PREFIX URL"},
+		{"no concurrency", nil, []string{e.lower, url, "--concurrency", "0"}, exitUsage, "--concurrency must be at least 1"},
+		{"missing dir", nil, []string{filepath.Join(e.lower, "nope"), url}, exitFailure, "no such file or directory"},
+		{"missing bucket", nil, []string{e.lower, "s3://no-such-bucket/p"}, exitNotFound, `bucket "no-such-bucket" does not exist`},
+		{"wrong secret", []string{"AWS_SECRET_ACCESS_KEY=wrong"}, []string{e.lower, url}, exitDenied, "refused the credentials"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, code := runEnv(t, tc.env, append([]string{"--state", t.TempDir(), "publish"}, tc.args...)...)
-			if code == 0 || !strings.Contains(out, tc.says) {
-				t.Fatalf("exit %d, %q; want non-zero, saying %q", code, out, tc.says)
+			if code != tc.code || !strings.Contains(out, tc.says) {
+				t.Fatalf("exit %d, %q; want %d, saying %q", code, out, tc.code, tc.says)
 			}
 		})
 	}

@@ -49,9 +49,13 @@ func verifyBucket(cmd *cobra.Command, f *s3Flags, url, name, version string, asJ
 	// Held, so that a gc with --keep-versions beside the verify does not
 	// remove what it reads (decision 0078); then found again, in case a
 	// gc ended before the leases were put and removed some.
-	vs := make([]object.Digest, len(roots))
-	for i, r := range roots {
-		vs[i] = r.Version
+	var vs []object.Digest
+	held := map[object.Digest]bool{}
+	for _, r := range roots {
+		if !held[r.Version] {
+			held[r.Version] = true
+			vs = append(vs, r.Version)
+		}
 	}
 	if release, err := st.HoldVersions(ctx, vs, "verify"); err != nil {
 		slog.Warn("verify holds no lease on what it reads: a gc beside it may remove objects it then reports missing", "err", err)

@@ -178,7 +178,7 @@ func TestVerifyRepair(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--remote", "127.0.0.1:1"}, "--remote applies only with --repair"},
+		{[]string{"--remote", "127.0.0.1:1"}, "--remote of a master applies only with --repair"},
 		{[]string{"--repair", "--token-file", "/etc/hostname"}, "--token-file applies only with --remote"},
 		{[]string{"--repair", "--remote", "nohostport"}, "HOST:PORT"},
 		{[]string{"--repair", "--remote", "127.0.0.1:1", "--token-file", "/no/such/file"}, "/no/such/file"},

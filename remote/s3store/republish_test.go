@@ -2,7 +2,6 @@ package s3store_test
 
 import (
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,17 +19,7 @@ func TestRepublish(t *testing.T) {
 	srv := s3test.Shared(t)
 	st, bucket := open(t, srv)
 	ctx := ctxT(t, 2*time.Minute)
-	dir := t.TempDir()
-	local := localStore(t)
-	var vs []s3store.PublishResult
-	for _, s := range []string{"zero", "one", "two"} {
-		writeFile(t, filepath.Join(dir, "spider.py"), []byte(s))
-		r, err := s3store.Publish(ctx, st, local, dir, s3store.PublishOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		vs = append(vs, r)
-	}
+	vs := publishEach(t, st, "zero", "one", "two")
 	before, err := st.Published(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -181,18 +181,8 @@ func TestHoldVersions(t *testing.T) {
 	srv := s3test.Shared(t)
 	st, _ := open(t, srv)
 	ctx := ctxT(t, 2*time.Minute)
-	dir := t.TempDir()
-	local := localStore(t)
-	var vs []object.Digest
-	for _, s := range []string{"one", "two"} {
-		writeFile(t, filepath.Join(dir, "f"), []byte(s))
-		r, err := s3store.Publish(ctx, st, local, dir, s3store.PublishOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		vs = append(vs, r.Version)
-	}
-	release, err := st.HoldVersions(ctx, vs[:1], "verify")
+	vs := publishEach(t, st, "one", "two")
+	release, err := st.HoldVersions(ctx, []object.Digest{vs[0].Version}, "verify")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,20 +209,10 @@ func TestHoldVersionsRenews(t *testing.T) {
 	srv := s3test.Shared(t)
 	st, _ := open(t, srv)
 	ctx := ctxT(t, 2*time.Minute)
-	dir := t.TempDir()
-	local := localStore(t)
-	var vs []object.Digest
-	for _, s := range []string{"one", "two"} {
-		writeFile(t, filepath.Join(dir, "f"), []byte(s))
-		r, err := s3store.Publish(ctx, st, local, dir, s3store.PublishOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		vs = append(vs, r.Version)
-	}
+	vs := publishEach(t, st, "one", "two")
 	defer s3store.SetLeaseTTL(s3store.SetLeaseTTL(2 * time.Second))
 	defer s3store.SetHoldRenew(s3store.SetHoldRenew(200 * time.Millisecond))
-	release, err := st.HoldVersions(ctx, vs[:1], "verify")
+	release, err := st.HoldVersions(ctx, []object.Digest{vs[0].Version}, "verify")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,4 +253,21 @@ func TestVerifyReadsInBatches(t *testing.T) {
 	if got := st.Stats().BytesIn - in; got > stats.Bytes*11/10 {
 		t.Errorf("verify read %d bytes from the bucket to check %d", got, stats.Bytes)
 	}
+}
+
+// publishEach publishes a version of one file for each of contents, in
+// order, and returns them.
+func publishEach(t *testing.T, st *s3store.Store, contents ...string) []s3store.PublishResult {
+	t.Helper()
+	dir, local := t.TempDir(), localStore(t)
+	var vs []s3store.PublishResult
+	for _, s := range contents {
+		writeFile(t, filepath.Join(dir, "spider.py"), []byte(s))
+		r, err := s3store.Publish(ctxT(t, time.Minute), st, local, dir, s3store.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, r)
+	}
+	return vs
 }
