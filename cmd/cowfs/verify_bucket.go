@@ -94,7 +94,7 @@ func verifyBucket(cmd *cobra.Command, f *s3Flags, url, name, version string, asJ
 		}
 	}
 	if len(probs) > 0 {
-		return fmt.Errorf("%s is %w: %d problems (a publish or push of what they were made from uploads them again)", url, errDamaged, len(probs))
+		return fmt.Errorf("%s is %w: %d problems (docs/deploy.md, \"A bucket instead of a master\", says how to repair it)", url, errDamaged, len(probs))
 	}
 	if !asJSON {
 		fmt.Fprintf(cmd.OutOrStdout(), "%s: ok: %d versions and %d checkpoints reach %d files, %d trees and %d chunks (%s), each read and checked\n",

@@ -176,13 +176,27 @@ func (s *Store) HoldVersions(ctx context.Context, vs []object.Digest, who string
 				return
 			case <-t.C:
 			}
+			// A few at a time; once released, none more is started,
+			// and those under way end before the leases are removed.
+			g := new(errgroup.Group)
+			g.SetLimit(8)
+		renew:
 			for _, l := range ls {
-				rctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-				if err := l.Renew(rctx); err != nil {
-					s.cfg.Log.Warn("could not renew a lease", "err", err)
+				select {
+				case <-stop:
+					break renew
+				default:
 				}
-				cancel()
+				g.Go(func() error {
+					rctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+					defer cancel()
+					if err := l.Renew(rctx); err != nil {
+						s.cfg.Log.Warn("could not renew a lease", "err", err)
+					}
+					return nil
+				})
 			}
+			g.Wait()
 		}
 	}()
 	var once sync.Once

@@ -299,7 +299,7 @@ func (v *verifier) check(p pending, kind string, b []byte, err error, use func(p
 	if err == nil {
 		v.st.Bytes += int64(len(b))
 		if object.Sum(b) != p.d {
-			err = fmt.Errorf("its bytes do not hash to its digest: %w", object.ErrCorrupt)
+			err = fmt.Errorf("its bytes in %s do not hash to its digest: %w", v.s.keyOf(p.d), object.ErrCorrupt)
 		} else {
 			err = use(p, b)
 		}
@@ -319,4 +319,12 @@ func (v *verifier) note(p pending, kind string, err error) {
 		err = fmt.Errorf("chunk %d: %w", p.chunk, err)
 	}
 	v.probs = append(v.probs, VerifyProblem{Root: v.roots[p.at.root].Name, Path: p.at.path, Object: p.d, Kind: kind, Err: err})
+}
+
+// keyOf names the key object d is read from: its pack's, or its own.
+func (s *Store) keyOf(d object.Digest) string {
+	if pack, ok := s.packOf(d); ok {
+		return s.packKey(pack)
+	}
+	return s.objectKey(d)
 }

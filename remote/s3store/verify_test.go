@@ -77,9 +77,10 @@ func TestVerify(t *testing.T) {
 	if err != nil || len(probs) != 1 {
 		t.Fatalf("verify with a chunk damaged: %v, %v; want one problem", probs, err)
 	}
+	pack, _, _, _, _ := s3store.PackPlace(ctx, st, a.Chunks[1])
 	if p := probs[0]; p.Root != "version 2" || p.Path != "/a" || p.Kind != "chunk" || p.Object != a.Chunks[1] ||
-		!errors.Is(p.Err, object.ErrCorrupt) || !strings.Contains(p.Err.Error(), "chunk 1") {
-		t.Errorf("the problem: %+v (%v); want chunk 1 of /a in version 2, corrupt", p, p.Err)
+		!errors.Is(p.Err, object.ErrCorrupt) || !strings.Contains(p.Err.Error(), "chunk 1") || !strings.Contains(p.Err.Error(), "spiders/one/packs/"+pack) {
+		t.Errorf("the problem: %+v (%v); want chunk 1 of /a in version 2, corrupt, its pack named", p, p.Err)
 	}
 	undo()
 
@@ -103,7 +104,7 @@ func TestVerify(t *testing.T) {
 	undo()
 
 	// A pack gone: each chunk in it is missing.
-	pack, _, _, _, err := s3store.PackPlace(ctx, st, a.Chunks[0])
+	pack, _, _, _, err = s3store.PackPlace(ctx, st, a.Chunks[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +121,15 @@ func TestVerify(t *testing.T) {
 		if !errors.Is(p.Err, object.ErrNotFound) {
 			t.Errorf("with a pack gone: %+v (%v); want missing", p, p.Err)
 		}
+	}
+	// The repair docs/deploy.md gives: a publish of the tree again
+	// uploads what is missing.
+	again := openAgain(t, srv, bucket)
+	if _, err := s3store.Publish(ctx, again, local, dir, s3store.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if probs, _, err := again.Verify(ctx, roots[:1], nil); err != nil || len(probs) != 0 {
+		t.Errorf("verify of version 2 after it was published again: %v, %v", probs, err)
 	}
 	overwrite(t, srv, bucket, key, was)
 
