@@ -347,17 +347,34 @@ func (c *Cache) ReplayTraceFrom(load func(ctx context.Context) (*Trace, error)) 
 // none that the other worker's batch holds: a batch stops at an object
 // the other one fetches, and leaves it to that batch. end is true once
 // the trace is done.
+//
+// A batch that reaches a bound goes on to the end of the pack run it is
+// in, where the source says which pack an object lies in (a bucket), by
+// at most object.ChunkGroup-1 entries: a bucket reads a run of a pack
+// with one GET, and a batch that ended inside a chunk group would split
+// it into two, and every batch after it too, its start then inside one.
 func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan struct{}) {
 	p := &c.replay
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var size int64
 	mine := map[object.Digest]bool{}
+	pl, _ := c.f.(packLocator)
+	var lastPack string
+	over := 0
 	// At most traceLook entries looked at under p.mu, which readers
 	// take: a trace mostly held already is gone through a part at a time.
-	for look := 0; p.next < len(p.entries) && len(batch) < traceBatch && size < traceBatchBytes && look < traceLook &&
-		p.lead < traceLead; look++ {
+	for look := 0; p.next < len(p.entries) && look < traceLook; look++ {
 		e := p.entries[p.next]
+		if len(batch) >= traceBatch || size >= traceBatchBytes || p.lead >= traceLead {
+			if pl == nil || lastPack == "" || over == object.ChunkGroup-1 {
+				break
+			}
+			if pack, ok := pl.PackOf(e.Object); !ok || pack != lastPack {
+				break
+			}
+			over++
+		}
 		if p.busy[e.Object] && !mine[e.Object] {
 			break
 		}
@@ -379,6 +396,9 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan 
 		p.lead += e.Size
 		batch = append(batch, e.Object)
 		size += e.Size
+		if pl != nil {
+			lastPack, _ = pl.PackOf(e.Object)
+		}
 	}
 	if len(batch) == 0 && p.next < len(p.entries) && p.lead >= traceLead {
 		if p.moved == nil {

@@ -2,7 +2,10 @@ package remote_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,6 +102,66 @@ func TestReplayWaitsForBusyStripe(t *testing.T) {
 	}
 }
 
+// A replay's batch that reaches its bounds goes on to the end of the
+// pack run it is in, where the source knows its packs (a bucket): a batch
+// that ended inside a chunk group would split it into two GETs, and the
+// next batch would start inside one, and so on to the trace's end.
+func TestReplayBatchesEndWithPacks(t *testing.T) {
+	var f *packedFetcher
+	r := newLeadReplayVia(t, 25, object.ChunkSize, func(es []remote.TraceEntry, c remote.Fetcher) remote.Fetcher {
+		// Entry 0 with the small objects (a first chunk), then chunk
+		// groups of four, one a pack, as a publish packs a file.
+		f = &packedFetcher{Fetcher: c, packs: map[object.Digest]string{}}
+		for i, e := range es {
+			f.packs[e.Object] = fmt.Sprintf("group %d", (i+3)/4)
+		}
+		return f
+	})
+	r.c.ReplayTrace(r.entries)
+	// The lead (8 MiB) is full at entry 7, inside the group of 5-8.
+	which := r.settled(9)
+	for i, ok := range which {
+		if ok != (i < 9) {
+			t.Fatalf("entry %d held: %v; want the first 9, to the end of the group of entries 5-8", i, ok)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.calls) != 1 || len(f.calls[0]) != 9 {
+		t.Errorf("the replay's calls: %d, of %v objects; want one of 9", len(f.calls), lens(f.calls))
+	}
+}
+
+// packedFetcher is a master's client as the cache sees a bucket's
+// Fetcher: it says which pack each object lies in (what a bucket's
+// indexes say), and records the objects of each call for many.
+type packedFetcher struct {
+	remote.Fetcher
+	packs map[object.Digest]string
+	mu    sync.Mutex
+	calls [][]object.Digest
+}
+
+func (f *packedFetcher) PackOf(d object.Digest) (string, bool) {
+	p, ok := f.packs[d]
+	return p, ok
+}
+
+func (f *packedFetcher) GetMany(ctx context.Context, ds []object.Digest, got func(i int, b []byte, err error)) error {
+	f.mu.Lock()
+	f.calls = append(f.calls, slices.Clone(ds))
+	f.mu.Unlock()
+	return f.Fetcher.GetMany(ctx, ds, got)
+}
+
+func lens(calls [][]object.Digest) []int {
+	var n []int
+	for _, c := range calls {
+		n = append(n, len(c))
+	}
+	return n
+}
+
 // leadReplay is a cache on a master whose store holds n objects of size
 // bytes, the entries of a trace to replay.
 type leadReplay struct {
@@ -110,6 +173,13 @@ type leadReplay struct {
 }
 
 func newLeadReplay(t *testing.T, n, size int) *leadReplay {
+	t.Helper()
+	return newLeadReplayVia(t, n, size, nil)
+}
+
+// newLeadReplayVia is newLeadReplay with the cache fetching through what
+// via makes of the master's client (nil: the client itself).
+func newLeadReplayVia(t *testing.T, n, size int, via func([]remote.TraceEntry, remote.Fetcher) remote.Fetcher) *leadReplay {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
@@ -134,7 +204,11 @@ func newLeadReplay(t *testing.T, n, size int) *leadReplay {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.c, err = remote.NewCache(r.store, client, nil)
+	var f remote.Fetcher = client
+	if via != nil {
+		f = via(r.entries, client)
+	}
+	r.c, err = remote.NewCache(r.store, f, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
