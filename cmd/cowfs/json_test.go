@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // jsonLines parses out as one JSON object per line into a slice of T,
@@ -143,4 +144,16 @@ func TestJSONOutput(t *testing.T) {
 	if len(g) != 1 || g[0].Live == 0 || !g[0].DryRun || g[0].GraceSeconds != 0 {
 		t.Errorf("gc --json: %+v", g)
 	}
+}
+
+// publishedLine is a line of cowfs versions --json, and of versions
+// rollback --json.
+type publishedLine struct {
+	Version   string    `json:"version"`
+	Published time.Time `json:"published"`
+	Files     int64     `json:"files"`
+	Bytes     int64     `json:"bytes"`
+	Source    string    `json:"source"`
+	Leases    int       `json:"leases"`
+	Again     time.Time `json:"again"`
 }

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // cowfs versions rollback makes the version before the newest the newest
@@ -41,16 +40,7 @@ func TestBucketRollbackCLI(t *testing.T) {
 	if err != nil || string(got) != "good" {
 		t.Errorf("a fresh mount after the rollback reads %q, %v; want the good version", got, err)
 	}
-	type versionLine struct {
-		Version   string    `json:"version"`
-		Published time.Time `json:"published"`
-		Files     int64     `json:"files"`
-		Bytes     int64     `json:"bytes"`
-		Source    string    `json:"source"`
-		Leases    int       `json:"leases"`
-		Again     time.Time `json:"again"`
-	}
-	vs := jsonLines[versionLine](t, cli(t, state, "versions", url, "--json"))
+	vs := jsonLines[publishedLine](t, cli(t, state, "versions", url, "--json"))
 	if len(vs) != 3 || vs[0].Version != versions[0] || vs[0].Again.IsZero() || !vs[0].Again.Equal(vs[2].Published) || !vs[1].Again.IsZero() {
 		t.Errorf("versions --json after the rollback: %+v", vs)
 	}
@@ -58,7 +48,7 @@ func TestBucketRollbackCLI(t *testing.T) {
 		t.Errorf("versions after the rollback: %s", out)
 	}
 	// Forward again, by name, as JSON; then the same again.
-	rs := jsonLines[versionLine](t, cli(t, state, "versions", "rollback", url, "--to", bad, "--json"))
+	rs := jsonLines[publishedLine](t, cli(t, state, "versions", "rollback", url, "--to", bad, "--json"))
 	if len(rs) != 1 || rs[0].Version != versions[1] || !rs[0].Again.Equal(vs[1].Published) {
 		t.Errorf("versions rollback --to %s --json: %+v", bad, rs)
 	}

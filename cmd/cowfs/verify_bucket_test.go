@@ -68,15 +68,7 @@ func TestBucketVerifyCLI(t *testing.T) {
 		t.Errorf("verify --version %s --json: %+v", short, rs)
 	}
 	// Its leases went with it.
-	type versionLine struct {
-		Version   string    `json:"version"`
-		Published time.Time `json:"published"`
-		Files     int64     `json:"files"`
-		Bytes     int64     `json:"bytes"`
-		Source    string    `json:"source"`
-		Leases    int       `json:"leases"`
-	}
-	for _, v := range jsonLines[versionLine](t, cli(t, state, "versions", url, "--json")) {
+	for _, v := range jsonLines[publishedLine](t, cli(t, state, "versions", url, "--json")) {
 		if v.Leases != 0 {
 			t.Errorf("version %s held by %d leases after verify", v.Version, v.Leases)
 		}
