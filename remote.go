@@ -83,7 +83,7 @@ type remoteLower struct {
 	fromShared atomic.Pointer[remote.Trace]
 	ownTrace   atomic.Bool
 	// held is a bucket mount's lease on its version (decision 0078).
-	held *versionHold
+	held *s3store.Hold
 }
 
 // name names the source in messages: "master HOST:PORT" or the bucket's
@@ -123,7 +123,7 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	closeAll := func() {
 		rl.keepTrace()
 		if rl.held != nil {
-			rl.held.release()
+			rl.held.Release()
 		}
 		rl.cache.Close()
 		rl.store.Close()
@@ -624,7 +624,7 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 			rs.Bucket = &BucketRequests{Gets: bs.Gets, Heads: bs.Heads, Lists: bs.Lists, BytesIn: bs.BytesIn}
 		}
 		if h := rl.held; h != nil {
-			rs.Lease = h.status()
+			rs.Lease = leaseStatus(h)
 		}
 		rs.Prefetch = cache.Progress()
 		return rs

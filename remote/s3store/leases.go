@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -126,87 +127,189 @@ func (s *Store) WaitGC(ctx context.Context) error {
 	}
 }
 
-// HoldVersions puts a lease on each of vs for a reader that is not a
-// mount (cowfs verify, as who), a few at a time, then waits while a gc
-// runs that may not have seen them; the caller then checks which of vs
-// are still published. The leases are put again every LeaseRenew until
-// release, which removes them. An error (credentials that only read)
-// leaves none held.
-func (s *Store) HoldVersions(ctx context.Context, vs []object.Digest, who string) (release func(), err error) {
-	ls := make([]*Lease, len(vs))
+// A Hold is a reader's lease on a version, kept in the bucket while it
+// reads (decision 0078): a mount's on its version, a verify's on what it
+// reads. It is put again every LeaseRenew until Release, which removes
+// it. One that could not be put (credentials that only read) is tried
+// again at each renewal; the reader goes on unheld meanwhile.
+type Hold struct {
+	s     *Store
+	v     object.Digest
+	who   string
+	log   *slog.Logger // nil: failures are only noted
+	every time.Duration
+	stop  chan struct{}
+	// done closes when the goroutine that puts the lease ends; nil
+	// until it starts.
+	done chan struct{}
+
+	mu       sync.Mutex
+	l        *Lease
+	released bool
+	// renewed is when the lease was last put, err why the last put
+	// failed.
+	renewed time.Time
+	err     error
+}
+
+// Hold puts a lease on version v for the reader who (a mountpoint,
+// "verify") and keeps it until Release. With wait the lease is put
+// before Hold returns; the caller, which holds a version that may be
+// superseded already, then waits while a gc runs that may not have seen
+// it (WaitGC) and checks that the version is still there. Otherwise (a
+// version gc keeps for --grace after it is superseded) it is put in the
+// background. A failure to put it is logged to log, if not nil, and
+// said by Status.
+func (s *Store) Hold(ctx context.Context, v object.Digest, who string, wait bool, log *slog.Logger) *Hold {
+	h := &Hold{s: s, v: v, who: who, log: log, every: holdRenew, stop: make(chan struct{}), done: make(chan struct{})}
+	if wait {
+		h.take(ctx)
+	}
+	go func() {
+		defer close(h.done)
+		if !wait {
+			h.take(context.Background())
+		}
+		h.renew()
+	}()
+	return h
+}
+
+// Status says whether the lease is in the bucket, when it was last put,
+// and why the last put failed, if it did.
+func (h *Hold) Status() (held bool, renewed time.Time, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.l != nil, h.renewed, h.err
+}
+
+// note records the outcome of a put of the lease.
+func (h *Hold) note(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.err = err
+	if err == nil {
+		h.renewed = time.Now()
+	}
+}
+
+// take puts the lease. One put after Release began is removed at once.
+func (h *Hold) take(ctx context.Context) {
+	l, err := h.s.TakeLease(ctx, h.v, h.who)
+	h.note(err)
+	if err != nil {
+		if h.log != nil {
+			h.log.Warn("could not put a lease on the version read in the bucket: a gc with --keep-versions may remove it meanwhile",
+				"version", h.v.String(), "err", err)
+		}
+		return
+	}
+	h.mu.Lock()
+	released := h.released
+	if !released {
+		h.l = l
+	}
+	h.mu.Unlock()
+	if released {
+		h.drop(l)
+	}
+}
+
+// renew puts the lease again every h.every until Release; one that could
+// not be put is tried again.
+func (h *Hold) renew() {
+	t := time.NewTicker(h.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		l := h.l
+		h.mu.Unlock()
+		if l == nil {
+			h.take(context.Background())
+			continue
+		}
+		err := l.Renew(context.Background())
+		h.note(err)
+		if err != nil && h.log != nil {
+			h.log.Warn("could not renew the lease on the version read; it is tried again", "version", h.v.String(), "err", err)
+		}
+	}
+}
+
+// Release stops the renewal and removes the lease; again is harmless. A
+// put under way ends first (each is bounded by the store's timeout): one
+// that ended after the removal would put the lease back, to hold the
+// version for LeaseTTL after the reader ended.
+func (h *Hold) Release() {
+	h.mu.Lock()
+	if h.released {
+		h.mu.Unlock()
+		return
+	}
+	h.released = true
+	h.mu.Unlock()
+	close(h.stop)
+	<-h.done
+	h.mu.Lock()
+	l := h.l
+	h.l = nil
+	h.mu.Unlock()
+	if l != nil {
+		h.drop(l)
+	}
+}
+
+// drop removes lease l; one that cannot be removed ages out.
+func (h *Hold) drop(l *Lease) {
+	if err := l.Release(); err != nil && h.log != nil {
+		h.log.Warn("could not remove the lease on the version read; it ages out", "version", h.v.String(), "err", err)
+	}
+}
+
+// HoldVersions holds each of vs for who (Hold, waited), a few at a time,
+// then waits while a gc runs that may not have seen the leases; the
+// caller then checks which of vs are still published. An error (the
+// first lease that could not be put: credentials that only read) leaves
+// none held.
+func (s *Store) HoldVersions(ctx context.Context, vs []object.Digest, who string) (func(), error) {
+	hs := make([]*Hold, len(vs))
+	g := new(errgroup.Group)
+	g.SetLimit(8)
+	for i, v := range vs {
+		g.Go(func() error {
+			hs[i] = s.Hold(ctx, v, who, true, nil)
+			return nil
+		})
+	}
+	g.Wait()
 	releaseAll := func() {
 		g := new(errgroup.Group)
 		g.SetLimit(8)
-		for _, l := range ls {
-			if l != nil {
-				g.Go(func() error {
-					if err := l.Release(); err != nil {
-						s.cfg.Log.Warn("a lease stays until it ages out", "err", err)
-					}
-					return nil
-				})
-			}
+		for _, h := range hs {
+			g.Go(func() error { h.Release(); return nil })
 		}
 		g.Wait()
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for i, v := range vs {
-		g.Go(func() (err error) {
-			ls[i], err = s.TakeLease(gctx, v, who)
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		releaseAll()
-		return nil, err
-	}
-	if err := s.WaitGC(ctx); err != nil {
-		releaseAll()
-		return nil, err
-	}
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(holdRenew)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			// A few at a time; once released, none more is started,
-			// and those under way end before the leases are removed.
-			g := new(errgroup.Group)
-			g.SetLimit(8)
-		renew:
-			for _, l := range ls {
-				select {
-				case <-stop:
-					break renew
-				default:
-				}
-				g.Go(func() error {
-					rctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-					defer cancel()
-					if err := l.Renew(rctx); err != nil {
-						s.cfg.Log.Warn("could not renew a lease", "err", err)
-					}
-					return nil
-				})
-			}
-			g.Wait()
+	var err error
+	for _, h := range hs {
+		if _, _, err = h.Status(); err != nil {
+			break
 		}
-	}()
+	}
+	if err == nil {
+		err = s.WaitGC(ctx)
+	}
+	if err != nil {
+		releaseAll()
+		return nil, err
+	}
 	var once sync.Once
-	return func() {
-		once.Do(func() {
-			close(stop)
-			<-done // a renewal under way would put a lease back after its removal
-			releaseAll()
-		})
-	}, nil
+	return func() { once.Do(releaseAll) }, nil
 }
 
 // holdRenew is LeaseRenew, a variable for tests.

@@ -49,6 +49,9 @@ const (
 	verifyChunks     = 256
 )
 
+// objectBatch bounds the trees or file objects of one GetMany.
+const objectBatch = 1024
+
 // Verify reads every object the roots reach, chunks included, and checks
 // each against its digest and its place (a chunk's length against its
 // file's size), as cowfs verify does for a local snapshot. It reads each
@@ -93,6 +96,8 @@ type verifier struct {
 	probs    []VerifyProblem
 	st       VerifyStats
 	progress func(VerifyStats)
+	// noData reads no chunk: they are only seen (reach).
+	noData bool
 	// chunks wait to be read together, up to verifyChunkBytes;
 	// waiting finds one in chunks by its digest.
 	chunks     []pending
@@ -111,7 +116,7 @@ func (v *verifier) run(ctx context.Context) error {
 	// The version objects come in any order; their trees are taken in
 	// the roots' (as below, a level's).
 	tops := make([]object.Digest, len(versions))
-	err := v.read(ctx, versions, "version", reachBatch, nil, func(i int, p pending, b []byte) error {
+	err := v.read(ctx, versions, "version", objectBatch, nil, func(i int, p pending, b []byte) error {
 		root, err := remote.DecodeVersion(b)
 		tops[i] = root.Object
 		return err
@@ -127,7 +132,7 @@ func (v *verifier) run(ctx context.Context) error {
 		// in the level's, so that the first root and path to reach an
 		// object name it, whatever order the bucket answers in.
 		trees := make([]*object.Tree, len(level))
-		err = v.read(ctx, level, "tree", reachBatch, nil, func(i int, p pending, b []byte) (err error) {
+		err = v.read(ctx, level, "tree", objectBatch, nil, func(i int, p pending, b []byte) (err error) {
 			trees[i], err = object.DecodeTree(b)
 			return err
 		})
@@ -158,14 +163,18 @@ func (v *verifier) run(ctx context.Context) error {
 			}
 		}
 		for len(files) > 0 && err == nil {
-			batch := files[:min(len(files), reachBatch)]
+			batch := files[:min(len(files), objectBatch)]
 			files = files[len(batch):]
 			// A file's first chunk, packed after its file object (as a
 			// publish packs it), comes in the same ranged GET: its
 			// place is known once its file object came, and a chunk
 			// two files of the batch share is named by the first.
 			owner := map[object.Digest]int{}
-			err = v.read(ctx, batch, "file object", reachBatch, v.followed, func(k int, p pending, b []byte) error {
+			fol := v.followed
+			if v.noData {
+				fol = nil
+			}
+			err = v.read(ctx, batch, "file object", objectBatch, fol, func(k int, p pending, b []byte) error {
 				f, err := object.DecodeFile(b)
 				if err != nil {
 					return err
@@ -173,6 +182,10 @@ func (v *verifier) run(ctx context.Context) error {
 				v.st.Files++
 				for i, c := range f.Chunks {
 					if c.IsZero() {
+						continue
+					}
+					if v.noData {
+						v.seen[c] = true
 						continue
 					}
 					if o, ok := owner[c]; ok && o > k {
@@ -327,4 +340,35 @@ func (s *Store) keyOf(d object.Digest) string {
 		return s.packKey(pack)
 	}
 	return s.objectKey(d)
+}
+
+// reach adds to live every object root reaches (ReachablePresent's set if
+// partial, Reachable's otherwise), reading what Verify reads but the
+// chunks: each level of trees, then the file objects beneath it, in
+// GetMany calls (a ranged GET a run of a pack). Read one at a time, as a
+// walk asks for them, a gc made a request for every file of every
+// version it keeps, which on an object store tens of milliseconds away
+// is hours for a big bucket. What live holds already is not read. A
+// missing or damaged object is an error, but with partial one that is
+// missing, which is left out with what is beneath it.
+func (s *Store) reach(ctx context.Context, root object.Digest, live map[object.Digest]bool, partial bool) error {
+	v := &verifier{s: s, roots: []VerifyRoot{{Name: "version " + root.Short(), Version: root}}, seen: live, waiting: map[object.Digest]int{}, noData: true}
+	if err := v.run(ctx); err != nil {
+		return err
+	}
+	for _, p := range v.probs {
+		if partial && errors.Is(p.Err, object.ErrNotFound) {
+			continue
+		}
+		return fmt.Errorf("%s %s of %s: %w", p.Kind, p.Object.Short(), orRoot(p.Path), p.Err)
+	}
+	return nil
+}
+
+// orRoot names where a problem is: its path, or the version object.
+func orRoot(path string) string {
+	if path == "" {
+		return "the version object"
+	}
+	return path
 }

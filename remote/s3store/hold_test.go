@@ -1,4 +1,4 @@
-package cowfs
+package s3store_test
 
 import (
 	"context"
@@ -15,11 +15,11 @@ import (
 	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
 
-// A mount's lease is put again while the mount runs, which keeps it
-// younger than the TTL gc ignores leases after, and removed at release,
-// whenever release comes; release twice is harmless. Not parallel: it
-// sets renewEvery.
-func TestVersionHoldRenews(t *testing.T) {
+// A hold's lease (a mount's) is put again while it is held, which keeps
+// it younger than the TTL gc ignores leases after, and removed at
+// release, whenever release comes; release twice is harmless. Not
+// parallel: it sets how often a hold renews for every test.
+func TestHoldRenews(t *testing.T) {
 	srv := s3test.Shared(t)
 	bucket := srv.Bucket(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -28,8 +28,7 @@ func TestVersionHoldRenews(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func(d time.Duration) { renewEvery = d }(renewEvery)
-	renewEvery = 300 * time.Millisecond
+	defer s3store.SetHoldRenew(s3store.SetHoldRenew(300 * time.Millisecond))
 	leases := func() []time.Time {
 		t.Helper()
 		out, err := srv.Client().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("p/leases/")})
@@ -46,16 +45,13 @@ func TestVersionHoldRenews(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := holdVersion(ctx, st, v, "/mnt/w", true, slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := st.Hold(ctx, v, "/mnt/w", true, slog.Default())
 	first := leases()
 	if len(first) != 1 {
 		t.Fatalf("%d leases after a waited hold, want 1", len(first))
 	}
-	if st := h.status(); !st.Held || st.Renewed.IsZero() || st.Error != "" {
-		t.Errorf("status of a hold whose lease was put: %+v", st)
+	if held, renewed, err := h.Status(); !held || renewed.IsZero() || err != nil {
+		t.Errorf("status of a hold whose lease was put: %v, %s, %v", held, renewed, err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -67,32 +63,26 @@ func TestVersionHoldRenews(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	h.release()
-	h.release()
+	h.Release()
+	h.Release()
 	if n := len(leases()); n != 0 {
 		t.Errorf("%d leases after release, want 0", n)
 	}
 	// A hold released before its lease was put in the background leaves
 	// none behind.
-	h, err = holdVersion(ctx, st, v, "/mnt/w", false, slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.release()
+	h = st.Hold(ctx, v, "/mnt/w", false, slog.Default())
+	h.Release()
 	time.Sleep(time.Second)
 	if n := len(leases()); n != 0 {
 		t.Errorf("%d leases a second after a background hold was released, want 0", n)
 	}
 	// Released while a renewal is under way, it leaves none either: the
 	// renewal ends before the lease is removed.
-	renewEvery = time.Millisecond
+	s3store.SetHoldRenew(time.Millisecond)
 	for range 5 {
-		h, err = holdVersion(ctx, st, v, "/mnt/w", true, slog.Default())
-		if err != nil {
-			t.Fatal(err)
-		}
+		h = st.Hold(ctx, v, "/mnt/w", true, slog.Default())
 		time.Sleep(100 * time.Millisecond)
-		h.release()
+		h.Release()
 	}
 	time.Sleep(time.Second)
 	if n := len(leases()); n != 0 {
