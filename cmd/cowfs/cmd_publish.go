@@ -45,6 +45,15 @@ func (f *s3Flags) open(ctx context.Context, url string) (*s3store.Store, error) 
 	return s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: prefix, Endpoint: f.endpoint, CAFile: f.ca, Timeout: f.timeout})
 }
 
+// openRemote is open of the URL --remote gave, which a usage error names.
+func (f *s3Flags) openRemote(ctx context.Context, url string) (*s3store.Store, error) {
+	st, err := f.open(ctx, url)
+	if u, ok := err.(usageError); ok {
+		return nil, usageError{fmt.Errorf("--remote: %w", u.err)}
+	}
+	return st, err
+}
+
 func newPublishCmd(g *globals) *cobra.Command {
 	f := &s3Flags{}
 	var concurrency int

@@ -14,7 +14,6 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
 	"github.com/cowfs/cowfs/remote"
-	"github.com/cowfs/cowfs/remote/s3store"
 )
 
 // pushJSON is the line of cowfs push --json.
@@ -130,10 +129,7 @@ another snapshot is refused.`,
 // pushBucket sends snap from store to the bucket url names, as a
 // checkpoint.
 func pushBucket(ctx context.Context, f *s3Flags, url string, store object.GetPutter, snap refs.Snapshot) (int, error) {
-	if _, _, err := s3store.ParseURL(url); err != nil {
-		return 0, usageError{fmt.Errorf("--remote: %w", err)}
-	}
-	dst, err := f.open(ctx, url)
+	dst, err := f.openRemote(ctx, url)
 	if err != nil {
 		return 0, err
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/cow/refs"
-	"github.com/cowfs/cowfs/remote/s3store"
 )
 
 // snapshotJSON is a line of cowfs snapshots --json.
@@ -73,11 +72,8 @@ objects go at the bucket's next gc, except what a running restore holds).`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if rmBucket != "" {
-				if _, _, err := s3store.ParseURL(rmBucket); err != nil {
-					return usageError{fmt.Errorf("--remote: %w", err)}
-				}
 				ctx := context.Background()
-				st, err := rmS3f.open(ctx, rmBucket)
+				st, err := rmS3f.openRemote(ctx, rmBucket)
 				if err != nil {
 					return err
 				}
@@ -126,11 +122,8 @@ objects go at the bucket's next gc, except what a running restore holds).`,
 // listCheckpoints prints the checkpoints of the bucket url, as a table
 // or as JSON lines.
 func listCheckpoints(cmd *cobra.Command, f *s3Flags, url string, asJSON bool) error {
-	if _, _, err := s3store.ParseURL(url); err != nil {
-		return usageError{fmt.Errorf("--remote: %w", err)}
-	}
 	ctx := context.Background()
-	st, err := f.open(ctx, url)
+	st, err := f.openRemote(ctx, url)
 	if err != nil {
 		return err
 	}
