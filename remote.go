@@ -84,6 +84,8 @@ type remoteLower struct {
 	ownTrace   atomic.Bool
 	// held is a bucket mount's lease on its version (decision 0078).
 	held *s3store.Hold
+	// stopLoad ends a bucket's load of its pack indexes, if one runs.
+	stopLoad context.CancelFunc
 }
 
 // name names the source in messages: "master HOST:PORT" or the bucket's
@@ -121,6 +123,9 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 	}
 	step("remote: source and cache opened")
 	closeAll := func() {
+		if rl.stopLoad != nil {
+			rl.stopLoad()
+		}
 		rl.keepTrace()
 		if rl.held != nil {
 			rl.held.Release()
@@ -166,8 +171,11 @@ func (w *Workspace) openRemote(ctx context.Context, o *fs.Options, mx *metrics.W
 		if held, _ := rl.store.Has(ctx, v); !held {
 			// The version object and its root tree are loose, the
 			// trees beneath packed: the pack indexes load beside the
-			// two, for the rest.
-			rl.bucket.LoadIndexes(ctx)
+			// two, for the rest; the load outlives ctx, which ends
+			// once the mount serves, and ends with the mount.
+			var loadCtx context.Context
+			loadCtx, rl.stopLoad = context.WithCancel(context.WithoutCancel(ctx))
+			rl.bucket.LoadIndexes(loadCtx)
 		}
 	}
 	lower, root, err := remote.OpenVersion(ctx, rl.cache, v)

@@ -601,3 +601,35 @@ func TestBucketMountFetchesTrees(t *testing.T) {
 	}
 	sameSums(t, "the mount", sums(t, ws.Dir()), sums(t, exp))
 }
+
+// A bucket mount serves before its pack indexes have loaded, and their
+// load, in the background, outlives the context Open was given: here,
+// over a prefix published to 40 times (an index each), Open's context
+// ends as it returns (mountBucket), and the files read after it still
+// come from one load, indexes/ and packs/ listed once.
+func TestBucketIndexLoadOutlivesOpen(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	url := "s3://" + srv.Bucket(t) + "/spiders"
+	exp := t.TempDir()
+	const n = 40
+	files := map[string][]byte{}
+	for i := range n {
+		name := fmt.Sprintf("f%02d.py", i)
+		files[name] = randBytes(3000 + i)
+		writeFile(t, filepath.Join(exp, "spider", name), files[name], 0o644)
+		publishTo(t, srv, url, exp)
+	}
+	ws, err := mountBucket(t, srv, url, "", "", "", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists := ws.Status().Remote.Bucket.Lists
+	crawlFiles(t, ws.Dir(), files, len(files))
+	st := ws.Status().Remote.Bucket
+	t.Logf("%d LISTs at Open's return, %d after reading %d files", lists, st.Lists, n)
+	// The newest version; indexes/ and packs/ once.
+	if st.Lists > 3 {
+		t.Errorf("a mount made %d LISTs of the bucket (%d by Open's return); want 3: the pack indexes loaded again after Open's context ended", st.Lists, lists)
+	}
+}

@@ -136,6 +136,23 @@ func (f Fetcher) getMany(ctx context.Context, ds []object.Digest, bufs bufUse, g
 		mu.Unlock()
 	}
 	pooled := bufs != bufsOwned
+	if len(ds) == 1 {
+		// One object, as a mount asks for its version object (with what
+		// follows it), is tried loose while the indexes load, as Get
+		// tries it; a batch is what packs hold, and waits for them.
+		b, ok, err := f.S.looseWhileLoading(ctx, ds[0], pooled)
+		if err != nil {
+			hand(0, nil, unavailable(err))
+			return nil
+		}
+		if ok {
+			hand(0, b, nil)
+			if bufs == bufsLent {
+				freeBuf(b, true)
+			}
+			return nil
+		}
+	}
 	where := map[int]packLoc{}
 	var loose []int
 	for i, d := range ds {

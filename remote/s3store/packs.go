@@ -581,16 +581,8 @@ func (s *Store) getPacked(ctx context.Context, d object.Digest, l packLoc, poole
 // fetch returns the bytes stored as d, packed or loose, unverified, in
 // the pool's memory when pooled (newBuf).
 func (s *Store) fetch(ctx context.Context, d object.Digest, pooled bool) ([]byte, string, error) {
-	if s.packs.loading.Load() {
-		// The indexes are on their way (LoadIndexes): a loose object,
-		// a mount's version object first, need not wait for them.
-		b, err := s.getKeyInto(ctx, s.objectKey(d), pooled)
-		if err == nil {
-			return b, s.objectKey(d), nil
-		}
-		if !errors.Is(err, object.ErrNotFound) {
-			return nil, "", fmt.Errorf("object %s: %w", d.Short(), err)
-		}
+	if b, ok, err := s.looseWhileLoading(ctx, d, pooled); ok || err != nil {
+		return b, s.objectKey(d), err
 	}
 	l, ok, err := s.locate(ctx, d, false)
 	if err != nil {
@@ -626,6 +618,24 @@ func (s *Store) fetch(ctx context.Context, d object.Digest, pooled bool) ([]byte
 		return nil, "", fmt.Errorf("object %s: %w", d.Short(), err)
 	}
 	return b, s.objectKey(d), nil
+}
+
+// looseWhileLoading reads d from its loose key while the indexes are on
+// their way (LoadIndexes): a loose object, a mount's version object and
+// root tree first, need not wait for them. ok is false, with no error,
+// where d is not loose or nothing loads: the caller then locates it.
+func (s *Store) looseWhileLoading(ctx context.Context, d object.Digest, pooled bool) (_ []byte, ok bool, _ error) {
+	if !s.packs.loading.Load() {
+		return nil, false, nil
+	}
+	b, err := s.getKeyInto(ctx, s.objectKey(d), pooled)
+	switch {
+	case err == nil:
+		return b, true, nil
+	case errors.Is(err, object.ErrNotFound):
+		return nil, false, nil
+	}
+	return nil, false, fmt.Errorf("object %s: %w", d.Short(), err)
 }
 
 // packRun is one ranged GET of a GetMany: the objects of one pack that

@@ -514,8 +514,10 @@ func TestPackDeletedByHand(t *testing.T) {
 // A mount that knows its version loads the pack indexes ahead
 // (LoadIndexes), and what it reads before it serves, the version object
 // and the root tree, which a publish leaves loose, does not wait for
-// them: here the load is held up and both still come. A tree beneath
-// the root, packed, comes once the load ends.
+// them: here the load is held up and both still come, the version object
+// asked for as a mount asks (GetManyFollow, with what follows it), the
+// root tree with Get. A tree beneath the root, packed, comes once the
+// load ends.
 func TestVersionBesideTheIndexes(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
@@ -549,11 +551,25 @@ func TestVersionBesideTheIndexes(t *testing.T) {
 		}()
 		return c
 	}
-	// first reads d while the load is held, and returns it.
-	first := func(what string, d object.Digest) []byte {
+	getFollow := func(d object.Digest) <-chan got {
+		c := make(chan got, 1)
+		go func() {
+			var g got
+			err := f.GetManyFollow(ctx, []object.Digest{d}, object.ChunkSize, func(_ int, b []byte, err error) {
+				g = got{b, err}
+			}, func(object.Digest, []byte) {})
+			if err != nil {
+				g.err = err
+			}
+			c <- g
+		}()
+		return c
+	}
+	// first reads d with read while the load is held, and returns it.
+	first := func(what string, d object.Digest, read func(object.Digest) <-chan got) []byte {
 		t.Helper()
 		select {
-		case g := <-get(d):
+		case g := <-read(d):
 			if g.err != nil || object.Sum(g.b) != d {
 				t.Fatalf("%s while the indexes load: %d bytes, %v", what, len(g.b), g.err)
 			}
@@ -563,11 +579,11 @@ func TestVersionBesideTheIndexes(t *testing.T) {
 		}
 		return nil
 	}
-	tr, err := object.DecodeTree(first("the version object", v))
+	tr, err := object.DecodeTree(first("the version object", v, getFollow))
 	if err != nil || len(tr.Entries) != 1 {
 		t.Fatalf("version object: %v", err)
 	}
-	rt, err := object.DecodeTree(first("the root tree", tr.Entries[0].Object))
+	rt, err := object.DecodeTree(first("the root tree", tr.Entries[0].Object, get))
 	if err != nil {
 		t.Fatalf("root tree: %v", err)
 	}
