@@ -31,6 +31,14 @@ func SetIndexObjectsMax(n int) (old int) {
 	return old
 }
 
+// SetAfterPackListing has f run after each reload's listing of indexes/
+// and packs/, before the indexes are read, for a test that runs alone;
+// restore undoes it.
+func SetAfterPackListing(f func(s *Store)) (restore func()) {
+	afterPackListing = f
+	return func() { afterPackListing = nil }
+}
+
 // SplitIndexes rewrites s's bucket's indexes as publishes wrote them
 // before set indexes: one a pack, named by it.
 func SplitIndexes(ctx context.Context, s *Store) error {

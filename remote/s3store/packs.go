@@ -253,64 +253,27 @@ func (s *Store) reloadPacks(ctx context.Context, strict bool) error {
 
 func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	p := s.packs
-	// The two listings run together. One of indexes/ that finds an index
-	// naming a pack the other missed (written meanwhile, or removed)
-	// leaves that pack out below, as it does one that is gone. A reader
-	// loses nothing by it: the packs and indexes of the version it
-	// resolved were written before that version's key, so before either
-	// listing began. A publish's listing that leaves out a pack written
-	// meanwhile uploads its objects again.
 	var listed []string
-	packs := map[string]bool{}
-	lg, lctx := errgroup.WithContext(ctx)
-	lg.Go(func() error {
-		return s.listKeys(lctx, indexesDir, 0, func(name string) bool {
-			listed = append(listed, name)
-			return true
-		})
-	})
-	lg.Go(func() error {
-		return s.listKeys(lctx, packsDir, 0, func(name string) bool {
-			packs[name] = true
-			return true
-		})
-	})
-	if err := lg.Wait(); err != nil {
-		return err
-	}
-	// The indexes listed, those read before kept; one no longer listed
-	// (removed by gc) is forgotten.
-	kept := make(map[string][]packObjects, len(listed))
-	var todo []string
-	for _, name := range listed {
-		if ps, ok := p.indexes[name]; ok {
-			kept[name] = ps
-		} else {
-			todo = append(todo, name)
+	var packs map[string]bool
+	for try := 1; ; try++ {
+		var err error
+		listed, packs, err = s.listPacks(ctx)
+		if err != nil {
+			return err
 		}
-	}
-	p.indexes = kept
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
-	for _, name := range todo {
-		g.Go(func() error {
-			ps, err := s.readIndex(gctx, name)
-			if err != nil {
-				if strict || !errors.Is(err, object.ErrCorrupt) {
-					return err
-				}
-				s.cfg.Log.Error("an index of the bucket is damaged; the objects of its packs are left out", "store", s.URL(), "err", err)
-				return nil
-			}
-			mu.Lock()
-			p.indexes[name] = ps
-			mu.Unlock()
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return err
+		if afterPackListing != nil {
+			afterPackListing(s)
+		}
+		removed, err := s.readIndexes(ctx, listed, strict)
+		if err != nil {
+			return err
+		}
+		if !removed || try == indexListings {
+			break
+		}
+		// gc writes an index anew before it removes the old one:
+		// listed again, the new one is there, with the objects the
+		// removed one named.
 	}
 	locs := make(map[object.Digest]packLoc, len(p.locs))
 	byPack := make(map[string][]indexEntryT, len(p.byPack))
@@ -328,6 +291,83 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	p.locs, p.byPack, p.loaded, p.lastAt = locs, byPack, true, time.Now()
 	p.everLoaded.Store(true)
 	return nil
+}
+
+// indexListings bounds how many times a reload lists the indexes when
+// one it listed was removed before it was read.
+const indexListings = 3
+
+// afterPackListing, if set, runs after a reload's listings, before the
+// indexes are read: a test's gc runs there.
+var afterPackListing func(s *Store)
+
+// listPacks lists indexes/ and packs/, together. One of indexes/ that
+// finds an index naming a pack the other missed (written meanwhile, or
+// removed) leaves that pack out of the reload, as it does one that is
+// gone. A reader loses nothing by it: the packs and indexes of the
+// version it resolved were written before that version's key, so before
+// either listing began. A publish's listing that leaves out a pack
+// written meanwhile uploads its objects again.
+func (s *Store) listPacks(ctx context.Context) (indexes []string, packs map[string]bool, _ error) {
+	packs = map[string]bool{}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return s.listKeys(gctx, indexesDir, 0, func(name string) bool {
+			indexes = append(indexes, name)
+			return true
+		})
+	})
+	g.Go(func() error {
+		return s.listKeys(gctx, packsDir, 0, func(name string) bool {
+			packs[name] = true
+			return true
+		})
+	})
+	return indexes, packs, g.Wait()
+}
+
+// readIndexes makes the indexes the Store knows those listed: each read
+// before is kept, one no longer listed (removed by gc) forgotten, and the
+// others read, eight at a time. removed says that one listed was gone
+// when read (gc removed it since the listing); it is left out. An index
+// that cannot be read is an error if strict, else logged and left out.
+func (s *Store) readIndexes(ctx context.Context, listed []string, strict bool) (removed bool, _ error) {
+	p := s.packs
+	kept := make(map[string][]packObjects, len(listed))
+	var todo []string
+	for _, name := range listed {
+		if ps, ok := p.indexes[name]; ok {
+			kept[name] = ps
+		} else {
+			todo = append(todo, name)
+		}
+	}
+	p.indexes = kept
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for _, name := range todo {
+		g.Go(func() error {
+			ps, err := s.readIndex(gctx, name)
+			switch {
+			case errors.Is(err, object.ErrNotFound):
+				mu.Lock()
+				removed = true
+				mu.Unlock()
+				return nil
+			case err != nil && (strict || !errors.Is(err, object.ErrCorrupt)):
+				return err
+			case err != nil:
+				s.cfg.Log.Error("an index of the bucket is damaged; the objects of its packs are left out", "store", s.URL(), "err", err)
+				return nil
+			}
+			mu.Lock()
+			p.indexes[name] = ps
+			mu.Unlock()
+			return nil
+		})
+	}
+	return removed, g.Wait()
 }
 
 // LoadIndexes loads the pack indexes in the background, unless they are

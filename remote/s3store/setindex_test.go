@@ -258,3 +258,38 @@ func TestTreesPackedTogether(t *testing.T) {
 		t.Errorf("a GetMany of three directories' trees: %d GETs; want 1", n)
 	}
 }
+
+// A reader that lists an index gc then removes, having written its
+// objects into one anew (here: SplitIndexes, the same steps), lists the
+// indexes again and finds them there: its load neither fails nor leaves
+// them out. Runs alone: the hook is the package's.
+func TestIndexRemovedAfterListing(t *testing.T) {
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir, files := t.TempDir(), map[string][]byte{}
+	wideFiles(t, dir, "a", 150, files)
+	res, err := s3store.Publish(ctx, dst, localStore(t), dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := keysUnder(t, srv, bucket, "indexes/")
+	reader := openAgain(t, srv, bucket)
+	var split error
+	ran := false
+	restore := s3store.SetAfterPackListing(func(s *s3store.Store) {
+		if s != reader || ran {
+			return
+		}
+		ran = true
+		split = s3store.SplitIndexes(ctx, openAgain(t, srv, bucket))
+	})
+	defer restore()
+	sameFiles(t, "a version whose index was removed after the reader listed it", readVersion(t, reader, res.Version), files)
+	if !ran || split != nil {
+		t.Fatalf("the indexes were not rewritten beneath the reader: ran %v, %v", ran, split)
+	}
+	if after := keysUnder(t, srv, bucket, "indexes/"); slices.Contains(after, before[0]) || len(after) < 2 {
+		t.Fatalf("indexes %v after the split of %v", after, before)
+	}
+}
