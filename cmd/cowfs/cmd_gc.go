@@ -120,6 +120,13 @@ func gcBucket(cmd *cobra.Command, f *s3Flags, url string, opts s3store.GCOptions
 		fmt.Fprintf(cmd.OutOrStdout(), "gc of %s: %d packs hold a reached object, %s %d packs; %d indexes written anew without them\n",
 			url, st.Packs, verb, st.PacksRemoved, st.IndexesRewritten)
 	}
+	if st.IndexesMerged > 0 {
+		verb := "merged"
+		if dryRun {
+			verb = "would merge"
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "gc of %s: %s %d indexes of few objects into fewer\n", url, verb, st.IndexesMerged)
+	}
 	if st.PacksRepacked > 0 {
 		verb := "repacked"
 		if dryRun {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -234,6 +235,7 @@ func TestBucketGCCLI(t *testing.T) {
 		Packs            int  `json:"packs"`
 		PacksRemoved     int  `json:"packs_removed"`
 		IndexesRewritten int  `json:"indexes_rewritten"`
+		IndexesMerged    int  `json:"indexes_merged"`
 		PacksRepacked    int  `json:"packs_repacked"`
 		RepackedBytes    int  `json:"repacked_bytes"`
 		DeadBytes        int  `json:"dead_bytes"`
@@ -246,7 +248,7 @@ func TestBucketGCCLI(t *testing.T) {
 		out := cli(t, e.state, "gc", "--remote", url, "--grace", "0s", dry, "--json")
 		res := jsonLines[bucketGC](t, out)
 		// Two packs: the trees' and the files'.
-		if len(res) != 1 || res[0].Versions != 1 || res[0].Live == 0 || res[0].Removed != 0 || res[0].Packs != 2 || res[0].PacksRemoved != 0 || res[0].IndexesRewritten != 0 || res[0].PacksRepacked != 0 || res[0].DeadBytes != 0 || res[0].TracesRemoved != 0 {
+		if len(res) != 1 || res[0].Versions != 1 || res[0].Live == 0 || res[0].Removed != 0 || res[0].Packs != 2 || res[0].PacksRemoved != 0 || res[0].IndexesRewritten != 0 || res[0].IndexesMerged != 0 || res[0].PacksRepacked != 0 || res[0].DeadBytes != 0 || res[0].TracesRemoved != 0 {
 			t.Errorf("gc %s --json: %s", dry, out)
 		}
 	}
@@ -326,5 +328,38 @@ func TestBucketGCCLI(t *testing.T) {
 	}
 	if out, code := run(t, "--state", e.state, "versions", "s3://no-such-bucket/p"); code != exitNotFound {
 		t.Errorf("versions of a missing bucket: exit %d: %s", code, out)
+	}
+}
+
+// gc says what it merged: a prefix published to ten times holds ten
+// indexes, which a dry run would merge, gc merges, and a mount then
+// reads whole.
+func TestBucketGCMergesCLI(t *testing.T) {
+	t.Parallel()
+	srv := sharedS3(t)
+	url := "s3://" + srv.Bucket(t) + "/spiders"
+	e := newEnv(t)
+	for i := range 10 {
+		if err := os.WriteFile(filepath.Join(e.lower, fmt.Sprintf("n%02d.py", i)), []byte(fmt.Sprintf("print(%d)\n", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, stderr, code := publishJSON(t, "--state", e.state, "publish", e.lower, url); code != 0 {
+			t.Fatalf("publish %d: exit %d: %s", i, code, stderr)
+		}
+	}
+	if out := cli(t, e.state, "gc", "--remote", url, "--dry-run"); !strings.Contains(out, "would merge 10 indexes of few objects") {
+		t.Errorf("gc --dry-run of 10 indexes: %s", out)
+	}
+	if out := cli(t, e.state, "gc", "--remote", url); !strings.Contains(out, "merged 10 indexes of few objects") {
+		t.Errorf("gc of 10 indexes: %s", out)
+	}
+	if out := cli(t, e.state, "gc", "--remote", url); strings.Contains(out, "merge") {
+		t.Errorf("gc after the merge: %s", out)
+	}
+	cli(t, t.TempDir(), "mount", e.mnt, "--remote", url, "--no-dir-prefetch") // newEnv unmounts it
+	for i := range 10 {
+		if got, err := os.ReadFile(filepath.Join(e.mnt, fmt.Sprintf("n%02d.py", i))); err != nil || string(got) != fmt.Sprintf("print(%d)\n", i) {
+			t.Errorf("n%02d.py after the merge: %q, %v", i, got, err)
+		}
 	}
 }

@@ -109,3 +109,20 @@ func SetHoldRenew(d time.Duration) (old time.Duration) {
 	old, holdRenew = holdRenew, d
 	return old
 }
+
+// IndexObjects returns how many objects each index of s's bucket names,
+// by the index's name.
+func IndexObjects(ctx context.Context, s *Store) (map[string]int, error) {
+	if err := s.reloadPacks(ctx, true); err != nil {
+		return nil, err
+	}
+	s.packs.mu.Lock()
+	defer s.packs.mu.Unlock()
+	out := map[string]int{}
+	for name, ps := range s.packs.indexes {
+		for _, po := range ps {
+			out[name] += len(po.es)
+		}
+	}
+	return out, nil
+}

@@ -151,6 +151,9 @@ type GCStats struct {
 	Packs            int `json:"packs"`
 	PacksRemoved     int `json:"packs_removed"`
 	IndexesRewritten int `json:"indexes_rewritten"`
+	// IndexesMerged counts the indexes of few objects removed once what
+	// they named was written into fewer (mergeIndexes).
+	IndexesMerged int `json:"indexes_merged"`
 	// PacksRepacked counts the packs more dead than live whose live
 	// objects were written into new packs, and which were then removed;
 	// RepackedBytes what those new packs hold, DeadBytes what went with
@@ -411,6 +414,10 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 	if st.DryRun {
 		st.PacksRepacked, st.RepackedBytes, st.DeadBytes = len(repack), repackLive, repackDead
 		st.Packs += len(repack)
+		st.IndexesMerged = len(indexesToMerge(indexes, func(pack string) bool {
+			_, listed := packMods[pack]
+			return listed && !gone[pack]
+		}))
 		return nil
 	}
 	if err := s.repack(ctx, st, repack, byPack, liveIn, gone); err != nil {
@@ -425,7 +432,7 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 			continue
 		}
 		if len(keep) > 0 {
-			if err := s.putIndex(ctx, keep); err != nil {
+			if _, err := s.putIndex(ctx, keep); err != nil {
 				return err
 			}
 			st.IndexesRewritten++
@@ -435,12 +442,107 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 		}
 		s.forgetIndex(name)
 	}
+	// Every index now names only packs listed or just written (a
+	// repack's), and those gone (removed, or repacked) are yet to go.
+	if err := s.mergeIndexes(ctx, st, func(pack string) bool { return !gone[pack] }); err != nil {
+		return err
+	}
 	for pack := range gone {
 		s.forgetPack(pack)
 		if err := s.deleteKey(ctx, s.packKey(pack)); err != nil {
 			return err
 		}
 		st.PacksRemoved++
+	}
+	return nil
+}
+
+// indexesMergeMin is how many indexes short of indexObjectsMax objects
+// gc leaves as they are: a reader reads eight at a time, so that many
+// cost it one round trip.
+const indexesMergeMin = 8
+
+// indexesToMerge returns, by name, the indexes of indexes that name
+// fewer than indexObjectsMax objects of packs kept, if there are more
+// than indexesMergeMin of them, else none.
+func indexesToMerge(indexes map[string][]packObjects, kept func(pack string) bool) []string {
+	var small []string
+	for name, ps := range indexes {
+		n := 0
+		for _, po := range ps {
+			if kept(po.pack) {
+				n += len(po.es)
+			}
+		}
+		if n < indexObjectsMax {
+			small = append(small, name)
+		}
+	}
+	if len(small) <= indexesMergeMin {
+		return nil
+	}
+	slices.Sort(small)
+	return small
+}
+
+// mergeIndexes writes the indexes indexesToMerge finds, each a publish's
+// or a push's, anew as few: each naming whole packs, up to
+// indexObjectsMax objects. A reader then reads a few indexes, not one a
+// publish the bucket ever saw. The new indexes are written before the
+// old ones are removed, as when an index is written anew without a
+// pack: a reader that listed an old one and finds it gone lists again
+// (reloadLocked). A pack two indexes name is named once.
+func (s *Store) mergeIndexes(ctx context.Context, st *GCStats, kept func(pack string) bool) error {
+	s.packs.mu.Lock()
+	indexes := maps.Clone(s.packs.indexes)
+	s.packs.mu.Unlock()
+	small := indexesToMerge(indexes, kept)
+	if len(small) == 0 {
+		return nil
+	}
+	written := map[string]bool{}
+	var batch []packObjects
+	n := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		name, err := s.putIndex(ctx, batch)
+		if err != nil {
+			return err
+		}
+		written[name] = true
+		batch, n = nil, 0
+		return nil
+	}
+	named := map[string]bool{}
+	for _, name := range small {
+		for _, po := range indexes[name] {
+			if !kept(po.pack) || named[po.pack] {
+				continue
+			}
+			named[po.pack] = true
+			if n > 0 && n+len(po.es) > indexObjectsMax {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			batch = append(batch, po)
+			n += len(po.es)
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	for _, name := range small {
+		if written[name] {
+			continue // merged into the same bytes, so the same name
+		}
+		if err := s.deleteKey(ctx, s.indexKey(name)); err != nil {
+			return err
+		}
+		s.forgetIndex(name)
+		st.IndexesMerged++
 	}
 	return nil
 }
@@ -530,7 +632,7 @@ func (s *Store) repack(ctx context.Context, st *GCStats, packs []string, byPack 
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("repack: %w: nothing removed", err)
 	}
-	if err := s.putIndex(ctx, written); err != nil {
+	if _, err := s.putIndex(ctx, written); err != nil {
 		return fmt.Errorf("repack: %w: nothing removed", err)
 	}
 	st.DeadBytes -= st.RepackedBytes

@@ -3,6 +3,7 @@ package s3store_test
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -503,4 +504,128 @@ func TestGCRepackKeepsTogether(t *testing.T) {
 			t.Errorf("pack %s holds trees and other objects", p[:12])
 		}
 	}
+}
+
+// A bucket published to many times holds an index a publish; gc writes
+// those of few objects anew as one, so that a reader reads one index, not
+// one a publish. Here 12 publishes, the first of them removed and its
+// pack repacked by the same gc (a repack's index, whose pack gc listed
+// before it wrote it, is merged too): afterwards one index, and every
+// version kept reads whole from a reader that knows nothing. A dry run
+// counts what it would merge and changes nothing; a gc after it has
+// nothing to merge.
+func TestGCMergesIndexes(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir := t.TempDir()
+	files := map[string][]byte{}
+	write := func(sub string, n int) {
+		for f := range n {
+			p := fmt.Sprintf("%s/f%02d", sub, f)
+			files[p] = randBytes(2000 + f)
+			writeFile(t, filepath.Join(dir, p), files[p])
+		}
+	}
+	local := localStore(t)
+	publish := func() s3store.PublishResult {
+		t.Helper()
+		res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	write("base", 30)
+	v0 := publish()
+	type kept struct {
+		v     object.Digest
+		files map[string][]byte
+	}
+	var vs []kept
+	for i := 1; i < 12; i++ {
+		if i == 1 {
+			write("base", 25) // v0's pack is then more dead than live
+		}
+		write(fmt.Sprintf("p%02d", i), 5)
+		vs = append(vs, kept{publish().Version, maps.Clone(files)})
+	}
+	removeVersion(t, srv, bucket, v0)
+	before := keysUnder(t, srv, bucket, "indexes/")
+	if len(before) != 12 {
+		t.Fatalf("%d indexes after 12 publishes; want one each", len(before))
+	}
+	dry, err := dst.GC(ctx, s3store.GCOptions{DryRun: true})
+	if err != nil || dry.IndexesMerged < 9 {
+		t.Fatalf("gc --dry-run: %+v, %v; want the indexes it would merge counted", dry, err)
+	}
+	if now := keysUnder(t, srv, bucket, "indexes/"); !slices.Equal(now, before) {
+		t.Fatalf("a dry run changed the indexes: %v, were %v", now, before)
+	}
+	st, err := dst.GC(ctx, s3store.GCOptions{})
+	if err != nil || st.PacksRepacked == 0 || st.IndexesMerged < 9 {
+		t.Fatalf("gc: %+v, %v; want v0's pack repacked and the indexes merged", st, err)
+	}
+	t.Logf("gc: %+v", st)
+	after := keysUnder(t, srv, bucket, "indexes/")
+	if len(after) != 1 {
+		t.Errorf("%d indexes after gc (%d merged); want one", len(after), st.IndexesMerged)
+	}
+	for i, k := range vs {
+		sameFiles(t, fmt.Sprintf("version %d after the merge", i+1), readVersion(t, openAgain(t, srv, bucket), k.v), k.files)
+	}
+	again, err := dst.GC(ctx, s3store.GCOptions{})
+	if err != nil || again.IndexesMerged != 0 || !slices.Equal(keysUnder(t, srv, bucket, "indexes/"), after) {
+		t.Errorf("a second gc: %+v, %v; want nothing merged", again, err)
+	}
+}
+
+// Merged indexes name whole packs, up to indexObjectsMax objects each,
+// as a publish's do. Runs alone: it sets indexObjectsMax.
+func TestGCMergesIndexesAsTheyFill(t *testing.T) {
+	old := s3store.SetIndexObjectsMax(40)
+	t.Cleanup(func() { s3store.SetIndexObjectsMax(old) })
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir, files := t.TempDir(), map[string][]byte{}
+	local := localStore(t)
+	var vs []object.Digest
+	for i := range 20 {
+		wideFiles(t, dir, fmt.Sprintf("p%02d", i), 4, files)
+		res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vs = append(vs, res.Version)
+	}
+	objs, err := s3store.IndexObjects(ctx, openAgain(t, srv, bucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range objs {
+		total += n
+	}
+	st, err := dst.GC(ctx, s3store.GCOptions{})
+	if err != nil || st.IndexesMerged == 0 {
+		t.Fatalf("gc: %+v, %v; want indexes merged", st, err)
+	}
+	merged, err := s3store.IndexObjects(ctx, openAgain(t, srv, bucket))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d indexes of %d objects before gc, %d after: %v", len(objs), total, len(merged), merged)
+	after := 0
+	for name, n := range merged {
+		after += n
+		if n > 40 {
+			t.Errorf("index %s names %d objects; want at most 40", name, n)
+		}
+	}
+	if after != total || len(merged) >= len(objs) || len(merged) > total/40+2+8 {
+		t.Errorf("%d indexes of %d objects after gc, from %d of %d; want fewer, naming the same", len(merged), after, len(objs), total)
+	}
+	sameFiles(t, "the newest version after the merge", readVersion(t, openAgain(t, srv, bucket), vs[len(vs)-1]), files)
 }

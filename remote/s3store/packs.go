@@ -819,7 +819,8 @@ func (w *packWriter) send(p *gathered) {
 			ps, w.unindexed, w.objects = w.unindexed, nil, 0
 		}
 		w.mu.Unlock()
-		return w.s.putIndex(w.ctx, ps)
+		_, err := w.s.putIndex(w.ctx, ps)
+		return err
 	})
 }
 
@@ -828,19 +829,20 @@ func (w *packWriter) send(p *gathered) {
 func (w *packWriter) finish(ctx context.Context) error {
 	ps := w.unindexed
 	w.unindexed, w.objects = nil, 0
-	return w.s.putIndex(ctx, ps)
+	_, err := w.s.putIndex(ctx, ps)
+	return err
 }
 
 // putIndex writes the index of ps, packs already written, if there are
 // any.
-func (s *Store) putIndex(ctx context.Context, ps []packObjects) error {
+func (s *Store) putIndex(ctx context.Context, ps []packObjects) (name string, _ error) {
 	if len(ps) == 0 {
-		return nil
+		return "", nil
 	}
 	name, b := encodeSetIndex(ps)
 	if err := s.putKey(ctx, s.indexKey(name), b); err != nil {
-		return fmt.Errorf("index of %d packs: %w", len(ps), err)
+		return "", fmt.Errorf("index of %d packs: %w", len(ps), err)
 	}
 	s.learnIndex(name, ps)
-	return nil
+	return name, nil
 }
