@@ -81,18 +81,21 @@ type packLoc struct {
 }
 
 // packIndex is what a Store knows of the bucket's packs: each index
-// loaded (immutable, so read once), and the objects of the packs listed
-// at the last reload.
+// loaded (immutable, so read once), and the objects of the packs they
+// name, those listed at the last reload where the Store checks packs.
 type packIndex struct {
 	// loading is set while LoadIndexes loads the indexes ahead of use;
 	// everLoaded once they were loaded (loaded, without mu).
 	loading, everLoaded atomic.Bool
 	mu                  sync.Mutex
 	loaded              bool
-	lastAt              time.Time
-	indexes             map[string][]packObjects // by the index's name
-	byPack              map[string][]indexEntryT // by pack hex
-	locs                map[object.Digest]packLoc
+	// checkPacks: reloads list packs/ and leave out what an index
+	// says of a pack not listed (reloadLocked).
+	checkPacks bool
+	lastAt     time.Time
+	indexes    map[string][]packObjects // by the index's name
+	byPack     map[string][]indexEntryT // by pack hex
+	locs       map[object.Digest]packLoc
 }
 
 type indexEntryT struct {
@@ -241,15 +244,23 @@ func decodePackIndex(pack string, b []byte) ([]indexEntryT, error) {
 // listed now under an index listed now. What an index says of a pack
 // that is gone (a damaged pack deleted by hand, a gc that stopped
 // between the two) is left out: a publish must not count on those
-// objects, nor a reader look for them there. An index that cannot be
-// read is an error if strict, else logged and left out (its objects then
-// read as missing, or are uploaded again).
+// objects, nor gc or verify. An index that cannot be read is an error if
+// strict, else logged and left out (its objects then read as missing, or
+// are uploaded again). From then on the Store's reloads list packs/ too.
 func (s *Store) reloadPacks(ctx context.Context, strict bool) error {
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.checkPacks = true
 	return s.reloadLocked(ctx, strict)
 }
+
+// reloadLocked is reloadPacks, with p.mu held; it lists packs/ only once
+// the Store checks packs (checkPacks). A reader's Store does not until it
+// finds a pack gone (relocate): packs/ is a page a thousand packs, which
+// a prefix of terabytes would make a mount wait on, and an index that
+// names a pack gone is rare (a damaged pack removed by hand), costing
+// that reader one GET that finds it gone.
 
 func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	p := s.packs
@@ -257,7 +268,7 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	var packs map[string]bool
 	for try := 1; ; try++ {
 		var err error
-		listed, packs, err = s.listPacks(ctx)
+		listed, packs, err = s.listPacks(ctx, p.checkPacks)
 		if err != nil {
 			return err
 		}
@@ -279,7 +290,7 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	byPack := make(map[string][]indexEntryT, len(p.byPack))
 	for _, name := range listed {
 		for _, po := range p.indexes[name] {
-			if !packs[po.pack] {
+			if packs != nil && !packs[po.pack] {
 				continue
 			}
 			byPack[po.pack] = po.es
@@ -301,15 +312,15 @@ const indexListings = 3
 // indexes are read: a test's gc runs there.
 var afterPackListing func(s *Store)
 
-// listPacks lists indexes/ and packs/, together. One of indexes/ that
+// listPacks lists indexes/ and, with withPacks, packs/, together (packs
+// is nil without). One of indexes/ that
 // finds an index naming a pack the other missed (written meanwhile, or
 // removed) leaves that pack out of the reload, as it does one that is
 // gone. A reader loses nothing by it: the packs and indexes of the
 // version it resolved were written before that version's key, so before
 // either listing began. A publish's listing that leaves out a pack
 // written meanwhile uploads its objects again.
-func (s *Store) listPacks(ctx context.Context) (indexes []string, packs map[string]bool, _ error) {
-	packs = map[string]bool{}
+func (s *Store) listPacks(ctx context.Context, withPacks bool) (indexes []string, packs map[string]bool, _ error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return s.listKeys(gctx, indexesDir, 0, func(name string) bool {
@@ -317,12 +328,15 @@ func (s *Store) listPacks(ctx context.Context) (indexes []string, packs map[stri
 			return true
 		})
 	})
-	g.Go(func() error {
-		return s.listKeys(gctx, packsDir, 0, func(name string) bool {
-			packs[name] = true
-			return true
+	if withPacks {
+		packs = map[string]bool{}
+		g.Go(func() error {
+			return s.listKeys(gctx, packsDir, 0, func(name string) bool {
+				packs[name] = true
+				return true
+			})
 		})
-	})
+	}
 	return indexes, packs, g.Wait()
 }
 
@@ -437,6 +451,7 @@ func (s *Store) relocate(ctx context.Context, d object.Digest, gone string) (pac
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if l, ok := p.locs[d]; !ok || l.pack == gone {
+		p.checkPacks = true
 		if err := s.reloadLocked(ctx, false); err != nil {
 			return packLoc{}, false, err
 		}

@@ -293,3 +293,65 @@ func TestIndexRemovedAfterListing(t *testing.T) {
 		t.Fatalf("indexes %v after the split of %v", after, before)
 	}
 }
+
+// A reader lists indexes/, not packs/: an index that names a pack gone
+// (a damaged pack removed by hand, then published again, as
+// docs/deploy.md says to repair one) costs it the GET that finds the pack
+// gone, and then a listing of packs/ and indexes/, which finds the
+// objects where the publish put them again. Here the pack goes after the
+// reader loaded its indexes, so that the reader surely looks there.
+func TestReaderFindsPackGone(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir, files := t.TempDir(), map[string][]byte{}
+	wideFiles(t, dir, "a", 150, files)
+	local := localStore(t)
+	res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := openAgain(t, srv, bucket)
+	before := reader.Stats().Lists
+	// A file object of a, in a pack of file objects and first chunks.
+	tree := func(d object.Digest) *object.Tree {
+		t.Helper()
+		b, err := local.Get(ctx, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := object.DecodeTree(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	packed := tree(tree(rootOf(t, local, res.Version)).Entries[0].Object).Entries[70].Object
+	pack, _, _, ok, err := s3store.PackPlace(ctx, reader, packed)
+	if err != nil || !ok {
+		t.Fatalf("the file object is in no pack: %v", err)
+	}
+	if n := reader.Stats().Lists - before; n != 1 {
+		t.Errorf("a reader's load of the indexes made %d LISTs; want 1, of indexes/", n)
+	}
+	removeKey(t, srv, bucket, "spiders/one/packs/"+pack)
+	// Published again with a new file beside each: the objects of the
+	// pack gone go into packs of other bytes, so of other names.
+	more := map[string][]byte{}
+	for name := range files {
+		more[name+"x"] = randBytes(1000)
+		writeFile(t, filepath.Join(dir, name+"x"), more[name+"x"])
+	}
+	if _, err := s3store.Publish(ctx, openAgain(t, srv, bucket), localStore(t), dir, s3store.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lists := reader.Stats().Lists
+	sameFiles(t, "the version after its pack was removed and published again", readVersion(t, reader, res.Version), files)
+	if p, _, _, ok, err := s3store.PackPlace(ctx, reader, packed); err != nil || !ok || p == pack {
+		t.Errorf("the reader places %s in pack %s (%v, %v); want a pack other than the one gone", packed.Short(), p, ok, err)
+	}
+	if n := reader.Stats().Lists - lists; n < 2 {
+		t.Errorf("the reader made %d LISTs after it found a pack gone; want indexes/ and packs/", n)
+	}
+}
