@@ -66,6 +66,11 @@ const objectBatch = 1024
 // not removed, since the bucket is every worker's and the fix (a publish
 // or push that uploads it again) is the operator's.
 func (s *Store) Verify(ctx context.Context, roots []VerifyRoot, progress func(VerifyStats)) ([]VerifyProblem, VerifyStats, error) {
+	// As gc does, and unlike a mount: what an index says of a pack
+	// that is gone is left out from the start.
+	if err := s.reloadPacks(ctx, false); err != nil {
+		return nil, VerifyStats{}, err
+	}
 	v := &verifier{s: s, roots: roots, seen: map[object.Digest]bool{}, waiting: map[object.Digest]int{}, progress: progress}
 	err := v.run(ctx)
 	return v.probs, v.st, err
