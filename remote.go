@@ -422,6 +422,7 @@ func (rl *remoteLower) openBucket(ctx context.Context) (s3store.Source, error) {
 	st, err := s3store.Open(ctx, s3store.Config{
 		Bucket: bucket, Prefix: prefix, Endpoint: r.S3Endpoint, CAFile: r.S3CA,
 		Timeout: r.IOTimeout, NoCheck: asksFirst, Log: rl.log,
+		IndexCache: statedir.BucketIndexesDir(rl.s.State),
 	})
 	if err != nil {
 		return s3store.Source{}, err

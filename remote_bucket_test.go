@@ -606,7 +606,8 @@ func TestBucketMountFetchesTrees(t *testing.T) {
 // load, in the background, outlives the context Open was given: here,
 // over a prefix published to 40 times (an index each), Open's context
 // ends as it returns (mountBucket), and the files read after it still
-// come from one load, indexes/ listed once.
+// come from one load, indexes/ listed once. The worker keeps the 40
+// indexes under its state, for its next mount (decision 0081).
 func TestBucketIndexLoadOutlivesOpen(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
@@ -620,7 +621,8 @@ func TestBucketIndexLoadOutlivesOpen(t *testing.T) {
 		writeFile(t, filepath.Join(exp, "spider", name), files[name], 0o644)
 		publishTo(t, srv, url, exp)
 	}
-	ws, err := mountBucket(t, srv, url, "", "", "", 30*time.Second)
+	state := t.TempDir()
+	ws, err := mountBucket(t, srv, url, "", state, "", 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -631,5 +633,9 @@ func TestBucketIndexLoadOutlivesOpen(t *testing.T) {
 	// The newest version; indexes/ once (a reader lists no packs/).
 	if st.Lists > 2 {
 		t.Errorf("a mount made %d LISTs of the bucket (%d by Open's return); want 2: the pack indexes loaded again after Open's context ended", st.Lists, lists)
+	}
+	kept, err := filepath.Glob(filepath.Join(statedir.BucketIndexesDir(state), "*", "*"))
+	if err != nil || len(kept) != n {
+		t.Errorf("the worker keeps %d indexes (%v); want the %d it read", len(kept), err, n)
 	}
 }

@@ -65,6 +65,10 @@ func RefsDir(state string) string    { return filepath.Join(state, "refs") }
 // trace per export (remote.Trace, decision 0064).
 func TracesDir(state string) string { return filepath.Join(state, "traces") }
 
+// BucketIndexesDir returns where a worker keeps the pack indexes of the
+// buckets its mounts read (s3store.Config.IndexCache, decision 0081).
+func BucketIndexesDir(state string) string { return filepath.Join(state, "bucket-indexes") }
+
 // RemotePinKey is the key of the pin a mount at mountpoint holds on the
 // remote version beneath it; RestorePinKey that of a restore's snapshot.
 func RemotePinKey(mountpoint string) string { return refs.RemotePinPrefix + Key(mountpoint) }

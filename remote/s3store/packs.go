@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,7 +264,6 @@ func (s *Store) reloadPacks(ctx context.Context, strict bool) error {
 // a prefix of terabytes would make a mount wait on, and an index that
 // names a pack gone is rare (a damaged pack removed by hand), costing
 // that reader one GET that finds it gone.
-
 func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	p := s.packs
 	var listed []string
@@ -280,6 +282,7 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 			return err
 		}
 		if !removed || try == indexListings {
+			s.pruneIndexCache(listed)
 			break
 		}
 		// gc writes an index anew before it removes the old one:
@@ -313,13 +316,13 @@ const indexListings = 3
 var afterPackListing func(s *Store)
 
 // listPacks lists indexes/ and, with withPacks, packs/, together (packs
-// is nil without). One of indexes/ that
-// finds an index naming a pack the other missed (written meanwhile, or
-// removed) leaves that pack out of the reload, as it does one that is
-// gone. A reader loses nothing by it: the packs and indexes of the
-// version it resolved were written before that version's key, so before
-// either listing began. A publish's listing that leaves out a pack
-// written meanwhile uploads its objects again.
+// is nil without). One of indexes/ that finds an index naming a pack the
+// other missed (written meanwhile, or removed) leaves that pack out of
+// the reload, as it does one that is gone. A reader loses nothing by it:
+// the packs and indexes of the version it resolved were written before
+// that version's key, so before either listing began. A publish's
+// listing that leaves out a pack written meanwhile uploads its objects
+// again.
 func (s *Store) listPacks(ctx context.Context, withPacks bool) (indexes []string, packs map[string]bool, _ error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -411,8 +414,12 @@ func (s *Store) LoadIndexes(ctx context.Context) {
 	}()
 }
 
-// readIndex GETs and checks the index name.
+// readIndex GETs and checks the index name, or reads it from the index
+// cache (Config.IndexCache), where it keeps it once read.
 func (s *Store) readIndex(ctx context.Context, name string) ([]packObjects, error) {
+	if ps, ok := s.cachedIndex(name); ok {
+		return ps, nil
+	}
 	b, err := s.getKey(ctx, s.indexKey(name))
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w", s.indexKey(name), err)
@@ -424,7 +431,108 @@ func (s *Store) readIndex(ctx context.Context, name string) ([]packObjects, erro
 	if err != nil {
 		return nil, fmt.Errorf("index %s in bucket %s is damaged: %w: delete it and publish (or push) again", s.indexKey(name), s.cfg.Bucket, err)
 	}
+	s.cacheIndex(name, b)
 	return ps, nil
+}
+
+// cacheable says whether the index cache keeps the index name of bytes
+// b: an index of a set of packs (cowfsix2), which is named by the SHA-256
+// of its bytes and checks it, so that a file torn by a crash or damaged
+// on disk reads as not held; not a bucket's older index of one pack,
+// named by the pack.
+func cacheable(name string, b []byte) bool {
+	return cacheName(name) && len(b) >= len(setIndexMagic) && string(b[:len(setIndexMagic)]) == setIndexMagic
+}
+
+// cacheName says whether name can be a set index's, 64 hex digits: any
+// other key listed under indexes/ is never made a path.
+func cacheName(name string) bool {
+	d, err := hex.DecodeString(name)
+	return err == nil && len(d) == sha256.Size && hex.EncodeToString(d) == name
+}
+
+// cachedIndex reads the index name from the index cache, if it holds it
+// whole. One that does not decode is removed.
+func (s *Store) cachedIndex(name string) ([]packObjects, bool) {
+	if s.cfg.IndexCache == "" || !cacheName(name) {
+		return nil, false
+	}
+	path := filepath.Join(s.cfg.IndexCache, name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, false
+	}
+	ps, err := decodeSetIndex(name, b)
+	if err != nil || !cacheable(name, b) {
+		s.cfg.Log.Warn("an index kept on this machine is damaged; it is read from the bucket again", "path", path, "err", err)
+		os.Remove(path)
+		return nil, false
+	}
+	s.indexesCached.Add(1)
+	return ps, true
+}
+
+// cacheIndex keeps the index name, of bytes b, in the index cache. A
+// failure costs only a GET at the next load, so it is logged at debug.
+func (s *Store) cacheIndex(name string, b []byte) {
+	if s.cfg.IndexCache == "" || !cacheable(name, b) {
+		return
+	}
+	if err := writeFileAtomic(s.cfg.IndexCache, name, b); err != nil {
+		s.cfg.Log.Debug("keeping an index on this machine", "dir", s.cfg.IndexCache, "err", err)
+	}
+}
+
+// writeFileAtomic writes b to dir/name through a temporary file renamed
+// into place: a reader finds the whole file or none. Not synced: a file a
+// crash leaves short fails its checksum and is read again.
+func writeFileAtomic(dir, name string, b []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, name))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// pruneIndexCache removes from the index cache the indexes a listing of
+// indexes/ no longer found (gc removed them), and temporary files an
+// hour old (a write a crash cut short).
+func (s *Store) pruneIndexCache(listed []string) {
+	if s.cfg.IndexCache == "" {
+		return
+	}
+	es, err := os.ReadDir(s.cfg.IndexCache)
+	if err != nil {
+		return
+	}
+	keep := make(map[string]bool, len(listed))
+	for _, name := range listed {
+		keep[name] = true
+	}
+	for _, e := range es {
+		name := e.Name()
+		if strings.HasPrefix(name, ".tmp-") {
+			if fi, err := e.Info(); err != nil || time.Since(fi.ModTime()) < time.Hour {
+				continue
+			}
+		} else if keep[name] {
+			continue
+		}
+		os.Remove(filepath.Join(s.cfg.IndexCache, name))
+	}
 }
 
 // locate says in which pack d lies, loading the indexes on first use.
@@ -849,7 +957,7 @@ func (w *packWriter) finish(ctx context.Context) error {
 }
 
 // putIndex writes the index of ps, packs already written, if there are
-// any.
+// any, and returns its name.
 func (s *Store) putIndex(ctx context.Context, ps []packObjects) (name string, _ error) {
 	if len(ps) == 0 {
 		return "", nil

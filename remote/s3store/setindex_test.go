@@ -2,6 +2,8 @@ package s3store_test
 
 import (
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -353,5 +355,80 @@ func TestReaderFindsPackGone(t *testing.T) {
 	}
 	if n := reader.Stats().Lists - lists; n < 2 {
 		t.Errorf("the reader made %d LISTs after it found a pack gone; want indexes/ and packs/", n)
+	}
+}
+
+// A Store with an index cache keeps the indexes it reads, and a later
+// Store of the prefix with the same cache reads them from there, with no
+// GET; one damaged on disk is read from the bucket again; once gc merged
+// them away, a load removes them from the cache.
+func TestIndexCache(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	dst, bucket := open(t, srv)
+	ctx := ctxT(t, 2*time.Minute)
+	dir, files := t.TempDir(), map[string][]byte{}
+	local := localStore(t)
+	var v object.Digest
+	for i := range 10 {
+		wideFiles(t, dir, fmt.Sprintf("p%d", i), 5, files)
+		res, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v = res.Version
+	}
+	cache := t.TempDir()
+	reader := func() *s3store.Store {
+		t.Helper()
+		s, err := s3store.Open(ctx, s3store.Config{Bucket: bucket, Prefix: "spiders/one", Endpoint: srv.Endpoint, IndexCache: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	kept := func() []string {
+		t.Helper()
+		var names []string
+		err := filepath.WalkDir(cache, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && e.Type().IsRegular() {
+				names = append(names, p)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	first := reader()
+	sameFiles(t, "a reader that keeps indexes", readVersion(t, first, v), files)
+	onDisk := kept()
+	if len(onDisk) != 10 || first.Stats().IndexesCached != 0 {
+		t.Fatalf("after a first load: %d indexes kept, %d read from the cache; want the 10, none", len(onDisk), first.Stats().IndexesCached)
+	}
+	second := reader()
+	sameFiles(t, "a reader of the kept indexes", readVersion(t, second, v), files)
+	if n := second.Stats().IndexesCached; n != 10 {
+		t.Errorf("a second reader read %d indexes from the cache; want 10", n)
+	}
+	if err := os.WriteFile(onDisk[0], []byte("cowfsix2 torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	third := reader()
+	sameFiles(t, "a reader beside a damaged kept index", readVersion(t, third, v), files)
+	if n := third.Stats().IndexesCached; n != 9 {
+		t.Errorf("beside a damaged kept index, %d read from the cache; want 9", n)
+	}
+	if b, err := os.ReadFile(onDisk[0]); err != nil || string(b[:8]) != "cowfsix2" || len(b) < 100 {
+		t.Errorf("the damaged kept index was not kept again whole: %d bytes, %v", len(b), err)
+	}
+	if st, err := dst.GC(ctx, s3store.GCOptions{}); err != nil || st.IndexesMerged != 10 {
+		t.Fatalf("gc: %+v, %v; want the 10 indexes merged", st, err)
+	}
+	fourth := reader()
+	sameFiles(t, "a reader after the merge", readVersion(t, fourth, v), files)
+	if now := kept(); len(now) != 1 || slices.Contains(onDisk, now[0]) {
+		t.Errorf("kept after the merge: %v; want the merged index alone", now)
 	}
 }

@@ -13,7 +13,9 @@ package s3store
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +24,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -84,7 +87,15 @@ type Config struct {
 	// follows at once and fails the same ways with the same errors (a
 	// mount listing the newest version).
 	NoCheck bool
-	Log     *slog.Logger
+	// IndexCache, if set, is a directory under which the Store keeps
+	// the pack indexes it reads, in a directory of the endpoint's,
+	// bucket's and prefix's own (decision 0081): an index is never
+	// changed and is named by the SHA-256 of its bytes, so a later Store
+	// of the same prefix (a worker's next mount) reads it from there,
+	// not from the bucket. One a listing no longer finds (gc removed it)
+	// is removed.
+	IndexCache string
+	Log        *slog.Logger
 }
 
 // ParseURL splits s3://BUCKET/PREFIX.
@@ -110,6 +121,8 @@ func ParseURL(u string) (bucket, prefix string, err error) {
 type Stats struct {
 	Gets, Puts, Heads, Lists int64
 	BytesIn, BytesOut        int64
+	// IndexesCached counts the indexes read from Config.IndexCache.
+	IndexesCached int64
 	// Retries counts attempts made again after one failed.
 	Retries int64
 }
@@ -122,6 +135,7 @@ type Store struct {
 	creds    aws.CredentialsProvider // for messages
 
 	gets, puts, heads, lists, bytesIn, bytesOut atomic.Int64
+	indexesCached                               atomic.Int64
 	retries                                     *atomic.Int64
 	// packs is what the Store knows of the bucket's packs (packs.go).
 	packs *packIndex
@@ -213,6 +227,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if endpoint == "" {
 		endpoint = "AWS S3 in " + awsCfg.Region
 	}
+	if cfg.IndexCache != "" {
+		k := sha256.Sum256([]byte(endpoint + "\x00" + cfg.Bucket + "\x00" + cfg.Prefix))
+		cfg.IndexCache = filepath.Join(cfg.IndexCache, hex.EncodeToString(k[:16]))
+	}
 	s := &Store{cfg: cfg, client: client, endpoint: endpoint, retries: retries, creds: awsCfg.Credentials, packs: &packIndex{}}
 	if cfg.NoCheck {
 		return s, nil
@@ -240,7 +258,7 @@ func (s *Store) URL() string {
 // Stats returns the request counts so far.
 func (s *Store) Stats() Stats {
 	return Stats{Gets: s.gets.Load(), Puts: s.puts.Load(), Heads: s.heads.Load(), Lists: s.lists.Load(),
-		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Retries: s.retries.Load()}
+		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Retries: s.retries.Load(), IndexesCached: s.indexesCached.Load()}
 }
 
 // countingRetryer counts the retries the SDK makes, for Stats: a retry
