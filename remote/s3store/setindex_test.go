@@ -317,19 +317,8 @@ func TestReaderFindsPackGone(t *testing.T) {
 	reader := openAgain(t, srv, bucket)
 	before := reader.Stats().Lists
 	// A file object of a, in a pack of file objects and first chunks.
-	tree := func(d object.Digest) *object.Tree {
-		t.Helper()
-		b, err := local.Get(ctx, d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tr, err := object.DecodeTree(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tr
-	}
-	packed := tree(tree(rootOf(t, local, res.Version)).Entries[0].Object).Entries[70].Object
+	a := entryIn(t, local, rootOf(t, local, res.Version), "a").Object
+	packed := entryIn(t, local, a, "f070").Object
 	pack, _, _, ok, err := s3store.PackPlace(ctx, reader, packed)
 	if err != nil || !ok {
 		t.Fatalf("the file object is in no pack: %v", err)
