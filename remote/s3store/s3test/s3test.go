@@ -256,7 +256,11 @@ func start(ctx context.Context, bin, dir, cfgPath string, f TLSFiles) (*Server, 
 		return nil, err
 	}
 	s := &Server{Dir: dir, bin: bin, ports: p, Endpoint: "http://127.0.0.1:" + strconv.Itoa(p.s3), TLS: f}
-	s.args = []string{"server",
+	s.args = []string{
+		// Its log to stderr (weed.log in dir), not to files of its own
+		// in the machine's temporary directory, which outlive the server.
+		"-logtostderr",
+		"server",
 		"-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-dir=" + filepath.Join(dir, "data"),
 		"-master.port=" + strconv.Itoa(p.master), "-master.port.grpc=" + strconv.Itoa(p.master+1),
