@@ -117,6 +117,11 @@ type BucketRequests struct {
 	Heads   int64 `json:"heads"`
 	Lists   int64 `json:"lists"`
 	BytesIn int64 `json:"bytes_in"`
+	// Indexes is how many pack indexes the mount loaded, IndexesKept
+	// how many of them it read from the worker's disk (decision 0081): a
+	// prefix gc has not merged shows many.
+	Indexes     int64 `json:"indexes"`
+	IndexesKept int64 `json:"indexes_kept"`
 }
 
 // LeaseStatus is a bucket mount's hold on its version (decision 0078):

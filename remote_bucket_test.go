@@ -638,4 +638,21 @@ func TestBucketIndexLoadOutlivesOpen(t *testing.T) {
 	if err != nil || len(kept) != n {
 		t.Errorf("the worker keeps %d indexes (%v); want the %d it read", len(kept), err, n)
 	}
+	if st.Indexes != n || st.IndexesKept != 0 {
+		t.Errorf("status: %d indexes loaded, %d of them kept on the worker; want %d, none", st.Indexes, st.IndexesKept, n)
+	}
+	// A second mount on the worker, of a version new to it, reads them
+	// from its disk.
+	writeFile(t, filepath.Join(exp, "spider", "new.py"), []byte("print('new')\n"), 0o644)
+	publishTo(t, srv, url, exp)
+	ws2, err := mountBucket(t, srv, url, "", state, "", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(ws2.Dir(), "spider", "new.py")); err != nil || string(b) != "print('new')\n" {
+		t.Fatalf("new.py: %q, %v", b, err)
+	}
+	if st := ws2.Status().Remote.Bucket; st.Indexes != n+1 || st.IndexesKept != n {
+		t.Errorf("a second mount's status: %d indexes loaded, %d of them kept on the worker; want %d, %d", st.Indexes, st.IndexesKept, n+1, n)
+	}
 }

@@ -121,7 +121,8 @@ func printStatus(st *cowfs.Status) {
 		fmt.Printf("  trace:   from the %s, %d objects, %d fetched, %d errors\n", tr.Source, tr.Objects, tr.Fetched, tr.Errors)
 	}
 	if b := r.Bucket; b != nil {
-		fmt.Printf("  bucket:  %d GET, %d HEAD, %d LIST, %s in\n", b.Gets, b.Heads, b.Lists, humanBytes(b.BytesIn))
+		fmt.Printf("  bucket:  %d GET, %d HEAD, %d LIST, %s in; %d pack indexes, %d of them read from this machine's disk\n",
+			b.Gets, b.Heads, b.Lists, humanBytes(b.BytesIn), b.Indexes, b.IndexesKept)
 	}
 	if l := r.Lease; l != nil {
 		switch {

@@ -64,14 +64,15 @@ func TestMountBucketCLI(t *testing.T) {
 			Bucket            *struct {
 				Gets, Lists int64
 				BytesIn     int64 `json:"bytes_in"`
+				Indexes     int64 `json:"indexes"`
 			} `json:"bucket"`
 		} `json:"remote"`
 	}
 	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
 		t.Fatalf("status --json: exit %d, %v: %s", code, err, out)
 	}
-	if r := st.Remote; r.DirPrefetchErrors == nil || r.Bucket == nil || r.Bucket.Gets == 0 || r.Bucket.Lists < 2 || r.Bucket.BytesIn < r.BytesFetched {
-		t.Errorf("status --json: %s; want dir_prefetch_errors, and the bucket's GETs, lists and bytes in (at least what was fetched)", out)
+	if r := st.Remote; r.DirPrefetchErrors == nil || r.Bucket == nil || r.Bucket.Gets == 0 || r.Bucket.Lists < 2 || r.Bucket.BytesIn < r.BytesFetched || r.Bucket.Indexes != 1 {
+		t.Errorf("status --json: %s; want dir_prefetch_errors, and the bucket's GETs, lists and bytes in (at least what was fetched), and its one index", out)
 	}
 	if out, code := run(t, "unmount", e.mnt); code != 0 {
 		t.Fatalf("unmount: exit %d: %s", code, out)

@@ -304,6 +304,7 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 	}
 	p.locs, p.byPack, p.loaded, p.lastAt = locs, byPack, true, time.Now()
 	p.everLoaded.Store(true)
+	s.indexes.Store(int64(len(p.indexes)))
 	return nil
 }
 
