@@ -631,7 +631,7 @@ func (rl *remoteLower) fill(w *Workspace, o *fs.Options, lower lower.Layer, v ob
 		if b := rl.bucket; b != nil {
 			bs := b.Stats()
 			rs.Bucket = &BucketRequests{Gets: bs.Gets, Heads: bs.Heads, Lists: bs.Lists, BytesIn: bs.BytesIn,
-				Indexes: bs.Indexes, IndexesKept: bs.IndexesCached}
+				Indexes: bs.Indexes, IndexesKept: bs.IndexesKept}
 		}
 		if h := rl.held; h != nil {
 			rs.Lease = leaseStatus(h)

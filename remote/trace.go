@@ -145,18 +145,23 @@ func EncodeTrace(t *Trace) []byte {
 // WriteTrace writes t to path, whole or not at all: a new file renamed
 // over the old, so that two mounts closing at once leave one of theirs.
 func WriteTrace(path string, t *Trace) error {
-	return writeWhole(path, EncodeTrace(t))
-}
-
-// writeWhole writes b to path through a new file renamed over the old,
-// synced first, so that path holds the old bytes or all of b.
-func writeWhole(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := WriteWhole(path, ".trace-", EncodeTrace(t)); err != nil {
 		return fmt.Errorf("write trace: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".trace-*")
+	return nil
+}
+
+// WriteWhole writes b to path through a new file beside it, named
+// tmpPrefix and a random suffix, synced and then renamed over the old:
+// path holds the old bytes or all of b. A temporary file a crash leaves
+// is the caller's to remove, by its prefix.
+func WriteWhole(path, tmpPrefix string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), tmpPrefix+"*")
 	if err != nil {
-		return fmt.Errorf("write trace: %w", err)
+		return err
 	}
 	_, err = f.Write(b)
 	if err == nil {
@@ -170,7 +175,7 @@ func writeWhole(path string, b []byte) error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return fmt.Errorf("write trace %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }

@@ -74,7 +74,7 @@ func (s *Server) PutTrace(ctx context.Context, r *pb.PutTraceRequest) (*pb.PutTr
 	}
 	s.traceMu.Lock()
 	defer s.traceMu.Unlock()
-	if err := writeWhole(path, r.GetTrace()); err != nil {
+	if err := WriteWhole(path, ".trace-", r.GetTrace()); err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}
 	if err := s.pruneTraces(); err != nil {

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cowfs/cowfs/cow/object"
+	"github.com/cowfs/cowfs/remote"
 )
 
 // Small objects travel in packs, as restic's blobs do: a publish or push
@@ -469,9 +470,13 @@ func (s *Store) cachedIndex(name string) ([]packObjects, bool) {
 		os.Remove(path)
 		return nil, false
 	}
-	s.indexesCached.Add(1)
+	s.indexesKept.Add(1)
 	return ps, true
 }
+
+// indexTmp begins the name of an index being written into the index
+// cache.
+const indexTmp = ".tmp-"
 
 // cacheIndex keeps the index name, of bytes b, in the index cache. A
 // failure costs only a GET at the next load, so it is logged at debug.
@@ -479,33 +484,9 @@ func (s *Store) cacheIndex(name string, b []byte) {
 	if s.cfg.IndexCache == "" || !cacheable(name, b) {
 		return
 	}
-	if err := writeFileAtomic(s.cfg.IndexCache, name, b); err != nil {
+	if err := remote.WriteWhole(filepath.Join(s.cfg.IndexCache, name), indexTmp, b); err != nil {
 		s.cfg.Log.Debug("keeping an index on this machine", "dir", s.cfg.IndexCache, "err", err)
 	}
-}
-
-// writeFileAtomic writes b to dir/name through a temporary file renamed
-// into place: a reader finds the whole file or none. Not synced: a file a
-// crash leaves short fails its checksum and is read again.
-func writeFileAtomic(dir, name string, b []byte) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, name))
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }
 
 // pruneIndexCache removes from the index cache the indexes a listing of
@@ -525,7 +506,7 @@ func (s *Store) pruneIndexCache(listed []string) {
 	}
 	for _, e := range es {
 		name := e.Name()
-		if strings.HasPrefix(name, ".tmp-") {
+		if strings.HasPrefix(name, indexTmp) {
 			if fi, err := e.Info(); err != nil || time.Since(fi.ModTime()) < time.Hour {
 				continue
 			}

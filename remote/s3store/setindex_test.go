@@ -393,12 +393,12 @@ func TestIndexCache(t *testing.T) {
 	first := reader()
 	sameFiles(t, "a reader that keeps indexes", readVersion(t, first, v), files)
 	onDisk := kept()
-	if len(onDisk) != 10 || first.Stats().IndexesCached != 0 {
-		t.Fatalf("after a first load: %d indexes kept, %d read from the cache; want the 10, none", len(onDisk), first.Stats().IndexesCached)
+	if len(onDisk) != 10 || first.Stats().IndexesKept != 0 {
+		t.Fatalf("after a first load: %d indexes kept, %d read from the cache; want the 10, none", len(onDisk), first.Stats().IndexesKept)
 	}
 	second := reader()
 	sameFiles(t, "a reader of the kept indexes", readVersion(t, second, v), files)
-	if n := second.Stats().IndexesCached; n != 10 {
+	if n := second.Stats().IndexesKept; n != 10 {
 		t.Errorf("a second reader read %d indexes from the cache; want 10", n)
 	}
 	if err := os.WriteFile(onDisk[0], []byte("cowfsix2 torn"), 0o600); err != nil {
@@ -406,7 +406,7 @@ func TestIndexCache(t *testing.T) {
 	}
 	third := reader()
 	sameFiles(t, "a reader beside a damaged kept index", readVersion(t, third, v), files)
-	if n := third.Stats().IndexesCached; n != 9 {
+	if n := third.Stats().IndexesKept; n != 9 {
 		t.Errorf("beside a damaged kept index, %d read from the cache; want 9", n)
 	}
 	if b, err := os.ReadFile(onDisk[0]); err != nil || string(b[:8]) != "cowfsix2" || len(b) < 100 {

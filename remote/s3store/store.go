@@ -122,9 +122,9 @@ type Stats struct {
 	Gets, Puts, Heads, Lists int64
 	BytesIn, BytesOut        int64
 	// Indexes is how many pack indexes the Store knows, as of its last
-	// load of them; IndexesCached counts those read from
+	// load of them; IndexesKept counts those read from
 	// Config.IndexCache, not the bucket.
-	Indexes, IndexesCached int64
+	Indexes, IndexesKept int64
 	// Retries counts attempts made again after one failed.
 	Retries int64
 }
@@ -137,7 +137,7 @@ type Store struct {
 	creds    aws.CredentialsProvider // for messages
 
 	gets, puts, heads, lists, bytesIn, bytesOut atomic.Int64
-	indexes, indexesCached                      atomic.Int64
+	indexes, indexesKept                        atomic.Int64
 	retries                                     *atomic.Int64
 	// packs is what the Store knows of the bucket's packs (packs.go).
 	packs *packIndex
@@ -261,7 +261,7 @@ func (s *Store) URL() string {
 func (s *Store) Stats() Stats {
 	return Stats{Gets: s.gets.Load(), Puts: s.puts.Load(), Heads: s.heads.Load(), Lists: s.lists.Load(),
 		BytesIn: s.bytesIn.Load(), BytesOut: s.bytesOut.Load(), Retries: s.retries.Load(),
-		Indexes: s.indexes.Load(), IndexesCached: s.indexesCached.Load()}
+		Indexes: s.indexes.Load(), IndexesKept: s.indexesKept.Load()}
 }
 
 // countingRetryer counts the retries the SDK makes, for Stats: a retry
