@@ -177,9 +177,10 @@ func listAndRead2(t *testing.T, ws *cowfs.Workspace, files map[string][]byte) {
 // bucketMountNoDirFetch publishes exp to a fresh bucket of srv and
 // mounts it without directory prefetch, so that a file is fetched when
 // it is read, or as the test asks; it returns the workspace and its
-// mountpoint. Learned prefetch is off too: a first mount asks the bucket
-// for another worker's trace in the background, a GET that may land
-// inside the count a test takes after the mount.
+// mountpoint, once its pack indexes have loaded. Learned prefetch is off
+// too: a first mount asks the bucket for another worker's trace in the
+// background, a GET that may land inside the count a test takes after
+// the mount.
 func bucketMountNoDirFetch(t *testing.T, srv *s3test.Server, exp string) (ws *cowfs.Workspace, mnt, bucket string) {
 	t.Helper()
 	bucket = srv.Bucket(t)
@@ -194,6 +195,14 @@ func bucketMountNoDirFetch(t *testing.T, srv *s3test.Server, exp string) (ws *co
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ws.Close() })
+	// The mount serves before its pack indexes load (decision 0081):
+	// their GET, in the background, must not land inside a count the
+	// test takes.
+	for deadline := time.Now().Add(30 * time.Second); ws.Status().Remote.Bucket.Indexes == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the mount's pack indexes did not load within 30 s")
+		}
+	}
 	return ws, mnt, bucket
 }
 
