@@ -33,6 +33,20 @@ type Fetcher interface {
 	Addr() string
 }
 
+// aheadGroups is how many of a sequential reader's chunk groups
+// (object.ChunkGroup) read-ahead keeps in flight, unless the fetcher asks
+// for more: a master's round trip on a loopback or LAN link is short, and
+// two groups in flight keep it busy.
+const aheadGroups = 2
+
+// An aheadFetcher is a Fetcher that asks for more of a sequential
+// reader's chunk groups in flight than a master needs: a bucket, whose
+// every GET costs the request's setup and its first byte's latency, and
+// whose throughput grows with the requests in flight.
+type aheadFetcher interface {
+	AheadGroups() int
+}
+
 // boundedFetcher is a Fetcher whose calls, retries included, give up
 // after Timeout (*Client: ClientConfig.Timeout).
 type boundedFetcher interface {
@@ -85,8 +99,11 @@ type Cache struct {
 
 	hits, misses, bytes, corrupt, errs, evicted atomic.Int64
 
-	pf        atomic.Pointer[Warmup]
-	ahead     chan []object.Digest
+	pf    atomic.Pointer[Warmup]
+	ahead chan []object.Digest
+	// groups is how many chunk groups read-ahead keeps in flight, each
+	// in a call of its own.
+	groups    int
 	fresh     freshObjects // what read-ahead fetched, for its reader
 	aheadOnce sync.Once
 	locks     *fetchLocks
@@ -127,7 +144,19 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{store: store, f: f, log: log, locks: fl, ahead: make(chan []object.Digest, 64), ctx: ctx, cancel: cancel}, nil
+	c := &Cache{store: store, f: f, log: log, locks: fl, ahead: make(chan []object.Digest, 64), ctx: ctx, cancel: cancel}
+	c.groups = aheadGroups
+	if a, ok := f.(aheadFetcher); ok {
+		c.groups = max(c.groups, a.AheadGroups())
+	}
+	c.fresh.max = traceLead + c.groups*object.ChunkGroup*object.ChunkSize
+	return c, nil
+}
+
+// ReadAhead is how many chunks past a sequential reader to keep in
+// flight: whole chunk groups, as many as the fetcher asks for.
+func (c *Cache) ReadAhead() int64 {
+	return int64(c.groups * object.ChunkGroup)
 }
 
 // Close stops read-ahead, prefetching and eviction, and closes the lock
@@ -488,7 +517,7 @@ func (c *Cache) remember(d object.Digest, f *failure) {
 // queued, it does nothing.
 func (c *Cache) Prefetch(ds []object.Digest) {
 	c.aheadOnce.Do(func() {
-		for range 2 {
+		for range c.groups {
 			go func() {
 				for {
 					select {

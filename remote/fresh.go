@@ -50,6 +50,8 @@ type freshObjects struct {
 	wait map[object.Digest]chan struct{}
 	// free, if set, is giveBack for a test.
 	free func(b []byte)
+	// max is how many bytes are held at most; 0: freshBytes.
+	max int
 }
 
 // A freshObject is one object held.
@@ -109,7 +111,20 @@ func (f *freshObjects) waiter(d object.Digest) <-chan struct{} {
 	return nil
 }
 
-const freshBytes = 16 << 20
+// freshBytes is what a cache holds at most with the read-ahead a master
+// gets: the trace's lead and the chunks read-ahead keeps in flight. A
+// cache whose fetcher asks for more read-ahead (aheadFetcher) holds that
+// much more, so that what it fetched is not pushed out before its
+// reader gets to it.
+const freshBytes = traceLead + aheadGroups*object.ChunkGroup*object.ChunkSize
+
+// limit is f.max, or freshBytes.
+func (f *freshObjects) limit() int {
+	if f.max > 0 {
+		return f.max
+	}
+	return freshBytes
+}
 
 // freshIdle is how long held objects stay once nothing is put or taken:
 // a mount that went quiet after a sequential read gives its memory back,
@@ -214,7 +229,8 @@ func (f *freshObjects) add(d object.Digest, b []byte, once, pooled bool) *freshO
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer f.release(d)
-	if len(b) > freshBytes {
+	limit := f.limit()
+	if len(b) > limit {
 		return nil
 	}
 	if _, ok := f.m[d]; ok {
@@ -223,7 +239,7 @@ func (f *freshObjects) add(d object.Digest, b []byte, once, pooled bool) *freshO
 		}
 		return nil
 	}
-	for f.size+len(b) > freshBytes && len(f.order) > 0 {
+	for f.size+len(b) > limit && len(f.order) > 0 {
 		old := f.order[0]
 		f.order = f.order[1:]
 		f.remove(old)

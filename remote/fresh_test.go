@@ -2,6 +2,7 @@ package remote
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -9,10 +10,21 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-// freshObjects keeps at most freshBytes and lets the oldest go first.
+// freshObjects keeps at most freshBytes, or the bound its cache set, and
+// lets the oldest go first.
 func TestFreshObjects(t *testing.T) {
-	var f freshObjects
-	const n = freshBytes / (1 << 20)
+	for _, limit := range []int{0, freshBytes + 8<<20} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) { testFreshObjects(t, limit) })
+	}
+}
+
+func testFreshObjects(t *testing.T, limit int) {
+	f := freshObjects{max: limit}
+	bound := freshBytes
+	if limit > 0 {
+		bound = limit
+	}
+	n := bound / (1 << 20)
 	obj := func(i int) (object.Digest, []byte) {
 		b := bytes.Repeat([]byte{byte(i)}, 1<<20)
 		return object.Sum(b), b
@@ -21,8 +33,8 @@ func TestFreshObjects(t *testing.T) {
 		d, b := obj(i)
 		f.put(d, b)
 	}
-	if f.size > freshBytes {
-		t.Fatalf("holds %d bytes, more than %d", f.size, freshBytes)
+	if f.size > bound {
+		t.Fatalf("holds %d bytes, more than %d", f.size, bound)
 	}
 	for i := range 2 {
 		if d, _ := obj(i); func() bool { _, ok := f.get(d); return ok }() {
@@ -36,7 +48,7 @@ func TestFreshObjects(t *testing.T) {
 	if f.size != n<<20 || len(f.m) != n || len(f.order) != n {
 		t.Fatalf("after reading one: size %d, %d held, %d in order", f.size, len(f.m), len(f.order))
 	}
-	f.put(object.Sum(nil), make([]byte, freshBytes+1))
+	f.put(object.Sum(nil), make([]byte, bound+1))
 	if f.size != n<<20 {
 		t.Fatal("an object bigger than the bound was kept")
 	}

@@ -52,9 +52,9 @@ const (
 	// held in memory for the task (freshObjects, as read-ahead's is), so
 	// that the task does not read it back from the store and hash it
 	// again; held no further than the task will soon read, it is not
-	// pushed out first. Half of freshBytes: the other half is
-	// read-ahead's.
-	traceLead = freshBytes / 2
+	// pushed out first. freshObjects holds read-ahead's chunks beside
+	// it.
+	traceLead = 8 << 20
 	// traceRoom is how far the task must read into the lead before a
 	// replay that reached it goes on: woken at every object the task
 	// reads, it would go on a file at a time, a call of two small

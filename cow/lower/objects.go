@@ -356,9 +356,17 @@ func (l *Objects) FileObjectFrom(g object.Getter, path string) (*object.File, ob
 
 // readAhead is how many chunks past a sequential read are kept in flight,
 // asked for in batches of whole chunk groups (object.ChunkGroup, half of
-// it): a remote chunk costs a round trip, and 8 MiB in flight keeps a
-// loopback or LAN link busy without fetching much a reader will not use.
+// it), unless the store says otherwise (aheadSizer): a remote chunk costs
+// a round trip, and 8 MiB in flight keeps a loopback or LAN link busy
+// without fetching much a reader will not use.
 const readAhead = 2 * object.ChunkGroup
+
+// An aheadSizer is a Prefetcher that says how many chunks past a
+// sequential read to keep in flight: remote.Cache, which keeps more in
+// flight from a bucket than from a master.
+type aheadSizer interface {
+	ReadAhead() int64
+}
 
 // objectFile reads a file object chunk by chunk, keeping the last chunk.
 type objectFile struct {
@@ -458,8 +466,12 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 		// where a chunk group does: a store that keeps a group together
 		// (a bucket's packs) sends each in one request, where a batch
 		// across groups would split two of them.
+		n := int64(readAhead)
+		if s, ok := p.(aheadSizer); ok {
+			n = max(s.ReadAhead(), object.ChunkGroup)
+		}
 		start := max(i+1, o.ahead+1)
-		end := min((i+readAhead)/object.ChunkGroup*object.ChunkGroup, int64(len(o.f.Chunks))-1)
+		end := min((i+n)/object.ChunkGroup*object.ChunkGroup, int64(len(o.f.Chunks))-1)
 		if end-start+1 >= object.ChunkGroup || (end == int64(len(o.f.Chunks))-1 && start <= end) {
 			var ds []object.Digest
 			for j := start; j <= end; j++ {

@@ -25,11 +25,37 @@ func (s *aheadStore) Prefetch(ds []object.Digest) {
 	s.batches = append(s.batches, b)
 }
 
+// deepAheadStore is an aheadStore that asks for n chunks in flight, as a
+// cache over a bucket does.
+type deepAheadStore struct {
+	*aheadStore
+	n int64
+}
+
+func (s deepAheadStore) ReadAhead() int64 { return s.n }
+
 // A sequential reader's read-ahead asks for whole chunk groups
 // (object.ChunkGroup), each in one batch, past the second chunk: a store
 // that keeps a group together (a bucket's pack) sends a batch in one
 // request a group. Random reads ask for nothing ahead.
 func TestReadAheadByChunkGroups(t *testing.T) {
+	// Chunk 1 is read before read-ahead starts; the rest of its group
+	// and the next come in the first batch, a group a batch after.
+	want := [][]int64{{2, 3, 4, 5, 6, 7, 8}, {9, 10, 11, 12}, {13, 14, 15, 16}, {17, 18, 19, 20}, {21, 22}}
+	testReadAhead(t, 0, want)
+}
+
+// A store that asks for more chunks in flight (a cache over a bucket) gets
+// that many past a sequential read, still in whole groups.
+func TestReadAheadAsTheStoreAsks(t *testing.T) {
+	want := [][]int64{{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, {17, 18, 19, 20}, {21, 22}}
+	testReadAhead(t, 4*object.ChunkGroup, want)
+}
+
+// testReadAhead reads a file of 23 chunks through a store that asks for n
+// chunks in flight (0: one that does not say) and wants the batches
+// read-ahead asks it for to be want.
+func testReadAhead(t *testing.T, n int64, want [][]int64) {
 	const chunks = 23
 	data := make([]byte, (chunks-1)*object.ChunkSize+5000)
 	rand.New(rand.NewSource(1)).Read(data)
@@ -43,7 +69,11 @@ func TestReadAheadByChunkGroups(t *testing.T) {
 		s.index[d] = int64(i)
 	}
 
-	f, err := NewObjects(s, root, object.Entry{}).Open("f")
+	var g object.Getter = s
+	if n > 0 {
+		g = deepAheadStore{s, n}
+	}
+	f, err := NewObjects(g, root, object.Entry{}).Open("f")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,9 +91,6 @@ func TestReadAheadByChunkGroups(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("the file read differs")
 	}
-	// Chunk 1 is read before read-ahead starts; the rest of its group
-	// and the next come in the first batch, a group a batch after.
-	want := [][]int64{{2, 3, 4, 5, 6, 7, 8}, {9, 10, 11, 12}, {13, 14, 15, 16}, {17, 18, 19, 20}, {21, 22}}
 	if !slices.EqualFunc(s.batches, want, slices.Equal) {
 		t.Errorf("read-ahead asked for %v; want %v", s.batches, want)
 	}

@@ -32,6 +32,16 @@ func (f Fetcher) limit() int {
 	return 8
 }
 
+// aheadGroups is how many chunk groups a sequential reader keeps in
+// flight from a bucket (remote.Cache): each is one ranged GET, and a
+// bucket's throughput grows with the GETs in flight, where each one's
+// setup and first byte cost more than a master's round trip.
+const aheadGroups = 4
+
+// AheadGroups is how many of a sequential reader's chunk groups
+// read-ahead keeps in flight from the bucket.
+func (Fetcher) AheadGroups() int { return aheadGroups }
+
 // Get returns the bytes stored as d, unverified (the cache verifies). A
 // bucket that does not answer is remote.ErrUnavailable, which the cache
 // remembers for a while instead of asking again for every read.

@@ -310,3 +310,21 @@ func TestS3BodyLengths(t *testing.T) {
 		}
 	}
 }
+
+// A worker's cache over a bucket, as a mount opens it (Source), keeps more
+// of a sequential reader's chunk groups in flight than over a master: a
+// GET's setup and first byte cost more than a master's round trip.
+func TestBucketReadAhead(t *testing.T) {
+	local, err := object.OpenDirStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := remote.NewCache(local, s3store.Source{Fetcher: s3store.Fetcher{}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	if got, want := cache.ReadAhead(), int64(4*object.ChunkGroup); got != want {
+		t.Errorf("read-ahead of %d chunks from a bucket; want %d", got, want)
+	}
+}
