@@ -489,9 +489,17 @@ func (s *Store) cacheIndex(name string, b []byte) {
 	}
 }
 
+// indexCacheIdle is how long the kept indexes of a prefix no load read
+// stay on the worker: a prefix no mount reads any more (a spider
+// retired, a bucket moved) would otherwise keep them forever, and one
+// read again after this only GETs them again.
+const indexCacheIdle = 30 * 24 * time.Hour
+
 // pruneIndexCache removes from the index cache the indexes a listing of
 // indexes/ no longer found (gc removed them), and temporary files an
-// hour old (a write a crash cut short).
+// hour old (a write a crash cut short). It marks this prefix's directory
+// as read now, by its time, and removes the directories of other
+// prefixes read no load for indexCacheIdle.
 func (s *Store) pruneIndexCache(listed []string) {
 	if s.cfg.IndexCache == "" {
 		return
@@ -499,6 +507,10 @@ func (s *Store) pruneIndexCache(listed []string) {
 	es, err := os.ReadDir(s.cfg.IndexCache)
 	if err != nil {
 		return
+	}
+	now := time.Now()
+	if err := os.Chtimes(s.cfg.IndexCache, now, now); err == nil {
+		pruneIdlePrefixes(filepath.Dir(s.cfg.IndexCache), now)
 	}
 	keep := make(map[string]bool, len(listed))
 	for _, name := range listed {
@@ -515,6 +527,33 @@ func (s *Store) pruneIndexCache(listed []string) {
 		}
 		os.Remove(filepath.Join(s.cfg.IndexCache, name))
 	}
+}
+
+// pruneIdlePrefixes removes the directories under parent, each a
+// prefix's kept indexes, whose time says no load read them for
+// indexCacheIdle. A load of one under way beside this only finds its
+// indexes gone, and GETs them.
+func pruneIdlePrefixes(parent string, now time.Time) {
+	es, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range es {
+		if !e.IsDir() || !cacheDirName(e.Name()) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) > indexCacheIdle {
+			os.RemoveAll(filepath.Join(parent, e.Name()))
+		}
+	}
+}
+
+// cacheDirName says whether name can be a prefix's directory in the
+// index cache (Open names it by 32 hex digits): nothing else under the
+// cache's directory is removed.
+func cacheDirName(name string) bool {
+	d, err := hex.DecodeString(name)
+	return err == nil && len(d) == 16 && hex.EncodeToString(d) == name
 }
 
 // locate says in which pack d lies, loading the indexes on first use.

@@ -1,6 +1,7 @@
 package s3store_test
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -390,8 +391,35 @@ func TestIndexCache(t *testing.T) {
 		}
 		return names
 	}
+	// Beside them, the kept indexes of two other prefixes, one read by
+	// no load for longer than the cache keeps them, and a directory
+	// that is not a prefix's.
+	idle, recent, other := filepath.Join(cache, strings.Repeat("ab", 16)), filepath.Join(cache, strings.Repeat("cd", 16)), filepath.Join(cache, "notes")
+	for _, d := range []string{idle, recent, other} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, strings.Repeat("0", 64)), []byte("cowfsix2"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-31 * 24 * time.Hour)
+	for _, d := range []string{idle, other} {
+		if err := os.Chtimes(d, long, long); err != nil {
+			t.Fatal(err)
+		}
+	}
 	first := reader()
 	sameFiles(t, "a reader that keeps indexes", readVersion(t, first, v), files)
+	if _, err := os.Stat(idle); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the indexes of a prefix read by no load for 31 days: %v; want them removed", err)
+	}
+	for _, d := range []string{recent, other} {
+		if err := os.Remove(filepath.Join(d, strings.Repeat("0", 64))); err != nil {
+			t.Errorf("%s: %v; want it left", d, err)
+		}
+		os.Remove(d)
+	}
 	onDisk := kept()
 	if len(onDisk) != 10 || first.Stats().IndexesKept != 0 {
 		t.Fatalf("after a first load: %d indexes kept, %d read from the cache; want the 10, none", len(onDisk), first.Stats().IndexesKept)

@@ -93,7 +93,8 @@ type Config struct {
 	// changed and is named by the SHA-256 of its bytes, so a later Store
 	// of the same prefix (a worker's next mount) reads it from there,
 	// not from the bucket. One a listing no longer finds (gc removed it)
-	// is removed.
+	// is removed, and so are the directories of prefixes no load read
+	// for 30 days.
 	IndexCache string
 	Log        *slog.Logger
 }
