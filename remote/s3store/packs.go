@@ -99,7 +99,7 @@ type packIndex struct {
 	lastAt     time.Time
 	indexes    map[string][]packObjects // by the index's name
 	byPack     map[string][]indexEntryT // by pack hex
-	locs       map[object.Digest]packLoc
+	locs       *objectLocs
 }
 
 type indexEntryT struct {
@@ -290,7 +290,11 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 		// listed again, the new one is there, with the objects the
 		// removed one named.
 	}
-	locs := make(map[object.Digest]packLoc, len(p.locs))
+	n := 0
+	if p.locs != nil {
+		n = p.locs.len()
+	}
+	locs := newObjectLocs(n)
 	byPack := make(map[string][]indexEntryT, len(p.byPack))
 	for _, name := range listed {
 		for _, po := range p.indexes[name] {
@@ -298,9 +302,7 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 				continue
 			}
 			byPack[po.pack] = po.es
-			for _, e := range po.es {
-				locs[e.d] = packLoc{pack: po.pack, off: e.off, n: e.n}
-			}
+			locs.add(po)
 		}
 	}
 	p.locs, p.byPack, p.loaded, p.lastAt = locs, byPack, true, time.Now()
@@ -563,13 +565,30 @@ func (s *Store) locate(ctx context.Context, d object.Digest, again bool) (packLo
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.loaded || (again && time.Since(p.lastAt) > time.Second && p.locs[d] == (packLoc{})) {
+	if !p.loaded || (again && time.Since(p.lastAt) > time.Second && !p.placed(d)) {
 		if err := s.reloadLocked(ctx, false); err != nil {
 			return packLoc{}, false, err
 		}
 	}
-	l, ok := p.locs[d]
+	l, ok := p.get(d)
 	return l, ok, nil
+}
+
+// get says where d lies, as the indexes last loaded say (p.mu held).
+func (p *packIndex) get(d object.Digest) (packLoc, bool) {
+	if p.locs == nil {
+		return packLoc{}, false
+	}
+	return p.locs.get(d)
+}
+
+// placed says whether the indexes last loaded place d (p.mu held).
+func (p *packIndex) placed(d object.Digest) bool {
+	if p.locs == nil {
+		return false
+	}
+	_, ok := p.locs.ref(d)
+	return ok
 }
 
 // relocate is locate for a d whose pack a GET found gone: the indexes
@@ -579,13 +598,13 @@ func (s *Store) relocate(ctx context.Context, d object.Digest, gone string) (pac
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if l, ok := p.locs[d]; !ok || l.pack == gone {
+	if l, ok := p.get(d); !ok || l.pack == gone {
 		p.checkPacks = true
 		if err := s.reloadLocked(ctx, false); err != nil {
 			return packLoc{}, false, err
 		}
 	}
-	l, ok := p.locs[d]
+	l, ok := p.get(d)
 	if ok && l.pack == gone {
 		return packLoc{}, false, nil
 	}
@@ -598,7 +617,7 @@ func (s *Store) packOf(d object.Digest) (string, bool) {
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	l, ok := p.locs[d]
+	l, ok := p.get(d)
 	return l.pack, ok
 }
 
@@ -629,14 +648,12 @@ func (s *Store) learnIndex(name string, ps []packObjects) {
 		p.byPack = map[string][]indexEntryT{}
 	}
 	if p.locs == nil {
-		p.locs = map[object.Digest]packLoc{}
+		p.locs = newObjectLocs(0)
 	}
 	p.indexes[name] = ps
 	for _, po := range ps {
 		p.byPack[po.pack] = po.es
-		for _, e := range po.es {
-			p.locs[e.d] = packLoc{pack: po.pack, off: e.off, n: e.n}
-		}
+		p.locs.add(po)
 	}
 }
 
@@ -653,9 +670,9 @@ func (s *Store) forgetPack(pack string) {
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, e := range p.byPack[pack] {
-		if p.locs[e.d].pack == pack {
-			delete(p.locs, e.d)
+	if p.locs != nil {
+		for _, e := range p.byPack[pack] {
+			p.locs.remove(e.d, pack)
 		}
 	}
 	delete(p.byPack, pack)

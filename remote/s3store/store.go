@@ -514,8 +514,8 @@ func (s *Store) list(ctx context.Context, fn func(d object.Digest, loose bool)) 
 		return err
 	}
 	s.packs.mu.Lock()
-	for d := range s.packs.locs {
-		fn(d, false)
+	if s.packs.locs != nil {
+		s.packs.locs.each(func(d object.Digest) { fn(d, false) })
 	}
 	s.packs.mu.Unlock()
 	return s.listKeys(ctx, objectsDir, 0, func(name string) bool {
