@@ -146,3 +146,44 @@ func BenchmarkObjectLocs(b *testing.B) {
 		runtime.KeepAlive(m)
 	})
 }
+
+// A lookup of each object placed, in random order, beside the map by
+// digest it replaced: a bucket mount's every fetch asks it once.
+func BenchmarkObjectLocsGet(b *testing.B) {
+	const objects, perPack = 1 << 20, 1024
+	r := rand.New(rand.NewSource(1))
+	var ds []object.Digest
+	l := newObjectLocs(0)
+	m := map[object.Digest]packLoc{}
+	for p := 0; p < objects/perPack; p++ {
+		pds := make([]object.Digest, perPack)
+		for i := range pds {
+			r.Read(pds[i][:])
+		}
+		po := somePack(fmt.Sprintf("pack%d", p), pds...)
+		l.add(po)
+		for _, e := range po.es {
+			m[e.d] = packLoc{pack: po.pack, off: e.off, n: e.n}
+		}
+		ds = append(ds, pds...)
+	}
+	r.Shuffle(len(ds), func(i, j int) { ds[i], ds[j] = ds[j], ds[i] })
+	b.Run("objectLocs", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			if _, ok := l.get(ds[i%len(ds)]); !ok {
+				b.Fatal("not placed")
+			}
+			i++
+		}
+	})
+	b.Run("map-by-digest", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			if _, ok := m[ds[i%len(ds)]]; !ok {
+				b.Fatal("not placed")
+			}
+			i++
+		}
+	})
+}
