@@ -131,6 +131,7 @@ func (s *Store) Push(ctx context.Context, local object.GetPutter, snap refs.Snap
 	if err != nil {
 		return int(prog.Uploaded), fmt.Errorf("push %s: %w", snap.Name, err)
 	}
+	s.mergeWritten(ctx)
 	s.cfg.Log.Info("checkpoint pushed", "name", snap.Name, "version", v.String(), "bucket", s.URL(), "objects", prog.Uploaded)
 	return int(prog.Uploaded), nil
 }

@@ -126,3 +126,28 @@ func IndexObjects(ctx context.Context, s *Store) (map[string]int, error) {
 	}
 	return out, nil
 }
+
+// SetWriterMergeMin sets how many indexes of few objects a publish or a
+// push leaves unmerged, for a test that runs alone, and returns what it
+// was.
+func SetWriterMergeMin(n int) (old int) {
+	old, writerMergeMin = writerMergeMin, n
+	return old
+}
+
+// ReloadPacks loads s's bucket's indexes as a writer does, listing
+// packs/ beside indexes/.
+func ReloadPacks(ctx context.Context, s *Store) error { return s.reloadPacks(ctx, false) }
+
+// HideIndexPacks makes s a writer whose listing of packs/ missed the
+// packs the index name names (written by another writer after it).
+func HideIndexPacks(s *Store, name string) {
+	s.packs.mu.Lock()
+	defer s.packs.mu.Unlock()
+	for _, po := range s.packs.indexes[name] {
+		delete(s.packs.seenPacks, po.pack)
+	}
+}
+
+// MergeWritten is what a publish or a push does after writing its key.
+func MergeWritten(ctx context.Context, s *Store) { s.mergeWritten(ctx) }

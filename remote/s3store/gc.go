@@ -417,7 +417,7 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 		st.IndexesMerged = len(indexesToMerge(indexes, func(pack string) bool {
 			_, listed := packMods[pack]
 			return listed && !gone[pack]
-		}))
+		}, gcMerge))
 		return nil
 	}
 	if err := s.repack(ctx, st, repack, byPack, liveIn, gone); err != nil {
@@ -444,7 +444,9 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 	}
 	// Every index now names only packs listed or just written (a
 	// repack's), and those gone (removed, or repacked) are yet to go.
-	if err := s.mergeIndexes(ctx, st, func(pack string) bool { return !gone[pack] }); err != nil {
+	merged, err := s.mergeIndexes(ctx, func(pack string) bool { return !gone[pack] }, gcMerge)
+	st.IndexesMerged += merged
+	if err != nil {
 		return err
 	}
 	for pack := range gone {
@@ -462,23 +464,43 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 // cost it one round trip.
 const indexesMergeMin = 8
 
+// writerMergeMin is how many a publish or a push leaves (mergeWritten):
+// eight of a reader's round trips between gcs, where each merge
+// rewrites what the last one wrote (up to indexObjectsMax objects, 2.9
+// MB), once every so many writes. A variable for tests.
+var writerMergeMin = 64
+
+// A mergeRule says which indexes of few objects are merged: all of
+// them once there are more than min, and with whole, of those only the
+// ones all of whose packs are kept.
+type mergeRule struct {
+	min   int
+	whole bool
+}
+
+var gcMerge = mergeRule{min: indexesMergeMin}
+
 // indexesToMerge returns, by name, the indexes of indexes that name
 // fewer than indexObjectsMax objects of packs kept, if there are more
-// than indexesMergeMin of them, else none.
-func indexesToMerge(indexes map[string][]packObjects, kept func(pack string) bool) []string {
+// than rule.min of them, else none. With rule.whole, an index that names
+// a pack not kept is left out (a writer's merge: mergeWritten).
+func indexesToMerge(indexes map[string][]packObjects, kept func(pack string) bool, rule mergeRule) []string {
 	var small []string
 	for name, ps := range indexes {
 		n := 0
+		all := true
 		for _, po := range ps {
 			if kept(po.pack) {
 				n += len(po.es)
+			} else {
+				all = false
 			}
 		}
-		if n < indexObjectsMax {
+		if n < indexObjectsMax && (all || !rule.whole) {
 			small = append(small, name)
 		}
 	}
-	if len(small) <= indexesMergeMin {
+	if len(small) <= rule.min {
 		return nil
 	}
 	slices.Sort(small)
@@ -491,14 +513,15 @@ func indexesToMerge(indexes map[string][]packObjects, kept func(pack string) boo
 // publish the bucket ever saw. The new indexes are written before the
 // old ones are removed, as when an index is written anew without a
 // pack: a reader that listed an old one and finds it gone lists again
-// (reloadLocked). A pack two indexes name is named once.
-func (s *Store) mergeIndexes(ctx context.Context, st *GCStats, kept func(pack string) bool) error {
+// (reloadLocked). A pack two indexes name is named once. It returns how
+// many indexes it removed; rule is indexesToMerge's.
+func (s *Store) mergeIndexes(ctx context.Context, kept func(pack string) bool, rule mergeRule) (merged int, _ error) {
 	s.packs.mu.Lock()
 	indexes := maps.Clone(s.packs.indexes)
 	s.packs.mu.Unlock()
-	small := indexesToMerge(indexes, kept)
+	small := indexesToMerge(indexes, kept, rule)
 	if len(small) == 0 {
-		return nil
+		return 0, nil
 	}
 	written := map[string]bool{}
 	var batch []packObjects
@@ -524,7 +547,7 @@ func (s *Store) mergeIndexes(ctx context.Context, st *GCStats, kept func(pack st
 			named[po.pack] = true
 			if n > 0 && n+len(po.es) > indexObjectsMax {
 				if err := flush(); err != nil {
-					return err
+					return 0, err
 				}
 			}
 			batch = append(batch, po)
@@ -532,19 +555,46 @@ func (s *Store) mergeIndexes(ctx context.Context, st *GCStats, kept func(pack st
 		}
 	}
 	if err := flush(); err != nil {
-		return err
+		return 0, err
 	}
 	for _, name := range small {
 		if written[name] {
 			continue // merged into the same bytes, so the same name
 		}
 		if err := s.deleteKey(ctx, s.indexKey(name)); err != nil {
-			return err
+			return merged, err
 		}
 		s.forgetIndex(name)
-		st.IndexesMerged++
+		merged++
 	}
-	return nil
+	return merged, nil
+}
+
+// mergeWritten merges the prefix's indexes of few objects, as gc does,
+// once there are more than writerMergeMin, after a publish or a push
+// wrote its key, with the writer's lock still held (no gc runs): so that
+// a prefix written to often between gcs keeps a bounded number of
+// indexes for a fresh mount to read. Writers do not exclude each
+// other, so it merges only the indexes all of whose packs this writer
+// listed or wrote: another writer's index listed without its packs (they
+// were written after the listing of packs/) is left as it is, where a
+// merge would have named its objects nowhere. A failure is logged: the
+// write it follows is done, and the next merge, or gc, merges them.
+func (s *Store) mergeWritten(ctx context.Context) {
+	s.packs.mu.Lock()
+	seen := maps.Clone(s.packs.seenPacks)
+	s.packs.mu.Unlock()
+	if seen == nil {
+		return
+	}
+	n, err := s.mergeIndexes(ctx, func(pack string) bool { return seen[pack] }, mergeRule{min: writerMergeMin, whole: true})
+	if err != nil {
+		s.cfg.Log.Warn("merging the prefix's indexes after a write failed; the next write or gc merges them", "bucket", s.URL(), "err", err)
+		return
+	}
+	if n > 0 {
+		s.cfg.Log.Info("merged the prefix's indexes of few objects", "bucket", s.URL(), "indexes", n)
+	}
 }
 
 // repack writes the live objects of each of packs, read whole and checked

@@ -100,6 +100,9 @@ type packIndex struct {
 	indexes    map[string][]packObjects // by the index's name
 	byPack     map[string][]indexEntryT // by pack hex
 	locs       *objectLocs
+	// seenPacks are the packs the last reload listed, and those this
+	// Store wrote since; nil if it listed none (a reader's).
+	seenPacks map[string]bool
 }
 
 type indexEntryT struct {
@@ -305,7 +308,7 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 			locs.add(po)
 		}
 	}
-	p.locs, p.byPack, p.loaded, p.lastAt = locs, byPack, true, time.Now()
+	p.locs, p.byPack, p.seenPacks, p.loaded, p.lastAt = locs, byPack, packs, true, time.Now()
 	p.everLoaded.Store(true)
 	s.indexes.Store(int64(len(p.indexes)))
 	return nil
@@ -654,6 +657,9 @@ func (s *Store) learnIndex(name string, ps []packObjects) {
 	for _, po := range ps {
 		p.byPack[po.pack] = po.es
 		p.locs.add(po)
+		if p.seenPacks != nil {
+			p.seenPacks[po.pack] = true
+		}
 	}
 }
 
@@ -676,6 +682,7 @@ func (s *Store) forgetPack(pack string) {
 		}
 	}
 	delete(p.byPack, pack)
+	delete(p.seenPacks, pack)
 }
 
 // readRun reads n bytes at off of pack with one ranged GET, and the

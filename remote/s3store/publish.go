@@ -125,6 +125,7 @@ func Publish(ctx context.Context, dst *Store, local *object.DirStore, dir string
 	if err := dst.PutVersion(ctx, v, info); err != nil {
 		return PublishResult{}, err
 	}
+	dst.mergeWritten(ctx)
 	res := PublishResult{Version: v, VersionString: v.String(), Files: st.Files, Bytes: st.Bytes,
 		Objects: int64(len(reached.list)), Uploaded: prog.Uploaded, UploadedBytes: prog.UploadedBytes, Took: time.Since(start)}
 	prog.Phase, prog.Uploaded, prog.UploadedBytes = "done", res.Uploaded, res.UploadedBytes
