@@ -459,15 +459,15 @@ func (s *Store) gcPacks(ctx context.Context, st *GCStats, live map[object.Digest
 	return nil
 }
 
-// indexesMergeMin is how many indexes short of indexObjectsMax objects
+// indexesMergeMin is how many indexes of few objects (indexesToMerge)
 // gc leaves as they are: a reader reads eight at a time, so that many
 // cost it one round trip.
 const indexesMergeMin = 8
 
 // writerMergeMin is how many a publish or a push leaves (mergeWritten):
 // eight of a reader's round trips between gcs, where each merge
-// rewrites what the last one wrote (up to indexObjectsMax objects, 2.9
-// MB), once every so many writes. A variable for tests.
+// rewrites the indexes of few objects (under half of indexObjectsMax,
+// 1.4 MB), once every so many writes. A variable for tests.
 var writerMergeMin = 64
 
 // A mergeRule says which indexes of few objects are merged: all of
@@ -481,9 +481,14 @@ type mergeRule struct {
 var gcMerge = mergeRule{min: indexesMergeMin}
 
 // indexesToMerge returns, by name, the indexes of indexes that name
-// fewer than indexObjectsMax objects of packs kept, if there are more
-// than rule.min of them, else none. With rule.whole, an index that names
-// a pack not kept is left out (a writer's merge: mergeWritten).
+// fewer than half of indexObjectsMax objects of packs kept, if there are
+// more than rule.min of them, else none. With rule.whole, an index that
+// names a pack not kept is left out (a writer's merge: mergeWritten).
+// Half, not all: a merge fills an index with whole packs until the next
+// would not fit, so what it writes falls short of indexObjectsMax by up
+// to a pack's objects; counted as few, those indexes would be merged
+// again by every gc, each time cut differently, and every worker would
+// read them all again.
 func indexesToMerge(indexes map[string][]packObjects, kept func(pack string) bool, rule mergeRule) []string {
 	var small []string
 	for name, ps := range indexes {
@@ -496,7 +501,7 @@ func indexesToMerge(indexes map[string][]packObjects, kept func(pack string) boo
 				all = false
 			}
 		}
-		if n < indexObjectsMax && (all || !rule.whole) {
+		if n < indexObjectsMax/2 && (all || !rule.whole) {
 			small = append(small, name)
 		}
 	}
