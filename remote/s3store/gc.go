@@ -562,17 +562,28 @@ func (s *Store) mergeIndexes(ctx context.Context, kept func(pack string) bool, r
 	if err := flush(); err != nil {
 		return 0, err
 	}
+	// The old indexes go eight at a time: a writer's merge removes 65,
+	// each a round trip to the bucket.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	var mu sync.Mutex
 	for _, name := range small {
 		if written[name] {
 			continue // merged into the same bytes, so the same name
 		}
-		if err := s.deleteKey(ctx, s.indexKey(name)); err != nil {
-			return merged, err
-		}
-		s.forgetIndex(name)
-		merged++
+		g.Go(func() error {
+			if err := s.deleteKey(gctx, s.indexKey(name)); err != nil {
+				return err
+			}
+			s.forgetIndex(name)
+			mu.Lock()
+			merged++
+			mu.Unlock()
+			return nil
+		})
 	}
-	return merged, nil
+	err := g.Wait()
+	return merged, err
 }
 
 // mergeWritten merges the prefix's indexes of few objects, as gc does,
