@@ -274,6 +274,13 @@ func start(ctx context.Context, bin, dir, cfgPath string, f TLSFiles) (*Server, 
 		"-s3.port.iceberg=0", "-s3.port.lance=0",
 		"-master.telemetry=false", "-s3.autoCreateBucket=false",
 	}
+	// Its unix sockets in dir too: by default weed makes
+	// /tmp/seaweedfs-filer-PORT.sock and /tmp/seaweedfs-s3-PORT.sock,
+	// which outlive the server, two a start. A socket's path is at most
+	// 107 bytes; a dir too deep for it leaves weed's default.
+	if abs, err := filepath.Abs(dir); err == nil && len(filepath.Join(abs, "filer.sock")) <= 100 {
+		s.args = append(s.args, "-filer.localSocket="+filepath.Join(abs, "filer.sock"), "-s3.localSocket="+filepath.Join(abs, "s3.sock"))
+	}
 	if f.CertFile != "" {
 		// Without -s3.port.https, -s3.port serves https only.
 		s.args = append(s.args, "-s3.cert.file="+f.CertFile, "-s3.key.file="+f.KeyFile)
