@@ -14,7 +14,8 @@ import (
 // bytes keyed by the digest's first 8 bytes, where a map by digest to a
 // packLoc took 56. Two objects whose first 8 bytes are the same (one in
 // about 2^32 objects apart) are told apart by the whole digest, kept in
-// a map of their own.
+// a map of their own. A nil *objectLocs places nothing (no index loaded
+// yet).
 type objectLocs struct {
 	packs []packObjects // by id, an entryRef's pack
 	at    map[uint64]entryRef
@@ -62,11 +63,20 @@ func (l *objectLocs) set(d object.Digest, r entryRef) {
 
 // ref returns d's entry.
 func (l *objectLocs) ref(d object.Digest) (entryRef, bool) {
+	if l == nil {
+		return entryRef{}, false
+	}
 	if r, ok := l.at[digestKey(d)]; ok && l.entry(r).d == d {
 		return r, true
 	}
 	r, ok := l.clash[d]
 	return r, ok
+}
+
+// has says whether d is placed.
+func (l *objectLocs) has(d object.Digest) bool {
+	_, ok := l.ref(d)
+	return ok
 }
 
 // get says where d lies.
@@ -81,6 +91,9 @@ func (l *objectLocs) get(d object.Digest) (packLoc, bool) {
 
 // remove forgets d if it is placed in pack.
 func (l *objectLocs) remove(d object.Digest, pack string) {
+	if l == nil {
+		return
+	}
 	k := digestKey(d)
 	if r, ok := l.at[k]; ok && l.entry(r).d == d {
 		if l.packs[r.pack].pack == pack {
@@ -95,6 +108,9 @@ func (l *objectLocs) remove(d object.Digest, pack string) {
 
 // each calls fn with every object placed, in no order.
 func (l *objectLocs) each(fn func(object.Digest)) {
+	if l == nil {
+		return
+	}
 	for _, r := range l.at {
 		fn(l.entry(r).d)
 	}
@@ -104,4 +120,9 @@ func (l *objectLocs) each(fn func(object.Digest)) {
 }
 
 // len is how many objects are placed.
-func (l *objectLocs) len() int { return len(l.at) + len(l.clash) }
+func (l *objectLocs) len() int {
+	if l == nil {
+		return 0
+	}
+	return len(l.at) + len(l.clash)
+}

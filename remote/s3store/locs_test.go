@@ -83,6 +83,15 @@ func TestObjectLocsClash(t *testing.T) {
 	wantLoc(t, l, c[1], "", 0)
 	wantLoc(t, l, c[2], "p2", 100)
 
+	// Before any index is loaded there is no objectLocs: it places
+	// nothing.
+	var none *objectLocs
+	none.remove(c[2], "p2")
+	none.each(func(object.Digest) { t.Error("a nil objectLocs listed an object") })
+	if _, ok := none.get(c[2]); ok || none.has(c[2]) || none.len() != 0 {
+		t.Error("a nil objectLocs placed an object")
+	}
+
 	seen := map[object.Digest]int{}
 	l.each(func(d object.Digest) { seen[d]++ })
 	if len(seen) != 2 || seen[c[2]] != 1 || seen[other] != 1 || l.len() != 2 {

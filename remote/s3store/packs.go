@@ -293,11 +293,7 @@ func (s *Store) reloadLocked(ctx context.Context, strict bool) error {
 		// listed again, the new one is there, with the objects the
 		// removed one named.
 	}
-	n := 0
-	if p.locs != nil {
-		n = p.locs.len()
-	}
-	locs := newObjectLocs(n)
+	locs := newObjectLocs(p.locs.len())
 	byPack := make(map[string][]indexEntryT, len(p.byPack))
 	for _, name := range listed {
 		for _, po := range p.indexes[name] {
@@ -453,9 +449,13 @@ func cacheable(name string, b []byte) bool {
 
 // cacheName says whether name can be a set index's, 64 hex digits: any
 // other key listed under indexes/ is never made a path.
-func cacheName(name string) bool {
+func cacheName(name string) bool { return hexName(name, sha256.Size) }
+
+// hexName says whether name is n bytes in lower-case hex, as the index
+// cache names what it holds.
+func hexName(name string, n int) bool {
 	d, err := hex.DecodeString(name)
-	return err == nil && len(d) == sha256.Size && hex.EncodeToString(d) == name
+	return err == nil && len(d) == n && hex.EncodeToString(d) == name
 }
 
 // cachedIndex reads the index name from the index cache, if it holds it
@@ -544,7 +544,7 @@ func pruneIdlePrefixes(parent string, now time.Time) {
 		return
 	}
 	for _, e := range es {
-		if !e.IsDir() || !cacheDirName(e.Name()) {
+		if !e.IsDir() || !hexName(e.Name(), cacheDirBytes) {
 			continue
 		}
 		if fi, err := e.Info(); err == nil && now.Sub(fi.ModTime()) > indexCacheIdle {
@@ -553,13 +553,10 @@ func pruneIdlePrefixes(parent string, now time.Time) {
 	}
 }
 
-// cacheDirName says whether name can be a prefix's directory in the
-// index cache (Open names it by 32 hex digits): nothing else under the
-// cache's directory is removed.
-func cacheDirName(name string) bool {
-	d, err := hex.DecodeString(name)
-	return err == nil && len(d) == 16 && hex.EncodeToString(d) == name
-}
+// cacheDirBytes is how many bytes of hex name a prefix's directory in
+// the index cache (Open's naming): nothing else under the cache's
+// directory is removed.
+const cacheDirBytes = 16
 
 // locate says in which pack d lies, loading the indexes on first use.
 // With again, a d not found makes the Store look for indexes written
@@ -568,30 +565,13 @@ func (s *Store) locate(ctx context.Context, d object.Digest, again bool) (packLo
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.loaded || (again && time.Since(p.lastAt) > time.Second && !p.placed(d)) {
+	if !p.loaded || (again && time.Since(p.lastAt) > time.Second && !p.locs.has(d)) {
 		if err := s.reloadLocked(ctx, false); err != nil {
 			return packLoc{}, false, err
 		}
 	}
-	l, ok := p.get(d)
+	l, ok := p.locs.get(d)
 	return l, ok, nil
-}
-
-// get says where d lies, as the indexes last loaded say (p.mu held).
-func (p *packIndex) get(d object.Digest) (packLoc, bool) {
-	if p.locs == nil {
-		return packLoc{}, false
-	}
-	return p.locs.get(d)
-}
-
-// placed says whether the indexes last loaded place d (p.mu held).
-func (p *packIndex) placed(d object.Digest) bool {
-	if p.locs == nil {
-		return false
-	}
-	_, ok := p.locs.ref(d)
-	return ok
 }
 
 // relocate is locate for a d whose pack a GET found gone: the indexes
@@ -601,13 +581,13 @@ func (s *Store) relocate(ctx context.Context, d object.Digest, gone string) (pac
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if l, ok := p.get(d); !ok || l.pack == gone {
+	if l, ok := p.locs.get(d); !ok || l.pack == gone {
 		p.checkPacks = true
 		if err := s.reloadLocked(ctx, false); err != nil {
 			return packLoc{}, false, err
 		}
 	}
-	l, ok := p.get(d)
+	l, ok := p.locs.get(d)
 	if ok && l.pack == gone {
 		return packLoc{}, false, nil
 	}
@@ -620,7 +600,7 @@ func (s *Store) packOf(d object.Digest) (string, bool) {
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	l, ok := p.get(d)
+	l, ok := p.locs.get(d)
 	return l.pack, ok
 }
 
@@ -676,10 +656,8 @@ func (s *Store) forgetPack(pack string) {
 	p := s.packs
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.locs != nil {
-		for _, e := range p.byPack[pack] {
-			p.locs.remove(e.d, pack)
-		}
+	for _, e := range p.byPack[pack] {
+		p.locs.remove(e.d, pack)
 	}
 	delete(p.byPack, pack)
 	delete(p.seenPacks, pack)

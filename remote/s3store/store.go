@@ -232,7 +232,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.IndexCache != "" {
 		k := sha256.Sum256([]byte(endpoint + "\x00" + cfg.Bucket + "\x00" + cfg.Prefix))
-		cfg.IndexCache = filepath.Join(cfg.IndexCache, hex.EncodeToString(k[:16]))
+		cfg.IndexCache = filepath.Join(cfg.IndexCache, hex.EncodeToString(k[:cacheDirBytes]))
 	}
 	s := &Store{cfg: cfg, client: client, endpoint: endpoint, retries: retries, creds: awsCfg.Credentials, packs: &packIndex{}}
 	if cfg.NoCheck {
@@ -514,9 +514,7 @@ func (s *Store) list(ctx context.Context, fn func(d object.Digest, loose bool)) 
 		return err
 	}
 	s.packs.mu.Lock()
-	if s.packs.locs != nil {
-		s.packs.locs.each(func(d object.Digest) { fn(d, false) })
-	}
+	s.packs.locs.each(func(d object.Digest) { fn(d, false) })
 	s.packs.mu.Unlock()
 	return s.listKeys(ctx, objectsDir, 0, func(name string) bool {
 		if d, err := object.ParseDigest("sha256-" + name); err == nil {
