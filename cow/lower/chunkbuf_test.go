@@ -38,7 +38,7 @@ func TestBufClass(t *testing.T) {
 // chunkFile stores a file of the given bytes in store, its chunks packed
 // (or, with loose, each in a file of its own), an all-zero chunk as a
 // hole, and returns its entry.
-func chunkFile(t *testing.T, store *object.DirStore, name string, data []byte, loose bool) object.Entry {
+func chunkFile(t testing.TB, store *object.DirStore, name string, data []byte, loose bool) object.Entry {
 	t.Helper()
 	ctx := context.Background()
 	f := &object.File{Size: int64(len(data))}
@@ -76,7 +76,7 @@ func chunkFile(t *testing.T, store *object.DirStore, name string, data []byte, l
 // filesTree stores files in a new store, their chunks packed but for
 // those named in loose, and returns the store and the tree of a directory
 // holding them.
-func filesTree(t *testing.T, files map[string][]byte, loose ...string) (*object.DirStore, object.Digest) {
+func filesTree(t testing.TB, files map[string][]byte, loose ...string) (*object.DirStore, object.Digest) {
 	t.Helper()
 	store, err := object.OpenDirStore(t.TempDir())
 	if err != nil {
@@ -282,7 +282,7 @@ func TestObjectFileSlices(t *testing.T) {
 	}
 	// Released, it is the file's buffer again, or the pool's: not
 	// kept by the file beside its last chunk.
-	if m := f.(*objectFile).mem; m == nil || m.refs.Load() != 1 {
+	if m := lastMem(f); m == nil || m.refs.Load() != 1 {
 		refs := int32(0)
 		if m != nil {
 			refs = m.refs.Load()
@@ -414,7 +414,7 @@ func TestObjectFileHoldsBufferOnlyInUse(t *testing.T) {
 		if n, err := f.ReadAt(p, 0); n != len(data) || !bytes.Equal(p, data) {
 			t.Fatalf("%s: read %d bytes, %v", c.name, n, err)
 		}
-		m := f.(*objectFile).mem
+		m := lastMem(f)
 		if held := m != nil && m.buf != nil; held != c.held {
 			t.Errorf("%s: holds a buffer: %v, want %v", c.name, held, c.held)
 		}
@@ -478,4 +478,16 @@ func TestTreesOutOfOneBuffer(t *testing.T) {
 			t.Errorf("tree of %s... decoded as %+v", c.want.Entries[0].Name, c.got.Entries[:2])
 		}
 	}
+}
+
+// lastMem is the memory of the chunk f read last.
+func lastMem(f File) *chunkMem {
+	o := f.(*objectFile)
+	var last *stream
+	for k := range o.streams {
+		if s := &o.streams[k]; last == nil || s.used > last.used {
+			last = s
+		}
+	}
+	return last.mem
 }

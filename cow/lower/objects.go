@@ -368,7 +368,8 @@ type aheadSizer interface {
 	ReadAhead() int64
 }
 
-// objectFile reads a file object chunk by chunk, keeping the last chunk.
+// objectFile reads a file object chunk by chunk, keeping the last chunk
+// read at each of up to maxStreams places.
 type objectFile struct {
 	store object.Getter
 	path  string
@@ -376,8 +377,24 @@ type objectFile struct {
 
 	// mu is held across a read: the chunk it reads, and the copy out of
 	// it or the references to it handed out (ReadSlices).
-	mu   sync.Mutex
+	mu      sync.Mutex
+	streams [maxStreams]stream
+	tick    uint64 // counts reads: stream.used
+}
+
+// maxStreams is how many places in one file keep their last chunk and
+// their own read-ahead. Every process that opens a file reads the same
+// objectFile (the node's), so readers of one file at several places at
+// once (parallel downloads, a database's connections, a reader that goes
+// back and forth between two places) would otherwise each find the chunk
+// another just replaced, read it from the store and hash it again, and
+// none would read in order, so none would get read-ahead.
+const maxStreams = 4
+
+// A stream is one place a file is read at: the last chunk read there.
+type stream struct {
 	last int64
+	// data is chunk last; nil when the stream holds none.
 	data []byte
 	// mem is the memory data is in when it goes back to someone once
 	// nobody reads it (chunkMem); nil when data is memory nobody
@@ -385,12 +402,15 @@ type objectFile struct {
 	mem *chunkMem
 	// ahead is the last chunk read-ahead asked for.
 	ahead int64
+	// used is the file's tick when the stream was last read: the
+	// least recently read one is the one a new place takes.
+	used uint64
 }
 
-// chunkMem is the memory a file's last chunk is in, when it goes back to
+// chunkMem is the memory a stream's last chunk is in, when it goes back to
 // someone once read no more: the file's chunk buffer (chunkBufs), or
 // memory the store pinned for it (pinGetter). The file holds a reference
-// while the chunk is its last, and each view of it handed out
+// while the chunk is a stream's last, and each view of it handed out
 // (ReadSlices) one until it is released; the last reference gives the
 // memory back. A reference never released only keeps the memory from
 // being used again: the collector takes it.
@@ -435,13 +455,13 @@ type pinGetter interface {
 	GetPinned(ctx context.Context, d object.Digest, buf []byte) (_ []byte, release func(), _ error)
 }
 
-// dropLocked drops the last chunk read; o.mu is held. It returns the
+// dropLocked drops the stream's last chunk; o.mu is held. It returns the
 // chunk buffer the chunk was in if nobody else reads it, for the next
 // chunk: nil if there is none.
-func (o *objectFile) dropLocked() *[]byte {
-	o.data = nil
-	m := o.mem
-	o.mem = nil
+func (s *stream) dropLocked() *[]byte {
+	s.data = nil
+	m := s.mem
+	s.mem = nil
 	switch {
 	case m == nil:
 		return nil
@@ -454,23 +474,60 @@ func (o *objectFile) dropLocked() *[]byte {
 	return nil
 }
 
-// chunkLocked returns the data of chunk i, valid until the next
-// chunkLocked or Close; o.mu is held.
-func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
-	if o.data != nil && o.last == i {
-		return o.data, nil
+// streamFor returns the stream that reads chunk i next, and whether it
+// read chunk i-1 last: the stream holding i or i-1, else the one read
+// least recently (or one holding nothing), which moves to i. o.mu is
+// held.
+func (o *objectFile) streamFor(i int64) (_ *stream, inOrder bool) {
+	var after, free, lru *stream
+	for k := range o.streams {
+		s := &o.streams[k]
+		switch {
+		case s.data == nil:
+			if free == nil {
+				free = s
+			}
+		case s.last == i:
+			return s, false
+		case s.last == i-1 && after == nil:
+			after = s
+		}
+		if s.data != nil && (lru == nil || s.used < lru.used) {
+			lru = s
+		}
 	}
-	if p, ok := o.store.(object.Prefetcher); ok && o.data != nil && i == o.last+1 {
+	switch {
+	case after != nil:
+		return after, true
+	case free != nil:
+		lru = free
+	}
+	// A new place: read-ahead starts from it.
+	lru.ahead = i
+	return lru, false
+}
+
+// chunkLocked returns the data of chunk i, and the memory it is in (nil:
+// memory nobody writes), valid until the next chunkLocked or Close; o.mu
+// is held.
+func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, *chunkMem, error) {
+	s, inOrder := o.streamFor(i)
+	o.tick++
+	s.used = o.tick
+	if s.data != nil && s.last == i {
+		return s.data, s.mem, nil
+	}
+	if p, ok := o.store.(object.Prefetcher); ok && inOrder {
 		// Reads in order: keep the next chunks coming while these are
 		// used. Random reads fetch only what they read. A batch ends
 		// where a chunk group does: a store that keeps a group together
 		// (a bucket's packs) sends each in one request, where a batch
 		// across groups would split two of them.
 		n := int64(readAhead)
-		if s, ok := p.(aheadSizer); ok {
-			n = max(s.ReadAhead(), object.ChunkGroup)
+		if a, ok := p.(aheadSizer); ok {
+			n = max(a.ReadAhead(), object.ChunkGroup)
 		}
-		start := max(i+1, o.ahead+1)
+		start := max(i+1, s.ahead+1)
 		end := min((i+n)/object.ChunkGroup*object.ChunkGroup, int64(len(o.f.Chunks))-1)
 		if end-start+1 >= object.ChunkGroup || (end == int64(len(o.f.Chunks))-1 && start <= end) {
 			var ds []object.Digest
@@ -482,16 +539,16 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 			if len(ds) > 0 {
 				p.Prefetch(ds)
 			}
-			o.ahead = end
+			s.ahead = end
 		}
 	}
 	d := o.f.Chunks[i]
 	if d.IsZero() {
-		return nil, nil // a hole
+		return nil, nil, nil // a hole
 	}
 	// The data about to be replaced: its buffer is used again if
 	// nobody reads it.
-	buf := o.dropLocked()
+	buf := s.dropLocked()
 	var b []byte
 	var err error
 	if g, ok := o.store.(intoGetter); ok {
@@ -511,13 +568,13 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 			b, err = g.GetInto(ctx, d, *buf)
 		}
 		if err == nil && len(b) > 0 && &b[0] == &(*buf)[0] {
-			o.mem = newChunkMem(buf, nil)
+			s.mem = newChunkMem(buf, nil)
 		} else {
 			// Not read into the buffer (fetched, or held in memory):
 			// handed back, not held beside what came instead.
 			putChunkBuf(buf)
 			if release != nil {
-				o.mem = newChunkMem(nil, release)
+				s.mem = newChunkMem(nil, release)
 			}
 		}
 	} else {
@@ -527,17 +584,17 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, error) {
 		b, err = o.store.Get(ctx, d)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s chunk %d: %w", o.path, i, err)
+		return nil, nil, fmt.Errorf("%s chunk %d: %w", o.path, i, err)
 	}
 	data, err := object.DecodeBlob(b)
 	if err != nil {
-		if buf := o.dropLocked(); buf != nil {
+		if buf := s.dropLocked(); buf != nil {
 			putChunkBuf(buf)
 		}
-		return nil, fmt.Errorf("%s chunk %d: %w", o.path, i, err)
+		return nil, nil, fmt.Errorf("%s chunk %d: %w", o.path, i, err)
 	}
-	o.last, o.data = i, data
-	return data, nil
+	s.last, s.data = i, data
+	return data, s.mem, nil
 }
 
 func (o *objectFile) ReadAt(p []byte, off int64) (int, error) {
@@ -552,7 +609,7 @@ func (o *objectFile) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	end := min(off+int64(len(p)), o.f.Size)
-	if pos, err := o.spansLocked(ctx, off, end, func(pos, ce int64, data []byte) {
+	if pos, err := o.spansLocked(ctx, off, end, func(pos, ce int64, data []byte, _ *chunkMem) {
 		dst := p[pos-off : ce-off]
 		clear(dst[copy(dst, data):])
 	}); err != nil {
@@ -566,16 +623,16 @@ func (o *objectFile) ReadAtContext(ctx context.Context, p []byte, off int64) (in
 }
 
 // spansLocked calls span for each chunk that bytes [off, end) of the file
-// fall in, in order, with the part of them in it, [pos, ce), and the
-// chunk's data from pos on (shorter than that part, or nil, where the
-// chunk was stored short or is a hole); o.mu is held. It returns where it
-// stopped if a chunk could not be read.
-func (o *objectFile) spansLocked(ctx context.Context, off, end int64, span func(pos, ce int64, data []byte)) (int64, error) {
+// fall in, in order, with the part of them in it, [pos, ce), the chunk's
+// data from pos on (shorter than that part, or nil, where the chunk was
+// stored short or is a hole), and the memory it is in (chunkLocked); o.mu
+// is held. It returns where it stopped if a chunk could not be read.
+func (o *objectFile) spansLocked(ctx context.Context, off, end int64, span func(pos, ce int64, data []byte, mem *chunkMem)) (int64, error) {
 	for pos := off; pos < end; {
 		i := pos / object.ChunkSize
 		cs := i * object.ChunkSize
 		ce := min(cs+object.ChunkSize, end)
-		data, err := o.chunkLocked(ctx, i)
+		data, mem, err := o.chunkLocked(ctx, i)
 		if err != nil {
 			return pos, err
 		}
@@ -584,7 +641,7 @@ func (o *objectFile) spansLocked(ctx context.Context, off, end int64, span func(
 		} else {
 			data = nil
 		}
-		span(pos, ce, data)
+		span(pos, ce, data, mem)
 		pos = ce
 	}
 	return end, nil
@@ -604,12 +661,12 @@ func (o *objectFile) ReadSlices(ctx context.Context, off int64, n int) (_ [][]by
 	var vecs [][]byte
 	var refs []*chunkMem
 	end := min(off+int64(n), o.f.Size)
-	if _, err := o.spansLocked(ctx, off, end, func(pos, ce int64, data []byte) {
+	if _, err := o.spansLocked(ctx, off, end, func(pos, ce int64, data []byte, mem *chunkMem) {
 		if len(data) > 0 {
 			vecs = append(vecs, data)
-			if o.mem != nil {
-				o.mem.refs.Add(1)
-				refs = append(refs, o.mem)
+			if mem != nil {
+				mem.refs.Add(1)
+				refs = append(refs, mem)
 			}
 		}
 		if k := int64(len(data)); k < ce-pos {
@@ -631,7 +688,7 @@ func (o *objectFile) ReadSlices(ctx context.Context, off int64, n int) (_ [][]by
 	}, nil
 }
 
-// Close gives the file's chunk buffer back for another file to read
+// Close gives the file's chunk buffers back for another file to read
 // into. A read after Close reads as before, into a buffer of its own.
 // Close does not wait for a read under way (its fetch may wait on the
 // network for a while): that read keeps the buffer, and the collector
@@ -641,8 +698,10 @@ func (o *objectFile) Close() error {
 		return nil
 	}
 	defer o.mu.Unlock()
-	if buf := o.dropLocked(); buf != nil {
-		putChunkBuf(buf)
+	for k := range o.streams {
+		if buf := o.streams[k].dropLocked(); buf != nil {
+			putChunkBuf(buf)
+		}
 	}
 	return nil
 }
