@@ -14,8 +14,12 @@ import (
 // third of the worker's CPU on a cold read of a big file. An object read
 // stays until newer ones push it out: the kernel's read-ahead asks for
 // the end of one chunk after the start of the next, and each such read
-// went back to the store. At most freshBytes; the oldest go first, and
-// all of them once none was put or taken for freshIdle.
+// went back to the store. At most freshBytes (or max): the oldest of
+// those taken go first; one not taken yet goes only past twice that,
+// since its reader would read it back from the store and hash it again
+// (a trace's replay and read-ahead, together ahead of one reader or each
+// ahead of its own, can hold more than the bound). All of them go once
+// none was put or taken for freshIdle.
 //
 // What came after a file object or a tree (getFollowing: a file's first
 // chunk, the trees beneath a version's root) is held for one reader only
@@ -35,9 +39,12 @@ type freshObjects struct {
 	m  map[object.Digest]*freshObject
 	// once marks what goes at its first take, once stored.
 	once map[object.Digest]onceState
-	// order is oldest first; an object taken leaves m and stays here
+	// order is oldest first; an object let go leaves m and stays here
 	// until the front reaches it or the list is compacted.
 	order []object.Digest
+	// taken is, oldest first, the objects taken since they were put:
+	// the first to go. As order, it may name objects let go.
+	taken []object.Digest
 	size  int
 	// last is when an object was last put or taken; idle, while objects
 	// are held, lets them all go once that is freshIdle ago.
@@ -65,6 +72,8 @@ type freshObject struct {
 	pooled bool
 	// gone says b was let go while pinned: the last unpin gives it back.
 	gone bool
+	// taken says a reader took b (or the cache got it): it goes first.
+	taken bool
 }
 
 // expect notes that ds are being fetched ahead.
@@ -154,7 +163,7 @@ func (f *freshObjects) expire() {
 	}
 	// New maps: clearing keeps a map's buckets.
 	f.m, f.once = nil, nil
-	f.order, f.size, f.idle = nil, 0, nil
+	f.order, f.taken, f.size, f.idle = nil, nil, 0, nil
 	f.mu.Unlock()
 	// The runtime would give the pages back to the system over minutes;
 	// a quiet mount has time for one collection now.
@@ -239,26 +248,19 @@ func (f *freshObjects) add(d object.Digest, b []byte, once, pooled bool) *freshO
 		}
 		return nil
 	}
-	for f.size+len(b) > limit && len(f.order) > 0 {
-		old := f.order[0]
-		f.order = f.order[1:]
+	for f.size+len(b) > limit {
+		old, ok := f.first(f.size+len(b) > 2*limit)
+		if !ok {
+			break
+		}
 		f.remove(old)
 	}
 	if f.m == nil {
 		f.m = map[object.Digest]*freshObject{}
 		f.once = map[object.Digest]onceState{}
 	}
-	if len(f.order) > 2*len(f.m)+64 {
-		// Mostly taken: the list keeps only what is held.
-		kept := f.order[:0]
-		for _, o := range f.order {
-			if _, ok := f.m[o]; ok {
-				kept = append(kept, o)
-			}
-		}
-		clear(f.order[len(kept):])
-		f.order = kept
-	}
+	f.order = f.compact(f.order)
+	f.taken = f.compact(f.taken)
 	e := &freshObject{b: b, pooled: pooled}
 	if pooled {
 		e.pins = 1
@@ -274,6 +276,50 @@ func (f *freshObjects) add(d object.Digest, b []byte, once, pooled bool) *freshO
 		f.idle = time.AfterFunc(f.idleFor(), f.expire)
 	}
 	return e
+}
+
+// first returns the held object to let go first: the oldest of those
+// taken, or, with any, the oldest of all when none was taken.
+func (f *freshObjects) first(any bool) (object.Digest, bool) {
+	for len(f.taken) > 0 {
+		d := f.taken[0]
+		f.taken = f.taken[1:]
+		if e, ok := f.m[d]; ok && e.taken {
+			return d, true
+		}
+	}
+	for any && len(f.order) > 0 {
+		d := f.order[0]
+		f.order = f.order[1:]
+		if _, ok := f.m[d]; ok {
+			return d, true
+		}
+	}
+	return object.Digest{}, false
+}
+
+// compact returns list (order or taken) without the objects let go once
+// they are most of it.
+func (f *freshObjects) compact(list []object.Digest) []object.Digest {
+	if len(list) <= 2*len(f.m)+64 {
+		return list
+	}
+	kept := list[:0]
+	for _, o := range list {
+		if _, ok := f.m[o]; ok {
+			kept = append(kept, o)
+		}
+	}
+	clear(list[len(kept):])
+	return kept
+}
+
+// takenLocked notes that e, held as d, was taken; f.mu is held.
+func (f *freshObjects) takenLocked(d object.Digest, e *freshObject) {
+	if !e.taken {
+		e.taken = true
+		f.taken = append(f.taken, d)
+	}
 }
 
 // remove lets d go, if held.
@@ -306,6 +352,7 @@ func (f *freshObjects) get(d object.Digest) ([]byte, bool) {
 		return nil, false
 	}
 	e.pooled = false
+	f.takenLocked(d, e)
 	return e.b, true
 }
 
@@ -334,6 +381,7 @@ func (f *freshObjects) takeFor(d object.Digest, buf []byte, pin bool) ([]byte, *
 		return nil, nil, false
 	}
 	f.last = time.Now()
+	f.takenLocked(d, e)
 	pinned := e.pooled && (pin || (buf != nil && len(e.b) <= cap(buf)))
 	if pinned {
 		e.pins++

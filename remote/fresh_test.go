@@ -10,8 +10,9 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 )
 
-// freshObjects keeps at most freshBytes, or the bound its cache set, and
-// lets the oldest go first.
+// freshObjects keeps at most freshBytes, or the bound its cache set: the
+// oldest of the objects taken go first, and one not taken yet only past
+// twice the bound, oldest first.
 func TestFreshObjects(t *testing.T) {
 	for _, limit := range []int{0, freshBytes + 8<<20} {
 		t.Run(fmt.Sprint(limit), func(t *testing.T) { testFreshObjects(t, limit) })
@@ -29,27 +30,49 @@ func testFreshObjects(t *testing.T, limit int) {
 		b := bytes.Repeat([]byte{byte(i)}, 1<<20)
 		return object.Sum(b), b
 	}
-	for i := range n + 2 {
+	held := func(i int) bool {
+		d, _ := obj(i)
+		return f.holds(d)
+	}
+	// Twice the bound, none taken: all of it stays, for its readers.
+	for i := range 2 * n {
 		d, b := obj(i)
 		f.put(d, b)
 	}
-	if f.size > bound {
-		t.Fatalf("holds %d bytes, more than %d", f.size, bound)
+	if f.size != 2*n<<20 {
+		t.Fatalf("holds %d bytes of %d MiB put, none taken", f.size, 2*n)
 	}
-	for i := range 2 {
-		if d, _ := obj(i); func() bool { _, ok := f.get(d); return ok }() {
-			t.Errorf("object %d kept: the oldest go first", i)
+	// Taken, objects 3 and 5 go first, before older ones not taken.
+	for _, i := range []int{5, 3} {
+		if d, _ := obj(i); func() bool { _, ok := f.take(d, nil); return ok }() == false {
+			t.Fatalf("object %d not held", i)
 		}
 	}
-	d, want := obj(n + 1)
+	d, b := obj(2 * n)
+	f.put(d, b)
+	if held(5) || held(3) || !held(0) || !held(4) {
+		t.Errorf("one more put: held 5 %v, 3 %v, 0 %v, 4 %v; want the taken gone, the rest kept", held(5), held(3), held(0), held(4))
+	}
+	d, b = obj(2*n + 1)
+	f.put(d, b)
+	if !held(0) || f.size != 2*n<<20 {
+		t.Errorf("two more put: held 0 %v, %d bytes; want all of %d MiB not taken kept", held(0), f.size, 2*n)
+	}
+	// None taken left: past twice the bound the oldest go.
+	for i := 2*n + 2; i < 2*n+4; i++ {
+		d, b := obj(i)
+		f.put(d, b)
+	}
+	if held(0) || held(1) || !held(2) || f.size > 2*bound {
+		t.Errorf("past twice the bound: held 0 %v, 1 %v, 2 %v, %d bytes; want the oldest two gone", held(0), held(1), held(2), f.size)
+	}
+	d, want := obj(2*n + 3)
 	if b, ok := f.get(d); !ok || !bytes.Equal(b, want) {
 		t.Fatalf("newest: %v", ok)
 	}
-	if f.size != n<<20 || len(f.m) != n || len(f.order) != n {
-		t.Fatalf("after reading one: size %d, %d held, %d in order", f.size, len(f.m), len(f.order))
-	}
+	size := f.size
 	f.put(object.Sum(nil), make([]byte, bound+1))
-	if f.size != n<<20 {
+	if f.size != size {
 		t.Fatal("an object bigger than the bound was kept")
 	}
 }
@@ -206,9 +229,10 @@ func TestFreshObjectsGiveBack(t *testing.T) {
 		b := bytes.Repeat([]byte{byte(i)}, 1<<20)
 		return object.Sum(b), b
 	}
-	// pushOut fills the memory with objects put by reference.
+	// pushOut fills the memory with objects put by reference, none
+	// taken: twice the bound pushes out everything held before.
 	pushOut := func(from int) {
-		for i := range freshBytes >> 20 {
+		for i := range 2 * freshBytes >> 20 {
 			d, b := obj(from + i)
 			f.put(d, b)
 		}
