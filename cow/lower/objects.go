@@ -375,8 +375,10 @@ type objectFile struct {
 	path  string
 	f     *object.File
 
-	// mu is held across a read: the chunk it reads, and the copy out of
-	// it or the references to it handed out (ReadSlices).
+	// mu is held across a read, the copy out of its chunks and the
+	// references to them handed out (ReadSlices), but not while a
+	// stream's chunk is read from the store (stream.fill): a read at
+	// another place goes on meanwhile.
 	mu      sync.Mutex
 	streams [maxStreams]stream
 	tick    uint64 // counts reads: stream.used
@@ -405,6 +407,9 @@ type stream struct {
 	// used is the file's tick when the stream was last read: the
 	// least recently read one is the one a new place takes.
 	used uint64
+	// fill, while chunk last is read from the store into the stream
+	// outside o.mu, is closed once it is in (or the read failed).
+	fill chan struct{}
 }
 
 // chunkMem is the memory a stream's last chunk is in, when it goes back to
@@ -476,19 +481,26 @@ func (s *stream) dropLocked() *[]byte {
 
 // streamFor returns the stream that reads chunk i next, and whether it
 // read chunk i-1 last: the stream holding i or i-1, else the one read
-// least recently (or one holding nothing), which moves to i. o.mu is
-// held.
-func (o *objectFile) streamFor(i int64) (_ *stream, inOrder bool) {
+// least recently (or one holding nothing), which moves to i. If a stream
+// is reading i or i-1 from the store, or every stream is, it returns
+// that stream's fill to wait for instead. o.mu is held.
+func (o *objectFile) streamFor(i int64) (_ *stream, inOrder bool, wait <-chan struct{}) {
 	var after, free, lru *stream
 	for k := range o.streams {
 		s := &o.streams[k]
 		switch {
+		case s.fill != nil:
+			if s.last == i || s.last == i-1 {
+				return nil, false, s.fill
+			}
+			wait = s.fill
+			continue
 		case s.data == nil:
 			if free == nil {
 				free = s
 			}
 		case s.last == i:
-			return s, false
+			return s, false, nil
 		case s.last == i-1 && after == nil:
 			after = s
 		}
@@ -498,20 +510,33 @@ func (o *objectFile) streamFor(i int64) (_ *stream, inOrder bool) {
 	}
 	switch {
 	case after != nil:
-		return after, true
+		return after, true, nil
 	case free != nil:
 		lru = free
+	case lru == nil:
+		return nil, false, wait
 	}
 	// A new place: read-ahead starts from it.
 	lru.ahead = i
-	return lru, false
+	return lru, false, nil
 }
 
 // chunkLocked returns the data of chunk i, and the memory it is in (nil:
 // memory nobody writes), valid until the next chunkLocked or Close; o.mu
-// is held.
+// is held, and let go while the chunk is read from the store.
 func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, *chunkMem, error) {
-	s, inOrder := o.streamFor(i)
+	s, inOrder, wait := o.streamFor(i)
+	for s == nil {
+		o.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			o.mu.Lock()
+			return nil, nil, fmt.Errorf("%s chunk %d: %w", o.path, i, ctx.Err())
+		}
+		o.mu.Lock()
+		s, inOrder, wait = o.streamFor(i)
+	}
 	o.tick++
 	s.used = o.tick
 	if s.data != nil && s.last == i {
@@ -549,8 +574,28 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, *chunkMe
 	// The data about to be replaced: its buffer is used again if
 	// nobody reads it.
 	buf := s.dropLocked()
+	fill := make(chan struct{})
+	s.last, s.fill = i, fill
+	o.mu.Unlock()
+	data, mem, err := o.read(ctx, i, d, buf)
+	o.mu.Lock()
+	s.fill = nil
+	close(fill)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.data, s.mem = data, mem
+	return data, mem, nil
+}
+
+// read reads chunk i, object d, from the store, into buf if the store
+// reads into a buffer (the chunk buffer it hands back otherwise), and
+// returns its data and the memory it is in (chunkLocked); o.mu is not
+// held.
+func (o *objectFile) read(ctx context.Context, i int64, d object.Digest, buf *[]byte) ([]byte, *chunkMem, error) {
 	var b []byte
 	var err error
+	var mem *chunkMem
 	if g, ok := o.store.(intoGetter); ok {
 		// Room for the chunk as the file's size says it is; one that
 		// is bigger (a damaged file object) gets memory of its own.
@@ -568,13 +613,13 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, *chunkMe
 			b, err = g.GetInto(ctx, d, *buf)
 		}
 		if err == nil && len(b) > 0 && &b[0] == &(*buf)[0] {
-			s.mem = newChunkMem(buf, nil)
+			mem = newChunkMem(buf, nil)
 		} else {
 			// Not read into the buffer (fetched, or held in memory):
 			// handed back, not held beside what came instead.
 			putChunkBuf(buf)
 			if release != nil {
-				s.mem = newChunkMem(nil, release)
+				mem = newChunkMem(nil, release)
 			}
 		}
 	} else {
@@ -588,13 +633,12 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, *chunkMe
 	}
 	data, err := object.DecodeBlob(b)
 	if err != nil {
-		if buf := s.dropLocked(); buf != nil {
-			putChunkBuf(buf)
+		if mem != nil {
+			mem.unref()
 		}
 		return nil, nil, fmt.Errorf("%s chunk %d: %w", o.path, i, err)
 	}
-	s.last, s.data = i, data
-	return data, s.mem, nil
+	return data, mem, nil
 }
 
 func (o *objectFile) ReadAt(p []byte, off int64) (int, error) {

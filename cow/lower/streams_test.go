@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"slices"
 	"testing"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -147,5 +148,90 @@ func BenchmarkReadersAtPlaces(b *testing.B) {
 				f.Close()
 			}
 		})
+	}
+}
+
+// slowChunkStore holds back the read of one object until gate closes.
+type slowChunkStore struct {
+	*object.DirStore
+	slow    object.Digest
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (s *slowChunkStore) GetInto(ctx context.Context, d object.Digest, buf []byte) ([]byte, error) {
+	if d == s.slow {
+		s.entered <- struct{}{}
+		<-s.gate
+	}
+	return s.DirStore.GetInto(ctx, d, buf)
+}
+
+// A read at one place of a file goes on while a chunk at another is on
+// its way from the store (from a master, perhaps for long); a second
+// read of that chunk waits for it rather than reading it again.
+func TestReadPlaceNotHeldByAnother(t *testing.T) {
+	const chunks = 8
+	data := make([]byte, chunks*object.ChunkSize)
+	rand.New(rand.NewSource(4)).Read(data)
+	store, root := filesTree(t, map[string][]byte{"f": data})
+	file, _, err := NewObjects(store, root, object.Entry{}).FileObject("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &slowChunkStore{DirStore: store, slow: file.Chunks[6], entered: make(chan struct{}, 2), gate: make(chan struct{})}
+	f, err := NewObjects(s, root, object.Entry{}).Open("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(s.gate)
+		}
+	}
+	t.Cleanup(release)
+
+	readAt := func(chunk int64) <-chan error {
+		done := make(chan error, 1)
+		go func() {
+			p := make([]byte, 4096)
+			off := chunk*object.ChunkSize + 100
+			_, err := f.ReadAt(p, off)
+			if err == nil && !bytes.Equal(p, data[off:off+int64(len(p))]) {
+				err = fmt.Errorf("chunk %d: not the file's bytes", chunk)
+			}
+			done <- err
+		}()
+		return done
+	}
+	wait := func(what string, done <-chan error) {
+		t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			release()
+			t.Fatalf("%s did not finish", what)
+		}
+	}
+	slow := readAt(6)
+	select {
+	case <-s.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow read did not reach the store")
+	}
+	again := readAt(6)
+	wait("a read at another place, while chunk 6 is on its way", readAt(1))
+	wait("a second read at that place", readAt(1))
+	release()
+	wait("the read of chunk 6", slow)
+	wait("a second read of chunk 6", again)
+	if n := len(s.entered); n != 0 {
+		t.Errorf("chunk 6 read from the store %d more times; want once", n)
 	}
 }
