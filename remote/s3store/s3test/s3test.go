@@ -12,12 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -314,9 +316,20 @@ func (s *Server) Restart(ctx context.Context) error {
 	go func() { cmd.Wait(); close(s.done) }()
 	if err := s.waitReady(ctx); err != nil {
 		s.Stop()
-		return fmt.Errorf("weed server in %s: %w (see %s)", s.Dir, err, filepath.Join(s.Dir, "weed.log"))
+		return fmt.Errorf("weed server in %s: %w; the end of %s:\n%s", s.Dir, err, filepath.Join(s.Dir, "weed.log"), logTail(filepath.Join(s.Dir, "weed.log"), 20))
 	}
 	return nil
+}
+
+// logTail returns the last n lines of the file at path, for an error: a
+// test's directory, weed.log with it, is gone once the test fails.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // errExited is waitReady's error when weed exits before S3 answers.
@@ -380,7 +393,11 @@ func (s *Server) Stop() {
 }
 
 // freePorts finds four free ports on loopback, each with the port after
-// it free too (weed's gRPC ports), and none among the others.
+// it free too (weed's gRPC ports), and none among the others. They are
+// taken below the kernel's range of ephemeral ports, where neither a
+// connection's local port nor a listener on port 0 lands: Restart binds
+// them again after Stop, and a port freed meanwhile could be taken by
+// any of the other tests' connections, and weed would not start.
 func freePorts() (ports, error) {
 	var got []int
 	var ls []net.Listener
@@ -389,10 +406,15 @@ func freePorts() (ports, error) {
 			l.Close()
 		}
 	}()
-	for tries := 0; len(got) < 4 && tries < 100; tries++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	lo, hi := 10000, ephemeralLow()
+	for tries := 0; len(got) < 4 && tries < 200; tries++ {
+		addr := "127.0.0.1:0"
+		if hi-lo > 1000 {
+			addr = "127.0.0.1:" + strconv.Itoa(lo+rand.IntN(hi-1-lo))
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return ports{}, err
+			continue
 		}
 		ls = append(ls, l)
 		p := l.Addr().(*net.TCPAddr).Port
@@ -407,4 +429,19 @@ func freePorts() (ports, error) {
 		return ports{}, errors.New("no free loopback ports for weed")
 	}
 	return ports{master: got[0], volume: got[1], filer: got[2], s3: got[3]}, nil
+}
+
+// ephemeralLow is the first of the kernel's ephemeral ports; 0 if it
+// cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[0])
+	return n
 }
