@@ -64,15 +64,8 @@ func TestRemoteReadersAtPlaces(t *testing.T) {
 				return nil
 			})
 		}
-		done := make(chan error, 1)
-		go func() { done <- g.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(2 * time.Minute):
-			t.Fatalf("%d readers did not finish in 2 minutes", readers)
+		if err := within(t, 2*time.Minute, fmt.Sprintf("%d readers", readers), g.Wait); err != nil {
+			t.Fatal(err)
 		}
 		return ws.Status().Remote.Hits
 	}

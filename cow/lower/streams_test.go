@@ -28,19 +28,27 @@ func (s *readsStore) GetInto(ctx context.Context, d object.Digest, buf []byte) (
 	return s.DirStore.GetInto(ctx, d, buf)
 }
 
-// streamsFile is a file of n chunks of random bytes, opened through a
-// store that counts its reads and read-ahead's batches.
-func streamsFile(t *testing.T, n int) (File, []byte, *readsStore) {
+// chunksFile stores a file "f" of n chunks of random bytes (from seed)
+// and returns the store, the tree holding it, its bytes and its chunks.
+func chunksFile(t testing.TB, n int, seed int64) (*object.DirStore, object.Digest, []byte, []object.Digest) {
 	t.Helper()
 	data := make([]byte, n*object.ChunkSize)
-	rand.New(rand.NewSource(2)).Read(data)
+	rand.New(rand.NewSource(seed)).Read(data)
 	store, root := filesTree(t, map[string][]byte{"f": data})
 	file, _, err := NewObjects(store, root, object.Entry{}).FileObject("f")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return store, root, data, file.Chunks
+}
+
+// streamsFile is a file of n chunks of random bytes, opened through a
+// store that counts its reads and read-ahead's batches.
+func streamsFile(t *testing.T, n int) (File, []byte, *readsStore) {
+	t.Helper()
+	store, root, data, chunks := chunksFile(t, n, 2)
 	s := &readsStore{aheadStore: &aheadStore{DirStore: store, index: map[object.Digest]int64{}}, reads: map[int64]int{}}
-	for i, d := range file.Chunks {
+	for i, d := range chunks {
 		s.index[d] = int64(i)
 	}
 	f, err := NewObjects(s, root, object.Entry{}).Open("f")
@@ -117,10 +125,7 @@ func TestReadPlacesLeastRecentGoes(t *testing.T) {
 // part of the file in 128 KiB reads, as processes sharing a file's node
 // do.
 func BenchmarkReadersAtPlaces(b *testing.B) {
-	const chunks = 32
-	data := make([]byte, chunks*object.ChunkSize)
-	rand.New(rand.NewSource(3)).Read(data)
-	store, root := filesTree(b, map[string][]byte{"f": data})
+	store, root, data, _ := chunksFile(b, 32, 3)
 	for _, readers := range []int{1, 2, 4} {
 		b.Run(fmt.Sprintf("readers=%d", readers), func(b *testing.B) {
 			b.SetBytes(int64(len(data)))
@@ -171,15 +176,8 @@ func (s *slowChunkStore) GetInto(ctx context.Context, d object.Digest, buf []byt
 // its way from the store (from a master, perhaps for long); a second
 // read of that chunk waits for it rather than reading it again.
 func TestReadPlaceNotHeldByAnother(t *testing.T) {
-	const chunks = 8
-	data := make([]byte, chunks*object.ChunkSize)
-	rand.New(rand.NewSource(4)).Read(data)
-	store, root := filesTree(t, map[string][]byte{"f": data})
-	file, _, err := NewObjects(store, root, object.Entry{}).FileObject("f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &slowChunkStore{DirStore: store, slow: file.Chunks[6], entered: make(chan struct{}, 2), gate: make(chan struct{})}
+	store, root, data, chunks := chunksFile(t, 8, 4)
+	s := &slowChunkStore{DirStore: store, slow: chunks[6], entered: make(chan struct{}, 2), gate: make(chan struct{})}
 	f, err := NewObjects(s, root, object.Entry{}).Open("f")
 	if err != nil {
 		t.Fatal(err)
