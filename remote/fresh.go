@@ -40,12 +40,16 @@ type freshObjects struct {
 	// once marks what goes at its first take, once stored.
 	once map[object.Digest]onceState
 	// order is oldest first; an object let go leaves m and stays here
-	// until the front reaches it or the list is compacted.
-	order []object.Digest
+	// until the front reaches it or the list is compacted. Each place
+	// names the entry it was made for: an object let go and put again
+	// is a new entry, and its old place is not its own.
+	order []freshRef
 	// taken is, oldest first, the objects taken since they were put:
 	// the first to go. As order, it may name objects let go.
-	taken []object.Digest
-	size  int
+	taken []freshRef
+	// puts counts the entries made, to number them.
+	puts uint64
+	size int
 	// last is when an object was last put or taken; idle, while objects
 	// are held, lets them all go once that is freshIdle ago.
 	last time.Time
@@ -61,6 +65,14 @@ type freshObjects struct {
 	max int
 }
 
+// A freshRef is a place in freshObjects' order or taken: d, if it is
+// still held as the put numbered put. A number, not the entry: a place
+// let go stays in the lists a while, and must not keep the bytes.
+type freshRef struct {
+	d   object.Digest
+	put uint64
+}
+
 // A freshObject is one object held.
 type freshObject struct {
 	b []byte
@@ -74,6 +86,8 @@ type freshObject struct {
 	gone bool
 	// taken says a reader took b (or the cache got it): it goes first.
 	taken bool
+	// put numbers this entry among freshObjects' puts.
+	put uint64
 }
 
 // expect notes that ds are being fetched ahead.
@@ -261,7 +275,8 @@ func (f *freshObjects) add(d object.Digest, b []byte, once, pooled bool) *freshO
 	}
 	f.order = f.compact(f.order)
 	f.taken = f.compact(f.taken)
-	e := &freshObject{b: b, pooled: pooled}
+	f.puts++
+	e := &freshObject{b: b, pooled: pooled, put: f.puts}
 	if pooled {
 		e.pins = 1
 	}
@@ -269,7 +284,7 @@ func (f *freshObjects) add(d object.Digest, b []byte, once, pooled bool) *freshO
 	if once {
 		f.once[d] = onceHeld
 	}
-	f.order = append(f.order, d)
+	f.order = append(f.order, freshRef{d, e.put})
 	f.size += len(b)
 	f.last = time.Now()
 	if f.idle == nil {
@@ -282,32 +297,39 @@ func (f *freshObjects) add(d object.Digest, b []byte, once, pooled bool) *freshO
 // taken, or, with any, the oldest of all when none was taken.
 func (f *freshObjects) first(any bool) (object.Digest, bool) {
 	for len(f.taken) > 0 {
-		d := f.taken[0]
+		r := f.taken[0]
 		f.taken = f.taken[1:]
-		if e, ok := f.m[d]; ok && e.taken {
-			return d, true
+		if f.at(r) {
+			return r.d, true
 		}
 	}
 	for any && len(f.order) > 0 {
-		d := f.order[0]
+		r := f.order[0]
 		f.order = f.order[1:]
-		if _, ok := f.m[d]; ok {
-			return d, true
+		if f.at(r) {
+			return r.d, true
 		}
 	}
 	return object.Digest{}, false
 }
 
+// at reports whether r's object is still held as the entry r was made
+// for.
+func (f *freshObjects) at(r freshRef) bool {
+	e, ok := f.m[r.d]
+	return ok && e.put == r.put
+}
+
 // compact returns list (order or taken) without the objects let go once
 // they are most of it.
-func (f *freshObjects) compact(list []object.Digest) []object.Digest {
+func (f *freshObjects) compact(list []freshRef) []freshRef {
 	if len(list) <= 2*len(f.m)+64 {
 		return list
 	}
 	kept := list[:0]
-	for _, o := range list {
-		if _, ok := f.m[o]; ok {
-			kept = append(kept, o)
+	for _, r := range list {
+		if f.at(r) {
+			kept = append(kept, r)
 		}
 	}
 	clear(list[len(kept):])
@@ -318,7 +340,7 @@ func (f *freshObjects) compact(list []object.Digest) []object.Digest {
 func (f *freshObjects) takenLocked(d object.Digest, e *freshObject) {
 	if !e.taken {
 		e.taken = true
-		f.taken = append(f.taken, d)
+		f.taken = append(f.taken, freshRef{d, e.put})
 	}
 }
 

@@ -77,6 +77,39 @@ func testFreshObjects(t *testing.T, limit int) {
 	}
 }
 
+// An object let go and put again is as new as its second put: the place
+// its first put had in the order is not its own.
+func TestFreshObjectsPutAgain(t *testing.T) {
+	var f freshObjects
+	n := freshBytes / (1 << 20)
+	obj := func(i int) (object.Digest, []byte) {
+		b := bytes.Repeat([]byte{byte(i)}, 1<<20)
+		return object.Sum(b), b
+	}
+	d0, b0 := obj(0)
+	f.putOnce(d0, b0)
+	for i := 1; i < 2*n; i++ {
+		d, b := obj(i)
+		f.put(d, b)
+	}
+	// Taken and stored, object 0 goes, then comes again: the newest.
+	if _, ok := f.take(d0, nil); !ok {
+		t.Fatal("object 0 not held")
+	}
+	f.stored(d0)
+	if f.holds(d0) {
+		t.Fatal("object 0 held once taken and stored")
+	}
+	f.put(d0, b0)
+	// Past twice the bound, the oldest not taken goes: object 1.
+	d, b := obj(2 * n)
+	f.put(d, b)
+	d1, _ := obj(1)
+	if !f.holds(d0) || f.holds(d1) {
+		t.Errorf("held 0 %v, 1 %v; want the object put again kept and the oldest gone", f.holds(d0), f.holds(d1))
+	}
+}
+
 // An object read once is read again from memory while it is among the
 // newest: the kernel asks for the end of a chunk after the start of the
 // next one when it reads ahead, and each such read went back to the store
