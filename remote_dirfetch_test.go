@@ -17,6 +17,7 @@ import (
 	"github.com/cowfs/cowfs/cow/object"
 	"github.com/cowfs/cowfs/remote"
 	"github.com/cowfs/cowfs/remote/remotetest"
+	"github.com/cowfs/cowfs/remote/s3store"
 	"github.com/cowfs/cowfs/remote/s3store/s3test"
 )
 
@@ -245,11 +246,13 @@ func TestBucketColdFileOneGet(t *testing.T) {
 	}
 }
 
-// A big file of a bucket mount is read a chunk group at a time: a publish
-// packs a file's later chunks by their groups (object.ChunkGroup), and a
-// sequential reader's read-ahead asks for whole groups, so the cold read
-// makes about a GET a group, as a warmup of another such file does. With
-// each later chunk loose it made a GET a chunk.
+// A big file of a bucket mount is read a pack of chunk groups at a time:
+// a publish packs a file's later chunks by their groups (object.ChunkGroup),
+// a batch of them (s3store.Fetcher.AheadBatch) to a pack, and a
+// sequential reader's read-ahead asks for whole batches, so the cold read
+// makes about a GET a batch, as a warmup of another such file does. With
+// each later chunk loose it made a GET a chunk; with a pack and a batch a
+// group, a GET a group.
 func TestBucketBigFileByGroups(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
@@ -265,6 +268,8 @@ func TestBucketBigFileByGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	groups := object.ChunkGroupOf(chunks - 1)
+	batch := int64(s3store.Fetcher{}.AheadBatch())
+	batches := (groups + batch - 1) / batch
 
 	gets := ws.Status().Remote.Bucket.Gets
 	var b []byte
@@ -276,11 +281,11 @@ func TestBucketBigFileByGroups(t *testing.T) {
 		t.Fatalf("read.db: %d bytes, %v; want its %d bytes", len(b), err, len(files["read.db"]))
 	}
 	// The file object with the first chunk; the second, read before the
-	// read-ahead starts; the rest of its group, then a GET a group.
+	// read-ahead starts; the rest of its batch, then a GET a batch.
 	got := ws.Status().Remote.Bucket.Gets - gets
-	t.Logf("a cold read of %d chunks (%d groups): %d GETs", chunks, groups, got)
-	if got > groups+3 {
-		t.Errorf("a cold read of %d chunks in %d groups made %d GETs of the bucket; want about one a group", chunks, groups, got)
+	t.Logf("a cold read of %d chunks (%d groups, %d batches): %d GETs", chunks, groups, batches, got)
+	if got > batches+3 {
+		t.Errorf("a cold read of %d chunks in %d batches made %d GETs of the bucket; want about one a batch", chunks, batches, got)
 	}
 
 	gets = ws.Status().Remote.Bucket.Gets
@@ -290,9 +295,9 @@ func TestBucketBigFileByGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = ws.Status().Remote.Bucket.Gets - gets
-	t.Logf("a warmup of %d chunks (%d groups): %d GETs", chunks, groups, got)
-	if got > groups+1 {
-		t.Errorf("a warmup of %d chunks in %d groups made %d GETs of the bucket; want one a group and one for the file object", chunks, groups, got)
+	t.Logf("a warmup of %d chunks (%d batches): %d GETs", chunks, batches, got)
+	if got > batches+1 {
+		t.Errorf("a warmup of %d chunks in %d batches made %d GETs of the bucket; want one a batch and one for the file object", chunks, batches, got)
 	}
 	crawlFiles(t, mnt, map[string][]byte{"warm.db": files["warm.db"]}, 1)
 	if n := ws.Status().Remote.Bucket.Gets - gets - got; n != 0 {

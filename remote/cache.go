@@ -47,6 +47,13 @@ type aheadFetcher interface {
 	AheadGroups() int
 }
 
+// A batchFetcher is a Fetcher that wants a sequential reader's chunk
+// groups asked for this many at a time: a bucket, which keeps that many
+// side by side in a pack and sends them with one GET.
+type batchFetcher interface {
+	AheadBatch() int
+}
+
 // boundedFetcher is a Fetcher whose calls, retries included, give up
 // after Timeout (*Client: ClientConfig.Timeout).
 type boundedFetcher interface {
@@ -157,6 +164,16 @@ func NewCache(store *object.DirStore, f Fetcher, log *slog.Logger) (*Cache, erro
 // flight: whole chunk groups, as many as the fetcher asks for.
 func (c *Cache) ReadAhead() int64 {
 	return int64(c.groups * object.ChunkGroup)
+}
+
+// AheadBatch is how many chunks a sequential reader's read-ahead asks for
+// at a time, whole groups, as the fetcher asks (batchFetcher); 0 if it
+// does not.
+func (c *Cache) AheadBatch() int64 {
+	if b, ok := c.f.(batchFetcher); ok {
+		return int64(b.AheadBatch() * object.ChunkGroup)
+	}
+	return 0
 }
 
 // Close stops read-ahead, prefetching and eviction, and closes the lock

@@ -98,8 +98,9 @@ func (c *Cache) yield(ctx context.Context) {
 type chunkRef struct {
 	d    object.Digest
 	size int64
-	// last: the last chunk of its chunk group (object.ChunkGroup) in its
-	// file.
+	// last: the last chunk of its read-ahead batch in its file (a chunk
+	// group, object.ChunkGroup, or what the fetcher asks for at a time,
+	// Cache.AheadBatch).
 	last bool
 }
 
@@ -146,10 +147,10 @@ func (pf *Warmup) run(ctx context.Context, c *Cache, root object.Digest, paths [
 	feed:
 		for len(chunks) > 0 {
 			// Batches of about 8 MiB: few round trips, and a reader
-			// never waits behind much. A batch ends where a chunk group
-			// does, which a bucket sends in one GET (a group's chunks
-			// lie side by side in a pack) where two batches would make
-			// two.
+			// never waits behind much. A batch ends where a read-ahead
+			// batch does (a chunk group, or a bucket's pack of them),
+			// which a bucket sends in one GET (its chunks lie side by
+			// side in a pack) where two batches would make two.
 			n, size := 0, int64(0)
 			for n < len(chunks) && n < maxMany && (size < 8<<20 || !chunks[n-1].last) {
 				size += chunks[n].size
@@ -328,6 +329,9 @@ func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkR
 		firstEr error
 		seen    = map[object.Digest]bool{}
 		chunks  []chunkRef
+		// unit is a read-ahead batch's chunks: a batch of the feed
+		// ends where one of them does.
+		unit = max(c.AheadBatch(), object.ChunkGroup)
 	)
 	if pl, ok := c.f.(packLocator); ok {
 		queue.packOf = pl.PackOf
@@ -365,7 +369,7 @@ func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkR
 			if !d.IsZero() && !seen[d] {
 				seen[d] = true
 				i := int64(i)
-				last := i == int64(len(f.Chunks))-1 || object.ChunkGroupOf(i+1) != object.ChunkGroupOf(i)
+				last := i == int64(len(f.Chunks))-1 || i%unit == 0
 				chunks = append(chunks, chunkRef{d, min(object.ChunkSize, f.Size-i*object.ChunkSize), last})
 			}
 		}

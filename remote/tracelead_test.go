@@ -132,6 +132,42 @@ func TestReplayBatchesEndWithPacks(t *testing.T) {
 	}
 }
 
+// A replay from a store that packs a file's chunk groups a read-ahead
+// batch to a pack (a bucket, AheadBatch) goes on to the end of the pack,
+// not only of the group: a batch that ended inside a pack would split
+// its GET, and every batch's after.
+func TestReplayBatchesEndWithBatchPacks(t *testing.T) {
+	var f *packedFetcher
+	r := newLeadReplayVia(t, 40, object.ChunkSize, func(es []remote.TraceEntry, c remote.Fetcher) remote.Fetcher {
+		// Entry 0 with the small objects, then packs of four chunk
+		// groups.
+		f = &packedFetcher{Fetcher: c, packs: map[object.Digest]string{}}
+		for i, e := range es {
+			f.packs[e.Object] = fmt.Sprintf("pack %d", (i+15)/16)
+		}
+		return batchingFetcher{f}
+	})
+	r.c.ReplayTrace(r.entries)
+	// The lead (8 MiB) is full at entry 7, inside the pack of 1-16.
+	which := r.settled(17)
+	for i, ok := range which {
+		if ok != (i < 17) {
+			t.Fatalf("entry %d held: %v; want the first 17, to the end of the pack of entries 1-16", i, ok)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.calls) != 1 || len(f.calls[0]) != 17 {
+		t.Errorf("the replay's calls: %d, of %v objects; want one of 17", len(f.calls), lens(f.calls))
+	}
+}
+
+// batchingFetcher is a packedFetcher that asks for a sequential reader's
+// chunk groups four at a time, as a bucket's Fetcher does.
+type batchingFetcher struct{ *packedFetcher }
+
+func (batchingFetcher) AheadBatch() int { return 4 }
+
 // packedFetcher is a master's client as the cache sees a bucket's
 // Fetcher: it says which pack each object lies in (what a bucket's
 // indexes say), and records the objects of each call for many.

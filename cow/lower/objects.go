@@ -368,6 +368,15 @@ type aheadSizer interface {
 	ReadAhead() int64
 }
 
+// An aheadBatcher is a Prefetcher that wants a sequential read's chunks
+// asked for this many at a time (0: as they come, a group or more),
+// each batch ending at a multiple of it: remote.Cache over a bucket,
+// whose packs hold that many chunks side by side and send each batch
+// with one GET.
+type aheadBatcher interface {
+	AheadBatch() int64
+}
+
 // objectFile reads a file object chunk by chunk, keeping the last chunk
 // read at each of up to maxStreams places.
 type objectFile struct {
@@ -548,22 +557,19 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, *chunkMe
 		// where a chunk group does: a store that keeps a group together
 		// (a bucket's packs) sends each in one request, where a batch
 		// across groups would split two of them.
-		n := int64(readAhead)
+		n, batch := int64(readAhead), int64(0)
 		if a, ok := p.(aheadSizer); ok {
 			n = max(a.ReadAhead(), object.ChunkGroup)
 		}
+		if b, ok := p.(aheadBatcher); ok {
+			batch = min(b.AheadBatch()/object.ChunkGroup*object.ChunkGroup, n)
+		}
+		unit := max(batch, object.ChunkGroup)
+		last := int64(len(o.f.Chunks)) - 1
 		start := max(i+1, s.ahead+1)
-		end := min((i+n)/object.ChunkGroup*object.ChunkGroup, int64(len(o.f.Chunks))-1)
-		if end-start+1 >= object.ChunkGroup || (end == int64(len(o.f.Chunks))-1 && start <= end) {
-			var ds []object.Digest
-			for j := start; j <= end; j++ {
-				if d := o.f.Chunks[j]; !d.IsZero() {
-					ds = append(ds, d)
-				}
-			}
-			if len(ds) > 0 {
-				p.Prefetch(ds)
-			}
+		end := min((i+n)/unit*unit, last)
+		if end-start+1 >= object.ChunkGroup || (end == last && start <= end) {
+			o.prefetchLocked(p, start, end, batch)
 			s.ahead = end
 		}
 	}
@@ -586,6 +592,28 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, *chunkMe
 	}
 	s.data, s.mem = data, mem
 	return data, mem, nil
+}
+
+// prefetchLocked asks p for chunks start to end, in batches that end at
+// multiples of batch, as chunk groups do past chunk 0 (one batch if 0);
+// o.mu is held.
+func (o *objectFile) prefetchLocked(p object.Prefetcher, start, end, batch int64) {
+	for start <= end {
+		stop := end
+		if batch > 0 {
+			stop = min(((start-1)/batch+1)*batch, end)
+		}
+		var ds []object.Digest
+		for j := start; j <= stop; j++ {
+			if d := o.f.Chunks[j]; !d.IsZero() {
+				ds = append(ds, d)
+			}
+		}
+		if len(ds) > 0 {
+			p.Prefetch(ds)
+		}
+		start = stop + 1
+	}
 }
 
 // read reads chunk i, object d, from the store, into buf if the store

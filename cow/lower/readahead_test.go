@@ -26,13 +26,15 @@ func (s *aheadStore) Prefetch(ds []object.Digest) {
 }
 
 // deepAheadStore is an aheadStore that asks for n chunks in flight, as a
-// cache over a bucket does.
+// cache over a bucket does, and, if batch is set, for them batch at a
+// time.
 type deepAheadStore struct {
 	*aheadStore
-	n int64
+	n, batch int64
 }
 
-func (s deepAheadStore) ReadAhead() int64 { return s.n }
+func (s deepAheadStore) ReadAhead() int64  { return s.n }
+func (s deepAheadStore) AheadBatch() int64 { return s.batch }
 
 // A sequential reader's read-ahead asks for whole chunk groups
 // (object.ChunkGroup), each in one batch, past the second chunk: a store
@@ -42,20 +44,30 @@ func TestReadAheadByChunkGroups(t *testing.T) {
 	// Chunk 1 is read before read-ahead starts; the rest of its group
 	// and the next come in the first batch, a group a batch after.
 	want := [][]int64{{2, 3, 4, 5, 6, 7, 8}, {9, 10, 11, 12}, {13, 14, 15, 16}, {17, 18, 19, 20}, {21, 22}}
-	testReadAhead(t, 0, want)
+	testReadAhead(t, 0, 0, want)
 }
 
 // A store that asks for more chunks in flight (a cache over a bucket) gets
 // that many past a sequential read, still in whole groups.
 func TestReadAheadAsTheStoreAsks(t *testing.T) {
 	want := [][]int64{{2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, {17, 18, 19, 20}, {21, 22}}
-	testReadAhead(t, 4*object.ChunkGroup, want)
+	testReadAhead(t, 4*object.ChunkGroup, 0, want)
+}
+
+// A store that asks for its chunks a batch at a time (a cache over a
+// bucket, whose packs hold a batch each) gets batches that end where its
+// packs do, at multiples of the batch, a batch being asked for once the
+// reader enters the one before it.
+func TestReadAheadInBatches(t *testing.T) {
+	const batch = 2 * object.ChunkGroup
+	want := [][]int64{{2, 3, 4, 5, 6, 7, 8}, {9, 10, 11, 12, 13, 14, 15, 16}, {17, 18, 19, 20, 21, 22}}
+	testReadAhead(t, 2*batch, batch, want)
 }
 
 // testReadAhead reads a file of 23 chunks through a store that asks for n
-// chunks in flight (0: one that does not say) and wants the batches
-// read-ahead asks it for to be want.
-func testReadAhead(t *testing.T, n int64, want [][]int64) {
+// chunks in flight (0: one that does not say), batch at a time (0: as
+// they come), and wants the batches read-ahead asks it for to be want.
+func testReadAhead(t *testing.T, n, batch int64, want [][]int64) {
 	const chunks = 23
 	data := make([]byte, (chunks-1)*object.ChunkSize+5000)
 	rand.New(rand.NewSource(1)).Read(data)
@@ -71,7 +83,7 @@ func testReadAhead(t *testing.T, n int64, want [][]int64) {
 
 	var g object.Getter = s
 	if n > 0 {
-		g = deepAheadStore{s, n}
+		g = deepAheadStore{s, n, batch}
 	}
 	f, err := NewObjects(g, root, object.Entry{}).Open("f")
 	if err != nil {

@@ -151,3 +151,10 @@ func HideIndexPacks(s *Store, name string) {
 
 // MergeWritten is what a publish or a push does after writing its key.
 func MergeWritten(ctx context.Context, s *Store) { s.mergeWritten(ctx) }
+
+// BatchChunks is how many of a file's chunks a pack of chunk groups
+// holds, the batch a sequential reader asks for, from chunk 1 on.
+const BatchChunks = packGroups * object.ChunkGroup
+
+// GroupPackTarget is where a pack of chunk groups is closed.
+const GroupPackTarget = groupPackTarget

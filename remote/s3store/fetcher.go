@@ -33,14 +33,19 @@ func (f Fetcher) limit() int {
 }
 
 // aheadGroups is how many chunk groups a sequential reader keeps in
-// flight from a bucket (remote.Cache): each is one ranged GET, and a
-// bucket's throughput grows with the GETs in flight, where each one's
-// setup and first byte cost more than a master's round trip.
-const aheadGroups = 4
+// flight from a bucket (remote.Cache): two batches of packGroups, each
+// one ranged GET of a pack. A bucket's throughput grows with the GETs in
+// flight, where each one's setup and first byte cost more than a
+// master's round trip.
+const aheadGroups = 2 * packGroups
 
 // AheadGroups is how many of a sequential reader's chunk groups
 // read-ahead keeps in flight from the bucket.
 func (Fetcher) AheadGroups() int { return aheadGroups }
+
+// AheadBatch is how many chunk groups a sequential reader asks for at a
+// time: a publish's pack of them, one GET.
+func (Fetcher) AheadBatch() int { return packGroups }
 
 // Get returns the bytes stored as d, unverified (the cache verifies). A
 // bucket that does not answer is remote.ErrUnavailable, which the cache

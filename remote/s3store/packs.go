@@ -56,11 +56,21 @@ const (
 	PackObjectMax = 64 << 10
 	// packTarget is the size at which a pack is closed and sent.
 	packTarget = 4 << 20
+	// packGroups is how many of a file's chunk groups a pack of them
+	// holds, and a sequential reader asks for in one batch
+	// (Fetcher.AheadBatch): one GET of 16 MiB costs the store less CPU
+	// than four of 4 MiB, and AWS advises ranged GETs of 8-16 MiB.
+	packGroups = 4
+	// groupPackTarget is where a pack of chunk groups is closed: it
+	// holds packGroups whole groups, chunks encoded, and a pack's run of
+	// them is one GET (maxRun).
+	groupPackTarget = packGroups*object.ChunkGroup*object.ChunkSize + 64<<10
 	// mergeGap is how many bytes between two objects of one pack a
 	// GetMany reads and drops rather than make another request.
 	mergeGap = 64 << 10
-	// maxRun bounds the range one GET of a GetMany covers.
-	maxRun = 16 << 20
+	// maxRun bounds the range one GET of a GetMany covers: a pack of
+	// chunk groups.
+	maxRun = groupPackTarget
 	// indexMagic starts the index of one pack, which indexes were
 	// before setIndexMagic's.
 	indexMagic = "cowfsix1"
@@ -911,19 +921,24 @@ func (w *packWriter) add(d object.Digest, b []byte, tree bool) {
 }
 
 // addGrouped appends a chunk of chunk group grp to the chunk groups'
-// pack; a group that may not fit in what is left of packTarget starts
-// another pack, so that a group lies in one.
+// pack; a group that may not fit in what is left of groupPackTarget
+// starts another pack, so that a group lies in one, and so does one that
+// begins a sequential reader's batch, so that a batch lies in one.
 func (w *packWriter) addGrouped(d object.Digest, b []byte, grp chunkGroup) {
 	w.addTogether(2, d, b, grp)
 }
 
 // addTogether appends an object of group grp to open[i]; a group that may
-// not fit in what is left of packTarget starts another pack.
+// not fit in what is left of the pack's target starts another pack.
 func (w *packWriter) addTogether(i int, d object.Digest, b []byte, grp chunkGroup) {
 	p := &w.open[i]
 	if grp.id != w.group[i] {
 		w.group[i] = grp.id
-		if len(p.buf) > 0 && int64(len(p.buf))+grp.bytes > packTarget {
+		target := int64(packTarget)
+		if i == 2 {
+			target = groupPackTarget
+		}
+		if len(p.buf) > 0 && (grp.batch || int64(len(p.buf))+grp.bytes > target) {
 			w.send(p)
 		}
 	}

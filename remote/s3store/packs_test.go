@@ -780,9 +780,11 @@ func chunkGroupPack(t *testing.T, srv *s3test.Server, bucket string, packs []str
 
 // A publish packs a file's later chunks by chunk groups
 // (object.ChunkGroup): a group's chunks lie side by side, in order, in one
-// pack of about packTarget at most, never split between two, so that a
-// reader's read-ahead of a group is one GET. A republish of a file with
-// one chunk changed packs only that chunk; the file still reads whole.
+// pack of about groupPackTarget at most, never split between two, so that
+// a reader's read-ahead of a group is one GET; a batch of groups as a
+// sequential reader asks for them (BatchChunks from chunk 1) lies in one
+// pack too, one GET. A republish of a file with one chunk changed packs
+// only that chunk; the file still reads whole.
 func TestPublishPacksChunkGroups(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
@@ -790,7 +792,7 @@ func TestPublishPacksChunkGroups(t *testing.T) {
 	ctx := ctxT(t, 2*time.Minute)
 	dir := t.TempDir()
 	files := map[string][]byte{}
-	for i, chunks := range []float64{1.5, 2, 5, 9.01, 6, 3.3, 13} {
+	for i, chunks := range []float64{1.5, 2, 5, 9.01, 6, 3.3, 13, 2*s3store.BatchChunks + 3.5} {
 		name := fmt.Sprintf("data/f%d.db", i)
 		files[name] = randBytes(int(chunks * object.ChunkSize))
 		writeFile(t, filepath.Join(dir, name), files[name])
@@ -830,8 +832,24 @@ func TestPublishPacksChunkGroups(t *testing.T) {
 	}
 	checkGroups(local, res.Version)
 	for p := range groupPacks {
-		if n := len(read(t, srv, bucket, "spiders/one/packs/"+p)); n > 4<<20+2*object.ChunkGroup {
-			t.Errorf("pack %s of chunk groups: %d bytes, over 4 MiB", p[:12], n)
+		if n := len(read(t, srv, bucket, "spiders/one/packs/"+p)); n > s3store.GroupPackTarget {
+			t.Errorf("pack %s of chunk groups: %d bytes, over %d", p[:12], n, s3store.GroupPackTarget)
+		}
+	}
+	// Each of f7's batches in one pack, one GET.
+	f7 := fileObject(t, local, res.Version, "data/f7.db")
+	for from := 1; from+s3store.BatchChunks <= len(f7.Chunks); from += s3store.BatchChunks {
+		batch := f7.Chunks[from : from+s3store.BatchChunks]
+		gets := worker.Stats().Gets
+		if err := (s3store.Fetcher{S: worker}).GetMany(ctx, batch, func(i int, b []byte, err error) {
+			if err != nil || object.Sum(b) != batch[i] {
+				t.Errorf("GetMany: f7 chunk %d: %v", from+i, err)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n := worker.Stats().Gets - gets; n != 1 {
+			t.Errorf("a GetMany of f7's chunks %d-%d made %d GETs; want 1", from, from+len(batch)-1, n)
 		}
 	}
 	// One group, one GET.
@@ -888,7 +906,7 @@ func TestGCChunkGroups(t *testing.T) {
 	dst, bucket := open(t, srv)
 	ctx := ctxT(t, 2*time.Minute)
 	dir := t.TempDir()
-	files := map[string][]byte{"log": randBytes(6 * object.ChunkSize), "old.db": randBytes(3 * object.ChunkSize)}
+	files := map[string][]byte{"log": randBytes((s3store.BatchChunks + 2) * object.ChunkSize), "old.db": randBytes(3 * object.ChunkSize)}
 	for p, b := range files {
 		writeFile(t, filepath.Join(dir, p), b)
 	}
@@ -906,18 +924,20 @@ func TestGCChunkGroups(t *testing.T) {
 		}
 		return pack
 	}
-	// log's group 1 fills a pack; its group 2 and old.db's share one.
-	kept, dead := packOf("log", 1), packOf("log", 5)
+	// log's first batch of groups fills a pack; the group after and
+	// old.db's share one.
+	last := s3store.BatchChunks + 1
+	kept, dead := packOf("log", 1), packOf("log", last)
 	if kept == dead || packOf("old.db", 1) != dead {
-		t.Fatalf("log's groups in %s and %s, old.db's in %s; want log's apart, old.db's beside log's second", kept[:12], dead[:12], packOf("old.db", 1)[:12])
+		t.Fatalf("log's groups in %s and %s, old.db's in %s; want log's apart, old.db's beside log's last", kept[:12], dead[:12], packOf("old.db", 1)[:12])
 	}
 
-	// v2: old.db removed, log's chunk 5 changed.
+	// v2: old.db removed, log's last chunk changed.
 	if err := os.Remove(filepath.Join(dir, "old.db")); err != nil {
 		t.Fatal(err)
 	}
 	delete(files, "old.db")
-	files["log"][5*object.ChunkSize] ^= 1
+	files["log"][last*object.ChunkSize] ^= 1
 	writeFile(t, filepath.Join(dir, "log"), files["log"])
 	v2, err := s3store.Publish(ctx, dst, local, dir, s3store.PublishOptions{})
 	if err != nil {
@@ -929,7 +949,7 @@ func TestGCChunkGroups(t *testing.T) {
 	}
 	packs := keysUnder(t, srv, bucket, "packs/")
 	if !slices.Contains(packs, "spiders/one/packs/"+kept) || slices.Contains(packs, "spiders/one/packs/"+dead) {
-		t.Errorf("after gc: packs %q; want %s kept (log's group 1), %s removed", packs, kept[:12], dead[:12])
+		t.Errorf("after gc: packs %q; want %s kept (log's first groups), %s removed", packs, kept[:12], dead[:12])
 	}
 	sameFiles(t, "v2 after gc", readVersion(t, openAgain(t, srv, bucket), v2.Version), files)
 }

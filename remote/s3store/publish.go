@@ -275,6 +275,9 @@ type chunkGroup struct {
 	// bytes is about what the group's chunks weigh, encoded: the file's
 	// bytes the group covers.
 	bytes int64
+	// batch says the group begins a sequential reader's batch of
+	// packGroups groups, all of them the file's: it begins a pack.
+	batch bool
 }
 
 // reachedBy lists every object version v reaches, v included.
@@ -294,6 +297,7 @@ func reachedBy(ctx context.Context, g object.Getter, v object.Digest) (reachedOb
 			return nil
 		}
 		last := int64(0)
+		lastGroup := object.ChunkGroupOf(int64(len(f.Chunks)) - 1)
 		for i, c := range f.Chunks {
 			i := int64(i)
 			switch {
@@ -307,7 +311,11 @@ func reachedBy(ctx context.Context, g object.Getter, v object.Digest) (reachedOb
 					last = grp
 				}
 				from := (grp-1)*object.ChunkGroup + 1
-				groups[c] = chunkGroup{id: id, bytes: min(object.ChunkGroup*object.ChunkSize, f.Size-from*object.ChunkSize)}
+				groups[c] = chunkGroup{
+					id:    id,
+					bytes: min(object.ChunkGroup*object.ChunkSize, f.Size-from*object.ChunkSize),
+					batch: (grp-1)%packGroups == 0 && grp+packGroups-1 <= lastGroup,
+				}
 			}
 			r.note(c)
 		}

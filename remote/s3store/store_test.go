@@ -313,7 +313,8 @@ func TestS3BodyLengths(t *testing.T) {
 
 // A worker's cache over a bucket, as a mount opens it (Source), keeps more
 // of a sequential reader's chunk groups in flight than over a master: a
-// GET's setup and first byte cost more than a master's round trip.
+// GET's setup and first byte cost more than a master's round trip. It
+// asks for them a pack's batch at a time, two batches in flight.
 func TestBucketReadAhead(t *testing.T) {
 	local, err := object.OpenDirStore(t.TempDir())
 	if err != nil {
@@ -324,7 +325,10 @@ func TestBucketReadAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cache.Close()
-	if got, want := cache.ReadAhead(), int64(4*object.ChunkGroup); got != want {
+	if got, want := cache.ReadAhead(), int64(2*s3store.BatchChunks); got != want {
 		t.Errorf("read-ahead of %d chunks from a bucket; want %d", got, want)
+	}
+	if got, want := cache.AheadBatch(), int64(s3store.BatchChunks); got != want {
+		t.Errorf("read-ahead asks a bucket for %d chunks at a time; want %d", got, want)
 	}
 }
