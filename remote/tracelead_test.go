@@ -107,29 +107,9 @@ func TestReplayWaitsForBusyStripe(t *testing.T) {
 // that ended inside a chunk group would split it into two GETs, and the
 // next batch would start inside one, and so on to the trace's end.
 func TestReplayBatchesEndWithPacks(t *testing.T) {
-	var f *packedFetcher
-	r := newLeadReplayVia(t, 25, object.ChunkSize, func(es []remote.TraceEntry, c remote.Fetcher) remote.Fetcher {
-		// Entry 0 with the small objects (a first chunk), then chunk
-		// groups of four, one a pack, as a publish packs a file.
-		f = &packedFetcher{Fetcher: c, packs: map[object.Digest]string{}}
-		for i, e := range es {
-			f.packs[e.Object] = fmt.Sprintf("group %d", (i+3)/4)
-		}
-		return f
-	})
-	r.c.ReplayTrace(r.entries)
-	// The lead (8 MiB) is full at entry 7, inside the group of 5-8.
-	which := r.settled(9)
-	for i, ok := range which {
-		if ok != (i < 9) {
-			t.Fatalf("entry %d held: %v; want the first 9, to the end of the group of entries 5-8", i, ok)
-		}
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.calls) != 1 || len(f.calls[0]) != 9 {
-		t.Errorf("the replay's calls: %d, of %v objects; want one of 9", len(f.calls), lens(f.calls))
-	}
+	// Entry 0 with the small objects (a first chunk), then chunk groups
+	// of four, one a pack, as a publish packs a file.
+	testReplayToPackEnd(t, 25, object.ChunkGroup, false)
 }
 
 // A replay from a store that packs a file's chunk groups a read-ahead
@@ -137,28 +117,38 @@ func TestReplayBatchesEndWithPacks(t *testing.T) {
 // not only of the group: a batch that ended inside a pack would split
 // its GET, and every batch's after.
 func TestReplayBatchesEndWithBatchPacks(t *testing.T) {
+	testReplayToPackEnd(t, 40, 4*object.ChunkGroup, true)
+}
+
+// testReplayToPackEnd replays a trace of n chunks of 1 MiB, entry 0 in a
+// pack of its own and then perPack to a pack, from a fetcher that asks
+// for batches of four groups if batching, and wants the first batch to
+// end with the pack that the lead (8 MiB) fills inside, in one call.
+func testReplayToPackEnd(t *testing.T, n, perPack int, batching bool) {
 	var f *packedFetcher
-	r := newLeadReplayVia(t, 40, object.ChunkSize, func(es []remote.TraceEntry, c remote.Fetcher) remote.Fetcher {
-		// Entry 0 with the small objects, then packs of four chunk
-		// groups.
+	r := newLeadReplayVia(t, n, object.ChunkSize, func(es []remote.TraceEntry, c remote.Fetcher) remote.Fetcher {
 		f = &packedFetcher{Fetcher: c, packs: map[object.Digest]string{}}
 		for i, e := range es {
-			f.packs[e.Object] = fmt.Sprintf("pack %d", (i+15)/16)
+			f.packs[e.Object] = fmt.Sprintf("pack %d", (i+perPack-1)/perPack)
 		}
-		return batchingFetcher{f}
+		if batching {
+			return batchingFetcher{f}
+		}
+		return f
 	})
 	r.c.ReplayTrace(r.entries)
-	// The lead (8 MiB) is full at entry 7, inside the pack of 1-16.
-	which := r.settled(17)
+	// The lead is full at entry 7; the batch goes on to its pack's end.
+	want := (7+perPack-1)/perPack*perPack + 1
+	which := r.settled(want)
 	for i, ok := range which {
-		if ok != (i < 17) {
-			t.Fatalf("entry %d held: %v; want the first 17, to the end of the pack of entries 1-16", i, ok)
+		if ok != (i < want) {
+			t.Fatalf("entry %d held: %v; want the first %d, to the end of the pack of entries %d-%d", i, ok, want, want-perPack, want-1)
 		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.calls) != 1 || len(f.calls[0]) != 17 {
-		t.Errorf("the replay's calls: %d, of %v objects; want one of 17", len(f.calls), lens(f.calls))
+	if len(f.calls) != 1 || len(f.calls[0]) != want {
+		t.Errorf("the replay's calls: %d, of %v objects; want one of %d", len(f.calls), lens(f.calls), want)
 	}
 }
 
