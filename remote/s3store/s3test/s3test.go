@@ -195,6 +195,29 @@ type Server struct {
 	cmd   *exec.Cmd
 	done  chan struct{}
 	ports ports
+	// sockets are the unix sockets weed made for its gRPC services,
+	// each with its inode, removed by Stop.
+	sockets []socketFile
+}
+
+// A socketFile is a unix socket weed made, as it was once S3 answered.
+type socketFile struct {
+	path string
+	ino  uint64
+}
+
+// grpcSockets are the unix sockets weed server makes for the gRPC ports
+// of p: at paths of its own in /tmp, which no flag moves, and which
+// outlive it, four a start.
+func grpcSockets(p ports) []string {
+	var paths []string
+	for _, svc := range []struct {
+		name string
+		port int
+	}{{"master", p.master}, {"volume", p.volume}, {"filer", p.filer}, {"s3", p.s3}} {
+		paths = append(paths, fmt.Sprintf("/tmp/seaweedfs-%s-grpc-%d.sock", svc.name, svc.port+1))
+	}
+	return paths
 }
 
 type ports struct{ master, volume, filer, s3 int }
@@ -318,6 +341,13 @@ func (s *Server) Restart(ctx context.Context) error {
 		s.Stop()
 		return fmt.Errorf("weed server in %s: %w; the end of %s:\n%s", s.Dir, err, filepath.Join(s.Dir, "weed.log"), logTail(filepath.Join(s.Dir, "weed.log"), 20))
 	}
+	s.sockets = s.sockets[:0]
+	for _, path := range grpcSockets(s.ports) {
+		var st unix.Stat_t
+		if unix.Lstat(path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+			s.sockets = append(s.sockets, socketFile{path, st.Ino})
+		}
+	}
 	return nil
 }
 
@@ -390,6 +420,15 @@ func (s *Server) Stop() {
 	unix.Kill(-s.cmd.Process.Pid, unix.SIGKILL)
 	<-s.done
 	s.cmd = nil
+	// Only the sockets this server made: another server that took one
+	// of its ports since made a new file.
+	for _, f := range s.sockets {
+		var st unix.Stat_t
+		if unix.Lstat(f.path, &st) == nil && st.Ino == f.ino {
+			os.Remove(f.path)
+		}
+	}
+	s.sockets = nil
 }
 
 // freePorts finds four free ports on loopback, each with the port after
