@@ -43,19 +43,20 @@ func (f *heldFetcher) GetMany(ctx context.Context, ds []object.Digest, got func(
 // groups in flight, as a bucket's fetcher does.
 type bucketLike struct{ *heldFetcher }
 
-func (bucketLike) AheadGroups() int { return 4 }
+func (bucketLike) AheadGroups() int { return 8 }
 
 // Read-ahead keeps as many calls in flight as the fetcher asks for chunk
-// groups: two from a master, more from a bucket, and tells the reader the
-// window in chunks.
+// groups: four from a master, more from a bucket, and tells the reader the
+// window in chunks, and the batch it asks for in one call: two groups
+// unless the fetcher says otherwise.
 func TestReadAheadDepth(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		groups int
 		f      func(*heldFetcher) remote.Fetcher
 	}{
-		{"master", 2, func(f *heldFetcher) remote.Fetcher { return f }},
-		{"bucket", 4, func(f *heldFetcher) remote.Fetcher { return bucketLike{f} }},
+		{"master", 4, func(f *heldFetcher) remote.Fetcher { return f }},
+		{"bucket", 8, func(f *heldFetcher) remote.Fetcher { return bucketLike{f} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &heldFetcher{release: make(chan struct{}), changed: make(chan struct{}, 64)}
@@ -70,6 +71,9 @@ func TestReadAheadDepth(t *testing.T) {
 			c, _ := newTestCache(t, tc.f(f))
 			if got, want := c.ReadAhead(), int64(tc.groups*object.ChunkGroup); got != want {
 				t.Errorf("ReadAhead %d chunks; want %d", got, want)
+			}
+			if got, want := c.AheadBatch(), int64(2*object.ChunkGroup); got != want {
+				t.Errorf("AheadBatch %d chunks; want %d", got, want)
 			}
 			for _, d := range ds {
 				c.Prefetch([]object.Digest{d})
