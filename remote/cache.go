@@ -173,11 +173,11 @@ func (c *Cache) ReadAhead() int64 {
 }
 
 // AheadBatch is how many chunks a sequential reader's read-ahead asks for
-// at a time, whole groups, as the fetcher asks (batchFetcher), or
-// aheadBatch groups.
+// at a time, whole groups, at least one, as the fetcher asks
+// (batchFetcher), or aheadBatch groups.
 func (c *Cache) AheadBatch() int64 {
 	if b, ok := c.f.(batchFetcher); ok {
-		return int64(b.AheadBatch() * object.ChunkGroup)
+		return int64(max(b.AheadBatch(), 1) * object.ChunkGroup)
 	}
 	return aheadBatch * object.ChunkGroup
 }

@@ -98,9 +98,8 @@ func (c *Cache) yield(ctx context.Context) {
 type chunkRef struct {
 	d    object.Digest
 	size int64
-	// last: the last chunk of its read-ahead batch in its file (a chunk
-	// group, object.ChunkGroup, or what the fetcher asks for at a time,
-	// Cache.AheadBatch).
+	// last: the last chunk of its read-ahead batch in its file
+	// (Cache.AheadBatch: whole chunk groups).
 	last bool
 }
 
@@ -148,7 +147,7 @@ func (pf *Warmup) run(ctx context.Context, c *Cache, root object.Digest, paths [
 		for len(chunks) > 0 {
 			// Batches of about 8 MiB: few round trips, and a reader
 			// never waits behind much. A batch ends where a read-ahead
-			// batch does (a chunk group, or a bucket's pack of them),
+			// batch does (two chunk groups, or a bucket's pack of four),
 			// which a bucket sends in one GET (its chunks lie side by
 			// side in a pack) where two batches would make two.
 			n, size := 0, int64(0)
@@ -331,7 +330,7 @@ func (pf *Warmup) list(ctx context.Context, c *Cache, start []warmJob) ([]chunkR
 		chunks  []chunkRef
 		// unit is a read-ahead batch's chunks: a batch of the feed
 		// ends where one of them does.
-		unit = max(c.AheadBatch(), object.ChunkGroup)
+		unit = c.AheadBatch()
 	)
 	if pl, ok := c.f.(packLocator); ok {
 		queue.packOf = pl.PackOf

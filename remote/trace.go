@@ -355,8 +355,7 @@ func (c *Cache) ReplayTraceFrom(load func(ctx context.Context) (*Trace, error)) 
 //
 // A batch that reaches a bound goes on to the end of the pack run it is
 // in, where the source says which pack an object lies in (a bucket), by
-// at most a read-ahead batch less one entry (AheadBatch, or a chunk
-// group): a bucket reads a run of a pack with one GET, and a batch that
+// at most a read-ahead batch less one entry (AheadBatch): a bucket reads a run of a pack with one GET, and a batch that
 // ended inside a pack's run of chunk groups would split it into two, and
 // every batch after it too, its start then inside one.
 func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan struct{}) {
@@ -367,13 +366,13 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan 
 	mine := map[object.Digest]bool{}
 	pl, _ := c.f.(packLocator)
 	var lastPack string
-	over, overMax := 0, max(c.AheadBatch(), object.ChunkGroup)-1
+	over, overMax := 0, int(c.AheadBatch())-1
 	// At most traceLook entries looked at under p.mu, which readers
 	// take: a trace mostly held already is gone through a part at a time.
 	for look := 0; p.next < len(p.entries) && look < traceLook; look++ {
 		e := p.entries[p.next]
 		if len(batch) >= traceBatch || size >= traceBatchBytes || p.lead >= traceLead {
-			if pl == nil || lastPack == "" || over == int(overMax) {
+			if pl == nil || lastPack == "" || over == overMax {
 				break
 			}
 			if pack, ok := pl.PackOf(e.Object); !ok || pack != lastPack {

@@ -554,9 +554,10 @@ func (o *objectFile) chunkLocked(ctx context.Context, i int64) ([]byte, *chunkMe
 	if p, ok := o.store.(object.Prefetcher); ok && inOrder {
 		// Reads in order: keep the next chunks coming while these are
 		// used. Random reads fetch only what they read. A batch ends
-		// where a chunk group does: a store that keeps a group together
-		// (a bucket's packs) sends each in one request, where a batch
-		// across groups would split two of them.
+		// where a chunk group does, or the store's batch (aheadBatcher):
+		// a store that keeps a group, or a batch of them, together (a
+		// bucket's packs) sends each in one request, where a batch
+		// across them would split two.
 		n, batch := int64(readAhead), int64(0)
 		if a, ok := p.(aheadSizer); ok {
 			n = max(a.ReadAhead(), object.ChunkGroup)
