@@ -18,6 +18,13 @@
 //	                            MOUNTTIME_EXIT=1 also until CMD exited (exit_ms,
 //	                            a mount command that returns once it serves);
 //	                            else CMD is left running (a foreground mount)
+//	benchtool delay LISTEN TARGET RTT [MBIT]
+//	                            forward TCP from LISTEN (host:port) to TARGET,
+//	                            each direction's bytes held half of RTT (e.g.
+//	                            2ms) on the way: a round trip RTT longer; with
+//	                            MBIT, each direction a link of MBIT Mbit/s;
+//	                            prints "ready" once it listens, serves until
+//	                            killed
 //
 // Only the standard library, so `go build ./scripts/benchtool` needs nothing.
 package main
@@ -57,6 +64,21 @@ func main() {
 			usage()
 		}
 		err = mounttimeCmd(dir, os.Args[3:])
+	case "delay":
+		if len(os.Args) < 5 {
+			usage()
+		}
+		rtt, perr := time.ParseDuration(os.Args[4])
+		if perr != nil || rtt < 0 {
+			usage()
+		}
+		var mbit float64
+		if len(os.Args) > 5 {
+			if mbit, perr = strconv.ParseFloat(os.Args[5], 64); perr != nil || mbit < 0 {
+				usage()
+			}
+		}
+		err = delayCmd(dir, os.Args[3], rtt/2, mbit*1e6/8)
 	default:
 		usage()
 	}
@@ -67,7 +89,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: benchtool mktree DIR N | walk DIR | stat DIR | files DIR N | readdir DIR | gap FILE | mounttime MNT CMD [ARG...]")
+	fmt.Fprintln(os.Stderr, "usage: benchtool mktree DIR N | walk DIR | stat DIR | files DIR N | readdir DIR | gap FILE | mounttime MNT CMD [ARG...] | delay LISTEN TARGET RTT [MBIT]")
 	os.Exit(2)
 }
 
