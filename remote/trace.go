@@ -55,6 +55,24 @@ const (
 	// pushed out first. freshObjects holds read-ahead's chunks beside
 	// it.
 	traceLead = 8 << 20
+	// traceFar bounds, in the same way, the bytes of a confirmed replay
+	// that goes on past its lead while its task leaves the link idle:
+	// once the task has read traceConfirm of the trace's objects, and
+	// no more objects it does not list than it does, the trace is of
+	// this task; once it has then left the lead unread for traceIdle,
+	// and does not wait for a fetch, it is slower than the link (a
+	// spider importing its code before it reads its data), and the
+	// replay fetches a batch past the lead, one at a time and each
+	// after another traceIdle, so that the task, when it gets there,
+	// finds its data cached. What it fetches past the lead is stored,
+	// not held: the task reads it back from the store and hashes it
+	// again, which costs far less than a fetch but more than what
+	// read-ahead holds for a task that reads all the time, whose replay
+	// therefore never goes past its lead. An unconfirmed replay stays
+	// within its lead too, which bounds what a wrong trace costs.
+	traceFar     = 256 << 20
+	traceConfirm = 64
+	traceIdle    = 20 * time.Millisecond
 	// traceRoom is how far the task must read into the lead before a
 	// replay that reached it goes on: woken at every object the task
 	// reads, it would go on a file at a time, a call of two small
@@ -247,19 +265,39 @@ type traceReplay struct {
 	next          int
 	listed, stray int
 	// reached is one past the furthest entry the task got to; lead is
-	// the bytes of entries from there on that batches took (batched),
-	// bounded by traceLead. moved, while workers wait for the task to
-	// read on, is closed when it does.
-	reached int
-	lead    int64
-	batched []bool
-	moved   chan struct{}
+	// the bytes of entries from there on that batches took to hold
+	// (batched says which, heldAhead), far the bytes of those they took
+	// to store only (storedAhead): lead+far is bounded by traceLead,
+	// and by traceFar while the task leaves the link idle. moved, while
+	// workers wait for the task to read on, is closed when it does.
+	reached   int
+	lead, far int64
+	batched   []uint8
+	moved     chan struct{}
+	// farBusy: a batch past the lead is in flight.
+	farBusy bool
 	// busy are the objects of batches in flight.
 	busy map[object.Digest]bool
 
 	// For Stats: what the batches asked for, the batches that failed,
 	// and len(entries) once the replay started.
 	fetched, errs, objects atomic.Int64
+}
+
+// How a batch took an entry (traceReplay.batched).
+const (
+	heldAhead   = 1 // held in memory for the task (freshObjects)
+	storedAhead = 2 // stored only, past the lead
+)
+
+// ahead is the bytes the replay fetched past the furthest entry its task
+// reached (p.mu held).
+func (p *traceReplay) ahead() int64 { return p.lead + p.far }
+
+// confirmed says whether the task's reads show the trace is of it (see
+// traceFar; p.mu held).
+func (p *traceReplay) confirmed() bool {
+	return p.listed >= traceConfirm && p.stray <= p.listed
 }
 
 // ReplayTrace fetches the trace's objects that the store lacks in the
@@ -276,7 +314,7 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 	}
 	p.entries = entries
 	p.at = make(map[object.Digest]int, len(entries))
-	p.batched = make([]bool, len(entries))
+	p.batched = make([]uint8, len(entries))
 	for i, e := range entries {
 		if _, ok := p.at[e.Object]; !ok {
 			p.at[e.Object] = i
@@ -289,18 +327,28 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			idle := false
 			for p.on.Load() && c.ctx.Err() == nil {
-				batch, end, moved := c.nextTraceBatch()
+				batch, hold, end, moved := c.nextTraceBatch(idle)
+				idle = false
 				if end {
 					return
 				}
 				if moved != nil {
 					// traceLead ahead of the task: until it reads
-					// on (or the replay stops), however long.
+					// on (or the replay stops), or, left that long
+					// with its lead unread and no reader waiting
+					// for a fetch (a task that reads all the time
+					// may wait that long for one), a batch past the
+					// lead may use the idle link.
+					t := time.NewTimer(traceIdle)
 					select {
 					case <-moved:
 					case <-c.ctx.Done():
+					case <-t.C:
+						idle = c.demand.Load() == 0
 					}
+					t.Stop()
 					continue
 				}
 				if len(batch) == 0 {
@@ -309,10 +357,13 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 					time.Sleep(time.Millisecond)
 					continue
 				}
-				ok := c.fetchTraceBatch(batch)
+				ok := c.fetchTraceBatch(batch, hold)
 				p.mu.Lock()
 				for _, d := range batch {
 					delete(p.busy, d)
+				}
+				if !hold {
+					p.farBusy = false
 				}
 				if !ok {
 					p.on.Store(false)
@@ -350,18 +401,35 @@ func (c *Cache) ReplayTraceFrom(load func(ctx context.Context) (*Trace, error)) 
 
 // nextTraceBatch takes the next entries that the store lacks, in order,
 // none that the other worker's batch holds: a batch stops at an object
-// the other one fetches, and leaves it to that batch. end is true once
-// the trace is done.
+// the other one fetches, and leaves it to that batch. hold says whether
+// the batch is within the lead, what it fetches to be held for the task;
+// past it, a batch is taken only if idle (the worker waited traceIdle
+// with the lead unread) and the replay confirmed, and is stored only.
+// end is true once the trace is done.
 //
 // A batch that reaches a bound goes on to the end of the pack run it is
 // in, where the source says which pack an object lies in (a bucket), by
 // at most a read-ahead batch less one entry (AheadBatch): a bucket reads a run of a pack with one GET, and a batch that
 // ended inside a pack's run of chunk groups would split it into two, and
 // every batch after it too, its start then inside one.
-func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan struct{}) {
+func (c *Cache) nextTraceBatch(idle bool) (batch []object.Digest, hold, end bool, moved <-chan struct{}) {
 	p := &c.replay
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// A worker the task woke has traceRoom within the lead; one that
+	// waited traceIdle may have only a few objects' worth, and a call
+	// for those costs both ends more than they do (traceRoom).
+	hold = p.ahead() < traceLead && !(idle && p.ahead() > traceLead-traceRoom)
+	bound, mark := int64(traceLead), uint8(heldAhead)
+	if !hold {
+		// Past the lead, one batch at a time: the task is busy, and a
+		// second batch's verifying and storing would take more of the
+		// CPU it runs on than the link needs.
+		if !idle || p.farBusy || !p.confirmed() {
+			return nil, false, false, p.waitMoved()
+		}
+		bound, mark = traceFar, storedAhead
+	}
 	var size int64
 	mine := map[object.Digest]bool{}
 	pl, _ := c.f.(packLocator)
@@ -371,7 +439,7 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan 
 	// take: a trace mostly held already is gone through a part at a time.
 	for look := 0; p.next < len(p.entries) && look < traceLook; look++ {
 		e := p.entries[p.next]
-		if len(batch) >= traceBatch || size >= traceBatchBytes || p.lead >= traceLead {
+		if len(batch) >= traceBatch || size >= traceBatchBytes || p.ahead() >= bound {
 			if pl == nil || lastPack == "" || over == overMax {
 				break
 			}
@@ -397,36 +465,40 @@ func (c *Cache) nextTraceBatch() (batch []object.Digest, end bool, moved <-chan 
 			p.busy = map[object.Digest]bool{}
 		}
 		p.busy[e.Object], mine[e.Object] = true, true
-		p.batched[p.next-1] = true
-		p.lead += e.Size
+		p.batched[p.next-1] = mark
+		if hold {
+			p.lead += e.Size
+		} else {
+			p.far += e.Size
+		}
 		batch = append(batch, e.Object)
 		size += e.Size
 		if pl != nil {
 			lastPack, _ = pl.PackOf(e.Object)
 		}
 	}
-	if len(batch) == 0 && p.next < len(p.entries) && p.lead >= traceLead {
-		if p.moved == nil {
-			p.moved = make(chan struct{})
-		}
-		return nil, false, p.moved
+	if len(batch) == 0 && p.next < len(p.entries) && p.ahead() >= bound {
+		return nil, false, false, p.waitMoved()
 	}
-	return batch, len(batch) == 0 && p.next >= len(p.entries), nil
+	if !hold && len(batch) > 0 {
+		p.farBusy = true
+	}
+	return batch, hold, len(batch) == 0 && p.next >= len(p.entries), nil
 }
 
 // fetchTraceBatch fetches ds in one call, bounded by the fetcher's
-// Timeout, holding what comes for the task as read-ahead does (see
-// traceLead), and reports whether the replay may go on: objects the source
+// Timeout, with hold holding what comes for the task as read-ahead does
+// (see traceLead), and reports whether the replay may go on: objects the source
 // lacks (a trace of an older version) are skipped; any other failure ends
 // it, logged at debug and counted. An object whose lock another fetch
 // holds (a reader's, or another process's of an object sharing its
 // stripe) is waited for and then fetched if still missing: the replay has
 // moved past it, so nothing would come back for it.
-func (c *Cache) fetchTraceBatch(ds []object.Digest) bool {
+func (c *Cache) fetchTraceBatch(ds []object.Digest, hold bool) bool {
 	timeout := c.bound()
 	ctx, cancel := context.WithTimeout(c.ctx, timeout)
 	defer cancel()
-	err := c.fetchManyFor(ctx, ds, true, 0, nil)
+	err := c.fetchManyFor(ctx, ds, hold, 0, nil)
 	if err == nil || errors.Is(err, object.ErrNotFound) {
 		c.replay.fetched.Add(int64(len(ds)))
 		return true
@@ -457,20 +529,31 @@ func (p *traceReplay) passed(ds []object.Digest) {
 
 // reach notes that the task got to entry i, fetched by itself or by
 // read-ahead (p.mu held), and wakes the workers waiting for it once
-// there is traceRoom to fetch.
+// there is traceRoom to fetch within the lead.
 func (p *traceReplay) reach(i int) {
 	p.next = max(p.next, i+1)
 	if i+1 > p.reached {
 		for j := p.reached; j <= i; j++ {
-			if p.batched[j] {
+			switch p.batched[j] {
+			case heldAhead:
 				p.lead -= p.entries[j].Size
+			case storedAhead:
+				p.far -= p.entries[j].Size
 			}
 		}
 		p.reached = i + 1
-		if p.lead <= traceLead-traceRoom {
+		if p.ahead() <= traceLead-traceRoom {
 			p.wake()
 		}
 	}
+}
+
+// waitMoved returns the channel that wake closes (p.mu held).
+func (p *traceReplay) waitMoved() <-chan struct{} {
+	if p.moved == nil {
+		p.moved = make(chan struct{})
+	}
+	return p.moved
 }
 
 // wake lets the workers waiting for the task go on (p.mu held).

@@ -39,6 +39,43 @@ func TestReplayLead(t *testing.T) {
 	}
 }
 
+// A replay goes on past its lead once its task has read enough of the
+// trace (64 objects, none it does not list), storing what it fetches
+// there rather than holding it in memory: a spider that imports its code
+// and then reads its data finds the data cached, fetched while it
+// imported. Until then it stays within its lead, which bounds what a
+// wrong trace costs.
+func TestReplayRunsFarOnceConfirmed(t *testing.T) {
+	// 64 small objects (a package tree), then 24 chunks (a data file).
+	sizes := make([]int, 64+24)
+	for i := range sizes {
+		sizes[i] = 8 << 10
+		if i >= 64 {
+			sizes[i] = object.ChunkSize
+		}
+	}
+	r := newLeadReplaySizes(t, sizes, nil)
+	r.c.ReplayTrace(r.entries)
+	// The lead: the small objects and 8 chunks.
+	r.settled(64 + 8)
+	for _, e := range r.entries[:63] {
+		if _, err := r.c.Get(r.ctx, e.Object); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 63 read: not yet confirmed, and the lead is still full.
+	r.settled(64 + 8)
+	if _, err := r.c.Get(r.ctx, r.entries[63].Object); err != nil {
+		t.Fatal(err)
+	}
+	r.settled(len(sizes))
+	for i := 64 + 16; i < len(sizes); i++ {
+		if remote.FreshHolds(r.c, r.entries[i].Object) {
+			t.Errorf("entry %d, past the lead, held in memory; want it stored only", i)
+		}
+	}
+}
+
 // A task that reads a trace's small objects one by one, once the replay
 // is its lead ahead, lets the replay go on in calls of many objects, not
 // a call each time it reads one more: a call costs both ends more than a
@@ -207,6 +244,16 @@ func newLeadReplay(t *testing.T, n, size int) *leadReplay {
 // via makes of the master's client (nil: the client itself).
 func newLeadReplayVia(t *testing.T, n, size int, via func([]remote.TraceEntry, remote.Fetcher) remote.Fetcher) *leadReplay {
 	t.Helper()
+	sizes := make([]int, n)
+	for i := range sizes {
+		sizes[i] = size
+	}
+	return newLeadReplaySizes(t, sizes, via)
+}
+
+// newLeadReplaySizes is newLeadReplayVia with an object of each of sizes.
+func newLeadReplaySizes(t *testing.T, sizes []int, via func([]remote.TraceEntry, remote.Fetcher) remote.Fetcher) *leadReplay {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	ms, client := dialedMaster(t)
@@ -215,7 +262,7 @@ func newLeadReplayVia(t *testing.T, n, size int, via func([]remote.TraceEntry, r
 		t.Fatal(err)
 	}
 	r := &leadReplay{t: t, ctx: ctx}
-	for range n {
+	for _, size := range sizes {
 		enc, err := object.EncodeBlob(remotetest.RandBytes(size))
 		if err != nil {
 			t.Fatal(err)
