@@ -329,26 +329,34 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 			defer wg.Done()
 			idle := false
 			for p.on.Load() && c.ctx.Err() == nil {
-				batch, hold, end, moved := c.nextTraceBatch(idle)
+				batch, hold, end, moved, far := c.nextTraceBatch(idle)
 				idle = false
 				if end {
 					return
 				}
 				if moved != nil {
 					// traceLead ahead of the task: until it reads
-					// on (or the replay stops), or, left that long
-					// with its lead unread and no reader waiting
-					// for a fetch (a task that reads all the time
-					// may wait that long for one), a batch past the
-					// lead may use the idle link.
-					t := time.NewTimer(traceIdle)
+					// on (or the replay stops), or, where a batch
+					// past the lead may come next, until the task
+					// has left its lead unread that long, waiting
+					// for no fetch (a task that reads all the time
+					// may wait that long for one): the link is
+					// idle.
+					var t *time.Timer
+					var idled <-chan time.Time
+					if far {
+						t = time.NewTimer(traceIdle)
+						idled = t.C
+					}
 					select {
 					case <-moved:
 					case <-c.ctx.Done():
-					case <-t.C:
+					case <-idled:
 						idle = c.demand.Load() == 0
 					}
-					t.Stop()
+					if t != nil {
+						t.Stop()
+					}
 					continue
 				}
 				if len(batch) == 0 {
@@ -405,14 +413,16 @@ func (c *Cache) ReplayTraceFrom(load func(ctx context.Context) (*Trace, error)) 
 // the batch is within the lead, what it fetches to be held for the task;
 // past it, a batch is taken only if idle (the worker waited traceIdle
 // with the lead unread) and the replay confirmed, and is stored only.
-// end is true once the trace is done.
+// end is true once the trace is done. With no batch, moved is what to
+// wait for, and far whether a batch past the lead may come after
+// traceIdle: if not, nothing but the task's reads can move the replay.
 //
 // A batch that reaches a bound goes on to the end of the pack run it is
 // in, where the source says which pack an object lies in (a bucket), by
 // at most a read-ahead batch less one entry (AheadBatch): a bucket reads a run of a pack with one GET, and a batch that
 // ended inside a pack's run of chunk groups would split it into two, and
 // every batch after it too, its start then inside one.
-func (c *Cache) nextTraceBatch(idle bool) (batch []object.Digest, hold, end bool, moved <-chan struct{}) {
+func (c *Cache) nextTraceBatch(idle bool) (batch []object.Digest, hold, end bool, moved <-chan struct{}, far bool) {
 	p := &c.replay
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -426,7 +436,7 @@ func (c *Cache) nextTraceBatch(idle bool) (batch []object.Digest, hold, end bool
 		// second batch's verifying and storing would take more of the
 		// CPU it runs on than the link needs.
 		if !idle || p.farBusy || !p.confirmed() {
-			return nil, false, false, p.waitMoved()
+			return nil, false, false, p.waitMoved(), p.farNext()
 		}
 		bound, mark = traceFar, storedAhead
 	}
@@ -478,12 +488,21 @@ func (c *Cache) nextTraceBatch(idle bool) (batch []object.Digest, hold, end bool
 		}
 	}
 	if len(batch) == 0 && p.next < len(p.entries) && p.ahead() >= bound {
-		return nil, false, false, p.waitMoved()
+		return nil, false, false, p.waitMoved(), p.farNext()
 	}
 	if !hold && len(batch) > 0 {
 		p.farBusy = true
 	}
-	return batch, hold, len(batch) == 0 && p.next >= len(p.entries), nil
+	return batch, hold, len(batch) == 0 && p.next >= len(p.entries), nil, false
+}
+
+// farNext says whether a batch past the lead may be the next (p.mu
+// held): the replay is confirmed and there is more of the trace within
+// traceFar. One may be in flight: a worker that waits meanwhile takes the
+// next once that one is done and the task still leaves the lead unread,
+// so that such batches follow each other while it does.
+func (p *traceReplay) farNext() bool {
+	return p.confirmed() && p.ahead() < traceFar && p.next < len(p.entries)
 }
 
 // fetchTraceBatch fetches ds in one call, bounded by the fetcher's
@@ -583,5 +602,9 @@ func (p *traceReplay) read(d object.Digest) {
 		return
 	}
 	p.listed++
+	if p.listed == traceConfirm && p.confirmed() {
+		// Workers that wait for the task may go past the lead now.
+		p.wake()
+	}
 	p.reach(i)
 }
