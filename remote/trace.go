@@ -62,9 +62,9 @@ const (
 	// this task; once it has then left the lead unread for traceIdle,
 	// and does not wait for a fetch, it is slower than the link (a
 	// spider importing its code before it reads its data), and the
-	// replay fetches a batch past the lead, one at a time and each
-	// after another traceIdle, so that the task, when it gets there,
-	// finds its data cached. What it fetches past the lead is stored,
+	// replay fetches batches past the lead, one at a time, for as long
+	// as the task goes on leaving its lead unread, so that the task,
+	// when it gets there, finds its data cached. What it fetches past the lead is stored,
 	// not held: the task reads it back from the store and hashes it
 	// again, which costs far less than a fetch but more than what
 	// read-ahead holds for a task that reads all the time, whose replay
