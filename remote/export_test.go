@@ -33,6 +33,10 @@ func KnownPaths(s *Server) int {
 	return len(s.known)
 }
 
+// ReplayWaits is how many waits of c's trace replay's workers have
+// ended.
+func ReplayWaits(c *Cache) int64 { return c.replay.waits.Load() }
+
 // FreshHolds reports whether c holds d in memory, fetched ahead of a
 // reader.
 func FreshHolds(c *Cache, d object.Digest) bool { return c.fresh.holds(d) }

@@ -280,8 +280,9 @@ type traceReplay struct {
 	busy map[object.Digest]bool
 
 	// For Stats: what the batches asked for, the batches that failed,
-	// and len(entries) once the replay started.
-	fetched, errs, objects atomic.Int64
+	// and len(entries) once the replay started. waits counts the waits
+	// of workers that ended, for tests.
+	fetched, errs, objects, waits atomic.Int64
 }
 
 // How a batch took an entry (traceReplay.batched).
@@ -357,6 +358,7 @@ func (c *Cache) ReplayTrace(entries []TraceEntry) {
 					if t != nil {
 						t.Stop()
 					}
+					p.waits.Add(1)
 					continue
 				}
 				if len(batch) == 0 {

@@ -76,6 +76,20 @@ func TestReplayRunsFarOnceConfirmed(t *testing.T) {
 	}
 }
 
+// A replay that cannot go past its lead (its task has not confirmed the
+// trace) waits for its task alone: nothing wakes its workers while only
+// a read can move it, however long the mount lives.
+func TestReplayAtLeadWaitsForTask(t *testing.T) {
+	r := newLeadReplay(t, 24, object.ChunkSize)
+	r.c.ReplayTrace(r.entries)
+	r.settled(8)
+	before := remote.ReplayWaits(r.c)
+	time.Sleep(300 * time.Millisecond)
+	if n := remote.ReplayWaits(r.c) - before; n > 0 {
+		t.Fatalf("the replay's workers woke %d times in 300 ms at their lead with no read; want none", n)
+	}
+}
+
 // A task that reads a trace's small objects one by one, once the replay
 // is its lead ahead, lets the replay go on in calls of many objects, not
 // a call each time it reads one more: a call costs both ends more than a
