@@ -886,7 +886,7 @@ type packWriter struct {
 	g    *errgroup.Group
 	ctx  context.Context
 	sent func(objects int, bytes int64)
-	open [3]gathered // trees, file objects and small objects, chunk groups
+	open [3]gathered // trees, file objects and small objects, chunk groups (openTarget)
 	// group is the group (a chunk group, or what a repacked pack held)
 	// being added to each of open.
 	group [3]int
@@ -899,6 +899,11 @@ type packWriter struct {
 	unindexed []packObjects // packs sent, not yet in an index
 	objects   int           // in unindexed
 }
+
+// openTarget is the size at which each of packWriter.open is closed
+// before a group that would not fit: a pack of chunk groups holds
+// packGroups of them.
+var openTarget = [3]int64{packTarget, packTarget, groupPackTarget}
 
 // gathered is a pack being gathered.
 type gathered struct {
@@ -934,11 +939,7 @@ func (w *packWriter) addTogether(i int, d object.Digest, b []byte, grp chunkGrou
 	p := &w.open[i]
 	if grp.id != w.group[i] {
 		w.group[i] = grp.id
-		target := int64(packTarget)
-		if i == 2 {
-			target = groupPackTarget
-		}
-		if len(p.buf) > 0 && (grp.batch || int64(len(p.buf))+grp.bytes > target) {
+		if len(p.buf) > 0 && (grp.batch || int64(len(p.buf))+grp.bytes > openTarget[i]) {
 			w.send(p)
 		}
 	}
