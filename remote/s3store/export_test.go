@@ -158,3 +158,12 @@ const BatchChunks = packGroups * object.ChunkGroup
 
 // GroupPackTarget is where a pack of chunk groups is closed.
 const GroupPackTarget = groupPackTarget
+
+// GetThroughSDK has s make its GETs with the SDK's GetObject, as a
+// bucket whose endpoint rules the getter leaves to the SDK does, and
+// reports whether it made them itself before.
+func GetThroughSDK(s *Store) (had bool) {
+	had = s.getter != nil
+	s.getter = nil
+	return had
+}

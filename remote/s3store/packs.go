@@ -17,8 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cowfs/cowfs/cow/object"
@@ -689,15 +687,14 @@ func (s *Store) readRun(ctx context.Context, pack string, off, n int64, at []pac
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	s.gets.Add(1)
-	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key),
-		Range: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+n-1))})
+	out, err := s.getObject(ctx, key, fmt.Sprintf("bytes=%d-%d", off, off+n-1))
 	if err != nil {
 		if status(err) == 416 {
 			return 0, fmt.Errorf("pack %s in bucket %s is shorter than its index says (truncated): %w", key, s.cfg.Bucket, object.ErrCorrupt)
 		}
 		return 0, s.wrap("get", key, err)
 	}
-	defer out.Body.Close()
+	defer out.body.Close()
 	pos := off // the pack's offset the body is at
 	short := func(got int64) error {
 		return fmt.Errorf("pack %s in bucket %s: %d bytes at %d, its index says %d (truncated?): %w", key, s.cfg.Bucket, got, off, n, object.ErrCorrupt)
@@ -706,7 +703,7 @@ func (s *Store) readRun(ctx context.Context, pack string, off, n int64, at []pac
 	// ignored the range and sent the whole pack, a pack shorter than its
 	// index says) would hand bytes of the wrong offsets: found before
 	// any is handed.
-	if cr := aws.ToString(out.ContentRange); cr != "" {
+	if cr := out.contentRange; cr != "" {
 		var from, to int64
 		if _, err := fmt.Sscanf(cr, "bytes %d-%d/", &from, &to); err != nil || from != off || to > off+n-1 {
 			return 0, fmt.Errorf("pack %s in bucket %s: asked for bytes %d-%d, sent %q: %w", key, s.cfg.Bucket, off, off+n-1, cr, object.ErrCorrupt)
@@ -719,7 +716,7 @@ func (s *Store) readRun(ctx context.Context, pack string, off, n int64, at []pac
 	}
 	// A body that ends before the length its answer gave is a transfer
 	// cut short; one without a length that ends early, a short pack.
-	sized := out.ContentLength != nil && *out.ContentLength >= 0
+	sized := out.contentLength >= 0
 	fail := func(err error) error {
 		if !sized && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
 			return short(pos - off)
@@ -727,7 +724,7 @@ func (s *Store) readRun(ctx context.Context, pack string, off, n int64, at []pac
 		return s.wrap("get", key, err)
 	}
 	skip := func(to int64) error {
-		m, err := io.CopyN(io.Discard, out.Body, to-pos)
+		m, err := io.CopyN(io.Discard, out.body, to-pos)
 		pos += m
 		s.bytesIn.Add(m)
 		if err != nil {
@@ -750,7 +747,7 @@ func (s *Store) readRun(ctx context.Context, pack string, off, n int64, at []pac
 			return k, err
 		}
 		b := newBuf(int(l.n), pooled)
-		got, err := io.ReadFull(out.Body, b)
+		got, err := io.ReadFull(out.body, b)
 		pos += int64(got)
 		s.bytesIn.Add(int64(got))
 		if err != nil {

@@ -97,6 +97,9 @@ type Config struct {
 	// for 30 days.
 	IndexCache string
 	Log        *slog.Logger
+
+	// transport, in tests, takes the requests instead of the network.
+	transport http.RoundTripper
 }
 
 // ParseURL splits s3://BUCKET/PREFIX.
@@ -134,6 +137,7 @@ type Stats struct {
 type Store struct {
 	cfg      Config
 	client   *s3.Client
+	getter   *getter                 // nil: GETs go through client (get.go)
 	endpoint string                  // for messages
 	creds    aws.CredentialsProvider // for messages
 
@@ -181,6 +185,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	// Bounded everywhere: a dial, a TLS handshake and the wait for a
 	// response each have their own limit under the call's deadline, so
 	// a black-holed endpoint costs a retry, not the whole call.
+	// One retryer for the client and the getter: one retry quota.
+	retryer := countingRetryer{retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = cfg.MaxAttempts
+		o.MaxBackoff = 2 * time.Second
+		o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(notRetriedTLS)}, o.Retryables...)
+	}), retries}
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
 		tr.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 		tr.TLSHandshakeTimeout = 10 * time.Second
@@ -190,15 +200,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
 	})
+	var do aws.HTTPClient = httpClient
+	if cfg.transport != nil {
+		do = &http.Client{Transport: cfg.transport}
+	}
 	opts := []func(*config.LoadOptions) error{
-		config.WithHTTPClient(httpClient),
-		config.WithRetryer(func() aws.Retryer {
-			return countingRetryer{retry.NewStandard(func(o *retry.StandardOptions) {
-				o.MaxAttempts = cfg.MaxAttempts
-				o.MaxBackoff = 2 * time.Second
-				o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(notRetriedTLS)}, o.Retryables...)
-			}), retries}
-		}),
+		config.WithHTTPClient(do),
+		config.WithRetryer(func() aws.Retryer { return retryer }),
 		// Every object is checked against its digest on read; the
 		// SDK's own checksums add nothing and some stores lack them.
 		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
@@ -234,7 +242,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		k := sha256.Sum256([]byte(endpoint + "\x00" + cfg.Bucket + "\x00" + cfg.Prefix))
 		cfg.IndexCache = filepath.Join(cfg.IndexCache, hex.EncodeToString(k[:cacheDirBytes]))
 	}
-	s := &Store{cfg: cfg, client: client, endpoint: endpoint, retries: retries, creds: awsCfg.Credentials, packs: &packIndex{}}
+	s := &Store{cfg: cfg, client: client, endpoint: endpoint, retries: retries, creds: awsCfg.Credentials, packs: &packIndex{},
+		getter: newGetter(ctx, client, cfg.Bucket, retryer)}
 	if cfg.NoCheck {
 		return s, nil
 	}
@@ -331,14 +340,14 @@ func (s *Store) getKeyInto(ctx context.Context, key string, pooled bool) ([]byte
 	ctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	s.gets.Add(1)
-	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
+	out, err := s.getObject(ctx, key, "")
 	if err != nil {
 		return nil, s.wrap("get", key, err)
 	}
-	defer out.Body.Close()
-	n := aws.ToInt64(out.ContentLength)
-	if out.ContentLength == nil || n < 0 {
-		b, err := io.ReadAll(io.LimitReader(out.Body, maxObject+1))
+	defer out.body.Close()
+	n := out.contentLength
+	if n < 0 {
+		b, err := io.ReadAll(io.LimitReader(out.body, maxObject+1))
 		s.bytesIn.Add(int64(len(b)))
 		if err != nil {
 			return nil, s.wrap("get", key, err)
@@ -355,10 +364,10 @@ func (s *Store) getKeyInto(ctx context.Context, key string, pooled bool) ([]byte
 	// reads none past it: the read after the last byte only sees the end,
 	// which lets the connection be used again.
 	b := newBuf(int(n)+1, pooled)
-	got, err := io.ReadFull(out.Body, b[:n])
+	got, err := io.ReadFull(out.body, b[:n])
 	if err == nil {
 		var k int
-		if k, err = out.Body.Read(b[n:]); k > 0 {
+		if k, err = out.body.Read(b[n:]); k > 0 {
 			err = errors.New("body longer than its Content-Length")
 		} else if err == io.EOF {
 			err = nil

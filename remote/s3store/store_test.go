@@ -194,6 +194,22 @@ func TestS3NoHang(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("took %v, past its 2s bound", took)
 	}
+	// A GET too, whose request the store makes itself.
+	st, err := s3store.Open(context.Background(), s3store.Config{Bucket: "b", Endpoint: "http://" + l.Addr().String(), Timeout: 2 * time.Second, NoCheck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	enc, err := object.EncodeBlob([]byte("never"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Get(context.Background(), object.Sum(enc)); !errors.Is(err, s3store.ErrUnreachable) {
+		t.Fatalf("get from a silent endpoint: %v; want ErrUnreachable", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("get took %v, past its 2s bound", took)
+	}
 }
 
 func TestParseURL(t *testing.T) {
