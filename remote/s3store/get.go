@@ -3,11 +3,14 @@ package s3store
 import (
 	"context"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -68,6 +71,11 @@ type getter struct {
 	service string // the signing name and region the endpoint rules gave
 	region  string
 	retryer aws.RetryerV2
+	// skew is the server's clock less this machine's, in ns, as the
+	// last answer's Date header said: requests are signed at now plus
+	// skew, so that a worker whose clock is off still signs in the
+	// window a store accepts (15 minutes for S3), as the SDK does.
+	skew atomic.Int64
 }
 
 // emptySHA256 is the SHA-256 of an empty payload, a GET's.
@@ -123,7 +131,9 @@ func newGetter(ctx context.Context, client *s3.Client, bucket string, retryer aw
 
 // get GETs key, retrying as the SDK's retry middleware does with the
 // same retryer: what it deems retryable, up to its attempts, after its
-// delays, within its retry quota.
+// delays (or an X-Amz-Retry-After's), within its retry quota; and an
+// answer refusing a signature its clock skew explains, once the skew is
+// taken from the answer's Date.
 func (g *getter) get(ctx context.Context, key, rng string) (answer, error) {
 	release, err := g.retryer.GetAttemptToken(ctx)
 	if err != nil {
@@ -142,6 +152,7 @@ func (g *getter) get(ctx context.Context, key, rng string) (answer, error) {
 		if derr != nil {
 			return answer{}, err
 		}
+		delay = retryAfter(delay, err)
 		if release, derr = g.retryer.GetRetryToken(ctx, err); derr != nil {
 			return answer{}, err
 		}
@@ -154,6 +165,42 @@ func (g *getter) get(ctx context.Context, key, rng string) (answer, error) {
 		}
 	}
 }
+
+// retryAfter is the delay before another attempt: a store's
+// X-Amz-Retry-After (ms) where it gives one, within backoff and backoff
+// plus 5 s, as the SDK takes it.
+func retryAfter(backoff time.Duration, err error) time.Duration {
+	var re *smithyhttp.ResponseError
+	if !errors.As(err, &re) || re.Response == nil || re.Response.Response == nil {
+		return backoff
+	}
+	ms, perr := strconv.ParseInt(re.Response.Header.Get("X-Amz-Retry-After"), 10, 64)
+	if perr != nil || ms < 0 {
+		return backoff
+	}
+	return min(max(time.Duration(ms)*time.Millisecond, backoff), backoff+5*time.Second)
+}
+
+// Clock skew, as the SDK corrects it: an answer's Date is trusted unless
+// a cache served it (Age) or it took longer than a signature lives; a
+// refusal of these codes is retried when the skew it shows differs from
+// the one signed with by more than skewThreshold.
+const (
+	skewThreshold  = 4 * time.Minute
+	maxTrustedTrip = 15 * time.Minute
+)
+
+var skewCodes = map[string]bool{
+	"InvalidSignatureException": true, "SignatureDoesNotMatch": true, "AuthFailure": true,
+	"RequestTimeTooSkewed": true, "AccessDeniedException": true,
+}
+
+// skewError is a refusal clock skew explains: the retryer retries it.
+type skewError struct{ err error }
+
+func (e *skewError) Error() string        { return "probable clock skew: " + e.err.Error() }
+func (e *skewError) Unwrap() error        { return e.err }
+func (e *skewError) RetryableError() bool { return true }
 
 // once makes one attempt: an answer of 200 or 206 is returned with its
 // body open; any other is read, closed and returned as the SDK's error
@@ -177,19 +224,44 @@ func (g *getter) once(ctx context.Context, key, rng string) (answer, error) {
 		return answer{}, fmt.Errorf("credentials: %w", err)
 	}
 	req.Header.Set("X-Amz-Content-Sha256", emptySHA256)
-	if err := g.signer.SignHTTP(ctx, creds, req, emptySHA256, g.service, g.region, time.Now()); err != nil {
+	signedSkew := time.Duration(g.skew.Load())
+	sent := time.Now()
+	if err := g.signer.SignHTTP(ctx, creds, req, emptySHA256, g.service, g.region, sent.Add(signedSkew)); err != nil {
 		return answer{}, fmt.Errorf("sign GET %s: %w", key, err)
 	}
 	resp, err := g.client.Do(req)
 	if err != nil {
 		return answer{}, &smithyhttp.RequestSendError{Err: err}
 	}
+	skew, skewed := g.noteSkew(resp, sent)
 	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent {
 		return answer{body: resp.Body, contentLength: resp.ContentLength, contentRange: resp.Header.Get("Content-Range")}, nil
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	return answer{}, responseError(resp, body)
+	err = responseError(resp, body)
+	var ae smithy.APIError
+	if skewed && errors.As(err, &ae) && skewCodes[ae.ErrorCode()] && (skew-signedSkew).Abs() > skewThreshold {
+		return answer{}, &skewError{err}
+	}
+	return answer{}, err
+}
+
+// noteSkew takes the clock skew an answer to a request sent at sent
+// shows, if it can be trusted, as the one to sign with from now on.
+func (g *getter) noteSkew(resp *http.Response, sent time.Time) (time.Duration, bool) {
+	got := time.Now()
+	date := resp.Header.Get("Date")
+	if date == "" || resp.Header.Get("Age") != "" || got.Sub(sent) > maxTrustedTrip {
+		return 0, false
+	}
+	server, err := http.ParseTime(date)
+	if err != nil {
+		return 0, false
+	}
+	skew := server.Sub(got)
+	g.skew.Store(int64(skew))
+	return skew, true
 }
 
 // responseError is the error the SDK makes of a failed answer: its

@@ -584,6 +584,11 @@ func (s *Store) wrap(op, key string, err error) error {
 	case code == "NoSuchBucket" || (status(err) == http.StatusNotFound && op == "list"):
 		return fmt.Errorf("%s: bucket %q does not exist at %s: check the bucket's name in the URL and the endpoint (--s3-endpoint, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), or create the bucket: %w",
 			where, s.cfg.Bucket, s.endpoint, ErrNoBucket)
+	case code == "RequestTimeTooSkewed" || code == "RequestExpired":
+		// Requests are signed at the time the store's answers give,
+		// so this is a store whose answers carry no usable Date.
+		return fmt.Errorf("%s: %s refused the request's time (%s): this machine's clock and the store's differ by more than the store allows (15 minutes for S3): set the clock (NTP): %w",
+			where, s.endpoint, code, ErrCredentials)
 	case code == "AccessDenied":
 		// The keys were taken; the identity may not do this.
 		return fmt.Errorf("%s: %s denied %s: %s may not %s there (AccessDenied): grant that identity %s access to the bucket, or use credentials that have it: %w",
