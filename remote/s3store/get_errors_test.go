@@ -16,6 +16,10 @@ import (
 	"github.com/cowfs/cowfs/remote/s3store"
 )
 
+// emptyListing is a store's answer to a list of bucket b that finds
+// nothing, for the stores of a few lines these tests play.
+const emptyListing = `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>`
+
 // A GET's failures are those of the SDK's GetObject, whichever makes it:
 // a throttled, failing or dropped answer is asked again, up to the
 // attempts, and counted; a missing object, a refusal and a bad signature
@@ -30,7 +34,7 @@ func TestS3GetFailures(t *testing.T) {
 	fails := map[string][]string{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("list-type") == "2" {
-			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>`)
+			io.WriteString(w, emptyListing)
 			return
 		}
 		name := strings.TrimPrefix(r.URL.Path, "/b/objects/")
@@ -169,7 +173,7 @@ func TestS3GetClockSkew(t *testing.T) {
 			return
 		}
 		if r.URL.Query().Get("list-type") == "2" {
-			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>`)
+			io.WriteString(w, emptyListing)
 			return
 		}
 		if enc == nil {
@@ -247,7 +251,7 @@ func TestS3GetRetryAfter(t *testing.T) {
 	var times []time.Time
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("list-type") == "2" {
-			io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>`)
+			io.WriteString(w, emptyListing)
 			return
 		}
 		mu.Lock()
