@@ -182,15 +182,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("endpoint %q is not an http:// or https:// URL", endpoint)
 		}
 	}
-	// Bounded everywhere: a dial, a TLS handshake and the wait for a
-	// response each have their own limit under the call's deadline, so
-	// a black-holed endpoint costs a retry, not the whole call.
 	// One retryer for the client and the getter: one retry quota.
 	retryer := countingRetryer{retry.NewStandard(func(o *retry.StandardOptions) {
 		o.MaxAttempts = cfg.MaxAttempts
 		o.MaxBackoff = 2 * time.Second
 		o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(notRetriedTLS)}, o.Retryables...)
 	}), retries}
+	// Bounded everywhere: a dial, a TLS handshake and the wait for a
+	// response each have their own limit under the call's deadline, so
+	// a black-holed endpoint costs a retry, not the whole call.
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
 		tr.DialContext = (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 		tr.TLSHandshakeTimeout = 10 * time.Second
